@@ -1,3 +1,28 @@
 //! tether: a thread-per-core HTTP/1.1 and Server-Sent Events reverse proxy on monoio.
 //!
 //! Module map (one concept per file; see README.md for the picture):
+//! - [`cli`]: every flag, its default and its help text.
+//! - [`config`]: the settings resolved once from the command line.
+//! - [`limits`]: named limits outside the HTTP codec.
+//! - [`duration`]: human durations (`500ms`, `2s`, `1m`).
+//! - [`log`]: log lines on stderr.
+//! - [`server`]: the process: port check, workers, signals, drain.
+//! - [`worker`]: one pinned thread per core with its runtime, listener and accept loop.
+//! - [`runtime`]: io_uring runtime with an explicit epoll fallback.
+//! - [`conn_table`]: a worker's live connections, for the drain.
+//! - [`conn_io`]: socket reads/writes over owned buffers, with their cancellation contracts.
+//! - [`http`]: the HTTP/1.1 wire codec (heads, framing, chunked, what crosses the proxy).
+//! - [`proxy`]: a client connection's life, the upstream exchange, replicas and pool.
+
+pub mod cli;
+pub mod config;
+pub mod conn_io;
+pub mod conn_table;
+pub mod duration;
+pub mod http;
+pub mod limits;
+pub mod log;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+pub mod worker;

@@ -1,1 +1,27 @@
-fn main() {}
+//! tether's entry point: parse the command line, start one worker per core, wait for a signal.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tether::cli::{Cli, Command};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Reverse(args) => {
+            tether::log::init(args.log_level);
+            match tether::server::run_reverse(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tether::log_error!("{e}");
+                    let _ = std::io::stderr().flush();
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

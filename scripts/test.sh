@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, on both io drivers: io_uring and epoll differ in cancellation semantics,
+# so a pass on one proves nothing about the other. This is the README's test command and exactly
+# what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Integration tests start many loopback connections; make sure the soft fd limit allows them.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "== build"
+cargo build --workspace --all-targets --quiet
+
+echo "== tests on io_uring (falls back to epoll where the kernel refuses io_uring)"
+cargo test --workspace --quiet
+
+echo "== tests on epoll (MONOIO_FORCE_LEGACY_DRIVER=1)"
+MONOIO_FORCE_LEGACY_DRIVER=1 cargo test --workspace --quiet

@@ -1,0 +1,162 @@
+//! Command-line interface: every flag, its default and its documentation live here, once.
+//!
+//! Defaults are the named constants of the modules that enforce them (`crate::limits`), so `--help`
+//! and the code cannot disagree.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::parse_duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "A thread-per-core HTTP/1.1 and Server-Sent Events reverse proxy on io_uring",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the reverse proxy: accept on --bind, forward to the --upstream replicas.
+    Reverse(ReverseArgs),
+}
+
+/// Which io driver each worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverChoice {
+    /// io_uring when the kernel allows it, else epoll (also when ring set-up fails).
+    Auto,
+    /// io_uring only: fail at start-up if it cannot be set up.
+    Uring,
+    /// epoll only (same as MONOIO_FORCE_LEGACY_DRIVER=1).
+    Epoll,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Args)]
+pub struct ReverseArgs {
+    // ----- listening -----
+    /// Address to accept client connections on (host:port; port 0 picks a free port, logged at start).
+    #[arg(long, value_name = "ADDR", help_heading = "Listening")]
+    pub bind: String,
+
+    /// Upstream origin as http://host:port[/prefix]; repeat for replicas, tried in turn when one
+    /// refuses connections. The prefix is prepended to every request path.
+    #[arg(
+        long = "upstream",
+        value_name = "URL",
+        required = true,
+        help_heading = "Listening"
+    )]
+    pub upstreams: Vec<String>,
+
+    /// Client connections each worker serves at once; past it new connections get 503 and are closed.
+    #[arg(long, value_name = "N", default_value_t = crate::limits::MAX_CONNECTIONS_PER_WORKER, help_heading = "Listening")]
+    pub max_connections: usize,
+
+    /// Listen backlog of each worker's socket.
+    #[arg(long, value_name = "N", default_value_t = crate::limits::LISTEN_BACKLOG, help_heading = "Listening")]
+    pub backlog: i32,
+
+    // ----- per-core tuning -----
+    /// Worker threads, one runtime and one listener each (default: one per online CPU).
+    #[arg(long, value_name = "N", help_heading = "Per-core tuning")]
+    pub workers: Option<usize>,
+
+    /// CPUs to pin workers to, e.g. "0,2-3" (worker i gets the i-th CPU of the list, cycling).
+    #[arg(
+        long,
+        value_name = "LIST",
+        conflicts_with = "no_pin",
+        help_heading = "Per-core tuning"
+    )]
+    pub cpus: Option<String>,
+
+    /// Do not pin workers to CPUs.
+    #[arg(long, help_heading = "Per-core tuning")]
+    pub no_pin: bool,
+
+    /// io_uring submission queue entries per worker (power of two, at most 32768).
+    #[arg(long, value_name = "N", default_value_t = crate::limits::URING_ENTRIES, help_heading = "Per-core tuning")]
+    pub uring_entries: u32,
+
+    /// IO driver: auto (io_uring, falling back to epoll), uring, or epoll.
+    #[arg(long, value_enum, default_value_t = DriverChoice::Auto, help_heading = "Per-core tuning")]
+    pub driver: DriverChoice,
+
+    /// Idle pooled upstream connections kept per worker and replica.
+    #[arg(long, value_name = "N", default_value_t = crate::limits::UPSTREAM_POOL_SIZE, help_heading = "Per-core tuning")]
+    pub upstream_pool_size: usize,
+
+    // ----- timeouts -----
+    /// Time allowed to open a TCP connection to an upstream before trying the next replica.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "2s", help_heading = "Timeouts")]
+    pub connect_timeout: Duration,
+
+    /// Time a client has to send a complete request head (408 when exceeded).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "10s", help_heading = "Timeouts")]
+    pub header_timeout: Duration,
+
+    /// Time an upstream has to answer with a response head once the request is sent (504 when exceeded).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s", help_heading = "Timeouts")]
+    pub upstream_header_timeout: Duration,
+
+    /// How long an idle keep-alive client connection is kept between requests.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s", help_heading = "Timeouts")]
+    pub idle_timeout: Duration,
+
+    /// Longest wait for the next bytes of a request body from the client, or of a (non-SSE) response
+    /// body from the upstream; past it both connections are closed.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s", help_heading = "Timeouts")]
+    pub body_timeout: Duration,
+
+    /// Longest a single write to a client or upstream may make no progress before both are closed.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s", help_heading = "Timeouts")]
+    pub send_timeout: Duration,
+
+    /// How long an idle pooled upstream connection may be reused (keep it below the upstream's own
+    /// keep-alive timeout; Node.js closes at 5s).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "4s", help_heading = "Timeouts")]
+    pub upstream_pool_idle: Duration,
+
+    /// How often upstream host names are resolved again (off the workers, on a resolver thread).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30s", help_heading = "Timeouts")]
+    pub resolve_interval: Duration,
+
+    /// On SIGTERM/SIGINT: stop accepting at once, let in-flight requests finish within this time,
+    /// then close what remains (open streams included) and exit 0. A second signal closes at once.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "10s", help_heading = "Timeouts")]
+    pub shutdown_grace: Duration,
+
+    // ----- HTTP limits -----
+    /// Largest request or response head in bytes (431 for requests, 502 for responses, when exceeded).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::http::MAX_HEAD_BYTES, help_heading = "HTTP limits")]
+    pub max_head_bytes: usize,
+
+    /// Most header fields in one head (431 when exceeded).
+    #[arg(long, value_name = "N", default_value_t = crate::http::MAX_HEADERS, help_heading = "HTTP limits")]
+    pub max_headers: usize,
+
+    /// Longest request target in bytes (414 when exceeded).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::http::MAX_TARGET_BYTES, help_heading = "HTTP limits")]
+    pub max_target_bytes: usize,
+
+    // ----- logging -----
+    /// Log level (RUST_LOG is read when this flag is absent).
+    #[arg(long, value_enum, help_heading = "Logging")]
+    pub log_level: Option<LogLevel>,
+}

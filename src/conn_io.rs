@@ -1,0 +1,262 @@
+//! Socket IO helpers over monoio's owned-buffer API, with their cancellation contracts spelled out.
+//!
+//! monoio on io_uring hands the buffer to the kernel: dropping a future that owns an in-flight read
+//! loses whatever the kernel already put there (see notes on monoio). The rule this crate follows:
+//! a read or write future is either awaited to completion, or the socket it reads is closed right
+//! after (never reused, never pooled). Each function below says which it needs.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::{IoBufMut, IoVecBuf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Why a bounded IO step did not complete.
+#[derive(Debug)]
+pub enum IoFailure {
+    /// The deadline passed first; the socket must be closed (its op was dropped mid-flight).
+    TimedOut,
+    /// The peer closed or reset the connection, or the socket failed.
+    Io(io::Error),
+}
+
+impl From<io::Error> for IoFailure {
+    fn from(e: io::Error) -> Self {
+        IoFailure::Io(e)
+    }
+}
+
+/// Appends what one read returns to the end of `buf` (monoio's `read` would write at offset 0),
+/// reserving at least `reserve` free bytes first. Returns 0 at end of stream.
+///
+/// Not cancel-safe: if the future is dropped before completion (timeout, select), bytes may be lost,
+/// so the caller must close the socket.
+pub async fn read_more(
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+    reserve: usize,
+) -> (io::Result<usize>, BytesMut) {
+    buf.reserve(reserve);
+    let len = buf.len();
+    let cap = buf.capacity();
+    let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
+    (res, slice.into_inner())
+}
+
+/// `read_more` bounded by `limit`. On `TimedOut` the buffer is gone with the dropped op and the
+/// socket must be closed. Not cancel-safe (as `read_more`).
+pub async fn read_more_within(
+    stream: &mut TcpStream,
+    buf: BytesMut,
+    reserve: usize,
+    limit: Duration,
+) -> Result<(usize, BytesMut), IoFailure> {
+    match monoio::time::timeout(limit, read_more(stream, buf, reserve)).await {
+        Ok((Ok(n), buf)) => Ok((n, buf)),
+        Ok((Err(e), _)) => Err(IoFailure::Io(e)),
+        Err(_) => Err(IoFailure::TimedOut),
+    }
+}
+
+/// Writes all of `data`, bounded by `limit` for the whole write. On failure the socket must be
+/// closed: part of the data may have been sent. Not cancel-safe.
+pub async fn write_all_within(
+    stream: &mut TcpStream,
+    data: Bytes,
+    limit: Duration,
+) -> Result<(), IoFailure> {
+    match monoio::time::timeout(limit, stream.write_all(data)).await {
+        Ok((Ok(_), _)) => Ok(()),
+        Ok((Err(e), _)) => Err(IoFailure::Io(e)),
+        Err(_) => Err(IoFailure::TimedOut),
+    }
+}
+
+/// A list of `Bytes` written with one `writev`: the pieces of a response (a chunk-size line, a body
+/// slice, its CRLF, the next event...) leave in one syscall without being copied together.
+/// monoio ships `IoVecBuf` only for its own vec types; this holds the `Bytes` alive while the
+/// kernel reads them through the iovecs.
+#[derive(Default)]
+pub struct BytesVec {
+    parts: Vec<Bytes>,
+    iovecs: Vec<libc::iovec>,
+    /// Index of the first part not yet fully written.
+    first: usize,
+    /// Total bytes not yet written.
+    remaining: usize,
+}
+
+/// At most this many iovecs per writev (Linux IOV_MAX is 1024); the rest go in the next call.
+const MAX_IOVECS_PER_WRITE: usize = 512;
+
+impl BytesVec {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues `b` (empty slices are skipped).
+    pub fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.remaining += b.len();
+            self.parts.push(b);
+        }
+    }
+
+    /// Queues a static slice (framing such as CRLF) without allocating.
+    pub fn push_static(&mut self, b: &'static [u8]) {
+        self.push(Bytes::from_static(b));
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Forgets everything (keeps the allocations).
+    pub fn clear(&mut self) {
+        self.parts.clear();
+        self.iovecs.clear();
+        self.first = 0;
+        self.remaining = 0;
+    }
+
+    /// Rebuilds the iovecs for the unwritten parts, just before a writev.
+    fn prepare(&mut self) {
+        self.iovecs.clear();
+        for part in self.parts[self.first..].iter().take(MAX_IOVECS_PER_WRITE) {
+            self.iovecs.push(libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            });
+        }
+    }
+
+    /// Marks `n` bytes as written, dropping finished parts from the front.
+    fn advance(&mut self, mut n: usize) {
+        debug_assert!(n <= self.remaining);
+        self.remaining -= n;
+        while n > 0 {
+            let part = &mut self.parts[self.first];
+            if n >= part.len() {
+                n -= part.len();
+                self.first += 1;
+            } else {
+                let _ = part.split_to(n);
+                n = 0;
+            }
+        }
+        if self.remaining == 0 {
+            self.parts.clear();
+            self.first = 0;
+        }
+    }
+}
+
+// SAFETY: the iovecs point into `parts`, whose `Bytes` are neither dropped nor moved (a `Bytes`
+// is a pointer to shared storage; moving the handle does not move the bytes) while monoio owns the
+// `BytesVec` during a writev, and `prepare` rebuilt them for exactly the parts still held.
+unsafe impl IoVecBuf for BytesVec {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iovecs.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iovecs.len()
+    }
+}
+
+/// Writes everything queued in `out` (one writev per pass), bounded by `limit` per pass without
+/// progress. Returns the (emptied) `BytesVec` for reuse. On failure the socket must be closed.
+/// Not cancel-safe.
+pub async fn write_vec_within(
+    stream: &mut TcpStream,
+    mut out: BytesVec,
+    limit: Duration,
+) -> Result<BytesVec, IoFailure> {
+    while !out.is_empty() {
+        out.prepare();
+        match monoio::time::timeout(limit, stream.writev(out)).await {
+            Ok((Ok(0), _)) => {
+                return Err(IoFailure::Io(io::Error::from(io::ErrorKind::WriteZero)));
+            }
+            Ok((Ok(n), back)) => {
+                out = back;
+                out.advance(n);
+            }
+            Ok((Err(e), _)) => return Err(IoFailure::Io(e)),
+            Err(_) => return Err(IoFailure::TimedOut),
+        }
+    }
+    out.clear();
+    Ok(out)
+}
+
+/// What a non-blocking one-byte peek says about a socket nobody is reading.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PeekState {
+    /// Nothing to read and the peer has not closed: usable.
+    Quiet,
+    /// The peer sent bytes we did not ask for (a pooled upstream must not do that).
+    HasData,
+    /// The peer closed (FIN) or the socket failed (RST...).
+    Closed,
+}
+
+/// Peeks at `fd` with `recv(MSG_PEEK | MSG_DONTWAIT)`: does not touch the ring, consumes nothing,
+/// never blocks. Cancel-safe (synchronous).
+pub fn peek_state(fd: RawFd) -> PeekState {
+    let mut byte = 0u8;
+    // SAFETY: `byte` is a valid 1-byte buffer for the duration of the call; MSG_PEEK leaves the
+    // socket's data in place and MSG_DONTWAIT makes the call return at once.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => PeekState::Closed,
+        n if n > 0 => PeekState::HasData,
+        _ => match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => PeekState::Quiet,
+            _ => PeekState::Closed,
+        },
+    }
+}
+
+/// `shutdown(2)` both directions of a socket owned by some task, so that its pending reads end
+/// (return 0) and its writes fail: the way the drain ends connections without touching their
+/// tasks' futures. Errors (already closed) are ignored.
+pub fn shutdown_fd(fd: RawFd) {
+    // SAFETY: shutdown only changes socket state; a stale or closed fd yields EBADF/ENOTCONN,
+    // which is ignored.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Sets SO_LINGER 0 so that closing sends RST: used when a connection is abandoned mid-message.
+pub fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid `struct linger` for the call's duration.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}

@@ -1,0 +1,547 @@
+//! One request/response exchange through an upstream: forward the request head and stream its
+//! body, read the response head (relaying 1xx), stream the response body back, and decide whether
+//! each side's connection can be kept.
+//!
+//! Flush rule (enforced in `relay_body`): everything already read is framed and written before the
+//! next read, in one writev; nothing ever waits for more input before being written. So a response
+//! head leaves at once with whatever body bytes came with it, and each chunk or event leaves as it
+//! arrives.
+
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use super::connect::{self, UpstreamConn};
+use super::error::ProxyError;
+use crate::conn_io::{
+    peek_state, read_more, read_more_within, set_linger_zero, write_vec_within, BytesVec,
+    IoFailure, PeekState,
+};
+use crate::conn_table::ConnGuard;
+use crate::http::{
+    expects_continue, request_body_kind, response_body_kind, response_keep_alive,
+    write_client_response, write_interim_response, write_upstream_request, BodyDecoder, BodyKind,
+    ChunkHeader, Decoded, ForwardContext, HeadKind, HeadScanner, HttpError, Method, OutFraming,
+    RequestHead, ResponseHead, Version, CHUNK_END, LAST_CHUNK,
+};
+use crate::limits::BODY_READ_BUFFER;
+use crate::worker::WorkerCtx;
+
+/// Free space reserved before each read of a head, in bytes.
+const HEAD_READ_RESERVE: usize = 4 * 1024;
+
+/// How long the upstream may take to start answering before the proxy also watches the client
+/// socket for a disconnect. Waiting costs nothing; watching costs a poll op per request, so fast
+/// answers (the common case) never pay for it.
+const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(50);
+
+const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// How the client connection continues after an exchange.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Response complete, both sides agree to keep the connection: read the next request.
+    KeepAlive,
+    /// Response complete, the connection ends (close requested, HTTP/1.0, drain, unread body).
+    Close,
+    /// The response was cut short (client gone, upstream died mid-body): close without lingering, so
+    /// the client sees an incomplete message rather than a complete wrong one.
+    Abort,
+}
+
+/// An exchange that failed before any response byte reached the client: the caller answers
+/// `error.answer()` (when there is one) and closes.
+pub struct Failed(pub ProxyError);
+
+/// Everything one exchange needs from its client connection.
+pub struct ClientSide<'a> {
+    pub stream: &'a mut TcpStream,
+    /// Bytes read from the client and not yet consumed (body bytes, pipelined requests).
+    pub buf: &'a mut BytesMut,
+    pub peer: SocketAddr,
+    pub guard: &'a ConnGuard,
+}
+
+pub async fn forward(
+    ctx: &WorkerCtx,
+    client: ClientSide<'_>,
+    head: RequestHead,
+) -> Result<Outcome, Failed> {
+    if head.method == Method::Connect {
+        return Err(Failed(ProxyError::MethodNotSupported("CONNECT")));
+    }
+    let req_kind = request_body_kind(&head).map_err(|e| Failed(ProxyError::ClientProtocol(e)))?;
+    let out_framing = match req_kind {
+        BodyKind::Empty | BodyKind::UntilClose => OutFraming::Empty,
+        BodyKind::Length(n) => OutFraming::Length(n),
+        BodyKind::Chunked => OutFraming::Chunked,
+    };
+    let mut upstream = connect::acquire(ctx, true).await.map_err(Failed)?;
+    let prefix = ctx.upstreams.borrow().spec(upstream.replica).prefix.clone();
+    let mut head_out = BytesMut::with_capacity(head.bytes.len() + 128);
+    write_upstream_request(
+        &head,
+        out_framing,
+        &ForwardContext {
+            client_addr: client.peer.ip(),
+            proto: "http",
+            path_prefix: prefix.as_bytes(),
+        },
+        &mut head_out,
+    );
+    let head_out = head_out.freeze();
+    let mut exchange = Exchange {
+        ctx,
+        client,
+        head,
+        req_kind,
+        out_framing,
+        head_out,
+        interim_sent: false,
+    };
+
+    // A pooled connection may have been closed by the upstream just now; a request with no body and
+    // an idempotent method can be sent again on a fresh connection if nothing came back.
+    let retryable = req_kind == BodyKind::Empty && exchange.head.method.is_idempotent();
+    loop {
+        exchange
+            .client
+            .guard
+            .set_upstream(Some(upstream.stream.as_raw_fd()));
+        let result = exchange.run(&mut upstream).await;
+        exchange.client.guard.set_upstream(None);
+        match result {
+            Err(Attempt::StaleUpstream) if upstream.reused && retryable => {
+                crate::log_debug!("pooled upstream connection was closed; retrying on a fresh one");
+                upstream = connect::connect_fresh(ctx, upstream.replica)
+                    .await
+                    .map_err(Failed)?;
+            }
+            Err(Attempt::StaleUpstream) => return Err(Failed(ProxyError::UpstreamClosed)),
+            Err(Attempt::Failed(e)) => {
+                // Abandoned mid-exchange: reset, so the upstream sees an aborted request rather
+                // than a clean end it might act on.
+                set_linger_zero(&upstream.stream);
+                return Err(Failed(e));
+            }
+            Ok((outcome, reusable)) => {
+                if reusable {
+                    ctx.pool.borrow_mut().put(upstream.replica, upstream.stream);
+                }
+                return Ok(outcome);
+            }
+        }
+    }
+}
+
+enum Attempt {
+    /// The upstream closed before answering anything: maybe a stale pooled connection.
+    StaleUpstream,
+    Failed(ProxyError),
+}
+
+impl From<ProxyError> for Attempt {
+    fn from(e: ProxyError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+struct Exchange<'c, 'a> {
+    ctx: &'c WorkerCtx,
+    client: ClientSide<'a>,
+    head: RequestHead,
+    req_kind: BodyKind,
+    /// How the request body is framed towards the upstream.
+    out_framing: OutFraming,
+    /// The upstream request head, built once (a retry sends the same bytes).
+    head_out: Bytes,
+    /// A `100 Continue` went to the client already (never twice).
+    interim_sent: bool,
+}
+
+impl Exchange<'_, '_> {
+    /// Sends the request and relays the response. Ok carries the outcome for the client and
+    /// whether the upstream connection may be pooled.
+    async fn run(&mut self, upstream: &mut UpstreamConn) -> Result<(Outcome, bool), Attempt> {
+        let t = self.ctx.config.timeouts;
+        let up = &mut upstream.stream;
+
+        // ---- request head, then body ----
+        let mut out = BytesVec::new();
+        out.push(self.head_out.clone());
+        let mut request_complete = true;
+        if self.req_kind == BodyKind::Empty {
+            if write_vec_within(up, out, t.send).await.is_err() {
+                return Err(Attempt::StaleUpstream);
+            }
+        } else {
+            if expects_continue(&self.head) && self.client.buf.is_empty() && !self.interim_sent {
+                // The client waits for this before sending its body; the upstream never sees
+                // Expect (it is answered here, the upstream is already connected).
+                if self.head.version == Version::Http11 {
+                    let mut hundred = BytesVec::new();
+                    hundred.push_static(CONTINUE_100);
+                    if write_vec_within(self.client.stream, hundred, t.send)
+                        .await
+                        .is_err()
+                    {
+                        return Err(ProxyError::ClientGone.into());
+                    }
+                }
+                self.interim_sent = true;
+            }
+            let mut decoder = BodyDecoder::new(self.req_kind);
+            let framing = self.out_framing;
+            match relay_body(
+                self.client.stream,
+                self.client.buf,
+                &mut decoder,
+                up,
+                framing,
+                out,
+                t.body,
+                t.send,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(RelayError::Read(ReadFailure::TimedOut)) => {
+                    return Err(ProxyError::ClientBodyTimeout.into())
+                }
+                Err(RelayError::Read(ReadFailure::Closed | ReadFailure::Io(_))) => {
+                    return Err(ProxyError::ClientGone.into())
+                }
+                Err(RelayError::Read(ReadFailure::Invalid(e))) => {
+                    return Err(ProxyError::ClientProtocol(e).into())
+                }
+                Err(RelayError::Write) => {
+                    // The upstream stopped taking the body; it may have answered early (413...).
+                    // Read what it said; the client connection cannot be reused (body unread).
+                    request_complete = false;
+                }
+            }
+        }
+
+        // ---- response head (1xx relayed) ----
+        let deadline = Instant::now() + t.upstream_header;
+        let mut ubuf = BytesMut::new();
+        let response = loop {
+            let head = self.read_response_head(up, &mut ubuf, deadline).await?;
+            if (100..200).contains(&head.status) {
+                if head.status == 101 {
+                    return Err(ProxyError::UpstreamSwitchedProtocols.into());
+                }
+                // 100 was answered by the proxy itself; other 1xx (103 Early Hints...) go to
+                // HTTP/1.1 clients as they are.
+                if head.status != 100 && self.head.version == Version::Http11 {
+                    let mut interim = BytesMut::new();
+                    write_interim_response(&head, &mut interim);
+                    let mut v = BytesVec::new();
+                    v.push(interim.freeze());
+                    if write_vec_within(self.client.stream, v, t.send)
+                        .await
+                        .is_err()
+                    {
+                        return Err(ProxyError::ClientGone.into());
+                    }
+                }
+                continue;
+            }
+            break head;
+        };
+
+        // ---- response framing, both sides ----
+        let framing = response_body_kind(self.head.method, &response)
+            .map_err(ProxyError::UpstreamProtocol)?;
+        let client_version = self.head.version;
+        let advertised = advertised_framing(&response, framing.kind, client_version);
+        let mut keep_client = request_complete
+            && crate::http::request_keep_alive(&self.head)
+            && !self.client.guard.draining()
+            && advertised != OutFraming::CloseDelimited;
+        // Any body bytes the client sent beyond what we consumed belong to the next request; if the
+        // request body was not consumed completely the connection cannot continue.
+        if !request_complete {
+            keep_client = false;
+        }
+        let mut reusable = request_complete
+            && !framing.must_close
+            && framing.kind != BodyKind::UntilClose
+            && response_keep_alive(&response);
+
+        let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
+        write_client_response(
+            &response,
+            advertised,
+            keep_client,
+            client_version,
+            &mut head_bytes,
+        );
+        let mut out = BytesVec::new();
+        out.push(head_bytes.freeze());
+
+        // ---- response body ----
+        let mut decoder = BodyDecoder::new(framing.kind);
+        let body_framing = if matches!(framing.kind, BodyKind::Empty) {
+            OutFraming::Empty
+        } else {
+            advertised
+        };
+        match relay_body(
+            up,
+            &mut ubuf,
+            &mut decoder,
+            self.client.stream,
+            body_framing,
+            out,
+            t.body,
+            t.send,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(RelayError::Read(failure)) => {
+                crate::log_debug!("upstream body failed mid-response: {failure}");
+                return Ok((Outcome::Abort, false));
+            }
+            Err(RelayError::Write) => return Ok((Outcome::Abort, false)),
+        }
+        if !ubuf.is_empty() {
+            // The upstream sent bytes past its response: it cannot be trusted with another request.
+            reusable = false;
+        }
+        Ok((
+            if keep_client {
+                Outcome::KeepAlive
+            } else {
+                Outcome::Close
+            },
+            reusable,
+        ))
+    }
+
+    /// Reads until a complete response head, watching the client for a disconnect once the
+    /// upstream is slow. EOF before any byte is `StaleUpstream` (the caller decides on a retry).
+    async fn read_response_head(
+        &mut self,
+        up: &mut TcpStream,
+        ubuf: &mut BytesMut,
+        deadline: Instant,
+    ) -> Result<ResponseHead, Attempt> {
+        let limits = self.ctx.config.head_limits;
+        let mut scanner = HeadScanner::new();
+        let mut received_any = !ubuf.is_empty();
+        loop {
+            if !ubuf.is_empty() {
+                match scanner.scan(ubuf, &limits, HeadKind::Response) {
+                    Ok(Some(n)) => {
+                        let bytes = ubuf.split_to(n).freeze();
+                        return ResponseHead::parse(bytes, &limits)
+                            .map_err(|e| ProxyError::UpstreamProtocol(e).into());
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(ProxyError::UpstreamProtocol(e).into()),
+                }
+            }
+            let (n, buf) =
+                read_watching_client(up, mem::take(ubuf), self.client.stream, deadline).await?;
+            *ubuf = buf;
+            if n == 0 {
+                return Err(if received_any {
+                    ProxyError::UpstreamClosed.into()
+                } else {
+                    Attempt::StaleUpstream
+                });
+            }
+            received_any = true;
+        }
+    }
+}
+
+/// One read from the upstream bounded by `deadline`; after `CLIENT_WATCH_DELAY` it also watches the
+/// client and gives up when the client has gone. On any error the upstream read was dropped in
+/// flight, so the upstream connection must be closed (the caller never pools it after an error).
+async fn read_watching_client(
+    up: &mut TcpStream,
+    buf: BytesMut,
+    client: &TcpStream,
+    deadline: Instant,
+) -> Result<(usize, BytesMut), Attempt> {
+    let mut read = std::pin::pin!(read_more(up, buf, HEAD_READ_RESERVE));
+    let watch_from = Instant::now() + CLIENT_WATCH_DELAY;
+    let mut watching = false;
+    // The client sent more bytes (a pipelined request): its socket stays readable, so stop watching.
+    let mut client_busy = false;
+    loop {
+        let wake_at = if watching || client_busy {
+            deadline
+        } else {
+            deadline.min(watch_from)
+        };
+        monoio::select! {
+            (res, buf) = read.as_mut() => {
+                return match res {
+                    Ok(n) => Ok((n, buf)),
+                    Err(_) => Err(Attempt::StaleUpstream),
+                };
+            }
+            _ = monoio::time::sleep_until(wake_at.into()) => {
+                if Instant::now() >= deadline {
+                    return Err(ProxyError::UpstreamHeadTimeout.into());
+                }
+                watching = !client_busy;
+            }
+            ready = client.readable(false), if watching => {
+                match (ready, peek_state(client.as_raw_fd())) {
+                    (Err(_), _) | (_, PeekState::Closed) => return Err(ProxyError::ClientGone.into()),
+                    (_, PeekState::HasData) => {
+                        watching = false;
+                        client_busy = true;
+                    }
+                    (_, PeekState::Quiet) => {}
+                }
+            }
+        }
+    }
+}
+
+/// What the client is told about the body's framing. HEAD and 304 answers carry the upstream's
+/// Content-Length (it describes the representation) but no body; 1xx and 204 carry neither.
+fn advertised_framing(response: &ResponseHead, kind: BodyKind, client: Version) -> OutFraming {
+    let streamed = if client == Version::Http11 {
+        OutFraming::Chunked
+    } else {
+        OutFraming::CloseDelimited
+    };
+    match kind {
+        BodyKind::Length(n) => OutFraming::Length(n),
+        BodyKind::Chunked | BodyKind::UntilClose => streamed,
+        BodyKind::Empty => {
+            if response.status == 204 || response.status < 200 {
+                return OutFraming::Empty;
+            }
+            match response.header("content-length").and_then(parse_length) {
+                Some(n) => OutFraming::Length(n),
+                None => OutFraming::Empty,
+            }
+        }
+    }
+}
+
+/// Content-Length digits by hand (the codec already validated framing for bodies that exist).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0')))
+}
+
+#[derive(Debug)]
+enum ReadFailure {
+    TimedOut,
+    /// The source ended before the body did.
+    Closed,
+    Io(std::io::Error),
+    Invalid(HttpError),
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFailure::TimedOut => f.write_str("no bytes within the body timeout"),
+            ReadFailure::Closed => f.write_str("connection closed before the body ended"),
+            ReadFailure::Io(e) => write!(f, "{e}"),
+            ReadFailure::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum RelayError {
+    Read(ReadFailure),
+    /// The receiving side failed or stalled; it is closed either way.
+    Write,
+}
+
+/// Streams one body from `src` to `dst`: decode what `src_buf` holds, frame it for `dst`, write it
+/// all (one writev, together with anything already queued in `out`, such as a response head),
+/// then read more. Memory stays bounded by one read whatever the body size.
+/// Not cancel-safe; on error both sockets are closed by the caller.
+#[allow(clippy::too_many_arguments)]
+async fn relay_body(
+    src: &mut TcpStream,
+    src_buf: &mut BytesMut,
+    decoder: &mut BodyDecoder,
+    dst: &mut TcpStream,
+    framing: OutFraming,
+    mut out: BytesVec,
+    read_timeout: Duration,
+    send_timeout: Duration,
+) -> Result<(), RelayError> {
+    // Chunk-size lines are written into one small buffer and handed out as slices of it, instead
+    // of one allocation per chunk.
+    let mut scratch = BytesMut::new();
+    loop {
+        while !src_buf.is_empty() && !decoder.is_done() {
+            match decoder
+                .decode(src_buf)
+                .map_err(|e| RelayError::Read(ReadFailure::Invalid(e)))?
+            {
+                Decoded::Data { start, end } => {
+                    let piece = src_buf.split_to(end).freeze().slice(start..);
+                    push_framed(&mut out, &mut scratch, framing, piece);
+                }
+                Decoded::NeedMore => src_buf.clear(),
+                Decoded::Done { consumed } => src_buf.advance(consumed),
+            }
+        }
+        let finished = decoder.is_done();
+        if finished && framing == OutFraming::Chunked {
+            out.push_static(LAST_CHUNK);
+        }
+        if !out.is_empty() {
+            out = write_vec_within(dst, out, send_timeout)
+                .await
+                .map_err(|_| RelayError::Write)?;
+        }
+        if finished {
+            return Ok(());
+        }
+        match read_more_within(src, mem::take(src_buf), BODY_READ_BUFFER, read_timeout).await {
+            Ok((0, buf)) => {
+                *src_buf = buf;
+                decoder
+                    .eof()
+                    .map_err(|_| RelayError::Read(ReadFailure::Closed))?;
+            }
+            Ok((_, buf)) => *src_buf = buf,
+            Err(IoFailure::TimedOut) => return Err(RelayError::Read(ReadFailure::TimedOut)),
+            Err(IoFailure::Io(e)) => return Err(RelayError::Read(ReadFailure::Io(e))),
+        }
+    }
+}
+
+/// Queues one body piece with the framing the receiver expects.
+fn push_framed(out: &mut BytesVec, scratch: &mut BytesMut, framing: OutFraming, piece: Bytes) {
+    /// Room for many chunk-size lines (at most 18 bytes each) per allocation.
+    const SCRATCH_BLOCK: usize = 512;
+    if piece.is_empty() {
+        return;
+    }
+    if framing == OutFraming::Chunked {
+        let header = ChunkHeader::new(piece.len());
+        if scratch.capacity() - scratch.len() < header.as_bytes().len() {
+            *scratch = BytesMut::with_capacity(SCRATCH_BLOCK);
+        }
+        scratch.extend_from_slice(header.as_bytes());
+        out.push(scratch.split().freeze());
+        out.push(piece);
+        out.push_static(CHUNK_END);
+    } else {
+        out.push(piece);
+    }
+}

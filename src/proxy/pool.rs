@@ -1,0 +1,68 @@
+//! A worker's pool of idle upstream connections, per replica. Worker-local: no locks.
+//!
+//! A connection goes back only after a complete exchange (request fully sent, response body read
+//! to its framed end, no `Connection: close`, no timeout or cancellation on it). Before reuse it is
+//! probed with a non-blocking `MSG_PEEK`: an upstream that closed an idle connection (or sent bytes
+//! nobody asked for) is discarded instead of being handed a request.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::conn_io::{peek_state, PeekState};
+
+struct Pooled {
+    stream: TcpStream,
+    since: Instant,
+}
+
+pub struct UpstreamPool {
+    /// Idle connections per replica, oldest first.
+    idle: Vec<Vec<Pooled>>,
+    max_per_replica: usize,
+    max_idle: Duration,
+}
+
+impl UpstreamPool {
+    pub fn new(replicas: usize, max_per_replica: usize, max_idle: Duration) -> Self {
+        UpstreamPool {
+            idle: (0..replicas).map(|_| Vec::new()).collect(),
+            max_per_replica,
+            max_idle,
+        }
+    }
+
+    /// The most recently used live connection to `replica`, if any (LIFO keeps few connections warm
+    /// and lets the others age out).
+    pub fn take(&mut self, replica: usize) -> Option<TcpStream> {
+        let now = Instant::now();
+        let list = &mut self.idle[replica];
+        while let Some(pooled) = list.pop() {
+            if now.duration_since(pooled.since) >= self.max_idle {
+                // Everything below is older still.
+                list.clear();
+                return None;
+            }
+            if peek_state(pooled.stream.as_raw_fd()) == PeekState::Quiet {
+                return Some(pooled.stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection after a complete exchange; drops it when the pool is full.
+    pub fn put(&mut self, replica: usize, stream: TcpStream) {
+        let now = Instant::now();
+        let max_idle = self.max_idle;
+        let list = &mut self.idle[replica];
+        list.retain(|p| now.duration_since(p.since) < max_idle);
+        if list.len() < self.max_per_replica {
+            list.push(Pooled { stream, since: now });
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.iter().map(Vec::len).sum()
+    }
+}

@@ -1,0 +1,321 @@
+//! Upstream origins: parsing `--upstream` URLs, resolving host names off the workers, and the
+//! address lists the workers connect to.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One `--upstream` replica as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// The URL as given, for log lines and 502 bodies.
+    pub url: String,
+    /// Host name or IP literal (without IPv6 brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path prefix prepended to every forwarded request target ("" when none; never ends in '/').
+    pub prefix: String,
+}
+
+/// Why an `--upstream` value was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpstreamUrlError {
+    NotHttp(String),
+    MissingHost(String),
+    BadPort(String),
+    HasQuery(String),
+}
+
+impl fmt::Display for UpstreamUrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamUrlError::NotHttp(u) => write!(
+                f,
+                "upstream '{u}' must start with http:// (TLS to upstreams is not supported)"
+            ),
+            UpstreamUrlError::MissingHost(u) => write!(f, "upstream '{u}' has no host"),
+            UpstreamUrlError::BadPort(u) => {
+                write!(
+                    f,
+                    "upstream '{u}' has a port that is not a number from 1 to 65535"
+                )
+            }
+            UpstreamUrlError::HasQuery(u) => {
+                write!(
+                    f,
+                    "upstream '{u}' has a query or fragment; only a path prefix is allowed"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for UpstreamUrlError {}
+
+impl UpstreamSpec {
+    /// Parses `http://host[:port][/prefix]`.
+    pub fn parse(url: &str) -> Result<UpstreamSpec, UpstreamUrlError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| UpstreamUrlError::NotHttp(url.to_string()))?;
+        if rest.contains(['?', '#']) {
+            return Err(UpstreamUrlError::HasQuery(url.to_string()));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (host, port_text) = if let Some(v6) = authority.strip_prefix('[') {
+            let end = v6
+                .find(']')
+                .ok_or_else(|| UpstreamUrlError::MissingHost(url.to_string()))?;
+            let after = &v6[end + 1..];
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return Err(UpstreamUrlError::BadPort(url.to_string())),
+            };
+            (&v6[..end], port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(UpstreamUrlError::MissingHost(url.to_string()));
+        }
+        let port = match port_text {
+            None => 80,
+            Some(p) => parse_port(p).ok_or_else(|| UpstreamUrlError::BadPort(url.to_string()))?,
+        };
+        Ok(UpstreamSpec {
+            url: url.to_string(),
+            host: host.to_string(),
+            port,
+            prefix: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// `host:port` as used for connecting and in messages.
+    pub fn authority(&self) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// Resolves the host (blocking: call only at start-up or on the resolver thread).
+    pub fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
+        if addrs.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} resolved to no address", self.host),
+            ));
+        }
+        Ok(addrs)
+    }
+}
+
+/// Digits by hand: `+80` or ` 80` are not ports.
+fn parse_port(text: &str) -> Option<u16> {
+    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u32 = text
+        .bytes()
+        .fold(0, |acc, b| acc * 10 + u32::from(b - b'0'));
+    u16::try_from(value).ok().filter(|p| *p != 0)
+}
+
+/// A replica with its current addresses. Written by the resolver thread, read by workers only
+/// when their cached generation is stale, so the hot path touches one atomic per connect.
+#[derive(Debug)]
+pub struct Upstream {
+    pub spec: UpstreamSpec,
+    /// Bumped each time `addrs` changes.
+    generation: AtomicU64,
+    addrs: Mutex<Arc<[SocketAddr]>>,
+}
+
+impl Upstream {
+    pub fn new(spec: UpstreamSpec, addrs: Vec<SocketAddr>) -> Self {
+        Upstream {
+            spec,
+            generation: AtomicU64::new(1),
+            addrs: Mutex::new(addrs.into()),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn addrs(&self) -> Arc<[SocketAddr]> {
+        match self.addrs.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace_addrs(&self, new: Vec<SocketAddr>) {
+        let mut guard = match self.addrs.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.as_ref() != new.as_slice() {
+            *guard = new.into();
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Starts the thread that re-resolves host-name upstreams every `interval`, so DNS changes are
+/// followed without a worker ever blocking on a lookup. A failed lookup keeps the old addresses.
+pub fn spawn_resolver(upstreams: Vec<Arc<Upstream>>, interval: Duration) {
+    let named: Vec<Arc<Upstream>> = upstreams
+        .into_iter()
+        .filter(|u| u.spec.host.parse::<IpAddr>().is_err())
+        .collect();
+    if named.is_empty() || interval.is_zero() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("tether-resolver".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            for upstream in &named {
+                match upstream.spec.resolve() {
+                    Ok(addrs) => upstream.replace_addrs(addrs),
+                    Err(e) => crate::log_warn!(
+                        "resolving upstream {} failed, keeping previous addresses: {e}",
+                        upstream.spec.url
+                    ),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        crate::log_warn!("could not start the resolver thread, upstream addresses stay fixed: {e}");
+    }
+}
+
+/// A worker's view of the replicas: addresses cached per generation, and the round-robin cursor.
+pub struct UpstreamSet {
+    upstreams: Vec<Arc<Upstream>>,
+    cached: Vec<(u64, Arc<[SocketAddr]>)>,
+    next: usize,
+}
+
+impl UpstreamSet {
+    pub fn new(upstreams: Vec<Arc<Upstream>>, first: usize) -> Self {
+        let cached = upstreams
+            .iter()
+            .map(|u| (u.generation(), u.addrs()))
+            .collect();
+        let next = if upstreams.is_empty() {
+            0
+        } else {
+            first % upstreams.len()
+        };
+        UpstreamSet {
+            upstreams,
+            cached,
+            next,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.upstreams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.upstreams.is_empty()
+    }
+
+    pub fn spec(&self, replica: usize) -> &UpstreamSpec {
+        &self.upstreams[replica].spec
+    }
+
+    /// The replica to try first for a new request (round robin), then the others in turn.
+    pub fn start_replica(&mut self) -> usize {
+        let start = self.next;
+        self.next = (self.next + 1) % self.upstreams.len().max(1);
+        start
+    }
+
+    /// Current addresses of a replica.
+    pub fn addrs(&mut self, replica: usize) -> Arc<[SocketAddr]> {
+        let upstream = &self.upstreams[replica];
+        let generation = upstream.generation();
+        if self.cached[replica].0 != generation {
+            self.cached[replica] = (generation, upstream.addrs());
+        }
+        self.cached[replica].1.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstream_urls() {
+        let s = UpstreamSpec::parse("http://127.0.0.1:8080/api/").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.prefix.as_str()),
+            ("127.0.0.1", 8080, "/api")
+        );
+        let s = UpstreamSpec::parse("http://example.com").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.prefix.as_str()),
+            ("example.com", 80, "")
+        );
+        let s = UpstreamSpec::parse("http://[::1]:9000/").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.prefix.as_str()),
+            ("::1", 9000, "")
+        );
+        assert_eq!(s.authority(), "[::1]:9000");
+    }
+
+    #[test]
+    fn refuses_bad_upstream_urls() {
+        for bad in [
+            "https://x:1",
+            "127.0.0.1:80",
+            "http://:80",
+            "http://h:+80",
+            "http://h:0",
+            "http://h:70000",
+            "http://h:80/x?y",
+            "http://[::1",
+        ] {
+            assert!(UpstreamSpec::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn round_robin_start_cycles() {
+        let mk = |p| {
+            Arc::new(Upstream::new(
+                UpstreamSpec::parse(&format!("http://127.0.0.1:{p}")).unwrap(),
+                vec![],
+            ))
+        };
+        let mut set = UpstreamSet::new(vec![mk(1), mk(2), mk(3)], 1);
+        assert_eq!(
+            [
+                set.start_replica(),
+                set.start_replica(),
+                set.start_replica()
+            ],
+            [1, 2, 0]
+        );
+    }
+}

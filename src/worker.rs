@@ -1,0 +1,246 @@
+//! One worker per core: its own thread, pinned; its own monoio runtime; its own SO_REUSEPORT
+//! listener; its own connections, upstream pool and address cache. A connection lives and dies on
+//! the worker that accepted it. Workers share nothing on the data path.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Canceller};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream, UnixStream};
+
+use crate::config::Config;
+use crate::conn_table::ConnTable;
+use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECTING_PER_WORKER};
+use crate::proxy::pool::UpstreamPool;
+use crate::proxy::upstream::UpstreamSet;
+use crate::runtime::{build_runtime, DriverKind};
+
+/// Everything a worker's tasks share. Lives in an `Rc`: only this worker's thread touches it.
+pub struct WorkerCtx {
+    pub index: usize,
+    pub config: Arc<Config>,
+    pub conns: Rc<ConnTable>,
+    pub pool: RefCell<UpstreamPool>,
+    pub upstreams: RefCell<UpstreamSet>,
+}
+
+/// Control messages from the main thread, one byte each on the worker's control socket.
+pub const CONTROL_DRAIN: u8 = b'D';
+pub const CONTROL_CLOSE_NOW: u8 = b'C';
+
+/// How often a draining worker checks whether its connections are done. The drain is rare and
+/// short, so a timer poll is simpler than waking on every connection's end.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// The main thread's side of a worker.
+pub struct WorkerHandle {
+    pub index: usize,
+    pub thread: JoinHandle<()>,
+    /// Writing CONTROL_* here tells the worker to drain or close; it never blocks (one byte each).
+    pub control: StdUnixStream,
+}
+
+/// What a worker reports once its listener is bound (or why it could not start).
+pub type Ready = Result<DriverKind, String>;
+
+pub fn spawn(
+    index: usize,
+    config: Arc<Config>,
+    ready: mpsc::Sender<(usize, Ready)>,
+) -> io::Result<WorkerHandle> {
+    let (main_side, worker_side) = StdUnixStream::pair()?;
+    worker_side.set_nonblocking(true)?;
+    let thread = std::thread::Builder::new()
+        .name(format!("tether-w{index}"))
+        .spawn(move || run(index, config, worker_side, ready))?;
+    Ok(WorkerHandle {
+        index,
+        thread,
+        control: main_side,
+    })
+}
+
+fn run(
+    index: usize,
+    config: Arc<Config>,
+    control: StdUnixStream,
+    ready: mpsc::Sender<(usize, Ready)>,
+) {
+    if let Some(cpu) = config.cpu_for(index) {
+        if let Err(e) = monoio::utils::bind_to_cpu_set([cpu]) {
+            crate::log_warn!("worker {index}: cannot pin to CPU {cpu} ({e:?}); running unpinned");
+        }
+    }
+    let built = match build_runtime(config.driver, config.uring_entries) {
+        Ok(built) => built,
+        Err(e) => {
+            let _ = ready.send((index, Err(e)));
+            return;
+        }
+    };
+    if let Some(reason) = &built.fallback_reason {
+        if index == 0 {
+            crate::log_warn!("io_uring unavailable, using epoll: {reason}");
+        }
+    }
+    let driver = built.driver;
+    let mut runtime = built.runtime;
+    runtime.block_on(async move {
+        // Listeners must be created inside the runtime (monoio registers them with its driver).
+        let listener = match bind_listener(config.bind, config.backlog) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send((
+                    index,
+                    Err(format!(
+                        "worker {index}: cannot listen on {}: {e}",
+                        config.bind
+                    )),
+                ));
+                return;
+            }
+        };
+        let control = match UnixStream::from_std(control) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready.send((index, Err(format!("worker {index}: control socket: {e}"))));
+                return;
+            }
+        };
+        let replicas = config.upstreams.len();
+        let ctx = Rc::new(WorkerCtx {
+            index,
+            pool: RefCell::new(UpstreamPool::new(
+                replicas,
+                config.upstream_pool_size,
+                config.timeouts.pool_idle,
+            )),
+            upstreams: RefCell::new(UpstreamSet::new(config.upstreams.clone(), index)),
+            conns: Rc::new(ConnTable::new()),
+            config,
+        });
+        let _ = ready.send((index, Ok(driver)));
+        serve(ctx, listener, control).await;
+    });
+}
+
+/// Each worker's own listener. SO_REUSEPORT lets the kernel spread connections over workers; the
+/// main thread has already checked that no other process holds the port.
+fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(backlog);
+    TcpListener::bind_with_config(addr, &opts)
+}
+
+async fn serve(ctx: Rc<WorkerCtx>, listener: TcpListener, mut control: UnixStream) {
+    let canceller = Canceller::new();
+    let accept_task = monoio::spawn(accept_loop(ctx.clone(), listener, canceller.handle()));
+
+    // Wait for the main thread's word. EOF (main gone) counts as a drain.
+    let mut msg = CONTROL_DRAIN;
+    let (res, buf) = control.read(vec![0u8; 1]).await;
+    if let Ok(1) = res {
+        msg = buf[0];
+    }
+    let deadline = Instant::now() + ctx.config.timeouts.shutdown_grace;
+    // Stop accepting: cancel the pending accept and await it (a dropped accept leaks its fd).
+    let _ = canceller.cancel();
+    accept_task.await;
+    ctx.conns.begin_drain();
+    crate::log_debug!(
+        "worker {}: draining {} connections",
+        ctx.index,
+        ctx.conns.live()
+    );
+
+    if msg != CONTROL_CLOSE_NOW {
+        // Wait for in-flight requests, the end of the grace period, or a second signal (which the
+        // main thread forwards as CONTROL_CLOSE_NOW) to close at once.
+        let close_now = Rc::new(Cell::new(false));
+        let flag = close_now.clone();
+        monoio::spawn(async move {
+            let _ = control.read(vec![0u8; 1]).await;
+            flag.set(true);
+        });
+        while ctx.conns.live() > 0 && Instant::now() < deadline && !close_now.get() {
+            monoio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+    if ctx.conns.live() > 0 {
+        crate::log_info!(
+            "worker {}: grace period over, closing {} connections",
+            ctx.index,
+            ctx.conns.live()
+        );
+        ctx.conns.shutdown_all();
+        // Tasks see their reads end and finish; bounded in case one is stuck in a long write.
+        let stop = Instant::now() + Duration::from_secs(2);
+        while ctx.conns.live() > 0 && Instant::now() < stop {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::io::CancelHandle) {
+    let rejecting = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        match listener.cancelable_accept(cancel.clone()).await {
+            Ok((stream, peer)) => {
+                if ctx.conns.draining() {
+                    // Accepted in the same instant the drain began: close, the client retries elsewhere.
+                    drop(stream);
+                    break;
+                }
+                if ctx.conns.live() >= ctx.config.max_connections {
+                    if rejecting.get() < MAX_REJECTING_PER_WORKER {
+                        rejecting.set(rejecting.get() + 1);
+                        let counter = rejecting.clone();
+                        monoio::spawn(async move {
+                            reject_overloaded(stream).await;
+                            counter.set(counter.get() - 1);
+                        });
+                    }
+                    continue;
+                }
+                monoio::spawn(crate::proxy::conn::serve_client(ctx.clone(), stream, peer));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) || ctx.conns.draining() => break,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE)
+                        | Some(libc::ENFILE)
+                        | Some(libc::ENOBUFS)
+                        | Some(libc::ENOMEM)
+                ) =>
+            {
+                crate::log_warn!(
+                    "worker {}: accept failed ({e}); backing off {ACCEPT_ERROR_BACKOFF_MS}ms (raise ulimit -n or lower --max-connections)",
+                    ctx.index
+                );
+                monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
+            }
+            Err(e) => crate::log_debug!("worker {}: accept: {e}", ctx.index),
+        }
+    }
+}
+
+/// Past --max-connections: answer 503 and close, within a bounded time.
+async fn reject_overloaded(mut stream: TcpStream) {
+    let mut out = bytes::BytesMut::new();
+    crate::http::write_error_response(503, "too many connections on this worker", false, &mut out);
+    let _ = monoio::time::timeout(
+        Duration::from_millis(ERROR_ANSWER_TIMEOUT_MS),
+        stream.write_all(out.freeze()),
+    )
+    .await;
+}
