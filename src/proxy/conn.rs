@@ -81,8 +81,9 @@ impl ClientConn {
             };
             match exchange::forward(&self.ctx, client, head).await {
                 Ok(Outcome::KeepAlive) => {
-                    if self.buf.is_empty() {
-                        // Idle: give the memory back until the next request arrives.
+                    if self.buf.is_empty() && self.buf.capacity() > 2 * CLIENT_READ_BUFFER {
+                        // A large body or head grew the buffer: give that memory back; a small
+                        // buffer is kept for the next request instead of reallocated.
                         self.buf = BytesMut::new();
                     }
                     self.guard.set_idle(self.buf.is_empty());

@@ -1,0 +1,202 @@
+//! Process life: start-up checks, drivers, connection limits, and the SIGTERM drain.
+
+mod common;
+
+use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn port_held_by_another_process_fails_at_once() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap();
+    let up = origin();
+    let args: Vec<String> = [
+        "reverse",
+        "--bind",
+        &addr.to_string(),
+        "--upstream",
+        &url_of(&up),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let started = Instant::now();
+    let log = match Tether::start_args(&args) {
+        Ok(_) => panic!("tether must not share a port held by another process"),
+        Err(log) => log,
+    };
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(log.iter().any(|l| l.contains("already in use")), "{log:?}");
+}
+
+#[test]
+fn driver_choice_is_logged_and_epoll_can_be_forced() {
+    let up = origin();
+    let t = Tether::start(&[url_of(&up)], &["--driver", "epoll"]);
+    let line = t
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("listening on"))
+        .unwrap();
+    assert!(line.contains("epoll driver"), "{line}");
+    let mut c = Client::connect(t.addr);
+    assert_eq!(c.get("/small").status, 200);
+}
+
+#[test]
+fn auto_driver_runs_and_says_which() {
+    let up = origin();
+    let t = Tether::start(&[url_of(&up)], &[]);
+    let line = t
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("listening on"))
+        .unwrap();
+    let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER").is_ok_and(|v| v == "1");
+    if forced {
+        assert!(line.contains("epoll driver"), "{line}");
+    } else {
+        assert!(
+            line.contains("io_uring driver") || line.contains("epoll driver"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_message() {
+    for (flag, value) in [
+        ("--connect-timeout", "5"),
+        ("--workers", "0"),
+        ("--cpus", "3-1"),
+        ("--uring-entries", "1000"),
+    ] {
+        let args: Vec<String> = [
+            "reverse",
+            "--bind",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:9",
+            flag,
+            value,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(flag.trim_start_matches("--").split('-').next().unwrap()),
+            "{flag}: {err}"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "reverse",
+            "--bind",
+            "127.0.0.1:0",
+            "--upstream",
+            "https://x",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
+}
+
+#[test]
+fn past_max_connections_new_clients_get_503() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--workers", "1", "--max-connections", "2"],
+    );
+    let mut a = Client::connect(t.addr);
+    let mut b = Client::connect(t.addr);
+    assert_eq!(a.get("/small").status, 200);
+    assert_eq!(b.get("/small").status, 200);
+    let (r, mut c) = send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 503);
+    assert!(c.is_closed());
+    // Capacity comes back when a connection leaves.
+    drop(a);
+    thread::sleep(Duration::from_millis(200));
+    let (r, _) = send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(b.get("/small").status, 200);
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
+    let up = origin();
+    let mut t = Tether::start(&[url_of(&up)], &["--shutdown-grace", "5s"]);
+    let addr = t.addr;
+    let idle = Client::connect(addr);
+    let mut idle = idle;
+    assert_eq!(idle.get("/small").status, 200);
+    let in_flight = thread::spawn(move || {
+        let (r, _) = send_raw(addr, b"GET /delay?ms=1000 HTTP/1.1\r\nHost: a\r\n\r\n");
+        r
+    });
+    thread::sleep(Duration::from_millis(300));
+    t.signal(libc::SIGTERM);
+    // The idle keep-alive connection is closed at once.
+    assert!(
+        idle.is_closed(),
+        "idle connection must be closed at drain start"
+    );
+    // The in-flight request completes, told the connection closes.
+    let r = in_flight.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    let status = t
+        .wait_exit(Duration::from_secs(5))
+        .expect("tether must exit after the drain");
+    assert!(status.success(), "{status:?}");
+    // No longer accepting.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn sigterm_closes_what_outlives_the_grace_period() {
+    let up = origin();
+    let mut t = Tether::start(&[url_of(&up)], &["--shutdown-grace", "500ms"]);
+    let mut c = Client::connect(t.addr);
+    c.send(b"GET /delay?ms=15000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    t.signal(libc::SIGTERM);
+    let status = t
+        .wait_exit(Duration::from_secs(8))
+        .expect("tether must exit after the grace period");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(
+        c.read_response(false).is_err(),
+        "the stalled request gets no response"
+    );
+}
+
+#[test]
+fn second_signal_closes_at_once() {
+    let up = origin();
+    let mut t = Tether::start(&[url_of(&up)], &["--shutdown-grace", "60s"]);
+    let mut c = Client::connect(t.addr);
+    c.send(b"GET /delay?ms=15000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    thread::sleep(Duration::from_millis(200));
+    t.signal(libc::SIGINT);
+    thread::sleep(Duration::from_millis(200));
+    t.signal(libc::SIGINT);
+    let status = t
+        .wait_exit(Duration::from_secs(8))
+        .expect("a second signal must end the drain");
+    assert!(status.success());
+}
