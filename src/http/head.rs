@@ -1,0 +1,694 @@
+//! Message heads: finding where one ends ([`HeadScanner`]) and parsing it into offsets
+//! ([`RequestHead`], [`ResponseHead`]) without copying a byte.
+//!
+//! The parse itself is httparse's (configured strictly: no obs-fold, no whitespace before a
+//! colon, single SP delimiters); this file turns its slices into [`Span`]s into the one `Bytes`
+//! that holds the head, and adds the rules httparse leaves to its caller: limits, target form,
+//! Host (RFC 9112 3.2), status code range, and errors that say exactly what was wrong.
+
+use std::mem::MaybeUninit;
+
+use bytes::Bytes;
+
+use super::error::HttpError;
+use super::syntax::is_token;
+
+/// Largest head (start line, field lines, empty line), in bytes, counting any empty lines
+/// before the start line. Past this: 431 and close.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most field lines in one head. Past this: 431 and close.
+pub const MAX_HEADERS: usize = 100;
+/// Longest request target, in bytes. Past this: 414 and close.
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// Bytes a request line may hold beyond its target (method, two SP, "HTTP/1.1", CRLF, with room
+/// for long extension methods). The scanner answers 414 once a request line passes
+/// `max_target_bytes` + this without ending, rather than waiting for `max_head_bytes`.
+pub const REQUEST_LINE_SLACK_BYTES: usize = 256;
+/// httparse header slots kept on the stack (MAX_HEADERS plus one to detect "too many"); a larger
+/// configured limit costs one heap allocation per parse.
+const STACK_HEADER_SLOTS: usize = MAX_HEADERS + 1;
+
+/// The head limits in force, resolved once from the CLI.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    /// Bytes, see [`MAX_HEAD_BYTES`].
+    pub max_head_bytes: usize,
+    /// Field lines, see [`MAX_HEADERS`].
+    pub max_headers: usize,
+    /// Bytes, see [`MAX_TARGET_BYTES`].
+    pub max_target_bytes: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_head_bytes: MAX_HEAD_BYTES,
+            max_headers: MAX_HEADERS,
+            max_target_bytes: MAX_TARGET_BYTES,
+        }
+    }
+}
+
+/// A byte range `start..end` inside the `Bytes` of the head it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    /// The bytes this span covers in `buf` (empty if `buf` is not the buffer it came from and
+    /// is too short: never panics).
+    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+
+    /// True for an empty range.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The span of `part`, a sub-slice of `base`; empty if `part` does not lie inside `base`
+    /// (httparse hands out an empty `""` literal for some empty values).
+    fn within(base: &[u8], part: &[u8]) -> Span {
+        let offset = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+        if offset <= base.len() && part.len() <= base.len() - offset {
+            // Both fit in u32: parse() rejects heads longer than u32::MAX first.
+            Span {
+                start: offset as u32,
+                end: (offset + part.len()) as u32,
+            }
+        } else {
+            Span::default()
+        }
+    }
+}
+
+/// One field line: name and value (OWS-trimmed) as spans into the head.
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderField {
+    /// The field name, as sent (case preserved).
+    pub name: Span,
+    /// The field value without leading and trailing whitespace.
+    pub value: Span,
+}
+
+/// The HTTP versions tether speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// Request methods; the registered ones by name, the rest as `Other` (see `method_str`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Trace,
+    Connect,
+    Other,
+}
+
+impl Method {
+    /// RFC 9110 9.2.2: PUT, DELETE and the safe methods (GET, HEAD, OPTIONS, TRACE) are
+    /// idempotent; a request with one of them may be retried on a fresh upstream connection.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Trace
+                | Method::Put
+                | Method::Delete
+        )
+    }
+
+    /// Methods are case-sensitive (RFC 9110 9.1): "get" is `Other`.
+    fn from_bytes(m: &[u8]) -> Method {
+        match m {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"PATCH" => Method::Patch,
+            b"TRACE" => Method::Trace,
+            b"CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// Which start line a head has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadKind {
+    Request,
+    Response,
+}
+
+/// Incremental end-of-head finder. It resumes the scan where it stopped, so a head arriving one
+/// byte per read is scanned linearly (never rescanned from 0). Accepts CRLFCRLF and also LF LF
+/// line ends.
+///
+/// The caller passes the same growing buffer on every call (bytes already seen unchanged). After
+/// `Ok(Some(n))` the scanner resets itself for the next head.
+#[derive(Debug, Default)]
+pub struct HeadScanner {
+    /// Index of the next byte to examine: everything before it was scanned by earlier calls.
+    pos: usize,
+    /// Index where the line being scanned starts.
+    line_start: usize,
+    /// The start line has ended; an empty line now ends the head (before it, empty lines are
+    /// skipped: RFC 9112 2.2).
+    in_fields: bool,
+    /// Bytes handed to memchr since the last reset: the linearity test's measure of work.
+    #[cfg(test)]
+    examined: usize,
+}
+
+impl HeadScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ok(Some(n)): buf[..n] is one complete head including its terminating empty line.
+    /// Ok(None): need more bytes. Err: limit exceeded before the end was found: the request line
+    /// alone longer than max_target_bytes + [`REQUEST_LINE_SLACK_BYTES`] -> TargetTooLong (414);
+    /// buf.len() >= max_head_bytes without an end -> HeadTooLarge (431). O(new bytes) per call.
+    /// Leading empty lines (CRLF) before a request line are tolerated (RFC 9112 2.2), and
+    /// before a status line too (a stray CRLF after a previous response's body).
+    pub fn scan(
+        &mut self,
+        buf: &[u8],
+        limits: &HeadLimits,
+        kind: HeadKind,
+    ) -> Result<Option<usize>, HttpError> {
+        if buf.len() < self.pos {
+            // Not the buffer we were scanning: start over rather than index past its end.
+            self.reset();
+        }
+        let end = buf.len().min(limits.max_head_bytes);
+        let max_start_line = match kind {
+            HeadKind::Request => limits
+                .max_target_bytes
+                .saturating_add(REQUEST_LINE_SLACK_BYTES),
+            HeadKind::Response => usize::MAX,
+        };
+        // For each LF in the unscanned bytes (memchr, so a whole read is one call):
+        //     line = buf[line_start..lf] without one trailing CR
+        //     before the start line: an empty line is skipped, a non-empty one is the start line
+        //         (and must fit max_start_line)
+        //     after it: an empty line ends the head at lf + 1
+        // No LF left: remember where we stopped, then check the limits.
+        while let Some(i) = memchr::memchr(b'\n', buf.get(self.pos..end).unwrap_or(&[])) {
+            #[cfg(test)]
+            {
+                self.examined += i + 1;
+            }
+            let lf = self.pos + i;
+            let line = buf.get(self.line_start..lf).unwrap_or(&[]);
+            let empty = line.is_empty() || line == b"\r";
+            self.pos = lf + 1;
+            self.line_start = lf + 1;
+            if self.in_fields {
+                if empty {
+                    self.reset();
+                    return Ok(Some(lf + 1));
+                }
+            } else if !empty {
+                let content = line.strip_suffix(b"\r").unwrap_or(line);
+                if content.len() > max_start_line {
+                    return Err(HttpError::TargetTooLong {
+                        limit: limits.max_target_bytes,
+                    });
+                }
+                self.in_fields = true;
+            }
+        }
+        #[cfg(test)]
+        {
+            self.examined += end.saturating_sub(self.pos);
+        }
+        self.pos = self.pos.max(end);
+        // A partial start line may end in the CR of its CRLF: one byte of grace.
+        let partial = end.saturating_sub(self.line_start);
+        if !self.in_fields && partial > max_start_line.saturating_add(1) {
+            return Err(HttpError::TargetTooLong {
+                limit: limits.max_target_bytes,
+            });
+        }
+        if buf.len() >= limits.max_head_bytes {
+            return Err(HttpError::HeadTooLarge {
+                kind,
+                limit: limits.max_head_bytes,
+            });
+        }
+        Ok(None)
+    }
+
+    /// Forgets the scan so far, for a new head in a new buffer.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Bytes examined since the last reset (tests assert linear work).
+    #[cfg(test)]
+    pub(crate) fn examined(&self) -> usize {
+        self.examined
+    }
+}
+
+/// A parsed request head. Every span indexes `bytes`.
+pub struct RequestHead {
+    /// Exactly the head the scanner delimited, including its empty line.
+    pub bytes: Bytes,
+    /// The method, `Other` for unregistered ones (their text is `method_str()`).
+    pub method: Method,
+    /// The method's text.
+    pub method_span: Span,
+    /// The request target as sent.
+    pub target: Span,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Field lines in order; one allocation per head.
+    pub headers: Vec<HeaderField>,
+}
+
+impl RequestHead {
+    /// `bytes` is exactly the head the scanner delimited. Spans index into `bytes` (no
+    /// per-header allocation, just the one Vec of spans). Applies limits (headers count -> 431,
+    /// target length -> 414). Rejects with 400: obs-fold, whitespace between field name and
+    /// colon, invalid tokens, control chars in values, a target of none of the four forms,
+    /// HTTP/1.1 without exactly one Host, more than one Host, an invalid Host; with 505: a
+    /// well-formed HTTP version other than 1.0 and 1.1.
+    pub fn parse(bytes: Bytes, limits: &HeadLimits) -> Result<RequestHead, HttpError> {
+        let kind = HeadKind::Request;
+        check_head_len(&bytes, limits, kind)?;
+        let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADER_SLOTS];
+        let mut heap = Vec::new();
+        let slots = header_slots(&mut stack, &mut heap, limits.max_headers);
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut req, &bytes, slots);
+        match parsed {
+            Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
+            Ok(_) => return Err(HttpError::IncompleteHead { kind }),
+            Err(e) => return Err(diagnose(e, &bytes, kind, limits)),
+        }
+        let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+            return Err(HttpError::IncompleteHead { kind });
+        };
+        let headers = field_spans(&bytes, req.headers, limits, kind)?;
+        let method_kind = Method::from_bytes(method.as_bytes());
+        if target.len() > limits.max_target_bytes {
+            return Err(HttpError::TargetTooLong {
+                limit: limits.max_target_bytes,
+            });
+        }
+        check_target_form(method_kind, target.as_bytes())?;
+        let version = if minor == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
+        let method_span = Span::within(&bytes, method.as_bytes());
+        let target = Span::within(&bytes, target.as_bytes());
+        let head = RequestHead {
+            bytes,
+            method: method_kind,
+            method_span,
+            target,
+            version,
+            headers,
+        };
+        head.check_host()?;
+        Ok(head)
+    }
+
+    /// RFC 9112 3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
+    /// request message that lacks a Host header field and to any request message that contains
+    /// more than one Host header field line or a Host header field with an invalid field value."
+    fn check_host(&self) -> Result<(), HttpError> {
+        let mut hosts = self.headers_named("host");
+        match (hosts.next(), hosts.next()) {
+            (None, _) if self.version == Version::Http11 => Err(HttpError::MissingHost),
+            (None, _) => Ok(()),
+            (Some(_), Some(_)) => Err(HttpError::MultipleHost {
+                count: 2 + hosts.count(),
+            }),
+            (Some(host), None) if is_valid_host(host) => Ok(()),
+            (Some(_), None) => Err(HttpError::InvalidHost),
+        }
+    }
+
+    /// The request target as sent.
+    pub fn target(&self) -> &[u8] {
+        self.target.of(&self.bytes)
+    }
+
+    /// The method as sent.
+    pub fn method_str(&self) -> &[u8] {
+        self.method_span.of(&self.bytes)
+    }
+
+    /// First header with this name, ASCII case-insensitive.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers_named(name).next()
+    }
+
+    /// Every value of the headers with this name, in order, ASCII case-insensitive.
+    pub fn headers_named<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        named(&self.bytes, &self.headers, name)
+    }
+
+    /// All field lines in order as (name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|h| (h.name.of(&self.bytes), h.value.of(&self.bytes)))
+    }
+}
+
+/// A parsed response head. Every span indexes `bytes`.
+pub struct ResponseHead {
+    /// Exactly the head the scanner delimited, including its empty line.
+    pub bytes: Bytes,
+    /// The status code, 100..=599.
+    pub status: u16,
+    /// The reason phrase as sent (may be empty).
+    pub reason: Span,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Field lines in order; one allocation per head.
+    pub headers: Vec<HeaderField>,
+}
+
+impl ResponseHead {
+    /// Like [`RequestHead::parse`] for a status line; the status must be 100..=599 (RFC 9110 15).
+    pub fn parse(bytes: Bytes, limits: &HeadLimits) -> Result<ResponseHead, HttpError> {
+        let kind = HeadKind::Response;
+        check_head_len(&bytes, limits, kind)?;
+        let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADER_SLOTS];
+        let mut heap = Vec::new();
+        let slots = header_slots(&mut stack, &mut heap, limits.max_headers);
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, &bytes, slots);
+        match parsed {
+            Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
+            Ok(_) => return Err(HttpError::IncompleteHead { kind }),
+            Err(e) => return Err(diagnose(e, &bytes, kind, limits)),
+        }
+        let (Some(status), Some(minor)) = (res.code, res.version) else {
+            return Err(HttpError::IncompleteHead { kind });
+        };
+        if !(100..=599).contains(&status) {
+            return Err(HttpError::InvalidStatusCode { code: status });
+        }
+        let headers = field_spans(&bytes, res.headers, limits, kind)?;
+        // httparse replaces a reason with obs-text by "", so the span is taken from the line:
+        // "HTTP/1.1 200 " is 13 bytes, the reason is the rest of the line.
+        let (_, line) = start_line(&bytes);
+        let reason = line
+            .get(13..)
+            .map_or(Span::default(), |r| Span::within(&bytes, r));
+        let version = if minor == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
+        Ok(ResponseHead {
+            bytes,
+            status,
+            reason,
+            version,
+            headers,
+        })
+    }
+
+    /// First header with this name, ASCII case-insensitive.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers_named(name).next()
+    }
+
+    /// Every value of the headers with this name, in order, ASCII case-insensitive.
+    pub fn headers_named<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        named(&self.bytes, &self.headers, name)
+    }
+
+    /// All field lines in order as (name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|h| (h.name.of(&self.bytes), h.value.of(&self.bytes)))
+    }
+
+    /// The reason phrase as sent.
+    pub fn reason(&self) -> &[u8] {
+        self.reason.of(&self.bytes)
+    }
+}
+
+fn named<'a, 'n>(
+    bytes: &'a [u8],
+    headers: &'a [HeaderField],
+    name: &'n str,
+) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    headers
+        .iter()
+        .filter(move |h| h.name.of(bytes).eq_ignore_ascii_case(name.as_bytes()))
+        .map(move |h| h.value.of(bytes))
+}
+
+fn check_head_len(bytes: &[u8], limits: &HeadLimits, kind: HeadKind) -> Result<(), HttpError> {
+    if bytes.len() > limits.max_head_bytes || u32::try_from(bytes.len()).is_err() {
+        return Err(HttpError::HeadTooLarge {
+            kind,
+            limit: limits.max_head_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// `max_headers + 1` httparse slots, so that one header too many is seen as such.
+fn header_slots<'s, 'b>(
+    stack: &'s mut [MaybeUninit<httparse::Header<'b>>; STACK_HEADER_SLOTS],
+    heap: &'s mut Vec<MaybeUninit<httparse::Header<'b>>>,
+    max_headers: usize,
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
+    let wanted = max_headers.saturating_add(1);
+    if wanted <= STACK_HEADER_SLOTS {
+        &mut stack[..wanted]
+    } else {
+        heap.resize_with(wanted, MaybeUninit::uninit);
+        heap
+    }
+}
+
+fn field_spans(
+    bytes: &[u8],
+    fields: &[httparse::Header<'_>],
+    limits: &HeadLimits,
+    kind: HeadKind,
+) -> Result<Vec<HeaderField>, HttpError> {
+    if fields.len() > limits.max_headers {
+        return Err(HttpError::TooManyHeaders {
+            kind,
+            limit: limits.max_headers,
+        });
+    }
+    Ok(fields
+        .iter()
+        .map(|h| HeaderField {
+            name: Span::within(bytes, h.name.as_bytes()),
+            value: Span::within(bytes, h.value),
+        })
+        .collect())
+}
+
+/// The start line (without its line end) and where it begins, skipping leading empty lines.
+fn start_line(bytes: &[u8]) -> (usize, &[u8]) {
+    let begin = bytes
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(bytes.len());
+    let rest = &bytes[begin..];
+    let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+    let line = &rest[..end];
+    (begin, line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// Turns httparse's coarse error into the specific [`HttpError`], by looking at the bytes again.
+/// Only runs on the error path.
+fn diagnose(err: httparse::Error, bytes: &[u8], kind: HeadKind, limits: &HeadLimits) -> HttpError {
+    let (line_start, line) = start_line(bytes);
+    match err {
+        httparse::Error::TooManyHeaders => HttpError::TooManyHeaders {
+            kind,
+            limit: limits.max_headers,
+        },
+        httparse::Error::Version => {
+            let version = match kind {
+                HeadKind::Request => line.rsplit(|&b| b == b' ').next().unwrap_or(&[]),
+                HeadKind::Response => line.split(|&b| b == b' ').next().unwrap_or(&[]),
+            };
+            match version {
+                [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                    if major.is_ascii_digit() && minor.is_ascii_digit() =>
+                {
+                    HttpError::UnsupportedVersion {
+                        kind,
+                        major: major - b'0',
+                        minor: minor - b'0',
+                    }
+                }
+                _ => HttpError::InvalidVersion { kind },
+            }
+        }
+        httparse::Error::Token => {
+            let method = line.split(|&b| b == b' ').next().unwrap_or(&[]);
+            if is_token(method) && line.len() > method.len() {
+                HttpError::InvalidTarget
+            } else {
+                HttpError::InvalidMethod
+            }
+        }
+        httparse::Error::Status => HttpError::InvalidStatusLine,
+        httparse::Error::NewLine => HttpError::InvalidLineEnding { kind },
+        httparse::Error::HeaderValue => HttpError::InvalidHeaderValue { kind },
+        httparse::Error::HeaderName => {
+            let fields = bytes.get(line_start + line.len()..).unwrap_or(&[]);
+            diagnose_field_name(fields, kind)
+        }
+    }
+}
+
+/// Finds the first field line httparse refused for its name, and says why.
+fn diagnose_field_name(fields: &[u8], kind: HeadKind) -> HttpError {
+    // `fields` starts at the start line's CRLF: the first piece is empty.
+    for (index, raw) in fields.split(|&b| b == b'\n').skip(1).enumerate() {
+        let line_no = index + 1;
+        let text = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if text.is_empty() {
+            break;
+        }
+        if text[0] == b' ' || text[0] == b'\t' {
+            return HttpError::ObsFold {
+                kind,
+                line: line_no,
+            };
+        }
+        let Some(colon) = memchr::memchr(b':', text) else {
+            return HttpError::InvalidHeaderName {
+                kind,
+                line: line_no,
+            };
+        };
+        let name = &text[..colon];
+        if name.last().is_some_and(|&b| b == b' ' || b == b'\t') {
+            return HttpError::WhitespaceBeforeColon {
+                kind,
+                line: line_no,
+            };
+        }
+        if !is_token(name) {
+            return HttpError::InvalidHeaderName {
+                kind,
+                line: line_no,
+            };
+        }
+    }
+    HttpError::InvalidHeaderName { kind, line: 0 }
+}
+
+/// RFC 9112 3.2: request-target = origin-form / absolute-form / authority-form / asterisk-form.
+/// CONNECT takes only authority-form (3.2.3); `*` is only for OPTIONS (3.2.4).
+fn check_target_form(method: Method, target: &[u8]) -> Result<(), HttpError> {
+    let ok = match (method, target.first()) {
+        (Method::Connect, _) => is_authority(target) && target.contains(&b':'),
+        (_, Some(b'/')) => true,
+        (Method::Options, Some(b'*')) => target == b"*",
+        _ => split_absolute_form(target).is_some(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(HttpError::InvalidTarget)
+    }
+}
+
+/// Splits an absolute-form target `scheme://authority[path][?query]` into its authority and
+/// the rest (which may be empty or start with '?'). None for anything else, for an empty
+/// authority (RFC 9110 4.2.1) and for userinfo (RFC 9110 4.2.4: treat as an error).
+pub(crate) fn split_absolute_form(target: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = memchr::memchr(b':', target)?;
+    let scheme = &target[..colon];
+    let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    let rest = target[colon + 1..].strip_prefix(b"//")?;
+    let authority_end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    (scheme_ok && !authority.is_empty() && is_authority(authority))
+        .then_some((authority, &rest[authority_end..]))
+}
+
+/// Host values (RFC 9112 3.2): `uri-host [ ":" port ]`, or empty.
+pub(crate) fn is_valid_host(host: &[u8]) -> bool {
+    is_authority(host)
+}
+
+/// The bytes of `host [ ":" port ]` (RFC 3986 3.2.2): unreserved, pct-encoded, sub-delims, ':'
+/// and the brackets of an IP literal. Excludes '@' (userinfo) and ',' (no host name or literal
+/// contains one, and a list-splitting peer would read two hosts).
+fn is_authority(s: &[u8]) -> bool {
+    s.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
+}

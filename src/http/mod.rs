@@ -1,0 +1,44 @@
+//! The HTTP/1.1 wire codec: heads, body framing, chunked coding, and the heads the proxy writes.
+//!
+//! ```text
+//! bytes in ──> HeadScanner::scan ──> RequestHead/ResponseHead::parse ──> framing::*_body_kind
+//!                                                                        │
+//!               BodyDecoder::decode (Length / ChunkedDecoder / UntilClose) <┘
+//!
+//! RequestHead  ──> rewrite::write_upstream_request ──> upstream
+//! ResponseHead ──> rewrite::write_client_response  ──> client (+ ChunkHeader / LAST_CHUNK)
+//! ```
+//!
+//! Files: `head` (limits, scanner, parsed heads as spans), `framing` (RFC 9112 section 6 and
+//! keep-alive), `chunked` (the chunked decoder), `body` (one body of a known kind, outgoing chunk
+//! framing), `rewrite` (what crosses the proxy), `error` (every failure, with its status),
+//! `syntax` (RFC 9110 5.6 tokens, whitespace, lists, digits).
+
+mod body;
+mod chunked;
+mod error;
+mod framing;
+mod head;
+mod rewrite;
+mod syntax;
+
+#[cfg(test)]
+mod tests;
+
+pub use body::{BodyDecoder, ChunkHeader, CHUNK_END, LAST_CHUNK};
+pub use chunked::{
+    ChunkedDecoder, Decoded, MAX_CHUNK_EXT_BYTES, MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES,
+};
+pub use error::HttpError;
+pub use framing::{
+    expects_continue, request_body_kind, request_keep_alive, response_body_kind,
+    response_keep_alive, BodyKind, ResponseFraming,
+};
+pub use head::{
+    HeadKind, HeadLimits, HeadScanner, HeaderField, Method, RequestHead, ResponseHead, Span,
+    Version, MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES, REQUEST_LINE_SLACK_BYTES,
+};
+pub use rewrite::{
+    reason_phrase, write_client_response, write_error_response, write_interim_response,
+    write_upstream_request, ForwardContext, OutFraming,
+};

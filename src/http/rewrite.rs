@@ -1,0 +1,357 @@
+//! What crosses the proxy: the head sent upstream, the head sent back to the client, and the
+//! responses the proxy makes itself. Heads are written, never edited in place: the received
+//! bytes stay read-only in their `Bytes` and only the fields that pass are copied out.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+
+use super::framing::content_length;
+use super::head::{split_absolute_form, Method, RequestHead, ResponseHead, Version};
+use super::syntax::{list_elements, put_decimal};
+
+/// How the proxy frames a body it sends on.
+///
+/// Requests: `CloseDelimited` is impossible for a request; it is written as `Chunked`, so a
+/// caller mistake shows up as a 400 from the upstream rather than as body bytes read as a next
+/// request. Responses: `Empty` means no body follows because of the request method or the status
+/// (HEAD, 1xx, 204, 304), and the upstream's Content-Length is kept (it describes the
+/// representation); an empty body anywhere else is `Length(0)`. `Chunked` needs an HTTP/1.1
+/// client: for HTTP/1.0 clients use `CloseDelimited`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+    CloseDelimited,
+}
+
+/// What the proxy knows about a request besides its head.
+pub struct ForwardContext<'a> {
+    /// The client's address, appended to X-Forwarded-For.
+    pub client_addr: IpAddr,
+    /// The scheme the client used ("http"), sent as X-Forwarded-Proto.
+    pub proto: &'a str,
+    /// From --upstream http://h:p/prefix, "" when none; joined before every origin-form path.
+    pub path_prefix: &'a [u8],
+}
+
+/// Field names that never cross the proxy, besides those a Connection header lists
+/// (RFC 9110 7.6.1). Expect is answered by the proxy itself (100-continue), so it stops here too.
+const HOP_BY_HOP: &[&[u8]] = &[
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"expect",
+];
+
+/// The names listed in Connection headers, and the test of whether a field crosses the proxy.
+struct HopByHop<'a> {
+    /// Values of every Connection field line (usually one; allocated only when present).
+    connection: Vec<&'a [u8]>,
+}
+
+impl<'a> HopByHop<'a> {
+    fn new(connection: impl Iterator<Item = &'a [u8]>) -> Self {
+        HopByHop {
+            connection: connection.collect(),
+        }
+    }
+
+    /// True for hop-by-hop fields: the fixed list, every Proxy-* field (Proxy-Connection,
+    /// Proxy-Authorization: credentials meant for this hop), and whatever Connection lists,
+    /// except Host, which HTTP/1.1 requires end to end and a client may not strip.
+    fn drops(&self, name: &[u8]) -> bool {
+        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || name
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+            || (!name.eq_ignore_ascii_case(b"host")
+                && self
+                    .connection
+                    .iter()
+                    .any(|v| list_elements(v).any(|t| t.eq_ignore_ascii_case(name))))
+    }
+}
+
+fn is(name: &[u8], wanted: &str) -> bool {
+    name.eq_ignore_ascii_case(wanted.as_bytes())
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// `prefix` + `path`, one '/' between them: "/api" + "/x" and "/api/" + "/x" give "/api/x";
+/// an empty path (absolute-form "http://h") becomes "/", a bare query "?q" becomes "/?q".
+fn put_prefixed_path(out: &mut BytesMut, prefix: &[u8], path: &[u8]) {
+    let mut end = prefix.len();
+    while end > 0 && prefix[end - 1] == b'/' {
+        end -= 1;
+    }
+    let prefix = &prefix[..end];
+    if !prefix.is_empty() && prefix[0] != b'/' {
+        out.put_u8(b'/');
+    }
+    out.put_slice(prefix);
+    if path.first() != Some(&b'/') {
+        out.put_u8(b'/');
+    }
+    out.put_slice(path);
+}
+
+/// Writes the upstream request head into `out`: "METHOD prefix+target HTTP/1.1\r\n", then the
+/// client's headers in order minus hop-by-hop (Connection and every header it names except Host,
+/// Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Connection and every Proxy-*
+/// header, Expect — the proxy answers 100-continue itself), minus Content-Length (re-framed),
+/// minus existing X-Forwarded-For (combined below), X-Forwarded-Proto and X-Forwarded-Host;
+/// then framing for `body` (Content-Length: n, or Transfer-Encoding: chunked, nothing for Empty),
+/// X-Forwarded-For: "<existing>, <client ip>" (appended to the combined existing values, or just
+/// the ip), X-Forwarded-Proto: proto, X-Forwarded-Host: the client's Host (when not empty).
+/// Host is preserved as is; a request without one (HTTP/1.0) gets an empty Host first, as
+/// RFC 9110 7.2 prescribes when the authority is unknown.
+/// Absolute-form targets ("http://authority/path?q") are sent in origin-form (path, "/" when
+/// empty) and the Host is the target's authority (RFC 9112 3.2.2). Asterisk-form ("*") and
+/// authority-form (CONNECT) are sent as is without prefix.
+pub fn write_upstream_request(
+    head: &RequestHead,
+    body: OutFraming,
+    ctx: &ForwardContext,
+    out: &mut BytesMut,
+) {
+    let target = head.target();
+    let absolute = match (head.method, target.first()) {
+        (Method::Connect, _) | (_, Some(b'/')) => None,
+        _ => split_absolute_form(target),
+    };
+    out.reserve(head.bytes.len() + 128);
+
+    // Request line.
+    out.put_slice(head.method_str());
+    out.put_u8(b' ');
+    match absolute {
+        Some((_, path)) => put_prefixed_path(out, ctx.path_prefix, path),
+        None if target.first() == Some(&b'/') => put_prefixed_path(out, ctx.path_prefix, target),
+        None => out.put_slice(target),
+    }
+    out.put_slice(b" HTTP/1.1\r\n");
+
+    // Fields in order, Host first when it has to be made up.
+    let host = absolute
+        .map(|(authority, _)| authority)
+        .or_else(|| head.header("host"));
+    if head.header("host").is_none() {
+        put_field(out, b"Host", host.unwrap_or(b""));
+    }
+    let hop = HopByHop::new(head.headers_named("connection"));
+    for (name, value) in head.headers() {
+        if hop.drops(name)
+            || is(name, "content-length")
+            || is(name, "x-forwarded-for")
+            || is(name, "x-forwarded-proto")
+            || is(name, "x-forwarded-host")
+        {
+            continue;
+        }
+        let value = if is(name, "host") {
+            host.unwrap_or(value)
+        } else {
+            value
+        };
+        put_field(out, name, value);
+    }
+
+    // Framing.
+    match body {
+        OutFraming::Empty => {}
+        OutFraming::Length(n) => put_length(out, n),
+        OutFraming::Chunked | OutFraming::CloseDelimited => {
+            debug_assert!(
+                body != OutFraming::CloseDelimited,
+                "a request cannot be close-delimited"
+            );
+            out.put_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+    }
+
+    // Forwarding fields.
+    out.put_slice(b"X-Forwarded-For: ");
+    for value in head.headers_named("x-forwarded-for") {
+        if !value.is_empty() {
+            out.put_slice(value);
+            out.put_slice(b", ");
+        }
+    }
+    // Writing into a BytesMut cannot fail.
+    let _ = write!(out, "{}", ctx.client_addr.to_canonical());
+    out.put_slice(b"\r\n");
+    put_field(out, b"X-Forwarded-Proto", ctx.proto.as_bytes());
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        put_field(out, b"X-Forwarded-Host", host);
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn put_length(out: &mut BytesMut, n: u64) {
+    out.put_slice(b"Content-Length: ");
+    put_decimal(out, n);
+    out.put_slice(b"\r\n");
+}
+
+/// "HTTP/1.1 {status} {reason}\r\n", the upstream's reason or ours when it sent none.
+fn put_status_line(out: &mut BytesMut, head: &ResponseHead) {
+    out.reserve(head.bytes.len() + 64);
+    out.put_slice(b"HTTP/1.1 ");
+    put_decimal(out, u64::from(head.status));
+    out.put_u8(b' ');
+    let reason = head.reason.of(&head.bytes);
+    if reason.is_empty() {
+        out.put_slice(reason_phrase(head.status).as_bytes());
+    } else {
+        out.put_slice(reason);
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// The upstream's end-to-end fields, minus Content-Length and Transfer-Encoding.
+fn put_end_to_end_fields(out: &mut BytesMut, head: &ResponseHead) {
+    let hop = HopByHop::new(head.headers_named("connection"));
+    for (name, value) in head.headers() {
+        if hop.drops(name) || is(name, "content-length") {
+            continue;
+        }
+        put_field(out, name, value);
+    }
+}
+
+/// Writes the client response head: "HTTP/1.1 {status} {reason}\r\n", upstream headers minus
+/// hop-by-hop (as for requests) and minus Content-Length/Transfer-Encoding (re-framed), then
+/// framing for `body` and "Connection: close" when !keep_alive, or "Connection: keep-alive" when
+/// keep_alive and the client is HTTP/1.0. A close-delimited body always gets "Connection: close".
+pub fn write_client_response(
+    head: &ResponseHead,
+    body: OutFraming,
+    keep_alive: bool,
+    client_version: Version,
+    out: &mut BytesMut,
+) {
+    put_status_line(out, head);
+    put_end_to_end_fields(out, head);
+    let mut keep_alive = keep_alive;
+    match body {
+        // HEAD and 304: the upstream's Content-Length describes the representation; 1xx and 204
+        // must not carry one (RFC 9110 8.6).
+        OutFraming::Empty => {
+            if !matches!(head.status, 100..=199 | 204) {
+                if let Ok(Some(n)) = content_length(head.headers_named("content-length")) {
+                    put_length(out, n);
+                }
+            }
+        }
+        OutFraming::Length(n) => put_length(out, n),
+        OutFraming::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+        OutFraming::CloseDelimited => keep_alive = false,
+    }
+    if !keep_alive {
+        out.put_slice(b"Connection: close\r\n");
+    } else if client_version == Version::Http10 {
+        out.put_slice(b"Connection: keep-alive\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// An interim (1xx) response to relay to an HTTP/1.1 client as is, minus hop-by-hop headers.
+pub fn write_interim_response(head: &ResponseHead, out: &mut BytesMut) {
+    put_status_line(out, head);
+    put_end_to_end_fields(out, head);
+    out.put_slice(b"\r\n");
+}
+
+/// A response generated by the proxy itself: short text/plain body "{status} {reason}: {detail}\n",
+/// Content-Length set, "Connection: close" unless keep_alive. Used for
+/// 400/408/413/414/431/501/502/503/504/505.
+pub fn write_error_response(status: u16, detail: &str, keep_alive: bool, out: &mut BytesMut) {
+    let reason = reason_phrase(status);
+    let mut status_text = BytesMut::new();
+    put_decimal(&mut status_text, u64::from(status));
+    let body_len = status_text.len() + 1 + reason.len() + 2 + detail.len() + 1;
+    out.reserve(body_len + 128);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(&status_text);
+    out.put_u8(b' ');
+    out.put_slice(reason.as_bytes());
+    out.put_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\n");
+    put_length(out, body_len as u64);
+    if !keep_alive {
+        out.put_slice(b"Connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(&status_text);
+    out.put_u8(b' ');
+    out.put_slice(reason.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(detail.as_bytes());
+    out.put_u8(b'\n');
+}
+
+/// The RFC 9110 section 15 reason phrase of `status`, "" for codes it does not register.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        103 => "Early Hints",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}

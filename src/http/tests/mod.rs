@@ -1,0 +1,4 @@
+//! Tests of the codec, one file per concept, plus the shotgun tests that feed every framer at
+//! every split point against slow oracles.
+
+mod head;
