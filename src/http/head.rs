@@ -551,7 +551,8 @@ fn diagnose(err: httparse::Error, bytes: &[u8], kind: HeadKind, limits: &HeadLim
         },
         httparse::Error::Version => {
             let version = match kind {
-                HeadKind::Request => line.rsplit(|&b| b == b' ').next().unwrap_or(&[]),
+                // What follows the second SP: a target with a space in it puts junk here.
+                HeadKind::Request => line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(&[]),
                 HeadKind::Response => line.split(|&b| b == b' ').next().unwrap_or(&[]),
             };
             match version {
