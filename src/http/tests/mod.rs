@@ -8,4 +8,5 @@ mod fuzz;
 mod head;
 mod oracle;
 mod rewrite;
+mod scan;
 mod shotgun;
