@@ -11,7 +11,8 @@
 //!
 //! Files: `head` (limits, scanner, parsed heads as spans), `framing` (RFC 9112 section 6 and
 //! keep-alive), `chunked` (the chunked decoder), `body` (one body of a known kind, outgoing chunk
-//! framing), `rewrite` (what crosses the proxy), `error` (every failure, with its status),
+//! framing), `rewrite` (what crosses the proxy), `rules` (target forms, Host, and
+//! the diagnosis of refused heads), `error` (every failure, with its status),
 //! `syntax` (RFC 9110 5.6 tokens, whitespace, lists, digits).
 
 mod body;
@@ -20,6 +21,7 @@ mod error;
 mod framing;
 mod head;
 mod rewrite;
+mod rules;
 mod syntax;
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use bytes::{BufMut, BytesMut};
 
 use super::framing::content_length;
-use super::head::{split_absolute_form, Method, RequestHead, ResponseHead, Version};
+use super::head::{Method, RequestHead, ResponseHead, Version};
+use super::rules::split_absolute_form;
 use super::syntax::{list_elements, put_decimal};
 
 /// How the proxy frames a body it sends on.

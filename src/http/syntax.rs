@@ -53,8 +53,8 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(trim_ows)
 }
 
-/// Parses `1*DIGIT` by hand: no sign, no whitespace, no separators; None on anything else.
-/// Overflow is reported separately so that its message can say so.
+/// Parses `1*DIGIT` by hand (`str::parse` would take "+5"): no sign, no whitespace, no
+/// separators. Overflow is its own error so that the message can say so.
 pub(crate) fn parse_decimal(s: &[u8]) -> Result<u64, DecimalError> {
     if s.is_empty() {
         return Err(DecimalError::NotDigits);
