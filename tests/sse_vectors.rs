@@ -334,7 +334,11 @@ fn check(v: &Vector, input: &[u8], pieces: &[&[u8]], how: &str) {
 /// last KiB and every 61st offset between are tried (61 is prime to the 20-byte unit of g01, so
 /// every position inside a unit is hit). `cargo test --release --test sse_vectors` tries all.
 fn exhaustive(at: usize, len: usize) -> bool {
-    !cfg!(debug_assertions) || len <= 4096 || at <= 1024 || at + 1024 >= len || at.is_multiple_of(61)
+    !cfg!(debug_assertions)
+        || len <= 4096
+        || at <= 1024
+        || at + 1024 >= len
+        || at.is_multiple_of(61)
 }
 
 #[test]
