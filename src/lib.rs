@@ -13,6 +13,7 @@
 //! - [`conn_io`]: socket reads/writes over owned buffers, with their cancellation contracts.
 //! - [`http`]: the HTTP/1.1 wire codec (heads, framing, chunked, what crosses the proxy).
 //! - [`proxy`]: a client connection's life, the upstream exchange, replicas and pool.
+//! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream registry, the relay.
 
 pub mod cli;
 pub mod config;
@@ -25,4 +26,5 @@ pub mod log;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod sse;
 pub mod worker;

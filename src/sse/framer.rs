@@ -1,0 +1,576 @@
+//! The SSE framer: splits an upstream `text/event-stream` body into *blocks* (everything through
+//! the blank line that dispatches) and keeps the last-event-id cursor as a browser would.
+//!
+//! Rules (notes/sse.md, from WHATWG HTML 9.2), each holding for ANY split of the body into pieces:
+//!  1. One UTF-8 BOM (EF BB BF) at body offset 0 is stripped, also when split; a later one is content.
+//!  2. Lines end with CRLF, LF or a lone CR. A piece ending in CR waits for the next byte: a CRLF
+//!     split across pieces is one terminator, and the block ends after its LF. A CR at EOF ends a
+//!     line (only [`EventFramer::finish_into`] can hand out a block that such a CR completes).
+//!  3. An empty line dispatches: it ends the block. A line starting with `:` is a comment.
+//!  4. A field splits at the first colon; exactly one leading space of the value is removed.
+//!  5. Field names are case-sensitive; only `data`, `id`, `retry` matter for forwarding.
+//!  6. (`data` joining is the slow path's business: [`parse_block`].)
+//!  7. An `id` containing NUL is ignored; an empty `id` resets the cursor to "".
+//!  8. The cursor moves at dispatch even when nothing fires (id-only "priming" blocks).
+//!  9. `retry` counts only when its value is one or more ASCII digits.
+//! 10. At EOF an unterminated block is discarded ([`EventFramer::finish`]).
+//! 11. Only CR and LF end lines; bytes are forwarded untouched (BOM of rule 1 excepted).
+//! 12. Linear: every byte is scanned once by `memchr2`; a partial line is never rescanned.
+
+use bytes::{Bytes, BytesMut};
+use std::fmt;
+
+/// Largest block the framer assembles, in bytes; past it `feed` returns FrameError::EventTooLarge and the stream must end.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// The UTF-8 byte order mark, stripped once at body offset 0 (rule 1).
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// What a block does to the last-event-id cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdField {
+    /// `id:` absent in this block
+    Unchanged,
+    /// `id:` present with no NUL: the new last-event-id (may be empty = reset). Invalid UTF-8 is
+    /// replaced by U+FFFD, as the browser holds it (and sends it back in `Last-Event-ID`).
+    Set(Bytes),
+}
+
+/// One complete block of the upstream body, ready to forward byte for byte.
+#[derive(Clone, Debug)]
+pub struct SseBlock {
+    /// The block's exact bytes through its dispatching blank line (leading stream BOM excluded).
+    pub raw: Bytes,
+    /// What this block does to the last-event-id cursor (the last valid `id` line in the block wins).
+    pub id: IdField,
+    /// `retry:` value in ms when the block carries a valid one (the last valid one wins; a value
+    /// beyond `u64::MAX` saturates).
+    pub retry: Option<u64>,
+    /// True when the block would fire an event at a browser (at least one `data` field).
+    pub fires: bool,
+}
+
+/// Why the framer gave up on an upstream body. The upstream side failed: end the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// A block grew past `limit` bytes without its blank line.
+    EventTooLarge {
+        /// The framer's `max_event_bytes`.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::EventTooLarge { limit } => write!(
+                f,
+                "upstream SSE event exceeds {limit} bytes without a blank line; ending the stream"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Where the current body stands with respect to the BOM strip (rule 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BomCheck {
+    /// Offset 0 is undecided: the body so far is the first `matched` bytes of the BOM, held back
+    /// (not in `partial`) until a byte confirms or refutes the BOM.
+    Pending { matched: usize },
+    /// Decided; `stripped` says whether this body began with a BOM.
+    Done { stripped: bool },
+}
+
+/// Where the scanner stands relative to line ends, between two pieces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineState {
+    /// Inside a line (maybe at its start) that begins at block offset `start`; every byte of the
+    /// open block from `start` on has been scanned and holds no CR or LF.
+    InLine { start: usize },
+    /// The last piece ended with a CR that ended a line (rule 2): an LF first in the next piece is
+    /// part of that terminator. `blank`: that line was empty, so the block is complete once the LF
+    /// question is settled.
+    AfterCr { blank: bool },
+}
+
+/// A byte range inside the open block (block-relative offsets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+/// What the open block's complete lines have said so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct BlockFacts {
+    /// Value of the last valid `id` line (rule 7), sliced out of the raw block at dispatch.
+    id: Option<Span>,
+    /// Last valid `retry` value (rule 9).
+    retry: Option<u64>,
+    /// Some `data` line was seen: a browser fires an event at dispatch.
+    fires: bool,
+}
+
+/// What one complete line (terminator excluded) means for forwarding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineKind {
+    /// Empty line: the block dispatches (rule 3).
+    Blank,
+    /// A `data` field: the block fires.
+    Data,
+    /// A valid `id` field whose value starts at `value_start` (line-relative) and runs to the end.
+    Id { value_start: usize },
+    /// A valid `retry` field.
+    Retry { ms: u64 },
+    /// Comments, other fields, `id` with NUL, `retry` with non-digits.
+    Ignored,
+}
+
+/// Splits an SSE body into blocks and tracks the last-event-id cursor. One per upstream stream;
+/// idle with nothing pending, it holds no heap buffer.
+#[derive(Debug)]
+pub struct EventFramer {
+    /// Limit on a block's size (and so on `partial`), in bytes.
+    max_event_bytes: usize,
+    /// BOM strip at offset 0 of the current body.
+    bom: BomCheck,
+    /// Line position carried from one piece to the next.
+    line: LineState,
+    /// The open block's bytes from earlier pieces: the only place bytes are copied. Empty (and
+    /// unallocated) when the last piece ended on a block boundary.
+    partial: BytesMut,
+    /// What the open block's complete lines said.
+    facts: BlockFacts,
+    /// Cursor after the blocks handed out so far; an owned copy so no read buffer is pinned.
+    last_id: Vec<u8>,
+    /// `feed` returned EventTooLarge for this body; it must end.
+    failed: bool,
+    /// Bytes looked at by the scanner and the line classifier (linearity test).
+    #[cfg(test)]
+    scanned: usize,
+}
+
+impl EventFramer {
+    /// A framer for one stream; blocks larger than `max_event_bytes` are refused.
+    pub fn new(max_event_bytes: usize) -> Self {
+        EventFramer {
+            max_event_bytes,
+            bom: BomCheck::Pending { matched: 0 },
+            line: LineState::InLine { start: 0 },
+            partial: BytesMut::new(),
+            facts: BlockFacts::default(),
+            last_id: Vec::new(),
+            failed: false,
+            #[cfg(test)]
+            scanned: 0,
+        }
+    }
+
+    /// Feeds the next piece of the body; appends every block it completes to `out`, in order.
+    ///
+    /// On `Err` the blocks completed before the oversized one are already in `out`; the framer
+    /// then refuses this body (every later `feed` fails) until [`restart_body`](Self::restart_body).
+    pub fn feed(&mut self, piece: Bytes, out: &mut Vec<SseBlock>) -> Result<(), FrameError> {
+        if self.failed {
+            return Err(self.too_large());
+        }
+        let Some(piece) = self.strip_bom(piece) else {
+            return Ok(());
+        };
+        if piece.is_empty() {
+            return Ok(());
+        }
+        let result = self.scan(&piece, out);
+        if result.is_err() {
+            self.failed = true;
+            self.partial = BytesMut::new();
+            self.facts = BlockFacts::default();
+        }
+        result
+    }
+
+    /// The body ended: any unterminated block is discarded (returns how many bytes were dropped).
+    ///
+    /// A block whose blank line is a lone CR at the very end of the body is complete by rule 2,
+    /// but this method has nowhere to put it: it is dropped and counted. Relays that forward
+    /// should call [`finish_into`](Self::finish_into). Leaves the framer ready for a new body.
+    pub fn finish(&mut self) -> usize {
+        let dropped = self.pending_bytes();
+        self.restart_body();
+        dropped
+    }
+
+    /// The body ended: hands out a block completed by a final lone CR (rule 2), discards any
+    /// unterminated block (rule 10) and returns how many bytes were dropped. Leaves the framer
+    /// ready for a new body, with the cursor kept.
+    pub fn finish_into(&mut self, out: &mut Vec<SseBlock>) -> usize {
+        if !self.failed && self.line == (LineState::AfterCr { blank: true }) {
+            // The partial never exceeds the limit: `grow_partial` checked it on the way in.
+            let raw = std::mem::take(&mut self.partial).freeze();
+            self.emit(raw, out);
+        }
+        self.finish()
+    }
+
+    /// Starts a new upstream body on the same framer (after a reconnect): drops the unfinished tail of the
+    /// previous body, re-arms the BOM strip for the new body's offset 0; the cursor (last id) is kept.
+    pub fn restart_body(&mut self) {
+        self.bom = BomCheck::Pending { matched: 0 };
+        self.line = LineState::InLine { start: 0 };
+        self.partial = BytesMut::new();
+        self.facts = BlockFacts::default();
+        self.failed = false;
+    }
+
+    /// Last event id as a browser would hold it after the blocks handed out so far (b"" when none/reset).
+    pub fn last_event_id(&self) -> &[u8] {
+        &self.last_id
+    }
+
+    /// Bytes held for an incomplete block (for memory accounting).
+    pub fn pending_bytes(&self) -> usize {
+        let held_bom = match self.bom {
+            BomCheck::Pending { matched } => matched,
+            BomCheck::Done { .. } => 0,
+        };
+        self.partial.len() + held_bom
+    }
+
+    /// Whether the current body began with a BOM that was stripped (rule 1). False while the
+    /// first bytes are still undecided.
+    pub fn bom_stripped(&self) -> bool {
+        self.bom == (BomCheck::Done { stripped: true })
+    }
+
+    /// The limit this framer enforces, in bytes.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+
+    #[cfg(test)]
+    pub(crate) fn scanned_bytes(&self) -> usize {
+        self.scanned
+    }
+
+    fn too_large(&self) -> FrameError {
+        FrameError::EventTooLarge {
+            limit: self.max_event_bytes,
+        }
+    }
+
+    /// Rule 1: consumes the leading BOM of the body, however it is split. Returns the piece left
+    /// to scan, or None when the whole piece is still a possible BOM prefix (held back).
+    fn strip_bom(&mut self, piece: Bytes) -> Option<Bytes> {
+        let BomCheck::Pending { matched: held } = self.bom else {
+            return Some(piece);
+        };
+        let mut matched = held;
+        while matched < BOM.len() && piece.get(matched - held) == Some(&BOM[matched]) {
+            matched += 1;
+        }
+        if matched == BOM.len() {
+            self.bom = BomCheck::Done { stripped: true };
+            return Some(piece.slice(matched - held..));
+        }
+        if matched - held == piece.len() {
+            self.bom = BomCheck::Pending { matched };
+            return None;
+        }
+        // Not a BOM: the bytes held from earlier pieces are the start of the first line.
+        self.bom = BomCheck::Done { stripped: false };
+        self.partial.extend_from_slice(&BOM[..held]);
+        Some(piece)
+    }
+
+    /// Appends bytes of the open block to `partial`, refusing to grow past the limit.
+    fn grow_partial(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        if self.partial.len() + bytes.len() > self.max_event_bytes {
+            return Err(self.too_large());
+        }
+        self.partial.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Frames one non-empty piece (BOM already handled). The open block is always
+    /// `partial ++ piece[copied..pos]`; a block offset `o` past `partial` is piece index
+    /// `copied + o - partial.len()`.
+    fn scan(&mut self, piece: &Bytes, out: &mut Vec<SseBlock>) -> Result<(), FrameError> {
+        let bytes: &[u8] = piece;
+        debug_assert!(!bytes.is_empty());
+        let mut copied = 0; // piece bytes before `copied` are in `partial` or already emitted
+        let mut pos = 0; // next byte memchr2 has not looked at
+        let mut line_start; // block offset of the line being scanned
+
+        // Rule 2: settle the CR that ended the last piece.
+        match self.line {
+            LineState::InLine { start } => line_start = start,
+            LineState::AfterCr { blank } => {
+                debug_assert!(!self.partial.is_empty(), "the CR itself is held");
+                if bytes[0] == b'\n' {
+                    pos = 1;
+                }
+                #[cfg(test)]
+                {
+                    self.scanned += 1;
+                }
+                if blank {
+                    self.grow_partial(&bytes[..pos])?;
+                    let raw = std::mem::take(&mut self.partial).freeze();
+                    self.emit(raw, out);
+                    copied = pos;
+                    line_start = 0;
+                } else {
+                    line_start = self.partial.len() + pos;
+                }
+            }
+        }
+        self.line = LineState::InLine { start: line_start };
+
+        // The hot loop, in pseudo-code:
+        //   while let Some(i) = memchr2(CR, LF, piece[pos..]):     // each byte looked at once
+        //       line = open block[line_start..i]                   // copy first if it spans pieces
+        //       kind = classify(line)                              // O(1), but id/retry values
+        //       term = LF | CRLF | CR; a CR that ends the piece -> AfterCr, stop (rule 2)
+        //       Blank -> block = open block through term -> out   // zero-copy slice when in piece
+        //       else  -> record data/id/retry; next line starts after term
+        //   copy the open block's tail piece[copied..] into partial (the only copy)
+        while let Some(found) = memchr::memchr2(b'\r', b'\n', &bytes[pos..]) {
+            let i = pos + found;
+            debug_assert!(copied <= pos && pos <= i);
+            #[cfg(test)]
+            {
+                self.scanned += found + 1;
+            }
+            let line: &[u8] = if self.partial.is_empty() {
+                &bytes[copied + line_start..i]
+            } else {
+                // The line may begin in an earlier piece: make it contiguous in `partial`.
+                self.grow_partial(&bytes[copied..i])?;
+                copied = i;
+                &self.partial[line_start..]
+            };
+            let kind = classify(line);
+            let line_end = line_start + line.len();
+            #[cfg(test)]
+            {
+                self.scanned += classify_cost(line);
+            }
+            let term_len = match (bytes[i], bytes.get(i + 1)) {
+                (b'\n', _) => 1,
+                (_, Some(b'\n')) => 2,
+                (_, Some(_)) => 1,
+                (_, None) => {
+                    // A CR ends the piece: an LF may follow in the next one (rule 2).
+                    self.record(kind, line_start, line_end);
+                    self.line = LineState::AfterCr {
+                        blank: kind == LineKind::Blank,
+                    };
+                    #[cfg(test)]
+                    {
+                        pos = bytes.len();
+                    }
+                    break;
+                }
+            };
+            debug_assert!(line_end == line_start || kind != LineKind::Blank);
+            let end = i + term_len;
+            pos = end;
+            if kind == LineKind::Blank {
+                let raw = if self.partial.is_empty() {
+                    if end - copied > self.max_event_bytes {
+                        return Err(self.too_large());
+                    }
+                    piece.slice(copied..end)
+                } else {
+                    self.grow_partial(&bytes[copied..end])?;
+                    std::mem::take(&mut self.partial).freeze()
+                };
+                self.emit(raw, out);
+                copied = end;
+                line_start = 0;
+            } else {
+                self.record(kind, line_start, line_end);
+                line_start = self.partial.len() + end - copied;
+            }
+            self.line = LineState::InLine { start: line_start };
+        }
+        #[cfg(test)]
+        {
+            self.scanned += bytes.len() - pos;
+        }
+        // Keep the open block for the next piece.
+        self.grow_partial(&bytes[copied..])
+    }
+
+    /// Applies a non-blank line's meaning to the open block (block offsets of the line).
+    fn record(&mut self, kind: LineKind, line_start: usize, line_end: usize) {
+        match kind {
+            LineKind::Data => self.facts.fires = true,
+            LineKind::Id { value_start } => {
+                self.facts.id = Some(Span {
+                    start: line_start + value_start,
+                    end: line_end,
+                });
+            }
+            LineKind::Retry { ms } => self.facts.retry = Some(ms),
+            LineKind::Blank | LineKind::Ignored => {}
+        }
+    }
+
+    /// Hands out one complete block and commits its id to the cursor (rule 8).
+    fn emit(&mut self, raw: Bytes, out: &mut Vec<SseBlock>) {
+        let facts = std::mem::take(&mut self.facts);
+        let id = match facts.id {
+            None => IdField::Unchanged,
+            Some(span) => {
+                let value = raw.slice(span.start..span.end);
+                let value = match std::str::from_utf8(&value) {
+                    Ok(_) => value,
+                    Err(_) => Bytes::from(String::from_utf8_lossy(&value).into_owned()),
+                };
+                self.last_id.clear();
+                self.last_id.extend_from_slice(&value);
+                IdField::Set(value)
+            }
+        };
+        out.push(SseBlock {
+            raw,
+            id,
+            retry: facts.retry,
+            fires: facts.fires,
+        });
+    }
+}
+
+impl Default for EventFramer {
+    fn default() -> Self {
+        EventFramer::new(DEFAULT_MAX_EVENT_BYTES)
+    }
+}
+
+/// Where the value of field `name` starts in `line`, if `line` is that field (rules 4, 5): the
+/// name is the whole line, or is followed by the first colon and then at most one space.
+fn field_value(line: &[u8], name: &[u8]) -> Option<usize> {
+    let rest = line.strip_prefix(name)?;
+    match rest {
+        [] => Some(name.len()),
+        [b':', b' ', ..] => Some(name.len() + 2),
+        [b':', ..] => Some(name.len() + 1),
+        _ => None,
+    }
+}
+
+/// Rule 9: one or more ASCII digits, in ms (saturating); anything else is no retry at all.
+fn parse_retry(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u64, |ms, &d| {
+        ms.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    }))
+}
+
+/// What a complete line means for forwarding. Looks at a few leading bytes, and at the value
+/// only for `id` (NUL check, rule 7) and `retry` (digits, rule 9).
+fn classify(line: &[u8]) -> LineKind {
+    match line.first() {
+        None => LineKind::Blank,
+        Some(b'd') if field_value(line, b"data").is_some() => LineKind::Data,
+        Some(b'i') => match field_value(line, b"id") {
+            Some(start) if memchr::memchr(0, &line[start..]).is_none() => {
+                LineKind::Id { value_start: start }
+            }
+            _ => LineKind::Ignored,
+        },
+        Some(b'r') => match field_value(line, b"retry").and_then(|s| parse_retry(&line[s..])) {
+            Some(ms) => LineKind::Retry { ms },
+            None => LineKind::Ignored,
+        },
+        Some(_) => LineKind::Ignored,
+    }
+}
+
+/// Upper bound of the bytes `classify` reads (linearity test).
+#[cfg(test)]
+fn classify_cost(line: &[u8]) -> usize {
+    if line.starts_with(b"id") || line.starts_with(b"retry") {
+        line.len()
+    } else {
+        line.len().min(6)
+    }
+}
+
+/// Slow path, for interceptors and tests: the fields of one block as a browser would dispatch them.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ParsedEvent {
+    /// The `event` field's value; "" means "message".
+    pub event_type: String,
+    /// The `data` lines joined with LF (rule 6).
+    pub data: String,
+    /// The block's last valid `id` value (Some("") resets the cursor); None when absent.
+    pub id: Option<String>,
+    /// The block's last valid `retry` value, in ms.
+    pub retry: Option<u64>,
+    /// At least one `data` field: a browser fires an event.
+    pub fires: bool,
+}
+
+/// Slow path, for interceptors and tests: the fields of one block as a browser would dispatch them.
+/// Reads lines up to the first blank one (the dispatch); invalid UTF-8 => U+FFFD
+/// (String::from_utf8_lossy). Input without a blank line is read as if it ended with one.
+pub fn parse_block(raw: &[u8]) -> ParsedEvent {
+    let mut event_type: &[u8] = b"";
+    let mut data = Vec::new();
+    let mut id = None;
+    let mut retry = None;
+    let mut fires = false;
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let (line, after) = match memchr::memchr2(b'\r', b'\n', rest) {
+            None => (rest, &rest[rest.len()..]),
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => {
+                (&rest[..i], &rest[i + 2..])
+            }
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+        };
+        rest = after;
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b':' {
+            continue;
+        }
+        let (name, value) = match memchr::memchr(b':', line) {
+            None => (line, &line[line.len()..]),
+            Some(c) => {
+                let value = &line[c + 1..];
+                (&line[..c], value.strip_prefix(b" ").unwrap_or(value))
+            }
+        };
+        match name {
+            b"event" => event_type = value,
+            b"data" => {
+                data.extend_from_slice(value);
+                data.push(b'\n');
+                fires = true;
+            }
+            b"id" if !value.contains(&0) => id = Some(value),
+            b"retry" => retry = parse_retry(value).or(retry),
+            _ => {}
+        }
+    }
+    data.pop(); // rule 6: the last LF goes; `data` is empty only when no data line was seen
+    ParsedEvent {
+        event_type: String::from_utf8_lossy(event_type).into_owned(),
+        data: String::from_utf8_lossy(&data).into_owned(),
+        id: id.map(|v| String::from_utf8_lossy(v).into_owned()),
+        retry,
+        fires,
+    }
+}
+
+#[cfg(test)]
+#[path = "framer_tests.rs"]
+mod tests;

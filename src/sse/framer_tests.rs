@@ -1,0 +1,378 @@
+//! One named test per rule of notes/sse.md (each checked at every split), plus zero-copy,
+//! linearity, memory and limit checks. The vectors and the shotgun test against a slow oracle
+//! live in tests/sse_vectors.rs and tests/sse_shotgun.rs.
+
+use super::*;
+
+/// What a test compares: each block's bytes and cursor effect, and the framer's end state.
+#[derive(Debug, PartialEq, Eq)]
+struct Framed {
+    blocks: Vec<(Vec<u8>, IdField, Option<u64>, bool)>,
+    last_id: Vec<u8>,
+    dropped: usize,
+}
+
+fn frame_pieces(pieces: &[&[u8]]) -> Framed {
+    let mut framer = EventFramer::new(DEFAULT_MAX_EVENT_BYTES);
+    let mut out = Vec::new();
+    for piece in pieces {
+        framer
+            .feed(Bytes::copy_from_slice(piece), &mut out)
+            .expect("within limit");
+    }
+    let dropped = framer.finish_into(&mut out);
+    Framed {
+        blocks: out
+            .into_iter()
+            .map(|b| (b.raw.to_vec(), b.id, b.retry, b.fires))
+            .collect(),
+        last_id: framer.last_event_id().to_vec(),
+        dropped,
+    }
+}
+
+/// Frames `input` whole, one byte per piece and at every 2-way and 3-way split; asserts all
+/// agree and returns the whole-piece result.
+fn frame(input: &[u8]) -> Framed {
+    let whole = frame_pieces(&[input]);
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(frame_pieces(&bytes), whole, "1-byte pieces of {input:?}");
+    for a in 0..=input.len() {
+        let (x, rest) = input.split_at(a);
+        for b in 0..=rest.len() {
+            let (y, z) = rest.split_at(b);
+            assert_eq!(
+                frame_pieces(&[x, y, z]),
+                whole,
+                "split {a}+{b} of {input:?}"
+            );
+        }
+    }
+    whole
+}
+
+fn raws(f: &Framed) -> Vec<&[u8]> {
+    f.blocks.iter().map(|b| b.0.as_slice()).collect()
+}
+
+fn set(id: &str) -> IdField {
+    IdField::Set(Bytes::copy_from_slice(id.as_bytes()))
+}
+
+#[test]
+fn rule01_one_leading_bom_is_stripped_even_when_split() {
+    let f = frame(b"\xEF\xBB\xBFdata: hi\n\n");
+    assert_eq!(raws(&f), [&b"data: hi\n\n"[..]]);
+    assert!(f.blocks[0].3);
+    // A second BOM is content: the field is "\u{FEFF}data", unknown, so nothing fires.
+    let f = frame(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: hi\n\n");
+    assert_eq!(raws(&f), [&b"\xEF\xBB\xBFdata: hi\n\n"[..]]);
+    assert!(!f.blocks[0].3);
+    // A BOM later in the body is content too.
+    let f = frame(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n");
+    assert_eq!(raws(&f)[1], b"\xEF\xBB\xBFdata: b\n\n");
+    // A BOM prefix that turns out not to be one is kept, byte for byte.
+    let f = frame(b"\xEF\xBB: x\n\n");
+    assert_eq!(raws(&f), [&b"\xEF\xBB: x\n\n"[..]]);
+    let mut framer = EventFramer::default();
+    let mut out = Vec::new();
+    for b in b"\xEF\xBB\xBF: x\n\n" {
+        framer
+            .feed(Bytes::copy_from_slice(&[*b]), &mut out)
+            .unwrap();
+    }
+    assert!(framer.bom_stripped());
+}
+
+#[test]
+fn rule02_cr_lf_crlf_mixed_and_a_split_crlf_is_one_terminator() {
+    let f = frame(b"data: a\rdata: b\r\ndata: c\n\r\n:x\r\r");
+    assert_eq!(
+        raws(&f),
+        [&b"data: a\rdata: b\r\ndata: c\n\r\n"[..], &b":x\r\r"[..]]
+    );
+    // The block ends after the LF of a CRLF that was split, never before it.
+    let f = frame_pieces(&[b"data: a\r", b"\n\r", b"\n"]);
+    assert_eq!(raws(&f), [&b"data: a\r\n\r\n"[..]]);
+    // A CR at the end of the body ends a line: the blank line dispatches.
+    let f = frame(b"data: a\r\r");
+    assert_eq!(raws(&f), [&b"data: a\r\r"[..]]);
+    assert_eq!(f.dropped, 0);
+    // ... but `finish` alone cannot hand it out, and says so.
+    let mut framer = EventFramer::default();
+    let mut out = Vec::new();
+    framer
+        .feed(Bytes::from_static(b"data: a\r\r"), &mut out)
+        .unwrap();
+    assert!(out.is_empty());
+    assert_eq!(framer.finish(), 9);
+}
+
+#[test]
+fn rule03_blank_line_dispatches_and_comments_are_blocks_of_their_own() {
+    let f = frame(b": ping\n\n:\n: more\n\ndata: x\n\n");
+    assert_eq!(
+        raws(&f),
+        [
+            &b": ping\n\n"[..],
+            &b":\n: more\n\n"[..],
+            &b"data: x\n\n"[..]
+        ]
+    );
+    assert_eq!(
+        f.blocks.iter().map(|b| b.3).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    // A heartbeat comment with no blank line after it stays inside the next block.
+    let f = frame(b": idle\ndata: x\n\n");
+    assert_eq!(raws(&f), [&b": idle\ndata: x\n\n"[..]]);
+    // An empty line alone is a block.
+    assert_eq!(raws(&frame(b"\n\r\n\r")), [&b"\n"[..], b"\r\n", b"\r"]);
+}
+
+#[test]
+fn rule04_first_colon_splits_and_exactly_one_space_is_removed() {
+    let f = frame(b"id:  two\n\nid:\tt\n\nid: a:b: c\n\nid:x\n\nid\n\n");
+    let ids: Vec<IdField> = f.blocks.iter().map(|b| b.1.clone()).collect();
+    assert_eq!(
+        ids,
+        [set(" two"), set("\tt"), set("a:b: c"), set("x"), set("")]
+    );
+    let p = parse_block(b"data:  two\ndata:\tx\ndata\n\n");
+    assert_eq!(p.data, " two\n\tx\n");
+    assert_eq!(parse_block(b"data: a:b: c\n\n").data, "a:b: c");
+}
+
+#[test]
+fn rule05_field_names_are_case_sensitive() {
+    let f = frame(b"Data: x\nID: 5\nRetry: 9\nfoo: bar\n\n");
+    assert_eq!(f.blocks[0].1, IdField::Unchanged);
+    assert_eq!(f.blocks[0].2, None);
+    assert!(!f.blocks[0].3);
+    assert_eq!(f.last_id, b"");
+    // Prefixes are not names either.
+    let f = frame(b"datax: 1\nidx: 2\nretryx: 3\n\n");
+    assert_eq!(f.blocks[0].1, IdField::Unchanged);
+    assert!(!f.blocks[0].3);
+}
+
+#[test]
+fn rule06_data_lines_join_with_lf_and_one_trailing_lf_goes() {
+    let p = parse_block(b"event: add\ndata: YHOO\r\ndata: +2\rdata\n\n");
+    assert_eq!(p.event_type, "add");
+    assert_eq!(p.data, "YHOO\n+2\n");
+    assert!(p.fires);
+    assert_eq!(parse_block(b"data\n\n").data, "");
+    assert!(parse_block(b"data\n\n").fires);
+    assert!(!parse_block(b"event: x\n\n").fires);
+}
+
+#[test]
+fn rule07_id_with_nul_is_ignored_and_empty_id_resets() {
+    let f = frame(b"id: 1\ndata: a\n\nid: x\0y\ndata: b\n\n");
+    assert_eq!(f.blocks[0].1, set("1"));
+    assert_eq!(f.blocks[1].1, IdField::Unchanged);
+    assert_eq!(f.last_id, b"1");
+    let f = frame(b"id: 1\n\nid\n\n");
+    assert_eq!(f.blocks[1].1, set(""));
+    assert_eq!(f.last_id, b"");
+    // The last valid id of a block wins; a later NUL id does not undo it.
+    let f = frame(b"id: 1\nid: 2\nid: \0\n\ndata: x\n\n");
+    assert_eq!(f.blocks[0].1, set("2"));
+    assert_eq!(f.last_id, b"2");
+    assert_eq!(parse_block(b"id: a\0\n\n").id, None);
+    // NUL in data is fine.
+    assert!(frame(b"data: a\0b\n\n").blocks[0].3);
+}
+
+#[test]
+fn rule08_id_is_committed_at_dispatch_even_when_nothing_fires() {
+    let f = frame(b"id: 7\ndata\n\nid: 8\n\n");
+    assert_eq!(f.blocks[1].1, set("8"));
+    assert!(!f.blocks[1].3);
+    assert_eq!(f.last_id, b"8");
+    // ... but only at dispatch: an unterminated block does not move the cursor.
+    let f = frame(b"id: 7\n\nid: 9\n");
+    assert_eq!(f.last_id, b"7");
+    assert_eq!(f.dropped, 6);
+}
+
+#[test]
+fn rule09_retry_counts_only_when_all_ascii_digits() {
+    let f = frame(b"retry: 3000\n\nretry: 30x0\n\nretry: 12 \n\nretry: \n\nretry\n\nretry: +5\n\nretry:007\n\n");
+    let r: Vec<Option<u64>> = f.blocks.iter().map(|b| b.2).collect();
+    assert_eq!(r, [Some(3000), None, None, None, None, None, Some(7)]);
+    let f = frame(b"retry: 5\nretry: x\n\nretry: 99999999999999999999999\n\n");
+    assert_eq!(f.blocks[0].2, Some(5));
+    assert_eq!(f.blocks[1].2, Some(u64::MAX));
+}
+
+#[test]
+fn rule10_unterminated_block_is_discarded_at_eof() {
+    let f = frame(b"data: kept\n\ndata: lost\n");
+    assert_eq!(raws(&f), [&b"data: kept\n\n"[..]]);
+    assert_eq!(f.dropped, 11);
+    let f = frame(b"data: kept\n\ndata: hal");
+    assert_eq!(f.dropped, 9);
+    let f = frame(b"\xEF\xBB");
+    assert_eq!((f.blocks.len(), f.dropped), (0, 2));
+}
+
+#[test]
+fn rule11_only_cr_and_lf_end_lines_and_bytes_pass_untouched() {
+    let input = "data: a\u{2028}b\u{2029}c\u{85}d\n\n".as_bytes();
+    let f = frame(input);
+    assert_eq!(raws(&f), [input]);
+    assert_eq!(parse_block(input).data, "a\u{2028}b\u{2029}c\u{85}d");
+    let f = frame(b"data: a\xFFb\nid: \xC3\n\n");
+    assert_eq!(raws(&f), [&b"data: a\xFFb\nid: \xC3\n\n"[..]]);
+    assert_eq!(parse_block(&f.blocks[0].0).data, "a\u{FFFD}b");
+    // The cursor holds what a browser holds (and sends back as Last-Event-ID).
+    assert_eq!(f.blocks[0].1, set("\u{FFFD}"));
+    assert_eq!(f.last_id, "\u{FFFD}".as_bytes());
+}
+
+#[test]
+fn rule12_a_64k_line_one_byte_per_piece_is_scanned_once() {
+    let mut input = b"data: ".to_vec();
+    input.resize(6 + 64 * 1024, b'a');
+    input.extend_from_slice(b"\nid: ");
+    input.resize(input.len() + 64 * 1024, b'7');
+    input.extend_from_slice(b"\r\n\r\n");
+    let mut framer = EventFramer::default();
+    let mut out = Vec::new();
+    for b in &input {
+        framer
+            .feed(Bytes::copy_from_slice(&[*b]), &mut out)
+            .unwrap();
+    }
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].raw, input);
+    assert!(
+        framer.scanned_bytes() <= 2 * input.len(),
+        "{}",
+        framer.scanned_bytes()
+    );
+    assert_eq!(framer.last_event_id().len(), 64 * 1024);
+}
+
+#[test]
+fn blocks_within_one_piece_are_slices_of_it() {
+    let piece = Bytes::from_static(b"data: a\n\n: hb\r\n\r\ndata: spans");
+    let range = piece.as_ptr_range();
+    let mut framer = EventFramer::default();
+    let mut out = Vec::new();
+    framer.feed(piece.clone(), &mut out).unwrap();
+    assert_eq!(out.len(), 2);
+    for block in &out {
+        assert!(range.contains(&block.raw.as_ptr()));
+    }
+    let next = Bytes::from_static(b"\n\ndata: b\n\n");
+    framer.feed(next.clone(), &mut out).unwrap();
+    assert_eq!(out[2].raw, &b"data: spans\n\n"[..]); // assembled
+    assert!(next.as_ptr_range().contains(&out[3].raw.as_ptr()));
+    // The id is a slice of the block too.
+    framer
+        .feed(Bytes::from_static(b"id: 42\n\n"), &mut out)
+        .unwrap();
+    match &out[4].id {
+        IdField::Set(id) => assert!(out[4].raw.as_ptr_range().contains(&id.as_ptr())),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_idle_framer_holds_no_buffer() {
+    let mut framer = EventFramer::default();
+    let mut out = Vec::new();
+    framer
+        .feed(Bytes::from_static(b"data: a"), &mut out)
+        .unwrap();
+    assert!(framer.partial.capacity() > 0);
+    assert_eq!(framer.pending_bytes(), 7);
+    framer.feed(Bytes::from_static(b"\n\n"), &mut out).unwrap();
+    assert_eq!(framer.partial.capacity(), 0);
+    assert_eq!(framer.pending_bytes(), 0);
+    framer
+        .feed(Bytes::from_static(b"data: a\r"), &mut out)
+        .unwrap();
+    framer.feed(Bytes::from_static(b"\r"), &mut out).unwrap();
+    framer.feed(Bytes::from_static(b"\n"), &mut out).unwrap();
+    assert_eq!(framer.partial.capacity(), 0);
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn a_block_past_the_limit_fails_the_body_without_growing_past_it() {
+    let limit = 32;
+    let ok = b"data: 012345678901234567890123\n\n"; // exactly 32 bytes
+    let big = b"data: 0123456789012345678901234\n\n"; // 33
+    assert_eq!((ok.len(), big.len()), (limit, limit + 1));
+    for pieces in [1, big.len()] {
+        let mut input = ok.to_vec();
+        input.extend_from_slice(big);
+        input.extend_from_slice(ok);
+        let mut framer = EventFramer::new(limit);
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for piece in input.chunks(input.len().div_ceil(pieces)) {
+            result = framer.feed(Bytes::copy_from_slice(piece), &mut out);
+            assert!(framer.pending_bytes() <= limit);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(FrameError::EventTooLarge { limit }));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            framer.feed(Bytes::from_static(b"\n"), &mut out),
+            Err(FrameError::EventTooLarge { limit })
+        );
+        // A new body on the same framer works again.
+        framer.restart_body();
+        framer.feed(Bytes::from_static(ok), &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+    }
+    // An unterminated tail past the limit fails as soon as it is seen.
+    let mut framer = EventFramer::new(4);
+    assert!(framer
+        .feed(Bytes::from_static(b"data: x"), &mut Vec::new())
+        .is_err());
+    assert!(FrameError::EventTooLarge { limit: 4 }
+        .to_string()
+        .contains("4 bytes"));
+}
+
+#[test]
+fn restart_body_drops_the_tail_rearms_the_bom_and_keeps_the_cursor() {
+    let mut framer = EventFramer::default();
+    let mut out = Vec::new();
+    framer
+        .feed(
+            Bytes::from_static(b"\xEF\xBB\xBFid: 5\n\ndata: half"),
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(framer.last_event_id(), b"5");
+    framer.restart_body();
+    assert_eq!(framer.pending_bytes(), 0);
+    framer
+        .feed(Bytes::from_static(b"\xEF\xBB"), &mut out)
+        .unwrap();
+    framer
+        .feed(Bytes::from_static(b"\xBFdata: new\n\n"), &mut out)
+        .unwrap();
+    assert_eq!(out[1].raw, &b"data: new\n\n"[..]);
+    assert_eq!(out[1].id, IdField::Unchanged);
+    assert_eq!(framer.last_event_id(), b"5");
+    // A CR-terminated blank line pending at a reconnect is an unfinished tail too.
+    framer
+        .feed(Bytes::from_static(b"id: 6\n\r"), &mut out)
+        .unwrap();
+    framer.restart_body();
+    framer
+        .feed(Bytes::from_static(b"\ndata: x\n\n"), &mut out)
+        .unwrap();
+    assert_eq!(out[2].raw, &b"\n"[..]);
+    assert_eq!(framer.last_event_id(), b"5");
+}
