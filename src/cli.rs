@@ -155,6 +155,39 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "BYTES", default_value_t = crate::http::MAX_TARGET_BYTES, help_heading = "HTTP limits")]
     pub max_target_bytes: usize,
 
+    // ----- SSE -----
+    /// Largest upstream SSE event (block) in bytes; a larger one ends the stream (logged).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::sse::DEFAULT_MAX_EVENT_BYTES, help_heading = "SSE")]
+    pub sse_max_event_bytes: usize,
+
+    /// Send a ": keep-alive" comment to an SSE client after this much silence (0 = off), so
+    /// intermediaries keep the stream and a dead client is noticed.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "15s", help_heading = "SSE")]
+    pub sse_heartbeat: Duration,
+
+    /// Bytes queued for one SSE client before it is disconnected as too slow (it can resume from
+    /// the replay ring); other streams never wait for it.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::sse::relay::DEFAULT_CLIENT_BUFFER, help_heading = "SSE")]
+    pub sse_client_buffer: usize,
+
+    /// Give every SSE event that has no id one of tether's own, so clients can resume from the
+    /// replay ring even when the upstream sends no ids.
+    #[arg(long, help_heading = "SSE")]
+    pub assign_ids: bool,
+
+    // ----- replay -----
+    /// Events kept per stream for clients reconnecting with Last-Event-ID.
+    #[arg(long, value_name = "N", default_value_t = crate::sse::ring::DEFAULT_REPLAY_EVENTS, help_heading = "Replay")]
+    pub replay_events: usize,
+
+    /// Event bytes kept per stream for replay.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::sse::ring::DEFAULT_REPLAY_BYTES, help_heading = "Replay")]
+    pub replay_bytes: usize,
+
+    /// How long a stream's replay ring outlives its last client.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5m", help_heading = "Replay")]
+    pub replay_ttl: Duration,
+
     // ----- logging -----
     /// Log level (RUST_LOG is read when this flag is absent).
     #[arg(long, value_enum, help_heading = "Logging")]

@@ -9,6 +9,8 @@ use std::time::Duration;
 use crate::cli::{DriverChoice, ReverseArgs};
 use crate::http::HeadLimits;
 use crate::proxy::upstream::{Upstream, UpstreamSpec, UpstreamUrlError};
+use crate::sse::registry::RingLimits;
+use crate::sse::relay::SseSettings;
 
 /// Timeouts, each documented on its flag in `crate::cli`.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +40,8 @@ pub struct Config {
     pub resolve_interval: Duration,
     pub timeouts: Timeouts,
     pub head_limits: HeadLimits,
+    pub sse: SseSettings,
+    pub rings: RingLimits,
 }
 
 /// Why the command line cannot run.
@@ -142,6 +146,17 @@ impl Config {
                 max_head_bytes: args.max_head_bytes,
                 max_headers: args.max_headers,
                 max_target_bytes: args.max_target_bytes,
+            },
+            sse: SseSettings {
+                max_event_bytes: args.sse_max_event_bytes,
+                heartbeat: (!args.sse_heartbeat.is_zero()).then_some(args.sse_heartbeat),
+                client_buffer: args.sse_client_buffer,
+                assign_ids: args.assign_ids,
+            },
+            rings: RingLimits {
+                max_events: args.replay_events,
+                max_bytes: args.replay_bytes,
+                ttl: args.replay_ttl,
             },
         })
     }

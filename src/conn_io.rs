@@ -118,6 +118,14 @@ impl BytesVec {
         self.remaining == 0
     }
 
+    /// Moves everything queued in `other` to the end of this one.
+    pub fn append(&mut self, other: &mut BytesVec) {
+        for part in other.parts.drain(other.first..) {
+            self.push(part);
+        }
+        other.clear();
+    }
+
     /// Forgets everything (keeps the allocations).
     pub fn clear(&mut self) {
         self.parts.clear();
@@ -127,7 +135,7 @@ impl BytesVec {
     }
 
     /// Rebuilds the iovecs for the unwritten parts, just before a writev.
-    fn prepare(&mut self) {
+    pub fn prepare(&mut self) {
         self.iovecs.clear();
         for part in self.parts[self.first..].iter().take(MAX_IOVECS_PER_WRITE) {
             self.iovecs.push(libc::iovec {
@@ -138,7 +146,7 @@ impl BytesVec {
     }
 
     /// Marks `n` bytes as written, dropping finished parts from the front.
-    fn advance(&mut self, mut n: usize) {
+    pub fn advance(&mut self, mut n: usize) {
         debug_assert!(n <= self.remaining);
         self.remaining -= n;
         while n > 0 {

@@ -9,7 +9,8 @@ use crate::cli::ReverseArgs;
 use crate::config::Config;
 use crate::duration::format_duration;
 use crate::proxy::upstream::spawn_resolver;
-use crate::worker::{self, WorkerHandle, CONTROL_CLOSE_NOW, CONTROL_DRAIN};
+use crate::sse::directory::Directory;
+use crate::worker::{self, WorkerHandle, WorkerLinks, CONTROL_CLOSE_NOW, CONTROL_DRAIN};
 
 /// How long start-up waits for every worker to bind and report.
 const WORKER_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,10 +27,17 @@ pub fn run_reverse(args: &ReverseArgs) -> Result<(), String> {
 
     spawn_resolver(config.upstreams.clone(), config.resolve_interval);
 
+    let (directory, inboxes) =
+        Directory::new(config.workers).map_err(|e| format!("cannot create worker inboxes: {e}"))?;
+    let directory = Arc::new(directory);
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut workers = Vec::with_capacity(config.workers);
-    for index in 0..config.workers {
-        let handle = worker::spawn(index, config.clone(), ready_tx.clone())
+    for (index, inbox) in inboxes.into_iter().enumerate() {
+        let links = WorkerLinks {
+            directory: directory.clone(),
+            inbox,
+        };
+        let handle = worker::spawn(index, config.clone(), links, ready_tx.clone())
             .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
         workers.push(handle);
     }

@@ -21,6 +21,9 @@ use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECT
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::upstream::UpstreamSet;
 use crate::runtime::{build_runtime, DriverKind};
+use crate::sse::directory::{Directory, Message, PendingAnswers};
+use crate::sse::registry::StreamRegistry;
+use crate::sse::relay::SseSettings;
 
 /// Everything a worker's tasks share. Lives in an `Rc`: only this worker's thread touches it.
 pub struct WorkerCtx {
@@ -29,6 +32,24 @@ pub struct WorkerCtx {
     pub conns: Rc<ConnTable>,
     pub pool: RefCell<UpstreamPool>,
     pub upstreams: RefCell<UpstreamSet>,
+    /// SSE settings (a copy of `config.sse`, read per event).
+    pub sse: SseSettings,
+    /// This worker's SSE streams and their replay rings.
+    pub streams: StreamRegistry,
+    /// Which worker holds which ring; the inboxes between workers.
+    pub directory: Arc<Directory>,
+    /// Ring queries this worker sent and awaits answers to.
+    pub answers: PendingAnswers,
+    /// Counter behind `--assign-ids` (ids are "<worker>-<n>", unique across workers).
+    assigned_ids: Cell<u64>,
+}
+
+impl WorkerCtx {
+    pub fn next_assigned_id(&self) -> u64 {
+        let n = self.assigned_ids.get() + 1;
+        self.assigned_ids.set(n);
+        n
+    }
 }
 
 /// Control messages from the main thread, one byte each on the worker's control socket.
@@ -50,16 +71,24 @@ pub struct WorkerHandle {
 /// What a worker reports once its listener is bound (or why it could not start).
 pub type Ready = Result<DriverKind, String>;
 
+/// What a worker starts with besides its config.
+pub struct WorkerLinks {
+    pub directory: Arc<Directory>,
+    /// This worker's end of its inbox bell.
+    pub inbox: StdUnixStream,
+}
+
 pub fn spawn(
     index: usize,
     config: Arc<Config>,
+    links: WorkerLinks,
     ready: mpsc::Sender<(usize, Ready)>,
 ) -> io::Result<WorkerHandle> {
     let (main_side, worker_side) = StdUnixStream::pair()?;
     worker_side.set_nonblocking(true)?;
     let thread = std::thread::Builder::new()
         .name(format!("tether-w{index}"))
-        .spawn(move || run(index, config, worker_side, ready))?;
+        .spawn(move || run(index, config, links, worker_side, ready))?;
     Ok(WorkerHandle {
         index,
         thread,
@@ -70,6 +99,7 @@ pub fn spawn(
 fn run(
     index: usize,
     config: Arc<Config>,
+    links: WorkerLinks,
     control: StdUnixStream,
     ready: mpsc::Sender<(usize, Ready)>,
 ) {
@@ -114,9 +144,21 @@ fn run(
                 return;
             }
         };
+        let inbox = match UnixStream::from_std(links.inbox) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready.send((index, Err(format!("worker {index}: inbox socket: {e}"))));
+                return;
+            }
+        };
         let replicas = config.upstreams.len();
         let ctx = Rc::new(WorkerCtx {
             index,
+            sse: config.sse,
+            streams: StreamRegistry::new(index, config.rings, links.directory.clone()),
+            directory: links.directory,
+            answers: PendingAnswers::default(),
+            assigned_ids: Cell::new(0),
             pool: RefCell::new(UpstreamPool::new(
                 replicas,
                 config.upstream_pool_size,
@@ -127,6 +169,8 @@ fn run(
             config,
         });
         let _ = ready.send((index, Ok(driver)));
+        monoio::spawn(inbox_loop(ctx.clone(), inbox));
+        monoio::spawn(sweep_loop(ctx.clone()));
         serve(ctx, listener, control).await;
     });
 }
@@ -243,4 +287,46 @@ async fn reject_overloaded(mut stream: TcpStream) {
         stream.write_all(out.freeze()),
     )
     .await;
+}
+
+/// Answers other workers' ring queries and hands answers to this worker's waiting tasks. Woken
+/// by one byte per message batch on the inbox socket.
+async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
+    let mut buf = vec![0u8; 64];
+    loop {
+        let (res, b) = bell.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        for msg in ctx.directory.drain(ctx.index) {
+            match msg {
+                Message::Query { key, from, token } => {
+                    let events = ctx.streams.snapshot(&key);
+                    ctx.directory.post(from, Message::Answer { token, events });
+                }
+                Message::Answer { token, events } => ctx.answers.fulfil(token, events),
+            }
+        }
+    }
+}
+
+/// How often a worker frees replay rings whose TTL ran out.
+const RING_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn sweep_loop(ctx: Rc<WorkerCtx>) {
+    loop {
+        monoio::time::sleep(RING_SWEEP_INTERVAL).await;
+        let freed = ctx.streams.sweep(Instant::now());
+        if freed > 0 {
+            crate::log_debug!(
+                "worker {}: freed {freed} replay rings past --replay-ttl",
+                ctx.index
+            );
+        }
+        if ctx.conns.draining() {
+            return;
+        }
+    }
 }

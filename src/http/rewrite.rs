@@ -36,6 +36,9 @@ pub struct ForwardContext<'a> {
     pub proto: &'a str,
     /// From --upstream http://h:p/prefix, "" when none; joined before every origin-form path.
     pub path_prefix: &'a [u8],
+    /// When set, replaces the client's Last-Event-ID: the SSE relay asks the upstream to resume
+    /// from the newest event it already holds (replay ring, or a resumed stream's cursor).
+    pub last_event_id: Option<&'a [u8]>,
 }
 
 /// Field names that never cross the proxy, besides those a Connection header lists
@@ -159,6 +162,7 @@ pub fn write_upstream_request(
             || is(name, "x-forwarded-for")
             || is(name, "x-forwarded-proto")
             || is(name, "x-forwarded-host")
+            || (ctx.last_event_id.is_some() && is(name, "last-event-id"))
         {
             continue;
         }
@@ -181,6 +185,10 @@ pub fn write_upstream_request(
             );
             out.put_slice(b"Transfer-Encoding: chunked\r\n");
         }
+    }
+
+    if let Some(id) = ctx.last_event_id {
+        put_field(out, b"Last-Event-ID", id);
     }
 
     // Forwarding fields.

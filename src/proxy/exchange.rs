@@ -29,6 +29,8 @@ use crate::http::{
     RequestHead, ResponseHead, Version, CHUNK_END, LAST_CHUNK,
 };
 use crate::limits::BODY_READ_BUFFER;
+use crate::sse::key::StreamKey;
+use crate::sse::relay::{SseEnd, SseStart};
 use crate::worker::WorkerCtx;
 
 /// Free space reserved before each read of a head, in bytes.
@@ -80,6 +82,9 @@ pub async fn forward(
         BodyKind::Length(n) => OutFraming::Length(n),
         BodyKind::Chunked => OutFraming::Chunked,
     };
+    // A reconnecting SSE client whose Last-Event-ID is in a replay ring: the upstream is asked to
+    // resume from the newest event the ring holds, and the ring supplies what lies between.
+    let plan = crate::sse::replay::plan(ctx, &head).await;
     let mut upstream = connect::acquire(ctx, true).await.map_err(Failed)?;
     let prefix = ctx.upstreams.borrow().spec(upstream.replica).prefix.clone();
     let mut head_out = BytesMut::with_capacity(head.bytes.len() + 128);
@@ -90,6 +95,7 @@ pub async fn forward(
             client_addr: client.peer.ip(),
             proto: "http",
             path_prefix: prefix.as_bytes(),
+            last_event_id: plan.as_ref().and_then(|p| p.resume_from.as_deref()),
         },
         &mut head_out,
     );
@@ -113,7 +119,9 @@ pub async fn forward(
             .guard
             .set_upstream(Some(upstream.stream.as_raw_fd()));
         let result = exchange.run(&mut upstream).await;
-        exchange.client.guard.set_upstream(None);
+        if !matches!(result, Ok(Step::Sse(_))) {
+            exchange.client.guard.set_upstream(None);
+        }
         match result {
             Err(Attempt::StaleUpstream) if upstream.reused && retryable => {
                 crate::log_debug!("pooled upstream connection was closed; retrying on a fresh one");
@@ -128,14 +136,73 @@ pub async fn forward(
                 set_linger_zero(&upstream.stream);
                 return Err(Failed(e));
             }
-            Ok((outcome, reusable)) => {
+            Ok(Step::Done(outcome, reusable)) => {
                 if reusable {
                     ctx.pool.borrow_mut().put(upstream.replica, upstream.stream);
                 }
                 return Ok(outcome);
             }
+            Ok(Step::Sse(parts)) => {
+                let (key, replay) = match plan {
+                    Some(p) => (p.key, Some(p.replay)),
+                    None => (StreamKey::of(&exchange.head), None),
+                };
+                let start = SseStart {
+                    client: exchange.client.stream,
+                    framing: parts.framing,
+                    head: parts.head,
+                    up: upstream.stream,
+                    ubuf: parts.ubuf,
+                    decoder: parts.decoder,
+                    key,
+                    replay,
+                };
+                let end = crate::sse::relay::relay(ctx, start).await;
+                exchange.client.guard.set_upstream(None);
+                crate::log_debug!("sse stream ended: {end:?}");
+                return Ok(match end {
+                    SseEnd::Completed | SseEnd::UpstreamDropped | SseEnd::EventTooLarge
+                        if parts.keep_client =>
+                    {
+                        Outcome::KeepAlive
+                    }
+                    SseEnd::Completed | SseEnd::UpstreamDropped | SseEnd::EventTooLarge => {
+                        Outcome::Close
+                    }
+                    SseEnd::ClientGone | SseEnd::SlowClient => Outcome::Abort,
+                });
+            }
         }
     }
+}
+
+/// What an attempt produced.
+enum Step {
+    /// The exchange is over: the client outcome, and whether the upstream can be pooled.
+    Done(Outcome, bool),
+    /// A `text/event-stream` response: the SSE relay takes over the upstream socket.
+    Sse(SseParts),
+}
+
+/// The pieces of a response the SSE relay continues from.
+struct SseParts {
+    /// The client response head, written.
+    head: Bytes,
+    framing: OutFraming,
+    ubuf: BytesMut,
+    decoder: BodyDecoder,
+    keep_client: bool,
+}
+
+/// `Content-Type: text/event-stream`, in any case, with any parameters.
+fn is_event_stream(response: &ResponseHead) -> bool {
+    let Some(value) = response.header("content-type") else {
+        return false;
+    };
+    let media = value.split(|&b| b == b';').next().unwrap_or(b"");
+    media
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"text/event-stream")
 }
 
 enum Attempt {
@@ -166,7 +233,7 @@ struct Exchange<'c, 'a> {
 impl Exchange<'_, '_> {
     /// Sends the request and relays the response. Ok carries the outcome for the client and
     /// whether the upstream connection may be pooled.
-    async fn run(&mut self, upstream: &mut UpstreamConn) -> Result<(Outcome, bool), Attempt> {
+    async fn run(&mut self, upstream: &mut UpstreamConn) -> Result<Step, Attempt> {
         let t = self.ctx.config.timeouts;
         let up = &mut upstream.stream;
 
@@ -273,6 +340,25 @@ impl Exchange<'_, '_> {
             && framing.kind != BodyKind::UntilClose
             && response_keep_alive(&response);
 
+        if response.status == 200 && is_event_stream(&response) && framing.kind != BodyKind::Empty {
+            // The relay streams it event by event; never pooled afterwards (streams end by close).
+            let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
+            write_client_response(
+                &response,
+                advertised,
+                keep_client,
+                client_version,
+                &mut head_bytes,
+            );
+            return Ok(Step::Sse(SseParts {
+                head: head_bytes.freeze(),
+                framing: advertised,
+                ubuf,
+                decoder: BodyDecoder::new(framing.kind),
+                keep_client,
+            }));
+        }
+
         let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
         write_client_response(
             &response,
@@ -306,15 +392,15 @@ impl Exchange<'_, '_> {
             Ok(()) => {}
             Err(RelayError::Read(failure)) => {
                 crate::log_debug!("upstream body failed mid-response: {failure}");
-                return Ok((Outcome::Abort, false));
+                return Ok(Step::Done(Outcome::Abort, false));
             }
-            Err(RelayError::Write) => return Ok((Outcome::Abort, false)),
+            Err(RelayError::Write) => return Ok(Step::Done(Outcome::Abort, false)),
         }
         if !ubuf.is_empty() {
             // The upstream sent bytes past its response: it cannot be trusted with another request.
             reusable = false;
         }
-        Ok((
+        Ok(Step::Done(
             if keep_client {
                 Outcome::KeepAlive
             } else {

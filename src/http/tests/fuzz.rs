@@ -31,6 +31,7 @@ fn check_request(bytes: &[u8]) {
         client_addr: "192.0.2.1".parse().unwrap(),
         proto: "http",
         path_prefix: b"/pre",
+        last_event_id: None,
     };
     for framing in [
         OutFraming::Empty,

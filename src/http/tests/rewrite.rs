@@ -12,6 +12,7 @@ fn ctx<'a>(prefix: &'a str, ip: &str) -> ForwardContext<'a> {
         client_addr: ip.parse::<IpAddr>().unwrap(),
         proto: "http",
         path_prefix: prefix.as_bytes(),
+        last_event_id: None,
     }
 }
 
@@ -255,4 +256,26 @@ fn error_responses() {
         assert_eq!(parsed.status, status);
     }
     assert_eq!(reason_phrase(799), "");
+}
+
+#[test]
+fn last_event_id_is_replaced_when_the_relay_resumes() {
+    let head = request(
+        "GET /s HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 3\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = BytesMut::new();
+    let mut c = ctx("", "10.0.0.9");
+    c.last_event_id = Some(b"42");
+    write_upstream_request(&head, OutFraming::Empty, &c, &mut out);
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    assert!(!text.contains("Last-Event-ID: 3"), "{text}");
+    assert_eq!(text.matches("Last-Event-ID").count(), 1, "{text}");
+    assert!(text.contains("Last-Event-ID: 42\r\n"), "{text}");
+    // Without an override the client's value passes through untouched.
+    let mut out = BytesMut::new();
+    write_upstream_request(&head, OutFraming::Empty, &ctx("", "10.0.0.9"), &mut out);
+    assert!(String::from_utf8(out.to_vec())
+        .unwrap()
+        .contains("Last-Event-ID: 3\r\n"));
 }

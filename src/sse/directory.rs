@@ -1,0 +1,242 @@
+//! What workers know of each other's streams, and how they ask for a ring.
+//!
+//! A client's reconnection usually lands on another worker (SO_REUSEPORT hashes the new 4-tuple).
+//! The ring stays owned by the worker that filled it; no connection moves between threads.
+//! Instead:
+//! - the `Directory` records which workers hold a ring for a key. It is written when a ring is
+//!   created or freed (sharded mutexes, a few times per stream's life), never per event;
+//! - a worker that needs another's ring posts a `Query` to that worker's inbox and wakes it with
+//!   one byte on a socketpair; the owner answers with a refcounted copy of its ring (the `Bytes`
+//!   are shared, not copied) through the asker's inbox. Once per reconnection.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+
+use super::key::StreamKey;
+use super::ring::RingEvent;
+
+/// Lock shards of the key → holders map (reconnect storms on many streams do not contend).
+const DIRECTORY_SHARDS: usize = 16;
+
+/// A message between workers.
+pub enum Message {
+    /// "Send me your ring for `key`; answer with `token`."
+    Query {
+        key: StreamKey,
+        from: usize,
+        token: u64,
+    },
+    /// The answer: the ring's events, or None when the worker no longer holds one.
+    Answer {
+        token: u64,
+        events: Option<Vec<RingEvent>>,
+    },
+}
+
+struct Inbox {
+    queue: Mutex<Vec<Message>>,
+    /// Writing a byte here wakes the worker's inbox task. Non-blocking: when the socket buffer is
+    /// full a wake-up is already pending, so the byte may be dropped.
+    bell: StdUnixStream,
+}
+
+pub struct Directory {
+    shards: Vec<Mutex<HashMap<StreamKey, u64>>>,
+    inboxes: Vec<Inbox>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Directory {
+    /// A directory for `workers` workers; returns it with each worker's receiving socket.
+    pub fn new(workers: usize) -> std::io::Result<(Directory, Vec<StdUnixStream>)> {
+        let mut inboxes = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (bell, rx) = StdUnixStream::pair()?;
+            bell.set_nonblocking(true)?;
+            rx.set_nonblocking(true)?;
+            inboxes.push(Inbox {
+                queue: Mutex::new(Vec::new()),
+                bell,
+            });
+            receivers.push(rx);
+        }
+        let shards = (0..DIRECTORY_SHARDS)
+            .map(|_| Mutex::new(HashMap::new()))
+            .collect();
+        Ok((Directory { shards, inboxes }, receivers))
+    }
+
+    pub fn workers(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    fn shard(&self, key: &StreamKey) -> &Mutex<HashMap<StreamKey, u64>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.shards[(h.finish() as usize) % self.shards.len()]
+    }
+
+    /// `worker` now holds a ring for `key`.
+    pub fn announce(&self, key: &StreamKey, worker: usize) {
+        *lock(self.shard(key)).entry(key.clone()).or_insert(0) |= 1u64 << (worker % 64);
+    }
+
+    /// `worker` freed its ring for `key`.
+    pub fn withdraw(&self, key: &StreamKey, worker: usize) {
+        let mut shard = lock(self.shard(key));
+        if let Some(mask) = shard.get_mut(key) {
+            *mask &= !(1u64 << (worker % 64));
+            if *mask == 0 {
+                shard.remove(key);
+            }
+        }
+    }
+
+    /// Workers other than `me` holding a ring for `key`.
+    pub fn holders(&self, key: &StreamKey, me: usize) -> Vec<usize> {
+        let mask = lock(self.shard(key)).get(key).copied().unwrap_or(0);
+        (0..self.inboxes.len().min(64))
+            .filter(|w| *w != me && mask & (1u64 << w) != 0)
+            .collect()
+    }
+
+    /// Delivers `msg` to `worker` and rings its bell.
+    pub fn post(&self, worker: usize, msg: Message) {
+        let inbox = &self.inboxes[worker];
+        lock(&inbox.queue).push(msg);
+        let _ = (&inbox.bell).write(&[1]);
+    }
+
+    /// Takes every message waiting for `worker`.
+    pub fn drain(&self, worker: usize) -> Vec<Message> {
+        std::mem::take(&mut *lock(&self.inboxes[worker].queue))
+    }
+}
+
+/// A worker's answers-in-waiting: token → slot. Worker-local.
+#[derive(Default)]
+pub struct PendingAnswers {
+    next: Cell<u64>,
+    slots: RefCell<HashMap<u64, Rc<AnswerSlot>>>,
+}
+
+#[derive(Default)]
+pub struct AnswerSlot {
+    value: RefCell<Option<Option<Vec<RingEvent>>>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl PendingAnswers {
+    /// A new token and the slot its answer will land in.
+    pub fn open(&self) -> (u64, Rc<AnswerSlot>) {
+        let token = self.next.get();
+        self.next.set(token + 1);
+        let slot = Rc::new(AnswerSlot::default());
+        self.slots.borrow_mut().insert(token, slot.clone());
+        (token, slot)
+    }
+
+    /// Forgets a token whose asker gave up (a late answer is then dropped).
+    pub fn close(&self, token: u64) {
+        self.slots.borrow_mut().remove(&token);
+    }
+
+    /// Fills the slot of `token` and wakes its asker.
+    pub fn fulfil(&self, token: u64, events: Option<Vec<RingEvent>>) {
+        if let Some(slot) = self.slots.borrow_mut().remove(&token) {
+            *slot.value.borrow_mut() = Some(events);
+            if let Some(w) = slot.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl AnswerSlot {
+    /// Resolves with the answer. Cancel-safe (owns no IO).
+    pub fn wait(self: Rc<Self>) -> impl Future<Output = Option<Vec<RingEvent>>> {
+        WaitAnswer { slot: self }
+    }
+}
+
+struct WaitAnswer {
+    slot: Rc<AnswerSlot>,
+}
+
+impl Future for WaitAnswer {
+    type Output = Option<Vec<RingEvent>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(v) = self.slot.value.borrow_mut().take() {
+            return Poll::Ready(v);
+        }
+        *self.slot.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HeadLimits, RequestHead};
+
+    fn key(path: &str) -> StreamKey {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        StreamKey::of(&RequestHead::parse(bytes::Bytes::from(raw), &HeadLimits::default()).unwrap())
+    }
+
+    #[test]
+    fn holders_track_announce_and_withdraw() {
+        let (dir, _rx) = Directory::new(3).unwrap();
+        let k = key("/a");
+        dir.announce(&k, 0);
+        dir.announce(&k, 2);
+        assert_eq!(dir.holders(&k, 1), vec![0, 2]);
+        assert_eq!(dir.holders(&k, 0), vec![2]);
+        dir.withdraw(&k, 0);
+        dir.withdraw(&k, 2);
+        assert!(dir.holders(&k, 1).is_empty());
+        assert!(dir.holders(&key("/b"), 1).is_empty());
+    }
+
+    #[test]
+    fn posted_messages_are_drained_in_order() {
+        let (dir, _rx) = Directory::new(2).unwrap();
+        dir.post(
+            1,
+            Message::Answer {
+                token: 1,
+                events: None,
+            },
+        );
+        dir.post(
+            1,
+            Message::Answer {
+                token: 2,
+                events: Some(vec![]),
+            },
+        );
+        let got: Vec<u64> = dir
+            .drain(1)
+            .into_iter()
+            .map(|m| match m {
+                Message::Answer { token, .. } => token,
+                Message::Query { .. } => 0,
+            })
+            .collect();
+        assert_eq!(got, vec![1, 2]);
+        assert!(dir.drain(1).is_empty());
+    }
+}
