@@ -188,6 +188,42 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5m", help_heading = "Replay")]
     pub replay_ttl: Duration,
 
+    // ----- resume -----
+    /// An SSE upstream that sends no byte for this long counts as dropped (0 = off). Heartbeat
+    /// comments from the upstream count as bytes.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0", help_heading = "Resume")]
+    pub upstream_idle_timeout: Duration,
+
+    /// Pass a clean end of an SSE upstream body to the client (by default it is treated like a
+    /// drop and resumed, which is what a browser's EventSource would do).
+    #[arg(long, help_heading = "Resume")]
+    pub pass_clean_end: bool,
+
+    /// First delay before reconnecting a dropped upstream after one that made progress (the
+    /// upstream's retry: value replaces it; the first reconnect after progress goes at once).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "100ms", help_heading = "Resume")]
+    pub reconnect_initial: Duration,
+
+    /// Longest delay between reconnect attempts (exponential backoff with jitter up to this).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5s", help_heading = "Resume")]
+    pub reconnect_max_delay: Duration,
+
+    /// End the client's stream (cleanly, so its own reconnection reaches the replay ring) after
+    /// reconnecting for this long without a new event.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "30s", help_heading = "Resume")]
+    pub reconnect_timeout: Duration,
+
+    /// Resume a stream that began as a POST with a GET carrying Last-Event-ID (what MCP
+    /// 2025-11-25 specifies). Without it such a drop ends the client's response; a POST is never
+    /// re-sent.
+    #[arg(long, help_heading = "Resume")]
+    pub resume_post_as_get: bool,
+
+    /// Reconnect streams whose events carry no id (the client gets a fresh stream, not an exact
+    /// continuation). By default their drop ends the client's response.
+    #[arg(long, help_heading = "Resume")]
+    pub resume_without_id: bool,
+
     // ----- logging -----
     /// Log level (RUST_LOG is read when this flag is absent).
     #[arg(long, value_enum, help_heading = "Logging")]

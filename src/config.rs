@@ -11,6 +11,7 @@ use crate::http::HeadLimits;
 use crate::proxy::upstream::{Upstream, UpstreamSpec, UpstreamUrlError};
 use crate::sse::registry::RingLimits;
 use crate::sse::relay::SseSettings;
+use crate::sse::resume::ResumeSettings;
 
 /// Timeouts, each documented on its flag in `crate::cli`.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +43,7 @@ pub struct Config {
     pub head_limits: HeadLimits,
     pub sse: SseSettings,
     pub rings: RingLimits,
+    pub resume: ResumeSettings,
 }
 
 /// Why the command line cannot run.
@@ -152,6 +154,16 @@ impl Config {
                 heartbeat: (!args.sse_heartbeat.is_zero()).then_some(args.sse_heartbeat),
                 client_buffer: args.sse_client_buffer,
                 assign_ids: args.assign_ids,
+            },
+            resume: ResumeSettings {
+                idle_timeout: (!args.upstream_idle_timeout.is_zero())
+                    .then_some(args.upstream_idle_timeout),
+                pass_clean_end: args.pass_clean_end,
+                initial: args.reconnect_initial,
+                max_delay: args.reconnect_max_delay,
+                timeout: args.reconnect_timeout,
+                post_as_get: args.resume_post_as_get,
+                without_id: args.resume_without_id,
             },
             rings: RingLimits {
                 max_events: args.replay_events,

@@ -6,6 +6,7 @@
 //! - [`limits`]: named limits outside the HTTP codec.
 //! - [`duration`]: human durations (`500ms`, `2s`, `1m`).
 //! - [`log`]: log lines on stderr.
+//! - [`metrics`]: per-worker counters (no atomics on the per-event path).
 //! - [`server`]: the process: port check, workers, signals, drain.
 //! - [`worker`]: one pinned thread per core with its runtime, listener and accept loop.
 //! - [`runtime`]: io_uring runtime with an explicit epoll fallback.
@@ -23,6 +24,7 @@ pub mod duration;
 pub mod http;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

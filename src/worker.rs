@@ -18,12 +18,14 @@ use monoio::net::{ListenerOpts, TcpListener, TcpStream, UnixStream};
 use crate::config::Config;
 use crate::conn_table::ConnTable;
 use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECTING_PER_WORKER};
+use crate::metrics::WorkerMetrics;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::upstream::UpstreamSet;
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::directory::{Directory, Message, PendingAnswers};
 use crate::sse::registry::StreamRegistry;
 use crate::sse::relay::SseSettings;
+use crate::sse::resume::ResumeSettings;
 
 /// Everything a worker's tasks share. Lives in an `Rc`: only this worker's thread touches it.
 pub struct WorkerCtx {
@@ -40,6 +42,10 @@ pub struct WorkerCtx {
     pub directory: Arc<Directory>,
     /// Ring queries this worker sent and awaits answers to.
     pub answers: PendingAnswers,
+    /// This worker's counters.
+    pub metrics: WorkerMetrics,
+    /// Upstream resume settings (a copy of `config.resume`).
+    pub resume: ResumeSettings,
     /// Counter behind `--assign-ids` (ids are "<worker>-<n>", unique across workers).
     assigned_ids: Cell<u64>,
 }
@@ -159,6 +165,8 @@ fn run(
             directory: links.directory,
             answers: PendingAnswers::default(),
             assigned_ids: Cell::new(0),
+            metrics: WorkerMetrics::default(),
+            resume: config.resume,
             pool: RefCell::new(UpstreamPool::new(
                 replicas,
                 config.upstream_pool_size,

@@ -39,6 +39,9 @@ pub struct ForwardContext<'a> {
     /// When set, replaces the client's Last-Event-ID: the SSE relay asks the upstream to resume
     /// from the newest event it already holds (replay ring, or a resumed stream's cursor).
     pub last_event_id: Option<&'a [u8]>,
+    /// When set, replaces the request's method (a stream born as a POST is resumed with a GET
+    /// under `--resume-post-as-get`; the body is never sent again).
+    pub method: Option<&'a [u8]>,
 }
 
 /// Field names that never cross the proxy, besides those a Connection header lists
@@ -139,7 +142,7 @@ pub fn write_upstream_request(
     out.reserve(head.bytes.len() + 128);
 
     // Request line.
-    out.put_slice(head.method_str());
+    out.put_slice(ctx.method.unwrap_or(head.method_str()));
     out.put_u8(b' ');
     match absolute {
         Some((_, path)) => put_prefixed_path(out, ctx.path_prefix, path),

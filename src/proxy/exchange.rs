@@ -96,6 +96,7 @@ pub async fn forward(
             proto: "http",
             path_prefix: prefix.as_bytes(),
             last_event_id: plan.as_ref().and_then(|p| p.resume_from.as_deref()),
+            method: None,
         },
         &mut head_out,
     );
@@ -149,26 +150,27 @@ pub async fn forward(
                 };
                 let start = SseStart {
                     client: exchange.client.stream,
+                    client_addr: exchange.client.peer.ip(),
                     framing: parts.framing,
                     head: parts.head,
                     up: upstream.stream,
+                    replica: upstream.replica,
                     ubuf: parts.ubuf,
                     decoder: parts.decoder,
                     key,
                     replay,
+                    request: exchange.head,
                 };
                 let end = crate::sse::relay::relay(ctx, start).await;
                 exchange.client.guard.set_upstream(None);
                 crate::log_debug!("sse stream ended: {end:?}");
                 return Ok(match end {
-                    SseEnd::Completed | SseEnd::UpstreamDropped | SseEnd::EventTooLarge
+                    SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge
                         if parts.keep_client =>
                     {
                         Outcome::KeepAlive
                     }
-                    SseEnd::Completed | SseEnd::UpstreamDropped | SseEnd::EventTooLarge => {
-                        Outcome::Close
-                    }
+                    SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge => Outcome::Close,
                     SseEnd::ClientGone | SseEnd::SlowClient => Outcome::Abort,
                 });
             }

@@ -9,6 +9,7 @@ pub mod key;
 pub mod registry;
 pub mod relay;
 pub mod replay;
+pub mod resume;
 pub mod ring;
 
 pub use framer::{

@@ -1,7 +1,6 @@
 //! Serving a reconnection from the replay rings: find the client's `Last-Event-ID` in this
 //! worker's ring, or in the ring of the worker that filled it, and work out what the client missed.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +10,7 @@ use super::key::StreamKey;
 use super::relay::Replay;
 use super::ring::{Lookup, RingEvent};
 use crate::http::{Method, RequestHead};
+use crate::metrics::WorkerMetrics;
 use crate::worker::WorkerCtx;
 
 /// How long a worker waits for another worker's ring before treating the id as unknown (the
@@ -40,9 +40,14 @@ pub async fn plan(ctx: &WorkerCtx, head: &RequestHead) -> Option<ReplayPlan> {
             let missed = ring.after(seq).map(|e| e.raw.clone()).collect();
             let delivered = ring.after(0).filter_map(|e| e.id.clone()).collect();
             let resume_from = ring.newest_id().cloned();
+            WorkerMetrics::inc(&ctx.metrics.replays_served);
             return Some(ReplayPlan {
                 key,
-                replay: Replay { missed, delivered },
+                replay: Replay {
+                    missed,
+                    delivered,
+                    cursor: resume_from.clone(),
+                },
                 resume_from,
             });
         }
@@ -55,9 +60,11 @@ pub async fn plan(ctx: &WorkerCtx, head: &RequestHead) -> Option<ReplayPlan> {
             // Later reconnections that land here find the events too.
             let lease = ctx.streams.lease(&key);
             ctx.streams.seed(&lease, &events);
+            WorkerMetrics::inc(&ctx.metrics.replays_served);
             return Some(plan);
         }
     }
+    WorkerMetrics::inc(&ctx.metrics.replays_missed);
     None
 }
 
@@ -89,11 +96,15 @@ fn plan_from(key: &StreamKey, events: &[RingEvent], last_id: &[u8]) -> Option<Re
         .iter()
         .rposition(|e| e.id.as_deref() == Some(last_id))?;
     let missed = events[at + 1..].iter().map(|e| e.raw.clone()).collect();
-    let delivered: HashSet<Bytes> = events.iter().filter_map(|e| e.id.clone()).collect();
+    let delivered: Vec<Bytes> = events.iter().filter_map(|e| e.id.clone()).collect();
     let resume_from = events.iter().rev().find_map(|e| e.id.clone());
     Some(ReplayPlan {
         key: key.clone(),
-        replay: Replay { missed, delivered },
+        replay: Replay {
+            missed,
+            delivered,
+            cursor: resume_from.clone(),
+        },
         resume_from,
     })
 }

@@ -32,6 +32,7 @@ fn check_request(bytes: &[u8]) {
         proto: "http",
         path_prefix: b"/pre",
         last_event_id: None,
+        method: None,
     };
     for framing in [
         OutFraming::Empty,

@@ -13,6 +13,7 @@ fn ctx<'a>(prefix: &'a str, ip: &str) -> ForwardContext<'a> {
         proto: "http",
         path_prefix: prefix.as_bytes(),
         last_event_id: None,
+        method: None,
     }
 }
 

@@ -1,0 +1,369 @@
+//! Upstream resume: when an SSE upstream drops, the client's task (same worker, no handoff)
+//! connects a fresh upstream, asks it to continue after the last event the client got, and the
+//! relay splices the new body into the client's open response.
+//!
+//! This file holds the decisions and one reconnect attempt; the relay drives them.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use crate::conn_io::{read_more_within, write_vec_within, BytesVec, IoFailure};
+use crate::http::{
+    response_body_kind, write_upstream_request, BodyDecoder, BodyKind, ForwardContext, HeadKind,
+    HeadScanner, Method, OutFraming, RequestHead, ResponseHead,
+};
+use crate::proxy::connect;
+use crate::worker::WorkerCtx;
+
+/// Resume settings resolved from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeSettings {
+    /// `--upstream-idle-timeout`: no byte from the upstream for this long is a drop (None = off).
+    pub idle_timeout: Option<Duration>,
+    /// `--pass-clean-end`: a clean end of the upstream body ends the client's stream too.
+    pub pass_clean_end: bool,
+    /// `--reconnect-initial`: first backoff delay (the upstream's `retry:` replaces it).
+    pub initial: Duration,
+    /// `--reconnect-max-delay`: backoff ceiling.
+    pub max_delay: Duration,
+    /// `--reconnect-timeout`: give up after this long without a new event.
+    pub timeout: Duration,
+    /// `--resume-post-as-get`: resume a POST-born stream with a GET (MCP 2025-11-25).
+    pub post_as_get: bool,
+    /// `--resume-without-id`: reconnect streams that carry no ids (a fresh stream, not exact).
+    pub without_id: bool,
+}
+
+pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(100);
+pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a dropped stream may be resumed, and with which method.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ResumePolicy {
+    /// Reconnect with this method (GET; also for POST-born streams under --resume-post-as-get).
+    Resume,
+    /// End the client's stream; the reason is logged.
+    End(&'static str),
+}
+
+/// Decides whether a stream born from `method`, whose cursor is `last_id`, is resumed.
+pub fn policy(settings: &ResumeSettings, method: Method, last_id: &[u8]) -> ResumePolicy {
+    match method {
+        Method::Get => {}
+        Method::Post if settings.post_as_get => {}
+        _ => return ResumePolicy::End("the stream began as a non-GET request, which is never re-sent (see --resume-post-as-get)"),
+    }
+    if last_id.is_empty() && !settings.without_id {
+        return ResumePolicy::End(
+            "the stream has no event id to resume from (see --resume-without-id)",
+        );
+    }
+    ResumePolicy::Resume
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration, seed: u64) -> Self {
+        Backoff {
+            base,
+            max,
+            failures: 0,
+            rng: seed | 1,
+        }
+    }
+
+    /// The upstream's `retry:` hint becomes the starting delay.
+    pub fn set_base(&mut self, base: Duration) {
+        self.base = base.min(self.max);
+    }
+
+    /// The delay before the next attempt: base * 2^failures, capped, then jittered into
+    /// [delay/2, delay] so that many streams dropped by one upstream do not reconnect in lockstep.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 1u32 << self.failures.min(16);
+        let delay = self.base.saturating_mul(factor).min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        // xorshift64: cheap, good enough for jitter.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = delay / 2;
+        let jitter_ns = if half.is_zero() {
+            0
+        } else {
+            self.rng % (half.as_nanos() as u64 + 1)
+        };
+        half + Duration::from_nanos(jitter_ns)
+    }
+
+    /// A new event got through: the next drop starts from the base again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+/// What one reconnect attempt produced.
+pub enum AttemptResult {
+    /// A 200 `text/event-stream`: splice this body in.
+    Splice {
+        stream: TcpStream,
+        ubuf: BytesMut,
+        decoder: BodyDecoder,
+        replica: usize,
+    },
+    /// A final answer (204, or 4xx other than 408/429, or a non-SSE 200): end the client stream.
+    Final(u16),
+    /// Worth retrying (refused, timed out, 5xx, 408, 429, invalid answer); the reason is logged.
+    Retry(String),
+}
+
+/// Connects to the upstream (the stream's replica first, then the others in turn), re-sends the
+/// stream's request as a GET with `Last-Event-ID: last_id`, and reads the answer's head.
+/// Cancel-safe in the sense that matters: it owns its socket, which is closed if it is dropped.
+pub async fn attempt(
+    ctx: &WorkerCtx,
+    request: &RequestHead,
+    client_addr: std::net::IpAddr,
+    last_id: &[u8],
+    first_replica: usize,
+) -> AttemptResult {
+    let replicas = ctx.upstreams.borrow().len();
+    let mut failures = Vec::new();
+    for i in 0..replicas {
+        let replica = (first_replica + i) % replicas;
+        let mut up = match connect::connect_fresh(ctx, replica).await {
+            Ok(up) => up,
+            Err(e) => {
+                failures.push(e.to_string());
+                continue;
+            }
+        };
+        let prefix = ctx.upstreams.borrow().spec(replica).prefix.clone();
+        let mut head = BytesMut::with_capacity(request.bytes.len() + 128);
+        write_upstream_request(
+            request,
+            OutFraming::Empty,
+            &ForwardContext {
+                client_addr,
+                proto: "http",
+                path_prefix: prefix.as_bytes(),
+                // An empty cursor (--resume-without-id) asks for a fresh stream: no header at all.
+                last_event_id: Some(last_id).filter(|id| !id.is_empty()),
+                method: Some(b"GET"),
+            },
+            &mut head,
+        );
+        if last_id.is_empty() {
+            strip_last_event_id(&mut head);
+        }
+        let mut out = BytesVec::new();
+        out.push(head.freeze());
+        if write_vec_within(&mut up.stream, out, ctx.config.timeouts.send)
+            .await
+            .is_err()
+        {
+            return AttemptResult::Retry(format!(
+                "{}: could not send the request",
+                ctx.upstreams.borrow().spec(replica).url
+            ));
+        }
+        return read_answer(ctx, up.stream, replica).await;
+    }
+    AttemptResult::Retry(failures.join("; "))
+}
+
+/// The client's own Last-Event-ID must not reach the upstream when resuming without an id.
+fn strip_last_event_id(head: &mut BytesMut) {
+    let text = &head[..];
+    let needle = b"\r\nlast-event-id:";
+    let lower: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
+    if let Some(start) = memchr::memmem::find(&lower, needle) {
+        if let Some(end) = memchr::memmem::find(&lower[start + 2..], b"\r\n") {
+            let cut = start + 2..start + 2 + end + 2;
+            let mut rebuilt = BytesMut::with_capacity(head.len());
+            rebuilt.extend_from_slice(&head[..cut.start]);
+            rebuilt.extend_from_slice(&head[cut.end..]);
+            *head = rebuilt;
+        }
+    }
+}
+
+async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> AttemptResult {
+    let limits = ctx.config.head_limits;
+    let deadline = Instant::now() + ctx.config.timeouts.upstream_header;
+    let url = ctx.upstreams.borrow().spec(replica).url.clone();
+    let mut scanner = HeadScanner::new();
+    let mut buf = BytesMut::new();
+    let head = loop {
+        if !buf.is_empty() {
+            match scanner.scan(&buf, &limits, HeadKind::Response) {
+                Ok(Some(n)) => match ResponseHead::parse(buf.split_to(n).freeze(), &limits) {
+                    Ok(head) if (100..200).contains(&head.status) => {
+                        scanner = HeadScanner::new();
+                        continue;
+                    }
+                    Ok(head) => break head,
+                    Err(e) => return AttemptResult::Retry(format!("{url}: invalid response: {e}")),
+                },
+                Ok(None) => {}
+                Err(e) => return AttemptResult::Retry(format!("{url}: invalid response: {e}")),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match read_more_within(&mut stream, buf, 4096, left).await {
+            Ok((0, _)) => return AttemptResult::Retry(format!("{url}: closed before answering")),
+            Ok((_, b)) => buf = b,
+            Err(IoFailure::TimedOut) => {
+                return AttemptResult::Retry(format!("{url}: no answer in time"))
+            }
+            Err(IoFailure::Io(e)) => return AttemptResult::Retry(format!("{url}: {e}")),
+        }
+    };
+    match head.status {
+        200 => {
+            let is_sse = head
+                .header("content-type")
+                .map(|v| v.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii())
+                .is_some_and(|m| m.eq_ignore_ascii_case(b"text/event-stream"));
+            let kind = response_body_kind(Method::Get, &head).map(|f| f.kind);
+            match kind {
+                Ok(kind) if is_sse && kind != BodyKind::Empty => AttemptResult::Splice {
+                    stream,
+                    ubuf: buf,
+                    decoder: BodyDecoder::new(kind),
+                    replica,
+                },
+                _ => AttemptResult::Final(200),
+            }
+        }
+        408 | 429 => AttemptResult::Retry(format!("{url}: answered {}", head.status)),
+        s if s >= 500 => AttemptResult::Retry(format!("{url}: answered {s}")),
+        s => AttemptResult::Final(s),
+    }
+}
+
+/// Ids delivered to one client, for dropping repeats when an upstream resumes from further back
+/// than asked (or ignores Last-Event-ID). Bounded: the oldest are forgotten past `cap`.
+#[derive(Debug, Default)]
+pub struct DeliveredIds {
+    set: std::collections::HashSet<Bytes>,
+    order: std::collections::VecDeque<Bytes>,
+    cap: usize,
+}
+
+impl DeliveredIds {
+    pub fn new(cap: usize) -> Self {
+        DeliveredIds {
+            cap: cap.max(1),
+            ..Default::default()
+        }
+    }
+
+    pub fn contains(&self, id: &[u8]) -> bool {
+        self.set.contains(id)
+    }
+
+    pub fn insert(&mut self, id: Bytes) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ResumeSettings {
+        ResumeSettings {
+            idle_timeout: None,
+            pass_clean_end: false,
+            initial: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            post_as_get: false,
+            without_id: false,
+        }
+    }
+
+    #[test]
+    fn only_get_streams_with_ids_resume_by_default() {
+        let s = settings();
+        assert_eq!(policy(&s, Method::Get, b"5"), ResumePolicy::Resume);
+        assert!(matches!(
+            policy(&s, Method::Post, b"5"),
+            ResumePolicy::End(_)
+        ));
+        assert!(matches!(policy(&s, Method::Get, b""), ResumePolicy::End(_)));
+        let s = ResumeSettings {
+            post_as_get: true,
+            without_id: true,
+            ..settings()
+        };
+        assert_eq!(policy(&s, Method::Post, b"5"), ResumePolicy::Resume);
+        assert_eq!(policy(&s, Method::Get, b""), ResumePolicy::Resume);
+        assert!(
+            matches!(policy(&s, Method::Put, b"5"), ResumePolicy::End(_)),
+            "never a PUT"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters_within_half() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 42);
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let full = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(1));
+            assert!(
+                *d >= full / 2 && *d <= full,
+                "attempt {i}: {d:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+        b.set_base(Duration::from_secs(3));
+        b.reset();
+        assert!(
+            b.next_delay() <= Duration::from_secs(1),
+            "retry hint capped by the max delay"
+        );
+    }
+
+    #[test]
+    fn delivered_ids_are_bounded() {
+        let mut d = DeliveredIds::new(2);
+        for id in ["1", "2", "3"] {
+            d.insert(Bytes::from(id));
+        }
+        assert!(!d.contains(b"1") && d.contains(b"2") && d.contains(b"3"));
+    }
+
+    #[test]
+    fn a_client_last_event_id_is_stripped_for_a_fresh_resume() {
+        let mut head =
+            BytesMut::from(&b"GET /s HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 9\r\nX: y\r\n\r\n"[..]);
+        strip_last_event_id(&mut head);
+        assert_eq!(&head[..], b"GET /s HTTP/1.1\r\nHost: h\r\nX: y\r\n\r\n");
+    }
+}
