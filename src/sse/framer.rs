@@ -436,6 +436,9 @@ impl EventFramer {
                 };
                 self.last_id.clear();
                 self.last_id.extend_from_slice(&value);
+                if self.last_id.capacity() > 2 * self.last_id.len().max(64) {
+                    self.last_id.shrink_to_fit(); // one huge id must not stay resident
+                }
                 IdField::Set(value)
             }
         };
