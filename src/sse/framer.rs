@@ -338,7 +338,10 @@ impl EventFramer {
         //   copy the open block's tail piece[copied..] into partial (the only copy)
         while let Some(found) = memchr::memchr2(b'\r', b'\n', &bytes[pos..]) {
             let i = pos + found;
+            // The open block is `partial ++ piece[copied..]` and the current line starts inside
+            // it, at or before `pos`: nothing before `pos` needs looking at again.
             debug_assert!(copied <= pos && pos <= i);
+            debug_assert!(line_start <= self.partial.len() + pos - copied);
             #[cfg(test)]
             {
                 self.scanned += found + 1;
@@ -374,7 +377,7 @@ impl EventFramer {
                     break;
                 }
             };
-            debug_assert!(line_end == line_start || kind != LineKind::Blank);
+            debug_assert_eq!(kind == LineKind::Blank, line_end == line_start);
             let end = i + term_len;
             pos = end;
             if kind == LineKind::Blank {
@@ -426,12 +429,16 @@ impl EventFramer {
             None => IdField::Unchanged,
             Some(span) => {
                 let value = raw.slice(span.start..span.end);
-                let value = match std::str::from_utf8(&value) {
-                    Ok(_) => value,
-                    Err(_) => Bytes::from(String::from_utf8_lossy(&value).into_owned()),
+                let value = if value.is_ascii() || std::str::from_utf8(&value).is_ok() {
+                    value
+                } else {
+                    Bytes::from(String::from_utf8_lossy(&value).into_owned())
                 };
                 self.last_id.clear();
                 self.last_id.extend_from_slice(&value);
+                if self.last_id.capacity() > 2 * self.last_id.len().max(64) {
+                    self.last_id.shrink_to_fit(); // one huge id must not stay resident
+                }
                 IdField::Set(value)
             }
         };
