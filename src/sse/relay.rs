@@ -426,12 +426,14 @@ impl Relay<'_> {
         let mut wait = first_wait;
         loop {
             // ---- wait out the backoff, with heartbeats and the client watched ----
-            let wake = Instant::now() + wait;
-            if wake >= give_up_at {
-                return Reconnect::GaveUp(attempts);
-            }
+            // Giving up happens at the timeout, not earlier because the next attempt would fall
+            // after it.
+            let wake = (Instant::now() + wait).min(give_up_at);
             if let Some(end) = self.idle_until(client, wake).await {
                 return end;
+            }
+            if Instant::now() >= give_up_at {
+                return Reconnect::GaveUp(attempts);
             }
             // ---- one attempt, with heartbeats and the client watched ----
             attempts += 1;

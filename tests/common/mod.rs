@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sse_client;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -84,6 +86,21 @@ impl Tether {
 
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` for a log line containing `needle` (lines arrive through a pipe, a
+    /// little after the event that caused them).
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        let stop = Instant::now() + limit;
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if Instant::now() >= stop {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {
