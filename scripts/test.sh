@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 # Integration tests start many loopback connections; make sure the soft fd limit allows them.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+echo "== test dependencies"
+# A real EventSource client for the resume tests (tests/node_eventsource.rs); with this variable
+# set that test fails instead of skipping when the package is missing.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "node and npm are needed for tests/node_eventsource.rs: apt-get install nodejs npm" >&2
+  exit 1
+fi
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+export TETHER_REQUIRE_NODE=1
+
 echo "== build"
 cargo build --workspace --all-targets --quiet
 
