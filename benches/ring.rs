@@ -1,0 +1,105 @@
+//! Replay ring: appending events (with eviction at the bound) and finding + replaying the
+//! events after a Last-Event-ID, against a naive baseline (a Vec of owned copies searched
+//! linearly). Each benchmark checks its answer before it is timed.
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tether::sse::ring::{Lookup, ReplayRing};
+
+/// A realistic stream: ~200-byte events with numeric ids.
+fn events(n: usize) -> Vec<(Bytes, Bytes)> {
+    (1..=n)
+        .map(|i| {
+            let id = Bytes::from(i.to_string());
+            let raw = Bytes::from(format!("id: {i}\ndata: {{\"seq\":{i},\"text\":\"{}\"}}\n\n", "x".repeat(160)));
+            (id, raw)
+        })
+        .collect()
+}
+
+/// The obvious alternative: copy every event, search ids linearly.
+struct NaiveRing {
+    events: Vec<(String, Vec<u8>)>,
+    cap: usize,
+}
+
+impl NaiveRing {
+    fn push(&mut self, id: &[u8], raw: &[u8]) {
+        if self.events.len() == self.cap {
+            self.events.remove(0);
+        }
+        self.events.push((String::from_utf8_lossy(id).into_owned(), raw.to_vec()));
+    }
+    fn after(&self, id: &str) -> Vec<Vec<u8>> {
+        match self.events.iter().position(|(i, _)| i == id) {
+            Some(p) => self.events[p + 1..].iter().map(|(_, r)| r.clone()).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+fn append(c: &mut Criterion) {
+    let evs = events(10_000);
+    let mut group = c.benchmark_group("ring_append");
+    group.throughput(Throughput::Elements(evs.len() as u64));
+    // Check: 10k pushes into a 1024-slot ring keep the newest 1024.
+    let mut check = ReplayRing::new(1024, 4 << 20);
+    for (id, raw) in &evs {
+        check.push(Some(id.clone()), raw.clone());
+    }
+    assert_eq!(check.len(), 1024);
+    assert_eq!(check.newest_id().map(|b| &b[..]), Some(&b"10000"[..]));
+    group.bench_function("tether_1024", |b| {
+        b.iter(|| {
+            let mut ring = ReplayRing::new(1024, 4 << 20);
+            for (id, raw) in &evs {
+                ring.push(Some(id.clone()), raw.clone());
+            }
+            black_box(ring.len())
+        })
+    });
+    group.bench_function("naive_copy_1024", |b| {
+        b.iter(|| {
+            let mut ring = NaiveRing { events: Vec::with_capacity(1024), cap: 1024 };
+            for (id, raw) in &evs {
+                ring.push(id, raw);
+            }
+            black_box(ring.events.len())
+        })
+    });
+    group.finish();
+}
+
+fn replay(c: &mut Criterion) {
+    let evs = events(1024);
+    let mut ring = ReplayRing::new(1024, 4 << 20);
+    let mut naive = NaiveRing { events: Vec::new(), cap: 1024 };
+    for (id, raw) in &evs {
+        ring.push(Some(id.clone()), raw.clone());
+        naive.push(id, raw);
+    }
+    let mut group = c.benchmark_group("ring_replay");
+    for missed in [10usize, 500] {
+        let from = (1024 - missed).to_string();
+        // Check both give the same events.
+        let Lookup::After(seq) = ring.lookup(from.as_bytes()) else { panic!("id in ring") };
+        let ours: Vec<Bytes> = ring.after(seq).map(|e| e.raw.clone()).collect();
+        let theirs = naive.after(&from);
+        assert_eq!(ours.len(), missed);
+        assert!(ours.iter().zip(&theirs).all(|(a, b)| a[..] == b[..]));
+        group.throughput(Throughput::Elements(missed as u64));
+        group.bench_with_input(BenchmarkId::new("tether", missed), &from, |b, from| {
+            b.iter(|| {
+                let Lookup::After(seq) = ring.lookup(from.as_bytes()) else { unreachable!() };
+                black_box(ring.after(seq).map(|e| e.raw.clone()).collect::<Vec<Bytes>>())
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("naive", missed), &from, |b, from| {
+            b.iter(|| black_box(naive.after(from)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, append, replay);
+criterion_main!(benches);
