@@ -1,0 +1,265 @@
+//! `sse-upstream`: an HTTP/1.1 + SSE origin for testing and benchmarking tether.
+//!
+//! Start it in-process with [`spawn`] (own OS threads, one monoio runtime each) or as the
+//! `sse-upstream` binary; every endpoint, query parameter and fault is documented in
+//! `perf/README.md`.
+//!
+//! Files:
+//! - `worker.rs`: thread, runtime (io_uring or epoll), accept loop, kill.
+//! - `conn.rs`: one connection: keep-alive request loop, plain endpoints.
+//! - `stream.rs`: one SSE response: pacing, batching, heartbeats, faults.
+//! - `sse.rs`: the event formatter (pure).
+//! - `http.rs`: request heads, body framing, chunked decoder, response heads (pure).
+//! - `query.rs`: query parameters (pure).
+//! - `log.rs`: the request log.
+//! - `kill.rs`: the per-worker kill switch.
+
+mod conn;
+mod http;
+mod kill;
+mod log;
+mod query;
+mod sse;
+mod stream;
+mod worker;
+
+use std::fs::OpenOptions;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use log::RequestRecord;
+
+use log::Shared;
+
+/// How to run the simulator. Build it with struct update syntax so fields added later do
+/// not break you: `UpstreamConfig { threads: 2, ..Default::default() }`.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Address to listen on; port 0 picks a free port (see [`UpstreamHandle::addr`]).
+    /// Default 127.0.0.1:0.
+    pub bind: SocketAddr,
+    /// Worker threads, each with its own runtime, sharing one listening socket. Default 1.
+    pub threads: usize,
+    /// Append one JSON line per request to this file (flushed per line).
+    pub log_path: Option<PathBuf>,
+    /// For this long after start, connections are refused: the socket is bound (the port is
+    /// held) but not listening, so a client's connect fails with ECONNREFUSED. Default 0.
+    pub refuse_for: Duration,
+    /// Keep every request in memory for [`UpstreamHandle::requests`]. Default true; turn it
+    /// off for long benchmarks (the log grows by one record per request).
+    pub keep_requests: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            threads: 1,
+            log_path: None,
+            refuse_for: Duration::ZERO,
+            keep_requests: true,
+        }
+    }
+}
+
+/// A running simulator. Dropping it kills it like [`UpstreamHandle::kill`].
+pub struct UpstreamHandle {
+    addr: SocketAddr,
+    driver: &'static str,
+    shared: Arc<Shared>,
+    workers: Vec<WorkerHandle>,
+}
+
+/// The handle's side of one worker thread.
+struct WorkerHandle {
+    /// Our end of the control socketpair; dropping it tells the worker to die.
+    control: Option<UnixStream>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UpstreamHandle {
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The IO driver the workers run on: `"io_uring"` or `"legacy"` (epoll).
+    pub fn driver(&self) -> &'static str {
+        self.driver
+    }
+
+    /// Every request received so far, in arrival order (empty when `keep_requests` is off).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests()
+    }
+
+    /// Stops accepting, closes every open connection abruptly (as if the process died:
+    /// the client sees FIN, or RST where request bytes were left unread; in-flight
+    /// responses are cut where they are) and joins the threads.
+    ///
+    /// Panics if a worker thread panicked.
+    pub fn kill(mut self) {
+        let panicked = self.stop();
+        if panicked && !std::thread::panicking() {
+            panic!("an sse-upstream worker thread panicked");
+        }
+    }
+
+    /// Signals every worker and joins them; true if one had panicked.
+    fn stop(&mut self) -> bool {
+        for w in &mut self.workers {
+            drop(w.control.take());
+        }
+        let mut panicked = false;
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                panicked |= t.join().is_err();
+            }
+        }
+        panicked
+    }
+}
+
+impl Drop for UpstreamHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for UpstreamHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamHandle")
+            .field("addr", &self.addr)
+            .field("driver", &self.driver)
+            .field("threads", &self.workers.len())
+            .finish()
+    }
+}
+
+/// Starts the simulator on its own OS thread(s) and returns once every worker listens
+/// (or, with `refuse_for`, holds the port).
+pub fn spawn(config: UpstreamConfig) -> io::Result<UpstreamHandle> {
+    let threads = config.threads.max(1);
+    let listen_now = config.refuse_for.is_zero();
+    let listener = bind_listener(config.bind, listen_now)?;
+    let addr = listener.local_addr()?;
+    let log = match &config.log_path {
+        Some(path) => Some(OpenOptions::new().create(true).append(true).open(path)?),
+        None => None,
+    };
+    let shared = Arc::new(Shared::new(config.keep_requests, log));
+    let listen_at = (!listen_now).then(|| std::time::Instant::now() + config.refuse_for);
+
+    let mut handle = UpstreamHandle {
+        addr,
+        driver: "legacy",
+        shared: shared.clone(),
+        workers: Vec::with_capacity(threads),
+    };
+    for i in 0..threads {
+        let (ours, theirs) = UnixStream::pair()?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let start = worker::WorkerStart {
+            listener: listener.try_clone()?,
+            control: theirs,
+            shared: shared.clone(),
+            listen_at,
+            ready: ready_tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("sse-upstream-{i}"))
+            .spawn(move || worker::run(start))?;
+        handle.workers.push(WorkerHandle {
+            control: Some(ours),
+            thread: Some(thread),
+        });
+        // On error `handle` drops here, stopping the workers already started.
+        handle.driver = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("sse-upstream worker died while starting"))??;
+    }
+    Ok(handle)
+}
+
+/// Binds a TCP socket with SO_REUSEADDR (not SO_REUSEPORT: a port held by another process
+/// is an error, not a silent share) and listens on it when `listen_now`.
+fn bind_listener(addr: SocketAddr, listen_now: bool) -> io::Result<std::net::TcpListener> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain syscall; the result is checked before use.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nobody else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: valid fd, option value is a c_int of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let rc = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `sin` is a valid sockaddr_in and its size is passed.
+            unsafe {
+                libc::bind(
+                    fd,
+                    &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: `sin6` is a valid sockaddr_in6 and its size is passed.
+            unsafe {
+                libc::bind(
+                    fd,
+                    &sin6 as *const libc::sockaddr_in6 as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: valid, bound socket.
+    if listen_now && unsafe { libc::listen(fd, worker::BACKLOG) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::TcpListener::from(owned))
+}
