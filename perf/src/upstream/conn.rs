@@ -202,11 +202,12 @@ impl Conn {
                     let sleep = monoio::time::sleep_until(d);
                     self.worker.kill.guard(first_of(readable, sleep)).await
                 }
-                None => self
-                    .worker
-                    .kill
-                    .guard(async { Either::Left(readable.await) })
-                    .await,
+                None => {
+                    self.worker
+                        .kill
+                        .guard(async { Either::Left(readable.await) })
+                        .await
+                }
             };
             match waited {
                 None | Some(Either::Left(Err(_))) => return false,
@@ -301,7 +302,13 @@ impl Conn {
     }
 
     /// Sends a small text response; returns KeepAlive or Close (Gone when the write failed).
-    pub(crate) async fn simple(&mut self, code: u16, body: &str, close: bool, head_only: bool) -> Next {
+    pub(crate) async fn simple(
+        &mut self,
+        code: u16,
+        body: &str,
+        close: bool,
+        head_only: bool,
+    ) -> Next {
         let mut out = Vec::with_capacity(128 + body.len());
         let framing = if matches!(code, 100..=199 | 204 | 304) {
             ResponseBody::Empty
@@ -396,7 +403,10 @@ impl Conn {
 
         let is_echo = path == "/echo" || path == "/sum";
         if !is_echo {
-            if let Err(next) = self.consume_body(head, inbuf, &mut Sink::Discard, false).await {
+            if let Err(next) = self
+                .consume_body(head, inbuf, &mut Sink::Discard, false)
+                .await
+            {
                 return next;
             }
         }
@@ -507,7 +517,12 @@ impl Conn {
             Some(c) if (100..=999).contains(&c) && c != 101 => c as u16,
             _ => {
                 return self
-                    .simple(400, "status must be 100..=999 (not 101)\n", close, head_only)
+                    .simple(
+                        400,
+                        "status must be 100..=999 (not 101)\n",
+                        close,
+                        head_only,
+                    )
                     .await
             }
         };
@@ -658,7 +673,10 @@ impl Conn {
             ..head.clone()
         };
         let mut sink = Sink::Echo { chunked };
-        if let Err(next) = self.consume_body(&no_continue, inbuf, &mut sink, true).await {
+        if let Err(next) = self
+            .consume_body(&no_continue, inbuf, &mut sink, true)
+            .await
+        {
             return next;
         }
         if chunked {

@@ -605,7 +605,11 @@ mod tests {
 
     #[test]
     fn keep_alive_rules() {
-        assert!(!parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().keep_alive);
+        assert!(
+            !parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .keep_alive
+        );
         assert!(!parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
         assert!(
             parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
@@ -618,7 +622,8 @@ mod tests {
     fn framing_rules() {
         let chunked = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
         assert_eq!(chunked.body, RequestBody::Chunked);
-        let e = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        let e =
+            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(e.unwrap_err().status(), 400);
         let e = parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
         assert_eq!(e.unwrap_err().status(), 400);
@@ -720,13 +725,27 @@ mod tests {
     #[test]
     fn heads_and_numbers() {
         let mut out = Vec::new();
-        write_head(&mut out, 200, Some("text/plain"), ResponseBody::Length(3), false, &[]);
+        write_head(
+            &mut out,
+            200,
+            Some("text/plain"),
+            ResponseBody::Length(3),
+            false,
+            &[],
+        );
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\n"
         );
         out.clear();
-        write_head(&mut out, 299, None, ResponseBody::UntilClose, false, &[("X-A", "b")]);
+        write_head(
+            &mut out,
+            299,
+            None,
+            ResponseBody::UntilClose,
+            false,
+            &[("X-A", "b")],
+        );
         assert_eq!(out, b"HTTP/1.1 299 \r\nX-A: b\r\nConnection: close\r\n\r\n");
         out.clear();
         push_u64(&mut out, 0);

@@ -605,7 +605,9 @@ mod tests {
             }
         );
         assert_eq!(
-            BytesParams::parse("n=10&chunked=1&chunk=3").unwrap().framing,
+            BytesParams::parse("n=10&chunked=1&chunk=3")
+                .unwrap()
+                .framing,
             BytesFraming::Chunked { chunk: 3 }
         );
         assert_eq!(

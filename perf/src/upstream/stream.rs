@@ -386,7 +386,11 @@ mod tests {
             for seq in start..=last {
                 fmt.event(&mut out, seq, now_us());
             }
-            assert_eq!(events_len(&fmt, start, last), out.len() as u64, "{start}..={last}");
+            assert_eq!(
+                events_len(&fmt, start, last),
+                out.len() as u64,
+                "{start}..={last}"
+            );
         }
     }
 

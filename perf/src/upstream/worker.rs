@@ -230,7 +230,11 @@ pub(crate) fn run(start: WorkerStart) {
 }
 
 /// Waits for the kill signal from the handle, then kills the worker.
-async fn control_task(mut control: monoio::net::UnixStream, worker: Rc<Worker>, canceller: Canceller) {
+async fn control_task(
+    mut control: monoio::net::UnixStream,
+    worker: Rc<Worker>,
+    canceller: Canceller,
+) {
     // Awaited to completion: returns on EOF (handle dropped) or any byte.
     let _ = control.read(vec![0u8; 8]).await;
     let _ = canceller.cancel();
