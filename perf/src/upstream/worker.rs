@@ -94,6 +94,11 @@ impl Drop for Registration {
 }
 
 impl Worker {
+    #[cfg(test)]
+    pub(crate) fn new_for_test(shared: Arc<Shared>) -> Self {
+        Self::new(shared)
+    }
+
     fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
@@ -193,7 +198,7 @@ pub(crate) fn run(start: WorkerStart) {
         monoio::spawn(control_task(control, worker.clone(), canceller));
 
         if let Some(at) = listen_at {
-            let wait = monoio::time::sleep_until(Instant::from_std(at));
+            let wait = super::kill::sleep_until(Instant::from_std(at));
             if worker.kill.guard(wait).await.is_some() {
                 // SAFETY: plain syscall on the listening socket we own; listening twice
                 // (several workers share it) only updates the backlog.
@@ -219,7 +224,7 @@ pub(crate) fn run(start: WorkerStart) {
                 }
                 Err(_) if worker.kill.is_fired() => break,
                 Err(_) => {
-                    let pause = monoio::time::sleep(ACCEPT_ERROR_BACKOFF);
+                    let pause = super::kill::sleep_until(Instant::now() + ACCEPT_ERROR_BACKOFF);
                     worker.kill.guard(pause).await;
                 }
             }
