@@ -140,21 +140,21 @@ fn infinite_stream_until_the_client_leaves() {
 fn paced_stream_sends_each_event_at_once() {
     let up = start();
     let t = Instant::now();
-    let (mut c, head) = open_sse(up.addr(), "/sse?events=6&rate=20&framing=close", "");
-    // The first event arrives well before the second is due (50 ms later).
+    let (mut c, head) = open_sse(up.addr(), "/sse?events=6&rate=10&framing=close", "");
+    // The first event arrives well before the second is due (100 ms later).
     while !c.buffered().windows(2).any(|w| w == b"\n\n") {
         c.fill().unwrap();
     }
     let first = t.elapsed();
     assert!(
-        first < Duration::from_millis(45),
+        first < Duration::from_millis(90),
         "first event after {first:?}"
     );
     assert_eq!(data_ids(&parse_sse(c.buffered())), vec![1]);
     let (body, end) = c.read_body(&head);
     assert_eq!(end, End::Eof, "close-delimited");
     let total = t.elapsed();
-    assert!(total >= Duration::from_millis(245), "{total:?}");
+    assert!(total >= Duration::from_millis(495), "{total:?}");
     assert!(total < Duration::from_secs(3), "{total:?}");
     assert_eq!(data_ids(&parse_sse(&body)), vec![1, 2, 3, 4, 5, 6]);
 }
@@ -166,7 +166,7 @@ fn heartbeats_while_idle() {
     assert_eq!(end, End::Complete);
     assert_eq!(data_ids(&parsed), vec![1, 2]);
     // ~333 ms between the two events: about 5 heartbeats.
-    assert!((3..=6).contains(&parsed.comments), "{}", parsed.comments);
+    assert!((2..=6).contains(&parsed.comments), "{}", parsed.comments);
 }
 
 #[test]
