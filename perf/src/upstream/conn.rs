@@ -5,6 +5,11 @@
 //! is released again once nothing of the next request is buffered. Every read that is
 //! started is awaited to completion (never raced, never dropped), so no bytes are lost on
 //! io_uring; only buffer-less waits (`readable()`, timers) are raced, against the kill switch.
+//!
+//! Cancel-safety: every async fn below that touches the socket is NOT cancel-safe (it owns
+//! a buffer or is part-way through a request) and is always awaited to completion; the one
+//! exception is [`Conn::sleep_until`]. A kill reaches them through the socket shutdown
+//! (reads return 0, writes fail) and the kill switch (timers).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -194,6 +199,7 @@ impl Conn {
     /// Waits until the client closes its side (or the socket fails), until `deadline` when
     /// given, or until a kill. Bytes the client sends meanwhile are read and dropped.
     /// Returns true when the deadline passed with the client still there.
+    /// Not cancel-safe (it may be in a read): awaited to completion.
     pub(crate) async fn wait_client_gone(&mut self, deadline: Option<Instant>) -> bool {
         loop {
             let readable = self.stream.readable(false);
