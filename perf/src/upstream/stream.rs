@@ -93,6 +93,7 @@ pub(crate) async fn serve_sse(
             out.extend_from_slice(&pre);
         }
     }
+    drop(pre);
     if conn.write(out).await.0.is_err() {
         return Next::Gone;
     }
@@ -342,7 +343,8 @@ impl SseStream<'_> {
                 // Release the write buffer: a stalled stream may wait a long time.
                 self.out.release();
                 let deadline = stall.map(|d| Instant::now() + d);
-                if !self.conn.wait_client_gone(deadline).await {
+                // Boxed: a rare path that would otherwise enlarge every stream's task.
+                if !Box::pin(self.conn.wait_client_gone(deadline)).await {
                     return Some(Next::Gone);
                 }
                 if let Some(rest) = rest {

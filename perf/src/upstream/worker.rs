@@ -14,7 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -32,6 +32,8 @@ use super::log::Shared;
 const RING_ENTRIES: u32 = 4096;
 /// Listen backlog (the kernel clamps it to `net.core.somaxconn`).
 pub(crate) const BACKLOG: i32 = 4096;
+/// Most connections taken with non-blocking `accept4` after each driver accept.
+const ACCEPT_BURST: usize = 63;
 /// Pause after a failing accept (EMFILE and the like) before the next try.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -94,6 +96,11 @@ impl Drop for Registration {
 }
 
 impl Worker {
+    #[cfg(test)]
+    pub(crate) fn new_for_test(shared: Arc<Shared>) -> Self {
+        Self::new(shared)
+    }
+
     fn new(shared: Arc<Shared>) -> Self {
         Self {
             shared,
@@ -193,7 +200,7 @@ pub(crate) fn run(start: WorkerStart) {
         monoio::spawn(control_task(control, worker.clone(), canceller));
 
         if let Some(at) = listen_at {
-            let wait = monoio::time::sleep_until(Instant::from_std(at));
+            let wait = super::kill::sleep_until(Instant::from_std(at));
             if worker.kill.guard(wait).await.is_some() {
                 // SAFETY: plain syscall on the listening socket we own; listening twice
                 // (several workers share it) only updates the backlog.
@@ -210,16 +217,20 @@ pub(crate) fn run(start: WorkerStart) {
                     if worker.kill.is_fired() {
                         break;
                     }
-                    let _ = stream.set_nodelay(true);
-                    let id = worker.shared.next_conn_id();
-                    // Registered before the task first runs, so the final wait for all
-                    // connections also covers tasks that were spawned but never polled.
-                    let registration = worker.register(stream.as_raw_fd());
-                    monoio::spawn(super::conn::serve(stream, id, worker.clone(), registration));
+                    start_conn(&worker, stream);
+                    // Take whatever else is already queued without another trip through
+                    // the driver: one accept per ring cycle starves connection setup while
+                    // busy streams fill every cycle.
+                    for _ in 0..ACCEPT_BURST {
+                        match accept_now(listener.as_raw_fd()) {
+                            Some(stream) => start_conn(&worker, stream),
+                            None => break,
+                        }
+                    }
                 }
                 Err(_) if worker.kill.is_fired() => break,
                 Err(_) => {
-                    let pause = monoio::time::sleep(ACCEPT_ERROR_BACKOFF);
+                    let pause = super::kill::sleep_until(Instant::now() + ACCEPT_ERROR_BACKOFF);
                     worker.kill.guard(pause).await;
                 }
             }
@@ -227,6 +238,35 @@ pub(crate) fn run(start: WorkerStart) {
         drop(listener);
         worker.all_closed().await;
     });
+}
+
+/// Spawns the task of an accepted connection.
+fn start_conn(worker: &Rc<Worker>, stream: monoio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let id = worker.shared.next_conn_id();
+    // Registered before the task first runs, so the final wait for all connections also
+    // covers tasks that were spawned but never polled.
+    let registration = worker.register(stream.as_raw_fd());
+    monoio::spawn(super::conn::serve(stream, id, worker.clone(), registration));
+}
+
+/// A non-blocking `accept4` on the listening socket: a connection already queued, or None.
+fn accept_now(listener: RawFd) -> Option<monoio::net::TcpStream> {
+    // SAFETY: plain syscall on our listening socket; null address arguments are allowed.
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a freshly accepted socket that nothing else owns.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    monoio::net::TcpStream::from_std(std_stream).ok()
 }
 
 /// Waits for the kill signal from the handle, then kills the worker.

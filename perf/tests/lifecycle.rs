@@ -1,0 +1,143 @@
+//! Start, refuse, threads, many streams and kill.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{data_ids, open_sse, parse_sse, start, Client, End};
+use tether_perf::{spawn, UpstreamConfig};
+
+#[test]
+fn refuse_for_gives_econnrefused_then_serves() {
+    let t = Instant::now();
+    let up = spawn(UpstreamConfig {
+        refuse_for: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_ne!(up.addr().port(), 0);
+    let err = TcpStream::connect(up.addr()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    // Keeps refusing until the deadline, then serves.
+    while let Err(e) = TcpStream::connect(up.addr()) {
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused);
+        assert!(t.elapsed() < Duration::from_secs(5), "still refusing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(490),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(Client::connect(up.addr()).get("/small").head.status, 200);
+}
+
+#[test]
+fn the_port_is_not_shared_silently() {
+    let up = start();
+    let again = spawn(UpstreamConfig {
+        bind: up.addr(),
+        ..Default::default()
+    });
+    assert_eq!(again.unwrap_err().kind(), ErrorKind::AddrInUse);
+}
+
+#[test]
+fn kill_cuts_every_kind_of_connection() {
+    let up = start();
+    let addr = up.addr();
+    // A paced infinite stream, a flat-out stream nobody reads (its writes block), a stalled
+    // stream, an idle keep-alive connection, a request waiting in /delay.
+    let (mut paced, _) = open_sse(addr, "/sse?events=0&rate=10", "");
+    let (mut unread, _) = open_sse(addr, "/sse?events=0&size=1000", "");
+    let (mut stalled, _) = open_sse(addr, "/sse?events=0&stall_after=0", "");
+    let mut idle = Client::connect(addr);
+    assert_eq!(idle.get("/small").head.status, 200);
+    let mut delayed = Client::connect(addr);
+    delayed.send(b"GET /delay?ms=60000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    paced.fill().unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let the unread stream fill its buffers
+    let t = Instant::now();
+    up.kill();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "kill took {:?}",
+        t.elapsed()
+    );
+    for (name, c) in [
+        ("paced", &mut paced),
+        ("stalled", &mut stalled),
+        ("idle", &mut idle),
+        ("delayed", &mut delayed),
+    ] {
+        let (_, end) = c.read_to_end();
+        assert!(matches!(end, End::Eof | End::Reset), "{name}: {end:?}");
+    }
+    // The unread one: drain what was buffered; then EOF or reset.
+    unread.set_read_timeout(Duration::from_secs(5));
+    let mut tmp = vec![0u8; 1 << 20];
+    loop {
+        match unread.stream.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("unread stream: {e}"),
+        }
+    }
+    assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+}
+
+#[test]
+fn drop_kills_too() {
+    let addr;
+    {
+        let up = start();
+        addr = up.addr();
+        let _ = Client::connect(addr).get("/small");
+    }
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn several_threads_share_the_port() {
+    let up = spawn(UpstreamConfig {
+        threads: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut clients: Vec<Client> = (0..40).map(|_| Client::connect(up.addr())).collect();
+    for c in &mut clients {
+        assert_eq!(c.get("/small").head.status, 200);
+    }
+    let ids: std::collections::HashSet<u64> = up.requests().iter().map(|r| r.conn_id).collect();
+    assert_eq!(ids.len(), 40);
+    up.kill();
+}
+
+#[test]
+fn five_hundred_paced_streams() {
+    let up = start();
+    let streams: Vec<(Client, common::Head)> = (0..500)
+        .map(|_| open_sse(up.addr(), "/sse?events=3&rate=5&size=64", ""))
+        .collect();
+    for (mut c, head) in streams {
+        let (body, end) = c.read_body(&head);
+        assert_eq!(end, End::Complete);
+        assert_eq!(data_ids(&parse_sse(&body)), vec![1, 2, 3]);
+    }
+}
+
+#[test]
+fn driver_follows_the_environment() {
+    let up = start();
+    let forced = std::env::var("MONOIO_FORCE_LEGACY_DRIVER")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    if forced {
+        assert_eq!(up.driver(), "legacy");
+    } else {
+        assert!(matches!(up.driver(), "io_uring" | "legacy"));
+        eprintln!("driver: {}", up.driver());
+    }
+}
