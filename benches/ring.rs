@@ -11,7 +11,10 @@ fn events(n: usize) -> Vec<(Bytes, Bytes)> {
     (1..=n)
         .map(|i| {
             let id = Bytes::from(i.to_string());
-            let raw = Bytes::from(format!("id: {i}\ndata: {{\"seq\":{i},\"text\":\"{}\"}}\n\n", "x".repeat(160)));
+            let raw = Bytes::from(format!(
+                "id: {i}\ndata: {{\"seq\":{i},\"text\":\"{}\"}}\n\n",
+                "x".repeat(160)
+            ));
             (id, raw)
         })
         .collect()
@@ -28,11 +31,15 @@ impl NaiveRing {
         if self.events.len() == self.cap {
             self.events.remove(0);
         }
-        self.events.push((String::from_utf8_lossy(id).into_owned(), raw.to_vec()));
+        self.events
+            .push((String::from_utf8_lossy(id).into_owned(), raw.to_vec()));
     }
     fn after(&self, id: &str) -> Vec<Vec<u8>> {
         match self.events.iter().position(|(i, _)| i == id) {
-            Some(p) => self.events[p + 1..].iter().map(|(_, r)| r.clone()).collect(),
+            Some(p) => self.events[p + 1..]
+                .iter()
+                .map(|(_, r)| r.clone())
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -60,7 +67,10 @@ fn append(c: &mut Criterion) {
     });
     group.bench_function("naive_copy_1024", |b| {
         b.iter(|| {
-            let mut ring = NaiveRing { events: Vec::with_capacity(1024), cap: 1024 };
+            let mut ring = NaiveRing {
+                events: Vec::with_capacity(1024),
+                cap: 1024,
+            };
             for (id, raw) in &evs {
                 ring.push(id, raw);
             }
@@ -73,7 +83,10 @@ fn append(c: &mut Criterion) {
 fn replay(c: &mut Criterion) {
     let evs = events(1024);
     let mut ring = ReplayRing::new(1024, 4 << 20);
-    let mut naive = NaiveRing { events: Vec::new(), cap: 1024 };
+    let mut naive = NaiveRing {
+        events: Vec::new(),
+        cap: 1024,
+    };
     for (id, raw) in &evs {
         ring.push(Some(id.clone()), raw.clone());
         naive.push(id, raw);
@@ -82,7 +95,9 @@ fn replay(c: &mut Criterion) {
     for missed in [10usize, 500] {
         let from = (1024 - missed).to_string();
         // Check both give the same events.
-        let Lookup::After(seq) = ring.lookup(from.as_bytes()) else { panic!("id in ring") };
+        let Lookup::After(seq) = ring.lookup(from.as_bytes()) else {
+            panic!("id in ring")
+        };
         let ours: Vec<Bytes> = ring.after(seq).map(|e| e.raw.clone()).collect();
         let theirs = naive.after(&from);
         assert_eq!(ours.len(), missed);
@@ -90,8 +105,14 @@ fn replay(c: &mut Criterion) {
         group.throughput(Throughput::Elements(missed as u64));
         group.bench_with_input(BenchmarkId::new("tether", missed), &from, |b, from| {
             b.iter(|| {
-                let Lookup::After(seq) = ring.lookup(from.as_bytes()) else { unreachable!() };
-                black_box(ring.after(seq).map(|e| e.raw.clone()).collect::<Vec<Bytes>>())
+                let Lookup::After(seq) = ring.lookup(from.as_bytes()) else {
+                    unreachable!()
+                };
+                black_box(
+                    ring.after(seq)
+                        .map(|e| e.raw.clone())
+                        .collect::<Vec<Bytes>>(),
+                )
             })
         });
         group.bench_with_input(BenchmarkId::new("naive", missed), &from, |b, from| {

@@ -33,6 +33,12 @@ impl DropKind {
 
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
+    pub connections_accepted: Cell<u64>,
+    pub connections_rejected: Cell<u64>,
+    pub requests: Cell<u64>,
+    /// Responses sent to clients by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub responses: [Cell<u64>; 5],
+    pub upstream_connect_errors: Cell<u64>,
     pub sse_streams_active: Cell<u64>,
     pub sse_events: Cell<u64>,
     pub sse_bytes: Cell<u64>,
@@ -81,10 +87,233 @@ impl WorkerMetrics {
         Self::add(&self.gap_sum_ms, ms);
     }
 
+    /// Counts a response sent to a client.
+    pub fn record_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        Self::inc(&self.responses[class]);
+    }
+
+    /// A plain copy of every counter, to send to another thread.
+    pub fn snapshot(&self, connections_active: u64) -> MetricsSnapshot {
+        let mut values = Vec::with_capacity(COUNTERS.len());
+        for (_, _, _, get) in COUNTERS {
+            values.push(get(self));
+        }
+        MetricsSnapshot {
+            connections_active,
+            values,
+            responses: self.responses.each_ref().map(Cell::get),
+            gap_buckets: self.gap_buckets.each_ref().map(Cell::get),
+            gap_sum_ms: self.gap_sum_ms.get(),
+        }
+    }
+
     /// Resume gaps recorded so far.
     pub fn gap_count(&self) -> u64 {
         self.gap_buckets.iter().map(Cell::get).sum()
     }
+}
+
+type Getter = fn(&WorkerMetrics) -> u64;
+
+/// Every plain counter: Prometheus name, type, help, and how to read it.
+pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
+    (
+        "connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+        |m| m.connections_accepted.get(),
+    ),
+    (
+        "connections_rejected_total",
+        "counter",
+        "Client connections answered 503 past --max-connections.",
+        |m| m.connections_rejected.get(),
+    ),
+    (
+        "requests_total",
+        "counter",
+        "Requests received from clients.",
+        |m| m.requests.get(),
+    ),
+    (
+        "upstream_connect_errors_total",
+        "counter",
+        "Failed connection attempts to upstream addresses.",
+        |m| m.upstream_connect_errors.get(),
+    ),
+    (
+        "sse_streams_active",
+        "gauge",
+        "SSE streams being relayed now.",
+        |m| m.sse_streams_active.get(),
+    ),
+    (
+        "sse_events_total",
+        "counter",
+        "SSE events relayed to clients.",
+        |m| m.sse_events.get(),
+    ),
+    (
+        "sse_bytes_total",
+        "counter",
+        "SSE bytes relayed to clients.",
+        |m| m.sse_bytes.get(),
+    ),
+    (
+        "sse_heartbeats_total",
+        "counter",
+        "Heartbeat comments sent to SSE clients.",
+        |m| m.heartbeats.get(),
+    ),
+    (
+        "sse_slow_clients_total",
+        "counter",
+        "SSE clients disconnected for not keeping up (--sse-client-buffer).",
+        |m| m.slow_clients.get(),
+    ),
+    (
+        "replay_served_total",
+        "counter",
+        "Reconnections served from a replay ring.",
+        |m| m.replays_served.get(),
+    ),
+    (
+        "replay_missed_total",
+        "counter",
+        "Reconnections whose Last-Event-ID was in no ring.",
+        |m| m.replays_missed.get(),
+    ),
+    (
+        "upstream_drops_eof_total",
+        "counter",
+        "SSE upstream bodies ended by a close (mid-body or clean end).",
+        |m| m.drops_eof.get(),
+    ),
+    (
+        "upstream_drops_reset_total",
+        "counter",
+        "SSE upstream connections reset.",
+        |m| m.drops_reset.get(),
+    ),
+    (
+        "upstream_drops_idle_total",
+        "counter",
+        "SSE upstreams silent past --upstream-idle-timeout.",
+        |m| m.drops_idle.get(),
+    ),
+    (
+        "upstream_drops_error_total",
+        "counter",
+        "SSE upstreams failed with another error or an invalid body.",
+        |m| m.drops_error.get(),
+    ),
+    (
+        "reconnect_attempts_total",
+        "counter",
+        "Reconnect attempts to SSE upstreams.",
+        |m| m.reconnect_attempts.get(),
+    ),
+    (
+        "resumes_total",
+        "counter",
+        "Dropped SSE streams resumed on a fresh upstream.",
+        |m| m.resumes.get(),
+    ),
+    (
+        "resume_give_ups_total",
+        "counter",
+        "Dropped SSE streams ended after --reconnect-timeout.",
+        |m| m.give_ups.get(),
+    ),
+    (
+        "duplicates_dropped_total",
+        "counter",
+        "Repeated SSE events dropped after a resume or replay.",
+        |m| m.duplicates_dropped.get(),
+    ),
+];
+
+/// A worker's counters at one instant; plain data, sendable between threads.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    pub connections_active: u64,
+    /// In the order of `COUNTERS`.
+    pub values: Vec<u64>,
+    pub responses: [u64; 5],
+    pub gap_buckets: [u64; GAP_BUCKETS_MS.len() + 1],
+    pub gap_sum_ms: u64,
+}
+
+impl MetricsSnapshot {
+    /// The value of the counter named `name` (from `COUNTERS`).
+    pub fn get(&self, name: &str) -> u64 {
+        COUNTERS
+            .iter()
+            .position(|c| c.0 == name)
+            .and_then(|i| self.values.get(i).copied())
+            .unwrap_or(0)
+    }
+}
+
+/// Prometheus text exposition (version 0.0.4): totals as `tether_*`, and the same per worker as
+/// `tether_worker_*{worker="N"}`.
+pub fn render_prometheus(workers: &[MetricsSnapshot], out: &mut String) {
+    use std::fmt::Write;
+    let sum = |f: &dyn Fn(&MetricsSnapshot) -> u64| workers.iter().map(f).sum::<u64>();
+    let mut family = |name: &str, kind: &str, help: &str, f: &dyn Fn(&MetricsSnapshot) -> u64| {
+        let _ = writeln!(
+            out,
+            "# HELP tether_{name} {help}\n# TYPE tether_{name} {kind}\ntether_{name} {}",
+            sum(f)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tether_worker_{name} {help} Per worker.\n# TYPE tether_worker_{name} {kind}"
+        );
+        for (i, w) in workers.iter().enumerate() {
+            let _ = writeln!(out, "tether_worker_{name}{{worker=\"{i}\"}} {}", f(w));
+        }
+    };
+    family(
+        "connections_active",
+        "gauge",
+        "Client connections open now.",
+        &|w| w.connections_active,
+    );
+    for (i, (name, kind, help, _)) in COUNTERS.iter().enumerate() {
+        family(name, kind, help, &|w| w.values.get(i).copied().unwrap_or(0));
+    }
+    for (class, label) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        family(
+            &format!("responses_{label}_total"),
+            "counter",
+            &format!("Responses sent to clients with a {label} status."),
+            &|w| w.responses[class],
+        );
+    }
+    // The resume gap histogram, summed over workers.
+    let _ = writeln!(out, "# HELP tether_resume_gap_seconds Time from an SSE upstream drop to the first resumed byte sent to the client.\n# TYPE tether_resume_gap_seconds histogram");
+    let mut cumulative = 0u64;
+    for (i, bound) in GAP_BUCKETS_MS.iter().enumerate() {
+        cumulative += sum(&|w| w.gap_buckets[i]);
+        let _ = writeln!(
+            out,
+            "tether_resume_gap_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1000.0
+        );
+    }
+    cumulative += sum(&|w| w.gap_buckets[GAP_BUCKETS_MS.len()]);
+    let _ = writeln!(
+        out,
+        "tether_resume_gap_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "tether_resume_gap_seconds_sum {}",
+        sum(&|w| w.gap_sum_ms) as f64 / 1000.0
+    );
+    let _ = writeln!(out, "tether_resume_gap_seconds_count {cumulative}");
 }
 
 #[cfg(test)]
@@ -101,5 +330,35 @@ mod tests {
         assert_eq!(m.gap_buckets[3].get(), 1, "7ms <= 10ms");
         assert_eq!(m.gap_buckets[GAP_BUCKETS_MS.len()].get(), 1, "+Inf");
         assert_eq!(m.gap_count(), 3);
+    }
+
+    #[test]
+    fn prometheus_text_sums_workers_and_labels_each() {
+        let a = WorkerMetrics::default();
+        WorkerMetrics::add(&a.requests, 3);
+        a.record_response(204);
+        a.record_gap(Duration::from_millis(3));
+        let b = WorkerMetrics::default();
+        WorkerMetrics::add(&b.requests, 4);
+        b.record_response(502);
+        let mut out = String::new();
+        render_prometheus(&[a.snapshot(1), b.snapshot(2)], &mut out);
+        assert!(out.contains("\ntether_requests_total 7\n"), "{out}");
+        assert!(out.contains("tether_worker_requests_total{worker=\"1\"} 4\n"));
+        assert!(out.contains("tether_connections_active 3\n"));
+        assert!(
+            out.contains("tether_responses_2xx_total 1\n")
+                && out.contains("tether_responses_5xx_total 1\n")
+        );
+        assert!(
+            out.contains("tether_resume_gap_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("tether_resume_gap_seconds_count 1\n"));
+        // Every sample line is "name{labels} value" or "name value".
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
     }
 }

@@ -22,7 +22,8 @@ use crate::metrics::WorkerMetrics;
 use crate::proxy::pool::UpstreamPool;
 use crate::proxy::upstream::UpstreamSet;
 use crate::runtime::{build_runtime, DriverKind};
-use crate::sse::directory::{Directory, Message, PendingAnswers};
+use crate::sse::active::ActiveStreams;
+use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
 use crate::sse::registry::StreamRegistry;
 use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
@@ -44,6 +45,8 @@ pub struct WorkerCtx {
     pub answers: PendingAnswers,
     /// This worker's counters.
     pub metrics: WorkerMetrics,
+    /// The SSE streams being relayed now (for `/streams`).
+    pub active: ActiveStreams,
     /// Upstream resume settings (a copy of `config.resume`).
     pub resume: ResumeSettings,
     /// Counter behind `--assign-ids` (ids are "<worker>-<n>", unique across workers).
@@ -51,6 +54,21 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
+    /// This worker's counters and streams, for the admin endpoint.
+    pub fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            worker: self.index,
+            draining: self.conns.draining(),
+            metrics: self.metrics.snapshot(self.conns.live() as u64),
+            streams: self.active.views(|key| {
+                self.streams.get(key).map_or((0, 0), |s| {
+                    let ring = s.ring.borrow();
+                    (ring.len(), ring.bytes())
+                })
+            }),
+        }
+    }
+
     pub fn next_assigned_id(&self) -> u64 {
         let n = self.assigned_ids.get() + 1;
         self.assigned_ids.set(n);
@@ -166,6 +184,7 @@ fn run(
             answers: PendingAnswers::default(),
             assigned_ids: Cell::new(0),
             metrics: WorkerMetrics::default(),
+            active: ActiveStreams::default(),
             resume: config.resume,
             pool: RefCell::new(UpstreamPool::new(
                 replicas,
@@ -252,7 +271,10 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::
                     drop(stream);
                     break;
                 }
+                WorkerMetrics::inc(&ctx.metrics.connections_accepted);
                 if ctx.conns.live() >= ctx.config.max_connections {
+                    WorkerMetrics::inc(&ctx.metrics.connections_rejected);
+                    ctx.metrics.record_response(503);
                     if rejecting.get() < MAX_REJECTING_PER_WORKER {
                         rejecting.set(rejecting.get() + 1);
                         let counter = rejecting.clone();
@@ -311,10 +333,14 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
         for msg in ctx.directory.drain(ctx.index) {
             match msg {
                 Message::Query { key, from, token } => {
-                    let events = ctx.streams.snapshot(&key);
-                    ctx.directory.post(from, Message::Answer { token, events });
+                    let answer = Answer::Ring(ctx.streams.snapshot(&key));
+                    ctx.directory.post(from, Message::Answer { token, answer });
                 }
-                Message::Answer { token, events } => ctx.answers.fulfil(token, events),
+                Message::Status { from, token } => {
+                    let answer = Answer::Status(Box::new(ctx.status()));
+                    ctx.directory.post(from, Message::Answer { token, answer });
+                }
+                Message::Answer { token, answer } => ctx.answers.fulfil(token, answer),
             }
         }
     }

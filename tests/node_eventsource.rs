@@ -20,7 +20,9 @@ fn a_browser_style_eventsource_sees_no_error_across_upstream_drops() {
             std::env::var("TETHER_REQUIRE_NODE").is_err(),
             "tests/node/node_modules is missing: run `npm ci --prefix tests/node`"
         );
-        eprintln!("skipped: the eventsource package is not installed (scripts/test.sh installs it)");
+        eprintln!(
+            "skipped: the eventsource package is not installed (scripts/test.sh installs it)"
+        );
         return;
     }
     let up = origin();
@@ -32,16 +34,35 @@ fn a_browser_style_eventsource_sees_no_error_across_upstream_drops() {
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "EventSource did not reach id 40: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "EventSource did not reach id 40: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ids: Vec<u64> = stdout
         .split("\"ids\":[")
         .nth(1)
         .and_then(|s| s.split(']').next())
-        .map(|s| s.split(',').filter(|x| !x.is_empty()).map(|x| x.parse().unwrap()).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(|x| x.parse().unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(ids, (1..=40).collect::<Vec<u64>>(), "{stdout}");
-    assert!(stdout.contains("\"errors\":0"), "the client saw an error event: {stdout}");
-    assert!(stdout.contains("\"opens\":1"), "the client had to reconnect: {stdout}");
+    assert!(
+        stdout.contains("\"errors\":0"),
+        "the client saw an error event: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"opens\":1"),
+        "the client had to reconnect: {stdout}"
+    );
     // The upstream really dropped it: 40 events at 4 per connection.
-    assert!(up.requests().len() >= 10, "{} upstream requests", up.requests().len());
+    assert!(
+        up.requests().len() >= 10,
+        "{} upstream requests",
+        up.requests().len()
+    );
 }

@@ -20,8 +20,10 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
+use super::active::StreamView;
 use super::key::StreamKey;
 use super::ring::RingEvent;
+use crate::metrics::MetricsSnapshot;
 
 /// Lock shards of the key → holders map (reconnect storms on many streams do not contend).
 const DIRECTORY_SHARDS: usize = 16;
@@ -34,11 +36,31 @@ pub enum Message {
         from: usize,
         token: u64,
     },
-    /// The answer: the ring's events, or None when the worker no longer holds one.
+    /// "Send me your counters and streams" (the admin endpoint, once per scrape).
+    Status {
+        from: usize,
+        token: u64,
+    },
     Answer {
         token: u64,
-        events: Option<Vec<RingEvent>>,
+        answer: Answer,
     },
+}
+
+/// What comes back to an asker.
+pub enum Answer {
+    /// A ring's events, or None when the worker no longer holds one.
+    Ring(Option<Vec<RingEvent>>),
+    Status(Box<WorkerStatus>),
+}
+
+/// One worker's view for the admin endpoint.
+#[derive(Debug, Clone)]
+pub struct WorkerStatus {
+    pub worker: usize,
+    pub draining: bool,
+    pub metrics: MetricsSnapshot,
+    pub streams: Vec<StreamView>,
 }
 
 struct Inbox {
@@ -134,7 +156,7 @@ pub struct PendingAnswers {
 
 #[derive(Default)]
 pub struct AnswerSlot {
-    value: RefCell<Option<Option<Vec<RingEvent>>>>,
+    value: RefCell<Option<Answer>>,
     waker: RefCell<Option<Waker>>,
 }
 
@@ -154,9 +176,9 @@ impl PendingAnswers {
     }
 
     /// Fills the slot of `token` and wakes its asker.
-    pub fn fulfil(&self, token: u64, events: Option<Vec<RingEvent>>) {
+    pub fn fulfil(&self, token: u64, answer: Answer) {
         if let Some(slot) = self.slots.borrow_mut().remove(&token) {
-            *slot.value.borrow_mut() = Some(events);
+            *slot.value.borrow_mut() = Some(answer);
             if let Some(w) = slot.waker.borrow_mut().take() {
                 w.wake();
             }
@@ -166,7 +188,7 @@ impl PendingAnswers {
 
 impl AnswerSlot {
     /// Resolves with the answer. Cancel-safe (owns no IO).
-    pub fn wait(self: Rc<Self>) -> impl Future<Output = Option<Vec<RingEvent>>> {
+    pub fn wait(self: Rc<Self>) -> impl Future<Output = Answer> {
         WaitAnswer { slot: self }
     }
 }
@@ -176,7 +198,7 @@ struct WaitAnswer {
 }
 
 impl Future for WaitAnswer {
-    type Output = Option<Vec<RingEvent>>;
+    type Output = Answer;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(v) = self.slot.value.borrow_mut().take() {
@@ -233,7 +255,7 @@ mod tests {
             .into_iter()
             .map(|m| match m {
                 Message::Answer { token, .. } => token,
-                Message::Query { .. } => 0,
+                Message::Query { .. } | Message::Status { .. } => 0,
             })
             .collect();
         assert_eq!(got, vec![1, 2]);

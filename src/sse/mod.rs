@@ -3,6 +3,7 @@
 //! requests the same stream ([`key`]), a worker's streams ([`registry`]), how workers find each
 //! other's rings ([`directory`]), and the relay loop itself ([`relay`]).
 
+pub mod active;
 pub mod directory;
 pub mod framer;
 pub mod key;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::directory::Message;
+use super::directory::{Answer, Message};
 use super::key::StreamKey;
 use super::relay::Replay;
 use super::ring::{Lookup, RingEvent};
@@ -80,7 +80,8 @@ async fn ask(ctx: &WorkerCtx, worker: usize, key: &StreamKey) -> Option<Vec<Ring
         },
     );
     match monoio::time::timeout(RING_QUERY_TIMEOUT, slot.wait()).await {
-        Ok(answer) => answer,
+        Ok(Answer::Ring(events)) => events,
+        Ok(Answer::Status(_)) => None,
         Err(_) => {
             ctx.answers.close(token);
             crate::log_warn!(

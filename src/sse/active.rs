@@ -1,0 +1,120 @@
+//! The SSE streams a worker is relaying right now, for the admin endpoint's `/streams`.
+//! Each relay owns an `Rc<StreamStatus>` it updates once per batch of events (worker-local
+//! `Cell`s, no locks); the table only lists them.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::key::StreamKey;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayState {
+    /// Relaying an upstream body.
+    Streaming,
+    /// The upstream dropped; reconnecting while the client's response stays open.
+    Reconnecting,
+}
+
+impl RelayState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayState::Streaming => "streaming",
+            RelayState::Reconnecting => "reconnecting",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StreamStatus {
+    pub key: StreamKey,
+    /// URL of the replica currently (or last) serving the stream.
+    pub upstream: RefCell<String>,
+    /// The client's cursor: the last event id delivered.
+    pub last_id: RefCell<Bytes>,
+    pub state: Cell<RelayState>,
+    pub resumes: Cell<u64>,
+}
+
+/// A plain copy of one stream's status, sendable to the thread that renders `/streams`.
+#[derive(Debug, Clone)]
+pub struct StreamView {
+    pub path: String,
+    pub upstream: String,
+    pub last_id: String,
+    pub state: &'static str,
+    pub resumes: u64,
+    pub ring_events: usize,
+    pub ring_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ActiveStreams {
+    slots: RefCell<Vec<Option<Rc<StreamStatus>>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+/// A relay's entry; removed when dropped.
+pub struct ActiveEntry<'a> {
+    table: &'a ActiveStreams,
+    key: usize,
+    pub status: Rc<StreamStatus>,
+}
+
+impl ActiveStreams {
+    pub fn register(&self, key: StreamKey, upstream: String) -> ActiveEntry<'_> {
+        let status = Rc::new(StreamStatus {
+            key,
+            upstream: RefCell::new(upstream),
+            last_id: RefCell::new(Bytes::new()),
+            state: Cell::new(RelayState::Streaming),
+            resumes: Cell::new(0),
+        });
+        let slot = Some(status.clone());
+        let key = match self.free.borrow_mut().pop() {
+            Some(k) => {
+                self.slots.borrow_mut()[k] = slot;
+                k
+            }
+            None => {
+                let mut slots = self.slots.borrow_mut();
+                slots.push(slot);
+                slots.len() - 1
+            }
+        };
+        ActiveEntry {
+            table: self,
+            key,
+            status,
+        }
+    }
+
+    /// Every stream being relayed, with `ring` telling each one's ring depth and bytes.
+    pub fn views(&self, ring: impl Fn(&StreamKey) -> (usize, usize)) -> Vec<StreamView> {
+        self.slots
+            .borrow()
+            .iter()
+            .flatten()
+            .map(|s| {
+                let (ring_events, ring_bytes) = ring(&s.key);
+                StreamView {
+                    path: s.key.target(),
+                    upstream: s.upstream.borrow().clone(),
+                    last_id: String::from_utf8_lossy(&s.last_id.borrow()).into_owned(),
+                    state: s.state.get().name(),
+                    resumes: s.resumes.get(),
+                    ring_events,
+                    ring_bytes,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for ActiveEntry<'_> {
+    fn drop(&mut self) {
+        self.table.slots.borrow_mut()[self.key] = None;
+        self.table.free.borrow_mut().push(self.key);
+    }
+}
