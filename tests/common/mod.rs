@@ -462,20 +462,7 @@ pub struct SseReader {
     pub body: Vec<u8>,
     /// How far the parser got in `body`.
     parsed: usize,
-    /// Parser: the line being assembled.
-    line: Vec<u8>,
-    /// Parser: the previous line ended with CR; skip one LF.
-    skip_lf: bool,
-    /// Parser: the block being assembled.
-    cur_id: Option<String>,
-    cur_data: Option<String>,
-    cur_retry: Option<u64>,
-    cur_comments: Vec<String>,
-    /// Parser: blocks dispatched and not yet handed out.
-    ready: std::collections::VecDeque<SseEvent>,
-    /// When the last read returned.
-    last_read: Instant,
-    last_read_wall: std::time::SystemTime,
+    parser: SseParser,
     /// How the body ended: None while open, Some(true) when clean, Some(false) when cut.
     pub clean_end: Option<bool>,
 }
@@ -483,7 +470,11 @@ pub struct SseReader {
 impl SseReader {
     /// Connects to `addr`, sends `raw` and reads the response head.
     pub fn open(addr: SocketAddr, raw: &[u8]) -> SseReader {
-        let mut client = Client::connect(addr);
+        Self::on(Client::connect(addr), raw)
+    }
+
+    /// Sends `raw` on an open connection (keep-alive reuse) and reads the response head.
+    pub fn on(mut client: Client, raw: &[u8]) -> SseReader {
         client.stream.set_read_timeout(Some(SSE_READ_TIMEOUT)).unwrap();
         client.send(raw).unwrap();
         let head = client.read_head().expect("SSE response head");
@@ -501,15 +492,7 @@ impl SseReader {
             state,
             body: Vec::new(),
             parsed: 0,
-            line: Vec::new(),
-            skip_lf: false,
-            cur_id: None,
-            cur_data: None,
-            cur_retry: None,
-            cur_comments: Vec::new(),
-            ready: Default::default(),
-            last_read: Instant::now(),
-            last_read_wall: std::time::SystemTime::now(),
+            parser: SseParser::default(),
             clean_end: None,
         };
         r.decode();
@@ -586,8 +569,7 @@ impl SseReader {
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
             Err(e) => return Err(e),
         };
-        self.last_read = Instant::now();
-        self.last_read_wall = std::time::SystemTime::now();
+        self.parser.at = Some((Instant::now(), std::time::SystemTime::now()));
         if n == 0 {
             self.clean_end = Some(self.state == SseBodyState::UntilClose);
             if self.state == SseBodyState::UntilClose {
@@ -602,71 +584,15 @@ impl SseReader {
 
     /// Parses the body bytes not parsed yet into dispatched blocks.
     fn parse(&mut self) {
-        while self.parsed < self.body.len() {
-            if self.parsed == 0 && self.body.starts_with(b"\xEF\xBB\xBF") {
-                self.parsed = 3;
-                continue;
-            }
-            if self.parsed == 0 && self.body.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.body) {
-                return; // maybe a BOM, not all here yet
-            }
-            let b = self.body[self.parsed];
-            self.parsed += 1;
-            if self.skip_lf {
-                self.skip_lf = false;
-                if b == b'\n' {
-                    continue;
-                }
-            }
-            match b {
-                b'\r' | b'\n' => {
-                    self.skip_lf = b == b'\r';
-                    let line = std::mem::take(&mut self.line);
-                    self.line_done(&line);
-                }
-                _ => self.line.push(b),
-            }
-        }
+        self.parser.feed(&self.body[self.parsed..]);
+        self.parsed = self.body.len();
     }
 
-    fn line_done(&mut self, line: &[u8]) {
-        if line.is_empty() {
-            let ev = SseEvent {
-                id: self.cur_id.take(),
-                data: self.cur_data.take(),
-                retry: self.cur_retry.take(),
-                comments: std::mem::take(&mut self.cur_comments),
-                at: self.last_read,
-                at_wall: self.last_read_wall,
-            };
-            if ev.id.is_some() || ev.data.is_some() || ev.retry.is_some() || !ev.comments.is_empty() {
-                self.ready.push_back(ev);
-            }
-            return;
-        }
-        let text = String::from_utf8_lossy(line).into_owned();
-        if let Some(comment) = text.strip_prefix(':') {
-            self.cur_comments.push(comment.to_string());
-            return;
-        }
-        let (name, value) = match text.split_once(':') {
-            Some((n, v)) => (n.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
-            None => (text.clone(), String::new()),
-        };
-        match name.as_str() {
-            "id" if !value.contains('\0') => self.cur_id = Some(value),
-            "data" => match &mut self.cur_data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(&value);
-                }
-                None => self.cur_data = Some(value),
-            },
-            "retry" if !value.is_empty() && value.bytes().all(|c| c.is_ascii_digit()) => {
-                self.cur_retry = value.parse().ok()
-            }
-            _ => {}
-        }
+    /// Parses a complete body (no socket involved) into its dispatched blocks.
+    pub fn parse_body(body: &[u8]) -> std::collections::VecDeque<SseEvent> {
+        let mut p = SseParser::default();
+        p.feed(body);
+        p.ready
     }
 
     /// The next dispatched block (comments included), reading as needed. None when the body
@@ -674,7 +600,7 @@ impl SseReader {
     pub fn next_block(&mut self) -> io::Result<Option<SseEvent>> {
         loop {
             self.parse();
-            if let Some(ev) = self.ready.pop_front() {
+            if let Some(ev) = self.parser.ready.pop_front() {
                 return Ok(Some(ev));
             }
             if self.ended() {
@@ -745,6 +671,104 @@ impl SseReader {
                 Ok(false)
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// A WHATWG-style SSE parser for the tests: BOM at offset 0 stripped (also when split), CRLF, LF
+/// or a lone CR end lines; a CR ends its line at once and an LF right after it is skipped, as
+/// browsers do. Keeps comment-only blocks (the tests look for heartbeats).
+#[derive(Default)]
+pub struct SseParser {
+    /// Up to 3 first bytes, held until they prove to be a BOM or not (None once decided).
+    head: Option<Vec<u8>>,
+    decided: bool,
+    line: Vec<u8>,
+    /// The previous line ended with CR: skip one LF.
+    skip_lf: bool,
+    cur_id: Option<String>,
+    cur_data: Option<String>,
+    cur_retry: Option<u64>,
+    cur_comments: Vec<String>,
+    /// Blocks dispatched and not yet handed out.
+    pub ready: std::collections::VecDeque<SseEvent>,
+    /// When the bytes being fed arrived (now, when unset).
+    pub at: Option<(Instant, std::time::SystemTime)>,
+}
+
+impl SseParser {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut bytes = bytes;
+        let held;
+        if !self.decided {
+            let mut h = self.head.take().unwrap_or_default();
+            h.extend_from_slice(bytes);
+            if h.len() < 3 && b"\xEF\xBB\xBF".starts_with(&h) {
+                self.head = Some(h);
+                return;
+            }
+            self.decided = true;
+            held = if h.starts_with(b"\xEF\xBB\xBF") { h[3..].to_vec() } else { h };
+            bytes = &held;
+        }
+        for &b in bytes {
+            if self.skip_lf {
+                self.skip_lf = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\r' | b'\n' => {
+                    self.skip_lf = b == b'\r';
+                    let line = std::mem::take(&mut self.line);
+                    self.line_done(&line);
+                }
+                _ => self.line.push(b),
+            }
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            let (at, at_wall) = self
+                .at
+                .unwrap_or_else(|| (Instant::now(), std::time::SystemTime::now()));
+            let ev = SseEvent {
+                id: self.cur_id.take(),
+                data: self.cur_data.take(),
+                retry: self.cur_retry.take(),
+                comments: std::mem::take(&mut self.cur_comments),
+                at,
+                at_wall,
+            };
+            if ev.id.is_some() || ev.data.is_some() || ev.retry.is_some() || !ev.comments.is_empty() {
+                self.ready.push_back(ev);
+            }
+            return;
+        }
+        let text = String::from_utf8_lossy(line).into_owned();
+        if let Some(comment) = text.strip_prefix(':') {
+            self.cur_comments.push(comment.to_string());
+            return;
+        }
+        let (name, value) = match text.split_once(':') {
+            Some((n, v)) => (n.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
+            None => (text.clone(), String::new()),
+        };
+        match name.as_str() {
+            "id" if !value.contains('\0') => self.cur_id = Some(value),
+            "data" => match &mut self.cur_data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(&value);
+                }
+                None => self.cur_data = Some(value),
+            },
+            "retry" if !value.is_empty() && value.bytes().all(|c| c.is_ascii_digit()) => {
+                self.cur_retry = value.parse().ok()
+            }
+            _ => {}
         }
     }
 }
