@@ -83,7 +83,11 @@ fn head_leaves_at_once_and_events_are_not_held_back() {
 
     let events = s.events_to_end();
     assert_eq!(num_ids(&events), vec![1, 2, 3, 4]);
-    assert_eq!(s.clean_end, Some(true), "the body must end with the last-chunk");
+    assert_eq!(
+        s.clean_end,
+        Some(true),
+        "the body must end with the last-chunk"
+    );
     for w in events.windows(2) {
         let gap = w[1].at.duration_since(w[0].at);
         assert!(
@@ -121,20 +125,31 @@ fn lone_cr_line_endings_are_not_held_back() {
             w[1].id
         );
     }
-    assert_eq!(num_ids(&events), vec![1, 2, 3], "every event, the last included");
+    assert_eq!(
+        num_ids(&events),
+        vec![1, 2, 3],
+        "every event, the last included"
+    );
 }
 
 #[test]
 fn http10_client_gets_a_close_delimited_stream() {
     let up = origin();
     let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
-    let mut s = SseReader::open(t.addr, b"GET /sse?events=3&rate=20 HTTP/1.0\r\nHost: test\r\n\r\n");
+    let mut s = SseReader::open(
+        t.addr,
+        b"GET /sse?events=3&rate=20 HTTP/1.0\r\nHost: test\r\n\r\n",
+    );
     assert_eq!(s.head.status, 200);
     assert_eq!(s.head.header("transfer-encoding"), None);
     assert_eq!(s.head.header("content-length"), None);
     let events = s.events_to_end();
     assert_eq!(num_ids(&events), vec![1, 2, 3]);
-    assert_eq!(s.clean_end, Some(true), "the stream ends with the connection");
+    assert_eq!(
+        s.clean_end,
+        Some(true),
+        "the stream ends with the connection"
+    );
 }
 
 #[test]
@@ -142,15 +157,27 @@ fn upstream_content_length_is_dropped_and_the_stream_is_chunked() {
     let up = origin();
     let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
     for framing in ["chunked", "close", "length"] {
-        let mut s = SseReader::get(t.addr, &format!("/sse?events=3&rate=10&framing={framing}"), &[]);
-        assert_eq!(s.head.header("content-length"), None, "upstream framing={framing}");
+        let mut s = SseReader::get(
+            t.addr,
+            &format!("/sse?events=3&rate=10&framing={framing}"),
+            &[],
+        );
+        assert_eq!(
+            s.head.header("content-length"),
+            None,
+            "upstream framing={framing}"
+        );
         assert_eq!(
             s.head.header("transfer-encoding"),
             Some("chunked"),
             "upstream framing={framing}"
         );
         let events = s.events_to_end();
-        assert_eq!(num_ids(&events), vec![1, 2, 3], "upstream framing={framing}");
+        assert_eq!(
+            num_ids(&events),
+            vec![1, 2, 3],
+            "upstream framing={framing}"
+        );
         assert_eq!(s.clean_end, Some(true), "upstream framing={framing}");
     }
 }
@@ -197,7 +224,10 @@ fn a_finished_stream_leaves_the_keep_alive_connection_usable() {
     assert_eq!(s.head.status, 200);
     assert_eq!(num_ids(&s.events_to_end()), vec![1, 2]);
     assert_eq!(s.clean_end, Some(true));
-    let r = s.client.read_response(false).expect("the pipelined request's answer");
+    let r = s
+        .client
+        .read_response(false)
+        .expect("the pipelined request's answer");
     assert_eq!((r.status, r.body.len()), (200, 100));
 }
 
@@ -220,7 +250,10 @@ fn event_stream_media_type_matches_in_any_case_with_parameters() {
     assert_eq!(s.head.header("transfer-encoding"), Some("chunked"));
     let got = s.body_to_end().expect("body");
     assert_eq!(got, body.to_vec());
-    assert!(started.elapsed() < Duration::from_secs(2), "waited for the origin to close");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited for the origin to close"
+    );
 }
 
 #[test]
@@ -324,8 +357,14 @@ fn heartbeat_comments_fill_the_silence() {
     while let Some(b) = s.next_block().expect("stream") {
         blocks.push(b);
     }
-    let first = blocks.iter().position(|b| b.id.as_deref() == Some("1")).expect("event 1");
-    let second = blocks.iter().position(|b| b.id.as_deref() == Some("2")).expect("event 2");
+    let first = blocks
+        .iter()
+        .position(|b| b.id.as_deref() == Some("1"))
+        .expect("event 1");
+    let second = blocks
+        .iter()
+        .position(|b| b.id.as_deref() == Some("2"))
+        .expect("event 2");
     let between = &blocks[first + 1..second];
     assert!(
         (3..=5).contains(&between.len())
@@ -338,7 +377,10 @@ fn heartbeat_comments_fill_the_silence() {
     assert!(text.contains(": keep-alive\n\n"));
     for w in between.windows(2) {
         let gap = w[1].at.duration_since(w[0].at);
-        assert!(gap >= Duration::from_millis(120), "heartbeats {gap:?} apart");
+        assert!(
+            gap >= Duration::from_millis(120),
+            "heartbeats {gap:?} apart"
+        );
     }
 }
 
@@ -368,7 +410,10 @@ fn a_slow_client_is_cut_off_while_another_keeps_receiving() {
         &format!("the fast client's stream\n{}", log_text(&t)),
     );
     assert_eq!(fast.clean_end, Some(true));
-    assert!(took < Duration::from_secs(3), "the fast client took {took:?} for a 1 s stream");
+    assert!(
+        took < Duration::from_secs(3),
+        "the fast client took {took:?} for a 1 s stream"
+    );
 
     assert!(
         wait_until(Duration::from_secs(10), || log_has(&t, "too slow")),
@@ -376,7 +421,9 @@ fn a_slow_client_is_cut_off_while_another_keeps_receiving() {
         log_text(&t)
     );
     assert!(
-        !t.log_lines().iter().any(|l| l.contains("too slow") && l.contains("who=fast")),
+        !t.log_lines()
+            .iter()
+            .any(|l| l.contains("too slow") && l.contains("who=fast")),
         "the fast client was cut off:\n{}",
         log_text(&t)
     );
@@ -503,9 +550,17 @@ fn another_identity_never_gets_events_from_the_ring() {
     let up = origin();
     let t = Tether::start(&[url_of(&up)], &["--workers", "1", "--sse-heartbeat", "0"]);
     let cases: [(&str, &str, &str); 4] = [
-        ("auth", "Authorization: Bearer alice", "Authorization: Bearer mallory"),
+        (
+            "auth",
+            "Authorization: Bearer alice",
+            "Authorization: Bearer mallory",
+        ),
         ("cookie", "Cookie: session=alice", "Cookie: session=mallory"),
-        ("mcp", "Mcp-Session-Id: alice-1", "Mcp-Session-Id: mallory-1"),
+        (
+            "mcp",
+            "Mcp-Session-Id: alice-1",
+            "Mcp-Session-Id: mallory-1",
+        ),
         ("anon", "Authorization: Bearer alice", "X-Nothing: 1"),
     ];
     for (tag, owner, other) in cases {
@@ -546,11 +601,21 @@ fn an_unknown_or_evicted_id_goes_upstream_unchanged() {
     let up = origin();
     let t = Tether::start(
         &[url_of(&up)],
-        &["--workers", "1", "--replay-events", "5", "--sse-heartbeat", "0"],
+        &[
+            "--workers",
+            "1",
+            "--replay-events",
+            "5",
+            "--sse-heartbeat",
+            "0",
+        ],
     );
     let path = "/sse?events=20&rate=200";
     let mut first = SseReader::get(t.addr, path, &[]);
-    assert_eq!(num_ids(&first.events_to_end()), (1..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        num_ids(&first.events_to_end()),
+        (1..=20).collect::<Vec<u64>>()
+    );
     drop(first);
 
     let mut nope = SseReader::get(t.addr, path, &["Last-Event-ID: nope"]);
@@ -561,7 +626,10 @@ fn an_unknown_or_evicted_id_goes_upstream_unchanged() {
     );
     // Id 2 was evicted from a ring of 5: the upstream decides.
     let mut evicted = SseReader::get(t.addr, path, &["Last-Event-ID: 2"]);
-    assert_eq!(num_ids(&evicted.events_to_end()), (3..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        num_ids(&evicted.events_to_end()),
+        (3..=20).collect::<Vec<u64>>()
+    );
 
     let reqs = sse_requests(&up, "events=20");
     let sent: Vec<Option<&str>> = reqs.iter().map(|r| r.last_event_id.as_deref()).collect();
@@ -597,11 +665,8 @@ fn reconnect_cycles(
         }
         let want: Vec<u64> = (last + 1..=last + per_cycle).collect();
         if num_ids(&got) != want {
-            let asked: Vec<Option<String>> = up
-                .requests()
-                .into_iter()
-                .map(|r| r.last_event_id)
-                .collect();
+            let asked: Vec<Option<String>> =
+                up.requests().into_iter().map(|r| r.last_event_id).collect();
             panic!(
                 "cycle {cycle}: reconnected with Last-Event-ID {last}, got {:?}, want {want:?}\n\
                  Last-Event-ID of each upstream request: {asked:?}\n{}",
@@ -647,14 +712,26 @@ fn reconnects_across_workers_resume_exactly_when_the_upstream_ignores_ids() {
     // everything the client already has, whichever worker's ring it plans from.
     let up = origin();
     let t = Tether::start(&[url_of(&up)], &["--workers", "2", "--sse-heartbeat", "0"]);
-    reconnect_cycles(&t, &up, "/sse?events=0&rate=200&resume=ignore&cw=ignore", 15, 2);
+    reconnect_cycles(
+        &t,
+        &up,
+        "/sse?events=0&rate=200&resume=ignore&cw=ignore",
+        15,
+        2,
+    );
 }
 
 #[test]
 fn reconnects_on_one_worker_resume_exactly_when_the_upstream_ignores_ids_on_a_fast_stream() {
     let up = origin();
     let t = Tether::start(&[url_of(&up)], &["--workers", "1", "--sse-heartbeat", "0"]);
-    reconnect_cycles(&t, &up, "/sse?events=0&rate=1000&resume=ignore&one=ignore", 30, 2);
+    reconnect_cycles(
+        &t,
+        &up,
+        "/sse?events=0&rate=1000&resume=ignore&one=ignore",
+        30,
+        2,
+    );
 }
 
 /// Two tabs of one anonymous user share a stream (and its ring) on one worker: one reads on,
@@ -704,7 +781,11 @@ fn two_clients_of_one_stream_on_one_worker_both_stay_exact() {
         "a reconnection after the two relays shared the ring",
     );
     let steady = steady.join().unwrap();
-    assert_ids(&steady, &(1..=1500).collect::<Vec<u64>>(), "the tab that never left");
+    assert_ids(
+        &steady,
+        &(1..=1500).collect::<Vec<u64>>(),
+        "the tab that never left",
+    );
 }
 
 // ---- 10. --assign-ids ------------------------------------------------------------------------
@@ -786,7 +867,10 @@ fn ids_tether_assigned_are_never_sent_upstream() {
 #[test]
 fn a_reconnect_from_the_ring_while_the_upstream_is_down_gets_no_5xx() {
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--workers", "1", "--sse-heartbeat", "200ms"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--workers", "1", "--sse-heartbeat", "200ms"],
+    );
     let path = "/sse?events=0&rate=50";
     let mut first = SseReader::get(t.addr, path, &[]);
     first.read_through_id("5");
@@ -831,7 +915,10 @@ fn an_event_over_the_limit_ends_the_stream_after_the_last_complete_one() {
         "the blocks before the oversized event, nothing of it"
     );
     assert!(
-        wait_until(Duration::from_secs(2), || log_has(&t, "--sse-max-event-bytes")),
+        wait_until(Duration::from_secs(2), || log_has(
+            &t,
+            "--sse-max-event-bytes"
+        )),
         "no log line says why:\n{}",
         log_text(&t)
     );
@@ -840,19 +927,28 @@ fn an_event_over_the_limit_ends_the_stream_after_the_last_complete_one() {
 #[test]
 fn an_event_over_the_limit_ends_the_stream_without_waiting_for_the_upstream() {
     let mut body = b"id: 1\ndata: small\n\nid: 2\ndata: ".to_vec();
-    body.extend(std::iter::repeat(b'x').take(5000));
+    body.extend(std::iter::repeat_n(b'x', 5000));
     body.extend_from_slice(b"\n\nid: 3\ndata: after\n\n");
-    let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n".to_vec();
+    let mut resp =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n".to_vec();
     resp.extend_from_slice(&body);
     // The origin keeps its connection open for 3 s after writing.
     let origin = scripted_origin(resp, Duration::from_secs(3));
-    let t = Tether::start(&[origin], &["--sse-max-event-bytes", "1000", "--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[origin],
+        &["--sse-max-event-bytes", "1000", "--sse-heartbeat", "0"],
+    );
     let started = Instant::now();
     let mut s = SseReader::get(t.addr, "/events", &[]);
     let got = s.body_to_end().expect("the response ends");
-    assert!(started.elapsed() < Duration::from_secs(2), "waited for the origin");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited for the origin"
+    );
     assert_eq!(s.clean_end, Some(true));
     assert_eq!(String::from_utf8_lossy(&got), "id: 1\ndata: small\n\n");
-    assert!(wait_until(Duration::from_secs(2), || log_has(&t, "--sse-max-event-bytes")));
+    assert!(wait_until(Duration::from_secs(2), || log_has(
+        &t,
+        "--sse-max-event-bytes"
+    )));
 }
-

@@ -475,7 +475,10 @@ impl SseReader {
 
     /// Sends `raw` on an open connection (keep-alive reuse) and reads the response head.
     pub fn on(mut client: Client, raw: &[u8]) -> SseReader {
-        client.stream.set_read_timeout(Some(SSE_READ_TIMEOUT)).unwrap();
+        client
+            .stream
+            .set_read_timeout(Some(SSE_READ_TIMEOUT))
+            .unwrap();
         client.send(raw).unwrap();
         let head = client.read_head().expect("SSE response head");
         let state = if head
@@ -544,7 +547,11 @@ impl SseReader {
                         if self.client.buf.len() < 2 {
                             return;
                         }
-                        assert_eq!(&self.client.buf[..2], b"\r\n", "chunk data must end with CRLF");
+                        assert_eq!(
+                            &self.client.buf[..2],
+                            b"\r\n",
+                            "chunk data must end with CRLF"
+                        );
                         self.client.buf.drain(..2);
                         self.state = SseBodyState::ChunkSize;
                         continue;
@@ -663,11 +670,19 @@ impl SseReader {
     pub fn bytes_within(&mut self, limit: Duration) -> io::Result<bool> {
         self.client.stream.set_read_timeout(Some(limit)).unwrap();
         let r = self.read_once();
-        self.client.stream.set_read_timeout(Some(SSE_READ_TIMEOUT)).unwrap();
+        self.client
+            .stream
+            .set_read_timeout(Some(SSE_READ_TIMEOUT))
+            .unwrap();
         match r {
             Ok(true) => Ok(true),
             Ok(false) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended")),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -708,7 +723,11 @@ impl SseParser {
                 return;
             }
             self.decided = true;
-            held = if h.starts_with(b"\xEF\xBB\xBF") { h[3..].to_vec() } else { h };
+            held = if h.starts_with(b"\xEF\xBB\xBF") {
+                h[3..].to_vec()
+            } else {
+                h
+            };
             bytes = &held;
         }
         for &b in bytes {
@@ -742,7 +761,8 @@ impl SseParser {
                 at,
                 at_wall,
             };
-            if ev.id.is_some() || ev.data.is_some() || ev.retry.is_some() || !ev.comments.is_empty() {
+            if ev.id.is_some() || ev.data.is_some() || ev.retry.is_some() || !ev.comments.is_empty()
+            {
                 self.ready.push_back(ev);
             }
             return;
@@ -782,7 +802,10 @@ pub fn ids(events: &[SseEvent]) -> Vec<Option<String>> {
 pub fn num_ids(events: &[SseEvent]) -> Vec<u64> {
     events
         .iter()
-        .map(|e| e.num_id().unwrap_or_else(|| panic!("event without a numeric id: {e:?}")))
+        .map(|e| {
+            e.num_id()
+                .unwrap_or_else(|| panic!("event without a numeric id: {e:?}"))
+        })
         .collect()
 }
 
