@@ -393,3 +393,547 @@ pub fn checksum(data: &[u8]) -> u64 {
 pub fn pattern(n: usize) -> impl Iterator<Item = u8> {
     (0..n).map(|i| (i % 251) as u8)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Server-Sent Events: an incremental reader of one SSE response, and process/socket accounting.
+// ---------------------------------------------------------------------------------------------
+
+/// How long one read of an SSE test stream may block before the test fails.
+pub const SSE_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A GET for an event stream, with `extra` header lines (each without CRLF).
+pub fn sse_request(path: &str, extra: &[&str]) -> Vec<u8> {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
+}
+
+/// One dispatched SSE block as a browser's parser sees it (comments kept for the tests).
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// The `id` field's value, when the block had one.
+    pub id: Option<String>,
+    /// `data` lines joined with LF, when the block had any.
+    pub data: Option<String>,
+    /// The `retry` field's value, when valid.
+    pub retry: Option<u64>,
+    /// Comment lines, without the leading colon.
+    pub comments: Vec<String>,
+    /// When the read that completed the block returned.
+    pub at: Instant,
+    /// The same, on the wall clock (to compare with the simulator's `ts_us`).
+    pub at_wall: std::time::SystemTime,
+}
+
+impl SseEvent {
+    /// The simulator's `"seq":N` in the data.
+    pub fn seq(&self) -> Option<u64> {
+        json_u64(self.data.as_deref()?, "seq")
+    }
+    /// The simulator's `"ts_us":N` (send time, unix microseconds) in the data.
+    pub fn ts_us(&self) -> Option<u64> {
+        json_u64(self.data.as_deref()?, "ts_us")
+    }
+    /// The id as a number (the simulator numbers its events).
+    pub fn num_id(&self) -> Option<u64> {
+        self.id.as_deref()?.parse().ok()
+    }
+    pub fn is_comment_only(&self) -> bool {
+        self.id.is_none() && self.data.is_none() && self.retry.is_none()
+    }
+}
+
+fn json_u64(s: &str, key: &str) -> Option<u64> {
+    let pat = format!("\"{key}\":");
+    let rest = &s[s.find(&pat)? + pat.len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+/// Body framing of an SSE response, as the client reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SseBodyState {
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk: this many payload bytes, then CRLF.
+    ChunkData { remaining: usize },
+    /// Close-delimited (HTTP/1.0 or no framing): everything until EOF.
+    UntilClose,
+    /// The body ended cleanly (last-chunk, or EOF of a close-delimited body).
+    Ended,
+}
+
+/// An SSE response read piece by piece over one connection, with a WHATWG-style block parser
+/// on top (BOM at offset 0 stripped; CRLF, LF, lone CR; a CR at the end of what arrived ends its
+/// line at once, an LF right after it is skipped, as browsers do).
+pub struct SseReader {
+    pub client: Client,
+    /// The response head (body empty).
+    pub head: Response,
+    state: SseBodyState,
+    /// Every de-chunked body byte received so far.
+    pub body: Vec<u8>,
+    /// How far the parser got in `body`.
+    parsed: usize,
+    parser: SseParser,
+    /// How the body ended: None while open, Some(true) when clean, Some(false) when cut.
+    pub clean_end: Option<bool>,
+}
+
+impl SseReader {
+    /// Connects to `addr`, sends `raw` and reads the response head.
+    pub fn open(addr: SocketAddr, raw: &[u8]) -> SseReader {
+        Self::on(Client::connect(addr), raw)
+    }
+
+    /// Sends `raw` on an open connection (keep-alive reuse) and reads the response head.
+    pub fn on(mut client: Client, raw: &[u8]) -> SseReader {
+        client
+            .stream
+            .set_read_timeout(Some(SSE_READ_TIMEOUT))
+            .unwrap();
+        client.send(raw).unwrap();
+        let head = client.read_head().expect("SSE response head");
+        let state = if head
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            SseBodyState::ChunkSize
+        } else {
+            SseBodyState::UntilClose
+        };
+        let mut r = SseReader {
+            client,
+            head,
+            state,
+            body: Vec::new(),
+            parsed: 0,
+            parser: SseParser::default(),
+            clean_end: None,
+        };
+        r.decode();
+        r
+    }
+
+    /// `GET path` with `extra` header lines.
+    pub fn get(addr: SocketAddr, path: &str, extra: &[&str]) -> SseReader {
+        Self::open(addr, &sse_request(path, extra))
+    }
+
+    pub fn ended(&self) -> bool {
+        self.clean_end.is_some()
+    }
+
+    /// De-chunks what the client buffer holds into `body`.
+    fn decode(&mut self) {
+        loop {
+            match self.state {
+                SseBodyState::Ended => return,
+                SseBodyState::UntilClose => {
+                    self.body.append(&mut self.client.buf);
+                    return;
+                }
+                SseBodyState::ChunkSize => {
+                    let Some(i) = self.client.buf.windows(2).position(|w| w == b"\r\n") else {
+                        return;
+                    };
+                    let text = String::from_utf8_lossy(&self.client.buf[..i]).into_owned();
+                    let size_text = text.split(';').next().unwrap_or("").trim();
+                    let size = usize::from_str_radix(size_text, 16)
+                        .unwrap_or_else(|_| panic!("bad chunk size line {text:?}"));
+                    if size == 0 {
+                        // Last-chunk; tether sends no trailers: the empty line must follow.
+                        if self.client.buf.len() < i + 4 {
+                            return;
+                        }
+                        assert_eq!(&self.client.buf[i + 2..i + 4], b"\r\n", "trailer section");
+                        self.client.buf.drain(..i + 4);
+                        self.state = SseBodyState::Ended;
+                        self.clean_end = Some(true);
+                        return;
+                    }
+                    self.client.buf.drain(..i + 2);
+                    self.state = SseBodyState::ChunkData { remaining: size };
+                }
+                SseBodyState::ChunkData { remaining } => {
+                    if remaining == 0 {
+                        if self.client.buf.len() < 2 {
+                            return;
+                        }
+                        assert_eq!(
+                            &self.client.buf[..2],
+                            b"\r\n",
+                            "chunk data must end with CRLF"
+                        );
+                        self.client.buf.drain(..2);
+                        self.state = SseBodyState::ChunkSize;
+                        continue;
+                    }
+                    if self.client.buf.is_empty() {
+                        return;
+                    }
+                    let n = remaining.min(self.client.buf.len());
+                    self.body.extend(self.client.buf.drain(..n));
+                    self.state = SseBodyState::ChunkData {
+                        remaining: remaining - n,
+                    };
+                }
+            }
+        }
+    }
+
+    /// One read from the socket (bounded by the read timeout). Ok(false) at EOF.
+    fn read_once(&mut self) -> io::Result<bool> {
+        let n = match self.client.fill() {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(e),
+        };
+        self.parser.at = Some((Instant::now(), std::time::SystemTime::now()));
+        if n == 0 {
+            self.clean_end = Some(self.state == SseBodyState::UntilClose);
+            if self.state == SseBodyState::UntilClose {
+                self.body.append(&mut self.client.buf);
+            }
+            self.state = SseBodyState::Ended;
+            return Ok(false);
+        }
+        self.decode();
+        Ok(true)
+    }
+
+    /// Parses the body bytes not parsed yet into dispatched blocks.
+    fn parse(&mut self) {
+        self.parser.feed(&self.body[self.parsed..]);
+        self.parsed = self.body.len();
+    }
+
+    /// Parses a complete body (no socket involved) into its dispatched blocks.
+    pub fn parse_body(body: &[u8]) -> std::collections::VecDeque<SseEvent> {
+        let mut p = SseParser::default();
+        p.feed(body);
+        p.ready
+    }
+
+    /// The next dispatched block (comments included), reading as needed. None when the body
+    /// ended; Err when the read timed out.
+    pub fn next_block(&mut self) -> io::Result<Option<SseEvent>> {
+        loop {
+            self.parse();
+            if let Some(ev) = self.parser.ready.pop_front() {
+                return Ok(Some(ev));
+            }
+            if self.ended() {
+                return Ok(None);
+            }
+            self.read_once()?;
+        }
+    }
+
+    /// The next block that carries data (comments, retry and priming blocks are skipped).
+    pub fn next_event(&mut self) -> io::Result<Option<SseEvent>> {
+        loop {
+            match self.next_block()? {
+                Some(ev) if ev.data.as_deref().is_some_and(|d| !d.is_empty()) => {
+                    return Ok(Some(ev))
+                }
+                Some(_) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads until the event whose id is `id` (inclusive); returns every data event read.
+    pub fn read_through_id(&mut self, id: &str) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        loop {
+            let ev = self
+                .next_event()
+                .unwrap_or_else(|e| panic!("reading up to id {id}: {e}; got {:?}", ids(&out)))
+                .unwrap_or_else(|| panic!("stream ended before id {id}; got {:?}", ids(&out)));
+            let done = ev.id.as_deref() == Some(id);
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Every remaining data event until the body ends (panics on a read timeout).
+    pub fn events_to_end(&mut self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        loop {
+            match self.next_event() {
+                Ok(Some(ev)) => out.push(ev),
+                Ok(None) => return out,
+                Err(e) => panic!("stream did not end: {e}; events so far {:?}", ids(&out)),
+            }
+        }
+    }
+
+    /// Reads until the body ends; returns the whole de-chunked body.
+    pub fn body_to_end(&mut self) -> io::Result<Vec<u8>> {
+        while !self.ended() {
+            self.read_once()?;
+        }
+        Ok(self.body.clone())
+    }
+
+    /// Waits up to `limit` for more bytes; true if some arrived. Err on EOF or error.
+    pub fn bytes_within(&mut self, limit: Duration) -> io::Result<bool> {
+        self.client.stream.set_read_timeout(Some(limit)).unwrap();
+        let r = self.read_once();
+        self.client
+            .stream
+            .set_read_timeout(Some(SSE_READ_TIMEOUT))
+            .unwrap();
+        match r {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended")),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A WHATWG-style SSE parser for the tests: BOM at offset 0 stripped (also when split), CRLF, LF
+/// or a lone CR end lines; a CR ends its line at once and an LF right after it is skipped, as
+/// browsers do. Keeps comment-only blocks (the tests look for heartbeats).
+#[derive(Default)]
+pub struct SseParser {
+    /// Up to 3 first bytes, held until they prove to be a BOM or not (None once decided).
+    head: Option<Vec<u8>>,
+    decided: bool,
+    line: Vec<u8>,
+    /// The previous line ended with CR: skip one LF.
+    skip_lf: bool,
+    cur_id: Option<String>,
+    cur_data: Option<String>,
+    cur_retry: Option<u64>,
+    cur_comments: Vec<String>,
+    /// Blocks dispatched and not yet handed out.
+    pub ready: std::collections::VecDeque<SseEvent>,
+    /// When the bytes being fed arrived (now, when unset).
+    pub at: Option<(Instant, std::time::SystemTime)>,
+}
+
+impl SseParser {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut bytes = bytes;
+        let held;
+        if !self.decided {
+            let mut h = self.head.take().unwrap_or_default();
+            h.extend_from_slice(bytes);
+            if h.len() < 3 && b"\xEF\xBB\xBF".starts_with(&h) {
+                self.head = Some(h);
+                return;
+            }
+            self.decided = true;
+            held = if h.starts_with(b"\xEF\xBB\xBF") {
+                h[3..].to_vec()
+            } else {
+                h
+            };
+            bytes = &held;
+        }
+        for &b in bytes {
+            if self.skip_lf {
+                self.skip_lf = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\r' | b'\n' => {
+                    self.skip_lf = b == b'\r';
+                    let line = std::mem::take(&mut self.line);
+                    self.line_done(&line);
+                }
+                _ => self.line.push(b),
+            }
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            let (at, at_wall) = self
+                .at
+                .unwrap_or_else(|| (Instant::now(), std::time::SystemTime::now()));
+            let ev = SseEvent {
+                id: self.cur_id.take(),
+                data: self.cur_data.take(),
+                retry: self.cur_retry.take(),
+                comments: std::mem::take(&mut self.cur_comments),
+                at,
+                at_wall,
+            };
+            if ev.id.is_some() || ev.data.is_some() || ev.retry.is_some() || !ev.comments.is_empty()
+            {
+                self.ready.push_back(ev);
+            }
+            return;
+        }
+        let text = String::from_utf8_lossy(line).into_owned();
+        if let Some(comment) = text.strip_prefix(':') {
+            self.cur_comments.push(comment.to_string());
+            return;
+        }
+        let (name, value) = match text.split_once(':') {
+            Some((n, v)) => (n.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
+            None => (text.clone(), String::new()),
+        };
+        match name.as_str() {
+            "id" if !value.contains('\0') => self.cur_id = Some(value),
+            "data" => match &mut self.cur_data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(&value);
+                }
+                None => self.cur_data = Some(value),
+            },
+            "retry" if !value.is_empty() && value.bytes().all(|c| c.is_ascii_digit()) => {
+                self.cur_retry = value.parse().ok()
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The ids of `events` (for assertion messages).
+pub fn ids(events: &[SseEvent]) -> Vec<Option<String>> {
+    events.iter().map(|e| e.id.clone()).collect()
+}
+
+/// The numeric ids of `events`; panics on an event without a numeric id.
+pub fn num_ids(events: &[SseEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| {
+            e.num_id()
+                .unwrap_or_else(|| panic!("event without a numeric id: {e:?}"))
+        })
+        .collect()
+}
+
+impl Client {
+    /// Reads a response head only; body bytes that came with it stay buffered.
+    pub fn read_head(&mut self) -> io::Result<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 128];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let r = Response {
+                        status: resp.code.unwrap(),
+                        version: resp.version.unwrap(),
+                        headers: resp
+                            .headers
+                            .iter()
+                            .map(|h| {
+                                (
+                                    h.name.to_string(),
+                                    String::from_utf8_lossy(h.value).into_owned(),
+                                )
+                            })
+                            .collect(),
+                        body: Vec::new(),
+                        framing: "none",
+                    };
+                    self.buf.drain(..n);
+                    return Ok(r);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.fill()? == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "closed before a response head",
+                        ));
+                    }
+                }
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            }
+        }
+    }
+}
+
+/// Open file descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// ESTABLISHED TCP connections (IPv4, this network namespace) whose remote end is port `port`
+/// on loopback: the proxy's side of its connections to an upstream listening there.
+pub fn established_to_port(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && f[3] == "01"
+                && f[2]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+/// Polls `f` every 20 ms until it returns true or `limit` passes; returns its last answer.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let stop = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= stop {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A one-shot origin: accepts one connection (within 10 s), reads a request head, writes
+/// `response` and then keeps the socket open for `linger` before closing it. Returns its URL.
+pub fn scripted_origin(response: Vec<u8>, linger: Duration) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let stop = Instant::now() + Duration::from_secs(10);
+        let mut s = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < stop => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => return,
+            }
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = Vec::new();
+        let mut tmp = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut tmp) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&tmp[..n]),
+            }
+        }
+        let _ = s.write_all(&response);
+        std::thread::sleep(linger);
+    });
+    format!("http://{addr}")
+}
