@@ -2,6 +2,15 @@
 //! in-process upstream simulator, over real loopback sockets. Every wait is bounded; every test
 //! stops by itself in a few seconds. Runs on whichever driver the environment selects; run it
 //! twice (plain, and with MONOIO_FORCE_LEGACY_DRIVER=1) to cover io_uring and epoll.
+//!
+//! Upstream resume: by default tether does not end a client's response when the upstream body
+//! ends or drops; it reconnects (`Last-Event-ID`) and splices. So each test that needs "the
+//! upstream ends and so does the client's response" picks the configuration where that is the
+//! product's behaviour: `--pass-clean-end` for the clean end of a finite stream, a stream without
+//! ids (`ids=0`) or born from a POST for a drop that must end it. Tests of resume itself are in
+//! `sse_resume.rs`; here resume only shows where it meets the relay and the rings. Every
+//! `SseReader` has an overall deadline (`SSE_STREAM_DEADLINE`), so a stream that should end but
+//! does not fails its test instead of hanging it.
 
 mod common;
 
@@ -35,6 +44,33 @@ fn log_text(t: &Tether) -> String {
     t.log_lines().join("\n")
 }
 
+/// `Client::read_response` with an overall limit: a response that has not ended within `limit`
+/// fails the test (the socket is shut down under the reading thread); it never hangs it.
+fn read_response_within(c: Client, limit: Duration) -> Response {
+    let sock = c.stream.try_clone().expect("clone the client socket");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut c = c;
+        let _ = tx.send(c.read_response(false));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => r.expect("response"),
+        Err(_) => {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+            panic!("the response had not ended after {limit:?}");
+        }
+    }
+}
+
+/// The data events of a complete body, as numbers.
+fn body_ids(body: &[u8]) -> Vec<u64> {
+    let mut parsed = SseReader::parse_body(body);
+    std::iter::from_fn(|| parsed.pop_front())
+        .filter(|e| e.data.as_deref().is_some_and(|d| !d.is_empty()))
+        .map(|e| e.num_id().unwrap())
+        .collect()
+}
+
 /// Asserts two id sequences are equal; on failure shows where they part, not 1000 numbers.
 fn assert_ids(got: &[u64], want: &[u64], what: &str) {
     if got == want {
@@ -60,7 +96,11 @@ fn assert_ids(got: &[u64], want: &[u64], what: &str) {
 #[test]
 fn head_leaves_at_once_and_events_are_not_held_back() {
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
+    // --pass-clean-end: the finite stream's end reaches the client as the last-chunk.
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     // The simulator sends its head, stalls 500 ms, then 4 events 200 ms apart.
     let asked = Instant::now();
     let mut s = SseReader::get(
@@ -88,6 +128,11 @@ fn head_leaves_at_once_and_events_are_not_held_back() {
         Some(true),
         "the body must end with the last-chunk"
     );
+    assert_eq!(
+        sse_requests(&up, "stall_ms=500").len(),
+        1,
+        "no reconnect"
+    );
     for w in events.windows(2) {
         let gap = w[1].at.duration_since(w[0].at);
         assert!(
@@ -110,8 +155,13 @@ fn head_leaves_at_once_and_events_are_not_held_back() {
 fn lone_cr_line_endings_are_not_held_back() {
     // With eol=cr every event ends with "\r\r" at the end of a write: the block is complete
     // (a browser dispatches at that CR); waiting for the next byte delays it by a whole interval.
+    // --pass-clean-end: the last event ends the body, so it must leave with the body's end
+    // (a block completed by the CR at the very end of a body), not come back through a resume.
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     let mut s = SseReader::get(t.addr, "/sse?events=3&rate=2.5&eol=cr", &[]);
     let events = s.events_to_end();
     for w in events.windows(2) {
@@ -130,12 +180,21 @@ fn lone_cr_line_endings_are_not_held_back() {
         vec![1, 2, 3],
         "every event, the last included"
     );
+    assert_eq!(s.clean_end, Some(true));
+    assert_eq!(
+        sse_requests(&up, "eol=cr").len(),
+        1,
+        "event 3 came from the first body, not from a reconnect"
+    );
 }
 
 #[test]
 fn http10_client_gets_a_close_delimited_stream() {
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     let mut s = SseReader::open(
         t.addr,
         b"GET /sse?events=3&rate=20 HTTP/1.0\r\nHost: test\r\n\r\n",
@@ -155,7 +214,10 @@ fn http10_client_gets_a_close_delimited_stream() {
 #[test]
 fn upstream_content_length_is_dropped_and_the_stream_is_chunked() {
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     for framing in ["chunked", "close", "length"] {
         let mut s = SseReader::get(
             t.addr,
@@ -186,8 +248,13 @@ fn upstream_content_length_is_dropped_and_the_stream_is_chunked() {
 fn a_resumed_stream_from_a_content_length_upstream_is_not_cut_short() {
     // The replay adds bytes the upstream's Content-Length does not count: a client that trusts
     // the length loses the tail (and, on keep-alive, reads the rest as the next response).
+    // --pass-clean-end: the upstream's end (event 10) ends the response, so the client can read
+    // it whole.
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--workers", "1", "--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--workers", "1", "--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     let path = "/sse?events=10&rate=50&framing=length";
     let mut first = SseReader::get(t.addr, path, &[]);
     first.read_through_id("5");
@@ -195,26 +262,58 @@ fn a_resumed_stream_from_a_content_length_upstream_is_not_cut_short() {
     // Resume from 3: the ring supplies 4, 5 (and what it read ahead), the upstream the rest.
     let mut c = Client::connect(t.addr);
     c.send(&sse_request(path, &["Last-Event-ID: 3"])).unwrap();
-    let r = c.read_response(false).expect("response");
+    let r = read_response_within(c, Duration::from_secs(8));
     assert_eq!(r.status, 200);
-    let mut parsed = SseReader::parse_body(&r.body);
-    let ids: Vec<u64> = std::iter::from_fn(|| parsed.pop_front())
-        .filter(|e| e.data.is_some())
-        .map(|e| e.num_id().unwrap())
-        .collect();
     assert_eq!(
-        ids,
+        body_ids(&r.body),
         (4..=10).collect::<Vec<u64>>(),
         "framed as {} ({:?}): the client saw only part of the stream",
         r.framing,
         r.header("content-length")
     );
+
+    // Upstream resume splices more bodies into the response than the first one's length counts:
+    // the first upstream response is cut (FIN) after 3 events, and so is each resumed one.
+    // A short --reconnect-timeout ends the response soon after the last event (when the
+    // reconnect after event 10 is not already a final answer).
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--reconnect-timeout", "500ms"],
+    );
+    let path = "/sse?events=10&rate=50&framing=length&close_after=3&spliced=1";
+    let mut c = Client::connect(t.addr);
+    c.send(&sse_request(path, &[])).unwrap();
+    let r = read_response_within(c, Duration::from_secs(8));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (r.framing, r.header("content-length")),
+        ("chunked", None),
+        "a spliced stream must not carry the first upstream's length"
+    );
+    assert_eq!(
+        body_ids(&r.body),
+        (1..=10).collect::<Vec<u64>>(),
+        "every event across three resumes, once"
+    );
+    let asked: Vec<Option<String>> = sse_requests(&up, "spliced=1")
+        .into_iter()
+        .map(|r| r.last_event_id)
+        .collect();
+    assert_eq!(
+        asked.get(..4),
+        Some(&[None, Some("3".into()), Some("6".into()), Some("9".into())][..]),
+        "Last-Event-ID of each upstream request"
+    );
 }
 
 #[test]
 fn a_finished_stream_leaves_the_keep_alive_connection_usable() {
+    // --pass-clean-end: a finite stream's end is the end of the response.
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     let mut s = SseReader::get(t.addr, "/sse?events=3&rate=20", &[]);
     assert_eq!(num_ids(&s.events_to_end()), vec![1, 2, 3]);
     // A second stream on the same connection, with a request pipelined behind it.
@@ -243,7 +342,9 @@ fn event_stream_media_type_matches_in_any_case_with_parameters() {
     .into_bytes();
     resp.extend_from_slice(body);
     let origin = scripted_origin(resp, Duration::from_secs(3));
-    let t = Tether::start(&[origin], &["--sse-heartbeat", "0"]);
+    // --pass-clean-end: the end of the length-framed body ends the stream (by default tether
+    // would reconnect with Last-Event-ID: 2, and this origin answers once).
+    let t = Tether::start(&[origin], &["--sse-heartbeat", "0", "--pass-clean-end"]);
     let started = Instant::now();
     let mut s = SseReader::get(t.addr, "/events", &[]);
     assert_eq!(s.head.header("content-length"), None, "relayed as a stream");
@@ -258,19 +359,50 @@ fn event_stream_media_type_matches_in_any_case_with_parameters() {
 
 #[test]
 fn only_complete_events_are_forwarded_when_the_upstream_dies_mid_event() {
+    // A drop is resumed when it can be (sse_resume.rs: the half event never shows); here it must
+    // end the client's response, which is the product's behaviour for a stream without ids and
+    // for a stream born from a POST.
     let up = origin();
     let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
-    let mut direct = SseReader::get(up.addr(), "/sse?events=2&ts=0", &[]);
-    let expected = direct.body_to_end().unwrap();
-    // The same two events, then half of event 3, then FIN.
-    let mut s = SseReader::get(t.addr, "/sse?events=5&ts=0&close_after=2&mid_event=1", &[]);
-    let got = s.body_to_end().expect("body");
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&expected),
-        "exactly the complete events, nothing of the cut one"
-    );
-    assert_eq!(s.clean_end, Some(true));
+    let post = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+        )
+        .into_bytes()
+    };
+    let cases = [
+        ("GET, no ids", "ids=0&case=noid", false),
+        ("POST, with ids", "case=post", true),
+    ];
+    for (what, params, is_post) in cases {
+        let mut direct = SseReader::get(up.addr(), &format!("/sse?events=2&ts=0&{params}"), &[]);
+        let expected = direct.body_to_end().unwrap();
+        // The same two events, then half of event 3, then FIN.
+        let path = format!("/sse?events=5&ts=0&close_after=2&mid_event=1&{params}");
+        let mut s = if is_post {
+            SseReader::open(t.addr, &post(&path))
+        } else {
+            SseReader::get(t.addr, &path, &[])
+        };
+        s.deadline = Instant::now() + Duration::from_secs(5);
+        let got = s.body_to_end().expect("body");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&expected),
+            "{what}: exactly the complete events, nothing of the cut one"
+        );
+        assert_eq!(s.clean_end, Some(true), "{what}");
+        let through: Vec<_> = sse_requests(&up, params)
+            .into_iter()
+            .filter(|r| r.path.contains("close_after"))
+            .collect();
+        assert_eq!(
+            through.len(),
+            1,
+            "{what}: the drop ended the stream, no reconnect: {through:?}"
+        );
+    }
 }
 
 // ---- 2. byte for byte ------------------------------------------------------------------------
@@ -298,9 +430,14 @@ fn without_sim_heartbeats(body: &[u8], eol: &[u8]) -> (Vec<u8>, usize) {
 /// the stream's leading BOM, which tether's framer strips (notes/sse.md rule 1; framer.rs rule 11:
 /// "bytes are forwarded untouched (BOM of rule 1 excepted)"): a client strips it anyway, and a
 /// BOM must never reach a client in the middle of a spliced or replayed body.
+///
+/// `--pass-clean-end`: the finite stream's end is the body's end on both sides.
 fn byte_for_byte(eol_name: &str, eol: &[u8]) {
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     let path = format!(
         "/sse?events=5&rate=8&ts=0&size=48&bom=1&prime=1&retry=3000&heartbeat_ms=50&eol={eol_name}"
     );
@@ -329,6 +466,11 @@ fn byte_for_byte(eol_name: &str, eol: &[u8]) {
         "eol={eol_name}: tether's body differs from the upstream's"
     );
     assert_eq!(s.clean_end, Some(true));
+    assert_eq!(
+        sse_requests(&up, &format!("eol={eol_name}")).len(),
+        2,
+        "one request direct, one through tether: no reconnect"
+    );
 }
 
 #[test]
@@ -353,9 +495,17 @@ fn heartbeat_comments_fill_the_silence() {
     let up = origin();
     let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "200ms"]);
     let mut s = SseReader::get(t.addr, "/sse?events=2&rate=1", &[]);
+    // Up to event 2 (the stream is resumed after it, with heartbeats all along: no end to wait for).
     let mut blocks = Vec::new();
-    while let Some(b) = s.next_block().expect("stream") {
-        blocks.push(b);
+    while blocks
+        .last()
+        .is_none_or(|b: &SseEvent| b.id.as_deref() != Some("2"))
+    {
+        blocks.push(
+            s.next_block()
+                .expect("stream")
+                .unwrap_or_else(|| panic!("the stream ended before event 2: {blocks:?}")),
+        );
     }
     let first = blocks
         .iter()
@@ -389,9 +539,16 @@ fn heartbeat_comments_fill_the_silence() {
 #[test]
 fn a_slow_client_is_cut_off_while_another_keeps_receiving() {
     let up = origin();
+    // --pass-clean-end: the fast client's finite stream ends with its last event.
     let t = Tether::start(
         &[url_of(&up)],
-        &["--sse-client-buffer", "65536", "--sse-heartbeat", "0"],
+        &[
+            "--sse-client-buffer",
+            "65536",
+            "--sse-heartbeat",
+            "0",
+            "--pass-clean-end",
+        ],
     );
     // The slow client never reads.
     let mut slow = Client::connect(t.addr);
@@ -498,11 +655,77 @@ fn disconnected_clients_leave_no_fd_and_no_upstream_connection() {
     );
 }
 
+/// The same while tether is reconnecting: an upstream that accepts and never answers keeps each
+/// reconnect attempt waiting for a head (--upstream-header-timeout, 60 s by default) with nothing
+/// written to the client (heartbeats off): a client that leaves meanwhile must still be noticed.
+#[test]
+fn clients_that_leave_while_tether_reconnects_leave_no_fd_and_no_upstream_connection() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let up = origin();
+    let up_addr = up.addr();
+    let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
+    thread::sleep(Duration::from_millis(100));
+    let baseline = fd_count(t.pid());
+    let mut readers = Vec::new();
+    for i in 0..5 {
+        let mut s = SseReader::get(t.addr, &format!("/sse?events=0&rate=20&hung={i}"), &[]);
+        s.read_through_id("2");
+        readers.push(s);
+    }
+    up.kill();
+    let mute = std::net::TcpListener::bind(up_addr).expect("take over the simulator's port");
+    mute.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_mute = stop.clone();
+    let muted = thread::spawn(move || {
+        let mut held = Vec::new();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !stop_mute.load(Ordering::Relaxed) && Instant::now() < until {
+            match mute.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        held.len()
+    });
+    let port = up_addr.port();
+    assert!(
+        wait_until(Duration::from_secs(5), || established_to_port(port) == 5),
+        "the 5 streams' reconnect attempts are not all waiting on the mute origin: {}\n{}",
+        established_to_port(port),
+        log_text(&t)
+    );
+    let busy = fd_count(t.pid());
+    drop(readers);
+    let left = Instant::now();
+    let settled = wait_until(Duration::from_secs(1), || fd_count(t.pid()) <= baseline + 2);
+    let fds = fd_count(t.pid());
+    let upstream_left = wait_until(Duration::from_secs(1), || established_to_port(port) == 0);
+    stop.store(true, Ordering::Relaxed);
+    let _ = muted.join();
+    assert!(
+        settled,
+        "fds: baseline {baseline}, reconnecting {busy}, {:?} after the clients left {fds}",
+        left.elapsed()
+    );
+    assert!(
+        upstream_left,
+        "{} reconnect attempts still open 1 s after their clients left",
+        established_to_port(port)
+    );
+}
+
 // ---- 6. replay exact -------------------------------------------------------------------------
 
+/// `--pass-clean-end`: the resumed response ends with event 30, and no reconnect of tether's own
+/// adds upstream requests.
 fn replay_exact(resume: &str) {
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--workers", "1", "--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--workers", "1", "--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     let path = format!("/sse?events=30&rate=50&resume={resume}");
     let mut first = SseReader::get(t.addr, &path, &[]);
     let seen = first.read_through_id("5");
@@ -547,8 +770,13 @@ fn replay_is_exact_when_the_upstream_ignores_last_event_id() {
 
 #[test]
 fn another_identity_never_gets_events_from_the_ring() {
+    // --pass-clean-end: each response ends with event 10, and the upstream requests counted are
+    // the clients' own.
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--workers", "1", "--sse-heartbeat", "0"]);
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--workers", "1", "--sse-heartbeat", "0", "--pass-clean-end"],
+    );
     let cases: [(&str, &str, &str); 4] = [
         (
             "auth",
@@ -608,6 +836,8 @@ fn an_unknown_or_evicted_id_goes_upstream_unchanged() {
             "5",
             "--sse-heartbeat",
             "0",
+            // Each response ends with event 20; the upstream requests are the clients' own.
+            "--pass-clean-end",
         ],
     );
     let path = "/sse?events=20&rate=200";
@@ -844,7 +1074,9 @@ fn ids_tether_assigned_are_never_sent_upstream() {
         &[url_of(&up)],
         &["--workers", "1", "--assign-ids", "--sse-heartbeat", "0"],
     );
-    let path = "/sse?events=0&rate=50&ids=0&leak=1";
+    // Every upstream connection ends (FIN) after 10 events: the second one's end is where an
+    // upstream resume would send a Last-Event-ID.
+    let path = "/sse?events=0&rate=50&ids=0&leak=1&close_after=10";
     let mut first = SseReader::get(t.addr, path, &[]);
     let mut seen = Vec::new();
     while seen.len() < 5 {
@@ -860,20 +1092,47 @@ fn ids_tether_assigned_are_never_sent_upstream() {
         reqs[1].last_event_id, None,
         "tether sent the upstream an id only tether ever issued"
     );
+
+    // The client's cursor is now an id tether assigned (it came back with one, and the replay
+    // continued it). When this upstream drops, the stream has no id of the upstream's own: it is
+    // not resumed (--resume-without-id is off), its response ends after the last whole event,
+    // and no request carries tether's id.
+    again.deadline = Instant::now() + Duration::from_secs(5);
+    let rest = again.events_to_end();
+    assert_eq!(again.clean_end, Some(true));
+    assert_eq!(
+        rest.last().and_then(SseEvent::seq),
+        Some(10),
+        "the dropped upstream's events up to the last whole one"
+    );
+    let sent: Vec<Option<String>> = sse_requests(&up, "leak=1")
+        .into_iter()
+        .map(|r| r.last_event_id)
+        .collect();
+    assert_eq!(
+        sent,
+        vec![None, None],
+        "Last-Event-ID of each upstream request: a resume sent tether's own id upstream\n{}",
+        log_text(&t)
+    );
 }
 
 // ---- upstream down (notes/sse.md: never answer a reconnecting EventSource with 5xx) ----------
 
 #[test]
 fn a_reconnect_from_the_ring_while_the_upstream_is_down_gets_no_5xx() {
+    // With upstream resume, the client's reconnection is served like any dropped stream: its
+    // replay from the ring at once, then the open stream while tether reconnects behind it, and
+    // the upstream's events when it is back, exactly after the last one the client got.
     let up = origin();
+    let up_addr = up.addr();
     let t = Tether::start(
         &[url_of(&up)],
         &["--workers", "1", "--sse-heartbeat", "200ms"],
     );
     let path = "/sse?events=0&rate=50";
     let mut first = SseReader::get(t.addr, path, &[]);
-    first.read_through_id("5");
+    first.read_through_id("8");
     drop(first);
     up.kill();
     thread::sleep(Duration::from_millis(50));
@@ -881,20 +1140,76 @@ fn a_reconnect_from_the_ring_while_the_upstream_is_down_gets_no_5xx() {
     let mut c = Client::connect(t.addr);
     c.stream.set_read_timeout(Some(SSE_READ_TIMEOUT)).unwrap();
     c.send(&sse_request(path, &["Last-Event-ID: 5"])).unwrap();
-    match c.read_head() {
-        // Dropping the connection is a network error: the EventSource retries.
-        Err(_) => {}
-        Ok(head) => assert!(
-            head.status == 200
-                && head
-                    .header("content-type")
-                    .is_some_and(|v| v.starts_with("text/event-stream")),
-            "a reconnecting EventSource got {} {:?}: it gives up for good\n{}",
-            head.status,
-            head.headers,
+    let head = c.read_head().unwrap_or_else(|e| {
+        panic!(
+            "no answer to a reconnection whose events are in the ring ({e})\n{}",
             log_text(&t)
-        ),
+        )
+    });
+    assert!(
+        head.status == 200
+            && head
+                .header("content-type")
+                .is_some_and(|v| v.starts_with("text/event-stream")),
+        "a reconnecting EventSource got {} {:?}: it gives up for good\n{}",
+        head.status,
+        head.headers,
+        log_text(&t)
+    );
+    // The head is read: go on with the same bytes as an SSE reader (nothing was consumed but it).
+    let mut s = SseReader::continue_after_head(c, head);
+    s.deadline = Instant::now() + Duration::from_secs(10);
+    let replayed = s.read_through_id("8");
+    assert_eq!(num_ids(&replayed), vec![6, 7, 8], "the replay, from the ring");
+
+    // The stream stays open (heartbeats) while the upstream is down. Events that come before
+    // are what the first relay read ahead into the ring, after 8.
+    let mut after = Vec::new();
+    let mut hb = 0;
+    while hb < 2 {
+        let b = s
+            .next_block()
+            .unwrap_or_else(|e| panic!("the stream went silent while the upstream is down: {e}"))
+            .expect("the stream ended while the upstream is down");
+        if b.is_comment_only() {
+            hb += 1;
+        } else if b.data.as_deref().is_some_and(|d| !d.is_empty()) {
+            after.push(b);
+        }
     }
+
+    // The upstream comes back on the same port: the stream goes on exactly.
+    let up = tether_perf::spawn(tether_perf::UpstreamConfig {
+        bind: up_addr,
+        ..Default::default()
+    })
+    .expect("restart the simulator on the same port");
+    while after.len() < 5 {
+        match s.next_event() {
+            Ok(Some(ev)) => after.push(ev),
+            other => panic!(
+                "no events after the upstream came back: {other:?}, got {:?}\n{}",
+                ids(&after),
+                log_text(&t)
+            ),
+        }
+    }
+    assert_eq!(
+        num_ids(&after[..5]),
+        (9..14).collect::<Vec<u64>>(),
+        "events after the replay, once, in order"
+    );
+    let resumed: Vec<Option<String>> = up.requests().into_iter().map(|r| r.last_event_id).collect();
+    let from: u64 = resumed
+        .first()
+        .cloned()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("tether's reconnect asked {resumed:?}"));
+    assert!(
+        (8..13).contains(&from),
+        "tether resumed the upstream after id {from}, not after the ring's newest"
+    );
 }
 
 // ---- 11. --sse-max-event-bytes ---------------------------------------------------------------
@@ -951,4 +1266,64 @@ fn an_event_over_the_limit_ends_the_stream_without_waiting_for_the_upstream() {
         &t,
         "--sse-max-event-bytes"
     )));
+}
+
+// ---- 12. resume where it meets the relay -----------------------------------------------------
+
+#[test]
+fn reconnects_that_bring_only_a_retry_block_are_no_progress() {
+    // The simulator opens every response with its prelude (a `retry:` block and a priming
+    // `id: N` block), the answer to a reconnect after the stream's last event too: that answer
+    // holds no new event. Tether must back off and give up after --reconnect-timeout (ending the
+    // response cleanly), not reconnect at once in a loop, forwarding and recording a `retry:`
+    // block each time.
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--sse-heartbeat",
+            "0",
+            "--reconnect-timeout",
+            "1s",
+            "--reconnect-max-delay",
+            "200ms",
+        ],
+    );
+    let started = Instant::now();
+    let mut s = SseReader::get(t.addr, "/sse?events=3&rate=50&retry=100&prime=1&prelude=1", &[]);
+    s.deadline = started + Duration::from_secs(6);
+    let mut blocks = Vec::new();
+    loop {
+        match s.next_block() {
+            Ok(Some(b)) => blocks.push(b),
+            Ok(None) => break,
+            Err(e) => panic!(
+                "{e}: {} blocks, {} upstream requests",
+                blocks.len(),
+                sse_requests(&up, "prelude=1").len()
+            ),
+        }
+    }
+    let took = started.elapsed();
+    assert_eq!(s.clean_end, Some(true));
+    let events: Vec<u64> = blocks
+        .iter()
+        .filter(|b| b.data.as_deref().is_some_and(|d| !d.is_empty()))
+        .map(|b| b.num_id().unwrap())
+        .collect();
+    assert_eq!(events, vec![1, 2, 3]);
+    let requests = sse_requests(&up, "prelude=1").len();
+    assert!(
+        requests <= 20,
+        "{requests} upstream requests in {took:?}: reconnects that brought no event did not back off"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "ended after {took:?}, before --reconnect-timeout"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || log_has(&t, "giving up")),
+        "{}",
+        log_text(&t)
+    );
 }

@@ -401,6 +401,12 @@ pub fn pattern(n: usize) -> impl Iterator<Item = u8> {
 /// How long one read of an SSE test stream may block before the test fails.
 pub const SSE_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest an [`SseReader`] may be read from, counted from its request: past it every read fails
+/// with `TimedOut`. A stream that should have ended but keeps trickling bytes (heartbeats, a
+/// reconnect loop) then fails its test instead of hanging it (reads then fail with an error of
+/// kind `Other`). A test may move it (`deadline`).
+pub const SSE_STREAM_DEADLINE: Duration = Duration::from_secs(12);
+
 /// A GET for an event stream, with `extra` header lines (each without CRLF).
 pub fn sse_request(path: &str, extra: &[&str]) -> Vec<u8> {
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
@@ -482,6 +488,9 @@ pub struct SseReader {
     parser: SseParser,
     /// How the body ended: None while open, Some(true) when clean, Some(false) when cut.
     pub clean_end: Option<bool>,
+    /// Reads fail from this instant on (default: [`SSE_STREAM_DEADLINE`] after
+    /// the request).
+    pub deadline: Instant,
 }
 
 impl SseReader {
@@ -492,12 +501,25 @@ impl SseReader {
 
     /// Sends `raw` on an open connection (keep-alive reuse) and reads the response head.
     pub fn on(mut client: Client, raw: &[u8]) -> SseReader {
+        let deadline = Instant::now() + SSE_STREAM_DEADLINE;
         client
             .stream
             .set_read_timeout(Some(SSE_READ_TIMEOUT))
             .unwrap();
         client.send(raw).unwrap();
         let head = client.read_head().expect("SSE response head");
+        let mut r = Self::continue_after_head(client, head);
+        r.deadline = deadline;
+        r
+    }
+
+    /// Reads the body of a response whose head `client` already read (`Client::read_head`).
+    pub fn continue_after_head(client: Client, head: Response) -> SseReader {
+        let deadline = Instant::now() + SSE_STREAM_DEADLINE;
+        client
+            .stream
+            .set_read_timeout(Some(SSE_READ_TIMEOUT))
+            .unwrap();
         let state = if head
             .header("transfer-encoding")
             .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
@@ -514,6 +536,7 @@ impl SseReader {
             parsed: 0,
             parser: SseParser::default(),
             clean_end: None,
+            deadline,
         };
         r.decode();
         r
@@ -588,6 +611,21 @@ impl SseReader {
 
     /// One read from the socket (bounded by the read timeout). Ok(false) at EOF.
     fn read_once(&mut self) -> io::Result<bool> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // Not TimedOut: bytes_within must not take it for a quiet moment.
+            return Err(io::Error::other(format!(
+                    "the stream was still open at the test's deadline ({} body bytes)",
+                    self.body.len()
+                )));
+        }
+        if left < SSE_READ_TIMEOUT {
+            // Never block past the deadline (bytes_within may have set a longer timeout).
+            let cur = self.client.stream.read_timeout().ok().flatten();
+            if cur.is_none_or(|c| c > left) {
+                self.client.stream.set_read_timeout(Some(left)).unwrap();
+            }
+        }
         let n = match self.client.fill() {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
