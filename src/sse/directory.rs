@@ -240,14 +240,14 @@ mod tests {
             1,
             Message::Answer {
                 token: 1,
-                events: None,
+                answer: Answer::Ring(None),
             },
         );
         dir.post(
             1,
             Message::Answer {
                 token: 2,
-                events: Some(vec![]),
+                answer: Answer::Ring(Some(vec![])),
             },
         );
         let got: Vec<u64> = dir

@@ -89,10 +89,14 @@ enum LineState {
     /// Inside a line (maybe at its start) that begins at block offset `start`; every byte of the
     /// open block from `start` on has been scanned and holds no CR or LF.
     InLine { start: usize },
-    /// The last piece ended with a CR that ended a line (rule 2): an LF first in the next piece is
-    /// part of that terminator. `blank`: that line was empty, so the block is complete once the LF
-    /// question is settled.
-    AfterCr { blank: bool },
+    /// The last piece ended with a CR that ended a non-blank line (rule 2): an LF first in the
+    /// next piece is part of that terminator.
+    AfterCr,
+    /// The last piece ended with the CR of a blank line: the block was handed out at once (a
+    /// browser dispatches at that CR; holding it for the next piece would delay the event by a
+    /// whole upstream write). An LF first in the next piece completes that CRLF; it is handed out
+    /// as a block of its own (one "\n", which no client dispatches anything for).
+    AfterBlankCr,
 }
 
 /// A byte range inside the open block (block-relative offsets).
@@ -206,11 +210,9 @@ impl EventFramer {
     /// unterminated block (rule 10) and returns how many bytes were dropped. Leaves the framer
     /// ready for a new body, with the cursor kept.
     pub fn finish_into(&mut self, out: &mut Vec<SseBlock>) -> usize {
-        if !self.failed && self.line == (LineState::AfterCr { blank: true }) {
-            // The partial never exceeds the limit: `grow_partial` checked it on the way in.
-            let raw = std::mem::take(&mut self.partial).freeze();
-            self.emit(raw, out);
-        }
+        // A block completed by a final CR was handed out when its CR arrived (AfterBlankCr);
+        // `out` gets nothing more, and an unterminated block is discarded.
+        let _ = out;
         self.finish()
     }
 
@@ -306,7 +308,7 @@ impl EventFramer {
         // Rule 2: settle the CR that ended the last piece.
         match self.line {
             LineState::InLine { start } => line_start = start,
-            LineState::AfterCr { blank } => {
+            LineState::AfterCr => {
                 debug_assert!(!self.partial.is_empty(), "the CR itself is held");
                 if bytes[0] == b'\n' {
                     pos = 1;
@@ -315,15 +317,20 @@ impl EventFramer {
                 {
                     self.scanned += 1;
                 }
-                if blank {
-                    self.grow_partial(&bytes[..pos])?;
-                    let raw = std::mem::take(&mut self.partial).freeze();
-                    self.emit(raw, out);
-                    copied = pos;
-                    line_start = 0;
-                } else {
-                    line_start = self.partial.len() + pos;
+                line_start = self.partial.len() + pos;
+            }
+            LineState::AfterBlankCr => {
+                debug_assert!(self.partial.is_empty(), "the block was handed out");
+                if bytes[0] == b'\n' {
+                    self.emit(piece.slice(..1), out);
+                    pos = 1;
+                    copied = 1;
                 }
+                #[cfg(test)]
+                {
+                    self.scanned += 1;
+                }
+                line_start = 0;
             }
         }
         self.line = LineState::InLine { start: line_start };
@@ -366,10 +373,25 @@ impl EventFramer {
                 (_, Some(_)) => 1,
                 (_, None) => {
                     // A CR ends the piece: an LF may follow in the next one (rule 2).
-                    self.record(kind, line_start, line_end);
-                    self.line = LineState::AfterCr {
-                        blank: kind == LineKind::Blank,
-                    };
+                    if kind == LineKind::Blank {
+                        // The block is complete at this CR: hand it out now.
+                        let end = i + 1;
+                        let raw = if self.partial.is_empty() {
+                            if end - copied > self.max_event_bytes {
+                                return Err(self.too_large());
+                            }
+                            piece.slice(copied..end)
+                        } else {
+                            self.grow_partial(&bytes[copied..end])?;
+                            std::mem::take(&mut self.partial).freeze()
+                        };
+                        self.emit(raw, out);
+                        copied = end;
+                        self.line = LineState::AfterBlankCr;
+                    } else {
+                        self.record(kind, line_start, line_end);
+                        self.line = LineState::AfterCr;
+                    }
                     #[cfg(test)]
                     {
                         pos = bytes.len();

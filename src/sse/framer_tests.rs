@@ -22,13 +22,34 @@ fn frame_pieces(pieces: &[&[u8]]) -> Framed {
     }
     let dropped = framer.finish_into(&mut out);
     Framed {
-        blocks: out
-            .into_iter()
-            .map(|b| (b.raw.to_vec(), b.id, b.retry, b.fires))
-            .collect(),
+        blocks: join_split_crlf(
+            out.into_iter()
+                .map(|b| (b.raw.to_vec(), b.id, b.retry, b.fires))
+                .collect(),
+        ),
         last_id: framer.last_event_id().to_vec(),
         dropped,
     }
+}
+
+/// A blank line's CR that ends a piece hands its block out at once (a browser dispatches at that
+/// CR); an LF that starts the next piece then comes out as a block of its own ("\n", nothing to
+/// dispatch). To compare framings across splits, that LF is put back on its block: bytes, events
+/// and cursor are the same either way.
+fn join_split_crlf(
+    blocks: Vec<(Vec<u8>, IdField, Option<u64>, bool)>,
+) -> Vec<(Vec<u8>, IdField, Option<u64>, bool)> {
+    let mut out: Vec<(Vec<u8>, IdField, Option<u64>, bool)> = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        if b.0 == b"\n" && b.1 == IdField::Unchanged && b.2.is_none() && !b.3 {
+            if let Some(prev) = out.last_mut().filter(|p| p.0.ends_with(b"\r")) {
+                prev.0.push(b'\n');
+                continue;
+            }
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Frames `input` whole, one byte per piece and at every 2-way and 3-way split; asserts all
@@ -98,14 +119,15 @@ fn rule02_cr_lf_crlf_mixed_and_a_split_crlf_is_one_terminator() {
     let f = frame(b"data: a\r\r");
     assert_eq!(raws(&f), [&b"data: a\r\r"[..]]);
     assert_eq!(f.dropped, 0);
-    // ... but `finish` alone cannot hand it out, and says so.
+    // It is handed out at that CR, without waiting for more input (a browser dispatches there).
     let mut framer = EventFramer::default();
     let mut out = Vec::new();
     framer
         .feed(Bytes::from_static(b"data: a\r\r"), &mut out)
         .unwrap();
-    assert!(out.is_empty());
-    assert_eq!(framer.finish(), 9);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].raw, &b"data: a\r\r"[..]);
+    assert_eq!(framer.finish(), 0);
 }
 
 #[test]
@@ -246,8 +268,10 @@ fn rule12_a_64k_line_one_byte_per_piece_is_scanned_once() {
             .feed(Bytes::copy_from_slice(&[*b]), &mut out)
             .unwrap();
     }
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].raw, input);
+    // The blank line's CR hands the block out; the LF after it is a block of its own.
+    assert_eq!(out.len(), 2);
+    assert_eq!([&out[0].raw[..], &out[1].raw[..]].concat(), input);
+    assert_eq!(&out[1].raw[..], b"\n");
     assert!(
         framer.scanned_bytes() <= 2 * input.len(),
         "{}",
@@ -297,9 +321,17 @@ fn an_idle_framer_holds_no_buffer() {
         .feed(Bytes::from_static(b"data: a\r"), &mut out)
         .unwrap();
     framer.feed(Bytes::from_static(b"\r"), &mut out).unwrap();
-    framer.feed(Bytes::from_static(b"\n"), &mut out).unwrap();
+    // The blank line's CR completes the block at once: nothing is held for the LF.
     assert_eq!(framer.partial.capacity(), 0);
     assert_eq!(out.len(), 2);
+    framer.feed(Bytes::from_static(b"\n"), &mut out).unwrap();
+    assert_eq!(framer.partial.capacity(), 0);
+    assert_eq!(
+        out.len(),
+        3,
+        "the LF of the split CRLF is a block of its own"
+    );
+    assert_eq!(out[2].raw, &b"\n"[..]);
 }
 
 #[test]
@@ -365,14 +397,18 @@ fn restart_body_drops_the_tail_rearms_the_bom_and_keeps_the_cursor() {
     assert_eq!(out[1].raw, &b"data: new\n\n"[..]);
     assert_eq!(out[1].id, IdField::Unchanged);
     assert_eq!(framer.last_event_id(), b"5");
-    // A CR-terminated blank line pending at a reconnect is an unfinished tail too.
+    // A block completed by a blank line's CR at the end of a piece was handed out at that CR
+    // (a browser dispatches there), so it is not an unfinished tail: the cursor moved.
     framer
         .feed(Bytes::from_static(b"id: 6\n\r"), &mut out)
         .unwrap();
+    assert_eq!(out[2].raw, &b"id: 6\n\r"[..]);
+    assert_eq!(framer.last_event_id(), b"6");
     framer.restart_body();
+    // The next body starts afresh: its leading LF is an empty line of its own.
     framer
         .feed(Bytes::from_static(b"\ndata: x\n\n"), &mut out)
         .unwrap();
-    assert_eq!(out[2].raw, &b"\n"[..]);
-    assert_eq!(framer.last_event_id(), b"5");
+    assert_eq!(out[3].raw, &b"\n"[..]);
+    assert_eq!(framer.last_event_id(), b"6");
 }
