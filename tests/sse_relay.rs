@@ -128,11 +128,7 @@ fn head_leaves_at_once_and_events_are_not_held_back() {
         Some(true),
         "the body must end with the last-chunk"
     );
-    assert_eq!(
-        sse_requests(&up, "stall_ms=500").len(),
-        1,
-        "no reconnect"
-    );
+    assert_eq!(sse_requests(&up, "stall_ms=500").len(), 1, "no reconnect");
     for w in events.windows(2) {
         let gap = w[1].at.duration_since(w[0].at);
         assert!(
@@ -1160,7 +1156,11 @@ fn a_reconnect_from_the_ring_while_the_upstream_is_down_gets_no_5xx() {
     let mut s = SseReader::continue_after_head(c, head);
     s.deadline = Instant::now() + Duration::from_secs(10);
     let replayed = s.read_through_id("8");
-    assert_eq!(num_ids(&replayed), vec![6, 7, 8], "the replay, from the ring");
+    assert_eq!(
+        num_ids(&replayed),
+        vec![6, 7, 8],
+        "the replay, from the ring"
+    );
 
     // The stream stays open (heartbeats) while the upstream is down. Events that come before
     // are what the first relay read ahead into the ring, after 8.
@@ -1290,7 +1290,11 @@ fn reconnects_that_bring_only_a_retry_block_are_no_progress() {
         ],
     );
     let started = Instant::now();
-    let mut s = SseReader::get(t.addr, "/sse?events=3&rate=50&retry=100&prime=1&prelude=1", &[]);
+    let mut s = SseReader::get(
+        t.addr,
+        "/sse?events=3&rate=50&retry=100&prime=1&prelude=1",
+        &[],
+    );
     s.deadline = started + Duration::from_secs(6);
     let mut blocks = Vec::new();
     loop {

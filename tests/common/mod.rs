@@ -615,9 +615,9 @@ impl SseReader {
         if left.is_zero() {
             // Not TimedOut: bytes_within must not take it for a quiet moment.
             return Err(io::Error::other(format!(
-                    "the stream was still open at the test's deadline ({} body bytes)",
-                    self.body.len()
-                )));
+                "the stream was still open at the test's deadline ({} body bytes)",
+                self.body.len()
+            )));
         }
         if left < SSE_READ_TIMEOUT {
             // Never block past the deadline (bytes_within may have set a longer timeout).
