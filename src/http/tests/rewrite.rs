@@ -280,3 +280,17 @@ fn last_event_id_is_replaced_when_the_relay_resumes() {
         .unwrap()
         .contains("Last-Event-ID: 3\r\n"));
 }
+
+#[test]
+fn an_empty_last_event_id_override_removes_the_header() {
+    let head = request("GET /s HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 0-7\r\n\r\n").unwrap();
+    let mut out = BytesMut::new();
+    let mut c = ctx("", "10.0.0.9");
+    c.last_event_id = Some(b"");
+    write_upstream_request(&head, OutFraming::Empty, &c, &mut out);
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    assert!(
+        !text.to_ascii_lowercase().contains("last-event-id"),
+        "{text}"
+    );
+}
