@@ -28,7 +28,7 @@ Cookie: session=4f8a9c2e1b7d; theme=dark\r\n\r\n";
 
 /// A minimal API request, about 80 bytes.
 const SMALL: &[u8] =
-    b"GET /api/v1/items/42 HTTP/1.1\r\nHost: api.example.com\r\nAccept: */*\r\n\r\n";
+    b"GET /api/v1/items/42 HTTP/1.1\r\nHost: api.example.com\r\nAccept: application/json\r\n\r\n";
 
 /// The proxy's path for one head that arrived in one read: find its end, parse it.
 fn scan_and_parse(buf: &Bytes, limits: &HeadLimits) -> RequestHead {

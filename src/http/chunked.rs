@@ -29,7 +29,7 @@ pub const MAX_CHUNK_EXT_BYTES: usize = 4096;
 pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 /// What one call to [`ChunkedDecoder::decode`] (or `BodyDecoder::decode`) found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {
     /// input[start..end] is body data; the caller advances by `end` (bytes before `start` were framing).
     Data { start: usize, end: usize },

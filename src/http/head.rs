@@ -163,6 +163,7 @@ pub enum HeadKind {
 }
 
 /// A parsed request head. Every span indexes `bytes`.
+#[derive(Debug, Clone)]
 pub struct RequestHead {
     /// Exactly the head the scanner delimited, including its empty line.
     pub bytes: Bytes,
@@ -277,6 +278,7 @@ impl RequestHead {
 }
 
 /// A parsed response head. Every span indexes `bytes`.
+#[derive(Debug, Clone)]
 pub struct ResponseHead {
     /// Exactly the head the scanner delimited, including its empty line.
     pub bytes: Bytes,
