@@ -199,7 +199,10 @@ pub fn write_upstream_request(
 
     // Forwarding fields.
     out.put_slice(b"X-Forwarded-For: ");
-    for value in head.headers_named("x-forwarded-for") {
+    let chain = head
+        .headers_named("x-forwarded-for")
+        .filter(|_| !hop.drops(b"x-forwarded-for"));
+    for value in chain {
         if !value.is_empty() {
             out.put_slice(value);
             out.put_slice(b", ");

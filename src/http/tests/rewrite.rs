@@ -146,6 +146,14 @@ fn connection_cannot_strip_host_and_addresses_are_canonical() {
         &b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.1.2.3\r\n\
            X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n"[..]
     );
+    // A client listing X-Forwarded-For in Connection drops its own chain; ours is still added.
+    let raw = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nConnection: X-Forwarded-For\r\n\r\n";
+    let hidden = request(raw).unwrap();
+    let mut out = BytesMut::new();
+    write_upstream_request(&hidden, OutFraming::Empty, &ctx("", "10.0.0.1"), &mut out);
+    assert!(std::str::from_utf8(&out)
+        .unwrap()
+        .contains("\r\nX-Forwarded-For: 10.0.0.1\r\n"));
     let mut out = BytesMut::new();
     write_upstream_request(&head, OutFraming::Empty, &ctx("", "2001:db8::1"), &mut out);
     assert!(std::str::from_utf8(&out)
