@@ -224,8 +224,25 @@ pub struct ReverseArgs {
     #[arg(long, help_heading = "Resume")]
     pub resume_without_id: bool,
 
+    // ----- admin -----
+    /// Serve /metrics (Prometheus), /healthz and /streams on this address (off by default; bind it
+    /// to loopback or a private interface).
+    #[arg(long, value_name = "ADDR", help_heading = "Admin")]
+    pub admin: Option<String>,
+
     // ----- logging -----
     /// Log level (RUST_LOG is read when this flag is absent).
     #[arg(long, value_enum, help_heading = "Logging")]
     pub log_level: Option<LogLevel>,
+
+    /// Log line format on stderr: human-readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Reverse(args) => {
             tether::log::init(args.log_level);
+            tether::log::set_format(args.log_format);
             match tether::server::run_reverse(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -31,12 +31,14 @@ use std::mem;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
+use super::active::{RelayState, StreamStatus};
 use super::framer::{EventFramer, IdField, SseBlock};
 use super::key::StreamKey;
 use super::registry::{RingCursor, StreamLease};
@@ -178,6 +180,8 @@ enum BodyEnd {
 /// The per-stream state the relay keeps across reads and upstreams.
 struct Relay<'c> {
     ctx: &'c WorkerCtx,
+    /// What `/streams` shows of this stream.
+    status: Rc<StreamStatus>,
     settings: SseSettings,
     framing: OutFraming,
     decoder: BodyDecoder,
@@ -212,7 +216,10 @@ pub async fn relay(ctx: &WorkerCtx, start: SseStart<'_>) -> SseEnd {
     let settings = ctx.sse;
     let lease = ctx.streams.lease(&start.key);
     WorkerMetrics::inc(&ctx.metrics.sse_streams_active);
+    let url = ctx.upstreams.borrow().spec(start.replica).url.clone();
+    let entry = ctx.active.register(start.key.clone(), url);
     let mut relay = Relay {
+        status: entry.status.clone(),
         ctx,
         settings,
         framing: start.framing,
@@ -252,6 +259,7 @@ pub async fn relay(ctx: &WorkerCtx, start: SseStart<'_>) -> SseEnd {
         relay.dedupe = true;
         replay_cursor = Some(replay.cursor);
     }
+    let _entry = entry;
     let end = relay
         .run(
             start.client,
@@ -337,6 +345,7 @@ impl Relay<'_> {
                     return self.finish(client, SseEnd::Completed).await;
                 }
             }
+            self.status.state.set(RelayState::Reconnecting);
             crate::log_info!(
                 "sse {target}: upstream {what} ({}) after id {:?}; reconnecting",
                 kind.name(),
@@ -376,6 +385,10 @@ impl Relay<'_> {
                     attempts,
                 } => {
                     WorkerMetrics::inc(&self.ctx.metrics.resumes);
+                    self.status.resumes.set(self.status.resumes.get() + 1);
+                    self.status.state.set(RelayState::Streaming);
+                    *self.status.upstream.borrow_mut() =
+                        self.ctx.upstreams.borrow().spec(r).url.clone();
                     crate::log_info!(
                         "sse {target}: resumed after id {:?} on {} ({attempts} attempt{}, {} ms since the drop)",
                         String::from_utf8_lossy(&last_id),
@@ -829,6 +842,10 @@ impl Relay<'_> {
         WorkerMetrics::add(&m.sse_events, events);
         WorkerMetrics::add(&m.sse_bytes, out.iter().map(|b| b.len() as u64).sum());
         self.queue_blocks(out);
+        let cursor = self.framer.last_event_id();
+        if *self.status.last_id.borrow() != cursor {
+            *self.status.last_id.borrow_mut() = Bytes::copy_from_slice(cursor);
+        }
     }
 
     /// Queues blocks for the client, framed as one chunk.
