@@ -212,11 +212,16 @@ impl LoadThread<'_> {
             {
                 wake = wake.min(d.at);
             }
-            if !self.ready.is_empty() || (!self.first_opens.is_empty() && self.opening < self.settings.max_opening) {
+            if !self.ready.is_empty()
+                || (!self.first_opens.is_empty() && self.opening < self.settings.max_opening)
+            {
                 wake = now;
             }
             // Round up: waking a little late is fine, spinning on a 0 ms wait is not.
-            let timeout_ms = wake.saturating_duration_since(now).as_micros().div_ceil(1000) as i32;
+            let timeout_ms = wake
+                .saturating_duration_since(now)
+                .as_micros()
+                .div_ceil(1000) as i32;
             let n = self.epoll.wait(&mut events, timeout_ms)?;
             for ev in &events[..n] {
                 let slot = (ev.u64 & 0xFFFF_FFFF) as usize;
@@ -282,12 +287,20 @@ impl LoadThread<'_> {
                 let generation = s.generation;
                 if connected {
                     if let Err(e) = self.epoll.add(fd, libc::EPOLLIN as u32, tok) {
-                        return self.finish(slot, End::ConnectFailed(format!("epoll: {e}")), window);
+                        return self.finish(
+                            slot,
+                            End::ConnectFailed(format!("epoll: {e}")),
+                            window,
+                        );
                     }
                     self.send_request(slot, window);
                 } else {
                     if let Err(e) = self.epoll.add(fd, libc::EPOLLOUT as u32, tok) {
-                        return self.finish(slot, End::ConnectFailed(format!("epoll: {e}")), window);
+                        return self.finish(
+                            slot,
+                            End::ConnectFailed(format!("epoll: {e}")),
+                            window,
+                        );
                     }
                     self.connect_deadlines.push_back(Deadline {
                         at: Instant::now() + self.settings.connect_timeout,
@@ -334,7 +347,10 @@ impl LoadThread<'_> {
             }
             Ok(n) => self.finish(
                 slot,
-                End::Io(format!("request: short write ({n} of {})", self.request.len())),
+                End::Io(format!(
+                    "request: short write ({n} of {})",
+                    self.request.len()
+                )),
                 window,
             ),
             Err(e) => self.finish(slot, End::Io(format!("request: {e}")), window),
@@ -366,6 +382,7 @@ impl LoadThread<'_> {
                     if !was_established {
                         self.established += 1;
                     }
+                    self.publish_gauges();
                 }
                 if let Flow::Close(why) = flow {
                     self.finish(slot, why, window);
@@ -391,7 +408,8 @@ impl LoadThread<'_> {
         match s.state.ended(why, reconnect, now, &mut self.stats) {
             Next::Reconnect { after } if after.is_zero() => self.ready.push_back(slot),
             Next::Reconnect { after } => {
-                self.delayed.push(Reverse((now.mono + after, slot, s.generation)));
+                self.delayed
+                    .push(Reverse((now.mono + after, slot, s.generation)));
             }
             Next::Ended => {
                 s.over = true;
@@ -405,6 +423,7 @@ impl LoadThread<'_> {
                 }
             }
         }
+        self.publish_gauges();
     }
 
     /// Fails connections whose connect or head deadline passed.
@@ -431,10 +450,16 @@ impl LoadThread<'_> {
         }
     }
 
-    /// Publishes counters and gauges.
+    /// Publishes counters (every [`PUBLISH_EVERY`]) and gauges.
     fn publish(&mut self) {
+        self.control.threads[self.index].publish(&mut self.stats);
+        self.publish_gauges();
+    }
+
+    /// Publishes the stream gauges at once: they change per connection, not per event, and
+    /// the coordinator's phase decisions wait on them.
+    fn publish_gauges(&self) {
         let p = &self.control.threads[self.index];
-        p.publish(&mut self.stats);
         p.live.store(self.slots.len() as u64 - self.over, Relaxed);
         p.open.store(self.open, Relaxed);
         p.established.store(self.established, Relaxed);

@@ -418,7 +418,9 @@ impl Coordinator {
         }
         let proxy_end = sample_proxy()?;
         report.self_cpu_s = (sys::self_cpu() - self_start).as_secs_f64();
-        report.duration_s = end.saturating_duration_since(window_start.min(from)).as_secs_f64();
+        report.duration_s = end
+            .saturating_duration_since(window_start.min(from))
+            .as_secs_f64();
         if let (Some(a), Some(b)) = (proxy_start, proxy_end) {
             report.proxy_cpu_s =
                 Some(b.ticks.saturating_sub(a.ticks) as f64 / sys::ticks_per_second() as f64);

@@ -77,7 +77,12 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: valid fd; the option value is a c_int whose size is passed.
     check(unsafe {
         libc::setsockopt(
@@ -97,7 +102,10 @@ fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc:
 ///
 /// Returns the socket and whether it is already connected (else: in progress, wait for
 /// writability and then [`take_error`]).
-pub(crate) fn start_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<(OwnedFd, bool)> {
+pub(crate) fn start_connect(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+) -> io::Result<(OwnedFd, bool)> {
     let domain = if target.is_ipv4() {
         libc::AF_INET
     } else {

@@ -150,13 +150,11 @@ impl Report {
             .collect();
     }
 
-    /// The human table (stdout).
+    /// The human table (stdout): a two-column Markdown table.
     pub fn table(&self) -> String {
-        let mut t = String::new();
         let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
-        let mut row = |name: &str, value: String| {
-            let _ = writeln!(t, "| {name:<26} | {value:<44} |");
-        };
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |name: &str, value: String| rows.push((name.to_string(), value));
         row("label", self.label.clone());
         row("url", self.url.clone());
         row(
@@ -170,7 +168,11 @@ impl Report {
             "mode",
             format!(
                 "{}{}, {} thread(s)",
-                if self.reconnect { "reconnect" } else { "no reconnect" },
+                if self.reconnect {
+                    "reconnect"
+                } else {
+                    "no reconnect"
+                },
                 if self.idle { ", idle" } else { "" },
                 self.threads
             ),
@@ -192,7 +194,13 @@ impl Report {
         let l = &self.latency_us;
         row(
             "latency ms p50/p99/p999/max",
-            format!("{} / {} / {} / {}", ms(l.p50), ms(l.p99), ms(l.p999), ms(l.max)),
+            format!(
+                "{} / {} / {} / {}",
+                ms(l.p50),
+                ms(l.p99),
+                ms(l.p999),
+                ms(l.max)
+            ),
         );
         if self.untimed_events > 0 {
             row("events without ts_us", self.untimed_events.to_string());
@@ -201,7 +209,10 @@ impl Report {
             "gaps / duplicates",
             format!("{} / {}", self.gaps, self.duplicates),
         );
-        row("reconnects", self.reconnects.to_string());
+        row(
+            "reconnects",
+            format!("{} ({} connects)", self.reconnects, self.connects),
+        );
         if self.reconnect_gap_us.count > 0 {
             let g = &self.reconnect_gap_us;
             row(
@@ -209,40 +220,57 @@ impl Report {
                 format!("{} / {} / {}", ms(g.p50), ms(g.p99), ms(g.max)),
             );
         }
-        if let (Some(cpu), Some(per_m)) = (self.proxy_cpu_s, self.proxy_cpu_s_per_million_events)
-        {
-            row(
-                "proxy CPU s (per M events)",
-                format!("{cpu:.2} ({per_m:.2})"),
-            );
-        } else if let Some(cpu) = self.proxy_cpu_s {
-            row("proxy CPU s", format!("{cpu:.2}"));
+        if let Some(cpu) = self.proxy_cpu_s {
+            let per_m = self
+                .proxy_cpu_s_per_million_events
+                .map_or(String::new(), |m| format!(", {m:.2} s per million events"));
+            row("proxy CPU s", format!("{cpu:.2}{per_m}"));
         }
-        if let (Some((before, after)), Some(per)) = (self.proxy_rss_bytes, self.rss_per_stream_bytes)
+        if let (Some((before, after)), Some(per)) =
+            (self.proxy_rss_bytes, self.rss_per_stream_bytes)
         {
             row(
                 "proxy RSS per stream",
                 format!("{per:.0} B ({before} -> {after} B)"),
             );
         }
-        let pct = if self.duration_s > 0.0 {
-            100.0 * self.self_cpu_s / self.duration_s
+        let pct = if self.duration_s >= 0.05 {
+            format!(
+                " ({:.1}% of one core)",
+                100.0 * self.self_cpu_s / self.duration_s
+            )
         } else {
-            0.0
+            String::new()
         };
-        row(
-            "sse-load CPU s",
-            format!("{:.2} ({pct:.1}% of one core)", self.self_cpu_s),
-        );
+        row("sse-load CPU s", format!("{:.2}{pct}", self.self_cpu_s));
         row("errors", self.errors.to_string());
         for e in &self.error_lines {
-            row(&format!("  {}", e.kind), format!("{} (first: {})", e.count, e.first));
+            row(
+                &format!("errors: {}", e.kind),
+                format!("{} (first: {})", e.count, e.first),
+            );
         }
         if let Some(f) = &self.open_failure {
             row("FAILED", f.clone());
         }
-        let sep = format!("|{}|{}|\n", "-".repeat(28), "-".repeat(46));
-        format!("| {:<26} | {:<44} |\n{sep}{t}", "figure", "value")
+        let w0 = rows
+            .iter()
+            .map(|r| r.0.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let w1 = rows
+            .iter()
+            .map(|r| r.1.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        let mut t = format!("| {:<w0$} | {:<w1$} |\n", "figure", "value");
+        let _ = writeln!(t, "|{}|{}|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
+        for (name, value) in rows {
+            let _ = writeln!(t, "| {name:<w0$} | {value:<w1$} |");
+        }
+        t
     }
 
     /// Every figure as one JSON object (hand-written; no serde).
@@ -429,10 +457,27 @@ mod tests {
         };
         let j = r.json();
         for key in [
-            "label", "streams", "duration_s", "events", "events_per_s", "bytes_per_s",
-            "latency_us", "p50", "p99", "p999", "max", "gaps", "duplicates", "ended_streams",
-            "reconnects", "reconnect_gap_ms", "proxy_cpu_s", "proxy_cpu_s_per_million_events",
-            "rss_per_stream_bytes", "errors", "self_cpu_s",
+            "label",
+            "streams",
+            "duration_s",
+            "events",
+            "events_per_s",
+            "bytes_per_s",
+            "latency_us",
+            "p50",
+            "p99",
+            "p999",
+            "max",
+            "gaps",
+            "duplicates",
+            "ended_streams",
+            "reconnects",
+            "reconnect_gap_ms",
+            "proxy_cpu_s",
+            "proxy_cpu_s_per_million_events",
+            "rss_per_stream_bytes",
+            "errors",
+            "self_cpu_s",
         ] {
             assert!(j.contains(&format!("\"{key}\":")), "{key} in {j}");
         }

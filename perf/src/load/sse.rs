@@ -247,13 +247,11 @@ impl Fields {
                     b.ts_us = b.ts_us.or(ts);
                 }
             }
-            b"id" => {
-                // An id containing NUL is ignored entirely.
-                if memchr(0, value).is_none() {
-                    self.block.has_id = true;
-                    self.block.id_raw.clear();
-                    self.block.id_raw.extend_from_slice(value);
-                }
+            // An id containing NUL is ignored entirely.
+            b"id" if memchr(0, value).is_none() => {
+                self.block.has_id = true;
+                self.block.id_raw.clear();
+                self.block.id_raw.extend_from_slice(value);
             }
             b"retry" => {
                 if let Some(ms) = parse_digits(value) {
@@ -334,8 +332,10 @@ fn scan_data(value: &[u8]) -> (Option<u64>, Option<u64>) {
             return (seq, ts);
         }
     }
-    let seq = memchr::memmem::find(value, b"\"seq\":").and_then(|i| leading_number(&value[i + 6..]));
-    let ts = memchr::memmem::find(value, b"\"ts_us\":").and_then(|i| leading_number(&value[i + 8..]));
+    let seq =
+        memchr::memmem::find(value, b"\"seq\":").and_then(|i| leading_number(&value[i + 6..]));
+    let ts =
+        memchr::memmem::find(value, b"\"ts_us\":").and_then(|i| leading_number(&value[i + 8..]));
     (seq, ts)
 }
 

@@ -394,11 +394,16 @@ mod tests {
         assert!(s.in_body() && s.established);
         assert_eq!(stats.events, 2);
         assert_eq!(stats.latency.max(), 1000);
-        assert_eq!(s.ended(End::Eof, true, now(true), &mut stats), Next::Reconnect {
-            after: Duration::ZERO
-        });
+        assert_eq!(
+            s.ended(End::Eof, true, now(true), &mut stats),
+            Next::Reconnect {
+                after: Duration::ZERO
+            }
+        );
         s.request(&t, &mut out);
-        assert!(String::from_utf8(out).unwrap().contains("\r\nLast-Event-ID: 2\r\n\r\n"));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("\r\nLast-Event-ID: 2\r\n\r\n"));
     }
 
     #[test]
@@ -475,7 +480,12 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..10 {
             s.request(&t, &mut out);
-            match s.ended(End::ConnectFailed("refused".into()), true, now(false), &mut stats) {
+            match s.ended(
+                End::ConnectFailed("refused".into()),
+                true,
+                now(false),
+                &mut stats,
+            ) {
                 Next::Reconnect { after } => delays.push(after.as_millis()),
                 Next::Ended => panic!("gave up"),
             }
@@ -486,7 +496,10 @@ mod tests {
         s.ended(End::HeadTimeout, true, now(true), &mut stats);
         assert_eq!(stats.reconnects, 1);
         // Without --reconnect every end is final.
-        assert_eq!(s.ended(End::Complete, false, now(true), &mut stats), Next::Ended);
+        assert_eq!(
+            s.ended(End::Complete, false, now(true), &mut stats),
+            Next::Ended
+        );
     }
 
     #[test]
@@ -500,8 +513,7 @@ mod tests {
             let mut bytes = HEAD.to_vec();
             bytes.extend(chunk(&format!("retry: {retry}\n\n{}", event(1, 1))));
             s.on_data(&bytes, now(true), &mut stats);
-            let Next::Reconnect { after } = s.ended(End::Eof, true, now(true), &mut stats)
-            else {
+            let Next::Reconnect { after } = s.ended(End::Eof, true, now(true), &mut stats) else {
                 panic!()
             };
             assert_eq!(after.as_millis(), want);
@@ -523,7 +535,8 @@ mod tests {
 
         let mut s = StreamState::new();
         s.request(&RequestTemplate::new("h", "/"), &mut out);
-        let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: {\"seq\":1}\n\n";
+        let head =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: {\"seq\":1}\n\n";
         assert_eq!(s.on_data(head, now(true), &mut stats), Flow::Continue);
         assert!(s.in_body());
         assert_eq!(s.on_eof(), End::Complete);

@@ -91,7 +91,11 @@ mod tests {
         assert_eq!(count(&[1, 2, 2, 3]), (0, 1));
         assert_eq!(count(&[1, 2, 3, 1, 2, 3, 4]), (0, 3), "restart from 1");
         assert_eq!(count(&[1, 2, 3, 2, 4]), (0, 1));
-        assert_eq!(count(&[1, 5, 3, 6]), (3, 1), "a late id after a gap is a duplicate");
+        assert_eq!(
+            count(&[1, 5, 3, 6]),
+            (3, 1),
+            "a late id after a gap is a duplicate"
+        );
     }
 
     #[test]

@@ -65,7 +65,10 @@ fn only_200_event_streams_are_accepted() {
         parse_head(b"HTTP/1.1 200 OK\r\n\r\n"),
         Err(HttpError::ContentType(String::new()))
     );
-    assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\n\r\n").is_ok());
+    assert!(parse_head(
+        b"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\n\r\n"
+    )
+    .is_ok());
     assert!(matches!(
         parse_head(b"HTTP/1.1 2x0 OK\r\n\r\n"),
         Err(HttpError::BadHead(_))

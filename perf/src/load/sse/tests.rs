@@ -143,21 +143,27 @@ fn empty_data_does_not_count_and_id_only_blocks_move_the_cursor() {
         cursor: b"9".to_vec(),
         retry: None,
     };
-    assert_every_split(b"id: 7\ndata:\n\nid: 8\ndata: {\"seq\":8}\n\nid: 9\n\n", &want);
+    assert_every_split(
+        b"id: 7\ndata:\n\nid: 8\ndata: {\"seq\":8}\n\nid: 9\n\n",
+        &want,
+    );
 }
 
 #[test]
 fn start_body_keeps_cursor_and_retry_drops_the_unfinished_block() {
     let mut p = SseParser::new();
     let mut events = Vec::new();
-    p.feed(b"retry: 30\n\nid: 4\ndata: {\"seq\":4}\n\nid: 5\ndata: {\"se", &mut |e| {
-        events.push(e)
-    })
+    p.feed(
+        b"retry: 30\n\nid: 4\ndata: {\"seq\":4}\n\nid: 5\ndata: {\"se",
+        &mut |e| events.push(e),
+    )
     .unwrap();
     p.start_body();
     // The new body starts with its own BOM and a line that must not glue onto "{\"se".
-    p.feed(b"\xEF\xBB\xBFid: 5\ndata: {\"seq\":5}\n\n", &mut |e| events.push(e))
-        .unwrap();
+    p.feed(b"\xEF\xBB\xBFid: 5\ndata: {\"seq\":5}\n\n", &mut |e| {
+        events.push(e)
+    })
+    .unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(events[1], ev(Some(5), Some(5), None, 9));
     assert_eq!(p.cursor(), b"5");
@@ -192,7 +198,14 @@ fn long_lines_are_bounded_and_not_rescanned() {
 fn digits_are_strict() {
     assert_eq!(parse_digits(b"0"), Some(0));
     assert_eq!(parse_digits(b"18446744073709551615"), Some(u64::MAX));
-    for bad in [&b""[..], b"+1", b"1 ", b" 1", b"18446744073709551616", b"1a"] {
+    for bad in [
+        &b""[..],
+        b"+1",
+        b"1 ",
+        b" 1",
+        b"18446744073709551616",
+        b"1a",
+    ] {
         assert_eq!(parse_digits(bad), None, "{bad:?}");
     }
 }
@@ -303,13 +316,31 @@ fn xorshift(state: &mut u64) -> u64 {
 /// A random stream built from SSE-ish pieces and random line ends.
 fn generate(seed: &mut u64) -> Vec<u8> {
     const PIECES: &[&str] = &[
-        "id: 1", "id: 22", "id:3", "id", "id: x", "id: \0", "data: {\"seq\":4,\"ts_us\":99}",
-        "data: {\"seq\":5}", "data:", "data: plain", "data: {\"x\":1,\"ts_us\": 12}", ": c",
-        ":", "retry: 10", "retry: 1x", "event: e", "dat", "", "", "", "\u{feff}data: a",
+        "id: 1",
+        "id: 22",
+        "id:3",
+        "id",
+        "id: x",
+        "id: \0",
+        "data: {\"seq\":4,\"ts_us\":99}",
+        "data: {\"seq\":5}",
+        "data:",
+        "data: plain",
+        "data: {\"x\":1,\"ts_us\": 12}",
+        ": c",
+        ":",
+        "retry: 10",
+        "retry: 1x",
+        "event: e",
+        "dat",
+        "",
+        "",
+        "",
+        "\u{feff}data: a",
     ];
     const EOLS: &[&str] = &["\n", "\r\n", "\r"];
     let mut out = Vec::new();
-    if xorshift(seed) % 4 == 0 {
+    if xorshift(seed).is_multiple_of(4) {
         out.extend_from_slice(BOM);
     }
     let n = 1 + xorshift(seed) % 25;
@@ -317,7 +348,7 @@ fn generate(seed: &mut u64) -> Vec<u8> {
         out.extend_from_slice(PIECES[(xorshift(seed) % PIECES.len() as u64) as usize].as_bytes());
         out.extend_from_slice(EOLS[(xorshift(seed) % 3) as usize].as_bytes());
     }
-    if xorshift(seed) % 3 == 0 {
+    if xorshift(seed).is_multiple_of(3) {
         // An unterminated tail.
         out.extend_from_slice(b"data: {\"seq\":77}");
     }
