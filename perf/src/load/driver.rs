@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::control::{Control, Window};
-use super::net::{read, send, start_connect, take_error, Epoll};
+use super::net::{read, send, set_linger_zero, start_connect, take_error, Epoll};
 use super::stats::Stats;
 use super::stream::{End, Flow, Next, Now, RequestTemplate, StreamState};
 
@@ -466,11 +466,14 @@ impl LoadThread<'_> {
         p.failed_to_open.store(self.failed_to_open, Relaxed);
     }
 
-    /// Closes every socket (not counted as ends).
+    /// Closes every socket with RST (no TIME_WAIT left behind; not counted as ends).
     fn shutdown(&mut self) {
         for s in &mut self.slots {
-            if s.sock.take().is_some() && s.state.in_body() {
-                self.open -= 1;
+            if let Some(sock) = s.sock.take() {
+                set_linger_zero(sock.as_raw_fd());
+                if s.state.in_body() {
+                    self.open -= 1;
+                }
             }
             s.conn = Conn::None;
         }

@@ -88,8 +88,6 @@ pub enum End {
     Http(HttpError),
     /// An unparseable SSE stream.
     Sse(SseError),
-    /// The run is over (not counted).
-    Shutdown,
 }
 
 /// What the driver does after a connection ended.
@@ -297,7 +295,7 @@ impl StreamState {
         let was_established = matches!(self.phase, Phase::Body { .. });
         self.phase = Phase::Closed;
         match &why {
-            End::Complete | End::Eof | End::Shutdown => {}
+            End::Complete | End::Eof => {}
             // A reset of an established stream is a drop (the origin or proxy went away),
             // like a FIN: not an error of the response.
             End::Io(_) if was_established => {}
@@ -323,9 +321,6 @@ impl StreamState {
             why,
             End::Http(HttpError::Status(_) | HttpError::ContentType(_))
         );
-        if why == End::Shutdown {
-            return Next::Ended;
-        }
         if !reconnect || refused {
             stats.ended += 1;
             return Next::Ended;
