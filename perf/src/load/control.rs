@@ -89,7 +89,8 @@ impl Control {
     }
 }
 
-/// What one thread publishes (every [`super::driver::PUBLISH_EVERY`] and at the end).
+/// What one thread publishes: counters after every batch of ready sockets, gauges when they
+/// change, the latency histogram every [`super::driver::PUBLISH_EVERY`].
 #[derive(Debug, Default)]
 pub(crate) struct Published {
     /// Streams assigned to the thread that are not over (open, connecting or waiting).
@@ -115,13 +116,20 @@ pub(crate) struct Published {
 }
 
 impl Published {
-    /// Publishes a thread's counters; moves its interval histogram over.
-    pub fn publish(&self, stats: &mut Stats) {
+    /// Publishes a thread's counters (a few relaxed stores: done after every batch of
+    /// ready sockets, so the per-second rates on the progress line are not skewed).
+    pub fn publish_counters(&self, stats: &Stats) {
         self.events_total.store(stats.events_total, Relaxed);
         self.gaps.store(stats.gaps, Relaxed);
         self.duplicates.store(stats.duplicates, Relaxed);
         self.reconnects.store(stats.reconnects, Relaxed);
         self.errors.store(stats.errors.total(), Relaxed);
+    }
+
+    /// Publishes the counters and moves the interval histogram over (takes a lock: done
+    /// every [`super::driver::PUBLISH_EVERY`]).
+    pub fn publish(&self, stats: &mut Stats) {
+        self.publish_counters(stats);
         if stats.interval.count() > 0 {
             if let Ok(mut i) = self.interval.lock() {
                 i.merge(&stats.interval);

@@ -10,10 +10,11 @@
 //!   start connections: reconnections due, then first opens while fewer than
 //!     `max_opening` are between connect() and their response head (a ramp, not a SYN flood)
 //!   expire connect and head timeouts
-//!   publish counters every PUBLISH_EVERY
+//!   hand the latency histogram over every PUBLISH_EVERY
 //!   epoll_wait (until the next timer, at most MAX_WAIT)
 //!   per ready socket: connecting -> SO_ERROR, send the request, watch for input
 //!                     reading    -> one read, clocks read once, StreamState::on_data
+//!   publish the counters (relaxed stores)
 //! close every socket
 //! ```
 //! Sockets are level-triggered: one read per readiness is enough (a socket with more data
@@ -33,7 +34,7 @@ use super::net::{read, send, set_linger_zero, start_connect, take_error, Epoll};
 use super::stats::Stats;
 use super::stream::{End, Flow, Next, Now, RequestTemplate, StreamState};
 
-/// How often a thread publishes its counters for the progress line and the coordinator.
+/// How often a thread hands its latency histogram over for the progress line.
 pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 /// Bytes of the per-thread read buffer (one read per ready socket takes at most this).
 const READ_BUF_BYTES: usize = 64 * 1024;
@@ -237,6 +238,7 @@ impl LoadThread<'_> {
                     Conn::None => {}
                 }
             }
+            self.control.threads[self.index].publish_counters(&self.stats);
         }
         Ok(())
     }
