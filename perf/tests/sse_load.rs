@@ -172,6 +172,130 @@ fn idle_mode_reports_rss_per_stream() {
     );
     assert_eq!(r.open_failure, None);
     assert!(r.rss_per_stream_bytes.is_some());
+    assert!(r.proxy_open_cpu_s.is_some());
     assert!(r.proxy_cpu_s.is_some());
     assert_eq!((r.events, r.errors), (0, 0));
+}
+
+#[test]
+fn every_framing_and_line_end_the_simulator_offers() {
+    let up = simulator();
+    for query in [
+        "events=7&framing=close&eol=cr",
+        "events=7&framing=length&eol=crlf&bom=1",
+        "events=7&prime=1&retry=50&heartbeat_ms=1&rate=500",
+        "events=7&ids=0&size=2000",
+        "events=7&ts=0",
+    ] {
+        let r = load(
+            &up,
+            query,
+            LoadConfig {
+                streams: 4,
+                duration: Duration::from_secs(5),
+                warmup: Duration::ZERO,
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.events_total, 28, "{query}");
+        assert_eq!(r.ended_streams, 4, "{query}");
+        assert_eq!((r.gaps, r.duplicates, r.errors), (0, 0, 0), "{query}");
+    }
+}
+
+#[test]
+fn a_server_that_ignores_last_event_id_shows_as_duplicates() {
+    let up = simulator();
+    let r = load(
+        &up,
+        "events=0&rate=200&close_after=5&every=1&resume=ignore",
+        LoadConfig {
+            streams: 5,
+            duration: Duration::from_millis(500),
+            warmup: Duration::ZERO,
+            reconnect: true,
+            ..Default::default()
+        },
+    );
+    assert!(r.reconnects > 0);
+    assert!(r.duplicates > 0);
+    assert_eq!(r.gaps, 0);
+}
+
+/// Runs the `sse-load` binary; returns its exit code, stdout and stderr.
+fn sse_load_binary(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-load"))
+        .args(args)
+        .output()
+        .expect("sse-load runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_writes_json_and_exits_by_the_rules() {
+    let up = simulator();
+    let dir = std::env::temp_dir().join(format!("sse-load-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let url = format!("http://{}/sse?events=0&rate=100", up.addr());
+    let (code, stdout, stderr) = sse_load_binary(&[
+        "--url",
+        &url,
+        "--streams",
+        "5",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0",
+        "--label",
+        "direct",
+        "--expect-exact",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("| gaps / duplicates"), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.starts_with("{\"label\":\"direct\","), "{text}");
+    assert!(text.contains("\"duplicates\":0,"), "{text}");
+
+    // Duplicates under --expect-exact: exit 1.
+    let url = format!(
+        "http://{}/sse?events=0&rate=200&close_after=3&every=1&resume=ignore",
+        up.addr()
+    );
+    let (code, _, stderr) = sse_load_binary(&[
+        "--url",
+        &url,
+        "--streams",
+        "2",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0",
+        "--reconnect",
+        "--expect-exact",
+        "--quiet",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--expect-exact"), "{stderr}");
+
+    // Streams that cannot be opened: exit 1 with the reason.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/sse", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, _, stderr) = sse_load_binary(&["--url", &url, "--streams", "2", "--quiet"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("could not open the streams"), "{stderr}");
+
+    // Usage errors: clap's 2; configuration errors: 1.
+    assert_eq!(sse_load_binary(&["--streams", "2"]).0, 2);
+    let (code, _, stderr) = sse_load_binary(&["--url", "https://x/", "--quiet"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("only http://"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -408,6 +408,8 @@ impl<'a> Coordinator<'a> {
                 report.proxy_rss_bytes = Some((b.rss_bytes, a.rss_bytes));
                 report.rss_per_stream_bytes =
                     Some((a.rss_bytes as f64 - b.rss_bytes as f64) / c as f64);
+                report.proxy_open_cpu_s =
+                    Some(a.ticks.saturating_sub(b.ticks) as f64 / sys::ticks_per_second() as f64);
             }
         }
         let from = Instant::now() + config.warmup;

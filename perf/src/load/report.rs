@@ -103,6 +103,9 @@ pub struct Report {
     pub proxy_rss_bytes: Option<(u64, u64)>,
     /// (after - before) / streams, with `--idle`.
     pub rss_per_stream_bytes: Option<f64>,
+    /// Proxy utime + stime from before the first connect to after the settle (seconds):
+    /// what accepting and holding the streams cost, with `--idle`.
+    pub proxy_open_cpu_s: Option<f64>,
     /// This process's CPU (user + system, all threads) over the window, seconds.
     pub self_cpu_s: f64,
     /// All errors (whole run).
@@ -332,6 +335,7 @@ impl Report {
             self.proxy_rss_bytes.map(|r| r.1 as f64),
         );
         j.opt("rss_per_stream_bytes", self.rss_per_stream_bytes);
+        j.opt("proxy_open_cpu_s", self.proxy_open_cpu_s);
         j.num("self_cpu_s", self.self_cpu_s);
         j.num("errors", self.errors as f64);
         let mut by_kind = Json::default();
