@@ -104,27 +104,32 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
 }
 
-fn main() {
-    let args = Args::parse();
-    let config = LoadConfig {
-        url: args.url,
+/// The library configuration the flags describe.
+fn config_of(args: &Args) -> LoadConfig {
+    LoadConfig {
+        url: args.url.clone(),
         streams: args.streams,
         duration: args.duration,
         warmup: args.warmup,
         connections_per_source: args.connections_per_source,
-        sources: args.sources,
+        sources: args.sources.clone(),
         threads: args.threads,
         reconnect: args.reconnect,
         idle: args.idle,
         settle: args.settle,
-        proxy_pids: args.proxy_pid,
-        label: args.label,
+        proxy_pids: args.proxy_pid.clone(),
+        label: args.label.clone(),
         connect_timeout: args.connect_timeout,
         head_timeout: args.head_timeout,
         open_timeout: args.open_timeout,
         max_opening: args.max_opening,
         progress: !args.quiet,
-    };
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let config = config_of(&args);
     let report = match load::run(&config) {
         Ok(r) => r,
         Err(e) => {
@@ -155,6 +160,41 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let args = Args::parse_from(["sse-load", "--url", "http://127.0.0.1:1/sse"]);
+        let from_flags = config_of(&args);
+        let lib = LoadConfig::default();
+        assert_eq!(from_flags.streams, lib.streams);
+        assert_eq!(from_flags.duration, lib.duration);
+        assert_eq!(from_flags.warmup, lib.warmup);
+        assert_eq!(
+            from_flags.connections_per_source,
+            lib.connections_per_source
+        );
+        assert_eq!(from_flags.threads, lib.threads);
+        assert_eq!(from_flags.settle, lib.settle);
+        assert_eq!(from_flags.connect_timeout, lib.connect_timeout);
+        assert_eq!(from_flags.head_timeout, lib.head_timeout);
+        assert_eq!(from_flags.open_timeout, lib.open_timeout);
+        assert_eq!(from_flags.max_opening, lib.max_opening);
+        assert!(!from_flags.reconnect && !from_flags.idle && from_flags.progress);
+        let args = Args::parse_from([
+            "sse-load",
+            "--url",
+            "http://h/",
+            "--sources",
+            "127.0.0.2,127.0.0.3",
+            "--proxy-pid",
+            "10,11",
+            "--quiet",
+        ]);
+        let c = config_of(&args);
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.proxy_pids, vec![10, 11]);
+        assert!(!c.progress);
+    }
 
     #[test]
     fn durations() {
