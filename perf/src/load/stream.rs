@@ -292,13 +292,16 @@ impl StreamState {
     /// at [`MAX_RECONNECT_DELAY`]), backing off 1, 2, 4 ... 100 ms while connections keep
     /// ending without an event.
     pub fn ended(&mut self, why: End, reconnect: bool, now: Now, stats: &mut Stats) -> Next {
-        let was_established = matches!(self.phase, Phase::Body { .. });
+        let in_body = matches!(self.phase, Phase::Body { .. });
         self.phase = Phase::Closed;
         match &why {
-            End::Complete | End::Eof => {}
-            // A reset of an established stream is a drop (the origin or proxy went away),
-            // like a FIN: not an error of the response.
-            End::Io(_) if was_established => {}
+            // A FIN or reset of an established stream is a drop (the origin or proxy went
+            // away), not an error of the response.
+            End::Complete | End::Eof | End::Io(_) if in_body => {}
+            End::Complete => {}
+            End::Eof => stats.errors.add(ErrorKind::Io, || {
+                "connection closed before the response head".into()
+            }),
             End::Io(e) => stats.errors.add(ErrorKind::Io, || e.clone()),
             End::ConnectFailed(e) => stats.errors.add(ErrorKind::Connect, || e.clone()),
             End::ConnectTimeout => {
