@@ -25,6 +25,24 @@ pub struct Cli {
 pub enum Command {
     /// Run the reverse proxy: accept on --bind, forward to the --upstream replicas.
     Reverse(ReverseArgs),
+    /// Watch tether keep one SSE stream whole while its upstream keeps dropping it (an embedded
+    /// flaky upstream, tether, and a client, in one process; exits 0 when nothing was lost).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the demo runs, in seconds.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u64,
+
+    /// Events per second the demo upstream sends.
+    #[arg(long, default_value_t = 40)]
+    pub rate: u32,
+
+    /// Show tether's log lines (one per drop and resume) on stderr.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// Which io driver each worker runs.

@@ -3,6 +3,7 @@
 //! Module map (one concept per file; see README.md for the picture):
 //! - [`admin`]: the admin endpoint (/metrics, /healthz, /streams).
 //! - [`cli`]: every flag, its default and its help text.
+//! - [`demo`]: `tether demo`, a flaky upstream, tether and a client in one process.
 //! - [`config`]: the settings resolved once from the command line.
 //! - [`limits`]: named limits outside the HTTP codec.
 //! - [`duration`]: human durations (`500ms`, `2s`, `1m`).
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod conn_io;
 pub mod conn_table;
+pub mod demo;
 pub mod duration;
 pub mod http;
 pub mod limits;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tether::cli::{Cli, Command};
+use tether::cli::{Cli, Command, LogLevel};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,6 +20,21 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tether::log_error!("{e}");
                     let _ = std::io::stderr().flush();
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Demo(args) => {
+            tether::log::init(Some(if args.verbose {
+                LogLevel::Info
+            } else {
+                LogLevel::Warn
+            }));
+            match tether::demo::run(&args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("demo: {e}");
                     ExitCode::from(2)
                 }
             }
