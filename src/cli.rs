@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the reverse proxy: accept on --bind, forward to the --upstream replicas.
-    Reverse(ReverseArgs),
+    Reverse(Box<ReverseArgs>),
     /// Watch tether keep one SSE stream whole while its upstream keeps dropping it (an embedded
     /// flaky upstream, tether, and a client, in one process; exits 0 when nothing was lost).
     Demo(DemoArgs),
