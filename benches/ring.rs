@@ -52,7 +52,7 @@ fn append(c: &mut Criterion) {
     // Check: 10k pushes into a 1024-slot ring keep the newest 1024.
     let mut check = ReplayRing::new(1024, 4 << 20);
     for (id, raw) in &evs {
-        check.push(Some(id.clone()), raw.clone());
+        check.push(Some(id.clone()), raw.clone(), false);
     }
     assert_eq!(check.len(), 1024);
     assert_eq!(check.newest_id().map(|b| &b[..]), Some(&b"10000"[..]));
@@ -60,7 +60,7 @@ fn append(c: &mut Criterion) {
         b.iter(|| {
             let mut ring = ReplayRing::new(1024, 4 << 20);
             for (id, raw) in &evs {
-                ring.push(Some(id.clone()), raw.clone());
+                ring.push(Some(id.clone()), raw.clone(), false);
             }
             black_box(ring.len())
         })
@@ -88,7 +88,7 @@ fn replay(c: &mut Criterion) {
         cap: 1024,
     };
     for (id, raw) in &evs {
-        ring.push(Some(id.clone()), raw.clone());
+        ring.push(Some(id.clone()), raw.clone(), false);
         naive.push(id, raw);
     }
     let mut group = c.benchmark_group("ring_replay");

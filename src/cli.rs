@@ -24,7 +24,25 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the reverse proxy: accept on --bind, forward to the --upstream replicas.
-    Reverse(ReverseArgs),
+    Reverse(Box<ReverseArgs>),
+    /// Watch tether keep one SSE stream whole while its upstream keeps dropping it (an embedded
+    /// flaky upstream, tether, and a client, in one process; exits 0 when nothing was lost).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How long the demo runs, in seconds.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u64,
+
+    /// Events per second the demo upstream sends.
+    #[arg(long, default_value_t = 40)]
+    pub rate: u32,
+
+    /// Show tether's log lines (one per drop and resume) on stderr.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 /// Which io driver each worker runs.
@@ -224,8 +242,25 @@ pub struct ReverseArgs {
     #[arg(long, help_heading = "Resume")]
     pub resume_without_id: bool,
 
+    // ----- admin -----
+    /// Serve /metrics (Prometheus), /healthz and /streams on this address (off by default; bind it
+    /// to loopback or a private interface).
+    #[arg(long, value_name = "ADDR", help_heading = "Admin")]
+    pub admin: Option<String>,
+
     // ----- logging -----
     /// Log level (RUST_LOG is read when this flag is absent).
     #[arg(long, value_enum, help_heading = "Logging")]
     pub log_level: Option<LogLevel>,
+
+    /// Log line format on stderr: human-readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

@@ -29,6 +29,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// `--admin`: where the admin endpoint listens (None = off).
+    pub admin: Option<SocketAddr>,
     pub upstreams: Vec<Arc<Upstream>>,
     pub workers: usize,
     /// CPU for each worker (cycled), or None when not pinning.
@@ -91,6 +93,18 @@ impl Config {
                 addr: args.bind.clone(),
                 reason: "resolves to no address".into(),
             })?;
+        let admin = match &args.admin {
+            None => None,
+            Some(text) => Some(
+                text.to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| ConfigError::Bind {
+                        addr: text.clone(),
+                        reason: "--admin: not an address".into(),
+                    })?,
+            ),
+        };
         let mut upstreams = Vec::with_capacity(args.upstreams.len());
         for url in &args.upstreams {
             let spec = UpstreamSpec::parse(url).map_err(ConfigError::Upstream)?;
@@ -125,6 +139,7 @@ impl Config {
         }
         Ok(Config {
             bind,
+            admin,
             upstreams,
             workers,
             cpus,

@@ -252,7 +252,7 @@ pub fn shutdown_fd(fd: RawFd) {
 }
 
 /// Sets SO_LINGER 0 so that closing sends RST: used when a connection is abandoned mid-message.
-pub fn set_linger_zero(stream: &TcpStream) {
+pub fn set_linger_zero(stream: &impl AsRawFd) {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,

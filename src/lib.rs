@@ -1,7 +1,9 @@
 //! tether: a thread-per-core HTTP/1.1 and Server-Sent Events reverse proxy on monoio.
 //!
 //! Module map (one concept per file; see README.md for the picture):
+//! - [`admin`]: the admin endpoint (/metrics, /healthz, /streams).
 //! - [`cli`]: every flag, its default and its help text.
+//! - [`demo`]: `tether demo`, a flaky upstream, tether and a client in one process.
 //! - [`config`]: the settings resolved once from the command line.
 //! - [`limits`]: named limits outside the HTTP codec.
 //! - [`duration`]: human durations (`500ms`, `2s`, `1m`).
@@ -16,10 +18,12 @@
 //! - [`proxy`]: a client connection's life, the upstream exchange, replicas and pool.
 //! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream registry, the relay.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod conn_io;
 pub mod conn_table;
+pub mod demo;
 pub mod duration;
 pub mod http;
 pub mod limits;

@@ -5,9 +5,16 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::LogLevel;
+use crate::cli::{LogFormat, LogLevel};
 
 static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+/// 0 = text, 1 = JSON lines.
+static FORMAT: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the line format (`--log-format`).
+pub fn set_format(format: LogFormat) {
+    FORMAT.store(u8::from(format == LogFormat::Json), Ordering::Relaxed);
+}
 
 /// Sets the level from the flag, else from `RUST_LOG` (error|warn|info|debug|trace), else info.
 pub fn init(flag: Option<LogLevel>) {
@@ -38,7 +45,16 @@ pub fn write(level: LogLevel, args: std::fmt::Arguments<'_>) {
         LogLevel::Info => "INFO",
         LogLevel::Debug => "DEBUG",
     };
-    let line = format!("{} {name:5} {args}\n", utc_timestamp());
+    let line = if FORMAT.load(Ordering::Relaxed) == 1 {
+        format!(
+            "{{\"ts\":\"{}\",\"level\":\"{}\",\"msg\":{}}}\n",
+            utc_timestamp(),
+            name.to_ascii_lowercase(),
+            crate::admin::json_string(&args.to_string())
+        )
+    } else {
+        format!("{} {name:5} {args}\n", utc_timestamp())
+    };
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tether::cli::{Cli, Command};
+use tether::cli::{Cli, Command, LogLevel};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -14,11 +14,27 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Reverse(args) => {
             tether::log::init(args.log_level);
+            tether::log::set_format(args.log_format);
             match tether::server::run_reverse(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tether::log_error!("{e}");
                     let _ = std::io::stderr().flush();
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Demo(args) => {
+            tether::log::init(Some(if args.verbose {
+                LogLevel::Info
+            } else {
+                LogLevel::Warn
+            }));
+            match tether::demo::run(&args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("demo: {e}");
                     ExitCode::from(2)
                 }
             }

@@ -15,69 +15,130 @@ use crate::worker::{self, WorkerHandle, WorkerLinks, CONTROL_CLOSE_NOW, CONTROL_
 /// How long start-up waits for every worker to bind and report.
 const WORKER_START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs the reverse proxy until SIGTERM/SIGINT and the drain that follows.
-pub fn run_reverse(args: &ReverseArgs) -> Result<(), String> {
-    let mut config = Config::from_args(args).map_err(|e| e.to_string())?;
-    config.bind = claim_port(config.bind)?;
-    let config = Arc::new(config);
+/// A running proxy: its workers, and how to stop them.
+pub struct Server {
+    /// Where clients connect (port 0 resolved).
+    pub addr: SocketAddr,
+    /// Where the admin endpoint listens, when enabled.
+    pub admin_addr: Option<SocketAddr>,
+    workers: Vec<WorkerHandle>,
+}
 
-    // Block the shutdown signals before any thread starts, so every thread inherits the mask and
-    // only the signal thread receives them (through sigwait), never a worker mid-syscall.
-    let signals = block_shutdown_signals();
-
-    spawn_resolver(config.upstreams.clone(), config.resolve_interval);
-
-    let (directory, inboxes) =
-        Directory::new(config.workers).map_err(|e| format!("cannot create worker inboxes: {e}"))?;
-    let directory = Arc::new(directory);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut workers = Vec::with_capacity(config.workers);
-    for (index, inbox) in inboxes.into_iter().enumerate() {
-        let links = WorkerLinks {
-            directory: directory.clone(),
-            inbox,
-        };
-        let handle = worker::spawn(index, config.clone(), links, ready_tx.clone())
-            .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
-        workers.push(handle);
-    }
-    drop(ready_tx);
-    let mut driver = None;
-    for _ in 0..config.workers {
-        match ready_rx.recv_timeout(WORKER_START_TIMEOUT) {
-            Ok((_, Ok(kind))) => driver = Some(kind),
-            Ok((_, Err(e))) => {
-                close_all(&workers, CONTROL_CLOSE_NOW);
-                return Err(e);
+impl Server {
+    /// Starts the resolver, the workers (each binding its listener) and the admin endpoint; returns
+    /// once every worker is serving. Call with the shutdown signals already blocked when the
+    /// process should react to them.
+    pub fn start(mut config: Config) -> Result<Server, String> {
+        config.bind = claim_port(config.bind)?;
+        let admin = match config.admin {
+            Some(addr) => {
+                Some(StdTcpListener::bind(addr).map_err(|e| format!("--admin {addr}: {e}"))?)
             }
-            Err(_) => {
-                close_all(&workers, CONTROL_CLOSE_NOW);
-                return Err("workers did not start within 10s".into());
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let config = Arc::new(config);
+        spawn_resolver(config.upstreams.clone(), config.resolve_interval);
+
+        let (directory, inboxes) = Directory::new(config.workers)
+            .map_err(|e| format!("cannot create worker inboxes: {e}"))?;
+        let directory = Arc::new(directory);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut workers = Vec::with_capacity(config.workers);
+        let mut admin = admin;
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            // Worker 0 serves the admin endpoint; it asks the others for their figures.
+            let links = WorkerLinks {
+                directory: directory.clone(),
+                inbox,
+                admin: admin.take(),
+            };
+            let handle = worker::spawn(index, config.clone(), links, ready_tx.clone())
+                .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
+            workers.push(handle);
+        }
+        drop(ready_tx);
+        let mut driver = None;
+        for _ in 0..config.workers {
+            match ready_rx.recv_timeout(WORKER_START_TIMEOUT) {
+                Ok((_, Ok(kind))) => driver = Some(kind),
+                Ok((_, Err(e))) => {
+                    close_all(&workers, CONTROL_CLOSE_NOW);
+                    return Err(e);
+                }
+                Err(_) => {
+                    close_all(&workers, CONTROL_CLOSE_NOW);
+                    return Err("workers did not start within 10s".into());
+                }
+            }
+        }
+        let upstreams: Vec<&str> = config
+            .upstreams
+            .iter()
+            .map(|u| u.spec.url.as_str())
+            .collect();
+        crate::log_info!(
+            "listening on {} ({} workers, {} driver, pinned: {}) -> {}",
+            config.bind,
+            config.workers,
+            driver.map_or("?".to_string(), |d| d.to_string()),
+            config
+                .cpus
+                .as_ref()
+                .map_or("no".to_string(), |c| format!("{c:?}")),
+            upstreams.join(", ")
+        );
+        if let Some(addr) = admin_addr {
+            crate::log_info!("admin endpoint on http://{addr} (/metrics, /healthz, /streams)");
+        }
+        Ok(Server {
+            addr: config.bind,
+            admin_addr,
+            workers,
+        })
+    }
+
+    /// Tells every worker to drain (or, with `now`, to close at once).
+    pub fn signal(&self, now: bool) {
+        close_all(
+            &self.workers,
+            if now {
+                CONTROL_CLOSE_NOW
+            } else {
+                CONTROL_DRAIN
+            },
+        );
+    }
+
+    /// Waits for every worker to finish.
+    pub fn join(self) {
+        for w in self.workers {
+            if w.thread.join().is_err() {
+                crate::log_error!("worker {} panicked", w.index);
             }
         }
     }
-    let upstreams: Vec<&str> = config
-        .upstreams
-        .iter()
-        .map(|u| u.spec.url.as_str())
-        .collect();
-    crate::log_info!(
-        "listening on {} ({} workers, {} driver, pinned: {}) -> {}",
-        config.bind,
-        config.workers,
-        driver.map_or("?".to_string(), |d| d.to_string()),
-        config
-            .cpus
-            .as_ref()
-            .map_or("no".to_string(), |c| format!("{c:?}")),
-        upstreams.join(", ")
-    );
 
-    let controls: Vec<_> = workers
+    /// Drains and waits (used by `tether demo`).
+    pub fn shutdown(self) {
+        self.signal(false);
+        self.join();
+    }
+}
+
+/// Runs the reverse proxy until SIGTERM/SIGINT and the drain that follows.
+pub fn run_reverse(args: &ReverseArgs) -> Result<(), String> {
+    let config = Config::from_args(args).map_err(|e| e.to_string())?;
+    let grace = config.timeouts.shutdown_grace;
+    // Block the shutdown signals before any thread starts, so every thread inherits the mask and
+    // only the signal thread receives them (through sigwait), never a worker mid-syscall.
+    let signals = block_shutdown_signals();
+    let server = Server::start(config)?;
+    let controls: Vec<_> = server
+        .workers
         .iter()
         .filter_map(|w| w.control.try_clone().ok())
         .collect();
-    let grace = config.timeouts.shutdown_grace;
     std::thread::Builder::new()
         .name("tether-signals".into())
         .spawn(move || {
@@ -100,12 +161,7 @@ pub fn run_reverse(args: &ReverseArgs) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
-
-    for w in workers {
-        if w.thread.join().is_err() {
-            crate::log_error!("worker {} panicked", w.index);
-        }
-    }
+    server.join();
     crate::log_info!("all workers stopped; exiting");
     Ok(())
 }

@@ -100,6 +100,8 @@ pub struct WorkerLinks {
     pub directory: Arc<Directory>,
     /// This worker's end of its inbox bell.
     pub inbox: StdUnixStream,
+    /// The admin listener, for the one worker that serves it.
+    pub admin: Option<std::net::TcpListener>,
 }
 
 pub fn spawn(
@@ -197,6 +199,17 @@ fn run(
         });
         let _ = ready.send((index, Ok(driver)));
         monoio::spawn(inbox_loop(ctx.clone(), inbox));
+        if let Some(admin) = links.admin {
+            match admin
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(admin))
+            {
+                Ok(listener) => {
+                    monoio::spawn(crate::admin::serve(ctx.clone(), listener));
+                }
+                Err(e) => crate::log_error!("admin endpoint: {e}"),
+            }
+        }
         monoio::spawn(sweep_loop(ctx.clone()));
         serve(ctx, listener, control).await;
     });

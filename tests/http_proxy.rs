@@ -291,7 +291,7 @@ fn upstream_path_prefix_is_prepended() {
 #[test]
 fn upstream_down_gives_502_naming_the_cause_quickly() {
     let dead = closed_port_url();
-    let t = Tether::start(&[dead.clone()], &[]);
+    let t = Tether::start(std::slice::from_ref(&dead), &[]);
     let started = Instant::now();
     let (r, mut c) = send_raw(t.addr, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
     let took = started.elapsed();

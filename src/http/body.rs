@@ -89,6 +89,7 @@ const CHUNK_HEADER_BYTES: usize = 18;
 
 /// Writes the framing for an outgoing chunk of `len` bytes ("{hex}\r\n") into a small stack
 /// buffer. `len` must not be 0: a zero-size chunk is the last chunk (write [`LAST_CHUNK`]).
+#[derive(Debug, Clone, Copy)]
 pub struct ChunkHeader {
     /// Lowercase hex digits of the length, then CRLF, from the front.
     buf: [u8; CHUNK_HEADER_BYTES],

@@ -230,7 +230,11 @@ pub fn response_keep_alive(head: &ResponseHead) -> bool {
 }
 
 /// True when the request has `Expect: 100-continue` (case-insensitive, RFC 9110 10.1.1).
+/// HTTP/1.0 requests never do: "A server that receives a 100-continue expectation in an
+/// HTTP/1.0 request MUST ignore that expectation."
 pub fn expects_continue(head: &RequestHead) -> bool {
-    head.headers_named("expect")
-        .any(|v| list_elements(v).any(|e| e.eq_ignore_ascii_case(b"100-continue")))
+    head.version == Version::Http11
+        && head
+            .headers_named("expect")
+            .any(|v| list_elements(v).any(|e| e.eq_ignore_ascii_case(b"100-continue")))
 }

@@ -1,4 +1,4 @@
-//! Message heads: finding where one ends ([`HeadScanner`]) and parsing it into offsets
+//! Message heads: limits, and parsing a head that `scan::HeadScanner` delimited into offsets
 //! ([`RequestHead`], [`ResponseHead`]) without copying a byte.
 //!
 //! The parse itself is httparse's (configured strictly: no obs-fold, no whitespace before a
@@ -162,119 +162,8 @@ pub enum HeadKind {
     Response,
 }
 
-/// Incremental end-of-head finder. It resumes the scan where it stopped, so a head arriving one
-/// byte per read is scanned linearly (never rescanned from 0). Accepts CRLFCRLF and also LF LF
-/// line ends.
-///
-/// The caller passes the same growing buffer on every call (bytes already seen unchanged). After
-/// `Ok(Some(n))` the scanner resets itself for the next head.
-#[derive(Debug, Default)]
-pub struct HeadScanner {
-    /// Index of the next byte to examine: everything before it was scanned by earlier calls.
-    pos: usize,
-    /// Index where the line being scanned starts.
-    line_start: usize,
-    /// The start line has ended; an empty line now ends the head (before it, empty lines are
-    /// skipped: RFC 9112 2.2).
-    in_fields: bool,
-    /// Bytes handed to memchr since the last reset: the linearity test's measure of work.
-    #[cfg(test)]
-    examined: usize,
-}
-
-impl HeadScanner {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Ok(Some(n)): buf[..n] is one complete head including its terminating empty line.
-    /// Ok(None): need more bytes. Err: limit exceeded before the end was found: the request line
-    /// alone longer than max_target_bytes + [`REQUEST_LINE_SLACK_BYTES`] -> TargetTooLong (414);
-    /// buf.len() >= max_head_bytes without an end -> HeadTooLarge (431). O(new bytes) per call.
-    /// Leading empty lines (CRLF) before a request line are tolerated (RFC 9112 2.2), and
-    /// before a status line too (a stray CRLF after a previous response's body).
-    pub fn scan(
-        &mut self,
-        buf: &[u8],
-        limits: &HeadLimits,
-        kind: HeadKind,
-    ) -> Result<Option<usize>, HttpError> {
-        if buf.len() < self.pos {
-            // Not the buffer we were scanning: start over rather than index past its end.
-            self.reset();
-        }
-        let end = buf.len().min(limits.max_head_bytes);
-        let max_start_line = match kind {
-            HeadKind::Request => limits
-                .max_target_bytes
-                .saturating_add(REQUEST_LINE_SLACK_BYTES),
-            HeadKind::Response => usize::MAX,
-        };
-        // For each LF in the unscanned bytes (memchr, so a whole read is one call):
-        //     line = buf[line_start..lf] without one trailing CR
-        //     before the start line: an empty line is skipped, a non-empty one is the start line
-        //         (and must fit max_start_line)
-        //     after it: an empty line ends the head at lf + 1
-        // No LF left: remember where we stopped, then check the limits.
-        while let Some(i) = memchr::memchr(b'\n', buf.get(self.pos..end).unwrap_or(&[])) {
-            #[cfg(test)]
-            {
-                self.examined += i + 1;
-            }
-            let lf = self.pos + i;
-            let line = buf.get(self.line_start..lf).unwrap_or(&[]);
-            let empty = line.is_empty() || line == b"\r";
-            self.pos = lf + 1;
-            self.line_start = lf + 1;
-            if self.in_fields {
-                if empty {
-                    self.reset();
-                    return Ok(Some(lf + 1));
-                }
-            } else if !empty {
-                let content = line.strip_suffix(b"\r").unwrap_or(line);
-                if content.len() > max_start_line {
-                    return Err(HttpError::TargetTooLong {
-                        limit: limits.max_target_bytes,
-                    });
-                }
-                self.in_fields = true;
-            }
-        }
-        #[cfg(test)]
-        {
-            self.examined += end.saturating_sub(self.pos);
-        }
-        self.pos = self.pos.max(end);
-        // A partial start line may end in the CR of its CRLF: one byte of grace.
-        let partial = end.saturating_sub(self.line_start);
-        if !self.in_fields && partial > max_start_line.saturating_add(1) {
-            return Err(HttpError::TargetTooLong {
-                limit: limits.max_target_bytes,
-            });
-        }
-        if buf.len() >= limits.max_head_bytes {
-            return Err(HttpError::HeadTooLarge {
-                kind,
-                limit: limits.max_head_bytes,
-            });
-        }
-        Ok(None)
-    }
-
-    /// Forgets the scan so far, for a new head in a new buffer.
-    pub fn reset(&mut self) {
-        *self = Self::default();
-    }
-
-    /// Bytes examined since the last reset (tests assert linear work).
-    #[cfg(test)]
-    pub(crate) fn examined(&self) -> usize {
-        self.examined
-    }
-}
-
 /// A parsed request head. Every span indexes `bytes`.
+#[derive(Debug, Clone)]
 pub struct RequestHead {
     /// Exactly the head the scanner delimited, including its empty line.
     pub bytes: Bytes,
@@ -389,6 +278,7 @@ impl RequestHead {
 }
 
 /// A parsed response head. Every span indexes `bytes`.
+#[derive(Debug, Clone)]
 pub struct ResponseHead {
     /// Exactly the head the scanner delimited, including its empty line.
     pub bytes: Bytes,

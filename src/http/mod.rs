@@ -9,11 +9,11 @@
 //! ResponseHead ──> rewrite::write_client_response  ──> client (+ ChunkHeader / LAST_CHUNK)
 //! ```
 //!
-//! Files: `head` (limits, scanner, parsed heads as spans), `framing` (RFC 9112 section 6 and
-//! keep-alive), `chunked` (the chunked decoder), `body` (one body of a known kind, outgoing chunk
-//! framing), `rewrite` (what crosses the proxy), `rules` (target forms, Host, and
-//! the diagnosis of refused heads), `error` (every failure, with its status),
-//! `syntax` (RFC 9110 5.6 tokens, whitespace, lists, digits).
+//! Files: `scan` (where a head ends), `head` (limits, parsed heads as spans), `rules` (target
+//! forms, Host, and the diagnosis of refused heads), `framing` (RFC 9112 section 6 and
+//! keep-alive), `chunked` (the chunked decoder), `body` (one body of a known kind, outgoing
+//! chunk framing), `rewrite` (what crosses the proxy), `error` (every failure, with its
+//! status), `syntax` (RFC 9110 5.6 tokens, whitespace, lists, digits).
 
 mod body;
 mod chunked;
@@ -22,6 +22,7 @@ mod framing;
 mod head;
 mod rewrite;
 mod rules;
+mod scan;
 mod syntax;
 
 #[cfg(test)]
@@ -37,10 +38,11 @@ pub use framing::{
     response_keep_alive, BodyKind, ResponseFraming,
 };
 pub use head::{
-    HeadKind, HeadLimits, HeadScanner, HeaderField, Method, RequestHead, ResponseHead, Span,
-    Version, MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES, REQUEST_LINE_SLACK_BYTES,
+    HeadKind, HeadLimits, HeaderField, Method, RequestHead, ResponseHead, Span, Version,
+    MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES, REQUEST_LINE_SLACK_BYTES,
 };
 pub use rewrite::{
     reason_phrase, write_client_response, write_error_response, write_interim_response,
     write_upstream_request, ForwardContext, OutFraming,
 };
+pub use scan::HeadScanner;

@@ -37,7 +37,8 @@ pub struct ForwardContext<'a> {
     /// From --upstream http://h:p/prefix, "" when none; joined before every origin-form path.
     pub path_prefix: &'a [u8],
     /// When set, replaces the client's Last-Event-ID: the SSE relay asks the upstream to resume
-    /// from the newest event it already holds (replay ring, or a resumed stream's cursor).
+    /// from the newest event it already holds (replay ring, or a resumed stream's cursor). An
+    /// empty value removes the header.
     pub last_event_id: Option<&'a [u8]>,
     /// When set, replaces the request's method (a stream born as a POST is resumed with a GET
     /// under `--resume-post-as-get`; the body is never sent again).
@@ -190,13 +191,18 @@ pub fn write_upstream_request(
         }
     }
 
-    if let Some(id) = ctx.last_event_id {
+    // An empty override removes the header (the client's value was an id tether assigned, or
+    // the stream is resumed without an id).
+    if let Some(id) = ctx.last_event_id.filter(|id| !id.is_empty()) {
         put_field(out, b"Last-Event-ID", id);
     }
 
     // Forwarding fields.
     out.put_slice(b"X-Forwarded-For: ");
-    for value in head.headers_named("x-forwarded-for") {
+    let chain = head
+        .headers_named("x-forwarded-for")
+        .filter(|_| !hop.drops(b"x-forwarded-for"));
+    for value in chain {
         if !value.is_empty() {
             out.put_slice(value);
             out.put_slice(b", ");

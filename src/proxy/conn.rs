@@ -17,6 +17,7 @@ use crate::conn_io::{read_more_within, write_vec_within, BytesVec, IoFailure};
 use crate::conn_table::ConnGuard;
 use crate::http::{write_error_response, HeadKind, HeadScanner, RequestHead};
 use crate::limits::CLIENT_READ_BUFFER;
+use crate::metrics::WorkerMetrics;
 use crate::worker::WorkerCtx;
 
 /// After the proxy decides to close, it stops sending (FIN) and reads and discards what the client
@@ -73,6 +74,7 @@ impl ClientConn {
             };
             self.guard.set_idle(false);
             self.requests += 1;
+            WorkerMetrics::inc(&self.ctx.metrics.requests);
             let client = ClientSide {
                 stream: &mut self.stream,
                 buf: &mut self.buf,
@@ -158,6 +160,7 @@ impl ClientConn {
         let Some((status, detail)) = e.answer() else {
             return End::Close;
         };
+        self.ctx.metrics.record_response(status);
         if status >= 500 {
             crate::log_warn!("{} {status}: {detail}", self.peer);
         } else {

@@ -82,6 +82,7 @@ async fn connect_replica(
                 return Some(stream);
             }
             Err(failure) => {
+                crate::metrics::WorkerMetrics::inc(&ctx.metrics.upstream_connect_errors);
                 let target = format!("{url} ({addr})");
                 crate::log_debug!("connect to {target} failed: {failure:?}");
                 attempts.push(ConnectAttempt { target, failure });

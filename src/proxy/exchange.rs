@@ -31,6 +31,7 @@ use crate::http::{
 use crate::limits::BODY_READ_BUFFER;
 use crate::sse::key::StreamKey;
 use crate::sse::relay::{SseEnd, SseStart};
+use crate::sse::replay::ReplayPlan;
 use crate::worker::WorkerCtx;
 
 /// Free space reserved before each read of a head, in bytes.
@@ -85,7 +86,16 @@ pub async fn forward(
     // A reconnecting SSE client whose Last-Event-ID is in a replay ring: the upstream is asked to
     // resume from the newest event the ring holds, and the ring supplies what lies between.
     let plan = crate::sse::replay::plan(ctx, &head).await;
-    let mut upstream = connect::acquire(ctx, true).await.map_err(Failed)?;
+    let mut upstream = match connect::acquire(ctx, true).await {
+        Ok(up) => up,
+        Err(e) => match plan {
+            // A reconnecting EventSource must never get a 5xx while the upstream is down (it
+            // would stop for good): it gets what it missed from the ring and an open stream,
+            // and the relay reconnects behind it.
+            Some(plan) => return Ok(serve_from_ring(ctx, client, head, plan).await),
+            None => return Err(Failed(e)),
+        },
+    };
     let prefix = ctx.upstreams.borrow().spec(upstream.replica).prefix.clone();
     let mut head_out = BytesMut::with_capacity(head.bytes.len() + 128);
     write_upstream_request(
@@ -95,7 +105,7 @@ pub async fn forward(
             client_addr: client.peer.ip(),
             proto: "http",
             path_prefix: prefix.as_bytes(),
-            last_event_id: plan.as_ref().and_then(|p| p.resume_from.as_deref()),
+            last_event_id: plan.as_ref().map(|p| &p.resume_from[..]),
             method: None,
         },
         &mut head_out,
@@ -153,7 +163,7 @@ pub async fn forward(
                     client_addr: exchange.client.peer.ip(),
                     framing: parts.framing,
                     head: parts.head,
-                    up: upstream.stream,
+                    up: Some(upstream.stream),
                     replica: upstream.replica,
                     ubuf: parts.ubuf,
                     decoder: parts.decoder,
@@ -164,17 +174,65 @@ pub async fn forward(
                 let end = crate::sse::relay::relay(ctx, start).await;
                 exchange.client.guard.set_upstream(None);
                 crate::log_debug!("sse stream ended: {end:?}");
-                return Ok(match end {
-                    SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge
-                        if parts.keep_client =>
-                    {
-                        Outcome::KeepAlive
-                    }
-                    SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge => Outcome::Close,
-                    SseEnd::ClientGone | SseEnd::SlowClient => Outcome::Abort,
-                });
+                return Ok(sse_outcome(end, parts.keep_client));
             }
         }
+    }
+}
+
+/// Answers a reconnection from the replay ring while no upstream answers: a 200
+/// `text/event-stream` head of tether's own, the missed events, then the relay's reconnect loop.
+async fn serve_from_ring(
+    ctx: &WorkerCtx,
+    client: ClientSide<'_>,
+    head: RequestHead,
+    plan: ReplayPlan,
+) -> Outcome {
+    let http11 = head.version == Version::Http11;
+    let framing = if http11 {
+        OutFraming::Chunked
+    } else {
+        OutFraming::CloseDelimited
+    };
+    let keep_client = http11 && crate::http::request_keep_alive(&head) && !client.guard.draining();
+    let mut out = BytesMut::with_capacity(160);
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n",
+    );
+    out.extend_from_slice(if http11 {
+        b"Transfer-Encoding: chunked\r\n"
+    } else {
+        b"Connection: close\r\n"
+    });
+    if http11 && !keep_client {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    ctx.metrics.record_response(200);
+    let start = SseStart {
+        client: client.stream,
+        client_addr: client.peer.ip(),
+        framing,
+        head: out.freeze(),
+        up: None,
+        replica: ctx.upstreams.borrow_mut().start_replica(),
+        ubuf: BytesMut::new(),
+        decoder: BodyDecoder::new(BodyKind::Empty),
+        key: plan.key,
+        replay: Some(plan.replay),
+        request: head,
+    };
+    sse_outcome(crate::sse::relay::relay(ctx, start).await, keep_client)
+}
+
+/// How the client connection continues after a relay.
+fn sse_outcome(end: SseEnd, keep_client: bool) -> Outcome {
+    match end {
+        SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge if keep_client => {
+            Outcome::KeepAlive
+        }
+        SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge => Outcome::Close,
+        SseEnd::ClientGone | SseEnd::SlowClient => Outcome::Abort,
     }
 }
 
@@ -342,19 +400,28 @@ impl Exchange<'_, '_> {
             && framing.kind != BodyKind::UntilClose
             && response_keep_alive(&response);
 
+        self.ctx.metrics.record_response(response.status);
         if response.status == 200 && is_event_stream(&response) && framing.kind != BodyKind::Empty {
-            // The relay streams it event by event; never pooled afterwards (streams end by close).
+            // The relay streams it event by event and may splice, replay or cut it: the client
+            // always gets it chunked (close-delimited for HTTP/1.0), whatever length the upstream
+            // declared. Never pooled afterwards (streams end by close).
+            let sse_framing = if client_version == Version::Http11 {
+                OutFraming::Chunked
+            } else {
+                OutFraming::CloseDelimited
+            };
+            let keep_client = keep_client && sse_framing == OutFraming::Chunked;
             let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
             write_client_response(
                 &response,
-                advertised,
+                sse_framing,
                 keep_client,
                 client_version,
                 &mut head_bytes,
             );
             return Ok(Step::Sse(SseParts {
                 head: head_bytes.freeze(),
-                framing: advertised,
+                framing: sse_framing,
                 ubuf,
                 decoder: BodyDecoder::new(framing.kind),
                 keep_client,

@@ -118,15 +118,19 @@ impl StreamRegistry {
         Some(ring.after(0).cloned().collect())
     }
 
-    /// Seeds this worker's ring for `key` with events learned from another worker, so that later
-    /// reconnections landing here find them too. Only into an empty ring (never interleaved).
-    pub fn seed(&self, lease: &StreamLease, events: &[RingEvent]) {
+    /// Takes over events learned from another worker's ring (which held the client's
+    /// Last-Event-ID when this worker's did not): this worker's ring for `key` becomes a copy of
+    /// it (refcounted, no byte copied), so later reconnections landing here find them, and the
+    /// relay continues it from its head without a hole. A stale local ring is replaced; clients
+    /// relaying here resync by id (their seqs no longer match). Returns the new head seq.
+    pub fn adopt(&self, key: &StreamKey, events: &[RingEvent]) -> u64 {
+        let lease = self.lease(key);
         let mut ring = lease.stream.ring.borrow_mut();
-        if ring.is_empty() {
-            for e in events {
-                ring.push(e.id.clone(), e.raw.clone());
-            }
+        ring.clear();
+        for e in events {
+            ring.push(e.id.clone(), e.raw.clone(), e.assigned);
         }
+        ring.head_seq()
     }
 
     /// Frees rings whose last client left more than the TTL ago. Returns how many were freed.
@@ -163,19 +167,24 @@ impl StreamRegistry {
 pub struct RingCursor {
     /// Seq of the ring block this client delivered last, when it is in sync with the ring.
     pub seq: Option<u64>,
+    /// The client started without a replay: a stale ring it finds may be restarted from its
+    /// blocks. A client that was replayed from the ring never clears it (the ids it holds are
+    /// what its next reconnection will be checked against).
+    pub fresh: bool,
 }
 
 impl RingCursor {
     /// Records a block the client was just sent. It is appended to the ring when the client is at
     /// the ring's head (or the ring is empty). A client out of step resyncs on an id the ring
-    /// knows; failing that, when it is the stream's only client here the stale ring is restarted
-    /// from this block (its old contents could only be replayed with a gap), otherwise the ring
-    /// is left to the client that is in step.
+    /// knows; failing that, a fresh client that is the stream's only one here restarts the stale
+    /// ring from this block (its old contents could only be replayed with a gap), otherwise the
+    /// ring is left alone.
     pub fn record(
         &mut self,
         ring: &mut ReplayRing,
         id: Option<&Bytes>,
         raw: &Bytes,
+        assigned: bool,
         sole_client: bool,
     ) {
         let at_head = match self.seq {
@@ -183,13 +192,13 @@ impl RingCursor {
             None => ring.is_empty(),
         };
         if at_head {
-            self.seq = Some(ring.push(id.cloned(), raw.clone()));
+            self.seq = Some(ring.push(id.cloned(), raw.clone(), assigned));
             return;
         }
         self.seq = id.and_then(|id| ring.seq_of(id));
-        if self.seq.is_none() && sole_client {
+        if self.seq.is_none() && sole_client && self.fresh {
             ring.clear();
-            self.seq = Some(ring.push(id.cloned(), raw.clone()));
+            self.seq = Some(ring.push(id.cloned(), raw.clone(), assigned));
         }
     }
 }
@@ -210,11 +219,11 @@ mod tests {
             let id = b(&i.to_string());
             let raw = b(&format!("id: {i}\n\n"));
             if i % 2 == 0 {
-                c2.record(&mut ring, Some(&id), &raw, false);
-                c1.record(&mut ring, Some(&id), &raw, false);
+                c2.record(&mut ring, Some(&id), &raw, false, false);
+                c1.record(&mut ring, Some(&id), &raw, false, false);
             } else {
-                c1.record(&mut ring, Some(&id), &raw, false);
-                c2.record(&mut ring, Some(&id), &raw, false);
+                c1.record(&mut ring, Some(&id), &raw, false, false);
+                c2.record(&mut ring, Some(&id), &raw, false, false);
             }
         }
         assert_eq!(ring.len(), 5);
@@ -226,27 +235,51 @@ mod tests {
     fn a_client_out_of_step_never_appends_a_gap() {
         let mut ring = ReplayRing::new(100, 1 << 20);
         let mut c1 = RingCursor::default();
-        c1.record(&mut ring, Some(&b("1")), &b("id: 1\n\n"), false);
+        c1.record(&mut ring, Some(&b("1")), &b("id: 1\n\n"), false, false);
         // A second client that joined later and is elsewhere in the stream.
-        let mut late = RingCursor { seq: Some(99) };
-        late.record(&mut ring, Some(&b("7")), &b("id: 7\n\n"), false);
+        let mut late = RingCursor {
+            seq: Some(99),
+            fresh: false,
+        };
+        late.record(&mut ring, Some(&b("7")), &b("id: 7\n\n"), false, false);
         assert_eq!(ring.len(), 1);
         // It resyncs on a block the ring knows, then appends what follows.
-        late.record(&mut ring, Some(&b("1")), &b("id: 1\n\n"), false);
-        late.record(&mut ring, Some(&b("2")), &b("id: 2\n\n"), false);
+        late.record(&mut ring, Some(&b("1")), &b("id: 1\n\n"), false, false);
+        late.record(&mut ring, Some(&b("2")), &b("id: 2\n\n"), false, false);
         assert_eq!(ring.len(), 2);
     }
 
     #[test]
     fn a_sole_client_out_of_step_restarts_a_stale_ring() {
         let mut ring = ReplayRing::new(100, 1 << 20);
-        let mut old = RingCursor::default();
-        old.record(&mut ring, Some(&b("1")), &b("id: 1\n\n"), true);
-        let mut fresh = RingCursor::default();
-        fresh.record(&mut ring, Some(&b("50")), &b("id: 50\n\n"), true);
+        let mut old = RingCursor {
+            seq: None,
+            fresh: true,
+        };
+        old.record(&mut ring, Some(&b("1")), &b("id: 1\n\n"), false, true);
+        let mut fresh = RingCursor {
+            seq: None,
+            fresh: true,
+        };
+        fresh.record(&mut ring, Some(&b("50")), &b("id: 50\n\n"), false, true);
         assert_eq!(ring.len(), 1);
         assert!(ring.contains_id(b"50") && !ring.contains_id(b"1"));
-        fresh.record(&mut ring, Some(&b("51")), &b("id: 51\n\n"), true);
+        fresh.record(&mut ring, Some(&b("51")), &b("id: 51\n\n"), false, true);
         assert_eq!(ring.len(), 2);
+    }
+
+    #[test]
+    fn a_replayed_client_never_clears_the_ring_it_was_served_from() {
+        let mut ring = ReplayRing::new(100, 1 << 20);
+        for i in 1..=3 {
+            ring.push(Some(b(&i.to_string())), b("x"), false);
+        }
+        // Replayed up to the head, then the upstream sends an id the ring does not know.
+        let mut replayed = RingCursor {
+            seq: Some(99),
+            fresh: false,
+        };
+        replayed.record(&mut ring, Some(&b("40")), &b("id: 40\n\n"), false, true);
+        assert!(ring.contains_id(b"1") && ring.contains_id(b"3") && !ring.contains_id(b"40"));
     }
 }

@@ -31,12 +31,14 @@ use std::mem;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
+use super::active::{RelayState, StreamStatus};
 use super::framer::{EventFramer, IdField, SseBlock};
 use super::key::StreamKey;
 use super::registry::{RingCursor, StreamLease};
@@ -102,8 +104,11 @@ pub struct Replay {
     pub missed: Vec<Bytes>,
     /// Ids the client already has: live blocks carrying one of them are dropped.
     pub delivered: Vec<Bytes>,
-    /// The newest id among them: the client's cursor after the replay.
-    pub cursor: Option<Bytes>,
+    /// The newest upstream id among them: the client's cursor for resuming after the replay
+    /// (empty when the ring holds only ids tether assigned).
+    pub cursor: Bytes,
+    /// Where the client stands in this worker's ring after the replay.
+    pub ring_seq: u64,
 }
 
 /// Everything the relay takes over from the exchange.
@@ -114,7 +119,9 @@ pub struct SseStart<'a> {
     pub framing: OutFraming,
     /// The response head for the client, already written into bytes.
     pub head: Bytes,
-    pub up: TcpStream,
+    /// None when no upstream answered a reconnection served from the ring: the relay starts by
+    /// reconnecting.
+    pub up: Option<TcpStream>,
     /// Which replica `up` belongs to (reconnects try it first).
     pub replica: usize,
     /// Body bytes read together with the upstream head.
@@ -165,11 +172,16 @@ enum BodyEnd {
     TooLarge,
     ClientGone,
     SlowClient,
+    /// No upstream could be reached for a reconnection the replay ring served: the client got
+    /// its replay and the relay reconnects behind it (never a 5xx to a reconnecting EventSource).
+    Unreachable,
 }
 
 /// The per-stream state the relay keeps across reads and upstreams.
 struct Relay<'c> {
     ctx: &'c WorkerCtx,
+    /// What `/streams` shows of this stream.
+    status: Rc<StreamStatus>,
     settings: SseSettings,
     framing: OutFraming,
     decoder: BodyDecoder,
@@ -204,14 +216,20 @@ pub async fn relay(ctx: &WorkerCtx, start: SseStart<'_>) -> SseEnd {
     let settings = ctx.sse;
     let lease = ctx.streams.lease(&start.key);
     WorkerMetrics::inc(&ctx.metrics.sse_streams_active);
+    let url = ctx.upstreams.borrow().spec(start.replica).url.clone();
+    let entry = ctx.active.register(start.key.clone(), url);
     let mut relay = Relay {
+        status: entry.status.clone(),
         ctx,
         settings,
         framing: start.framing,
         decoder: start.decoder,
         framer: EventFramer::new(settings.max_event_bytes),
         blocks: Vec::new(),
-        cursor: RingCursor::default(),
+        cursor: RingCursor {
+            seq: None,
+            fresh: true,
+        },
         lease,
         delivered: DeliveredIds::new(ctx.config.rings.max_events),
         dedupe: false,
@@ -229,14 +247,19 @@ pub async fn relay(ctx: &WorkerCtx, start: SseStart<'_>) -> SseEnd {
     let mut replay_cursor = None;
     if let Some(replay) = start.replay {
         relay.queue_blocks(replay.missed);
-        // The client is now at the ring's head: it continues the ring from there.
-        relay.cursor.seq = Some(relay.lease.stream.ring.borrow().head_seq());
+        // The client now holds the ring up to where the plan found it; another client may have
+        // extended the ring since, in which case this one resyncs by id as its events arrive.
+        relay.cursor = RingCursor {
+            seq: Some(replay.ring_seq),
+            fresh: false,
+        };
         for id in replay.delivered {
             relay.delivered.insert(id);
         }
         relay.dedupe = true;
-        replay_cursor = replay.cursor;
+        replay_cursor = Some(replay.cursor);
     }
+    let _entry = entry;
     let end = relay
         .run(
             start.client,
@@ -260,7 +283,7 @@ impl Relay<'_> {
         &mut self,
         client: &mut TcpStream,
         client_addr: IpAddr,
-        up: TcpStream,
+        up: Option<TcpStream>,
         mut ubuf: BytesMut,
         mut replica: usize,
         request: &RequestHead,
@@ -277,7 +300,10 @@ impl Relay<'_> {
         );
         let mut up = up;
         loop {
-            let body_end = self.pump(client, up, mem::take(&mut ubuf)).await;
+            let body_end = match up.take() {
+                Some(stream) => self.pump(client, stream, mem::take(&mut ubuf)).await,
+                None => BodyEnd::Unreachable,
+            };
             let kind = match body_end {
                 BodyEnd::ClientGone => return SseEnd::ClientGone,
                 BodyEnd::SlowClient => {
@@ -290,8 +316,11 @@ impl Relay<'_> {
                 }
                 BodyEnd::Clean => DropKind::Eof,
                 BodyEnd::Dropped(kind) => kind,
+                BodyEnd::Unreachable => DropKind::Error,
             };
-            self.ctx.metrics.record_drop(kind);
+            if body_end != BodyEnd::Unreachable {
+                self.ctx.metrics.record_drop(kind);
+            }
             let dropped_at = Instant::now();
             // The dead response's unfinished block is discarded; the next body starts afresh
             // (its leading BOM stripped), the cursor is kept.
@@ -301,21 +330,24 @@ impl Relay<'_> {
                 (_, Some(seed)) => seed.clone(),
                 _ => Bytes::new(),
             };
-            let clean = body_end == BodyEnd::Clean;
+            let what = match body_end {
+                BodyEnd::Clean => "ended",
+                BodyEnd::Unreachable => "unreachable (the client got its replay)",
+                _ => "dropped",
+            };
             match resume::policy(&self.ctx.resume, request.method, &last_id) {
                 ResumePolicy::Resume => {}
                 ResumePolicy::End(why) => {
                     crate::log_info!(
-                        "sse {target}: upstream {} ({}); not resuming: {why}",
-                        if clean { "ended" } else { "dropped" },
+                        "sse {target}: upstream {what} ({}); not resuming: {why}",
                         kind.name()
                     );
                     return self.finish(client, SseEnd::Completed).await;
                 }
             }
+            self.status.state.set(RelayState::Reconnecting);
             crate::log_info!(
-                "sse {target}: upstream {} ({}) after id {:?}; reconnecting",
-                if clean { "ended" } else { "dropped" },
+                "sse {target}: upstream {what} ({}) after id {:?}; reconnecting",
                 kind.name(),
                 String::from_utf8_lossy(&last_id)
             );
@@ -353,6 +385,10 @@ impl Relay<'_> {
                     attempts,
                 } => {
                     WorkerMetrics::inc(&self.ctx.metrics.resumes);
+                    self.status.resumes.set(self.status.resumes.get() + 1);
+                    self.status.state.set(RelayState::Streaming);
+                    *self.status.upstream.borrow_mut() =
+                        self.ctx.upstreams.borrow().spec(r).url.clone();
                     crate::log_info!(
                         "sse {target}: resumed after id {:?} on {} ({attempts} attempt{}, {} ms since the drop)",
                         String::from_utf8_lossy(&last_id),
@@ -367,7 +403,7 @@ impl Relay<'_> {
                     self.gap_from = Some(dropped_at);
                     cursor_seed = Some(last_id);
                     replica = r;
-                    up = stream;
+                    up = Some(stream);
                     ubuf = buf;
                 }
                 Reconnect::Final(status) => {
@@ -769,7 +805,8 @@ impl Relay<'_> {
                     None => {}
                 }
             }
-            let (id, raw) = if self.settings.assign_ids && block.fires && id.is_none() {
+            let assigned = self.settings.assign_ids && block.fires && id.is_none();
+            let (id, raw) = if assigned {
                 let assigned = Bytes::from(format!(
                     "{}-{}",
                     self.ctx.index,
@@ -786,7 +823,8 @@ impl Relay<'_> {
             };
             if block.fires || id.is_some() || block.retry.is_some() {
                 let mut ring = self.lease.stream.ring.borrow_mut();
-                self.cursor.record(&mut ring, id.as_ref(), &raw, sole);
+                self.cursor
+                    .record(&mut ring, id.as_ref(), &raw, assigned, sole);
                 self.progressed = true;
             }
             if let Some(id) = &id {
@@ -804,6 +842,10 @@ impl Relay<'_> {
         WorkerMetrics::add(&m.sse_events, events);
         WorkerMetrics::add(&m.sse_bytes, out.iter().map(|b| b.len() as u64).sum());
         self.queue_blocks(out);
+        let cursor = self.framer.last_event_id();
+        if *self.status.last_id.borrow() != cursor {
+            *self.status.last_id.borrow_mut() = Bytes::copy_from_slice(cursor);
+        }
     }
 
     /// Queues blocks for the client, framed as one chunk.

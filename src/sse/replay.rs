@@ -21,8 +21,10 @@ const RING_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct ReplayPlan {
     pub key: StreamKey,
     pub replay: Replay,
-    /// The newest id held: the upstream is asked to resume from it instead of the client's.
-    pub resume_from: Option<Bytes>,
+    /// What the upstream is asked to resume from instead of the client's id: the newest id the
+    /// upstream itself gave that the ring holds. Empty when the ring holds only ids tether
+    /// assigned: the client's header is then removed, never sent upstream.
+    pub resume_from: Bytes,
 }
 
 /// For a GET carrying `Last-Event-ID: X`: where X is in a ring (ours first, then other workers'),
@@ -36,32 +38,26 @@ pub async fn plan(ctx: &WorkerCtx, head: &RequestHead) -> Option<ReplayPlan> {
     let key = StreamKey::of(head);
     if let Some(stream) = ctx.streams.get(&key) {
         let ring = stream.ring.borrow();
-        if let Lookup::After(seq) = ring.lookup(last_id) {
-            let missed = ring.after(seq).map(|e| e.raw.clone()).collect();
-            let delivered = ring.after(0).filter_map(|e| e.id.clone()).collect();
-            let resume_from = ring.newest_id().cloned();
-            WorkerMetrics::inc(&ctx.metrics.replays_served);
-            return Some(ReplayPlan {
-                key,
-                replay: Replay {
-                    missed,
-                    delivered,
-                    cursor: resume_from.clone(),
-                },
-                resume_from,
-            });
+        if ring.lookup(last_id) != Lookup::Unknown {
+            let events: Vec<RingEvent> = ring.after(0).cloned().collect();
+            let plan = plan_from(&key, &events, last_id, ring.head_seq());
+            if plan.is_some() {
+                WorkerMetrics::inc(&ctx.metrics.replays_served);
+                return plan;
+            }
         }
     }
     for worker in ctx.directory.holders(&key, ctx.index) {
         let Some(events) = ask(ctx, worker, &key).await else {
             continue;
         };
-        if let Some(plan) = plan_from(&key, &events, last_id) {
-            // Later reconnections that land here find the events too.
-            let lease = ctx.streams.lease(&key);
-            ctx.streams.seed(&lease, &events);
+        if events.iter().any(|e| e.id.as_deref() == Some(last_id)) {
+            // This worker's ring (if any) did not hold the id: it becomes a copy of the one that
+            // did, so later reconnections landing here find the events, and the relay extends it
+            // from its head without a hole.
+            let head = ctx.streams.adopt(&key, &events);
             WorkerMetrics::inc(&ctx.metrics.replays_served);
-            return Some(plan);
+            return plan_from(&key, &events, last_id, head);
         }
     }
     WorkerMetrics::inc(&ctx.metrics.replays_missed);
@@ -92,19 +88,32 @@ async fn ask(ctx: &WorkerCtx, worker: usize, key: &StreamKey) -> Option<Vec<Ring
     }
 }
 
-fn plan_from(key: &StreamKey, events: &[RingEvent], last_id: &[u8]) -> Option<ReplayPlan> {
+/// The plan for a client at `last_id`, given a ring's events (oldest first) whose newest is at
+/// `head_seq` in this worker's ring.
+fn plan_from(
+    key: &StreamKey,
+    events: &[RingEvent],
+    last_id: &[u8],
+    head_seq: u64,
+) -> Option<ReplayPlan> {
     let at = events
         .iter()
         .rposition(|e| e.id.as_deref() == Some(last_id))?;
     let missed = events[at + 1..].iter().map(|e| e.raw.clone()).collect();
     let delivered: Vec<Bytes> = events.iter().filter_map(|e| e.id.clone()).collect();
-    let resume_from = events.iter().rev().find_map(|e| e.id.clone());
+    let resume_from = events
+        .iter()
+        .rev()
+        .filter(|e| !e.assigned)
+        .find_map(|e| e.id.clone())
+        .unwrap_or_default();
     Some(ReplayPlan {
         key: key.clone(),
         replay: Replay {
             missed,
             delivered,
             cursor: resume_from.clone(),
+            ring_seq: head_seq,
         },
         resume_from,
     })
@@ -114,38 +123,64 @@ fn plan_from(key: &StreamKey, events: &[RingEvent], last_id: &[u8]) -> Option<Re
 mod tests {
     use super::*;
 
-    fn ev(seq: u64, id: Option<&str>, raw: &str) -> RingEvent {
+    fn ev(seq: u64, id: Option<&str>, raw: &str, assigned: bool) -> RingEvent {
         RingEvent {
             seq,
             id: id.map(|s| Bytes::copy_from_slice(s.as_bytes())),
             raw: Bytes::copy_from_slice(raw.as_bytes()),
+            assigned,
         }
     }
 
-    #[test]
-    fn plan_from_another_workers_ring() {
+    fn key() -> StreamKey {
         let raw = "GET /s HTTP/1.1\r\nHost: x\r\n\r\n";
-        let key = StreamKey::of(
+        StreamKey::of(
             &RequestHead::parse(Bytes::from(raw), &crate::http::HeadLimits::default()).unwrap(),
-        );
+        )
+    }
+
+    #[test]
+    fn plan_from_a_ring() {
         let events = vec![
-            ev(1, Some("1"), "a"),
-            ev(2, None, "b"),
-            ev(3, Some("3"), "c"),
-            ev(4, Some("4"), "d"),
+            ev(1, Some("1"), "a", false),
+            ev(2, None, "b", false),
+            ev(3, Some("3"), "c", false),
+            ev(4, Some("4"), "d", false),
         ];
-        let plan = plan_from(&key, &events, b"1").unwrap();
+        let plan = plan_from(&key(), &events, b"1", 4).unwrap();
         assert_eq!(
             plan.replay.missed,
             vec![Bytes::from("b"), Bytes::from("c"), Bytes::from("d")]
         );
-        assert_eq!(plan.resume_from.as_deref(), Some(&b"4"[..]));
+        assert_eq!(&plan.resume_from[..], b"4");
         assert_eq!(plan.replay.delivered.len(), 3);
-        assert!(plan_from(&key, &events, b"9").is_none());
-        assert!(plan_from(&key, &events, b"4")
+        assert_eq!(plan.replay.ring_seq, 4);
+        assert!(plan_from(&key(), &events, b"9", 4).is_none());
+        assert!(plan_from(&key(), &events, b"4", 4)
             .unwrap()
             .replay
             .missed
             .is_empty());
+    }
+
+    #[test]
+    fn ids_tether_assigned_are_never_the_resume_point() {
+        let events = vec![
+            ev(1, Some("7"), "a", false),
+            ev(2, Some("0-1"), "b", true),
+            ev(3, Some("0-2"), "c", true),
+        ];
+        let plan = plan_from(&key(), &events, b"0-1", 3).unwrap();
+        assert_eq!(
+            &plan.resume_from[..],
+            b"7",
+            "the newest id the upstream gave"
+        );
+        let only_assigned = vec![ev(1, Some("0-1"), "a", true), ev(2, Some("0-2"), "b", true)];
+        let plan = plan_from(&key(), &only_assigned, b"0-1", 2).unwrap();
+        assert!(
+            plan.resume_from.is_empty(),
+            "no upstream id: the header is removed"
+        );
     }
 }

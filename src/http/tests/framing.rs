@@ -343,4 +343,6 @@ fn expect_continue() {
     assert!(exp("Expect: 100-Continue\r\n"));
     assert!(!exp(""));
     assert!(!exp("Expect: 100-continued\r\n"));
+    let v10 = request("POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    assert!(!expects_continue(&v10));
 }

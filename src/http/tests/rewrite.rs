@@ -146,6 +146,14 @@ fn connection_cannot_strip_host_and_addresses_are_canonical() {
         &b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.1.2.3\r\n\
            X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\n\r\n"[..]
     );
+    // A client listing X-Forwarded-For in Connection drops its own chain; ours is still added.
+    let raw = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nConnection: X-Forwarded-For\r\n\r\n";
+    let hidden = request(raw).unwrap();
+    let mut out = BytesMut::new();
+    write_upstream_request(&hidden, OutFraming::Empty, &ctx("", "10.0.0.1"), &mut out);
+    assert!(std::str::from_utf8(&out)
+        .unwrap()
+        .contains("\r\nX-Forwarded-For: 10.0.0.1\r\n"));
     let mut out = BytesMut::new();
     write_upstream_request(&head, OutFraming::Empty, &ctx("", "2001:db8::1"), &mut out);
     assert!(std::str::from_utf8(&out)
@@ -279,4 +287,18 @@ fn last_event_id_is_replaced_when_the_relay_resumes() {
     assert!(String::from_utf8(out.to_vec())
         .unwrap()
         .contains("Last-Event-ID: 3\r\n"));
+}
+
+#[test]
+fn an_empty_last_event_id_override_removes_the_header() {
+    let head = request("GET /s HTTP/1.1\r\nHost: h\r\nLast-Event-ID: 0-7\r\n\r\n").unwrap();
+    let mut out = BytesMut::new();
+    let mut c = ctx("", "10.0.0.9");
+    c.last_event_id = Some(b"");
+    write_upstream_request(&head, OutFraming::Empty, &c, &mut out);
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    assert!(
+        !text.to_ascii_lowercase().contains("last-event-id"),
+        "{text}"
+    );
 }

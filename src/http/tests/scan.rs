@@ -69,7 +69,7 @@ fn scanner_resets_itself_after_a_head() {
 
 #[test]
 fn scanner_is_linear_one_byte_at_a_time() {
-    // A 60 KiB head arriving one byte per read: total bytes examined stays ~n, not n^2/2.
+    // A 60 KiB head arriving one byte per read: total bytes examined stays O(n), not n^2/2.
     let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
     let mut i = 0;
     while raw.len() < 60 * 1024 {
@@ -88,7 +88,8 @@ fn scanner_is_linear_one_byte_at_a_time() {
             found = Some((n, end));
             break;
         }
-        assert!(s.examined() <= n, "examined {} of {n}", s.examined());
+        // Each read is searched once, plus END_OVERLAP bytes of the one before.
+        assert!(s.examined() <= 3 * n, "examined {} of {n}", s.examined());
     }
     assert_eq!(found, Some((raw.len(), raw.len())));
     let head = RequestHead::parse(Bytes::from(raw), &big).unwrap();
