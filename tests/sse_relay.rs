@@ -696,14 +696,13 @@ fn clients_that_leave_while_tether_reconnects_leave_no_fd_and_no_upstream_connec
     drop(readers);
     let left = Instant::now();
     let settled = wait_until(Duration::from_secs(1), || fd_count(t.pid()) <= baseline + 2);
-    let fds = fd_count(t.pid());
+    let (fds, waited) = (fd_count(t.pid()), left.elapsed());
     let upstream_left = wait_until(Duration::from_secs(1), || established_to_port(port) == 0);
     stop.store(true, Ordering::Relaxed);
     let _ = muted.join();
     assert!(
         settled,
-        "fds: baseline {baseline}, reconnecting {busy}, {:?} after the clients left {fds}",
-        left.elapsed()
+        "fds: baseline {baseline}, reconnecting {busy}, {waited:?} after the clients left {fds}"
     );
     assert!(
         upstream_left,
