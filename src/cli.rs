@@ -217,8 +217,9 @@ pub struct ReverseArgs {
     #[arg(long, help_heading = "Resume")]
     pub pass_clean_end: bool,
 
-    /// First delay before reconnecting a dropped upstream after one that made progress (the
-    /// upstream's retry: value replaces it; the first reconnect after progress goes at once).
+    /// Base of the backoff between reconnect attempts that bring no new event. The first
+    /// reconnect after a drop goes at once, or after the upstream's retry: value when it sent one
+    /// (which also becomes the base).
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "100ms", help_heading = "Resume")]
     pub reconnect_initial: Duration,
 

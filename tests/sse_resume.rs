@@ -308,3 +308,22 @@ fn a_clean_end_is_resumed_by_default() {
     assert_eq!(got, (1..=20).collect::<Vec<u64>>());
     assert_eq!(end, StreamEnd::Open);
 }
+
+#[test]
+fn the_upstreams_retry_is_honoured_before_reconnecting() {
+    let up = origin();
+    let t = Tether::start(&[url_of(&up)], &[]);
+    // retry: 700 then a drop after 3 events: the reconnect must wait ~700 ms.
+    let mut c = SseClient::open(
+        t.addr,
+        "/sse?events=6&rate=300&ts=0&retry=700&close_after=3",
+        &[],
+    );
+    let (events, _) = c.read_until(Duration::from_secs(10), |ev| ev.len() >= 4);
+    assert_eq!(ids(&events), vec![1, 2, 3, 4]);
+    let gap = events[3].at.duration_since(events[2].at);
+    assert!(
+        gap >= Duration::from_millis(650),
+        "reconnected after {gap:?}, before the upstream's retry"
+    );
+}

@@ -355,11 +355,14 @@ impl Relay<'_> {
                 backoff.set_base(hint);
             }
             // The first reconnect after progress goes at once (the gap is what the client
-            // notices); a reconnect that brought no new event counts as a failure and backs off.
+            // notices), or after the upstream's retry: when it gave one (an upstream that closes
+            // on purpose after retry:, as MCP servers may, expects it to be honoured); a reconnect
+            // that brought no new event counts as a failure and backs off.
             let first_wait = if self.progressed || self.stalled_since.is_none() {
                 backoff.reset();
                 self.stalled_since = Some(dropped_at);
-                Duration::ZERO
+                self.retry_hint
+                    .map_or(Duration::ZERO, |hint| hint.min(self.ctx.resume.max_delay))
             } else {
                 backoff.next_delay()
             };

@@ -40,7 +40,8 @@ pub struct SseClient {
     /// The current block's fields.
     cur_id: Option<String>,
     cur_data: Vec<String>,
-    has_fields: bool,
+    /// The block has a data field: a browser fires an event for it.
+    has_data: bool,
 }
 
 impl SseClient {
@@ -85,7 +86,7 @@ impl SseClient {
             comments: Vec::new(),
             cur_id: None,
             cur_data: Vec::new(),
-            has_fields: false,
+            has_data: false,
         };
         c.read_head(Instant::now() + Duration::from_secs(10));
         c
@@ -214,7 +215,7 @@ impl SseClient {
                 .map(str::to_string)
                 .unwrap_or(line);
             if line.is_empty() {
-                if self.has_fields {
+                if self.has_data {
                     out.push(Event {
                         id: self.cur_id.take(),
                         data: self.cur_data.join("\n"),
@@ -223,7 +224,7 @@ impl SseClient {
                 }
                 self.cur_data.clear();
                 self.cur_id = None;
-                self.has_fields = false;
+                self.has_data = false;
                 continue;
             }
             if let Some(c) = line.strip_prefix(':') {
@@ -235,15 +236,12 @@ impl SseClient {
                 None => (line.clone(), String::new()),
             };
             match name.as_str() {
-                "id" => {
-                    self.cur_id = Some(value);
-                    self.has_fields = true;
-                }
+                "id" => self.cur_id = Some(value),
                 "data" => {
                     self.cur_data.push(value);
-                    self.has_fields = true;
+                    self.has_data = true;
                 }
-                _ => self.has_fields = true,
+                _ => {}
             }
         }
     }
