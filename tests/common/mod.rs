@@ -629,6 +629,17 @@ impl SseReader {
         let n = match self.client.fill() {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && Instant::now() >= self.deadline =>
+            {
+                return Err(io::Error::other(format!(
+                    "the stream was still open at the test's deadline ({} body bytes)",
+                    self.body.len()
+                )))
+            }
             Err(e) => return Err(e),
         };
         self.parser.at = Some((Instant::now(), std::time::SystemTime::now()));
