@@ -376,15 +376,7 @@ impl EventFramer {
                     if kind == LineKind::Blank {
                         // The block is complete at this CR: hand it out now.
                         let end = i + 1;
-                        let raw = if self.partial.is_empty() {
-                            if end - copied > self.max_event_bytes {
-                                return Err(self.too_large());
-                            }
-                            piece.slice(copied..end)
-                        } else {
-                            self.grow_partial(&bytes[copied..end])?;
-                            std::mem::take(&mut self.partial).freeze()
-                        };
+                        let raw = self.complete_block(piece, copied, end)?;
                         self.emit(raw, out);
                         copied = end;
                         self.line = LineState::AfterBlankCr;
@@ -403,15 +395,7 @@ impl EventFramer {
             let end = i + term_len;
             pos = end;
             if kind == LineKind::Blank {
-                let raw = if self.partial.is_empty() {
-                    if end - copied > self.max_event_bytes {
-                        return Err(self.too_large());
-                    }
-                    piece.slice(copied..end)
-                } else {
-                    self.grow_partial(&bytes[copied..end])?;
-                    std::mem::take(&mut self.partial).freeze()
-                };
+                let raw = self.complete_block(piece, copied, end)?;
                 self.emit(raw, out);
                 copied = end;
                 line_start = 0;
@@ -427,6 +411,25 @@ impl EventFramer {
         }
         // Keep the open block for the next piece.
         self.grow_partial(&bytes[copied..])
+    }
+
+    /// The open block, complete through `piece[..end]`: a zero-copy slice of the piece when the
+    /// block lies within it, else the assembled partial (within the limit either way).
+    fn complete_block(
+        &mut self,
+        piece: &Bytes,
+        copied: usize,
+        end: usize,
+    ) -> Result<Bytes, FrameError> {
+        if self.partial.is_empty() {
+            if end - copied > self.max_event_bytes {
+                return Err(self.too_large());
+            }
+            Ok(piece.slice(copied..end))
+        } else {
+            self.grow_partial(&piece[copied..end])?;
+            Ok(std::mem::take(&mut self.partial).freeze())
+        }
     }
 
     /// Applies a non-blank line's meaning to the open block (block offsets of the line).

@@ -484,6 +484,7 @@ impl Relay<'_> {
                 last_id,
                 replica
             ));
+            let mut client_busy = false;
             let result = loop {
                 let heartbeat_at = self.settings.heartbeat.map(|d| self.last_sent + d);
                 let sleep =
@@ -496,6 +497,14 @@ impl Relay<'_> {
                         }
                         if let Some(end) = self.send_heartbeat(client).await {
                             return end;
+                        }
+                    }
+                    ready = client.readable(false), if !client_busy => {
+                        match (ready, peek_state(client.as_raw_fd())) {
+                            (Err(_), _) | (_, PeekState::Closed) => return Reconnect::ClientGone,
+                            // A pipelined request stays readable: stop watching.
+                            (_, PeekState::HasData) => client_busy = true,
+                            (_, PeekState::Quiet) => {}
                         }
                     }
                 }
@@ -828,6 +837,10 @@ impl Relay<'_> {
                 let mut ring = self.lease.stream.ring.borrow_mut();
                 self.cursor
                     .record(&mut ring, id.as_ref(), &raw, assigned, sole);
+            }
+            // Progress is a new event or cursor move, not a retry: line or a comment (an upstream
+            // that accepts reconnects but only ever repeats its retry: hint makes no progress).
+            if block.fires || id.is_some() {
                 self.progressed = true;
             }
             if let Some(id) = &id {
