@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -31,6 +32,8 @@ use crate::sse::resume::ResumeSettings;
 /// Everything a worker's tasks share. Lives in an `Rc`: only this worker's thread touches it.
 pub struct WorkerCtx {
     pub index: usize,
+    /// The io driver this worker's runtime got.
+    pub driver: DriverKind,
     pub config: Arc<Config>,
     pub conns: Rc<ConnTable>,
     pub pool: RefCell<UpstreamPool>,
@@ -180,6 +183,7 @@ fn run(
         let replicas = config.upstreams.len();
         let ctx = Rc::new(WorkerCtx {
             index,
+            driver,
             sse: config.sse,
             streams: StreamRegistry::new(index, config.rings, links.directory.clone()),
             directory: links.directory,
@@ -275,7 +279,7 @@ async fn serve(ctx: Rc<WorkerCtx>, listener: TcpListener, mut control: UnixStrea
 }
 
 async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::io::CancelHandle) {
-    let rejecting = Rc::new(std::cell::Cell::new(0usize));
+    let rejecting = Rc::new(Cell::new(0usize));
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
@@ -284,21 +288,16 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::
                     drop(stream);
                     break;
                 }
-                WorkerMetrics::inc(&ctx.metrics.connections_accepted);
-                if ctx.conns.live() >= ctx.config.max_connections {
-                    WorkerMetrics::inc(&ctx.metrics.connections_rejected);
-                    ctx.metrics.record_response(503);
-                    if rejecting.get() < MAX_REJECTING_PER_WORKER {
-                        rejecting.set(rejecting.get() + 1);
-                        let counter = rejecting.clone();
-                        monoio::spawn(async move {
-                            reject_overloaded(stream).await;
-                            counter.set(counter.get() - 1);
-                        });
+                admit(&ctx, stream, peer, &rejecting);
+                // On io_uring one accept completes per ring cycle; under flat-out streams a cycle
+                // is long and new connections would queue for seconds. Take what the backlog
+                // already holds with non-blocking accepts (never blocks, so never cancelled).
+                for _ in 0..ACCEPT_BURST {
+                    match accept_ready(&listener, ctx.driver) {
+                        Some((stream, peer)) => admit(&ctx, stream, peer, &rejecting),
+                        None => break,
                     }
-                    continue;
                 }
-                monoio::spawn(crate::proxy::conn::serve_client(ctx.clone(), stream, peer));
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) || ctx.conns.draining() => break,
             Err(e)
@@ -319,6 +318,68 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::
             Err(e) => crate::log_debug!("worker {}: accept: {e}", ctx.index),
         }
     }
+}
+
+/// Connections taken from the backlog with non-blocking accepts after each driver accept.
+const ACCEPT_BURST: usize = 64;
+
+/// Serves a new connection, or answers 503 past --max-connections.
+fn admit(ctx: &Rc<WorkerCtx>, stream: TcpStream, peer: SocketAddr, rejecting: &Rc<Cell<usize>>) {
+    WorkerMetrics::inc(&ctx.metrics.connections_accepted);
+    if ctx.conns.live() >= ctx.config.max_connections {
+        WorkerMetrics::inc(&ctx.metrics.connections_rejected);
+        ctx.metrics.record_response(503);
+        if rejecting.get() < MAX_REJECTING_PER_WORKER {
+            rejecting.set(rejecting.get() + 1);
+            let counter = rejecting.clone();
+            monoio::spawn(async move {
+                reject_overloaded(stream).await;
+                counter.set(counter.get() - 1);
+            });
+        }
+        return;
+    }
+    monoio::spawn(crate::proxy::conn::serve_client(ctx.clone(), stream, peer));
+}
+
+/// One connection the backlog already holds, without waiting: a zero-timeout `poll` says
+/// whether one is there (the listener may be in blocking mode under io_uring), then `accept4`.
+/// The new socket is non-blocking only for epoll: io_uring returns EAGAIN on non-blocking
+/// sockets instead of waiting for them.
+fn accept_ready(listener: &TcpListener, driver: DriverKind) -> Option<(TcpStream, SocketAddr)> {
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout: never blocks.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 || pfd.revents & libc::POLLIN == 0 {
+        return None;
+    }
+    let flags = match driver {
+        DriverKind::Epoll => libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        DriverKind::IoUring => libc::SOCK_CLOEXEC,
+    };
+    // SAFETY: accept4 with null address pointers only returns a new fd (or -1); we own it. The
+    // poll above said a connection is waiting and no other accept runs on this listener now
+    // (the driver's accept just completed and the next is not submitted yet), so it returns at
+    // once; if the peer vanished meanwhile it fails with an error instead.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a freshly accepted socket nobody else owns.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = std_stream.peer_addr().ok()?;
+    let stream = TcpStream::from_std(std_stream).ok()?;
+    Some((stream, peer))
 }
 
 /// Past --max-connections: answer 503 and close, within a bounded time.
