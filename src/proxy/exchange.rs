@@ -154,6 +154,10 @@ pub async fn forward(
                 return Ok(outcome);
             }
             Ok(Step::Sse(parts)) => {
+                if exchange.client.buf.is_empty() {
+                    // The stream may stay open for hours: hold no idle read buffer meanwhile.
+                    *exchange.client.buf = BytesMut::new();
+                }
                 let (key, replay) = match plan {
                     Some(p) => (p.key, Some(p.replay)),
                     None => (StreamKey::of(&exchange.head), None),

@@ -145,7 +145,15 @@ async fn read_upstream(mut r: UpReader) -> (UpReader, io::Result<usize>) {
         return (r, Err(e));
     }
     let want = bytes_available(r.stream.as_raw_fd()).clamp(MIN_SSE_READ, MAX_SSE_READ);
-    let (res, buf) = read_more(&mut r.stream, mem::take(&mut r.buf), want).await;
+    // A fresh allocation of about what the socket holds, unless an unfinished piece (chunk
+    // framing) is waiting: events kept in the replay ring then pin only the read they came in,
+    // never a large, mostly empty buffer shared with later reads.
+    let buf = if r.buf.is_empty() {
+        BytesMut::new()
+    } else {
+        mem::take(&mut r.buf)
+    };
+    let (res, buf) = read_more(&mut r.stream, buf, want).await;
     r.buf = buf;
     (r, res)
 }
@@ -187,6 +195,8 @@ struct Relay<'c> {
     decoder: BodyDecoder,
     framer: EventFramer,
     blocks: Vec<SseBlock>,
+    /// The body pieces the current blocks were framed from (to join adjacent blocks).
+    pieces: Vec<Bytes>,
     lease: StreamLease,
     cursor: RingCursor,
     /// Ids this client got; consulted once the body is a resumed or replay-continued one.
@@ -226,6 +236,7 @@ pub async fn relay(ctx: &WorkerCtx, start: SseStart<'_>) -> SseEnd {
         decoder: start.decoder,
         framer: EventFramer::new(settings.max_event_bytes),
         blocks: Vec::new(),
+        pieces: Vec::new(),
         cursor: RingCursor {
             seq: None,
             fresh: true,
@@ -746,6 +757,10 @@ impl Relay<'_> {
                 Some(BodyEnd::Dropped(DropKind::Error))
             }
         };
+        if reader.buf.is_empty() {
+            // Nothing left over: a quiet stream waits holding no buffer at all.
+            reader.buf = BytesMut::new();
+        }
         match end {
             None => (None, Some(reader)),
             Some(end) => (Some(end), None),
@@ -758,6 +773,7 @@ impl Relay<'_> {
             match self.decoder.decode(buf) {
                 Ok(Decoded::Data { start, end }) => {
                     let piece = buf.split_to(end).freeze().slice(start..);
+                    self.pieces.push(piece.clone());
                     if self.framer.feed(piece, &mut self.blocks).is_err() {
                         crate::log_warn!(
                             "sse {}: upstream event larger than --sse-max-event-bytes {}; ending the stream",
@@ -851,8 +867,14 @@ impl Relay<'_> {
             if block.fires {
                 events += 1;
             }
-            out.push(raw);
+            // Blocks that lie next to each other in the piece they came in leave as one slice
+            // (one iovec instead of one per event).
+            match out.last().and_then(|prev| adjoin(prev, &raw, &self.pieces)) {
+                Some(joined) => *out.last_mut().expect("checked") = joined,
+                None => out.push(raw),
+            }
         }
+        self.pieces.clear();
         self.blocks = blocks;
         let m = &self.ctx.metrics;
         WorkerMetrics::add(&m.sse_events, events);
@@ -905,6 +927,21 @@ impl Relay<'_> {
     }
 }
 
+/// `prev` and `next` as one slice when `next` starts where `prev` ends inside one piece.
+fn adjoin(prev: &Bytes, next: &Bytes, pieces: &[Bytes]) -> Option<Bytes> {
+    let start = prev.as_ptr() as usize;
+    if start + prev.len() != next.as_ptr() as usize {
+        return None;
+    }
+    let end = start + prev.len() + next.len();
+    let piece = pieces.iter().find(|p| {
+        let base = p.as_ptr() as usize;
+        base <= start && end <= base + p.len()
+    })?;
+    let base = piece.as_ptr() as usize;
+    Some(piece.slice(start - base..end - base))
+}
+
 /// One writev of the batch. Returns what it did not write. Not cancel-safe.
 async fn write_batch(client: &mut TcpStream, mut batch: BytesVec) -> io::Result<BytesVec> {
     batch.prepare();
@@ -943,5 +980,25 @@ fn push_framed_static(
         out.push_static(CHUNK_END);
     } else {
         out.push_static(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_blocks_of_one_piece_are_joined() {
+        let piece = Bytes::from_static(b"id: 1\n\nid: 2\n\nid: 3\n\n");
+        let (a, b, c) = (piece.slice(0..7), piece.slice(7..14), piece.slice(14..21));
+        let pieces = vec![piece.clone()];
+        let ab = adjoin(&a, &b, &pieces).expect("adjacent");
+        assert_eq!(&ab[..], b"id: 1\n\nid: 2\n\n");
+        assert_eq!(&adjoin(&ab, &c, &pieces).expect("adjacent")[..], &piece[..]);
+        // Not adjacent (a repeat was dropped between them), or not in a known piece.
+        assert!(adjoin(&a, &c, &pieces).is_none());
+        let copy = Bytes::copy_from_slice(&b);
+        assert!(adjoin(&a, &copy, &pieces).is_none());
+        assert!(adjoin(&a, &b, &[]).is_none());
     }
 }
