@@ -199,7 +199,8 @@ struct Relay<'c> {
     pieces: Vec<Bytes>,
     lease: StreamLease,
     cursor: RingCursor,
-    /// Ids this client got; consulted once the body is a resumed or replay-continued one.
+    /// Ids this client has (from the replay, and the ring at each drop); consulted once the body
+    /// is a resumed or replay-continued one.
     delivered: DeliveredIds,
     /// Drop blocks whose id the client already has (after a replay or a reconnect).
     dedupe: bool,
@@ -336,6 +337,13 @@ impl Relay<'_> {
             // The dead response's unfinished block is discarded; the next body starts afresh
             // (its leading BOM stripped), the cursor is kept.
             self.framer.restart_body();
+            // What the client has is what this stream's ring holds (ids delivered on the stream):
+            // collected once per drop rather than recorded per event.
+            for event in self.lease.stream.ring.borrow().after(0) {
+                if let Some(id) = event.id.as_ref().filter(|id| !id.is_empty()) {
+                    self.delivered.insert(id.clone());
+                }
+            }
             let last_id: Bytes = match (self.framer.last_event_id(), &cursor_seed) {
                 (id, _) if !id.is_empty() => Bytes::copy_from_slice(id),
                 (_, Some(seed)) => seed.clone(),
@@ -858,11 +866,6 @@ impl Relay<'_> {
             // that accepts reconnects but only ever repeats its retry: hint makes no progress).
             if block.fires || id.is_some() {
                 self.progressed = true;
-            }
-            if let Some(id) = &id {
-                if !id.is_empty() {
-                    self.delivered.insert(id.clone());
-                }
             }
             if block.fires {
                 events += 1;

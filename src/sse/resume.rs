@@ -243,7 +243,7 @@ async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> 
 /// than asked (or ignores Last-Event-ID). Bounded: the oldest are forgotten past `cap`.
 #[derive(Debug, Default)]
 pub struct DeliveredIds {
-    set: std::collections::HashSet<Bytes>,
+    set: std::collections::HashSet<Bytes, std::hash::BuildHasherDefault<super::ring::IdHasher>>,
     order: std::collections::VecDeque<Bytes>,
     cap: usize,
 }
