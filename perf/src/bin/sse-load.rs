@@ -1,0 +1,170 @@
+//! `sse-load`: the SSE load generator as a process (see perf/LOAD.md).
+//!
+//! Prints a progress line per second on stderr, the table on stdout, and with `--json FILE`
+//! every figure as one JSON object. Exit status: 0 when it ran; 1 when it could not start,
+//! could not establish every stream, or (`--expect-exact`) saw a gap or a duplicate;
+//! 2 for a usage error.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tether_perf::load::{self, LoadConfig};
+
+/// SSE load generator: C concurrent streams, every event counted (ids in order, gaps,
+/// duplicates), per-event latency from the origin's ts_us, reconnections, proxy CPU and RSS.
+/// At most ~19900 streams per process (20000 fds; see perf/LOAD.md).
+#[derive(Parser, Debug)]
+#[command(name = "sse-load", version)]
+struct Args {
+    /// SSE endpoint, http://host:port/path?query (e.g. the simulator's
+    /// /sse?events=0&rate=10).
+    #[arg(long)]
+    url: String,
+    /// Concurrent streams (C). One fd each; C + 64 must fit the open-files limit.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Length of the measured window (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured time between "all streams open" and the window.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Streams per source address.
+    #[arg(long, default_value_t = load::DEFAULT_CONNECTIONS_PER_SOURCE)]
+    connections_per_source: usize,
+    /// Source addresses to bind before connecting, comma-separated (default: the kernel
+    /// picks; 127.0.0.1, 127.0.0.2, ... for a loopback target when C exceeds
+    /// --connections-per-source).
+    #[arg(long, value_delimiter = ',')]
+    sources: Vec<IpAddr>,
+    /// Load threads (streams dealt round-robin; one epoll loop each).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Reopen ended or broken streams like EventSource, with Last-Event-ID, after the
+    /// stream's retry: (capped at 100 ms) or at once.
+    #[arg(long)]
+    reconnect: bool,
+    /// Idle-memory mode: sample the proxy's VmRSS before opening and after all streams are
+    /// open and settled; report RSS per stream. Needs --proxy-pid and a quiet URL
+    /// (simulator: /sse?stall_after=0).
+    #[arg(long)]
+    idle: bool,
+    /// With --idle: wait this long after the last stream opened before sampling RSS.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Proxy process(es) to sample (comma-separated pids, figures summed): CPU over the
+    /// window, and with --idle its RSS.
+    #[arg(long, value_delimiter = ',')]
+    proxy_pid: Vec<u32>,
+    /// Write every figure as one JSON object to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Name of this run in the table and the JSON (e.g. the proxy under test).
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Longest connect() per attempt; past it the attempt counts as an error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// Longest wait from request to complete response head; past it, an error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    head_timeout: Duration,
+    /// Every stream must be established within this, else exit 1.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    open_timeout: Duration,
+    /// First opens in flight at once, over all threads (ramp-up below the listen backlog).
+    #[arg(long, default_value_t = load::DEFAULT_MAX_OPENING)]
+    max_opening: usize,
+    /// Exit 1 if any gap or duplicate was seen.
+    #[arg(long)]
+    expect_exact: bool,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `2s`, `500ms`, `1.5s`, `0`: ASCII digits with an optional fraction and a unit (ms or s;
+/// a bare number is seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let bad = || format!("{s:?}: expected a duration like 10s, 500ms or 0");
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || (num.contains('.') && frac.is_empty()) {
+        return Err(bad());
+    }
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
+}
+
+fn main() {
+    let args = Args::parse();
+    let config = LoadConfig {
+        url: args.url,
+        streams: args.streams,
+        duration: args.duration,
+        warmup: args.warmup,
+        connections_per_source: args.connections_per_source,
+        sources: args.sources,
+        threads: args.threads,
+        reconnect: args.reconnect,
+        idle: args.idle,
+        settle: args.settle,
+        proxy_pids: args.proxy_pid,
+        label: args.label,
+        connect_timeout: args.connect_timeout,
+        head_timeout: args.head_timeout,
+        open_timeout: args.open_timeout,
+        max_opening: args.max_opening,
+        progress: !args.quiet,
+    };
+    let report = match load::run(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sse-load: {e}");
+            std::process::exit(1);
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        if let Err(e) = std::fs::write(path, report.json() + "\n") {
+            eprintln!("sse-load: cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+    if let Some(why) = &report.open_failure {
+        eprintln!("sse-load: could not open the streams: {why}");
+        std::process::exit(1);
+    }
+    if args.expect_exact && (report.gaps > 0 || report.duplicates > 0) {
+        eprintln!(
+            "sse-load: --expect-exact: {} gaps, {} duplicates",
+            report.gaps, report.duplicates
+        );
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        for bad in ["", "s", "-1s", "1.s", ".5s", "1e3", "+1s", "1m", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

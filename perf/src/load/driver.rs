@@ -1,0 +1,478 @@
+//! One load thread: its streams on one epoll instance, read into one per-thread buffer.
+//!
+//! Why epoll and not a monoio runtime per thread: see `perf/LOAD.md` ("Driver"): a ready
+//! socket costs one `read` into a shared 64 KiB buffer, an idle stream holds no buffer,
+//! and nothing is ever cancelled in flight.
+//!
+//! Loop:
+//! ```text
+//! until stop:
+//!   start connections: reconnections due, then first opens while fewer than
+//!     `max_opening` are between connect() and their response head (a ramp, not a SYN flood)
+//!   expire connect and head timeouts
+//!   publish counters every PUBLISH_EVERY
+//!   epoll_wait (until the next timer, at most MAX_WAIT)
+//!   per ready socket: connecting -> SO_ERROR, send the request, watch for input
+//!                     reading    -> one read, clocks read once, StreamState::on_data
+//! close every socket
+//! ```
+//! Sockets are level-triggered: one read per readiness is enough (a socket with more data
+//! is reported again on the next wait, after the other ready sockets had their turn).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::control::{Control, Window};
+use super::net::{read, send, start_connect, take_error, Epoll};
+use super::stats::Stats;
+use super::stream::{End, Flow, Next, Now, RequestTemplate, StreamState};
+
+/// How often a thread publishes its counters for the progress line and the coordinator.
+pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+/// Bytes of the per-thread read buffer (one read per ready socket takes at most this).
+const READ_BUF_BYTES: usize = 64 * 1024;
+/// Ready sockets taken per `epoll_wait`.
+const MAX_EVENTS: usize = 1024;
+/// Longest `epoll_wait`: how soon a thread notices the stop flag when nothing happens.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+
+/// What every load thread is told.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    /// Where to connect.
+    pub target: SocketAddr,
+    /// The request, minus `Last-Event-ID`.
+    pub template: RequestTemplate,
+    /// Reopen streams that end (EventSource behaviour).
+    pub reconnect: bool,
+    /// Longest wait for connect() to complete.
+    pub connect_timeout: Duration,
+    /// Longest wait from the request to a complete response head.
+    pub head_timeout: Duration,
+    /// First opens in progress at once, per thread.
+    pub max_opening: usize,
+}
+
+/// Where a stream's connection stands, for the socket loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conn {
+    /// No socket: not opened yet, waiting to reconnect, or over.
+    None,
+    /// connect() in progress.
+    Connecting,
+    /// Request sent; reading (head, then body).
+    Reading,
+}
+
+/// One stream of this thread.
+struct Slot {
+    /// The socket of the current connection.
+    sock: Option<OwnedFd>,
+    /// Bumped at every connection end: epoll tokens and timers of older connections are stale.
+    generation: u32,
+    /// Socket-level state.
+    conn: Conn,
+    /// Counts against the opening budget (a first open not yet established or failed).
+    opening: bool,
+    /// The stream is over for good.
+    over: bool,
+    /// Source address to bind (None: the kernel picks).
+    source: Option<IpAddr>,
+    /// The SSE stream.
+    state: StreamState,
+}
+
+/// A deadline of one connection phase.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    slot: usize,
+    generation: u32,
+}
+
+/// The epoll token of a slot's current connection.
+fn token(slot: usize, generation: u32) -> u64 {
+    slot as u64 | (u64::from(generation) << 32)
+}
+
+/// Unix time in microseconds.
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The thread's whole state.
+struct LoadThread<'a> {
+    settings: &'a Settings,
+    control: &'a Control,
+    /// This thread's index in `control.threads`.
+    index: usize,
+    epoll: Epoll,
+    slots: Vec<Slot>,
+    stats: Stats,
+    /// Streams never opened yet, in order.
+    first_opens: VecDeque<usize>,
+    /// Reconnections due now.
+    ready: VecDeque<usize>,
+    /// Delayed reconnections: (when, slot, generation at scheduling).
+    delayed: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Connect deadlines, in deadline order (one timeout for all).
+    connect_deadlines: VecDeque<Deadline>,
+    /// Head deadlines, in deadline order.
+    head_deadlines: VecDeque<Deadline>,
+    /// First opens between connect() and response head (or failure).
+    opening: usize,
+    /// Streams receiving a body now.
+    open: u64,
+    /// Streams established at least once.
+    established: u64,
+    /// Streams over for good that never were established.
+    failed_to_open: u64,
+    /// Streams over for good.
+    over: u64,
+    /// The request being sent (reused).
+    request: Vec<u8>,
+}
+
+/// Runs one load thread over streams with the given source addresses until
+/// `control.stop`; returns what it counted.
+pub(crate) fn run(
+    sources: Vec<Option<IpAddr>>,
+    settings: Arc<Settings>,
+    control: Arc<Control>,
+    index: usize,
+) -> io::Result<Stats> {
+    let n = sources.len();
+    let mut t = LoadThread {
+        settings: &settings,
+        control: &control,
+        index,
+        epoll: Epoll::new()?,
+        slots: sources
+            .into_iter()
+            .map(|source| Slot {
+                sock: None,
+                generation: 0,
+                conn: Conn::None,
+                opening: false,
+                over: false,
+                source,
+                state: StreamState::new(),
+            })
+            .collect(),
+        stats: Stats::default(),
+        first_opens: (0..n).collect(),
+        ready: VecDeque::new(),
+        delayed: BinaryHeap::new(),
+        connect_deadlines: VecDeque::new(),
+        head_deadlines: VecDeque::new(),
+        opening: 0,
+        open: 0,
+        established: 0,
+        failed_to_open: 0,
+        over: 0,
+        request: Vec::with_capacity(512),
+    };
+    t.publish();
+    let result = t.event_loop();
+    t.shutdown();
+    t.publish();
+    result.map(|()| t.stats)
+}
+
+impl LoadThread<'_> {
+    fn event_loop(&mut self) -> io::Result<()> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        let mut buf = vec![0u8; READ_BUF_BYTES];
+        let mut next_publish = Instant::now() + PUBLISH_EVERY;
+        while !self.control.stop.load(Relaxed) {
+            let window = self.control.window();
+            let now = Instant::now();
+            self.start_due(now, window);
+            self.expire(now, window);
+            if now >= next_publish {
+                self.publish();
+                next_publish = now + PUBLISH_EVERY;
+            }
+
+            let mut wake = (now + MAX_WAIT).min(next_publish);
+            if let Some(Reverse((at, _, _))) = self.delayed.peek() {
+                wake = wake.min(*at);
+            }
+            for d in [self.connect_deadlines.front(), self.head_deadlines.front()]
+                .into_iter()
+                .flatten()
+            {
+                wake = wake.min(d.at);
+            }
+            if !self.ready.is_empty()
+                || (!self.first_opens.is_empty() && self.opening < self.settings.max_opening)
+            {
+                wake = now;
+            }
+            // Round up: waking a little late is fine, spinning on a 0 ms wait is not.
+            let timeout_ms = wake
+                .saturating_duration_since(now)
+                .as_micros()
+                .div_ceil(1000) as i32;
+            let n = self.epoll.wait(&mut events, timeout_ms)?;
+            for ev in &events[..n] {
+                let slot = (ev.u64 & 0xFFFF_FFFF) as usize;
+                let generation = (ev.u64 >> 32) as u32;
+                if self.slots[slot].generation != generation {
+                    continue;
+                }
+                // Error and hang-up readiness need no special case: SO_ERROR or the read
+                // reports what happened.
+                match self.slots[slot].conn {
+                    Conn::Connecting => self.on_connect_ready(slot, window),
+                    Conn::Reading => self.on_readable(slot, &mut buf, window),
+                    Conn::None => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn now(&self, window: Window) -> Now {
+        let mono = Instant::now();
+        Now {
+            mono,
+            wall_us: wall_us(),
+            measuring: window.contains(mono),
+        }
+    }
+
+    /// Starts due reconnections, then first opens within the budget.
+    fn start_due(&mut self, now: Instant, window: Window) {
+        while let Some(&Reverse((at, slot, generation))) = self.delayed.peek() {
+            if at > now {
+                break;
+            }
+            self.delayed.pop();
+            if self.slots[slot].generation == generation && !self.slots[slot].over {
+                self.ready.push_back(slot);
+            }
+        }
+        while let Some(slot) = self.ready.pop_front() {
+            self.connect(slot, window);
+        }
+        while self.opening < self.settings.max_opening {
+            let Some(slot) = self.first_opens.pop_front() else {
+                break;
+            };
+            self.slots[slot].opening = true;
+            self.opening += 1;
+            self.connect(slot, window);
+        }
+    }
+
+    /// Opens a connection for `slot`.
+    fn connect(&mut self, slot: usize, window: Window) {
+        self.stats.connects += 1;
+        let s = &mut self.slots[slot];
+        match start_connect(self.settings.target, s.source) {
+            Ok((sock, connected)) => {
+                let fd = sock.as_raw_fd();
+                s.sock = Some(sock);
+                s.conn = Conn::Connecting;
+                let tok = token(slot, s.generation);
+                let generation = s.generation;
+                if connected {
+                    if let Err(e) = self.epoll.add(fd, libc::EPOLLIN as u32, tok) {
+                        return self.finish(
+                            slot,
+                            End::ConnectFailed(format!("epoll: {e}")),
+                            window,
+                        );
+                    }
+                    self.send_request(slot, window);
+                } else {
+                    if let Err(e) = self.epoll.add(fd, libc::EPOLLOUT as u32, tok) {
+                        return self.finish(
+                            slot,
+                            End::ConnectFailed(format!("epoll: {e}")),
+                            window,
+                        );
+                    }
+                    self.connect_deadlines.push_back(Deadline {
+                        at: Instant::now() + self.settings.connect_timeout,
+                        slot,
+                        generation,
+                    });
+                }
+            }
+            Err(e) => self.finish(slot, End::ConnectFailed(format!("connect: {e}")), window),
+        }
+    }
+
+    /// The connect completed (or failed): check, then send the request.
+    fn on_connect_ready(&mut self, slot: usize, window: Window) {
+        let Some(fd) = self.slots[slot].sock.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        if let Err(e) = take_error(fd) {
+            return self.finish(slot, End::ConnectFailed(format!("connect: {e}")), window);
+        }
+        let tok = token(slot, self.slots[slot].generation);
+        if let Err(e) = self.epoll.modify(fd, libc::EPOLLIN as u32, tok) {
+            return self.finish(slot, End::ConnectFailed(format!("epoll: {e}")), window);
+        }
+        self.send_request(slot, window);
+    }
+
+    /// Sends the request of a connected slot in one write (a few hundred bytes into an
+    /// empty socket buffer: a short write does not happen and is treated as an error).
+    fn send_request(&mut self, slot: usize, window: Window) {
+        let s = &mut self.slots[slot];
+        s.state.request(&self.settings.template, &mut self.request);
+        let Some(fd) = s.sock.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        match send(fd, &self.request) {
+            Ok(n) if n == self.request.len() => {
+                s.conn = Conn::Reading;
+                self.head_deadlines.push_back(Deadline {
+                    at: Instant::now() + self.settings.head_timeout,
+                    slot,
+                    generation: s.generation,
+                });
+            }
+            Ok(n) => self.finish(
+                slot,
+                End::Io(format!(
+                    "request: short write ({n} of {})",
+                    self.request.len()
+                )),
+                window,
+            ),
+            Err(e) => self.finish(slot, End::Io(format!("request: {e}")), window),
+        }
+    }
+
+    /// One read from a readable socket.
+    fn on_readable(&mut self, slot: usize, buf: &mut [u8], window: Window) {
+        let Some(fd) = self.slots[slot].sock.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        match read(fd, buf) {
+            Ok(0) => {
+                let why = self.slots[slot].state.on_eof();
+                self.finish(slot, why, window);
+            }
+            Ok(n) => {
+                let now = self.now(window);
+                let s = &mut self.slots[slot];
+                let (was_in_body, was_established) = (s.state.in_body(), s.state.established);
+                let flow = s.state.on_data(&buf[..n], now, &mut self.stats);
+                if !was_in_body && s.state.in_body() {
+                    // The head was accepted by this read.
+                    self.open += 1;
+                    if s.opening {
+                        s.opening = false;
+                        self.opening -= 1;
+                    }
+                    if !was_established {
+                        self.established += 1;
+                    }
+                    self.publish_gauges();
+                }
+                if let Flow::Close(why) = flow {
+                    self.finish(slot, why, window);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => self.finish(slot, End::Io(e.to_string()), window),
+        }
+    }
+
+    /// Closes `slot`'s connection (if any) and acts on why it ended.
+    fn finish(&mut self, slot: usize, why: End, window: Window) {
+        let now = self.now(window);
+        let reconnect = self.settings.reconnect;
+        let s = &mut self.slots[slot];
+        drop(s.sock.take());
+        s.generation = s.generation.wrapping_add(1);
+        s.conn = Conn::None;
+        if s.state.in_body() {
+            self.open -= 1;
+        }
+        match s.state.ended(why, reconnect, now, &mut self.stats) {
+            Next::Reconnect { after } if after.is_zero() => self.ready.push_back(slot),
+            Next::Reconnect { after } => {
+                self.delayed
+                    .push(Reverse((now.mono + after, slot, s.generation)));
+            }
+            Next::Ended => {
+                s.over = true;
+                self.over += 1;
+                if s.opening {
+                    s.opening = false;
+                    self.opening -= 1;
+                }
+                if !s.state.established {
+                    self.failed_to_open += 1;
+                }
+            }
+        }
+        self.publish_gauges();
+    }
+
+    /// Fails connections whose connect or head deadline passed.
+    fn expire(&mut self, now: Instant, window: Window) {
+        while let Some(d) = self.connect_deadlines.front().copied() {
+            if d.at > now {
+                break;
+            }
+            self.connect_deadlines.pop_front();
+            let s = &self.slots[d.slot];
+            if s.generation == d.generation && s.conn == Conn::Connecting {
+                self.finish(d.slot, End::ConnectTimeout, window);
+            }
+        }
+        while let Some(d) = self.head_deadlines.front().copied() {
+            if d.at > now {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            let s = &self.slots[d.slot];
+            if s.generation == d.generation && s.conn == Conn::Reading && !s.state.in_body() {
+                self.finish(d.slot, End::HeadTimeout, window);
+            }
+        }
+    }
+
+    /// Publishes counters (every [`PUBLISH_EVERY`]) and gauges.
+    fn publish(&mut self) {
+        self.control.threads[self.index].publish(&mut self.stats);
+        self.publish_gauges();
+    }
+
+    /// Publishes the stream gauges at once: they change per connection, not per event, and
+    /// the coordinator's phase decisions wait on them.
+    fn publish_gauges(&self) {
+        let p = &self.control.threads[self.index];
+        p.live.store(self.slots.len() as u64 - self.over, Relaxed);
+        p.open.store(self.open, Relaxed);
+        p.established.store(self.established, Relaxed);
+        p.failed_to_open.store(self.failed_to_open, Relaxed);
+    }
+
+    /// Closes every socket (not counted as ends).
+    fn shutdown(&mut self) {
+        for s in &mut self.slots {
+            if s.sock.take().is_some() && s.state.in_body() {
+                self.open -= 1;
+            }
+            s.conn = Conn::None;
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What one load thread counts, merged into the report at the end.
+
+use super::hist::Histogram;
+
+/// Why a connection attempt or a response failed (each one counts in `errors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// socket/bind/connect failed, or the connection was refused.
+    Connect,
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// No complete response head within the head timeout.
+    HeadTimeout,
+    /// The response was not a 200 `text/event-stream` (EventSource gives up on it).
+    Status,
+    /// Malformed head, chunked framing or SSE line, or an id that disagrees with `seq`.
+    Protocol,
+    /// The connection broke before its response head was complete.
+    Io,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Connect,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::HeadTimeout,
+        ErrorKind::Status,
+        ErrorKind::Protocol,
+        ErrorKind::Io,
+    ];
+
+    /// The name used in the table and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::HeadTimeout => "head_timeout",
+            ErrorKind::Status => "status",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
+/// Counts of every [`ErrorKind`], and the first message seen for each.
+#[derive(Debug, Clone, Default)]
+pub struct Errors {
+    /// Count per kind, indexed like [`ErrorKind::ALL`].
+    pub counts: [u64; 6],
+    /// The first error message of each kind (for the report: what went wrong, not just how often).
+    pub first: [Option<String>; 6],
+}
+
+impl Errors {
+    /// Counts one error; keeps its message if it is the first of its kind.
+    pub fn add(&mut self, kind: ErrorKind, message: impl FnOnce() -> String) {
+        let i = kind as usize;
+        self.counts[i] += 1;
+        if self.first[i].is_none() {
+            self.first[i] = Some(message());
+        }
+    }
+
+    /// All errors.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Adds `other`'s counts; keeps our first messages where we have them.
+    pub fn merge(&mut self, other: &Errors) {
+        for i in 0..self.counts.len() {
+            self.counts[i] += other.counts[i];
+            if self.first[i].is_none() {
+                self.first[i].clone_from(&other.first[i]);
+            }
+        }
+    }
+}
+
+/// Everything one thread counts.
+///
+/// Window rule: `events`, `bytes`, `wire_bytes`, `latency`, `reconnects` and
+/// `reconnect_gap` count only inside the measured window (after the warm-up); gaps,
+/// duplicates, errors and ended streams count over the whole run, since a lost event is
+/// lost whenever it happens.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Events received in the measured window.
+    pub events: u64,
+    /// Events received over the whole run.
+    pub events_total: u64,
+    /// Events in the window without a `ts_us` (no latency for them).
+    pub untimed: u64,
+    /// SSE body bytes (after de-chunking) in the window.
+    pub bytes: u64,
+    /// Bytes read from the sockets in the window (heads and chunk framing included).
+    pub wire_bytes: u64,
+    /// Skipped ids, whole run.
+    pub gaps: u64,
+    /// Repeated or backward ids, whole run.
+    pub duplicates: u64,
+    /// Connections dropped (response ended or broke) and reopened, in the window.
+    pub reconnects: u64,
+    /// Streams that ended for good (without `--reconnect`: every end; with it: refusals).
+    pub ended: u64,
+    /// Connection attempts (first opens and reconnections), whole run.
+    pub connects: u64,
+    /// Failures, whole run.
+    pub errors: Errors,
+    /// Receive time minus `ts_us`, microseconds, window.
+    pub latency: Histogram,
+    /// Last event before a drop to first event after it, microseconds, window.
+    pub reconnect_gap: Histogram,
+    /// Latency since the last progress report (any phase); handed over and cleared then,
+    /// never merged into the report.
+    pub interval: Histogram,
+}
+
+impl Stats {
+    /// Adds everything `other` counted.
+    pub fn merge(&mut self, other: &Stats) {
+        self.events += other.events;
+        self.events_total += other.events_total;
+        self.untimed += other.untimed;
+        self.bytes += other.bytes;
+        self.wire_bytes += other.wire_bytes;
+        self.gaps += other.gaps;
+        self.duplicates += other.duplicates;
+        self.reconnects += other.reconnects;
+        self.ended += other.ended;
+        self.connects += other.connects;
+        self.errors.merge(&other.errors);
+        self.latency.merge(&other.latency);
+        self.reconnect_gap.merge(&other.reconnect_gap);
+    }
+}

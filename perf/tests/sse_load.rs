@@ -1,0 +1,177 @@
+//! `sse-load`'s library entry point against the in-process simulator.
+
+use std::time::Duration;
+
+use tether_perf::load::{run, LoadConfig, Report};
+use tether_perf::{spawn, UpstreamConfig, UpstreamHandle};
+
+fn simulator() -> UpstreamHandle {
+    spawn(UpstreamConfig {
+        keep_requests: false,
+        ..Default::default()
+    })
+    .expect("simulator starts")
+}
+
+fn load(up: &UpstreamHandle, query: &str, config: LoadConfig) -> Report {
+    let config = LoadConfig {
+        url: format!("http://{}/sse?{query}", up.addr()),
+        ..config
+    };
+    let report = run(&config).expect("load runs");
+    eprintln!("{}", report.table());
+    report
+}
+
+#[test]
+fn counts_events_and_latency_exactly() {
+    let up = simulator();
+    let r = load(
+        &up,
+        "events=0&rate=50",
+        LoadConfig {
+            streams: 20,
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.open_failure, None);
+    assert_eq!(r.established, 20);
+    assert!(r.events > 0, "events {}", r.events);
+    // 20 streams x 50/s for ~1 s, generously bounded (shared 2-core box).
+    assert!(r.events >= 400 && r.events <= 1300, "events {}", r.events);
+    assert_eq!((r.gaps, r.duplicates), (0, 0));
+    assert!(r.latency_us.p50 > 0);
+    assert_eq!(r.latency_us.count, r.events);
+    assert_eq!(r.untimed_events, 0);
+    assert_eq!((r.errors, r.ended_streams, r.reconnects), (0, 0, 0));
+    assert!(r.bytes > 0 && r.wire_bytes > r.bytes);
+    assert!((r.duration_s - 1.0).abs() < 0.2, "window {}", r.duration_s);
+    let j = r.json();
+    assert!(j.contains("\"gaps\":0,") && j.contains("\"latency_us\":{"));
+}
+
+#[test]
+fn reconnects_resume_without_loss_or_duplicates() {
+    let up = simulator();
+    let r = load(
+        &up,
+        "events=0&rate=200&close_after=5&every=1",
+        LoadConfig {
+            streams: 20,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            reconnect: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.open_failure, None);
+    assert!(r.reconnects > 0);
+    assert_eq!((r.gaps, r.duplicates), (0, 0));
+    assert_eq!((r.errors, r.ended_streams), (0, 0));
+    assert!(r.reconnect_gap_us.count > 0);
+    // Every connection carries 5 events, so events and reconnections go together.
+    assert!(
+        r.events_total >= 5 * r.reconnects,
+        "{} {}",
+        r.events_total,
+        r.reconnects
+    );
+}
+
+#[test]
+fn mid_event_breaks_lose_nothing_either() {
+    let up = simulator();
+    let r = load(
+        &up,
+        "events=0&rate=200&reset_after=3&mid_event=1&every=1&eol=crlf",
+        LoadConfig {
+            streams: 10,
+            duration: Duration::from_millis(600),
+            warmup: Duration::ZERO,
+            reconnect: true,
+            ..Default::default()
+        },
+    );
+    assert!(r.reconnects > 0);
+    assert_eq!((r.gaps, r.duplicates, r.errors), (0, 0, 0));
+}
+
+#[test]
+fn without_reconnect_finished_streams_end_and_the_run_stops_early() {
+    let up = simulator();
+    let started = std::time::Instant::now();
+    let r = load(
+        &up,
+        "events=5",
+        LoadConfig {
+            streams: 10,
+            duration: Duration::from_secs(20),
+            warmup: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(r.ended_streams, 10);
+    assert_eq!(r.events_total, 50);
+    assert_eq!((r.gaps, r.duplicates, r.errors), (0, 0, 0));
+}
+
+#[test]
+fn refused_streams_fail_the_open_phase() {
+    let up = simulator();
+    let r = load(
+        &up,
+        "events=0&rate=1&resume_status=503",
+        LoadConfig {
+            streams: 3,
+            duration: Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    // No Last-Event-ID on first opens: these are accepted.
+    assert_eq!(r.open_failure, None);
+    drop(up);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let r = run(&LoadConfig {
+        url: format!("http://{addr}/sse"),
+        streams: 3,
+        duration: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .unwrap();
+    let failure = r.open_failure.expect("nothing listens there");
+    assert!(failure.contains("0 of 3"), "{failure}");
+    assert_eq!(r.error_lines[0].kind, "connect");
+    assert!(
+        r.error_lines[0].first.contains("refused"),
+        "{:?}",
+        r.error_lines
+    );
+}
+
+#[test]
+fn idle_mode_reports_rss_per_stream() {
+    let up = simulator();
+    let r = load(
+        &up,
+        "stall_after=0",
+        LoadConfig {
+            streams: 50,
+            duration: Duration::from_millis(200),
+            warmup: Duration::ZERO,
+            idle: true,
+            settle: Duration::from_millis(200),
+            // The simulator runs in this process: sample ourselves.
+            proxy_pids: vec![std::process::id()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.open_failure, None);
+    assert!(r.rss_per_stream_bytes.is_some());
+    assert!(r.proxy_cpu_s.is_some());
+    assert_eq!((r.events, r.errors), (0, 0));
+}
