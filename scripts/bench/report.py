@@ -15,10 +15,12 @@ ROWS = [
     ("batch1", "events_per_proxy_cpu_s", "1a. events per proxy CPU-second", "{:,.0f}", "hi"),
     ("batch1", "proxy_cpu_s_per_m_events", "1a. proxy CPU-s per million events", "{:.2f}", "lo"),
     ("batch1", "proxy_cpu_share", "1a. proxy CPU use (share of its core)", "{:.0%}", None),
+    ("batch1", "proxy_rss_mb", "1a. proxy RSS at the end (MB)", "{:.1f}", "lo"),
     ("batched", "events_per_s", "1b. batched: events/s (whole box)", "{:,.0f}", "hi"),
     ("batched", "events_per_proxy_cpu_s", "1b. events per proxy CPU-second", "{:,.0f}", "hi"),
     ("batched", "proxy_cpu_s_per_m_events", "1b. proxy CPU-s per million events", "{:.3f}", "lo"),
     ("batched", "proxy_cpu_share", "1b. proxy CPU use (share of its core)", "{:.0%}", None),
+    ("batched", "proxy_rss_mb", "1b. proxy RSS at the end (MB)", "{:.1f}", "lo"),
     ("latency", "events_per_s", "2. events/s delivered", "{:,.0f}", None),
     ("latency", "latency_p50_ms", "2. latency p50 (ms)", "{:.3f}", "lo"),
     ("latency", "latency_p99_ms", "2. latency p99 (ms)", "{:.3f}", "lo"),
@@ -107,7 +109,8 @@ def markdown(r):
         f"{v['tether']}; {v['nginx']}; {v['haproxy']}; {v['wrk']}.",
         "",
         f"Proxy alone on {r['pinning']['proxy']} with one worker/thread (taskset on every "
-        f"thread); origin (`sse-upstream`, 1 thread, epoll for SSE) and load generator on "
+        f"thread); origin (`sse-upstream`, 1 thread, "
+        f"{'epoll' if c.get('origin_driver') == 'epoll' else 'io_uring'}) and load generator on "
         f"{r['pinning']['origin_and_load']}. Each measurement starts a fresh origin and proxy. "
         f"Medians of {c['reps']} interleaved repetitions, {c['duration']} s windows after "
         f"{c['warmup']} s warm-up. SSE: {c['streams']} streams, events of ~100 bytes "

@@ -333,7 +333,8 @@ def load_query(kind):
         "batch1": f"/sse?events=0&size={EVENT_SIZE}&batch=1",
         "batched": f"/sse?events=0&size={EVENT_SIZE}",
         "latency": f"/sse?events=0&size={EVENT_SIZE}&rate=10",
-        # One event at once (the pace's first event is due at its start), the next in 1000 s.
+        # One event at once (a pace's first event is due at its start), then quiet for 1000 s:
+        # every proxy has relayed an event on each stream, as on a real idle stream.
         "idle": f"/sse?events=0&size={EVENT_SIZE}&rate=0.001",
     }
     return q[kind]
@@ -385,6 +386,12 @@ class Bench:
             return [self.haproxy_bin, "-f", conf, "-db"], conf
         raise ValueError(name)
 
+    def origin_env(self, scenario):
+        """The origin's driver. io_uring by default: on epoll, sse-upstream stops accepting
+        while streams run flat out (perf/NOTES.md), so 1000 flat-out streams never all open."""
+        legacy = self.a.origin_driver == "epoll" and scenario != "plain"
+        return {"MONOIO_FORCE_LEGACY_DRIVER": "1"} if legacy else {}
+
     # ---- equivalence checks, once per peer before any measurement ----------------------
 
     def check_peers(self, peers):
@@ -396,7 +403,7 @@ class Bench:
             if name == "direct":
                 continue
             olog = os.path.join(self.work, f"check-origin-{name}.log")
-            peer = Peer(self, name, {"MONOIO_FORCE_LEGACY_DRIVER": "1"}, origin_log=olog)
+            peer = Peer(self, name, self.origin_env("check"), origin_log=olog)
             try:
                 peer.start()
                 arrivals = check_sse(peer.port, name)
@@ -426,27 +433,31 @@ class Bench:
     # ---- one measurement ----------------------------------------------------------------
 
     def run_one(self, scenario, peer_name):
-        upstream_env = {} if scenario == "plain" else {"MONOIO_FORCE_LEGACY_DRIVER": "1"}
-        peer = Peer(self, peer_name, upstream_env)
+        peer = Peer(self, peer_name, self.origin_env(scenario))
         try:
             peer.start()
             return getattr(self, "m_" + scenario.replace("-", "_"))(peer)
         finally:
             peer.stop()
 
-    def sse_load(self, peer, target, streams, extra, label, timeout_extra=30):
+    def sse_load(self, peer, target, streams, extra, label, timeout_extra=30,
+                 duration=None, warmup=None):
         """Runs sse-load on the load CPU and returns its JSON report."""
+        duration = self.a.duration if duration is None else duration
+        warmup = self.a.warmup if warmup is None else warmup
         if self.load_bin is None:
             raise Failure("sse-load is not built (perf/src/bin/sse-load.rs missing)")
         out = os.path.join(self.work, f"load-{label}-{self.seq}.json")
         argv = [self.load_bin, "--url", peer.url(target), "--streams", str(streams),
-                "--duration", f"{self.a.duration}s", "--warmup", f"{self.a.warmup}s",
+                "--duration", f"{duration}s", "--warmup", f"{warmup}s", "--quiet",
+                # Generous: under flat-out load a new stream's head can take seconds.
+                "--head-timeout", "20s", "--open-timeout", "60s",
                 "--threads", "1", "--json", out, "--label", label] + extra
         if peer.pid:
             argv += ["--proxy-pid", str(peer.pid)]
         p = self.procs.start(f"load-{label}-{self.seq}", argv, LOAD_CPU)
         self.seq += 1
-        limit = self.a.duration + self.a.warmup + timeout_extra
+        limit = duration + warmup + timeout_extra + 60
         try:
             p.wait(limit)
         except subprocess.TimeoutExpired:
@@ -511,8 +522,8 @@ class Bench:
         before = rss_bytes(peer.pid)
         # RSS sampled by sse-load (--idle: before the streams open and once they settled), and
         # by us at the end of the run as a cross-check.
-        r = self.sse_load(peer, load_query("idle"), n, ["--idle"], f"{peer.name}-idle",
-                          timeout_extra=60)
+        r = self.sse_load(peer, load_query("idle"), n, ["--idle", "--settle", "3s"],
+                          f"{peer.name}-idle", timeout_extra=60, duration=1, warmup=0)
         self.common_idle(r, n)
         return {"rss_per_stream_bytes": r["rss_per_stream_bytes"],
                 "proxy_rss_before_mb": r["proxy_rss_before_bytes"] / 2**20,
@@ -702,6 +713,8 @@ def main():
     ap.add_argument("--drop-streams", type=int, default=1000)
     ap.add_argument("--probe-streams", type=int, default=20)
     ap.add_argument("--peers", default=",".join(PEERS_ALL))
+    ap.add_argument("--origin-driver", choices=["uring", "epoll"], default="uring",
+                    help="sse-upstream's driver for the SSE scenarios (plain always io_uring)")
     ap.add_argument("--work", required=True)
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
     ap.add_argument("--haproxy", default="/usr/sbin/haproxy")
@@ -771,7 +784,7 @@ def main():
         "config": {k: getattr(a, k) for k in ("reps", "duration", "warmup", "streams",
                                                "idle_streams", "connections", "drop_every",
                                                "drop_rate", "drop_streams", "probe_streams",
-                                               "quick")},
+                                               "origin_driver", "quick")},
         "event_size_param": EVENT_SIZE,
         "cpu_busy_before": [round(x, 3) for x in busy],
         "pinning": {"proxy": f"CPU {PROXY_CPU}", "origin_and_load": f"CPU {LOAD_CPU}"},
