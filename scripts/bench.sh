@@ -43,9 +43,9 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --quick) ARGS+=(--quick); shift ;;
     --reps|--duration|--warmup|--only|--streams|--idle-streams|--connections|--peers|\
-    --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver)
+    --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver|--tether-extra)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
-      ARGS+=("$1" "$2"); shift 2 ;;
+      ARGS+=("$1=$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac

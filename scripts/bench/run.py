@@ -328,10 +328,17 @@ class Peer:
 # Scenarios. Each returns a dict of figures for one run of one peer.
 
 
+# Flat-out streams start this long after their head (the origin's stall_after=0&stall_ms=...), so
+# that every stream is open before any flows: tether stops serving new connections while
+# hundreds of streams run flat out (perf/NOTES.md), and 1000 streams never all opened otherwise.
+FLAT_OUT_HOLD_MS = 3000
+
+
 def load_query(kind):
+    hold = f"&stall_after=0&stall_ms={FLAT_OUT_HOLD_MS}"
     q = {
-        "batch1": f"/sse?events=0&size={EVENT_SIZE}&batch=1",
-        "batched": f"/sse?events=0&size={EVENT_SIZE}",
+        "batch1": f"/sse?events=0&size={EVENT_SIZE}&batch=1{hold}",
+        "batched": f"/sse?events=0&size={EVENT_SIZE}{hold}",
         "latency": f"/sse?events=0&size={EVENT_SIZE}&rate=10",
         # One event at once (a pace's first event is due at its start), then quiet for 1000 s:
         # every proxy has relayed an event on each stream, as on a real idle stream.
@@ -365,7 +372,7 @@ class Bench:
         if name == "tether":
             argv = [self.tether_bin, "reverse", "--bind", f"127.0.0.1:{port}",
                     "--upstream", f"http://{origin}", "--workers", "1", "--cpus", PROXY_CPU,
-                    "--max-connections", "12000", "--sse-heartbeat", "0", "--log-level", "warn"]
+                    "--max-connections", "12000", "--sse-heartbeat", "0", "--log-level", "warn"] + self.a.tether_extra.split()
             self.settings.setdefault("tether", " ".join(argv[1:]).replace(origin, "ORIGIN")
                                      .replace(str(port), "PORT"))
             return argv, None
@@ -484,7 +491,9 @@ class Bench:
 
     def m_throughput(self, peer, kind):
         n = self.a.streams
-        r = self.sse_load(peer, load_query(kind), n, [], f"{peer.name}-{kind}")
+        # The window starts once the held streams flow (+ the usual warm-up).
+        r = self.sse_load(peer, load_query(kind), n, [], f"{peer.name}-{kind}",
+                          warmup=self.a.warmup + FLAT_OUT_HOLD_MS / 1000)
         self.common(r, n)
         f = {"events_per_s": r["events_per_s"], "gaps": r["gaps"],
              "duplicates": r["duplicates"], "errors": r["errors"],
@@ -713,6 +722,8 @@ def main():
     ap.add_argument("--drop-streams", type=int, default=1000)
     ap.add_argument("--probe-streams", type=int, default=20)
     ap.add_argument("--peers", default=",".join(PEERS_ALL))
+    ap.add_argument("--tether-extra", default="",
+                    help="more tether flags, space-separated (e.g. '--driver epoll'), for experiments")
     ap.add_argument("--origin-driver", choices=["uring", "epoll"], default="uring",
                     help="sse-upstream's driver for the SSE scenarios (plain always io_uring)")
     ap.add_argument("--work", required=True)
@@ -784,7 +795,7 @@ def main():
         "config": {k: getattr(a, k) for k in ("reps", "duration", "warmup", "streams",
                                                "idle_streams", "connections", "drop_every",
                                                "drop_rate", "drop_streams", "probe_streams",
-                                               "origin_driver", "quick")},
+                                               "origin_driver", "tether_extra", "quick")},
         "event_size_param": EVENT_SIZE,
         "cpu_busy_before": [round(x, 3) for x in busy],
         "pinning": {"proxy": f"CPU {PROXY_CPU}", "origin_and_load": f"CPU {LOAD_CPU}"},
