@@ -36,7 +36,7 @@ cd "$(dirname "$0")/.."
 RECORD=1
 BUILD=1
 ARGS=()
-CMD="scripts/bench.sh $*"
+CMD="scripts/bench.sh${*:+ $*}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-record) RECORD=0; shift ;;
@@ -104,7 +104,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "== running (work directory $WORK)"
-python3 scripts/bench/run.py --work "$WORK" --nginx "$NGINX" --haproxy "$HAPROXY" \
+taskset -c 1 python3 scripts/bench/run.py --work "$WORK" --nginx "$NGINX" --haproxy "$HAPROXY" \
   --command "$CMD" "${ARGS[@]}" &
 RUN_PID=$!
 wait "$RUN_PID"

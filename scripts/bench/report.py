@@ -80,6 +80,11 @@ def failures(r):
                 if "failed" in run:
                     msg = run["failed"].splitlines()[0]
                     out.append(f"- {sc}, {p}, rep {i + 1}: failed: {msg}")
+                elif run.get("contended"):
+                    out.append(f"- {sc}, {p}, rep {i + 1}: other processes took "
+                               f"{run['others_cpu0']:.0%} of CPU 0 and {run['others_cpu1']:.0%} "
+                               f"of CPU 1 during it (kept after {r['config'].get('retries', 0)} "
+                               f"retries)")
     return out
 
 
@@ -135,7 +140,8 @@ def markdown(r):
     ]
     f = failures(r)
     if f:
-        parts += ["", "Runs that failed or were skipped:", ""] + f
+        parts += ["", "Runs that failed, were skipped, or ran while other processes were busy:",
+                  ""] + f
     return "\n".join(parts) + "\n"
 
 
