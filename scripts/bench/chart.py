@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Draws perf/results/comparison.svg from perf/results/latest.json (hand-written SVG).
+
+usage: chart.py LATEST.json OUT.svg. Standard library only.
+
+Four panels, one bar per peer, each labelled with its value and its ratio to nginx:
+events per proxy CPU-second (one write per event; batched), RSS per idle stream, keep-alive
+requests per second. A panel whose figures are missing is drawn with a "not measured" note.
+"""
+import json
+import sys
+from xml.sax.saxutils import escape
+
+PEERS = [("tether", "tether", "#1f77b4"), ("nginx", "nginx", "#2ca02c"),
+         ("haproxy", "HAProxy", "#ff7f0e"), ("direct", "direct (no proxy)", "#9e9e9e")]
+
+PANELS = [
+    ("batch1", "events_per_proxy_cpu_s", "Events per proxy CPU-second",
+     "1000 streams, one upstream write per event", "higher is better", 1e3, "k", False),
+    ("batched", "events_per_proxy_cpu_s", "Events per proxy CPU-second",
+     "1000 streams, batched upstream writes", "higher is better", 1e6, "M", False),
+    ("idle", "rss_per_stream_bytes", "Proxy RSS per idle stream",
+     "~9000 idle SSE streams", "lower is better", 1024, " KB", False),
+    ("plain", "req_per_s", "Keep-alive requests per second",
+     "100-byte responses, wrk -c50", "higher is better", 1e3, "k", True),
+]
+
+W, PANEL_W, PANEL_H = 960, 450, 250
+BAR_H, BAR_GAP, LABEL_W = 30, 12, 120
+
+
+def fmt(v, scale, unit):
+    x = v / scale
+    digits = 0 if x >= 100 else 1 if x >= 10 else 2
+    return f"{x:,.{digits}f}{unit}"
+
+
+def panel(x0, y0, data, spec):
+    sc, key, title, sub, better, scale, unit, with_direct = spec
+    med = data.get("medians", {}).get(sc, {})
+    peers = [p for p in PEERS if with_direct or p[0] != "direct"]
+    vals = {p: (med.get(p, {}) or {}).get(key) if isinstance(med, dict) else None
+            for p, _, _ in peers}
+    out = [f'<g transform="translate({x0},{y0})">',
+           f'<text x="0" y="18" class="t">{escape(title)}</text>',
+           f'<text x="0" y="38" class="s">{escape(sub)} · {escape(better)}</text>']
+    present = [v for v in vals.values() if v]
+    if not present:
+        out.append('<text x="0" y="90" class="s">not measured in this run</text></g>')
+        return out
+    top = max(present)
+    span = PANEL_W - LABEL_W - 110
+    nginx = vals.get("nginx")
+    for i, (p, name, color) in enumerate(peers):
+        y = 56 + i * (BAR_H + BAR_GAP)
+        v = vals[p]
+        out.append(f'<text x="{LABEL_W - 8}" y="{y + BAR_H / 2 + 5}" class="l" '
+                   f'text-anchor="end">{escape(name)}</text>')
+        if v is None:
+            out.append(f'<text x="{LABEL_W}" y="{y + BAR_H / 2 + 5}" class="s">-</text>')
+            continue
+        w = max(1.0, span * v / top)
+        out.append(f'<rect x="{LABEL_W}" y="{y}" width="{w:.1f}" height="{BAR_H}" '
+                   f'fill="{color}" rx="3"><title>{escape(name)}: {v:,.0f}</title></rect>')
+        label = fmt(v, scale, unit)
+        if nginx and p not in ("nginx", "direct"):
+            label += f"  ({v / nginx:.2f}x nginx)"
+        out.append(f'<text x="{LABEL_W + w + 6:.1f}" y="{y + BAR_H / 2 + 5}" '
+                   f'class="v">{escape(label)}</text>')
+    out.append("</g>")
+    return out
+
+
+def svg(data):
+    h = 2 * PANEL_H + 110
+    m = data.get("machine", {})
+    c = data.get("config", {})
+    foot = (f"{data.get('date', '')} · {m.get('cores', '?')} cores, {m.get('cpu', '')} · "
+            f"proxy alone on one core, 1 worker each · medians of {c.get('reps', '?')} runs · "
+            f"scripts/bench.sh")
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" '
+           f'viewBox="0 0 {W} {h}" font-family="Helvetica, Arial, sans-serif">',
+           "<style>.t{font-size:16px;font-weight:bold;fill:#222}.s{font-size:12px;fill:#666}"
+           ".l{font-size:13px;fill:#222}.v{font-size:12px;fill:#222}"
+           ".h{font-size:20px;font-weight:bold;fill:#111}</style>",
+           f'<rect width="{W}" height="{h}" fill="#ffffff"/>',
+           '<text x="20" y="32" class="h">tether vs nginx vs HAProxy: CPU per event, memory '
+           'per stream, requests per second</text>']
+    for i, spec in enumerate(PANELS):
+        x0 = 20 + (i % 2) * (PANEL_W + 30)
+        y0 = 50 + (i // 2) * PANEL_H
+        out += panel(x0, y0, data, spec)
+    out.append(f'<text x="20" y="{h - 16}" class="s">{escape(foot)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        data = json.load(f)
+    with open(sys.argv[2], "w") as f:
+        f.write(svg(data))

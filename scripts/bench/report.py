@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Turns the report of scripts/bench/run.py into the markdown table of perf/RESULTS.md.
+
+usage: report.py REPORT.json  -> markdown on stdout. Standard library only.
+"""
+import json
+import sys
+
+PEERS = ["direct", "tether", "nginx", "haproxy"]
+NAMES = {"direct": "direct", "tether": "tether", "nginx": "nginx", "haproxy": "HAProxy"}
+
+# (scenario, key, label, format, better) -- better: "hi", "lo" or None (no ratio).
+ROWS = [
+    ("batch1", "events_per_s", "1a. one write per event: events/s (whole box)", "{:,.0f}", "hi"),
+    ("batch1", "events_per_proxy_cpu_s", "1a. events per proxy CPU-second", "{:,.0f}", "hi"),
+    ("batch1", "proxy_cpu_s_per_m_events", "1a. proxy CPU-s per million events", "{:.2f}", "lo"),
+    ("batch1", "proxy_cpu_share", "1a. proxy CPU use (share of its core)", "{:.0%}", None),
+    ("batch1", "proxy_rss_mb", "1a. proxy RSS at the end (MB)", "{:.1f}", "lo"),
+    ("batched", "events_per_s", "1b. batched: events/s (whole box)", "{:,.0f}", "hi"),
+    ("batched", "events_per_proxy_cpu_s", "1b. events per proxy CPU-second", "{:,.0f}", "hi"),
+    ("batched", "proxy_cpu_s_per_m_events", "1b. proxy CPU-s per million events", "{:.3f}", "lo"),
+    ("batched", "proxy_cpu_share", "1b. proxy CPU use (share of its core)", "{:.0%}", None),
+    ("batched", "proxy_rss_mb", "1b. proxy RSS at the end (MB)", "{:.1f}", "lo"),
+    ("latency", "events_per_s", "2. events/s delivered", "{:,.0f}", None),
+    ("latency", "latency_p50_ms", "2. latency p50 (ms)", "{:.3f}", "lo"),
+    ("latency", "latency_p99_ms", "2. latency p99 (ms)", "{:.3f}", "lo"),
+    ("latency", "added_p50_ms", "2. added p50 over direct (ms)", "{:+.3f}", None),
+    ("latency", "added_p99_ms", "2. added p99 over direct (ms)", "{:+.3f}", None),
+    ("latency", "proxy_cpu_share", "2. proxy CPU use (share of its core)", "{:.1%}", "lo"),
+    ("idle", "established", "3. idle streams held", "{:,.0f}", None),
+    ("idle", "rss_per_stream_bytes", "3. proxy RSS per idle stream (bytes)", "{:,.0f}", "lo"),
+    ("plain", "req_per_s", "4. keep-alive req/s", "{:,.0f}", "hi"),
+    ("plain", "proxy_cpu_us_per_req", "4. proxy CPU µs per request", "{:.2f}", "lo"),
+    ("drops", "gap_p50_ms", "5. delivery gap at a drop p50 (ms)", "{:.2f}", "lo"),
+    ("drops", "gap_p99_ms", "5. delivery gap at a drop p99 (ms)", "{:.2f}", "lo"),
+    ("drops", "lost", "5. lost events", "{:,.0f}", None),
+    ("drops", "duplicates", "5. duplicated events", "{:,.0f}", None),
+    ("drops", "load_client_reconnects", "5. client reconnections (sse-load)", "{:,.0f}", None),
+    ("drops", "probe_client_reconnects", "5. client reconnections (probe)", "{:,.0f}", None),
+]
+
+
+def fmt(v, f):
+    if v is None:
+        return "-"
+    try:
+        return f.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def table(r):
+    med = r["medians"]
+    lines = ["| scenario: figure | direct | tether | nginx | HAProxy | tether ÷ nginx | "
+             "HAProxy ÷ nginx |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for sc, key, label, f, better in ROWS:
+        m = med.get(sc)
+        if not isinstance(m, dict) or "skipped" in m:
+            continue
+        vals = {p: m.get(p, {}).get(key) for p in PEERS}
+        if all(v is None for v in vals.values()):
+            continue
+        cells = [fmt(vals[p], f) for p in PEERS]
+        ratios = []
+        for p in ("tether", "haproxy"):
+            n, v = vals["nginx"], vals[p]
+            ratios.append(f"{v / n:.2f}x" if better and v is not None and n else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def failures(r):
+    out = []
+    for sc, by_peer in r["runs"].items():
+        if "skipped" in by_peer:
+            out.append(f"- {sc}: skipped ({by_peer['skipped']})")
+            continue
+        for p, runs in by_peer.items():
+            for i, run in enumerate(runs):
+                if "failed" in run:
+                    msg = run["failed"].splitlines()[0]
+                    out.append(f"- {sc}, {p}, rep {i + 1}: failed: {msg}")
+                elif run.get("contended"):
+                    out.append(f"- {sc}, {p}, rep {i + 1}: other processes took "
+                               f"{run['others_cpu0']:.0%} of CPU 0 and {run['others_cpu1']:.0%} "
+                               f"of CPU 1 during it (kept after {r['config'].get('retries', 0)} "
+                               f"retries)")
+    return out
+
+
+def targets(r):
+    out = ["| target (tether) | goal | measured | |", "|---|---:|---:|---|"]
+    for t in r["targets"]:
+        unit = t["unit"]
+        goal = f"{t['goal']}{unit}" if unit == "x" else f"{t['goal']:,} {unit}"
+        if t["value"] is None:
+            val, verdict = "-", "not measured"
+        else:
+            val = f"{t['value']:.2f}x" if unit == "x" else f"{t['value']:,.2f} {unit}"
+            verdict = "met" if t["met"] else "**missed**"
+        out.append(f"| {t['target']} | {goal} | {val} | {verdict} |")
+    return "\n".join(out)
+
+
+def markdown(r):
+    m, c = r["machine"], r["config"]
+    v = r["versions"]
+    s = r["settings"]
+    parts = [
+        f"## {r['date']}: end-to-end comparison (`scripts/bench.sh`)",
+        "",
+        f"Command: `{r['command']}`. Machine: {m['cores']} cores, {m['cpu']}, Linux "
+        f"{m['kernel']} (load average at the end {m['load_average_at_end']}). "
+        f"{v['tether']}; {v['nginx']}; {v['haproxy']}; {v['wrk']}.",
+        "",
+        f"Proxy alone on {r['pinning']['proxy']} with one worker/thread (taskset on every "
+        f"thread); origin (`sse-upstream`, 1 thread, "
+        f"{'epoll' if c.get('origin_driver') == 'epoll' else 'io_uring'}) and load generator on "
+        f"{r['pinning']['origin_and_load']}. Each measurement starts a fresh origin and proxy. "
+        f"Medians of {c['reps']} interleaved repetitions, {c['duration']} s windows after "
+        f"{c['warmup']} s warm-up. SSE: {c['streams']} streams, events of ~100 bytes "
+        f"(`size={r['event_size_param']}`); latency: `rate=10` per stream (10k events/s in all); "
+        f"idle: {c['idle_streams']} streams; drops: {c['drop_streams']} streams at "
+        f"`rate={c['drop_rate']}` with `close_after={c['drop_every']}` (sse-load "
+        f"`--reconnect`) plus a {c['probe_streams']}-stream gap probe at `rate=100`, "
+        f"`close_after=50`; plain: `wrk -t1 -c{c['connections']}` on `/small` (100 bytes).",
+        "",
+        table(r),
+        "",
+        "Ratios are plain quotients of the medians (higher is better for events and req/s, "
+        "lower for CPU, RSS, latency and gaps).",
+        "",
+        targets(r),
+        "",
+        "Settings compared (printed by the script):",
+        "",
+        f"- tether: `{s.get('tether', '-')}`",
+        f"- nginx: `{'; '.join(s.get('nginx', []))}` (single process: `master_process off`)",
+        f"- HAProxy: `{'; '.join(s.get('haproxy', []))}` (`-db`, foreground)",
+    ]
+    f = failures(r)
+    if f:
+        parts += ["", "Runs that failed, were skipped, or ran while other processes were busy:",
+                  ""] + f
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as fh:
+        print(markdown(json.load(fh)), end="")

@@ -1,0 +1,1002 @@
+#!/usr/bin/env python3
+"""The scenarios of scripts/bench.sh: tether against nginx and HAProxy (and direct), side by side.
+
+Started by scripts/bench.sh once the binaries are built and the peers installed; it can also
+be run by hand with the same flags (see --help). Standard library only.
+
+Method (see perf/NOTES.md for why):
+- Every measurement starts a fresh origin (sse-upstream) and a fresh proxy on new ports, checks
+  that the proxy answers correctly, measures, and stops both by PID. Nothing carries over from
+  one measurement to the next (rings, pools, allocator caches, TIME_WAIT ports).
+- The proxy under test runs alone on CPU 0 (taskset, all of its threads; one worker/thread);
+  the origin and the load generator share CPU 1.
+- Each repetition runs every peer in turn (order rotated per repetition); tables report the
+  median over repetitions. Figures of the proxy itself (CPU seconds per event, RSS per stream)
+  are the ones to compare: whole-box events/s depends on CPU 1 as much as on the proxy.
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Payload size (size=) that makes an event about 100 bytes on the wire:
+# "id: NNNNN\n" (~10) + "data: " (6) + payload + "\n\n" (2).
+EVENT_SIZE = 80
+
+# The target figures of the issue (reported against, not tests).
+TARGETS = {
+    "cpu_batch1": 1.10,    # events per proxy CPU-second, one write per event, x nginx
+    "cpu_batched": 1.15,   # same with batched upstream writes
+    "rss_per_stream": 2048,  # bytes per idle stream
+    "added_p99_ms": 0.3,   # added p99 latency over direct at 10k events/s over 1000 streams
+    "rps_ratio": 1.5,      # keep-alive req/s x nginx
+    "gap_p99_ms": 10.0,    # reconnection gap p99, with 0 lost and 0 duplicated
+}
+
+PEERS_ALL = ["direct", "tether", "nginx", "haproxy"]
+PEERS_PROXY = ["tether", "nginx", "haproxy"]
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+class Failure(Exception):
+    """A measurement (or a peer) that could not be done; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: every one started here is recorded and stopped by PID.
+
+
+class Procs:
+    def __init__(self, work):
+        self.work = work
+        self.live = {}
+        self.pidfile = os.path.join(work, "pids")
+
+    def start(self, name, argv, cpus, env=None, stdout=None):
+        """Starts argv pinned to `cpus`; stdout/stderr go to WORK/name.out|.err."""
+        out = open(os.path.join(self.work, name + ".out"), "wb") if stdout is None else stdout
+        err = open(os.path.join(self.work, name + ".err"), "wb")
+        e = dict(os.environ)
+        e.pop("MONOIO_FORCE_LEGACY_DRIVER", None)
+        e.update(env or {})
+        p = subprocess.Popen(["taskset", "-c", cpus] + argv, stdout=out, stderr=err,
+                             stdin=subprocess.DEVNULL, env=e)
+        p.bench_name = name
+        self.live[p.pid] = p
+        self._write_pidfile()
+        return p
+
+    def wait(self, p, timeout):
+        """Waits for p to exit (reaping it with wait4) and returns the CPU seconds it used."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid == p.pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                self.live.pop(p.pid, None)
+                self._write_pidfile()
+                return ru.ru_utime + ru.ru_stime
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(p.args, timeout)
+            time.sleep(0.05)
+
+    def stop(self, p, timeout=5.0):
+        if p is None or p.pid not in self.live:
+            return
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        del self.live[p.pid]
+        self._write_pidfile()
+
+    def stop_all(self):
+        for p in list(self.live.values()):
+            try:
+                self.stop(p, timeout=2.0)
+            except Exception:  # keep stopping the others
+                pass
+
+    def _write_pidfile(self):
+        with open(self.pidfile, "w") as f:
+            f.write("".join(f"{pid}\n" for pid in self.live))
+
+
+def tail(path, n=15):
+    try:
+        with open(path, "rb") as f:
+            return b"".join(f.read().splitlines(True)[-n:]).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        after = f.read().rsplit(")", 1)[1].split()
+    return int(after[11]) + int(after[12])
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def cpu_jiffies():
+    """Per CPU: (busy, total) in clock ticks; busy = user + nice + system + steal (interrupt
+    and softirq time is left out: on loopback much of it is our own processes' TCP work)."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                v = list(map(int, line.split()[1:]))
+                out.append((v[0] + v[1] + v[2] + (v[7] if len(v) > 7 else 0), sum(v[:8])))
+    return out
+
+
+def threads_of(pid):
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return []
+
+
+def affinity_of(pid):
+    """CPUs each thread of pid may run on (to show that the pinning took)."""
+    return sorted({",".join(map(str, sorted(os.sched_getaffinity(t)))) for t in threads_of(pid)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: a peer is measured only after it answered right.
+
+
+def http_get(port, path, timeout=2.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def wait_answer(port, proc, what, expect_body, timeout=10.0):
+    """Polls GET /small until it answers 200 with the origin's body."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise Failure(f"{what} exited with status {proc.returncode}")
+        try:
+            status, body = http_get(port, "/small")
+            if status == 200 and (expect_body is None or body == expect_body):
+                return body
+            last = f"status {status}, {len(body)} bytes"
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.05)
+    raise Failure(f"{what} did not answer GET /small correctly within {timeout:.0f}s ({last})")
+
+
+def check_resume(port, what):
+    """GET /sse?events=3 with Last-Event-ID: 1 must give events 2 and 3 only."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET /sse?events=3&size=40&check=2 HTTP/1.1\r\nHost: x\r\n"
+                  b"Last-Event-ID: 1\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while b"id: 3\n" not in buf:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+    finally:
+        s.close()
+    ids = [int(line[4:]) for line in buf.split(b"\n") if line.startswith(b"id: ")]
+    if ids != [2, 3]:
+        raise Failure(f"{what}: with Last-Event-ID: 1 the stream gave ids {ids}, not [2, 3]")
+    return ids
+
+
+def check_upstream_reuse(port, origin_log, what):
+    """20 GETs on one client connection: how many upstream connections did the origin see?"""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        for _ in range(20):
+            c.request("GET", "/small?reuse=1")
+            r = c.getresponse()
+            r.read()
+            if r.status != 200:
+                raise Failure(f"{what}: /small answered {r.status}")
+    finally:
+        c.close()
+    time.sleep(0.1)
+    conns = set()
+    with open(origin_log) as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["path"] == "/small?reuse=1":
+                conns.add(rec["conn"])
+    if len(conns) > 2:
+        raise Failure(f"{what}: 20 keep-alive requests used {len(conns)} upstream connections "
+                      f"(no upstream keep-alive)")
+    return len(conns)
+
+
+def check_sse(port, what):
+    """GET /sse?events=3&rate=5: a 200 event-stream whose events 1, 2, 3 arrive one by one
+    (the first well before the last: not buffered), with the origin's bytes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET /sse?events=3&rate=5&size=40&check=1 HTTP/1.1\r\nHost: x\r\n"
+                  b"Accept: text/event-stream\r\n\r\n")
+        buf, t0, arrivals = b"", time.monotonic(), []
+        while len(arrivals) < 3:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+            n = buf.count(b"\ndata: ")
+            while len(arrivals) < n:
+                arrivals.append(time.monotonic() - t0)
+    finally:
+        s.close()
+    head = buf.split(b"\r\n\r\n", 1)[0].lower()
+    if not head.startswith(b"http/1.1 200") or b"text/event-stream" not in head:
+        raise Failure(f"{what}: SSE check got {head[:200]!r}")
+    for i in (1, 2, 3):
+        if f"id: {i}\n".encode() not in buf:
+            raise Failure(f"{what}: SSE check: event {i} missing")
+    if len(arrivals) < 3 or arrivals[2] - arrivals[0] < 0.25:
+        raise Failure(f"{what}: SSE events arrived together ({arrivals}): the proxy buffers")
+    return arrivals
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers.
+
+
+class Peer:
+    """A running origin plus (except for direct) a proxy in front of it."""
+
+    def __init__(self, bench, name, upstream_env, origin_log=None):
+        self.bench, self.name = bench, name
+        self.origin = self.proxy = None
+        self.port = None
+        self.upstream_env = upstream_env
+        self.origin_log = origin_log
+
+    def start(self):
+        b = self.bench
+        tag = f"{self.name}-{b.seq}"
+        b.seq += 1
+        argv = [b.upstream_bin, "--bind", "127.0.0.1:0", "--threads", "1"]
+        if self.origin_log:
+            argv += ["--log", self.origin_log]
+        self.origin = b.procs.start(f"origin-{tag}", argv, LOAD_CPU, env=self.upstream_env)
+        out = os.path.join(b.work, f"origin-{tag}.out")
+        deadline = time.monotonic() + 10
+        addr = None
+        while time.monotonic() < deadline and addr is None:
+            if self.origin.poll() is not None:
+                raise Failure(f"sse-upstream exited: {tail(out[:-4] + '.err')}")
+            with open(out) as f:
+                for line in f:
+                    if line.startswith("listening on "):
+                        addr = line.split()[2]
+            time.sleep(0.02)
+        if addr is None:
+            raise Failure("sse-upstream did not print its address")
+        self.origin_addr = addr
+        origin_port = int(addr.rsplit(":", 1)[1])
+        body = wait_answer(origin_port, self.origin, "sse-upstream", None)
+        if len(body) != 100:
+            raise Failure(f"sse-upstream /small gave {len(body)} bytes")
+        if self.name == "direct":
+            self.port = origin_port
+            return
+        self.port = free_port()
+        argv, conf = b.proxy_command(self.name, self.port, addr, tag)
+        self.proxy = b.procs.start(f"{self.name}-{tag}", argv, PROXY_CPU)
+        self.proxy_log = os.path.join(b.work, f"{self.name}-{tag}.err")
+        try:
+            wait_answer(self.port, self.proxy, self.name, body)
+        except Failure as e:
+            raise Failure(f"{e}\n{tail(self.proxy_log)}")
+
+    @property
+    def pid(self):
+        return self.proxy.pid if self.proxy else None
+
+    def url(self, target):
+        return f"http://127.0.0.1:{self.port}{target}"
+
+    def stop(self):
+        if self.proxy is not None and self.proxy.poll() is not None:
+            log(f"  WARNING: {self.name} had exited ({self.proxy.returncode}): "
+                f"{tail(self.proxy_log, 5)}")
+        self.bench.procs.stop(self.proxy)
+        self.bench.procs.stop(self.origin)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios. Each returns a dict of figures for one run of one peer.
+
+
+# Flat-out streams start this long after their head (the origin's stall_after=0&stall_ms=...), so
+# that every stream is open before any flows: tether stops serving new connections while
+# hundreds of streams run flat out (perf/NOTES.md), and 1000 streams never all opened otherwise.
+FLAT_OUT_HOLD_MS = 3000
+
+
+def load_query(kind):
+    hold = f"&stall_after=0&stall_ms={FLAT_OUT_HOLD_MS}"
+    q = {
+        "batch1": f"/sse?events=0&size={EVENT_SIZE}&batch=1{hold}",
+        "batched": f"/sse?events=0&size={EVENT_SIZE}{hold}",
+        "latency": f"/sse?events=0&size={EVENT_SIZE}&rate=10",
+        # One event at once (a pace's first event is due at its start), then quiet for 1000 s:
+        # every proxy has relayed an event on each stream, as on a real idle stream.
+        "idle": f"/sse?events=0&size={EVENT_SIZE}&rate=0.001",
+    }
+    return q[kind]
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.work = a.work
+        self.procs = Procs(self.work)
+        self.seq = 0
+        self.checked = {}
+        bindir = os.path.join(ROOT, "target", "release")
+        self.tether_bin = os.path.join(bindir, "tether")
+        self.upstream_bin = os.path.join(bindir, "sse-upstream")
+        self.load_bin = os.path.join(bindir, "sse-load")
+        if not os.access(self.load_bin, os.X_OK):
+            self.load_bin = None
+        self.nginx_bin = a.nginx
+        self.haproxy_bin = a.haproxy
+        self.settings = {}
+
+    # ---- proxy command lines and configurations -----------------------------------------
+
+    def proxy_command(self, name, port, origin, tag):
+        d = os.path.join(self.work, tag)
+        os.makedirs(d, exist_ok=True)
+        if name == "tether":
+            argv = [self.tether_bin, "reverse", "--bind", f"127.0.0.1:{port}",
+                    "--upstream", f"http://{origin}", "--workers", "1", "--cpus", PROXY_CPU,
+                    "--max-connections", "12000", "--sse-heartbeat", "0", "--log-level", "warn"] + self.a.tether_extra.split()
+            self.settings.setdefault("tether", " ".join(argv[1:]).replace(origin, "ORIGIN")
+                                     .replace(str(port), "PORT"))
+            return argv, None
+        if name == "nginx":
+            conf = os.path.join(d, "nginx.conf")
+            text = NGINX_CONF.format(dir=d, port=port, origin=origin)
+            with open(conf, "w") as f:
+                f.write(text)
+            self.settings.setdefault("nginx", relevant(text, NGINX_KEYS, d, port, origin))
+            return [self.nginx_bin, "-p", d + "/", "-c", conf, "-e", os.path.join(d, "error.log"),
+                    "-g", "daemon off; master_process off;"], conf
+        if name == "haproxy":
+            conf = os.path.join(d, "haproxy.cfg")
+            text = HAPROXY_CONF.format(dir=d, port=port, origin=origin)
+            with open(conf, "w") as f:
+                f.write(text)
+            self.settings.setdefault("haproxy", relevant(text, HAPROXY_KEYS, d, port, origin))
+            return [self.haproxy_bin, "-f", conf, "-db"], conf
+        raise ValueError(name)
+
+    def origin_env(self, scenario):
+        """The origin's driver. io_uring by default: on epoll, sse-upstream stops accepting
+        while streams run flat out (perf/NOTES.md), so 1000 flat-out streams never all open."""
+        legacy = self.a.origin_driver == "epoll" and scenario != "plain"
+        return {"MONOIO_FORCE_LEGACY_DRIVER": "1"} if legacy else {}
+
+    # ---- equivalence checks, once per peer before any measurement ----------------------
+
+    def check_peers(self, peers):
+        """For each proxy: answers /small with the origin's bytes, streams SSE event by event,
+        passes Last-Event-ID, reuses its upstream connection (HTTP/1.1 keep-alive), and runs
+        every thread on the proxy CPU. Prints the settings that matter. Raises on a failure."""
+        log("== checking the peers (same answers, streaming, upstream keep-alive, pinning)")
+        for name in peers:
+            if name == "direct":
+                continue
+            olog = os.path.join(self.work, f"check-origin-{name}.log")
+            peer = Peer(self, name, self.origin_env("check"), origin_log=olog)
+            try:
+                peer.start()
+                arrivals = check_sse(peer.port, name)
+                resumed = check_resume(peer.port, name)
+                conns = check_upstream_reuse(peer.port, olog, name)
+                cpus = affinity_of(peer.pid)
+                if cpus != [PROXY_CPU]:
+                    raise Failure(f"{name}: threads may run on CPUs {cpus}, not only {PROXY_CPU}")
+                self.checked[name] = {
+                    "sse_event_arrivals_s": [round(x, 3) for x in arrivals],
+                    "resume_with_last_event_id": resumed,
+                    "upstream_connections_for_20_requests": conns,
+                    "threads": len(threads_of(peer.pid)), "cpus": cpus,
+                }
+                log(f"  {name}: /small ok; SSE events at "
+                    f"{', '.join(f'{x:.2f}' for x in arrivals)} s (streamed); Last-Event-ID: 1 "
+                    f"-> ids {resumed}; 20 keep-alive requests used {conns} upstream "
+                    f"connection(s); {len(threads_of(peer.pid))} thread(s), all on CPU "
+                    f"{PROXY_CPU}")
+                settings = self.settings.get(name)
+                if isinstance(settings, list):
+                    settings = "; ".join(settings)
+                log(f"    settings: {settings}")
+            finally:
+                peer.stop()
+
+    # ---- one measurement ----------------------------------------------------------------
+
+    def run_one(self, scenario, peer_name):
+        """One measurement, repeated (up to --retries times) while other processes took more
+        than --max-others of a CPU during it (this machine is shared)."""
+        for attempt in range(self.a.retries + 1):
+            f = self.measure(scenario, peer_name)
+            worst = max(f["others_cpu0"], f["others_cpu1"])
+            if worst <= self.a.max_others:
+                return f
+            if attempt < self.a.retries:
+                log(f"    (others used {f['others_cpu0']:.0%} of CPU 0 and "
+                    f"{f['others_cpu1']:.0%} of CPU 1 during it; waiting for a quieter moment "
+                    f"and measuring again)")
+                wait_quiet(self.a.max_others, 90)
+        f["contended"] = True
+        return f
+
+    def measure(self, scenario, peer_name):
+        peer = Peer(self, peer_name, self.origin_env(scenario))
+        try:
+            peer.start()
+            self.child_cpu_s = 0.0
+            own0 = cpu_ticks(peer.pid) if peer.pid else 0
+            own1 = cpu_ticks(peer.origin.pid)
+            j0 = cpu_jiffies()
+            f = getattr(self, "m_" + scenario.replace("-", "_"))(peer)
+            j1 = cpu_jiffies()
+            own0 = (cpu_ticks(peer.pid) if peer.pid else 0) - own0
+            own1 = cpu_ticks(peer.origin.pid) - own1 + self.child_cpu_s * CLK_TCK
+            p0, l1 = int(PROXY_CPU), int(LOAD_CPU)
+            span0 = max(1, j1[p0][1] - j0[p0][1])
+            span1 = max(1, j1[l1][1] - j0[l1][1])
+            f["others_cpu0"] = max(0.0, (j1[p0][0] - j0[p0][0] - own0) / span0)
+            f["others_cpu1"] = max(0.0, (j1[l1][0] - j0[l1][0] - own1) / span1)
+            return f
+        finally:
+            peer.stop()
+
+    def sse_load(self, peer, target, streams, extra, label, timeout_extra=30,
+                 duration=None, warmup=None):
+        """Runs sse-load on the load CPU and returns its JSON report."""
+        duration = self.a.duration if duration is None else duration
+        warmup = self.a.warmup if warmup is None else warmup
+        if self.load_bin is None:
+            raise Failure("sse-load is not built (perf/src/bin/sse-load.rs missing)")
+        out = os.path.join(self.work, f"load-{label}-{self.seq}.json")
+        argv = [self.load_bin, "--url", peer.url(target), "--streams", str(streams),
+                "--duration", f"{duration}s", "--warmup", f"{warmup}s", "--quiet",
+                # Generous: under flat-out load a new stream's head can take seconds.
+                "--head-timeout", "20s", "--open-timeout", "60s",
+                "--threads", "1", "--json", out, "--label", label] + extra
+        if peer.pid:
+            argv += ["--proxy-pid", str(peer.pid)]
+        p = self.procs.start(f"load-{label}-{self.seq}", argv, LOAD_CPU)
+        self.seq += 1
+        limit = duration + warmup + timeout_extra + 60
+        try:
+            self.child_cpu_s += self.procs.wait(p, limit)
+        except subprocess.TimeoutExpired:
+            self.procs.stop(p)
+            raise Failure(f"sse-load did not finish within {limit:.0f}s")
+        try:
+            with open(out) as f:
+                r = json.load(f)
+        except (OSError, ValueError) as e:
+            raise Failure(f"sse-load exit {p.returncode}, no report ({e}): "
+                          f"{tail(os.path.join(self.work, f'load-{label}-{self.seq - 1}.err'))}")
+        if r.get("open_failure"):
+            raise Failure(f"sse-load: {r['open_failure']}")
+        return r
+
+    def common(self, r, streams):
+        """Fails a run whose streams did not all open, or whose answer was wrong."""
+        if r["established"] < streams:
+            raise Failure(f"only {r['established']} of {streams} streams established "
+                          f"(errors: {r.get('errors_by_kind')})")
+        if r["events"] <= 0:
+            raise Failure("no events in the window")
+
+    def m_throughput(self, peer, kind):
+        n = self.a.streams
+        # The window starts once the held streams flow (+ the usual warm-up).
+        r = self.sse_load(peer, load_query(kind), n, [], f"{peer.name}-{kind}",
+                          warmup=self.a.warmup + FLAT_OUT_HOLD_MS / 1000)
+        self.common(r, n)
+        f = {"events_per_s": r["events_per_s"], "gaps": r["gaps"],
+             "duplicates": r["duplicates"], "errors": r["errors"],
+             "latency_p50_ms": r["latency_us"]["p50"] / 1000,
+             "latency_p99_ms": r["latency_us"]["p99"] / 1000,
+             "load_cpu_share": r["self_cpu_s"] / max(r["duration_s"], 1e-9)}
+        if peer.pid:
+            per_m = r["proxy_cpu_s_per_million_events"]
+            f["proxy_cpu_s_per_m_events"] = per_m
+            f["events_per_proxy_cpu_s"] = 1e6 / per_m if per_m else None
+            f["proxy_cpu_share"] = r["proxy_cpu_s"] / max(r["duration_s"], 1e-9)
+            f["proxy_rss_mb"] = rss_bytes(peer.pid) / 2**20 if peer.proxy.poll() is None else None
+        return f
+
+    def m_batch1(self, peer):
+        return self.m_throughput(peer, "batch1")
+
+    def m_batched(self, peer):
+        return self.m_throughput(peer, "batched")
+
+    def m_latency(self, peer):
+        n = self.a.streams
+        r = self.sse_load(peer, load_query("latency"), n, [], f"{peer.name}-latency")
+        self.common(r, n)
+        lat = r["latency_us"]
+        f = {"events_per_s": r["events_per_s"], "latency_p50_ms": lat["p50"] / 1000,
+             "latency_p99_ms": lat["p99"] / 1000, "latency_p999_ms": lat["p999"] / 1000,
+             "gaps": r["gaps"], "duplicates": r["duplicates"]}
+        if peer.pid:
+            f["proxy_cpu_share"] = r["proxy_cpu_s"] / max(r["duration_s"], 1e-9)
+        return f
+
+    def m_idle(self, peer):
+        n = self.a.idle_streams
+        before = rss_bytes(peer.pid)
+        # RSS sampled by sse-load (--idle: before the streams open and once they settled), and
+        # by us at the end of the run as a cross-check.
+        r = self.sse_load(peer, load_query("idle"), n, ["--idle", "--settle", "3s"],
+                          f"{peer.name}-idle", timeout_extra=60, duration=1, warmup=0)
+        self.common_idle(r, n)
+        return {"rss_per_stream_bytes": r["rss_per_stream_bytes"],
+                "proxy_rss_before_mb": r["proxy_rss_before_bytes"] / 2**20,
+                "proxy_rss_after_mb": r["proxy_rss_after_bytes"] / 2**20,
+                "rss_before_ours_mb": before / 2**20,
+                "established": r["established"], "open_s": r["open_s"]}
+
+    def common_idle(self, r, n):
+        if r["established"] < n:
+            raise Failure(f"only {r['established']} of {n} idle streams established "
+                          f"(errors: {r.get('errors_by_kind')})")
+        if r.get("rss_per_stream_bytes") is None:
+            raise Failure("sse-load gave no RSS per stream")
+
+    def m_plain(self, peer):
+        before = cpu_ticks(peer.pid) if peer.pid else 0
+        name = f"wrk-{peer.name}-{self.seq}"
+        self.seq += 1
+        p = self.procs.start(name, ["wrk", "-t1", f"-c{self.a.connections}",
+                                    f"-d{self.a.duration}s", peer.url("/small")], LOAD_CPU)
+        try:
+            self.child_cpu_s += self.procs.wait(p, self.a.duration + 30)
+        except subprocess.TimeoutExpired:
+            self.procs.stop(p)
+            raise Failure("wrk did not finish in time")
+        after = cpu_ticks(peer.pid) if peer.pid else 0
+        with open(os.path.join(self.work, name + ".out")) as fh:
+            out = fh.read()
+        if p.returncode != 0:
+            raise Failure(f"wrk failed: {tail(os.path.join(self.work, name + '.err'))}")
+        rps = reqs = None
+        for line in out.splitlines():
+            if "Requests/sec" in line:
+                rps = float(line.split()[1])
+            if "requests in" in line:
+                reqs = int(line.split()[0])
+            if "Non-2xx" in line or "Socket errors" in line:
+                raise Failure(f"wrk: {line.strip()}")
+        if not rps or not reqs:
+            raise Failure(f"wrk output not understood: {out}")
+        f = {"req_per_s": rps}
+        if peer.pid:
+            f["proxy_cpu_us_per_req"] = (after - before) / CLK_TCK * 1e6 / reqs
+            f["proxy_cpu_share"] = (after - before) / CLK_TCK / self.a.duration
+        return f
+
+    def m_drops(self, peer):
+        k, rate, n = self.a.drop_every, self.a.drop_rate, self.a.drop_streams
+        target = f"/sse?events=0&size={EVENT_SIZE}&rate={rate}&close_after={k}"
+        # The probe: fewer streams, faster, so that every drop's gap is visible between events.
+        pk, prate = 50, 100
+        probe_target = f"/sse?events=0&size={EVENT_SIZE}&rate={prate}&close_after={pk}&probe=1"
+        probe_out = os.path.join(self.work, f"probe-{peer.name}-{self.seq}.json")
+        probe = self.procs.start(
+            f"probe-{peer.name}-{self.seq}",
+            [sys.executable, os.path.join(HERE, "gap_probe.py"), "--url", peer.url(probe_target),
+             "--drop-every", str(pk), "--streams", str(self.a.probe_streams),
+             "--duration", str(self.a.duration), "--warmup", str(self.a.warmup),
+             "--json", probe_out], LOAD_CPU)
+        self.seq += 1
+        f = {}
+        try:
+            if self.load_bin is not None:
+                r = self.sse_load(peer, target, n, ["--reconnect"], f"{peer.name}-drops")
+                self.common(r, n)
+                g = r["reconnect_gap_ms"]
+                f.update({"load_lost": r["gaps"], "load_duplicates": r["duplicates"],
+                          "load_client_reconnects": r["reconnects"],
+                          "load_client_gap_p50_ms": g["p50"] if g["count"] else None,
+                          "load_client_gap_p99_ms": g["p99"] if g["count"] else None,
+                          "load_events_per_s": r["events_per_s"],
+                          "load_errors": r["errors"]})
+            self.child_cpu_s += self.procs.wait(probe, self.a.duration + self.a.warmup + 60)
+        finally:
+            self.procs.stop(probe)
+        try:
+            with open(probe_out) as fh:
+                pr = json.load(fh)
+        except (OSError, ValueError):
+            raise Failure(f"gap probe gave no report: {tail(probe_out[:-5] + '.err')}")
+        if pr["drops"] == 0:
+            raise Failure(f"gap probe saw no drop ({pr})")
+        f.update({"gap_p50_ms": pr["gap_ms"]["p50"], "gap_p99_ms": pr["gap_ms"]["p99"],
+                  "gap_max_ms": pr["gap_ms"]["max"], "probe_drops": pr["drops"],
+                  "probe_lost": pr["lost"], "probe_duplicates": pr["duplicates"],
+                  "probe_client_reconnects": pr["client_reconnects"]})
+        f["lost"] = pr["lost"] + f.get("load_lost", 0)
+        f["duplicates"] = pr["duplicates"] + f.get("load_duplicates", 0)
+        return f
+
+
+def relevant(text, keys, d, port, origin):
+    """The lines of a configuration that decide how it proxies (to print and record)."""
+    text = text.replace(d, "DIR").replace(origin, "ORIGIN").replace(str(port), "PORT")
+    return [line.strip().rstrip(";") for line in text.splitlines()
+            if any(line.strip().startswith(k) for k in keys) and "temp_path" not in line]
+
+
+NGINX_KEYS = ("worker_processes", "worker_rlimit_nofile", "worker_connections", "upstream",
+              "proxy_", "access_log", "keepalive")
+NGINX_CONF = """\
+# nginx as SSE users set it up (perf/NOTES.md): streamed, HTTP/1.1 upstream keep-alive.
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{
+  worker_connections 19500;
+}}
+http {{
+  access_log off;
+  client_body_temp_path {dir};
+  proxy_temp_path {dir};
+  fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir};
+  scgi_temp_path {dir};
+  upstream origin {{ server {origin}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_cache off;
+      proxy_read_timeout 3600s;
+    }}
+  }}
+}}
+"""
+
+HAPROXY_KEYS = ("nbthread", "ulimit-n", "maxconn", "mode", "option", "timeout", "http-reuse",
+                "server")
+HAPROXY_CONF = """\
+# HAProxy as SSE users set it up (perf/NOTES.md): one thread, keep-alive, no Nagle merging.
+global
+  nbthread 1
+  ulimit-n 20000
+  maxconn 9900
+  pidfile {dir}/haproxy.pid
+defaults
+  mode http
+  option http-keep-alive
+  option http-no-delay
+  http-reuse safe
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+  timeout http-request 10s
+  timeout http-keep-alive 60s
+  maxconn 9900
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server origin {origin}
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario table: name -> (title, peers, needs sse-load).
+
+SCENARIOS = {
+    "batch1": ("1a. Throughput, one upstream write per event", PEERS_ALL, True),
+    "batched": ("1b. Throughput, batched upstream writes", PEERS_ALL, True),
+    "latency": ("2. Latency at 10k events/s", PEERS_ALL, True),
+    "idle": ("3. Idle streams", PEERS_PROXY, True),
+    "plain": ("4. Plain keep-alive HTTP", PEERS_ALL, False),
+    "drops": ("5. Upstream drops", PEERS_ALL, False),
+}
+ALIASES = {"1": ["batch1", "batched"], "throughput": ["batch1", "batched"], "1a": ["batch1"],
+           "1b": ["batched"], "2": ["latency"], "3": ["idle"], "4": ["plain"], "5": ["drops"]}
+
+
+def median(values):
+    v = [x for x in values if x is not None]
+    return statistics.median(v) if v else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description="tether vs nginx vs HAProxy (run via scripts/bench.sh)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="", help="comma list: " + ",".join(
+        list(SCENARIOS) + list(ALIASES)))
+    ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--streams", type=int, default=1000)
+    ap.add_argument("--idle-streams", type=int, default=9000)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--drop-every", type=int, default=20)
+    ap.add_argument("--drop-rate", type=float, default=10)
+    ap.add_argument("--drop-streams", type=int, default=1000)
+    ap.add_argument("--probe-streams", type=int, default=20)
+    ap.add_argument("--peers", default=",".join(PEERS_ALL))
+    ap.add_argument("--retries", type=int, default=2,
+                    help="measure again (after waiting for quiet) when others used a CPU")
+    ap.add_argument("--max-others", type=float, default=0.10,
+                    help="share of a CPU other processes may take during a measurement")
+    ap.add_argument("--tether-extra", default="",
+                    help="more tether flags, space-separated (e.g. '--driver epoll'), for experiments")
+    ap.add_argument("--origin-driver", choices=["uring", "epoll"], default="uring",
+                    help="sse-upstream's driver for the SSE scenarios (plain always io_uring)")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--nginx", default="/usr/sbin/nginx")
+    ap.add_argument("--haproxy", default="/usr/sbin/haproxy")
+    ap.add_argument("--command", default="scripts/bench.sh")
+    a = ap.parse_args()
+    if a.quick:
+        a.reps, a.duration, a.warmup = 1, 2, 0.5
+        a.streams, a.idle_streams, a.drop_streams = 200, 2000, 200
+        a.retries = 0
+    a.duration = int(a.duration) if float(a.duration).is_integer() else a.duration
+    a.warmup = int(a.warmup) if float(a.warmup).is_integer() else a.warmup
+    chosen = []
+    for s in [x for x in a.only.split(",") if x] or list(SCENARIOS):
+        for name in ALIASES.get(s, [s]):
+            if name not in SCENARIOS:
+                ap.error(f"unknown scenario {s}")
+            if name not in chosen:
+                chosen.append(name)
+    peers_wanted = a.peers.split(",")
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    b = Bench(a)
+    results = {}
+    started = time.monotonic()
+    busy = cpu_busy()
+    log(f"== CPU use before the run (others' processes): " +
+        ", ".join(f"CPU {i}: {x:.0%}" for i, x in enumerate(busy)))
+    if max(busy) > a.max_others and not a.quick:
+        log("   the machine is busy: waiting up to 2 minutes for a quieter moment")
+        wait_quiet(a.max_others, 120)
+    if max(busy) > a.max_others:
+        log("   WARNING: the machine is busy; figures will be noisy (compare within this run)")
+    try:
+        try:
+            b.check_peers([p for p in PEERS_ALL if p in peers_wanted])
+        except Failure as e:
+            log(f"FAILED before measuring: {e}")
+            sys.exit(1)
+        for sc in chosen:
+            title, peers, needs_load = SCENARIOS[sc]
+            peers = [p for p in peers if p in peers_wanted]
+            results[sc] = {p: [] for p in peers}
+            if needs_load and b.load_bin is None:
+                log(f"\n== {title}: SKIPPED, sse-load is not built yet")
+                results[sc] = {"skipped": "sse-load missing"}
+                continue
+            log(f"\n== {title}")
+            for rep in range(a.reps):
+                order = peers[rep % len(peers):] + peers[:rep % len(peers)]
+                for p in order:
+                    try:
+                        f = b.run_one(sc, p)
+                        results[sc][p].append(f)
+                        log(f"  rep {rep + 1} {p:8} " + ", ".join(
+                            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in f.items()))
+                    except Failure as e:
+                        results[sc][p].append({"failed": str(e)})
+                        log(f"  rep {rep + 1} {p:8} FAILED: {e}")
+    finally:
+        b.procs.stop_all()
+    elapsed = time.monotonic() - started
+    summary = summarize(results)
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "command": a.command,
+        "config": {k: getattr(a, k) for k in ("reps", "duration", "warmup", "streams",
+                                               "idle_streams", "connections", "drop_every",
+                                               "drop_rate", "drop_streams", "probe_streams",
+                                               "origin_driver", "tether_extra", "retries",
+                                               "max_others", "quick")},
+        "event_size_param": EVENT_SIZE,
+        "cpu_busy_before": [round(x, 3) for x in busy],
+        "pinning": {"proxy": f"CPU {PROXY_CPU}", "origin_and_load": f"CPU {LOAD_CPU}"},
+        "versions": versions(b),
+        "settings": b.settings,
+        "checks": b.checked,
+        "sse_load": b.load_bin is not None,
+        "elapsed_s": round(elapsed),
+        "runs": results,
+        "medians": summary,
+        "targets": targets(summary),
+    }
+    with open(os.path.join(a.work, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    log(f"\n(all measurements took {elapsed:.0f} s)")
+
+
+def summarize(results):
+    out = {}
+    for sc, by_peer in results.items():
+        if "skipped" in by_peer:
+            out[sc] = by_peer
+            continue
+        out[sc] = {}
+        for p, runs in by_peer.items():
+            ok = [r for r in runs if "failed" not in r]
+            keys = sorted({k for r in ok for k in r})
+            m = {k: median([r.get(k) for r in ok]) for k in keys
+                 if all(isinstance(r.get(k), (int, float, type(None))) for r in ok)}
+            m["ok_runs"] = len(ok)
+            m["failed_runs"] = len(runs) - len(ok)
+            out[sc][p] = m
+    # Added latency over direct (medians of each).
+    lat = out.get("latency", {})
+    d = lat.get("direct", {})
+    for p in PEERS_PROXY:
+        if p in lat and d.get("latency_p50_ms") is not None and lat[p].get("latency_p50_ms") is not None:
+            lat[p]["added_p50_ms"] = lat[p]["latency_p50_ms"] - d["latency_p50_ms"]
+            lat[p]["added_p99_ms"] = lat[p]["latency_p99_ms"] - d["latency_p99_ms"]
+    return out
+
+
+def get(summary, sc, peer, key):
+    return summary.get(sc, {}).get(peer, {}).get(key) if isinstance(summary.get(sc), dict) else None
+
+
+def targets(s):
+    t = []
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    def add(name, value, target, met, unit):
+        t.append({"target": name, "value": value, "goal": target,
+                  "met": None if value is None else bool(met(value)), "unit": unit})
+
+    for sc, key in (("batch1", "cpu_batch1"), ("batched", "cpu_batched")):
+        r = ratio(get(s, sc, "tether", "events_per_proxy_cpu_s"),
+                  get(s, sc, "nginx", "events_per_proxy_cpu_s"))
+        add(f"events per proxy CPU-second x nginx ({sc})", r, TARGETS[key],
+            lambda v, g=TARGETS[key]: v >= g, "x")
+    rss = get(s, "idle", "tether", "rss_per_stream_bytes")
+    add("RSS per idle stream", rss, TARGETS["rss_per_stream"],
+        lambda v: v <= TARGETS["rss_per_stream"], "bytes")
+    add99 = get(s, "latency", "tether", "added_p99_ms")
+    add("added p99 latency over direct, 10k events/s, 1000 streams", add99,
+        TARGETS["added_p99_ms"], lambda v: v <= TARGETS["added_p99_ms"], "ms")
+    r = ratio(get(s, "plain", "tether", "req_per_s"), get(s, "plain", "nginx", "req_per_s"))
+    add("keep-alive req/s x nginx", r, TARGETS["rps_ratio"], lambda v: v >= TARGETS["rps_ratio"],
+        "x")
+    gap = get(s, "drops", "tether", "gap_p99_ms")
+    lost = get(s, "drops", "tether", "lost")
+    dup = get(s, "drops", "tether", "duplicates")
+    add("reconnection gap p99 with 0 lost / 0 duplicated", gap, TARGETS["gap_p99_ms"],
+        lambda v: v < TARGETS["gap_p99_ms"] and lost == 0 and dup == 0, "ms")
+    return t
+
+
+def wait_quiet(limit, max_wait):
+    """Waits (at most max_wait seconds) until both CPUs were at most `limit` busy for 2 s."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        if max(cpu_busy(2.0)) <= limit:
+            return True
+    return False
+
+
+def cpu_busy(seconds=1.0):
+    """Share of each CPU that was busy over `seconds` (from /proc/stat)."""
+    def snap():
+        out = []
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("cpu") and line[3].isdigit():
+                    v = list(map(int, line.split()[1:]))
+                    out.append((sum(v), v[3] + v[4]))
+        return out
+    a = snap()
+    time.sleep(seconds)
+    b = snap()
+    return [1 - (bi - ai) / max(1, bt - at) for (at, ai), (bt, bi) in zip(a, b)]
+
+
+def machine():
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()
+    return {"cores": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "load_average_at_end": [round(x, 2) for x in load]}
+
+
+def versions(b):
+    def run(argv):
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (p.stdout + p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    rev = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    return {"tether": f"{run([b.tether_bin, '--version'])} ({rev})",
+            "nginx": run([b.nginx_bin, "-v"]), "haproxy": run([b.haproxy_bin, "-v"]),
+            "wrk": run(["wrk", "-v"])}
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
