@@ -386,19 +386,19 @@ impl Relay<'_> {
                 backoff.next_delay()
             };
             self.progressed = false;
-            match self
-                .reconnect(
-                    client,
-                    client_addr,
-                    request,
-                    &last_id,
-                    replica,
-                    &mut backoff,
-                    dropped_at,
-                    first_wait,
-                )
-                .await
-            {
+            // Boxed: reconnecting is rare and its futures are large; a streaming relay (the
+            // state tens of thousands of idle streams sit in) does not carry their size.
+            let reconnect = Box::pin(self.reconnect(
+                client,
+                client_addr,
+                request,
+                &last_id,
+                replica,
+                &mut backoff,
+                dropped_at,
+                first_wait,
+            ));
+            match reconnect.await {
                 Reconnect::Spliced {
                     stream,
                     buf,
@@ -496,12 +496,13 @@ impl Relay<'_> {
             // ---- one attempt, with heartbeats and the client watched ----
             attempts += 1;
             WorkerMetrics::inc(&self.ctx.metrics.reconnect_attempts);
-            let mut attempt = pin!(resume::attempt(
+            // Boxed: only alive while reconnecting, so a streaming relay does not carry its size.
+            let mut attempt = Box::pin(resume::attempt(
                 self.ctx,
                 request,
                 client_addr,
                 last_id,
-                replica
+                replica,
             ));
             let mut client_busy = false;
             let result = loop {
