@@ -26,7 +26,8 @@
 #                /tmp/tether-bench-last/)
 # Records (without --no-record): a dated section appended to perf/RESULTS.md,
 # perf/results/latest.json and perf/results/comparison.svg.
-# A full run (3 reps, 10 s) takes about 16 minutes plus the build.
+# A full run (3 reps, 10 s) takes about 17 minutes on a quiet machine plus the build; when other
+# processes take more than 10% of a CPU during a measurement it is repeated (twice at most).
 #
 # Needs: nginx-light, haproxy, wrk (installed with apt-get when missing and running as root),
 # python3, taskset, curl. Every process it starts is stopped by PID when it exits.

@@ -14,18 +14,22 @@ from xml.sax.saxutils import escape
 PEERS = [("tether", "tether", "#1f77b4"), ("nginx", "nginx", "#2ca02c"),
          ("haproxy", "HAProxy", "#ff7f0e"), ("direct", "direct (no proxy)", "#9e9e9e")]
 
+# (scenario, key, title, subtitle, direction, scale, unit, with direct, target) -- target:
+# ("x nginx", factor) or ("abs", value), drawn as a dashed line.
 PANELS = [
     ("batch1", "events_per_proxy_cpu_s", "Events per proxy CPU-second",
-     "1000 streams, one upstream write per event", "higher is better", 1e3, "k", False),
+     "1000 streams, one upstream write per event", "higher is better", 1e3, "k", False,
+     ("x nginx", 1.10)),
     ("batched", "events_per_proxy_cpu_s", "Events per proxy CPU-second",
-     "1000 streams, batched upstream writes", "higher is better", 1e6, "M", False),
+     "1000 streams, batched upstream writes", "higher is better", 1e6, "M", False,
+     ("x nginx", 1.15)),
     ("idle", "rss_per_stream_bytes", "Proxy RSS per idle stream",
-     "~9000 idle SSE streams", "lower is better", 1024, " KB", False),
+     "~9000 idle SSE streams", "lower is better", 1024, " KiB", False, ("abs", 2048)),
     ("plain", "req_per_s", "Keep-alive requests per second",
-     "100-byte responses, wrk -c50", "higher is better", 1e3, "k", True),
+     "100-byte responses, wrk -c50", "higher is better", 1e3, "k", True, ("x nginx", 1.5)),
 ]
 
-W, PANEL_W, PANEL_H = 960, 450, 250
+W, PANEL_W, PANEL_H = 980, 460, 250
 BAR_H, BAR_GAP, LABEL_W = 30, 12, 120
 
 
@@ -36,7 +40,7 @@ def fmt(v, scale, unit):
 
 
 def panel(x0, y0, data, spec):
-    sc, key, title, sub, better, scale, unit, with_direct = spec
+    sc, key, title, sub, better, scale, unit, with_direct, target = spec
     med = data.get("medians", {}).get(sc, {})
     peers = [p for p in PEERS if with_direct or p[0] != "direct"]
     vals = {p: (med.get(p, {}) or {}).get(key) if isinstance(med, dict) else None
@@ -48,9 +52,14 @@ def panel(x0, y0, data, spec):
     if not present:
         out.append('<text x="0" y="90" class="s">not measured in this run</text></g>')
         return out
-    top = max(present)
-    span = PANEL_W - LABEL_W - 110
     nginx = vals.get("nginx")
+    goal = None
+    if target[0] == "abs":
+        goal = target[1]
+    elif nginx:
+        goal = nginx * target[1]
+    top = max(present + ([goal] if goal else []))
+    span = PANEL_W - LABEL_W - 170
     for i, (p, name, color) in enumerate(peers):
         y = 56 + i * (BAR_H + BAR_GAP)
         v = vals[p]
@@ -67,6 +76,15 @@ def panel(x0, y0, data, spec):
             label += f"  ({v / nginx:.2f}x nginx)"
         out.append(f'<text x="{LABEL_W + w + 6:.1f}" y="{y + BAR_H / 2 + 5}" '
                    f'class="v">{escape(label)}</text>')
+    if goal:
+        gx = LABEL_W + span * goal / top
+        y_end = 56 + len(peers) * (BAR_H + BAR_GAP) - BAR_GAP + 4
+        what = f"target {fmt(goal, scale, unit)}" if target[0] == "abs" else \
+            f"target {target[1]:g}x nginx"
+        out.insert(3, f'<line x1="{gx:.1f}" y1="50" x2="{gx:.1f}" y2="{y_end}" stroke="#d62728" '
+                   f'stroke-width="1.5" stroke-dasharray="5,4"/>')
+        out.append(f'<text x="{gx:.1f}" y="{y_end + 14}" class="g" '
+                   f'text-anchor="middle">{escape(what)}</text>')
     out.append("</g>")
     return out
 
@@ -82,10 +100,9 @@ def svg(data):
            f'viewBox="0 0 {W} {h}" font-family="Helvetica, Arial, sans-serif">',
            "<style>.t{font-size:16px;font-weight:bold;fill:#222}.s{font-size:12px;fill:#666}"
            ".l{font-size:13px;fill:#222}.v{font-size:12px;fill:#222}"
-           ".h{font-size:20px;font-weight:bold;fill:#111}</style>",
+           ".h{font-size:20px;font-weight:bold;fill:#111}.g{font-size:11px;fill:#d62728}</style>",
            f'<rect width="{W}" height="{h}" fill="#ffffff"/>',
-           '<text x="20" y="32" class="h">tether vs nginx vs HAProxy: CPU per event, memory '
-           'per stream, requests per second</text>']
+           '<text x="20" y="32" class="h">tether vs nginx vs HAProxy, one core each</text>']
     for i, spec in enumerate(PANELS):
         x0 = 20 + (i % 2) * (PANEL_W + 30)
         y0 = 50 + (i // 2) * PANEL_H

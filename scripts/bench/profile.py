@@ -29,11 +29,13 @@ import run as bench  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer", default="tether", choices=["tether", "nginx", "haproxy"])
-    ap.add_argument("--load", default="batch1", choices=["batch1", "batched", "latency", "idle"])
+    ap.add_argument("--load", default="batch1", choices=["batch1", "batched", "latency", "plain"])
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--tool", default="perf", choices=["perf", "callgrind"])
     ap.add_argument("--out")
+    ap.add_argument("--dwarf", action="store_true",
+                    help="unwind with DWARF (call chains through inlined Rust; bigger, 499 Hz)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="tether-profile.")
     ns = argparse.Namespace(work=work, nginx=shutil.which("nginx") or "/usr/sbin/nginx",
@@ -71,21 +73,36 @@ def start_load(b, peer, a, duration):
 def run_perf(b, a, work):
     peer = bench.Peer(b, a.peer, {})
     peer.start()
-    load, out = start_load(b, peer, a, a.seconds + 3)
-    time.sleep(2 + bench.FLAT_OUT_HOLD_MS / 1000)  # streams open, held, then flowing
+    if a.load == "plain":
+        load = b.procs.start("wrk", ["wrk", "-t1", "-c50", f"-d{int(a.seconds + 3)}s",
+                                     peer.url("/small")], bench.LOAD_CPU)
+        out = None
+        time.sleep(1.5)
+    else:
+        load, out = start_load(b, peer, a, a.seconds + 3)
+        time.sleep(2 + bench.FLAT_OUT_HOLD_MS / 1000)  # streams open, held, then flowing
     data = os.path.join(work, "perf.data")
-    subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-p", str(peer.pid),
+    unwind = ["-F", "499", "--call-graph", "dwarf,16384"] if a.dwarf else ["-F", "1999", "-g"]
+    subprocess.run(["perf", "record", "-e", "cpu-clock"] + unwind + ["-p", str(peer.pid),
                     "-o", data, "--", "sleep", str(a.seconds)],
                    check=True, capture_output=True)
     load.wait(a.seconds + 120)
-    with open(out) as f:
-        r = json.load(f)
-    if r.get("open_failure") or not r.get("proxy_cpu_s_per_million_events"):
-        sys.exit(f"the load failed: {r.get('open_failure')} {r.get('errors_by_kind')}")
-    head = [f"# {a.peer} under `{a.load}` ({a.streams} streams): {r['events_per_s']:,.0f} events/s, "
-            f"proxy {r['proxy_cpu_s_per_million_events']:.2f} CPU-s per million events; perf "
-            f"record -e cpu-clock -g over {a.seconds:g} s",
-            ""]
+    if out is None:
+        with open(os.path.join(work, "wrk.out")) as f:
+            text = f.read()
+        rps = next((line.split()[1] for line in text.splitlines() if "Requests/sec" in line), None)
+        if rps is None:
+            sys.exit(f"wrk failed: {text} {bench.tail(os.path.join(work, 'wrk.err'))}")
+        head = [f"# {a.peer} under `plain` (wrk -c50, /small): {float(rps):,.0f} req/s; "
+                f"perf record -e cpu-clock -g over {a.seconds:g} s", ""]
+    else:
+        with open(out) as f:
+            r = json.load(f)
+        if r.get("open_failure") or not r.get("proxy_cpu_s_per_million_events"):
+            sys.exit(f"the load failed: {r.get('open_failure')} {r.get('errors_by_kind')}")
+        head = [f"# {a.peer} under `{a.load}` ({a.streams} streams): {r['events_per_s']:,.0f} "
+                f"events/s, proxy {r['proxy_cpu_s_per_million_events']:.2f} CPU-s per million "
+                f"events; perf record -e cpu-clock -g over {a.seconds:g} s", ""]
 
     def rep(*extra):
         p = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children"] + list(extra),
@@ -95,8 +112,9 @@ def run_perf(b, a, work):
     head += ["## by shared object"] + rep("--sort", "dso", "-g", "none", "--percent-limit", "0.5")
     head += ["", "## by symbol (self)"] + rep("--sort", "dso,sym", "-g", "none",
                                               "--percent-limit", "0.7")
-    head += ["", "## call chains of the top symbols (callers)"] + rep(
-        "--sort", "sym", "-g", "caller,0.5,callee,function,percent", "--percent-limit", "3")[:250]
+    head += ["", "## who calls the top symbols (self time, callee first, then its callers)"] + rep(
+        "--sort", "sym", "-g", "callee,0.5,callee,function,percent", "--percent-limit", "3",
+        "--max-stack", "8")[:400]
     peer.stop()
     return head
 

@@ -88,17 +88,114 @@ def failures(r):
     return out
 
 
+# The targets of the issue (reported against, not tests): (name, goal, unit, better).
+GOALS = {
+    "cpu_batch1": ("events per proxy CPU-second, one write per event, x nginx", 1.10, "x", "hi"),
+    "cpu_batched": ("events per proxy CPU-second, batched writes, x nginx", 1.15, "x", "hi"),
+    "rss": ("RSS per idle stream", 2048, "bytes", "lo"),
+    "added_p99": ("added p99 latency over direct, 10k events/s over 1000 streams", 0.3, "ms", "lo"),
+    "rps": ("keep-alive req/s x nginx", 1.5, "x", "hi"),
+    "gap": ("reconnection gap p99, with 0 lost and 0 duplicated", 10.0, "ms", "lo"),
+}
+
+
+def per_rep(r, sc, fn):
+    """fn(rep_runs_by_peer) for every repetition where the runs it needs succeeded."""
+    runs = r["runs"].get(sc, {})
+    if not isinstance(runs, dict) or "skipped" in runs:
+        return []
+    n = max((len(v) for v in runs.values()), default=0)
+    out = []
+    for i in range(n):
+        rep = {p: v[i] for p, v in runs.items() if i < len(v) and "failed" not in v[i]}
+        try:
+            v = fn(rep)
+        except (KeyError, TypeError, ZeroDivisionError):
+            continue
+        if v is not None:
+            out.append(v)
+    return out
+
+
 def targets(r):
-    out = ["| target (tether) | goal | measured | |", "|---|---:|---:|---|"]
-    for t in r["targets"]:
+    """Each target: the value from the medians, the range of the same figure over the
+    repetitions (paired within a repetition for ratios), and the verdict."""
+    med = r["medians"]
+
+    def m(sc, peer, key):
+        v = med.get(sc)
+        return v.get(peer, {}).get(key) if isinstance(v, dict) else None
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    drops_ok = [rep["tether"]["lost"] == 0 and rep["tether"]["duplicates"] == 0
+                for rep in [{p: v[i] for p, v in r["runs"].get("drops", {}).items()
+                             if isinstance(v, list) and i < len(v)}
+                            for i in range(max((len(v) for v in r["runs"].get("drops", {}).values()
+                                                if isinstance(v, list)), default=0))]
+                if "tether" in rep and "failed" not in rep["tether"]]
+    cpu = "events_per_proxy_cpu_s"
+    rows = {
+        "cpu_batch1": (ratio(m("batch1", "tether", cpu), m("batch1", "nginx", cpu)),
+                       per_rep(r, "batch1", lambda x: x["tether"][cpu] / x["nginx"][cpu])),
+        "cpu_batched": (ratio(m("batched", "tether", cpu), m("batched", "nginx", cpu)),
+                        per_rep(r, "batched", lambda x: x["tether"][cpu] / x["nginx"][cpu])),
+        "rss": (m("idle", "tether", "rss_per_stream_bytes"),
+                per_rep(r, "idle", lambda x: x["tether"]["rss_per_stream_bytes"])),
+        "added_p99": (m("latency", "tether", "added_p99_ms"),
+                      per_rep(r, "latency", lambda x: x["tether"]["latency_p99_ms"]
+                              - x["direct"]["latency_p99_ms"])),
+        "rps": (ratio(m("plain", "tether", "req_per_s"), m("plain", "nginx", "req_per_s")),
+                per_rep(r, "plain", lambda x: x["tether"]["req_per_s"] / x["nginx"]["req_per_s"])),
+        "gap": (m("drops", "tether", "gap_p99_ms"),
+                per_rep(r, "drops", lambda x: x["tether"]["gap_p99_ms"])),
+    }
+    out = []
+    for key, (name, goal, unit, better) in GOALS.items():
+        value, reps = rows[key]
+
+        def ok(v):
+            good = v >= goal if better == "hi" else v <= goal
+            return good and (key != "gap" or all(drops_ok))
+
+        t = {"key": key, "target": name, "goal": goal, "unit": unit, "value": value,
+             "range": [min(reps), max(reps)] if reps else None,
+             "met": None if value is None else ok(value)}
+        t["every_rep"] = None if not reps else all(ok(v) for v in reps)
+        out.append(t)
+    return out
+
+
+def targets_table(r):
+    out = ["| target (tether) | goal | median | range over reps | verdict |",
+           "|---|---:|---:|---:|---|"]
+    for t in targets(r):
         unit = t["unit"]
-        goal = f"{t['goal']}{unit}" if unit == "x" else f"{t['goal']:,} {unit}"
+
+        def show(v):
+            if unit == "x":
+                return f"{v:.2f}x"
+            if unit == "bytes":
+                return f"{v:,.0f} B"
+            return f"{v:+.2f} ms" if t["key"] == "added_p99" else f"{v:.2f} ms"
+
+        goal = f"{'≥' if unit == 'x' else '≤'} " + (f"{t['goal']}x" if unit == "x" else
+                                                   f"{t['goal']:,} {'B' if unit == 'bytes' else unit}")
         if t["value"] is None:
-            val, verdict = "-", "not measured"
+            out.append(f"| {t['target']} | {goal} | - | - | not measured |")
+            continue
+        rng = f"{show(t['range'][0])} .. {show(t['range'][1])}" if t["range"] else "-"
+        if t["met"] and t["every_rep"]:
+            verdict = "met"
+        elif t["met"]:
+            verdict = "met by the median only (within the noise)"
+        elif t["every_rep"] is False and t["range"] and any(
+                (v >= t["goal"]) == (unit == "x") for v in t["range"]):
+            verdict = "**missed** (some reps meet it)"
         else:
-            val = f"{t['value']:.2f}x" if unit == "x" else f"{t['value']:,.2f} {unit}"
-            verdict = "met" if t["met"] else "**missed**"
-        out.append(f"| {t['target']} | {goal} | {val} | {verdict} |")
+            verdict = "**missed**"
+        out.append(f"| {t['target']} | {goal} | {show(t['value'])} | {rng} | {verdict} |")
     return "\n".join(out)
 
 
@@ -130,7 +227,7 @@ def markdown(r):
         "Ratios are plain quotients of the medians (higher is better for events and req/s, "
         "lower for CPU, RSS, latency and gaps).",
         "",
-        targets(r),
+        targets_table(r),
         "",
         "Settings compared (printed by the script):",
         "",
