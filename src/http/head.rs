@@ -195,11 +195,7 @@ impl RequestHead {
         let mut req = httparse::Request::new(&mut []);
         let parsed = httparse::ParserConfig::default()
             .parse_request_with_uninit_headers(&mut req, &bytes, slots);
-        match parsed {
-            Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
-            Ok(_) => return Err(HttpError::IncompleteHead { kind }),
-            Err(e) => return Err(diagnose(e, &bytes, kind, limits)),
-        }
+        parsed_whole(parsed, &bytes, kind, limits)?;
         let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
             return Err(HttpError::IncompleteHead { kind });
         };
@@ -292,6 +288,21 @@ pub struct ResponseHead {
     pub headers: Vec<HeaderField>,
 }
 
+/// httparse's verdict on a delimited head: it must be complete and end exactly where the
+/// scanner said; a parse error is diagnosed into the specific rule it broke.
+fn parsed_whole(
+    parsed: httparse::Result<usize>,
+    bytes: &[u8],
+    kind: HeadKind,
+    limits: &HeadLimits,
+) -> Result<(), HttpError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n == bytes.len() => Ok(()),
+        Ok(_) => Err(HttpError::IncompleteHead { kind }),
+        Err(e) => Err(diagnose(e, bytes, kind, limits)),
+    }
+}
+
 impl ResponseHead {
     /// Like [`RequestHead::parse`] for a status line; the status must be 100..=599 (RFC 9110 15).
     pub fn parse(bytes: Bytes, limits: &HeadLimits) -> Result<ResponseHead, HttpError> {
@@ -303,11 +314,7 @@ impl ResponseHead {
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut res, &bytes, slots);
-        match parsed {
-            Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
-            Ok(_) => return Err(HttpError::IncompleteHead { kind }),
-            Err(e) => return Err(diagnose(e, &bytes, kind, limits)),
-        }
+        parsed_whole(parsed, &bytes, kind, limits)?;
         let (Some(status), Some(minor)) = (res.code, res.version) else {
             return Err(HttpError::IncompleteHead { kind });
         };
