@@ -140,22 +140,7 @@ pub(crate) fn start_connect(
 ///
 /// Used when the run is over: the client side closes first, and 19000 sockets in TIME_WAIT
 /// for 60 s would hold ports that the next run's connect() has to search past.
-pub(crate) fn set_linger_zero(fd: RawFd) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid fd; the option value is a linger whose size is passed.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const libc::linger as *const libc::c_void,
-            size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
+pub(crate) use crate::upstream::set_linger_zero;
 
 /// The pending error of a socket (SO_ERROR): how a non-blocking connect ended.
 pub(crate) fn take_error(fd: RawFd) -> io::Result<()> {

@@ -33,6 +33,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub(crate) use conn::set_linger_zero;
 pub(crate) use log::push_json_str;
 pub use log::RequestRecord;
 
