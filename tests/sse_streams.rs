@@ -319,14 +319,20 @@ fn hundred_clients_of_one_url_with_drops_lose_nothing() {
         bad.is_empty(),
         "{} of {CLIENTS} clients inexact; totals: {received} events received, {} lost, {} \
          duplicated, {} out of order, {} not wanted (want {} received, 0 lost)\n\
-         first ones:\n{}",
+         first ones:\n{}\ntether's log, without the one-attempt resumes:\n{}",
         bad.len(),
         total.lost,
         total.duplicated,
         total.out_of_order,
         total.unexpected,
         CLIENTS as u64 * LAST,
-        bad[..bad.len().min(5)].join("\n")
+        bad[..bad.len().min(5)].join("\n"),
+        t.log_lines()
+            .iter()
+            .filter(|l| !l.contains("reconnecting") && !l.contains("(1 attempt, "))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
