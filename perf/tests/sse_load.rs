@@ -299,3 +299,24 @@ fn the_binary_writes_json_and_exits_by_the_rules() {
     assert!(stderr.contains("only http://"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn placeholder_gives_every_stream_its_own_url() {
+    let up = spawn(UpstreamConfig::default()).expect("simulator starts");
+    let r = load(
+        &up,
+        "events=3&s={i}",
+        LoadConfig {
+            streams: 5,
+            threads: 2,
+            duration: Duration::from_secs(5),
+            warmup: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.events_total, r.gaps, r.errors), (15, 0, 0));
+    let mut paths: Vec<String> = up.requests().into_iter().map(|q| q.path).collect();
+    paths.sort();
+    let want: Vec<String> = (0..5).map(|i| format!("/sse?events=3&s={i}")).collect();
+    assert_eq!(paths, want);
+}

@@ -19,7 +19,8 @@ use tether_perf::load::{self, LoadConfig};
 #[command(name = "sse-load", version)]
 struct Args {
     /// SSE endpoint, http://host:port/path?query (e.g. the simulator's
-    /// /sse?events=0&rate=10).
+    /// /sse?events=0&rate=10). `{i}` in the path or query becomes the stream's index
+    /// (0, 1, ...): every stream gets its own URL.
     #[arg(long)]
     url: String,
     /// Concurrent streams (C). One fd each; C + 64 must fit the open-files limit.

@@ -14,7 +14,7 @@
 //! - `stats.rs`: what a thread counts; `control.rs`: what threads and coordinator share.
 //! - `report.rs`: the figures, the table, the JSON.
 //! - `net.rs`: socket and epoll syscalls; `sys.rs`: `/proc`, getrusage, rlimit.
-//! - `url.rs`: `--url`.
+//! - `url.rs`: `--url` and its `{i}` placeholder (one URL per stream).
 
 mod control;
 mod driver;
@@ -40,10 +40,10 @@ pub use hist::Histogram;
 pub use report::{ErrorLine, Quantiles, Report};
 pub use stats::{ErrorKind, Stats};
 pub use stream::MAX_RECONNECT_DELAY;
-pub use url::HttpUrl;
+pub use url::{HttpUrl, STREAM_PLACEHOLDER};
 
 use control::Control;
-use driver::Settings;
+use driver::{Settings, StreamPlan};
 use stream::RequestTemplate;
 
 /// Default `--duration`: length of the measured window.
@@ -252,16 +252,19 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     };
 
     let before_open = sample_proxy()?;
-    let mut per_thread: Vec<Vec<Option<IpAddr>>> = vec![Vec::new(); threads];
-    for (i, s) in sources.into_iter().enumerate() {
-        per_thread[i % threads].push(s);
+    let mut per_thread: Vec<Vec<StreamPlan>> = vec![Vec::new(); threads];
+    for (i, source) in sources.into_iter().enumerate() {
+        let template = url
+            .per_stream()
+            .then(|| RequestTemplate::new(&url.authority, &url::expand(&url.target, i)));
+        per_thread[i % threads].push(StreamPlan { source, template });
     }
     let mut handles = Vec::with_capacity(threads);
-    for (i, srcs) in per_thread.into_iter().enumerate() {
+    for (i, plans) in per_thread.into_iter().enumerate() {
         let (s, c) = (settings.clone(), control.clone());
         let h = std::thread::Builder::new()
             .name(format!("sse-load-{i}"))
-            .spawn(move || driver::run(srcs, s, c, i));
+            .spawn(move || driver::run(plans, s, c, i));
         match h {
             Ok(h) => handles.push(h),
             Err(e) => {
