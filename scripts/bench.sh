@@ -77,11 +77,12 @@ if [ "$BUILD" = 1 ]; then
   echo "== building release binaries (cargo build --release --workspace)"
   cargo build --release --workspace --quiet
 fi
+BIN="${CARGO_TARGET_DIR:-target}/release"
 for bin in tether sse-upstream; do
-  [ -x "target/release/$bin" ] || { echo "target/release/$bin missing (build failed?)" >&2; exit 1; }
+  [ -x "$BIN/$bin" ] || { echo "$BIN/$bin missing (build failed?)" >&2; exit 1; }
 done
-if [ ! -x target/release/sse-load ]; then
-  echo "NOTE: target/release/sse-load is not built (perf/src/bin/sse-load.rs not merged yet):"
+if [ ! -x "$BIN/sse-load" ]; then
+  echo "NOTE: $BIN/sse-load is not built (perf/src/bin/sse-load.rs not merged yet):"
   echo "      scenarios 1-3 are skipped, scenario 5 runs with the gap probe only."
 fi
 

@@ -31,6 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import report as report_md  # noqa: E402  (the targets, shared with the markdown)
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+# Where cargo put the release binaries (scripts/bench.sh builds with the same CARGO_TARGET_DIR).
+TARGET_DIR = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
 
 PROXY_CPU = "0"
 LOAD_CPU = "1"
@@ -372,7 +374,7 @@ class Bench:
         self.procs = Procs(self.work)
         self.seq = 0
         self.checked = {}
-        bindir = os.path.join(ROOT, "target", "release")
+        bindir = os.path.join(TARGET_DIR, "release")
         self.tether_bin = os.path.join(bindir, "tether")
         self.upstream_bin = os.path.join(bindir, "sse-upstream")
         self.load_bin = os.path.join(bindir, "sse-load")
