@@ -184,10 +184,11 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "15s", help_heading = "SSE")]
     pub sse_heartbeat: Duration,
 
-    /// Bytes queued for one SSE client before it is disconnected as too slow (it can resume from
-    /// the replay ring); other streams never wait for it. A stream with one client stops reading
-    /// its upstream while 32 KiB (or this, if smaller) wait for the client, so it is paced rather
-    /// than cut; a replay from the ring is fed at the client's pace and never counts.
+    /// Bytes queued for one client of a shared SSE stream before that client is disconnected as
+    /// too slow, so the stream's other clients never wait for it (shared streams come with
+    /// coalescing). A stream with one client is paced by it instead: tether stops reading the
+    /// upstream while 32 KiB wait for the client, and cuts it only after --send-timeout without
+    /// progress. A replay from the ring is fed at the client's pace and never counts.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::sse::relay::DEFAULT_CLIENT_BUFFER, help_heading = "SSE")]
     pub sse_client_buffer: usize,
 

@@ -18,6 +18,22 @@ use common::*;
 
 const MIB: u64 = 1024 * 1024;
 
+/// The tests that load the machine (a hundred paced streams, hundreds of 250 KB streams, a
+/// flat-out stream against a slow reader) take turns. Their simulators run in this process, one
+/// monoio runtime each; when all three overlapped, the hundred-stream simulator's io_uring runtime
+/// was seen parked in io_uring_enter(GETEVENTS) with no timeout while its paced streams slept (no
+/// byte queued on either side of their sockets, tether waiting on readable), so those streams
+/// stalled for good. On epoll it never happened, nor with any two of them at once. It is noted in
+/// perf/NOTES.md to be chased down in monoio's timer/park path; until then the tests do not
+/// depend on it, and the RSS test measures a quieter machine.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy_turn() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 // ---- helpers -------------------------------------------------------------------------------
 
 /// A reader's pacing: after every `every` events, pause for `pause` (a slow client, not a wait
@@ -277,6 +293,7 @@ fn client_pair(t: &Tether, path: &str) -> Result<(), String> {
 /// event). Nothing lost, nothing duplicated, order kept, for every client.
 #[test]
 fn hundred_clients_of_one_url_with_drops_lose_nothing() {
+    let _turn = heavy_turn();
     const CLIENTS: usize = 100;
     const LAST: u64 = 100;
     let up = origin();
@@ -349,6 +366,7 @@ fn hundred_clients_of_one_url_with_drops_lose_nothing() {
 /// the system, not kept by the allocator).
 #[test]
 fn replay_memory_is_bounded_across_many_streams() {
+    let _turn = heavy_turn();
     const BUDGET: u64 = 16 * MIB;
     // What may come on top of the budget while the streams run, none of it ring memory:
     // four streams in flight at any time (their connection tasks, read buffers and client queues:
@@ -774,6 +792,7 @@ fn a_ring_outlives_the_upstream_end() {
 /// on. Today tether reads ahead until 64 KiB are queued and cuts the client.
 #[test]
 fn a_slow_single_client_is_paced_not_cut() {
+    let _turn = heavy_turn();
     const LAST: u64 = 10_000;
     let up = origin();
     let t = Tether::start(

@@ -47,7 +47,9 @@ const MAX_SSE_READ: usize = 32 * 1024;
 const TIMER_PARKED: Duration = Duration::from_secs(24 * 3600);
 
 /// Bytes queued for the client above which the upstream is not read (backpressure). Small, as
-/// nginx's proxy buffer is: a stream with one client holds at most this plus one read.
+/// nginx's proxy buffer is: a stream with one client holds at most this plus one read (and a
+/// block that was assembled over several reads, up to --sse-max-event-bytes). Its client paces
+/// it; it is never cut for being slow, only when it takes nothing for --send-timeout.
 pub(super) const QUEUE_HIGH_WATER: usize = 32 * 1024;
 
 /// A ring slice whose read buffer is more than this many times larger than the bytes framed from
@@ -118,7 +120,6 @@ impl Relay<'_> {
         let mut timer = Box::pin(monoio::time::sleep_until(
             (Instant::now() + TIMER_PARKED).into(),
         ));
-        let high_water = QUEUE_HIGH_WATER.min(self.settings.client_buffer);
 
         loop {
             if self.out.is_empty() {
@@ -188,7 +189,7 @@ impl Relay<'_> {
             timer.as_mut().reset(write_deadline.into());
             let mut write = pin!(write_batch(client, batch));
             let result = loop {
-                let room = reading && self.out.len() + queued < high_water;
+                let room = reading && self.out.len() + queued < QUEUE_HIGH_WATER;
                 monoio::select! {
                     done = write.as_mut() => break done,
                     (reader, res) = read.as_mut(), if room => {
@@ -198,15 +199,6 @@ impl Relay<'_> {
                             None => reading = false,
                         }
                         up_state = end;
-                        if self.out.len() + queued > self.settings.client_buffer {
-                            crate::log_info!(
-                                "sse {}: client too slow ({} bytes queued, --sse-client-buffer {}); disconnecting",
-                                self.ring.lineage.scope.target(),
-                                self.out.len() + queued,
-                                self.settings.client_buffer
-                            );
-                            return BodyEnd::SlowClient;
-                        }
                     }
                     _ = timer.as_mut() => {
                         crate::log_info!(

@@ -49,9 +49,9 @@ use crate::http::{BodyDecoder, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::worker::WorkerCtx;
 
-/// Default `--sse-client-buffer`: bytes queued for one client before it is cut off. A stream
-/// with one client never queues that much: it stops reading its upstream at the high-water mark
-/// (`pump::QUEUE_HIGH_WATER`), so this bounds only a queue the client cannot pace.
+/// Default `--sse-client-buffer`: bytes queued for one client of a shared stream before it is cut
+/// off (coalesced streams, where one slow client must not slow the others). A stream with one
+/// client is paced by that client instead (`pump::QUEUE_HIGH_WATER`) and never cut for it.
 pub const DEFAULT_CLIENT_BUFFER: usize = 1024 * 1024;
 
 /// SSE settings resolved from the command line.
@@ -61,7 +61,7 @@ pub struct SseSettings {
     pub max_event_bytes: usize,
     /// `--sse-heartbeat`: comment after this much silence towards the client (None = off).
     pub heartbeat: Option<Duration>,
-    /// `--sse-client-buffer`: bytes queued for one client before it is cut off as too slow.
+    /// `--sse-client-buffer`: bytes queued for one client of a shared stream before it is cut.
     pub client_buffer: usize,
     /// `--assign-ids`: give every event without an id one of tether's own.
     pub assign_ids: bool,
@@ -84,7 +84,7 @@ pub enum SseEnd {
     ReplayEvicted,
     /// The client closed its connection or a write to it failed.
     ClientGone,
-    /// The client took no bytes for the send timeout, or its queue passed --sse-client-buffer.
+    /// The client took no bytes for the send timeout.
     SlowClient,
 }
 
