@@ -27,7 +27,7 @@ use super::framer::IdField;
 use super::outbound::{adjoin, write_batch};
 use super::relay::{BodyEnd, Relay};
 use super::ring::RingEvent;
-use crate::conn_io::{peek_state, read_more, PeekState};
+use crate::conn_io::{peek_state, PeekState};
 use crate::http::Decoded;
 use crate::metrics::{DropKind, WorkerMetrics};
 
@@ -56,29 +56,41 @@ pub(super) const QUEUE_HIGH_WATER: usize = 32 * 1024;
 /// it is copied into its own allocation: small events never pin big, mostly empty buffers.
 const SPARSE_READ_FACTOR: usize = 2;
 
-pub(super) struct UpReader {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-/// Waits until the upstream has bytes, then reads what is there. Not cancel-safe: only dropped
-/// together with the upstream socket it owns.
-async fn read_upstream(mut r: UpReader) -> (UpReader, io::Result<usize>) {
-    if let Err(e) = r.stream.readable(true).await {
-        return (r, Err(e));
-    }
-    let want = bytes_available(r.stream.as_raw_fd()).clamp(MIN_SSE_READ, MAX_SSE_READ);
-    // A fresh allocation of about what the socket holds, unless an unfinished piece (chunk
-    // framing) is waiting: events kept in the replay ring then pin only the read they came in,
-    // never a large, mostly empty buffer shared with later reads.
-    let buf = if r.buf.is_empty() {
-        BytesMut::new()
+/// Reads what the upstream holds right now, without the runtime: readiness was just reported, so
+/// a non-blocking `recv` returns at once. The read is sized to the socket's queue (FIONREAD) and
+/// appended to `buf` (an unfinished chunk-framing piece may wait there); a fresh, exactly-sized
+/// allocation otherwise, so ring events pin only the read they came in. Ok(None): the readiness
+/// was spurious (EAGAIN). No future owns a buffer here, so nothing is lost to cancellation, and the
+/// bytes are framed in the same wake-up that saw them (one loop cycle sooner than a read op).
+fn read_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
+    let want = bytes_available(fd).clamp(MIN_SSE_READ, MAX_SSE_READ);
+    if buf.is_empty() {
+        *buf = BytesMut::with_capacity(want);
     } else {
-        mem::take(&mut r.buf)
+        buf.reserve(want);
+    }
+    let spare = buf.spare_capacity_mut();
+    let len = want.min(spare.len());
+    // SAFETY: recv writes at most `len` bytes into the spare capacity it is given, which is
+    // `len` bytes of this buffer's allocation; `set_len` then covers exactly what it wrote.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr() as *mut libc::c_void,
+            len,
+            libc::MSG_DONTWAIT,
+        )
     };
-    let (res, buf) = read_more(&mut r.stream, buf, want).await;
-    r.buf = buf;
-    (r, res)
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(Some(n as usize))
 }
 
 /// Bytes waiting in a socket's receive queue (FIONREAD), 0 when unknown.
@@ -104,15 +116,13 @@ impl Relay<'_> {
     ) -> BodyEnd {
         // Body bytes that came with the head are relayed with it.
         let mut up_state = self.ingest(&mut ubuf);
-        let reader = UpReader {
-            stream: up,
-            buf: if ubuf.is_empty() {
-                BytesMut::new()
-            } else {
-                ubuf
-            },
-        };
-        let mut read = pin!(read_upstream(reader));
+        if ubuf.is_empty() {
+            ubuf = BytesMut::new();
+        }
+        let up_fd = up.as_raw_fd();
+        // Readiness only (no buffer): relaxed=false because tether reads by itself, so the epoll
+        // driver must check the socket rather than trust its cached readiness.
+        let mut ready = pin!(up.readable(false));
         let mut reading = up_state.is_none();
         let idle_timeout = self.ctx.resume.idle_timeout;
         // One timer for every wait of this body, reset rather than created: a monoio `Sleep` is
@@ -144,13 +154,10 @@ impl Relay<'_> {
                         timer.as_mut().reset(at.into());
                     }
                     monoio::select! {
-                        (reader, res) = read.as_mut(), if reading => {
-                            let (end, next) = self.after_read(reader, res);
-                            match next {
-                                Some(reader) => read.set(read_upstream(reader)),
-                                None => reading = false,
-                            }
-                            up_state = end;
+                        res = ready.as_mut(), if reading => {
+                            up_state = self.after_ready(res, up_fd, &mut ubuf);
+                            reading = up_state.is_none();
+                            ready.set(up.readable(false));
                         }
                         _ = timer.as_mut(), if wake_at.is_some() => {
                             let now = Instant::now();
@@ -192,13 +199,10 @@ impl Relay<'_> {
                 let room = reading && self.out.len() + queued < QUEUE_HIGH_WATER;
                 monoio::select! {
                     done = write.as_mut() => break done,
-                    (reader, res) = read.as_mut(), if room => {
-                        let (end, next) = self.after_read(reader, res);
-                        match next {
-                            Some(reader) => read.set(read_upstream(reader)),
-                            None => reading = false,
-                        }
-                        up_state = end;
+                    res = ready.as_mut(), if room => {
+                        up_state = self.after_ready(res, up_fd, &mut ubuf);
+                        reading = up_state.is_none();
+                        ready.set(up.readable(false));
                     }
                     _ = timer.as_mut() => {
                         crate::log_info!(
@@ -223,21 +227,24 @@ impl Relay<'_> {
         }
     }
 
-    /// Handles a completed upstream read. Returns how the body ended, if it did, else the reader
-    /// to arm the next read with.
-    fn after_read(
+    /// The upstream is readable: reads what it holds and frames it. Returns how the body ended,
+    /// if it did.
+    fn after_ready(
         &mut self,
-        mut reader: UpReader,
-        res: io::Result<usize>,
-    ) -> (Option<BodyEnd>, Option<UpReader>) {
+        ready: io::Result<()>,
+        fd: RawFd,
+        buf: &mut BytesMut,
+    ) -> Option<BodyEnd> {
+        let res = ready.and_then(|()| read_now(fd, buf));
         let end = match res {
-            Ok(0) => match self.decoder.eof() {
+            Ok(None) => None,
+            Ok(Some(0)) => match self.decoder.eof() {
                 Ok(()) => Some(BodyEnd::Clean),
                 Err(_) => Some(BodyEnd::Dropped(DropKind::Eof)),
             },
-            Ok(_) => {
+            Ok(Some(_)) => {
                 self.last_upstream = Instant::now();
-                self.ingest(&mut reader.buf)
+                self.ingest(buf)
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 Some(BodyEnd::Dropped(DropKind::Reset))
@@ -247,14 +254,11 @@ impl Relay<'_> {
                 Some(BodyEnd::Dropped(DropKind::Error))
             }
         };
-        if reader.buf.is_empty() {
+        if buf.is_empty() {
             // Nothing left over: a quiet stream waits holding no buffer at all.
-            reader.buf = BytesMut::new();
+            *buf = BytesMut::new();
         }
-        match end {
-            None => (None, Some(reader)),
-            Some(end) => (Some(end), None),
-        }
+        end
     }
 
     /// Decodes what `buf` holds, frames it, and queues the resulting blocks.

@@ -22,10 +22,9 @@
 //! Flush rule: a block leaves as soon as it is complete; blocks that arrived together leave
 //! together (one chunk, one writev). Nothing waits for more input.
 //!
-//! Cancellation: the upstream read future owns the upstream socket and its buffer and is only
-//! dropped when that upstream is abandoned (the socket is closed with it). The client write
-//! future is never dropped while the client connection lives. `readable()` and timers own no
-//! buffer.
+//! Cancellation: the upstream is waited on with `readable()` (no buffer) and read with a
+//! non-blocking `recv` in the same wake-up, so no future ever owns an upstream buffer. The client
+//! write future is never dropped while the client connection lives. Timers own no buffer.
 
 use std::mem;
 use std::net::IpAddr;
