@@ -376,37 +376,71 @@ fn client_gone_mid_request_abandons_the_upstream_request() {
     );
 }
 
+/// Reads one request head from `s` (bounded by its read timeout); false if the peer closed or the
+/// read failed first.
+fn read_request_head(s: &mut std::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 #[test]
 fn stale_pooled_connection_is_replaced_transparently() {
-    // An upstream that answers one request per connection with keep-alive headers, then closes:
-    // the pooled connection is dead when the next request comes.
+    // The case the retry exists for: the upstream closes a pooled connection just as the next
+    // request is sent on it, too late for the pool's MSG_PEEK probe to see (the probe saw a live,
+    // quiet socket). This upstream answers the first request with keep-alive, then reads the
+    // second one on the same connection and closes without a byte of answer. The proxy must send
+    // the request again on a fresh connection, which answers it.
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = upstream.local_addr().unwrap();
-    thread::spawn(move || {
-        for _ in 0..3 {
-            let Ok((mut s, _)) = upstream.accept() else {
-                return;
-            };
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            thread::sleep(Duration::from_millis(100));
-            drop(s); // closes while pooled
-        }
+    let origin = thread::spawn(move || {
+        let (mut first, _) = upstream.accept().unwrap();
+        first.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        assert!(read_request_head(&mut first), "first request");
+        first
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+            .unwrap();
+        // The second request arrives on the pooled connection: close without answering.
+        assert!(
+            read_request_head(&mut first),
+            "second request on the pooled connection"
+        );
+        drop(first);
+        let (mut fresh, _) = upstream.accept().unwrap();
+        fresh.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        assert!(read_request_head(&mut fresh), "the retried request");
+        fresh
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nretried")
+            .unwrap();
+        // Hold the connection until the proxy is done with it (it closes when the test ends).
+        let mut rest = [0u8; 64];
+        let _ = fresh.read(&mut rest);
     });
-    let t = Tether::start(&[format!("http://{up_addr}")], &["--workers", "1"]);
+    let t = Tether::start(
+        &[format!("http://{up_addr}")],
+        &["--workers", "1", "--log-level", "debug"],
+    );
     let mut c = Client::connect(t.addr);
-    for _ in 0..3 {
-        let r = c.get("/");
-        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
-        thread::sleep(Duration::from_millis(300));
-    }
+    let r = c.get("/one");
+    assert_eq!((r.status, r.text().as_str()), (200, "first"));
+    let r = c.get("/two");
+    assert_eq!((r.status, r.text().as_str()), (200, "retried"));
+    assert!(
+        t.wait_for_log(
+            "pooled upstream connection was closed; retrying",
+            IO_TIMEOUT
+        ),
+        "the retry path was not taken: {:?}",
+        t.log_lines()
+    );
+    drop(t);
+    origin.join().expect("the origin saw both connections");
 }
 
 #[test]
