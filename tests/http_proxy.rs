@@ -345,6 +345,7 @@ fn client_gone_mid_request_abandons_the_upstream_request() {
     // the client leaves.
     let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = upstream.local_addr().unwrap();
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
     let watcher = thread::spawn(move || {
         let (mut s, _) = upstream.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
@@ -355,6 +356,7 @@ fn client_gone_mid_request_abandons_the_upstream_request() {
             assert!(n > 0);
             got.extend_from_slice(&buf[..n]);
         }
+        arrived_tx.send(()).unwrap();
         let started = Instant::now();
         // Now wait for EOF: the proxy must close this connection after the client leaves.
         match s.read(&mut buf) {
@@ -367,7 +369,10 @@ fn client_gone_mid_request_abandons_the_upstream_request() {
     let mut c = Client::connect(t.addr);
     c.send(b"GET /long-poll HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
-    thread::sleep(Duration::from_millis(300));
+    // Leave once the request is at the upstream (the exchange is in flight).
+    arrived
+        .recv_timeout(IO_TIMEOUT)
+        .expect("the request reached the upstream");
     drop(c);
     let waited = watcher.join().expect("upstream watcher");
     assert!(
@@ -454,6 +459,9 @@ fn upstream_cut_mid_body_truncates_the_client_response() {
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf);
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly-a-bit");
+        // Part of the scenario, not synchronisation: the upstream dies a moment after sending
+        // part of its body (the proxy has relayed it by then or not; the client must see a
+        // cut body either way).
         thread::sleep(Duration::from_millis(200));
     });
     let t = Tether::start(&[format!("http://{up_addr}")], &[]);
