@@ -29,6 +29,9 @@ pub struct HeadScanner {
     line_at: LineAt,
     /// The next byte of the request line that [`LineAt`] has not seen yet (absolute offset).
     checked: usize,
+    /// Where the request target starts (absolute offset), once the method's SP was seen: the
+    /// target must be UTF-8, which httparse checks when the target ends.
+    target_start: usize,
     /// Bytes searched since the last reset: the linearity test's measure of work.
     #[cfg(test)]
     examined: usize,
@@ -40,8 +43,9 @@ pub struct HeadScanner {
 /// The scanner steps it over each byte of a request line the first time it sees that byte, so
 /// that bytes which cannot become a request (a TLS ClientHello, a binary protocol) are refused
 /// at once instead of after the header timeout. It refuses only what httparse's parse would
-/// refuse too (same byte classes: `tchar` for the method, `%x21-7E / %x80-FF` for the target, the
-/// literal `HTTP/`), so splitting a head across reads never changes the verdict, only its time.
+/// refuse too (same byte classes: `tchar` for the method, `%x21-7E / %x80-FF` for the target and
+/// UTF-8 once it ends, the literal `HTTP/`), so splitting a head across reads never changes the
+/// verdict, only its time (the fuzz target `request_head` checks exactly that).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum LineAt {
     /// Nothing of the line yet.
@@ -218,8 +222,20 @@ impl HeadScanner {
         {
             self.examined += bytes.len();
         }
-        for &b in bytes {
-            self.line_at = self.line_at.step(b)?;
+        for (i, &b) in bytes.iter().enumerate() {
+            let next = self.line_at.step(b)?;
+            match (self.line_at, next) {
+                (LineAt::Method, LineAt::TargetStart) => self.target_start = self.checked + i + 1,
+                (LineAt::Target, LineAt::Version { .. }) => {
+                    // Checked once, when the target ends: linear like the rest.
+                    let target = buf.get(self.target_start..self.checked + i).unwrap_or(&[]);
+                    if std::str::from_utf8(target).is_err() {
+                        return Err(HttpError::InvalidTarget);
+                    }
+                }
+                _ => {}
+            }
+            self.line_at = next;
         }
         self.checked = self.checked.max(upto);
         Ok(())

@@ -199,6 +199,9 @@ fn a_broken_request_line_is_refused_when_the_breaking_byte_arrives() {
         (b"GET\x00 / HTTP/1.1\r\n", 4, HttpError::InvalidMethod),
         (b"GET /a\x01b HTTP/1.1\r\n", 7, HttpError::InvalidTarget),
         (b"GET  / HTTP/1.1\r\n", 5, HttpError::InvalidTarget),
+        // Found by the request_head fuzz target: a target that is not UTF-8 is refused when
+        // it ends (httparse checks it there), not later as a bad version.
+        (b"GET /\xff\xfe HTTP/1.1\r\n", 8, HttpError::InvalidTarget),
         (
             b"GET / XTTP/1.1\r\n",
             7,
