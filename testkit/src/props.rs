@@ -102,6 +102,8 @@ fn check_head_split<H>(
             );
         }
         HeadVerdict::Refused(e) => {
+            // The text a client or the log gets: must format, bounded whatever the input.
+            assert!(e.to_string().len() < 256, "{e:?}");
             assert!(
                 matches!(e.status(), 400 | 414 | 431 | 501 | 505),
                 "{e:?} -> {}",
@@ -128,8 +130,13 @@ pub fn request_head(data: &[u8]) {
     assert!(head.target.end as usize <= n && !head.target().is_empty());
     let _ = request_keep_alive(&head);
     let _ = expects_continue(&head);
-    let Ok(kind) = request_body_kind(&head) else {
-        return;
+    let kind = match request_body_kind(&head) {
+        Ok(kind) => kind,
+        Err(e) => {
+            assert!(e.to_string().len() < 256, "{e:?}");
+            assert!(matches!(e.status(), 400 | 501), "{e:?}");
+            return;
+        }
     };
     assert!(
         kind != BodyKind::UntilClose,
@@ -264,6 +271,10 @@ pub fn chunked(data: &[u8]) {
     let shown = String::from_utf8_lossy(payload);
     assert_eq!(split, whole, "cut at {:?}: {shown:?}", reads.cuts);
     assert_eq!(in_body, split, "BodyDecoder differs: {shown:?}");
+    if let Err(e) = &split {
+        assert!(e.to_string().len() < 256, "{e:?}");
+        assert_eq!(e.status(), 400, "{e:?}");
+    }
     match want {
         Oracle::Complete { payload, consumed } => {
             assert_eq!(split, Ok(Some((payload, consumed))), "{shown:?}");
