@@ -241,10 +241,65 @@ fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let t = Tether::start(&[url_of(&up)], &["--idle-timeout", "300ms"]);
     let mut c = Client::connect(t.addr);
     assert_eq!(c.get("/small").status, 200);
-    thread_sleep(Duration::from_millis(600));
+    // Wait for the close itself (EOF, bounded by is_closed's read timeout), and check that it
+    // came neither before the idle timeout nor long after it.
+    let idle_since = std::time::Instant::now();
     assert!(c.is_closed(), "idle connection must be closed");
+    let waited = idle_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "closed after {waited:?} with --idle-timeout 300ms"
+    );
 }
 
-fn thread_sleep(d: Duration) {
-    std::thread::sleep(d);
+/// The start of a TLS 1.3 ClientHello as a browser sends it to `https://` on this port: record
+/// header (0x16 = handshake), handshake header, legacy version, 32 random bytes (here holding LF
+/// and CR, as real ones often do), then a session id and cipher suites.
+fn tls_client_hello() -> Vec<u8> {
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03,
+    ];
+    hello.extend_from_slice(b"\x8f\x0a\x0d\x0a\x41\x00\x13\x0d\x0a\x0d\x0a\x99");
+    hello.extend_from_slice(&[0x5a; 20]);
+    hello.extend_from_slice(&[0x20; 33]);
+    hello.extend_from_slice(&[0x00, 0x06, 0x13, 0x01, 0x13, 0x02, 0x13, 0x03]);
+    hello
+}
+
+#[test]
+fn non_http_bytes_get_400_and_a_close_at_once() {
+    let up = origin();
+    // The header timeout is the default (10 s): an answer within the 2 s read bound below can
+    // only be the early refusal.
+    let t = Tether::start(&[url_of(&up)], &[]);
+    let answer_bound = Duration::from_secs(2);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("TLS ClientHello", tls_client_hello(), "TLS handshake"),
+        ("TLS record byte alone", vec![0x16], "TLS handshake"),
+        ("binary", vec![0x00, 0xff, 0x01, 0x0a, 0x02], "cannot begin"),
+        ("SSH banner", b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(), "method"),
+        ("words on a line", b"hello world\n".to_vec(), "target"),
+    ];
+    for (name, bytes, reason) in cases {
+        let mut c = Client::connect(t.addr);
+        c.stream.set_read_timeout(Some(answer_bound)).unwrap();
+        c.send(&bytes).unwrap();
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("{name}: no answer within {answer_bound:?}: {e}"));
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert!(r.text().contains(reason), "{name}: {}", r.text());
+        // The close follows the answer: EOF within the same bound, not at the header timeout.
+        let mut rest = [0u8; 64];
+        let eof = loop {
+            match std::io::Read::read(&mut c.stream, &mut rest) {
+                Ok(0) => break true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(_) => break false,
+            }
+        };
+        assert!(eof, "{name}: connection still open after {answer_bound:?}");
+    }
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
 }

@@ -115,8 +115,16 @@ fn past_max_connections_new_clients_get_503() {
     let up = origin();
     let t = Tether::start(
         &[url_of(&up)],
-        &["--workers", "1", "--max-connections", "2"],
+        &[
+            "--workers",
+            "1",
+            "--max-connections",
+            "2",
+            "--admin",
+            "127.0.0.1:0",
+        ],
     );
+    let admin = admin_addr(&t);
     let mut a = Client::connect(t.addr);
     let mut b = Client::connect(t.addr);
     assert_eq!(a.get("/small").status, 200);
@@ -124,9 +132,14 @@ fn past_max_connections_new_clients_get_503() {
     let (r, mut c) = send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.status, 503);
     assert!(c.is_closed());
-    // Capacity comes back when a connection leaves.
+    // Capacity comes back when a connection leaves: once the worker has seen `a` go (and the
+    // refused one), only `b` is left.
     drop(a);
-    thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_until(IO_TIMEOUT, || scrape(admin, "tether_connections_active")
+            == 1),
+        "the worker never noticed the client leave"
+    );
     let (r, _) = send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!(r.status, 200);
     assert_eq!(b.get("/small").status, 200);
@@ -144,7 +157,7 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
         let (r, _) = send_raw(addr, b"GET /delay?ms=1000 HTTP/1.1\r\nHost: a\r\n\r\n");
         r
     });
-    thread::sleep(Duration::from_millis(300));
+    wait_for_upstream_request(&up, "/delay");
     t.signal(libc::SIGTERM);
     // The idle keep-alive connection is closed at once.
     assert!(
@@ -170,7 +183,7 @@ fn sigterm_closes_what_outlives_the_grace_period() {
     let mut c = Client::connect(t.addr);
     c.send(b"GET /delay?ms=15000 HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
-    thread::sleep(Duration::from_millis(200));
+    wait_for_upstream_request(&up, "/delay");
     let started = Instant::now();
     t.signal(libc::SIGTERM);
     let status = t
@@ -191,12 +204,27 @@ fn second_signal_closes_at_once() {
     let mut c = Client::connect(t.addr);
     c.send(b"GET /delay?ms=15000 HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
-    thread::sleep(Duration::from_millis(200));
+    wait_for_upstream_request(&up, "/delay");
     t.signal(libc::SIGINT);
-    thread::sleep(Duration::from_millis(200));
+    // The second signal must come after the first was taken as the start of the drain (two
+    // SIGINTs pending at once are one).
+    assert!(t.wait_for_log("stopped accepting; draining", IO_TIMEOUT));
     t.signal(libc::SIGINT);
     let status = t
         .wait_exit(Duration::from_secs(8))
         .expect("a second signal must end the drain");
     assert!(status.success());
+}
+
+/// Waits until the upstream simulator has received a request whose path starts with `prefix`:
+/// from then on the request is in flight inside tether.
+fn wait_for_upstream_request(up: &tether_perf::UpstreamHandle, prefix: &str) {
+    assert!(
+        wait_until(IO_TIMEOUT, || up
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with(prefix))),
+        "no request for {prefix} reached the upstream: {:?}",
+        up.requests()
+    );
 }

@@ -2,60 +2,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
 use common::sse_client::{ids, SseClient};
 use common::*;
-
-/// GET `path` from the admin endpoint: (status, body).
-fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("admin connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn admin_addr(t: &Tether) -> SocketAddr {
-    assert!(t.wait_for_log("admin endpoint on http://", Duration::from_secs(5)));
-    let line = t
-        .log_lines()
-        .into_iter()
-        .find(|l| l.contains("admin endpoint on http://"))
-        .unwrap();
-    line.split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// The value of an unlabelled sample in Prometheus text.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} missing"))
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn the_demo_reports_nothing_lost_nothing_duplicated() {
@@ -109,7 +60,12 @@ fn metrics_count_what_was_done() {
     let (events, _) = s.read_until(Duration::from_secs(10), |ev| ev.len() >= 12);
     assert_eq!(ids(&events), (1..=12).collect::<Vec<u64>>());
     drop(s);
-    std::thread::sleep(Duration::from_millis(300));
+    // The counters are final once the relay has seen the client leave and ended the stream.
+    assert!(
+        wait_until(IO_TIMEOUT, || scrape(admin, "tether_sse_streams_active")
+            == 0),
+        "the stream never ended after its client left"
+    );
 
     let (status, text) = admin_get(admin, "/metrics");
     assert_eq!(status, 200);
@@ -180,9 +136,16 @@ fn healthz_turns_503_while_draining() {
             .0
             .status
     });
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_until(IO_TIMEOUT, || up
+        .requests()
+        .iter()
+        .any(|r| r.path.starts_with("/delay"))));
     t.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(200));
+    // The worker hears of the drain through its control socket, a moment after the signal.
+    assert!(
+        wait_until(IO_TIMEOUT, || admin_get(admin, "/healthz").0 == 503),
+        "/healthz never turned 503"
+    );
     assert_eq!(
         admin_get(admin, "/healthz"),
         (503, "draining\n".to_string())

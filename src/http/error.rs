@@ -23,6 +23,9 @@ pub enum HttpError {
     TargetTooLong { limit: usize },
 
     // ---- head syntax (RFC 9112 sections 2 to 5) ---------------------------------------------
+    /// The request line starts with `byte`, which cannot begin a method: the client does not
+    /// speak HTTP/1.x here (0x16 is a TLS handshake). Answered 400 as soon as the byte arrives.
+    NotHttp { byte: u8 },
     /// The method is not a token (RFC 9110 9.1).
     InvalidMethod,
     /// The request target is empty, holds a byte outside the URI grammar, or is not one of the
@@ -123,6 +126,10 @@ fn side(kind: &HeadKind) -> &'static str {
     }
 }
 
+/// The first byte of a TLS record carrying a handshake (RFC 8446 5.1, ContentType 22): what a
+/// client sends first when it speaks HTTPS to a plain-HTTP port.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Shows a byte as `'x'` when printable, else as `0x0a`.
 struct ByteDisplay(u8);
 
@@ -149,6 +156,16 @@ impl fmt::Display for HttpError {
             HttpError::TargetTooLong { limit } => {
                 write!(f, "request target exceeds {limit} bytes")
             }
+            HttpError::NotHttp {
+                byte: TLS_HANDSHAKE,
+            } => f.write_str(
+                "request starts with a TLS handshake; this port speaks plain HTTP (use http://)",
+            ),
+            HttpError::NotHttp { byte } => write!(
+                f,
+                "request starts with byte {}, which cannot begin an HTTP/1.1 request",
+                ByteDisplay(*byte)
+            ),
             HttpError::InvalidMethod => f.write_str("request method is not a token"),
             HttpError::InvalidTarget => f.write_str("request target is malformed"),
             HttpError::InvalidVersion { kind } => {

@@ -4,7 +4,7 @@
 
 use super::error::HttpError;
 use super::head::{HeadKind, HeadLimits, Method};
-use super::syntax::is_token;
+use super::syntax::{is_tchar, is_token};
 
 /// The start line (without its line end) and where it begins, skipping leading empty lines.
 pub(crate) fn start_line(bytes: &[u8]) -> (usize, &[u8]) {
@@ -53,7 +53,11 @@ pub(crate) fn diagnose(
         }
         httparse::Error::Token => {
             let method = line.split(|&b| b == b' ').next().unwrap_or(&[]);
-            if is_token(method) && line.len() > method.len() {
+            let first = bytes.get(line_start).copied().unwrap_or(b' ');
+            if kind == HeadKind::Request && !is_tchar(first) {
+                // The same verdict the scanner gives when this byte arrives alone.
+                HttpError::NotHttp { byte: first }
+            } else if is_token(method) && line.len() > method.len() {
                 HttpError::InvalidTarget
             } else {
                 HttpError::InvalidMethod

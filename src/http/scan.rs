@@ -7,6 +7,7 @@ use memchr::memmem;
 
 use super::error::HttpError;
 use super::head::{HeadKind, HeadLimits, REQUEST_LINE_SLACK_BYTES};
+use super::syntax::is_tchar;
 
 /// Incremental end-of-head finder. It resumes the scan where it stopped, so a head arriving one
 /// byte per read is scanned linearly (never rescanned from 0). Accepts CRLFCRLF and also LF LF
@@ -24,9 +25,99 @@ pub struct HeadScanner {
     line_start: usize,
     /// The LF that ends the start line, once seen: from there an empty line ends the head.
     start_line_lf: Option<usize>,
+    /// Where the request line checked so far stands (requests only, see [`LineAt`]).
+    line_at: LineAt,
+    /// The next byte of the request line that [`LineAt`] has not seen yet (absolute offset).
+    checked: usize,
+    /// Where the request target starts (absolute offset), once the method's SP was seen: the
+    /// target must be UTF-8, which httparse checks when the target ends.
+    target_start: usize,
     /// Bytes searched since the last reset: the linearity test's measure of work.
     #[cfg(test)]
     examined: usize,
+}
+
+/// How far a request line that has not been parsed yet is known to be well formed, one variant
+/// per position in RFC 9112 3 `request-line = method SP request-target SP HTTP-version`.
+///
+/// The scanner steps it over each byte of a request line the first time it sees that byte, so
+/// that bytes which cannot become a request (a TLS ClientHello, a binary protocol) are refused
+/// at once instead of after the header timeout. It refuses only what httparse's parse would
+/// refuse too (same byte classes: `tchar` for the method, `%x21-7E / %x80-FF` for the target and
+/// UTF-8 once it ends, the literal `HTTP/`), so splitting a head across reads never changes the
+/// verdict, only its time (the fuzz target `request_head` checks exactly that).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum LineAt {
+    /// Nothing of the line yet.
+    #[default]
+    Start,
+    /// A CR at the start of the line: only its LF (an empty line, skipped) may follow.
+    StartCr,
+    /// In the method, after at least one `tchar`.
+    Method,
+    /// After the SP that ends the method: the target's first byte comes next.
+    TargetStart,
+    /// In the target, after at least one byte.
+    Target,
+    /// After the SP that ends the target: `matched` bytes of `HTTP/` seen.
+    Version { matched: u8 },
+    /// Past `HTTP/`: digits and the line end are left to the parse.
+    Rest,
+}
+
+/// The version's fixed prefix (RFC 9112 2.3: `HTTP-name "/" DIGIT "." DIGIT`).
+const HTTP_NAME: &[u8] = b"HTTP/";
+
+/// A byte httparse accepts in a request target: any visible ASCII and any byte of 0x80 and up.
+fn is_target_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) || b >= 0x80
+}
+
+impl LineAt {
+    /// The position after byte `b` of the line (never its LF, which ends the line), or the error
+    /// the parse of the whole head would report.
+    fn step(self, b: u8) -> Result<LineAt, HttpError> {
+        let kind = HeadKind::Request;
+        Ok(match self {
+            LineAt::Start if b == b'\r' => LineAt::StartCr,
+            LineAt::Start if is_tchar(b) => LineAt::Method,
+            LineAt::Start => return Err(HttpError::NotHttp { byte: b }),
+            LineAt::StartCr => return Err(HttpError::InvalidLineEnding { kind }),
+            LineAt::Method if is_tchar(b) => LineAt::Method,
+            LineAt::Method if b == b' ' => LineAt::TargetStart,
+            LineAt::Method => return Err(HttpError::InvalidMethod),
+            LineAt::TargetStart | LineAt::Target if is_target_byte(b) => LineAt::Target,
+            LineAt::Target if b == b' ' => LineAt::Version { matched: 0 },
+            LineAt::TargetStart | LineAt::Target => return Err(HttpError::InvalidTarget),
+            LineAt::Version { matched } => {
+                if HTTP_NAME.get(usize::from(matched)) != Some(&b) {
+                    return Err(HttpError::InvalidVersion { kind });
+                }
+                let matched = matched + 1;
+                if usize::from(matched) == HTTP_NAME.len() {
+                    LineAt::Rest
+                } else {
+                    LineAt::Version { matched }
+                }
+            }
+            LineAt::Rest => LineAt::Rest,
+        })
+    }
+
+    /// The line ended (its LF came) here: anything short of a version is what the parse would
+    /// refuse ("hello world", "GET /", an SSH banner).
+    fn end(self) -> Result<(), HttpError> {
+        match self {
+            LineAt::Rest => Ok(()),
+            // The scanner skips empty lines; a line cannot end at its start.
+            LineAt::Start | LineAt::StartCr => Ok(()),
+            LineAt::Method => Err(HttpError::InvalidMethod),
+            LineAt::TargetStart | LineAt::Target => Err(HttpError::InvalidTarget),
+            LineAt::Version { .. } => Err(HttpError::InvalidVersion {
+                kind: HeadKind::Request,
+            }),
+        }
+    }
 }
 
 /// An empty line after the start line shows up as LF CR LF (CRLF heads) or LF LF (bare-LF
@@ -112,8 +203,42 @@ impl HeadScanner {
             self.reset();
             return Ok(Some(head_end));
         }
+        if kind == HeadKind::Request {
+            // The head goes on past this read: refuse a broken request line now rather than
+            // when the head ends (maybe never: binary bytes may hold an LF but no empty line).
+            // A head that ends in the read it started in skips this; its parse follows at once.
+            self.check_request_line(buf, start_lf)?;
+            self.line_at.end()?;
+        }
         self.pos = end;
         self.need_more(buf, limits, kind)
+    }
+
+    /// Steps [`LineAt`] over the request line's bytes from `self.checked` up to `upto`
+    /// (exclusive, never past the line's LF). Each byte is stepped once over all calls.
+    fn check_request_line(&mut self, buf: &[u8], upto: usize) -> Result<(), HttpError> {
+        let bytes = buf.get(self.checked..upto).unwrap_or(&[]);
+        #[cfg(test)]
+        {
+            self.examined += bytes.len();
+        }
+        for (i, &b) in bytes.iter().enumerate() {
+            let next = self.line_at.step(b)?;
+            match (self.line_at, next) {
+                (LineAt::Method, LineAt::TargetStart) => self.target_start = self.checked + i + 1,
+                (LineAt::Target, LineAt::Version { .. }) => {
+                    // Checked once, when the target ends: linear like the rest.
+                    let target = buf.get(self.target_start..self.checked + i).unwrap_or(&[]);
+                    if std::str::from_utf8(target).is_err() {
+                        return Err(HttpError::InvalidTarget);
+                    }
+                }
+                _ => {}
+            }
+            self.line_at = next;
+        }
+        self.checked = self.checked.max(upto);
+        Ok(())
     }
 
     /// Scans line by line for the end of the start line, skipping leading empty lines. Returns
@@ -135,6 +260,13 @@ impl HeadScanner {
             limit: limits.max_target_bytes,
         };
         loop {
+            // A partial start line may end in the CR of its CRLF: one byte of grace. Only the
+            // bytes within the limit are checked, so that a line cut anywhere gets the verdict
+            // it gets in one piece (414 for a long line, whatever follows the limit).
+            let line_limit = self
+                .line_start
+                .saturating_add(max_start_line)
+                .saturating_add(1);
             let window = buf.get(self.pos..end).unwrap_or(&[]);
             let Some(i) = memchr::memchr(b'\n', window) else {
                 #[cfg(test)]
@@ -142,7 +274,9 @@ impl HeadScanner {
                     self.examined += window.len();
                 }
                 self.pos = self.pos.max(end);
-                // A partial start line may end in the CR of its CRLF: one byte of grace.
+                if kind == HeadKind::Request {
+                    self.check_request_line(buf, end.min(line_limit))?;
+                }
                 if end.saturating_sub(self.line_start) > max_start_line.saturating_add(1) {
                     return Err(too_long());
                 }
@@ -155,14 +289,22 @@ impl HeadScanner {
             let lf = self.pos + i;
             let line = buf.get(self.line_start..lf).unwrap_or(&[]);
             self.pos = lf + 1;
-            self.line_start = lf + 1;
             if line.is_empty() || line == b"\r" {
+                // An empty line before the start line (RFC 9112 2.2): the check starts afresh
+                // after it.
+                self.line_start = lf + 1;
+                self.checked = lf + 1;
+                self.line_at = LineAt::Start;
                 continue;
             }
             let content = line.strip_suffix(b"\r").unwrap_or(line);
             if content.len() > max_start_line {
+                if kind == HeadKind::Request {
+                    self.check_request_line(buf, lf.min(line_limit))?;
+                }
                 return Err(too_long());
             }
+            self.line_start = lf + 1;
             self.start_line_lf = Some(lf);
             return Ok(Some(lf));
         }

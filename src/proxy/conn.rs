@@ -188,19 +188,21 @@ impl ClientConn {
         }
     }
 
-    /// Answers a failed request when the client can still hear it, then closes.
+    /// Answers a failed request when the client can still hear it, then closes. The log line
+    /// has the whole story (`e`'s Display names the upstream); the client gets `e.answer()`'s
+    /// reason, which names nothing behind the proxy.
     async fn answer_error(&mut self, e: ProxyError) -> End {
-        let Some((status, detail)) = e.answer() else {
+        let Some((status, reason)) = e.answer() else {
             return End::Close;
         };
         self.ctx.metrics.record_response(status);
         if status >= 500 {
-            crate::log_warn!("{} {status}: {detail}", self.peer);
+            crate::log_warn!("{} {status}: {e}", self.peer);
         } else {
-            crate::log_debug!("{} {status}: {detail}", self.peer);
+            crate::log_debug!("{} {status}: {e}", self.peer);
         }
         let mut out = BytesMut::new();
-        write_error_response(status, &detail, false, &mut out);
+        write_error_response(status, &reason, false, &mut out);
         let mut v = BytesVec::new();
         v.push(out.freeze());
         match write_vec_within(&mut self.stream, v, self.ctx.config.timeouts.send).await {

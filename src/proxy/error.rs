@@ -64,48 +64,108 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The status and short reason the client gets, if it can still get one.
+    ///
+    /// The reason never names what is behind the proxy: upstream addresses, replica URLs, socket
+    /// errors and the upstream's own bytes stay in the log line (this type's `Display`). A
+    /// client's own mistake is described exactly, since that is what it needs to fix.
     pub fn answer(&self) -> Option<(u16, String)> {
-        match self {
-            ProxyError::ClientProtocol(e) => Some((e.status(), e.to_string())),
-            ProxyError::ClientHeadTimeout => {
-                Some((408, "the request head was not received in time".into()))
+        let status = self.status()?;
+        let reason = match self {
+            ProxyError::ClientProtocol(e) => e.to_string(),
+            ProxyError::ClientHeadTimeout => "the request head was not received in time".into(),
+            ProxyError::ClientBodyTimeout => "the request body stalled".into(),
+            ProxyError::UpstreamUnreachable(_) => "no upstream server could be reached".into(),
+            ProxyError::UpstreamProtocol(_) => {
+                "the upstream server sent an invalid response".into()
             }
-            ProxyError::ClientBodyTimeout => Some((408, "the request body stalled".into())),
-            ProxyError::ClientGone => None,
-            ProxyError::UpstreamUnreachable(attempts) => {
-                let causes: Vec<String> = attempts.iter().map(ToString::to_string).collect();
-                Some((502, format!("no upstream reachable: {}", causes.join("; "))))
+            ProxyError::UpstreamClosed => {
+                "the upstream server closed the connection before responding".into()
             }
-            ProxyError::UpstreamProtocol(e) => {
-                Some((502, format!("invalid response from upstream: {e}")))
+            ProxyError::UpstreamSwitchedProtocols => {
+                "the upstream server switched protocols, which this proxy does not relay".into()
             }
-            ProxyError::UpstreamClosed => Some((
-                502,
-                "upstream closed the connection before sending a response".into(),
-            )),
-            ProxyError::UpstreamSwitchedProtocols => Some((
-                502,
-                "upstream switched protocols, which this proxy does not relay".into(),
-            )),
-            ProxyError::UpstreamHeadTimeout => Some((
-                504,
-                "upstream did not answer within the upstream header timeout".into(),
-            )),
-            ProxyError::UpstreamIo(e) => Some((502, format!("upstream connection failed: {e}"))),
-            ProxyError::MethodNotSupported(m) => {
-                Some((501, format!("{m} is not supported by this proxy")))
-            }
-        }
+            ProxyError::UpstreamHeadTimeout => "the upstream server did not respond in time".into(),
+            ProxyError::UpstreamIo(_) => "the connection to the upstream server failed".into(),
+            ProxyError::MethodNotSupported(m) => format!("{m} is not supported by this proxy"),
+            ProxyError::ClientGone => return None,
+        };
+        Some((status, reason))
+    }
+
+    /// The status the client gets; None when nobody is left to answer.
+    pub fn status(&self) -> Option<u16> {
+        Some(match self {
+            ProxyError::ClientProtocol(e) => e.status(),
+            ProxyError::ClientHeadTimeout | ProxyError::ClientBodyTimeout => 408,
+            ProxyError::ClientGone => return None,
+            ProxyError::UpstreamUnreachable(_)
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::UpstreamClosed
+            | ProxyError::UpstreamSwitchedProtocols
+            | ProxyError::UpstreamIo(_) => 502,
+            ProxyError::UpstreamHeadTimeout => 504,
+            ProxyError::MethodNotSupported(_) => 501,
+        })
     }
 }
 
+/// The whole story, for the log: which upstream, which address, which socket error.
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.answer() {
-            Some((status, reason)) => write!(f, "{status}: {reason}"),
-            None => f.write_str("client went away"),
+        match self {
+            ProxyError::ClientProtocol(e) => write!(f, "{e}"),
+            ProxyError::ClientHeadTimeout => f.write_str("request head not received in time"),
+            ProxyError::ClientBodyTimeout => f.write_str("request body stalled"),
+            ProxyError::ClientGone => f.write_str("client went away"),
+            ProxyError::UpstreamUnreachable(attempts) => {
+                f.write_str("no upstream reachable: ")?;
+                for (i, attempt) in attempts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{attempt}")?;
+                }
+                Ok(())
+            }
+            ProxyError::UpstreamProtocol(e) => write!(f, "invalid response from upstream: {e}"),
+            ProxyError::UpstreamClosed => {
+                f.write_str("upstream closed the connection before sending a response")
+            }
+            ProxyError::UpstreamSwitchedProtocols => {
+                f.write_str("upstream answered 101 Switching Protocols, which is not relayed")
+            }
+            ProxyError::UpstreamHeadTimeout => {
+                f.write_str("upstream did not answer within the upstream header timeout")
+            }
+            ProxyError::UpstreamIo(e) => write!(f, "upstream connection failed: {e}"),
+            ProxyError::MethodNotSupported(m) => write!(f, "{m} is not supported by this proxy"),
         }
     }
 }
 
 impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a 502 tells the client names no address, URL or socket error; the log line does.
+    #[test]
+    fn upstream_failures_tell_the_client_nothing_internal() {
+        let unreachable = ProxyError::UpstreamUnreachable(vec![ConnectAttempt {
+            target: "http://10.1.2.3:8080 (10.1.2.3:8080)".into(),
+            failure: ConnectFailure::Refused,
+        }]);
+        let io = ProxyError::UpstreamIo(io::Error::other("reset by 10.1.2.3:8080"));
+        let invalid =
+            ProxyError::UpstreamProtocol(crate::http::HttpError::UnsupportedTransferCoding {
+                coding: "x-internal-10.1.2.3".into(),
+            });
+        for e in [unreachable, io, invalid] {
+            let (status, reason) = e.answer().expect("an answer");
+            assert_eq!(status, 502);
+            assert!(!reason.contains("10.1.2.3"), "{reason}");
+            assert!(e.to_string().contains("10.1.2.3"), "{e}");
+        }
+    }
+}

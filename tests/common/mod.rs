@@ -1068,3 +1068,49 @@ pub fn set_recv_buffer(stream: &TcpStream, bytes: usize) {
     };
     assert_eq!(rc, 0, "SO_RCVBUF: {}", io::Error::last_os_error());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The admin endpoint (--admin 127.0.0.1:0): what tests wait on instead of sleeping.
+// ---------------------------------------------------------------------------------------------
+
+/// GET `path` from the admin endpoint: (status, body).
+pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The admin endpoint's address of `t` (see [`Tether::admin_addr`]).
+pub fn admin_addr(t: &Tether) -> SocketAddr {
+    t.admin_addr()
+}
+
+/// The value of an unlabelled sample in Prometheus text (panics when it is missing).
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `name` from a fresh /metrics scrape of the admin endpoint at `admin`.
+pub fn scrape(admin: SocketAddr, name: &str) -> u64 {
+    let (status, text) = admin_get(admin, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    metric(&text, name)
+}

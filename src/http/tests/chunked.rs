@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 
-use super::oracle::{self, Oracle};
 use crate::http::*;
+use tether_testkit::oracle::http::{self as oracle, Oracle};
 
 /// Feeds `pieces` as successive reads, the way the proxy does: unconsumed bytes stay in the
 /// buffer, data is copied out, NeedMore clears the buffer. Returns the payload and how many

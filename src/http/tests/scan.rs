@@ -154,3 +154,132 @@ fn scanner_limits() {
     let mut s = HeadScanner::new();
     assert_eq!(s.scan(&status, &limits(), HeadKind::Response), Ok(None));
 }
+
+// ---- early refusal of request lines that cannot become a request ---------------------------
+
+/// Feeds `raw` one byte more at a time and returns the first error with the length at which it
+/// came, or the end of the head.
+fn first_verdict(raw: &[u8]) -> (usize, Result<Option<usize>, HttpError>) {
+    let mut s = HeadScanner::new();
+    for len in 0..=raw.len() {
+        match s.scan(&raw[..len], &limits(), HeadKind::Request) {
+            Ok(None) => continue,
+            other => return (len, other),
+        }
+    }
+    (raw.len(), Ok(None))
+}
+
+#[test]
+fn a_first_byte_that_cannot_begin_a_method_is_refused_alone() {
+    for byte in 0..=255u8 {
+        let tchar = byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+        if tchar || byte == b'\r' || byte == b'\n' {
+            continue;
+        }
+        let mut s = HeadScanner::new();
+        let err = s.scan(&[byte], &limits(), HeadKind::Request).unwrap_err();
+        assert_eq!(err, HttpError::NotHttp { byte }, "{byte:#04x}");
+        assert_eq!(err.status(), 400);
+        // After leading empty lines too.
+        let mut s = HeadScanner::new();
+        assert_eq!(
+            s.scan(&[b'\r', b'\n', byte], &limits(), HeadKind::Request),
+            Err(HttpError::NotHttp { byte })
+        );
+    }
+    assert!(HttpError::NotHttp { byte: 0x16 }
+        .to_string()
+        .contains("TLS handshake"));
+}
+
+#[test]
+fn a_broken_request_line_is_refused_when_the_breaking_byte_arrives() {
+    let cases: &[(&[u8], usize, HttpError)] = &[
+        (b"GET\x00 / HTTP/1.1\r\n", 4, HttpError::InvalidMethod),
+        (b"GET /a\x01b HTTP/1.1\r\n", 7, HttpError::InvalidTarget),
+        (b"GET  / HTTP/1.1\r\n", 5, HttpError::InvalidTarget),
+        // Found by the request_head fuzz target: a target that is not UTF-8 is refused when
+        // it ends (httparse checks it there), not later as a bad version.
+        (b"GET /\xff\xfe HTTP/1.1\r\n", 8, HttpError::InvalidTarget),
+        (
+            b"GET / XTTP/1.1\r\n",
+            7,
+            HttpError::InvalidVersion {
+                kind: HeadKind::Request,
+            },
+        ),
+        (
+            b"\rX",
+            2,
+            HttpError::InvalidLineEnding {
+                kind: HeadKind::Request,
+            },
+        ),
+        // Lines that end before their version: refused at their LF, not at the head timeout.
+        (b"hello world\nmore", 12, HttpError::InvalidTarget),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", 20, HttpError::InvalidMethod),
+        (b"GET\n", 4, HttpError::InvalidMethod),
+        (
+            b"GET / HTTP\r\n",
+            11,
+            HttpError::InvalidVersion {
+                kind: HeadKind::Request,
+            },
+        ),
+    ];
+    for (raw, at, err) in cases {
+        let (len, verdict) = first_verdict(raw);
+        assert_eq!(
+            (len, verdict),
+            (*at, Err(err.clone())),
+            "{:?}",
+            String::from_utf8_lossy(raw)
+        );
+        // The parse of the same line, completed into a head, says the same.
+        let mut whole = raw[..*at].to_vec();
+        whole.extend_from_slice(b"\r\n\r\n");
+        let parsed = RequestHead::parse(Bytes::from(whole), &limits());
+        assert_eq!(parsed.err().as_ref(), Some(err), "{raw:?}");
+    }
+}
+
+#[test]
+fn a_tls_client_hello_is_refused_at_its_first_byte_even_with_line_feeds_in_it() {
+    // Record header, handshake header, legacy version, then "random" bytes holding LF and CR.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03,
+    ];
+    hello.extend_from_slice(b"\n\r\n\r\n\n\x00\x01");
+    // Byte by byte: refused at the first.
+    assert_eq!(
+        first_verdict(&hello),
+        (1, Err(HttpError::NotHttp { byte: 0x16 }))
+    );
+    // In one read, LF CR LF looks like the end of a head: its parse refuses it the same way.
+    let mut s = HeadScanner::new();
+    let n = s
+        .scan(&hello, &limits(), HeadKind::Request)
+        .unwrap()
+        .unwrap();
+    let parsed = RequestHead::parse(Bytes::copy_from_slice(&hello[..n]), &limits());
+    assert_eq!(parsed.err(), Some(HttpError::NotHttp { byte: 0x16 }));
+}
+
+#[test]
+fn valid_heads_are_never_refused_early_at_any_split() {
+    let heads: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"\r\n\nGET /x?y=z HTTP/1.0\n\n",
+        b"M-SEARCH /x HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET http://h.example:8080/p?q HTTP/1.1\r\nHost: h.example:8080\r\n\r\n",
+        b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"X!#$%&'*+-.^_`|~09az / HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    for raw in heads {
+        assert_eq!(first_verdict(raw), (raw.len(), Ok(Some(raw.len()))));
+        let parsed = RequestHead::parse(Bytes::copy_from_slice(raw), &limits());
+        assert!(parsed.is_ok(), "{raw:?}: {parsed:?}");
+    }
+}

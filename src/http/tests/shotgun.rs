@@ -2,8 +2,8 @@
 //! with padding after the message, compared against the slow oracles.
 
 use super::chunked::decode_pieces;
-use super::oracle::{self, Oracle};
 use crate::http::*;
+use tether_testkit::oracle::http::{self as oracle, Oracle};
 
 /// Bytes after a message: the next pipelined request.
 const PADDING: &[u8] = b"POST /next HTTP/1.1\r\nHost: a\r\n\r\n";

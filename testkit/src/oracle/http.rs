@@ -1,11 +1,12 @@
-//! Slow, obviously right reference decoders the shotgun and property tests compare against.
-//! They see the whole input at once and work line by line with plain slicing.
+//! Slow, obviously right reference decoders for HTTP/1.1 framing: the chunked coding and the end
+//! of a head. They see the whole input at once and work line by line with plain slicing; they
+//! share no code with `tether::http` (only its limits, which are part of the contract).
 
-use crate::http::{MAX_CHUNK_EXT_BYTES, MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES};
+use tether::http::{MAX_CHUNK_EXT_BYTES, MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES};
 
 /// What the oracle makes of a whole input.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Oracle {
+pub enum Oracle {
     /// A complete chunked body: its payload and its length in bytes.
     Complete { payload: Vec<u8>, consumed: usize },
     /// Not a complete body (invalid, or cut short: the oracle does not tell them apart).
@@ -99,7 +100,7 @@ fn ext_ok(s: &[u8]) -> bool {
 }
 
 /// Decodes a whole chunked body by the book.
-pub(super) fn chunked(input: &[u8]) -> Oracle {
+pub fn chunked(input: &[u8]) -> Oracle {
     let mut payload = Vec::new();
     let mut i = 0;
     loop {
@@ -158,7 +159,7 @@ pub(super) fn chunked(input: &[u8]) -> Oracle {
 
 /// The end of the first head in `input` by the book: skip empty lines, then the first empty
 /// line (CRLF or LF) after a non-empty one ends the head.
-pub(super) fn head_end(input: &[u8]) -> Option<usize> {
+pub fn head_end(input: &[u8]) -> Option<usize> {
     let mut i = 0;
     let mut seen_start_line = false;
     while i < input.len() {
