@@ -137,7 +137,12 @@ impl Relay<'_> {
                     return end;
                 }
                 // ---- idle: wait for the upstream, a heartbeat, or the client leaving ----
+                // A quiet stream holds no buffer: tens of thousands of them may sit here.
                 self.out.shrink();
+                if self.blocks.capacity() > 0 {
+                    self.blocks = Vec::new();
+                    self.pieces = Vec::new();
+                }
                 let quiet_since = Instant::now();
                 let mut watching = false;
                 let mut client_busy = false;
