@@ -93,6 +93,29 @@ fn read_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
     Ok(Some(n as usize))
 }
 
+/// `part`, a slice of `original`, as the same slice of `copy` (a copy of `original`); a `part`
+/// that is not inside `original` (an id the framer had to rewrite) gets its own exact copy.
+fn reslice(original: &Bytes, copy: &Bytes, part: &Bytes) -> Bytes {
+    let base = original.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    if at >= base && at + part.len() <= base + original.len() {
+        copy.slice(at - base..at - base + part.len())
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
+/// What is left of a read after framing (nothing, or an unfinished piece of chunk framing) is
+/// kept in an allocation of its own size: a quiet stream must not hold the rest of a read buffer
+/// (the upstream response head's 4 KiB one, say) for as long as it stays quiet.
+fn compact(buf: &mut BytesMut) {
+    if buf.is_empty() {
+        *buf = BytesMut::new();
+    } else if buf.capacity() > 2 * buf.len() + MIN_SSE_READ {
+        *buf = BytesMut::from(&buf[..]);
+    }
+}
+
 /// Bytes waiting in a socket's receive queue (FIONREAD), 0 when unknown.
 fn bytes_available(fd: RawFd) -> usize {
     let mut n: libc::c_int = 0;
@@ -116,9 +139,7 @@ impl Relay<'_> {
     ) -> BodyEnd {
         // Body bytes that came with the head are relayed with it.
         let mut up_state = self.ingest(&mut ubuf);
-        if ubuf.is_empty() {
-            ubuf = BytesMut::new();
-        }
+        compact(&mut ubuf);
         let up_fd = up.as_raw_fd();
         // Readiness only (no buffer): relaxed=false because tether reads by itself, so the epoll
         // driver must check the socket rather than trust its cached readiness.
@@ -259,10 +280,7 @@ impl Relay<'_> {
                 Some(BodyEnd::Dropped(DropKind::Error))
             }
         };
-        if buf.is_empty() {
-            // Nothing left over: a quiet stream waits holding no buffer at all.
-            *buf = BytesMut::new();
-        }
+        compact(buf);
         end
     }
 
@@ -360,15 +378,19 @@ impl Relay<'_> {
                 (id, block.raw)
             };
             if block.fires || id.is_some() || block.retry.is_some() {
-                let (kept, held) = if assigned {
-                    (raw.clone(), raw.len())
+                let (kept, kept_id, held) = if assigned {
+                    (raw.clone(), id.clone(), raw.len())
                 } else if sparse {
-                    (Bytes::copy_from_slice(&raw), raw.len())
+                    // The id is a slice of the event: it must come from the copy too, or it
+                    // would keep the whole read buffer alive by itself.
+                    let copy = Bytes::copy_from_slice(&raw);
+                    let copy_id = id.as_ref().map(|id| reslice(&raw, &copy, id));
+                    (copy, copy_id, raw.len())
                 } else {
-                    (raw.clone(), raw.len() * alloc / framed)
+                    (raw.clone(), id.clone(), raw.len() * alloc / framed)
                 };
                 let event = RingEvent {
-                    id: id.clone(),
+                    id: kept_id,
                     raw: kept,
                     held: u32::try_from(held).unwrap_or(u32::MAX),
                     assigned,
@@ -402,5 +424,45 @@ impl Relay<'_> {
         if *self.status.last_id.borrow() != cursor {
             *self.status.last_id.borrow_mut() = Bytes::copy_from_slice(cursor);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_event_takes_its_id_from_the_copy() {
+        let read = Bytes::from(vec![b'x'; 4096]);
+        let mut event = read.slice(100..130).to_vec();
+        event[..6].copy_from_slice(b"id: 7\n");
+        let read = {
+            let mut v = read.to_vec();
+            v[100..130].copy_from_slice(&event);
+            Bytes::from(v)
+        };
+        let raw = read.slice(100..130);
+        let id = raw.slice(4..5);
+        let copy = Bytes::copy_from_slice(&raw);
+        let kept = reslice(&raw, &copy, &id);
+        assert_eq!(&kept[..], b"7");
+        let copy_range = copy.as_ptr() as usize..copy.as_ptr() as usize + copy.len();
+        assert!(
+            copy_range.contains(&(kept.as_ptr() as usize)),
+            "sliced from the copy"
+        );
+        let foreign = Bytes::from_static(b"other");
+        assert_eq!(&reslice(&raw, &copy, &foreign)[..], b"other");
+    }
+
+    #[test]
+    fn leftovers_keep_an_allocation_of_their_own_size() {
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.extend_from_slice(b"\r");
+        compact(&mut buf);
+        assert!(buf.capacity() < 4096 && &buf[..] == b"\r");
+        let mut empty = BytesMut::with_capacity(4096);
+        compact(&mut empty);
+        assert_eq!(empty.capacity(), 0);
     }
 }

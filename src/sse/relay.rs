@@ -183,23 +183,39 @@ pub async fn relay(
     guard: &ConnGuard,
     start: SseStart,
 ) -> SseEnd {
+    // Taken apart at once: what is kept across the awaits below is what a stream holds for its
+    // whole life, so nothing is kept twice (the struct and the fields moved out of it).
+    let SseStart {
+        client_addr,
+        framing,
+        head,
+        up,
+        replica,
+        ubuf,
+        decoder,
+        ring,
+        from,
+        resume_from,
+        request,
+        keep_client: _,
+    } = start;
     let settings = ctx.sse;
     WorkerMetrics::inc(&ctx.metrics.sse_streams_active);
-    let url = ctx.upstreams.borrow().spec(start.replica).url.clone();
-    let entry = ctx.active.register(start.ring.lineage.clone(), url);
+    let url = ctx.upstreams.borrow().spec(replica).url.clone();
+    let entry = ctx.active.register(ring.lineage.clone(), url);
     let mut relay = Relay {
         status: entry.status.clone(),
         ctx,
         settings,
-        decoder: start.decoder,
+        decoder,
         framer: EventFramer::new(settings.max_event_bytes),
         blocks: Vec::new(),
         pieces: Vec::new(),
         read_alloc: 0,
-        ring: start.ring,
-        dedupe: start.from != StartFrom::Upstream,
+        ring,
+        dedupe: from != StartFrom::Upstream,
         skipping_repeats: false,
-        out: ClientQueue::new(start.framing),
+        out: ClientQueue::new(framing),
         last_sent: Instant::now(),
         last_upstream: Instant::now(),
         progressed: false,
@@ -207,20 +223,18 @@ pub async fn relay(
         gap_from: None,
         stalled_since: None,
     };
-    relay.out.push_raw(start.head);
+    relay.out.push_raw(head);
     let end = relay
         .run(
             client,
             guard,
-            Lineage {
-                up: start.up,
-                ubuf: start.ubuf,
-                replica: start.replica,
-                from: start.from,
-                cursor_seed: start.resume_from,
-            },
-            start.client_addr,
-            &start.request,
+            up,
+            ubuf,
+            replica,
+            from,
+            resume_from,
+            client_addr,
+            &request,
         )
         .await;
     drop(entry);
@@ -231,32 +245,25 @@ pub async fn relay(
     end
 }
 
-/// Where the lineage's upstream stands when the relay starts.
-struct Lineage {
-    up: Option<TcpStream>,
-    ubuf: BytesMut,
-    replica: usize,
-    from: StartFrom,
-    /// The cursor the upstream resumes from until the framer has one of its own.
-    cursor_seed: Option<Bytes>,
-}
-
 impl Relay<'_> {
+    /// The drop/resume loop. `up`, `ubuf` and `replica`: where the lineage's upstream stands
+    /// (None: no upstream answered, reconnect first); `cursor_seed`: what the upstream resumes
+    /// from until the framer has a cursor of its own. Separate arguments rather than a struct:
+    /// this future is what a stream holds for its whole life, and a struct taken apart here
+    /// would be kept beside its parts.
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &mut self,
         client: &mut TcpStream,
         guard: &ConnGuard,
-        lineage: Lineage,
+        mut up: Option<TcpStream>,
+        mut ubuf: BytesMut,
+        mut replica: usize,
+        from: StartFrom,
+        mut cursor_seed: Option<Bytes>,
         client_addr: IpAddr,
         request: &RequestHead,
     ) -> SseEnd {
-        let Lineage {
-            mut up,
-            mut ubuf,
-            mut replica,
-            from,
-            mut cursor_seed,
-        } = lineage;
         match from {
             StartFrom::Upstream => {}
             StartFrom::Replay { after } | StartFrom::ReplayThenEnd { after } => {
