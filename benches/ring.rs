@@ -4,7 +4,17 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tether::sse::ring::{Lookup, ReplayRing};
+use tether::sse::ring::{ReplayRing, RingEvent};
+
+/// A ring event as the relay records it (a slice that fills its read: held = its length).
+fn event(id: &Bytes, raw: &Bytes) -> RingEvent {
+    RingEvent {
+        id: Some(id.clone()),
+        raw: raw.clone(),
+        held: raw.len() as u32,
+        assigned: false,
+    }
+}
 
 /// A realistic stream: ~200-byte events with numeric ids.
 fn events(n: usize) -> Vec<(Bytes, Bytes)> {
@@ -52,15 +62,18 @@ fn append(c: &mut Criterion) {
     // Check: 10k pushes into a 1024-slot ring keep the newest 1024.
     let mut check = ReplayRing::new(1024, 4 << 20);
     for (id, raw) in &evs {
-        check.push(Some(id.clone()), raw.clone(), false);
+        check.push(event(id, raw));
     }
     assert_eq!(check.len(), 1024);
-    assert_eq!(check.newest_id().map(|b| &b[..]), Some(&b"10000"[..]));
+    assert_eq!(
+        check.newest_upstream_id().map(|b| &b[..]),
+        Some(&b"10000"[..])
+    );
     group.bench_function("tether_1024", |b| {
         b.iter(|| {
             let mut ring = ReplayRing::new(1024, 4 << 20);
             for (id, raw) in &evs {
-                ring.push(Some(id.clone()), raw.clone(), false);
+                ring.push(event(id, raw));
             }
             black_box(ring.len())
         })
@@ -88,14 +101,14 @@ fn replay(c: &mut Criterion) {
         cap: 1024,
     };
     for (id, raw) in &evs {
-        ring.push(Some(id.clone()), raw.clone(), false);
+        ring.push(event(id, raw));
         naive.push(id, raw);
     }
     let mut group = c.benchmark_group("ring_replay");
     for missed in [10usize, 500] {
         let from = (1024 - missed).to_string();
         // Check both give the same events.
-        let Lookup::After(seq) = ring.lookup(from.as_bytes()) else {
+        let Some(seq) = ring.seq_of(from.as_bytes()) else {
             panic!("id in ring")
         };
         let ours: Vec<Bytes> = ring.after(seq).map(|e| e.raw.clone()).collect();
@@ -105,7 +118,7 @@ fn replay(c: &mut Criterion) {
         group.throughput(Throughput::Elements(missed as u64));
         group.bench_with_input(BenchmarkId::new("tether", missed), &from, |b, from| {
             b.iter(|| {
-                let Lookup::After(seq) = ring.lookup(from.as_bytes()) else {
+                let Some(seq) = ring.seq_of(from.as_bytes()) else {
                     unreachable!()
                 };
                 black_box(

@@ -5,14 +5,26 @@
 # scenarios and records the medians.
 #
 # Scenarios (--only takes the names or numbers; several with commas):
-#   1a batch1   1000 SSE streams, ~100-byte events flat out, one upstream write per event:
-#               events/s and proxy CPU-seconds per million events
-#   1b batched  the same with batched upstream writes (16 KiB)
+#   1a batch1   1000 SSE streams, ~100-byte events flat out, one upstream write per event, all
+#               on one URL: events/s, proxy CPU-seconds per million events, proxy RSS at the
+#               end of the window
+#   1a-url batch1-url   the same, every stream its own URL (&s=<index>): in tether one replay
+#               ring per stream instead of one shared ring (CPU per event and RSS both shapes)
+#   1b batched  as 1a with batched upstream writes (16 KiB); 1b-url batched-url: own URLs
+#               ("1" or "throughput" = all four; "url" or "distinct-urls" = the two -url ones)
 #   2  latency  1000 streams at 10 events/s each (10k/s in all): added latency p50/p99 over direct
 #   3  idle     ~9000 idle streams through each proxy: proxy RSS per stream
 #   4  plain    keep-alive HTTP, 100-byte responses, wrk -c50: req/s and proxy CPU per request
 #   5  drops    the origin closes every stream after K events: delivery gap at each drop
 #               (p50/p99), lost and duplicated events (clients reconnect like EventSource)
+#   6  ttfe     time to first event under load: while 1a's 1000 flat-out streams run, 50 new
+#               SSE clients (--ttfe-clients) connect one after another, each to its own URL
+#               whose first event the origin sends at once; each is timed from the start of
+#               its TCP connect to its first complete event, then closed (RST) before the next
+#               starts, so the load stays the same. p50/p99/max per peer (medians over reps)
+#               and the ratio to nginx. Measured by sse-load --ttfe in a thread of its own
+#               that sleeps in read(): a proxy that lets busy streams hold its worker shows
+#               here, not in the load generator (perf/NOTES.md, "Time to first event").
 #
 # Placement: the proxy under test alone on CPU 0 (one worker/thread, all threads pinned), origin
 # and load generator on CPU 1; every measurement gets a fresh origin and proxy; each repetition
@@ -20,14 +32,17 @@
 #
 # Usage: scripts/bench.sh [--reps N] [--duration S] [--warmup S] [--quick] [--only LIST]
 #                         [--no-record] [--no-build] [--peers direct,tether,nginx,haproxy]
-#                         [--streams N] [--idle-streams N] [--connections N]
-#   --quick      smoke run (1 rep, 2 s windows, 200 streams, 2000 idle): under 2 minutes
+#                         [--streams N] [--idle-streams N] [--connections N] [--ttfe-clients N]
+#   --quick      smoke run (1 rep, 2 s windows, 200 streams, 2000 idle; flags given explicitly,
+#                e.g. --streams 1000, win): a few minutes for every scenario
 #   --no-record  print the table only; nothing under perf/ is written (outputs go to
 #                /tmp/tether-bench-last/)
 # Records (without --no-record): a dated section appended to perf/RESULTS.md,
 # perf/results/latest.json and perf/results/comparison.svg.
-# A full run (3 reps, 10 s) takes about 17 minutes on a quiet machine plus the build; when other
-# processes take more than 10% of a CPU during a measurement it is repeated (twice at most).
+# A full run (3 reps, 10 s) takes about 30 minutes on a quiet machine plus the build (17 before
+# 1a-url, 1b-url and 6 were added); when other processes take more than 10% of a CPU during a
+# measurement it is repeated (twice at most). Binaries are taken from $CARGO_TARGET_DIR/release
+# when CARGO_TARGET_DIR is set (else target/release).
 #
 # Needs: nginx-light, haproxy, wrk (installed with apt-get when missing and running as root),
 # python3, taskset, curl. Every process it starts is stopped by PID when it exits.
@@ -44,7 +59,8 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --quick) ARGS+=(--quick); shift ;;
     --reps|--duration|--warmup|--only|--streams|--idle-streams|--connections|--peers|\
-    --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver|--tether-extra)
+    --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver|--tether-extra|\
+    --ttfe-clients)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       ARGS+=("$1=$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -77,11 +93,12 @@ if [ "$BUILD" = 1 ]; then
   echo "== building release binaries (cargo build --release --workspace)"
   cargo build --release --workspace --quiet
 fi
+BIN="${CARGO_TARGET_DIR:-target}/release"
 for bin in tether sse-upstream; do
-  [ -x "target/release/$bin" ] || { echo "target/release/$bin missing (build failed?)" >&2; exit 1; }
+  [ -x "$BIN/$bin" ] || { echo "$BIN/$bin missing (build failed?)" >&2; exit 1; }
 done
-if [ ! -x target/release/sse-load ]; then
-  echo "NOTE: target/release/sse-load is not built (perf/src/bin/sse-load.rs not merged yet):"
+if [ ! -x "$BIN/sse-load" ]; then
+  echo "NOTE: $BIN/sse-load is not built (perf/src/bin/sse-load.rs not merged yet):"
   echo "      scenarios 1-3 are skipped, scenario 5 runs with the gap probe only."
 fi
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::duration::parse_duration;
+use crate::size::parse_size;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -162,7 +163,7 @@ pub struct ReverseArgs {
 
     // ----- HTTP limits -----
     /// Largest request or response head in bytes (431 for requests, 502 for responses, when exceeded).
-    #[arg(long, value_name = "BYTES", default_value_t = crate::http::MAX_HEAD_BYTES, help_heading = "HTTP limits")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::http::MAX_HEAD_BYTES, help_heading = "HTTP limits")]
     pub max_head_bytes: usize,
 
     /// Most header fields in one head (431 when exceeded).
@@ -170,12 +171,12 @@ pub struct ReverseArgs {
     pub max_headers: usize,
 
     /// Longest request target in bytes (414 when exceeded).
-    #[arg(long, value_name = "BYTES", default_value_t = crate::http::MAX_TARGET_BYTES, help_heading = "HTTP limits")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::http::MAX_TARGET_BYTES, help_heading = "HTTP limits")]
     pub max_target_bytes: usize,
 
     // ----- SSE -----
     /// Largest upstream SSE event (block) in bytes; a larger one ends the stream (logged).
-    #[arg(long, value_name = "BYTES", default_value_t = crate::sse::DEFAULT_MAX_EVENT_BYTES, help_heading = "SSE")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::sse::DEFAULT_MAX_EVENT_BYTES, help_heading = "SSE")]
     pub sse_max_event_bytes: usize,
 
     /// Send a ": keep-alive" comment to an SSE client after this much silence (0 = off), so
@@ -183,9 +184,12 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "15s", help_heading = "SSE")]
     pub sse_heartbeat: Duration,
 
-    /// Bytes queued for one SSE client before it is disconnected as too slow (it can resume from
-    /// the replay ring); other streams never wait for it.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::sse::relay::DEFAULT_CLIENT_BUFFER, help_heading = "SSE")]
+    /// Bytes queued for one client of a shared SSE stream before that client is disconnected as
+    /// too slow, so the stream's other clients never wait for it (shared streams come with
+    /// coalescing). A stream with one client is paced by it instead: tether stops reading the
+    /// upstream while 32 KiB wait for the client, and cuts it only after --send-timeout without
+    /// progress. A replay from the ring is fed at the client's pace and never counts.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::sse::relay::DEFAULT_CLIENT_BUFFER, help_heading = "SSE")]
     pub sse_client_buffer: usize,
 
     /// Give every SSE event that has no id one of tether's own, so clients can resume from the
@@ -194,15 +198,29 @@ pub struct ReverseArgs {
     pub assign_ids: bool,
 
     // ----- replay -----
-    /// Events kept per stream for clients reconnecting with Last-Event-ID.
+    /// Events kept per ring (one ring per upstream lineage) for clients reconnecting with
+    /// Last-Event-ID.
     #[arg(long, value_name = "N", default_value_t = crate::sse::ring::DEFAULT_REPLAY_EVENTS, help_heading = "Replay")]
     pub replay_events: usize,
 
-    /// Event bytes kept per stream for replay.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::sse::ring::DEFAULT_REPLAY_BYTES, help_heading = "Replay")]
+    /// Event bytes kept per ring for replay (plain bytes, or KiB/MiB/GiB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::sse::ring::DEFAULT_REPLAY_BYTES, help_heading = "Replay")]
     pub replay_bytes: usize,
 
-    /// How long a stream's replay ring outlives its last client.
+    /// Memory all replay rings of the process may hold together, overhead included, shared out
+    /// equally across workers. Past it, rings without a client go first (least recently used),
+    /// then the oldest events of the largest rings. A client whose position was evicted and
+    /// reconnects goes upstream with its Last-Event-ID.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::sse::table::DEFAULT_REPLAY_MEMORY, help_heading = "Replay")]
+    pub replay_memory: usize,
+
+    /// A request header that, with Authorization, Cookie and Mcp-Session-Id, makes up the
+    /// client's identity (repeatable; e.g. X-Api-Key or a tenant header). A reconnection is only
+    /// ever served from rings recorded for the same identity and request target.
+    #[arg(long = "identity-header", value_name = "NAME", help_heading = "Replay")]
+    pub identity_headers: Vec<String>,
+
+    /// How long a replay ring outlives the stream that wrote it.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5m", help_heading = "Replay")]
     pub replay_ttl: Duration,
 

@@ -9,9 +9,10 @@ use std::time::Duration;
 use crate::cli::{DriverChoice, ReverseArgs};
 use crate::http::HeadLimits;
 use crate::proxy::upstream::{Upstream, UpstreamSpec, UpstreamUrlError};
-use crate::sse::registry::RingLimits;
 use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
+use crate::sse::scope::IdentityHeaders;
+use crate::sse::table::RingLimits;
 
 /// Timeouts, each documented on its flag in `crate::cli`.
 #[derive(Debug, Clone, Copy)]
@@ -45,17 +46,35 @@ pub struct Config {
     pub head_limits: HeadLimits,
     pub sse: SseSettings,
     pub rings: RingLimits,
+    /// `--identity-header` and the defaults: what separates clients' replay scopes.
+    pub identity: IdentityHeaders,
     pub resume: ResumeSettings,
 }
 
 /// Why the command line cannot run.
 #[derive(Debug)]
 pub enum ConfigError {
-    Bind { addr: String, reason: String },
+    Bind {
+        addr: String,
+        reason: String,
+    },
     Upstream(UpstreamUrlError),
-    Resolve { url: String, reason: String },
-    Cpus { list: String, reason: String },
-    Zero { flag: &'static str },
+    Resolve {
+        url: String,
+        reason: String,
+    },
+    Cpus {
+        list: String,
+        reason: String,
+    },
+    Zero {
+        flag: &'static str,
+    },
+    /// A header name that is not an HTTP token.
+    HeaderName {
+        flag: &'static str,
+        name: String,
+    },
     UringEntries(u32),
 }
 
@@ -69,6 +88,10 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::Cpus { list, reason } => write!(f, "--cpus {list}: {reason}"),
             ConfigError::Zero { flag } => write!(f, "{flag} must be at least 1"),
+            ConfigError::HeaderName { flag, name } => write!(
+                f,
+                "{flag} {name:?}: not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+            ),
             ConfigError::UringEntries(n) => write!(
                 f,
                 "--uring-entries {n}: must be a power of two from 2 to 32768 (io_uring refuses others)"
@@ -134,6 +157,14 @@ impl Config {
                 flag: "--max-connections",
             });
         }
+        for name in &args.identity_headers {
+            if !crate::http::is_token(name.as_bytes()) {
+                return Err(ConfigError::HeaderName {
+                    flag: "--identity-header",
+                    name: name.clone(),
+                });
+            }
+        }
         if !args.uring_entries.is_power_of_two() || !(2..=32_768).contains(&args.uring_entries) {
             return Err(ConfigError::UringEntries(args.uring_entries));
         }
@@ -184,7 +215,9 @@ impl Config {
                 max_events: args.replay_events,
                 max_bytes: args.replay_bytes,
                 ttl: args.replay_ttl,
+                memory: args.replay_memory,
             },
+            identity: IdentityHeaders::new(&args.identity_headers),
         })
     }
 

@@ -145,6 +145,15 @@ impl BytesVec {
         }
     }
 
+    /// The unwritten bytes in one buffer (tests compare what would go on the wire).
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        self.parts[self.first..]
+            .iter()
+            .flat_map(|p| p.iter().copied())
+            .collect()
+    }
+
     /// Marks `n` bytes as written, dropping finished parts from the front.
     pub fn advance(&mut self, mut n: usize) {
         debug_assert!(n <= self.remaining);

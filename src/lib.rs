@@ -7,6 +7,7 @@
 //! - [`config`]: the settings resolved once from the command line.
 //! - [`limits`]: named limits outside the HTTP codec.
 //! - [`duration`]: human durations (`500ms`, `2s`, `1m`).
+//! - [`size`]: sizes (`65536`, `64KiB`, `256MiB`).
 //! - [`log`]: log lines on stderr.
 //! - [`metrics`]: per-worker counters (no atomics on the per-event path).
 //! - [`server`]: the process: port check, workers, signals, drain.
@@ -32,5 +33,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod size;
 pub mod sse;
 pub mod worker;

@@ -54,6 +54,16 @@ pub struct WorkerMetrics {
     pub resumes: Cell<u64>,
     pub give_ups: Cell<u64>,
     pub duplicates_dropped: Cell<u64>,
+    /// Replay rings held (a gauge, set when scraped).
+    pub replay_rings: Cell<u64>,
+    /// What the replay rings cost, overhead included (a gauge, set when scraped).
+    pub replay_ring_bytes: Cell<u64>,
+    /// This worker's share of --replay-memory (a gauge).
+    pub replay_budget_bytes: Cell<u64>,
+    /// Eviction steps taken to stay within --replay-memory (an idle ring freed, or a ring trimmed).
+    pub replay_evictions: Cell<u64>,
+    /// Events removed from rings to stay within --replay-memory.
+    pub replay_evicted_events: Cell<u64>,
     /// Resume gaps (drop to first resumed byte), counts per `GAP_BUCKETS_MS` bucket + one +Inf.
     pub gap_buckets: [Cell<u64>; GAP_BUCKETS_MS.len() + 1],
     pub gap_sum_ms: Cell<u64>,
@@ -231,6 +241,36 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "Repeated SSE events dropped after a resume or replay.",
         |m| m.duplicates_dropped.get(),
+    ),
+    (
+        "replay_rings",
+        "gauge",
+        "Replay rings held (one per upstream lineage, live or kept for --replay-ttl).",
+        |m| m.replay_rings.get(),
+    ),
+    (
+        "replay_ring_bytes",
+        "gauge",
+        "Memory the replay rings hold, overhead included (bounded by --replay-memory).",
+        |m| m.replay_ring_bytes.get(),
+    ),
+    (
+        "replay_budget_bytes",
+        "gauge",
+        "The --replay-memory budget (each worker keeps an equal share).",
+        |m| m.replay_budget_bytes.get(),
+    ),
+    (
+        "replay_evictions_total",
+        "counter",
+        "Evictions to stay within --replay-memory: idle rings freed, rings trimmed of their oldest events.",
+        |m| m.replay_evictions.get(),
+    ),
+    (
+        "replay_evicted_events_total",
+        "counter",
+        "Events removed from rings to stay within --replay-memory.",
+        |m| m.replay_evicted_events.get(),
     ),
 ];
 

@@ -25,9 +25,9 @@ use crate::proxy::upstream::UpstreamSet;
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::active::ActiveStreams;
 use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
-use crate::sse::registry::StreamRegistry;
 use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
+use crate::sse::table::StreamTable;
 
 /// Everything a worker's tasks share. Lives in an `Rc`: only this worker's thread touches it.
 pub struct WorkerCtx {
@@ -40,8 +40,8 @@ pub struct WorkerCtx {
     pub upstreams: RefCell<UpstreamSet>,
     /// SSE settings (a copy of `config.sse`, read per event).
     pub sse: SseSettings,
-    /// This worker's SSE streams and their replay rings.
-    pub streams: StreamRegistry,
+    /// This worker's replay rings (one per upstream lineage) and their budget.
+    pub streams: StreamTable,
     /// Which worker holds which ring; the inboxes between workers.
     pub directory: Arc<Directory>,
     /// Ring queries this worker sent and awaits answers to.
@@ -52,8 +52,6 @@ pub struct WorkerCtx {
     pub active: ActiveStreams,
     /// Upstream resume settings (a copy of `config.resume`).
     pub resume: ResumeSettings,
-    /// Counter behind `--assign-ids` (ids are "<worker>-<n>", unique across workers).
-    assigned_ids: Cell<u64>,
 }
 
 impl WorkerCtx {
@@ -62,20 +60,16 @@ impl WorkerCtx {
         WorkerStatus {
             worker: self.index,
             draining: self.conns.draining(),
-            metrics: self.metrics.snapshot(self.conns.live() as u64),
-            streams: self.active.views(|key| {
-                self.streams.get(key).map_or((0, 0), |s| {
-                    let ring = s.ring.borrow();
-                    (ring.len(), ring.bytes())
-                })
-            }),
+            metrics: {
+                let (rings, cost) = self.streams.usage();
+                let m = &self.metrics;
+                m.replay_rings.set(rings as u64);
+                m.replay_ring_bytes.set(cost as u64);
+                m.replay_budget_bytes.set(self.streams.budget() as u64);
+                m.snapshot(self.conns.live() as u64)
+            },
+            streams: self.active.views(),
         }
-    }
-
-    pub fn next_assigned_id(&self) -> u64 {
-        let n = self.assigned_ids.get() + 1;
-        self.assigned_ids.set(n);
-        n
     }
 }
 
@@ -185,10 +179,9 @@ fn run(
             index,
             driver,
             sse: config.sse,
-            streams: StreamRegistry::new(index, config.rings, links.directory.clone()),
+            streams: StreamTable::new(index, config.rings, links.directory.clone()),
             directory: links.directory,
             answers: PendingAnswers::default(),
-            assigned_ids: Cell::new(0),
             metrics: WorkerMetrics::default(),
             active: ActiveStreams::default(),
             resume: config.resume,
@@ -406,8 +399,13 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
         }
         for msg in ctx.directory.drain(ctx.index) {
             match msg {
-                Message::Query { key, from, token } => {
-                    let answer = Answer::Ring(ctx.streams.snapshot(&key));
+                Message::Query {
+                    scope,
+                    id,
+                    from,
+                    token,
+                } => {
+                    let answer = Answer::Ring(crate::sse::lookup::answer(&ctx, &scope, &id));
                     ctx.directory.post(from, Message::Answer { token, answer });
                 }
                 Message::Status { from, token } => {
@@ -420,12 +418,17 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
     }
 }
 
-/// How often a worker frees replay rings whose TTL ran out.
+/// How often a worker frees replay rings whose TTL ran out (at most; a short `--replay-ttl`
+/// sweeps twice per TTL, never more often than RING_SWEEP_MIN).
 const RING_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+const RING_SWEEP_MIN: Duration = Duration::from_millis(100);
 
 async fn sweep_loop(ctx: Rc<WorkerCtx>) {
+    let every = RING_SWEEP_INTERVAL
+        .min(ctx.streams.limits().ttl / 2)
+        .max(RING_SWEEP_MIN);
     loop {
-        monoio::time::sleep(RING_SWEEP_INTERVAL).await;
+        monoio::time::sleep(every).await;
         let freed = ctx.streams.sweep(Instant::now());
         if freed > 0 {
             crate::log_debug!(

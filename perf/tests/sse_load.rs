@@ -299,3 +299,89 @@ fn the_binary_writes_json_and_exits_by_the_rules() {
     assert!(stderr.contains("only http://"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn placeholder_gives_every_stream_its_own_url() {
+    let up = spawn(UpstreamConfig::default()).expect("simulator starts");
+    let r = load(
+        &up,
+        "events=3&s={i}",
+        LoadConfig {
+            streams: 5,
+            threads: 2,
+            duration: Duration::from_secs(5),
+            warmup: Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.events_total, r.gaps, r.errors), (15, 0, 0));
+    let mut paths: Vec<String> = up.requests().into_iter().map(|q| q.path).collect();
+    paths.sort();
+    let want: Vec<String> = (0..5).map(|i| format!("/sse?events=3&s={i}")).collect();
+    assert_eq!(paths, want);
+}
+
+#[test]
+fn ttfe_probes_time_new_clients_while_the_load_runs() {
+    let up = spawn(UpstreamConfig::default()).expect("simulator starts");
+    let r = load(
+        &up,
+        "events=0&rate=100",
+        LoadConfig {
+            streams: 20,
+            duration: Duration::from_millis(300),
+            warmup: Duration::from_millis(100),
+            proxy_pids: vec![std::process::id()],
+            ttfe: 5,
+            ttfe_url: Some(format!(
+                "http://{}/sse?events=0&rate=1&probe={{i}}",
+                up.addr()
+            )),
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.open_failure, None);
+    let t = r.ttfe.as_ref().expect("probes ran");
+    assert_eq!((t.asked, t.failed, t.samples.len()), (5, 0, 5), "{t:?}");
+    for s in &t.samples {
+        assert!(
+            s.connect_us <= s.head_us && s.head_us <= s.first_event_us,
+            "{s:?}"
+        );
+        assert!(s.first_event_us < 5_000_000, "{s:?}");
+    }
+    let probes: Vec<String> = up
+        .requests()
+        .into_iter()
+        .map(|q| q.path)
+        .filter(|p| p.contains("probe="))
+        .collect();
+    assert_eq!(probes.len(), 5);
+    assert!(probes[4].ends_with("probe=4"), "{probes:?}");
+    let j = r.json();
+    assert!(j.contains("\"ttfe_probes\":5,\"ttfe_failed\":0,"), "{j}");
+    let (start, end) = r.proxy_rss_window_bytes.expect("sampled");
+    assert!(start > 0 && end > 0);
+
+    // A probe that gets no event in time fails, and says why.
+    let r = load(
+        &up,
+        "events=0&rate=100",
+        LoadConfig {
+            streams: 2,
+            duration: Duration::from_millis(100),
+            warmup: Duration::ZERO,
+            ttfe: 2,
+            ttfe_url: Some(format!("http://{}/sse?stall_after=0", up.addr())),
+            ttfe_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let t = r.ttfe.expect("probes ran");
+    assert_eq!((t.failed, t.samples.len()), (2, 0));
+    let why = t.first_failure.unwrap();
+    assert!(
+        why.contains("no first event") && why.contains("head received"),
+        "{why}"
+    );
+}

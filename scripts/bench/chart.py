@@ -3,9 +3,11 @@
 
 usage: chart.py LATEST.json OUT.svg. Standard library only.
 
-Four panels, one bar per peer, each labelled with its value and its ratio to nginx:
-events per proxy CPU-second (one write per event; batched), RSS per idle stream, keep-alive
-requests per second. A panel whose figures are missing is drawn with a "not measured" note.
+Panels in two columns, one bar per peer, each labelled with its value and its ratio to nginx:
+events per proxy CPU-second (one write per event; batched; each with one URL for all streams
+and with its own URL per stream), RSS per idle stream, keep-alive requests per second, time to
+first event under load (p99), and proxy RSS at the end of the one-write-per-event windows (one
+URL, own URLs). A panel whose figures are missing is drawn with a "not measured" note.
 """
 import json
 import sys
@@ -18,15 +20,31 @@ PEERS = [("tether", "tether", "#1f77b4"), ("nginx", "nginx", "#2ca02c"),
 # ("x nginx", factor) or ("abs", value), drawn as a dashed line.
 PANELS = [
     ("batch1", "events_per_proxy_cpu_s", "Events per proxy CPU-second",
-     "1000 streams, one upstream write per event", "higher is better", 1e3, "k", False,
+     "{streams} streams, one upstream write per event", "higher is better", 1e3, "k", False,
      ("x nginx", 1.10)),
     ("batched", "events_per_proxy_cpu_s", "Events per proxy CPU-second",
-     "1000 streams, batched upstream writes", "higher is better", 1e6, "M", False,
+     "{streams} streams, batched upstream writes", "higher is better", 1e6, "M", False,
      ("x nginx", 1.15)),
     ("idle", "rss_per_stream_bytes", "Proxy RSS per idle stream",
-     "~9000 idle SSE streams", "lower is better", 1024, " KiB", False, ("abs", 2048)),
+     "~{idle} idle SSE streams", "lower is better", 1024, " KiB", False, ("abs", 2048)),
     ("plain", "req_per_s", "Keep-alive requests per second",
      "100-byte responses, wrk -c50", "higher is better", 1e3, "k", True, ("x nginx", 1.5)),
+    ("batch1-url", "events_per_proxy_cpu_s", "Events per proxy CPU-second, own URLs",
+     "{streams} streams, one write per event, own URL each", "higher is better",
+     1e3, "k", False, ("x nginx", 1.10)),
+    ("batched-url", "events_per_proxy_cpu_s", "Events per proxy CPU-second, own URLs",
+     "{streams} streams, batched writes, own URL each", "higher is better", 1e6, "M",
+     False, ("x nginx", 1.15)),
+    ("ttfe", "ttfe_p99_ms", "Time to first event under load, p99",
+     "{clients} new clients while {streams} streams run flat out", "lower is better", 1, " ms",
+     True, ("abs", 20)),
+    ("ttfe", "ttfe_p50_ms", "Time to first event under load, p50",
+     "{clients} new clients while {streams} streams run flat out", "lower is better", 1, " ms",
+     True, None),
+    ("batch1", "proxy_rss_mb", "Proxy RSS, flat-out streams, one URL",
+     "at the end of the window, one write per event", "lower is better", 1, " MB", False, None),
+    ("batch1-url", "proxy_rss_mb", "Proxy RSS, flat-out streams, own URLs",
+     "at the end of the window, one write per event", "lower is better", 1, " MB", False, None),
 ]
 
 W, PANEL_W, PANEL_H = 980, 460, 250
@@ -45,6 +63,9 @@ def panel(x0, y0, data, spec):
     peers = [p for p in PEERS if with_direct or p[0] != "direct"]
     vals = {p: (med.get(p, {}) or {}).get(key) if isinstance(med, dict) else None
             for p, _, _ in peers}
+    c = data.get("config", {})
+    sub = sub.format(streams=c.get("streams", 1000), clients=c.get("ttfe_clients", 50),
+                     idle=c.get("idle_streams", 9000))
     out = [f'<g transform="translate({x0},{y0})">',
            f'<text x="0" y="18" class="t">{escape(title)}</text>',
            f'<text x="0" y="38" class="s">{escape(sub)} · {escape(better)}</text>']
@@ -54,7 +75,9 @@ def panel(x0, y0, data, spec):
         return out
     nginx = vals.get("nginx")
     goal = None
-    if target[0] == "abs":
+    if target is None:
+        pass
+    elif target[0] == "abs":
         goal = target[1]
     elif nginx:
         goal = nginx * target[1]
@@ -70,7 +93,8 @@ def panel(x0, y0, data, spec):
             continue
         w = max(1.0, span * v / top)
         out.append(f'<rect x="{LABEL_W}" y="{y}" width="{w:.1f}" height="{BAR_H}" '
-                   f'fill="{color}" rx="3"><title>{escape(name)}: {v:,.0f}</title></rect>')
+                   f'fill="{color}" rx="3"><title>{escape(name)}: {escape(fmt(v, scale, unit))}'
+                   f'</title></rect>')
         label = fmt(v, scale, unit)
         if nginx and p not in ("nginx", "direct"):
             label += f"  ({v / nginx:.2f}x nginx)"
@@ -90,7 +114,8 @@ def panel(x0, y0, data, spec):
 
 
 def svg(data):
-    h = 2 * PANEL_H + 110
+    rows = (len(PANELS) + 1) // 2
+    h = rows * PANEL_H + 110
     m = data.get("machine", {})
     c = data.get("config", {})
     foot = (f"{data.get('date', '')} · {m.get('cores', '?')} cores, {m.get('cpu', '')} · "

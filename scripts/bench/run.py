@@ -11,7 +11,8 @@ Method (see perf/NOTES.md for why):
 - The proxy under test runs alone on CPU 0 (taskset, all of its threads; one worker/thread);
   the origin and the load generator share CPU 1.
 - Each repetition runs every peer in turn (order rotated per repetition); tables report the
-  median over repetitions. Figures of the proxy itself (CPU seconds per event, RSS per stream)
+  median over repetitions (for time to first event: the median of each repetition's p50, p99
+  and max). Figures of the proxy itself (CPU seconds per event, RSS per stream)
   are the ones to compare: whole-box events/s depends on CPU 1 as much as on the proxy.
 """
 import argparse
@@ -31,6 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import report as report_md  # noqa: E402  (the targets, shared with the markdown)
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+# Where cargo put the release binaries (scripts/bench.sh builds with the same CARGO_TARGET_DIR).
+TARGET_DIR = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
 
 PROXY_CPU = "0"
 LOAD_CPU = "1"
@@ -352,6 +355,21 @@ class Peer:
 FLAT_OUT_HOLD_MS = 3000
 
 
+# Appended to a throughput scenario's URL for its "-url" variant: sse-load replaces {i} by the
+# stream's index, so every stream has its own URL (in tether: its own replay ring, as with
+# per-user URLs or per-session streams) instead of 1000 streams sharing one.
+PER_STREAM_URL = "&s={i}"
+
+# Time to first event: each probe's URL. It is not held (the load's streams are, see
+# FLAT_OUT_HOLD_MS): a paced stream's first event is due at once, and at rate=1 nothing else
+# follows before the probe closes. {i} gives every probe its own URL, so that tether starts a
+# fresh stream (and ring) for each instead of serving a later probe from an earlier one's.
+TTFE_QUERY = f"/sse?events=0&size={EVENT_SIZE}&rate=1&probe={{i}}"
+# Longest wait of one probe (sse-load --ttfe-timeout): 50 probes cannot hold a run longer
+# than 50 x this even against a proxy that stops accepting.
+TTFE_TIMEOUT_S = 5
+
+
 def load_query(kind):
     hold = f"&stall_after=0&stall_ms={FLAT_OUT_HOLD_MS}"
     q = {
@@ -372,7 +390,7 @@ class Bench:
         self.procs = Procs(self.work)
         self.seq = 0
         self.checked = {}
-        bindir = os.path.join(ROOT, "target", "release")
+        bindir = os.path.join(TARGET_DIR, "release")
         self.tether_bin = os.path.join(bindir, "tether")
         self.upstream_bin = os.path.join(bindir, "sse-upstream")
         self.load_bin = os.path.join(bindir, "sse-load")
@@ -535,12 +553,20 @@ class Bench:
         if r["events"] <= 0:
             raise Failure("no events in the window")
 
-    def m_throughput(self, peer, kind):
+    def m_throughput(self, peer, kind, per_stream_url=False):
         n = self.a.streams
+        target = load_query(kind) + (PER_STREAM_URL if per_stream_url else "")
+        label = f"{peer.name}-{kind}{'-url' if per_stream_url else ''}"
         # The window starts once the held streams flow (+ the usual warm-up).
-        r = self.sse_load(peer, load_query(kind), n, [], f"{peer.name}-{kind}",
+        r = self.sse_load(peer, target, n, [], label,
                           warmup=self.a.warmup + FLAT_OUT_HOLD_MS / 1000)
         self.common(r, n)
+        return self.throughput_figures(peer, r)
+
+    def throughput_figures(self, peer, r):
+        """The figures of a flat-out load (sse-load's report): events, correctness, latency,
+        and the proxy's CPU and its RSS at the end of the window (while the streams still
+        run: issue 9 item 8) and after sse-load closed them."""
         f = {"events_per_s": r["events_per_s"], "gaps": r["gaps"],
              "duplicates": r["duplicates"], "errors": r["errors"],
              "latency_p50_ms": r["latency_us"]["p50"] / 1000,
@@ -551,7 +577,10 @@ class Bench:
             f["proxy_cpu_s_per_m_events"] = per_m
             f["events_per_proxy_cpu_s"] = 1e6 / per_m if per_m else None
             f["proxy_cpu_share"] = r["proxy_cpu_s"] / max(r["duration_s"], 1e-9)
-            f["proxy_rss_mb"] = rss_bytes(peer.pid) / 2**20 if peer.proxy.poll() is None else None
+            end = r.get("proxy_rss_window_end_bytes")
+            f["proxy_rss_mb"] = end / 2**20 if end is not None else None
+            f["proxy_rss_after_close_mb"] = (rss_bytes(peer.pid) / 2**20
+                                             if peer.proxy.poll() is None else None)
         return f
 
     def m_batch1(self, peer):
@@ -559,6 +588,38 @@ class Bench:
 
     def m_batched(self, peer):
         return self.m_throughput(peer, "batched")
+
+    def m_batch1_url(self, peer):
+        return self.m_throughput(peer, "batch1", per_stream_url=True)
+
+    def m_batched_url(self, peer):
+        return self.m_throughput(peer, "batched", per_stream_url=True)
+
+    def m_ttfe(self, peer):
+        """Scenario 1a's load (held, then flat out, one URL) and, from the start of the
+        window, --ttfe-clients new clients one after another, each timed from its connect to
+        its first complete event and then closed (sse-load --ttfe, perf/LOAD.md)."""
+        n, k = self.a.streams, self.a.ttfe_clients
+        extra = ["--ttfe", str(k), "--ttfe-url", peer.url(TTFE_QUERY),
+                 "--ttfe-timeout", f"{TTFE_TIMEOUT_S}s"]
+        r = self.sse_load(peer, load_query("batch1"), n, extra, f"{peer.name}-ttfe",
+                          warmup=self.a.warmup + FLAT_OUT_HOLD_MS / 1000,
+                          timeout_extra=30 + k * TTFE_TIMEOUT_S)
+        self.common(r, n)
+        t, c, h = r["ttfe_ms"], r["ttfe_connect_ms"], r["ttfe_head_ms"]
+        if not t["count"]:
+            raise Failure(f"no probe got its first event: {r['ttfe_first_failure']}")
+        f = {"ttfe_p50_ms": t["p50"], "ttfe_p99_ms": t["p99"], "ttfe_max_ms": t["max"],
+             "ttfe_mean_ms": t["mean"], "ttfe_connect_p50_ms": c["p50"],
+             "ttfe_head_p50_ms": h["p50"], "ttfe_head_p99_ms": h["p99"],
+             "ttfe_ok": t["count"], "ttfe_failed": r["ttfe_failed"],
+             "ttfe_samples_ms": r["ttfe_samples_ms"]}
+        if r["ttfe_failed"]:
+            f["ttfe_first_failure"] = r["ttfe_first_failure"]
+        f.update({"load_" + k2: v for k2, v in self.throughput_figures(peer, r).items()
+                  if k2 in ("events_per_s", "gaps", "duplicates", "errors", "proxy_cpu_share",
+                            "proxy_rss_mb")})
+        return f
 
     def m_latency(self, peer):
         n = self.a.streams
@@ -743,14 +804,28 @@ backend be
 
 SCENARIOS = {
     "batch1": ("1a. Throughput, one upstream write per event", PEERS_ALL, True),
+    "batch1-url": ("1a-url. Throughput, one upstream write per event, every stream its own URL",
+                   PEERS_ALL, True),
     "batched": ("1b. Throughput, batched upstream writes", PEERS_ALL, True),
+    "batched-url": ("1b-url. Throughput, batched upstream writes, every stream its own URL",
+                    PEERS_ALL, True),
     "latency": ("2. Latency at 10k events/s", PEERS_ALL, True),
     "idle": ("3. Idle streams", PEERS_PROXY, True),
     "plain": ("4. Plain keep-alive HTTP", PEERS_ALL, False),
     "drops": ("5. Upstream drops", PEERS_ALL, False),
+    "ttfe": ("6. Time to first event under load", PEERS_ALL, True),
 }
-ALIASES = {"1": ["batch1", "batched"], "throughput": ["batch1", "batched"], "1a": ["batch1"],
-           "1b": ["batched"], "2": ["latency"], "3": ["idle"], "4": ["plain"], "5": ["drops"]}
+ALIASES = {"1": ["batch1", "batch1-url", "batched", "batched-url"],
+           "throughput": ["batch1", "batch1-url", "batched", "batched-url"],
+           "1a": ["batch1"], "1b": ["batched"], "1a-url": ["batch1-url"], "1b-url": ["batched-url"],
+           "url": ["batch1-url", "batched-url"], "distinct-urls": ["batch1-url", "batched-url"],
+           "2": ["latency"], "3": ["idle"], "4": ["plain"], "5": ["drops"], "6": ["ttfe"]}
+
+# Defaults, and what --quick uses instead (flags given explicitly win over both).
+DEFAULTS = {"reps": 3, "duration": 10, "warmup": 2, "streams": 1000, "idle_streams": 9000,
+            "drop_streams": 1000, "retries": 2, "ttfe_clients": 50}
+QUICK = {"reps": 1, "duration": 2, "warmup": 0.5, "streams": 200, "idle_streams": 2000,
+         "drop_streams": 200, "retries": 0}
 
 
 def median(values):
@@ -760,22 +835,24 @@ def median(values):
 
 def main():
     ap = argparse.ArgumentParser(description="tether vs nginx vs HAProxy (run via scripts/bench.sh)")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=10)
-    ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--duration", type=float)
+    ap.add_argument("--warmup", type=float)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="", help="comma list: " + ",".join(
         list(SCENARIOS) + list(ALIASES)))
     ap.add_argument("--no-record", action="store_true")
-    ap.add_argument("--streams", type=int, default=1000)
-    ap.add_argument("--idle-streams", type=int, default=9000)
+    ap.add_argument("--streams", type=int)
+    ap.add_argument("--idle-streams", type=int)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--drop-every", type=int, default=20)
     ap.add_argument("--drop-rate", type=float, default=10)
-    ap.add_argument("--drop-streams", type=int, default=1000)
+    ap.add_argument("--drop-streams", type=int)
     ap.add_argument("--probe-streams", type=int, default=20)
     ap.add_argument("--peers", default=",".join(PEERS_ALL))
-    ap.add_argument("--retries", type=int, default=2,
+    ap.add_argument("--ttfe-clients", type=int,
+                    help="scenario 6: new clients, one after another, during the load")
+    ap.add_argument("--retries", type=int,
                     help="measure again (after waiting for quiet) when others used a CPU")
     ap.add_argument("--max-others", type=float, default=0.10,
                     help="share of a CPU other processes may take during a measurement")
@@ -788,10 +865,9 @@ def main():
     ap.add_argument("--haproxy", default="/usr/sbin/haproxy")
     ap.add_argument("--command", default="scripts/bench.sh")
     a = ap.parse_args()
-    if a.quick:
-        a.reps, a.duration, a.warmup = 1, 2, 0.5
-        a.streams, a.idle_streams, a.drop_streams = 200, 2000, 200
-        a.retries = 0
+    for k, v in DEFAULTS.items():
+        if getattr(a, k) is None:
+            setattr(a, k, QUICK.get(k, v) if a.quick else v)
     a.duration = int(a.duration) if float(a.duration).is_integer() else a.duration
     a.warmup = int(a.warmup) if float(a.warmup).is_integer() else a.warmup
     chosen = []
@@ -841,7 +917,7 @@ def main():
                         results[sc][p].append(f)
                         log(f"  rep {rep + 1} {p:8} " + ", ".join(
                             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in f.items()))
+                            for k, v in f.items() if not isinstance(v, list)))
                     except Failure as e:
                         results[sc][p].append({"failed": str(e)})
                         log(f"  rep {rep + 1} {p:8} FAILED: {e}")
@@ -856,8 +932,9 @@ def main():
         "config": {k: getattr(a, k) for k in ("reps", "duration", "warmup", "streams",
                                                "idle_streams", "connections", "drop_every",
                                                "drop_rate", "drop_streams", "probe_streams",
-                                               "origin_driver", "tether_extra", "retries",
-                                               "max_others", "quick")},
+                                               "ttfe_clients", "origin_driver",
+                                               "tether_extra", "retries", "max_others",
+                                               "quick")},
         "event_size_param": EVENT_SIZE,
         "cpu_busy_before": [round(x, 3) for x in busy],
         "pinning": {"proxy": f"CPU {PROXY_CPU}", "origin_and_load": f"CPU {LOAD_CPU}"},

@@ -24,6 +24,7 @@ mod rewrite;
 mod rules;
 mod scan;
 mod syntax;
+pub(crate) use syntax::is_token;
 
 #[cfg(test)]
 mod tests;

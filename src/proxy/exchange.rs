@@ -29,9 +29,9 @@ use crate::http::{
     RequestHead, ResponseHead, Version, CHUNK_END, LAST_CHUNK,
 };
 use crate::limits::BODY_READ_BUFFER;
-use crate::sse::key::StreamKey;
-use crate::sse::relay::{SseEnd, SseStart};
-use crate::sse::replay::ReplayPlan;
+use crate::sse::lookup::{self, ResumePoint};
+use crate::sse::relay::{SseStart, StartFrom};
+use crate::sse::scope::ResumeScope;
 use crate::worker::WorkerCtx;
 
 /// Free space reserved before each read of a head, in bytes.
@@ -45,7 +45,7 @@ const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(50);
 const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How the client connection continues after an exchange.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     /// Response complete, both sides agree to keep the connection: read the next request.
     KeepAlive,
@@ -54,6 +54,10 @@ pub enum Outcome {
     /// The response was cut short (client gone, upstream died mid-body): close without lingering, so
     /// the client sees an incomplete message rather than a complete wrong one.
     Abort,
+    /// An SSE response: the relay takes over the client connection. Returned rather than run
+    /// here so that the exchange's state is freed first: a stream may stay open for hours, and
+    /// what it holds meanwhile is memory per stream.
+    Sse(Box<SseStart>),
 }
 
 /// An exchange that failed before any response byte reached the client: the caller answers
@@ -85,14 +89,17 @@ pub async fn forward(
     };
     // A reconnecting SSE client whose Last-Event-ID is in a replay ring: the upstream is asked to
     // resume from the newest event the ring holds, and the ring supplies what lies between.
-    let plan = crate::sse::replay::plan(ctx, &head).await;
+    let point = match reconnection_scope(ctx, &head) {
+        Some(scope) => lookup::find(ctx, &head, &scope).await,
+        None => None,
+    };
     let mut upstream = match connect::acquire(ctx, true).await {
         Ok(up) => up,
-        Err(e) => match plan {
+        Err(e) => match point {
             // A reconnecting EventSource must never get a 5xx while the upstream is down (it
             // would stop for good): it gets what it missed from the ring and an open stream,
             // and the relay reconnects behind it.
-            Some(plan) => return Ok(serve_from_ring(ctx, client, head, plan).await),
+            Some(point) => return Ok(serve_from_ring(ctx, client, head, point, false)),
             None => return Err(Failed(e)),
         },
     };
@@ -105,7 +112,7 @@ pub async fn forward(
             client_addr: client.peer.ip(),
             proto: "http",
             path_prefix: prefix.as_bytes(),
-            last_event_id: plan.as_ref().map(|p| &p.resume_from[..]),
+            last_event_id: point.as_ref().map(|p| &p.resume_from[..]),
             method: None,
         },
         &mut head_out,
@@ -119,6 +126,7 @@ pub async fn forward(
         out_framing,
         head_out,
         interim_sent: false,
+        replay_pending: point.as_ref().is_some_and(|p| p.missed > 0),
     };
 
     // A pooled connection may have been closed by the upstream just now; a request with no body and
@@ -158,12 +166,20 @@ pub async fn forward(
                     // The stream may stay open for hours: hold no idle read buffer meanwhile.
                     *exchange.client.buf = BytesMut::new();
                 }
-                let (key, replay) = match plan {
-                    Some(p) => (p.key, Some(p.replay)),
-                    None => (StreamKey::of(&exchange.head), None),
+                let mut request = exchange.head;
+                detach_head(&mut request);
+                let (ring, from, resume_from) = match point {
+                    Some(p) => (
+                        p.ring,
+                        StartFrom::Replay { after: p.after },
+                        Some(p.resume_from),
+                    ),
+                    None => {
+                        let scope = ResumeScope::of(&request, &ctx.config.identity);
+                        (ctx.streams.create(&scope), StartFrom::Upstream, None)
+                    }
                 };
-                let start = SseStart {
-                    client: exchange.client.stream,
+                return Ok(Outcome::Sse(Box::new(SseStart {
                     client_addr: exchange.client.peer.ip(),
                     framing: parts.framing,
                     head: parts.head,
@@ -171,26 +187,58 @@ pub async fn forward(
                     replica: upstream.replica,
                     ubuf: parts.ubuf,
                     decoder: parts.decoder,
-                    key,
-                    replay,
-                    request: exchange.head,
-                };
-                let end = crate::sse::relay::relay(ctx, start).await;
+                    ring,
+                    from,
+                    resume_from,
+                    request,
+                    keep_client: parts.keep_client,
+                })));
+            }
+            Ok(Step::RingOutlives { status }) => {
+                // The upstream answered the resumption with something other than a stream while
+                // the ring holds events the client has not had: those first, then (for a final
+                // answer such as 204) the end, or (for 5xx/408/429) the relay's reconnect loop.
                 exchange.client.guard.set_upstream(None);
-                crate::log_debug!("sse stream ended: {end:?}");
-                return Ok(sse_outcome(end, parts.keep_client));
+                let Some(point) = point else {
+                    return Err(Failed(ProxyError::UpstreamClosed));
+                };
+                let retry = status >= 500 || status == 408 || status == 429;
+                crate::log_info!(
+                    "sse {}: resumption answered {status}; serving the ring's {} missed events first",
+                    point.ring.lineage.scope.target(),
+                    point.missed
+                );
+                let client = exchange.client;
+                return Ok(serve_from_ring(ctx, client, exchange.head, point, !retry));
             }
         }
     }
 }
 
-/// Answers a reconnection from the replay ring while no upstream answers: a 200
-/// `text/event-stream` head of tether's own, the missed events, then the relay's reconnect loop.
-async fn serve_from_ring(
+/// The scope of a request that may be a reconnection served from a ring: a GET carrying a
+/// non-empty `Last-Event-ID`. Anything else never looks at the rings.
+fn reconnection_scope(ctx: &WorkerCtx, head: &RequestHead) -> Option<ResumeScope> {
+    let reconnecting =
+        head.method == Method::Get && head.header("last-event-id").is_some_and(|v| !v.is_empty());
+    reconnecting.then(|| ResumeScope::of(head, &ctx.config.identity))
+}
+
+/// Gives a request head that will live as long as its stream its own exact allocation, instead of
+/// a slice that keeps the connection's whole read buffer alive.
+fn detach_head(head: &mut RequestHead) {
+    head.bytes = Bytes::copy_from_slice(&head.bytes);
+    head.headers.shrink_to_fit();
+}
+
+/// Answers a reconnection from the replay ring while no upstream streams it: a 200
+/// `text/event-stream` head of tether's own, the missed events, then the relay's reconnect loop
+/// (`end_after_replay` false) or the end of the response (the upstream has ended the stream).
+fn serve_from_ring(
     ctx: &WorkerCtx,
     client: ClientSide<'_>,
-    head: RequestHead,
-    plan: ReplayPlan,
+    mut head: RequestHead,
+    point: ResumePoint,
+    end_after_replay: bool,
 ) -> Outcome {
     let http11 = head.version == Version::Http11;
     let framing = if http11 {
@@ -213,8 +261,16 @@ async fn serve_from_ring(
     }
     out.extend_from_slice(b"\r\n");
     ctx.metrics.record_response(200);
-    let start = SseStart {
-        client: client.stream,
+    if client.buf.is_empty() {
+        *client.buf = BytesMut::new();
+    }
+    detach_head(&mut head);
+    let from = if end_after_replay {
+        StartFrom::ReplayThenEnd { after: point.after }
+    } else {
+        StartFrom::Replay { after: point.after }
+    };
+    Outcome::Sse(Box::new(SseStart {
         client_addr: client.peer.ip(),
         framing,
         head: out.freeze(),
@@ -222,22 +278,12 @@ async fn serve_from_ring(
         replica: ctx.upstreams.borrow_mut().start_replica(),
         ubuf: BytesMut::new(),
         decoder: BodyDecoder::new(BodyKind::Empty),
-        key: plan.key,
-        replay: Some(plan.replay),
+        ring: point.ring,
+        from,
+        resume_from: Some(point.resume_from),
         request: head,
-    };
-    sse_outcome(crate::sse::relay::relay(ctx, start).await, keep_client)
-}
-
-/// How the client connection continues after a relay.
-fn sse_outcome(end: SseEnd, keep_client: bool) -> Outcome {
-    match end {
-        SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge if keep_client => {
-            Outcome::KeepAlive
-        }
-        SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge => Outcome::Close,
-        SseEnd::ClientGone | SseEnd::SlowClient => Outcome::Abort,
-    }
+        keep_client,
+    }))
 }
 
 /// What an attempt produced.
@@ -246,6 +292,9 @@ enum Step {
     Done(Outcome, bool),
     /// A `text/event-stream` response: the SSE relay takes over the upstream socket.
     Sse(SseParts),
+    /// A resumption served from a ring was answered with `status` and no stream: the ring's
+    /// missed events must still reach the client (nothing was sent to it yet).
+    RingOutlives { status: u16 },
 }
 
 /// The pieces of a response the SSE relay continues from.
@@ -292,6 +341,9 @@ struct Exchange<'c, 'a> {
     head_out: Bytes,
     /// A `100 Continue` went to the client already (never twice).
     interim_sent: bool,
+    /// A ring holds events this reconnecting client has not had: a non-stream answer must not
+    /// reach the client before them.
+    replay_pending: bool,
 }
 
 impl Exchange<'_, '_> {
@@ -404,8 +456,15 @@ impl Exchange<'_, '_> {
             && framing.kind != BodyKind::UntilClose
             && response_keep_alive(&response);
 
+        let streams =
+            response.status == 200 && is_event_stream(&response) && framing.kind != BodyKind::Empty;
+        if self.replay_pending && !streams {
+            return Ok(Step::RingOutlives {
+                status: response.status,
+            });
+        }
         self.ctx.metrics.record_response(response.status);
-        if response.status == 200 && is_event_stream(&response) && framing.kind != BodyKind::Empty {
+        if streams {
             // The relay streams it event by event and may splice, replay or cut it: the client
             // always gets it chunked (close-delimited for HTTP/1.0), whatever length the upstream
             // declared. Never pooled afterwards (streams end by close).

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::key::StreamKey;
+use super::table::Lineage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayState {
@@ -28,7 +28,8 @@ impl RelayState {
 
 #[derive(Debug)]
 pub struct StreamStatus {
-    pub key: StreamKey,
+    /// The lineage the relay writes (its ring's depth is shown).
+    pub lineage: Rc<Lineage>,
     /// URL of the replica currently (or last) serving the stream.
     pub upstream: RefCell<String>,
     /// The client's cursor: the last event id delivered.
@@ -63,9 +64,9 @@ pub struct ActiveEntry<'a> {
 }
 
 impl ActiveStreams {
-    pub fn register(&self, key: StreamKey, upstream: String) -> ActiveEntry<'_> {
+    pub fn register(&self, lineage: Rc<Lineage>, upstream: String) -> ActiveEntry<'_> {
         let status = Rc::new(StreamStatus {
-            key,
+            lineage,
             upstream: RefCell::new(upstream),
             last_id: RefCell::new(Bytes::new()),
             state: Cell::new(RelayState::Streaming),
@@ -90,16 +91,19 @@ impl ActiveStreams {
         }
     }
 
-    /// Every stream being relayed, with `ring` telling each one's ring depth and bytes.
-    pub fn views(&self, ring: impl Fn(&StreamKey) -> (usize, usize)) -> Vec<StreamView> {
+    /// Every stream being relayed, with its ring's depth and bytes.
+    pub fn views(&self) -> Vec<StreamView> {
         self.slots
             .borrow()
             .iter()
             .flatten()
             .map(|s| {
-                let (ring_events, ring_bytes) = ring(&s.key);
+                let (ring_events, ring_bytes) = {
+                    let ring = s.lineage.ring.borrow();
+                    (ring.len(), ring.bytes())
+                };
                 StreamView {
-                    path: s.key.target(),
+                    path: s.lineage.scope.target(),
                     upstream: s.upstream.borrow().clone(),
                     last_id: String::from_utf8_lossy(&s.last_id.borrow()).into_owned(),
                     state: s.state.get().name(),

@@ -3,16 +3,17 @@
 //! A client's reconnection usually lands on another worker (SO_REUSEPORT hashes the new 4-tuple).
 //! The ring stays owned by the worker that filled it; no connection moves between threads.
 //! Instead:
-//! - the `Directory` records which workers hold a ring for a key. It is written when a ring is
-//!   created or freed (sharded mutexes, a few times per stream's life), never per event;
-//! - a worker that needs another's ring posts a `Query` to that worker's inbox and wakes it with
-//!   one byte on a socketpair; the owner answers with a refcounted copy of its ring (the `Bytes`
-//!   are shared, not copied) through the asker's inbox. Once per reconnection.
+//! - the `Directory` records which workers hold rings for a scope. It is written when a worker's
+//!   first ring of a scope is created or its last one freed (sharded mutexes, a few times per
+//!   stream's life), never per event. Any number of workers (a sorted list per scope, not a mask);
+//! - a worker that needs another's ring posts a `Query` (scope and event id) to that worker's
+//!   inbox and wakes it with one byte on a socketpair; the owner answers with a refcounted copy of
+//!   the ring holding the id (the `Bytes` are shared, not copied) through the asker's inbox. Once
+//!   per reconnection.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
@@ -21,8 +22,8 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use super::active::StreamView;
-use super::key::StreamKey;
 use super::ring::RingEvent;
+use super::scope::ResumeScope;
 use crate::metrics::MetricsSnapshot;
 
 /// Lock shards of the key → holders map (reconnect storms on many streams do not contend).
@@ -30,9 +31,10 @@ const DIRECTORY_SHARDS: usize = 16;
 
 /// A message between workers.
 pub enum Message {
-    /// "Send me your ring for `key`; answer with `token`."
+    /// "Send me the ring of `scope` that holds event `id`; answer with `token`."
     Query {
-        key: StreamKey,
+        scope: ResumeScope,
+        id: bytes::Bytes,
         from: usize,
         token: u64,
     },
@@ -49,8 +51,9 @@ pub enum Message {
 
 /// What comes back to an asker.
 pub enum Answer {
-    /// A ring's events, or None when the worker no longer holds one.
-    Ring(Option<Vec<RingEvent>>),
+    /// A ring's events (oldest first) and the index of the event with the asked id, or None
+    /// when the worker holds no ring of the scope with that id.
+    Ring(Option<(Vec<RingEvent>, usize)>),
     Status(Box<WorkerStatus>),
 }
 
@@ -71,7 +74,8 @@ struct Inbox {
 }
 
 pub struct Directory {
-    shards: Vec<Mutex<HashMap<StreamKey, u64>>>,
+    /// Scope -> the workers holding at least one ring of it, ascending.
+    shards: Vec<Mutex<HashMap<ResumeScope, Vec<u32>>>>,
     inboxes: Vec<Inbox>,
 }
 
@@ -104,34 +108,37 @@ impl Directory {
         self.inboxes.len()
     }
 
-    fn shard(&self, key: &StreamKey) -> &Mutex<HashMap<StreamKey, u64>> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % self.shards.len()]
+    fn shard(&self, scope: &ResumeScope) -> &Mutex<HashMap<ResumeScope, Vec<u32>>> {
+        &self.shards[(scope.hash_value() as usize) % self.shards.len()]
     }
 
-    /// `worker` now holds a ring for `key`.
-    pub fn announce(&self, key: &StreamKey, worker: usize) {
-        *lock(self.shard(key)).entry(key.clone()).or_insert(0) |= 1u64 << (worker % 64);
+    /// `worker` now holds a ring of `scope`.
+    pub fn announce(&self, scope: &ResumeScope, worker: usize) {
+        let mut shard = lock(self.shard(scope));
+        let holders = shard.entry(scope.clone()).or_default();
+        let w = worker as u32;
+        if let Err(at) = holders.binary_search(&w) {
+            holders.insert(at, w);
+        }
     }
 
-    /// `worker` freed its ring for `key`.
-    pub fn withdraw(&self, key: &StreamKey, worker: usize) {
-        let mut shard = lock(self.shard(key));
-        if let Some(mask) = shard.get_mut(key) {
-            *mask &= !(1u64 << (worker % 64));
-            if *mask == 0 {
-                shard.remove(key);
+    /// `worker` freed its last ring of `scope`.
+    pub fn withdraw(&self, scope: &ResumeScope, worker: usize) {
+        let mut shard = lock(self.shard(scope));
+        if let Some(holders) = shard.get_mut(scope) {
+            holders.retain(|w| *w as usize != worker);
+            if holders.is_empty() {
+                shard.remove(scope);
             }
         }
     }
 
-    /// Workers other than `me` holding a ring for `key`.
-    pub fn holders(&self, key: &StreamKey, me: usize) -> Vec<usize> {
-        let mask = lock(self.shard(key)).get(key).copied().unwrap_or(0);
-        (0..self.inboxes.len().min(64))
-            .filter(|w| *w != me && mask & (1u64 << w) != 0)
-            .collect()
+    /// Workers other than `me` holding a ring of `scope`.
+    pub fn holders(&self, scope: &ResumeScope, me: usize) -> Vec<usize> {
+        lock(self.shard(scope))
+            .get(scope)
+            .map(|h| h.iter().map(|w| *w as usize).filter(|w| *w != me).collect())
+            .unwrap_or_default()
     }
 
     /// Delivers `msg` to `worker` and rings its bell.
@@ -213,10 +220,14 @@ impl Future for WaitAnswer {
 mod tests {
     use super::*;
     use crate::http::{HeadLimits, RequestHead};
+    use crate::sse::scope::IdentityHeaders;
 
-    fn key(path: &str) -> StreamKey {
+    fn key(path: &str) -> ResumeScope {
         let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        StreamKey::of(&RequestHead::parse(bytes::Bytes::from(raw), &HeadLimits::default()).unwrap())
+        ResumeScope::of(
+            &RequestHead::parse(bytes::Bytes::from(raw), &HeadLimits::default()).unwrap(),
+            &IdentityHeaders::default(),
+        )
     }
 
     #[test]
@@ -225,12 +236,26 @@ mod tests {
         let k = key("/a");
         dir.announce(&k, 0);
         dir.announce(&k, 2);
+        dir.announce(&k, 2);
         assert_eq!(dir.holders(&k, 1), vec![0, 2]);
         assert_eq!(dir.holders(&k, 0), vec![2]);
         dir.withdraw(&k, 0);
         dir.withdraw(&k, 2);
         assert!(dir.holders(&k, 1).is_empty());
         assert!(dir.holders(&key("/b"), 1).is_empty());
+    }
+
+    #[test]
+    fn any_number_of_workers_never_alias() {
+        // The old directory kept a 64-bit mask: worker 70 was worker 6.
+        let (dir, _rx) = Directory::new(130).unwrap();
+        let k = key("/a");
+        dir.announce(&k, 70);
+        dir.announce(&k, 129);
+        assert_eq!(dir.holders(&k, 0), vec![70, 129]);
+        assert_eq!(dir.holders(&k, 70), vec![129]);
+        dir.withdraw(&k, 6);
+        assert_eq!(dir.holders(&k, 0), vec![70, 129]);
     }
 
     #[test]
@@ -247,7 +272,7 @@ mod tests {
             1,
             Message::Answer {
                 token: 2,
-                answer: Answer::Ring(Some(vec![])),
+                answer: Answer::Ring(Some((vec![], 0))),
             },
         );
         let got: Vec<u64> = dir

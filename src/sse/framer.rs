@@ -97,6 +97,11 @@ enum LineState {
     /// whole upstream write). An LF first in the next piece completes that CRLF; it is handed out
     /// as a block of its own (one "\n", which no client dispatches anything for).
     AfterBlankCr,
+    /// As `AfterBlankCr`, but the block through that CR is exactly `max_event_bytes` long: an LF
+    /// next would make it one byte too large, so it is held in `partial` until the next byte
+    /// decides (LF: too large; anything else, or the end of the body: handed out). Only a block
+    /// at the limit waits, so the limit holds for any split of the body.
+    BlankCrAtLimit,
 }
 
 /// A byte range inside the open block (block-relative offsets).
@@ -210,9 +215,13 @@ impl EventFramer {
     /// unterminated block (rule 10) and returns how many bytes were dropped. Leaves the framer
     /// ready for a new body, with the cursor kept.
     pub fn finish_into(&mut self, out: &mut Vec<SseBlock>) -> usize {
-        // A block completed by a final CR was handed out when its CR arrived (AfterBlankCr);
-        // `out` gets nothing more, and an unterminated block is discarded.
-        let _ = out;
+        // A block completed by a final CR was handed out when its CR arrived (AfterBlankCr),
+        // except one held at the limit (BlankCrAtLimit): it is whole, it goes now. An
+        // unterminated block is discarded.
+        if self.line == LineState::BlankCrAtLimit {
+            let raw = std::mem::take(&mut self.partial).freeze();
+            self.emit(raw, out);
+        }
         self.finish()
     }
 
@@ -319,6 +328,14 @@ impl EventFramer {
                 }
                 line_start = self.partial.len() + pos;
             }
+            LineState::BlankCrAtLimit => {
+                if bytes[0] == b'\n' {
+                    return Err(self.too_large());
+                }
+                let raw = std::mem::take(&mut self.partial).freeze();
+                self.emit(raw, out);
+                line_start = 0;
+            }
             LineState::AfterBlankCr => {
                 debug_assert!(self.partial.is_empty(), "the block was handed out");
                 if bytes[0] == b'\n' {
@@ -373,9 +390,16 @@ impl EventFramer {
                 (_, Some(_)) => 1,
                 (_, None) => {
                     // A CR ends the piece: an LF may follow in the next one (rule 2).
-                    if kind == LineKind::Blank {
+                    let end = i + 1;
+                    if kind == LineKind::Blank
+                        && self.partial.len() + end - copied == self.max_event_bytes
+                    {
+                        // Complete, but an LF next would make it too large: hold it.
+                        self.grow_partial(&bytes[copied..end])?;
+                        copied = end;
+                        self.line = LineState::BlankCrAtLimit;
+                    } else if kind == LineKind::Blank {
                         // The block is complete at this CR: hand it out now.
-                        let end = i + 1;
                         let raw = self.complete_block(piece, copied, end)?;
                         self.emit(raw, out);
                         copied = end;

@@ -412,3 +412,41 @@ fn restart_body_drops_the_tail_rearms_the_bom_and_keeps_the_cursor() {
     assert_eq!(out[3].raw, &b"\n"[..]);
     assert_eq!(framer.last_event_id(), b"6");
 }
+
+/// A blank line ending in CR at the end of a piece hands its block out at once, unless the block
+/// is exactly at the limit: an LF next would make it one byte too large (found by the shotgun
+/// proptest: a 46-byte block through CRLF, split after its CR, passed a 45-byte limit).
+#[test]
+fn a_block_at_the_limit_waits_for_the_byte_after_its_cr() {
+    let block = b"data: 0123456789\r\r"; // 18 bytes through the blank line's CR
+    let max = block.len();
+    // CR LF split after the CR: the block is 19 bytes, too large for 18.
+    let mut f = EventFramer::new(max);
+    let mut out = Vec::new();
+    f.feed(Bytes::from_static(block), &mut out).unwrap();
+    assert!(out.is_empty(), "held at the limit");
+    assert!(f
+        .feed(Bytes::from_static(b"\ndata: x\n\n"), &mut out)
+        .is_err());
+    assert!(out.is_empty());
+    // A lone CR terminator: the next byte starts the next block, the held one goes first.
+    let mut f = EventFramer::new(max);
+    let mut out = Vec::new();
+    f.feed(Bytes::from_static(block), &mut out).unwrap();
+    f.feed(Bytes::from_static(b"data: y\r\r"), &mut out)
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(&out[0].raw[..], block);
+    assert!(out[0].fires && out[1].fires);
+    // The body ends after the CR: the block is whole and is handed out at the end.
+    let mut f = EventFramer::new(max);
+    let mut out = Vec::new();
+    f.feed(Bytes::from_static(block), &mut out).unwrap();
+    assert_eq!(f.finish_into(&mut out), 0);
+    assert_eq!(out.len(), 1);
+    // One byte under the limit: handed out at the CR, as always.
+    let mut f = EventFramer::new(max + 1);
+    let mut out = Vec::new();
+    f.feed(Bytes::from_static(block), &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+}

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use crate::conn_io::{read_more_within, write_vec_within, BytesVec, IoFailure};
@@ -129,7 +129,42 @@ pub enum AttemptResult {
     /// A final answer (204, or 4xx other than 408/429, or a non-SSE 200): end the client stream.
     Final(u16),
     /// Worth retrying (refused, timed out, 5xx, 408, 429, invalid answer); the reason is logged.
-    Retry(String),
+    Retry(RetryReason),
+}
+
+/// Why a reconnect attempt is worth another try.
+#[derive(Debug)]
+pub enum RetryReason {
+    /// No replica accepted a connection (each one's failure).
+    Connect(Vec<String>),
+    /// The request could not be written to the upstream.
+    Send { url: String },
+    /// The upstream closed before answering.
+    Closed { url: String },
+    /// No answer head within `--upstream-header-timeout`.
+    NoAnswer { url: String },
+    /// The answer was not valid HTTP.
+    Invalid { url: String, detail: String },
+    /// Reading the answer failed.
+    Io { url: String, error: std::io::Error },
+    /// 5xx, 408 or 429: the upstream asks to come back later.
+    Status { url: String, status: u16 },
+}
+
+impl std::fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetryReason::Connect(failures) => {
+                write!(f, "no replica connected: {}", failures.join("; "))
+            }
+            RetryReason::Send { url } => write!(f, "{url}: could not send the request"),
+            RetryReason::Closed { url } => write!(f, "{url}: closed before answering"),
+            RetryReason::NoAnswer { url } => write!(f, "{url}: no answer in time"),
+            RetryReason::Invalid { url, detail } => write!(f, "{url}: invalid response: {detail}"),
+            RetryReason::Io { url, error } => write!(f, "{url}: {error}"),
+            RetryReason::Status { url, status } => write!(f, "{url}: answered {status}"),
+        }
+    }
 }
 
 /// Connects to the upstream (the stream's replica first, then the others in turn), re-sends the
@@ -175,14 +210,13 @@ pub async fn attempt(
             .await
             .is_err()
         {
-            return AttemptResult::Retry(format!(
-                "{}: could not send the request",
-                ctx.upstreams.borrow().spec(replica).url
-            ));
+            return AttemptResult::Retry(RetryReason::Send {
+                url: ctx.upstreams.borrow().spec(replica).url.clone(),
+            });
         }
         return read_answer(ctx, up.stream, replica).await;
     }
-    AttemptResult::Retry(failures.join("; "))
+    AttemptResult::Retry(RetryReason::Connect(failures))
 }
 
 async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> AttemptResult {
@@ -200,20 +234,30 @@ async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> 
                         continue;
                     }
                     Ok(head) => break head,
-                    Err(e) => return AttemptResult::Retry(format!("{url}: invalid response: {e}")),
+                    Err(e) => {
+                        return AttemptResult::Retry(RetryReason::Invalid {
+                            url,
+                            detail: e.to_string(),
+                        })
+                    }
                 },
                 Ok(None) => {}
-                Err(e) => return AttemptResult::Retry(format!("{url}: invalid response: {e}")),
+                Err(e) => {
+                    return AttemptResult::Retry(RetryReason::Invalid {
+                        url,
+                        detail: e.to_string(),
+                    })
+                }
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match read_more_within(&mut stream, buf, 4096, left).await {
-            Ok((0, _)) => return AttemptResult::Retry(format!("{url}: closed before answering")),
+            Ok((0, _)) => return AttemptResult::Retry(RetryReason::Closed { url }),
             Ok((_, b)) => buf = b,
-            Err(IoFailure::TimedOut) => {
-                return AttemptResult::Retry(format!("{url}: no answer in time"))
+            Err(IoFailure::TimedOut) => return AttemptResult::Retry(RetryReason::NoAnswer { url }),
+            Err(IoFailure::Io(error)) => {
+                return AttemptResult::Retry(RetryReason::Io { url, error })
             }
-            Err(IoFailure::Io(e)) => return AttemptResult::Retry(format!("{url}: {e}")),
         }
     };
     match head.status {
@@ -233,42 +277,9 @@ async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> 
                 _ => AttemptResult::Final(200),
             }
         }
-        408 | 429 => AttemptResult::Retry(format!("{url}: answered {}", head.status)),
-        s if s >= 500 => AttemptResult::Retry(format!("{url}: answered {s}")),
+        status @ (408 | 429) => AttemptResult::Retry(RetryReason::Status { url, status }),
+        status if status >= 500 => AttemptResult::Retry(RetryReason::Status { url, status }),
         s => AttemptResult::Final(s),
-    }
-}
-
-/// Ids delivered to one client, for dropping repeats when an upstream resumes from further back
-/// than asked (or ignores Last-Event-ID). Bounded: the oldest are forgotten past `cap`.
-#[derive(Debug, Default)]
-pub struct DeliveredIds {
-    set: std::collections::HashSet<Bytes, std::hash::BuildHasherDefault<super::ring::IdHasher>>,
-    order: std::collections::VecDeque<Bytes>,
-    cap: usize,
-}
-
-impl DeliveredIds {
-    pub fn new(cap: usize) -> Self {
-        DeliveredIds {
-            cap: cap.max(1),
-            ..Default::default()
-        }
-    }
-
-    pub fn contains(&self, id: &[u8]) -> bool {
-        self.set.contains(id)
-    }
-
-    pub fn insert(&mut self, id: Bytes) {
-        if self.set.insert(id.clone()) {
-            self.order.push_back(id);
-            while self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-        }
     }
 }
 
@@ -330,14 +341,5 @@ mod tests {
             b.next_delay() <= Duration::from_secs(1),
             "retry hint capped by the max delay"
         );
-    }
-
-    #[test]
-    fn delivered_ids_are_bounded() {
-        let mut d = DeliveredIds::new(2);
-        for id in ["1", "2", "3"] {
-            d.insert(Bytes::from(id));
-        }
-        assert!(!d.contains(b"1") && d.contains(b"2") && d.contains(b"3"));
     }
 }

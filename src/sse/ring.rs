@@ -1,29 +1,46 @@
-//! A stream's replay ring: its most recent blocks, bounded by count and bytes, holding the same
-//! `Bytes` the client was sent (no copy), and an index from event id to position so a
-//! `Last-Event-ID` is found in O(1).
+//! A replay ring: the most recent events of ONE upstream lineage (a connection and the resumes
+//! that continue it), in order, bounded by count and bytes. It holds the same `Bytes` the client
+//! was sent (no copy for events that fill their read buffer), an index from event id to position
+//! so a `Last-Event-ID` is found in O(1), and what it costs in memory so the worker's budget can
+//! be kept.
+//!
+//! Positions (`seq`) are monotonic and never reused: a cursor that points before the oldest
+//! event still here knows that what it needed was evicted.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
-/// Default `--replay-events`: blocks kept per stream; past it the oldest is dropped.
+/// Default `--replay-events`: events kept per ring; past it the oldest is dropped.
 pub const DEFAULT_REPLAY_EVENTS: usize = 1024;
-/// Default `--replay-bytes`: block bytes kept per stream; past it the oldest are dropped.
+/// Default `--replay-bytes`: event bytes kept per ring; past it the oldest are dropped.
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 
-/// One block as it went to the client.
+/// What one recorded event costs besides its bytes: its slot in the deque and its index entry
+/// (a (hash, seq) pair with hashbrown's control byte and load-factor slack).
+pub const EVENT_OVERHEAD: usize = std::mem::size_of::<RingEvent>() + 24;
+
+/// One event as it went to the client.
 #[derive(Debug, Clone)]
 pub struct RingEvent {
-    /// Position in the stream (monotonic, never reused), so clients can tell where they are.
-    pub seq: u64,
     /// The id this block set (its `id:` field), if it had one.
     pub id: Option<Bytes>,
     /// The exact bytes sent to the client.
     pub raw: Bytes,
+    /// What keeping `raw` really holds: its share of the read buffer it is a slice of (never less
+    /// than `raw.len()`). The budget counts this, not `raw.len()`.
+    pub held: u32,
     /// The id was given by tether (`--assign-ids`), not by the upstream: it is never sent
     /// upstream as a Last-Event-ID.
     pub assigned: bool,
+}
+
+impl RingEvent {
+    /// Memory this event keeps alive, overhead included.
+    pub fn cost(&self) -> usize {
+        self.held as usize + EVENT_OVERHEAD
+    }
 }
 
 #[derive(Debug)]
@@ -32,19 +49,14 @@ pub struct ReplayRing {
     /// Latest seq of each id still in the ring, keyed by the id's hash (no key copy per event;
     /// a lookup checks the event's id, so a hash collision is a miss, never a wrong answer).
     by_id: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
+    /// Seq of `events[0]` (of the next event when empty).
+    first_seq: u64,
+    /// Sum of `raw.len()`: what `--replay-bytes` bounds.
     bytes: usize,
-    next_seq: u64,
+    /// Sum of `cost()`: what the replay budget counts.
+    cost: usize,
     max_events: usize,
     max_bytes: usize,
-}
-
-/// Where a `Last-Event-ID` points in the ring.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Lookup {
-    /// Found: replay the blocks after this seq.
-    After(u64),
-    /// Not (or no longer) in the ring: the upstream decides.
-    Unknown,
 }
 
 impl ReplayRing {
@@ -52,16 +64,22 @@ impl ReplayRing {
         ReplayRing {
             events: VecDeque::new(),
             by_id: HashMap::default(),
+            first_seq: 1,
             bytes: 0,
-            next_seq: 1,
+            cost: 0,
             max_events: max_events.max(1),
             max_bytes,
         }
     }
 
-    /// Seq of the newest block, 0 when empty-from-the-start.
+    /// Seq of the newest event, `first_seq - 1` when empty (0 for a new ring).
     pub fn head_seq(&self) -> u64 {
-        self.next_seq - 1
+        self.first_seq + self.events.len() as u64 - 1
+    }
+
+    /// Seq of the oldest event still here (head_seq + 1 when empty).
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
     }
 
     pub fn len(&self) -> usize {
@@ -76,21 +94,21 @@ impl ReplayRing {
         self.bytes
     }
 
-    /// Appends a block; returns its seq. Evicts from the front to stay within both bounds (a
-    /// single block larger than `max_bytes` is kept alone).
-    pub fn push(&mut self, id: Option<Bytes>, raw: Bytes, assigned: bool) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.bytes += raw.len();
-        if let Some(id) = &id {
+    /// Memory the events hold, overhead included (the ring's own fixed cost is the table's).
+    pub fn cost(&self) -> usize {
+        self.cost
+    }
+
+    /// Appends an event; returns its seq. Evicts from the front to stay within both bounds (a
+    /// single event larger than `max_bytes` is kept alone).
+    pub fn push(&mut self, event: RingEvent) -> u64 {
+        let seq = self.head_seq() + 1;
+        self.bytes += event.raw.len();
+        self.cost += event.cost();
+        if let Some(id) = &event.id {
             self.by_id.insert(id_hash(id), seq);
         }
-        self.events.push_back(RingEvent {
-            seq,
-            id,
-            raw,
-            assigned,
-        });
+        self.events.push_back(event);
         while self.events.len() > self.max_events
             || (self.bytes > self.max_bytes && self.events.len() > 1)
         {
@@ -101,51 +119,51 @@ impl ReplayRing {
 
     fn evict_front(&mut self) {
         if let Some(old) = self.events.pop_front() {
+            let seq = self.first_seq;
+            self.first_seq += 1;
             self.bytes -= old.raw.len();
+            self.cost -= old.cost();
             if let Some(id) = old.id {
                 let h = id_hash(&id);
-                if self.by_id.get(&h) == Some(&old.seq) {
+                if self.by_id.get(&h) == Some(&seq) {
                     self.by_id.remove(&h);
                 }
             }
         }
-    }
-
-    /// Forgets every block (seqs keep increasing: a cursor into the old contents never matches).
-    pub fn clear(&mut self) {
-        self.events.clear();
-        self.by_id.clear();
-        self.bytes = 0;
-    }
-
-    /// Where the block that set `id` sits.
-    pub fn lookup(&self, id: &[u8]) -> Lookup {
-        match self.seq_of(id) {
-            Some(seq) => Lookup::After(seq),
-            None => Lookup::Unknown,
+        if self.events.is_empty() {
+            // Give the deque's and the index's memory back too (a trimmed ring may stay idle).
+            self.events = VecDeque::new();
+            self.by_id = HashMap::default();
         }
     }
 
-    /// Seq of the block that set `id`, if it is in the ring.
+    /// Drops the oldest events until the ring costs at most `cost`. Returns how many went.
+    pub fn trim_to(&mut self, cost: usize) -> usize {
+        let mut n = 0;
+        while self.cost > cost && !self.events.is_empty() {
+            self.evict_front();
+            n += 1;
+        }
+        n
+    }
+
+    /// Seq of the event that set `id`, if it is in the ring.
     pub fn seq_of(&self, id: &[u8]) -> Option<u64> {
         let seq = *self.by_id.get(&id_hash(id))?;
-        let first = self.events.front()?.seq;
-        let event = self
-            .events
-            .get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        let event = self.get(seq)?;
         (event.id.as_deref() == Some(id)).then_some(seq)
     }
 
-    /// The blocks after `seq`, in order.
-    pub fn after(&self, seq: u64) -> impl Iterator<Item = &RingEvent> {
-        let first = self.events.front().map_or(0, |e| e.seq);
-        let skip = seq.saturating_add(1).saturating_sub(first) as usize;
-        self.events.iter().skip(skip)
+    /// The event at `seq`, if it is still here.
+    pub fn get(&self, seq: u64) -> Option<&RingEvent> {
+        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        self.events.get(index)
     }
 
-    /// The newest id set by any block still in the ring.
-    pub fn newest_id(&self) -> Option<&Bytes> {
-        self.events.iter().rev().find_map(|e| e.id.as_ref())
+    /// The events after `seq`, in order (all of them when `seq` is older than the ring).
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = &RingEvent> {
+        let skip = seq.saturating_add(1).saturating_sub(self.first_seq) as usize;
+        self.events.iter().skip(skip)
     }
 
     /// The newest id the upstream itself gave (what it can be asked to resume from).
@@ -157,7 +175,7 @@ impl ReplayRing {
             .find_map(|e| e.id.as_ref())
     }
 
-    /// Whether a block with this id is in the ring.
+    /// Whether an event with this id is in the ring.
     pub fn contains_id(&self, id: &[u8]) -> bool {
         self.seq_of(id).is_some()
     }
@@ -208,69 +226,93 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
+    fn ev(id: Option<&str>, raw: &str) -> RingEvent {
+        RingEvent {
+            id: id.map(b),
+            raw: b(raw),
+            held: raw.len() as u32,
+            assigned: false,
+        }
+    }
+
     #[test]
     fn replays_after_an_id() {
         let mut r = ReplayRing::new(10, 1 << 20);
         for i in 1..=5 {
-            r.push(
-                Some(b(&i.to_string())),
-                b(&format!("id: {i}\ndata: x\n\n")),
-                false,
-            );
+            let id = i.to_string();
+            r.push(ev(Some(&id), &format!("id: {i}\ndata: x\n\n")));
         }
-        let Lookup::After(seq) = r.lookup(b"3") else {
-            panic!()
-        };
+        let seq = r.seq_of(b"3").unwrap();
         let ids: Vec<_> = r.after(seq).map(|e| e.id.clone().unwrap()).collect();
         assert_eq!(ids, vec![b("4"), b("5")]);
-        assert_eq!(r.lookup(b"nope"), Lookup::Unknown);
-        assert_eq!(r.newest_id(), Some(&b("5")));
+        assert_eq!(r.seq_of(b"nope"), None);
+        assert_eq!(r.newest_upstream_id(), Some(&b("5")));
     }
 
     #[test]
-    fn bounded_by_count_and_bytes() {
+    fn bounded_by_count_and_bytes_with_seqs_kept() {
         let mut r = ReplayRing::new(3, 1 << 20);
         for i in 1..=5 {
-            r.push(Some(b(&i.to_string())), b("data: x\n\n"), false);
+            r.push(ev(Some(&i.to_string()), "data: x\n\n"));
         }
         assert_eq!(r.len(), 3);
-        assert_eq!(r.lookup(b"1"), Lookup::Unknown, "evicted ids are forgotten");
-        assert!(matches!(r.lookup(b"3"), Lookup::After(_)));
+        assert_eq!((r.first_seq(), r.head_seq()), (3, 5));
+        assert_eq!(r.seq_of(b"1"), None, "evicted ids are forgotten");
+        assert_eq!(r.seq_of(b"3"), Some(3));
+        assert!(r.get(2).is_none() && r.get(3).is_some() && r.get(6).is_none());
 
         let mut r = ReplayRing::new(100, 20);
         for i in 1..=5 {
-            r.push(Some(b(&i.to_string())), b("0123456789"), false);
+            r.push(ev(Some(&i.to_string()), "0123456789"));
         }
         assert_eq!((r.len(), r.bytes()), (2, 20));
-        // One block larger than the byte bound is kept alone.
-        r.push(None, Bytes::from(vec![b'x'; 100]), false);
+        // One event larger than the byte bound is kept alone.
+        r.push(ev(None, &"x".repeat(100)));
         assert_eq!(r.len(), 1);
+        assert_eq!(r.cost(), 100 + EVENT_OVERHEAD);
     }
 
     #[test]
-    fn after_the_newest_is_empty_and_blocks_without_ids_follow_their_predecessor() {
+    fn after_the_newest_is_empty_and_events_without_ids_follow_their_predecessor() {
         let mut r = ReplayRing::new(10, 1 << 20);
-        r.push(Some(b("a")), b("id: a\ndata: 1\n\n"), false);
-        r.push(None, b("data: 2\n\n"), false);
-        r.push(Some(b("b")), b("id: b\ndata: 3\n\n"), false);
-        let Lookup::After(seq) = r.lookup(b"a") else {
-            panic!()
-        };
+        r.push(ev(Some("a"), "id: a\ndata: 1\n\n"));
+        r.push(ev(None, "data: 2\n\n"));
+        r.push(ev(Some("b"), "id: b\ndata: 3\n\n"));
+        let seq = r.seq_of(b"a").unwrap();
         let raws: Vec<_> = r.after(seq).map(|e| e.raw.clone()).collect();
         assert_eq!(raws, vec![b("data: 2\n\n"), b("id: b\ndata: 3\n\n")]);
-        let Lookup::After(seq) = r.lookup(b"b") else {
-            panic!()
-        };
-        assert_eq!(r.after(seq).count(), 0);
+        assert_eq!(r.after(r.seq_of(b"b").unwrap()).count(), 0);
+        assert_eq!(
+            r.after(0).count(),
+            3,
+            "a cursor older than the ring sees all"
+        );
     }
 
     #[test]
-    fn a_repeated_id_points_at_its_latest_block() {
+    fn a_repeated_id_points_at_its_latest_event() {
         let mut r = ReplayRing::new(2, 1 << 20);
-        r.push(Some(b("x")), b("1"), false);
-        r.push(Some(b("x")), b("2"), false);
-        r.push(Some(b("y")), b("3"), false);
+        r.push(ev(Some("x"), "1"));
+        r.push(ev(Some("x"), "2"));
+        r.push(ev(Some("y"), "3"));
         // The first "x" was evicted; the index still finds the second one.
-        assert!(matches!(r.lookup(b"x"), Lookup::After(2)));
+        assert_eq!(r.seq_of(b"x"), Some(2));
+    }
+
+    #[test]
+    fn trimming_frees_the_oldest_and_keeps_the_accounts() {
+        let mut r = ReplayRing::new(100, 1 << 20);
+        for i in 1..=10 {
+            r.push(ev(Some(&i.to_string()), "0123456789"));
+        }
+        let one = 10 + EVENT_OVERHEAD;
+        assert_eq!(r.cost(), 10 * one);
+        assert_eq!(r.trim_to(4 * one), 6);
+        assert_eq!((r.len(), r.first_seq(), r.cost()), (4, 7, 4 * one));
+        assert_eq!(r.seq_of(b"6"), None);
+        assert_eq!(r.trim_to(0), 4);
+        assert!(r.is_empty());
+        assert_eq!((r.cost(), r.bytes(), r.head_seq()), (0, 0, 10));
+        assert_eq!(r.push(ev(Some("11"), "z")), 11, "seqs are never reused");
     }
 }

@@ -988,6 +988,88 @@ pub fn scripted_origin(response: Vec<u8>, linger: Duration) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Observing a running tether from outside: the admin endpoint's /metrics, the process's RSS,
+// and a client socket whose receive buffer is kept small (a reader that really is slow).
+// ---------------------------------------------------------------------------------------------
+
+impl Tether {
+    /// The admin endpoint's address (tether must run with `--admin 127.0.0.1:0`), read from its
+    /// "admin endpoint on http://ADDR" log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let needle = "admin endpoint on http://";
+        assert!(
+            self.wait_for_log(needle, Duration::from_secs(5)),
+            "no admin endpoint line (is --admin set?):\n{}",
+            self.log_lines().join("\n")
+        );
+        self.log_lines()
+            .iter()
+            .find_map(|l| l.split(needle).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("admin address")
+    }
+
+    /// The Prometheus text of `/metrics` on the admin endpoint at `admin`.
+    pub fn metrics_text(admin: SocketAddr) -> String {
+        let mut s = TcpStream::connect(admin).expect("admin connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read /metrics");
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "/metrics answered {:?}",
+            text.lines().next()
+        );
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text (None when absent). Parsed as a
+/// float: a gauge may be rendered either way.
+pub fn prom_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Resident set size of process `pid` in bytes (VmRSS of /proc/PID/status); 0 when unreadable.
+pub fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Caps the kernel receive buffer of `stream` (SO_RCVBUF; the kernel doubles the value for its
+/// bookkeeping and turns autotuning off). A reader pausing between reads then really holds the
+/// sender back instead of letting megabytes pile up in loopback buffers.
+pub fn set_recv_buffer(stream: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v = bytes as libc::c_int;
+    // SAFETY: setsockopt reads one c_int from a pointer to `v`, which outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF: {}", io::Error::last_os_error());
+}
+
+// ---------------------------------------------------------------------------------------------
 // The admin endpoint (--admin 127.0.0.1:0): what tests wait on instead of sleeping.
 // ---------------------------------------------------------------------------------------------
 
@@ -1011,21 +1093,9 @@ pub fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The admin endpoint's address of `t` (see [`Tether::admin_addr`]).
 pub fn admin_addr(t: &Tether) -> SocketAddr {
-    assert!(t.wait_for_log("admin endpoint on http://", Duration::from_secs(5)));
-    let line = t
-        .log_lines()
-        .into_iter()
-        .find(|l| l.contains("admin endpoint on http://"))
-        .unwrap();
-    line.split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    t.admin_addr()
 }
 
 /// The value of an unlabelled sample in Prometheus text (panics when it is missing).

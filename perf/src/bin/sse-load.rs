@@ -19,7 +19,8 @@ use tether_perf::load::{self, LoadConfig};
 #[command(name = "sse-load", version)]
 struct Args {
     /// SSE endpoint, http://host:port/path?query (e.g. the simulator's
-    /// /sse?events=0&rate=10).
+    /// /sse?events=0&rate=10). `{i}` in the path or query becomes the stream's index
+    /// (0, 1, ...): every stream gets its own URL.
     #[arg(long)]
     url: String,
     /// Concurrent streams (C). One fd each; C + 64 must fit the open-files limit.
@@ -82,6 +83,18 @@ struct Args {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Time to first event: N new clients connect one after another from the start of the
+    /// window, each timed from its connect to its first complete event, then closed (RST).
+    /// The load keeps running until they are done.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    ttfe: usize,
+    /// The probes' URL (`{i}`: the probe's index); default: --url. It should send a first
+    /// event at once (simulator: /sse?events=0&rate=1).
+    #[arg(long, value_name = "URL")]
+    ttfe_url: Option<String>,
+    /// Longest wait of one probe, connect to first event; past it the probe fails.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    ttfe_timeout: Duration,
 }
 
 /// `2s`, `500ms`, `1.5s`, `0`: ASCII digits with an optional fraction and a unit (ms or s;
@@ -124,6 +137,9 @@ fn config_of(args: &Args) -> LoadConfig {
         open_timeout: args.open_timeout,
         max_opening: args.max_opening,
         progress: !args.quiet,
+        ttfe: args.ttfe,
+        ttfe_url: args.ttfe_url.clone(),
+        ttfe_timeout: args.ttfe_timeout,
     }
 }
 
@@ -179,6 +195,9 @@ mod tests {
         assert_eq!(from_flags.head_timeout, lib.head_timeout);
         assert_eq!(from_flags.open_timeout, lib.open_timeout);
         assert_eq!(from_flags.max_opening, lib.max_opening);
+        assert_eq!(from_flags.ttfe, lib.ttfe);
+        assert_eq!(from_flags.ttfe_url, lib.ttfe_url);
+        assert_eq!(from_flags.ttfe_timeout, lib.ttfe_timeout);
         assert!(!from_flags.reconnect && !from_flags.idle && from_flags.progress);
         let args = Args::parse_from([
             "sse-load",
@@ -189,8 +208,17 @@ mod tests {
             "--proxy-pid",
             "10,11",
             "--quiet",
+            "--ttfe",
+            "50",
+            "--ttfe-url",
+            "http://h/sse?p={i}",
+            "--ttfe-timeout",
+            "3s",
         ]);
         let c = config_of(&args);
+        assert_eq!(c.ttfe, 50);
+        assert_eq!(c.ttfe_url.as_deref(), Some("http://h/sse?p={i}"));
+        assert_eq!(c.ttfe_timeout, Duration::from_secs(3));
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.proxy_pids, vec![10, 11]);
         assert!(!c.progress);

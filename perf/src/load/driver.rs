@@ -48,7 +48,7 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 pub(crate) struct Settings {
     /// Where to connect.
     pub target: SocketAddr,
-    /// The request, minus `Last-Event-ID`.
+    /// The request, minus `Last-Event-ID` (streams without their own, see [`StreamPlan`]).
     pub template: RequestTemplate,
     /// Reopen streams that end (EventSource behaviour).
     pub reconnect: bool,
@@ -58,6 +58,15 @@ pub(crate) struct Settings {
     pub head_timeout: Duration,
     /// First opens in progress at once, per thread.
     pub max_opening: usize,
+}
+
+/// What one stream of a thread is given before it starts.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamPlan {
+    /// Source address to bind (None: the kernel picks).
+    pub source: Option<IpAddr>,
+    /// The stream's own request (a `{i}` URL), else None: [`Settings::template`].
+    pub template: Option<RequestTemplate>,
 }
 
 /// Where a stream's connection stands, for the socket loop.
@@ -85,6 +94,8 @@ struct Slot {
     over: bool,
     /// Source address to bind (None: the kernel picks).
     source: Option<IpAddr>,
+    /// The stream's own request, if it has one (else the shared [`Settings::template`]).
+    template: Option<Box<RequestTemplate>>,
     /// The SSE stream.
     state: StreamState,
 }
@@ -142,29 +153,30 @@ struct LoadThread<'a> {
     request: Vec<u8>,
 }
 
-/// Runs one load thread over streams with the given source addresses until
-/// `control.stop`; returns what it counted.
+/// Runs one load thread over the planned streams until `control.stop`; returns what it
+/// counted.
 pub(crate) fn run(
-    sources: Vec<Option<IpAddr>>,
+    plans: Vec<StreamPlan>,
     settings: Arc<Settings>,
     control: Arc<Control>,
     index: usize,
 ) -> io::Result<Stats> {
-    let n = sources.len();
+    let n = plans.len();
     let mut t = LoadThread {
         settings: &settings,
         control: &control,
         index,
         epoll: Epoll::new()?,
-        slots: sources
+        slots: plans
             .into_iter()
-            .map(|source| Slot {
+            .map(|StreamPlan { source, template }| Slot {
                 sock: None,
                 generation: 0,
                 conn: Conn::None,
                 opening: false,
                 over: false,
                 source,
+                template: template.map(Box::new),
                 state: StreamState::new(),
             })
             .collect(),
@@ -334,7 +346,8 @@ impl LoadThread<'_> {
     /// empty socket buffer: a short write does not happen and is treated as an error).
     fn send_request(&mut self, slot: usize, window: Window) {
         let s = &mut self.slots[slot];
-        s.state.request(&self.settings.template, &mut self.request);
+        let template = s.template.as_deref().unwrap_or(&self.settings.template);
+        s.state.request(template, &mut self.request);
         let Some(fd) = s.sock.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };

@@ -14,7 +14,8 @@
 //! - `stats.rs`: what a thread counts; `control.rs`: what threads and coordinator share.
 //! - `report.rs`: the figures, the table, the JSON.
 //! - `net.rs`: socket and epoll syscalls; `sys.rs`: `/proc`, getrusage, rlimit.
-//! - `url.rs`: `--url`.
+//! - `url.rs`: `--url` and its `{i}` placeholder (one URL per stream).
+//! - `ttfe.rs`: `--ttfe`: time to first event of new clients while the load runs.
 
 mod control;
 mod driver;
@@ -27,12 +28,13 @@ mod stats;
 mod stream;
 pub mod sys;
 pub mod track;
+pub mod ttfe;
 mod url;
 
 use std::fmt;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,10 +42,11 @@ pub use hist::Histogram;
 pub use report::{ErrorLine, Quantiles, Report};
 pub use stats::{ErrorKind, Stats};
 pub use stream::MAX_RECONNECT_DELAY;
-pub use url::HttpUrl;
+pub use ttfe::{ProbeResults, ProbeSample, Summary};
+pub use url::{HttpUrl, STREAM_PLACEHOLDER};
 
 use control::Control;
-use driver::Settings;
+use driver::{Settings, StreamPlan};
 use stream::RequestTemplate;
 
 /// Default `--duration`: length of the measured window.
@@ -67,6 +70,8 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 /// all threads. Keeps the ramp-up under a proxy's listen backlog (nginx: 511) instead of
 /// SYN-flooding it; reconnections are not limited (they are what is measured).
 pub const DEFAULT_MAX_OPENING: usize = 256;
+/// Default `--ttfe-timeout`: longest wait of one time-to-first-event probe.
+pub const DEFAULT_TTFE_TIMEOUT: Duration = Duration::from_secs(10);
 /// File descriptors kept free besides one per stream (epoll instances, stdio, the JSON
 /// file, an in-process simulator in tests). With the 20000-fd limit: at most 19936 streams.
 pub const FD_RESERVE: u64 = 64;
@@ -114,6 +119,13 @@ pub struct LoadConfig {
     pub max_opening: usize,
     /// Print a progress line every second on stderr.
     pub progress: bool,
+    /// Time-to-first-event probes run one after another from the start of the window
+    /// (0: none). See `ttfe.rs`.
+    pub ttfe: usize,
+    /// The probes' URL (`{i}`: the probe's index); None: `url`.
+    pub ttfe_url: Option<String>,
+    /// Longest wait of one probe, connect to first event.
+    pub ttfe_timeout: Duration,
 }
 
 impl Default for LoadConfig {
@@ -136,6 +148,9 @@ impl Default for LoadConfig {
             open_timeout: DEFAULT_OPEN_TIMEOUT,
             max_opening: DEFAULT_MAX_OPENING,
             progress: false,
+            ttfe: 0,
+            ttfe_url: None,
+            ttfe_timeout: DEFAULT_TTFE_TIMEOUT,
         }
     }
 }
@@ -220,6 +235,21 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     if config.idle && config.proxy_pids.is_empty() {
         return Err(LoadError::Config("--idle needs --proxy-pid".into()));
     }
+    let probes = if config.ttfe > 0 {
+        let u = match &config.ttfe_url {
+            Some(t) => HttpUrl::parse(t).map_err(LoadError::Config)?,
+            None => url.clone(),
+        };
+        Some(ttfe::ProbeConfig {
+            target: u.resolve().map_err(LoadError::Config)?,
+            authority: u.authority,
+            path: u.target,
+            count: config.ttfe,
+            timeout: config.ttfe_timeout,
+        })
+    } else {
+        None
+    };
     let sample_proxy = || -> Result<Option<sys::ProcSample>, LoadError> {
         if config.proxy_pids.is_empty() {
             return Ok(None);
@@ -252,16 +282,19 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     };
 
     let before_open = sample_proxy()?;
-    let mut per_thread: Vec<Vec<Option<IpAddr>>> = vec![Vec::new(); threads];
-    for (i, s) in sources.into_iter().enumerate() {
-        per_thread[i % threads].push(s);
+    let mut per_thread: Vec<Vec<StreamPlan>> = vec![Vec::new(); threads];
+    for (i, source) in sources.into_iter().enumerate() {
+        let template = url
+            .per_stream()
+            .then(|| RequestTemplate::new(&url.authority, &url::expand(&url.target, i)));
+        per_thread[i % threads].push(StreamPlan { source, template });
     }
     let mut handles = Vec::with_capacity(threads);
-    for (i, srcs) in per_thread.into_iter().enumerate() {
+    for (i, plans) in per_thread.into_iter().enumerate() {
         let (s, c) = (settings.clone(), control.clone());
         let h = std::thread::Builder::new()
             .name(format!("sse-load-{i}"))
-            .spawn(move || driver::run(srcs, s, c, i));
+            .spawn(move || driver::run(plans, s, c, i));
         match h {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -275,7 +308,14 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     }
 
     let mut coord = Coordinator::new(config, &handles);
-    let outcome = coord.phases(config, &control, before_open, &sample_proxy, &mut report);
+    let outcome = coord.phases(
+        config,
+        &control,
+        probes,
+        before_open,
+        &sample_proxy,
+        &mut report,
+    );
     control.stop.store(true, Relaxed);
     let mut total = Stats::default();
     let mut thread_error = None;
@@ -369,11 +409,14 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    /// Runs the phases; fills the timing and proxy figures of `report`.
+    /// Runs the phases; fills the timing and proxy figures of `report` (and with `probes`,
+    /// the time to first event: the probes start with the window; the load keeps running
+    /// after the window until they are done).
     fn phases(
         &mut self,
         config: &LoadConfig,
         control: &Control,
+        probes: Option<ttfe::ProbeConfig>,
         before_open: Option<sys::ProcSample>,
         sample_proxy: &dyn Fn() -> Result<Option<sys::ProcSample>, LoadError>,
         report: &mut Report,
@@ -419,6 +462,10 @@ impl<'a> Coordinator<'a> {
         while Instant::now() < from {
             self.tick(control, "warm-up")?;
         }
+        let probe_thread = match probes {
+            Some(p) => Some(ProbeThread::start(p)?),
+            None => None,
+        };
         let proxy_start = sample_proxy()?;
         let self_start = sys::self_cpu();
         let window_start = Instant::now();
@@ -444,8 +491,55 @@ impl<'a> Coordinator<'a> {
         if let (Some(a), Some(b)) = (proxy_start, proxy_end) {
             report.proxy_cpu_s =
                 Some(b.ticks.saturating_sub(a.ticks) as f64 / sys::ticks_per_second() as f64);
+            report.proxy_rss_window_bytes = Some((a.rss_bytes, b.rss_bytes));
+        }
+        if let Some(mut t) = probe_thread {
+            while !t.finished() {
+                self.tick(control, "ttfe probes")?;
+            }
+            report.ttfe = Some(t.join()?);
         }
         Ok(())
+    }
+}
+
+/// The thread of the time-to-first-event probes. Dropped before it finished (the run
+/// failed), it is told to stop after its current probe and left to end by itself.
+struct ProbeThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<ProbeResults>>,
+}
+
+impl ProbeThread {
+    fn start(config: ttfe::ProbeConfig) -> Result<Self, LoadError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("sse-load-ttfe".into())
+            .spawn(move || ttfe::run(&config, &flag))?;
+        Ok(Self {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    fn finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    fn join(&mut self) -> Result<ProbeResults, LoadError> {
+        let h = self.handle.take().expect("joined once");
+        h.join().map_err(|_| {
+            LoadError::Io(std::io::Error::other(
+                "the time-to-first-event thread panicked",
+            ))
+        })
+    }
+}
+
+impl Drop for ProbeThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
     }
 }
 

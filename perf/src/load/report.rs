@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::hist::Histogram;
 use super::stats::{ErrorKind, Stats};
+use super::ttfe::{ProbeResults, Summary};
 
 /// p50, p99, p99.9 and max of a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -106,6 +107,10 @@ pub struct Report {
     /// Proxy utime + stime from before the first connect to after the settle (seconds):
     /// what accepting and holding the streams cost, with `--idle`.
     pub proxy_open_cpu_s: Option<f64>,
+    /// Proxy VmRSS at the start and at the end of the window (bytes), with `--proxy-pid`.
+    pub proxy_rss_window_bytes: Option<(u64, u64)>,
+    /// What the time-to-first-event probes found, with `--ttfe`.
+    pub ttfe: Option<ProbeResults>,
     /// This process's CPU (user + system, all threads) over the window, seconds.
     pub self_cpu_s: f64,
     /// All errors (whole run).
@@ -237,6 +242,31 @@ impl Report {
                 format!("{per:.0} B ({before} -> {after} B)"),
             );
         }
+        if let Some((start, end)) = self.proxy_rss_window_bytes {
+            row(
+                "proxy RSS window start/end",
+                format!("{:.1} / {:.1} MB", mib(start), mib(end)),
+            );
+        }
+        if let Some(t) = &self.ttfe {
+            let f = t.summary_ms(|s| s.first_event_us);
+            let c = t.summary_ms(|s| s.connect_us);
+            let h = t.summary_ms(|s| s.head_us);
+            row(
+                "first event ms p50/p99/max",
+                format!(
+                    "{:.3} / {:.3} / {:.3} ({} of {} probes, {} failed)",
+                    f.p50, f.p99, f.max, f.count, t.asked, t.failed
+                ),
+            );
+            row(
+                "  connect / head ms p50",
+                format!("{:.3} / {:.3}", c.p50, h.p50),
+            );
+            if let Some(why) = &t.first_failure {
+                row("  first probe failure", why.clone());
+            }
+        }
         let pct = if self.duration_s >= 0.05 {
             format!(
                 " ({:.1}% of one core)",
@@ -336,6 +366,52 @@ impl Report {
         );
         j.opt("rss_per_stream_bytes", self.rss_per_stream_bytes);
         j.opt("proxy_open_cpu_s", self.proxy_open_cpu_s);
+        j.opt(
+            "proxy_rss_window_start_bytes",
+            self.proxy_rss_window_bytes.map(|r| r.0 as f64),
+        );
+        j.opt(
+            "proxy_rss_window_end_bytes",
+            self.proxy_rss_window_bytes.map(|r| r.1 as f64),
+        );
+        match &self.ttfe {
+            Some(t) => {
+                j.num("ttfe_probes", t.asked as f64);
+                j.num("ttfe_failed", t.failed as f64);
+                match &t.first_failure {
+                    Some(f) => j.str("ttfe_first_failure", f),
+                    None => j.raw("ttfe_first_failure", "null"),
+                }
+                j.raw(
+                    "ttfe_ms",
+                    &summary_json(&t.summary_ms(|s| s.first_event_us)),
+                );
+                j.raw(
+                    "ttfe_connect_ms",
+                    &summary_json(&t.summary_ms(|s| s.connect_us)),
+                );
+                j.raw("ttfe_head_ms", &summary_json(&t.summary_ms(|s| s.head_us)));
+                let samples: Vec<String> = t
+                    .samples
+                    .iter()
+                    .map(|s| fmt_num(s.first_event_us as f64 / 1000.0))
+                    .collect();
+                j.raw("ttfe_samples_ms", &format!("[{}]", samples.join(",")));
+            }
+            None => {
+                j.num("ttfe_probes", 0.0);
+                for k in [
+                    "ttfe_failed",
+                    "ttfe_first_failure",
+                    "ttfe_ms",
+                    "ttfe_connect_ms",
+                    "ttfe_head_ms",
+                    "ttfe_samples_ms",
+                ] {
+                    j.raw(k, "null");
+                }
+            }
+        }
         j.num("self_cpu_s", self.self_cpu_s);
         j.num("errors", self.errors as f64);
         let mut by_kind = Json::default();
@@ -356,6 +432,31 @@ impl Report {
         }
         j.finish()
     }
+}
+
+/// Bytes as MiB.
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+/// `{"count":N,"p50":..,"p99":..,"max":..,"mean":..}` of a summary (null figures when it
+/// has no sample).
+fn summary_json(s: &Summary) -> String {
+    let v = |x: f64| {
+        if s.count == 0 {
+            "null".to_string()
+        } else {
+            fmt_num(x)
+        }
+    };
+    format!(
+        "{{\"count\":{},\"p50\":{},\"p99\":{},\"max\":{},\"mean\":{}}}",
+        s.count,
+        v(s.p50),
+        v(s.p99),
+        v(s.max),
+        v(s.mean)
+    )
 }
 
 /// A JSON object being written, key by key.
@@ -468,6 +569,11 @@ mod tests {
             "rss_per_stream_bytes",
             "errors",
             "self_cpu_s",
+            "proxy_rss_window_start_bytes",
+            "proxy_rss_window_end_bytes",
+            "ttfe_probes",
+            "ttfe_ms",
+            "ttfe_samples_ms",
         ] {
             assert!(j.contains(&format!("\"{key}\":")), "{key} in {j}");
         }
@@ -493,5 +599,47 @@ mod tests {
         }
         assert_eq!(depth, 0);
         assert!(r.table().contains("| streams"));
+        assert!(j.contains("\"ttfe_probes\":0,") && j.contains("\"ttfe_ms\":null"));
+    }
+
+    #[test]
+    fn json_and_table_carry_the_probes() {
+        use crate::load::ttfe::ProbeSample;
+        let sample = |first_event_us| ProbeSample {
+            connect_us: 50,
+            head_us: 500,
+            first_event_us,
+        };
+        let r = Report {
+            proxy_rss_window_bytes: Some((10 << 20, 30 << 20)),
+            ttfe: Some(ProbeResults {
+                asked: 4,
+                samples: vec![sample(1_000), sample(3_000), sample(2_500)],
+                failed: 1,
+                first_failure: Some("probe 3: no first event".into()),
+            }),
+            ..Default::default()
+        };
+        let j = r.json();
+        assert!(
+            j.contains("\"proxy_rss_window_end_bytes\":31457280,"),
+            "{j}"
+        );
+        assert!(j.contains("\"ttfe_probes\":4,\"ttfe_failed\":1,"), "{j}");
+        assert!(
+            j.contains("\"ttfe_ms\":{\"count\":3,\"p50\":2.5,\"p99\":2.99,\"max\":3,"),
+            "{j}"
+        );
+        assert!(j.contains("\"ttfe_samples_ms\":[1,3,2.5]"), "{j}");
+        assert!(
+            j.contains("\"ttfe_connect_ms\":{\"count\":3,\"p50\":0.05,"),
+            "{j}"
+        );
+        let t = r.table();
+        assert!(
+            t.contains("2.500 / 2.990 / 3.000 (3 of 4 probes, 1 failed)"),
+            "{t}"
+        );
+        assert!(t.contains("10.0 / 30.0 MB"), "{t}");
     }
 }

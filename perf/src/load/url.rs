@@ -1,4 +1,4 @@
-//! The `http://host[:port]/path?query` of `--url`.
+//! The `http://host[:port]/path?query` of `--url`, and its `{i}` placeholder.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -64,6 +64,12 @@ impl HttpUrl {
         })
     }
 
+    /// True if the target holds [`STREAM_PLACEHOLDER`]: every stream (or probe) gets its
+    /// own target, [`expand`] with its index.
+    pub fn per_stream(&self) -> bool {
+        self.target.contains(STREAM_PLACEHOLDER)
+    }
+
     /// The first address the host resolves to (literals need no lookup).
     pub fn resolve(&self) -> Result<SocketAddr, String> {
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
@@ -73,6 +79,15 @@ impl HttpUrl {
             .next()
             .ok_or_else(|| format!("{} resolves to no address", self.host))
     }
+}
+
+/// In a URL's path or query, replaced by the stream's index (0, 1, ...; for `--ttfe-url`
+/// the probe's): `/sse?events=0&s={i}` gives every stream its own URL.
+pub const STREAM_PLACEHOLDER: &str = "{i}";
+
+/// `target` with every [`STREAM_PLACEHOLDER`] replaced by `index`.
+pub fn expand(target: &str, index: usize) -> String {
+    target.replace(STREAM_PLACEHOLDER, &index.to_string())
 }
 
 #[cfg(test)]
@@ -94,6 +109,17 @@ mod tests {
         assert_eq!(u.resolve().unwrap(), "[::1]:9".parse().unwrap());
         let u = HttpUrl::parse("http://h:1?q=1").unwrap();
         assert_eq!(u.target, "/?q=1");
+    }
+
+    #[test]
+    fn placeholder_gives_each_stream_its_own_target() {
+        let u = HttpUrl::parse("http://127.0.0.1:1/sse?events=0&s={i}&t={i}").unwrap();
+        assert!(u.per_stream());
+        assert_eq!(expand(&u.target, 0), "/sse?events=0&s=0&t=0");
+        assert_eq!(expand(&u.target, 997), "/sse?events=0&s=997&t=997");
+        let u = HttpUrl::parse("http://127.0.0.1:1/sse?events=0&s={j}").unwrap();
+        assert!(!u.per_stream());
+        assert_eq!(expand(&u.target, 3), u.target);
     }
 
     #[test]

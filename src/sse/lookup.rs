@@ -1,0 +1,149 @@
+//! Finding where a reconnection resumes: the ring that holds the client's `Last-Event-ID`, among
+//! the rings of its scope (same target, same identity, whatever method began the stream), on this
+//! worker first, then on the worker its id names (ids tether assigns say where they were made),
+//! then on every worker the directory lists for the scope.
+//!
+//! The ring found becomes the reconnecting client's: a detached ring (its relay ended) is taken
+//! over and continued; a ring another relay still writes, or one on another worker, is copied
+//! (refcounted events, no byte copied) into a new lineage on this worker, which continues it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::assigned_id::AssignedId;
+use super::directory::{Answer, Message};
+use super::ring::RingEvent;
+use super::scope::ResumeScope;
+use super::table::RingHandle;
+use crate::http::{Method, RequestHead};
+use crate::metrics::WorkerMetrics;
+use crate::worker::WorkerCtx;
+
+/// How long a worker waits for another worker's ring before treating the id as unknown (the
+/// request then goes upstream unchanged).
+const RING_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A reconnection the rings can serve.
+pub struct ResumePoint {
+    /// The ring the client continues (attached to its relay).
+    pub ring: RingHandle,
+    /// Seq of the client's `Last-Event-ID` in `ring`: what follows is replayed.
+    pub after: u64,
+    /// What the upstream is asked to resume from instead of the client's id: the newest id the
+    /// upstream itself gave that the ring holds. Empty when the ring holds only ids tether
+    /// assigned: the client's header is then removed, never sent upstream.
+    pub resume_from: Bytes,
+    /// Events the ring holds after the client's id (0: the client is at the ring's head).
+    pub missed: usize,
+}
+
+/// For a GET carrying `Last-Event-ID: X`: the ring of its scope holding X, made this client's.
+/// None when the request is not a reconnection or X is in no ring (the upstream then decides).
+pub async fn find(ctx: &WorkerCtx, head: &RequestHead, scope: &ResumeScope) -> Option<ResumePoint> {
+    if head.method != Method::Get {
+        return None;
+    }
+    let last_id = head.header("last-event-id").filter(|v| !v.is_empty())?;
+    let point = match find_local(ctx, scope, last_id) {
+        Some(point) => Some(point),
+        None => find_remote(ctx, scope, last_id).await,
+    };
+    WorkerMetrics::inc(match point {
+        Some(_) => &ctx.metrics.replays_served,
+        None => &ctx.metrics.replays_missed,
+    });
+    point
+}
+
+fn find_local(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<ResumePoint> {
+    let found = ctx.streams.find(scope, last_id)?;
+    if !found.lineage.attached() {
+        let seq = found.seq;
+        return Some(point(ctx.streams.attach(found.lineage), seq));
+    }
+    let (events, at) = {
+        let ring = found.lineage.ring.borrow();
+        let at = (found.seq - ring.first_seq()) as usize;
+        (ring.after(0).cloned().collect::<Vec<_>>(), at)
+    };
+    Some(adopt(ctx, scope, events, at))
+}
+
+async fn find_remote(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<ResumePoint> {
+    let named = AssignedId::parse(last_id)
+        .map(|a| a.worker as usize)
+        .filter(|w| *w != ctx.index && *w < ctx.directory.workers());
+    let mut asked = Vec::new();
+    let holders = ctx.directory.holders(scope, ctx.index);
+    for worker in named.into_iter().chain(holders) {
+        if asked.contains(&worker) {
+            continue;
+        }
+        asked.push(worker);
+        if let Some((events, at)) = ask(ctx, worker, scope, last_id).await {
+            return Some(adopt(ctx, scope, events, at));
+        }
+    }
+    None
+}
+
+fn adopt(ctx: &WorkerCtx, scope: &ResumeScope, events: Vec<RingEvent>, at: usize) -> ResumePoint {
+    let (ring, seq) = ctx.streams.adopt(scope, events, at, &ctx.metrics);
+    point(ring, seq)
+}
+
+fn point(ring: RingHandle, after: u64) -> ResumePoint {
+    let (resume_from, missed) = {
+        let r = ring.lineage.ring.borrow();
+        (
+            r.newest_upstream_id().cloned().unwrap_or_default(),
+            r.head_seq().saturating_sub(after) as usize,
+        )
+    };
+    ResumePoint {
+        ring,
+        after,
+        resume_from,
+        missed,
+    }
+}
+
+/// Asks `worker` for its ring of `scope` holding `id`. None when it has none, or does not answer
+/// in time.
+async fn ask(
+    ctx: &WorkerCtx,
+    worker: usize,
+    scope: &ResumeScope,
+    id: &[u8],
+) -> Option<(Vec<RingEvent>, usize)> {
+    let (token, slot) = ctx.answers.open();
+    ctx.directory.post(
+        worker,
+        Message::Query {
+            scope: scope.clone(),
+            id: Bytes::copy_from_slice(id),
+            from: ctx.index,
+            token,
+        },
+    );
+    match monoio::time::timeout(RING_QUERY_TIMEOUT, slot.wait()).await {
+        Ok(Answer::Ring(found)) => found,
+        Ok(Answer::Status(_)) => None,
+        Err(_) => {
+            ctx.answers.close(token);
+            crate::log_warn!(
+                "worker {worker} did not answer a replay query within {RING_QUERY_TIMEOUT:?}"
+            );
+            None
+        }
+    }
+}
+
+/// The owner's side of a query: a copy of the ring of `scope` holding `id`, and where the id is.
+pub fn answer(ctx: &WorkerCtx, scope: &ResumeScope, id: &[u8]) -> Option<(Vec<RingEvent>, usize)> {
+    let found = ctx.streams.find(scope, id)?;
+    let ring = found.lineage.ring.borrow();
+    let at = (found.seq - ring.first_seq()) as usize;
+    Some((ring.after(0).cloned().collect(), at))
+}

@@ -1,0 +1,194 @@
+//! What waits to be written to an SSE client: blocks framed for its connection (one chunk per
+//! batch for HTTP/1.1, raw bytes for a close-delimited HTTP/1.0 response), heartbeats, the last
+//! chunk, and the one writev that sends them.
+
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+
+use crate::conn_io::BytesVec;
+use crate::http::{ChunkHeader, OutFraming, CHUNK_END, LAST_CHUNK};
+
+/// What tether sends when nothing was sent for `--sse-heartbeat`: a comment block, which no
+/// client dispatches and every intermediary forwards.
+pub const HEARTBEAT: &[u8] = b": keep-alive\n\n";
+
+/// Room for many chunk-size lines per allocation of the scratch buffer.
+const SCRATCH_BLOCK: usize = 512;
+
+/// The bytes queued for one client, framed for its connection.
+pub struct ClientQueue {
+    pub framing: OutFraming,
+    /// Bytes framed for the client and not yet handed to a write.
+    pending: BytesVec,
+    /// Chunk-size lines are cut from this small buffer instead of one allocation each.
+    scratch: BytesMut,
+}
+
+impl ClientQueue {
+    pub fn new(framing: OutFraming) -> Self {
+        ClientQueue {
+            framing,
+            pending: BytesVec::new(),
+            scratch: BytesMut::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Bytes queued.
+    pub fn len(&self) -> usize {
+        self.pending.remaining()
+    }
+
+    /// Queues bytes as they are (the response head).
+    pub fn push_raw(&mut self, bytes: Bytes) {
+        self.pending.push(bytes);
+    }
+
+    /// Queues blocks as one chunk.
+    pub fn push_blocks(&mut self, blocks: impl IntoIterator<Item = Bytes>, len: usize) {
+        if len == 0 {
+            return;
+        }
+        if self.framing == OutFraming::Chunked {
+            let header = ChunkHeader::new(len);
+            let line = cut(&mut self.scratch, header.as_bytes());
+            self.pending.push(line);
+        }
+        for b in blocks {
+            self.pending.push(b);
+        }
+        if self.framing == OutFraming::Chunked {
+            self.pending.push_static(CHUNK_END);
+        }
+    }
+
+    /// Queues the heartbeat comment.
+    pub fn push_heartbeat(&mut self) {
+        if self.framing == OutFraming::Chunked {
+            let line = cut(
+                &mut self.scratch,
+                ChunkHeader::new(HEARTBEAT.len()).as_bytes(),
+            );
+            self.pending.push(line);
+            self.pending.push_static(HEARTBEAT);
+            self.pending.push_static(CHUNK_END);
+        } else {
+            self.pending.push_static(HEARTBEAT);
+        }
+    }
+
+    /// Queues the end of the response body (the last chunk; nothing for close-delimited).
+    pub fn push_end(&mut self) {
+        if self.framing == OutFraming::Chunked {
+            self.pending.push_static(LAST_CHUNK);
+        }
+    }
+
+    /// Everything queued, for one write; the queue is left empty.
+    pub fn take(&mut self) -> BytesVec {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Puts back what a short write left: it goes before anything queued since.
+    pub fn put_back(&mut self, mut rest: BytesVec) {
+        if !rest.is_empty() {
+            rest.append(&mut self.pending);
+            self.pending = rest;
+        }
+    }
+
+    /// Frees the queue's buffers while the stream is quiet (a quiet stream holds no buffer).
+    pub fn shrink(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = BytesVec::new();
+            self.scratch = BytesMut::new();
+        }
+    }
+}
+
+/// One writev of the batch. Returns what it did not write. Not cancel-safe: the future owns the
+/// batch; it is only dropped together with the client connection.
+pub async fn write_batch(client: &mut TcpStream, mut batch: BytesVec) -> io::Result<BytesVec> {
+    batch.prepare();
+    let (res, mut batch) = client.writev(batch).await;
+    match res {
+        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => {
+            batch.advance(n);
+            Ok(batch)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `prev` and `next` as one slice when `next` starts where `prev` ends inside one piece (blocks
+/// that arrived together leave as one iovec instead of one per event).
+pub fn adjoin(prev: &Bytes, next: &Bytes, pieces: &[Bytes]) -> Option<Bytes> {
+    let start = prev.as_ptr() as usize;
+    if start + prev.len() != next.as_ptr() as usize {
+        return None;
+    }
+    let end = start + prev.len() + next.len();
+    let piece = pieces.iter().find(|p| {
+        let base = p.as_ptr() as usize;
+        base <= start && end <= base + p.len()
+    })?;
+    let base = piece.as_ptr() as usize;
+    Some(piece.slice(start - base..end - base))
+}
+
+/// Copies `bytes` into the scratch buffer and hands them out as a slice of it.
+fn cut(scratch: &mut BytesMut, bytes: &[u8]) -> Bytes {
+    if scratch.capacity() - scratch.len() < bytes.len() {
+        *scratch = BytesMut::with_capacity(SCRATCH_BLOCK);
+    }
+    scratch.extend_from_slice(bytes);
+    scratch.split().freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_blocks_of_one_piece_are_joined() {
+        let piece = Bytes::from_static(b"id: 1\n\nid: 2\n\nid: 3\n\n");
+        let (a, b, c) = (piece.slice(0..7), piece.slice(7..14), piece.slice(14..21));
+        let pieces = vec![piece.clone()];
+        let ab = adjoin(&a, &b, &pieces).expect("adjacent");
+        assert_eq!(&ab[..], b"id: 1\n\nid: 2\n\n");
+        assert_eq!(&adjoin(&ab, &c, &pieces).expect("adjacent")[..], &piece[..]);
+        // Not adjacent (a repeat was dropped between them), or not in a known piece.
+        assert!(adjoin(&a, &c, &pieces).is_none());
+        let copy = Bytes::copy_from_slice(&b);
+        assert!(adjoin(&a, &copy, &pieces).is_none());
+        assert!(adjoin(&a, &b, &[]).is_none());
+    }
+
+    fn flat(v: BytesVec) -> Vec<u8> {
+        v.to_vec()
+    }
+
+    #[test]
+    fn blocks_become_one_chunk_and_heartbeats_their_own() {
+        let mut q = ClientQueue::new(OutFraming::Chunked);
+        q.push_blocks([Bytes::from("data: a\n\n"), Bytes::from("data: b\n\n")], 18);
+        q.push_heartbeat();
+        q.push_end();
+        assert_eq!(
+            flat(q.take()),
+            b"12\r\ndata: a\n\ndata: b\n\n\r\ne\r\n: keep-alive\n\n\r\n0\r\n\r\n".to_vec()
+        );
+        assert!(q.is_empty());
+        let mut q = ClientQueue::new(OutFraming::CloseDelimited);
+        q.push_blocks([Bytes::from("data: a\n\n")], 9);
+        q.push_end();
+        assert_eq!(flat(q.take()), b"data: a\n\n".to_vec());
+    }
+}

@@ -1,0 +1,162 @@
+//! Reconnecting a dropped upstream while the client's response stays open: back off, attempt,
+//! repeat until a body can be spliced, a final answer comes, or `--reconnect-timeout` passes.
+//! Heartbeats keep the client's connection alive meanwhile, and a client that leaves ends it.
+
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+
+use super::relay::{sleep_until_opt, Relay};
+use super::resume::{self, AttemptResult, Backoff};
+use crate::conn_io::{peek_state, write_vec_within, PeekState};
+use crate::http::{BodyDecoder, RequestHead};
+use crate::metrics::WorkerMetrics;
+
+/// How reconnecting ended.
+pub(super) enum Reconnect {
+    Spliced {
+        stream: TcpStream,
+        buf: BytesMut,
+        decoder: BodyDecoder,
+        replica: usize,
+        attempts: u32,
+    },
+    Final(u16),
+    GaveUp(u32),
+    ClientGone,
+}
+
+impl Relay<'_> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn reconnect(
+        &mut self,
+        client: &mut TcpStream,
+        client_addr: IpAddr,
+        request: &RequestHead,
+        last_id: &[u8],
+        replica: usize,
+        backoff: &mut Backoff,
+        dropped_at: Instant,
+        first_wait: Duration,
+    ) -> Reconnect {
+        let give_up_at = self.stalled_since.unwrap_or(dropped_at) + self.ctx.resume.timeout;
+        let mut attempts = 0u32;
+        let mut wait = first_wait;
+        loop {
+            // ---- wait out the backoff, with heartbeats and the client watched ----
+            // Giving up happens at the timeout, not earlier because the next attempt would fall
+            // after it.
+            let wake = (Instant::now() + wait).min(give_up_at);
+            if let Some(end) = self.idle_until(client, wake).await {
+                return end;
+            }
+            if Instant::now() >= give_up_at {
+                return Reconnect::GaveUp(attempts);
+            }
+            // ---- one attempt, with heartbeats and the client watched ----
+            attempts += 1;
+            WorkerMetrics::inc(&self.ctx.metrics.reconnect_attempts);
+            // Boxed: only alive while reconnecting, so a streaming relay does not carry its size.
+            let mut attempt = Box::pin(resume::attempt(
+                self.ctx,
+                request,
+                client_addr,
+                last_id,
+                replica,
+            ));
+            let mut client_busy = false;
+            let result = loop {
+                let heartbeat_at = self.settings.heartbeat.map(|d| self.last_sent + d);
+                let sleep =
+                    sleep_until_opt(heartbeat_at.map(|h| h.min(give_up_at)).or(Some(give_up_at)));
+                monoio::select! {
+                    r = attempt.as_mut() => break r,
+                    _ = sleep => {
+                        if Instant::now() >= give_up_at {
+                            return Reconnect::GaveUp(attempts);
+                        }
+                        if let Some(end) = self.send_heartbeat(client).await {
+                            return end;
+                        }
+                    }
+                    ready = client.readable(false), if !client_busy => {
+                        match (ready, peek_state(client.as_raw_fd())) {
+                            (Err(_), _) | (_, PeekState::Closed) => return Reconnect::ClientGone,
+                            // A pipelined request stays readable: stop watching.
+                            (_, PeekState::HasData) => client_busy = true,
+                            (_, PeekState::Quiet) => {}
+                        }
+                    }
+                }
+            };
+            match result {
+                AttemptResult::Splice {
+                    stream,
+                    ubuf,
+                    decoder,
+                    replica,
+                } => {
+                    return Reconnect::Spliced {
+                        stream,
+                        buf: ubuf,
+                        decoder,
+                        replica,
+                        attempts,
+                    };
+                }
+                AttemptResult::Final(status) => return Reconnect::Final(status),
+                AttemptResult::Retry(why) => {
+                    crate::log_debug!("reconnect attempt {attempts} failed: {why}");
+                    wait = backoff.next_delay();
+                }
+            }
+        }
+    }
+
+    /// Waits until `until`, sending heartbeats when due and watching the client. Some(end) when
+    /// the client left.
+    async fn idle_until(&mut self, client: &mut TcpStream, until: Instant) -> Option<Reconnect> {
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            let heartbeat_at = self.settings.heartbeat.map(|d| self.last_sent + d);
+            let wake = heartbeat_at.map_or(until, |h| h.min(until));
+            monoio::select! {
+                _ = monoio::time::sleep_until(wake.into()) => {
+                    if heartbeat_at.is_some_and(|h| Instant::now() >= h) {
+                        if let Some(end) = self.send_heartbeat(client).await {
+                            return Some(end);
+                        }
+                    }
+                }
+                ready = client.readable(false) => {
+                    if ready.is_err() || peek_state(client.as_raw_fd()) == PeekState::Closed {
+                        return Some(Reconnect::ClientGone);
+                    }
+                    // Data from the client (a pipelined request) waits for after the stream; sleep
+                    // out the rest without watching (it would stay readable).
+                    monoio::time::sleep_until(until.into()).await;
+                }
+            }
+        }
+    }
+
+    async fn send_heartbeat(&mut self, client: &mut TcpStream) -> Option<Reconnect> {
+        self.out.push_heartbeat();
+        WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
+        let out = self.out.take();
+        match write_vec_within(client, out, self.ctx.config.timeouts.send).await {
+            Ok(back) => {
+                self.out.put_back(back);
+                self.last_sent = Instant::now();
+                None
+            }
+            Err(_) => Some(Reconnect::ClientGone),
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! A worker's replay rings: one per upstream lineage, found by scope and event id, kept within the
+//! worker's share of `--replay-memory`.
+//!
+//! Worker-local (`RefCell`/`Cell`): recording an event takes no lock. A ring is *attached* while a
+//! relay writes it (its lineage is live) and *detached* once that relay ended; a detached ring
+//! stays for `--replay-ttl` so that the client's reconnection finds it, and is the first to go
+//! when the budget is exceeded. Other workers see only which scopes this worker holds rings for
+//! (the shared `Directory`) and ask for a ring's events through their inboxes, once per
+//! reconnection, never per event.
+//!
+//! Budget, when the worker's rings together cost more than their share:
+//! ```text
+//! target = budget - budget / EVICTION_SLACK          (free a slice at once: passes stay rare)
+//! 1. detached rings, least recently used first, are freed whole until total <= target
+//! 2. still over: every ring is capped at the water level C where sum(min(cost, C)) = target,
+//!    the largest losing their oldest events first (eviction::water_level)
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::directory::Directory;
+use super::eviction::water_level;
+use super::ring::{ReplayRing, RingEvent};
+use super::scope::ResumeScope;
+use crate::metrics::WorkerMetrics;
+
+/// Default `--replay-ttl`: how long a ring outlives the relay that wrote it.
+pub const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(300);
+
+/// Default `--replay-memory`: what every ring of the process may cost together, overhead
+/// included; each worker keeps its equal share.
+pub const DEFAULT_REPLAY_MEMORY: usize = 256 * 1024 * 1024;
+
+/// An eviction pass frees 1/EVICTION_SLACK of the budget beyond what is needed, so that a worker
+/// at its budget does not run a pass (a scan of its rings) for every event it records.
+const EVICTION_SLACK: usize = 8;
+
+/// Freeing this much at once (a sweep, an eviction pass) also asks the allocator to return free
+/// pages to the system, so RSS falls when rings go, instead of staying at its high-water mark.
+const RETURN_TO_SYSTEM_BYTES: usize = 4 * 1024 * 1024;
+
+/// What a ring costs besides its events: the lineage, its map entries and the scope's bytes are
+/// added per ring.
+const RING_OVERHEAD: usize =
+    std::mem::size_of::<Lineage>() + std::mem::size_of::<ReplayRing>() + 96;
+
+/// Bounds of every ring on this worker.
+#[derive(Debug, Clone, Copy)]
+pub struct RingLimits {
+    /// `--replay-events`: events per ring.
+    pub max_events: usize,
+    /// `--replay-bytes`: event bytes per ring.
+    pub max_bytes: usize,
+    /// `--replay-ttl`: how long a detached ring is kept.
+    pub ttl: Duration,
+    /// `--replay-memory`: all rings of the process together; each worker has an equal share.
+    pub memory: usize,
+}
+
+/// One upstream lineage's history on this worker.
+#[derive(Debug)]
+pub struct Lineage {
+    /// Unique on this worker (never reused); names the ring in the ids `--assign-ids` gives.
+    pub id: u64,
+    pub scope: ResumeScope,
+    pub ring: RefCell<ReplayRing>,
+    /// A relay writes this ring now.
+    attached: Cell<bool>,
+    /// When it was last attached or detached (for the LRU and the TTL).
+    last_used: Cell<Instant>,
+    /// What the table counts for this ring (its events' cost plus `RING_OVERHEAD`), as of the
+    /// last change the table saw.
+    counted: Cell<usize>,
+}
+
+impl Lineage {
+    pub fn attached(&self) -> bool {
+        self.attached.get()
+    }
+}
+
+/// A relay's hold on the ring it writes; dropping it detaches the ring (its TTL starts).
+#[derive(Debug)]
+pub struct RingHandle {
+    pub lineage: Rc<Lineage>,
+}
+
+impl Drop for RingHandle {
+    fn drop(&mut self) {
+        self.lineage.attached.set(false);
+        self.lineage.last_used.set(Instant::now());
+    }
+}
+
+/// Where a `Last-Event-ID` was found on this worker.
+pub struct Found {
+    pub lineage: Rc<Lineage>,
+    /// Seq of the event carrying the id.
+    pub seq: u64,
+}
+
+pub struct StreamTable {
+    worker: usize,
+    limits: RingLimits,
+    /// This worker's share of `--replay-memory`.
+    budget: usize,
+    directory: Arc<Directory>,
+    rings: RefCell<HashMap<u64, Rc<Lineage>>>,
+    /// The rings of each scope, oldest first.
+    by_scope: RefCell<HashMap<ResumeScope, Vec<u64>>>,
+    next_id: Cell<u64>,
+    /// Sum of every ring's `counted`.
+    total: Cell<usize>,
+}
+
+impl StreamTable {
+    pub fn new(worker: usize, limits: RingLimits, directory: Arc<Directory>) -> Self {
+        let workers = directory.workers().max(1);
+        StreamTable {
+            worker,
+            limits,
+            budget: limits.memory / workers,
+            directory,
+            rings: RefCell::new(HashMap::new()),
+            by_scope: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+            total: Cell::new(0),
+        }
+    }
+
+    pub fn limits(&self) -> RingLimits {
+        self.limits
+    }
+
+    /// This worker's share of `--replay-memory`.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Rings on this worker and what they cost together.
+    pub fn usage(&self) -> (usize, usize) {
+        (self.rings.borrow().len(), self.total.get())
+    }
+
+    /// A new, empty lineage for a stream that starts fresh, attached to the caller.
+    pub fn create(&self, scope: &ResumeScope) -> RingHandle {
+        self.insert(
+            scope,
+            ReplayRing::new(self.limits.max_events, self.limits.max_bytes),
+        )
+    }
+
+    /// A new lineage that continues from a copy of `events` (refcounted, no byte copied): a
+    /// reconnection found its id in a ring another relay still writes, or in another worker's.
+    /// Its seqs are its own; returns it with the seq `events[at]` got.
+    pub fn adopt(
+        &self,
+        scope: &ResumeScope,
+        events: Vec<RingEvent>,
+        at: usize,
+        metrics: &WorkerMetrics,
+    ) -> (RingHandle, u64) {
+        let mut ring = ReplayRing::new(
+            self.limits.max_events.max(events.len()),
+            self.limits.max_bytes,
+        );
+        let mut seq_at = 0;
+        for (i, e) in events.into_iter().enumerate() {
+            let seq = ring.push(e);
+            if i == at {
+                seq_at = seq;
+            }
+        }
+        let handle = self.insert(scope, ring);
+        self.recount(&handle.lineage, metrics);
+        (handle, seq_at)
+    }
+
+    fn insert(&self, scope: &ResumeScope, ring: ReplayRing) -> RingHandle {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let lineage = Rc::new(Lineage {
+            id,
+            scope: scope.clone(),
+            ring: RefCell::new(ring),
+            attached: Cell::new(true),
+            last_used: Cell::new(Instant::now()),
+            counted: Cell::new(0),
+        });
+        self.rings.borrow_mut().insert(id, lineage.clone());
+        let mut by_scope = self.by_scope.borrow_mut();
+        let ids = by_scope.entry(scope.clone()).or_default();
+        if ids.is_empty() {
+            self.directory.announce(scope, self.worker);
+        }
+        ids.push(id);
+        drop(by_scope);
+        let base = RING_OVERHEAD + scope.heap_bytes();
+        lineage.counted.set(base);
+        self.total.set(self.total.get() + base);
+        RingHandle { lineage }
+    }
+
+    /// Takes over a detached lineage for a reconnecting client: the relay continues it.
+    pub fn attach(&self, lineage: Rc<Lineage>) -> RingHandle {
+        debug_assert!(!lineage.attached());
+        lineage.attached.set(true);
+        lineage.last_used.set(Instant::now());
+        RingHandle { lineage }
+    }
+
+    /// Appends an event to the handle's ring; returns its seq. Keeps the worker within budget.
+    pub fn record(&self, handle: &RingHandle, event: RingEvent, metrics: &WorkerMetrics) -> u64 {
+        let seq = handle.lineage.ring.borrow_mut().push(event);
+        self.recount(&handle.lineage, metrics);
+        seq
+    }
+
+    /// Brings the table's count for `lineage` up to date, and evicts when over budget.
+    fn recount(&self, lineage: &Lineage, metrics: &WorkerMetrics) {
+        let now = lineage.ring.borrow().cost() + RING_OVERHEAD + lineage.scope.heap_bytes();
+        let before = lineage.counted.replace(now);
+        let total = self.total.get() + now - before;
+        self.total.set(total);
+        if total > self.budget {
+            self.evict(metrics);
+        }
+    }
+
+    /// Finds the ring of `scope` holding `id`: a detached one first (the client's own previous
+    /// stream, most recently used first), else one a relay still writes.
+    pub fn find(&self, scope: &ResumeScope, id: &[u8]) -> Option<Found> {
+        let by_scope = self.by_scope.borrow();
+        let ids = by_scope.get(scope)?;
+        let rings = self.rings.borrow();
+        let mut best: Option<Found> = None;
+        for lineage in ids.iter().rev().filter_map(|id| rings.get(id)) {
+            let Some(seq) = lineage.ring.borrow().seq_of(id) else {
+                continue;
+            };
+            let better = match &best {
+                None => true,
+                Some(b) => b.lineage.attached() && !lineage.attached(),
+            };
+            if better {
+                best = Some(Found {
+                    lineage: lineage.clone(),
+                    seq,
+                });
+                if !lineage.attached() {
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// The lineage with this id, if this worker still has it.
+    pub fn get(&self, id: u64) -> Option<Rc<Lineage>> {
+        self.rings.borrow().get(&id).cloned()
+    }
+
+    /// Frees detached rings idle past the TTL, and detached rings holding nothing. Returns how
+    /// many were freed.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let ttl = self.limits.ttl;
+        let expired: Vec<u64> = self
+            .rings
+            .borrow()
+            .values()
+            .filter(|l| {
+                !l.attached()
+                    && (l.ring.borrow().is_empty()
+                        || now.saturating_duration_since(l.last_used.get()) >= ttl)
+            })
+            .map(|l| l.id)
+            .collect();
+        let mut freed_bytes = 0;
+        for id in &expired {
+            freed_bytes += self.remove(*id);
+        }
+        if freed_bytes >= RETURN_TO_SYSTEM_BYTES {
+            return_memory_to_system();
+        }
+        expired.len()
+    }
+
+    /// Removes a ring from the table (its memory goes when the last clone of its events does).
+    /// Returns what it was counted for.
+    fn remove(&self, id: u64) -> usize {
+        let Some(lineage) = self.rings.borrow_mut().remove(&id) else {
+            return 0;
+        };
+        let mut by_scope = self.by_scope.borrow_mut();
+        if let Some(ids) = by_scope.get_mut(&lineage.scope) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                by_scope.remove(&lineage.scope);
+                self.directory.withdraw(&lineage.scope, self.worker);
+            }
+        }
+        let counted = lineage.counted.get();
+        self.total.set(self.total.get() - counted);
+        counted
+    }
+
+    /// One eviction pass (see the module doc).
+    fn evict(&self, metrics: &WorkerMetrics) {
+        let target = self.budget - self.budget / EVICTION_SLACK;
+        let start = self.total.get();
+        // 1. Detached rings, least recently used first.
+        let mut idle: Vec<(Instant, u64)> = self
+            .rings
+            .borrow()
+            .values()
+            .filter(|l| !l.attached())
+            .map(|l| (l.last_used.get(), l.id))
+            .collect();
+        idle.sort_unstable();
+        for (_, id) in idle {
+            if self.total.get() <= target {
+                break;
+            }
+            self.remove(id);
+            WorkerMetrics::inc(&metrics.replay_evictions);
+        }
+        // 2. The largest rings lose their oldest events, down to a common water level.
+        if self.total.get() > target {
+            let rings: Vec<Rc<Lineage>> = self.rings.borrow().values().cloned().collect();
+            let costs: Vec<usize> = rings.iter().map(|l| l.counted.get()).collect();
+            let level = water_level(&costs, target);
+            for lineage in rings.iter().filter(|l| l.counted.get() > level) {
+                let fixed = RING_OVERHEAD + lineage.scope.heap_bytes();
+                let trimmed = lineage
+                    .ring
+                    .borrow_mut()
+                    .trim_to(level.saturating_sub(fixed));
+                WorkerMetrics::inc(&metrics.replay_evictions);
+                WorkerMetrics::add(&metrics.replay_evicted_events, trimmed as u64);
+                self.recount_quiet(lineage);
+            }
+        }
+        if start - self.total.get() >= RETURN_TO_SYSTEM_BYTES {
+            return_memory_to_system();
+        }
+    }
+
+    /// `recount` without the budget check (used inside an eviction pass).
+    fn recount_quiet(&self, lineage: &Lineage) {
+        let now = lineage.ring.borrow().cost() + RING_OVERHEAD + lineage.scope.heap_bytes();
+        let before = lineage.counted.replace(now);
+        self.total.set(self.total.get() + now - before);
+    }
+}
+
+/// Asks mimalloc to return the free pages of this thread's heap to the system now, rather than
+/// when its purge delay and allocation activity next meet: after rings are freed in bulk, an idle
+/// proxy would otherwise keep its high-water RSS. A no-op cost when mimalloc is not the global
+/// allocator (unit tests).
+fn return_memory_to_system() {
+    // SAFETY: mi_collect only walks and purges the calling thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{HeadLimits, RequestHead};
+    use crate::sse::ring::EVENT_OVERHEAD;
+    use crate::sse::scope::IdentityHeaders;
+    use bytes::Bytes;
+
+    fn scope(path: &str) -> ResumeScope {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        ResumeScope::of(
+            &RequestHead::parse(Bytes::from(raw), &HeadLimits::default()).unwrap(),
+            &IdentityHeaders::default(),
+        )
+    }
+
+    fn ev(id: u64, len: usize) -> RingEvent {
+        RingEvent {
+            id: Some(Bytes::from(id.to_string())),
+            raw: Bytes::from(vec![b'x'; len]),
+            held: len as u32,
+            assigned: false,
+        }
+    }
+
+    fn table(memory: usize) -> StreamTable {
+        let (dir, _rx) = Directory::new(1).unwrap();
+        StreamTable::new(
+            0,
+            RingLimits {
+                max_events: 1000,
+                max_bytes: 1 << 20,
+                ttl: Duration::from_secs(60),
+                memory,
+            },
+            Arc::new(dir),
+        )
+    }
+
+    #[test]
+    fn two_lineages_of_one_scope_keep_their_own_histories() {
+        let t = table(1 << 30);
+        let m = WorkerMetrics::default();
+        let a = t.create(&scope("/s"));
+        let b = t.create(&scope("/s"));
+        for i in 1..=5 {
+            t.record(&a, ev(i, 10), &m);
+        }
+        t.record(&b, ev(1, 10), &m);
+        assert_eq!(a.lineage.ring.borrow().len(), 5);
+        assert_eq!(b.lineage.ring.borrow().len(), 1);
+        // While both are attached, the newest holder of the id is found; once `a` is detached
+        // it is preferred (it is the reconnecting client's own previous stream).
+        let found = t.find(&scope("/s"), b"3").unwrap();
+        assert_eq!((found.lineage.id, found.seq), (a.lineage.id, 3));
+        let a_id = a.lineage.id;
+        drop(a);
+        let found = t.find(&scope("/s"), b"1").unwrap();
+        assert_eq!(found.lineage.id, a_id, "the detached ring is preferred");
+        assert!(t.find(&scope("/other"), b"1").is_none());
+    }
+
+    #[test]
+    fn the_budget_frees_idle_rings_first_then_trims_the_largest() {
+        let one = 1000 + EVENT_OVERHEAD;
+        let t = table(60 * one);
+        let m = WorkerMetrics::default();
+        let idle = t.create(&scope("/idle"));
+        for i in 1..=10 {
+            t.record(&idle, ev(i, 1000), &m);
+        }
+        drop(idle);
+        let live = t.create(&scope("/live"));
+        for i in 1..=40 {
+            t.record(&live, ev(i, 1000), &m);
+        }
+        let small = t.create(&scope("/small"));
+        t.record(&small, ev(1, 1000), &m);
+        assert_eq!(t.usage().0, 3, "within budget nothing goes");
+        for i in 41..=60 {
+            t.record(&live, ev(i, 1000), &m);
+        }
+        let (rings, total) = t.usage();
+        assert!(total <= t.budget(), "{total} > {}", t.budget());
+        assert_eq!(rings, 2, "the idle ring went first");
+        assert!(m.replay_evictions.get() >= 1);
+        assert!(
+            m.replay_evicted_events.get() > 0,
+            "then the largest ring was trimmed"
+        );
+        assert_eq!(
+            small.lineage.ring.borrow().len(),
+            1,
+            "the small ring kept its event"
+        );
+        let live_ring = live.lineage.ring.borrow();
+        assert_eq!(live_ring.head_seq(), 60, "the newest events stay");
+        assert!(live_ring.first_seq() > 1);
+    }
+
+    #[test]
+    fn sweep_frees_expired_and_empty_detached_rings() {
+        let t = table(1 << 30);
+        let m = WorkerMetrics::default();
+        let kept = t.create(&scope("/a"));
+        t.record(&kept, ev(1, 10), &m);
+        let empty = t.create(&scope("/b"));
+        drop(empty);
+        let old = t.create(&scope("/c"));
+        t.record(&old, ev(1, 10), &m);
+        drop(old);
+        assert_eq!(t.sweep(Instant::now()), 1, "the empty detached ring");
+        assert_eq!(t.sweep(Instant::now() + Duration::from_secs(61)), 1);
+        assert_eq!(t.usage().0, 1, "attached rings never expire");
+        drop(kept);
+        assert_eq!(t.sweep(Instant::now() + Duration::from_secs(61)), 1);
+        assert_eq!(t.usage(), (0, 0));
+    }
+
+    #[test]
+    fn adopting_a_copy_keeps_positions_of_the_copied_events() {
+        let t = table(1 << 30);
+        let m = WorkerMetrics::default();
+        let events: Vec<RingEvent> = (5..=9).map(|i| ev(i, 10)).collect();
+        let (h, seq) = t.adopt(&scope("/s"), events, 2, &m);
+        assert_eq!(seq, 3);
+        let ring = h.lineage.ring.borrow();
+        assert_eq!(ring.seq_of(b"7"), Some(3));
+        assert_eq!(ring.after(seq).count(), 2);
+    }
+}
