@@ -288,26 +288,6 @@ pub fn chunked(data: &[u8]) {
 
 // ---- SSE framing ----------------------------------------------------------------------------
 
-/// While true, the size limit is not judged at splits between a CR and its LF (see
-/// [`cuts_judged_for_the_limit`]): `EventFramer` lets a block of `max + 1` bytes through when its
-/// final CRLF is split (`data:0123456789abc\r\r\n` with a limit of 20: `EventTooLarge` in one
-/// read, accepted when cut after the second CR). Set to false once the framer is fixed; the
-/// reproducers are in `fuzz/corpus/sse_framer/regression-*`, and tests/sse_shotgun.rs's limit
-/// test reads this switch too (it failed now and then on this defect).
-pub const KNOWN_DEFECT_LIMIT_AT_SPLIT_CRLF: bool = true;
-
-/// The cuts at which the size limit's verdict is checked: all of them, except, while
-/// [`KNOWN_DEFECT_LIMIT_AT_SPLIT_CRLF`] holds, those between a CR and an LF.
-pub fn cuts_judged_for_the_limit(input: &[u8], cuts: &[usize]) -> Vec<usize> {
-    cuts.iter()
-        .copied()
-        .filter(|&c| {
-            let between_cr_lf = c > 0 && input.get(c - 1..=c) == Some(&b"\r\n"[..]);
-            !(KNOWN_DEFECT_LIMIT_AT_SPLIT_CRLF && between_cr_lf)
-        })
-        .collect()
-}
-
 /// The event-size limit for `knob`: none for 0, else 20..=1036 bytes.
 pub fn sse_limit(knob: u8) -> usize {
     if knob == 0 {
@@ -335,9 +315,8 @@ pub fn sse_framer(data: &[u8]) {
     let first_big = blocks.iter().position(|b| b.0.len() > max);
     let fails = first_big.is_some() || dropped > max;
     blocks.truncate(first_big.unwrap_or(blocks.len()));
-    let cuts = cuts_judged_for_the_limit(input, &reads.cuts);
-    let (got, _, _, error) = framed(input, &cuts, max);
-    assert_eq!(got, blocks, "cut at {cuts:?}");
+    let (got, _, _, error) = framed(input, &reads.cuts, max);
+    assert_eq!(got, blocks, "cut at {:?}", reads.cuts);
     assert_eq!(
         error,
         fails.then_some(FrameError::EventTooLarge { limit: max })
