@@ -65,7 +65,7 @@ impl BodyDecoder {
 
     /// The peer closed its side: Ok for UntilClose (body complete) and Done;
     /// Err(HttpError::BodyTruncated{..}) otherwise.
-    pub fn eof(&mut self) -> Result<(), HttpError> {
+    pub(crate) fn eof(&mut self) -> Result<(), HttpError> {
         match self {
             BodyDecoder::UntilClose | BodyDecoder::Done => {
                 *self = BodyDecoder::Done;
@@ -90,7 +90,7 @@ const CHUNK_HEADER_BYTES: usize = 18;
 /// Writes the framing for an outgoing chunk of `len` bytes ("{hex}\r\n") into a small stack
 /// buffer. `len` must not be 0: a zero-size chunk is the last chunk (write [`LAST_CHUNK`]).
 #[derive(Debug, Clone, Copy)]
-pub struct ChunkHeader {
+pub(crate) struct ChunkHeader {
     /// Lowercase hex digits of the length, then CRLF, from the front.
     buf: [u8; CHUNK_HEADER_BYTES],
     /// How many bytes of `buf` are used.
@@ -98,7 +98,7 @@ pub struct ChunkHeader {
 }
 
 impl ChunkHeader {
-    pub fn new(len: usize) -> Self {
+    pub(crate) fn new(len: usize) -> Self {
         debug_assert!(len > 0, "a zero-size chunk would end the body");
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let len = len as u64;
@@ -117,12 +117,12 @@ impl ChunkHeader {
         }
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
 }
 
 /// Follows each chunk's data.
-pub const CHUNK_END: &[u8] = b"\r\n";
+pub(crate) const CHUNK_END: &[u8] = b"\r\n";
 /// Ends a chunked body (no trailers).
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";

@@ -15,15 +15,15 @@ use super::rules::{check_target_form, diagnose, is_valid_host, start_line};
 
 /// Largest head (start line, field lines, empty line), in bytes, counting any empty lines
 /// before the start line. Past this: 431 and close.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most field lines in one head. Past this: 431 and close.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Longest request target, in bytes. Past this: 414 and close.
-pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_TARGET_BYTES: usize = 8 * 1024;
 /// Bytes a request line may hold beyond its target (method, two SP, "HTTP/1.1", CRLF, with room
 /// for long extension methods). The scanner answers 414 once a request line passes
 /// `max_target_bytes` + this without ending, rather than waiting for `max_head_bytes`.
-pub const REQUEST_LINE_SLACK_BYTES: usize = 256;
+pub(crate) const REQUEST_LINE_SLACK_BYTES: usize = 256;
 /// httparse header slots kept on the stack (MAX_HEADERS plus one to detect "too many"); a larger
 /// configured limit costs one heap allocation per parse.
 const STACK_HEADER_SLOTS: usize = MAX_HEADERS + 1;
@@ -61,7 +61,7 @@ pub struct Span {
 impl Span {
     /// The bytes this span covers in `buf` (empty if `buf` is not the buffer it came from and
     /// is too short: never panics).
-    pub fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+    pub(crate) fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         buf.get(self.start as usize..self.end as usize)
             .unwrap_or(&[])
     }
@@ -126,7 +126,7 @@ pub enum Method {
 impl Method {
     /// RFC 9110 9.2.2: PUT, DELETE and the safe methods (GET, HEAD, OPTIONS, TRACE) are
     /// idempotent; a request with one of them may be retried on a fresh upstream connection.
-    pub fn is_idempotent(self) -> bool {
+    pub(crate) fn is_idempotent(self) -> bool {
         matches!(
             self,
             Method::Get
@@ -258,7 +258,7 @@ impl RequestHead {
     }
 
     /// Every value of the headers with this name, in order, ASCII case-insensitive.
-    pub fn headers_named<'a, 'n>(
+    pub(crate) fn headers_named<'a, 'n>(
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
@@ -266,7 +266,7 @@ impl RequestHead {
     }
 
     /// All field lines in order as (name, value).
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.headers
             .iter()
             .map(|h| (h.name.of(&self.bytes), h.value.of(&self.bytes)))
@@ -348,7 +348,7 @@ impl ResponseHead {
     }
 
     /// Every value of the headers with this name, in order, ASCII case-insensitive.
-    pub fn headers_named<'a, 'n>(
+    pub(crate) fn headers_named<'a, 'n>(
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
@@ -356,15 +356,10 @@ impl ResponseHead {
     }
 
     /// All field lines in order as (name, value).
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.headers
             .iter()
             .map(|h| (h.name.of(&self.bytes), h.value.of(&self.bytes)))
-    }
-
-    /// The reason phrase as sent.
-    pub fn reason(&self) -> &[u8] {
-        self.reason.of(&self.bytes)
     }
 }
 

@@ -29,7 +29,8 @@ pub(crate) use syntax::is_token;
 #[cfg(test)]
 mod tests;
 
-pub use body::{BodyDecoder, ChunkHeader, CHUNK_END, LAST_CHUNK};
+pub use body::BodyDecoder;
+pub(crate) use body::{ChunkHeader, CHUNK_END, LAST_CHUNK};
 pub use chunked::{
     ChunkedDecoder, Decoded, MAX_CHUNK_EXT_BYTES, MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES,
 };
@@ -40,10 +41,8 @@ pub use framing::{
 };
 pub use head::{
     HeadKind, HeadLimits, HeaderField, Method, RequestHead, ResponseHead, Span, Version,
-    MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES, REQUEST_LINE_SLACK_BYTES,
 };
-pub use rewrite::{
-    reason_phrase, write_client_response, write_error_response, write_interim_response,
-    write_upstream_request, ForwardContext, OutFraming,
-};
+pub(crate) use head::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES};
+pub(crate) use rewrite::{reason_phrase, write_error_response, write_interim_response};
+pub use rewrite::{write_client_response, write_upstream_request, ForwardContext, OutFraming};
 pub use scan::HeadScanner;

@@ -327,7 +327,7 @@ impl HeadScanner {
     }
 
     /// Forgets the scan so far, for a new head in a new buffer.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = Self::default();
     }
 

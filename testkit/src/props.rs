@@ -288,13 +288,6 @@ pub fn chunked(data: &[u8]) {
 
 // ---- SSE framing ----------------------------------------------------------------------------
 
-/// While true, [`sse_framer`] does not judge the size limit at splits between a CR and its LF:
-/// `EventFramer` lets a block of `max + 1` bytes through when its final CRLF is split
-/// (`data:0123456789abc\r\r\n` with a limit of 20: `EventTooLarge` in one read, accepted when
-/// cut after the second CR). Set to false once the framer is fixed; the reproducer is in
-/// `fuzz/corpus/sse_framer/`.
-const KNOWN_DEFECT_LIMIT_AT_SPLIT_CRLF: bool = true;
-
 /// The event-size limit for `knob`: none for 0, else 20..=1036 bytes.
 pub fn sse_limit(knob: u8) -> usize {
     if knob == 0 {
@@ -312,24 +305,17 @@ pub fn sse_framer(data: &[u8]) {
     let input = reads.payload;
     let (mut blocks, cursor, dropped) = sse_oracle(input);
     let max = sse_limit(reads.knob);
-    let split = framed(input, &reads.cuts, max);
     if max == usize::MAX {
+        let split = framed(input, &reads.cuts, max);
         let whole = framed(input, &[], max);
         assert_eq!(split, whole, "cut at {:?}", reads.cuts);
         assert_eq!(split, (blocks, cursor, dropped, None));
         return;
     }
-    if KNOWN_DEFECT_LIMIT_AT_SPLIT_CRLF && reads.cuts.iter().any(|&c| input[c - 1..=c] == *b"\r\n")
-    {
-        // Known defect of the framer (reported, src/sse is being rewritten): a block whose
-        // blank line ends in CRLF is handed out at its CR when a read ends between CR and LF,
-        // so a block of exactly `max + 1` bytes passes at that split and fails at any other.
-        return;
-    }
     let first_big = blocks.iter().position(|b| b.0.len() > max);
     let fails = first_big.is_some() || dropped > max;
     blocks.truncate(first_big.unwrap_or(blocks.len()));
-    let (got, _, _, error) = split;
+    let (got, _, _, error) = framed(input, &reads.cuts, max);
     assert_eq!(got, blocks, "cut at {:?}", reads.cuts);
     assert_eq!(
         error,

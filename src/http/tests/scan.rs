@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::http::head::REQUEST_LINE_SLACK_BYTES;
 use crate::http::*;
 
 fn limits() -> HeadLimits {
