@@ -24,7 +24,7 @@ mod rewrite;
 mod rules;
 mod scan;
 mod syntax;
-pub(crate) use syntax::is_token;
+pub(crate) use syntax::{is_token, parse_decimal};
 
 #[cfg(test)]
 mod tests;

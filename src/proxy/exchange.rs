@@ -650,12 +650,9 @@ fn advertised_framing(response: &ResponseHead, kind: BodyKind, client: Version) 
     }
 }
 
-/// Content-Length digits by hand (the codec already validated framing for bodies that exist).
+/// Content-Length digits (the codec already validated framing for bodies that exist).
 fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0')))
+    crate::http::parse_decimal(v).ok()
 }
 
 #[derive(Debug)]

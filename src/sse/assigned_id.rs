@@ -41,12 +41,9 @@ impl AssignedId {
     }
 }
 
-/// Digits only, no sign, at most 19 of them (fits u64).
+/// Digits only, no sign (the HTTP codec's strict decimal).
 fn decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(s.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    crate::http::parse_decimal(s).ok()
 }
 
 #[cfg(test)]
@@ -72,6 +69,7 @@ mod tests {
             b"+1-2-3",
             b"99999999999-1-1",
             b"1-99999999999999999999-1",
+            b"1-2-18446744073709551616",
         ] {
             assert_eq!(
                 AssignedId::parse(bad),
