@@ -269,16 +269,17 @@ mod tests {
     }
 
     /// An SSE stream's relay future (boxed once per stream, alive for the stream's life): with
-    /// the connection task, the per-stream memory of tether's own state. 2792 bytes measured
+    /// the connection task, the per-stream memory of tether's own state. 2808 bytes measured
     /// (4224 before the pump's timers became one boxed, reset `Sleep`: monoio's is 640 bytes;
     /// 3352 before the upstream was read with a direct recv instead of a parked read op; 3040
-    /// before the relay's start was taken apart instead of kept whole). What is left: the
+    /// before the relay's start was taken apart instead of kept whole; +16 for a timer that is
+    /// allocated only while something is due, 640 bytes less on the heap). What is left: the
     /// relay's state (504), the pump (872, the client write 344 of it), the drop/resume loop's
     /// locals and the request kept for reconnects.
     #[test]
     fn a_relay_stays_small() {
         let size = future_size4(&crate::sse::relay::relay);
         eprintln!("relay future: {size} bytes");
-        assert!(size <= 2800, "relay future is {size} bytes");
+        assert!(size <= 2816, "relay future is {size} bytes");
     }
 }

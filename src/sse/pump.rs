@@ -36,15 +36,12 @@ use crate::metrics::{DropKind, WorkerMetrics};
 /// through their writes instead.
 pub(super) const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(100);
 
-/// Smallest and largest single read from an SSE upstream, in bytes: the read is sized to what the
-/// socket holds (FIONREAD) within these bounds, so a ring event pins about its own size, and one
-/// wake-up of one stream handles at most MAX_SSE_READ bytes.
-const MIN_SSE_READ: usize = 64;
+/// Largest single read from an SSE upstream, in bytes (the worker's scratch buffer): one wake-up
+/// of one stream handles at most this much, so no stream holds its worker for long.
 const MAX_SSE_READ: usize = 32 * 1024;
 
-/// Where the body's timer waits when nothing is due (no heartbeat, no idle timeout): far enough
-/// never to fire in practice, near enough for the timer wheel.
-const TIMER_PARKED: Duration = Duration::from_secs(24 * 3600);
+/// Leftover bytes of a read smaller than this are never worth moving to an allocation of their own.
+const MIN_COMPACT: usize = 64;
 
 /// Bytes queued for the client above which the upstream is not read (backpressure). Small, as
 /// nginx's proxy buffer is: a stream with one client holds at most this plus one read (and a
@@ -56,41 +53,69 @@ pub(super) const QUEUE_HIGH_WATER: usize = 32 * 1024;
 /// it is copied into its own allocation: small events never pin big, mostly empty buffers.
 const SPARSE_READ_FACTOR: usize = 2;
 
+/// The pump's one timer: allocated when something is due, reset for each new deadline, freed
+/// when nothing is (a quiet stream without heartbeats or idle timeout holds none).
+#[derive(Default)]
+struct StreamTimer(Option<std::pin::Pin<Box<monoio::time::Sleep>>>);
+
+impl StreamTimer {
+    fn arm(&mut self, at: Instant) {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().reset(at.into()),
+            None => self.0 = Some(Box::pin(monoio::time::sleep_until(at.into()))),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+
+    /// Resolves when the armed deadline passes; never when disarmed. Cancel-safe (a timer).
+    async fn fired(&mut self) {
+        match &mut self.0 {
+            Some(sleep) => sleep.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Reads what the upstream holds right now, without the runtime: readiness was just reported, so
-/// a non-blocking `recv` returns at once. The read is sized to the socket's queue (FIONREAD) and
-/// appended to `buf` (an unfinished chunk-framing piece may wait there); a fresh, exactly-sized
-/// allocation otherwise, so ring events pin only the read they came in. Ok(None): the readiness
-/// was spurious (EAGAIN). No future owns a buffer here, so nothing is lost to cancellation, and the
+/// a non-blocking `recv` returns at once. One syscall: the bytes land in the worker's scratch
+/// buffer (MAX_SSE_READ, reused by every stream of the worker) and are copied into `buf`, a
+/// fresh allocation of exactly their size (so ring events pin only the read they came in), or
+/// appended to an unfinished chunk-framing piece waiting there. Ok(None): the readiness was
+/// spurious (EAGAIN). No future owns a buffer here, so nothing is lost to cancellation, and the
 /// bytes are framed in the same wake-up that saw them (one loop cycle sooner than a read op).
 fn read_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
-    let want = bytes_available(fd).clamp(MIN_SSE_READ, MAX_SSE_READ);
-    if buf.is_empty() {
-        *buf = BytesMut::with_capacity(want);
-    } else {
-        buf.reserve(want);
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_SSE_READ]);
     }
-    let spare = buf.spare_capacity_mut();
-    let len = want.min(spare.len());
-    // SAFETY: recv writes at most `len` bytes into the spare capacity it is given, which is
-    // `len` bytes of this buffer's allocation; `set_len` then covers exactly what it wrote.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            spare.as_mut_ptr() as *mut libc::c_void,
-            len,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-            _ => Err(e),
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        // SAFETY: recv writes at most `scratch.len()` bytes into the scratch buffer.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                scratch.as_mut_ptr() as *mut libc::c_void,
+                scratch.len(),
+                libc::MSG_DONTWAIT,
+            )
         };
-    }
-    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
-    unsafe { buf.set_len(buf.len() + n as usize) };
-    Ok(Some(n as usize))
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        if buf.is_empty() {
+            *buf = BytesMut::from(&scratch[..n]);
+        } else {
+            buf.extend_from_slice(&scratch[..n]);
+        }
+        Ok(Some(n))
+    })
 }
 
 /// `part`, a slice of `original`, as the same slice of `copy` (a copy of `original`); a `part`
@@ -111,20 +136,8 @@ fn reslice(original: &Bytes, copy: &Bytes, part: &Bytes) -> Bytes {
 fn compact(buf: &mut BytesMut) {
     if buf.is_empty() {
         *buf = BytesMut::new();
-    } else if buf.capacity() > 2 * buf.len() + MIN_SSE_READ {
+    } else if buf.capacity() > 2 * buf.len() + MIN_COMPACT {
         *buf = BytesMut::from(&buf[..]);
-    }
-}
-
-/// Bytes waiting in a socket's receive queue (FIONREAD), 0 when unknown.
-fn bytes_available(fd: RawFd) -> usize {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which points at `n`.
-    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) };
-    if rc == 0 && n > 0 {
-        n as usize
-    } else {
-        0
     }
 }
 
@@ -146,11 +159,9 @@ impl Relay<'_> {
         let mut ready = pin!(up.readable(false));
         let mut reading = up_state.is_none();
         let idle_timeout = self.ctx.resume.idle_timeout;
-        // One timer for every wait of this body, reset rather than created: a monoio `Sleep` is
-        // 640 bytes, and two of them inline would be most of an idle stream's memory.
-        let mut timer = Box::pin(monoio::time::sleep_until(
-            (Instant::now() + TIMER_PARKED).into(),
-        ));
+        // One timer for every wait of this body, reset rather than created, and held only while
+        // something is due: a monoio `Sleep` is 640 bytes, a large part of an idle stream.
+        let mut timer = StreamTimer::default();
 
         loop {
             if self.out.is_empty() {
@@ -176,8 +187,9 @@ impl Relay<'_> {
                         .into_iter()
                         .flatten()
                         .min();
-                    if let Some(at) = wake_at {
-                        timer.as_mut().reset(at.into());
+                    match wake_at {
+                        Some(at) => timer.arm(at),
+                        None => timer.disarm(),
                     }
                     monoio::select! {
                         res = ready.as_mut(), if reading => {
@@ -185,7 +197,7 @@ impl Relay<'_> {
                             reading = up_state.is_none();
                             ready.set(up.readable(false));
                         }
-                        _ = timer.as_mut(), if wake_at.is_some() => {
+                        _ = timer.fired(), if wake_at.is_some() => {
                             let now = Instant::now();
                             if idle_at.is_some_and(|at| now >= at) {
                                 crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
@@ -219,7 +231,7 @@ impl Relay<'_> {
             let batch = self.out.take();
             let queued = batch.remaining();
             let write_deadline = Instant::now() + self.ctx.config.timeouts.send;
-            timer.as_mut().reset(write_deadline.into());
+            timer.arm(write_deadline);
             let mut write = pin!(write_batch(client, batch));
             let result = loop {
                 let room = reading && self.out.len() + queued < QUEUE_HIGH_WATER;
@@ -230,7 +242,7 @@ impl Relay<'_> {
                         reading = up_state.is_none();
                         ready.set(up.readable(false));
                     }
-                    _ = timer.as_mut() => {
+                    _ = timer.fired() => {
                         crate::log_info!(
                             "sse {}: client took no bytes for the send timeout; disconnecting",
                             self.ring.lineage.scope.target()
@@ -329,7 +341,8 @@ impl Relay<'_> {
         // What a ring slice of these pieces really pins: the read's allocation, shared by the
         // bytes framed from it. A sparse read is copied instead (see SPARSE_READ_FACTOR).
         let framed: usize = self.pieces.iter().map(Bytes::len).sum::<usize>().max(1);
-        let alloc = self.read_alloc.max(framed);
+        // The allocator rounds an allocation up to its size class (mimalloc: within 1/8).
+        let alloc = (self.read_alloc + self.read_alloc / 8).max(framed);
         let sparse = alloc > SPARSE_READ_FACTOR * framed;
         let mut blocks = mem::take(&mut self.blocks);
         let mut out: Vec<Bytes> = Vec::with_capacity(blocks.len());
@@ -385,7 +398,7 @@ impl Relay<'_> {
                     // would keep the whole read buffer alive by itself.
                     let copy = Bytes::copy_from_slice(&raw);
                     let copy_id = id.as_ref().map(|id| reslice(&raw, &copy, id));
-                    (copy, copy_id, raw.len())
+                    (copy, copy_id, raw.len() + raw.len() / 8)
                 } else {
                     (raw.clone(), id.clone(), raw.len() * alloc / framed)
                 };

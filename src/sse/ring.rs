@@ -17,9 +17,11 @@ pub const DEFAULT_REPLAY_EVENTS: usize = 1024;
 /// Default `--replay-bytes`: event bytes kept per ring; past it the oldest are dropped.
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 
-/// What one recorded event costs besides its bytes: its slot in the deque and its index entry
-/// (a (hash, seq) pair with hashbrown's control byte and load-factor slack).
-pub const EVENT_OVERHEAD: usize = std::mem::size_of::<RingEvent>() + 24;
+/// What one recorded event costs besides its bytes, as measured against RSS (1000 rings of
+/// ~100-byte events): its slot in the deque (72), its index entry (a (hash, seq) pair, 16, with
+/// hashbrown's control byte and up to half of its buckets empty: ~40), and the shared header the
+/// `Bytes` of a split read buffer allocates (32).
+pub const EVENT_OVERHEAD: usize = std::mem::size_of::<RingEvent>() + 40 + 32;
 
 /// One event as it went to the client.
 #[derive(Debug, Clone)]
@@ -107,6 +109,10 @@ impl ReplayRing {
         self.cost += event.cost();
         if let Some(id) = &event.id {
             self.by_id.insert(id_hash(id), seq);
+        }
+        if self.events.capacity() == 0 {
+            // A ring that only ever gets one event (a quiet stream) holds one slot, not four.
+            self.events.reserve_exact(1);
         }
         self.events.push_back(event);
         while self.events.len() > self.max_events

@@ -14,6 +14,9 @@
 //! 1. detached rings, least recently used first, are freed whole until total <= target
 //! 2. still over: every ring is capped at the water level C where sum(min(cost, C)) = target,
 //!    the largest losing their oldest events first (eviction::water_level)
+//! from then on a ring above the cap trims itself when it records (one old event out per new
+//! one, as a full ring does), so the work is spread over the streams instead of one long pass;
+//! the sweep lifts the cap again once the rings fit
 //! ```
 
 use std::cell::{Cell, RefCell};
@@ -115,6 +118,8 @@ pub struct StreamTable {
     next_id: Cell<u64>,
     /// Sum of every ring's `counted`.
     total: Cell<usize>,
+    /// The water level of the last eviction pass: what one ring may cost (usize::MAX: no cap).
+    cap: Cell<usize>,
 }
 
 impl StreamTable {
@@ -129,6 +134,7 @@ impl StreamTable {
             by_scope: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             total: Cell::new(0),
+            cap: Cell::new(usize::MAX),
         }
     }
 
@@ -215,8 +221,20 @@ impl StreamTable {
 
     /// Appends an event to the handle's ring; returns its seq. Keeps the worker within budget.
     pub fn record(&self, handle: &RingHandle, event: RingEvent, metrics: &WorkerMetrics) -> u64 {
-        let seq = handle.lineage.ring.borrow_mut().push(event);
-        self.recount(&handle.lineage, metrics);
+        let lineage = &handle.lineage;
+        let seq = lineage.ring.borrow_mut().push(event);
+        let cap = self.cap.get();
+        if cap != usize::MAX {
+            let fixed = RING_OVERHEAD + lineage.scope.heap_bytes();
+            let trimmed = lineage
+                .ring
+                .borrow_mut()
+                .trim_to(cap.saturating_sub(fixed).max(1));
+            if trimmed > 0 {
+                WorkerMetrics::add(&metrics.replay_evicted_events, trimmed as u64);
+            }
+        }
+        self.recount(lineage, metrics);
         seq
     }
 
@@ -286,6 +304,18 @@ impl StreamTable {
         if freed_bytes >= RETURN_TO_SYSTEM_BYTES {
             return_memory_to_system();
         }
+        // Lift (or lower) the per-ring cap to what the rings left would need now: with room to
+        // spare, rings may grow again until the next pass.
+        if self.cap.get() != usize::MAX {
+            let costs: Vec<usize> = self
+                .rings
+                .borrow()
+                .values()
+                .map(|l| l.counted.get())
+                .collect();
+            let target = self.budget - self.budget / EVICTION_SLACK;
+            self.cap.set(water_level(&costs, target));
+        }
         expired.len()
     }
 
@@ -328,11 +358,13 @@ impl StreamTable {
             self.remove(id);
             WorkerMetrics::inc(&metrics.replay_evictions);
         }
-        // 2. The largest rings lose their oldest events, down to a common water level.
+        // 2. The largest rings lose their oldest events, down to a common water level, which
+        // stays as every ring's cap (they keep to it as they record).
         if self.total.get() > target {
             let rings: Vec<Rc<Lineage>> = self.rings.borrow().values().cloned().collect();
             let costs: Vec<usize> = rings.iter().map(|l| l.counted.get()).collect();
             let level = water_level(&costs, target);
+            self.cap.set(level);
             for lineage in rings.iter().filter(|l| l.counted.get() > level) {
                 let fixed = RING_OVERHEAD + lineage.scope.heap_bytes();
                 let trimmed = lineage
