@@ -40,6 +40,20 @@ fn log_has(t: &Tether, needle: &str) -> bool {
     t.log_lines().iter().any(|l| l.contains(needle))
 }
 
+/// The process's fd count once it stops changing (two reads 20 ms apart agree, within 5 s): the
+/// workers have opened what they keep open.
+fn settled_fd_count(pid: u32) -> usize {
+    let mut last = fd_count(pid);
+    let mut stable = 0usize;
+    wait_until(Duration::from_secs(5), || {
+        let now = fd_count(pid);
+        stable = if now == last { stable + 1 } else { 0 };
+        last = now;
+        stable >= 2
+    });
+    last
+}
+
 fn log_text(t: &Tether) -> String {
     t.log_lines().join("\n")
 }
@@ -553,7 +567,13 @@ fn a_client_that_takes_nothing_is_cut_by_the_send_timeout_while_another_keeps_re
     let mut slow = Client::connect(t.addr);
     slow.send(&sse_request("/sse?events=0&size=4000&who=slow", &[]))
         .unwrap();
-    thread::sleep(Duration::from_millis(100));
+    assert!(
+        wait_until(Duration::from_secs(5), || up
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("who=slow"))),
+        "the slow client's stream never reached the upstream"
+    );
 
     // The fast client, on another stream, meanwhile: 1000 events in 1 s, and it keeps up.
     let started = Instant::now();
@@ -613,8 +633,7 @@ fn disconnected_clients_leave_no_fd_and_no_upstream_connection() {
     let up = origin();
     let up_port = up.addr().port();
     let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
-    thread::sleep(Duration::from_millis(100));
-    let baseline = fd_count(t.pid());
+    let baseline = settled_fd_count(t.pid());
     assert!(baseline > 0, "cannot read /proc/{}/fd", t.pid());
 
     // 20 busy streams (an event every 50 ms: the gone client shows up on a write) and 10 quiet
@@ -664,8 +683,7 @@ fn clients_that_leave_while_tether_reconnects_leave_no_fd_and_no_upstream_connec
     let up = origin();
     let up_addr = up.addr();
     let t = Tether::start(&[url_of(&up)], &["--sse-heartbeat", "0"]);
-    thread::sleep(Duration::from_millis(100));
-    let baseline = fd_count(t.pid());
+    let baseline = settled_fd_count(t.pid());
     let mut readers = Vec::new();
     for i in 0..5 {
         let mut s = SseReader::get(t.addr, &format!("/sse?events=0&rate=20&hung={i}"), &[]);
@@ -683,6 +701,7 @@ fn clients_that_leave_while_tether_reconnects_leave_no_fd_and_no_upstream_connec
         while !stop_mute.load(Ordering::Relaxed) && Instant::now() < until {
             match mute.accept() {
                 Ok((s, _)) => held.push(s),
+                // A non-blocking accept polled until the test ends: pacing, not synchronisation.
                 Err(_) => thread::sleep(Duration::from_millis(5)),
             }
         }
@@ -981,7 +1000,14 @@ fn two_clients_of_one_stream_on_one_worker_both_stay_exact() {
         }
         got
     });
-    thread::sleep(Duration::from_millis(100));
+    // The steady tab's stream is open before the second tab starts.
+    assert!(
+        wait_until(Duration::from_secs(5), || up
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("tabs=2"))),
+        "the steady tab's stream never reached the upstream"
+    );
 
     let mut tab = SseReader::get(t.addr, path, &[]);
     assert_eq!(num_ids(&tab.read_through_id("5")), vec![1, 2, 3, 4, 5]);
@@ -1133,7 +1159,13 @@ fn a_reconnect_from_the_ring_while_the_upstream_is_down_gets_no_5xx() {
     first.read_through_id("8");
     drop(first);
     up.kill();
-    thread::sleep(Duration::from_millis(50));
+    assert!(
+        wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(
+            up_addr
+        )
+        .is_err()),
+        "the killed upstream still accepts connections"
+    );
 
     let mut c = Client::connect(t.addr);
     c.stream.set_read_timeout(Some(SSE_READ_TIMEOUT)).unwrap();
