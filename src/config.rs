@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::cli::{DriverChoice, ReverseArgs};
 use crate::http::HeadLimits;
-use crate::proxy::upstream::{Upstream, UpstreamSpec, UpstreamUrlError};
 use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
 use crate::sse::scope::IdentityHeaders;
 use crate::sse::table::RingLimits;
+use crate::upstream::replica::{Upstream, UpstreamSpec, UpstreamUrlError};
 
 /// Timeouts, each documented on its flag in `crate::cli`.
 #[derive(Debug, Clone, Copy)]

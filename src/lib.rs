@@ -16,7 +16,8 @@
 //! - [`conn_table`]: a worker's live connections, for the drain.
 //! - [`conn_io`]: socket reads/writes over owned buffers, with their cancellation contracts.
 //! - [`http`]: the HTTP/1.1 wire codec (heads, framing, chunked, what crosses the proxy).
-//! - [`proxy`]: a client connection's life, the upstream exchange, replicas and pool.
+//! - [`proxy`]: a client connection's life and its upstream exchange.
+//! - [`upstream`]: replicas, connecting to them, the pool (below `proxy` and `sse`).
 //! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream registry, the relay.
 
 pub mod admin;
@@ -35,4 +36,5 @@ pub mod runtime;
 pub mod server;
 pub mod size;
 pub mod sse;
+pub mod upstream;
 pub mod worker;

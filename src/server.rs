@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::cli::ReverseArgs;
 use crate::config::Config;
 use crate::duration::format_duration;
-use crate::proxy::upstream::spawn_resolver;
 use crate::sse::directory::Directory;
+use crate::upstream::replica::spawn_resolver;
 use crate::worker::{self, WorkerHandle, WorkerLinks, CONTROL_CLOSE_NOW, CONTROL_DRAIN};
 
 /// How long start-up waits for every worker to bind and report.

@@ -20,14 +20,14 @@ use crate::config::Config;
 use crate::conn_table::ConnTable;
 use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECTING_PER_WORKER};
 use crate::metrics::WorkerMetrics;
-use crate::proxy::pool::UpstreamPool;
-use crate::proxy::upstream::UpstreamSet;
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::active::ActiveStreams;
 use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
 use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
 use crate::sse::table::StreamTable;
+use crate::upstream::pool::UpstreamPool;
+use crate::upstream::replica::UpstreamSet;
 
 /// Everything a worker's tasks share. Lives in an `Rc`: only this worker's thread touches it.
 pub struct WorkerCtx {

@@ -4,33 +4,11 @@ use std::fmt;
 use std::io;
 
 use crate::http::HttpError;
+use crate::upstream::connect::{ConnectAttempt, Unreachable};
 
-/// One failed attempt to reach an upstream address.
-#[derive(Debug)]
-pub struct ConnectAttempt {
-    /// The replica's URL and the address tried.
-    pub target: String,
-    pub failure: ConnectFailure,
-}
-
-#[derive(Debug)]
-pub enum ConnectFailure {
-    Refused,
-    TimedOut,
-    Other(io::Error),
-}
-
-impl fmt::Display for ConnectAttempt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.failure {
-            ConnectFailure::Refused => write!(f, "{} refused the connection", self.target),
-            ConnectFailure::TimedOut => write!(
-                f,
-                "{} did not accept within the connect timeout",
-                self.target
-            ),
-            ConnectFailure::Other(e) => write!(f, "{}: {e}", self.target),
-        }
+impl From<Unreachable> for ProxyError {
+    fn from(u: Unreachable) -> Self {
+        ProxyError::UpstreamUnreachable(u.0)
     }
 }
 
@@ -148,6 +126,7 @@ impl std::error::Error for ProxyError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::connect::ConnectFailure;
 
     /// What a 502 tells the client names no address, URL or socket error; the log line does.
     #[test]

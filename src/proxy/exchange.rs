@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::connect::{self, UpstreamConn};
 use super::error::ProxyError;
 use crate::conn_io::{
     peek_state, read_more, read_more_within, set_linger_zero, write_vec_within, BytesVec,
@@ -32,6 +31,7 @@ use crate::limits::BODY_READ_BUFFER;
 use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
+use crate::upstream::connect::{self, UpstreamConn};
 use crate::worker::WorkerCtx;
 
 /// Free space reserved before each read of a head, in bytes.
@@ -100,7 +100,7 @@ pub async fn forward(
             // would stop for good): it gets what it missed from the ring and an open stream,
             // and the relay reconnects behind it.
             Some(point) => return Ok(serve_from_ring(ctx, client, head, point, false)),
-            None => return Err(Failed(e)),
+            None => return Err(Failed(e.into())),
         },
     };
     let prefix = ctx.upstreams.borrow().spec(upstream.replica).prefix.clone();
@@ -146,7 +146,7 @@ pub async fn forward(
                 crate::log_debug!("pooled upstream connection was closed; retrying on a fresh one");
                 upstream = connect::connect_fresh(ctx, upstream.replica)
                     .await
-                    .map_err(Failed)?;
+                    .map_err(|e| Failed(e.into()))?;
             }
             Err(Attempt::StaleUpstream) => return Err(Failed(ProxyError::UpstreamClosed)),
             Err(Attempt::Failed(e)) => {

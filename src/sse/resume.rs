@@ -14,7 +14,7 @@ use crate::http::{
     response_body_kind, write_upstream_request, BodyDecoder, BodyKind, ForwardContext, HeadKind,
     HeadScanner, Method, OutFraming, RequestHead, ResponseHead,
 };
-use crate::proxy::connect;
+use crate::upstream::connect;
 use crate::worker::WorkerCtx;
 
 /// Resume settings resolved from the command line.

@@ -1,13 +1,60 @@
-//! Getting an upstream connection for one request: a pooled one if a live one waits, else a fresh
-//! connect, trying the replicas in turn (and each replica's addresses) until one accepts.
+//! Getting an upstream connection: a pooled one if a live one waits, else a fresh connect, trying
+//! the replicas in turn (and each replica's addresses) until one accepts. Used by the exchange
+//! (`proxy`) and by the SSE relay's reconnects (`sse`), which is why it lives below both.
 
 use std::io;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-use super::error::{ConnectAttempt, ConnectFailure, ProxyError};
+use std::fmt;
+
 use crate::worker::WorkerCtx;
+
+/// One failed attempt to reach an upstream address.
+#[derive(Debug)]
+pub struct ConnectAttempt {
+    /// The replica's URL and the address tried.
+    pub target: String,
+    pub failure: ConnectFailure,
+}
+
+#[derive(Debug)]
+pub enum ConnectFailure {
+    Refused,
+    TimedOut,
+    Other(io::Error),
+}
+
+impl fmt::Display for ConnectAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.failure {
+            ConnectFailure::Refused => write!(f, "{} refused the connection", self.target),
+            ConnectFailure::TimedOut => write!(
+                f,
+                "{} did not accept within the connect timeout",
+                self.target
+            ),
+            ConnectFailure::Other(e) => write!(f, "{}: {e}", self.target),
+        }
+    }
+}
+
+/// Every replica (or the one asked for) refused or timed out: each attempt, in order.
+#[derive(Debug)]
+pub struct Unreachable(pub Vec<ConnectAttempt>);
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
 
 /// An upstream connection checked out for one exchange.
 pub struct UpstreamConn {
@@ -22,7 +69,7 @@ pub struct UpstreamConn {
 /// Picks the next replica (round robin) and returns a connection to it or to the next replica that
 /// accepts. Cancel-safe in the sense that matters: a dropped connect only loses a socket that was
 /// never used.
-pub async fn acquire(ctx: &WorkerCtx, allow_pooled: bool) -> Result<UpstreamConn, ProxyError> {
+pub async fn acquire(ctx: &WorkerCtx, allow_pooled: bool) -> Result<UpstreamConn, Unreachable> {
     let (start, replicas) = {
         let mut set = ctx.upstreams.borrow_mut();
         (set.start_replica(), set.len())
@@ -50,11 +97,11 @@ pub async fn acquire(ctx: &WorkerCtx, allow_pooled: bool) -> Result<UpstreamConn
             None => continue,
         }
     }
-    Err(ProxyError::UpstreamUnreachable(attempts))
+    Err(Unreachable(attempts))
 }
 
 /// A fresh connection to one specific replica (used for the retry of a stale pooled connection).
-pub async fn connect_fresh(ctx: &WorkerCtx, replica: usize) -> Result<UpstreamConn, ProxyError> {
+pub async fn connect_fresh(ctx: &WorkerCtx, replica: usize) -> Result<UpstreamConn, Unreachable> {
     let mut attempts = Vec::new();
     match connect_replica(ctx, replica, &mut attempts).await {
         Some(stream) => Ok(UpstreamConn {
@@ -62,7 +109,7 @@ pub async fn connect_fresh(ctx: &WorkerCtx, replica: usize) -> Result<UpstreamCo
             replica,
             reused: false,
         }),
-        None => Err(ProxyError::UpstreamUnreachable(attempts)),
+        None => Err(Unreachable(attempts)),
     }
 }
 

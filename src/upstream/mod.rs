@@ -1,0 +1,7 @@
+//! The upstream side, below both `proxy` (a client's exchange) and `sse` (the relay's
+//! reconnects): the replicas and their addresses ([`replica`]), getting a connection to one
+//! ([`connect`]), and a worker's idle keep-alive connections ([`pool`]).
+
+pub mod connect;
+pub mod pool;
+pub mod replica;
