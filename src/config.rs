@@ -274,6 +274,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_identity_header_must_be_a_header_name() {
+        use clap::Parser;
+        let args = |name: &str| {
+            let cli = crate::cli::Cli::try_parse_from([
+                "tether",
+                "reverse",
+                "--bind",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--identity-header",
+                name,
+            ])
+            .unwrap();
+            match cli.command {
+                crate::cli::Command::Reverse(a) => *a,
+                _ => unreachable!(),
+            }
+        };
+        let err = Config::from_args(&args("X Api Key")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--identity-header \"X Api Key\": not a header name"),
+            "{err}"
+        );
+        let ok = Config::from_args(&args("X-Api-Key")).unwrap();
+        assert!(ok.identity.names().any(|n| n == "x-api-key"));
+    }
+
+    #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
         assert_eq!(parse_cpu_list("1"), Ok(vec![1]));

@@ -783,6 +783,37 @@ fn a_ring_outlives_the_upstream_end() {
     );
 }
 
+/// The same, with the resumption answered 503 (the upstream is back but failing): the ring's
+/// missed events still come first, then tether keeps the response open and reconnects behind it
+/// (a 5xx is retried, never passed to an EventSource), and ends it cleanly after
+/// --reconnect-timeout without a new event.
+#[test]
+fn a_5xx_to_a_resumption_still_gets_the_rings_events_first() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--reconnect-timeout", "1s"],
+    );
+    let path = "/sse?events=500&rate=0&ts=0&resume_status=503&ended=2";
+    let mut first = SseReader::get(t.addr, path, &[]);
+    assert_eq!(
+        num_ids(&first.events_to_end()),
+        (1..=500).collect::<Vec<u64>>()
+    );
+    drop(first);
+
+    let mut late = SseReader::get(t.addr, path, &["Last-Event-ID: 495"]);
+    assert_eq!(late.head.status, 200, "{}", log_text(&t));
+    let got = num_ids(&late.events_to_end());
+    assert_eq!(got, (496..=500).collect::<Vec<u64>>(), "{}", log_text(&t));
+    assert_eq!(late.clean_end, Some(true), "{}", log_text(&t));
+    assert!(
+        t.wait_for_log("giving up", Duration::from_secs(5)),
+        "the 503 was retried until --reconnect-timeout:\n{}",
+        log_text(&t)
+    );
+}
+
 // ---- 9. a slow single client -----------------------------------------------------------------
 
 /// Issue 9, "Backpressure": one client of a stream the origin sends flat out (1000-byte events,

@@ -304,6 +304,16 @@ fn parsed_whole(
 }
 
 impl ResponseHead {
+    /// `Content-Type: text/event-stream`, in any case, with any parameters.
+    pub fn is_event_stream(&self) -> bool {
+        self.header("content-type").is_some_and(|value| {
+            let media = value.split(|&b| b == b';').next().unwrap_or(b"");
+            media
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"text/event-stream")
+        })
+    }
+
     /// Like [`RequestHead::parse`] for a status line; the status must be 100..=599 (RFC 9110 15).
     pub fn parse(bytes: Bytes, limits: &HeadLimits) -> Result<ResponseHead, HttpError> {
         let kind = HeadKind::Response;

@@ -307,17 +307,6 @@ struct SseParts {
     keep_client: bool,
 }
 
-/// `Content-Type: text/event-stream`, in any case, with any parameters.
-fn is_event_stream(response: &ResponseHead) -> bool {
-    let Some(value) = response.header("content-type") else {
-        return false;
-    };
-    let media = value.split(|&b| b == b';').next().unwrap_or(b"");
-    media
-        .trim_ascii()
-        .eq_ignore_ascii_case(b"text/event-stream")
-}
-
 enum Attempt {
     /// The upstream closed before answering anything: maybe a stale pooled connection.
     StaleUpstream,
@@ -457,7 +446,7 @@ impl Exchange<'_, '_> {
             && response_keep_alive(&response);
 
         let streams =
-            response.status == 200 && is_event_stream(&response) && framing.kind != BodyKind::Empty;
+            response.status == 200 && response.is_event_stream() && framing.kind != BodyKind::Empty;
         if self.replay_pending && !streams {
             return Ok(Step::RingOutlives {
                 status: response.status,

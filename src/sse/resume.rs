@@ -262,10 +262,7 @@ async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> 
     };
     match head.status {
         200 => {
-            let is_sse = head
-                .header("content-type")
-                .map(|v| v.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii())
-                .is_some_and(|m| m.eq_ignore_ascii_case(b"text/event-stream"));
+            let is_sse = head.is_event_stream();
             let kind = response_body_kind(Method::Get, &head).map(|f| f.kind);
             match kind {
                 Ok(kind) if is_sse && kind != BodyKind::Empty => AttemptResult::Splice {

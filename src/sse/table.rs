@@ -240,11 +240,8 @@ impl StreamTable {
 
     /// Brings the table's count for `lineage` up to date, and evicts when over budget.
     fn recount(&self, lineage: &Lineage, metrics: &WorkerMetrics) {
-        let now = lineage.ring.borrow().cost() + RING_OVERHEAD + lineage.scope.heap_bytes();
-        let before = lineage.counted.replace(now);
-        let total = self.total.get() + now - before;
-        self.total.set(total);
-        if total > self.budget {
+        self.recount_quiet(lineage);
+        if self.total.get() > self.budget {
             self.evict(metrics);
         }
     }
@@ -496,6 +493,40 @@ mod tests {
         let live_ring = live.lineage.ring.borrow();
         assert_eq!(live_ring.head_seq(), 60, "the newest events stay");
         assert!(live_ring.first_seq() > 1);
+    }
+
+    #[test]
+    fn after_a_pass_rings_keep_to_the_cap_as_they_record() {
+        let one = 1000 + EVENT_OVERHEAD;
+        let t = table(40 * one);
+        let m = WorkerMetrics::default();
+        let a = t.create(&scope("/a"));
+        let b = t.create(&scope("/b"));
+        for i in 1..=25 {
+            t.record(&a, ev(i, 1000), &m);
+            t.record(&b, ev(i, 1000), &m);
+        }
+        let passes = m.replay_evictions.get();
+        assert!(passes > 0, "the budget was passed");
+        let cap = t.cap.get();
+        assert!(cap < usize::MAX, "the pass left a cap");
+        // Recording on: each ring stays at the cap by trimming itself; no further pass is needed.
+        for i in 26..=200 {
+            t.record(&a, ev(i, 1000), &m);
+            t.record(&b, ev(i, 1000), &m);
+            assert!(a.lineage.counted.get() <= cap && b.lineage.counted.get() <= cap);
+        }
+        assert_eq!(
+            m.replay_evictions.get(),
+            passes,
+            "no pass after the first ones"
+        );
+        assert!(t.usage().1 <= t.budget());
+        assert_eq!(
+            a.lineage.ring.borrow().head_seq(),
+            200,
+            "the newest events stay"
+        );
     }
 
     #[test]

@@ -453,3 +453,22 @@ fn span_of_never_panics() {
     assert_eq!(backwards.len(), 0);
     assert_eq!(backwards.of(b"0123456789abc"), b"");
 }
+
+#[test]
+fn event_stream_content_type_in_any_case_with_parameters() {
+    let head = |ct: &str| {
+        ResponseHead::parse(
+            Bytes::from(format!("HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\n\r\n")),
+            &limits(),
+        )
+        .unwrap()
+    };
+    assert!(head("text/event-stream").is_event_stream());
+    assert!(head("Text/Event-Stream; charset=utf-8").is_event_stream());
+    assert!(head(" text/event-stream ;x=1").is_event_stream());
+    assert!(!head("text/event-streams").is_event_stream());
+    assert!(!head("application/json").is_event_stream());
+    let none =
+        ResponseHead::parse(Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n"), &limits()).unwrap();
+    assert!(!none.is_event_stream());
+}
