@@ -21,6 +21,8 @@
 //! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream registry, the relay.
 
 pub mod admin;
+#[cfg(feature = "alloc-census")]
+pub mod alloc_census;
 pub mod cli;
 pub mod config;
 pub mod conn_io;
@@ -30,6 +32,7 @@ pub mod duration;
 pub mod http;
 pub mod limits;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

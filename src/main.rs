@@ -6,10 +6,22 @@ use std::process::ExitCode;
 use clap::Parser;
 use tether::cli::{Cli, Command, LogLevel};
 
+#[cfg(not(feature = "alloc-census"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// With `--features alloc-census`: mimalloc with live allocations counted by size (perf work;
+/// see src/alloc_census.rs).
+#[cfg(feature = "alloc-census")]
+#[global_allocator]
+static GLOBAL: tether::alloc_census::CountingMimalloc = tether::alloc_census::CountingMimalloc {
+    census: tether::alloc_census::Census::new(),
+};
+
 fn main() -> ExitCode {
+    tether::memory::configure_allocator();
+    #[cfg(feature = "alloc-census")]
+    GLOBAL.census.start_reports();
     let cli = Cli::parse();
     match cli.command {
         Command::Reverse(args) => {

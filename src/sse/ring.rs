@@ -23,6 +23,10 @@ pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// `Bytes` of a split read buffer allocates (32).
 pub const EVENT_OVERHEAD: usize = std::mem::size_of::<RingEvent>() + 40 + 32;
 
+/// Rings with at most this many events find an id by scanning them (newest first) instead of
+/// keeping a hash table: cheaper than hashing for so few, and no table for quiet streams.
+const INDEX_FROM: usize = 8;
+
 /// One event as it went to the client.
 #[derive(Debug, Clone)]
 pub struct RingEvent {
@@ -50,7 +54,11 @@ pub struct ReplayRing {
     events: VecDeque<RingEvent>,
     /// Latest seq of each id still in the ring, keyed by the id's hash (no key copy per event;
     /// a lookup checks the event's id, so a hash collision is a miss, never a wrong answer).
+    /// Built only once the ring holds more than INDEX_FROM events: a small ring is scanned, and
+    /// the many rings of quiet streams hold no table.
     by_id: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
+    /// `by_id` is built and kept up to date.
+    indexed: bool,
     /// Seq of `events[0]` (of the next event when empty).
     first_seq: u64,
     /// Sum of `raw.len()`: what `--replay-bytes` bounds.
@@ -66,6 +74,7 @@ impl ReplayRing {
         ReplayRing {
             events: VecDeque::new(),
             by_id: HashMap::default(),
+            indexed: false,
             first_seq: 1,
             bytes: 0,
             cost: 0,
@@ -107,14 +116,19 @@ impl ReplayRing {
         let seq = self.head_seq() + 1;
         self.bytes += event.raw.len();
         self.cost += event.cost();
-        if let Some(id) = &event.id {
-            self.by_id.insert(id_hash(id), seq);
+        if self.indexed {
+            if let Some(id) = &event.id {
+                self.by_id.insert(id_hash(id), seq);
+            }
         }
         if self.events.capacity() == 0 {
             // A ring that only ever gets one event (a quiet stream) holds one slot, not four.
             self.events.reserve_exact(1);
         }
         self.events.push_back(event);
+        if !self.indexed && self.events.len() > INDEX_FROM {
+            self.build_index();
+        }
         while self.events.len() > self.max_events
             || (self.bytes > self.max_bytes && self.events.len() > 1)
         {
@@ -129,7 +143,7 @@ impl ReplayRing {
             self.first_seq += 1;
             self.bytes -= old.raw.len();
             self.cost -= old.cost();
-            if let Some(id) = old.id {
+            if let Some(id) = old.id.filter(|_| self.indexed) {
                 let h = id_hash(&id);
                 if self.by_id.get(&h) == Some(&seq) {
                     self.by_id.remove(&h);
@@ -140,7 +154,19 @@ impl ReplayRing {
             // Give the deque's and the index's memory back too (a trimmed ring may stay idle).
             self.events = VecDeque::new();
             self.by_id = HashMap::default();
+            self.indexed = false;
         }
+    }
+
+    /// Indexes every id the ring holds (the ring has outgrown scanning).
+    fn build_index(&mut self) {
+        let first = self.first_seq;
+        for (i, event) in self.events.iter().enumerate() {
+            if let Some(id) = &event.id {
+                self.by_id.insert(id_hash(id), first + i as u64);
+            }
+        }
+        self.indexed = true;
     }
 
     /// Drops the oldest events until the ring costs at most `cost`. Returns how many went.
@@ -155,6 +181,13 @@ impl ReplayRing {
 
     /// Seq of the event that set `id`, if it is in the ring.
     pub fn seq_of(&self, id: &[u8]) -> Option<u64> {
+        if !self.indexed {
+            let i = self
+                .events
+                .iter()
+                .rposition(|e| e.id.as_deref() == Some(id))?;
+            return Some(self.first_seq + i as u64);
+        }
         let seq = *self.by_id.get(&id_hash(id))?;
         let event = self.get(seq)?;
         (event.id.as_deref() == Some(id)).then_some(seq)
@@ -320,5 +353,32 @@ mod tests {
         assert!(r.is_empty());
         assert_eq!((r.cost(), r.bytes(), r.head_seq()), (0, 0, 10));
         assert_eq!(r.push(ev(Some("11"), "z")), 11, "seqs are never reused");
+    }
+
+    /// Small rings scan, larger ones use the index: both must give the same answer, through the
+    /// switch, with repeated ids and evictions, and after the ring empties and starts again.
+    #[test]
+    fn scanning_and_the_index_agree() {
+        let mut r = ReplayRing::new(INDEX_FROM + 4, 1 << 20);
+        let ids = ["a", "b", "c", "a", "d", "b", "e"];
+        for round in 0..2 {
+            for i in 0..40 {
+                let id = ids[i % ids.len()];
+                let raw = format!("{round}-{i}");
+                r.push(ev((i % 5 != 4).then_some(id), &raw));
+                for probe in ["a", "b", "c", "d", "e", "zz"] {
+                    let expected = (r.first_seq()..=r.head_seq())
+                        .rev()
+                        .find(|&seq| r.get(seq).unwrap().id.as_deref() == Some(probe.as_bytes()));
+                    assert_eq!(r.seq_of(probe.as_bytes()), expected, "{probe} after {i}");
+                }
+            }
+            assert!(r.indexed, "a ring past INDEX_FROM events is indexed");
+            r.trim_to(0);
+            assert!(
+                !r.indexed && r.by_id.capacity() == 0,
+                "an empty ring holds no table"
+            );
+        }
     }
 }

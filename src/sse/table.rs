@@ -299,7 +299,7 @@ impl StreamTable {
             freed_bytes += self.remove(*id);
         }
         if freed_bytes >= RETURN_TO_SYSTEM_BYTES {
-            return_memory_to_system();
+            crate::memory::return_freed_pages();
         }
         // Lift (or lower) the per-ring cap to what the rings left would need now: with room to
         // spare, rings may grow again until the next pass.
@@ -374,7 +374,7 @@ impl StreamTable {
             }
         }
         if start - self.total.get() >= RETURN_TO_SYSTEM_BYTES {
-            return_memory_to_system();
+            crate::memory::return_freed_pages();
         }
     }
 
@@ -384,15 +384,6 @@ impl StreamTable {
         let before = lineage.counted.replace(now);
         self.total.set(self.total.get() + now - before);
     }
-}
-
-/// Asks mimalloc to return the free pages of this thread's heap to the system now, rather than
-/// when its purge delay and allocation activity next meet: after rings are freed in bulk, an idle
-/// proxy would otherwise keep its high-water RSS. A no-op cost when mimalloc is not the global
-/// allocator (unit tests).
-fn return_memory_to_system() {
-    // SAFETY: mi_collect only walks and purges the calling thread's own heap.
-    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 #[cfg(test)]
