@@ -39,5 +39,6 @@ pub mod runtime;
 pub mod server;
 pub mod size;
 pub mod sse;
+pub mod timers;
 pub mod upstream;
 pub mod worker;

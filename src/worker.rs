@@ -26,6 +26,7 @@ use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerSt
 use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
 use crate::sse::table::StreamTable;
+use crate::timers::Timers;
 use crate::upstream::pool::UpstreamPool;
 use crate::upstream::replica::UpstreamSet;
 
@@ -52,6 +53,8 @@ pub struct WorkerCtx {
     pub active: ActiveStreams,
     /// Upstream resume settings (a copy of `config.resume`).
     pub resume: ResumeSettings,
+    /// The worker's one timer for its streams' deadlines.
+    pub timers: Rc<Timers>,
 }
 
 impl WorkerCtx {
@@ -185,6 +188,7 @@ fn run(
             metrics: WorkerMetrics::default(),
             active: ActiveStreams::default(),
             resume: config.resume,
+            timers: Timers::new(),
             pool: RefCell::new(UpstreamPool::new(
                 replicas,
                 config.upstream_pool_size,
@@ -208,6 +212,7 @@ fn run(
             }
         }
         monoio::spawn(sweep_loop(ctx.clone()));
+        monoio::spawn(ctx.timers.clone().drive());
         serve(ctx, listener, control).await;
     });
 }

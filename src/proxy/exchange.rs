@@ -180,7 +180,6 @@ pub async fn forward(
                     }
                 };
                 return Ok(Outcome::Sse(Box::new(SseStart {
-                    client_addr: exchange.client.peer.ip(),
                     framing: parts.framing,
                     head: parts.head,
                     up: Some(upstream.stream),
@@ -271,7 +270,6 @@ fn serve_from_ring(
         StartFrom::Replay { after: point.after }
     };
     Outcome::Sse(Box::new(SseStart {
-        client_addr: client.peer.ip(),
         framing,
         head: out.freeze(),
         up: None,

@@ -103,6 +103,12 @@ impl ClientQueue {
         }
     }
 
+    /// Sends what the client's socket takes right now (see `BytesVec::send_now`): the bytes sent,
+    /// 0 when its buffer is full.
+    pub fn send_now(&mut self, fd: std::os::fd::RawFd) -> io::Result<usize> {
+        self.pending.send_now(fd)
+    }
+
     /// Frees the queue's buffers while the stream is quiet (a quiet stream holds no buffer).
     pub fn shrink(&mut self) {
         if self.pending.is_empty() {

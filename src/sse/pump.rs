@@ -7,8 +7,10 @@
 //!     heartbeat due     -> queue ": keep-alive"
 //!     upstream idle     -> drop (with --upstream-idle-timeout)
 //!     client closed     -> end (watched only after CLIENT_WATCH_DELAY idle)
-//! writing (queued): writev everything queued; meanwhile read the upstream only while the queue
-//!     is under QUEUE_HIGH_WATER, so a slow client slows its upstream instead of growing memory
+//! send (queued): one sendmsg of what is queued, at once, in the wake-up that queued it
+//! blocked (the client's socket is full): wait for it to take more; meanwhile read the upstream
+//!     only while the queue is under QUEUE_HIGH_WATER, so a slow client slows its upstream
+//!     instead of growing memory; nothing taken for --send-timeout -> the client is cut
 //! ```
 //! One wake-up does at most one read of MAX_SSE_READ bytes: no stream can hold the worker for
 //! long, so new connections and timers get their turn under flat-out load.
@@ -17,6 +19,7 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -24,12 +27,13 @@ use monoio::net::TcpStream;
 
 use super::assigned_id::AssignedId;
 use super::framer::IdField;
-use super::outbound::{adjoin, write_batch};
+use super::outbound::adjoin;
 use super::relay::{BodyEnd, Relay};
 use super::ring::RingEvent;
 use crate::conn_io::{peek_state, PeekState};
 use crate::http::Decoded;
 use crate::metrics::{DropKind, WorkerMetrics};
+use crate::timers::{TimerSlot, Timers};
 
 /// How long a stream must be quiet before the client socket is also watched for a disconnect.
 /// Watching costs a poll op each time the stream goes quiet; busy streams notice a gone client
@@ -53,17 +57,15 @@ pub(super) const QUEUE_HIGH_WATER: usize = 32 * 1024;
 /// it is copied into its own allocation: small events never pin big, mostly empty buffers.
 const SPARSE_READ_FACTOR: usize = 2;
 
-/// The pump's one timer: allocated when something is due, reset for each new deadline, freed
-/// when nothing is (a quiet stream without heartbeats or idle timeout holds none).
+/// The pump's one timer: a slot of the worker's timers (crate::timers), taken when something
+/// is due, re-armed for each new deadline, given back when nothing is (a quiet stream without
+/// heartbeats or idle timeout holds none).
 #[derive(Default)]
-struct StreamTimer(Option<std::pin::Pin<Box<monoio::time::Sleep>>>);
+struct StreamTimer(Option<TimerSlot>);
 
 impl StreamTimer {
-    fn arm(&mut self, at: Instant) {
-        match &mut self.0 {
-            Some(sleep) => sleep.as_mut().reset(at.into()),
-            None => self.0 = Some(Box::pin(monoio::time::sleep_until(at.into()))),
-        }
+    fn arm(&mut self, timers: &Rc<Timers>, at: Instant) {
+        self.0.get_or_insert_with(|| TimerSlot::new(timers)).arm(at);
     }
 
     fn disarm(&mut self) {
@@ -73,7 +75,7 @@ impl StreamTimer {
     /// Resolves when the armed deadline passes; never when disarmed. Cancel-safe (a timer).
     async fn fired(&mut self) {
         match &mut self.0 {
-            Some(sleep) => sleep.as_mut().await,
+            Some(slot) => slot.fired().await,
             None => std::future::pending().await,
         }
     }
@@ -144,101 +146,59 @@ fn compact(buf: &mut BytesMut) {
 impl Relay<'_> {
     /// Relays one upstream body until it ends, drops, or the client fails. Everything queued for
     /// the client has been written when it returns an upstream end.
-    pub(super) async fn pump(
-        &mut self,
-        client: &mut TcpStream,
-        up: TcpStream,
-        mut ubuf: BytesMut,
-    ) -> BodyEnd {
+    ///
+    /// Both directions are plain syscalls in the wake-up that found them ready (a `recv` from the
+    /// upstream, a `sendmsg` to the client); the futures here only wait for readiness, so they
+    /// own no buffer (cancel-safe) and the future a stream sits in stays small.
+    pub(super) async fn pump(&mut self, client: &TcpStream, up: &TcpStream) -> BodyEnd {
         // Body bytes that came with the head are relayed with it.
-        let mut up_state = self.ingest(&mut ubuf);
-        compact(&mut ubuf);
+        let mut up_state = self.ingest_buffered();
         let up_fd = up.as_raw_fd();
-        // Readiness only (no buffer): relaxed=false because tether reads by itself, so the epoll
-        // driver must check the socket rather than trust its cached readiness.
+        let client_fd = client.as_raw_fd();
+        // Readiness only (no buffer): relaxed=false because tether reads and writes by itself, so
+        // the epoll driver must check the socket rather than trust its cached readiness.
         let mut ready = pin!(up.readable(false));
         let mut reading = up_state.is_none();
-        let idle_timeout = self.ctx.resume.idle_timeout;
-        // One timer for every wait of this body, reset rather than created, and held only while
-        // something is due: a monoio `Sleep` is 640 bytes, a large part of an idle stream.
+        // One timer for every wait of this body, re-armed rather than created, and held only
+        // while something is due.
         let mut timer = StreamTimer::default();
+        // Since when the client's socket has taken none of what is queued (send timeout).
+        let mut blocked_since: Option<Instant> = None;
 
         loop {
-            if self.out.is_empty() {
-                if let Some(end) = up_state.take() {
-                    return end;
-                }
-                // ---- idle: wait for the upstream, a heartbeat, or the client leaving ----
-                // A quiet stream holds no buffer: tens of thousands of them may sit here.
-                self.out.shrink();
-                if self.blocks.capacity() > 0 {
-                    self.blocks = Vec::new();
-                    self.pieces = Vec::new();
-                }
-                let quiet_since = Instant::now();
-                let mut watching = false;
-                let mut client_busy = false;
-                while self.out.is_empty() && up_state.is_none() {
-                    let heartbeat_at = self.settings.heartbeat.map(|d| self.last_sent + d);
-                    let idle_at = idle_timeout.map(|d| self.last_upstream + d);
-                    let watch_at =
-                        (!watching && !client_busy).then_some(quiet_since + CLIENT_WATCH_DELAY);
-                    let wake_at = [heartbeat_at, idle_at, watch_at]
-                        .into_iter()
-                        .flatten()
-                        .min();
-                    match wake_at {
-                        Some(at) => timer.arm(at),
-                        None => timer.disarm(),
+            // ---- send what is queued, as far as the client's socket takes it ----
+            if !self.out.is_empty() {
+                match self.out.send_now(client_fd) {
+                    Ok(0) => {
+                        blocked_since.get_or_insert_with(Instant::now);
                     }
-                    monoio::select! {
-                        res = ready.as_mut(), if reading => {
-                            up_state = self.after_ready(res, up_fd, &mut ubuf);
-                            reading = up_state.is_none();
-                            ready.set(up.readable(false));
+                    Ok(_) => {
+                        let now = Instant::now();
+                        self.last_sent = now;
+                        if let Some(since) = self.gap_from.take() {
+                            self.ctx.metrics.record_gap(since.elapsed());
                         }
-                        _ = timer.fired(), if wake_at.is_some() => {
-                            let now = Instant::now();
-                            if idle_at.is_some_and(|at| now >= at) {
-                                crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
-                                return BodyEnd::Dropped(DropKind::Idle);
-                            }
-                            if heartbeat_at.is_some_and(|at| now >= at) {
-                                self.out.push_heartbeat();
-                                WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
-                            } else if !client_busy {
-                                watching = true;
-                            }
-                        }
-                        ready = client.readable(false), if watching => {
-                            match (ready, peek_state(client.as_raw_fd())) {
-                                (Err(_), _) | (_, PeekState::Closed) => return BodyEnd::ClientGone,
-                                // A pipelined request: it waits in the socket for after the stream.
-                                (_, PeekState::HasData) => {
-                                    watching = false;
-                                    client_busy = true;
-                                }
-                                (_, PeekState::Quiet) => {}
-                            }
-                        }
+                        blocked_since = (!self.out.is_empty()).then_some(now);
                     }
+                    Err(_) => return BodyEnd::ClientGone,
                 }
-                continue;
             }
 
-            // ---- writing: everything queued; the upstream is read only below the high-water
-            // mark, so a client that reads slowly slows its upstream (TCP pushes back on it) ----
-            let batch = self.out.take();
-            let queued = batch.remaining();
-            let write_deadline = Instant::now() + self.ctx.config.timeouts.send;
-            timer.arm(write_deadline);
-            let mut write = pin!(write_batch(client, batch));
-            let result = loop {
-                let room = reading && self.out.len() + queued < QUEUE_HIGH_WATER;
+            if !self.out.is_empty() {
+                // ---- blocked: wait for room in the client's socket; meanwhile read the
+                // upstream only below the high-water mark, so a client that reads slowly slows
+                // its upstream (TCP pushes back on it) ----
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                timer.arm(&self.ctx.timers, since + self.ctx.config.timeouts.send);
+                let room = reading && self.out.len() < QUEUE_HIGH_WATER;
                 monoio::select! {
-                    done = write.as_mut() => break done,
+                    res = client.writable(false) => {
+                        if res.is_err() {
+                            return BodyEnd::ClientGone;
+                        }
+                    }
                     res = ready.as_mut(), if room => {
-                        up_state = self.after_ready(res, up_fd, &mut ubuf);
+                        up_state = self.after_ready(res, up_fd);
                         reading = up_state.is_none();
                         ready.set(up.readable(false));
                     }
@@ -250,30 +210,91 @@ impl Relay<'_> {
                         return BodyEnd::SlowClient;
                     }
                 }
-            };
-            match result {
-                Ok(rest) => {
-                    self.last_sent = Instant::now();
-                    if let Some(since) = self.gap_from.take() {
-                        self.ctx.metrics.record_gap(since.elapsed());
-                    }
-                    // A short write: the rest goes first in the next batch.
-                    self.out.put_back(rest);
+                continue;
+            }
+            blocked_since = None;
+            if let Some(end) = up_state.take() {
+                return end;
+            }
+
+            // ---- idle: wait for the upstream, a heartbeat, or the client leaving ----
+            // A quiet stream holds no buffer: tens of thousands of them may sit here.
+            self.out.shrink();
+            if self.blocks.capacity() > 0 {
+                self.blocks = Vec::new();
+                self.pieces = Vec::new();
+            }
+            let quiet_since = Instant::now();
+            let mut watching = false;
+            let mut client_busy = false;
+            while self.out.is_empty() && up_state.is_none() {
+                let wake_at = self.idle_wake(quiet_since, !watching && !client_busy);
+                match wake_at {
+                    Some(at) => timer.arm(&self.ctx.timers, at),
+                    None => timer.disarm(),
                 }
-                Err(_) => return BodyEnd::ClientGone,
+                monoio::select! {
+                    res = ready.as_mut(), if reading => {
+                        up_state = self.after_ready(res, up_fd);
+                        reading = up_state.is_none();
+                        ready.set(up.readable(false));
+                    }
+                    _ = timer.fired(), if wake_at.is_some() => {
+                        let now = Instant::now();
+                        let idle_timeout = self.ctx.resume.idle_timeout;
+                        if idle_timeout.is_some_and(|d| now >= self.last_upstream + d) {
+                            crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
+                            return BodyEnd::Dropped(DropKind::Idle);
+                        }
+                        if self.ctx.sse.heartbeat.is_some_and(|d| now >= self.last_sent + d) {
+                            self.out.push_heartbeat();
+                            WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
+                        } else if !client_busy && now >= quiet_since + CLIENT_WATCH_DELAY {
+                            watching = true;
+                        }
+                    }
+                    ready = client.readable(false), if watching => {
+                        match (ready, peek_state(client_fd)) {
+                            (Err(_), _) | (_, PeekState::Closed) => return BodyEnd::ClientGone,
+                            // A pipelined request: it waits in the socket for after the stream.
+                            (_, PeekState::HasData) => {
+                                watching = false;
+                                client_busy = true;
+                            }
+                            (_, PeekState::Quiet) => {}
+                        }
+                    }
+                }
             }
         }
     }
 
+    /// When an idle stream must wake by itself: the next heartbeat, the upstream idle timeout,
+    /// or (`watch`) the moment the client starts being watched for a disconnect.
+    fn idle_wake(&self, quiet_since: Instant, watch: bool) -> Option<Instant> {
+        let heartbeat_at = self.ctx.sse.heartbeat.map(|d| self.last_sent + d);
+        let idle_at = self.ctx.resume.idle_timeout.map(|d| self.last_upstream + d);
+        let watch_at = watch.then_some(quiet_since + CLIENT_WATCH_DELAY);
+        [heartbeat_at, idle_at, watch_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Frames the body bytes that came with the upstream's response head.
+    fn ingest_buffered(&mut self) -> Option<BodyEnd> {
+        let mut buf = mem::take(&mut self.ubuf);
+        let end = self.ingest(&mut buf);
+        compact(&mut buf);
+        self.ubuf = buf;
+        end
+    }
+
     /// The upstream is readable: reads what it holds and frames it. Returns how the body ended,
     /// if it did.
-    fn after_ready(
-        &mut self,
-        ready: io::Result<()>,
-        fd: RawFd,
-        buf: &mut BytesMut,
-    ) -> Option<BodyEnd> {
-        let res = ready.and_then(|()| read_now(fd, buf));
+    fn after_ready(&mut self, ready: io::Result<()>, fd: RawFd) -> Option<BodyEnd> {
+        let mut buf = mem::take(&mut self.ubuf);
+        let res = ready.and_then(|()| read_now(fd, &mut buf));
         let end = match res {
             Ok(None) => None,
             Ok(Some(0)) => match self.decoder.eof() {
@@ -282,7 +303,7 @@ impl Relay<'_> {
             },
             Ok(Some(_)) => {
                 self.last_upstream = Instant::now();
-                self.ingest(buf)
+                self.ingest(&mut buf)
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 Some(BodyEnd::Dropped(DropKind::Reset))
@@ -292,13 +313,14 @@ impl Relay<'_> {
                 Some(BodyEnd::Dropped(DropKind::Error))
             }
         };
-        compact(buf);
+        compact(&mut buf);
+        self.ubuf = buf;
         end
     }
 
     /// Decodes what `buf` holds, frames it, and queues the resulting blocks.
     pub(super) fn ingest(&mut self, buf: &mut BytesMut) -> Option<BodyEnd> {
-        self.read_alloc = buf.capacity();
+        self.read_alloc = u32::try_from(buf.capacity()).unwrap_or(u32::MAX);
         while !buf.is_empty() && !self.decoder.is_done() {
             match self.decoder.decode(buf) {
                 Ok(Decoded::Data { start, end }) => {
@@ -308,7 +330,7 @@ impl Relay<'_> {
                         crate::log_warn!(
                             "sse {}: upstream event larger than --sse-max-event-bytes {}; ending the stream",
                             self.ring.lineage.scope.target(),
-                            self.settings.max_event_bytes
+                            self.ctx.sse.max_event_bytes
                         );
                         self.flush_blocks();
                         return Some(BodyEnd::TooLarge);
@@ -342,7 +364,8 @@ impl Relay<'_> {
         // bytes framed from it. A sparse read is copied instead (see SPARSE_READ_FACTOR).
         let framed: usize = self.pieces.iter().map(Bytes::len).sum::<usize>().max(1);
         // The allocator rounds an allocation up to its size class (mimalloc: within 1/8).
-        let alloc = (self.read_alloc + self.read_alloc / 8).max(framed);
+        let read_alloc = self.read_alloc as usize;
+        let alloc = (read_alloc + read_alloc / 8).max(framed);
         let sparse = alloc > SPARSE_READ_FACTOR * framed;
         let mut blocks = mem::take(&mut self.blocks);
         let mut out: Vec<Bytes> = Vec::with_capacity(blocks.len());
@@ -373,7 +396,7 @@ impl Relay<'_> {
                     None => {}
                 }
             }
-            let assigned = self.settings.assign_ids && block.fires && id.is_none();
+            let assigned = self.ctx.sse.assign_ids && block.fires && id.is_none();
             let (id, raw) = if assigned {
                 let name = AssignedId {
                     worker: self.ctx.index as u32,
@@ -434,8 +457,8 @@ impl Relay<'_> {
         WorkerMetrics::add(&m.sse_bytes, out_len as u64);
         self.out.push_blocks(out, out_len);
         let cursor = self.framer.last_event_id();
-        if *self.status.last_id.borrow() != cursor {
-            *self.status.last_id.borrow_mut() = Bytes::copy_from_slice(cursor);
+        if *self.entry.status.last_id.borrow() != cursor {
+            *self.entry.status.last_id.borrow_mut() = Bytes::copy_from_slice(cursor);
         }
     }
 }

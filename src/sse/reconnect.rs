@@ -2,7 +2,6 @@
 //! repeat until a body can be spliced, a final answer comes, or `--reconnect-timeout` passes.
 //! Heartbeats keep the client's connection alive meanwhile, and a client that leaves ends it.
 
-use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -10,9 +9,9 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use super::relay::{sleep_until_opt, Relay};
-use super::resume::{self, AttemptResult, Backoff};
+use super::resume::{self, AttemptResult};
 use crate::conn_io::{peek_state, write_vec_within, PeekState};
-use crate::http::{BodyDecoder, RequestHead};
+use crate::http::BodyDecoder;
 use crate::metrics::WorkerMetrics;
 
 /// How reconnecting ended.
@@ -30,18 +29,21 @@ pub(super) enum Reconnect {
 }
 
 impl Relay<'_> {
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn reconnect(
         &mut self,
         client: &mut TcpStream,
-        client_addr: IpAddr,
-        request: &RequestHead,
         last_id: &[u8],
-        replica: usize,
-        backoff: &mut Backoff,
         dropped_at: Instant,
         first_wait: Duration,
     ) -> Reconnect {
+        // The attempt re-sends the client's request while heartbeats change the relay: a copy
+        // (the head's bytes are shared, not copied).
+        let request = self.request.clone();
+        // For the forwarded-for headers of the re-sent request; asked of the socket rather than
+        // kept for the stream's life (reconnects are rare, idle streams many). No peer: gone.
+        let Ok(peer) = client.peer_addr() else {
+            return Reconnect::ClientGone;
+        };
         let give_up_at = self.stalled_since.unwrap_or(dropped_at) + self.ctx.resume.timeout;
         let mut attempts = 0u32;
         let mut wait = first_wait;
@@ -62,14 +64,14 @@ impl Relay<'_> {
             // Boxed: only alive while reconnecting, so a streaming relay does not carry its size.
             let mut attempt = Box::pin(resume::attempt(
                 self.ctx,
-                request,
-                client_addr,
+                &request,
+                peer.ip(),
                 last_id,
-                replica,
+                self.replica,
             ));
             let mut client_busy = false;
             let result = loop {
-                let heartbeat_at = self.settings.heartbeat.map(|d| self.last_sent + d);
+                let heartbeat_at = self.ctx.sse.heartbeat.map(|d| self.last_sent + d);
                 let sleep =
                     sleep_until_opt(heartbeat_at.map(|h| h.min(give_up_at)).or(Some(give_up_at)));
                 monoio::select! {
@@ -110,7 +112,7 @@ impl Relay<'_> {
                 AttemptResult::Final(status) => return Reconnect::Final(status),
                 AttemptResult::Retry(why) => {
                     crate::log_debug!("reconnect attempt {attempts} failed: {why}");
-                    wait = backoff.next_delay();
+                    wait = self.backoff.next_delay();
                 }
             }
         }
@@ -124,7 +126,7 @@ impl Relay<'_> {
             if now >= until {
                 return None;
             }
-            let heartbeat_at = self.settings.heartbeat.map(|d| self.last_sent + d);
+            let heartbeat_at = self.ctx.sse.heartbeat.map(|d| self.last_sent + d);
             let wake = heartbeat_at.map_or(until, |h| h.min(until));
             monoio::select! {
                 _ = monoio::time::sleep_until(wake.into()) => {

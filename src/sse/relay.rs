@@ -26,17 +26,14 @@
 //! non-blocking `recv` in the same wake-up, so no future ever owns an upstream buffer. The client
 //! write future is never dropped while the client connection lives. Timers own no buffer.
 
-use std::mem;
-use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
-use super::active::{RelayState, StreamStatus};
+use super::active::{ActiveEntry, RelayState};
 use super::framer::{EventFramer, SseBlock};
 use super::outbound::ClientQueue;
 use super::reconnect::Reconnect;
@@ -102,7 +99,6 @@ pub enum StartFrom {
 /// Everything the relay takes over from the exchange (the client socket is lent separately).
 #[derive(Debug)]
 pub struct SseStart {
-    pub client_addr: IpAddr,
     /// Chunked for HTTP/1.1 clients, close-delimited for HTTP/1.0.
     pub framing: OutFraming,
     /// The response head for the client, already written into bytes.
@@ -143,19 +139,24 @@ pub(super) enum BodyEnd {
     Unreachable,
 }
 
-/// The per-stream state the relay keeps across reads and upstreams.
+/// The per-stream state the relay keeps across reads and upstreams: everything a stream holds for
+/// its whole life is a field here, once. The futures that wait on it hold only references and
+/// what one wait needs (an async fn keeps its arguments beside its locals, so state passed down
+/// as arguments would be held twice for the stream's life).
 pub(super) struct Relay<'c> {
     pub(super) ctx: &'c WorkerCtx,
-    /// What `/streams` shows of this stream.
-    pub(super) status: Rc<StreamStatus>,
-    pub(super) settings: SseSettings,
+    /// This stream's row in `/streams` (removed when the relay is dropped).
+    pub(super) entry: ActiveEntry<'c>,
     pub(super) decoder: BodyDecoder,
     pub(super) framer: EventFramer,
     pub(super) blocks: Vec<SseBlock>,
     /// The body pieces the current blocks were framed from (to join adjacent blocks).
     pub(super) pieces: Vec<Bytes>,
     /// Allocation size of the read the current pieces came from (what ring slices pin).
-    pub(super) read_alloc: usize,
+    pub(super) read_alloc: u32,
+    /// Upstream bytes read and not yet decoded (an unfinished piece of chunk framing), or the
+    /// body bytes that came with a response head.
+    pub(super) ubuf: BytesMut,
     /// This stream's lineage: its ring is this client's history.
     pub(super) ring: RingHandle,
     /// Drop blocks whose id the ring already holds (after a resume or a replay).
@@ -174,19 +175,27 @@ pub(super) struct Relay<'c> {
     pub(super) gap_from: Option<Instant>,
     /// Since when reconnects have brought no new event (None while progressing).
     pub(super) stalled_since: Option<Instant>,
+    /// The client's request, re-sent (as a GET) on reconnects.
+    pub(super) request: RequestHead,
+    /// The replica the current (or last) upstream belongs to; reconnects try it first.
+    pub(super) replica: usize,
+    /// What the upstream resumes from until the framer has a cursor of its own (the id the
+    /// stream continued from, then the id of the last resume).
+    pub(super) cursor_seed: Option<Bytes>,
+    pub(super) backoff: Backoff,
 }
 
 /// Relays an SSE response to `client` until it ends; see the module doc.
-pub async fn relay(
-    ctx: &WorkerCtx,
-    client: &mut TcpStream,
-    guard: &ConnGuard,
+///
+/// Not an `async fn`: the start is taken apart here, before the future exists, so the future
+/// holds the relay's state once (an async fn would also keep `start` itself for its whole life).
+pub fn relay<'a>(
+    ctx: &'a WorkerCtx,
+    client: &'a mut TcpStream,
+    guard: &'a ConnGuard,
     start: SseStart,
-) -> SseEnd {
-    // Taken apart at once: what is kept across the awaits below is what a stream holds for its
-    // whole life, so nothing is kept twice (the struct and the fields moved out of it).
+) -> impl std::future::Future<Output = SseEnd> + 'a {
     let SseStart {
-        client_addr,
         framing,
         head,
         up,
@@ -199,19 +208,18 @@ pub async fn relay(
         request,
         keep_client: _,
     } = start;
-    let settings = ctx.sse;
     WorkerMetrics::inc(&ctx.metrics.sse_streams_active);
     let url = ctx.upstreams.borrow().spec(replica).url.clone();
     let entry = ctx.active.register(ring.lineage.clone(), url);
     let mut relay = Relay {
-        status: entry.status.clone(),
         ctx,
-        settings,
+        entry,
         decoder,
-        framer: EventFramer::new(settings.max_event_bytes),
+        framer: EventFramer::new(ctx.sse.max_event_bytes),
         blocks: Vec::new(),
         pieces: Vec::new(),
         read_alloc: 0,
+        ubuf,
         ring,
         dedupe: from != StartFrom::Upstream,
         skipping_repeats: false,
@@ -222,197 +230,195 @@ pub async fn relay(
         retry_hint: None,
         gap_from: None,
         stalled_since: None,
+        request,
+        replica,
+        cursor_seed: resume_from,
+        backoff: Backoff::new(
+            ctx.resume.initial,
+            ctx.resume.max_delay,
+            jitter_seed(ctx.index),
+        ),
     };
     relay.out.push_raw(head);
-    let end = relay
-        .run(
-            client,
-            guard,
-            up,
-            ubuf,
-            replica,
-            from,
-            resume_from,
-            client_addr,
-            &request,
-        )
-        .await;
-    drop(entry);
-    guard.set_upstream(None);
-    let m = &ctx.metrics;
-    m.sse_streams_active
-        .set(m.sse_streams_active.get().saturating_sub(1));
-    end
+    let mut up = up;
+    async move {
+        let end = run(&mut relay, &mut up, client, guard, from).await;
+        guard.set_upstream(None);
+        let m = &ctx.metrics;
+        m.sse_streams_active
+            .set(m.sse_streams_active.get().saturating_sub(1));
+        end
+    }
 }
 
-impl Relay<'_> {
-    /// The drop/resume loop. `up`, `ubuf` and `replica`: where the lineage's upstream stands
-    /// (None: no upstream answered, reconnect first); `cursor_seed`: what the upstream resumes
-    /// from until the framer has a cursor of its own. Separate arguments rather than a struct:
-    /// this future is what a stream holds for its whole life, and a struct taken apart here
-    /// would be kept beside its parts.
-    #[allow(clippy::too_many_arguments)]
-    async fn run(
-        &mut self,
-        client: &mut TcpStream,
-        guard: &ConnGuard,
-        mut up: Option<TcpStream>,
-        mut ubuf: BytesMut,
-        mut replica: usize,
-        from: StartFrom,
-        mut cursor_seed: Option<Bytes>,
-        client_addr: IpAddr,
-        request: &RequestHead,
-    ) -> SseEnd {
+/// The drop/resume loop. `up`: the lineage's upstream (None: no upstream answered, reconnect
+/// first); a slot beside the relay rather than a field of it, so that the pump can wait on it
+/// while it changes the relay.
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
+fn run<'a, 'c>(
+    relay: &'a mut Relay<'c>,
+    up: &'a mut Option<TcpStream>,
+    client: &'a mut TcpStream,
+    guard: &'a ConnGuard,
+    from: StartFrom,
+) -> impl std::future::Future<Output = SseEnd> + use<'a, 'c> {
+    // An async block rather than an async fn: an async fn keeps its arguments twice.
+    async move {
         match from {
             StartFrom::Upstream => {}
             StartFrom::Replay { after } | StartFrom::ReplayThenEnd { after } => {
                 // Boxed: it runs once, before the stream goes live; the live relay does not carry it.
-                if let Err(end) = Box::pin(self.catch_up(client, after)).await {
+                if let Err(end) = Box::pin(relay.catch_up(client, after)).await {
                     return end;
                 }
                 if matches!(from, StartFrom::ReplayThenEnd { .. }) {
-                    return self.finish_boxed(client, SseEnd::Completed).await;
+                    return relay.finish_boxed(client, SseEnd::Completed).await;
                 }
             }
         }
-        let target = self.ring.lineage.scope.target();
-        let mut backoff = Backoff::new(
-            self.ctx.resume.initial,
-            self.ctx.resume.max_delay,
-            jitter_seed(self.ctx.index),
-        );
         loop {
-            let body_end = match up.take() {
+            let body_end = match up.as_ref() {
                 Some(stream) => {
                     guard.set_upstream(Some(stream.as_raw_fd()));
-                    let end = self.pump(client, stream, mem::take(&mut ubuf)).await;
+                    let end = relay.pump(client, stream).await;
                     guard.set_upstream(None);
+                    *up = None;
                     end
                 }
                 None => BodyEnd::Unreachable,
             };
-            let kind = match body_end {
-                BodyEnd::ClientGone => return SseEnd::ClientGone,
-                BodyEnd::SlowClient => {
-                    WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
-                    return SseEnd::SlowClient;
-                }
-                BodyEnd::TooLarge => return self.finish_boxed(client, SseEnd::EventTooLarge).await,
-                BodyEnd::Clean if self.ctx.resume.pass_clean_end => {
-                    return self.finish_boxed(client, SseEnd::Completed).await;
-                }
-                BodyEnd::Clean => DropKind::Eof,
-                BodyEnd::Dropped(kind) => kind,
-                BodyEnd::Unreachable => DropKind::Error,
-            };
-            if body_end != BodyEnd::Unreachable {
-                self.ctx.metrics.record_drop(kind);
+            // Boxed: dropping and reconnecting is rare and its state is large; a streaming relay
+            // (the state tens of thousands of idle streams sit in) does not carry its size.
+            match Box::pin(relay.after_body(client, body_end)).await {
+                Ok(stream) => *up = Some(stream),
+                Err(end) => return end,
             }
-            let dropped_at = Instant::now();
-            // The dead response's unfinished block is discarded; the next body starts afresh
-            // (its leading BOM stripped), the cursor is kept. Whatever the next body repeats is
-            // in this lineage's ring, which is what the client was sent.
-            self.framer.restart_body();
-            self.dedupe = true;
-            let last_id: Bytes = match (self.framer.last_event_id(), &cursor_seed) {
-                (id, _) if !id.is_empty() => Bytes::copy_from_slice(id),
-                (_, Some(seed)) => seed.clone(),
-                _ => Bytes::new(),
-            };
-            let what = match body_end {
-                BodyEnd::Clean => "ended",
-                BodyEnd::Unreachable => "unreachable (the client got its replay)",
-                _ => "dropped",
-            };
-            if let ResumePolicy::End(why) =
-                resume::policy(&self.ctx.resume, request.method, &last_id)
-            {
-                crate::log_info!(
-                    "sse {target}: upstream {what} ({}); not resuming: {why}",
-                    kind.name()
-                );
-                return self.finish_boxed(client, SseEnd::Completed).await;
+        }
+    }
+}
+
+impl Relay<'_> {
+    /// After one upstream body: ends the client's stream, or reconnects and returns the fresh
+    /// upstream whose body continues it.
+    async fn after_body(
+        &mut self,
+        client: &mut TcpStream,
+        body_end: BodyEnd,
+    ) -> Result<TcpStream, SseEnd> {
+        let kind = match body_end {
+            BodyEnd::ClientGone => return Err(SseEnd::ClientGone),
+            BodyEnd::SlowClient => {
+                WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
+                return Err(SseEnd::SlowClient);
             }
-            self.status.state.set(RelayState::Reconnecting);
+            BodyEnd::TooLarge => return Err(self.finish(client, SseEnd::EventTooLarge).await),
+            BodyEnd::Clean if self.ctx.resume.pass_clean_end => {
+                return Err(self.finish(client, SseEnd::Completed).await);
+            }
+            BodyEnd::Clean => DropKind::Eof,
+            BodyEnd::Dropped(kind) => kind,
+            BodyEnd::Unreachable => DropKind::Error,
+        };
+        if body_end != BodyEnd::Unreachable {
+            self.ctx.metrics.record_drop(kind);
+        }
+        let target = self.ring.lineage.scope.target();
+        let dropped_at = Instant::now();
+        // The dead response's unfinished block is discarded; the next body starts afresh
+        // (its leading BOM stripped), the cursor is kept. Whatever the next body repeats is
+        // in this lineage's ring, which is what the client was sent.
+        self.framer.restart_body();
+        self.ubuf = BytesMut::new();
+        self.dedupe = true;
+        let last_id: Bytes = match (self.framer.last_event_id(), &self.cursor_seed) {
+            (id, _) if !id.is_empty() => Bytes::copy_from_slice(id),
+            (_, Some(seed)) => seed.clone(),
+            _ => Bytes::new(),
+        };
+        let what = match body_end {
+            BodyEnd::Clean => "ended",
+            BodyEnd::Unreachable => "unreachable (the client got its replay)",
+            _ => "dropped",
+        };
+        if let ResumePolicy::End(why) =
+            resume::policy(&self.ctx.resume, self.request.method, &last_id)
+        {
             crate::log_info!(
-                "sse {target}: upstream {what} ({}) after id {:?}; reconnecting",
-                kind.name(),
-                String::from_utf8_lossy(&last_id)
+                "sse {target}: upstream {what} ({}); not resuming: {why}",
+                kind.name()
             );
-            if let Some(hint) = self.retry_hint {
-                backoff.set_base(hint);
-            }
-            // The first reconnect after progress goes at once (the gap is what the client
-            // notices), or after the upstream's retry: when it gave one (an upstream that closes
-            // on purpose after retry:, as MCP servers may, expects it to be honoured); a reconnect
-            // that brought no new event counts as a failure and backs off.
-            let first_wait = if self.progressed || self.stalled_since.is_none() {
-                backoff.reset();
-                self.stalled_since = Some(dropped_at);
-                self.retry_hint
-                    .map_or(Duration::ZERO, |hint| hint.min(self.ctx.resume.max_delay))
-            } else {
-                backoff.next_delay()
-            };
-            self.progressed = false;
-            // Boxed: reconnecting is rare and its futures are large; a streaming relay (the
-            // state tens of thousands of idle streams sit in) does not carry their size.
-            let reconnect = Box::pin(self.reconnect(
-                client,
-                client_addr,
-                request,
-                &last_id,
+            return Err(self.finish(client, SseEnd::Completed).await);
+        }
+        self.entry.status.state.set(RelayState::Reconnecting);
+        crate::log_info!(
+            "sse {target}: upstream {what} ({}) after id {:?}; reconnecting",
+            kind.name(),
+            String::from_utf8_lossy(&last_id)
+        );
+        if let Some(hint) = self.retry_hint {
+            self.backoff.set_base(hint);
+        }
+        // The first reconnect after progress goes at once (the gap is what the client
+        // notices), or after the upstream's retry: when it gave one (an upstream that closes
+        // on purpose after retry:, as MCP servers may, expects it to be honoured); a reconnect
+        // that brought no new event counts as a failure and backs off.
+        let first_wait = if self.progressed || self.stalled_since.is_none() {
+            self.backoff.reset();
+            self.stalled_since = Some(dropped_at);
+            self.retry_hint
+                .map_or(Duration::ZERO, |hint| hint.min(self.ctx.resume.max_delay))
+        } else {
+            self.backoff.next_delay()
+        };
+        self.progressed = false;
+        match self
+            .reconnect(client, &last_id, dropped_at, first_wait)
+            .await
+        {
+            Reconnect::Spliced {
+                stream,
+                buf,
+                decoder,
                 replica,
-                &mut backoff,
-                dropped_at,
-                first_wait,
-            ));
-            match reconnect.await {
-                Reconnect::Spliced {
-                    stream,
-                    buf,
-                    decoder,
-                    replica: r,
-                    attempts,
-                } => {
-                    WorkerMetrics::inc(&self.ctx.metrics.resumes);
-                    self.status.resumes.set(self.status.resumes.get() + 1);
-                    self.status.state.set(RelayState::Streaming);
-                    let url = self.ctx.upstreams.borrow().spec(r).url.clone();
-                    crate::log_info!(
-                        "sse {target}: resumed after id {:?} on {url} ({attempts} attempt{}, {} ms since the drop)",
-                        String::from_utf8_lossy(&last_id),
-                        if attempts == 1 { "" } else { "s" },
-                        dropped_at.elapsed().as_millis()
-                    );
-                    *self.status.upstream.borrow_mut() = url;
-                    self.decoder = decoder;
-                    self.skipping_repeats = false;
-                    self.last_upstream = Instant::now();
-                    self.gap_from = Some(dropped_at);
-                    cursor_seed = Some(last_id);
-                    replica = r;
-                    up = Some(stream);
-                    ubuf = buf;
-                }
-                Reconnect::Final(status) => {
-                    crate::log_info!(
-                        "sse {target}: reconnect answered {status}; ending the client's stream"
-                    );
-                    return self.finish_boxed(client, SseEnd::Completed).await;
-                }
-                Reconnect::GaveUp(attempts) => {
-                    WorkerMetrics::inc(&self.ctx.metrics.give_ups);
-                    let stalled = self.stalled_since.unwrap_or(dropped_at).elapsed();
-                    crate::log_warn!(
-                        "sse {target}: giving up after {} ms without a new event ({attempts} attempts since the last drop); ending the client's stream (it can resume from the ring)",
-                        stalled.as_millis()
-                    );
-                    return self.finish_boxed(client, SseEnd::GaveUp).await;
-                }
-                Reconnect::ClientGone => return SseEnd::ClientGone,
+                attempts,
+            } => {
+                WorkerMetrics::inc(&self.ctx.metrics.resumes);
+                let status = &self.entry.status;
+                status.resumes.set(status.resumes.get() + 1);
+                status.state.set(RelayState::Streaming);
+                let url = self.ctx.upstreams.borrow().spec(replica).url.clone();
+                crate::log_info!(
+                    "sse {target}: resumed after id {:?} on {url} ({attempts} attempt{}, {} ms since the drop)",
+                    String::from_utf8_lossy(&last_id),
+                    if attempts == 1 { "" } else { "s" },
+                    dropped_at.elapsed().as_millis()
+                );
+                *status.upstream.borrow_mut() = url;
+                self.decoder = decoder;
+                self.skipping_repeats = false;
+                self.last_upstream = Instant::now();
+                self.gap_from = Some(dropped_at);
+                self.cursor_seed = Some(last_id);
+                self.replica = replica;
+                self.ubuf = buf;
+                Ok(stream)
             }
+            Reconnect::Final(status) => {
+                crate::log_info!(
+                    "sse {target}: reconnect answered {status}; ending the client's stream"
+                );
+                Err(self.finish(client, SseEnd::Completed).await)
+            }
+            Reconnect::GaveUp(attempts) => {
+                WorkerMetrics::inc(&self.ctx.metrics.give_ups);
+                let stalled = self.stalled_since.unwrap_or(dropped_at).elapsed();
+                crate::log_warn!(
+                    "sse {target}: giving up after {} ms without a new event ({attempts} attempts since the last drop); ending the client's stream (it can resume from the ring)",
+                    stalled.as_millis()
+                );
+                Err(self.finish(client, SseEnd::GaveUp).await)
+            }
+            Reconnect::ClientGone => Err(SseEnd::ClientGone),
         }
     }
 

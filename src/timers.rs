@@ -1,0 +1,288 @@
+//! One timer per worker for the deadlines of its many streams (heartbeats, upstream idle
+//! timeouts, send timeouts, the client watch): a monoio `Sleep` is 640 bytes, which was the
+//! largest single part of an idle stream with heartbeats on. Here a stream holds a `TimerSlot`
+//! (16 bytes, and a 48-byte slot in the worker's table while it exists), and the worker's one
+//! driver task sleeps until the earliest deadline of all and wakes the streams whose deadlines
+//! passed.
+//!
+//! The queue holds at most one entry per slot and per earlier deadline: moving a deadline later
+//! (the common case: a heartbeat pushed back by every write) touches only the slot; when its old
+//! entry comes due, the driver sees the later deadline and queues that instead. A slot's waiter
+//! checks its own deadline against the clock when polled, so a wake-up is never wrong, only at
+//! worst spurious.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::{poll_fn, Future};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// How far the driver sleeps when no deadline is queued (it is woken earlier by any new one).
+const IDLE_SLEEP: Duration = Duration::from_secs(3600);
+
+/// A worker's timers.
+#[derive(Default)]
+pub struct Timers {
+    inner: RefCell<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    slots: Vec<Slot>,
+    /// Indexes of slots no `TimerSlot` holds.
+    free: Vec<u32>,
+    /// (deadline, slot), earliest first; entries whose slot moved on are skipped when popped.
+    queue: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// What the driver sleeps until (None: it has not looked yet, or is running).
+    driver_at: Option<Instant>,
+    /// Set when a deadline earlier than `driver_at` was queued: the driver must look again.
+    rescan: bool,
+    driver_waker: Option<Waker>,
+}
+
+#[derive(Default)]
+struct Slot {
+    deadline: Option<Instant>,
+    /// The earliest queue entry for this slot, if any.
+    queued: Option<Instant>,
+    waker: Option<Waker>,
+}
+
+impl Timers {
+    pub fn new() -> Rc<Timers> {
+        Rc::new(Timers::default())
+    }
+
+    /// Number of slots held (tests and metrics).
+    pub fn slots_in_use(&self) -> usize {
+        let inner = self.inner.borrow();
+        inner.slots.len() - inner.free.len()
+    }
+
+    /// The driver: sleeps until the earliest deadline, wakes the slots whose deadlines passed,
+    /// and starts over; runs for the worker's life (spawn it once per worker).
+    pub async fn drive(self: Rc<Self>) {
+        let mut sleep = Box::pin(monoio::time::sleep(IDLE_SLEEP));
+        loop {
+            let next = self.fire_due(Instant::now());
+            let at = next.unwrap_or_else(|| Instant::now() + IDLE_SLEEP);
+            sleep.as_mut().reset(at.into());
+            {
+                let mut inner = self.inner.borrow_mut();
+                inner.driver_at = Some(at);
+            }
+            poll_fn(|cx| {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                let mut inner = self.inner.borrow_mut();
+                if std::mem::take(&mut inner.rescan) {
+                    return Poll::Ready(());
+                }
+                inner.driver_waker = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            self.inner.borrow_mut().driver_at = None;
+        }
+    }
+
+    /// Wakes every slot whose deadline is at or before `now`; returns the next deadline queued.
+    fn fire_due(&self, now: Instant) -> Option<Instant> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        while let Some(&Reverse((at, index))) = inner.queue.peek() {
+            if at > now {
+                return Some(at);
+            }
+            inner.queue.pop();
+            let slot = &mut inner.slots[index as usize];
+            if slot.queued != Some(at) {
+                continue; // an entry the slot no longer counts on
+            }
+            slot.queued = None;
+            match slot.deadline {
+                Some(deadline) if deadline <= now => {
+                    if let Some(waker) = slot.waker.take() {
+                        waker.wake();
+                    }
+                }
+                Some(later) => {
+                    slot.queued = Some(later);
+                    inner.queue.push(Reverse((later, index)));
+                }
+                None => {}
+            }
+        }
+        None
+    }
+
+    fn alloc(&self) -> u32 {
+        let mut inner = self.inner.borrow_mut();
+        match inner.free.pop() {
+            Some(index) => index,
+            None => {
+                inner.slots.push(Slot::default());
+                u32::try_from(inner.slots.len() - 1).expect("fewer than 2^32 timers")
+            }
+        }
+    }
+}
+
+/// One stream's timer: armed for one deadline at a time, re-armed freely.
+pub struct TimerSlot {
+    timers: Rc<Timers>,
+    index: u32,
+}
+
+impl TimerSlot {
+    pub fn new(timers: &Rc<Timers>) -> TimerSlot {
+        TimerSlot {
+            index: timers.alloc(),
+            timers: timers.clone(),
+        }
+    }
+
+    /// Sets the deadline (replacing any earlier one).
+    pub fn arm(&mut self, at: Instant) {
+        let mut inner = self.timers.inner.borrow_mut();
+        let inner = &mut *inner;
+        let slot = &mut inner.slots[self.index as usize];
+        slot.deadline = Some(at);
+        if slot.queued.is_some_and(|queued| queued <= at) {
+            return; // the entry already queued comes first and will requeue this deadline
+        }
+        slot.queued = Some(at);
+        inner.queue.push(Reverse((at, self.index)));
+        if inner.driver_at.is_some_and(|driver_at| at < driver_at) {
+            inner.rescan = true;
+            if let Some(waker) = inner.driver_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Clears the deadline: `fired` then never resolves until armed again.
+    pub fn disarm(&mut self) {
+        let mut inner = self.timers.inner.borrow_mut();
+        let slot = &mut inner.slots[self.index as usize];
+        slot.deadline = None;
+        slot.waker = None;
+    }
+
+    /// Resolves when the armed deadline has passed; never while disarmed. Cancel-safe: dropping
+    /// it only leaves a waker that may be woken once for nothing.
+    pub async fn fired(&mut self) {
+        poll_fn(|cx| {
+            let mut inner = self.timers.inner.borrow_mut();
+            let slot = &mut inner.slots[self.index as usize];
+            match slot.deadline {
+                Some(deadline) if deadline <= Instant::now() => Poll::Ready(()),
+                _ => {
+                    slot.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for TimerSlot {
+    fn drop(&mut self) {
+        let mut inner = self.timers.inner.borrow_mut();
+        let slot = &mut inner.slots[self.index as usize];
+        *slot = Slot::default();
+        inner.free.push(self.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Many slots with deadlines in any order each fire once, not before their deadline, in
+    /// deadline order; moving a deadline later or earlier is honoured, disarmed slots never fire,
+    /// and dropped slots are reused.
+    #[test]
+    fn slots_fire_at_their_deadlines() {
+        runtime().block_on(async {
+            let timers = Timers::new();
+            monoio::spawn(timers.clone().drive());
+            let start = Instant::now();
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let mut handles = Vec::new();
+            for (i, ms) in [40u64, 10, 30, 20, 50].into_iter().enumerate() {
+                let timers = timers.clone();
+                let order = order.clone();
+                handles.push(monoio::spawn(async move {
+                    let mut slot = TimerSlot::new(&timers);
+                    // Armed late first, then moved earlier (slot 0 twice: later, then earlier).
+                    slot.arm(start + Duration::from_millis(500));
+                    if i == 0 {
+                        slot.arm(start + Duration::from_millis(900));
+                    }
+                    slot.arm(start + Duration::from_millis(ms));
+                    slot.fired().await;
+                    assert!(start.elapsed() >= Duration::from_millis(ms), "not early");
+                    order.borrow_mut().push(ms);
+                }));
+            }
+            let never = Rc::new(Cell::new(false));
+            let disarmed = {
+                let timers = timers.clone();
+                let never = never.clone();
+                monoio::spawn(async move {
+                    let mut slot = TimerSlot::new(&timers);
+                    slot.arm(start + Duration::from_millis(5));
+                    slot.disarm();
+                    monoio::select! {
+                        _ = slot.fired() => never.set(true),
+                        _ = monoio::time::sleep(Duration::from_millis(80)) => {}
+                    }
+                })
+            };
+            for h in handles {
+                h.await;
+            }
+            disarmed.await;
+            assert_eq!(*order.borrow(), vec![10, 20, 30, 40, 50]);
+            assert!(!never.get(), "a disarmed slot fired");
+            assert_eq!(timers.slots_in_use(), 0, "dropped slots are freed");
+            let reused = TimerSlot::new(&timers);
+            assert!(reused.index < 6, "a freed slot is reused");
+        });
+    }
+
+    /// A deadline pushed later again and again (a heartbeat moved by every write) fires once, at
+    /// the last deadline, and leaves at most one queue entry behind per move to an earlier time.
+    #[test]
+    fn a_deadline_moved_later_fires_once_at_the_end() {
+        runtime().block_on(async {
+            let timers = Timers::new();
+            monoio::spawn(timers.clone().drive());
+            let start = Instant::now();
+            let mut slot = TimerSlot::new(&timers);
+            for i in 1..=100u64 {
+                slot.arm(start + Duration::from_millis(20 + i / 4));
+            }
+            assert_eq!(
+                timers.inner.borrow().queue.len(),
+                1,
+                "one entry for later moves"
+            );
+            slot.fired().await;
+            assert!(start.elapsed() >= Duration::from_millis(45));
+        });
+    }
+}
