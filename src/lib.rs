@@ -32,7 +32,7 @@ pub mod duration;
 pub mod http;
 pub mod limits;
 pub mod log;
-pub mod memory;
+pub(crate) mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

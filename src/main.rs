@@ -19,7 +19,6 @@ static GLOBAL: tether::alloc_census::CountingMimalloc = tether::alloc_census::Co
 };
 
 fn main() -> ExitCode {
-    tether::memory::configure_allocator();
     #[cfg(feature = "alloc-census")]
     GLOBAL.census.start_reports();
     let cli = Cli::parse();
