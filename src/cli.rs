@@ -179,6 +179,12 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::sse::DEFAULT_MAX_EVENT_BYTES, help_heading = "SSE")]
     pub sse_max_event_bytes: usize,
 
+    /// Memory the unfinished upstream events of all SSE streams may hold together (an event is
+    /// forwarded once complete), shared out equally across workers. A stream whose open event
+    /// would go past its worker's share is ended cleanly after its last whole event.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::sse::partial::DEFAULT_PARTIAL_MEMORY, help_heading = "SSE")]
+    pub sse_partial_memory: usize,
+
     /// Send a ": keep-alive" comment to an SSE client after this much silence (0 = off), so
     /// intermediaries keep the stream and a dead client is noticed.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "15s", help_heading = "SSE")]

@@ -76,6 +76,11 @@ pub enum ConfigError {
         name: String,
     },
     UringEntries(u32),
+    /// A size flag above what tether accepts for it.
+    TooLarge {
+        flag: &'static str,
+        max: usize,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -88,6 +93,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::Cpus { list, reason } => write!(f, "--cpus {list}: {reason}"),
             ConfigError::Zero { flag } => write!(f, "{flag} must be at least 1"),
+            ConfigError::TooLarge { flag, max } => {
+                write!(f, "{flag} must be at most {max} bytes ({} MiB)", max >> 20)
+            }
             ConfigError::HeaderName { flag, name } => write!(
                 f,
                 "{flag} {name:?}: not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
@@ -136,6 +144,12 @@ impl Config {
                 reason: e.to_string(),
             })?;
             upstreams.push(Arc::new(Upstream::new(spec, addrs)));
+        }
+        if args.sse_max_event_bytes > crate::sse::framer::MAX_EVENT_BYTES_LIMIT {
+            return Err(ConfigError::TooLarge {
+                flag: "--sse-max-event-bytes",
+                max: crate::sse::framer::MAX_EVENT_BYTES_LIMIT,
+            });
         }
         let workers = match args.workers {
             Some(0) => return Err(ConfigError::Zero { flag: "--workers" }),
@@ -200,6 +214,7 @@ impl Config {
                 heartbeat: (!args.sse_heartbeat.is_zero()).then_some(args.sse_heartbeat),
                 client_buffer: args.sse_client_buffer,
                 assign_ids: args.assign_ids,
+                partial_memory: args.sse_partial_memory,
             },
             resume: ResumeSettings {
                 idle_timeout: (!args.upstream_idle_timeout.is_zero())

@@ -54,6 +54,10 @@ pub struct WorkerMetrics {
     pub resumes: Cell<u64>,
     pub give_ups: Cell<u64>,
     pub duplicates_dropped: Cell<u64>,
+    /// Bytes of unfinished upstream events held (a gauge, set when scraped).
+    pub sse_partial_bytes: Cell<u64>,
+    /// Streams ended because their worker's unfinished events passed --sse-partial-memory.
+    pub sse_partial_cuts: Cell<u64>,
     /// Replay rings held (a gauge, set when scraped).
     pub replay_rings: Cell<u64>,
     /// What the replay rings cost, overhead included (a gauge, set when scraped).
@@ -241,6 +245,18 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "Repeated SSE events dropped after a resume or replay.",
         |m| m.duplicates_dropped.get(),
+    ),
+    (
+        "sse_partial_bytes",
+        "gauge",
+        "Bytes of unfinished upstream SSE events held (bounded by --sse-partial-memory).",
+        |m| m.sse_partial_bytes.get(),
+    ),
+    (
+        "sse_partial_cuts_total",
+        "counter",
+        "SSE streams ended because unfinished events passed --sse-partial-memory.",
+        |m| m.sse_partial_cuts.get(),
     ),
     (
         "replay_rings",

@@ -23,6 +23,7 @@ use crate::metrics::WorkerMetrics;
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::active::ActiveStreams;
 use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
+use crate::sse::partial::PartialBudget;
 use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
 use crate::sse::table::StreamTable;
@@ -55,6 +56,8 @@ pub struct WorkerCtx {
     pub resume: ResumeSettings,
     /// The worker's one timer for its streams' deadlines.
     pub timers: Rc<Timers>,
+    /// This worker's share of --sse-partial-memory.
+    pub partial: PartialBudget,
 }
 
 impl WorkerCtx {
@@ -69,6 +72,7 @@ impl WorkerCtx {
                 m.replay_rings.set(rings as u64);
                 m.replay_ring_bytes.set(cost as u64);
                 m.replay_budget_bytes.set(self.streams.budget() as u64);
+                m.sse_partial_bytes.set(self.partial.held() as u64);
                 m.snapshot(self.conns.live() as u64)
             },
             streams: self.active.views(),
@@ -189,6 +193,7 @@ fn run(
             active: ActiveStreams::default(),
             resume: config.resume,
             timers: Timers::new(),
+            partial: PartialBudget::new(config.sse.partial_memory / config.workers.max(1)),
             pool: RefCell::new(UpstreamPool::new(
                 replicas,
                 config.upstream_pool_size,

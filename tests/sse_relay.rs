@@ -1302,6 +1302,146 @@ fn an_event_over_the_limit_ends_the_stream_without_waiting_for_the_upstream() {
     )));
 }
 
+/// Issue 11: MCP tool results and model outputs exceed 1 MiB; the default limit lets them through.
+#[test]
+fn a_one_and_a_half_mib_event_passes_with_the_defaults() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &["--sse-heartbeat", "0", "--pass-clean-end"],
+    );
+    let mut s = SseReader::get(t.addr, "/sse?events=2&size=1500000&prime=0", &[]);
+    let events: Vec<SseEvent> = s
+        .events_to_end()
+        .into_iter()
+        .filter(|e| !e.is_comment_only())
+        .collect();
+    assert_eq!(
+        s.clean_end,
+        Some(true),
+        "the stream ends as the upstream ended it"
+    );
+    assert_eq!(events.len(), 2, "both events, whole");
+    for e in &events {
+        let len = e.data.as_ref().map_or(0, String::len);
+        assert!(len >= 1_500_000, "an event of {len} bytes");
+    }
+}
+
+/// An origin whose i-th connection (in accept order) is handed, after its request head was read,
+/// to `handlers[i]`; each runs in its own thread. Stops accepting after the last handler or 10 s.
+fn origin_per_connection(handlers: Vec<Box<dyn FnOnce(std::net::TcpStream) + Send>>) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for handler in handlers {
+            let Ok((mut s, _)) = l.accept() else { return };
+            thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut head = Vec::new();
+                let mut tmp = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                handler(s);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The head and first event of an origin's SSE answer, then `partial` bytes of an event's data
+/// that is not finished yet (close-delimited body: no chunk framing to get in the way).
+fn unfinished_event(partial: usize) -> Vec<u8> {
+    let mut out =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nid: 1\ndata: first\n\ndata: "
+            .to_vec();
+    out.extend(std::iter::repeat_n(b'x', partial));
+    out
+}
+
+/// Issue 11: what unfinished events hold is bounded per worker (--sse-partial-memory). Stream A
+/// holds 1.5 MB of an open event; stream B's open event (2.8 MB) takes the worker past its 4 MiB
+/// share whatever the buffers' growth (A holds 1.5-3 MB, B 2.8-5.6 MB): B is ended cleanly after
+/// its last whole event, A is untouched and gets its event whole when the origin finishes it.
+#[test]
+fn unfinished_events_past_the_worker_share_end_the_stream_that_crossed_it() {
+    use std::io::Write;
+    use std::sync::mpsc;
+    let (finish_a, finish_a_rx) = mpsc::channel::<()>();
+    let handlers: Vec<Box<dyn FnOnce(std::net::TcpStream) + Send>> = vec![
+        Box::new(move |mut s| {
+            let _ = s.write_all(&unfinished_event(1_500_000));
+            // Finishes A's event only when the test says so (after B was cut).
+            let _ = finish_a_rx.recv_timeout(Duration::from_secs(10));
+            let _ = s.write_all(b"\n\nid: 3\ndata: end\n\n");
+            thread::sleep(Duration::from_secs(2));
+        }),
+        Box::new(|mut s| {
+            let _ = s.write_all(&unfinished_event(2_800_000));
+            thread::sleep(Duration::from_secs(5));
+        }),
+    ];
+    let origin = origin_per_connection(handlers);
+    let t = Tether::start(
+        &[origin],
+        &[
+            "--workers",
+            "1",
+            "--sse-partial-memory",
+            "4MiB",
+            "--sse-heartbeat",
+            "0",
+            "--reconnect-timeout",
+            "1s",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut a = SseReader::get(t.addr, "/a", &[]);
+    let first = a.next_event().expect("A reads").expect("A's first event");
+    assert_eq!(first.id.as_deref(), Some("1"));
+    // All of A's open event is in tether before B starts (else A's growth could be the one that
+    // crosses the share): tether's gauge shows it.
+    let admin = t.admin_addr();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            prom_value(&Tether::metrics_text(admin), "tether_sse_partial_bytes")
+                .is_some_and(|v| v >= 1_500_000.0)
+        }),
+        "tether never held A's unfinished event:\n{}",
+        Tether::metrics_text(admin)
+    );
+    let mut b = SseReader::get(t.addr, "/b", &[]);
+    let body_b = b.body_to_end().expect("B's response ends");
+    assert_eq!(b.clean_end, Some(true), "B ended cleanly");
+    assert_eq!(
+        String::from_utf8_lossy(&body_b),
+        "id: 1\ndata: first\n\n",
+        "B got its whole events and nothing of the open one"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || log_has(
+            &t,
+            "--sse-partial-memory"
+        )),
+        "no log line says why:\n{}",
+        log_text(&t)
+    );
+    finish_a.send(()).unwrap();
+    let big = a.next_event().expect("A reads").expect("A's big event");
+    assert_eq!(
+        big.data.as_ref().map_or(0, String::len),
+        1_500_000,
+        "A's event arrived whole"
+    );
+    let end = a.next_event().expect("A reads").expect("A's last event");
+    assert_eq!(end.id.as_deref(), Some("3"));
+}
+
 // ---- 12. resume where it meets the relay -----------------------------------------------------
 
 #[test]

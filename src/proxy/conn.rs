@@ -24,14 +24,20 @@ use crate::worker::WorkerCtx;
 /// How the client connection continues after a relay.
 fn sse_outcome(end: SseEnd, keep_client: bool) -> Outcome {
     match end {
-        SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge | SseEnd::ReplayEvicted
+        SseEnd::Completed
+        | SseEnd::GaveUp
+        | SseEnd::EventTooLarge
+        | SseEnd::PartialBudget
+        | SseEnd::ReplayEvicted
             if keep_client =>
         {
             Outcome::KeepAlive
         }
-        SseEnd::Completed | SseEnd::GaveUp | SseEnd::EventTooLarge | SseEnd::ReplayEvicted => {
-            Outcome::Close
-        }
+        SseEnd::Completed
+        | SseEnd::GaveUp
+        | SseEnd::EventTooLarge
+        | SseEnd::PartialBudget
+        | SseEnd::ReplayEvicted => Outcome::Close,
         SseEnd::ClientGone | SseEnd::SlowClient => Outcome::Abort,
     }
 }

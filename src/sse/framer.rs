@@ -21,7 +21,13 @@ use bytes::{Bytes, BytesMut};
 use std::fmt;
 
 /// Largest block the framer assembles, in bytes; past it `feed` returns FrameError::EventTooLarge and the stream must end.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// 16 MiB: MCP tool results (files, images) and model outputs arrive as one event; what all
+/// streams' unfinished events hold together is bounded by `--sse-partial-memory`.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most `--sse-max-event-bytes` may be: one event is held whole in memory before it is
+/// forwarded, and a stream's share of the partial budget is counted in 32 bits.
+pub const MAX_EVENT_BYTES_LIMIT: usize = 1024 * 1024 * 1024;
 
 /// The UTF-8 byte order mark, stripped once at body offset 0 (rule 1).
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
@@ -241,6 +247,11 @@ impl EventFramer {
     }
 
     /// Bytes held for an incomplete block (for memory accounting).
+    /// Memory the open block holds (its buffer's capacity), for the worker's partial budget.
+    pub fn held_bytes(&self) -> usize {
+        self.partial.capacity()
+    }
+
     pub fn pending_bytes(&self) -> usize {
         let held_bom = match self.bom {
             BomCheck::Pending { matched } => matched,

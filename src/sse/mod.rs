@@ -9,6 +9,7 @@
 //! - [`relay`]: one client's stream (setup and the drop/resume loop), with [`pump`] (one
 //!   upstream body), [`catch_up`] (replay at the client's pace), [`reconnect`] (backoff and
 //!   attempts), [`resume`] (the decisions and one attempt) and [`outbound`] (the client's queue);
+//! - [`partial`]: the worker-wide bound on unfinished events;
 //! - [`active`]: the streams being relayed, for `/streams`.
 
 pub mod active;
@@ -19,6 +20,7 @@ pub mod eviction;
 pub mod framer;
 pub mod lookup;
 pub mod outbound;
+pub mod partial;
 pub mod pump;
 pub mod reconnect;
 pub mod relay;

@@ -346,6 +346,14 @@ impl Relay<'_> {
             }
         }
         self.flush_blocks();
+        if !self.account_partial() {
+            crate::log_warn!(
+                "sse {}: unfinished events on this worker past its share of --sse-partial-memory ({} bytes); ending the stream after its last whole event",
+                self.ring.lineage.scope.target(),
+                self.ctx.partial.limit()
+            );
+            return Some(BodyEnd::PartialBudget);
+        }
         if self.decoder.is_done() {
             return Some(BodyEnd::Clean);
         }

@@ -112,7 +112,7 @@ impl Relay<'_> {
                 AttemptResult::Final(status) => return Reconnect::Final(status),
                 AttemptResult::Retry(why) => {
                     crate::log_debug!("reconnect attempt {attempts} failed: {why}");
-                    wait = self.backoff.next_delay();
+                    wait = self.backoff().next_delay();
                 }
             }
         }

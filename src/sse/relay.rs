@@ -61,6 +61,8 @@ pub struct SseSettings {
     pub client_buffer: usize,
     /// `--assign-ids`: give every event without an id one of tether's own.
     pub assign_ids: bool,
+    /// `--sse-partial-memory`: unfinished events of all streams, process-wide.
+    pub partial_memory: usize,
 }
 
 /// Why a relay ended.
@@ -74,6 +76,9 @@ pub enum SseEnd {
     GaveUp,
     /// The upstream sent a block over `--sse-max-event-bytes`; ended after the last whole block.
     EventTooLarge,
+    /// This stream's open event took its worker past its share of `--sse-partial-memory`; ended
+    /// after the last whole block.
+    PartialBudget,
     /// The events a replay was feeding were evicted (replay memory budget) before the client
     /// took them: the response was ended cleanly after the last event it got, so that its
     /// reconnection (with that id) goes upstream.
@@ -132,6 +137,8 @@ pub(super) enum BodyEnd {
     /// The connection broke before the body ended.
     Dropped(DropKind),
     TooLarge,
+    /// The open event took the worker past its share of --sse-partial-memory.
+    PartialBudget,
     ClientGone,
     SlowClient,
     /// No upstream could be reached for a reconnection the replay ring served: the client got
@@ -154,6 +161,8 @@ pub(super) struct Relay<'c> {
     pub(super) pieces: Vec<Bytes>,
     /// Allocation size of the read the current pieces came from (what ring slices pin).
     pub(super) read_alloc: u32,
+    /// What the framer's open event holds, as counted in the worker's partial budget.
+    pub(super) partial_held: u32,
     /// Upstream bytes read and not yet decoded (an unfinished piece of chunk framing), or the
     /// body bytes that came with a response head.
     pub(super) ubuf: BytesMut,
@@ -182,7 +191,9 @@ pub(super) struct Relay<'c> {
     /// What the upstream resumes from until the framer has a cursor of its own (the id the
     /// stream continued from, then the id of the last resume).
     pub(super) cursor_seed: Option<Bytes>,
-    pub(super) backoff: Backoff,
+    /// Reconnect delays; made at the stream's first drop (most streams never drop, and an
+    /// idle stream should not carry it).
+    pub(super) backoff: Option<Box<Backoff>>,
 }
 
 /// Relays an SSE response to `client` until it ends; see the module doc.
@@ -219,6 +230,7 @@ pub fn relay<'a>(
         blocks: Vec::new(),
         pieces: Vec::new(),
         read_alloc: 0,
+        partial_held: 0,
         ubuf,
         ring,
         dedupe: from != StartFrom::Upstream,
@@ -233,11 +245,7 @@ pub fn relay<'a>(
         request,
         replica,
         cursor_seed: resume_from,
-        backoff: Backoff::new(
-            ctx.resume.initial,
-            ctx.resume.max_delay,
-            jitter_seed(ctx.index),
-        ),
+        backoff: None,
     };
     relay.out.push_raw(head);
     let mut up = up;
@@ -312,6 +320,10 @@ impl Relay<'_> {
                 return Err(SseEnd::SlowClient);
             }
             BodyEnd::TooLarge => return Err(self.finish(client, SseEnd::EventTooLarge).await),
+            BodyEnd::PartialBudget => {
+                WorkerMetrics::inc(&self.ctx.metrics.sse_partial_cuts);
+                return Err(self.finish(client, SseEnd::PartialBudget).await);
+            }
             BodyEnd::Clean if self.ctx.resume.pass_clean_end => {
                 return Err(self.finish(client, SseEnd::Completed).await);
             }
@@ -328,6 +340,7 @@ impl Relay<'_> {
         // (its leading BOM stripped), the cursor is kept. Whatever the next body repeats is
         // in this lineage's ring, which is what the client was sent.
         self.framer.restart_body();
+        self.account_partial();
         self.ubuf = BytesMut::new();
         self.dedupe = true;
         let last_id: Bytes = match (self.framer.last_event_id(), &self.cursor_seed) {
@@ -356,19 +369,19 @@ impl Relay<'_> {
             String::from_utf8_lossy(&last_id)
         );
         if let Some(hint) = self.retry_hint {
-            self.backoff.set_base(hint);
+            self.backoff().set_base(hint);
         }
         // The first reconnect after progress goes at once (the gap is what the client
         // notices), or after the upstream's retry: when it gave one (an upstream that closes
         // on purpose after retry:, as MCP servers may, expects it to be honoured); a reconnect
         // that brought no new event counts as a failure and backs off.
         let first_wait = if self.progressed || self.stalled_since.is_none() {
-            self.backoff.reset();
+            self.backoff().reset();
             self.stalled_since = Some(dropped_at);
             self.retry_hint
                 .map_or(Duration::ZERO, |hint| hint.min(self.ctx.resume.max_delay))
         } else {
-            self.backoff.next_delay()
+            self.backoff().next_delay()
         };
         self.progressed = false;
         match self
@@ -432,6 +445,7 @@ impl Relay<'_> {
         // An unfinished block is discarded, never forwarded; a block completed by a CR at the
         // very end of the body (rule 2) is still a whole block.
         self.framer.finish_into(&mut self.blocks);
+        self.account_partial();
         self.flush_blocks();
         self.out.push_end();
         let out = self.out.take();
@@ -445,6 +459,38 @@ impl Relay<'_> {
             let _ = client.shutdown().await;
         }
         end
+    }
+}
+
+impl Relay<'_> {
+    /// The stream's reconnect backoff, made on first use.
+    pub(super) fn backoff(&mut self) -> &mut Backoff {
+        let resume = &self.ctx.resume;
+        let index = self.ctx.index;
+        self.backoff.get_or_insert_with(|| {
+            Box::new(Backoff::new(
+                resume.initial,
+                resume.max_delay,
+                jitter_seed(index),
+            ))
+        })
+    }
+
+    /// Brings the worker's partial budget up to date with what the framer's open event holds.
+    /// False when this stream grew and took the worker past its share: the stream must end.
+    pub(super) fn account_partial(&mut self) -> bool {
+        // Within u32: --sse-max-event-bytes is at most MAX_EVENT_BYTES_LIMIT (1 GiB), and the
+        // open event's buffer is at most twice that.
+        let now = u32::try_from(self.framer.held_bytes()).unwrap_or(u32::MAX);
+        let was = std::mem::replace(&mut self.partial_held, now);
+        self.ctx.partial.update(was as usize, now as usize)
+    }
+}
+
+impl Drop for Relay<'_> {
+    /// A stream that ends (or whose client leaves) mid-event gives its share back.
+    fn drop(&mut self) {
+        self.ctx.partial.update(self.partial_held as usize, 0);
     }
 }
 
