@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -183,4 +185,221 @@ fn next_id(reader: &mut SseReader) -> u64 {
         .expect("the stream ended")
         .num_id()
         .expect("a numeric id")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slowloris
+// ---------------------------------------------------------------------------------------------
+
+/// Slow connections in the suite; `scripts/hostile.sh` sets TETHER_HOSTILE_SLOWLORIS=4000 (the
+/// issue's figure).
+const SLOWLORIS_CONNECTIONS: usize = 500;
+
+/// `--header-timeout` of the slowloris test.
+const SLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a slow client sends, one byte per second: a request head that never ends in time.
+const SLOW_HEAD: &[u8] = b"GET /small HTTP/1.1\r\nHost: slow\r\nX-Slow: ";
+
+/// Many connections each sending one header byte per second: tether answers each with 408 and
+/// closes it when the header timeout (from the connection's start) runs out, while ordinary
+/// clients, fresh and keep-alive, are served meanwhile. Counts, never speed: the latencies of
+/// the ordinary requests are printed, not asserted.
+#[test]
+fn slowloris_is_cut_by_the_header_timeout_while_others_are_served() {
+    let n = env_count("TETHER_HOSTILE_SLOWLORIS", SLOWLORIS_CONNECTIONS);
+    raise_fd_limit(n as u64 * 2 + 1_000);
+    let up = origin();
+    let t = Tether::start(&[url_of(&up)], &["--header-timeout", "3s"]);
+    let pid = t.pid();
+    let fds_before = fd_count(pid);
+    let mut slow: Vec<SlowClient> = (0..n).map(|_| SlowClient::connect(t.addr)).collect();
+    // Every slow connection is in tether's hands (accepted, a task reading its head) before the
+    // ordinary clients start.
+    assert!(
+        wait_until(IO_TIMEOUT, || fd_count(pid) >= fds_before + n),
+        "tether accepted {} of {n} slow connections",
+        fd_count(pid).saturating_sub(fds_before)
+    );
+
+    // One byte per second per slow client, on this thread's clock; ordinary requests in between.
+    let deadline = Instant::now() + SLOW_HEADER_TIMEOUT + IO_TIMEOUT;
+    let mut next_byte = Instant::now();
+    let mut keep_alive = Client::connect(t.addr);
+    let mut latencies = Vec::new();
+    let mut served_while_all_slow_open = 0;
+    while slow.iter().any(|s| s.open) {
+        assert!(
+            Instant::now() < deadline,
+            "{} slow connections still open {:?} after the header timeout",
+            slow.iter().filter(|s| s.open).count(),
+            IO_TIMEOUT
+        );
+        if Instant::now() >= next_byte {
+            for s in slow.iter_mut() {
+                s.send_byte();
+            }
+            next_byte += Duration::from_secs(1);
+        }
+        let all_open = slow.iter().all(|s| s.open);
+        let started = Instant::now();
+        let (fresh, _) = send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(fresh.status, 200, "a fresh client was not served");
+        assert_eq!(
+            keep_alive.get("/small").status,
+            200,
+            "a keep-alive client was not served"
+        );
+        latencies.push(started.elapsed());
+        if all_open {
+            served_while_all_slow_open += 1;
+        }
+        for s in slow.iter_mut() {
+            s.poll();
+        }
+        // Pacing, not synchronisation: ordinary clients come every few milliseconds rather than
+        // flat out, so the suite's other tests keep their share of the two cores.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        served_while_all_slow_open > 0,
+        "no ordinary request was served while the slow connections were open"
+    );
+    let answered_408 = slow
+        .iter()
+        .filter(|s| s.got.starts_with(b"HTTP/1.1 408 "))
+        .count();
+    assert_eq!(
+        answered_408,
+        n,
+        "every slow connection must get 408 before its close; others got {:?}",
+        slow.iter()
+            .filter(|s| !s.got.starts_with(b"HTTP/1.1 408 "))
+            .map(|s| String::from_utf8_lossy(&s.got).into_owned())
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    drop(keep_alive);
+    let port = t.addr.port();
+    assert!(
+        wait_until(IO_TIMEOUT, || established_at_port(port) == 0),
+        "tether still holds {} client connections; its fds: {:?}",
+        established_at_port(port),
+        fd_targets(pid)
+    );
+    latencies.sort();
+    eprintln!(
+        "slowloris: {n} slow connections answered 408 and closed; {} ordinary request pairs served meanwhile ({} while every slow connection was open), latency p50 {:?} max {:?}",
+        latencies.len(),
+        served_while_all_slow_open,
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+}
+
+/// A client that sends its request head one byte at a time and collects what comes back.
+struct SlowClient {
+    stream: TcpStream,
+    /// Bytes of SLOW_HEAD sent so far (it wraps around: the head never ends).
+    sent: usize,
+    /// What tether sent back.
+    got: Vec<u8>,
+    /// Until tether closes (EOF or reset).
+    open: bool,
+}
+
+impl SlowClient {
+    fn connect(addr: std::net::SocketAddr) -> SlowClient {
+        let stream = TcpStream::connect(addr).expect("connect a slow client");
+        stream.set_nonblocking(true).unwrap();
+        SlowClient {
+            stream,
+            sent: 0,
+            got: Vec::new(),
+            open: true,
+        }
+    }
+
+    fn send_byte(&mut self) {
+        if !self.open {
+            return;
+        }
+        let byte = SLOW_HEAD[self.sent % SLOW_HEAD.len()];
+        match self.stream.write(&[byte]) {
+            Ok(_) => self.sent += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // Closed by tether: what it sent is read by `poll`.
+            Err(_) => self.poll(),
+        }
+    }
+
+    /// Reads what has arrived; notes EOF or a reset.
+    fn poll(&mut self) {
+        let mut buf = [0u8; 1024];
+        while self.open {
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.open = false,
+                Ok(k) => self.got.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => self.open = false,
+            }
+        }
+    }
+}
+
+/// ESTABLISHED TCP connections (IPv4) whose local end is port `port` on this host: tether's side
+/// of its client connections, when `port` is its listening port.
+fn established_at_port(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && f[3] == "01"
+                && f[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+        .count()
+}
+
+/// What each open fd of `pid` is (for failure messages).
+fn fd_targets(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(Vec::new(), |d| {
+        d.filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some(format!(
+                "{}->{}",
+                e.file_name().to_string_lossy(),
+                target.display()
+            ))
+        })
+        .collect()
+    })
+}
+
+/// A count from the environment (the full-scale script sets it), else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to at least `need` (up to the hard limit); tether,
+/// started after, inherits it.
+fn raise_fd_limit(need: u64) {
+    // SAFETY: getrlimit/setrlimit on a local, initialised rlimit.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= need {
+            return;
+        }
+        lim.rlim_cur = need.min(lim.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
 }
