@@ -347,6 +347,160 @@ impl SlowClient {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Pipelining without reading
+// ---------------------------------------------------------------------------------------------
+
+/// Requests the pipelining client writes before it reads anything.
+const PIPELINED: usize = 10_000;
+
+/// Body length of the response to pipelined request k (0-based): unique per request, so the
+/// responses' order is checked by their lengths. Together about 60 MB: far more than every socket
+/// buffer on the way can hold, so tether must stop somewhere.
+fn pipelined_len(k: usize) -> usize {
+    1_000 + k
+}
+
+/// How much tether's RSS may grow while a client has 10,000 requests in flight and reads
+/// nothing: what it holds for one connection (a request head, one response's buffers) is a few
+/// KiB; holding the responses the client does not take would be tens of MB.
+const PIPELINE_RSS_BOUND: u64 = 8 << 20;
+
+/// How long the count of requests tether forwarded must stay the same to say it stopped reading
+/// from the client (an observation of quiescence, bounded by IO_TIMEOUT overall, not a
+/// synchronisation: if tether kept reading, the count would reach 10,000 and the test fails).
+const PIPELINE_QUIET: Duration = Duration::from_secs(1);
+
+/// A client writes 10,000 keep-alive GETs without reading a byte. tether forwards requests until
+/// its writes to the client block, then stops reading from that client: the requests it has not
+/// forwarded wait unread in its socket's receive queue, and its memory stays within a bound. Then
+/// the client reads: exactly 10,000 responses, in order, then the answer to one more request.
+#[test]
+fn ten_thousand_pipelined_requests_without_reading_are_held_back_not_buffered() {
+    let up = origin();
+    let t = Tether::start(&[url_of(&up)], &[]);
+    let pid = t.pid();
+    // Warm-up: the allocator, the pool and the buffers a response of this size uses.
+    let mut warm = Client::connect(t.addr);
+    for k in [0, PIPELINED - 1] {
+        let r = warm.get(&format!("/bytes?n={}", pipelined_len(k)));
+        assert_eq!(r.status, 200);
+    }
+    drop(warm);
+    let rss_before = rss_bytes(pid);
+
+    let mut client = Client::connect(t.addr);
+    set_recv_buffer(&client.stream, 4096);
+    let mut raw = Vec::with_capacity(PIPELINED * 48);
+    for k in 0..PIPELINED {
+        raw.extend_from_slice(
+            format!(
+                "GET /bytes?n={}&p=1 HTTP/1.1\r\nHost: p\r\n\r\n",
+                pipelined_len(k)
+            )
+            .as_bytes(),
+        );
+    }
+    let mut writer_stream = client.stream.try_clone().unwrap();
+    let writer = std::thread::spawn(move || writer_stream.write_all(&raw));
+
+    // tether forwards until the client's side is full, then stops.
+    let forwarded = || {
+        up.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("&p=1"))
+            .count()
+    };
+    let stop = Instant::now() + IO_TIMEOUT;
+    let mut last = (forwarded(), Instant::now());
+    while last.1.elapsed() < PIPELINE_QUIET {
+        assert!(
+            last.0 < PIPELINED,
+            "tether forwarded all {PIPELINED} requests while the client read nothing"
+        );
+        assert!(
+            Instant::now() < stop,
+            "tether never stopped forwarding (at {} requests)",
+            last.0
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let now = forwarded();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let held = last.0;
+    let client_port = client.stream.local_addr().unwrap().port();
+    let unread = recv_queue_of(t.addr.port(), client_port);
+    assert!(
+        unread > 0,
+        "tether stopped at {held} requests but its receive queue is empty: it read the rest"
+    );
+    let rss_after = rss_bytes(pid);
+    let grown = rss_after.saturating_sub(rss_before);
+    eprintln!(
+        "pipelining: tether forwarded {held} of {PIPELINED} requests and stopped; {unread} request bytes wait unread in its receive queue; RSS {} -> {} KiB (+{} KiB)",
+        rss_before >> 10,
+        rss_after >> 10,
+        grown >> 10
+    );
+    assert!(
+        grown < PIPELINE_RSS_BOUND,
+        "tether's RSS grew by {grown} bytes with {held} responses not taken (bound {PIPELINE_RSS_BOUND})"
+    );
+
+    // The client reads: every response, in order; then one more request is answered after them.
+    // A large receive buffer now: through the small one, delayed ACKs would make the 60 MB
+    // crawl.
+    set_recv_buffer(&client.stream, 4 << 20);
+    client.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    for k in 0..PIPELINED {
+        let r = client
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("response {k}: {e}"));
+        assert_eq!(r.status, 200, "response {k}");
+        assert_eq!(r.body.len(), pipelined_len(k), "response {k} out of order");
+    }
+    writer
+        .join()
+        .unwrap()
+        .expect("the client's requests were all taken once it read");
+    client
+        .send(b"GET /small HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = client
+        .read_response(false)
+        .expect("the request after the 10,000");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 100),
+        "one response per request"
+    );
+    assert!(client.is_closed());
+}
+
+/// Bytes waiting unread in the receive queue of the IPv4 TCP socket whose local port is
+/// `local` and remote port `remote` (0 when there is none).
+fn recv_queue_of(local: u16, remote: u16) -> usize {
+    let port_of = |field: &str| {
+        field
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 4 && port_of(f[1]) == Some(local) && port_of(f[2]) == Some(remote))
+                .then(|| f[4].split(':').nth(1))
+                .flatten()
+                .and_then(|rx| usize::from_str_radix(rx, 16).ok())
+        })
+        .unwrap_or(0)
+}
+
 /// ESTABLISHED TCP connections (IPv4) whose local end is port `port` on this host: tether's side
 /// of its client connections, when `port` is its listening port.
 fn established_at_port(port: u16) -> usize {
