@@ -300,13 +300,13 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::
                 // the reserve fd; sleep only when nothing could be refused, so a worker at its
                 // limit neither spins nor leaves clients hanging.
                 let refused = fds.refuse_waiting(&ctx, &listener);
-                fds.failed(ctx.index, &e, refused);
+                fds.pressure(ctx.index, &e, refused);
                 if refused == 0 {
                     monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
                 }
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::ENOMEM)) => {
-                fds.failed(ctx.index, &e, 0);
+                fds.pressure(ctx.index, &e, 0);
                 monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
             }
             Err(e) => crate::log_debug!("worker {}: accept: {e}", ctx.index),
@@ -342,12 +342,10 @@ struct FdPressure {
     reserve: Option<std::fs::File>,
     /// When the last line about fd (or socket memory) pressure was logged.
     logged_at: Option<Instant>,
-    /// Failed accepts since that line (summed up in the next one).
-    failures_since_log: u64,
     /// Connections refused with 503 for lack of fds since that line.
     refused_since_log: u64,
-    /// Between the first failure and the next connection admitted: an "accepting again" line is
-    /// due (within the same once-per-interval budget).
+    /// Pressure was seen and its end not logged yet: the next connection admitted once the
+    /// interval allows logs "accepting again".
     exhausted: bool,
 }
 
@@ -356,7 +354,6 @@ impl FdPressure {
         FdPressure {
             reserve: open_reserve(),
             logged_at: None,
-            failures_since_log: 0,
             refused_since_log: 0,
             exhausted: false,
         }
@@ -387,14 +384,10 @@ impl FdPressure {
         refused
     }
 
-    /// Counts a failed accept (and the connections refused after it).
-    fn failed(&mut self, worker: usize, e: &io::Error, refused: usize) {
-        self.failures_since_log += 1;
-        self.pressure(worker, e, refused);
-    }
-
-    /// Counts `refused` connections refused for `e`; logs when the last line is older than the
-    /// interval.
+    /// Counts `refused` connections refused for `e` (after a failed accept, or for want of a
+    /// spare fd); logs when the last line is older than the interval. A failed accept that
+    /// refused nothing counts only as the pressure going on: at the limit, accept fails every
+    /// ACCEPT_ERROR_BACKOFF_MS whether or not a client is waiting.
     fn pressure(&mut self, worker: usize, e: &io::Error, refused: usize) {
         self.exhausted = true;
         self.refused_since_log += refused as u64;
@@ -406,12 +399,10 @@ impl FdPressure {
             return;
         }
         crate::log_warn!(
-            "worker {worker}: out of file descriptors or socket memory ({e}); refusing new connections with 503 until some close: {} refused, {} failed accepts since the last such line (raise ulimit -n or lower --max-connections; logged at most every {ACCEPT_ERROR_LOG_INTERVAL_SECS}s)",
-            self.refused_since_log,
-            self.failures_since_log
+            "worker {worker}: out of file descriptors or socket memory ({e}); refusing new connections with 503 until some close: {} refused since the last such line (raise ulimit -n or lower --max-connections; logged at most every {ACCEPT_ERROR_LOG_INTERVAL_SECS}s)",
+            self.refused_since_log
         );
         self.logged_at = Some(now);
-        self.failures_since_log = 0;
         self.refused_since_log = 0;
     }
 
@@ -435,12 +426,10 @@ impl FdPressure {
         }
         self.exhausted = false;
         crate::log_info!(
-            "worker {worker}: accepting again ({} connections refused with 503, {} failed accepts since the last line)",
-            self.refused_since_log,
-            self.failures_since_log
+            "worker {worker}: accepting again ({} connections refused with 503 since the last line)",
+            self.refused_since_log
         );
         self.logged_at = Some(now);
-        self.failures_since_log = 0;
         self.refused_since_log = 0;
     }
 }
