@@ -46,8 +46,9 @@ fn at_the_fd_limit_streams_go_on_new_clients_get_503_and_service_resumes() {
     assert_eq!(stream.head.status, 200);
     let mut last = next_id(&mut stream);
 
-    // Keep-alive clients, one request each, until one is refused: the connection accepted into
-    // the last free fd gets a 503 at once (it would have no fd for its upstream).
+    // Keep-alive clients, one request each, until one is refused with 503: either accept(2)
+    // found no fd (the reserve then accepts and refuses it), or the connection took the last fd,
+    // which its upstream would have needed.
     let mut idle = Vec::new();
     loop {
         assert!(
