@@ -28,6 +28,10 @@ pub struct ConnTable {
     live: Cell<usize>,
     /// Set once the worker drains: connections finish their current exchange and close.
     draining: Cell<bool>,
+    /// Set when the grace period is over and every socket was shut: what a task sees fail now
+    /// is the drain, not its peer (an SSE relay must not take it for an upstream drop and
+    /// reconnect).
+    closing: Cell<bool>,
 }
 
 /// A connection's registration; dropping it removes the entry.
@@ -47,6 +51,11 @@ impl ConnTable {
 
     pub fn draining(&self) -> bool {
         self.draining.get()
+    }
+
+    /// The grace period is over: every registered socket has been shut (see `closing` field).
+    pub fn closing(&self) -> bool {
+        self.closing.get()
     }
 
     pub fn register(self: &Rc<Self>, client_fd: RawFd) -> ConnGuard {
@@ -85,6 +94,7 @@ impl ConnTable {
 
     /// Grace period over: close every socket still open.
     pub fn shutdown_all(&self) {
+        self.closing.set(true);
         for entry in self.slots.borrow().iter().flatten() {
             shutdown_fd(entry.client_fd);
             if let Some(fd) = entry.upstream_fd {
@@ -114,6 +124,12 @@ impl ConnGuard {
     pub fn draining(&self) -> bool {
         self.table.draining()
     }
+
+    /// The worker has shut every socket at the end of its grace period: a failure seen now is
+    /// the drain's doing, and nothing should be reconnected.
+    pub fn closing(&self) -> bool {
+        self.table.closing()
+    }
 }
 
 impl Drop for ConnGuard {
@@ -140,5 +156,19 @@ mod tests {
         assert_eq!(table.slots.borrow().len(), 2, "freed slot reused");
         drop((b, c));
         assert_eq!(table.live(), 0);
+    }
+
+    /// Draining, then closing: a guard sees each as the table sets it.
+    #[test]
+    fn closing_follows_shutdown_all() {
+        let table = Rc::new(ConnTable::new());
+        // Descriptors that are not open: shutdown(2) fails with EBADF, which is ignored.
+        let guard = table.register(-1);
+        guard.set_upstream(Some(-1));
+        assert!(!guard.draining() && !guard.closing());
+        table.begin_drain();
+        assert!(guard.draining() && !guard.closing());
+        table.shutdown_all();
+        assert!(guard.closing());
     }
 }

@@ -283,6 +283,7 @@ async fn serve(ctx: Rc<WorkerCtx>, listener: TcpListener, mut control: UnixStrea
 
 async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::io::CancelHandle) {
     let rejecting = Rc::new(Cell::new(0usize));
+    let mut fds = FdPressure::new();
     loop {
         match listener.cancelable_accept(cancel.clone()).await {
             Ok((stream, peer)) => {
@@ -291,31 +292,31 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::
                     drop(stream);
                     break;
                 }
-                admit(&ctx, stream, peer, &rejecting);
+                admit(&ctx, stream, peer, &rejecting, &mut fds);
                 // On io_uring one accept completes per ring cycle; under flat-out streams a cycle
                 // is long and new connections would queue for seconds. Take what the backlog
                 // already holds with non-blocking accepts (never blocks, so never cancelled).
                 for _ in 0..ACCEPT_BURST {
                     match accept_ready(&listener, ctx.driver) {
-                        Some((stream, peer)) => admit(&ctx, stream, peer, &rejecting),
+                        Some((stream, peer)) => admit(&ctx, stream, peer, &rejecting, &mut fds),
                         None => break,
                     }
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) || ctx.conns.draining() => break,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE)
-                        | Some(libc::ENFILE)
-                        | Some(libc::ENOBUFS)
-                        | Some(libc::ENOMEM)
-                ) =>
-            {
-                crate::log_warn!(
-                    "worker {}: accept failed ({e}); backing off {ACCEPT_ERROR_BACKOFF_MS}ms (raise ulimit -n or lower --max-connections)",
-                    ctx.index
-                );
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                // Out of file descriptors: what waits in the backlog would wait (and the accept
+                // fail again) until some connection closes. Refuse it cleanly instead, through
+                // the reserve fd; sleep only when nothing could be refused, so a worker at its
+                // limit neither spins nor leaves clients hanging.
+                let refused = fds.refuse_waiting(&ctx, &listener);
+                fds.pressure(ctx.index, &e, refused);
+                if refused == 0 {
+                    monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
+                }
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::ENOMEM)) => {
+                fds.pressure(ctx.index, &e, 0);
                 monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
             }
             Err(e) => crate::log_debug!("worker {}: accept: {e}", ctx.index),
@@ -323,33 +324,229 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, cancel: monoio::
     }
 }
 
+/// Most connections refused in one go at the fd limit before the accept loop goes back to the
+/// driver (bounded work per wake-up: the rest are refused on the next turn).
+const REFUSE_BURST: usize = 64;
+
+/// Shortest time between two log lines about a worker running out of file descriptors (or
+/// memory for sockets), in seconds: the first failure is logged at once, later ones are counted
+/// and summed up in the next line, so a worker at its limit logs one line per this interval, not
+/// one per refused connection.
+const ACCEPT_ERROR_LOG_INTERVAL_SECS: u64 = 10;
+
+/// Bytes of a refused client's request read and discarded before its socket is closed, so that
+/// the close is a FIN after the 503 rather than a RST that could destroy it in flight.
+const REFUSE_DISCARD_BYTES: usize = 16 * 1024;
+
+/// A worker's answer to running out of file descriptors: the reserve-fd technique that libev's
+/// documentation describes and libuv uses. One fd is kept open on /dev/null while all is well.
+/// When accept fails with EMFILE/ENFILE the reserve is closed for a moment, which lets one waiting
+/// connection be accepted, answered 503 and closed, and then it is opened again: clients at the
+/// limit get a clean, immediate refusal instead of hanging in the backlog. accept(2) fails with
+/// EMFILE even when no connection waits (the kernel takes the fd number first), so when nothing
+/// could be refused the worker sleeps ACCEPT_ERROR_BACKOFF_MS before the next accept: at most
+/// twenty wake-ups a second while the limit lasts, never a spin.
+struct FdPressure {
+    /// The fd held back for refusals; None while it could not be opened again (the worker then
+    /// sleeps between failed accepts and tries again).
+    reserve: Option<std::fs::File>,
+    /// When the last line about fd (or socket memory) pressure was logged.
+    logged_at: Option<Instant>,
+    /// Connections refused with 503 for lack of fds since that line.
+    refused_since_log: u64,
+    /// Pressure was seen and its end not logged yet: the next connection admitted once the
+    /// interval allows logs "accepting again".
+    exhausted: bool,
+}
+
+impl FdPressure {
+    fn new() -> Self {
+        FdPressure {
+            reserve: open_reserve(),
+            logged_at: None,
+            refused_since_log: 0,
+            exhausted: false,
+        }
+    }
+
+    /// Refuses (503 and close) up to REFUSE_BURST connections waiting in the backlog, each through
+    /// the reserve fd. Synchronous and non-blocking: a zero-timeout poll says whether one waits.
+    /// Returns how many were refused.
+    fn refuse_waiting(&mut self, ctx: &WorkerCtx, listener: &TcpListener) -> usize {
+        let mut refused = 0;
+        while refused < REFUSE_BURST {
+            // Closing the reserve frees one fd number for this accept. Without a reserve (another
+            // thread took its number), the accept fails as the driver's did unless an fd was
+            // freed meanwhile.
+            drop(self.reserve.take());
+            let accepted = accept_raw(listener, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            let Some(stream) = accepted else {
+                self.reserve = open_reserve();
+                break;
+            };
+            refuse_now(stream);
+            refused += 1;
+            WorkerMetrics::inc(&ctx.metrics.connections_accepted);
+            WorkerMetrics::inc(&ctx.metrics.connections_rejected);
+            ctx.metrics.record_response(503);
+            self.reserve = open_reserve();
+        }
+        refused
+    }
+
+    /// Counts `refused` connections refused for `e` (after a failed accept, or for want of a
+    /// spare fd); logs when the last line is older than the interval. A failed accept that
+    /// refused nothing counts only as the pressure going on: at the limit, accept fails every
+    /// ACCEPT_ERROR_BACKOFF_MS whether or not a client is waiting.
+    fn pressure(&mut self, worker: usize, e: &io::Error, refused: usize) {
+        self.exhausted = true;
+        self.refused_since_log += refused as u64;
+        let now = Instant::now();
+        let due = self.logged_at.is_none_or(|at| {
+            now.duration_since(at) >= Duration::from_secs(ACCEPT_ERROR_LOG_INTERVAL_SECS)
+        });
+        if !due {
+            return;
+        }
+        crate::log_warn!(
+            "worker {worker}: out of file descriptors or socket memory ({e}); refusing new connections with 503 until some close: {} refused since the last such line (raise ulimit -n or lower --max-connections; logged at most every {ACCEPT_ERROR_LOG_INTERVAL_SECS}s)",
+            self.refused_since_log
+        );
+        self.logged_at = Some(now);
+        self.refused_since_log = 0;
+    }
+
+    /// A connection was admitted: the pressure is over (for now). Takes the reserve back if it was
+    /// lost. Logged with what was refused meanwhile, within the same once-per-interval budget:
+    /// when the last line is too recent, the first connection admitted after the interval logs
+    /// it (a check of the clock per accepted connection, only until then).
+    fn recovered(&mut self, worker: usize) {
+        if !self.exhausted {
+            return;
+        }
+        if self.reserve.is_none() {
+            self.reserve = open_reserve();
+        }
+        let now = Instant::now();
+        let due = self.logged_at.is_none_or(|at| {
+            now.duration_since(at) >= Duration::from_secs(ACCEPT_ERROR_LOG_INTERVAL_SECS)
+        });
+        if !due {
+            return;
+        }
+        self.exhausted = false;
+        crate::log_info!(
+            "worker {worker}: accepting again ({} connections refused with 503 since the last line)",
+            self.refused_since_log
+        );
+        self.logged_at = Some(now);
+        self.refused_since_log = 0;
+    }
+}
+
+/// The reserve fd (/dev/null, close-on-exec); None when the process has no fd to spare.
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Answers `503` and closes, without waiting for anything: the answer fits in a fresh socket's
+/// send buffer; what the client already sent is read and discarded first (bounded) so the close
+/// sends FIN rather than RST. A request that arrives later may still meet a RST; the 503 is then
+/// already in the client's receive buffer, which Linux delivers before reporting the reset.
+fn refuse_now(stream: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut out = bytes::BytesMut::new();
+    crate::http::write_error_response(503, REFUSED_NO_FDS, false, &mut out);
+    let mut stream = stream;
+    let _ = stream.write(&out);
+    let mut sink = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < REFUSE_DISCARD_BYTES {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => discarded += n,
+            _ => break,
+        }
+    }
+}
+
 /// Connections taken from the backlog with non-blocking accepts after each driver accept.
 const ACCEPT_BURST: usize = 64;
 
-/// Serves a new connection, or answers 503 past --max-connections.
-fn admit(ctx: &Rc<WorkerCtx>, stream: TcpStream, peer: SocketAddr, rejecting: &Rc<Cell<usize>>) {
+/// Serves a new connection, or answers 503: past --max-connections, or when the process has no
+/// fd left for the connection's upstream (it would get a 502 naming a socket error, and every such
+/// request would log one).
+fn admit(
+    ctx: &Rc<WorkerCtx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    rejecting: &Rc<Cell<usize>>,
+    fds: &mut FdPressure,
+) {
     WorkerMetrics::inc(&ctx.metrics.connections_accepted);
-    if ctx.conns.live() >= ctx.config.max_connections {
-        WorkerMetrics::inc(&ctx.metrics.connections_rejected);
-        ctx.metrics.record_response(503);
-        if rejecting.get() < MAX_REJECTING_PER_WORKER {
-            rejecting.set(rejecting.get() + 1);
-            let counter = rejecting.clone();
-            monoio::spawn(async move {
-                reject_overloaded(stream).await;
-                counter.set(counter.get() - 1);
-            });
-        }
+    let reason = if ctx.conns.live() >= ctx.config.max_connections {
+        Some("too many connections on this worker")
+    } else if let Err(e) = fd_to_spare(&stream) {
+        fds.pressure(ctx.index, &e, 1);
+        Some(REFUSED_NO_FDS)
+    } else {
+        fds.recovered(ctx.index);
+        None
+    };
+    let Some(reason) = reason else {
+        monoio::spawn(crate::proxy::conn::serve_client(ctx.clone(), stream, peer));
         return;
+    };
+    WorkerMetrics::inc(&ctx.metrics.connections_rejected);
+    ctx.metrics.record_response(503);
+    if rejecting.get() < MAX_REJECTING_PER_WORKER {
+        rejecting.set(rejecting.get() + 1);
+        let counter = rejecting.clone();
+        monoio::spawn(async move {
+            reject_overloaded(stream, reason).await;
+            counter.set(counter.get() - 1);
+        });
     }
-    monoio::spawn(crate::proxy::conn::serve_client(ctx.clone(), stream, peer));
+}
+
+/// What a client refused for lack of file descriptors is told.
+const REFUSED_NO_FDS: &str = "the proxy cannot take more connections now";
+
+/// Whether the process could open one more fd (the connection's upstream): a duplicate of
+/// `stream`'s fd is made and closed at once (two syscalls per accepted connection, none per
+/// request). Err(EMFILE/ENFILE) when it could not: the connection just accepted took the last one.
+fn fd_to_spare(stream: &TcpStream) -> io::Result<()> {
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd that we own and close at once, or -1.
+    let dup = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => Err(e),
+            _ => Ok(()),
+        };
+    }
+    // SAFETY: `dup` is the duplicate made just above; closing it leaves `stream`'s fd open.
+    unsafe { libc::close(dup) };
+    Ok(())
+}
+
+/// One connection the backlog already holds, without waiting (see [`accept_raw`]), as a monoio
+/// stream. The new socket is non-blocking only for epoll: io_uring returns EAGAIN on
+/// non-blocking sockets instead of waiting for them.
+fn accept_ready(listener: &TcpListener, driver: DriverKind) -> Option<(TcpStream, SocketAddr)> {
+    let flags = match driver {
+        DriverKind::Epoll => libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        DriverKind::IoUring => libc::SOCK_CLOEXEC,
+    };
+    let std_stream = accept_raw(listener, flags)?;
+    let peer = std_stream.peer_addr().ok()?;
+    let stream = TcpStream::from_std(std_stream).ok()?;
+    Some((stream, peer))
 }
 
 /// One connection the backlog already holds, without waiting: a zero-timeout `poll` says
-/// whether one is there (the listener may be in blocking mode under io_uring), then `accept4`.
-/// The new socket is non-blocking only for epoll: io_uring returns EAGAIN on non-blocking
-/// sockets instead of waiting for them.
-fn accept_ready(listener: &TcpListener, driver: DriverKind) -> Option<(TcpStream, SocketAddr)> {
+/// whether one is there (the listener may be in blocking mode under io_uring), then `accept4`
+/// with `flags`. None when nothing waits or the accept fails (EMFILE included).
+fn accept_raw(listener: &TcpListener, flags: libc::c_int) -> Option<std::net::TcpStream> {
     let mut pfd = libc::pollfd {
         fd: listener.as_raw_fd(),
         events: libc::POLLIN,
@@ -359,10 +556,6 @@ fn accept_ready(listener: &TcpListener, driver: DriverKind) -> Option<(TcpStream
     if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 || pfd.revents & libc::POLLIN == 0 {
         return None;
     }
-    let flags = match driver {
-        DriverKind::Epoll => libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        DriverKind::IoUring => libc::SOCK_CLOEXEC,
-    };
     // SAFETY: accept4 with null address pointers only returns a new fd (or -1); we own it. The
     // poll above said a connection is waiting and no other accept runs on this listener now
     // (the driver's accept just completed and the next is not submitted yet), so it returns at
@@ -379,16 +572,14 @@ fn accept_ready(listener: &TcpListener, driver: DriverKind) -> Option<(TcpStream
         return None;
     }
     // SAFETY: `fd` is a freshly accepted socket nobody else owns.
-    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    let peer = std_stream.peer_addr().ok()?;
-    let stream = TcpStream::from_std(std_stream).ok()?;
-    Some((stream, peer))
+    Some(unsafe { std::net::TcpStream::from_raw_fd(fd) })
 }
 
-/// Past --max-connections: answer 503 and close, within a bounded time.
-async fn reject_overloaded(mut stream: TcpStream) {
+/// Past --max-connections (or out of fds): answer 503 with `reason` and close, within a bounded
+/// time.
+async fn reject_overloaded(mut stream: TcpStream, reason: &str) {
     let mut out = bytes::BytesMut::new();
-    crate::http::write_error_response(503, "too many connections on this worker", false, &mut out);
+    crate::http::write_error_response(503, reason, false, &mut out);
     let _ = monoio::time::timeout(
         Duration::from_millis(ERROR_ANSWER_TIMEOUT_MS),
         stream.write_all(out.freeze()),

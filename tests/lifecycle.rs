@@ -228,3 +228,71 @@ fn wait_for_upstream_request(up: &tether_perf::UpstreamHandle, prefix: &str) {
         up.requests()
     );
 }
+
+/// When the grace period ends, the drain shuts every remaining socket, an SSE stream's upstream
+/// included. The relay must take that for the end it is, not for an upstream drop to resume: a
+/// worker that is closing must open no new upstream connection.
+///
+/// Fails today on io_uring in every run (6 of 6; on epoll it passed): with events every 20 ms
+/// the relay's pump is never idle long enough to watch its client, so it sees its upstream's EOF
+/// first, records a drop and reconnects at once (the first reconnect after progress has no
+/// backoff): the upstream gets one more connection while tether shuts down. The fix belongs to
+/// the relay (src/sse/relay.rs, before reconnecting: end the stream when
+/// `ConnGuard::closing()`), which another change is rewriting; un-ignore this test with it.
+#[test]
+#[ignore = "needs the relay to check ConnGuard::closing() before it reconnects (src/sse/relay.rs)"]
+fn the_drain_opens_no_upstream_connection_after_the_grace_period() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    // The upstream: one SSE response, an event every 20 ms until tether closes the connection.
+    let upstream = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut head = Vec::new();
+        let mut tmp = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut tmp).unwrap();
+            assert!(n > 0, "tether closed before its request head");
+            head.extend_from_slice(&tmp[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+            .unwrap();
+        for id in 1.. {
+            if conn
+                .write_all(format!("id: {id}\ndata: {id}\n\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+            // Pacing of the upstream's events, not a synchronisation.
+            thread::sleep(Duration::from_millis(20));
+        }
+        listener
+    });
+    let mut t = Tether::start(
+        &[format!("http://{up_addr}")],
+        &["--shutdown-grace", "300ms", "--sse-heartbeat", "0"],
+    );
+    let mut stream = SseReader::get(t.addr, "/stream", &[]);
+    assert_eq!(stream.head.status, 200);
+    for _ in 0..3 {
+        assert!(stream.next_event().expect("events").is_some());
+    }
+    t.signal(libc::SIGTERM);
+    let status = t
+        .wait_exit(Duration::from_secs(10))
+        .expect("tether must exit after the grace period");
+    assert!(status.success(), "{status:?}");
+    let listener = upstream.join().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    // A connection tether opened, even one it closed at once, waits in the accept queue.
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!(
+            "tether connected to the upstream again while shutting down: {:?}\n{}",
+            other.map(|(_, peer)| peer),
+            t.log_lines().join("\n")
+        ),
+    }
+}

@@ -39,9 +39,44 @@ impl Tether {
             .unwrap_or_else(|log| panic!("tether did not start:\n{}", log.join("\n")))
     }
 
+    /// As [`Tether::start`], with the process's file-descriptor limit (RLIMIT_NOFILE, soft and
+    /// hard) set to `nofile` before it starts.
+    pub fn start_with_fd_limit(upstreams: &[String], extra: &[&str], nofile: u64) -> Tether {
+        let mut args: Vec<String> = vec!["reverse".into(), "--bind".into(), "127.0.0.1:0".into()];
+        for u in upstreams {
+            args.push("--upstream".into());
+            args.push(u.clone());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_command(&args, Some(nofile))
+            .unwrap_or_else(|log| panic!("tether did not start:\n{}", log.join("\n")))
+    }
+
     /// Starts tether with exactly `args`; Err carries its log when it exits before listening.
     pub fn start_args(args: &[String]) -> Result<Tether, Vec<String>> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        Self::start_command(args, None)
+    }
+
+    fn start_command(args: &[String], nofile: Option<u64>) -> Result<Tether, Vec<String>> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe; the
+            // closure touches nothing of the parent but the copied value `n`.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1036,6 +1071,21 @@ pub fn prom_value(text: &str, name: &str) -> Option<f64> {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// CPU time process `pid` has used so far (user + system, all threads), from /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 /// Resident set size of process `pid` in bytes (VmRSS of /proc/PID/status); 0 when unreadable.
