@@ -233,14 +233,12 @@ fn wait_for_upstream_request(up: &tether_perf::UpstreamHandle, prefix: &str) {
 /// included. The relay must take that for the end it is, not for an upstream drop to resume: a
 /// worker that is closing must open no new upstream connection.
 ///
-/// Fails today on io_uring in every run (6 of 6; on epoll it passed): with events every 20 ms
-/// the relay's pump is never idle long enough to watch its client, so it sees its upstream's EOF
-/// first, records a drop and reconnects at once (the first reconnect after progress has no
-/// backoff): the upstream gets one more connection while tether shuts down. The fix belongs to
-/// the relay (src/sse/relay.rs, before reconnecting: end the stream when
-/// `ConnGuard::closing()`), which another change is rewriting; un-ignore this test with it.
+/// Failed on io_uring in every run (6 of 6; on epoll it passed) before the relay checked
+/// `ConnGuard::closing()`: with events every 20 ms the relay's pump is never idle long enough to
+/// watch its client, so it saw its upstream's EOF first, recorded a drop and reconnected at once
+/// (the first reconnect after progress has no backoff): the upstream got one more connection
+/// while tether shut down.
 #[test]
-#[ignore = "needs the relay to check ConnGuard::closing() before it reconnects (src/sse/relay.rs)"]
 fn the_drain_opens_no_upstream_connection_after_the_grace_period() {
     use std::io::{Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -295,6 +295,11 @@ fn run<'a, 'c>(
                 }
                 None => BodyEnd::Unreachable,
             };
+            // The worker shut every socket at the end of its grace period: the upstream's end
+            // is the drain's doing, and nothing may be reconnected while the worker stops.
+            if guard.closing() {
+                return SseEnd::ClientGone;
+            }
             // Boxed: dropping and reconnecting is rare and its state is large; a streaming relay
             // (the state tens of thousands of idle streams sit in) does not carry its size.
             match Box::pin(relay.after_body(client, body_end)).await {
