@@ -12,7 +12,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::conn_io::read_more_within;
-use crate::http::{HeadKind, HeadLimits, HeadScanner, RequestHead};
+use crate::http::{HeadLimits, HeadScanner, RequestHead};
 use crate::metrics::render_prometheus;
 use crate::sse::directory::{Answer, Message, WorkerStatus};
 use crate::worker::WorkerCtx;
@@ -48,11 +48,8 @@ async fn answer(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
     let mut scanner = HeadScanner::new();
     let mut buf = BytesMut::new();
     let head = loop {
-        match scanner.scan(&buf, &limits, HeadKind::Request) {
-            Ok(Some(n)) => match RequestHead::parse(buf.split_to(n).freeze(), &limits) {
-                Ok(head) => break head,
-                Err(_) => return,
-            },
+        match scanner.next_head::<RequestHead>(&mut buf, &limits) {
+            Ok(Some(head)) => break head,
             Ok(None) => {}
             Err(_) => return,
         }

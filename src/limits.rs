@@ -32,6 +32,11 @@ pub const BODY_READ_BUFFER: usize = 16 * 1024;
 /// retrying at once would spin a core while the queue waits for fds to be released.
 pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
 
+/// How long a client must wait on something quiet (an upstream slow to answer, an SSE stream with
+/// nothing to send) before its socket is also watched for a disconnect. Watching costs a poll op
+/// each time; answers and busy streams that come sooner never pay for it.
+pub const CLIENT_WATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a `503`/error answer to a client may take before the socket is closed regardless, in
 /// milliseconds.
 pub const ERROR_ANSWER_TIMEOUT_MS: u64 = 1_000;

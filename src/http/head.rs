@@ -162,6 +162,28 @@ pub enum HeadKind {
     Response,
 }
 
+/// A head the scanner can delimit and parse: what the four head-reading loops (a client's
+/// request, an upstream's answer, a resume attempt's answer, the admin endpoint's request) have
+/// in common, so each keeps only its own way of reading more (HeadScanner::next_head).
+pub trait ParseHead: Sized {
+    const KIND: HeadKind;
+    fn parse_head(bytes: Bytes, limits: &HeadLimits) -> Result<Self, HttpError>;
+}
+
+impl ParseHead for RequestHead {
+    const KIND: HeadKind = HeadKind::Request;
+    fn parse_head(bytes: Bytes, limits: &HeadLimits) -> Result<Self, HttpError> {
+        RequestHead::parse(bytes, limits)
+    }
+}
+
+impl ParseHead for ResponseHead {
+    const KIND: HeadKind = HeadKind::Response;
+    fn parse_head(bytes: Bytes, limits: &HeadLimits) -> Result<Self, HttpError> {
+        ResponseHead::parse(bytes, limits)
+    }
+}
+
 /// A parsed request head. Every span indexes `bytes`.
 #[derive(Debug, Clone)]
 pub struct RequestHead {

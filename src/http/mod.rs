@@ -40,7 +40,7 @@ pub use framing::{
     response_keep_alive, BodyKind, ResponseFraming,
 };
 pub use head::{
-    HeadKind, HeadLimits, HeaderField, Method, RequestHead, ResponseHead, Span, Version,
+    HeadKind, HeadLimits, HeaderField, Method, ParseHead, RequestHead, ResponseHead, Span, Version,
 };
 pub(crate) use head::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES};
 pub(crate) use rewrite::{reason_phrase, write_error_response, write_interim_response};

@@ -6,7 +6,9 @@ use std::sync::LazyLock;
 use memchr::memmem;
 
 use super::error::HttpError;
-use super::head::{HeadKind, HeadLimits, REQUEST_LINE_SLACK_BYTES};
+use bytes::BytesMut;
+
+use super::head::{HeadKind, HeadLimits, ParseHead, REQUEST_LINE_SLACK_BYTES};
 use super::syntax::is_tchar;
 
 /// Incremental end-of-head finder. It resumes the scan where it stopped, so a head arriving one
@@ -158,6 +160,22 @@ fn find_empty_line(window: &[u8]) -> Option<usize> {
 impl HeadScanner {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The next complete head at the front of `buf`, split off and parsed (Ok(None): read more;
+    /// the bytes after the head stay in `buf`). Errors are the scan's (limits) or the parse's.
+    pub fn next_head<H: ParseHead>(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &HeadLimits,
+    ) -> Result<Option<H>, HttpError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        match self.scan(buf, limits, H::KIND)? {
+            Some(n) => H::parse_head(buf.split_to(n).freeze(), limits).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Ok(Some(n)): buf[..n] is one complete head including its terminating empty line.

@@ -15,7 +15,7 @@ use super::error::ProxyError;
 use super::exchange::{self, ClientSide, Failed, Outcome};
 use crate::conn_io::{read_more_within, read_now, write_vec_within, BytesVec, IoFailure};
 use crate::conn_table::ConnGuard;
-use crate::http::{write_error_response, HeadKind, HeadScanner, RequestHead};
+use crate::http::{write_error_response, HeadScanner, RequestHead};
 use crate::limits::CLIENT_READ_BUFFER;
 use crate::metrics::WorkerMetrics;
 use crate::sse::relay::{relay, SseEnd};
@@ -169,16 +169,13 @@ impl ClientConn {
         let mut deadline = (self.requests == 0).then(|| Instant::now() + t.header);
         let mut first_read = self.requests == 0;
         loop {
+            if let Some(head) = scanner
+                .next_head::<RequestHead>(&mut self.buf, &limits)
+                .map_err(ProxyError::ClientProtocol)?
+            {
+                return Ok(Some(head));
+            }
             if !self.buf.is_empty() {
-                if let Some(n) = scanner
-                    .scan(&self.buf, &limits, HeadKind::Request)
-                    .map_err(ProxyError::ClientProtocol)?
-                {
-                    let bytes = self.buf.split_to(n).freeze();
-                    return RequestHead::parse(bytes, &limits)
-                        .map(Some)
-                        .map_err(ProxyError::ClientProtocol);
-                }
                 deadline.get_or_insert_with(|| Instant::now() + t.header);
             } else if self.guard.draining() && self.requests > 0 {
                 return Ok(None);

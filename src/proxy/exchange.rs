@@ -24,10 +24,10 @@ use crate::conn_table::ConnGuard;
 use crate::http::{
     expects_continue, request_body_kind, response_body_kind, response_keep_alive,
     write_client_response, write_interim_response, write_upstream_request, BodyDecoder, BodyKind,
-    ChunkHeader, Decoded, ForwardContext, HeadKind, HeadScanner, HttpError, Method, OutFraming,
-    RequestHead, ResponseHead, Version, CHUNK_END, LAST_CHUNK,
+    ChunkHeader, Decoded, ForwardContext, HeadScanner, HttpError, Method, OutFraming, RequestHead,
+    ResponseHead, Version, CHUNK_END, LAST_CHUNK,
 };
-use crate::limits::BODY_READ_BUFFER;
+use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
 use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
@@ -36,11 +36,6 @@ use crate::worker::WorkerCtx;
 
 /// Free space reserved before each read of a head, in bytes.
 const HEAD_READ_RESERVE: usize = 4 * 1024;
-
-/// How long the upstream may take to start answering before the proxy also watches the client
-/// socket for a disconnect. Waiting costs nothing; watching costs a poll op per request, so fast
-/// answers (the common case) never pay for it.
-const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(50);
 
 const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -541,16 +536,10 @@ impl Exchange<'_, '_> {
         let mut scanner = HeadScanner::new();
         let mut received_any = !ubuf.is_empty();
         loop {
-            if !ubuf.is_empty() {
-                match scanner.scan(ubuf, &limits, HeadKind::Response) {
-                    Ok(Some(n)) => {
-                        let bytes = ubuf.split_to(n).freeze();
-                        return ResponseHead::parse(bytes, &limits)
-                            .map_err(|e| ProxyError::UpstreamProtocol(e).into());
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(ProxyError::UpstreamProtocol(e).into()),
-                }
+            match scanner.next_head::<ResponseHead>(ubuf, &limits) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(e) => return Err(ProxyError::UpstreamProtocol(e).into()),
             }
             let (n, buf) =
                 read_watching_client(up, mem::take(ubuf), self.client.stream, deadline).await?;

@@ -32,13 +32,9 @@ use super::relay::{BodyEnd, Relay};
 use super::ring::RingEvent;
 use crate::conn_io::{peek_state, PeekState};
 use crate::http::Decoded;
+use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::timers::{TimerSlot, Timers};
-
-/// How long a stream must be quiet before the client socket is also watched for a disconnect.
-/// Watching costs a poll op each time the stream goes quiet; busy streams notice a gone client
-/// through their writes instead.
-pub(super) const CLIENT_WATCH_DELAY: Duration = Duration::from_millis(100);
 
 /// Largest single read from an SSE upstream, in bytes (the worker's scratch buffer): one wake-up
 /// of one stream handles at most this much, so no stream holds its worker for long.

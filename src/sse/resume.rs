@@ -11,8 +11,8 @@ use monoio::net::TcpStream;
 
 use crate::conn_io::{read_more_within, write_vec_within, BytesVec, IoFailure};
 use crate::http::{
-    response_body_kind, write_upstream_request, BodyDecoder, BodyKind, ForwardContext, HeadKind,
-    HeadScanner, Method, OutFraming, RequestHead, ResponseHead,
+    response_body_kind, write_upstream_request, BodyDecoder, BodyKind, ForwardContext, HeadScanner,
+    Method, OutFraming, RequestHead, ResponseHead,
 };
 use crate::upstream::connect;
 use crate::worker::WorkerCtx;
@@ -226,28 +226,16 @@ async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> 
     let mut scanner = HeadScanner::new();
     let mut buf = BytesMut::new();
     let head = loop {
-        if !buf.is_empty() {
-            match scanner.scan(&buf, &limits, HeadKind::Response) {
-                Ok(Some(n)) => match ResponseHead::parse(buf.split_to(n).freeze(), &limits) {
-                    Ok(head) if (100..200).contains(&head.status) => {
-                        scanner = HeadScanner::new();
-                        continue;
-                    }
-                    Ok(head) => break head,
-                    Err(e) => {
-                        return AttemptResult::Retry(RetryReason::Invalid {
-                            url,
-                            detail: e.to_string(),
-                        })
-                    }
-                },
-                Ok(None) => {}
-                Err(e) => {
-                    return AttemptResult::Retry(RetryReason::Invalid {
-                        url,
-                        detail: e.to_string(),
-                    })
-                }
+        match scanner.next_head::<ResponseHead>(&mut buf, &limits) {
+            // An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            Ok(Some(head)) if (100..200).contains(&head.status) => continue,
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(e) => {
+                return AttemptResult::Retry(RetryReason::Invalid {
+                    url,
+                    detail: e.to_string(),
+                })
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
