@@ -584,6 +584,138 @@ fn a_replay_of_several_megabytes_reaches_a_slow_reader_whole() {
     );
 }
 
+/// The `ring_events` of the first stream `/streams` lists with exactly this path.
+fn ring_events_of(admin: std::net::SocketAddr, path: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /streams HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let entry = text
+        .split("{\"path\":")
+        .find(|e| e.starts_with(&format!("\"{path}\"")))?;
+    let n = entry.split("\"ring_events\":").nth(1)?;
+    n.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Issue 9 (replay at the client's pace, under the memory budget): a replay whose next events are
+/// evicted while its client is catching up ends the response cleanly after the last whole event
+/// the client got, and the client's reconnection with that id continues from there (from the
+/// ring or upstream): nothing lost, nothing twice. Client A leaves a ring of ~12 MB (3000 events
+/// of 4000 bytes); B reconnects from id 1 and stops reading, so its replay stalls once the
+/// sockets' buffers are full (a few MB at most on loopback); five other streams then fill the
+/// worker's 16 MiB budget, and the largest ring (B's) is trimmed to a common level far past B's
+/// position. Then B reads.
+#[test]
+fn a_replay_overtaken_by_eviction_ends_cleanly_and_resumes() {
+    const A_LAST: u64 = 3000;
+    let _turn = heavy_turn();
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--replay-bytes",
+            "32MiB",
+            "--replay-memory",
+            "16MiB",
+            "--replay-events",
+            "8192",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=0&size=4000&rate=4000&ts=0&big=1";
+    let mut a = SseReader::get(t.addr, path, &[]);
+    check(
+        "client A",
+        &read_ids(&mut a, A_LAST, Pace::FULL_SPEED, None),
+        1..=A_LAST,
+    )
+    .unwrap();
+    drop(a);
+    // A's relay has noticed its client gone: B takes its ring over (a ring still live would be
+    // copied, and the copy counted in full).
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            prom_value(&Tether::metrics_text(admin), "tether_sse_streams_active") == Some(0.0)
+        }),
+        "A's stream never ended"
+    );
+
+    let mut b = slow_get(&t, path, &["Last-Event-ID: 1"], 32 * 1024);
+    assert_eq!(b.head.status, 200, "client B's reconnection");
+
+    // Five other streams fill the budget; B's ring is trimmed to its share. B's replay cannot
+    // have got further than what the sockets buffer (< 1500 events of 4 KB).
+    let mut others: Vec<SseReader> = (0..5)
+        .map(|i| SseReader::get(t.addr, &format!("{path}&other={i}"), &[]))
+        .collect();
+    let mut read_to = 0u64;
+    let trimmed = loop {
+        let events = ring_events_of(admin, path);
+        if events.is_some_and(|n| n < 1000) || read_to >= 4000 {
+            break events;
+        }
+        read_to += 100;
+        for (i, o) in others.iter_mut().enumerate() {
+            let r = read_ids(o, read_to, Pace::FULL_SPEED, None);
+            assert!(r.stopped.is_none(), "stream {i} stopped: {:?}", r.stopped);
+        }
+    };
+    assert!(
+        trimmed.is_some_and(|n| n < 1000),
+        "B's ring was never trimmed past B's position ({trimmed:?} events left):\n{}",
+        Tether::metrics_text(admin)
+    );
+    drop(others);
+
+    // B reads: a run from 2 without a gap, then a clean end (its next events are gone).
+    b.deadline = Instant::now() + Duration::from_secs(30);
+    let r = read_ids(&mut b, A_LAST + 1000, Pace::FULL_SPEED, None);
+    assert_eq!(
+        r.stopped.as_deref(),
+        Some("the response ended (clean end)"),
+        "B's replay was not ended cleanly: {}\n{}",
+        runs(&r.ids),
+        log_text(&t)
+    );
+    let Some(&k) = r.ids.last() else {
+        panic!("B got nothing of its replay\n{}", log_text(&t));
+    };
+    check(
+        "client B before the eviction",
+        &Reading {
+            ids: r.ids.clone(),
+            stopped: None,
+        },
+        2..=k,
+    )
+    .unwrap();
+    assert!(k < A_LAST, "B's replay was not cut short (got to {k})");
+    assert!(
+        log_text(&t).contains("evicted"),
+        "no log line says why:\n{}",
+        log_text(&t)
+    );
+
+    // B comes back with the last id it got and goes on from there.
+    let last = format!("Last-Event-ID: {k}");
+    let mut b2 = SseReader::get(t.addr, path, &[&last]);
+    check(
+        "client B after reconnecting",
+        &read_ids(&mut b2, k + 50, Pace::FULL_SPEED, None),
+        k + 1..=k + 50,
+    )
+    .unwrap();
+}
+
 // ---- 5. a POST-born stream resumed by GET ---------------------------------------------------
 
 /// Issue 9, defect 6 (a POST-born stream is never found by its resumption): an MCP-style POST
