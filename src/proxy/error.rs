@@ -41,6 +41,20 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The upstream failed (not the client, not the request): a reconnection the replay ring can
+    /// serve is served from it instead of being answered with this error.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::UpstreamUnreachable(_)
+                | ProxyError::UpstreamProtocol(_)
+                | ProxyError::UpstreamClosed
+                | ProxyError::UpstreamSwitchedProtocols
+                | ProxyError::UpstreamHeadTimeout
+                | ProxyError::UpstreamIo(_)
+        )
+    }
+
     /// The status and short reason the client gets, if it can still get one.
     ///
     /// The reason never names what is behind the proxy: upstream addresses, replica URLs, socket

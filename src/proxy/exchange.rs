@@ -139,16 +139,52 @@ pub async fn forward(
         match result {
             Err(Attempt::StaleUpstream) if upstream.reused && retryable => {
                 crate::log_debug!("pooled upstream connection was closed; retrying on a fresh one");
-                upstream = connect::connect_fresh(ctx, upstream.replica)
-                    .await
-                    .map_err(|e| Failed(e.into()))?;
+                upstream = match connect::connect_fresh(ctx, upstream.replica).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        return match point {
+                            Some(point) => Ok(serve_from_ring(
+                                ctx,
+                                exchange.client,
+                                exchange.head,
+                                point,
+                                false,
+                            )),
+                            None => Err(Failed(e.into())),
+                        }
+                    }
+                };
             }
-            Err(Attempt::StaleUpstream) => return Err(Failed(ProxyError::UpstreamClosed)),
-            Err(Attempt::Failed(e)) => {
-                // Abandoned mid-exchange: reset, so the upstream sees an aborted request rather
-                // than a clean end it might act on.
-                set_linger_zero(&upstream.stream);
-                return Err(Failed(e));
+            Err(failure) => {
+                let e = match failure {
+                    Attempt::StaleUpstream => ProxyError::UpstreamClosed,
+                    Attempt::Failed(e) => {
+                        // Abandoned mid-exchange: reset, so the upstream sees an aborted request
+                        // rather than a clean end it might act on.
+                        set_linger_zero(&upstream.stream);
+                        e
+                    }
+                };
+                // A reconnecting EventSource must never get a 5xx because the upstream failed
+                // before answering (a replica dying, a backlog dropped): as when no upstream
+                // can be reached, it gets what it missed from the ring and an open stream, and
+                // the relay reconnects behind it.
+                return match point {
+                    Some(point) if e.is_upstream_failure() => {
+                        crate::log_info!(
+                            "sse {}: resumption failed upstream ({e}); serving the ring and reconnecting",
+                            point.ring.lineage.scope.target()
+                        );
+                        Ok(serve_from_ring(
+                            ctx,
+                            exchange.client,
+                            exchange.head,
+                            point,
+                            false,
+                        ))
+                    }
+                    _ => Err(Failed(e)),
+                };
             }
             Ok(Step::Done(outcome, reusable)) => {
                 if reusable {
