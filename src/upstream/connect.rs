@@ -2,13 +2,15 @@
 //! the replicas in turn (and each replica's addresses) until one accepts. Used by the exchange
 //! (`proxy`) and by the SSE relay's reconnects (`sse`), which is why it lives below both.
 
+use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
 
-use std::fmt;
-
+use crate::runtime::DriverKind;
 use crate::worker::WorkerCtx;
 
 /// One failed attempt to reach an upstream address.
@@ -123,7 +125,7 @@ async fn connect_replica(
         (set.addrs(replica), set.spec(replica).url.clone())
     };
     for addr in addrs.iter() {
-        match connect_within(*addr, ctx.config.timeouts.connect).await {
+        match connect_within(*addr, ctx.config.timeouts.connect, ctx.driver).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 return Some(stream);
@@ -139,14 +141,130 @@ async fn connect_replica(
     None
 }
 
+/// Connects to `addr`, bounded by `limit`. A non-blocking connect(2) followed by a zero-timeout
+/// poll: to a listener on this host (loopback, the common deployment beside the upstream) the
+/// handshake is complete by then, so the connection is ready in the wake-up that asked for it,
+/// instead of after a connect op's completion a loop cycle later (under load a cycle is a turn of
+/// every busy stream, and a new client waits for each). Otherwise the task waits for writability
+/// through the runtime, as a connect op would.
 async fn connect_within(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     limit: Duration,
+    driver: DriverKind,
 ) -> Result<TcpStream, ConnectFailure> {
-    match monoio::time::timeout(limit, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => Err(ConnectFailure::Refused),
-        Ok(Err(e)) => Err(ConnectFailure::Other(e)),
-        Err(_) => Err(ConnectFailure::TimedOut),
+    let (raw, len) = raw_addr(&addr);
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) returns a new fd or -1; the fd is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(ConnectFailure::Other(io::Error::last_os_error()));
     }
+    // SAFETY: `fd` is a fresh socket nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `raw` holds a valid sockaddr of `len` bytes for `addr`'s family.
+    let rc = unsafe { libc::connect(fd, &raw as *const _ as *const libc::sockaddr, len) };
+    let mut pending = false;
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINPROGRESS) => pending = !writable_now(fd),
+            Some(libc::ECONNREFUSED) => return Err(ConnectFailure::Refused),
+            _ => return Err(ConnectFailure::Other(e)),
+        }
+    }
+    if driver == DriverKind::IoUring {
+        // io_uring answers EAGAIN on a non-blocking socket instead of waiting on it (monoio
+        // creates its sockets blocking there); epoll needs it non-blocking.
+        // SAFETY: F_SETFL on our own fd; O_RDWR is what socket(2) set besides O_NONBLOCK.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_RDWR) } < 0 {
+            return Err(ConnectFailure::Other(io::Error::last_os_error()));
+        }
+    }
+    let stream =
+        TcpStream::from_std(std::net::TcpStream::from(socket)).map_err(ConnectFailure::Other)?;
+    if pending {
+        match monoio::time::timeout(limit, stream.writable(false)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ConnectFailure::Other(e)),
+            Err(_) => return Err(ConnectFailure::TimedOut),
+        }
+    }
+    match socket_error(stream.as_raw_fd()) {
+        None => Ok(stream),
+        Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(ConnectFailure::Refused),
+        Some(e) => Err(ConnectFailure::Other(e)),
+    }
+}
+
+/// Whether a connecting socket is writable (connected, or failed) right now: poll(2) with a zero
+/// timeout, never blocks.
+fn writable_now(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    unsafe { libc::poll(&mut pfd, 1, 0) == 1 && pfd.revents != 0 }
+}
+
+/// The socket's pending error (SO_ERROR): how a non-blocking connect ended. None: connected.
+fn socket_error(fd: RawFd) -> Option<io::Error> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_ERROR writes one c_int into `err`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Some(io::Error::last_os_error());
+    }
+    (err != 0).then(|| io::Error::from_raw_os_error(err))
+}
+
+/// `addr` as a C sockaddr and its length.
+fn raw_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; the family's fields are filled in below.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
