@@ -141,3 +141,48 @@ fn driver_follows_the_environment() {
         eprintln!("driver: {}", up.driver());
     }
 }
+
+#[test]
+fn a_paused_listener_refuses_while_open_streams_carry_on() {
+    let up = start();
+    let addr = up.addr();
+    let (mut paced, _) = open_sse(addr, "/sse?events=0&rate=50", "");
+    paced.fill().unwrap();
+    up.pause_listening().unwrap();
+    let err = TcpStream::connect(addr).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    // The stream that was open keeps its events coming.
+    let mut more = 0;
+    while more < 200 {
+        more += paced.fill().unwrap();
+    }
+    assert_eq!(
+        TcpStream::connect(addr).unwrap_err().kind(),
+        ErrorKind::ConnectionRefused,
+        "still refusing"
+    );
+    // Listening again on the same port (bound to port 0 at start: the port is kept).
+    up.resume_listening().unwrap();
+    assert_eq!(Client::connect(addr).get("/small").head.status, 200);
+    up.pause_listening().unwrap();
+    assert!(TcpStream::connect(addr).is_err());
+    up.resume_listening().unwrap();
+    assert_eq!(Client::connect(addr).get("/small").head.status, 200);
+    assert_eq!(up.stats().refusal_windows, 2);
+}
+
+#[test]
+fn a_killed_simulator_can_come_back_on_its_port() {
+    let up = start();
+    let addr = up.addr();
+    assert_eq!(Client::connect(addr).get("/small").head.status, 200);
+    up.kill();
+    assert!(TcpStream::connect(addr).is_err());
+    let again = spawn(UpstreamConfig {
+        bind: addr,
+        ..Default::default()
+    })
+    .expect("the port is free again");
+    assert_eq!(Client::connect(addr).get("/small").head.status, 200);
+    again.kill();
+}
