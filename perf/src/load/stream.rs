@@ -88,6 +88,9 @@ pub enum End {
     Http(HttpError),
     /// An unparseable SSE stream.
     Sse(SseError),
+    /// The client closed the connection on purpose (`--leave-every`): it comes back with
+    /// `Last-Event-ID` after a pause the driver chooses.
+    Left,
 }
 
 /// What the driver does after a connection ended.
@@ -123,6 +126,12 @@ struct Tally {
     pending_gap: Option<(Instant, bool)>,
     /// Events on the current connection.
     conn_events: u64,
+    /// Events over the whole run.
+    events: u64,
+    /// The last event, comment or response head of the open body (None between bodies).
+    last_activity: Option<Instant>,
+    /// The longest silence of any open body so far: head or block to the next block.
+    max_quiet: Duration,
 }
 
 impl Tally {
@@ -131,6 +140,7 @@ impl Tally {
     fn event(&mut self, ev: Event, now: Now, stats: &mut Stats) {
         stats.events_total += 1;
         self.conn_events += 1;
+        self.events += 1;
         if let (Some(id), Some(seq)) = (ev.id, ev.seq) {
             if id != seq {
                 stats.errors.add(ErrorKind::Protocol, || {
@@ -163,6 +173,15 @@ impl Tally {
             }
         }
         self.last_event_at = Some(now.mono);
+    }
+
+    /// Something arrived on the open body at `at` (a head, an event, a comment): closes the
+    /// silence that ran since the previous arrival.
+    fn activity(&mut self, at: Instant) {
+        if let Some(prev) = self.last_activity {
+            self.max_quiet = self.max_quiet.max(at.saturating_duration_since(prev));
+        }
+        self.last_activity = Some(at);
     }
 }
 
@@ -202,6 +221,33 @@ impl StreamState {
     /// True while a response body is being received.
     pub fn in_body(&self) -> bool {
         matches!(self.phase, Phase::Body { .. })
+    }
+
+    /// The longest time an open response body of this stream went without an event or a
+    /// comment (from its head to its first block, and between blocks).
+    #[cfg(test)]
+    pub fn max_quiet(&self) -> Duration {
+        self.tally.max_quiet
+    }
+
+    /// [`StreamState::max_quiet`], counting the silence still running on an open body at
+    /// `now` too.
+    pub fn max_quiet_until(&self, now: Instant) -> Duration {
+        let running = match (self.in_body(), self.tally.last_activity) {
+            (true, Some(prev)) => now.saturating_duration_since(prev),
+            _ => Duration::ZERO,
+        };
+        self.tally.max_quiet.max(running)
+    }
+
+    /// Events received over the whole run.
+    pub fn events_received(&self) -> u64 {
+        self.tally.events
+    }
+
+    /// When the last event arrived.
+    pub fn last_event_at(&self) -> Option<Instant> {
+        self.tally.last_event_at
     }
 
     /// Writes the request of the next connection into `out` (cleared first), with
@@ -249,12 +295,14 @@ impl StreamState {
             self.phase = Phase::Body { body: head.body };
             self.parser.start_body();
             self.established = true;
+            self.tally.last_activity = Some(now.mono);
         }
         let Phase::Body { body } = &mut self.phase else {
             return Flow::Continue;
         };
         let parser = &mut self.parser;
         let tally = &mut self.tally;
+        let (events_before, comments_before) = (tally.events, parser.comments());
         let mut sse_error = None;
         let mut payload_bytes = 0u64;
         let progress = body.decode(body_bytes, &mut |payload| {
@@ -267,6 +315,11 @@ impl StreamState {
         });
         if now.measuring {
             stats.bytes += payload_bytes;
+        }
+        let comments = parser.comments() - comments_before;
+        stats.comments += comments;
+        if tally.events > events_before || comments > 0 {
+            tally.activity(now.mono);
         }
         match (progress, sse_error) {
             (Err(e), _) => Flow::Close(End::Http(e)),
@@ -294,6 +347,14 @@ impl StreamState {
     pub fn ended(&mut self, why: End, reconnect: bool, now: Now, stats: &mut Stats) -> Next {
         let in_body = matches!(self.phase, Phase::Body { .. });
         self.phase = Phase::Closed;
+        self.tally.last_activity = None;
+        if why == End::Left {
+            // Not a drop: no error, no back-off, and the absence is not a reconnection gap.
+            stats.leaves += 1;
+            return Next::Reconnect {
+                after: Duration::ZERO,
+            };
+        }
         match &why {
             // A FIN or reset of an established stream is a drop (the origin or proxy went
             // away), not an error of the response.
@@ -319,6 +380,7 @@ impl StreamState {
             }
             End::Http(e) => stats.errors.add(ErrorKind::Protocol, || e.to_string()),
             End::Sse(e) => stats.errors.add(ErrorKind::Protocol, || e.to_string()),
+            End::Left => {}
         }
         let refused = matches!(
             why,
@@ -498,6 +560,48 @@ mod tests {
             s.ended(End::Complete, false, now(true), &mut stats),
             Next::Ended
         );
+    }
+
+    #[test]
+    fn comments_silences_and_leaving() {
+        let t = RequestTemplate::new("h", "/");
+        let mut out = Vec::new();
+        let mut stats = Stats::default();
+        let mut s = StreamState::new();
+        s.request(&t, &mut out);
+        let at = Instant::now();
+        let at_ms = |ms: u64| Now {
+            mono: at + Duration::from_millis(ms),
+            wall_us: 1,
+            measuring: true,
+        };
+        let mut bytes = HEAD.to_vec();
+        bytes.extend(chunk(&event(1, 1)));
+        s.on_data(&bytes, at_ms(0), &mut stats);
+        // 300 ms of silence, a heartbeat, 1000 ms, an event, then 200 ms and two comments.
+        s.on_data(&chunk(": keep-alive\n\n"), at_ms(300), &mut stats);
+        s.on_data(&chunk(&event(2, 1)), at_ms(1300), &mut stats);
+        s.on_data(&chunk(":a\n\n:b\n\n"), at_ms(1500), &mut stats);
+        assert_eq!(stats.comments, 3);
+        assert_eq!(s.max_quiet(), Duration::from_millis(1000));
+        assert_eq!(s.events_received(), 2);
+        // Leaving: counted, no error, no back-off, reconnects with the cursor.
+        assert_eq!(
+            s.ended(End::Left, true, at_ms(1600), &mut stats),
+            Next::Reconnect {
+                after: Duration::ZERO
+            }
+        );
+        assert_eq!((stats.leaves, stats.errors.total()), (1, 0));
+        s.request(&t, &mut out);
+        assert!(String::from_utf8(out.clone())
+            .unwrap()
+            .contains("Last-Event-ID: 2\r\n"));
+        // The time away is not a silence of an open body; the new head starts a new one.
+        s.on_data(HEAD, at_ms(9000), &mut stats);
+        s.on_data(&chunk(&event(3, 1)), at_ms(9100), &mut stats);
+        assert_eq!(s.max_quiet(), Duration::from_millis(1000));
+        assert_eq!((stats.gaps, stats.duplicates), (0, 0));
     }
 
     #[test]
