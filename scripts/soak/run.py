@@ -218,7 +218,7 @@ def main():
     p.add_argument("--leave-pause", type=float, default=1)
     p.add_argument("--stuck-after", type=float, default=15)
     p.add_argument("--max-quiet", type=float, default=None,
-                   help="count clients silent longer (default: 2.5 x --heartbeat)")
+                   help="count and list silences longer than this (default: 1.5 x --heartbeat)")
     p.add_argument("--rss-tolerance", type=float, default=0.05)
     p.add_argument("--fd-settle", type=float, default=30)
     p.add_argument("--seed", type=int, default=1)
@@ -227,7 +227,7 @@ def main():
                    help="further tether flags (last)")
     args = p.parse_args()
     warmup = args.warmup if args.warmup is not None else min(60, max(10, args.duration / 5))
-    max_quiet = args.max_quiet if args.max_quiet is not None else 2.5 * args.heartbeat
+    max_quiet = args.max_quiet if args.max_quiet is not None else 1.5 * args.heartbeat
     os.makedirs(args.work, exist_ok=True)
     binp = lambda n: os.path.join(args.bin, n)
 
@@ -465,6 +465,12 @@ def judge(args, warmup, max_quiet, reports, load_codes, replicas, kills, refusal
             f"per client per second; longest silence per client p50/p99/max "
             f"{q['p50']:.0f} / {q['p99']:.0f} / {q['max']:.0f} ms "
             f"({r['quiet_over']} over {max_quiet * 1000:.0f} ms) |")
+    long = sorted(((name, x) for name, r in reports.items() if r for x in r["long_silences"]),
+                  key=lambda nx: -nx[1]["ms"])
+    if long:
+        out(f"| silences past {max_quiet * 1000:.0f} ms | "
+            + ", ".join(f"{n} #{x['stream']}: {x['ms']:.0f} ms ending at {x['end_s']:.1f} s"
+                        for n, x in long[:8]) + " |")
     per_worker = [int(v) for k, v in sorted(m.items())
                   if k.startswith("tether_worker_sse_heartbeats_total")]
     out(f"| heartbeats sent by tether | {int(m.get('tether_sse_heartbeats_total', 0))} "

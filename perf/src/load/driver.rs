@@ -73,6 +73,8 @@ pub(crate) struct Settings {
 /// What one stream of a thread is given before it starts.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamPlan {
+    /// The stream's index over all threads (the `{i}` of its URL).
+    pub index: usize,
     /// Source address to bind (None: the kernel picks).
     pub source: Option<IpAddr>,
     /// The stream's own request (a `{i}` URL), else None: [`Settings::template`].
@@ -92,6 +94,8 @@ enum Conn {
 
 /// One stream of this thread.
 struct Slot {
+    /// The stream's index over all threads.
+    stream: usize,
     /// The socket of the current connection.
     sock: Option<OwnedFd>,
     /// Bumped at every connection end: epoll tokens and timers of older connections are stale.
@@ -184,15 +188,20 @@ pub(crate) fn run(
         epoll: Epoll::new()?,
         slots: plans
             .into_iter()
-            .map(|StreamPlan { source, template }| Slot {
-                sock: None,
-                generation: 0,
-                conn: Conn::None,
-                opening: false,
-                over: false,
-                source,
-                template: template.map(Box::new),
-                state: StreamState::new(),
+            .map(|plan| {
+                let mut state = StreamState::new();
+                state.set_quiet_limit(settings.max_quiet);
+                Slot {
+                    stream: plan.index,
+                    sock: None,
+                    generation: 0,
+                    conn: Conn::None,
+                    opening: false,
+                    over: false,
+                    source: plan.source,
+                    template: plan.template.map(Box::new),
+                    state,
+                }
             })
             .collect(),
         stats: Stats::default(),
@@ -560,6 +569,14 @@ impl LoadThread<'_> {
             self.stats.quiet.record(quiet.as_micros() as u64);
             if self.settings.max_quiet.is_some_and(|limit| quiet > limit) {
                 self.stats.quiet_over += 1;
+            }
+            for &(at, long) in s.state.long_silences() {
+                let since_start = at.saturating_duration_since(self.control.base);
+                self.stats.long_silences.push((
+                    s.stream,
+                    since_start.as_secs_f64(),
+                    long.as_micros() as u64,
+                ));
             }
             let events = s.state.events_received();
             self.stats.stream_events_min = Some(

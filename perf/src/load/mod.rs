@@ -314,7 +314,11 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         let template = url
             .per_stream()
             .then(|| RequestTemplate::new(&url.authority, &url::expand(&url.target, i)));
-        per_thread[i % threads].push(StreamPlan { source, template });
+        per_thread[i % threads].push(StreamPlan {
+            index: i,
+            source,
+            template,
+        });
     }
     let mut handles = Vec::with_capacity(threads);
     for (i, plans) in per_thread.into_iter().enumerate() {

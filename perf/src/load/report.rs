@@ -6,6 +6,9 @@ use super::hist::Histogram;
 use super::stats::{ErrorKind, Stats};
 use super::ttfe::{ProbeResults, Summary};
 
+/// Silences past `--max-quiet` listed in the report (the longest ones).
+pub const MAX_REPORTED_SILENCES: usize = 50;
+
 /// p50, p99, p99.9 and max of a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Quantiles {
@@ -130,6 +133,10 @@ pub struct Report {
     pub max_quiet_ms: Option<f64>,
     /// Streams whose longest silence exceeded `--max-quiet`.
     pub quiet_over: u64,
+    /// The longest silences past `--max-quiet` (at most [`MAX_REPORTED_SILENCES`], longest
+    /// first): stream index, seconds since the run started when it ended, length in
+    /// microseconds.
+    pub long_silences: Vec<(usize, f64, u64)>,
     /// `--stuck-after` in seconds, when given.
     pub stuck_after_s: Option<f64>,
     /// Streams still open at the end whose last event was older than `--stuck-after`.
@@ -166,6 +173,10 @@ impl Report {
         self.leaves = s.leaves;
         self.quiet_us = Quantiles::of(&s.quiet);
         self.quiet_over = s.quiet_over;
+        let mut long = s.long_silences.clone();
+        long.sort_by_key(|s| std::cmp::Reverse(s.2));
+        long.truncate(MAX_REPORTED_SILENCES);
+        self.long_silences = long;
         self.stuck_streams = s.stuck;
         self.stream_events_min = s.stream_events_min;
         self.errors = s.errors.total();
@@ -264,6 +275,15 @@ impl Report {
                 "longest silence per stream ms p50/p99/max",
                 format!("{} / {} / {}{over}", ms(q.p50), ms(q.p99), ms(q.max)),
             );
+        }
+        if !self.long_silences.is_empty() {
+            let list: Vec<String> = self
+                .long_silences
+                .iter()
+                .take(5)
+                .map(|(stream, at, us)| format!("#{stream} {} ms at {at:.1} s", ms(*us)))
+                .collect();
+            row("longest silences past the bound", list.join(", "));
         }
         if let Some(min) = self.stream_events_min {
             row("fewest events of one stream", min.to_string());
@@ -473,6 +493,18 @@ impl Report {
         );
         j.opt("max_quiet_ms", self.max_quiet_ms);
         j.num("quiet_over", self.quiet_over as f64);
+        let long: Vec<String> = self
+            .long_silences
+            .iter()
+            .map(|(stream, at, us)| {
+                format!(
+                    "{{\"stream\":{stream},\"end_s\":{},\"ms\":{}}}",
+                    fmt_num(*at),
+                    fmt_num(*us as f64 / 1000.0)
+                )
+            })
+            .collect();
+        j.raw("long_silences", &format!("[{}]", long.join(",")));
         j.opt("stuck_after_s", self.stuck_after_s);
         j.num("stuck_streams", self.stuck_streams as f64);
         j.opt(

@@ -125,6 +125,9 @@ pub struct Stats {
     pub quiet: Histogram,
     /// Streams whose longest silence exceeded `--max-quiet` (whole run).
     pub quiet_over: u64,
+    /// Silences past `--max-quiet`: (stream index, seconds since the run started when the
+    /// silence ended, its length in microseconds); at most a few per stream.
+    pub long_silences: Vec<(usize, f64, u64)>,
     /// Streams still open at the end whose last event was longer ago than `--stuck-after`.
     pub stuck: u64,
     /// The fewest events any one stream received over the whole run (None: no stream).
@@ -151,6 +154,7 @@ impl Stats {
         self.leaves += other.leaves;
         self.quiet.merge(&other.quiet);
         self.quiet_over += other.quiet_over;
+        self.long_silences.extend_from_slice(&other.long_silences);
         self.stuck += other.stuck;
         self.stream_events_min = match (self.stream_events_min, other.stream_events_min) {
             (Some(a), Some(b)) => Some(a.min(b)),

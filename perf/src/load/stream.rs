@@ -132,7 +132,15 @@ struct Tally {
     last_activity: Option<Instant>,
     /// The longest silence of any open body so far: head or block to the next block.
     max_quiet: Duration,
+    /// Silences longer than this are kept in `long_silences` (None: none kept).
+    quiet_limit: Option<Duration>,
+    /// The silences past `quiet_limit`: when each ended and how long it was (the first
+    /// [`MAX_LONG_SILENCES`] of the stream).
+    long_silences: Vec<(Instant, Duration)>,
 }
+
+/// Long silences kept per stream (the count in the report is not capped).
+pub const MAX_LONG_SILENCES: usize = 8;
 
 impl Tally {
     /// Counts one event.
@@ -179,7 +187,13 @@ impl Tally {
     /// silence that ran since the previous arrival.
     fn activity(&mut self, at: Instant) {
         if let Some(prev) = self.last_activity {
-            self.max_quiet = self.max_quiet.max(at.saturating_duration_since(prev));
+            let quiet = at.saturating_duration_since(prev);
+            self.max_quiet = self.max_quiet.max(quiet);
+            if self.quiet_limit.is_some_and(|limit| quiet > limit)
+                && self.long_silences.len() < MAX_LONG_SILENCES
+            {
+                self.long_silences.push((at, quiet));
+            }
         }
         self.last_activity = Some(at);
     }
@@ -238,6 +252,16 @@ impl StreamState {
             _ => Duration::ZERO,
         };
         self.tally.max_quiet.max(running)
+    }
+
+    /// Keep the silences longer than `limit` ([`StreamState::long_silences`]).
+    pub fn set_quiet_limit(&mut self, limit: Option<Duration>) {
+        self.tally.quiet_limit = limit;
+    }
+
+    /// The silences longer than the limit: when each ended and how long it was.
+    pub fn long_silences(&self) -> &[(Instant, Duration)] {
+        &self.tally.long_silences
     }
 
     /// Events received over the whole run.
@@ -570,6 +594,9 @@ mod tests {
         let mut s = StreamState::new();
         s.request(&t, &mut out);
         let at = Instant::now();
+        let mut limited = StreamState::new();
+        limited.set_quiet_limit(Some(Duration::from_millis(500)));
+        limited.request(&t, &mut out);
         let at_ms = |ms: u64| Now {
             mono: at + Duration::from_millis(ms),
             wall_us: 1,
@@ -582,8 +609,19 @@ mod tests {
         s.on_data(&chunk(": keep-alive\n\n"), at_ms(300), &mut stats);
         s.on_data(&chunk(&event(2, 1)), at_ms(1300), &mut stats);
         s.on_data(&chunk(":a\n\n:b\n\n"), at_ms(1500), &mut stats);
+        let mut other = Stats::default();
+        let mut head_and_one = HEAD.to_vec();
+        head_and_one.extend(chunk(&event(1, 1)));
+        limited.on_data(&head_and_one, at_ms(0), &mut other);
+        limited.on_data(&chunk(": hb\n\n"), at_ms(400), &mut other);
+        limited.on_data(&chunk(&event(2, 1)), at_ms(1300), &mut other);
+        assert_eq!(
+            limited.long_silences(),
+            &[(at + Duration::from_millis(1300), Duration::from_millis(900))]
+        );
         assert_eq!(stats.comments, 3);
         assert_eq!(s.max_quiet(), Duration::from_millis(1000));
+        assert!(s.long_silences().is_empty(), "no limit set");
         assert_eq!(s.events_received(), 2);
         // Leaving: counted, no error, no back-off, reconnects with the cursor.
         assert_eq!(
