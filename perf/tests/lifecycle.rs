@@ -186,3 +186,29 @@ fn a_killed_simulator_can_come_back_on_its_port() {
     assert_eq!(Client::connect(addr).get("/small").head.status, 200);
     again.kill();
 }
+
+/// A child process started while a connection is open must not keep it open: the simulator's
+/// close has to reach the client as a FIN at once. (On io_uring monoio accepts without
+/// SOCK_CLOEXEC; a test process that starts tether while its in-process simulator held
+/// connections stalled streams that way.) Bounded: the child lives 30 s, the read waits 10 s.
+#[test]
+fn a_child_process_does_not_keep_a_closed_connection_open() {
+    let up = start();
+    let (mut c, _) = open_sse(up.addr(), "/sse?events=0&rate=20&close_after=5", "");
+    c.fill().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("start a child process");
+    c.set_read_timeout(Duration::from_secs(10));
+    let started = Instant::now();
+    let (_, end) = c.read_to_end();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        matches!(end, End::Eof),
+        "after close_after=5 the client got {end:?} in {:?} instead of EOF: the child process \
+         holds the simulator's socket",
+        started.elapsed()
+    );
+}
