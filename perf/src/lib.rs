@@ -17,4 +17,4 @@ pub mod load;
 pub mod upstream;
 
 pub use checksum::{fnv1a64, FNV1A64_OFFSET_BASIS, FNV1A64_PRIME};
-pub use upstream::{spawn, RequestRecord, UpstreamConfig, UpstreamHandle};
+pub use upstream::{spawn, FaultStats, RequestRecord, UpstreamConfig, UpstreamHandle};

@@ -141,3 +141,74 @@ fn driver_follows_the_environment() {
         eprintln!("driver: {}", up.driver());
     }
 }
+
+#[test]
+fn a_paused_listener_refuses_while_open_streams_carry_on() {
+    let up = start();
+    let addr = up.addr();
+    let (mut paced, _) = open_sse(addr, "/sse?events=0&rate=50", "");
+    paced.fill().unwrap();
+    up.pause_listening().unwrap();
+    let err = TcpStream::connect(addr).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused);
+    // The stream that was open keeps its events coming.
+    let mut more = 0;
+    while more < 200 {
+        more += paced.fill().unwrap();
+    }
+    assert_eq!(
+        TcpStream::connect(addr).unwrap_err().kind(),
+        ErrorKind::ConnectionRefused,
+        "still refusing"
+    );
+    // Listening again on the same port (bound to port 0 at start: the port is kept).
+    up.resume_listening().unwrap();
+    assert_eq!(Client::connect(addr).get("/small").head.status, 200);
+    up.pause_listening().unwrap();
+    assert!(TcpStream::connect(addr).is_err());
+    up.resume_listening().unwrap();
+    assert_eq!(Client::connect(addr).get("/small").head.status, 200);
+    assert_eq!(up.stats().refusal_windows, 2);
+}
+
+#[test]
+fn a_killed_simulator_can_come_back_on_its_port() {
+    let up = start();
+    let addr = up.addr();
+    assert_eq!(Client::connect(addr).get("/small").head.status, 200);
+    up.kill();
+    assert!(TcpStream::connect(addr).is_err());
+    let again = spawn(UpstreamConfig {
+        bind: addr,
+        ..Default::default()
+    })
+    .expect("the port is free again");
+    assert_eq!(Client::connect(addr).get("/small").head.status, 200);
+    again.kill();
+}
+
+/// A child process started while a connection is open must not keep it open: the simulator's
+/// close has to reach the client as a FIN at once. (On io_uring monoio accepts without
+/// SOCK_CLOEXEC; a test process that starts tether while its in-process simulator held
+/// connections stalled streams that way.) Bounded: the child lives 30 s, the read waits 10 s.
+#[test]
+fn a_child_process_does_not_keep_a_closed_connection_open() {
+    let up = start();
+    let (mut c, _) = open_sse(up.addr(), "/sse?events=0&rate=20&close_after=5", "");
+    c.fill().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("start a child process");
+    c.set_read_timeout(Duration::from_secs(10));
+    let started = Instant::now();
+    let (_, end) = c.read_to_end();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        matches!(end, End::Eof),
+        "after close_after=5 the client got {end:?} in {:?} instead of EOF: the child process \
+         holds the simulator's socket",
+        started.elapsed()
+    );
+}

@@ -385,3 +385,48 @@ fn ttfe_probes_time_new_clients_while_the_load_runs() {
         "{why}"
     );
 }
+
+#[test]
+fn chaos_faults_and_clients_that_leave_lose_nothing() {
+    let up = simulator();
+    // Every connection faults after ~4 events (FIN, RST, a stall the client outlasts by
+    // leaving, half an event then FIN); every client also leaves on its own every ~300 ms
+    // and comes back with Last-Event-ID.
+    let r = load(
+        &up,
+        "events=0&rate=100&chaos=4&chaos_seed=11",
+        LoadConfig {
+            streams: 20,
+            duration: Duration::from_millis(1500),
+            warmup: Duration::ZERO,
+            reconnect: true,
+            leave_every: Duration::from_millis(300),
+            leave_pause: Duration::from_millis(50),
+            max_quiet: Some(Duration::from_secs(60)),
+            stuck_after: Some(Duration::from_secs(60)),
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.open_failure, None);
+    assert_eq!((r.gaps, r.duplicates), (0, 0));
+    assert_eq!((r.errors, r.ended_streams), (0, 0), "{:?}", r.error_lines);
+    assert!(r.leaves > 0 && r.reconnects > 0);
+    assert_eq!((r.quiet_over, r.stuck_streams), (0, 0));
+    assert!(r.stream_events_min.unwrap() > 0);
+    assert_eq!(r.quiet_us.count, 20, "one longest silence per stream");
+    let stats = up.stats();
+    for (kind, n) in [
+        ("fin", stats.fin),
+        ("rst", stats.rst),
+        ("stall", stats.stall),
+        ("half", stats.half),
+    ] {
+        assert!(n > 0, "no {kind} fault in {stats:?}");
+    }
+    assert!(stats.connections >= stats.faults());
+    let j = r.json();
+    assert!(
+        j.contains("\"leaves\":") && j.contains("\"quiet_ms\":{"),
+        "{j}"
+    );
+}

@@ -95,6 +95,21 @@ struct Args {
     /// Longest wait of one probe, connect to first event; past it the probe fails.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     ttfe_timeout: Duration,
+    /// Every stream leaves on its own after a stay drawn from half to one and a half times
+    /// this (closing with RST or FIN, a coin toss) and comes back with Last-Event-ID after
+    /// up to --leave-pause. 0: never. Needs --reconnect.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    leave_every: Duration,
+    /// Longest pause before a stream that left comes back (drawn from 0 to it).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    leave_pause: Duration,
+    /// Count the streams whose open body went silent (no event, no comment) longer than
+    /// this, e.g. a proxy's heartbeat period plus slack.
+    #[arg(long, value_parser = parse_duration)]
+    max_quiet: Option<Duration>,
+    /// Count the streams still open at the end whose last event is older than this.
+    #[arg(long, value_parser = parse_duration)]
+    stuck_after: Option<Duration>,
 }
 
 /// `2s`, `500ms`, `1.5s`, `0`: ASCII digits with an optional fraction and a unit (ms or s;
@@ -140,6 +155,10 @@ fn config_of(args: &Args) -> LoadConfig {
         ttfe: args.ttfe,
         ttfe_url: args.ttfe_url.clone(),
         ttfe_timeout: args.ttfe_timeout,
+        leave_every: args.leave_every,
+        leave_pause: args.leave_pause,
+        max_quiet: args.max_quiet,
+        stuck_after: args.stuck_after,
     }
 }
 
@@ -198,6 +217,10 @@ mod tests {
         assert_eq!(from_flags.ttfe, lib.ttfe);
         assert_eq!(from_flags.ttfe_url, lib.ttfe_url);
         assert_eq!(from_flags.ttfe_timeout, lib.ttfe_timeout);
+        assert_eq!(from_flags.leave_every, lib.leave_every);
+        assert_eq!(from_flags.leave_pause, lib.leave_pause);
+        assert_eq!(from_flags.max_quiet, lib.max_quiet);
+        assert_eq!(from_flags.stuck_after, lib.stuck_after);
         assert!(!from_flags.reconnect && !from_flags.idle && from_flags.progress);
         let args = Args::parse_from([
             "sse-load",

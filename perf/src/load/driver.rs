@@ -58,11 +58,23 @@ pub(crate) struct Settings {
     pub head_timeout: Duration,
     /// First opens in progress at once, per thread.
     pub max_opening: usize,
+    /// Mean time a stream stays connected before it leaves on its own (`--leave-every`);
+    /// zero: never. Each stay is drawn uniformly from half to one and a half times this.
+    pub leave_every: Duration,
+    /// Longest pause before a stream that left comes back (drawn uniformly from zero to it).
+    pub leave_pause: Duration,
+    /// Streams whose longest silence exceeds this are counted (`--max-quiet`).
+    pub max_quiet: Option<Duration>,
+    /// Streams still open at the end whose last event is older than this are counted as
+    /// stuck (`--stuck-after`).
+    pub stuck_after: Option<Duration>,
 }
 
 /// What one stream of a thread is given before it starts.
 #[derive(Debug, Clone)]
 pub(crate) struct StreamPlan {
+    /// The stream's index over all threads (the `{i}` of its URL).
+    pub index: usize,
     /// Source address to bind (None: the kernel picks).
     pub source: Option<IpAddr>,
     /// The stream's own request (a `{i}` URL), else None: [`Settings::template`].
@@ -82,6 +94,8 @@ enum Conn {
 
 /// One stream of this thread.
 struct Slot {
+    /// The stream's index over all threads.
+    stream: usize,
     /// The socket of the current connection.
     sock: Option<OwnedFd>,
     /// Bumped at every connection end: epoll tokens and timers of older connections are stale.
@@ -139,6 +153,11 @@ struct LoadThread<'a> {
     connect_deadlines: VecDeque<Deadline>,
     /// Head deadlines, in deadline order.
     head_deadlines: VecDeque<Deadline>,
+    /// When established streams leave on their own (`--leave-every`): (when, slot,
+    /// generation of the connection that is to leave).
+    leaves: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// xorshift64 state for stays, pauses and how a stream leaves.
+    rng: u64,
     /// First opens between connect() and response head (or failure).
     opening: usize,
     /// Streams receiving a body now.
@@ -169,15 +188,20 @@ pub(crate) fn run(
         epoll: Epoll::new()?,
         slots: plans
             .into_iter()
-            .map(|StreamPlan { source, template }| Slot {
-                sock: None,
-                generation: 0,
-                conn: Conn::None,
-                opening: false,
-                over: false,
-                source,
-                template: template.map(Box::new),
-                state: StreamState::new(),
+            .map(|plan| {
+                let mut state = StreamState::new();
+                state.set_quiet_limit(settings.max_quiet);
+                Slot {
+                    stream: plan.index,
+                    sock: None,
+                    generation: 0,
+                    conn: Conn::None,
+                    opening: false,
+                    over: false,
+                    source: plan.source,
+                    template: plan.template.map(Box::new),
+                    state,
+                }
             })
             .collect(),
         stats: Stats::default(),
@@ -186,6 +210,8 @@ pub(crate) fn run(
         delayed: BinaryHeap::new(),
         connect_deadlines: VecDeque::new(),
         head_deadlines: VecDeque::new(),
+        leaves: BinaryHeap::new(),
+        rng: 0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 17),
         opening: 0,
         open: 0,
         established: 0,
@@ -216,8 +242,11 @@ impl LoadThread<'_> {
             }
 
             let mut wake = (now + MAX_WAIT).min(next_publish);
-            if let Some(Reverse((at, _, _))) = self.delayed.peek() {
-                wake = wake.min(*at);
+            for next in [self.delayed.peek(), self.leaves.peek()]
+                .into_iter()
+                .flatten()
+            {
+                wake = wake.min(next.0 .0);
             }
             for d in [self.connect_deadlines.front(), self.head_deadlines.front()]
                 .into_iter()
@@ -397,6 +426,12 @@ impl LoadThread<'_> {
                     if !was_established {
                         self.established += 1;
                     }
+                    if !self.settings.leave_every.is_zero() {
+                        let stay = self.settings.leave_every.mul_f64(0.5 + self.unit());
+                        let generation = self.slots[slot].generation;
+                        self.leaves
+                            .push(Reverse((now.mono + stay, slot, generation)));
+                    }
                     self.publish_gauges();
                 }
                 if let Flow::Close(why) = flow {
@@ -409,10 +444,36 @@ impl LoadThread<'_> {
         }
     }
 
+    /// A uniform draw from [0, 1).
+    fn unit(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `slot` leaves on its own: closes its connection, with RST or FIN (a coin toss: a
+    /// browser tab that is closed, a phone that loses its network), and comes back after a
+    /// pause with `Last-Event-ID`.
+    fn leave(&mut self, slot: usize, window: Window) {
+        let rst = self.unit() < 0.5;
+        if let (true, Some(sock)) = (rst, self.slots[slot].sock.as_ref()) {
+            set_linger_zero(sock.as_raw_fd());
+        }
+        self.finish(slot, End::Left, window);
+    }
+
     /// Closes `slot`'s connection (if any) and acts on why it ended.
     fn finish(&mut self, slot: usize, why: End, window: Window) {
         let now = self.now(window);
         let reconnect = self.settings.reconnect;
+        let pause = if why == End::Left {
+            self.settings.leave_pause.mul_f64(self.unit())
+        } else {
+            Duration::ZERO
+        };
         let s = &mut self.slots[slot];
         drop(s.sock.take());
         s.generation = s.generation.wrapping_add(1);
@@ -421,8 +482,11 @@ impl LoadThread<'_> {
             self.open -= 1;
         }
         match s.state.ended(why, reconnect, now, &mut self.stats) {
-            Next::Reconnect { after } if after.is_zero() => self.ready.push_back(slot),
+            Next::Reconnect { after } if after.is_zero() && pause.is_zero() => {
+                self.ready.push_back(slot)
+            }
             Next::Reconnect { after } => {
+                let after = after.max(pause);
                 self.delayed
                     .push(Reverse((now.mono + after, slot, s.generation)));
             }
@@ -441,8 +505,19 @@ impl LoadThread<'_> {
         self.publish_gauges();
     }
 
-    /// Fails connections whose connect or head deadline passed.
+    /// Fails connections whose connect or head deadline passed; makes streams leave whose
+    /// stay is over.
     fn expire(&mut self, now: Instant, window: Window) {
+        while let Some(&Reverse((at, slot, generation))) = self.leaves.peek() {
+            if at > now {
+                break;
+            }
+            self.leaves.pop();
+            let s = &self.slots[slot];
+            if s.generation == generation && s.state.in_body() {
+                self.leave(slot, window);
+            }
+        }
         while let Some(d) = self.connect_deadlines.front().copied() {
             if d.at > now {
                 break;
@@ -481,8 +556,41 @@ impl LoadThread<'_> {
         p.failed_to_open.store(self.failed_to_open, Relaxed);
     }
 
-    /// Closes every socket with RST (no TIME_WAIT left behind; not counted as ends).
+    /// Records what each stream went through (its longest silence, its events, whether it
+    /// is stuck), then closes every socket with RST (no TIME_WAIT left behind; not counted
+    /// as ends).
     fn shutdown(&mut self) {
+        let now = Instant::now();
+        for s in &self.slots {
+            if !s.state.established {
+                continue;
+            }
+            let quiet = s.state.max_quiet_until(now);
+            self.stats.quiet.record(quiet.as_micros() as u64);
+            if self.settings.max_quiet.is_some_and(|limit| quiet > limit) {
+                self.stats.quiet_over += 1;
+            }
+            for &(at, long) in s.state.long_silences() {
+                let since_start = at.saturating_duration_since(self.control.base);
+                self.stats.long_silences.push((
+                    s.stream,
+                    since_start.as_secs_f64(),
+                    long.as_micros() as u64,
+                ));
+            }
+            let events = s.state.events_received();
+            self.stats.stream_events_min = Some(
+                self.stats
+                    .stream_events_min
+                    .map_or(events, |m| m.min(events)),
+            );
+            if let Some(limit) = self.settings.stuck_after {
+                let last = s.state.last_event_at();
+                if !s.over && last.is_none_or(|t| now.saturating_duration_since(t) > limit) {
+                    self.stats.stuck += 1;
+                }
+            }
+        }
         for s in &mut self.slots {
             if let Some(sock) = s.sock.take() {
                 set_linger_zero(sock.as_raw_fd());

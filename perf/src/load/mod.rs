@@ -72,6 +72,8 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_OPENING: usize = 256;
 /// Default `--ttfe-timeout`: longest wait of one time-to-first-event probe.
 pub const DEFAULT_TTFE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--leave-pause`: the longest time a stream that left stays away.
+pub const DEFAULT_LEAVE_PAUSE: Duration = Duration::from_millis(500);
 /// File descriptors kept free besides one per stream (epoll instances, stdio, the JSON
 /// file, an in-process simulator in tests). With the 20000-fd limit: at most 19936 streams.
 pub const FD_RESERVE: u64 = 64;
@@ -126,6 +128,16 @@ pub struct LoadConfig {
     pub ttfe_url: Option<String>,
     /// Longest wait of one probe, connect to first event.
     pub ttfe_timeout: Duration,
+    /// Mean time a stream stays connected before it leaves on its own and comes back with
+    /// `Last-Event-ID` (zero: never). Needs `reconnect`.
+    pub leave_every: Duration,
+    /// Longest pause before a stream that left comes back.
+    pub leave_pause: Duration,
+    /// Count the streams whose open body went silent (no event, no comment) for longer than
+    /// this (a proxy's heartbeat period plus slack).
+    pub max_quiet: Option<Duration>,
+    /// Count the streams still open at the end whose last event is older than this.
+    pub stuck_after: Option<Duration>,
 }
 
 impl Default for LoadConfig {
@@ -151,6 +163,10 @@ impl Default for LoadConfig {
             ttfe: 0,
             ttfe_url: None,
             ttfe_timeout: DEFAULT_TTFE_TIMEOUT,
+            leave_every: Duration::ZERO,
+            leave_pause: DEFAULT_LEAVE_PAUSE,
+            max_quiet: None,
+            stuck_after: None,
         }
     }
 }
@@ -235,6 +251,11 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     if config.idle && config.proxy_pids.is_empty() {
         return Err(LoadError::Config("--idle needs --proxy-pid".into()));
     }
+    if !config.leave_every.is_zero() && !config.reconnect {
+        return Err(LoadError::Config(
+            "--leave-every needs --reconnect (a stream that leaves comes back)".into(),
+        ));
+    }
     let probes = if config.ttfe > 0 {
         let u = match &config.ttfe_url {
             Some(t) => HttpUrl::parse(t).map_err(LoadError::Config)?,
@@ -269,6 +290,10 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         connect_timeout: config.connect_timeout,
         head_timeout: config.head_timeout,
         max_opening: (config.max_opening / threads).max(1),
+        leave_every: config.leave_every,
+        leave_pause: config.leave_pause,
+        max_quiet: config.max_quiet,
+        stuck_after: config.stuck_after,
     });
     let control = Arc::new(Control::new(threads));
     let mut report = Report {
@@ -278,6 +303,8 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         threads,
         reconnect: config.reconnect,
         idle: config.idle,
+        max_quiet_ms: config.max_quiet.map(|d| d.as_secs_f64() * 1000.0),
+        stuck_after_s: config.stuck_after.map(|d| d.as_secs_f64()),
         ..Default::default()
     };
 
@@ -287,7 +314,11 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         let template = url
             .per_stream()
             .then(|| RequestTemplate::new(&url.authority, &url::expand(&url.target, i)));
-        per_thread[i % threads].push(StreamPlan { source, template });
+        per_thread[i % threads].push(StreamPlan {
+            index: i,
+            source,
+            template,
+        });
     }
     let mut handles = Vec::with_capacity(threads);
     for (i, plans) in per_thread.into_iter().enumerate() {

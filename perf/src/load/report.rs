@@ -6,6 +6,9 @@ use super::hist::Histogram;
 use super::stats::{ErrorKind, Stats};
 use super::ttfe::{ProbeResults, Summary};
 
+/// Silences past `--max-quiet` listed in the report (the longest ones).
+pub const MAX_REPORTED_SILENCES: usize = 50;
+
 /// p50, p99, p99.9 and max of a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Quantiles {
@@ -119,6 +122,27 @@ pub struct Report {
     pub error_lines: Vec<ErrorLine>,
     /// Why the run counts as failed to open its streams (exit status 1).
     pub open_failure: Option<String>,
+    /// Comment lines received (a proxy's heartbeats), whole run.
+    pub comments: u64,
+    /// Connections the streams closed on purpose and reopened (`--leave-every`), whole run.
+    pub leaves: u64,
+    /// Per stream, the longest silence of an open body (no event, no comment),
+    /// microseconds: quantiles over the streams.
+    pub quiet_us: Quantiles,
+    /// `--max-quiet` in milliseconds, when given.
+    pub max_quiet_ms: Option<f64>,
+    /// Streams whose longest silence exceeded `--max-quiet`.
+    pub quiet_over: u64,
+    /// The longest silences past `--max-quiet` (at most [`MAX_REPORTED_SILENCES`], longest
+    /// first): stream index, seconds since the run started when it ended, length in
+    /// microseconds.
+    pub long_silences: Vec<(usize, f64, u64)>,
+    /// `--stuck-after` in seconds, when given.
+    pub stuck_after_s: Option<f64>,
+    /// Streams still open at the end whose last event was older than `--stuck-after`.
+    pub stuck_streams: u64,
+    /// The fewest events one stream received over the whole run.
+    pub stream_events_min: Option<u64>,
 }
 
 impl Report {
@@ -145,6 +169,16 @@ impl Report {
         self.reconnects = s.reconnects;
         self.connects = s.connects;
         self.reconnect_gap_us = Quantiles::of(&s.reconnect_gap);
+        self.comments = s.comments;
+        self.leaves = s.leaves;
+        self.quiet_us = Quantiles::of(&s.quiet);
+        self.quiet_over = s.quiet_over;
+        let mut long = s.long_silences.clone();
+        long.sort_by_key(|s| std::cmp::Reverse(s.2));
+        long.truncate(MAX_REPORTED_SILENCES);
+        self.long_silences = long;
+        self.stuck_streams = s.stuck;
+        self.stream_events_min = s.stream_events_min;
         self.errors = s.errors.total();
         self.error_lines = ErrorKind::ALL
             .iter()
@@ -226,6 +260,38 @@ impl Report {
             row(
                 "reconnect gap ms p50/p99/max",
                 format!("{} / {} / {}", ms(g.p50), ms(g.p99), ms(g.max)),
+            );
+        }
+        if self.leaves > 0 {
+            row("left and came back", self.leaves.to_string());
+        }
+        row("comments (heartbeats)", self.comments.to_string());
+        if self.quiet_us.count > 0 {
+            let q = &self.quiet_us;
+            let over = self.max_quiet_ms.map_or(String::new(), |m| {
+                format!(", {} over {m:.0} ms", self.quiet_over)
+            });
+            row(
+                "longest silence per stream ms p50/p99/max",
+                format!("{} / {} / {}{over}", ms(q.p50), ms(q.p99), ms(q.max)),
+            );
+        }
+        if !self.long_silences.is_empty() {
+            let list: Vec<String> = self
+                .long_silences
+                .iter()
+                .take(5)
+                .map(|(stream, at, us)| format!("#{stream} {} ms at {at:.1} s", ms(*us)))
+                .collect();
+            row("longest silences past the bound", list.join(", "));
+        }
+        if let Some(min) = self.stream_events_min {
+            row("fewest events of one stream", min.to_string());
+        }
+        if let Some(s) = self.stuck_after_s {
+            row(
+                "stuck streams",
+                format!("{} (no event in the last {s:.1} s)", self.stuck_streams),
             );
         }
         if let Some(cpu) = self.proxy_cpu_s {
@@ -412,6 +478,39 @@ impl Report {
                 }
             }
         }
+        j.num("comments", self.comments as f64);
+        j.num("leaves", self.leaves as f64);
+        let q = &self.quiet_us;
+        j.raw(
+            "quiet_ms",
+            &format!(
+                "{{\"count\":{},\"p50\":{},\"p99\":{},\"max\":{}}}",
+                q.count,
+                fmt_num(ms(q.p50)),
+                fmt_num(ms(q.p99)),
+                fmt_num(ms(q.max))
+            ),
+        );
+        j.opt("max_quiet_ms", self.max_quiet_ms);
+        j.num("quiet_over", self.quiet_over as f64);
+        let long: Vec<String> = self
+            .long_silences
+            .iter()
+            .map(|(stream, at, us)| {
+                format!(
+                    "{{\"stream\":{stream},\"end_s\":{},\"ms\":{}}}",
+                    fmt_num(*at),
+                    fmt_num(*us as f64 / 1000.0)
+                )
+            })
+            .collect();
+        j.raw("long_silences", &format!("[{}]", long.join(",")));
+        j.opt("stuck_after_s", self.stuck_after_s);
+        j.num("stuck_streams", self.stuck_streams as f64);
+        j.opt(
+            "stream_events_min",
+            self.stream_events_min.map(|v| v as f64),
+        );
         j.num("self_cpu_s", self.self_cpu_s);
         j.num("errors", self.errors as f64);
         let mut by_kind = Json::default();

@@ -88,6 +88,8 @@ struct Fields {
     cursor: Vec<u8>,
     /// The last valid `retry:` (milliseconds).
     retry_ms: Option<u64>,
+    /// Comment lines seen (a proxy's heartbeats are comments), over every body.
+    comments: u64,
 }
 
 /// Incremental parser of one logical SSE stream.
@@ -148,6 +150,11 @@ impl SseParser {
     /// The last valid `retry:` in milliseconds.
     pub fn retry_ms(&self) -> Option<u64> {
         self.fields.retry_ms
+    }
+
+    /// Comment lines (`:` first) seen so far, over every body of the stream.
+    pub fn comments(&self) -> u64 {
+        self.fields.comments
     }
 
     /// Parses the next piece of the body, calling `on_event` for every event that fires.
@@ -229,7 +236,11 @@ impl Fields {
         }
         // Split at the first colon; a line without one is a field with an empty value.
         let (name, value) = match memchr(b':', line) {
-            Some(0) => return, // comment
+            Some(0) => {
+                // A comment: counted (heartbeats), otherwise ignored.
+                self.comments += 1;
+                return;
+            }
             Some(c) => {
                 let v = &line[c + 1..];
                 (&line[..c], v.strip_prefix(b" ").unwrap_or(v))

@@ -115,6 +115,23 @@ pub struct Stats {
     /// Latency since the last progress report (any phase); handed over and cleared then,
     /// never merged into the report.
     pub interval: Histogram,
+    /// Comment lines received (a proxy's heartbeats), whole run.
+    pub comments: u64,
+    /// Connections closed on purpose by `--leave-every` (and reopened), whole run.
+    pub leaves: u64,
+    /// Per stream, the longest time its open response body stayed silent (no event, no
+    /// comment), microseconds; one value per stream that was ever established, recorded
+    /// when the run ends.
+    pub quiet: Histogram,
+    /// Streams whose longest silence exceeded `--max-quiet` (whole run).
+    pub quiet_over: u64,
+    /// Silences past `--max-quiet`: (stream index, seconds since the run started when the
+    /// silence ended, its length in microseconds); at most a few per stream.
+    pub long_silences: Vec<(usize, f64, u64)>,
+    /// Streams still open at the end whose last event was longer ago than `--stuck-after`.
+    pub stuck: u64,
+    /// The fewest events any one stream received over the whole run (None: no stream).
+    pub stream_events_min: Option<u64>,
 }
 
 impl Stats {
@@ -133,5 +150,15 @@ impl Stats {
         self.errors.merge(&other.errors);
         self.latency.merge(&other.latency);
         self.reconnect_gap.merge(&other.reconnect_gap);
+        self.comments += other.comments;
+        self.leaves += other.leaves;
+        self.quiet.merge(&other.quiet);
+        self.quiet_over += other.quiet_over;
+        self.long_silences.extend_from_slice(&other.long_silences);
+        self.stuck += other.stuck;
+        self.stream_events_min = match (self.stream_events_min, other.stream_events_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }

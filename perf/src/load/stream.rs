@@ -88,6 +88,9 @@ pub enum End {
     Http(HttpError),
     /// An unparseable SSE stream.
     Sse(SseError),
+    /// The client closed the connection on purpose (`--leave-every`): it comes back with
+    /// `Last-Event-ID` after a pause the driver chooses.
+    Left,
 }
 
 /// What the driver does after a connection ended.
@@ -123,7 +126,21 @@ struct Tally {
     pending_gap: Option<(Instant, bool)>,
     /// Events on the current connection.
     conn_events: u64,
+    /// Events over the whole run.
+    events: u64,
+    /// The last event, comment or response head of the open body (None between bodies).
+    last_activity: Option<Instant>,
+    /// The longest silence of any open body so far: head or block to the next block.
+    max_quiet: Duration,
+    /// Silences longer than this are kept in `long_silences` (None: none kept).
+    quiet_limit: Option<Duration>,
+    /// The silences past `quiet_limit`: when each ended and how long it was (the first
+    /// [`MAX_LONG_SILENCES`] of the stream).
+    long_silences: Vec<(Instant, Duration)>,
 }
+
+/// Long silences kept per stream (the count in the report is not capped).
+pub const MAX_LONG_SILENCES: usize = 8;
 
 impl Tally {
     /// Counts one event.
@@ -131,6 +148,7 @@ impl Tally {
     fn event(&mut self, ev: Event, now: Now, stats: &mut Stats) {
         stats.events_total += 1;
         self.conn_events += 1;
+        self.events += 1;
         if let (Some(id), Some(seq)) = (ev.id, ev.seq) {
             if id != seq {
                 stats.errors.add(ErrorKind::Protocol, || {
@@ -163,6 +181,21 @@ impl Tally {
             }
         }
         self.last_event_at = Some(now.mono);
+    }
+
+    /// Something arrived on the open body at `at` (a head, an event, a comment): closes the
+    /// silence that ran since the previous arrival.
+    fn activity(&mut self, at: Instant) {
+        if let Some(prev) = self.last_activity {
+            let quiet = at.saturating_duration_since(prev);
+            self.max_quiet = self.max_quiet.max(quiet);
+            if self.quiet_limit.is_some_and(|limit| quiet > limit)
+                && self.long_silences.len() < MAX_LONG_SILENCES
+            {
+                self.long_silences.push((at, quiet));
+            }
+        }
+        self.last_activity = Some(at);
     }
 }
 
@@ -202,6 +235,43 @@ impl StreamState {
     /// True while a response body is being received.
     pub fn in_body(&self) -> bool {
         matches!(self.phase, Phase::Body { .. })
+    }
+
+    /// The longest time an open response body of this stream went without an event or a
+    /// comment (from its head to its first block, and between blocks).
+    #[cfg(test)]
+    pub fn max_quiet(&self) -> Duration {
+        self.tally.max_quiet
+    }
+
+    /// [`StreamState::max_quiet`], counting the silence still running on an open body at
+    /// `now` too.
+    pub fn max_quiet_until(&self, now: Instant) -> Duration {
+        let running = match (self.in_body(), self.tally.last_activity) {
+            (true, Some(prev)) => now.saturating_duration_since(prev),
+            _ => Duration::ZERO,
+        };
+        self.tally.max_quiet.max(running)
+    }
+
+    /// Keep the silences longer than `limit` ([`StreamState::long_silences`]).
+    pub fn set_quiet_limit(&mut self, limit: Option<Duration>) {
+        self.tally.quiet_limit = limit;
+    }
+
+    /// The silences longer than the limit: when each ended and how long it was.
+    pub fn long_silences(&self) -> &[(Instant, Duration)] {
+        &self.tally.long_silences
+    }
+
+    /// Events received over the whole run.
+    pub fn events_received(&self) -> u64 {
+        self.tally.events
+    }
+
+    /// When the last event arrived.
+    pub fn last_event_at(&self) -> Option<Instant> {
+        self.tally.last_event_at
     }
 
     /// Writes the request of the next connection into `out` (cleared first), with
@@ -249,12 +319,14 @@ impl StreamState {
             self.phase = Phase::Body { body: head.body };
             self.parser.start_body();
             self.established = true;
+            self.tally.last_activity = Some(now.mono);
         }
         let Phase::Body { body } = &mut self.phase else {
             return Flow::Continue;
         };
         let parser = &mut self.parser;
         let tally = &mut self.tally;
+        let (events_before, comments_before) = (tally.events, parser.comments());
         let mut sse_error = None;
         let mut payload_bytes = 0u64;
         let progress = body.decode(body_bytes, &mut |payload| {
@@ -267,6 +339,11 @@ impl StreamState {
         });
         if now.measuring {
             stats.bytes += payload_bytes;
+        }
+        let comments = parser.comments() - comments_before;
+        stats.comments += comments;
+        if tally.events > events_before || comments > 0 {
+            tally.activity(now.mono);
         }
         match (progress, sse_error) {
             (Err(e), _) => Flow::Close(End::Http(e)),
@@ -294,6 +371,14 @@ impl StreamState {
     pub fn ended(&mut self, why: End, reconnect: bool, now: Now, stats: &mut Stats) -> Next {
         let in_body = matches!(self.phase, Phase::Body { .. });
         self.phase = Phase::Closed;
+        self.tally.last_activity = None;
+        if why == End::Left {
+            // Not a drop: no error, no back-off, and the absence is not a reconnection gap.
+            stats.leaves += 1;
+            return Next::Reconnect {
+                after: Duration::ZERO,
+            };
+        }
         match &why {
             // A FIN or reset of an established stream is a drop (the origin or proxy went
             // away), not an error of the response.
@@ -319,6 +404,7 @@ impl StreamState {
             }
             End::Http(e) => stats.errors.add(ErrorKind::Protocol, || e.to_string()),
             End::Sse(e) => stats.errors.add(ErrorKind::Protocol, || e.to_string()),
+            End::Left => {}
         }
         let refused = matches!(
             why,
@@ -498,6 +584,62 @@ mod tests {
             s.ended(End::Complete, false, now(true), &mut stats),
             Next::Ended
         );
+    }
+
+    #[test]
+    fn comments_silences_and_leaving() {
+        let t = RequestTemplate::new("h", "/");
+        let mut out = Vec::new();
+        let mut stats = Stats::default();
+        let mut s = StreamState::new();
+        s.request(&t, &mut out);
+        let at = Instant::now();
+        let mut limited = StreamState::new();
+        limited.set_quiet_limit(Some(Duration::from_millis(500)));
+        limited.request(&t, &mut out);
+        let at_ms = |ms: u64| Now {
+            mono: at + Duration::from_millis(ms),
+            wall_us: 1,
+            measuring: true,
+        };
+        let mut bytes = HEAD.to_vec();
+        bytes.extend(chunk(&event(1, 1)));
+        s.on_data(&bytes, at_ms(0), &mut stats);
+        // 300 ms of silence, a heartbeat, 1000 ms, an event, then 200 ms and two comments.
+        s.on_data(&chunk(": keep-alive\n\n"), at_ms(300), &mut stats);
+        s.on_data(&chunk(&event(2, 1)), at_ms(1300), &mut stats);
+        s.on_data(&chunk(":a\n\n:b\n\n"), at_ms(1500), &mut stats);
+        let mut other = Stats::default();
+        let mut head_and_one = HEAD.to_vec();
+        head_and_one.extend(chunk(&event(1, 1)));
+        limited.on_data(&head_and_one, at_ms(0), &mut other);
+        limited.on_data(&chunk(": hb\n\n"), at_ms(400), &mut other);
+        limited.on_data(&chunk(&event(2, 1)), at_ms(1300), &mut other);
+        assert_eq!(
+            limited.long_silences(),
+            &[(at + Duration::from_millis(1300), Duration::from_millis(900))]
+        );
+        assert_eq!(stats.comments, 3);
+        assert_eq!(s.max_quiet(), Duration::from_millis(1000));
+        assert!(s.long_silences().is_empty(), "no limit set");
+        assert_eq!(s.events_received(), 2);
+        // Leaving: counted, no error, no back-off, reconnects with the cursor.
+        assert_eq!(
+            s.ended(End::Left, true, at_ms(1600), &mut stats),
+            Next::Reconnect {
+                after: Duration::ZERO
+            }
+        );
+        assert_eq!((stats.leaves, stats.errors.total()), (1, 0));
+        s.request(&t, &mut out);
+        assert!(String::from_utf8(out.clone())
+            .unwrap()
+            .contains("Last-Event-ID: 2\r\n"));
+        // The time away is not a silence of an open body; the new head starts a new one.
+        s.on_data(HEAD, at_ms(9000), &mut stats);
+        s.on_data(&chunk(&event(3, 1)), at_ms(9100), &mut stats);
+        assert_eq!(s.max_quiet(), Duration::from_millis(1000));
+        assert_eq!((stats.gaps, stats.duplicates), (0, 0));
     }
 
     #[test]

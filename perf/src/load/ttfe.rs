@@ -185,6 +185,7 @@ fn describe(why: &End) -> String {
         End::HeadTimeout => "no response head in time".into(),
         End::Http(e) => e.to_string(),
         End::Sse(e) => e.to_string(),
+        End::Left => "the probe left".into(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::http::RequestHead;
+use super::query::ChaosKind;
 
 /// One request as the simulator received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +98,39 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// `resume_status_times` bookkeeping: resume requests answered with the status, by target.
     resume_status_counts: Mutex<HashMap<String, u64>>,
+    /// Faults injected by `chaos=N`, by kind (indexed like [`ChaosKind::ALL`]).
+    faults: [AtomicU64; 4],
+    /// Times the listener was paused (connections refused meanwhile).
+    refusals: AtomicU64,
+}
+
+/// What the simulator injected so far (see [`super::UpstreamHandle::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    /// Connections accepted.
+    pub connections: u64,
+    /// `chaos` faults injected, by kind: FIN, RST, stall, half an event then FIN.
+    pub fin: u64,
+    pub rst: u64,
+    pub stall: u64,
+    pub half: u64,
+    /// Listener pauses ([`super::UpstreamHandle::pause_listening`], SIGUSR1 for the binary).
+    pub refusal_windows: u64,
+}
+
+impl FaultStats {
+    /// Every injected connection fault (the refusal windows not included).
+    pub fn faults(&self) -> u64 {
+        self.fin + self.rst + self.stall + self.half
+    }
+
+    /// One JSON object: `{"connections":N,"fin":N,"rst":N,"stall":N,"half":N,"refusal_windows":N}`.
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"connections\":{},\"fin\":{},\"rst\":{},\"stall\":{},\"half\":{},\"refusal_windows\":{}}}",
+            self.connections, self.fin, self.rst, self.stall, self.half, self.refusal_windows
+        )
+    }
 }
 
 impl Shared {
@@ -107,6 +141,31 @@ impl Shared {
             log: log.map(Mutex::new),
             next_conn: AtomicU64::new(1),
             resume_status_counts: Mutex::new(HashMap::new()),
+            faults: Default::default(),
+            refusals: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one injected `chaos` fault.
+    pub(crate) fn count_fault(&self, kind: ChaosKind) {
+        self.faults[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one listener pause.
+    pub(crate) fn count_refusal_window(&self) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters so far.
+    pub(crate) fn stats(&self) -> FaultStats {
+        let f = |k: ChaosKind| self.faults[k as usize].load(Ordering::Relaxed);
+        FaultStats {
+            connections: self.next_conn.load(Ordering::Relaxed) - 1,
+            fin: f(ChaosKind::Fin),
+            rst: f(ChaosKind::Rst),
+            stall: f(ChaosKind::Stall),
+            half: f(ChaosKind::Half),
+            refusal_windows: self.refusals.load(Ordering::Relaxed),
         }
     }
 

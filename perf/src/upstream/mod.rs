@@ -26,7 +26,7 @@ mod worker;
 use std::fs::OpenOptions;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
@@ -35,7 +35,8 @@ use std::time::Duration;
 
 pub(crate) use conn::set_linger_zero;
 pub(crate) use log::push_json_str;
-pub use log::RequestRecord;
+pub use log::{FaultStats, RequestRecord};
+pub use query::{Chaos, ChaosKind};
 
 use log::Shared;
 
@@ -76,6 +77,8 @@ pub struct UpstreamHandle {
     driver: &'static str,
     shared: Arc<Shared>,
     workers: Vec<WorkerHandle>,
+    /// The listening socket (the workers hold duplicates of it): paused and resumed here.
+    listener: std::net::TcpListener,
 }
 
 /// The handle's side of one worker thread.
@@ -99,6 +102,34 @@ impl UpstreamHandle {
     /// Every request received so far, in arrival order (empty when `keep_requests` is off).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests()
+    }
+
+    /// Connections accepted and faults injected so far.
+    pub fn stats(&self) -> FaultStats {
+        self.shared.stats()
+    }
+
+    /// Stops listening without closing anything: from now on every connect is refused
+    /// (ECONNREFUSED; connections waiting in the backlog are reset), while the connections
+    /// already accepted carry on. `shutdown(SHUT_RD)` on a listening socket takes it out of
+    /// the listening state and keeps its port (as HAProxy pauses its listeners); the workers'
+    /// accepts fail meanwhile and are retried every few milliseconds.
+    pub fn pause_listening(&self) -> io::Result<()> {
+        // SAFETY: plain syscall on the listening socket we own.
+        if unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RD) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.shared.count_refusal_window();
+        Ok(())
+    }
+
+    /// Listens again after [`UpstreamHandle::pause_listening`] (a no-op when listening).
+    pub fn resume_listening(&self) -> io::Result<()> {
+        // SAFETY: plain syscall on the listening socket we own.
+        if unsafe { libc::listen(self.listener.as_raw_fd(), worker::BACKLOG) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Stops accepting, closes every open connection abruptly (as if the process died:
@@ -149,7 +180,7 @@ impl std::fmt::Debug for UpstreamHandle {
 pub fn spawn(config: UpstreamConfig) -> io::Result<UpstreamHandle> {
     let threads = config.threads.max(1);
     let listen_now = config.refuse_for.is_zero();
-    let listener = bind_listener(config.bind, listen_now)?;
+    let listener = bind_pinned(config.bind, listen_now)?;
     let addr = listener.local_addr()?;
     let log = match &config.log_path {
         Some(path) => Some(OpenOptions::new().create(true).append(true).open(path)?),
@@ -163,6 +194,7 @@ pub fn spawn(config: UpstreamConfig) -> io::Result<UpstreamHandle> {
         driver: "legacy",
         shared: shared.clone(),
         workers: Vec::with_capacity(threads),
+        listener: listener.try_clone()?,
     };
     for i in 0..threads {
         let (ours, theirs) = UnixStream::pair()?;
@@ -187,6 +219,34 @@ pub fn spawn(config: UpstreamConfig) -> io::Result<UpstreamHandle> {
             .map_err(|_| io::Error::other("sse-upstream worker died while starting"))??;
     }
     Ok(handle)
+}
+
+/// Attempts at [`bind_pinned`]'s second bind before giving up (another process took the port
+/// in between: unlikely on loopback, and then the next draw is another port).
+const PIN_ATTEMPTS: usize = 8;
+
+/// [`bind_listener`], but a port 0 is first resolved to a free port and the socket bound to it
+/// by number. Linux keeps the port of a socket bound by number when it stops listening
+/// ([`UpstreamHandle::pause_listening`]); a socket bound to port 0 loses it then, and would
+/// listen again on another port.
+fn bind_pinned(addr: SocketAddr, listen_now: bool) -> io::Result<std::net::TcpListener> {
+    if addr.port() != 0 {
+        return bind_listener(addr, listen_now);
+    }
+    let mut last = None;
+    for _ in 0..PIN_ATTEMPTS {
+        let probe = bind_listener(addr, false)?;
+        let port = probe.local_addr()?.port();
+        drop(probe);
+        let mut pinned = addr;
+        pinned.set_port(port);
+        match bind_listener(pinned, listen_now) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
 }
 
 /// Binds a TCP socket with SO_REUSEADDR (not SO_REUSEPORT: a port held by another process

@@ -297,6 +297,98 @@ pub struct Fault {
     pub once: bool,
 }
 
+/// The kinds of fault `chaos=N` draws from, one per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChaosKind {
+    /// `fin`: FIN after the drawn number of events (as `close_after`).
+    Fin,
+    /// `rst`: RST after them (as `reset_after`).
+    Rst,
+    /// `stall`: stop writing and hold the socket until the client leaves (as `stall_after`
+    /// without `stall_ms`): a proxy's upstream idle timeout is what ends it.
+    Stall,
+    /// `half`: the first half of the next event, then FIN (as `close_after` with `mid_event=1`).
+    Half,
+}
+
+impl ChaosKind {
+    /// Every kind, in the order `chaos_kinds` names them and counters index them.
+    pub const ALL: [ChaosKind; 4] = [
+        ChaosKind::Fin,
+        ChaosKind::Rst,
+        ChaosKind::Stall,
+        ChaosKind::Half,
+    ];
+
+    /// The name in `chaos_kinds` and in the stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChaosKind::Fin => "fin",
+            ChaosKind::Rst => "rst",
+            ChaosKind::Stall => "stall",
+            ChaosKind::Half => "half",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The fault this kind injects after `after` events.
+    pub fn fault(self, after: u64) -> Fault {
+        let (kind, mid_event) = match self {
+            ChaosKind::Fin => (FaultKind::Close, false),
+            ChaosKind::Rst => (FaultKind::Reset, false),
+            ChaosKind::Stall => (FaultKind::Stall { stall: None }, false),
+            ChaosKind::Half => (FaultKind::Close, true),
+        };
+        Fault {
+            kind,
+            after,
+            mid_event,
+            once: false,
+        }
+    }
+}
+
+/// `chaos=N`: every connection of the stream gets one fault, after a number of events drawn
+/// uniformly from 1..=2N-1 (mean N, never 0, so every connection moves the stream on), of a
+/// kind drawn from `kinds`. The draw is a hash of the seed, the request target and the resume
+/// point: the same request at the same point of the stream always gets the same fault, and a
+/// run can be replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chaos {
+    /// Mean events per connection before its fault (at least 1).
+    pub mean: u64,
+    /// `chaos_kinds=fin,rst,stall,half` (default all four): which kinds are drawn, equally
+    /// likely. Indexed like [`ChaosKind::ALL`].
+    pub kinds: [bool; 4],
+    /// `chaos_seed=S` (default 0).
+    pub seed: u64,
+}
+
+impl Chaos {
+    /// The fault of a connection that requests `target` and starts at event `start`.
+    pub fn draw(&self, target: &str, start: u64) -> (ChaosKind, Fault) {
+        let mut h = crate::checksum::fnv1a64(
+            crate::checksum::FNV1A64_OFFSET_BASIS ^ self.seed,
+            target.as_bytes(),
+        );
+        h = crate::checksum::fnv1a64(h, &start.to_le_bytes());
+        // FNV's low bits are weak: fold the high half in before taking remainders.
+        let mixed = h ^ (h >> 29) ^ (h >> 47);
+        let span = 2 * self.mean - 1;
+        let after = 1 + mixed % span;
+        let enabled: Vec<ChaosKind> = ChaosKind::ALL
+            .into_iter()
+            .zip(self.kinds)
+            .filter_map(|(k, on)| on.then_some(k))
+            .collect();
+        let kind = enabled[((mixed >> 32) % enabled.len() as u64) as usize];
+        (kind, kind.fault(after))
+    }
+}
+
 /// `GET|POST /sse` parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseParams {
@@ -329,6 +421,9 @@ pub struct SseParams {
     pub resume_status_times: Option<u64>,
     /// `close_after` / `reset_after` / `stall_after` with `mid_event`, `stall_ms`, `fault_once`.
     pub fault: Option<Fault>,
+    /// `chaos=N` with `chaos_kinds`, `chaos_seed`: a drawn fault per connection (instead of
+    /// `fault`; the two cannot be combined).
+    pub chaos: Option<Chaos>,
     /// `heartbeat_ms=H`: `: hb` comment blocks every H ms while waiting for the next event.
     pub heartbeat: Option<Duration>,
     /// `framing=chunked|close|length`.
@@ -352,6 +447,7 @@ impl Default for SseParams {
             resume_status: None,
             resume_status_times: None,
             fault: None,
+            chaos: None,
             heartbeat: None,
             framing: SseFraming::Chunked,
         }
@@ -368,6 +464,9 @@ impl SseParams {
         let mut mid_event = false;
         let mut stall = None;
         let mut once = false;
+        let mut chaos_mean = None;
+        let mut chaos_kinds = [true; 4];
+        let mut chaos_seed = 0;
         let mut set_fault = |k: &str, v: &str, kind: FaultKind| -> Result<(), ParamError> {
             if fault.is_some() {
                 return Err(err(
@@ -430,6 +529,22 @@ impl SseParams {
                 "stall_ms" => stall = Some(ms_of(k, v)?),
                 "every" => once = !bool_of(k, v)?,
                 "fault_once" => once = bool_of(k, v)?,
+                "chaos" => {
+                    let n = u64_of(k, v)?;
+                    if n == 0 || n > u64::MAX / 4 {
+                        return Err(err(k, v, "a mean of at least 1 event per connection"));
+                    }
+                    chaos_mean = Some(n);
+                }
+                "chaos_kinds" => {
+                    chaos_kinds = [false; 4];
+                    for name in v.split(',') {
+                        let kind = ChaosKind::parse(name)
+                            .ok_or_else(|| err(k, v, "a list of fin, rst, stall, half"))?;
+                        chaos_kinds[kind as usize] = true;
+                    }
+                }
+                "chaos_seed" => chaos_seed = u64_of(k, v)?,
                 "heartbeat_ms" => {
                     let hb = ms_of(k, v)?;
                     if hb.is_zero() {
@@ -459,6 +574,20 @@ impl SseParams {
             mid_event,
             once,
         });
+        if let Some(mean) = chaos_mean {
+            if p.fault.is_some() {
+                return Err(err(
+                    "chaos",
+                    &mean.to_string(),
+                    "no close_after, reset_after or stall_after with it",
+                ));
+            }
+            p.chaos = Some(Chaos {
+                mean,
+                kinds: chaos_kinds,
+                seed: chaos_seed,
+            });
+        }
         if p.framing == SseFraming::Length && p.last == 0 {
             return Err(err(
                 "framing",
@@ -571,6 +700,61 @@ mod tests {
         assert_eq!(p.fault.unwrap().kind, FaultKind::Stall { stall: None });
         assert!(SseParams::parse("close_after=1&reset_after=2").is_err());
         assert_eq!(SseParams::parse("mid_event=1").unwrap().fault, None);
+    }
+
+    #[test]
+    fn chaos_draws_every_kind_within_bounds() {
+        let p = SseParams::parse("chaos=10&chaos_seed=7").unwrap();
+        let c = p.chaos.unwrap();
+        assert_eq!((c.mean, c.kinds, c.seed), (10, [true; 4], 7));
+        let mut seen = [0u64; 4];
+        let mut total_after = 0;
+        for start in 1..=4000u64 {
+            let (kind, fault) = c.draw("/sse?chaos=10&s=3", start);
+            assert!((1..=19).contains(&fault.after), "{fault:?}");
+            assert_eq!(
+                c.draw("/sse?chaos=10&s=3", start),
+                (kind, fault),
+                "deterministic"
+            );
+            seen[kind as usize] += 1;
+            total_after += fault.after;
+        }
+        assert!(
+            seen.iter().all(|&n| n > 800),
+            "kinds drawn evenly: {seen:?}"
+        );
+        let mean = total_after as f64 / 4000.0;
+        assert!((9.0..11.0).contains(&mean), "mean {mean}");
+        assert!(ChaosKind::Half.fault(3).mid_event);
+        assert_eq!(
+            ChaosKind::Stall.fault(3).kind,
+            FaultKind::Stall { stall: None }
+        );
+
+        let only = SseParams::parse("chaos=1&chaos_kinds=rst,half")
+            .unwrap()
+            .chaos
+            .unwrap();
+        assert_eq!(only.kinds, [false, true, false, true]);
+        for start in 1..100 {
+            let (kind, fault) = only.draw("/x", start);
+            assert!(matches!(kind, ChaosKind::Rst | ChaosKind::Half));
+            assert_eq!(
+                fault.after, 1,
+                "chaos=1 always faults after the first event"
+            );
+        }
+        for bad in [
+            "chaos=0",
+            "chaos=x",
+            "chaos=3&chaos_kinds=fin,boom",
+            "chaos=3&chaos_kinds=",
+            "chaos=3&close_after=2",
+            "chaos=3&chaos_seed=-1",
+        ] {
+            assert!(SseParams::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

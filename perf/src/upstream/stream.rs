@@ -21,7 +21,7 @@ use monoio::time::Instant;
 use super::conn::{now_us, Conn, Next};
 use super::http::{push_hex, write_head, RequestHead, ResponseBody};
 use super::kill::yield_now;
-use super::query::{parse_u64, Fault, FaultKind, Resume, SseFraming, SseParams};
+use super::query::{parse_u64, ChaosKind, Fault, FaultKind, Resume, SseFraming, SseParams};
 use super::sse::{first_half, prelude, EventFormat, WriteBuf, BATCH_BYTES};
 
 /// Answers `GET|POST|HEAD /sse` (the request body, if any, was already read).
@@ -48,7 +48,13 @@ pub(crate) async fn serve_sse(
         (Resume::Honour, Some(k)) => k.saturating_add(1),
         _ => 1,
     };
-    let fault = p.fault.filter(|f| !(f.once && resuming));
+    let (chaos_kind, fault) = match p.chaos {
+        Some(chaos) => {
+            let (kind, fault) = chaos.draw(&head.target, start);
+            (Some(kind), Some(fault))
+        }
+        None => (None, p.fault.filter(|f| !(f.once && resuming))),
+    };
     let framing = match p.framing {
         // HTTP/1.0 has no chunked coding: fall back to close-delimited.
         SseFraming::Chunked if head.version_minor == 0 => SseFraming::Close,
@@ -107,6 +113,7 @@ pub(crate) async fn serve_sse(
         next: start,
         sent: 0,
         fault,
+        chaos_kind,
         pace,
         one_per_write: p.one_write_per_event,
         heartbeat: p.heartbeat,
@@ -186,6 +193,8 @@ struct SseStream<'a> {
     sent: u64,
     /// The fault still to inject on this connection.
     fault: Option<Fault>,
+    /// The kind `chaos=N` drew for it, counted when it is injected.
+    chaos_kind: Option<ChaosKind>,
     /// Pacing, None when flat out.
     pace: Option<Pace>,
     /// `batch=1`.
@@ -324,6 +333,9 @@ impl SseStream<'_> {
 
     /// Injects `fault`. Some(next) ends the connection; None carries on (after a stall).
     async fn inject(&mut self, fault: Fault) -> Option<Next> {
+        if let Some(kind) = self.chaos_kind.take() {
+            self.conn.worker.shared.count_fault(kind);
+        }
         let mut rest: Option<Vec<u8>> = None;
         if fault.mid_event && !self.finished() {
             let mut event = Vec::new();

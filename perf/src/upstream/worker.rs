@@ -242,12 +242,28 @@ pub(crate) fn run(start: WorkerStart) {
 
 /// Spawns the task of an accepted connection.
 fn start_conn(worker: &Rc<Worker>, stream: monoio::net::TcpStream) {
+    set_cloexec(stream.as_raw_fd());
     let _ = stream.set_nodelay(true);
     let id = worker.shared.next_conn_id();
     // Registered before the task first runs, so the final wait for all connections also
     // covers tasks that were spawned but never polled.
     let registration = worker.register(stream.as_raw_fd());
     monoio::spawn(super::conn::serve(stream, id, worker.clone(), registration));
+}
+
+/// Marks an accepted socket close-on-exec. monoio 0.2.4's io_uring accept op passes no flags,
+/// so its sockets are inherited by any process the host process starts (the legacy driver's
+/// `accept4` sets `SOCK_CLOEXEC`). Run in a test process that also starts tether, a simulator
+/// connection was then held open by that child after the simulator closed it: no FIN reached the
+/// proxy, whose stream stalled while the simulator, with nothing left to do, parked with no timer
+/// pending (perf/NOTES.md, "a monoio io_uring runtime parked without a timeout"). A child started
+/// between the accept and this call still inherits the socket: a window of microseconds instead
+/// of the connection's life.
+fn set_cloexec(fd: RawFd) {
+    // SAFETY: F_SETFD on a socket this worker owns; no memory is passed.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
 }
 
 /// A non-blocking `accept4` on the listening socket: a connection already queued, or None.

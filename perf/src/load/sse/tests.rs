@@ -384,3 +384,33 @@ fn generated_streams_match_the_oracle_at_random_splits() {
         }
     }
 }
+
+#[test]
+fn comments_are_counted_at_every_split_and_across_bodies() {
+    // Two heartbeats (the second with CRLF), a comment inside a block, a line with a colon
+    // later on (not a comment), and an unterminated comment that still counts once its line
+    // ends in the next piece.
+    let input: &[u8] = b": keep-alive\n\n:\r\n\r\nid: 1\n: note\ndata: a:b\n\n: hb";
+    let count = |pieces: &[&[u8]]| {
+        let mut p = SseParser::new();
+        let mut events = 0;
+        for piece in pieces {
+            p.feed(piece, &mut |_| events += 1).unwrap();
+        }
+        (p.comments(), events)
+    };
+    assert_eq!(
+        count(&[input]),
+        (3, 1),
+        "the last comment has no line end yet"
+    );
+    for i in 0..=input.len() {
+        let (a, b) = input.split_at(i);
+        assert_eq!(count(&[a, b, b"\n"]), (4, 1), "split at {i}");
+    }
+    let mut p = SseParser::new();
+    p.feed(b": one\n\n", &mut |_| {}).unwrap();
+    p.start_body();
+    p.feed(b": two\n\n", &mut |_| {}).unwrap();
+    assert_eq!(p.comments(), 2, "counted over every body");
+}
