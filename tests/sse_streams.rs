@@ -19,13 +19,12 @@ use common::*;
 const MIB: u64 = 1024 * 1024;
 
 /// The tests that load the machine (a hundred paced streams, hundreds of 250 KB streams, a
-/// flat-out stream against a slow reader) take turns. Their simulators run in this process, one
-/// monoio runtime each; when all three overlapped, the hundred-stream simulator's io_uring runtime
-/// was seen parked in io_uring_enter(GETEVENTS) with no timeout while its paced streams slept (no
-/// byte queued on either side of their sockets, tether waiting on readable), so those streams
-/// stalled for good. On epoll it never happened, nor with any two of them at once. It is noted in
-/// perf/NOTES.md to be chased down in monoio's timer/park path; until then the tests do not
-/// depend on it, and the RSS test measures a quieter machine.
+/// flat-out stream against a slow reader) take turns, so that the RSS test measures a quieter
+/// machine and two cores are not shared three ways. (They were first serialised for streams that
+/// stalled for good when three overlapped on io_uring: a tether started by one test inherited the
+/// in-process simulator's accepted sockets, which monoio's io_uring accept did not make
+/// close-on-exec, so a connection the simulator closed never reached its proxy. The simulator now
+/// sets FD_CLOEXEC on every accepted socket; perf/NOTES.md has the story.)
 static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn heavy_turn() -> std::sync::MutexGuard<'static, ()> {
