@@ -18,27 +18,34 @@
 //! - [`http`]: the HTTP/1.1 wire codec (heads, framing, chunked, what crosses the proxy).
 //! - [`proxy`]: a client connection's life and its upstream exchange.
 //! - [`upstream`]: replicas, connecting to them, the pool (below `proxy` and `sse`).
-//! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream registry, the relay.
+//! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream table, the relay.
+//! - [`timers`]: one timer per worker for every stream's deadlines.
+//! - [`memory`]: the allocator (mimalloc v2) and giving memory back to the system.
+//! - `alloc_census` (feature `alloc-census`): live allocations by size, for perf work.
+//!
+//! Public: what the binary, the integration tests, the benches and the fuzz targets use (`cli`,
+//! `config`, `server`, `demo`, `log`, `http`, `sse`'s framer and ring); the rest is the crate's
+//! own, so that the compiler reports what nothing uses.
 
-pub mod admin;
+pub(crate) mod admin;
 #[cfg(feature = "alloc-census")]
 pub mod alloc_census;
 pub mod cli;
 pub mod config;
-pub mod conn_io;
-pub mod conn_table;
+pub(crate) mod conn_io;
+pub(crate) mod conn_table;
 pub mod demo;
-pub mod duration;
+pub(crate) mod duration;
 pub mod http;
-pub mod limits;
+pub(crate) mod limits;
 pub mod log;
 pub(crate) mod memory;
-pub mod metrics;
-pub mod proxy;
-pub mod runtime;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+pub(crate) mod runtime;
 pub mod server;
-pub mod size;
+pub(crate) mod size;
 pub mod sse;
-pub mod timers;
-pub mod upstream;
-pub mod worker;
+pub(crate) mod timers;
+pub(crate) mod upstream;
+pub(crate) mod worker;

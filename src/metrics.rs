@@ -121,11 +121,6 @@ impl WorkerMetrics {
             gap_sum_ms: self.gap_sum_ms.get(),
         }
     }
-
-    /// Resume gaps recorded so far.
-    pub fn gap_count(&self) -> u64 {
-        self.gap_buckets.iter().map(Cell::get).sum()
-    }
 }
 
 type Getter = fn(&WorkerMetrics) -> u64;
@@ -301,17 +296,6 @@ pub struct MetricsSnapshot {
     pub gap_sum_ms: u64,
 }
 
-impl MetricsSnapshot {
-    /// The value of the counter named `name` (from `COUNTERS`).
-    pub fn get(&self, name: &str) -> u64 {
-        COUNTERS
-            .iter()
-            .position(|c| c.0 == name)
-            .and_then(|i| self.values.get(i).copied())
-            .unwrap_or(0)
-    }
-}
-
 /// Prometheus text exposition (version 0.0.4): totals as `tether_*`, and the same per worker as
 /// `tether_worker_*{worker="N"}`.
 pub fn render_prometheus(workers: &[MetricsSnapshot], out: &mut String) {
@@ -385,7 +369,7 @@ mod tests {
         assert_eq!(m.gap_buckets[0].get(), 1);
         assert_eq!(m.gap_buckets[3].get(), 1, "7ms <= 10ms");
         assert_eq!(m.gap_buckets[GAP_BUCKETS_MS.len()].get(), 1, "+Inf");
-        assert_eq!(m.gap_count(), 3);
+        assert_eq!(m.gap_buckets.iter().map(Cell::get).sum::<u64>(), 3);
     }
 
     #[test]

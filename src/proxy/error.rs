@@ -1,7 +1,6 @@
 //! What went wrong in one exchange, which side caused it, and what (if anything) the client hears.
 
 use std::fmt;
-use std::io;
 
 use crate::http::HttpError;
 use crate::upstream::connect::{ConnectAttempt, Unreachable};
@@ -34,8 +33,6 @@ pub enum ProxyError {
     UpstreamSwitchedProtocols,
     /// The upstream did not answer within the upstream header timeout (504).
     UpstreamHeadTimeout,
-    /// The upstream stalled mid-body or refused our bytes (socket error or body timeout).
-    UpstreamIo(io::Error),
     /// A request method the proxy does not forward (501).
     MethodNotSupported(&'static str),
 }
@@ -51,7 +48,6 @@ impl ProxyError {
                 | ProxyError::UpstreamClosed
                 | ProxyError::UpstreamSwitchedProtocols
                 | ProxyError::UpstreamHeadTimeout
-                | ProxyError::UpstreamIo(_)
         )
     }
 
@@ -77,7 +73,6 @@ impl ProxyError {
                 "the upstream server switched protocols, which this proxy does not relay".into()
             }
             ProxyError::UpstreamHeadTimeout => "the upstream server did not respond in time".into(),
-            ProxyError::UpstreamIo(_) => "the connection to the upstream server failed".into(),
             ProxyError::MethodNotSupported(m) => format!("{m} is not supported by this proxy"),
             ProxyError::ClientGone => return None,
         };
@@ -93,8 +88,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamClosed
-            | ProxyError::UpstreamSwitchedProtocols
-            | ProxyError::UpstreamIo(_) => 502,
+            | ProxyError::UpstreamSwitchedProtocols => 502,
             ProxyError::UpstreamHeadTimeout => 504,
             ProxyError::MethodNotSupported(_) => 501,
         })
@@ -129,7 +123,6 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamHeadTimeout => {
                 f.write_str("upstream did not answer within the upstream header timeout")
             }
-            ProxyError::UpstreamIo(e) => write!(f, "upstream connection failed: {e}"),
             ProxyError::MethodNotSupported(m) => write!(f, "{m} is not supported by this proxy"),
         }
     }
@@ -149,12 +142,11 @@ mod tests {
             target: "http://10.1.2.3:8080 (10.1.2.3:8080)".into(),
             failure: ConnectFailure::Refused,
         }]);
-        let io = ProxyError::UpstreamIo(io::Error::other("reset by 10.1.2.3:8080"));
         let invalid =
             ProxyError::UpstreamProtocol(crate::http::HttpError::UnsupportedTransferCoding {
                 coding: "x-internal-10.1.2.3".into(),
             });
-        for e in [unreachable, io, invalid] {
+        for e in [unreachable, invalid] {
             let (status, reason) = e.answer().expect("an answer");
             assert_eq!(status, 502);
             assert!(!reason.contains("10.1.2.3"), "{reason}");

@@ -12,22 +12,22 @@
 //! - [`partial`]: the worker-wide bound on unfinished events;
 //! - [`active`]: the streams being relayed, for `/streams`.
 
-pub mod active;
-pub mod assigned_id;
-pub mod catch_up;
-pub mod directory;
-pub mod eviction;
+pub(crate) mod active;
+pub(crate) mod assigned_id;
+pub(crate) mod catch_up;
+pub(crate) mod directory;
+pub(crate) mod eviction;
 pub mod framer;
-pub mod lookup;
-pub mod outbound;
-pub mod partial;
-pub mod pump;
-pub mod reconnect;
-pub mod relay;
-pub mod resume;
+pub(crate) mod lookup;
+pub(crate) mod outbound;
+pub(crate) mod partial;
+pub(crate) mod pump;
+pub(crate) mod reconnect;
+pub(crate) mod relay;
+pub(crate) mod resume;
 pub mod ring;
-pub mod scope;
-pub mod table;
+pub(crate) mod scope;
+pub(crate) mod table;
 
 pub use framer::{
     parse_block, EventFramer, FrameError, IdField, ParsedEvent, SseBlock, DEFAULT_MAX_EVENT_BYTES,

@@ -5,8 +5,6 @@
 use std::io;
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::AsyncWriteRent;
-use monoio::net::TcpStream;
 
 use crate::conn_io::BytesVec;
 use crate::http::{ChunkHeader, OutFraming, CHUNK_END, LAST_CHUNK};
@@ -115,21 +113,6 @@ impl ClientQueue {
             self.pending = BytesVec::new();
             self.scratch = BytesMut::new();
         }
-    }
-}
-
-/// One writev of the batch. Returns what it did not write. Not cancel-safe: the future owns the
-/// batch; it is only dropped together with the client connection.
-pub async fn write_batch(client: &mut TcpStream, mut batch: BytesVec) -> io::Result<BytesVec> {
-    batch.prepare();
-    let (res, mut batch) = client.writev(batch).await;
-    match res {
-        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-        Ok(n) => {
-            batch.advance(n);
-            Ok(batch)
-        }
-        Err(e) => Err(e),
     }
 }
 

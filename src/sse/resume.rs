@@ -36,10 +36,6 @@ pub struct ResumeSettings {
     pub without_id: bool,
 }
 
-pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(100);
-pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
-pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Whether a dropped stream may be resumed, and with which method.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ResumePolicy {
@@ -110,10 +106,6 @@ impl Backoff {
     /// A new event got through: the next drop starts from the base again.
     pub fn reset(&mut self) {
         self.failures = 0;
-    }
-
-    pub fn failures(&self) -> u32 {
-        self.failures
     }
 }
 

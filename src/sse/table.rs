@@ -31,9 +31,6 @@ use super::ring::{ReplayRing, RingEvent};
 use super::scope::ResumeScope;
 use crate::metrics::WorkerMetrics;
 
-/// Default `--replay-ttl`: how long a ring outlives the relay that wrote it.
-pub const DEFAULT_REPLAY_TTL: Duration = Duration::from_secs(300);
-
 /// Default `--replay-memory`: what every ring of the process may cost together, overhead
 /// included; each worker keeps its equal share.
 pub const DEFAULT_REPLAY_MEMORY: usize = 256 * 1024 * 1024;
@@ -272,11 +269,6 @@ impl StreamTable {
             }
         }
         best
-    }
-
-    /// The lineage with this id, if this worker still has it.
-    pub fn get(&self, id: u64) -> Option<Rc<Lineage>> {
-        self.rings.borrow().get(&id).cloned()
     }
 
     /// Frees detached rings idle past the TTL, and detached rings holding nothing. Returns how

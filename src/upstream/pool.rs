@@ -61,8 +61,4 @@ impl UpstreamPool {
             list.push(Pooled { stream, since: now });
         }
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.iter().map(Vec::len).sum()
-    }
 }

@@ -234,10 +234,6 @@ impl UpstreamSet {
         self.upstreams.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.upstreams.is_empty()
-    }
-
     pub fn spec(&self, replica: usize) -> &UpstreamSpec {
         &self.upstreams[replica].spec
     }
