@@ -52,13 +52,23 @@ pub async fn read_more(
 /// read op would wait for its completion; under load that cycle is what a newcomer waits for.
 pub fn read_now(fd: RawFd, buf: &mut BytesMut, reserve: usize) -> io::Result<Option<usize>> {
     buf.reserve(reserve);
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: recv writes at most `spare.len()` bytes into the buffer's spare capacity.
+    let n = recv_now(fd, buf.spare_capacity_mut())?;
+    if let Some(n) = n {
+        // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Ok(n)
+}
+
+/// One non-blocking `recv` into `dst`: Ok(None) when nothing is there (EAGAIN, or a signal),
+/// Ok(Some(0)) at the peer's end. The one place tether reads a socket without the runtime.
+pub fn recv_now(fd: RawFd, dst: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<Option<usize>> {
+    // SAFETY: recv writes at most `dst.len()` bytes into `dst`.
     let n = unsafe {
         libc::recv(
             fd,
-            spare.as_mut_ptr() as *mut libc::c_void,
-            spare.len(),
+            dst.as_mut_ptr() as *mut libc::c_void,
+            dst.len(),
             libc::MSG_DONTWAIT,
         )
     };
@@ -69,8 +79,6 @@ pub fn read_now(fd: RawFd, buf: &mut BytesMut, reserve: usize) -> io::Result<Opt
             _ => Err(e),
         };
     }
-    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
-    unsafe { buf.set_len(buf.len() + n as usize) };
     Ok(Some(n as usize))
 }
 

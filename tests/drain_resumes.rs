@@ -259,15 +259,6 @@ fn write_event(conn: &mut TcpStream, id: u64) {
         .unwrap();
 }
 
-fn next_id(reader: &mut SseReader) -> u64 {
-    reader
-        .next_event()
-        .expect("reading the stream")
-        .expect("the stream ended")
-        .num_id()
-        .expect("a numeric id")
-}
-
 /// The fd of tether's end of `conn` (an upstream connection accepted from tether): the socket of
 /// this process whose local address is `conn`'s peer and whose peer is `upstream`.
 fn tether_fd_of(conn: &TcpStream, upstream: SocketAddr) -> Option<RawFd> {

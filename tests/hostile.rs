@@ -179,15 +179,6 @@ fn fds_below(pid: u32, limit: u64) -> usize {
     })
 }
 
-fn next_id(reader: &mut SseReader) -> u64 {
-    reader
-        .next_event()
-        .expect("reading the stream")
-        .expect("the stream ended")
-        .num_id()
-        .expect("a numeric id")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Slowloris
 // ---------------------------------------------------------------------------------------------
@@ -517,25 +508,6 @@ fn recv_queue_of(local: u16, remote: u16) -> usize {
                 .and_then(|rx| usize::from_str_radix(rx, 16).ok())
         })
         .unwrap_or(0)
-}
-
-/// ESTABLISHED TCP connections (IPv4) whose local end is port `port` on this host: tether's side
-/// of its client connections, when `port` is its listening port.
-fn established_at_port(port: u16) -> usize {
-    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    text.lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3
-                && f[3] == "01"
-                && f[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                    == Some(port)
-        })
-        .count()
 }
 
 /// What each open fd of `pid` is (for failure messages).

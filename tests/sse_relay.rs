@@ -1337,16 +1337,9 @@ fn origin_per_connection(handlers: Vec<Box<dyn FnOnce(std::net::TcpStream) + Sen
         for handler in handlers {
             let Ok((mut s, _)) = l.accept() else { return };
             thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                let mut head = Vec::new();
-                let mut tmp = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut tmp) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&tmp[..n]),
-                    }
+                if read_request_head(&mut s) {
+                    handler(s);
                 }
-                handler(s);
             });
         }
     });

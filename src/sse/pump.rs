@@ -30,7 +30,7 @@ use super::framer::IdField;
 use super::outbound::adjoin;
 use super::relay::{BodyEnd, Relay};
 use super::ring::RingEvent;
-use crate::conn_io::{peek_state, PeekState};
+use crate::conn_io::{peek_state, recv_now, PeekState};
 use crate::http::Decoded;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::{DropKind, WorkerMetrics};
@@ -90,23 +90,13 @@ fn read_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
     }
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        // SAFETY: recv writes at most `scratch.len()` bytes into the scratch buffer.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                scratch.as_mut_ptr() as *mut libc::c_void,
-                scratch.len(),
-                libc::MSG_DONTWAIT,
-            )
+        // SAFETY: u8 and MaybeUninit<u8> have one layout; recv only ever writes bytes into it.
+        let dst = unsafe {
+            &mut *(scratch.as_mut_slice() as *mut [u8] as *mut [std::mem::MaybeUninit<u8>])
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-                _ => Err(e),
-            };
-        }
-        let n = n as usize;
+        let Some(n) = recv_now(fd, dst)? else {
+            return Ok(None);
+        };
         if buf.is_empty() {
             *buf = BytesMut::from(&scratch[..n]);
         } else {

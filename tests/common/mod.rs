@@ -961,6 +961,17 @@ pub fn fd_count(pid: u32) -> usize {
 /// ESTABLISHED TCP connections (IPv4, this network namespace) whose remote end is port `port`
 /// on loopback: the proxy's side of its connections to an upstream listening there.
 pub fn established_to_port(port: u16) -> usize {
+    established_with(port, 2)
+}
+
+/// ESTABLISHED TCP connections (IPv4) whose local end is port `port` on this host: tether's side
+/// of its client connections, when `port` is its listening port.
+pub fn established_at_port(port: u16) -> usize {
+    established_with(port, 1)
+}
+
+/// ESTABLISHED entries of /proc/net/tcp whose address in `column` (1 local, 2 remote) has `port`.
+fn established_with(port: u16, column: usize) -> usize {
     let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     text.lines()
         .skip(1)
@@ -968,13 +979,23 @@ pub fn established_to_port(port: u16) -> usize {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() > 3
                 && f[3] == "01"
-                && f[2]
+                && f[column]
                     .rsplit(':')
                     .next()
                     .and_then(|p| u16::from_str_radix(p, 16).ok())
                     == Some(port)
         })
         .count()
+}
+
+/// The numeric id of the stream's next event (panics when it ends or the event has none).
+pub fn next_id(reader: &mut SseReader) -> u64 {
+    reader
+        .next_event()
+        .expect("reading the stream")
+        .expect("the stream ended")
+        .num_id()
+        .expect("a numeric id")
 }
 
 /// Polls `f` every 20 ms until it returns true or `limit` passes; returns its last answer.
@@ -989,6 +1010,21 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Reads a request head (up to its empty line) from an origin's side of a connection, waiting
+/// 5 s at most. False when the client closed or stalled first.
+pub fn read_request_head(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&tmp[..n]),
+        }
+    }
+    true
 }
 
 /// A one-shot origin: accepts one connection (within 10 s), reads a request head, writes
@@ -1007,14 +1043,8 @@ pub fn scripted_origin(response: Vec<u8>, linger: Duration) -> String {
             }
         };
         s.set_nonblocking(false).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut head = Vec::new();
-        let mut tmp = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut tmp) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(&tmp[..n]),
-            }
+        if !read_request_head(&mut s) {
+            return;
         }
         let _ = s.write_all(&response);
         std::thread::sleep(linger);
