@@ -24,8 +24,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the reverse proxy: accept on --bind, forward to the --upstream replicas.
+    /// Run the reverse proxy: accept on --bind, forward to the --upstream replicas (or to the
+    /// routes of a --config file).
     Reverse(Box<ReverseArgs>),
+    /// Check a configuration (--config FILE, and any flag of `reverse`) and print the settings
+    /// and routes it resolves to, without binding anything: exit 0 when `reverse` would start
+    /// with it, 1 with the error otherwise.
+    Check(Box<ReverseArgs>),
     /// Watch tether keep one SSE stream whole while its upstream keeps dropping it (an embedded
     /// flaky upstream, tether, and a client, in one process; exits 0 when nothing was lost).
     Demo(DemoArgs),
@@ -68,17 +73,32 @@ pub enum LogLevel {
 
 #[derive(Debug, Args)]
 pub struct ReverseArgs {
+    // ----- configuration file -----
+    /// TOML file of settings and routes: every flag here is a key of the same name
+    /// (sse-heartbeat = "5s", assign-ids = true, identity-header = ["X-Api-Key"]), and
+    /// [[route]] tables send requests by host and path prefix to their own upstreams, with
+    /// their own per-request settings. Flags given on the command line override the file.
+    /// Example: examples/tether.toml; `tether check --config FILE` validates one.
+    #[arg(long, value_name = "FILE", help_heading = "Configuration file")]
+    pub config: Option<std::path::PathBuf>,
+
     // ----- listening -----
     /// Address to accept client connections on (host:port; port 0 picks a free port, logged at start).
-    #[arg(long, value_name = "ADDR", help_heading = "Listening")]
-    pub bind: String,
+    #[arg(
+        long,
+        value_name = "ADDR",
+        required_unless_present = "config",
+        help_heading = "Listening"
+    )]
+    pub bind: Option<String>,
 
     /// Upstream origin as http://host:port[/prefix]; repeat for replicas, tried in turn when one
-    /// refuses connections. The prefix is prepended to every request path.
+    /// refuses connections. The prefix is prepended to every request path. Without --config,
+    /// every request goes to these; with a file, its [[route]] tables name their own instead.
     #[arg(
         long = "upstream",
         value_name = "URL",
-        required = true,
+        required_unless_present = "config",
         help_heading = "Listening"
     )]
     pub upstreams: Vec<String>,

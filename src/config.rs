@@ -1,5 +1,6 @@
-//! The proxy's settings, resolved once from the command line: every flag checked against the
-//! limits it bounds, host names resolved, CPU lists parsed. Workers only read a `Config`.
+//! The proxy's settings, resolved once from the command line and the configuration file
+//! (`crate::config_file`): every flag checked against the limits it bounds, host names resolved,
+//! CPU lists parsed, routes built. Workers only read a `Config`.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -7,21 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{DriverChoice, ReverseArgs};
+use crate::config_file::{FileRoute, Loaded};
 use crate::http::HeadLimits;
-use crate::sse::relay::SseSettings;
-use crate::sse::resume::ResumeSettings;
-use crate::sse::scope::IdentityHeaders;
+use crate::route::settings::{RouteSettings, RouteSpec};
 use crate::sse::table::RingLimits;
 use crate::upstream::replica::{Upstream, UpstreamSpec, UpstreamUrlError};
 
-/// Timeouts, each documented on its flag in `crate::cli`.
+/// The process's timeouts, each documented on its flag in `crate::cli`. The per-request ones
+/// (connect, upstream header, body) are each route's (`RouteSettings`).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    pub connect: Duration,
     pub header: Duration,
-    pub upstream_header: Duration,
     pub idle: Duration,
-    pub body: Duration,
     pub send: Duration,
     pub pool_idle: Duration,
     pub shutdown_grace: Duration,
@@ -32,6 +30,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// `--admin`: where the admin endpoint listens (None = off).
     pub admin: Option<SocketAddr>,
+    /// Every replica of every route, each URL once: the pool, the address cache and the
+    /// resolver keep one entry per replica, whichever routes share it.
     pub upstreams: Vec<Arc<Upstream>>,
     pub workers: usize,
     /// CPU for each worker (cycled), or None when not pinning.
@@ -44,11 +44,12 @@ pub struct Config {
     pub resolve_interval: Duration,
     pub timeouts: Timeouts,
     pub head_limits: HeadLimits,
-    pub sse: SseSettings,
+    /// `--sse-partial-memory`: what the unfinished events of all streams may hold together.
+    pub sse_partial_memory: usize,
     pub rings: RingLimits,
-    /// `--identity-header` and the defaults: what separates clients' replay scopes.
-    pub identity: IdentityHeaders,
-    pub resume: ResumeSettings,
+    /// The routes in the order they are tried (first match wins): the file's `[[route]]`
+    /// tables, or one route for every request to the `--upstream` replicas.
+    pub(crate) routes: Vec<RouteSpec>,
 }
 
 /// Why the command line cannot run.
@@ -57,6 +58,10 @@ pub enum ConfigError {
     Bind {
         addr: String,
         reason: String,
+    },
+    /// `--admin` is not an address.
+    Admin {
+        addr: String,
     },
     Upstream(UpstreamUrlError),
     Resolve {
@@ -81,12 +86,50 @@ pub enum ConfigError {
         flag: &'static str,
         max: usize,
     },
+    /// Neither --bind nor `bind` in the configuration file.
+    NoBind,
+    /// The command line (with the file's keys) was refused as a whole.
+    CommandLine {
+        reason: String,
+    },
+    /// An error in the settings of the route at this index (file order).
+    InRoute {
+        index: usize,
+        error: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    /// The flag (and file key) whose value is to blame, when one is.
+    pub fn setting(&self) -> Option<&'static str> {
+        let flag = match self {
+            ConfigError::Bind { .. } => "--bind",
+            ConfigError::Admin { .. } => "--admin",
+            ConfigError::Upstream(_) | ConfigError::Resolve { .. } => "--upstream",
+            ConfigError::Cpus { .. } => "--cpus",
+            ConfigError::Zero { flag }
+            | ConfigError::HeaderName { flag, .. }
+            | ConfigError::TooLarge { flag, .. } => flag,
+            ConfigError::UringEntries(_) => "--uring-entries",
+            ConfigError::InRoute { error, .. } => return error.setting(),
+            ConfigError::NoBind | ConfigError::CommandLine { .. } => return None,
+        };
+        Some(flag.trim_start_matches("--"))
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Bind { addr, reason } => write!(f, "--bind {addr}: {reason}"),
+            ConfigError::Admin { addr } => {
+                write!(f, "--admin {addr}: not an address (host:port)")
+            }
+            ConfigError::NoBind => f.write_str(
+                "no address to listen on: give --bind ADDR, or bind = \"ADDR\" in the configuration file",
+            ),
+            ConfigError::CommandLine { reason } => write!(f, "{reason}"),
+            ConfigError::InRoute { index, error } => write!(f, "route {}: {error}", index + 1),
             ConfigError::Upstream(e) => write!(f, "--upstream: {e}"),
             ConfigError::Resolve { url, reason } => {
                 write!(f, "--upstream {url}: cannot resolve its host: {reason}")
@@ -111,17 +154,28 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The settings of a command line without a configuration file: one route for every
+    /// request, to the `--upstream` replicas.
     pub fn from_args(args: &ReverseArgs) -> Result<Config, ConfigError> {
-        let bind = args
-            .bind
+        Config::build(args, &[])
+    }
+
+    /// The settings of a command line and the file it names (`crate::config_file::load`).
+    pub fn from_loaded(loaded: &Loaded) -> Result<Config, ConfigError> {
+        Config::build(&loaded.args, &loaded.routes)
+    }
+
+    fn build(args: &ReverseArgs, file_routes: &[FileRoute]) -> Result<Config, ConfigError> {
+        let bind_text = args.bind.as_deref().ok_or(ConfigError::NoBind)?;
+        let bind = bind_text
             .to_socket_addrs()
             .map_err(|e| ConfigError::Bind {
-                addr: args.bind.clone(),
+                addr: bind_text.to_string(),
                 reason: e.to_string(),
             })?
             .next()
             .ok_or_else(|| ConfigError::Bind {
-                addr: args.bind.clone(),
+                addr: bind_text.to_string(),
                 reason: "resolves to no address".into(),
             })?;
         let admin = match &args.admin {
@@ -130,27 +184,36 @@ impl Config {
                 text.to_socket_addrs()
                     .ok()
                     .and_then(|mut a| a.next())
-                    .ok_or_else(|| ConfigError::Bind {
-                        addr: text.clone(),
-                        reason: "--admin: not an address".into(),
-                    })?,
+                    .ok_or_else(|| ConfigError::Admin { addr: text.clone() })?,
             ),
         };
-        let mut upstreams = Vec::with_capacity(args.upstreams.len());
-        for url in &args.upstreams {
-            let spec = UpstreamSpec::parse(url).map_err(ConfigError::Upstream)?;
-            let addrs = spec.resolve().map_err(|e| ConfigError::Resolve {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
-            upstreams.push(Arc::new(Upstream::new(spec, addrs)));
-        }
-        if args.sse_max_event_bytes > crate::sse::framer::MAX_EVENT_BYTES_LIMIT {
-            return Err(ConfigError::TooLarge {
-                flag: "--sse-max-event-bytes",
-                max: crate::sse::framer::MAX_EVENT_BYTES_LIMIT,
+        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
+        let mut routes = Vec::with_capacity(file_routes.len().max(1));
+        if file_routes.is_empty() {
+            // The command line alone: one route, for every request.
+            routes.push(RouteSpec {
+                name: None,
+                host: None,
+                path_prefix: "/".into(),
+                replicas: replicas(&args.upstreams, &mut upstreams)?,
+                settings: RouteSettings::from_args(args)?,
             });
         }
+        for (index, route) in file_routes.iter().enumerate() {
+            let in_route = |error| ConfigError::InRoute {
+                index,
+                error: Box::new(error),
+            };
+            routes.push(RouteSpec {
+                name: route.name.clone(),
+                host: route.host.clone(),
+                path_prefix: route.path_prefix.clone(),
+                replicas: replicas(&route.upstreams, &mut upstreams).map_err(in_route)?,
+                settings: RouteSettings::from_args(&route.args).map_err(in_route)?,
+            });
+        }
+        // The top level's per-request settings are checked even when every route sets its own.
+        RouteSettings::from_args(args)?;
         let workers = match args.workers {
             Some(0) => return Err(ConfigError::Zero { flag: "--workers" }),
             Some(n) => n,
@@ -171,14 +234,6 @@ impl Config {
                 flag: "--max-connections",
             });
         }
-        for name in &args.identity_headers {
-            if !crate::http::is_token(name.as_bytes()) {
-                return Err(ConfigError::HeaderName {
-                    flag: "--identity-header",
-                    name: name.clone(),
-                });
-            }
-        }
         if !args.uring_entries.is_power_of_two() || !(2..=32_768).contains(&args.uring_entries) {
             return Err(ConfigError::UringEntries(args.uring_entries));
         }
@@ -195,11 +250,8 @@ impl Config {
             upstream_pool_size: args.upstream_pool_size,
             resolve_interval: args.resolve_interval,
             timeouts: Timeouts {
-                connect: args.connect_timeout,
                 header: args.header_timeout,
-                upstream_header: args.upstream_header_timeout,
                 idle: args.idle_timeout,
-                body: args.body_timeout,
                 send: args.send_timeout,
                 pool_idle: args.upstream_pool_idle,
                 shutdown_grace: args.shutdown_grace,
@@ -209,30 +261,14 @@ impl Config {
                 max_headers: args.max_headers,
                 max_target_bytes: args.max_target_bytes,
             },
-            sse: SseSettings {
-                max_event_bytes: args.sse_max_event_bytes,
-                heartbeat: (!args.sse_heartbeat.is_zero()).then_some(args.sse_heartbeat),
-                client_buffer: args.sse_client_buffer,
-                assign_ids: args.assign_ids,
-                partial_memory: args.sse_partial_memory,
-            },
-            resume: ResumeSettings {
-                idle_timeout: (!args.upstream_idle_timeout.is_zero())
-                    .then_some(args.upstream_idle_timeout),
-                pass_clean_end: args.pass_clean_end,
-                initial: args.reconnect_initial,
-                max_delay: args.reconnect_max_delay,
-                timeout: args.reconnect_timeout,
-                post_as_get: args.resume_post_as_get,
-                without_id: args.resume_without_id,
-            },
+            sse_partial_memory: args.sse_partial_memory,
             rings: RingLimits {
                 max_events: args.replay_events,
                 max_bytes: args.replay_bytes,
                 ttl: args.replay_ttl,
                 memory: args.replay_memory,
             },
-            identity: IdentityHeaders::new(&args.identity_headers),
+            routes,
         })
     }
 
@@ -243,6 +279,29 @@ impl Config {
             .filter(|c| !c.is_empty())
             .map(|c| c[index % c.len()])
     }
+}
+
+/// The replicas of one route as indices into `upstreams`, adding the URLs not there yet (each
+/// resolved once, here, at start-up).
+fn replicas(
+    urls: &[String],
+    upstreams: &mut Vec<Arc<Upstream>>,
+) -> Result<Vec<usize>, ConfigError> {
+    let mut indices = Vec::with_capacity(urls.len());
+    for url in urls {
+        if let Some(known) = upstreams.iter().position(|u| u.spec.url == *url) {
+            indices.push(known);
+            continue;
+        }
+        let spec = UpstreamSpec::parse(url).map_err(ConfigError::Upstream)?;
+        let addrs = spec.resolve().map_err(|e| ConfigError::Resolve {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        upstreams.push(Arc::new(Upstream::new(spec, addrs)));
+        indices.push(upstreams.len() - 1);
+    }
+    Ok(indices)
 }
 
 /// Parses "0,2-3" into [0, 2, 3].
@@ -315,7 +374,11 @@ mod tests {
             "{err}"
         );
         let ok = Config::from_args(&args("X-Api-Key")).unwrap();
-        assert!(ok.identity.names().any(|n| n == "x-api-key"));
+        assert!(ok.routes[0]
+            .settings
+            .identity
+            .names()
+            .any(|n| n == "x-api-key"));
     }
 
     #[test]

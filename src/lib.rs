@@ -4,7 +4,11 @@
 //! - [`admin`]: the admin endpoint (/metrics, /healthz, /streams).
 //! - [`cli`]: every flag, its default and its help text.
 //! - [`demo`]: `tether demo`, a flaky upstream, tether and a client in one process.
-//! - [`config`]: the settings resolved once from the command line.
+//! - [`config`]: the settings resolved once from the command line and the configuration file.
+//! - [`config_file`]: `--config tether.toml`: every flag a key, `[[route]]` tables, errors with
+//!   line and column.
+//! - `route`: which upstream group and settings a request gets, by host and path prefix.
+//! - [`check`]: `tether check`, the configuration validated and printed.
 //! - [`limits`]: named limits outside the HTTP codec.
 //! - [`duration`]: human durations (`500ms`, `2s`, `1m`).
 //! - [`size`]: sizes (`65536`, `64KiB`, `256MiB`).
@@ -30,8 +34,10 @@
 pub(crate) mod admin;
 #[cfg(feature = "alloc-census")]
 pub mod alloc_census;
+pub mod check;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub(crate) mod conn_io;
 pub(crate) mod conn_table;
 pub mod demo;
@@ -42,6 +48,7 @@ pub mod log;
 pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
+pub(crate) mod route;
 pub(crate) mod runtime;
 pub mod server;
 pub(crate) mod size;

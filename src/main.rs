@@ -1,10 +1,12 @@
 //! tether's entry point: parse the command line, start one worker per core, wait for a signal.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tether::cli::{Cli, Command, LogLevel};
+use tether::config::Config;
 
 #[cfg(not(feature = "alloc-census"))]
 #[global_allocator]
@@ -21,12 +23,24 @@ static GLOBAL: tether::alloc_census::CountingMimalloc = tether::alloc_census::Co
 fn main() -> ExitCode {
     #[cfg(feature = "alloc-census")]
     GLOBAL.census.start_reports();
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&argv);
     match cli.command {
-        Command::Reverse(args) => {
+        Command::Reverse(cli_args) => {
+            // The command line over the file it names: the settings (log ones included) are
+            // known only once the file is read; its errors are logged as the command line says.
+            let loaded = match tether::config_file::load(&argv) {
+                Ok(loaded) => loaded,
+                Err(e) => return refuse(cli_args.log_level, cli_args.log_format, &e),
+            };
+            let args = &loaded.args;
             tether::log::init(args.log_level);
             tether::log::set_format(args.log_format);
-            match tether::server::run_reverse(&args) {
+            let config = match Config::from_loaded(&loaded) {
+                Ok(config) => config,
+                Err(e) => return refuse(args.log_level, args.log_format, &loaded.place(e)),
+            };
+            match tether::server::run_reverse(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tether::log_error!("{e}");
@@ -35,6 +49,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check(_) => match tether::check::report(&argv) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tether check: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo(args) => {
             tether::log::init(Some(if args.verbose {
                 LogLevel::Info
@@ -51,4 +75,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Logs why the configuration cannot run, and exits 2 (as any start-up failure does).
+fn refuse(
+    level: Option<LogLevel>,
+    format: tether::cli::LogFormat,
+    error: &dyn std::fmt::Display,
+) -> ExitCode {
+    tether::log::init(level);
+    tether::log::set_format(format);
+    tether::log_error!("{error}");
+    let _ = std::io::stderr().flush();
+    ExitCode::from(2)
 }

@@ -5,7 +5,6 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crate::cli::ReverseArgs;
 use crate::config::Config;
 use crate::duration::format_duration;
 use crate::sse::directory::Directory;
@@ -88,6 +87,11 @@ impl Server {
                 .map_or("no".to_string(), |c| format!("{c:?}")),
             upstreams.join(", ")
         );
+        if !(config.routes.len() == 1 && config.routes[0].is_catch_all()) {
+            for (index, route) in config.routes.iter().enumerate() {
+                crate::log_info!("{}", route.describe(index, &upstreams));
+            }
+        }
         if let Some(addr) = admin_addr {
             crate::log_info!("admin endpoint on http://{addr} (/metrics, /healthz, /streams)");
         }
@@ -127,8 +131,7 @@ impl Server {
 }
 
 /// Runs the reverse proxy until SIGTERM/SIGINT and the drain that follows.
-pub fn run_reverse(args: &ReverseArgs) -> Result<(), String> {
-    let config = Config::from_args(args).map_err(|e| e.to_string())?;
+pub fn run_reverse(config: Config) -> Result<(), String> {
     let grace = config.timeouts.shutdown_grace;
     // Block the shutdown signals before any thread starts, so every thread inherits the mask and
     // only the signal thread receives them (through sigwait), never a worker mid-syscall.

@@ -20,12 +20,11 @@ use crate::config::Config;
 use crate::conn_table::ConnTable;
 use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECTING_PER_WORKER};
 use crate::metrics::WorkerMetrics;
+use crate::route::RouteTable;
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::active::ActiveStreams;
 use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
 use crate::sse::partial::PartialBudget;
-use crate::sse::relay::SseSettings;
-use crate::sse::resume::ResumeSettings;
 use crate::sse::table::StreamTable;
 use crate::timers::Timers;
 use crate::upstream::pool::UpstreamPool;
@@ -40,8 +39,10 @@ pub struct WorkerCtx {
     pub conns: Rc<ConnTable>,
     pub pool: RefCell<UpstreamPool>,
     pub upstreams: RefCell<UpstreamSet>,
-    /// SSE settings (a copy of `config.sse`, read per event).
-    pub sse: SseSettings,
+    /// The routes, resolved once per request (`crate::route`). Each request holds the
+    /// `Rc<Route>` it matched for its whole life, so a reload can replace this table between
+    /// requests (a `RefCell<Rc<RouteTable>>` then) without touching running ones.
+    pub(crate) routes: Rc<RouteTable>,
     /// This worker's replay rings (one per upstream lineage) and their budget.
     pub streams: StreamTable,
     /// Which worker holds which ring; the inboxes between workers.
@@ -52,8 +53,6 @@ pub struct WorkerCtx {
     pub metrics: WorkerMetrics,
     /// The SSE streams being relayed now (for `/streams`).
     pub active: ActiveStreams,
-    /// Upstream resume settings (a copy of `config.resume`).
-    pub resume: ResumeSettings,
     /// The worker's one timer for its streams' deadlines.
     pub timers: Rc<Timers>,
     /// This worker's share of --sse-partial-memory.
@@ -185,21 +184,20 @@ fn run(
         let ctx = Rc::new(WorkerCtx {
             index,
             driver,
-            sse: config.sse,
+            routes: Rc::new(RouteTable::new(&config.routes, index)),
             streams: StreamTable::new(index, config.rings, links.directory.clone()),
             directory: links.directory,
             answers: PendingAnswers::default(),
             metrics: WorkerMetrics::default(),
             active: ActiveStreams::default(),
-            resume: config.resume,
             timers: Timers::new(),
-            partial: PartialBudget::new(config.sse.partial_memory / config.workers.max(1)),
+            partial: PartialBudget::new(config.sse_partial_memory / config.workers.max(1)),
             pool: RefCell::new(UpstreamPool::new(
                 replicas,
                 config.upstream_pool_size,
                 config.timeouts.pool_idle,
             )),
-            upstreams: RefCell::new(UpstreamSet::new(config.upstreams.clone(), index)),
+            upstreams: RefCell::new(UpstreamSet::new(config.upstreams.clone())),
             conns: Rc::new(ConnTable::new()),
             config,
         });

@@ -45,4 +45,5 @@ pub use head::{
 pub(crate) use head::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES};
 pub(crate) use rewrite::{reason_phrase, write_error_response, write_interim_response};
 pub use rewrite::{write_client_response, write_upstream_request, ForwardContext, OutFraming};
+pub(crate) use rules::split_absolute_form;
 pub use scan::HeadScanner;

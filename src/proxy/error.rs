@@ -5,6 +5,9 @@ use std::fmt;
 use crate::http::HttpError;
 use crate::upstream::connect::{ConnectAttempt, Unreachable};
 
+/// What a request that matches no route is told (and the log line says).
+const NO_ROUTE_REASON: &str = "no route matches this request's host and path";
+
 impl From<Unreachable> for ProxyError {
     fn from(u: Unreachable) -> Self {
         ProxyError::UpstreamUnreachable(u.0)
@@ -35,6 +38,8 @@ pub enum ProxyError {
     UpstreamHeadTimeout,
     /// A request method the proxy does not forward (501).
     MethodNotSupported(&'static str),
+    /// No route of the configuration matches the request's host and path (404).
+    NoRoute,
 }
 
 impl ProxyError {
@@ -74,6 +79,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamHeadTimeout => "the upstream server did not respond in time".into(),
             ProxyError::MethodNotSupported(m) => format!("{m} is not supported by this proxy"),
+            ProxyError::NoRoute => NO_ROUTE_REASON.into(),
             ProxyError::ClientGone => return None,
         };
         Some((status, reason))
@@ -91,6 +97,7 @@ impl ProxyError {
             | ProxyError::UpstreamSwitchedProtocols => 502,
             ProxyError::UpstreamHeadTimeout => 504,
             ProxyError::MethodNotSupported(_) => 501,
+            ProxyError::NoRoute => 404,
         })
     }
 }
@@ -124,6 +131,7 @@ impl fmt::Display for ProxyError {
                 f.write_str("upstream did not answer within the upstream header timeout")
             }
             ProxyError::MethodNotSupported(m) => write!(f, "{m} is not supported by this proxy"),
+            ProxyError::NoRoute => f.write_str(NO_ROUTE_REASON),
         }
     }
 }

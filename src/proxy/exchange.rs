@@ -10,6 +10,7 @@
 use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,6 +29,7 @@ use crate::http::{
     ResponseHead, Version, CHUNK_END, LAST_CHUNK,
 };
 use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
+use crate::route::Route;
 use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
@@ -77,6 +79,10 @@ pub async fn forward(
         return Err(Failed(ProxyError::MethodNotSupported("CONNECT")));
     }
     let req_kind = request_body_kind(&head).map_err(|e| Failed(ProxyError::ClientProtocol(e)))?;
+    // The route is resolved once, here, and held (an Rc) for the whole exchange and stream.
+    let Some(route) = ctx.routes.resolve(&head).cloned() else {
+        return Err(Failed(ProxyError::NoRoute));
+    };
     let out_framing = match req_kind {
         BodyKind::Empty | BodyKind::UntilClose => OutFraming::Empty,
         BodyKind::Length(n) => OutFraming::Length(n),
@@ -84,17 +90,17 @@ pub async fn forward(
     };
     // A reconnecting SSE client whose Last-Event-ID is in a replay ring: the upstream is asked to
     // resume from the newest event the ring holds, and the ring supplies what lies between.
-    let point = match reconnection_scope(ctx, &head) {
+    let point = match reconnection_scope(&route, &head) {
         Some(scope) => lookup::find(ctx, &head, &scope).await,
         None => None,
     };
-    let mut upstream = match connect::acquire(ctx, true).await {
+    let mut upstream = match connect::acquire(ctx, &route.upstreams, true).await {
         Ok(up) => up,
         Err(e) => match point {
             // A reconnecting EventSource must never get a 5xx while the upstream is down (it
             // would stop for good): it gets what it missed from the ring and an open stream,
             // and the relay reconnects behind it.
-            Some(point) => return Ok(serve_from_ring(ctx, client, head, point, false)),
+            Some(point) => return Ok(serve_from_ring(ctx, client, head, point, route, false)),
             None => return Err(Failed(e.into())),
         },
     };
@@ -115,6 +121,7 @@ pub async fn forward(
     let head_out = head_out.freeze();
     let mut exchange = Exchange {
         ctx,
+        route: &route,
         client,
         head,
         req_kind,
@@ -139,21 +146,23 @@ pub async fn forward(
         match result {
             Err(Attempt::StaleUpstream) if upstream.reused && retryable => {
                 crate::log_debug!("pooled upstream connection was closed; retrying on a fresh one");
-                upstream = match connect::connect_fresh(ctx, upstream.replica).await {
-                    Ok(fresh) => fresh,
-                    Err(e) => {
-                        return match point {
-                            Some(point) => Ok(serve_from_ring(
-                                ctx,
-                                exchange.client,
-                                exchange.head,
-                                point,
-                                false,
-                            )),
-                            None => Err(Failed(e.into())),
+                upstream =
+                    match connect::connect_fresh(ctx, &route.upstreams, upstream.replica).await {
+                        Ok(fresh) => fresh,
+                        Err(e) => {
+                            return match point {
+                                Some(point) => Ok(serve_from_ring(
+                                    ctx,
+                                    exchange.client,
+                                    exchange.head,
+                                    point,
+                                    route.clone(),
+                                    false,
+                                )),
+                                None => Err(Failed(e.into())),
+                            }
                         }
-                    }
-                };
+                    };
             }
             Err(failure) => {
                 let e = match failure {
@@ -180,6 +189,7 @@ pub async fn forward(
                             exchange.client,
                             exchange.head,
                             point,
+                            route.clone(),
                             false,
                         ))
                     }
@@ -206,7 +216,8 @@ pub async fn forward(
                         Some(p.resume_from),
                     ),
                     None => {
-                        let scope = ResumeScope::of(&request, &ctx.config.identity);
+                        let scope =
+                            ResumeScope::of(&request, route.scope_key, &route.settings.identity);
                         (ctx.streams.create(&scope), StartFrom::Upstream, None)
                     }
                 };
@@ -222,6 +233,7 @@ pub async fn forward(
                     resume_from,
                     request,
                     keep_client: parts.keep_client,
+                    route,
                 })));
             }
             Ok(Step::RingOutlives { status }) => {
@@ -239,7 +251,14 @@ pub async fn forward(
                     point.missed
                 );
                 let client = exchange.client;
-                return Ok(serve_from_ring(ctx, client, exchange.head, point, !retry));
+                return Ok(serve_from_ring(
+                    ctx,
+                    client,
+                    exchange.head,
+                    point,
+                    route.clone(),
+                    !retry,
+                ));
             }
         }
     }
@@ -247,10 +266,10 @@ pub async fn forward(
 
 /// The scope of a request that may be a reconnection served from a ring: a GET carrying a
 /// non-empty `Last-Event-ID`. Anything else never looks at the rings.
-fn reconnection_scope(ctx: &WorkerCtx, head: &RequestHead) -> Option<ResumeScope> {
+fn reconnection_scope(route: &Route, head: &RequestHead) -> Option<ResumeScope> {
     let reconnecting =
         head.method == Method::Get && head.header("last-event-id").is_some_and(|v| !v.is_empty());
-    reconnecting.then(|| ResumeScope::of(head, &ctx.config.identity))
+    reconnecting.then(|| ResumeScope::of(head, route.scope_key, &route.settings.identity))
 }
 
 /// Gives a request head that will live as long as its stream its own exact allocation, instead of
@@ -268,6 +287,7 @@ fn serve_from_ring(
     client: ClientSide<'_>,
     mut head: RequestHead,
     point: ResumePoint,
+    route: Rc<Route>,
     end_after_replay: bool,
 ) -> Outcome {
     let http11 = head.version == Version::Http11;
@@ -304,7 +324,7 @@ fn serve_from_ring(
         framing,
         head: out.freeze(),
         up: None,
-        replica: ctx.upstreams.borrow_mut().start_replica(),
+        replica: route.upstreams.next_replica(),
         ubuf: BytesMut::new(),
         decoder: BodyDecoder::new(BodyKind::Empty),
         ring: point.ring,
@@ -312,6 +332,7 @@ fn serve_from_ring(
         resume_from: Some(point.resume_from),
         request: head,
         keep_client,
+        route,
     }))
 }
 
@@ -350,6 +371,8 @@ impl From<ProxyError> for Attempt {
 
 struct Exchange<'c, 'a> {
     ctx: &'c WorkerCtx,
+    /// The request's route: its upstream group and per-request timeouts.
+    route: &'c Route,
     client: ClientSide<'a>,
     head: RequestHead,
     req_kind: BodyKind,
@@ -369,6 +392,7 @@ impl Exchange<'_, '_> {
     /// whether the upstream connection may be pooled.
     async fn run(&mut self, upstream: &mut UpstreamConn) -> Result<Step, Attempt> {
         let t = self.ctx.config.timeouts;
+        let r = &self.route.settings;
         let up = &mut upstream.stream;
 
         // ---- request head, then body ----
@@ -404,7 +428,7 @@ impl Exchange<'_, '_> {
                 up,
                 framing,
                 out,
-                t.body,
+                r.body_timeout,
                 t.send,
             )
             .await
@@ -428,7 +452,7 @@ impl Exchange<'_, '_> {
         }
 
         // ---- response head (1xx relayed) ----
-        let deadline = Instant::now() + t.upstream_header;
+        let deadline = Instant::now() + r.upstream_header_timeout;
         let mut ubuf = BytesMut::new();
         let response = loop {
             let head = self.read_response_head(up, &mut ubuf, deadline).await?;
@@ -534,7 +558,7 @@ impl Exchange<'_, '_> {
             self.client.stream,
             body_framing,
             out,
-            t.body,
+            r.body_timeout,
             t.send,
         )
         .await

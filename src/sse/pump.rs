@@ -227,12 +227,12 @@ impl Relay<'_> {
                     }
                     _ = timer.fired(), if wake_at.is_some() => {
                         let now = Instant::now();
-                        let idle_timeout = self.ctx.resume.idle_timeout;
+                        let idle_timeout = self.route.settings.resume.idle_timeout;
                         if idle_timeout.is_some_and(|d| now >= self.last_upstream + d) {
                             crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
                             return BodyEnd::Dropped(DropKind::Idle);
                         }
-                        if self.ctx.sse.heartbeat.is_some_and(|d| now >= self.last_sent + d) {
+                        if self.route.settings.sse.heartbeat.is_some_and(|d| now >= self.last_sent + d) {
                             self.out.push_heartbeat();
                             WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
                         } else if !client_busy && now >= quiet_since + CLIENT_WATCH_DELAY {
@@ -258,8 +258,18 @@ impl Relay<'_> {
     /// When an idle stream must wake by itself: the next heartbeat, the upstream idle timeout,
     /// or (`watch`) the moment the client starts being watched for a disconnect.
     fn idle_wake(&self, quiet_since: Instant, watch: bool) -> Option<Instant> {
-        let heartbeat_at = self.ctx.sse.heartbeat.map(|d| self.last_sent + d);
-        let idle_at = self.ctx.resume.idle_timeout.map(|d| self.last_upstream + d);
+        let heartbeat_at = self
+            .route
+            .settings
+            .sse
+            .heartbeat
+            .map(|d| self.last_sent + d);
+        let idle_at = self
+            .route
+            .settings
+            .resume
+            .idle_timeout
+            .map(|d| self.last_upstream + d);
         let watch_at = watch.then_some(quiet_since + CLIENT_WATCH_DELAY);
         [heartbeat_at, idle_at, watch_at]
             .into_iter()
@@ -316,7 +326,7 @@ impl Relay<'_> {
                         crate::log_warn!(
                             "sse {}: upstream event larger than --sse-max-event-bytes {}; ending the stream",
                             self.ring.lineage.scope.target(),
-                            self.ctx.sse.max_event_bytes
+                            self.route.settings.sse.max_event_bytes
                         );
                         self.flush_blocks();
                         return Some(BodyEnd::TooLarge);
@@ -390,7 +400,7 @@ impl Relay<'_> {
                     None => {}
                 }
             }
-            let assigned = self.ctx.sse.assign_ids && block.fires && id.is_none();
+            let assigned = self.route.settings.sse.assign_ids && block.fires && id.is_none();
             let (id, raw) = if assigned {
                 let name = AssignedId {
                     worker: self.ctx.index as u32,

@@ -39,12 +39,14 @@ impl Relay<'_> {
         // The attempt re-sends the client's request while heartbeats change the relay: a copy
         // (the head's bytes are shared, not copied).
         let request = self.request.clone();
+        let route = self.route.clone();
         // For the forwarded-for headers of the re-sent request; asked of the socket rather than
         // kept for the stream's life (reconnects are rare, idle streams many). No peer: gone.
         let Ok(peer) = client.peer_addr() else {
             return Reconnect::ClientGone;
         };
-        let give_up_at = self.stalled_since.unwrap_or(dropped_at) + self.ctx.resume.timeout;
+        let give_up_at =
+            self.stalled_since.unwrap_or(dropped_at) + self.route.settings.resume.timeout;
         let mut attempts = 0u32;
         let mut wait = first_wait;
         loop {
@@ -64,6 +66,8 @@ impl Relay<'_> {
             // Boxed: only alive while reconnecting, so a streaming relay does not carry its size.
             let mut attempt = Box::pin(resume::attempt(
                 self.ctx,
+                &route.upstreams,
+                route.settings.upstream_header_timeout,
                 &request,
                 peer.ip(),
                 last_id,
@@ -71,7 +75,12 @@ impl Relay<'_> {
             ));
             let mut client_busy = false;
             let result = loop {
-                let heartbeat_at = self.ctx.sse.heartbeat.map(|d| self.last_sent + d);
+                let heartbeat_at = self
+                    .route
+                    .settings
+                    .sse
+                    .heartbeat
+                    .map(|d| self.last_sent + d);
                 let sleep =
                     sleep_until_opt(heartbeat_at.map(|h| h.min(give_up_at)).or(Some(give_up_at)));
                 monoio::select! {
@@ -126,7 +135,12 @@ impl Relay<'_> {
             if now >= until {
                 return None;
             }
-            let heartbeat_at = self.ctx.sse.heartbeat.map(|d| self.last_sent + d);
+            let heartbeat_at = self
+                .route
+                .settings
+                .sse
+                .heartbeat
+                .map(|d| self.last_sent + d);
             let wake = heartbeat_at.map_or(until, |h| h.min(until));
             monoio::select! {
                 _ = monoio::time::sleep_until(wake.into()) => {

@@ -27,6 +27,7 @@
 //! write future is never dropped while the client connection lives. Timers own no buffer.
 
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -43,6 +44,7 @@ use crate::conn_io::write_vec_within;
 use crate::conn_table::ConnGuard;
 use crate::http::{BodyDecoder, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
+use crate::route::Route;
 use crate::worker::WorkerCtx;
 
 /// Default `--sse-client-buffer`: bytes queued for one client of a shared stream before it is cut
@@ -58,11 +60,11 @@ pub struct SseSettings {
     /// `--sse-heartbeat`: comment after this much silence towards the client (None = off).
     pub heartbeat: Option<Duration>,
     /// `--sse-client-buffer`: bytes queued for one client of a shared stream before it is cut.
+    /// Read once streams are shared (coalescing); a stream with one client is paced by it.
+    #[allow(dead_code)]
     pub client_buffer: usize,
     /// `--assign-ids`: give every event without an id one of tether's own.
     pub assign_ids: bool,
-    /// `--sse-partial-memory`: unfinished events of all streams, process-wide.
-    pub partial_memory: usize,
 }
 
 /// Why a relay ended.
@@ -127,6 +129,9 @@ pub struct SseStart {
     pub request: RequestHead,
     /// The client connection may serve another request after a clean end.
     pub keep_client: bool,
+    /// The request's route: the stream's settings and the replicas it reconnects to, for its
+    /// whole life (whatever the worker's routes become meanwhile).
+    pub(crate) route: Rc<Route>,
 }
 
 /// How one upstream body stopped (the pump's answer).
@@ -152,6 +157,8 @@ pub(super) enum BodyEnd {
 /// as arguments would be held twice for the stream's life).
 pub(super) struct Relay<'c> {
     pub(super) ctx: &'c WorkerCtx,
+    /// The stream's route: its SSE and resume settings, its upstream group.
+    pub(super) route: Rc<Route>,
     /// This stream's row in `/streams` (removed when the relay is dropped).
     pub(super) entry: ActiveEntry<'c>,
     pub(super) decoder: BodyDecoder,
@@ -218,15 +225,18 @@ pub fn relay<'a>(
         resume_from,
         request,
         keep_client: _,
+        route,
     } = start;
     WorkerMetrics::inc(&ctx.metrics.sse_streams_active);
     let url = ctx.upstreams.borrow().spec(replica).url.clone();
     let entry = ctx.active.register(ring.lineage.clone(), url);
+    let max_event_bytes = route.settings.sse.max_event_bytes;
     let mut relay = Relay {
         ctx,
+        route,
         entry,
         decoder,
-        framer: EventFramer::new(ctx.sse.max_event_bytes),
+        framer: EventFramer::new(max_event_bytes),
         blocks: Vec::new(),
         pieces: Vec::new(),
         read_alloc: 0,
@@ -329,7 +339,7 @@ impl Relay<'_> {
                 WorkerMetrics::inc(&self.ctx.metrics.sse_partial_cuts);
                 return Err(self.finish(client, SseEnd::PartialBudget).await);
             }
-            BodyEnd::Clean if self.ctx.resume.pass_clean_end => {
+            BodyEnd::Clean if self.route.settings.resume.pass_clean_end => {
                 return Err(self.finish(client, SseEnd::Completed).await);
             }
             BodyEnd::Clean => DropKind::Eof,
@@ -359,7 +369,7 @@ impl Relay<'_> {
             _ => "dropped",
         };
         if let ResumePolicy::End(why) =
-            resume::policy(&self.ctx.resume, self.request.method, &last_id)
+            resume::policy(&self.route.settings.resume, self.request.method, &last_id)
         {
             crate::log_info!(
                 "sse {target}: upstream {what} ({}); not resuming: {why}",
@@ -383,8 +393,9 @@ impl Relay<'_> {
         let first_wait = if self.progressed || self.stalled_since.is_none() {
             self.backoff().reset();
             self.stalled_since = Some(dropped_at);
-            self.retry_hint
-                .map_or(Duration::ZERO, |hint| hint.min(self.ctx.resume.max_delay))
+            self.retry_hint.map_or(Duration::ZERO, |hint| {
+                hint.min(self.route.settings.resume.max_delay)
+            })
         } else {
             self.backoff().next_delay()
         };
@@ -470,7 +481,7 @@ impl Relay<'_> {
 impl Relay<'_> {
     /// The stream's reconnect backoff, made on first use.
     pub(super) fn backoff(&mut self) -> &mut Backoff {
-        let resume = &self.ctx.resume;
+        let resume = &self.route.settings.resume;
         let index = self.ctx.index;
         self.backoff.get_or_insert_with(|| {
             Box::new(Backoff::new(

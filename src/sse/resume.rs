@@ -15,6 +15,7 @@ use crate::http::{
     Method, OutFraming, RequestHead, ResponseHead,
 };
 use crate::upstream::connect;
+use crate::upstream::group::UpstreamGroup;
 use crate::worker::WorkerCtx;
 
 /// Resume settings resolved from the command line.
@@ -159,21 +160,22 @@ impl std::fmt::Display for RetryReason {
     }
 }
 
-/// Connects to the upstream (the stream's replica first, then the others in turn), re-sends the
-/// stream's request as a GET with `Last-Event-ID: last_id`, and reads the answer's head.
+/// Connects to the upstream (the stream's replica first, then the others of its route's group in
+/// turn), re-sends the stream's request as a GET with `Last-Event-ID: last_id`, and reads the
+/// answer's head, within `header_timeout` (the route's `upstream-header-timeout`).
 /// Cancel-safe in the sense that matters: it owns its socket, which is closed if it is dropped.
-pub async fn attempt(
+pub(crate) async fn attempt(
     ctx: &WorkerCtx,
+    group: &UpstreamGroup,
+    header_timeout: Duration,
     request: &RequestHead,
     client_addr: std::net::IpAddr,
     last_id: &[u8],
     first_replica: usize,
 ) -> AttemptResult {
-    let replicas = ctx.upstreams.borrow().len();
     let mut failures = Vec::new();
-    for i in 0..replicas {
-        let replica = (first_replica + i) % replicas;
-        let mut up = match connect::connect_fresh(ctx, replica).await {
+    for replica in group.starting_at(first_replica) {
+        let mut up = match connect::connect_fresh(ctx, group, replica).await {
             Ok(up) => up,
             Err(e) => {
                 failures.push(e.to_string());
@@ -206,14 +208,19 @@ pub async fn attempt(
                 url: ctx.upstreams.borrow().spec(replica).url.clone(),
             });
         }
-        return read_answer(ctx, up.stream, replica).await;
+        return read_answer(ctx, up.stream, replica, header_timeout).await;
     }
     AttemptResult::Retry(RetryReason::Connect(failures))
 }
 
-async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> AttemptResult {
+async fn read_answer(
+    ctx: &WorkerCtx,
+    mut stream: TcpStream,
+    replica: usize,
+    header_timeout: Duration,
+) -> AttemptResult {
     let limits = ctx.config.head_limits;
-    let deadline = Instant::now() + ctx.config.timeouts.upstream_header;
+    let deadline = Instant::now() + header_timeout;
     let url = ctx.upstreams.borrow().spec(replica).url.clone();
     let mut scanner = HeadScanner::new();
     let mut buf = BytesMut::new();

@@ -1,5 +1,5 @@
-//! Which streams a reconnection may be served from: the same request target (path and full
-//! query) and the same identity. The method is not part of it: MCP (2025-11-25) resumes a stream
+//! Which streams a reconnection may be served from: the same route, the same request target
+//! (path and full query) and the same identity. The method is not part of it: MCP (2025-11-25) resumes a stream
 //! that began as a POST with a GET carrying `Last-Event-ID`.
 //!
 //! Identity is every value of the identity headers: `Authorization`, `Cookie`, `Mcp-Session-Id`
@@ -72,9 +72,13 @@ impl Hash for ResumeScope {
 }
 
 impl ResumeScope {
-    pub fn of(head: &RequestHead, identity: &IdentityHeaders) -> ResumeScope {
-        let mut out = BytesMut::with_capacity(head.target().len() + 32);
+    /// `route`: the request's route's scope key (`crate::route::Route::scope_key`): the same
+    /// target reaches different upstreams on two routes (another host, say), so their streams
+    /// never share rings.
+    pub fn of(head: &RequestHead, route: u64, identity: &IdentityHeaders) -> ResumeScope {
+        let mut out = BytesMut::with_capacity(head.target().len() + 40);
         put_part(&mut out, head.target());
+        out.put_u64(route);
         for name in identity.names() {
             // Every value of the header, in order (a repeated Cookie header is part of identity).
             let mut count = 0u32;
@@ -136,7 +140,7 @@ mod tests {
             &HeadLimits::default(),
         )
         .unwrap();
-        ResumeScope::of(&head, identity)
+        ResumeScope::of(&head, 0, identity)
     }
 
     fn scope(raw: &str) -> ResumeScope {
@@ -166,6 +170,22 @@ mod tests {
             "the same value under another identity header is another scope"
         );
         assert_eq!(alice.target(), "/s?a=1");
+    }
+
+    #[test]
+    fn routes_separate_scopes() {
+        let raw = "GET /s HTTP/1.1\r\nHost: x\r\n\r\n";
+        let head = RequestHead::parse(
+            Bytes::copy_from_slice(raw.as_bytes()),
+            &HeadLimits::default(),
+        )
+        .unwrap();
+        let identity = IdentityHeaders::default();
+        assert_ne!(
+            ResumeScope::of(&head, 1, &identity),
+            ResumeScope::of(&head, 2, &identity)
+        );
+        assert_eq!(ResumeScope::of(&head, 1, &identity).target(), "/s");
     }
 
     #[test]

@@ -390,6 +390,7 @@ mod tests {
         let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         ResumeScope::of(
             &RequestHead::parse(Bytes::from(raw), &HeadLimits::default()).unwrap(),
+            0,
             &IdentityHeaders::default(),
         )
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use super::group::UpstreamGroup;
 use crate::runtime::DriverKind;
 use crate::worker::WorkerCtx;
 
@@ -68,17 +69,16 @@ pub struct UpstreamConn {
     pub reused: bool,
 }
 
-/// Picks the next replica (round robin) and returns a connection to it or to the next replica that
-/// accepts. Cancel-safe in the sense that matters: a dropped connect only loses a socket that was
-/// never used.
-pub async fn acquire(ctx: &WorkerCtx, allow_pooled: bool) -> Result<UpstreamConn, Unreachable> {
-    let (start, replicas) = {
-        let mut set = ctx.upstreams.borrow_mut();
-        (set.start_replica(), set.len())
-    };
+/// Picks the group's next replica (round robin) and returns a connection to it or to the next
+/// replica of the group that accepts. Cancel-safe in the sense that matters: a dropped connect
+/// only loses a socket that was never used.
+pub(crate) async fn acquire(
+    ctx: &WorkerCtx,
+    group: &UpstreamGroup,
+    allow_pooled: bool,
+) -> Result<UpstreamConn, Unreachable> {
     let mut attempts = Vec::new();
-    for i in 0..replicas {
-        let replica = (start + i) % replicas;
+    for replica in group.round_robin() {
         if allow_pooled {
             if let Some(stream) = ctx.pool.borrow_mut().take(replica) {
                 return Ok(UpstreamConn {
@@ -88,7 +88,7 @@ pub async fn acquire(ctx: &WorkerCtx, allow_pooled: bool) -> Result<UpstreamConn
                 });
             }
         }
-        match connect_replica(ctx, replica, &mut attempts).await {
+        match connect_replica(ctx, replica, group.connect_timeout, &mut attempts).await {
             Some(stream) => {
                 return Ok(UpstreamConn {
                     stream,
@@ -102,10 +102,15 @@ pub async fn acquire(ctx: &WorkerCtx, allow_pooled: bool) -> Result<UpstreamConn
     Err(Unreachable(attempts))
 }
 
-/// A fresh connection to one specific replica (used for the retry of a stale pooled connection).
-pub async fn connect_fresh(ctx: &WorkerCtx, replica: usize) -> Result<UpstreamConn, Unreachable> {
+/// A fresh connection to one specific replica of `group` (used for the retry of a stale pooled
+/// connection, and for a stream's reconnects).
+pub(crate) async fn connect_fresh(
+    ctx: &WorkerCtx,
+    group: &UpstreamGroup,
+    replica: usize,
+) -> Result<UpstreamConn, Unreachable> {
     let mut attempts = Vec::new();
-    match connect_replica(ctx, replica, &mut attempts).await {
+    match connect_replica(ctx, replica, group.connect_timeout, &mut attempts).await {
         Some(stream) => Ok(UpstreamConn {
             stream,
             replica,
@@ -118,6 +123,7 @@ pub async fn connect_fresh(ctx: &WorkerCtx, replica: usize) -> Result<UpstreamCo
 async fn connect_replica(
     ctx: &WorkerCtx,
     replica: usize,
+    limit: Duration,
     attempts: &mut Vec<ConnectAttempt>,
 ) -> Option<TcpStream> {
     let (addrs, url) = {
@@ -125,7 +131,7 @@ async fn connect_replica(
         (set.addrs(replica), set.spec(replica).url.clone())
     };
     for addr in addrs.iter() {
-        match connect_within(*addr, ctx.config.timeouts.connect, ctx.driver).await {
+        match connect_within(*addr, limit, ctx.driver).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 return Some(stream);

@@ -1,7 +1,9 @@
 //! The upstream side, below both `proxy` (a client's exchange) and `sse` (the relay's
 //! reconnects): the replicas and their addresses ([`replica`]), getting a connection to one
-//! ([`connect`]), and a worker's idle keep-alive connections ([`pool`]).
+//! ([`connect`]), and a worker's idle keep-alive connections ([`pool`]); a route's replicas
+//! and the order they are tried in ([`group`]).
 
 pub mod connect;
+pub(crate) mod group;
 pub mod pool;
 pub mod replica;

@@ -205,44 +205,24 @@ pub fn spawn_resolver(upstreams: Vec<Arc<Upstream>>, interval: Duration) {
     }
 }
 
-/// A worker's view of the replicas: addresses cached per generation, and the round-robin cursor.
+/// A worker's view of the replicas: addresses cached per generation. Which replicas a request
+/// tries, in which order, is its route's (`super::group::UpstreamGroup`).
 pub struct UpstreamSet {
     upstreams: Vec<Arc<Upstream>>,
     cached: Vec<(u64, Arc<[SocketAddr]>)>,
-    next: usize,
 }
 
 impl UpstreamSet {
-    pub fn new(upstreams: Vec<Arc<Upstream>>, first: usize) -> Self {
+    pub fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
         let cached = upstreams
             .iter()
             .map(|u| (u.generation(), u.addrs()))
             .collect();
-        let next = if upstreams.is_empty() {
-            0
-        } else {
-            first % upstreams.len()
-        };
-        UpstreamSet {
-            upstreams,
-            cached,
-            next,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.upstreams.len()
+        UpstreamSet { upstreams, cached }
     }
 
     pub fn spec(&self, replica: usize) -> &UpstreamSpec {
         &self.upstreams[replica].spec
-    }
-
-    /// The replica to try first for a new request (round robin), then the others in turn.
-    pub fn start_replica(&mut self) -> usize {
-        let start = self.next;
-        self.next = (self.next + 1) % self.upstreams.len().max(1);
-        start
     }
 
     /// Current addresses of a replica.
@@ -294,24 +274,5 @@ mod tests {
         ] {
             assert!(UpstreamSpec::parse(bad).is_err(), "{bad} should be refused");
         }
-    }
-
-    #[test]
-    fn round_robin_start_cycles() {
-        let mk = |p| {
-            Arc::new(Upstream::new(
-                UpstreamSpec::parse(&format!("http://127.0.0.1:{p}")).unwrap(),
-                vec![],
-            ))
-        };
-        let mut set = UpstreamSet::new(vec![mk(1), mk(2), mk(3)], 1);
-        assert_eq!(
-            [
-                set.start_replica(),
-                set.start_replica(),
-                set.start_replica()
-            ],
-            [1, 2, 0]
-        );
     }
 }

@@ -1,0 +1,248 @@
+//! Routes: which upstream group and which per-request settings a request gets, from its host
+//! and path. Configured as `[[route]]` tables (`crate::config_file`), or one route for every
+//! request when the command line alone names `--upstream` replicas.
+//!
+//! A worker holds one [`RouteTable`], built once from the configuration's [`RouteSpec`]s, and
+//! resolves each request against it once, before anything is sent upstream:
+//!
+//! ```text
+//! host = the absolute-form target's authority, else the Host header (port, trailing dot and
+//!        case ignored)
+//! path = the target's path (no query)
+//! for route in file order:                       a short linear scan: no allocation, no lock,
+//!     if route.host is set and does not match host: next      no atomic
+//!     if path does not start with route.path_prefix: next     ("/" matches every request)
+//!     return route                                first match wins
+//! none: 404
+//! ```
+//!
+//! The request then holds an `Rc<Route>` (a non-atomic count) for as long as it runs, a stream
+//! included: its upstream group, its settings, its replay scope. That is what lets a later
+//! reload swap a worker's table between requests (replace `WorkerCtx::routes`) while requests
+//! and streams already running finish on the route they started with.
+
+pub(crate) mod host;
+pub(crate) mod settings;
+
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+use host::HostPattern;
+use settings::{RouteSettings, RouteSpec};
+
+use crate::http::{split_absolute_form, RequestHead};
+use crate::upstream::group::UpstreamGroup;
+
+/// One route as a worker uses it.
+#[derive(Debug)]
+pub(crate) struct Route {
+    host: Option<HostPattern>,
+    /// `path-prefix` as bytes; None for "/", which matches every request (an asterisk-form
+    /// `OPTIONS *` and an absolute-form target without a path included).
+    path_prefix: Option<Box<[u8]>>,
+    pub(crate) settings: RouteSettings,
+    /// The route's replicas, with this worker's round robin over them.
+    pub(crate) upstreams: UpstreamGroup,
+    /// Part of every replay scope made on this route (`ResumeScope::of`): two routes never
+    /// share rings, even for the same target and identity (they reach different upstreams).
+    /// A hash of the route's host pattern and path prefix, so it is the same on every worker,
+    /// and for the same route after a reload.
+    pub(crate) scope_key: u64,
+}
+
+impl Route {
+    fn new(spec: &RouteSpec, worker: usize) -> Route {
+        let prefix = (spec.path_prefix != "/").then(|| spec.path_prefix.as_bytes().into());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        spec.host.as_ref().map(|h| h.to_string()).hash(&mut h);
+        spec.path_prefix.hash(&mut h);
+        Route {
+            host: spec.host.clone(),
+            path_prefix: prefix,
+            settings: spec.settings.clone(),
+            upstreams: UpstreamGroup::new(&spec.replicas, worker, spec.settings.connect_timeout),
+            scope_key: h.finish(),
+        }
+    }
+
+    fn matches(&self, host: Option<&[u8]>, path: &[u8]) -> bool {
+        if let Some(pattern) = &self.host {
+            if !host.is_some_and(|h| pattern.matches(h)) {
+                return false;
+            }
+        }
+        match &self.path_prefix {
+            None => true,
+            Some(prefix) => path.starts_with(prefix),
+        }
+    }
+}
+
+/// A worker's routes, in the order they are tried.
+#[derive(Debug)]
+pub(crate) struct RouteTable {
+    routes: Box<[Rc<Route>]>,
+}
+
+impl RouteTable {
+    /// `worker`: where this worker's round robins start.
+    pub(crate) fn new(specs: &[RouteSpec], worker: usize) -> RouteTable {
+        RouteTable {
+            routes: specs
+                .iter()
+                .map(|spec| Rc::new(Route::new(spec, worker)))
+                .collect(),
+        }
+    }
+
+    /// The first route that matches the request; None: no route does (404).
+    pub(crate) fn resolve(&self, head: &RequestHead) -> Option<&Rc<Route>> {
+        let (host, path) = host_and_path(head);
+        self.routes.iter().find(|route| route.matches(host, path))
+    }
+}
+
+/// The host and path a request is routed by (RFC 9112 3.2.2: an absolute-form target's
+/// authority wins over the Host header). The path is the target without its query; an
+/// absolute-form target without a path has the path "/".
+fn host_and_path(head: &RequestHead) -> (Option<&[u8]>, &[u8]) {
+    let target = head.target();
+    let (host, path) = match target.first() {
+        Some(b'/') | Some(b'*') | None => (head.header("host"), target),
+        _ => match split_absolute_form(target) {
+            Some((authority, rest)) => (Some(authority), rest),
+            None => (head.header("host"), target),
+        },
+    };
+    let end = memchr::memchr2(b'?', b'#', path).unwrap_or(path.len());
+    let path = &path[..end];
+    (host, if path.is_empty() { b"/" } else { path })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::http::HeadLimits;
+
+    fn settings() -> RouteSettings {
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "tether",
+            "reverse",
+            "--bind",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:1",
+        ])
+        .unwrap();
+        let crate::cli::Command::Reverse(args) = cli.command else {
+            unreachable!()
+        };
+        RouteSettings::from_args(&args).unwrap()
+    }
+
+    fn spec(name: &str, host: Option<&str>, prefix: &str) -> RouteSpec {
+        RouteSpec {
+            name: Some(name.into()),
+            host: host.map(|h| HostPattern::parse(h).unwrap()),
+            path_prefix: prefix.into(),
+            replicas: vec![0],
+            settings: settings(),
+        }
+    }
+
+    /// The name of the route `raw` resolves to in a table made of `specs`.
+    fn route_of(specs: &[RouteSpec], raw: &str) -> Option<String> {
+        let table = RouteTable::new(specs, 0);
+        let head = RequestHead::parse(
+            Bytes::copy_from_slice(raw.as_bytes()),
+            &HeadLimits::default(),
+        )
+        .unwrap();
+        let found = table.resolve(&head)?;
+        let index = table.routes.iter().position(|r| Rc::ptr_eq(r, found))?;
+        specs[index].name.clone()
+    }
+
+    #[test]
+    fn first_match_in_file_order_by_host_then_prefix() {
+        let table = [
+            spec("feeds", Some("feeds.example.com"), "/events/"),
+            spec("tenants", Some("*.example.com"), "/"),
+            spec("api", None, "/api"),
+            spec("events", None, "/events/"),
+        ];
+        let get = |target: &str, host: &str| {
+            route_of(
+                &table,
+                &format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+            )
+        };
+        assert_eq!(
+            get("/events/x", "Feeds.Example.com:8080").as_deref(),
+            Some("feeds")
+        );
+        assert_eq!(
+            get("/other", "feeds.example.com").as_deref(),
+            Some("tenants")
+        );
+        assert_eq!(
+            get("/events/x?a=/api", "a.example.com").as_deref(),
+            Some("tenants")
+        );
+        assert_eq!(
+            get("/apis?x", "other.org").as_deref(),
+            Some("api"),
+            "a plain prefix"
+        );
+        assert_eq!(get("/events/x", "other.org").as_deref(), Some("events"));
+        assert_eq!(
+            get("/events", "other.org").as_deref(),
+            None,
+            "no trailing slash"
+        );
+        assert_eq!(get("/", "other.org").as_deref(), None);
+        assert_eq!(
+            route_of(
+                &table,
+                "GET http://feeds.example.com/events/1 HTTP/1.1\r\nHost: other.org\r\n\r\n"
+            )
+            .as_deref(),
+            Some("feeds"),
+            "the absolute-form authority wins over Host"
+        );
+        assert_eq!(
+            route_of(&table, "GET /api/x HTTP/1.0\r\n\r\n").as_deref(),
+            Some("api"),
+            "no Host: routes without a host still match"
+        );
+    }
+
+    #[test]
+    fn the_root_prefix_matches_every_request() {
+        let table = [spec("all", None, "/")];
+        for raw in [
+            "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /x HTTP/1.0\r\n\r\n",
+        ] {
+            assert_eq!(route_of(&table, raw).as_deref(), Some("all"), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn routes_have_distinct_scope_keys_on_every_worker_alike() {
+        let specs = [spec("a", Some("a.example.com"), "/"), spec("b", None, "/")];
+        let w0 = RouteTable::new(&specs, 0);
+        let w1 = RouteTable::new(&specs, 1);
+        assert_ne!(w0.routes[0].scope_key, w0.routes[1].scope_key);
+        assert_eq!(w0.routes[0].scope_key, w1.routes[0].scope_key);
+        assert_eq!(
+            w0.routes[1].settings.connect_timeout,
+            Duration::from_secs(2)
+        );
+    }
+}
