@@ -235,13 +235,7 @@ pub fn load(argv: &[OsString]) -> Result<Loaded, LoadError> {
     // The command line wins: a file key it gave, or one that conflicts with a flag it gave, is
     // left out.
     let overridden = |entry: &FlagEntry| {
-        given.contains(&entry.id)
-            || flag(&reverse, &entry.key).is_some_and(|arg| {
-                reverse
-                    .get_arg_conflicts_with(arg)
-                    .iter()
-                    .any(|other| given.iter().any(|g| g == other.get_id().as_str()))
-            })
+        given.contains(&entry.id) || given.iter().any(|g| conflict(&reverse, &entry.id, g))
     };
     let kept: Vec<&FlagEntry> = top.iter().filter(|e| !overridden(e)).collect();
 
@@ -579,27 +573,38 @@ fn check_conflicts(
     entries: &[FlagEntry],
 ) -> Result<(), LoadError> {
     for (i, entry) in entries.iter().enumerate() {
-        let Some(arg) = flag(reverse, &entry.key) else {
-            continue;
-        };
-        for other in reverse.get_arg_conflicts_with(arg) {
-            if let Some(first) = entries[..i]
-                .iter()
-                .find(|e| e.id == other.get_id().as_str())
-            {
-                return Err(LoadError {
-                    file: Some(file.path.clone()),
-                    at: Some(entry.key_at),
-                    error: ConfigFileError::Conflict {
-                        key: entry.key.clone(),
-                        other: first.key.clone(),
-                        other_line: first.key_at.line,
-                    },
-                });
-            }
+        if let Some(first) = entries[..i]
+            .iter()
+            .find(|e| conflict(reverse, &entry.id, &e.id))
+        {
+            return Err(LoadError {
+                file: Some(file.path.clone()),
+                at: Some(entry.key_at),
+                error: ConfigFileError::Conflict {
+                    key: entry.key.clone(),
+                    other: first.key.clone(),
+                    other_line: first.key_at.line,
+                },
+            });
         }
     }
     Ok(())
+}
+
+/// Whether clap refuses the flags with ids `a` and `b` together (declared on either side).
+fn conflict(reverse: &Command, a: &str, b: &str) -> bool {
+    let declared = |x: &str, y: &str| {
+        reverse
+            .get_arguments()
+            .find(|arg| arg.get_id().as_str() == x)
+            .is_some_and(|arg| {
+                reverse
+                    .get_arg_conflicts_with(arg)
+                    .iter()
+                    .any(|other| other.get_id().as_str() == y)
+            })
+    };
+    declared(a, b) || declared(b, a)
 }
 
 /// The flag of `reverse` whose long name is `key`.
