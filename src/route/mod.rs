@@ -65,12 +65,7 @@ impl Route {
         }
     }
 
-    fn matches(&self, host: Option<&[u8]>, path: &[u8]) -> bool {
-        if let Some(pattern) = &self.host {
-            if !host.is_some_and(|h| pattern.matches(h)) {
-                return false;
-            }
-        }
+    fn path_matches(&self, path: &[u8]) -> bool {
         match &self.path_prefix {
             None => true,
             Some(prefix) => path.starts_with(prefix),
@@ -95,28 +90,39 @@ impl RouteTable {
         }
     }
 
-    /// The first route that matches the request; None: no route does (404).
+    /// The first route that matches the request; None: no route does (404). The Host header
+    /// is looked up only when a route has a `host` (the catch-all route of a command line
+    /// without a file never looks at it).
     pub(crate) fn resolve(&self, head: &RequestHead) -> Option<&Rc<Route>> {
-        let (host, path) = host_and_path(head);
-        self.routes.iter().find(|route| route.matches(host, path))
+        let (authority, path) = target_parts(head);
+        let mut host: Option<Option<&[u8]>> = None;
+        self.routes.iter().find(|route| {
+            if let Some(pattern) = &route.host {
+                let host = *host.get_or_insert_with(|| authority.or_else(|| head.header("host")));
+                if !host.is_some_and(|h| pattern.matches(h)) {
+                    return false;
+                }
+            }
+            route.path_matches(path)
+        })
     }
 }
 
-/// The host and path a request is routed by (RFC 9112 3.2.2: an absolute-form target's
-/// authority wins over the Host header). The path is the target without its query; an
-/// absolute-form target without a path has the path "/".
-fn host_and_path(head: &RequestHead) -> (Option<&[u8]>, &[u8]) {
+/// The authority of an absolute-form target (RFC 9112 3.2.2: it wins over the Host header), and
+/// the path a request is routed by: the target without its query; "/" for an absolute-form
+/// target without a path.
+fn target_parts(head: &RequestHead) -> (Option<&[u8]>, &[u8]) {
     let target = head.target();
-    let (host, path) = match target.first() {
-        Some(b'/') | Some(b'*') | None => (head.header("host"), target),
+    let (authority, path) = match target.first() {
+        Some(b'/') | Some(b'*') | None => (None, target),
         _ => match split_absolute_form(target) {
             Some((authority, rest)) => (Some(authority), rest),
-            None => (head.header("host"), target),
+            None => (None, target),
         },
     };
     let end = memchr::memchr2(b'?', b'#', path).unwrap_or(path.len());
     let path = &path[..end];
-    (host, if path.is_empty() { b"/" } else { path })
+    (authority, if path.is_empty() { b"/" } else { path })
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl Relay<'_> {
         first_wait: Duration,
     ) -> Reconnect {
         // The attempt re-sends the client's request while heartbeats change the relay: a copy
-        // (the head's bytes are shared, not copied).
+        // (the head's bytes are shared, not copied), and the route's Rc for its replicas.
         let request = self.request.clone();
         let route = self.route.clone();
         // For the forwarded-for headers of the re-sent request; asked of the socket rather than
