@@ -117,6 +117,13 @@ pub struct ReverseArgs {
     #[arg(long, value_enum, default_value_t = DriverChoice::Auto, help_heading = "Per-core tuning")]
     pub driver: DriverChoice,
 
+    /// Stream work a worker does before it lets its IO loop take in new completions (new
+    /// connections, upstream answers, timers): under flat-out load a new client waits about
+    /// this long per step instead of a turn of every busy stream. At least one stream turn runs
+    /// per slice, so 0 means one turn per loop tick (slow; for tests).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration, default_value = "2ms", help_heading = "Per-core tuning")]
+    pub turn_slice: Duration,
+
     /// Idle pooled upstream connections kept per worker and replica.
     #[arg(long, value_name = "N", default_value_t = crate::limits::UPSTREAM_POOL_SIZE, help_heading = "Per-core tuning")]
     pub upstream_pool_size: usize,

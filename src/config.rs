@@ -38,6 +38,8 @@ pub struct Config {
     pub cpus: Option<Vec<usize>>,
     pub driver: DriverChoice,
     pub uring_entries: u32,
+    /// `--turn-slice` (crate::turns).
+    pub turn_slice: Duration,
     pub max_connections: usize,
     pub backlog: i32,
     pub upstream_pool_size: usize,
@@ -190,6 +192,7 @@ impl Config {
             cpus,
             driver: args.driver,
             uring_entries: args.uring_entries,
+            turn_slice: args.turn_slice,
             max_connections: args.max_connections,
             backlog: args.backlog,
             upstream_pool_size: args.upstream_pool_size,

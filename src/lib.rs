@@ -47,5 +47,6 @@ pub mod server;
 pub(crate) mod size;
 pub mod sse;
 pub(crate) mod timers;
+pub(crate) mod turns;
 pub(crate) mod upstream;
 pub(crate) mod worker;

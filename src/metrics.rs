@@ -58,6 +58,9 @@ pub struct WorkerMetrics {
     pub sse_partial_bytes: Cell<u64>,
     /// Streams ended because their worker's unfinished events passed --sse-partial-memory.
     pub sse_partial_cuts: Cell<u64>,
+    /// Stream turns put off to a later slice of the worker's loop (crate::turns; set when
+    /// scraped).
+    pub stream_turns_deferred: Cell<u64>,
     /// Replay rings held (a gauge, set when scraped).
     pub replay_rings: Cell<u64>,
     /// What the replay rings cost, overhead included (a gauge, set when scraped).
@@ -174,6 +177,13 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "Heartbeat comments sent to SSE clients.",
         |m| m.heartbeats.get(),
+    ),
+    (
+        "stream_turns_deferred_total",
+        "counter",
+        "Stream turns put off until the worker's IO loop had its tick (--turn-slice used up): \
+         how often busy streams gave way to new connections and timers.",
+        |m| m.stream_turns_deferred.get(),
     ),
     (
         "sse_slow_clients_total",

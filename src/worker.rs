@@ -28,6 +28,7 @@ use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
 use crate::sse::table::StreamTable;
 use crate::timers::Timers;
+use crate::turns::Turns;
 use crate::upstream::pool::UpstreamPool;
 use crate::upstream::replica::UpstreamSet;
 
@@ -58,6 +59,8 @@ pub struct WorkerCtx {
     pub timers: Rc<Timers>,
     /// This worker's share of --sse-partial-memory.
     pub partial: PartialBudget,
+    /// Busy streams give way to the I/O loop after each slice of work (crate::turns).
+    pub turns: Rc<Turns>,
 }
 
 impl WorkerCtx {
@@ -73,6 +76,7 @@ impl WorkerCtx {
                 m.replay_ring_bytes.set(cost as u64);
                 m.replay_budget_bytes.set(self.streams.budget() as u64);
                 m.sse_partial_bytes.set(self.partial.held() as u64);
+                m.stream_turns_deferred.set(self.turns.deferred_total());
                 m.snapshot(self.conns.live() as u64)
             },
             streams: self.active.views(),
@@ -181,6 +185,13 @@ fn run(
                 return;
             }
         };
+        let (turns, bell) = match Turns::new(config.turn_slice) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = ready.send((index, Err(format!("worker {index}: bell socket: {e}"))));
+                return;
+            }
+        };
         let replicas = config.upstreams.len();
         let ctx = Rc::new(WorkerCtx {
             index,
@@ -201,6 +212,7 @@ fn run(
             )),
             upstreams: RefCell::new(UpstreamSet::new(config.upstreams.clone(), index)),
             conns: Rc::new(ConnTable::new()),
+            turns,
             config,
         });
         let _ = ready.send((index, Ok(driver)));
@@ -218,6 +230,7 @@ fn run(
         }
         monoio::spawn(sweep_loop(ctx.clone()));
         monoio::spawn(ctx.timers.clone().drive());
+        monoio::spawn(crate::turns::ring_loop(ctx.turns.clone(), bell));
         serve(ctx, listener, control).await;
     });
 }
