@@ -199,7 +199,11 @@ fn run(
                 config.upstream_pool_size,
                 config.timeouts.pool_idle,
             )),
-            upstreams: RefCell::new(UpstreamSet::new(config.upstreams.clone(), index)),
+            upstreams: RefCell::new(UpstreamSet::new(
+                config.upstreams.clone(),
+                index,
+                config.upstream_eject,
+            )),
             conns: Rc::new(ConnTable::new()),
             config,
         });
