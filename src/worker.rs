@@ -63,12 +63,15 @@ pub struct WorkerCtx {
 impl WorkerCtx {
     /// This worker's counters and streams, for the admin endpoint.
     pub fn status(&self) -> WorkerStatus {
+        let upstreams = self.upstreams.borrow().health_report();
         WorkerStatus {
             worker: self.index,
             draining: self.conns.draining(),
             metrics: {
                 let (rings, cost) = self.streams.usage();
                 let m = &self.metrics;
+                let ejected = upstreams.iter().filter(|r| r.is_ejected()).count();
+                m.upstream_ejected_replicas.set(ejected as u64);
                 m.replay_rings.set(rings as u64);
                 m.replay_ring_bytes.set(cost as u64);
                 m.replay_budget_bytes.set(self.streams.budget() as u64);
@@ -76,6 +79,7 @@ impl WorkerCtx {
                 m.snapshot(self.conns.live() as u64)
             },
             streams: self.active.views(),
+            upstreams,
         }
     }
 }
