@@ -232,25 +232,26 @@ impl ReplicaHealth {
         }
     }
 
-    /// The order in which a request tries the replicas: those in rotation (healthy or on
-    /// probation) from `start` in turn, then the ejected ones, least recently ejected first.
-    pub(crate) fn try_order(&self, start: usize) -> TryOrder {
-        let len = self.replicas.len();
+    /// The order in which a request tries `candidates` (replicas in the order the group would
+    /// try them, round robin): those in rotation (healthy or on probation) as given, then the
+    /// ejected ones, least recently ejected first.
+    pub(crate) fn try_order<I>(&self, candidates: I) -> TryOrder<I>
+    where
+        I: Iterator<Item = usize>,
+    {
         if self.ejected.get() == 0 {
-            return TryOrder::RoundRobin {
-                start,
-                len,
-                taken: 0,
-            };
+            return TryOrder::AsGiven { candidates };
         }
-        self.try_order_at(start, Instant::now())
+        self.try_order_at(candidates, Instant::now())
     }
 
-    fn try_order_at(&self, start: usize, now: Instant) -> TryOrder {
-        let len = self.replicas.len();
-        let mut order = Vec::with_capacity(len);
+    fn try_order_at<I>(&self, candidates: I, now: Instant) -> TryOrder<I>
+    where
+        I: Iterator<Item = usize>,
+    {
+        let mut order = Vec::with_capacity(self.replicas.len());
         let mut ejected = Vec::new();
-        for replica in (0..len).map(|i| (start + i) % len) {
+        for replica in candidates {
             match self.state(replica, now) {
                 ReplicaState::Ejected { since, .. } => ejected.push((since, replica)),
                 ReplicaState::Healthy { .. } | ReplicaState::Probation => order.push(replica),
@@ -304,31 +305,19 @@ impl ReplicaHealth {
 
 /// The replicas one request tries, in order (see [`ReplicaHealth::try_order`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TryOrder {
-    /// Nothing is ejected: every replica from `start`, in turn.
-    RoundRobin {
-        start: usize,
-        len: usize,
-        /// Replicas yielded so far.
-        taken: usize,
-    },
+pub(crate) enum TryOrder<I> {
+    /// Nothing is ejected: the candidates as the group gave them (no clock read, no allocation).
+    AsGiven { candidates: I },
     /// Some replica is ejected: the order, worked out once when the request began.
     Listed { order: Vec<usize>, next: usize },
 }
 
-impl Iterator for TryOrder {
+impl<I: Iterator<Item = usize>> Iterator for TryOrder<I> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
         match self {
-            TryOrder::RoundRobin { start, len, taken } => {
-                if *taken == *len {
-                    return None;
-                }
-                let replica = (*start + *taken) % *len;
-                *taken += 1;
-                Some(replica)
-            }
+            TryOrder::AsGiven { candidates } => candidates.next(),
             TryOrder::Listed { order, next } => {
                 let replica = order.get(*next).copied()?;
                 *next += 1;
@@ -336,6 +325,12 @@ impl Iterator for TryOrder {
             }
         }
     }
+}
+
+/// Every replica of a group of `len` from `start`, in turn: the round robin the try order
+/// starts from.
+pub(crate) fn round_robin(start: usize, len: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |i| (start + i) % len)
 }
 
 #[cfg(test)]
@@ -363,7 +358,8 @@ mod tests {
     }
 
     fn order_at(h: &ReplicaHealth, start: usize, now: Instant) -> Vec<usize> {
-        h.try_order_at(start, now).collect()
+        h.try_order_at(round_robin(start, h.replicas.len()), now)
+            .collect()
     }
 
     #[test]
@@ -471,7 +467,7 @@ mod tests {
                 assert_eq!(h.record_failure(0, t0), None);
             }
             assert_eq!(h.state(0, t0), ReplicaState::Healthy { failures: 0 });
-            assert_eq!(h.try_order(0).collect::<Vec<_>>(), [0]);
+            assert_eq!(h.try_order(round_robin(0, 1)).collect::<Vec<_>>(), [0]);
         }
     }
 
@@ -492,11 +488,17 @@ mod tests {
     #[test]
     fn round_robin_while_nothing_is_ejected() {
         let h = health(3, 2);
-        assert_eq!(h.try_order(1).collect::<Vec<_>>(), [1, 2, 0]);
-        assert!(matches!(h.try_order(1), TryOrder::RoundRobin { .. }));
+        assert_eq!(
+            h.try_order(round_robin(1, 3)).collect::<Vec<_>>(),
+            [1, 2, 0]
+        );
+        assert!(matches!(
+            h.try_order(round_robin(1, 3)),
+            TryOrder::AsGiven { .. }
+        ));
         h.record_failure(1, Instant::now());
         assert!(
-            matches!(h.try_order(1), TryOrder::RoundRobin { .. }),
+            matches!(h.try_order(round_robin(1, 3)), TryOrder::AsGiven { .. }),
             "a failure short of ejection changes no order"
         );
     }
@@ -511,6 +513,19 @@ mod tests {
         assert_eq!(order_at(&h, 3, t0 + Duration::from_secs(2)), [3, 1, 2, 0]);
         // Replica 2's period ends first: on probation, it is back in turn.
         assert_eq!(order_at(&h, 1, t0 + PERIOD), [1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn a_group_of_some_replicas_keeps_its_own_order() {
+        // A group that serves replicas 3 and 1 of five, in that order.
+        let h = health(5, 1);
+        let t0 = Instant::now();
+        h.record_failure(3, t0);
+        h.record_failure(0, t0);
+        assert_eq!(
+            h.try_order_at([3, 1].into_iter(), t0).collect::<Vec<_>>(),
+            [1, 3]
+        );
     }
 
     #[test]

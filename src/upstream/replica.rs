@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::health::{
-    EjectPolicy, Ejection, FailedTry, Recovery, ReplicaHealth, ReplicaReport, TryOrder,
+    round_robin, EjectPolicy, Ejection, FailedTry, Recovery, ReplicaHealth, ReplicaReport, TryOrder,
 };
 use crate::duration::format_duration;
 
@@ -255,15 +255,16 @@ impl UpstreamSet {
 
     /// The replicas a new request tries, in order: round robin over those in rotation, then the
     /// ejected ones as a last resort.
-    pub(crate) fn try_order(&mut self) -> TryOrder {
+    pub(crate) fn try_order(&mut self) -> TryOrder<impl Iterator<Item = usize>> {
         let start = self.start_replica();
-        self.health.try_order(start)
+        self.try_order_from(start)
     }
 
     /// The same from a given replica (a stream's reconnect tries its own replica first, unless
     /// it is ejected).
-    pub(crate) fn try_order_from(&self, first: usize) -> TryOrder {
-        self.health.try_order(first)
+    pub(crate) fn try_order_from(&self, first: usize) -> TryOrder<impl Iterator<Item = usize>> {
+        self.health
+            .try_order(round_robin(first, self.upstreams.len()))
     }
 
     /// A try of `replica` failed; logs when that ejects it.
