@@ -91,6 +91,19 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "N", default_value_t = crate::limits::LISTEN_BACKLOG, help_heading = "Listening")]
     pub backlog: i32,
 
+    // ----- upstream health -----
+    /// Eject a replica after this many failed tries in a row (connect refused, timed out or
+    /// failed; closed or reset before the response head; a 5xx answer): it is skipped for
+    /// --upstream-eject-for, then tried again, and ejected again at once if that try fails.
+    /// Ejected replicas are still tried last, so requests are never refused because of it.
+    /// Each worker learns on its own. 0 turns ejection off.
+    #[arg(long, value_name = "N", default_value_t = crate::upstream::health::DEFAULT_EJECT_AFTER, help_heading = "Upstream health")]
+    pub upstream_eject_after: u32,
+
+    /// How long an ejected replica is skipped (0 also turns ejection off).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "10s", help_heading = "Upstream health")]
+    pub upstream_eject_for: Duration,
+
     // ----- per-core tuning -----
     /// Worker threads, one runtime and one listener each (default: one per online CPU).
     #[arg(long, value_name = "N", help_heading = "Per-core tuning")]

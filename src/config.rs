@@ -12,6 +12,7 @@ use crate::sse::relay::SseSettings;
 use crate::sse::resume::ResumeSettings;
 use crate::sse::scope::IdentityHeaders;
 use crate::sse::table::RingLimits;
+use crate::upstream::health::EjectPolicy;
 use crate::upstream::replica::{Upstream, UpstreamSpec, UpstreamUrlError};
 
 /// Timeouts, each documented on its flag in `crate::cli`.
@@ -51,6 +52,8 @@ pub struct Config {
     /// `--identity-header` and the defaults: what separates clients' replay scopes.
     pub identity: IdentityHeaders,
     pub resume: ResumeSettings,
+    /// `--upstream-eject-after`, `--upstream-eject-for`: passive health of the replicas.
+    pub upstream_eject: EjectPolicy,
 }
 
 /// Why the command line cannot run.
@@ -236,6 +239,10 @@ impl Config {
                 memory: args.replay_memory,
             },
             identity: IdentityHeaders::new(&args.identity_headers),
+            upstream_eject: EjectPolicy {
+                after: args.upstream_eject_after,
+                period: args.upstream_eject_for,
+            },
         })
     }
 

@@ -66,12 +66,15 @@ pub struct WorkerCtx {
 impl WorkerCtx {
     /// This worker's counters and streams, for the admin endpoint.
     pub fn status(&self) -> WorkerStatus {
+        let upstreams = self.upstreams.borrow().health_report();
         WorkerStatus {
             worker: self.index,
             draining: self.conns.draining(),
             metrics: {
                 let (rings, cost) = self.streams.usage();
                 let m = &self.metrics;
+                let ejected = upstreams.iter().filter(|r| r.is_ejected()).count();
+                m.upstream_ejected_replicas.set(ejected as u64);
                 m.replay_rings.set(rings as u64);
                 m.replay_ring_bytes.set(cost as u64);
                 m.replay_budget_bytes.set(self.streams.budget() as u64);
@@ -80,6 +83,7 @@ impl WorkerCtx {
                 m.snapshot(self.conns.live() as u64)
             },
             streams: self.active.views(),
+            upstreams,
         }
     }
 }
@@ -210,7 +214,11 @@ fn run(
                 config.upstream_pool_size,
                 config.timeouts.pool_idle,
             )),
-            upstreams: RefCell::new(UpstreamSet::new(config.upstreams.clone(), index)),
+            upstreams: RefCell::new(UpstreamSet::new(
+                config.upstreams.clone(),
+                index,
+                config.upstream_eject,
+            )),
             conns: Rc::new(ConnTable::new()),
             turns,
             config,

@@ -15,6 +15,7 @@ use crate::http::{
     Method, OutFraming, RequestHead, ResponseHead,
 };
 use crate::upstream::connect;
+use crate::upstream::health::FailedTry;
 use crate::worker::WorkerCtx;
 
 /// Resume settings resolved from the command line.
@@ -159,9 +160,10 @@ impl std::fmt::Display for RetryReason {
     }
 }
 
-/// Connects to the upstream (the stream's replica first, then the others in turn), re-sends the
-/// stream's request as a GET with `Last-Event-ID: last_id`, and reads the answer's head.
-/// Cancel-safe in the sense that matters: it owns its socket, which is closed if it is dropped.
+/// Connects to the upstream (the stream's replica first unless it is ejected, then the others in
+/// turn, ejected ones last), re-sends the stream's request as a GET with `Last-Event-ID: last_id`,
+/// and reads the answer's head. Cancel-safe in the sense that matters: it owns its socket, which
+/// is closed if it is dropped.
 pub async fn attempt(
     ctx: &WorkerCtx,
     request: &RequestHead,
@@ -169,10 +171,9 @@ pub async fn attempt(
     last_id: &[u8],
     first_replica: usize,
 ) -> AttemptResult {
-    let replicas = ctx.upstreams.borrow().len();
+    let order = ctx.upstreams.borrow().try_order_from(first_replica);
     let mut failures = Vec::new();
-    for i in 0..replicas {
-        let replica = (first_replica + i) % replicas;
+    for replica in order {
         let mut up = match connect::connect_fresh(ctx, replica).await {
             Ok(up) => up,
             Err(e) => {
@@ -198,17 +199,34 @@ pub async fn attempt(
         );
         let mut out = BytesVec::new();
         out.push(head.freeze());
-        if write_vec_within(&mut up.stream, out, ctx.config.timeouts.send)
-            .await
-            .is_err()
-        {
-            return AttemptResult::Retry(RetryReason::Send {
+        let result = match write_vec_within(&mut up.stream, out, ctx.config.timeouts.send).await {
+            Ok(_) => read_answer(ctx, up.stream, replica).await,
+            Err(_) => AttemptResult::Retry(RetryReason::Send {
                 url: ctx.upstreams.borrow().spec(replica).url.clone(),
-            });
-        }
-        return read_answer(ctx, up.stream, replica).await;
+            }),
+        };
+        record_health(ctx, replica, &result);
+        return result;
     }
     AttemptResult::Retry(RetryReason::Connect(failures))
+}
+
+/// What a reconnect's answer shows about its replica (passive health; connect failures are
+/// counted where they happen). A slow or invalid answer counts neither way, as for requests.
+fn record_health(ctx: &WorkerCtx, replica: usize, result: &AttemptResult) {
+    let set = ctx.upstreams.borrow();
+    match result {
+        AttemptResult::Splice { .. } => set.record_answer(replica, 200),
+        AttemptResult::Final(status) | AttemptResult::Retry(RetryReason::Status { status, .. }) => {
+            set.record_answer(replica, *status)
+        }
+        AttemptResult::Retry(
+            RetryReason::Send { .. } | RetryReason::Closed { .. } | RetryReason::Io { .. },
+        ) => set.record_failure(replica, FailedTry::ClosedBeforeHead),
+        AttemptResult::Retry(
+            RetryReason::Connect(_) | RetryReason::NoAnswer { .. } | RetryReason::Invalid { .. },
+        ) => {}
+    }
 }
 
 async fn read_answer(ctx: &WorkerCtx, mut stream: TcpStream, replica: usize) -> AttemptResult {

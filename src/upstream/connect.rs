@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use super::health::FailedTry;
 use crate::runtime::DriverKind;
 use crate::worker::WorkerCtx;
 
@@ -68,17 +69,13 @@ pub struct UpstreamConn {
     pub reused: bool,
 }
 
-/// Picks the next replica (round robin) and returns a connection to it or to the next replica that
-/// accepts. Cancel-safe in the sense that matters: a dropped connect only loses a socket that was
-/// never used.
+/// Picks the next replica (round robin over those in rotation, ejected ones last) and returns a
+/// connection to it or to the next replica that accepts. Cancel-safe in the sense that matters: a
+/// dropped connect only loses a socket that was never used.
 pub async fn acquire(ctx: &WorkerCtx, allow_pooled: bool) -> Result<UpstreamConn, Unreachable> {
-    let (start, replicas) = {
-        let mut set = ctx.upstreams.borrow_mut();
-        (set.start_replica(), set.len())
-    };
+    let order = ctx.upstreams.borrow_mut().try_order();
     let mut attempts = Vec::new();
-    for i in 0..replicas {
-        let replica = (start + i) % replicas;
+    for replica in order {
         if allow_pooled {
             if let Some(stream) = ctx.pool.borrow_mut().take(replica) {
                 return Ok(UpstreamConn {
@@ -102,7 +99,8 @@ pub async fn acquire(ctx: &WorkerCtx, allow_pooled: bool) -> Result<UpstreamConn
     Err(Unreachable(attempts))
 }
 
-/// A fresh connection to one specific replica (used for the retry of a stale pooled connection).
+/// A fresh connection to one specific replica (the retry of a stale pooled connection, a
+/// stream's reconnect). A failure counts against the replica's health.
 pub async fn connect_fresh(ctx: &WorkerCtx, replica: usize) -> Result<UpstreamConn, Unreachable> {
     let mut attempts = Vec::new();
     match connect_replica(ctx, replica, &mut attempts).await {
@@ -138,6 +136,11 @@ async fn connect_replica(
             }
         }
     }
+    // One failed try of the replica, however many addresses it has. A connect that succeeds
+    // counts neither way: only an answer shows the replica works.
+    ctx.upstreams
+        .borrow()
+        .record_failure(replica, FailedTry::Connect);
     None
 }
 

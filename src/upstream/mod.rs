@@ -1,7 +1,9 @@
 //! The upstream side, below both `proxy` (a client's exchange) and `sse` (the relay's
 //! reconnects): the replicas and their addresses ([`replica`]), getting a connection to one
-//! ([`connect`]), and a worker's idle keep-alive connections ([`pool`]).
+//! ([`connect`]), a worker's idle keep-alive connections ([`pool`]), and which replicas a worker
+//! skips for now because their recent tries failed ([`health`]).
 
 pub mod connect;
+pub mod health;
 pub mod pool;
 pub mod replica;

@@ -5,7 +5,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::health::{
+    round_robin, EjectPolicy, Ejection, FailedTry, Recovery, ReplicaHealth, ReplicaReport, TryOrder,
+};
+use crate::duration::format_duration;
 
 /// One `--upstream` replica as the user wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,15 +210,20 @@ pub fn spawn_resolver(upstreams: Vec<Arc<Upstream>>, interval: Duration) {
     }
 }
 
-/// A worker's view of the replicas: addresses cached per generation, and the round-robin cursor.
+/// A worker's view of the replicas: addresses cached per generation, the round-robin cursor, and
+/// each replica's passive health (see [`super::health`]).
 pub struct UpstreamSet {
     upstreams: Vec<Arc<Upstream>>,
     cached: Vec<(u64, Arc<[SocketAddr]>)>,
     next: usize,
+    /// Which replicas this worker skips, learnt from its own requests' tries.
+    health: ReplicaHealth,
 }
 
 impl UpstreamSet {
-    pub fn new(upstreams: Vec<Arc<Upstream>>, first: usize) -> Self {
+    /// Worker `worker`'s view: its round robin starts at replica `worker` (mod the count), so
+    /// that workers do not all begin on the first replica.
+    pub fn new(upstreams: Vec<Arc<Upstream>>, worker: usize, eject: EjectPolicy) -> Self {
         let cached = upstreams
             .iter()
             .map(|u| (u.generation(), u.addrs()))
@@ -221,28 +231,79 @@ impl UpstreamSet {
         let next = if upstreams.is_empty() {
             0
         } else {
-            first % upstreams.len()
+            worker % upstreams.len()
         };
         UpstreamSet {
+            health: ReplicaHealth::new(upstreams.len(), eject),
             upstreams,
             cached,
             next,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.upstreams.len()
-    }
-
     pub fn spec(&self, replica: usize) -> &UpstreamSpec {
         &self.upstreams[replica].spec
     }
 
-    /// The replica to try first for a new request (round robin), then the others in turn.
+    /// The replica a new request starts from (round robin), without regard to health: for a
+    /// stream served from a replay ring, whose reconnects then go through [`Self::try_order_from`].
     pub fn start_replica(&mut self) -> usize {
         let start = self.next;
         self.next = (self.next + 1) % self.upstreams.len().max(1);
         start
+    }
+
+    /// The replicas a new request tries, in order: round robin over those in rotation, then the
+    /// ejected ones as a last resort.
+    pub(crate) fn try_order(&mut self) -> TryOrder<impl Iterator<Item = usize>> {
+        let start = self.start_replica();
+        self.try_order_from(start)
+    }
+
+    /// The same from a given replica (a stream's reconnect tries its own replica first, unless
+    /// it is ejected).
+    pub(crate) fn try_order_from(&self, first: usize) -> TryOrder<impl Iterator<Item = usize>> {
+        self.health
+            .try_order(round_robin(first, self.upstreams.len()))
+    }
+
+    /// A try of `replica` failed; logs when that ejects it.
+    pub(crate) fn record_failure(&self, replica: usize, why: FailedTry) {
+        let Some(ejection) = self.health.record_failure(replica, Instant::now()) else {
+            return;
+        };
+        let url = &self.upstreams[replica].spec.url;
+        let period = format_duration(self.health.period());
+        match ejection {
+            Ejection::AfterFailures(n) => crate::log_warn!(
+                "upstream {url} ejected for {period} after {n} failed tries in a row (the last: {why}); other replicas are tried first"
+            ),
+            // A replica that stays down would log this every period on every worker.
+            Ejection::FailedProbation => crate::log_debug!(
+                "upstream {url} failed its first try after its ejection ({why}); ejected again for {period}"
+            ),
+        }
+    }
+
+    /// A try of `replica` got a response head with `status`: a 5xx is a failure, anything else
+    /// a success.
+    pub(crate) fn record_answer(&self, replica: usize, status: u16) {
+        if status >= 500 {
+            self.record_failure(replica, FailedTry::Status(status));
+        } else if self.health.record_success(replica) == Recovery::BackInRotation {
+            crate::log_info!(
+                "upstream {} is back in rotation (answered {status} after its ejection)",
+                self.upstreams[replica].spec.url
+            );
+        }
+    }
+
+    /// Every replica's health on this worker, now.
+    pub(crate) fn health_report(&self) -> Vec<ReplicaReport> {
+        self.health.report(
+            self.upstreams.iter().map(|u| u.spec.url.as_str()),
+            Instant::now(),
+        )
     }
 
     /// Current addresses of a replica.
@@ -304,7 +365,11 @@ mod tests {
                 vec![],
             ))
         };
-        let mut set = UpstreamSet::new(vec![mk(1), mk(2), mk(3)], 1);
+        let eject = EjectPolicy {
+            after: 5,
+            period: Duration::from_secs(10),
+        };
+        let mut set = UpstreamSet::new(vec![mk(1), mk(2), mk(3)], 1, eject);
         assert_eq!(
             [
                 set.start_replica(),
