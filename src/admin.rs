@@ -1,7 +1,8 @@
 //! The admin endpoint (`--admin ADDR`, off by default): `/metrics` (Prometheus text), `/healthz`
 //! (200 while accepting, 503 while draining) and `/streams` (JSON of the SSE streams each worker
-//! relays). Served by worker 0, which asks the other workers for their figures through their
-//! inboxes: one message per worker per scrape, no shared counter on the per-event path.
+//! relays, and the passive health of each upstream replica on each worker). Served by worker 0,
+//! which asks the other workers for their figures through their inboxes: one message per worker
+//! per scrape, no shared counter on the per-event path.
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -13,7 +14,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 use crate::conn_io::read_more_within;
 use crate::http::{HeadLimits, HeadScanner, RequestHead};
-use crate::metrics::render_prometheus;
+use crate::metrics::{render_labelled, render_prometheus};
 use crate::sse::directory::{Answer, Message, WorkerStatus};
 use crate::worker::WorkerCtx;
 
@@ -71,9 +72,20 @@ async fn answer(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
         }
         (b"GET", "/metrics") => {
             let statuses = gather(&ctx).await;
+            let ejections = ejections_by_upstream(&statuses);
             let snapshots: Vec<_> = statuses.into_iter().map(|s| s.metrics).collect();
             let mut out = String::new();
             render_prometheus(&snapshots, &mut out);
+            render_labelled(
+                &mut out,
+                (
+                    "upstream_ejections_total",
+                    "counter",
+                    "Times an upstream replica was ejected (--upstream-eject-after), summed over workers.",
+                ),
+                "upstream",
+                &ejections,
+            );
             (200, "text/plain; version=0.0.4", out)
         }
         (b"GET", "/streams") => (200, "application/json", streams_json(&gather(&ctx).await)),
@@ -117,7 +129,21 @@ async fn gather(ctx: &WorkerCtx) -> Vec<WorkerStatus> {
     all
 }
 
-/// `{"workers":[{"worker":0,"draining":false,"streams":[{...}]}]}`
+/// Each replica's ejections summed over the workers, by URL, in the order of the replicas.
+fn ejections_by_upstream(statuses: &[WorkerStatus]) -> Vec<(String, u64)> {
+    let mut sums: Vec<(String, u64)> = Vec::new();
+    for report in statuses.iter().flat_map(|w| &w.upstreams) {
+        match sums.iter_mut().find(|(url, _)| *url == report.url) {
+            Some((_, n)) => *n += report.ejections,
+            None => sums.push((report.url.clone(), report.ejections)),
+        }
+    }
+    sums
+}
+
+/// `{"workers":[{"worker":0,"draining":false,"streams":[{...}],"upstreams":[{...}]}]}`: each
+/// worker's SSE streams, and each upstream replica's passive health as that worker sees it
+/// (health is learnt per worker, so a replica may be ejected on one and not yet on another).
 pub fn streams_json(statuses: &[WorkerStatus]) -> String {
     let mut out = String::from("{\"workers\":[");
     for (i, w) in statuses.iter().enumerate() {
@@ -143,6 +169,21 @@ pub fn streams_json(statuses: &[WorkerStatus]) -> String {
                 s.resumes,
                 s.ring_events,
                 s.ring_bytes
+            );
+        }
+        out.push_str("],\"upstreams\":[");
+        for (j, r) in w.upstreams.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "{{\"url\":{},\"state\":\"{}\",\"failures\":{},\"ejections\":{},\"back_in_ms\":{}}}",
+                json_string(&r.url),
+                r.state,
+                r.failures,
+                r.ejections,
+                r.back_in.map_or("null".to_string(), |d| d.as_millis().to_string())
             );
         }
         out.push_str("]}");
@@ -175,6 +216,55 @@ pub fn json_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_list_each_workers_upstream_health() {
+        use crate::upstream::health::ReplicaReport;
+        let report = |url: &str, ejections, back_in: Option<Duration>| ReplicaReport {
+            url: url.into(),
+            state: if back_in.is_some() {
+                "ejected"
+            } else {
+                "healthy"
+            },
+            failures: 0,
+            ejections,
+            back_in,
+        };
+        let worker = |worker, upstreams| WorkerStatus {
+            worker,
+            draining: false,
+            metrics: Default::default(),
+            streams: Vec::new(),
+            upstreams,
+        };
+        let statuses = [
+            worker(
+                0,
+                vec![
+                    report("http://a", 1, Some(Duration::from_millis(2500))),
+                    report("http://b", 0, None),
+                ],
+            ),
+            worker(
+                1,
+                vec![report("http://a", 2, None), report("http://b", 0, None)],
+            ),
+        ];
+        assert_eq!(
+            ejections_by_upstream(&statuses),
+            [("http://a".to_string(), 3), ("http://b".to_string(), 0)]
+        );
+        let json = streams_json(&statuses);
+        assert!(
+            json.starts_with(
+                "{\"workers\":[{\"worker\":0,\"draining\":false,\"streams\":[],\"upstreams\":[\
+                 {\"url\":\"http://a\",\"state\":\"ejected\",\"failures\":0,\"ejections\":1,\"back_in_ms\":2500},\
+                 {\"url\":\"http://b\",\"state\":\"healthy\",\"failures\":0,\"ejections\":0,\"back_in_ms\":null}]},"
+            ),
+            "{json}"
+        );
+    }
 
     #[test]
     fn json_strings_are_escaped() {

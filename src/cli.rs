@@ -111,6 +111,19 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "N", default_value_t = crate::limits::LISTEN_BACKLOG, help_heading = "Listening")]
     pub backlog: i32,
 
+    // ----- upstream health -----
+    /// Eject a replica after this many failed tries in a row (connect refused, timed out or
+    /// failed; closed or reset before the response head; a 5xx answer): it is skipped for
+    /// --upstream-eject-for, then tried again, and ejected again at once if that try fails.
+    /// Ejected replicas are still tried last, so requests are never refused because of it.
+    /// Each worker learns on its own. 0 turns ejection off.
+    #[arg(long, value_name = "N", default_value_t = crate::upstream::health::DEFAULT_EJECT_AFTER, help_heading = "Upstream health")]
+    pub upstream_eject_after: u32,
+
+    /// How long an ejected replica is skipped (0 also turns ejection off).
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "10s", help_heading = "Upstream health")]
+    pub upstream_eject_for: Duration,
+
     // ----- per-core tuning -----
     /// Worker threads, one runtime and one listener each (default: one per online CPU).
     #[arg(long, value_name = "N", help_heading = "Per-core tuning")]
@@ -136,6 +149,13 @@ pub struct ReverseArgs {
     /// IO driver: auto (io_uring, falling back to epoll), uring, or epoll.
     #[arg(long, value_enum, default_value_t = DriverChoice::Auto, help_heading = "Per-core tuning")]
     pub driver: DriverChoice,
+
+    /// Stream work a worker does before it lets its IO loop take in new completions (new
+    /// connections, upstream answers, timers): under flat-out load a new client waits about
+    /// this long per step instead of a turn of every busy stream. At least one stream turn runs
+    /// per slice, so 0 means one turn per loop tick (slow; for tests).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration, default_value = "2ms", help_heading = "Per-core tuning")]
+    pub turn_slice: Duration,
 
     /// Idle pooled upstream connections kept per worker and replica.
     #[arg(long, value_name = "N", default_value_t = crate::limits::UPSTREAM_POOL_SIZE, help_heading = "Per-core tuning")]

@@ -12,6 +12,7 @@ use crate::config_file::{FileRoute, Loaded};
 use crate::http::HeadLimits;
 use crate::route::settings::{RouteSettings, RouteSpec};
 use crate::sse::table::RingLimits;
+use crate::upstream::health::EjectPolicy;
 use crate::upstream::replica::{Upstream, UpstreamSpec, UpstreamUrlError};
 
 /// The process's timeouts, each documented on its flag in `crate::cli`. The per-request ones
@@ -38,6 +39,8 @@ pub struct Config {
     pub cpus: Option<Vec<usize>>,
     pub driver: DriverChoice,
     pub uring_entries: u32,
+    /// `--turn-slice` (crate::turns).
+    pub turn_slice: Duration,
     pub max_connections: usize,
     pub backlog: i32,
     pub upstream_pool_size: usize,
@@ -50,6 +53,8 @@ pub struct Config {
     /// The routes in the order they are tried (first match wins): the file's `[[route]]`
     /// tables, or one route for every request to the `--upstream` replicas.
     pub(crate) routes: Vec<RouteSpec>,
+    /// `--upstream-eject-after`, `--upstream-eject-for`: passive health of the replicas.
+    pub upstream_eject: EjectPolicy,
 }
 
 /// Why the command line cannot run.
@@ -245,6 +250,7 @@ impl Config {
             cpus,
             driver: args.driver,
             uring_entries: args.uring_entries,
+            turn_slice: args.turn_slice,
             max_connections: args.max_connections,
             backlog: args.backlog,
             upstream_pool_size: args.upstream_pool_size,
@@ -269,6 +275,10 @@ impl Config {
                 memory: args.replay_memory,
             },
             routes,
+            upstream_eject: EjectPolicy {
+                after: args.upstream_eject_after,
+                period: args.upstream_eject_for,
+            },
         })
     }
 

@@ -21,7 +21,8 @@
 //! - [`conn_io`]: socket reads/writes over owned buffers, with their cancellation contracts.
 //! - [`http`]: the HTTP/1.1 wire codec (heads, framing, chunked, what crosses the proxy).
 //! - [`proxy`]: a client connection's life and its upstream exchange.
-//! - [`upstream`]: replicas, connecting to them, the pool (below `proxy` and `sse`).
+//! - [`upstream`]: replicas, connecting to them, the pool, passive health (below `proxy` and
+//!   `sse`).
 //! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream table, the relay.
 //! - [`timers`]: one timer per worker for every stream's deadlines.
 //! - [`memory`]: the allocator (mimalloc v2) and giving memory back to the system.
@@ -54,5 +55,6 @@ pub mod server;
 pub(crate) mod size;
 pub mod sse;
 pub(crate) mod timers;
+pub(crate) mod turns;
 pub(crate) mod upstream;
 pub(crate) mod worker;

@@ -58,6 +58,9 @@ pub struct WorkerMetrics {
     pub sse_partial_bytes: Cell<u64>,
     /// Streams ended because their worker's unfinished events passed --sse-partial-memory.
     pub sse_partial_cuts: Cell<u64>,
+    /// Stream turns put off to a later slice of the worker's loop (crate::turns; set when
+    /// scraped).
+    pub stream_turns_deferred: Cell<u64>,
     /// Replay rings held (a gauge, set when scraped).
     pub replay_rings: Cell<u64>,
     /// What the replay rings cost, overhead included (a gauge, set when scraped).
@@ -68,6 +71,8 @@ pub struct WorkerMetrics {
     pub replay_evictions: Cell<u64>,
     /// Events removed from rings to stay within --replay-memory.
     pub replay_evicted_events: Cell<u64>,
+    /// Upstream replicas this worker skips now (passive health; a gauge, set when scraped).
+    pub upstream_ejected_replicas: Cell<u64>,
     /// Resume gaps (drop to first resumed byte), counts per `GAP_BUCKETS_MS` bucket + one +Inf.
     pub gap_buckets: [Cell<u64>; GAP_BUCKETS_MS.len() + 1],
     pub gap_sum_ms: Cell<u64>,
@@ -174,6 +179,13 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "Heartbeat comments sent to SSE clients.",
         |m| m.heartbeats.get(),
+    ),
+    (
+        "stream_turns_deferred_total",
+        "counter",
+        "Stream turns put off until the worker's IO loop had its tick (--turn-slice used up): \
+         how often busy streams gave way to new connections and timers.",
+        |m| m.stream_turns_deferred.get(),
     ),
     (
         "sse_slow_clients_total",
@@ -283,6 +295,12 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "Events removed from rings to stay within --replay-memory.",
         |m| m.replay_evicted_events.get(),
     ),
+    (
+        "upstream_ejected_replicas",
+        "gauge",
+        "Upstream replicas ejected now (--upstream-eject-after), counted on each worker that skips them.",
+        |m| m.upstream_ejected_replicas.get(),
+    ),
 ];
 
 /// A worker's counters at one instant; plain data, sendable between threads.
@@ -356,6 +374,43 @@ pub fn render_prometheus(workers: &[MetricsSnapshot], out: &mut String) {
     let _ = writeln!(out, "tether_resume_gap_seconds_count {cumulative}");
 }
 
+/// A counter family with one sample per label value (summed over workers by the caller), e.g.
+/// `tether_upstream_ejections_total{upstream="http://10.0.0.5:3000"} 2`.
+pub fn render_labelled(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    label: &str,
+    samples: &[(String, u64)],
+) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "# HELP tether_{name} {help}\n# TYPE tether_{name} {kind}"
+    );
+    for (value, n) in samples {
+        let _ = writeln!(
+            out,
+            "tether_{name}{{{label}=\"{}\"}} {n}",
+            escape_label_value(value)
+        );
+    }
+}
+
+/// A label value as the Prometheus text format requires: backslash, double quote and line feed
+/// escaped.
+fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +425,26 @@ mod tests {
         assert_eq!(m.gap_buckets[3].get(), 1, "7ms <= 10ms");
         assert_eq!(m.gap_buckets[GAP_BUCKETS_MS.len()].get(), 1, "+Inf");
         assert_eq!(m.gap_buckets.iter().map(Cell::get).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn labelled_samples_escape_their_values() {
+        let mut out = String::new();
+        render_labelled(
+            &mut out,
+            ("upstream_ejections_total", "counter", "Ejections."),
+            "upstream",
+            &[
+                ("http://a:1".to_string(), 2),
+                ("http://b:2/x\"y\\".to_string(), 0),
+            ],
+        );
+        assert_eq!(
+            out,
+            "# HELP tether_upstream_ejections_total Ejections.\n# TYPE tether_upstream_ejections_total counter\n\
+             tether_upstream_ejections_total{upstream=\"http://a:1\"} 2\n\
+             tether_upstream_ejections_total{upstream=\"http://b:2/x\\\"y\\\\\"} 0\n"
+        );
     }
 
     #[test]

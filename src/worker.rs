@@ -27,6 +27,7 @@ use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerSt
 use crate::sse::partial::PartialBudget;
 use crate::sse::table::StreamTable;
 use crate::timers::Timers;
+use crate::turns::Turns;
 use crate::upstream::pool::UpstreamPool;
 use crate::upstream::replica::UpstreamSet;
 
@@ -57,24 +58,31 @@ pub struct WorkerCtx {
     pub timers: Rc<Timers>,
     /// This worker's share of --sse-partial-memory.
     pub partial: PartialBudget,
+    /// Busy streams give way to the I/O loop after each slice of work (crate::turns).
+    pub turns: Rc<Turns>,
 }
 
 impl WorkerCtx {
     /// This worker's counters and streams, for the admin endpoint.
     pub fn status(&self) -> WorkerStatus {
+        let upstreams = self.upstreams.borrow().health_report();
         WorkerStatus {
             worker: self.index,
             draining: self.conns.draining(),
             metrics: {
                 let (rings, cost) = self.streams.usage();
                 let m = &self.metrics;
+                let ejected = upstreams.iter().filter(|r| r.is_ejected()).count();
+                m.upstream_ejected_replicas.set(ejected as u64);
                 m.replay_rings.set(rings as u64);
                 m.replay_ring_bytes.set(cost as u64);
                 m.replay_budget_bytes.set(self.streams.budget() as u64);
                 m.sse_partial_bytes.set(self.partial.held() as u64);
+                m.stream_turns_deferred.set(self.turns.deferred_total());
                 m.snapshot(self.conns.live() as u64)
             },
             streams: self.active.views(),
+            upstreams,
         }
     }
 }
@@ -180,6 +188,13 @@ fn run(
                 return;
             }
         };
+        let (turns, bell) = match Turns::new(config.turn_slice) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = ready.send((index, Err(format!("worker {index}: bell socket: {e}"))));
+                return;
+            }
+        };
         let replicas = config.upstreams.len();
         let ctx = Rc::new(WorkerCtx {
             index,
@@ -197,8 +212,12 @@ fn run(
                 config.upstream_pool_size,
                 config.timeouts.pool_idle,
             )),
-            upstreams: RefCell::new(UpstreamSet::new(config.upstreams.clone())),
+            upstreams: RefCell::new(UpstreamSet::new(
+                config.upstreams.clone(),
+                config.upstream_eject,
+            )),
             conns: Rc::new(ConnTable::new()),
+            turns,
             config,
         });
         let _ = ready.send((index, Ok(driver)));
@@ -216,6 +235,7 @@ fn run(
         }
         monoio::spawn(sweep_loop(ctx.clone()));
         monoio::spawn(ctx.timers.clone().drive());
+        monoio::spawn(crate::turns::ring_loop(ctx.turns.clone(), bell));
         serve(ctx, listener, control).await;
     });
 }

@@ -292,11 +292,33 @@ fn client_pair(t: &Tether, path: &str) -> Result<(), String> {
 /// event). Nothing lost, nothing duplicated, order kept, for every client.
 #[test]
 fn hundred_clients_of_one_url_with_drops_lose_nothing() {
+    hundred_clients_with_drops(&[]);
+}
+
+/// The same with `--turn-slice 0`: every stream that becomes ready waits for a tick of the
+/// worker's loop and the streams take one turn per tick, in the order they queued (src/turns.rs).
+/// Deferred turns, streams queued behind others and streams ending while queued lose nothing.
+#[test]
+fn hundred_clients_with_drops_lose_nothing_when_every_turn_waits_for_a_tick() {
+    let t = hundred_clients_with_drops(&["--turn-slice", "0", "--admin", "127.0.0.1:0"]);
+    let metrics = Tether::metrics_text(t.admin_addr());
+    let deferred = metric_or_zero(&metrics, "tether_stream_turns_deferred_total");
+    assert!(
+        deferred > 0.0,
+        "no stream turn was put off with --turn-slice 0:\n{metrics}"
+    );
+}
+
+/// Runs the hundred clients against a tether started with `extra` flags; returns it after
+/// checking every client's events.
+fn hundred_clients_with_drops(extra: &[&str]) -> Tether {
     let _turn = heavy_turn();
     const CLIENTS: usize = 100;
     const LAST: u64 = 100;
     let up = origin();
-    let t = Tether::start(&[url_of(&up)], &["--workers", "2", "--sse-heartbeat", "0"]);
+    let mut args = vec!["--workers", "2", "--sse-heartbeat", "0"];
+    args.extend_from_slice(extra);
+    let t = Tether::start(&[url_of(&up)], &args);
     let path = format!("/sse?events={LAST}&rate=100&close_after=20&ts=0&scenario=5");
     let progress: Vec<AtomicU64> = (0..CLIENTS).map(|_| AtomicU64::new(0)).collect();
     // Starting is bounded as a whole: a client that never gets its first event holds the next
@@ -350,6 +372,7 @@ fn hundred_clients_of_one_url_with_drops_lose_nothing() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    t
 }
 
 // ---- 3. the replay memory budget ------------------------------------------------------------

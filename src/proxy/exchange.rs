@@ -34,6 +34,7 @@ use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
 use crate::upstream::connect::{self, UpstreamConn};
+use crate::upstream::health::FailedTry;
 use crate::worker::WorkerCtx;
 
 /// Free space reserved before each read of a head, in bytes.
@@ -165,6 +166,11 @@ pub async fn forward(
                     };
             }
             Err(failure) => {
+                if !upstream.reused && failure.is_before_answer() {
+                    ctx.upstreams
+                        .borrow()
+                        .record_failure(upstream.replica, FailedTry::ClosedBeforeHead);
+                }
                 let e = match failure {
                     Attempt::StaleUpstream => ProxyError::UpstreamClosed,
                     Attempt::Failed(e) => {
@@ -363,6 +369,17 @@ enum Attempt {
     Failed(ProxyError),
 }
 
+impl Attempt {
+    /// The upstream closed or reset the connection before a complete answer: a failed try of the
+    /// replica when the connection was fresh (passive health).
+    fn is_before_answer(&self) -> bool {
+        matches!(
+            self,
+            Attempt::StaleUpstream | Attempt::Failed(ProxyError::UpstreamClosed)
+        )
+    }
+}
+
 impl From<ProxyError> for Attempt {
     fn from(e: ProxyError) -> Self {
         Attempt::Failed(e)
@@ -393,6 +410,7 @@ impl Exchange<'_, '_> {
     async fn run(&mut self, upstream: &mut UpstreamConn) -> Result<Step, Attempt> {
         let t = self.ctx.config.timeouts;
         let r = &self.route.settings;
+        let replica = upstream.replica;
         let up = &mut upstream.stream;
 
         // ---- request head, then body ----
@@ -478,6 +496,11 @@ impl Exchange<'_, '_> {
             }
             break head;
         };
+        // Passive health: a 5xx counts against the replica, any other answer for it.
+        self.ctx
+            .upstreams
+            .borrow()
+            .record_answer(replica, response.status);
 
         // ---- response framing, both sides ----
         let framing = response_body_kind(self.head.method, &response)

@@ -25,6 +25,7 @@ use super::active::StreamView;
 use super::ring::RingEvent;
 use super::scope::ResumeScope;
 use crate::metrics::MetricsSnapshot;
+use crate::upstream::health::ReplicaReport;
 
 /// Lock shards of the key → holders map (reconnect storms on many streams do not contend).
 const DIRECTORY_SHARDS: usize = 16;
@@ -64,6 +65,8 @@ pub struct WorkerStatus {
     pub draining: bool,
     pub metrics: MetricsSnapshot,
     pub streams: Vec<StreamView>,
+    /// Each upstream replica's passive health on this worker.
+    pub upstreams: Vec<ReplicaReport>,
 }
 
 struct Inbox {

@@ -150,6 +150,10 @@ impl Relay<'_> {
         let mut timer = StreamTimer::default();
         // Since when the client's socket has taken none of what is queued (send timeout).
         let mut blocked_since: Option<Instant> = None;
+        // The upstream's readiness, seen by a wait below and acted on after it (in our turn).
+        let mut ready_now: Option<io::Result<()>> = None;
+        // When the turn under way began (charged to the worker's slice once its send is done).
+        let mut turn_started: Option<Instant> = None;
 
         loop {
             // ---- send what is queued, as far as the client's socket takes it ----
@@ -169,6 +173,9 @@ impl Relay<'_> {
                     Err(_) => return BodyEnd::ClientGone,
                 }
             }
+            if let Some(started) = turn_started.take() {
+                self.ctx.turns.charge(started);
+            }
 
             if !self.out.is_empty() {
                 // ---- blocked: wait for room in the client's socket; meanwhile read the
@@ -184,9 +191,7 @@ impl Relay<'_> {
                         }
                     }
                     res = ready.as_mut(), if room => {
-                        up_state = self.after_ready(res, up_fd);
-                        reading = up_state.is_none();
-                        ready.set(up.readable(false));
+                        ready_now = Some(res);
                     }
                     _ = timer.fired() => {
                         crate::log_info!(
@@ -195,6 +200,11 @@ impl Relay<'_> {
                         );
                         return BodyEnd::SlowClient;
                     }
+                }
+                if let Some(res) = ready_now.take() {
+                    turn_started = Some(self.take_turn(res, up_fd, &mut up_state).await);
+                    reading = up_state.is_none();
+                    ready.set(up.readable(false));
                 }
                 continue;
             }
@@ -221,9 +231,7 @@ impl Relay<'_> {
                 }
                 monoio::select! {
                     res = ready.as_mut(), if reading => {
-                        up_state = self.after_ready(res, up_fd);
-                        reading = up_state.is_none();
-                        ready.set(up.readable(false));
+                        ready_now = Some(res);
                     }
                     _ = timer.fired(), if wake_at.is_some() => {
                         let now = Instant::now();
@@ -250,6 +258,11 @@ impl Relay<'_> {
                             (_, PeekState::Quiet) => {}
                         }
                     }
+                }
+                if let Some(res) = ready_now.take() {
+                    turn_started = Some(self.take_turn(res, up_fd, &mut up_state).await);
+                    reading = up_state.is_none();
+                    ready.set(up.readable(false));
                 }
             }
         }
@@ -284,6 +297,21 @@ impl Relay<'_> {
         compact(&mut buf);
         self.ubuf = buf;
         end
+    }
+
+    /// The upstream is readable: waits for this stream's turn (crate::turns), then reads and
+    /// frames what it holds. Returns when the turn began; `up_state` gets how the body ended, if
+    /// it did.
+    async fn take_turn(
+        &mut self,
+        ready: io::Result<()>,
+        fd: RawFd,
+        up_state: &mut Option<BodyEnd>,
+    ) -> Instant {
+        self.ctx.turns.my_turn().await;
+        let started = Instant::now();
+        *up_state = self.after_ready(ready, fd);
+        started
     }
 
     /// The upstream is readable: reads what it holds and frames it. Returns how the body ended,

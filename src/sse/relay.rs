@@ -160,7 +160,7 @@ pub(super) struct Relay<'c> {
     /// The stream's route: its SSE and resume settings, its upstream group.
     pub(super) route: Rc<Route>,
     /// This stream's row in `/streams` (removed when the relay is dropped).
-    pub(super) entry: ActiveEntry<'c>,
+    pub(super) entry: ActiveEntry,
     pub(super) decoder: BodyDecoder,
     pub(super) framer: EventFramer,
     pub(super) blocks: Vec<SseBlock>,
@@ -504,9 +504,11 @@ impl Relay<'_> {
 }
 
 impl Drop for Relay<'_> {
-    /// A stream that ends (or whose client leaves) mid-event gives its share back.
+    /// A stream that ends (or whose client leaves) mid-event gives its share back, and leaves
+    /// `/streams`.
     fn drop(&mut self) {
         self.ctx.partial.update(self.partial_held as usize, 0);
+        self.ctx.active.remove(&self.entry);
     }
 }
 

@@ -16,6 +16,7 @@ use crate::http::{
 };
 use crate::upstream::connect;
 use crate::upstream::group::UpstreamGroup;
+use crate::upstream::health::FailedTry;
 use crate::worker::WorkerCtx;
 
 /// Resume settings resolved from the command line.
@@ -160,10 +161,11 @@ impl std::fmt::Display for RetryReason {
     }
 }
 
-/// Connects to the upstream (the stream's replica first, then the others of its route's group in
-/// turn), re-sends the stream's request as a GET with `Last-Event-ID: last_id`, and reads the
-/// answer's head, within `header_timeout` (the route's `upstream-header-timeout`).
-/// Cancel-safe in the sense that matters: it owns its socket, which is closed if it is dropped.
+/// Connects to the upstream (the stream's replica first unless it is ejected, then the others of
+/// its route's group in turn, ejected ones last), re-sends the stream's request as a GET with
+/// `Last-Event-ID: last_id`, and reads the answer's head within `header_timeout` (the route's
+/// `upstream-header-timeout`). Cancel-safe in the sense that matters: it owns its socket, which
+/// is closed if it is dropped.
 pub(crate) async fn attempt(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
@@ -173,8 +175,12 @@ pub(crate) async fn attempt(
     last_id: &[u8],
     first_replica: usize,
 ) -> AttemptResult {
+    let order = ctx
+        .upstreams
+        .borrow()
+        .try_order(group.starting_at(first_replica));
     let mut failures = Vec::new();
-    for replica in group.starting_at(first_replica) {
+    for replica in order {
         let mut up = match connect::connect_fresh(ctx, group, replica).await {
             Ok(up) => up,
             Err(e) => {
@@ -200,17 +206,34 @@ pub(crate) async fn attempt(
         );
         let mut out = BytesVec::new();
         out.push(head.freeze());
-        if write_vec_within(&mut up.stream, out, ctx.config.timeouts.send)
-            .await
-            .is_err()
-        {
-            return AttemptResult::Retry(RetryReason::Send {
+        let result = match write_vec_within(&mut up.stream, out, ctx.config.timeouts.send).await {
+            Ok(_) => read_answer(ctx, up.stream, replica, header_timeout).await,
+            Err(_) => AttemptResult::Retry(RetryReason::Send {
                 url: ctx.upstreams.borrow().spec(replica).url.clone(),
-            });
-        }
-        return read_answer(ctx, up.stream, replica, header_timeout).await;
+            }),
+        };
+        record_health(ctx, replica, &result);
+        return result;
     }
     AttemptResult::Retry(RetryReason::Connect(failures))
+}
+
+/// What a reconnect's answer shows about its replica (passive health; connect failures are
+/// counted where they happen). A slow or invalid answer counts neither way, as for requests.
+fn record_health(ctx: &WorkerCtx, replica: usize, result: &AttemptResult) {
+    let set = ctx.upstreams.borrow();
+    match result {
+        AttemptResult::Splice { .. } => set.record_answer(replica, 200),
+        AttemptResult::Final(status) | AttemptResult::Retry(RetryReason::Status { status, .. }) => {
+            set.record_answer(replica, *status)
+        }
+        AttemptResult::Retry(
+            RetryReason::Send { .. } | RetryReason::Closed { .. } | RetryReason::Io { .. },
+        ) => set.record_failure(replica, FailedTry::ClosedBeforeHead),
+        AttemptResult::Retry(
+            RetryReason::Connect(_) | RetryReason::NoAnswer { .. } | RetryReason::Invalid { .. },
+        ) => {}
+    }
 }
 
 async fn read_answer(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use super::group::UpstreamGroup;
+use super::health::FailedTry;
 use crate::runtime::DriverKind;
 use crate::worker::WorkerCtx;
 
@@ -69,16 +70,17 @@ pub struct UpstreamConn {
     pub reused: bool,
 }
 
-/// Picks the group's next replica (round robin) and returns a connection to it or to the next
-/// replica of the group that accepts. Cancel-safe in the sense that matters: a dropped connect
-/// only loses a socket that was never used.
+/// Picks the group's next replica (round robin over those in rotation, ejected ones last) and
+/// returns a connection to it or to the next replica of the group that accepts. Cancel-safe in
+/// the sense that matters: a dropped connect only loses a socket that was never used.
 pub(crate) async fn acquire(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
     allow_pooled: bool,
 ) -> Result<UpstreamConn, Unreachable> {
+    let order = ctx.upstreams.borrow().try_order(group.round_robin());
     let mut attempts = Vec::new();
-    for replica in group.round_robin() {
+    for replica in order {
         if allow_pooled {
             if let Some(stream) = ctx.pool.borrow_mut().take(replica) {
                 return Ok(UpstreamConn {
@@ -102,8 +104,8 @@ pub(crate) async fn acquire(
     Err(Unreachable(attempts))
 }
 
-/// A fresh connection to one specific replica of `group` (used for the retry of a stale pooled
-/// connection, and for a stream's reconnects).
+/// A fresh connection to one specific replica of `group` (the retry of a stale pooled
+/// connection, a stream's reconnect). A failure counts against the replica's health.
 pub(crate) async fn connect_fresh(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
@@ -144,6 +146,11 @@ async fn connect_replica(
             }
         }
     }
+    // One failed try of the replica, however many addresses it has. A connect that succeeds
+    // counts neither way: only an answer shows the replica works.
+    ctx.upstreams
+        .borrow()
+        .record_failure(replica, FailedTry::Connect);
     None
 }
 

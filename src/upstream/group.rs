@@ -4,6 +4,8 @@
 use std::cell::Cell;
 use std::time::Duration;
 
+use super::health::round_robin;
+
 /// One worker's view of a route's replicas. A replica is an index into the process's replica
 /// list (`Config::upstreams`), so the keep-alive pool and the address cache stay per replica
 /// whichever routes share it.
@@ -31,13 +33,14 @@ impl UpstreamGroup {
         }
     }
 
-    /// The replicas in the order a new request tries them: the next one in round robin first,
-    /// then the others in turn. Moves the round robin on by one.
+    /// The replicas in the order a new request tries them before health reorders them
+    /// (`UpstreamSet::try_order`): the next one in round robin first, then the others in turn.
+    /// Moves the round robin on by one.
     pub(crate) fn round_robin(&self) -> impl Iterator<Item = usize> + '_ {
         let len = self.replicas.len();
         let start = self.next.get();
         self.next.set((start + 1) % len.max(1));
-        (0..len).map(move |i| self.replicas[(start + i) % len])
+        round_robin(start, len).map(move |i| self.replicas[i])
     }
 
     /// The replica a new request would try first (the round robin moves on).
@@ -54,7 +57,7 @@ impl UpstreamGroup {
             .iter()
             .position(|r| *r == replica)
             .unwrap_or(0);
-        (0..len).map(move |i| self.replicas[(start + i) % len])
+        round_robin(start, len).map(move |i| self.replicas[i])
     }
 }
 

@@ -5,7 +5,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::health::{
+    EjectPolicy, Ejection, FailedTry, Recovery, ReplicaHealth, ReplicaReport, TryOrder,
+};
+use crate::duration::format_duration;
 
 /// One `--upstream` replica as the user wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,24 +210,81 @@ pub fn spawn_resolver(upstreams: Vec<Arc<Upstream>>, interval: Duration) {
     }
 }
 
-/// A worker's view of the replicas: addresses cached per generation. Which replicas a request
-/// tries, in which order, is its route's (`super::group::UpstreamGroup`).
+/// A worker's view of the replicas: addresses cached per generation, and each replica's passive
+/// health (see [`super::health`]). Which replicas a request tries, from which one, is its
+/// route's group (`super::group::UpstreamGroup`); health reorders them.
 pub struct UpstreamSet {
     upstreams: Vec<Arc<Upstream>>,
     cached: Vec<(u64, Arc<[SocketAddr]>)>,
+    /// Which replicas this worker skips, learnt from its own requests' tries (of every route:
+    /// a replica two routes share is one replica).
+    health: ReplicaHealth,
 }
 
 impl UpstreamSet {
-    pub fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
+    pub fn new(upstreams: Vec<Arc<Upstream>>, eject: EjectPolicy) -> Self {
         let cached = upstreams
             .iter()
             .map(|u| (u.generation(), u.addrs()))
             .collect();
-        UpstreamSet { upstreams, cached }
+        UpstreamSet {
+            health: ReplicaHealth::new(upstreams.len(), eject),
+            upstreams,
+            cached,
+        }
     }
 
     pub fn spec(&self, replica: usize) -> &UpstreamSpec {
         &self.upstreams[replica].spec
+    }
+
+    /// The order a request tries `candidates` in (its group's replicas, round robin for a new
+    /// request, its own replica first for a stream's reconnect): those in rotation as given,
+    /// then the ejected ones as a last resort.
+    pub(crate) fn try_order<I>(&self, candidates: I) -> TryOrder<I>
+    where
+        I: Iterator<Item = usize>,
+    {
+        self.health.try_order(candidates)
+    }
+
+    /// A try of `replica` failed; logs when that ejects it.
+    pub(crate) fn record_failure(&self, replica: usize, why: FailedTry) {
+        let Some(ejection) = self.health.record_failure(replica, Instant::now()) else {
+            return;
+        };
+        let url = &self.upstreams[replica].spec.url;
+        let period = format_duration(self.health.period());
+        match ejection {
+            Ejection::AfterFailures(n) => crate::log_warn!(
+                "upstream {url} ejected for {period} after {n} failed tries in a row (the last: {why}); other replicas are tried first"
+            ),
+            // A replica that stays down would log this every period on every worker.
+            Ejection::FailedProbation => crate::log_debug!(
+                "upstream {url} failed its first try after its ejection ({why}); ejected again for {period}"
+            ),
+        }
+    }
+
+    /// A try of `replica` got a response head with `status`: a 5xx is a failure, anything else
+    /// a success.
+    pub(crate) fn record_answer(&self, replica: usize, status: u16) {
+        if status >= 500 {
+            self.record_failure(replica, FailedTry::Status(status));
+        } else if self.health.record_success(replica) == Recovery::BackInRotation {
+            crate::log_info!(
+                "upstream {} is back in rotation (answered {status} after its ejection)",
+                self.upstreams[replica].spec.url
+            );
+        }
+    }
+
+    /// Every replica's health on this worker, now.
+    pub(crate) fn health_report(&self) -> Vec<ReplicaReport> {
+        self.health.report(
+            self.upstreams.iter().map(|u| u.spec.url.as_str()),
+            Instant::now(),
+        )
     }
 
     /// Current addresses of a replica.
