@@ -24,6 +24,7 @@
 mod error;
 mod keys;
 pub(crate) mod listing;
+mod routes;
 
 use std::ffi::OsString;
 use std::ops::Range;
@@ -34,14 +35,12 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 pub use error::{ConfigFileError, LineColumn, LoadError};
-pub(crate) use keys::ROUTE_KEYS;
 use keys::{closest, reason_of, type_name, CONFIG_FLAG, ROUTE_OWN_KEYS, ROUTE_TABLE};
 use listing::{Listing, Origin};
 
 use crate::cli::{Cli, ReverseArgs};
 use crate::config::ConfigError;
 use crate::route::host::HostPattern;
-use crate::upstream::replica::UpstreamSpec;
 
 /// A configuration read from the command line and the file it names, not yet resolved
 /// (`crate::config::Config::from_loaded` resolves it).
@@ -70,10 +69,10 @@ pub struct FileRoute {
     /// command line over both.
     pub args: ReverseArgs,
     /// Where the table starts, and where each of its keys' values is.
-    at: LineColumn,
-    keys: Vec<(String, LineColumn)>,
+    pub(super) at: LineColumn,
+    pub(super) keys: Vec<(String, LineColumn)>,
     /// Where each of `upstreams` is.
-    upstream_at: Vec<LineColumn>,
+    pub(super) upstream_at: Vec<LineColumn>,
     /// The per-route settings with their values and origins, for `tether check`.
     pub(crate) listing: Listing,
 }
@@ -87,27 +86,27 @@ struct FileSource {
 
 /// One key of the file that is a flag: its tokens for the command line.
 #[derive(Debug)]
-struct FlagEntry {
-    key: String,
+pub(super) struct FlagEntry {
+    pub(super) key: String,
     /// clap's id of the flag (the field name: `upstreams` for `upstream`).
-    id: String,
-    tokens: Vec<OsString>,
-    key_at: LineColumn,
-    value_at: LineColumn,
+    pub(super) id: String,
+    pub(super) tokens: Vec<OsString>,
+    pub(super) key_at: LineColumn,
+    pub(super) value_at: LineColumn,
 }
 
 /// The file being read: its name and text, to turn spans into places.
-struct FileText<'t> {
-    path: String,
+pub(super) struct FileText<'t> {
+    pub(super) path: String,
     text: &'t str,
 }
 
 impl FileText<'_> {
-    fn at(&self, span: Range<usize>) -> LineColumn {
+    pub(super) fn at(&self, span: Range<usize>) -> LineColumn {
         LineColumn::of(self.text, span.start)
     }
 
-    fn error(&self, span: Range<usize>, error: ConfigFileError) -> LoadError {
+    pub(super) fn error(&self, span: Range<usize>, error: ConfigFileError) -> LoadError {
         LoadError {
             file: Some(self.path.clone()),
             at: Some(self.at(span)),
@@ -115,7 +114,7 @@ impl FileText<'_> {
         }
     }
 
-    fn literal(&self, span: Range<usize>) -> String {
+    pub(super) fn literal(&self, span: Range<usize>) -> String {
         self.text.get(span).unwrap_or("").trim().to_string()
     }
 }
@@ -275,7 +274,7 @@ pub fn load(argv: &[OsString]) -> Result<Loaded, LoadError> {
     }
     let mut routes: Vec<FileRoute> = Vec::with_capacity(route_tables.len());
     for (index, table) in route_tables.iter().enumerate() {
-        let route = read_route(&cli, &reverse, &file, index, table, argv, &kept, &given)?;
+        let route = routes::read_route(&cli, &reverse, &file, index, table, argv, &kept, &given)?;
         if let Some(name) = &route.name {
             if let Some(first) = routes.iter().find(|r| r.name.as_ref() == Some(name)) {
                 let at = route
@@ -364,181 +363,9 @@ fn find(keys: &[(String, LineColumn)], key: &str) -> Option<LineColumn> {
     keys.iter().find(|(k, _)| k == key).map(|(_, at)| *at)
 }
 
-/// Reads one `[[route]]` table, and parses its settings: the command line, the top level's
-/// keys the route does not set, and the route's own keys.
-#[allow(clippy::too_many_arguments)]
-fn read_route(
-    cli: &Command,
-    reverse: &Command,
-    file: &FileText<'_>,
-    index: usize,
-    table: &Spanned<DeValue<'_>>,
-    argv: &[OsString],
-    top: &[&FlagEntry],
-    given: &[String],
-) -> Result<FileRoute, LoadError> {
-    let DeValue::Table(keys) = table.get_ref() else {
-        unreachable!("checked by the caller");
-    };
-    let at = file.at(table.span());
-    let mut name = None;
-    let mut host = None;
-    let mut path_prefix = None;
-    let mut upstreams: Option<(Vec<String>, Vec<LineColumn>)> = None;
-    let mut settings: Vec<FlagEntry> = Vec::new();
-    let mut places: Vec<(String, LineColumn)> = Vec::new();
-    let string = |key: &str, value: &Spanned<DeValue<'_>>| match value.get_ref() {
-        DeValue::String(s) => Ok(s.to_string()),
-        other => Err(file.error(
-            value.span(),
-            ConfigFileError::WrongType {
-                key: key.into(),
-                expected: "a string".into(),
-                found: type_name(other),
-            },
-        )),
-    };
-    for (key, value) in in_file_order(keys) {
-        let k: &str = key.get_ref();
-        places.push((k.to_string(), file.at(value.span())));
-        match k {
-            "name" => name = Some(string(k, value)?),
-            "host" => {
-                let text = string(k, value)?;
-                host = Some(HostPattern::parse(&text).map_err(|reason| {
-                    file.error(
-                        value.span(),
-                        ConfigFileError::BadHost {
-                            host: text,
-                            reason: reason.to_string(),
-                        },
-                    )
-                })?);
-            }
-            "path-prefix" => {
-                let text = string(k, value)?;
-                let valid = text.starts_with('/')
-                    && !text.contains(|c: char| c == '?' || c == '#' || c.is_whitespace());
-                if !valid {
-                    return Err(file.error(
-                        value.span(),
-                        ConfigFileError::BadPathPrefix { prefix: text },
-                    ));
-                }
-                path_prefix = Some(text);
-            }
-            "upstream" => upstreams = Some(route_upstreams(file, value)?),
-            _ if ROUTE_KEYS.contains(&k) => {
-                let arg = flag(reverse, k).expect("route keys are flags (tested)");
-                settings.push(flag_entry(cli, file, arg, key, value)?);
-            }
-            _ if flag(reverse, k).is_some() || k == ROUTE_TABLE => {
-                return Err(file.error(
-                    key.span(),
-                    ConfigFileError::ProcessWideInRoute { key: k.into() },
-                ))
-            }
-            _ => {
-                let known = ROUTE_OWN_KEYS.iter().chain(ROUTE_KEYS).copied();
-                return Err(file.error(
-                    key.span(),
-                    ConfigFileError::UnknownKey {
-                        key: k.into(),
-                        suggestion: closest(k, known).map(str::to_string),
-                        in_route: true,
-                    },
-                ));
-            }
-        }
-    }
-    let label = match &name {
-        Some(n) => format!("route \"{n}\""),
-        None => format!("route {}", index + 1),
-    };
-    let (upstreams, upstream_at) = match upstreams {
-        Some((urls, at)) if !urls.is_empty() => (urls, at),
-        _ => {
-            return Err(LoadError {
-                file: Some(file.path.clone()),
-                at: Some(at),
-                error: ConfigFileError::RouteWithoutUpstream { route: label },
-            })
-        }
-    };
-    let mut merged: Vec<OsString> = argv.to_vec();
-    for entry in top {
-        if !settings.iter().any(|s| s.id == entry.id) {
-            merged.extend(entry.tokens.iter().cloned());
-        }
-    }
-    for entry in &settings {
-        if !given.contains(&entry.id) {
-            merged.extend(entry.tokens.iter().cloned());
-        }
-    }
-    let (matches, args) = parse(cli, &merged).map_err(|reason| file_wide(file, reason))?;
-    let listing = Listing::new(
-        reverse,
-        subcommand(&matches),
-        |key| ROUTE_KEYS.contains(&key),
-        |key| {
-            if given_key(reverse, given, key) {
-                Some(Origin::CommandLine)
-            } else if settings.iter().any(|e| e.key == key) {
-                Some(Origin::Route)
-            } else {
-                top.iter().any(|e| e.key == key).then_some(Origin::File)
-            }
-        },
-    );
-    Ok(FileRoute {
-        name,
-        host,
-        path_prefix: path_prefix.unwrap_or_else(|| "/".into()),
-        upstreams,
-        args,
-        at,
-        keys: places,
-        upstream_at,
-        listing,
-    })
-}
-
-/// A route's `upstream`: an array of `http://host:port[/prefix]` strings.
-fn route_upstreams(
-    file: &FileText<'_>,
-    value: &Spanned<DeValue<'_>>,
-) -> Result<(Vec<String>, Vec<LineColumn>), LoadError> {
-    let wrong = |found: &DeValue<'_>, span| {
-        file.error(
-            span,
-            ConfigFileError::WrongType {
-                key: "upstream".into(),
-                expected: "an array of URLs, e.g. [\"http://10.0.0.5:3000\"]".into(),
-                found: type_name(found),
-            },
-        )
-    };
-    let DeValue::Array(items) = value.get_ref() else {
-        return Err(wrong(value.get_ref(), value.span()));
-    };
-    let mut urls = Vec::new();
-    let mut places = Vec::new();
-    for item in items.iter() {
-        let DeValue::String(url) = item.get_ref() else {
-            return Err(wrong(item.get_ref(), item.span()));
-        };
-        UpstreamSpec::parse(url)
-            .map_err(|e| file.error(item.span(), ConfigFileError::BadUpstream(e)))?;
-        urls.push(url.to_string());
-        places.push(file.at(item.span()));
-    }
-    Ok((urls, places))
-}
-
 /// A top-level or route key that is a flag, read into its command-line tokens. A top-level
 /// `upstream` is checked as URLs here too, so that a bad one is placed at its element.
-fn flag_entry(
+pub(super) fn flag_entry(
     cli: &Command,
     file: &FileText<'_>,
     arg: &clap::Arg,
@@ -551,7 +378,7 @@ fn flag_entry(
         _ => value.span(),
     };
     if name == "upstream" {
-        route_upstreams(file, value)?;
+        routes::route_upstreams(file, value)?;
     }
     let tokens = keys::tokens(cli, arg, name, value.get_ref(), |i| {
         file.literal(element_span(i))
@@ -608,19 +435,19 @@ fn conflict(reverse: &Command, a: &str, b: &str) -> bool {
 }
 
 /// The flag of `reverse` whose long name is `key`.
-fn flag<'c>(reverse: &'c Command, key: &str) -> Option<&'c clap::Arg> {
+pub(super) fn flag<'c>(reverse: &'c Command, key: &str) -> Option<&'c clap::Arg> {
     reverse
         .get_arguments()
         .find(|a| a.get_long() == Some(key) && key != CONFIG_FLAG)
 }
 
 /// Whether the command line gave the flag named `key`.
-fn given_key(reverse: &Command, given: &[String], key: &str) -> bool {
+pub(super) fn given_key(reverse: &Command, given: &[String], key: &str) -> bool {
     flag(reverse, key).is_some_and(|a| given.iter().any(|g| g == a.get_id().as_str()))
 }
 
 /// The table's entries in the order the file wrote them (the parser keeps them sorted by name).
-fn in_file_order<'a, 'i>(
+pub(super) fn in_file_order<'a, 'i>(
     table: &'a DeTable<'i>,
 ) -> Vec<(
     &'a Spanned<toml::de::DeString<'i>>,
@@ -632,7 +459,7 @@ fn in_file_order<'a, 'i>(
 }
 
 /// Parses a whole command line into matches and the reverse arguments.
-fn parse(cli: &Command, argv: &[OsString]) -> Result<(ArgMatches, ReverseArgs), String> {
+pub(super) fn parse(cli: &Command, argv: &[OsString]) -> Result<(ArgMatches, ReverseArgs), String> {
     let matches = cli
         .clone()
         .try_get_matches_from(argv)
@@ -642,12 +469,12 @@ fn parse(cli: &Command, argv: &[OsString]) -> Result<(ArgMatches, ReverseArgs), 
 }
 
 /// The matches of `reverse` or `check` (both take the reverse flags).
-fn subcommand(matches: &ArgMatches) -> &ArgMatches {
+pub(super) fn subcommand(matches: &ArgMatches) -> &ArgMatches {
     matches.subcommand().map_or(matches, |(_, sub)| sub)
 }
 
 /// An error about the file as a whole (the command line and the file together refused).
-fn file_wide(file: &FileText<'_>, reason: String) -> LoadError {
+pub(super) fn file_wide(file: &FileText<'_>, reason: String) -> LoadError {
     LoadError {
         file: Some(file.path.clone()),
         at: None,

@@ -12,7 +12,7 @@ use crate::sse::resume::ResumeSettings;
 use crate::sse::scope::IdentityHeaders;
 
 /// The settings that apply to one request or one stream, and so may differ per route. The
-/// flags behind them are the config file's per-route keys (`crate::config_file::ROUTE_KEYS`);
+/// flags behind them are the config file's per-route keys (`ROUTE_KEYS` in `crate::config_file`);
 /// everything else is the process's (`crate::config::Config`).
 #[derive(Debug, Clone)]
 pub(crate) struct RouteSettings {
