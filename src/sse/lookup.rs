@@ -97,7 +97,7 @@ fn point(ring: RingHandle, after: u64) -> ResumePoint {
     let (resume_from, missed) = {
         let r = ring.lineage.ring.borrow();
         (
-            r.newest_upstream_id().cloned().unwrap_or_default(),
+            r.newest_upstream_id().unwrap_or_default(),
             r.head_seq().saturating_sub(after) as usize,
         )
     };

@@ -106,6 +106,10 @@ fn read_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
     })
 }
 
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// `part`, a slice of `original`, as the same slice of `copy` (a copy of `original`); a `part`
 /// that is not inside `original` (an id the framer had to rewrite) gets its own exact copy.
 fn reslice(original: &Bytes, copy: &Bytes, part: &Bytes) -> Bytes {
@@ -446,22 +450,25 @@ impl Relay<'_> {
                 (id, block.raw)
             };
             if block.fires || id.is_some() || block.retry.is_some() {
-                let (kept, kept_id, held) = if assigned {
-                    (raw.clone(), id.clone(), raw.len())
-                } else if sparse {
-                    // The id is a slice of the event: it must come from the copy too, or it
-                    // would keep the whole read buffer alive by itself.
+                let event = if assigned || !sparse {
+                    let held = if assigned {
+                        raw.len()
+                    } else {
+                        raw.len() * alloc / framed
+                    };
+                    // An assigned id was written at the event's start ("id: NAME\n"): keep
+                    // it as that slice of the event rather than a copy of its own.
+                    let id_in_raw = match &id {
+                        Some(name) if assigned => Some(&raw[4..4 + name.len()]),
+                        other => other.as_deref(),
+                    };
+                    RingEvent::new(raw.clone(), id_in_raw, clamp_u32(held), assigned)
+                } else {
+                    // The id is a slice of the event: it is found in the copy at the same place.
                     let copy = Bytes::copy_from_slice(&raw);
                     let copy_id = id.as_ref().map(|id| reslice(&raw, &copy, id));
-                    (copy, copy_id, raw.len() + raw.len() / 8)
-                } else {
-                    (raw.clone(), id.clone(), raw.len() * alloc / framed)
-                };
-                let event = RingEvent {
-                    id: kept_id,
-                    raw: kept,
-                    held: u32::try_from(held).unwrap_or(u32::MAX),
-                    assigned,
+                    let held = raw.len() + raw.len() / 8;
+                    RingEvent::new(copy, copy_id.as_deref(), clamp_u32(held), false)
                 };
                 self.ctx
                     .streams

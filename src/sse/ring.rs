@@ -1,8 +1,14 @@
 //! A replay ring: the most recent events of ONE upstream lineage (a connection and the resumes
 //! that continue it), in order, bounded by count and bytes. It holds the same `Bytes` the client
-//! was sent (no copy for events that fill their read buffer), an index from event id to position
-//! so a `Last-Event-ID` is found in O(1), and what it costs in memory so the worker's budget can
-//! be kept.
+//! was sent (no copy for events that fill their read buffer), finds a `Last-Event-ID` fast, and
+//! knows what it costs in memory so the worker's budget can be kept.
+//!
+//! Finding an id: most upstreams number their events (`id: 1`, `id: 2`, ...). While every id in
+//! a ring is a canonical decimal number larger than the one before, the ring keeps nothing per id
+//! and finds one by binary search (a resumed upstream's fresh event, the common lookup, is
+//! answered by one comparison with the newest). Other ids are found by scanning a small ring
+//! and through a hash index past INDEX_FROM events. Recording an event costs no hashing and no
+//! reference count for its id: the id is kept as a span of the event's own bytes.
 //!
 //! Positions (`seq`) are monotonic and never reused: a cursor that points before the oldest
 //! event still here knows that what it needed was evicted.
@@ -18,22 +24,27 @@ pub const DEFAULT_REPLAY_EVENTS: usize = 1024;
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 
 /// What one recorded event costs besides its bytes, as measured against RSS (1000 rings of
-/// ~100-byte events): its slot in the deque (72), its index entry (a (hash, seq) pair, 16, with
-/// hashbrown's control byte and up to half of its buckets empty: ~40), and the shared header the
-/// `Bytes` of a split read buffer allocates (32).
+/// ~100-byte events): its slot in the deque, an index entry (a (hash, seq) pair, 16, with
+/// hashbrown's control byte and up to half of its buckets empty: ~40; numbered rings keep none,
+/// and are counted as if they did), and the shared header the `Bytes` of a split read buffer
+/// allocates (32).
 pub const EVENT_OVERHEAD: usize = std::mem::size_of::<RingEvent>() + 40 + 32;
 
-/// Rings with at most this many events find an id by scanning them (newest first) instead of
-/// keeping a hash table: cheaper than hashing for so few, and no table for quiet streams.
+/// Rings of other than increasing numeric ids with at most this many events find an id by
+/// scanning them (newest first) instead of keeping a hash table: cheaper than hashing for so
+/// few, and no table for quiet streams.
 const INDEX_FROM: usize = 8;
+
+/// Longest id read as a number: u64::MAX has 20 digits; 19 always fit.
+const MAX_NUMERIC_ID_DIGITS: usize = 19;
 
 /// One event as it went to the client.
 #[derive(Debug, Clone)]
 pub struct RingEvent {
-    /// The id this block set (its `id:` field), if it had one.
-    pub id: Option<Bytes>,
     /// The exact bytes sent to the client.
     pub raw: Bytes,
+    /// The id this block set (its `id:` field), if it had one.
+    id: EventId,
     /// What keeping `raw` really holds: its share of the read buffer it is a slice of (never less
     /// than `raw.len()`). The budget counts this, not `raw.len()`.
     pub held: u32,
@@ -42,20 +53,102 @@ pub struct RingEvent {
     pub assigned: bool,
 }
 
+/// Where an event's id is: almost always inside its own bytes (the `id:` line), so it costs a
+/// span instead of a second reference-counted handle on the same buffer.
+#[derive(Debug, Clone)]
+enum EventId {
+    None,
+    In {
+        start: u32,
+        len: u32,
+    },
+    /// An id the framer rewrote (invalid UTF-8 replaced), so not a slice of `raw`.
+    Own(Box<[u8]>),
+}
+
 impl RingEvent {
+    /// An event of `raw` that set `id` (None: it set none). An id that is a slice of `raw` is
+    /// kept as its position there; any other is copied.
+    pub fn new(raw: Bytes, id: Option<&[u8]>, held: u32, assigned: bool) -> RingEvent {
+        let id = match id {
+            None => EventId::None,
+            Some(id) => {
+                let base = raw.as_ptr() as usize;
+                let at = id.as_ptr() as usize;
+                if at >= base && at + id.len() <= base + raw.len() {
+                    EventId::In {
+                        start: (at - base) as u32,
+                        len: id.len() as u32,
+                    }
+                } else {
+                    EventId::Own(id.into())
+                }
+            }
+        };
+        RingEvent {
+            raw,
+            id,
+            held,
+            assigned,
+        }
+    }
+
+    /// The id this event set, if it set one.
+    pub fn id(&self) -> Option<&[u8]> {
+        match &self.id {
+            EventId::None => None,
+            EventId::In { start, len } => {
+                Some(&self.raw[*start as usize..(*start + *len) as usize])
+            }
+            EventId::Own(id) => Some(id),
+        }
+    }
+
+    /// The id as `Bytes` (a slice of the event's bytes when it is one).
+    pub fn id_bytes(&self) -> Option<Bytes> {
+        match &self.id {
+            EventId::None => None,
+            EventId::In { start, len } => {
+                Some(self.raw.slice(*start as usize..(*start + *len) as usize))
+            }
+            EventId::Own(id) => Some(Bytes::copy_from_slice(id)),
+        }
+    }
+
     /// Memory this event keeps alive, overhead included.
     pub fn cost(&self) -> usize {
         self.held as usize + EVENT_OVERHEAD
     }
 }
 
+/// `id` as a number, if it is a canonical decimal one (no sign, no leading zero, at most
+/// MAX_NUMERIC_ID_DIGITS digits): only then does equal number mean equal id.
+fn numeric_id(id: &[u8]) -> Option<u64> {
+    if id.is_empty() || id.len() > MAX_NUMERIC_ID_DIGITS || (id[0] == b'0' && id.len() > 1) {
+        return None;
+    }
+    let mut n = 0u64;
+    for &d in id {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    Some(n)
+}
+
 #[derive(Debug)]
 pub struct ReplayRing {
     events: VecDeque<RingEvent>,
+    /// Every id in the ring is a canonical decimal number larger than the one before it: ids
+    /// are found by binary search and `by_id` is not kept.
+    numbered: bool,
+    /// The newest id's number, while `numbered` (None: no id yet).
+    newest_number: Option<u64>,
     /// Latest seq of each id still in the ring, keyed by the id's hash (no key copy per event;
     /// a lookup checks the event's id, so a hash collision is a miss, never a wrong answer).
-    /// Built only once the ring holds more than INDEX_FROM events: a small ring is scanned, and
-    /// the many rings of quiet streams hold no table.
+    /// Built only for rings that are not `numbered` once they hold more than INDEX_FROM events:
+    /// a small ring is scanned, and the many rings of quiet streams hold no table.
     by_id: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
     /// `by_id` is built and kept up to date.
     indexed: bool,
@@ -73,6 +166,8 @@ impl ReplayRing {
     pub fn new(max_events: usize, max_bytes: usize) -> Self {
         ReplayRing {
             events: VecDeque::new(),
+            numbered: true,
+            newest_number: None,
             by_id: HashMap::default(),
             indexed: false,
             first_seq: 1,
@@ -116,8 +211,17 @@ impl ReplayRing {
         let seq = self.head_seq() + 1;
         self.bytes += event.raw.len();
         self.cost += event.cost();
-        if self.indexed {
-            if let Some(id) = &event.id {
+        if let Some(id) = event.id() {
+            if self.numbered {
+                match numeric_id(id) {
+                    Some(n) if self.newest_number.is_none_or(|newest| n > newest) => {
+                        self.newest_number = Some(n);
+                    }
+                    // Not a number, or not larger: from now on ids go through the index.
+                    _ => self.numbered = false,
+                }
+            }
+            if self.indexed {
                 self.by_id.insert(id_hash(id), seq);
             }
         }
@@ -126,7 +230,7 @@ impl ReplayRing {
             self.events.reserve_exact(1);
         }
         self.events.push_back(event);
-        if !self.indexed && self.events.len() > INDEX_FROM {
+        if !self.indexed && !self.numbered && self.events.len() > INDEX_FROM {
             self.build_index();
         }
         while self.events.len() > self.max_events
@@ -143,18 +247,23 @@ impl ReplayRing {
             self.first_seq += 1;
             self.bytes -= old.raw.len();
             self.cost -= old.cost();
-            if let Some(id) = old.id.filter(|_| self.indexed) {
-                let h = id_hash(&id);
-                if self.by_id.get(&h) == Some(&seq) {
-                    self.by_id.remove(&h);
+            if self.indexed {
+                if let Some(id) = old.id() {
+                    let h = id_hash(id);
+                    if self.by_id.get(&h) == Some(&seq) {
+                        self.by_id.remove(&h);
+                    }
                 }
             }
         }
         if self.events.is_empty() {
-            // Give the deque's and the index's memory back too (a trimmed ring may stay idle).
+            // Give the deque's and the index's memory back too (a trimmed ring may stay idle),
+            // and start over as a numbered ring.
             self.events = VecDeque::new();
             self.by_id = HashMap::default();
             self.indexed = false;
+            self.numbered = true;
+            self.newest_number = None;
         }
     }
 
@@ -162,7 +271,7 @@ impl ReplayRing {
     fn build_index(&mut self) {
         let first = self.first_seq;
         for (i, event) in self.events.iter().enumerate() {
-            if let Some(id) = &event.id {
+            if let Some(id) = event.id() {
                 self.by_id.insert(id_hash(id), first + i as u64);
             }
         }
@@ -179,18 +288,46 @@ impl ReplayRing {
         n
     }
 
-    /// Seq of the event that set `id`, if it is in the ring.
+    /// Seq of the event that set `id`, if it is in the ring (the latest such event).
     pub fn seq_of(&self, id: &[u8]) -> Option<u64> {
+        if self.numbered {
+            return self.seq_of_number(id);
+        }
         if !self.indexed {
-            let i = self
-                .events
-                .iter()
-                .rposition(|e| e.id.as_deref() == Some(id))?;
+            let i = self.events.iter().rposition(|e| e.id() == Some(id))?;
             return Some(self.first_seq + i as u64);
         }
         let seq = *self.by_id.get(&id_hash(id))?;
         let event = self.get(seq)?;
-        (event.id.as_deref() == Some(id)).then_some(seq)
+        (event.id() == Some(id)).then_some(seq)
+    }
+
+    /// `seq_of` in a numbered ring: ids increase with position, so a binary search over the
+    /// positions finds it (an event without an id takes the number of the nearest id before it).
+    fn seq_of_number(&self, id: &[u8]) -> Option<u64> {
+        let wanted = numeric_id(id)?;
+        // A resumed upstream's fresh event is newer than everything here: one comparison.
+        if self.newest_number.is_none_or(|newest| wanted > newest) {
+            return None;
+        }
+        let (mut lo, mut hi) = (0, self.events.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            // The nearest event at or before `mid` (and not before `lo`) that has an id.
+            let Some((at, number)) = (lo..=mid).rev().find_map(|i| {
+                let n = numeric_id(self.events[i].id()?)?;
+                Some((i, n))
+            }) else {
+                lo = mid + 1;
+                continue;
+            };
+            match number.cmp(&wanted) {
+                std::cmp::Ordering::Equal => return Some(self.first_seq + at as u64),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = at,
+            }
+        }
+        None
     }
 
     /// The event at `seq`, if it is still here.
@@ -206,12 +343,12 @@ impl ReplayRing {
     }
 
     /// The newest id the upstream itself gave (what it can be asked to resume from).
-    pub fn newest_upstream_id(&self) -> Option<&Bytes> {
+    pub fn newest_upstream_id(&self) -> Option<Bytes> {
         self.events
             .iter()
             .rev()
             .filter(|e| !e.assigned)
-            .find_map(|e| e.id.as_ref())
+            .find_map(RingEvent::id_bytes)
     }
 
     /// Whether an event with this id is in the ring.
@@ -266,12 +403,7 @@ mod tests {
     }
 
     fn ev(id: Option<&str>, raw: &str) -> RingEvent {
-        RingEvent {
-            id: id.map(b),
-            raw: b(raw),
-            held: raw.len() as u32,
-            assigned: false,
-        }
+        RingEvent::new(b(raw), id.map(str::as_bytes), raw.len() as u32, false)
     }
 
     #[test]
@@ -282,10 +414,10 @@ mod tests {
             r.push(ev(Some(&id), &format!("id: {i}\ndata: x\n\n")));
         }
         let seq = r.seq_of(b"3").unwrap();
-        let ids: Vec<_> = r.after(seq).map(|e| e.id.clone().unwrap()).collect();
+        let ids: Vec<_> = r.after(seq).map(|e| e.id_bytes().unwrap()).collect();
         assert_eq!(ids, vec![b("4"), b("5")]);
         assert_eq!(r.seq_of(b"nope"), None);
-        assert_eq!(r.newest_upstream_id(), Some(&b("5")));
+        assert_eq!(r.newest_upstream_id(), Some(b("5")));
     }
 
     #[test]
@@ -369,7 +501,7 @@ mod tests {
                 for probe in ["a", "b", "c", "d", "e", "zz"] {
                     let expected = (r.first_seq()..=r.head_seq())
                         .rev()
-                        .find(|&seq| r.get(seq).unwrap().id.as_deref() == Some(probe.as_bytes()));
+                        .find(|&seq| r.get(seq).unwrap().id() == Some(probe.as_bytes()));
                     assert_eq!(r.seq_of(probe.as_bytes()), expected, "{probe} after {i}");
                 }
             }
@@ -380,5 +512,101 @@ mod tests {
                 "an empty ring holds no table"
             );
         }
+    }
+
+    /// Numbered rings (binary search, no table) and the others (scan, then the index) give the
+    /// answer a plain scan of the ring gives, for every mix of ids: increasing numbers with gaps
+    /// and events without ids between them, then a number out of order, a non-canonical one
+    /// ("007"), a word, a repeat; through evictions and a ring that empties and starts again.
+    #[test]
+    fn every_way_of_finding_an_id_agrees_with_a_scan() {
+        use proptest::prelude::*;
+        #[derive(Debug, Clone)]
+        enum Next {
+            Up(u8),
+            NoId,
+            Back(u8),
+            Zeroed,
+            Word(u8),
+            Empty,
+            TrimAll,
+        }
+        let next = prop_oneof![
+            8 => (1u8..5).prop_map(Next::Up),
+            3 => Just(Next::NoId),
+            1 => (0u8..20).prop_map(Next::Back),
+            1 => Just(Next::Zeroed),
+            1 => (0u8..4).prop_map(Next::Word),
+            1 => Just(Next::Empty),
+            1 => Just(Next::TrimAll),
+        ];
+        let config = ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(steps in proptest::collection::vec(next, 1..120), cap in 1usize..40)| {
+            let mut r = ReplayRing::new(cap, 1 << 20);
+            let mut number = 0u64;
+            let mut probes: Vec<String> = vec!["0".into(), "007".into(), "w1".into(), "".into()];
+            for step in steps {
+                let id = match step {
+                    Next::Up(by) => {
+                        number += u64::from(by);
+                        Some(number.to_string())
+                    }
+                    Next::NoId => None,
+                    Next::Back(by) => Some(number.saturating_sub(u64::from(by)).to_string()),
+                    Next::Zeroed => Some(format!("00{number}")),
+                    Next::Word(w) => Some(format!("w{w}")),
+                    Next::Empty => Some(String::new()),
+                    Next::TrimAll => {
+                        r.trim_to(0);
+                        None
+                    }
+                };
+                let raw = match &id {
+                    Some(id) => format!("id: {id}\ndata: x\n\n"),
+                    None => "data: x\n\n".to_string(),
+                };
+                let raw = Bytes::from(raw);
+                let id_at = id.as_ref().map(|id| raw.slice(4..4 + id.len()));
+                r.push(RingEvent::new(raw.clone(), id_at.as_deref(), raw.len() as u32, false));
+                if let Some(id) = id {
+                    probes.push(id);
+                }
+                probes.push((number + 1).to_string());
+                for probe in &probes {
+                    let expected = (r.first_seq()..=r.head_seq())
+                        .rev()
+                        .find(|&seq| r.get(seq).unwrap().id() == Some(probe.as_bytes()));
+                    prop_assert_eq!(r.seq_of(probe.as_bytes()), expected, "probe {:?}", probe);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_numbered_ring_keeps_no_table_and_ids_live_inside_the_events() {
+        // As the framer hands events over: the id a slice of the event's bytes.
+        let framed = |id: &str| {
+            let raw = Bytes::from(format!("id: {id}\n\n"));
+            let at = raw.slice(4..4 + id.len());
+            RingEvent::new(raw.clone(), Some(&at), raw.len() as u32, false)
+        };
+        let mut r = ReplayRing::new(1000, 1 << 20);
+        for i in 1..=500 {
+            r.push(framed(&i.to_string()));
+        }
+        assert!(r.numbered && !r.indexed && r.by_id.capacity() == 0);
+        assert_eq!(r.seq_of(b"250"), Some(250));
+        assert!(r
+            .get(1)
+            .is_some_and(|e| matches!(e.id, EventId::In { start: 4, len: 1 })));
+        // A word turns the ring to the index, which then finds the numbers too.
+        r.push(framed("w"));
+        assert!(!r.numbered && r.indexed);
+        assert_eq!(r.seq_of(b"250"), Some(250));
+        assert_eq!(r.seq_of(b"w"), Some(501));
     }
 }

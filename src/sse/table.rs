@@ -396,12 +396,14 @@ mod tests {
     }
 
     fn ev(id: u64, len: usize) -> RingEvent {
-        RingEvent {
-            id: Some(Bytes::from(id.to_string())),
-            raw: Bytes::from(vec![b'x'; len]),
-            held: len as u32,
-            assigned: false,
-        }
+        // The id as its own bytes: kept apart from the event's (as a rewritten id is).
+        let id = id.to_string();
+        RingEvent::new(
+            Bytes::from(vec![b'x'; len]),
+            Some(id.as_bytes()),
+            len as u32,
+            false,
+        )
     }
 
     fn table(memory: usize) -> StreamTable {
