@@ -5,8 +5,6 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use bytes::Bytes;
-
 use super::table::Lineage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +31,7 @@ pub struct StreamStatus {
     /// URL of the replica currently (or last) serving the stream.
     pub upstream: RefCell<String>,
     /// The client's cursor: the last event id delivered.
-    pub last_id: RefCell<Bytes>,
+    pub last_id: RefCell<Vec<u8>>,
     pub state: Cell<RelayState>,
     pub resumes: Cell<u64>,
 }
@@ -69,7 +67,7 @@ impl ActiveStreams {
         let status = Rc::new(StreamStatus {
             lineage,
             upstream: RefCell::new(upstream),
-            last_id: RefCell::new(Bytes::new()),
+            last_id: RefCell::new(Vec::new()),
             state: Cell::new(RelayState::Streaming),
             resumes: Cell::new(0),
         });

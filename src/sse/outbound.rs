@@ -116,22 +116,6 @@ impl ClientQueue {
     }
 }
 
-/// `prev` and `next` as one slice when `next` starts where `prev` ends inside one piece (blocks
-/// that arrived together leave as one iovec instead of one per event).
-pub fn adjoin(prev: &Bytes, next: &Bytes, pieces: &[Bytes]) -> Option<Bytes> {
-    let start = prev.as_ptr() as usize;
-    if start + prev.len() != next.as_ptr() as usize {
-        return None;
-    }
-    let end = start + prev.len() + next.len();
-    let piece = pieces.iter().find(|p| {
-        let base = p.as_ptr() as usize;
-        base <= start && end <= base + p.len()
-    })?;
-    let base = piece.as_ptr() as usize;
-    Some(piece.slice(start - base..end - base))
-}
-
 /// Copies `bytes` into the scratch buffer and hands them out as a slice of it.
 fn cut(scratch: &mut BytesMut, bytes: &[u8]) -> Bytes {
     if scratch.capacity() - scratch.len() < bytes.len() {
@@ -144,21 +128,6 @@ fn cut(scratch: &mut BytesMut, bytes: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn adjacent_blocks_of_one_piece_are_joined() {
-        let piece = Bytes::from_static(b"id: 1\n\nid: 2\n\nid: 3\n\n");
-        let (a, b, c) = (piece.slice(0..7), piece.slice(7..14), piece.slice(14..21));
-        let pieces = vec![piece.clone()];
-        let ab = adjoin(&a, &b, &pieces).expect("adjacent");
-        assert_eq!(&ab[..], b"id: 1\n\nid: 2\n\n");
-        assert_eq!(&adjoin(&ab, &c, &pieces).expect("adjacent")[..], &piece[..]);
-        // Not adjacent (a repeat was dropped between them), or not in a known piece.
-        assert!(adjoin(&a, &c, &pieces).is_none());
-        let copy = Bytes::copy_from_slice(&b);
-        assert!(adjoin(&a, &copy, &pieces).is_none());
-        assert!(adjoin(&a, &b, &[]).is_none());
-    }
 
     fn flat(v: BytesVec) -> Vec<u8> {
         v.to_vec()

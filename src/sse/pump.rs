@@ -27,9 +27,8 @@ use monoio::net::TcpStream;
 
 use super::assigned_id::AssignedId;
 use super::framer::IdField;
-use super::outbound::adjoin;
 use super::relay::{BodyEnd, Relay};
-use super::ring::RingEvent;
+use super::ring::{span_in, RingEvent};
 use crate::conn_io::{peek_state, recv_now, PeekState};
 use crate::http::Decoded;
 use crate::limits::CLIENT_WATCH_DELAY;
@@ -110,15 +109,40 @@ fn clamp_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// `part`, a slice of `original`, as the same slice of `copy` (a copy of `original`); a `part`
-/// that is not inside `original` (an id the framer had to rewrite) gets its own exact copy.
-fn reslice(original: &Bytes, copy: &Bytes, part: &Bytes) -> Bytes {
-    let base = original.as_ptr() as usize;
-    let at = part.as_ptr() as usize;
-    if at >= base && at + part.len() <= base + original.len() {
-        copy.slice(at - base..at - base + part.len())
-    } else {
-        Bytes::copy_from_slice(part)
+/// Adjacent blocks of one piece, as offsets into it (see `flush_blocks`).
+struct PieceRun {
+    piece: usize,
+    start: usize,
+    end: usize,
+}
+
+impl PieceRun {
+    /// A run of the block at `at` (an address) of `len` bytes, if a piece holds it.
+    fn start(at: usize, len: usize, pieces: &[Bytes]) -> Option<PieceRun> {
+        pieces.iter().enumerate().find_map(|(i, p)| {
+            let base = p.as_ptr() as usize;
+            (base <= at && at + len <= base + p.len()).then(|| PieceRun {
+                piece: i,
+                start: at - base,
+                end: at - base + len,
+            })
+        })
+    }
+
+    /// Takes in the block at `at` if it continues the run in the same piece.
+    fn extend(&mut self, at: usize, len: usize, pieces: &[Bytes]) -> bool {
+        let piece = &pieces[self.piece];
+        let base = piece.as_ptr() as usize;
+        if base + self.end == at && self.end + len <= piece.len() {
+            self.end += len;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn cut(&self, pieces: &[Bytes]) -> Bytes {
+        pieces[self.piece].slice(self.start..self.end)
     }
 }
 
@@ -402,16 +426,20 @@ impl Relay<'_> {
         let mut out: Vec<Bytes> = Vec::with_capacity(blocks.len());
         let mut out_len = 0usize;
         let mut events = 0u64;
+        // Blocks that lie next to each other in the piece they came in leave as one slice: the
+        // run being built, cut from its piece once a block does not continue it (one reference
+        // count per run instead of two per block).
+        let mut run: Option<PieceRun> = None;
         for block in blocks.drain(..) {
             if let Some(retry) = block.retry {
                 self.retry_hint = Some(Duration::from_millis(retry));
             }
-            let id = match &block.id {
-                IdField::Set(id) => Some(id.clone()),
+            let upstream_id: Option<&[u8]> = match &block.id {
+                IdField::Set(id) => Some(id),
                 IdField::Unchanged => None,
             };
             if self.dedupe {
-                match &id {
+                match upstream_id {
                     Some(id)
                         if !id.is_empty() && self.ring.lineage.ring.borrow().contains_id(id) =>
                     {
@@ -427,8 +455,10 @@ impl Relay<'_> {
                     None => {}
                 }
             }
-            let assigned = self.route.settings.sse.assign_ids && block.fires && id.is_none();
-            let (id, raw) = if assigned {
+            let assigned =
+                self.route.settings.sse.assign_ids && block.fires && upstream_id.is_none();
+            // (the event's bytes, where its id is in them or elsewhere)
+            let (raw, id): (Bytes, Option<&[u8]>) = if assigned {
                 let name = AssignedId {
                     worker: self.ctx.index as u32,
                     ring: self.ring.lineage.id,
@@ -440,49 +470,66 @@ impl Relay<'_> {
                 raw.extend_from_slice(&name);
                 raw.extend_from_slice(b"\n");
                 raw.extend_from_slice(&block.raw);
-                (Some(name), raw.freeze())
+                (raw.freeze(), None)
             } else {
-                (id, block.raw)
+                (block.raw, upstream_id)
             };
-            if block.fires || id.is_some() || block.retry.is_some() {
-                let event = if assigned || !sparse {
-                    let held = if assigned {
-                        raw.len()
-                    } else {
-                        raw.len() * alloc / framed
-                    };
-                    // An assigned id was written at the event's start ("id: NAME\n"): keep
-                    // it as that slice of the event rather than a copy of its own.
-                    let id_in_raw = match &id {
-                        Some(name) if assigned => Some(&raw[4..4 + name.len()]),
-                        other => other.as_deref(),
-                    };
-                    RingEvent::new(raw.clone(), id_in_raw, clamp_u32(held), assigned)
-                } else {
-                    // The id is a slice of the event: it is found in the copy at the same place.
-                    let copy = Bytes::copy_from_slice(&raw);
-                    let copy_id = id.as_ref().map(|id| reslice(&raw, &copy, id));
-                    let held = raw.len() + raw.len() / 8;
-                    RingEvent::new(copy, copy_id.as_deref(), clamp_u32(held), false)
-                };
-                self.ctx
-                    .streams
-                    .record(&self.ring, event, &self.ctx.metrics);
-            }
             // Progress is a new event or cursor move, not a retry: line or a comment (an upstream
             // that accepts reconnects but only ever repeats its retry: hint makes no progress).
-            if block.fires || id.is_some() {
+            if block.fires || id.is_some() || assigned {
                 self.progressed = true;
             }
             if block.fires {
                 events += 1;
             }
             out_len += raw.len();
-            // Blocks that lie next to each other in the piece they came in leave as one slice.
-            match out.last().and_then(|prev| adjoin(prev, &raw, &self.pieces)) {
-                Some(joined) => *out.last_mut().expect("checked") = joined,
-                None => out.push(raw),
+            let (at, len) = (raw.as_ptr() as usize, raw.len());
+            let continues = run
+                .as_mut()
+                .is_some_and(|r| r.extend(at, len, &self.pieces));
+            let mut for_client = None;
+            if !continues {
+                if let Some(r) = run.take() {
+                    out.push(r.cut(&self.pieces));
+                }
+                run = PieceRun::start(at, len, &self.pieces);
+                if run.is_none() {
+                    // Not a slice of a piece (an assigned id's event, a block assembled over
+                    // several reads): it leaves as its own Bytes.
+                    for_client = Some(raw.clone());
+                }
             }
+            if block.fires || id.is_some() || assigned || block.retry.is_some() {
+                let event = if assigned {
+                    // The assigned id was written at the event's start ("id: NAME\n").
+                    let name_len = raw[4..].iter().position(|&b| b == b'\n').unwrap_or(0);
+                    let held = clamp_u32(raw.len());
+                    let id = raw.slice(4..4 + name_len);
+                    RingEvent::new(raw, Some(&id), held, true)
+                } else if !sparse {
+                    let held = clamp_u32(raw.len() * alloc / framed);
+                    RingEvent::new(raw, id, held, false)
+                } else {
+                    // The id is a slice of the event: it is found in the copy at the same place.
+                    let copy = Bytes::copy_from_slice(&raw);
+                    let held = clamp_u32(raw.len() + raw.len() / 8);
+                    match id.map(|id| span_in(&raw, id).ok_or(id)) {
+                        None => RingEvent::with_id_at(copy, None, held, false),
+                        Some(Ok(at)) => RingEvent::with_id_at(copy, Some(at), held, false),
+                        // An id the framer rewrote is not in the event's bytes: copied as is.
+                        Some(Err(id)) => RingEvent::new(copy, Some(id), held, false),
+                    }
+                };
+                self.ctx
+                    .streams
+                    .record(&self.ring, event, &self.ctx.metrics);
+            }
+            if let Some(raw) = for_client {
+                out.push(raw);
+            }
+        }
+        if let Some(r) = run.take() {
+            out.push(r.cut(&self.pieces));
         }
         self.pieces.clear();
         self.blocks = blocks;
@@ -491,8 +538,11 @@ impl Relay<'_> {
         WorkerMetrics::add(&m.sse_bytes, out_len as u64);
         self.out.push_blocks(out, out_len);
         let cursor = self.framer.last_event_id();
-        if *self.entry.status.last_id.borrow() != cursor {
-            *self.entry.status.last_id.borrow_mut() = Bytes::copy_from_slice(cursor);
+        let mut shown = self.entry.status.last_id.borrow_mut();
+        if shown[..] != *cursor {
+            // Reused: no allocation per read once it is as long as the ids.
+            shown.clear();
+            shown.extend_from_slice(cursor);
         }
     }
 }
@@ -502,27 +552,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_copied_event_takes_its_id_from_the_copy() {
-        let read = Bytes::from(vec![b'x'; 4096]);
-        let mut event = read.slice(100..130).to_vec();
-        event[..6].copy_from_slice(b"id: 7\n");
-        let read = {
-            let mut v = read.to_vec();
-            v[100..130].copy_from_slice(&event);
-            Bytes::from(v)
-        };
-        let raw = read.slice(100..130);
-        let id = raw.slice(4..5);
-        let copy = Bytes::copy_from_slice(&raw);
-        let kept = reslice(&raw, &copy, &id);
-        assert_eq!(&kept[..], b"7");
-        let copy_range = copy.as_ptr() as usize..copy.as_ptr() as usize + copy.len();
-        assert!(
-            copy_range.contains(&(kept.as_ptr() as usize)),
-            "sliced from the copy"
-        );
-        let foreign = Bytes::from_static(b"other");
-        assert_eq!(&reslice(&raw, &copy, &foreign)[..], b"other");
+    fn adjacent_blocks_of_one_piece_leave_as_one_slice() {
+        let piece = Bytes::from_static(b"id: 1\n\nid: 2\n\nid: 3\n\n");
+        let other = Bytes::from_static(b"id: 4\n\n");
+        let pieces = vec![piece.clone(), other.clone()];
+        let at = |b: &Bytes| b.as_ptr() as usize;
+        let (a, b, c) = (piece.slice(0..7), piece.slice(7..14), piece.slice(14..21));
+        let mut run = PieceRun::start(at(&a), a.len(), &pieces).expect("in a piece");
+        assert!(run.extend(at(&b), b.len(), &pieces));
+        assert_eq!(&run.cut(&pieces)[..], b"id: 1\n\nid: 2\n\n");
+        assert!(run.extend(at(&c), c.len(), &pieces));
+        assert_eq!(&run.cut(&pieces)[..], &piece[..]);
+        // Not adjacent (a repeat was dropped between them), in another piece, or in none.
+        let mut run = PieceRun::start(at(&a), a.len(), &pieces).unwrap();
+        assert!(!run.extend(at(&c), c.len(), &pieces));
+        assert!(!run.extend(at(&other), other.len(), &pieces));
+        let copy = Bytes::copy_from_slice(&b);
+        assert!(!run.extend(at(&copy), copy.len(), &pieces));
+        assert!(PieceRun::start(at(&copy), copy.len(), &pieces).is_none());
+        let second = PieceRun::start(at(&other), other.len(), &pieces).unwrap();
+        assert_eq!(second.piece, 1);
     }
 
     #[test]

@@ -72,22 +72,25 @@ impl RingEvent {
     pub fn new(raw: Bytes, id: Option<&[u8]>, held: u32, assigned: bool) -> RingEvent {
         let id = match id {
             None => EventId::None,
-            Some(id) => {
-                let base = raw.as_ptr() as usize;
-                let at = id.as_ptr() as usize;
-                if at >= base && at + id.len() <= base + raw.len() {
-                    EventId::In {
-                        start: (at - base) as u32,
-                        len: id.len() as u32,
-                    }
-                } else {
-                    EventId::Own(id.into())
-                }
-            }
+            Some(id) => match span_in(&raw, id) {
+                Some((start, len)) => EventId::In { start, len },
+                None => EventId::Own(id.into()),
+            },
         };
         RingEvent {
             raw,
             id,
+            held,
+            assigned,
+        }
+    }
+
+    /// An event whose id is `raw[at.0..at.0 + at.1]`.
+    pub fn with_id_at(raw: Bytes, at: Option<(u32, u32)>, held: u32, assigned: bool) -> RingEvent {
+        debug_assert!(at.is_none_or(|(s, l)| (s + l) as usize <= raw.len()));
+        RingEvent {
+            raw,
+            id: at.map_or(EventId::None, |(start, len)| EventId::In { start, len }),
             held,
             assigned,
         }
@@ -119,6 +122,14 @@ impl RingEvent {
     pub fn cost(&self) -> usize {
         self.held as usize + EVENT_OVERHEAD
     }
+}
+
+/// Where `part` lies in `whole` (start, length), if it is a slice of it.
+pub fn span_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
+    let base = whole.as_ptr() as usize;
+    let at = part.as_ptr() as usize;
+    (at >= base && at + part.len() <= base + whole.len())
+        .then(|| ((at - base) as u32, part.len() as u32))
 }
 
 /// `id` as a number, if it is a canonical decimal one (no sign, no leading zero, at most
