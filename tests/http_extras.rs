@@ -439,3 +439,31 @@ fn an_access_log_in_a_missing_directory_fails_at_start() {
         "{log}"
     );
 }
+
+#[test]
+fn a_drain_waits_for_an_open_tunnel() {
+    let (url, _heads) = websocket::echo_server();
+    let mut t = Tether::start(&[url], &["--shutdown-grace", "20s", "--workers", "1"]);
+    let mut s = connect(&t);
+    s.write_all(upgrade_request("/").as_bytes()).unwrap();
+    read_head(&mut s).unwrap();
+    read_frame(&mut s).unwrap();
+    t.signal(libc::SIGTERM);
+    assert!(t.wait_for_log("draining", Duration::from_secs(5)));
+    // The tunnel still carries frames both ways while the worker drains.
+    s.write_all(&frame(OP_TEXT, b"during the drain", Some(MASK)))
+        .unwrap();
+    assert_eq!(read_frame(&mut s).unwrap().1, b"during the drain");
+    assert!(
+        t.wait_exit(Duration::from_millis(300)).is_none(),
+        "exited with a tunnel open"
+    );
+    // Once the tunnel closes, the drain is over and tether exits well before the grace ends.
+    s.write_all(&frame(OP_CLOSE, b"", Some(MASK))).unwrap();
+    read_frame(&mut s).unwrap();
+    drop(s);
+    let status = t
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after the tunnel closed");
+    assert!(status.success(), "{status:?}");
+}

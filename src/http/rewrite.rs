@@ -149,7 +149,9 @@ fn put_prefixed_path(out: &mut BytesMut, prefix: &[u8], path: &[u8]) {
 /// RFC 9110 7.2 prescribes when the authority is unknown.
 /// Absolute-form targets ("http://authority/path?q") are sent in origin-form (path, "/" when
 /// empty) and the Host is the target's authority (RFC 9112 3.2.2). Asterisk-form ("*") and
-/// authority-form (CONNECT) are sent as is without prefix.
+/// authority-form (CONNECT) are sent as is without prefix. With `ctx.upgrade`, `Upgrade` is kept
+/// and `Connection: upgrade` written; with `ctx.request_id`, the client's `X-Request-Id` fields
+/// give way to `X-Request-Id: <id>`.
 pub fn write_upstream_request(
     head: &RequestHead,
     body: OutFraming,
