@@ -34,7 +34,7 @@ use crate::http::{
     LAST_CHUNK,
 };
 use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
-use crate::route::Route;
+use crate::route::{Route, Unrouted};
 use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
@@ -160,8 +160,12 @@ async fn exchange(
     }
     let req_kind = request_body_kind(&head).map_err(|e| Failed(ProxyError::ClientProtocol(e)))?;
     // The route is resolved once, here, and held (an Rc) for the whole exchange and stream.
-    let Some(route) = ctx.routes.resolve(&head).cloned() else {
-        return Err(Failed(ProxyError::NoRoute));
+    let route = match ctx.routes.resolve(&head) {
+        Ok(route) => route.clone(),
+        Err(Unrouted::NoMatch) => return Err(Failed(ProxyError::NoRoute)),
+        Err(Unrouted::DotSegment) => {
+            return Err(Failed(ProxyError::ClientProtocol(HttpError::DotSegment)))
+        }
     };
     if log.is_some() {
         tally.route = Some(route.clone());
