@@ -178,6 +178,12 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s", help_heading = "Timeouts")]
     pub idle_timeout: Duration,
 
+    /// How long an upgraded connection (a WebSocket, after its 101) may carry no byte either
+    /// way before both sides are closed. Its own flag because WebSocket applications keep
+    /// connections open for hours with pings every 20-60s, far beyond an idle keep-alive.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5m", help_heading = "Timeouts")]
+    pub tunnel_idle_timeout: Duration,
+
     /// Longest wait for the next bytes of a request body from the client, or of a (non-SSE) response
     /// body from the upstream; past it both connections are closed.
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "60s", help_heading = "Timeouts")]
@@ -321,6 +327,12 @@ pub struct ReverseArgs {
     /// Log line format on stderr: human-readable text, or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,
+
+    /// Write one JSON line per request (and per SSE stream or tunnel, when it ends) to "stdout"
+    /// or to FILE (appended; reopened on SIGHUP for log rotation). Off by default. Lines are
+    /// buffered per worker and written at least every 200ms.
+    #[arg(long, value_name = "stdout|FILE", help_heading = "Logging")]
+    pub access_log: Option<String>,
 }
 
 /// How log lines are written.

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access_log::AccessLogTarget;
 use crate::cli::{DriverChoice, ReverseArgs};
 use crate::config_file::{FileRoute, Loaded};
 use crate::http::HeadLimits;
@@ -21,6 +22,8 @@ use crate::upstream::replica::{Upstream, UpstreamSpec, UpstreamUrlError};
 pub struct Timeouts {
     pub header: Duration,
     pub idle: Duration,
+    /// `--tunnel-idle-timeout`: an upgraded connection with no byte either way is closed.
+    pub tunnel_idle: Duration,
     pub send: Duration,
     pub pool_idle: Duration,
     pub shutdown_grace: Duration,
@@ -55,6 +58,8 @@ pub struct Config {
     pub(crate) routes: Vec<RouteSpec>,
     /// `--upstream-eject-after`, `--upstream-eject-for`: passive health of the replicas.
     pub upstream_eject: EjectPolicy,
+    /// `--access-log`: where access log lines go (None = off).
+    pub access_log: Option<AccessLogTarget>,
 }
 
 /// Why the command line cannot run.
@@ -258,6 +263,7 @@ impl Config {
             timeouts: Timeouts {
                 header: args.header_timeout,
                 idle: args.idle_timeout,
+                tunnel_idle: args.tunnel_idle_timeout,
                 send: args.send_timeout,
                 pool_idle: args.upstream_pool_idle,
                 shutdown_grace: args.shutdown_grace,
@@ -279,6 +285,7 @@ impl Config {
                 after: args.upstream_eject_after,
                 period: args.upstream_eject_for,
             },
+            access_log: args.access_log.as_deref().map(AccessLogTarget::parse),
         })
     }
 

@@ -1,6 +1,8 @@
 //! tether: a thread-per-core HTTP/1.1 and Server-Sent Events reverse proxy on monoio.
 //!
 //! Module map (one concept per file; see README.md for the picture):
+//! - [`access_log`]: `--access-log`: one JSON line per request, stream or tunnel, buffered per
+//!   worker, reopened on SIGHUP.
 //! - [`admin`]: the admin endpoint (/metrics, /healthz, /streams).
 //! - [`cli`]: every flag, its default and its help text.
 //! - [`demo`]: `tether demo`, a flaky upstream, tether and a client in one process.
@@ -20,7 +22,8 @@
 //! - [`conn_table`]: a worker's live connections, for the drain.
 //! - [`conn_io`]: socket reads/writes over owned buffers, with their cancellation contracts.
 //! - [`http`]: the HTTP/1.1 wire codec (heads, framing, chunked, what crosses the proxy).
-//! - [`proxy`]: a client connection's life and its upstream exchange.
+//! - [`proxy`]: a client connection's life, its upstream exchange, request ids, and the byte
+//!   tunnel an upgrade (WebSocket) becomes.
 //! - [`upstream`]: replicas, connecting to them, the pool, passive health (below `proxy` and
 //!   `sse`).
 //! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream table, the relay.
@@ -32,6 +35,7 @@
 //! `config`, `server`, `demo`, `log`, `http`, `sse`'s framer and ring); the rest is the crate's
 //! own, so that the compiler reports what nothing uses.
 
+pub mod access_log;
 pub(crate) mod admin;
 #[cfg(feature = "alloc-census")]
 pub mod alloc_census;

@@ -73,6 +73,14 @@ pub struct WorkerMetrics {
     pub replay_evicted_events: Cell<u64>,
     /// Upstream replicas this worker skips now (passive health; a gauge, set when scraped).
     pub upstream_ejected_replicas: Cell<u64>,
+    /// Upgraded connections (WebSockets) being tunnelled now (a gauge).
+    pub tunnels_active: Cell<u64>,
+    /// Upgraded connections tunnelled since start.
+    pub tunnels: Cell<u64>,
+    /// Bytes tunnelled from clients to upstreams (after the heads).
+    pub tunnel_bytes_to_upstream: Cell<u64>,
+    /// Bytes tunnelled from upstreams to clients (after the heads).
+    pub tunnel_bytes_to_client: Cell<u64>,
     /// Resume gaps (drop to first resumed byte), counts per `GAP_BUCKETS_MS` bucket + one +Inf.
     pub gap_buckets: [Cell<u64>; GAP_BUCKETS_MS.len() + 1],
     pub gap_sum_ms: Cell<u64>,
@@ -294,6 +302,30 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "Events removed from rings to stay within --replay-memory.",
         |m| m.replay_evicted_events.get(),
+    ),
+    (
+        "tunnels_active",
+        "gauge",
+        "Upgraded connections (WebSockets and other 101 answers) tunnelled now.",
+        |m| m.tunnels_active.get(),
+    ),
+    (
+        "tunnels_total",
+        "counter",
+        "Upgraded connections tunnelled since start.",
+        |m| m.tunnels.get(),
+    ),
+    (
+        "tunnel_bytes_to_upstream_total",
+        "counter",
+        "Bytes tunnelled from clients to upstreams after the upgrade.",
+        |m| m.tunnel_bytes_to_upstream.get(),
+    ),
+    (
+        "tunnel_bytes_to_client_total",
+        "counter",
+        "Bytes tunnelled from upstreams to clients after the upgrade (the 101 head not counted).",
+        |m| m.tunnel_bytes_to_client.get(),
     ),
     (
         "upstream_ejected_replicas",

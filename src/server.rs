@@ -1,4 +1,5 @@
-//! The process: check the port, start the workers, turn SIGTERM/SIGINT into a drain, exit 0.
+//! The process: check the port, start the workers, turn SIGTERM/SIGINT into a drain, exit 0;
+//! SIGHUP reopens the access log.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
@@ -29,6 +30,9 @@ impl Server {
     /// process should react to them.
     pub fn start(mut config: Config) -> Result<Server, String> {
         config.bind = claim_port(config.bind)?;
+        if let Some(target) = &config.access_log {
+            target.check().map_err(|e| e.to_string())?;
+        }
         let admin = match config.admin {
             Some(addr) => {
                 Some(StdTcpListener::bind(addr).map_err(|e| format!("--admin {addr}: {e}"))?)
@@ -148,6 +152,12 @@ pub fn run_reverse(config: Config) -> Result<(), String> {
             let mut first = true;
             loop {
                 let sig = wait_signal(&signals);
+                if sig == "SIGHUP" {
+                    // Log rotation: every worker reopens its access log at its next flush.
+                    crate::access_log::reopen_access_logs();
+                    crate::log_info!("signal SIGHUP: reopening the access log");
+                    continue;
+                }
                 let byte = if first { CONTROL_DRAIN } else { CONTROL_CLOSE_NOW };
                 if first {
                     crate::log_info!(
@@ -200,6 +210,8 @@ fn block_shutdown_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        // SIGHUP reopens the access log (and is never a drain).
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -214,6 +226,7 @@ fn wait_signal(set: &libc::sigset_t) -> &'static str {
     match sig {
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
         _ => "signal",
     }
 }

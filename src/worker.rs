@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Canceller};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream, UnixStream};
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::conn_table::ConnTable;
 use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECTING_PER_WORKER};
 use crate::metrics::WorkerMetrics;
+use crate::proxy::request_id::RequestIds;
 use crate::route::RouteTable;
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::active::ActiveStreams;
@@ -60,6 +62,10 @@ pub struct WorkerCtx {
     pub partial: PartialBudget,
     /// Busy streams give way to the I/O loop after each slice of work (crate::turns).
     pub turns: Rc<Turns>,
+    /// Makes the ids of requests that come without an acceptable `X-Request-Id`.
+    pub(crate) request_ids: RequestIds,
+    /// This worker's access log writer (None: `--access-log` is off).
+    pub(crate) access_log: Option<AccessLog>,
 }
 
 impl WorkerCtx {
@@ -195,6 +201,13 @@ fn run(
                 return;
             }
         };
+        let access_log = match config.access_log.as_ref().map(AccessLog::open).transpose() {
+            Ok(log) => log,
+            Err(e) => {
+                let _ = ready.send((index, Err(format!("worker {index}: --access-log: {e}"))));
+                return;
+            }
+        };
         let replicas = config.upstreams.len();
         let ctx = Rc::new(WorkerCtx {
             index,
@@ -218,6 +231,8 @@ fn run(
             )),
             conns: Rc::new(ConnTable::new()),
             turns,
+            request_ids: RequestIds::new(index),
+            access_log,
             config,
         });
         let _ = ready.send((index, Ok(driver)));
@@ -234,6 +249,9 @@ fn run(
             }
         }
         monoio::spawn(sweep_loop(ctx.clone()));
+        if ctx.access_log.is_some() {
+            monoio::spawn(crate::access_log::flush_loop(ctx.clone()));
+        }
         monoio::spawn(ctx.timers.clone().drive());
         monoio::spawn(crate::turns::ring_loop(ctx.turns.clone(), bell));
         serve(ctx, listener, control).await;
@@ -296,6 +314,10 @@ async fn serve(ctx: Rc<WorkerCtx>, listener: TcpListener, mut control: UnixStrea
         while ctx.conns.live() > 0 && Instant::now() < stop {
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+    // The lines of the connections that just ended.
+    if let Some(log) = &ctx.access_log {
+        log.flush();
     }
 }
 
@@ -402,7 +424,7 @@ impl FdPressure {
                 self.reserve = open_reserve();
                 break;
             };
-            refuse_now(stream);
+            refuse_now(stream, &ctx.request_ids.make());
             refused += 1;
             WorkerMetrics::inc(&ctx.metrics.connections_accepted);
             WorkerMetrics::inc(&ctx.metrics.connections_rejected);
@@ -471,10 +493,10 @@ fn open_reserve() -> Option<std::fs::File> {
 /// send buffer; what the client already sent is read and discarded first (bounded) so the close
 /// sends FIN rather than RST. A request that arrives later may still meet a RST; the 503 is then
 /// already in the client's receive buffer, which Linux delivers before reporting the reset.
-fn refuse_now(stream: std::net::TcpStream) {
+fn refuse_now(stream: std::net::TcpStream, id: &crate::proxy::request_id::RequestId) {
     use std::io::{Read, Write};
     let mut out = bytes::BytesMut::new();
-    crate::http::write_error_response(503, REFUSED_NO_FDS, false, &mut out);
+    crate::http::write_error_response(503, REFUSED_NO_FDS, false, Some(id.as_bytes()), &mut out);
     let mut stream = stream;
     let _ = stream.write(&out);
     let mut sink = [0u8; 4096];
@@ -519,8 +541,9 @@ fn admit(
     if rejecting.get() < MAX_REJECTING_PER_WORKER {
         rejecting.set(rejecting.get() + 1);
         let counter = rejecting.clone();
+        let id = ctx.request_ids.make();
         monoio::spawn(async move {
-            reject_overloaded(stream, reason).await;
+            reject_overloaded(stream, reason, id).await;
             counter.set(counter.get() - 1);
         });
     }
@@ -595,9 +618,13 @@ fn accept_raw(listener: &TcpListener, flags: libc::c_int) -> Option<std::net::Tc
 
 /// Past --max-connections (or out of fds): answer 503 with `reason` and close, within a bounded
 /// time.
-async fn reject_overloaded(mut stream: TcpStream, reason: &str) {
+async fn reject_overloaded(
+    mut stream: TcpStream,
+    reason: &str,
+    id: crate::proxy::request_id::RequestId,
+) {
     let mut out = bytes::BytesMut::new();
-    crate::http::write_error_response(503, reason, false, &mut out);
+    crate::http::write_error_response(503, reason, false, Some(id.as_bytes()), &mut out);
     let _ = monoio::time::timeout(
         Duration::from_millis(ERROR_ANSWER_TIMEOUT_MS),
         stream.write_all(out.freeze()),

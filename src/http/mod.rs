@@ -13,7 +13,8 @@
 //! forms, Host, and the diagnosis of refused heads), `framing` (RFC 9112 section 6 and
 //! keep-alive), `chunked` (the chunked decoder), `body` (one body of a known kind, outgoing
 //! chunk framing), `rewrite` (what crosses the proxy), `error` (every failure, with its
-//! status), `syntax` (RFC 9110 5.6 tokens, whitespace, lists, digits).
+//! status), `syntax` (RFC 9110 5.6 tokens, whitespace, lists, digits), `upgrade` (which requests may
+//! switch protocols).
 
 mod body;
 mod chunked;
@@ -24,6 +25,7 @@ mod rewrite;
 mod rules;
 mod scan;
 mod syntax;
+mod upgrade;
 pub(crate) use syntax::{is_token, parse_decimal};
 
 #[cfg(test)]
@@ -43,7 +45,10 @@ pub use head::{
     HeadKind, HeadLimits, HeaderField, Method, ParseHead, RequestHead, ResponseHead, Span, Version,
 };
 pub(crate) use head::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES};
-pub(crate) use rewrite::{reason_phrase, write_error_response, write_interim_response};
+pub(crate) use rewrite::{
+    reason_phrase, write_error_response, write_interim_response, write_switching_response,
+};
 pub use rewrite::{write_client_response, write_upstream_request, ForwardContext, OutFraming};
 pub(crate) use rules::split_absolute_form;
 pub use scan::HeadScanner;
+pub use upgrade::requests_upgrade;

@@ -43,6 +43,12 @@ pub struct ForwardContext<'a> {
     /// When set, replaces the request's method (a stream born as a POST is resumed with a GET
     /// under `--resume-post-as-get`; the body is never sent again).
     pub method: Option<&'a [u8]>,
+    /// When set, the request's `X-Request-Id` (the client's, or one tether made): the client's
+    /// fields of that name are dropped and this one is sent. None sends the client's as they are.
+    pub request_id: Option<&'a [u8]>,
+    /// The request asks to switch protocols (`crate::http::requests_upgrade`): its `Upgrade`
+    /// field crosses, with `Connection: upgrade`, instead of being dropped as hop-by-hop.
+    pub upgrade: bool,
 }
 
 /// Field names that never cross the proxy, besides those a Connection header lists
@@ -61,12 +67,24 @@ const HOP_BY_HOP: &[&[u8]] = &[
 struct HopByHop<'a> {
     /// Values of every Connection field line (usually one; allocated only when present).
     connection: Vec<&'a [u8]>,
+    /// An upgrade crosses: `Upgrade` is kept (Connection itself is still dropped and written
+    /// again as `Connection: upgrade`).
+    keep_upgrade: bool,
 }
 
 impl<'a> HopByHop<'a> {
     fn new(connection: impl Iterator<Item = &'a [u8]>) -> Self {
         HopByHop {
             connection: connection.collect(),
+            keep_upgrade: false,
+        }
+    }
+
+    /// As `new`, keeping `Upgrade` when `upgrade` is set.
+    fn with_upgrade(connection: impl Iterator<Item = &'a [u8]>, upgrade: bool) -> Self {
+        HopByHop {
+            keep_upgrade: upgrade,
+            ..HopByHop::new(connection)
         }
     }
 
@@ -74,6 +92,9 @@ impl<'a> HopByHop<'a> {
     /// Proxy-Authorization: credentials meant for this hop), and whatever Connection lists,
     /// except Host, which HTTP/1.1 requires end to end and a client may not strip.
     fn drops(&self, name: &[u8]) -> bool {
+        if self.keep_upgrade && name.eq_ignore_ascii_case(b"upgrade") {
+            return false;
+        }
         HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
             || name
                 .get(..6)
@@ -128,7 +149,9 @@ fn put_prefixed_path(out: &mut BytesMut, prefix: &[u8], path: &[u8]) {
 /// RFC 9110 7.2 prescribes when the authority is unknown.
 /// Absolute-form targets ("http://authority/path?q") are sent in origin-form (path, "/" when
 /// empty) and the Host is the target's authority (RFC 9112 3.2.2). Asterisk-form ("*") and
-/// authority-form (CONNECT) are sent as is without prefix.
+/// authority-form (CONNECT) are sent as is without prefix. With `ctx.upgrade`, `Upgrade` is kept
+/// and `Connection: upgrade` written; with `ctx.request_id`, the client's `X-Request-Id` fields
+/// give way to `X-Request-Id: <id>`.
 pub fn write_upstream_request(
     head: &RequestHead,
     body: OutFraming,
@@ -159,10 +182,11 @@ pub fn write_upstream_request(
     if head.header("host").is_none() {
         put_field(out, b"Host", host.unwrap_or(b""));
     }
-    let hop = HopByHop::new(head.headers_named("connection"));
+    let hop = HopByHop::with_upgrade(head.headers_named("connection"), ctx.upgrade);
     for (name, value) in head.headers() {
         if hop.drops(name)
             || is(name, "content-length")
+            || (ctx.request_id.is_some() && is(name, "x-request-id"))
             || is(name, "x-forwarded-for")
             || is(name, "x-forwarded-proto")
             || is(name, "x-forwarded-host")
@@ -195,6 +219,12 @@ pub fn write_upstream_request(
     // the stream is resumed without an id).
     if let Some(id) = ctx.last_event_id.filter(|id| !id.is_empty()) {
         put_field(out, b"Last-Event-ID", id);
+    }
+    if ctx.upgrade {
+        out.put_slice(b"Connection: upgrade\r\n");
+    }
+    if let Some(id) = ctx.request_id {
+        put_field(out, b"X-Request-Id", id);
     }
 
     // Forwarding fields.
@@ -239,14 +269,27 @@ fn put_status_line(out: &mut BytesMut, head: &ResponseHead) {
     out.put_slice(b"\r\n");
 }
 
-/// The upstream's end-to-end fields, minus Content-Length and Transfer-Encoding.
-fn put_end_to_end_fields(out: &mut BytesMut, head: &ResponseHead) {
-    let hop = HopByHop::new(head.headers_named("connection"));
+/// The upstream's end-to-end fields, minus Content-Length and Transfer-Encoding, minus its
+/// `X-Request-Id` when tether sends the request's own (`request_id` not empty), and keeping
+/// `Upgrade` when `upgrade` (a 101).
+fn put_end_to_end_fields(
+    out: &mut BytesMut,
+    head: &ResponseHead,
+    request_id: &[u8],
+    upgrade: bool,
+) {
+    let hop = HopByHop::with_upgrade(head.headers_named("connection"), upgrade);
     for (name, value) in head.headers() {
-        if hop.drops(name) || is(name, "content-length") {
+        if hop.drops(name)
+            || is(name, "content-length")
+            || (!request_id.is_empty() && is(name, "x-request-id"))
+        {
             continue;
         }
         put_field(out, name, value);
+    }
+    if !request_id.is_empty() {
+        put_field(out, b"X-Request-Id", request_id);
     }
 }
 
@@ -254,15 +297,17 @@ fn put_end_to_end_fields(out: &mut BytesMut, head: &ResponseHead) {
 /// hop-by-hop (as for requests) and minus Content-Length/Transfer-Encoding (re-framed), then
 /// framing for `body` and "Connection: close" when !keep_alive, or "Connection: keep-alive" when
 /// keep_alive and the client is HTTP/1.0. A close-delimited body always gets "Connection: close".
+/// `request_id` (when not empty) is sent as `X-Request-Id`, in place of the upstream's own.
 pub fn write_client_response(
     head: &ResponseHead,
     body: OutFraming,
     keep_alive: bool,
     client_version: Version,
+    request_id: &[u8],
     out: &mut BytesMut,
 ) {
     put_status_line(out, head);
-    put_end_to_end_fields(out, head);
+    put_end_to_end_fields(out, head, request_id, false);
     let mut keep_alive = keep_alive;
     match body {
         // HEAD and 304: the upstream's Content-Length describes the representation; 1xx and 204
@@ -289,17 +334,28 @@ pub fn write_client_response(
 /// An interim (1xx) response to relay to an HTTP/1.1 client as is, minus hop-by-hop headers.
 pub(crate) fn write_interim_response(head: &ResponseHead, out: &mut BytesMut) {
     put_status_line(out, head);
-    put_end_to_end_fields(out, head);
+    put_end_to_end_fields(out, head, b"", false);
     out.put_slice(b"\r\n");
 }
 
+/// The `101 Switching Protocols` an upgraded request's client gets: the upstream's status line
+/// and end-to-end fields with its `Upgrade` kept (it names the protocol the connection now
+/// speaks), `Connection: upgrade`, and `X-Request-Id`. No framing fields: after this head the
+/// connection carries the new protocol's bytes.
+pub(crate) fn write_switching_response(head: &ResponseHead, request_id: &[u8], out: &mut BytesMut) {
+    put_status_line(out, head);
+    put_end_to_end_fields(out, head, request_id, true);
+    out.put_slice(b"Connection: upgrade\r\n\r\n");
+}
+
 /// A response generated by the proxy itself: short text/plain body "{status} {reason}: {detail}\n",
-/// Content-Length set, "Connection: close" unless keep_alive. Used for
-/// 400/408/413/414/431/501/502/503/504/505.
+/// Content-Length set, "Connection: close" unless keep_alive, `X-Request-Id` when given. Used for
+/// 400/404/408/413/414/431/501/502/503/504/505.
 pub(crate) fn write_error_response(
     status: u16,
     detail: &str,
     keep_alive: bool,
+    request_id: Option<&[u8]>,
     out: &mut BytesMut,
 ) {
     let reason = reason_phrase(status);
@@ -315,6 +371,9 @@ pub(crate) fn write_error_response(
     put_length(out, body_len as u64);
     if !keep_alive {
         out.put_slice(b"Connection: close\r\n");
+    }
+    if let Some(id) = request_id {
+        put_field(out, b"X-Request-Id", id);
     }
     out.put_slice(b"\r\n");
     out.put_slice(&status_text);

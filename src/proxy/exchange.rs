@@ -16,17 +16,22 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::net::TcpStream;
 
+use super::answer::answer_error;
 use super::error::ProxyError;
+use super::request_id::RequestId;
+use super::tunnel::TunnelStart;
+use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::conn_io::{
     peek_state, read_more, read_more_within, set_linger_zero, write_vec_within, BytesVec,
     IoFailure, PeekState,
 };
 use crate::conn_table::ConnGuard;
 use crate::http::{
-    expects_continue, request_body_kind, response_body_kind, response_keep_alive,
-    write_client_response, write_interim_response, write_upstream_request, BodyDecoder, BodyKind,
-    ChunkHeader, Decoded, ForwardContext, HeadScanner, HttpError, Method, OutFraming, RequestHead,
-    ResponseHead, Version, CHUNK_END, LAST_CHUNK,
+    expects_continue, request_body_kind, requests_upgrade, response_body_kind, response_keep_alive,
+    write_client_response, write_interim_response, write_switching_response,
+    write_upstream_request, BodyDecoder, BodyKind, ChunkHeader, Decoded, ForwardContext,
+    HeadScanner, HttpError, Method, OutFraming, RequestHead, ResponseHead, Version, CHUNK_END,
+    LAST_CHUNK,
 };
 use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
 use crate::route::{Route, Unrouted};
@@ -56,11 +61,27 @@ pub enum Outcome {
     /// here so that the exchange's state is freed first: a stream may stay open for hours, and
     /// what it holds meanwhile is memory per stream.
     Sse(Box<SseStart>),
+    /// The upstream switched protocols (101): the connection becomes a byte tunnel
+    /// (`super::tunnel`), returned rather than run here for the same reason as `Sse`.
+    Tunnel(Box<TunnelStart>),
 }
 
-/// An exchange that failed before any response byte reached the client: the caller answers
+/// An exchange that failed before any response byte reached the client: `forward` answers
 /// `error.answer()` (when there is one) and closes.
-pub struct Failed(pub ProxyError);
+struct Failed(ProxyError);
+
+/// What an exchange learned that its access log line reports, filled in as it goes.
+#[derive(Default)]
+struct Tally {
+    /// The response status sent to the client (0: none yet).
+    status: u16,
+    /// Bytes written to the client: response head, body and framing.
+    bytes_to_client: u64,
+    /// The replica the request went to.
+    replica: Option<usize>,
+    /// The request's route (None: no route matched).
+    route: Option<Rc<Route>>,
+}
 
 /// Everything one exchange needs from its client connection.
 pub struct ClientSide<'a> {
@@ -71,10 +92,68 @@ pub struct ClientSide<'a> {
     pub guard: &'a ConnGuard,
 }
 
-pub async fn forward(
+impl ClientSide<'_> {
+    fn reborrow(&mut self) -> ClientSide<'_> {
+        ClientSide {
+            stream: &mut *self.stream,
+            buf: &mut *self.buf,
+            peer: self.peer,
+            guard: self.guard,
+        }
+    }
+}
+
+/// Runs one request through an upstream and answers it, tether's own error answers included;
+/// gives the request its id (`super::request_id`) and writes its access log line (a stream's or
+/// tunnel's is written when it ends).
+pub async fn forward(ctx: &WorkerCtx, mut client: ClientSide<'_>, head: RequestHead) -> Outcome {
+    let id = ctx.request_ids.of(&head);
+    let log = ctx
+        .access_log
+        .as_ref()
+        .map(|_| RequestStart::of(&head, client.peer, Instant::now()));
+    let mut tally = Tally::default();
+    let result = exchange(ctx, client.reborrow(), head, &id, log.as_ref(), &mut tally).await;
+    let outcome = match result {
+        Ok(outcome @ (Outcome::Sse(_) | Outcome::Tunnel(_))) => return outcome,
+        Ok(outcome) => outcome,
+        Err(Failed(e)) => {
+            let answered = answer_error(ctx, client.stream, client.peer, &e, &id).await;
+            tally.status = answered.status;
+            tally.bytes_to_client = answered.bytes;
+            if answered.delivered {
+                Outcome::Close
+            } else {
+                Outcome::Abort
+            }
+        }
+    };
+    if let (Some(access), Some(start)) = (&ctx.access_log, &log) {
+        let url = tally
+            .replica
+            .map(|r| ctx.upstreams.borrow().spec(r).url.clone());
+        access.record(&AccessLine {
+            worker: ctx.index,
+            request_id: id.as_bytes(),
+            start,
+            route: tally.route.as_ref().and_then(|r| r.name.as_deref()),
+            status: tally.status,
+            bytes: tally.bytes_to_client,
+            upstream: url.as_deref(),
+            kind: LineKind::Request,
+        });
+    }
+    outcome
+}
+
+/// The exchange proper; `forward` answers its failure.
+async fn exchange(
     ctx: &WorkerCtx,
     client: ClientSide<'_>,
     head: RequestHead,
+    id: &RequestId,
+    log: Option<&RequestStart>,
+    tally: &mut Tally,
 ) -> Result<Outcome, Failed> {
     if head.method == Method::Connect {
         return Err(Failed(ProxyError::MethodNotSupported("CONNECT")));
@@ -88,6 +167,9 @@ pub async fn forward(
             return Err(Failed(ProxyError::ClientProtocol(HttpError::DotSegment)))
         }
     };
+    if log.is_some() {
+        tally.route = Some(route.clone());
+    }
     let out_framing = match req_kind {
         BodyKind::Empty | BodyKind::UntilClose => OutFraming::Empty,
         BodyKind::Length(n) => OutFraming::Length(n),
@@ -105,11 +187,16 @@ pub async fn forward(
             // A reconnecting EventSource must never get a 5xx while the upstream is down (it
             // would stop for good): it gets what it missed from the ring and an open stream,
             // and the relay reconnects behind it.
-            Some(point) => return Ok(serve_from_ring(ctx, client, head, point, route, false)),
+            Some(point) => {
+                return Ok(serve_from_ring(
+                    ctx, client, head, point, route, false, id, log,
+                ))
+            }
             None => return Err(Failed(e.into())),
         },
     };
     let prefix = ctx.upstreams.borrow().spec(upstream.replica).prefix.clone();
+    let upgrade = requests_upgrade(&head);
     let mut head_out = BytesMut::with_capacity(head.bytes.len() + 128);
     write_upstream_request(
         &head,
@@ -120,6 +207,8 @@ pub async fn forward(
             path_prefix: prefix.as_bytes(),
             last_event_id: point.as_ref().map(|p| &p.resume_from[..]),
             method: None,
+            request_id: Some(id.as_bytes()),
+            upgrade,
         },
         &mut head_out,
     );
@@ -127,6 +216,9 @@ pub async fn forward(
     let mut exchange = Exchange {
         ctx,
         route: &route,
+        id,
+        upgrade,
+        tally,
         client,
         head,
         req_kind,
@@ -144,8 +236,9 @@ pub async fn forward(
             .client
             .guard
             .set_upstream(Some(upstream.stream.as_raw_fd()));
+        exchange.tally.replica = Some(upstream.replica);
         let result = exchange.run(&mut upstream).await;
-        if !matches!(result, Ok(Step::Sse(_))) {
+        if !matches!(result, Ok(Step::Sse(_) | Step::Tunnel(_))) {
             exchange.client.guard.set_upstream(None);
         }
         match result {
@@ -163,6 +256,8 @@ pub async fn forward(
                                     point,
                                     route.clone(),
                                     false,
+                                    id,
+                                    log,
                                 )),
                                 None => Err(Failed(e.into())),
                             }
@@ -201,6 +296,8 @@ pub async fn forward(
                             point,
                             route.clone(),
                             false,
+                            id,
+                            log,
                         ))
                     }
                     _ => Err(Failed(e)),
@@ -244,6 +341,20 @@ pub async fn forward(
                     request,
                     keep_client: parts.keep_client,
                     route,
+                    request_id: id.detached(),
+                    log: log.map(RequestStart::detached),
+                })));
+            }
+            Ok(Step::Tunnel(parts)) => {
+                // Never pooled: the connection speaks the upgraded protocol now.
+                return Ok(Outcome::Tunnel(Box::new(TunnelStart {
+                    up: upstream.stream,
+                    replica: upstream.replica,
+                    head: parts.head,
+                    ubuf: parts.ubuf,
+                    request_id: id.detached(),
+                    route: route.name.clone(),
+                    log: log.map(RequestStart::detached),
                 })));
             }
             Ok(Step::RingOutlives { status }) => {
@@ -268,6 +379,8 @@ pub async fn forward(
                     point,
                     route.clone(),
                     !retry,
+                    id,
+                    log,
                 ));
             }
         }
@@ -292,6 +405,7 @@ fn detach_head(head: &mut RequestHead) {
 /// Answers a reconnection from the replay ring while no upstream streams it: a 200
 /// `text/event-stream` head of tether's own, the missed events, then the relay's reconnect loop
 /// (`end_after_replay` false) or the end of the response (the upstream has ended the stream).
+#[allow(clippy::too_many_arguments)]
 fn serve_from_ring(
     ctx: &WorkerCtx,
     client: ClientSide<'_>,
@@ -299,6 +413,8 @@ fn serve_from_ring(
     point: ResumePoint,
     route: Rc<Route>,
     end_after_replay: bool,
+    id: &RequestId,
+    log: Option<&RequestStart>,
 ) -> Outcome {
     let http11 = head.version == Version::Http11;
     let framing = if http11 {
@@ -319,7 +435,9 @@ fn serve_from_ring(
     if http11 && !keep_client {
         out.extend_from_slice(b"Connection: close\r\n");
     }
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"X-Request-Id: ");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
     ctx.metrics.record_response(200);
     if client.buf.is_empty() {
         *client.buf = BytesMut::new();
@@ -343,6 +461,8 @@ fn serve_from_ring(
         request: head,
         keep_client,
         route,
+        request_id: id.detached(),
+        log: log.map(RequestStart::detached),
     }))
 }
 
@@ -355,6 +475,16 @@ enum Step {
     /// A resumption served from a ring was answered with `status` and no stream: the ring's
     /// missed events must still reach the client (nothing was sent to it yet).
     RingOutlives { status: u16 },
+    /// The upstream switched protocols for an upgrade request: the tunnel takes both sockets.
+    Tunnel(TunnelParts),
+}
+
+/// The pieces of a 101 answer the tunnel continues from.
+struct TunnelParts {
+    /// The client's 101 head, written.
+    head: Bytes,
+    /// Upstream bytes that came after the 101 head (the new protocol's first bytes).
+    ubuf: BytesMut,
 }
 
 /// The pieces of a response the SSE relay continues from.
@@ -394,6 +524,12 @@ struct Exchange<'c, 'a> {
     ctx: &'c WorkerCtx,
     /// The request's route: its upstream group and per-request timeouts.
     route: &'c Route,
+    /// The request's id, sent back on every response head.
+    id: &'c RequestId,
+    /// The request asks to switch protocols: a 101 answer becomes a tunnel.
+    upgrade: bool,
+    /// What the access log line will report.
+    tally: &'c mut Tally,
     client: ClientSide<'a>,
     head: RequestHead,
     req_kind: BodyKind,
@@ -443,6 +579,7 @@ impl Exchange<'_, '_> {
             }
             let mut decoder = BodyDecoder::new(self.req_kind);
             let framing = self.out_framing;
+            let mut sent_up = 0u64;
             match relay_body(
                 self.client.stream,
                 self.client.buf,
@@ -452,6 +589,7 @@ impl Exchange<'_, '_> {
                 out,
                 r.body_timeout,
                 t.send,
+                &mut sent_up,
             )
             .await
             {
@@ -480,7 +618,20 @@ impl Exchange<'_, '_> {
             let head = self.read_response_head(up, &mut ubuf, deadline).await?;
             if (100..200).contains(&head.status) {
                 if head.status == 101 {
-                    return Err(ProxyError::UpstreamSwitchedProtocols.into());
+                    // Only an upgrade the client asked for, and only once its whole request
+                    // went up: a 101 to anything else cannot be relayed.
+                    if !self.upgrade || !request_complete {
+                        return Err(ProxyError::UpstreamSwitchedProtocols.into());
+                    }
+                    self.ctx.upstreams.borrow().record_answer(replica, 101);
+                    self.ctx.metrics.record_response(101);
+                    let mut head_bytes = BytesMut::with_capacity(head.bytes.len() + 64);
+                    write_switching_response(&head, self.id.as_bytes(), &mut head_bytes);
+                    self.tally.status = 101;
+                    return Ok(Step::Tunnel(TunnelParts {
+                        head: head_bytes.freeze(),
+                        ubuf,
+                    }));
                 }
                 // 100 was answered by the proxy itself; other 1xx (103 Early Hints...) go to
                 // HTTP/1.1 clients as they are.
@@ -533,6 +684,7 @@ impl Exchange<'_, '_> {
             });
         }
         self.ctx.metrics.record_response(response.status);
+        self.tally.status = response.status;
         if streams {
             // The relay streams it event by event and may splice, replay or cut it: the client
             // always gets it chunked (close-delimited for HTTP/1.0), whatever length the upstream
@@ -549,6 +701,7 @@ impl Exchange<'_, '_> {
                 sse_framing,
                 keep_client,
                 client_version,
+                self.id.as_bytes(),
                 &mut head_bytes,
             );
             return Ok(Step::Sse(SseParts {
@@ -566,6 +719,7 @@ impl Exchange<'_, '_> {
             advertised,
             keep_client,
             client_version,
+            self.id.as_bytes(),
             &mut head_bytes,
         );
         let mut out = BytesVec::new();
@@ -587,6 +741,7 @@ impl Exchange<'_, '_> {
             out,
             r.body_timeout,
             t.send,
+            &mut self.tally.bytes_to_client,
         )
         .await
         {
@@ -748,7 +903,8 @@ enum RelayError {
 /// Streams one body from `src` to `dst`: decode what `src_buf` holds, frame it for `dst`, write it
 /// all (one writev, together with anything already queued in `out`, such as a response head),
 /// then read more. Memory stays bounded by one read whatever the body size.
-/// Not cancel-safe; on error both sockets are closed by the caller.
+/// `written` counts the bytes `dst` took. Not cancel-safe; on error both sockets are closed by
+/// the caller.
 #[allow(clippy::too_many_arguments)]
 async fn relay_body(
     src: &mut TcpStream,
@@ -759,6 +915,7 @@ async fn relay_body(
     mut out: BytesVec,
     read_timeout: Duration,
     send_timeout: Duration,
+    written: &mut u64,
 ) -> Result<(), RelayError> {
     // Chunk-size lines are written into one small buffer and handed out as slices of it, instead
     // of one allocation per chunk.
@@ -782,6 +939,7 @@ async fn relay_body(
             out.push_static(LAST_CHUNK);
         }
         if !out.is_empty() {
+            *written += out.remaining() as u64;
             out = write_vec_within(dst, out, send_timeout)
                 .await
                 .map_err(|_| RelayError::Write)?;

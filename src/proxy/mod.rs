@@ -1,5 +1,8 @@
 //! A client connection's life: request in, upstream exchange, response out.
 
+pub(crate) mod answer;
 pub mod conn;
 pub mod error;
 pub mod exchange;
+pub(crate) mod request_id;
+pub(crate) mod tunnel;

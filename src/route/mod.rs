@@ -42,6 +42,8 @@ use crate::upstream::group::UpstreamGroup;
 /// One route as a worker uses it.
 #[derive(Debug)]
 pub(crate) struct Route {
+    /// `name`, for the access log (None for routes without one).
+    pub(crate) name: Option<Rc<str>>,
     host: Option<HostPattern>,
     /// `path-prefix` as bytes; None for "/", which matches every request (an asterisk-form
     /// `OPTIONS *` and an absolute-form target without a path included).
@@ -63,6 +65,7 @@ impl Route {
         spec.host.as_ref().map(|h| h.to_string()).hash(&mut h);
         spec.path_prefix.hash(&mut h);
         Route {
+            name: spec.name.as_deref().map(Rc::from),
             host: spec.host.clone(),
             path_prefix: prefix,
             settings: spec.settings.clone(),

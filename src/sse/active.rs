@@ -6,6 +6,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use super::table::Lineage;
+use crate::access_log::RequestStart;
+use crate::proxy::request_id::RequestId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayState {
@@ -34,6 +36,24 @@ pub struct StreamStatus {
     pub last_id: RefCell<Vec<u8>>,
     pub state: Cell<RelayState>,
     pub resumes: Cell<u64>,
+    /// The request's id: sent with every reconnect, written in the access log line.
+    pub(crate) request_id: RequestId,
+    /// Events relayed to the client (for the access log line).
+    pub events: Cell<u64>,
+    /// Bytes queued for the client: the head, then the events (for the access log line).
+    pub bytes: Cell<u64>,
+    /// What the access log line needs from the request; None while the log is off.
+    pub(crate) log: Option<RequestStart>,
+}
+
+/// What a stream's row starts with besides its lineage.
+pub(crate) struct StreamFacts {
+    /// URL of the replica serving the stream first.
+    pub(crate) upstream: String,
+    pub(crate) request_id: RequestId,
+    pub(crate) log: Option<RequestStart>,
+    /// The response head's length (counted in `bytes`).
+    pub(crate) head_bytes: u64,
 }
 
 /// A plain copy of one stream's status, sendable to the thread that renders `/streams`.
@@ -63,13 +83,17 @@ pub struct ActiveEntry {
 }
 
 impl ActiveStreams {
-    pub fn register(&self, lineage: Rc<Lineage>, upstream: String) -> ActiveEntry {
+    pub(crate) fn register(&self, lineage: Rc<Lineage>, facts: StreamFacts) -> ActiveEntry {
         let status = Rc::new(StreamStatus {
             lineage,
-            upstream: RefCell::new(upstream),
+            upstream: RefCell::new(facts.upstream),
             last_id: RefCell::new(Vec::new()),
             state: Cell::new(RelayState::Streaming),
             resumes: Cell::new(0),
+            request_id: facts.request_id,
+            events: Cell::new(0),
+            bytes: Cell::new(facts.head_bytes),
+            log: facts.log,
         });
         let slot = Some(status.clone());
         let key = match self.free.borrow_mut().pop() {

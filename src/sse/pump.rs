@@ -536,6 +536,9 @@ impl Relay<'_> {
         let m = &self.ctx.metrics;
         WorkerMetrics::add(&m.sse_events, events);
         WorkerMetrics::add(&m.sse_bytes, out_len as u64);
+        let status = &self.entry.status;
+        WorkerMetrics::add(&status.events, events);
+        WorkerMetrics::add(&status.bytes, out_len as u64);
         self.out.push_blocks(out, out_len);
         let cursor = self.framer.last_event_id();
         let mut shown = self.entry.status.last_id.borrow_mut();

@@ -40,6 +40,8 @@ impl Relay<'_> {
         // (the head's bytes are shared, not copied), and the route's Rc for its replicas.
         let request = self.request.clone();
         let route = self.route.clone();
+        // The request's id goes with every reconnect (the upstream's logs join them up).
+        let status = self.entry.status.clone();
         // For the forwarded-for headers of the re-sent request; asked of the socket rather than
         // kept for the stream's life (reconnects are rare, idle streams many). No peer: gone.
         let Ok(peer) = client.peer_addr() else {
@@ -69,6 +71,7 @@ impl Relay<'_> {
                 &route.upstreams,
                 route.settings.upstream_header_timeout,
                 &request,
+                status.request_id.as_bytes(),
                 peer.ip(),
                 last_id,
                 self.replica,

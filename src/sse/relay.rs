@@ -34,16 +34,18 @@ use bytes::{Bytes, BytesMut};
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
-use super::active::{ActiveEntry, RelayState};
+use super::active::{ActiveEntry, RelayState, StreamFacts};
 use super::framer::{EventFramer, SseBlock};
 use super::outbound::ClientQueue;
 use super::reconnect::Reconnect;
 use super::resume::{self, Backoff, ResumePolicy};
 use super::table::RingHandle;
+use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::conn_io::write_vec_within;
 use crate::conn_table::ConnGuard;
 use crate::http::{BodyDecoder, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
+use crate::proxy::request_id::RequestId;
 use crate::route::Route;
 use crate::worker::WorkerCtx;
 
@@ -132,6 +134,10 @@ pub struct SseStart {
     /// The request's route: the stream's settings and the replicas it reconnects to, for its
     /// whole life (whatever the worker's routes become meanwhile).
     pub(crate) route: Rc<Route>,
+    /// The request's id (its own bytes: it lives as long as the stream).
+    pub(crate) request_id: RequestId,
+    /// What the access log line needs from the request (None: the log is off).
+    pub(crate) log: Option<RequestStart>,
 }
 
 /// How one upstream body stopped (the pump's answer).
@@ -226,10 +232,19 @@ pub fn relay<'a>(
         request,
         keep_client: _,
         route,
+        request_id,
+        log,
     } = start;
     WorkerMetrics::inc(&ctx.metrics.sse_streams_active);
     let url = ctx.upstreams.borrow().spec(replica).url.clone();
-    let entry = ctx.active.register(ring.lineage.clone(), url);
+    // The stream's access log facts live in its row (on the heap), not in the relay's future.
+    let facts = StreamFacts {
+        upstream: url,
+        request_id,
+        log,
+        head_bytes: head.len() as u64,
+    };
+    let entry = ctx.active.register(ring.lineage.clone(), facts);
     let max_event_bytes = route.settings.sse.max_event_bytes;
     let mut relay = Relay {
         ctx,
@@ -265,7 +280,32 @@ pub fn relay<'a>(
         let m = &ctx.metrics;
         m.sse_streams_active
             .set(m.sse_streams_active.get().saturating_sub(1));
+        relay.log_end();
         end
+    }
+}
+
+impl Relay<'_> {
+    /// The stream's access log line, when the log is on.
+    fn log_end(&self) {
+        let (Some(access), Some(start)) = (&self.ctx.access_log, &self.entry.status.log) else {
+            return;
+        };
+        let status = &self.entry.status;
+        let url = status.upstream.borrow();
+        access.record(&AccessLine {
+            worker: self.ctx.index,
+            request_id: status.request_id.as_bytes(),
+            start,
+            route: self.route.name.as_deref(),
+            status: 200,
+            bytes: status.bytes.get(),
+            upstream: Some(&url),
+            kind: LineKind::Sse {
+                events: status.events.get(),
+                resumes: status.resumes.get(),
+            },
+        });
     }
 }
 

@@ -166,11 +166,13 @@ impl std::fmt::Display for RetryReason {
 /// `Last-Event-ID: last_id`, and reads the answer's head within `header_timeout` (the route's
 /// `upstream-header-timeout`). Cancel-safe in the sense that matters: it owns its socket, which
 /// is closed if it is dropped.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn attempt(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
     header_timeout: Duration,
     request: &RequestHead,
+    request_id: &[u8],
     client_addr: std::net::IpAddr,
     last_id: &[u8],
     first_replica: usize,
@@ -201,6 +203,8 @@ pub(crate) async fn attempt(
                 // removed altogether.
                 last_event_id: Some(last_id),
                 method: Some(b"GET"),
+                request_id: Some(request_id),
+                upgrade: false,
             },
             &mut head,
         );

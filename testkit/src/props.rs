@@ -154,6 +154,8 @@ pub fn request_head(data: &[u8]) {
         path_prefix: b"/pre",
         last_event_id: None,
         method: None,
+        request_id: Some(b"req-1"),
+        upgrade: tether::http::requests_upgrade(&head),
     };
     for (framing, want) in [
         (OutFraming::Empty, BodyKind::Empty),
@@ -200,7 +202,7 @@ pub fn response_head(data: &[u8]) {
     ] {
         for client in [Version::Http11, Version::Http10] {
             let mut out = BytesMut::new();
-            write_client_response(&head, framing, true, client, &mut out);
+            write_client_response(&head, framing, true, client, b"req-1", &mut out);
             let sent = String::from_utf8_lossy(&out).into_owned();
             let again = ResponseHead::parse(out.freeze(), &limits)
                 .unwrap_or_else(|e| panic!("rewrite does not parse ({e}): {sent:?}"));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod sse_client;
+pub mod websocket;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -33,6 +33,8 @@ fn check_request(bytes: &[u8]) {
         path_prefix: b"/pre",
         last_event_id: None,
         method: None,
+        request_id: Some(b"id"),
+        upgrade: crate::http::requests_upgrade(&head),
     };
     for framing in [
         OutFraming::Empty,
@@ -63,7 +65,14 @@ fn check_response(bytes: &[u8]) {
     let _ = response_body_kind(Method::Get, &head);
     let _ = response_keep_alive(&head);
     let mut out = BytesMut::new();
-    write_client_response(&head, OutFraming::Chunked, false, Version::Http11, &mut out);
+    write_client_response(
+        &head,
+        OutFraming::Chunked,
+        false,
+        Version::Http11,
+        b"id",
+        &mut out,
+    );
     assert!(ResponseHead::parse(out.freeze(), &limits).is_ok());
 }
 

@@ -14,6 +14,8 @@ fn ctx<'a>(prefix: &'a str, ip: &str) -> ForwardContext<'a> {
         path_prefix: prefix.as_bytes(),
         last_event_id: None,
         method: None,
+        request_id: None,
+        upgrade: false,
     }
 }
 
@@ -164,7 +166,7 @@ fn connection_cannot_strip_host_and_addresses_are_canonical() {
 fn client(raw: &str, body: OutFraming, keep_alive: bool, version: Version) -> String {
     let head = response(raw).unwrap();
     let mut out = BytesMut::new();
-    write_client_response(&head, body, keep_alive, version, &mut out);
+    write_client_response(&head, body, keep_alive, version, b"", &mut out);
     String::from_utf8(out.to_vec()).unwrap()
 }
 
@@ -235,7 +237,13 @@ fn interim_response_is_relayed_without_hop_by_hop() {
 #[test]
 fn error_responses() {
     let mut out = BytesMut::new();
-    write_error_response(502, "upstream refused the connection", false, &mut out);
+    write_error_response(
+        502,
+        "upstream refused the connection",
+        false,
+        None,
+        &mut out,
+    );
     assert_eq!(
         &out[..],
         &b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -243,7 +251,7 @@ fn error_responses() {
            502 Bad Gateway: upstream refused the connection\n"[..]
     );
     let mut out = BytesMut::new();
-    write_error_response(400, "x", true, &mut out);
+    write_error_response(400, "x", true, None, &mut out);
     assert_eq!(
         &out[..],
         &b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -252,7 +260,7 @@ fn error_responses() {
     for status in [400, 408, 413, 414, 431, 501, 502, 503, 504, 505] {
         assert!(!reason_phrase(status).is_empty(), "{status}");
         let mut out = BytesMut::new();
-        write_error_response(status, "detail", true, &mut out);
+        write_error_response(status, "detail", true, None, &mut out);
         let text = std::str::from_utf8(&out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(
@@ -301,4 +309,72 @@ fn an_empty_last_event_id_override_removes_the_header() {
         !text.to_ascii_lowercase().contains("last-event-id"),
         "{text}"
     );
+}
+
+#[test]
+fn an_upgrade_keeps_its_fields_and_the_request_id_replaces_the_clients() {
+    let head = request(
+        "GET /chat HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Key: k\r\nX-Request-Id: bad id\r\n\r\n",
+    )
+    .unwrap();
+    assert!(requests_upgrade(&head));
+    let mut out = BytesMut::new();
+    let mut c = ctx("", "10.0.0.9");
+    c.upgrade = true;
+    c.request_id = Some(b"abc-1");
+    write_upstream_request(&head, OutFraming::Empty, &c, &mut out);
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    assert!(text.contains("Upgrade: websocket\r\n"), "{text}");
+    assert!(text.contains("Connection: upgrade\r\n"), "{text}");
+    assert!(!text.contains("keep-alive"), "{text}");
+    assert!(text.contains("X-Request-Id: abc-1\r\n"), "{text}");
+    assert!(!text.contains("bad id"), "{text}");
+    // Without the upgrade, Upgrade is hop-by-hop as before.
+    let plain = upstream(
+        "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+        OutFraming::Empty,
+        "",
+    );
+    assert!(!plain.contains("Upgrade"), "{plain}");
+    let h10 =
+        request("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    assert!(!requests_upgrade(&h10), "HTTP/1.0 cannot upgrade");
+    let no_option = request("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    assert!(
+        !requests_upgrade(&no_option),
+        "Upgrade without Connection: upgrade"
+    );
+}
+
+#[test]
+fn a_switching_response_keeps_upgrade_and_the_client_gets_the_request_id() {
+    let head = response(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: x\r\nX-Request-Id: upstream-own\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = BytesMut::new();
+    write_switching_response(&head, b"id-7", &mut out);
+    assert_eq!(
+        &out[..],
+        &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\
+           X-Request-Id: id-7\r\nConnection: upgrade\r\n\r\n"[..]
+    );
+    let ok = response("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut out = BytesMut::new();
+    write_client_response(
+        &ok,
+        OutFraming::Length(0),
+        true,
+        Version::Http11,
+        b"id-8",
+        &mut out,
+    );
+    assert!(out.ends_with(b"X-Request-Id: id-8\r\nContent-Length: 0\r\n\r\n"));
+    let mut out = BytesMut::new();
+    write_error_response(502, "d", false, Some(b"id-9"), &mut out);
+    assert!(std::str::from_utf8(&out)
+        .unwrap()
+        .contains("\r\nX-Request-Id: id-9\r\n\r\n"));
 }
