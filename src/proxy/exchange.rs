@@ -81,7 +81,7 @@ pub async fn forward(
     }
     let req_kind = request_body_kind(&head).map_err(|e| Failed(ProxyError::ClientProtocol(e)))?;
     // The route is resolved once, here, and held (an Rc) for the whole exchange and stream.
-    let Some(route) = ctx.routes.resolve(&head).cloned() else {
+    let Some(route) = ctx.route_for(&head) else {
         return Err(Failed(ProxyError::NoRoute));
     };
     let out_framing = match req_kind {
