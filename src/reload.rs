@@ -163,7 +163,11 @@ impl ConfigReload {
         LOADED_AT.store(unix_now(), Ordering::Relaxed);
         RELOADS_OK.fetch_add(1, Ordering::Relaxed);
 
-        let urls: Vec<&str> = shared.upstreams.iter().map(|u| u.spec.url.as_str()).collect();
+        let urls: Vec<&str> = shared
+            .upstreams
+            .iter()
+            .map(|u| u.spec.url.as_str())
+            .collect();
         crate::log_info!(
             "configuration reloaded from {file} (generation {generation}): {} routes for new requests; open streams and requests in flight keep the routes they started with",
             shared.routes.len()
@@ -229,15 +233,16 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
             "max-target-bytes",
             a.head_limits.max_target_bytes != b.head_limits.max_target_bytes,
         ),
-        ("sse-partial-memory", a.sse_partial_memory != b.sse_partial_memory),
+        (
+            "sse-partial-memory",
+            a.sse_partial_memory != b.sse_partial_memory,
+        ),
         ("replay-events", a.rings.max_events != b.rings.max_events),
         ("replay-bytes", a.rings.max_bytes != b.rings.max_bytes),
         ("replay-ttl", a.rings.ttl != b.rings.ttl),
         ("replay-memory", a.rings.memory != b.rings.memory),
     ];
-    debug_assert!(changed
-        .iter()
-        .all(|(key, _)| RESTART_ONLY.contains(key)));
+    debug_assert!(changed.iter().all(|(key, _)| RESTART_ONLY.contains(key)));
     changed
         .into_iter()
         .filter_map(|(key, differs)| differs.then_some(key))
@@ -326,4 +331,102 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &[&str]) -> Config {
+        use clap::Parser;
+        let mut argv = vec![
+            "tether",
+            "reverse",
+            "--bind",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:1",
+        ];
+        argv.extend_from_slice(extra);
+        let crate::cli::Command::Reverse(args) =
+            crate::cli::Cli::try_parse_from(argv).unwrap().command
+        else {
+            unreachable!()
+        };
+        Config::from_args(&args).unwrap()
+    }
+
+    #[test]
+    fn only_changed_restart_only_settings_are_reported() {
+        let running = config(&["--workers", "2", "--max-connections", "10"]);
+        assert!(restart_only_changes(&running, &running.clone()).is_empty());
+        let new = config(&[
+            "--workers",
+            "3",
+            "--max-connections",
+            "10",
+            "--replay-memory",
+            "1MiB",
+            "--sse-heartbeat",
+            "1s",
+            "--upstream-pool-size",
+            "3",
+        ]);
+        assert_eq!(
+            restart_only_changes(&running, &new),
+            ["workers", "replay-memory"]
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_restart_only_values_and_takes_the_rest() {
+        let running = config(&["--workers", "2", "--upstream-pool-idle", "1s"]);
+        let new = config(&[
+            "--workers",
+            "5",
+            "--upstream-pool-idle",
+            "3s",
+            "--header-timeout",
+            "1s",
+            "--upstream-pool-size",
+            "7",
+        ]);
+        let kept = with_restart_only_kept(&running, new);
+        assert_eq!(kept.workers, 2);
+        assert_eq!(kept.timeouts.header, running.timeouts.header);
+        assert_eq!(kept.timeouts.pool_idle, std::time::Duration::from_secs(3));
+        assert_eq!(kept.upstream_pool_size, 7);
+    }
+
+    #[test]
+    fn a_known_url_keeps_its_index_and_new_ones_are_appended() {
+        let running = config(&["--upstream", "http://127.0.0.1:2"]);
+        let argv: Vec<OsString> = [
+            "tether",
+            "reverse",
+            "--bind",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:3",
+            "--upstream",
+            "http://127.0.0.1:2",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let loaded = crate::config_file::load(&argv).unwrap();
+        let new = Config::from_loaded_keeping(&loaded, &running.upstreams).unwrap();
+        let urls: Vec<&str> = new.upstreams.iter().map(|u| u.spec.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                "http://127.0.0.1:3"
+            ]
+        );
+        assert!(Arc::ptr_eq(&new.upstreams[1], &running.upstreams[1]));
+        assert_eq!(new.routes[0].replicas, [2, 1]);
+        assert_eq!(replicas_in_use(&new), [false, true, true]);
+    }
 }

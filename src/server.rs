@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::duration::format_duration;
-use crate::sse::directory::Directory;
 use crate::reload::ConfigReload;
+use crate::sse::directory::Directory;
 use crate::upstream::replica::{spawn_resolver, ResolverHandle};
 use crate::worker::{self, WorkerHandle, WorkerLinks, CONTROL_CLOSE_NOW, CONTROL_DRAIN};
 

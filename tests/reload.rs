@@ -210,7 +210,8 @@ fn sighup_moves_a_route_while_a_stream_on_the_old_upstream_keeps_flowing() {
 
     // The old upstream is in no route: its pooled connections are closed, none is left open.
     assert!(
-        wait_until(Duration::from_secs(10), || established_to_port(old_port) == 0),
+        wait_until(Duration::from_secs(10), || established_to_port(old_port)
+            == 0),
         "{} connections to the removed upstream remain",
         established_to_port(old_port)
     );
@@ -264,7 +265,12 @@ fn sighup_with_a_broken_file_keeps_serving_the_old_configuration() {
         admin,
         "tether_config_reloads_total{result=\"error\"}"
     ) == Some(2.0)));
-    assert_eq!(send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n").0.status, 200);
+    assert_eq!(
+        send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+            .0
+            .status,
+        200
+    );
 
     // Fixed: the next SIGHUP applies it.
     file.write(&good);
@@ -303,7 +309,11 @@ fn a_reload_adds_a_route_and_removes_another() {
     });
     requests_on_both_workers(&t, admin, "/c/x", 1, |r| assert_eq!(r.status, 404));
     requests_on_both_workers(&t, admin, "/a/x", 1, |r| assert_eq!(r.status, 404));
-    assert_eq!(paths(&b), ["/b/small"], "the removed route's upstream got more");
+    assert_eq!(
+        paths(&b),
+        ["/b/small"],
+        "the removed route's upstream got more"
+    );
     assert!(paths(&c).iter().all(|p| p == "/c/x") && !paths(&c).is_empty());
     assert!(paths(&a).iter().all(|p| p == "/a/x") && !paths(&a).is_empty());
 }
@@ -311,7 +321,10 @@ fn a_reload_adds_a_route_and_removes_another() {
 #[test]
 fn a_restart_only_setting_is_reported_and_not_applied() {
     let up = origin();
-    let route = format!("\n[[route]]\npath-prefix = \"/\"\nupstream = [\"{}\"]\n", url_of(&up));
+    let route = format!(
+        "\n[[route]]\npath-prefix = \"/\"\nupstream = [\"{}\"]\n",
+        url_of(&up)
+    );
     let file = ConfigFile::new(&format!(
         "bind = \"127.0.0.1:0\"\nmax-connections = 100\nreplay-memory = \"64MiB\"\nsse-heartbeat = \"0\"\n{route}"
     ));
@@ -335,7 +348,11 @@ fn a_restart_only_setting_is_reported_and_not_applied() {
     let mut first = Client::connect(t.addr);
     let mut second = Client::connect(t.addr);
     assert_eq!(first.get("/small").status, 200);
-    assert_eq!(second.get("/small").status, 200, "max-connections 1 was applied");
+    assert_eq!(
+        second.get("/small").status,
+        200,
+        "max-connections 1 was applied"
+    );
 
     // The new heartbeat: a comment reaches the client while the upstream is silent.
     let mut s = SseReader::get(t.addr, "/sse?events=2&rate=2", &[]);
@@ -357,7 +374,15 @@ fn sighup_without_a_config_file_is_harmless() {
         t.log_lines().join("\n")
     );
     t.signal(libc::SIGHUP);
-    assert_eq!(send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n").0.status, 200);
+    assert_eq!(
+        send_raw(t.addr, b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+            .0
+            .status,
+        200
+    );
     let mut t = t;
-    assert!(t.wait_exit(Duration::from_millis(0)).is_none(), "tether exited");
+    assert!(
+        t.wait_exit(Duration::from_millis(0)).is_none(),
+        "tether exited"
+    );
 }

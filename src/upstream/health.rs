@@ -177,8 +177,7 @@ impl ReplicaHealth {
     /// the period it was given.
     pub(crate) fn grow(&mut self, replicas: usize, policy: EjectPolicy) {
         if replicas > self.replicas.len() {
-            self.replicas
-                .resize_with(replicas, ReplicaRecord::healthy);
+            self.replicas.resize_with(replicas, ReplicaRecord::healthy);
         }
         self.policy = policy;
     }

@@ -78,7 +78,12 @@ impl UpstreamPool {
     /// every replica the process knows, and only grows). Closes the idle connections of the
     /// replicas no route uses, and takes the new limits (`upstream-pool-size`,
     /// `upstream-pool-idle`; the new size applies as connections come back).
-    pub(crate) fn reconfigure(&mut self, in_use: &[bool], max_per_replica: usize, max_idle: Duration) {
+    pub(crate) fn reconfigure(
+        &mut self,
+        in_use: &[bool],
+        max_per_replica: usize,
+        max_idle: Duration,
+    ) {
         self.idle.resize_with(in_use.len(), Vec::new);
         self.retired.resize(in_use.len(), false);
         for (replica, used) in in_use.iter().enumerate() {
@@ -89,11 +94,5 @@ impl UpstreamPool {
         }
         self.max_per_replica = max_per_replica;
         self.max_idle = max_idle;
-    }
-
-    /// Idle connections held for `replica` now (tests).
-    #[cfg(test)]
-    pub(crate) fn idle_count(&self, replica: usize) -> usize {
-        self.idle[replica].len()
     }
 }
