@@ -283,7 +283,7 @@ pub(crate) fn apply_on_worker(ctx: &WorkerCtx, config: &Config, generation: u64)
     let in_use = replicas_in_use(config);
     ctx.upstreams
         .borrow_mut()
-        .adopt(&config.upstreams, config.upstream_eject);
+        .adopt(&config.upstreams, &in_use, config.upstream_eject);
     ctx.pool.borrow_mut().reconfigure(
         &in_use,
         config.upstream_pool_size,

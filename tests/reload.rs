@@ -182,6 +182,14 @@ fn sighup_moves_a_route_while_a_stream_on_the_old_upstream_keeps_flowing() {
     );
     assert_eq!(metric(admin, "tether_config_generation"), Some(2.0));
 
+    // /streams reports the health of the replicas routes use: the new one, on both workers.
+    let (_, json) = admin_get(admin, "/streams");
+    assert_eq!(json.matches(&url_of(&new)).count(), 2, "{json}");
+    assert!(
+        !json.contains(&format!("\"url\":\"{}\"", url_of(&old))),
+        "{json}"
+    );
+
     // Every new request, on both workers, reaches the new upstream.
     let old_before = old.requests().len();
     let sent = requests_on_both_workers(&t, admin, "/small?after=1", 3, |r| {

@@ -279,6 +279,9 @@ pub struct UpstreamSet {
     /// Which replicas this worker skips, learnt from its own requests' tries (of every route:
     /// a replica two routes share is one replica).
     health: ReplicaHealth,
+    /// Per replica: some route of the configuration in force uses it. A replica a reload
+    /// removed keeps its entry (a stream may still reconnect to it) but leaves the reports.
+    in_route: Vec<bool>,
 }
 
 impl UpstreamSet {
@@ -289,6 +292,7 @@ impl UpstreamSet {
             .collect();
         UpstreamSet {
             health: ReplicaHealth::new(upstreams.len(), eject),
+            in_route: vec![true; upstreams.len()],
             upstreams,
             cached,
         }
@@ -297,8 +301,14 @@ impl UpstreamSet {
     /// After a reload: `upstreams` is the process's replica list, the old one with the reload's
     /// new replicas appended (never reordered, never shortened: an index a running request
     /// holds stays valid). The new ones get an address cache and a health record; the known
-    /// ones keep theirs. `eject` is the reloaded passive-health policy.
-    pub(crate) fn adopt(&mut self, upstreams: &[Arc<Upstream>], eject: EjectPolicy) {
+    /// ones keep theirs. `in_route[r]`: some route uses replica `r`. `eject` is the reloaded
+    /// passive-health policy.
+    pub(crate) fn adopt(
+        &mut self,
+        upstreams: &[Arc<Upstream>],
+        in_route: &[bool],
+        eject: EjectPolicy,
+    ) {
         debug_assert!(upstreams.len() >= self.upstreams.len());
         debug_assert!(self
             .upstreams
@@ -310,6 +320,7 @@ impl UpstreamSet {
             self.upstreams.push(upstream.clone());
         }
         self.health.grow(self.upstreams.len(), eject);
+        self.in_route = in_route.to_vec();
     }
 
     pub fn spec(&self, replica: usize) -> &UpstreamSpec {
@@ -357,12 +368,17 @@ impl UpstreamSet {
         }
     }
 
-    /// Every replica's health on this worker, now.
+    /// The health on this worker, now, of every replica a route uses.
     pub(crate) fn health_report(&self) -> Vec<ReplicaReport> {
-        self.health.report(
+        let reports = self.health.report(
             self.upstreams.iter().map(|u| u.spec.url.as_str()),
             Instant::now(),
-        )
+        );
+        reports
+            .into_iter()
+            .zip(&self.in_route)
+            .filter_map(|(report, used)| used.then_some(report))
+            .collect()
     }
 
     /// Current addresses of a replica.
