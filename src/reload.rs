@@ -1,7 +1,7 @@
 //! Reloading the configuration file on SIGHUP, without dropping a stream.
 //!
 //! ```text
-//! signal thread (SIGHUP)                         each worker (its inbox task, between requests)
+//! reload thread (SIGHUP)                         each worker (its inbox task, between requests)
 //!   read + validate the file (same argv)           grow its replica caches, health and pool
 //!   refused? log file:line:col, count, keep all    close idle pooled connections of replicas
 //!   known URLs keep their replica index              no route uses any more
@@ -27,7 +27,7 @@
 //!
 //! Nothing here is on the per-request path: the main thread parses and resolves once, and each
 //! worker swaps its own `Rc<RouteTable>` in its own task; a request reads the table through a
-//! `RefCell` borrow (a plain counter). The counters below are atomics touched by the signal
+//! `RefCell` borrow (a plain counter). The counters below are atomics touched by the reload
 //! thread and read by a `/metrics` scrape only.
 
 use std::ffi::OsString;
@@ -98,7 +98,7 @@ pub struct ConfigReload {
     /// so `bind = "…:0"` compares equal to itself), the others as last reloaded. Its replica
     /// list is the process's, which workers index (append-only).
     running: Config,
-    /// `log-level` and `log-format` in force (global, applied here on the signal thread).
+    /// `log-level` and `log-format` in force (global, applied here on the reload thread).
     log: (Option<LogLevel>, LogFormat),
 }
 
@@ -116,7 +116,8 @@ impl ConfigReload {
 
     /// SIGHUP: reads the file again and, when it is valid, hands every worker the new
     /// configuration; when it is not, logs why (file, line, column) and keeps everything.
-    /// Blocking (file, DNS of new replicas): call it on the signal thread, never a worker.
+    /// Blocking (file, DNS of new replicas): called on the reload thread (`crate::server`),
+    /// never on a worker.
     pub(crate) fn reload(&mut self, directory: &Directory, resolver: &ResolverHandle) {
         let Some(file) = self.file.clone() else {
             crate::log_info!(

@@ -152,8 +152,20 @@ pub fn run_reverse(config: Config, mut reload: ConfigReload) -> Result<(), Strin
         .filter_map(|w| w.control.try_clone().ok())
         .collect();
     let directory = server.directory.clone();
-    // The resolver's handle moves to the signal thread: only a reload talks to it.
+    // The resolver's handle moves to the reload thread: only a reload talks to it.
     let resolver = std::mem::replace(&mut server.resolver, ResolverHandle::detached());
+    // A reload reads a file and may resolve new host names (blocking, for seconds when DNS is
+    // slow): it runs on its own thread, so that a SIGTERM meanwhile still starts the drain at
+    // once. SIGHUPs are taken one after the other.
+    let (hangups, hangup_rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("tether-reload".into())
+        .spawn(move || {
+            while hangup_rx.recv().is_ok() {
+                on_hangup(&mut reload, &directory, &resolver);
+            }
+        })
+        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
     std::thread::Builder::new()
         .name("tether-signals".into())
         .spawn(move || {
@@ -161,7 +173,7 @@ pub fn run_reverse(config: Config, mut reload: ConfigReload) -> Result<(), Strin
             loop {
                 let sig = wait_signal(&signals);
                 if sig == libc::SIGHUP {
-                    on_hangup(&mut reload, &directory, &resolver);
+                    let _ = hangups.send(());
                     continue;
                 }
                 let sig = signal_name(sig);
