@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::conn_table::ConnTable;
 use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECTING_PER_WORKER};
 use crate::metrics::WorkerMetrics;
-use crate::route::{Route, RouteTable};
+use crate::route::{Route, RouteTable, Unrouted};
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::active::ActiveStreams;
 use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
@@ -70,9 +70,9 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    /// The route of a new request under the configuration in force now (None: 404). The
-    /// request keeps the `Rc` for its whole life, whatever a reload does meanwhile.
-    pub(crate) fn route_for(&self, head: &crate::http::RequestHead) -> Option<Rc<Route>> {
+    /// The route of a new request under the configuration in force now, or why it has none.
+    /// The request keeps the `Rc` for its whole life, whatever a reload does meanwhile.
+    pub(crate) fn route_for(&self, head: &crate::http::RequestHead) -> Result<Rc<Route>, Unrouted> {
         self.routes.borrow().resolve(head).cloned()
     }
 

@@ -117,6 +117,15 @@ upstream = ["{}"]
         (1, 1),
         "a request without a route reaches no upstream"
     );
+    // A dot segment would let the upstream resolve the path past the prefix that chose it.
+    let r = get(t.addr, "test", "/small/../bytes");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("'..' segment"), "{}", r.text());
+    assert_eq!(
+        (paths(&a).len(), paths(&b).len()),
+        (1, 1),
+        "a path with a dot segment reaches no upstream"
+    );
     assert!(
         t.wait_for_log("route small: host any, path-prefix /small", IO_TIMEOUT),
         "the routes are logged at start: {:?}",

@@ -31,6 +31,9 @@ pub enum HttpError {
     /// The request target is empty, holds a byte outside the URI grammar, or is not one of the
     /// four forms of RFC 9112 3.2 (origin, absolute, authority for CONNECT, `*` for OPTIONS).
     InvalidTarget,
+    /// The path has a `.` or `..` segment (also as `%2e`) while routes are chosen by path
+    /// prefix: the upstream would resolve it past the prefix that chose the route (400).
+    DotSegment,
     /// The HTTP-version is not `HTTP/DIGIT.DIGIT` (RFC 9112 2.3).
     InvalidVersion { kind: HeadKind },
     /// A well-formed version other than HTTP/1.0 and HTTP/1.1 (505).
@@ -168,6 +171,9 @@ impl fmt::Display for HttpError {
             ),
             HttpError::InvalidMethod => f.write_str("request method is not a token"),
             HttpError::InvalidTarget => f.write_str("request target is malformed"),
+            HttpError::DotSegment => f.write_str(
+                "request path has a '.' or '..' segment; send it with dot segments resolved",
+            ),
             HttpError::InvalidVersion { kind } => {
                 write!(f, "{} HTTP version is malformed", side(kind))
             }

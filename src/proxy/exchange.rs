@@ -29,7 +29,7 @@ use crate::http::{
     ResponseHead, Version, CHUNK_END, LAST_CHUNK,
 };
 use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
-use crate::route::Route;
+use crate::route::{Route, Unrouted};
 use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
@@ -81,8 +81,12 @@ pub async fn forward(
     }
     let req_kind = request_body_kind(&head).map_err(|e| Failed(ProxyError::ClientProtocol(e)))?;
     // The route is resolved once, here, and held (an Rc) for the whole exchange and stream.
-    let Some(route) = ctx.route_for(&head) else {
-        return Err(Failed(ProxyError::NoRoute));
+    let route = match ctx.route_for(&head) {
+        Ok(route) => route,
+        Err(Unrouted::NoMatch) => return Err(Failed(ProxyError::NoRoute)),
+        Err(Unrouted::DotSegment) => {
+            return Err(Failed(ProxyError::ClientProtocol(HttpError::DotSegment)))
+        }
     };
     let out_framing = match req_kind {
         BodyKind::Empty | BodyKind::UntilClose => OutFraming::Empty,

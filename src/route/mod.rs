@@ -16,6 +16,12 @@
 //! none: 404
 //! ```
 //!
+//! A prefix decided on the raw path could be escaped: `/public/../admin` starts with `/public/`
+//! and the upstream, resolving the dot segments, serves `/admin`. So when any route has a path
+//! prefix, a path with a dot segment (`.` or `..`, also percent-encoded as `%2e`) is refused
+//! with 400 rather than guessed at. Clients resolve dot segments before they send a request
+//! (RFC 3986 5.2.4; browsers, curl without `--path-as-is`), so nothing legitimate is refused.
+//!
 //! The request then holds an `Rc<Route>` (a non-atomic count) for as long as it runs, a stream
 //! included: its upstream group, its settings, its replay scope. That is what lets a later
 //! reload swap a worker's table between requests (replace `WorkerCtx::routes`) while requests
@@ -77,35 +83,80 @@ impl Route {
 #[derive(Debug)]
 pub(crate) struct RouteTable {
     routes: Box<[Rc<Route>]>,
+    /// Some route has a path prefix: paths with dot segments are refused (see the module doc).
+    by_path: bool,
+}
+
+/// Why a request has no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unrouted {
+    /// No route matches its host and path (404).
+    NoMatch,
+    /// Its path has a `.` or `..` segment and routes are chosen by path (400).
+    DotSegment,
 }
 
 impl RouteTable {
     /// `worker`: where this worker's round robins start.
     pub(crate) fn new(specs: &[RouteSpec], worker: usize) -> RouteTable {
-        RouteTable {
-            routes: specs
-                .iter()
-                .map(|spec| Rc::new(Route::new(spec, worker)))
-                .collect(),
-        }
+        let routes: Box<[Rc<Route>]> = specs
+            .iter()
+            .map(|spec| Rc::new(Route::new(spec, worker)))
+            .collect();
+        let by_path = routes.iter().any(|r| r.path_prefix.is_some());
+        RouteTable { routes, by_path }
     }
 
     /// The first route that matches the request; None: no route does (404). The Host header
     /// is looked up only when a route has a `host` (the catch-all route of a command line
     /// without a file never looks at it).
-    pub(crate) fn resolve(&self, head: &RequestHead) -> Option<&Rc<Route>> {
+    pub(crate) fn resolve(&self, head: &RequestHead) -> Result<&Rc<Route>, Unrouted> {
         let (authority, path) = target_parts(head);
+        if self.by_path && has_dot_segment(path) {
+            return Err(Unrouted::DotSegment);
+        }
         let mut host: Option<Option<&[u8]>> = None;
-        self.routes.iter().find(|route| {
-            if let Some(pattern) = &route.host {
-                let host = *host.get_or_insert_with(|| authority.or_else(|| head.header("host")));
-                if !host.is_some_and(|h| pattern.matches(h)) {
-                    return false;
+        self.routes
+            .iter()
+            .find(|route| {
+                if let Some(pattern) = &route.host {
+                    let host =
+                        *host.get_or_insert_with(|| authority.or_else(|| head.header("host")));
+                    if !host.is_some_and(|h| pattern.matches(h)) {
+                        return false;
+                    }
                 }
-            }
-            route.path_matches(path)
-        })
+                route.path_matches(path)
+            })
+            .ok_or(Unrouted::NoMatch)
     }
+}
+
+/// Whether `path` (no query) has a `.` or `..` segment, literal or percent-encoded (`%2e`, any
+/// case): what an upstream would resolve before it serves the path.
+fn has_dot_segment(path: &[u8]) -> bool {
+    if memchr::memchr2(b'.', b'%', path).is_none() {
+        return false;
+    }
+    path.split(|&b| b == b'/').any(|segment| {
+        let mut dots = 0;
+        let mut rest = segment;
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3
+                && rest[0] == b'%'
+                && rest[1] == b'2'
+                && rest[2] | 0x20 == b'e'
+            {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots == 1 || dots == 2
+    })
 }
 
 /// The authority of an absolute-form target (RFC 9112 3.2.2: it wins over the Host header), and
@@ -168,7 +219,7 @@ mod tests {
             &HeadLimits::default(),
         )
         .unwrap();
-        let found = table.resolve(&head)?;
+        let found = table.resolve(&head).ok()?;
         let index = table.routes.iter().position(|r| Rc::ptr_eq(r, found))?;
         specs[index].name.clone()
     }
@@ -250,5 +301,47 @@ mod tests {
             w0.routes[1].settings.connect_timeout,
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn dot_segments_are_refused_only_when_routes_go_by_path() {
+        let by_path = RouteTable::new(&[spec("api", None, "/api/"), spec("all", None, "/")], 0);
+        let catch_all = RouteTable::new(&[spec("all", None, "/")], 0);
+        let resolve = |table: &RouteTable, target: &str| {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let head = RequestHead::parse(Bytes::from(raw), &HeadLimits::default()).unwrap();
+            table.resolve(&head).map(|_| ())
+        };
+        for target in [
+            "/api/../admin",
+            "/api/./x",
+            "/api/..",
+            "/api/%2e%2E/admin",
+            "/api/.%2e/admin",
+            "/api/%2E/x",
+            "http://a/api/../admin",
+        ] {
+            assert_eq!(
+                resolve(&by_path, target),
+                Err(Unrouted::DotSegment),
+                "{target}"
+            );
+            assert_eq!(
+                resolve(&catch_all, target),
+                Ok(()),
+                "{target} with one route for all"
+            );
+        }
+        for target in [
+            "/api/a.b",
+            "/api/.well-known/x",
+            "/api/...",
+            "/api/x?y=/../z",
+            "/api/%2e%2e%2e",
+            "/api/%2f",
+            "/v1.2/..x",
+        ] {
+            assert_eq!(resolve(&by_path, target), Ok(()), "{target}");
+        }
     }
 }

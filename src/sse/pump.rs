@@ -275,12 +275,7 @@ impl Relay<'_> {
     /// When an idle stream must wake by itself: the next heartbeat, the upstream idle timeout,
     /// or (`watch`) the moment the client starts being watched for a disconnect.
     fn idle_wake(&self, quiet_since: Instant, watch: bool) -> Option<Instant> {
-        let heartbeat_at = self
-            .route
-            .settings
-            .sse
-            .heartbeat
-            .map(|d| self.last_sent + d);
+        let heartbeat_at = self.heartbeat_at();
         let idle_at = self
             .route
             .settings

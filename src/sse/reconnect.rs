@@ -75,12 +75,7 @@ impl Relay<'_> {
             ));
             let mut client_busy = false;
             let result = loop {
-                let heartbeat_at = self
-                    .route
-                    .settings
-                    .sse
-                    .heartbeat
-                    .map(|d| self.last_sent + d);
+                let heartbeat_at = self.heartbeat_at();
                 let sleep =
                     sleep_until_opt(heartbeat_at.map(|h| h.min(give_up_at)).or(Some(give_up_at)));
                 monoio::select! {
@@ -135,12 +130,7 @@ impl Relay<'_> {
             if now >= until {
                 return None;
             }
-            let heartbeat_at = self
-                .route
-                .settings
-                .sse
-                .heartbeat
-                .map(|d| self.last_sent + d);
+            let heartbeat_at = self.heartbeat_at();
             let wake = heartbeat_at.map_or(until, |h| h.min(until));
             monoio::select! {
                 _ = monoio::time::sleep_until(wake.into()) => {

@@ -321,6 +321,15 @@ fn run<'a, 'c>(
 }
 
 impl Relay<'_> {
+    /// When the next heartbeat is due, if the route sends them.
+    pub(super) fn heartbeat_at(&self) -> Option<Instant> {
+        self.route
+            .settings
+            .sse
+            .heartbeat
+            .map(|d| self.last_sent + d)
+    }
+
     /// After one upstream body: ends the client's stream, or reconnects and returns the fresh
     /// upstream whose body continues it.
     async fn after_body(
