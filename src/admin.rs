@@ -73,6 +73,10 @@ async fn answer(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
         (b"GET", "/metrics") => {
             let statuses = gather(&ctx).await;
             let ejections = ejections_by_upstream(&statuses);
+            let generations: Vec<(usize, u64)> = statuses
+                .iter()
+                .map(|s| (s.worker, s.config_generation))
+                .collect();
             let snapshots: Vec<_> = statuses.into_iter().map(|s| s.metrics).collect();
             let mut out = String::new();
             render_prometheus(&snapshots, &mut out);
@@ -86,6 +90,7 @@ async fn answer(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
                 "upstream",
                 &ejections,
             );
+            crate::reload::render_metrics(&generations, &mut out);
             (200, "text/plain; version=0.0.4", out)
         }
         (b"GET", "/streams") => (200, "application/json", streams_json(&gather(&ctx).await)),
@@ -237,6 +242,7 @@ mod tests {
             metrics: Default::default(),
             streams: Vec::new(),
             upstreams,
+            config_generation: 1,
         };
         let statuses = [
             worker(

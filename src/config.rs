@@ -18,7 +18,7 @@ use crate::upstream::replica::{Upstream, UpstreamSpec, UpstreamUrlError};
 
 /// The process's timeouts, each documented on its flag in `crate::cli`. The per-request ones
 /// (connect, upstream header, body) are each route's (`RouteSettings`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub header: Duration,
     pub idle: Duration,
@@ -167,15 +167,30 @@ impl Config {
     /// The settings of a command line without a configuration file: one route for every
     /// request, to the `--upstream` replicas.
     pub fn from_args(args: &ReverseArgs) -> Result<Config, ConfigError> {
-        Config::build(args, &[])
+        Config::build(args, &[], &[])
     }
 
     /// The settings of a command line and the file it names (`crate::config_file::load`).
     pub fn from_loaded(loaded: &Loaded) -> Result<Config, ConfigError> {
-        Config::build(&loaded.args, &loaded.routes)
+        Config::build(&loaded.args, &loaded.routes, &[])
     }
 
-    fn build(args: &ReverseArgs, file_routes: &[FileRoute]) -> Result<Config, ConfigError> {
+    /// The settings of a reloaded file, keeping the replicas the process already knows: a URL
+    /// in `known` keeps its index (and so, on every worker, its pool, address cache and passive
+    /// health) and is not resolved again; new URLs are resolved and appended. `known` is never
+    /// shortened (see `crate::reload`), so an index an old request holds stays valid.
+    pub(crate) fn from_loaded_keeping(
+        loaded: &Loaded,
+        known: &[Arc<Upstream>],
+    ) -> Result<Config, ConfigError> {
+        Config::build(&loaded.args, &loaded.routes, known)
+    }
+
+    fn build(
+        args: &ReverseArgs,
+        file_routes: &[FileRoute],
+        known: &[Arc<Upstream>],
+    ) -> Result<Config, ConfigError> {
         let bind_text = args.bind.as_deref().ok_or(ConfigError::NoBind)?;
         let bind = bind_text
             .to_socket_addrs()
@@ -197,7 +212,7 @@ impl Config {
                     .ok_or_else(|| ConfigError::Admin { addr: text.clone() })?,
             ),
         };
-        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
+        let mut upstreams: Vec<Arc<Upstream>> = known.to_vec();
         let mut routes = Vec::with_capacity(file_routes.len().max(1));
         if file_routes.is_empty() {
             // The command line alone: one route, for every request.
@@ -299,7 +314,7 @@ impl Config {
 }
 
 /// The replicas of one route as indices into `upstreams`, adding the URLs not there yet (each
-/// resolved once, here, at start-up).
+/// resolved once, here, at start-up or on a reload that brings it).
 fn replicas(
     urls: &[String],
     upstreams: &mut Vec<Arc<Upstream>>,

@@ -16,6 +16,8 @@
 //! - [`size`]: sizes (`65536`, `64KiB`, `256MiB`).
 //! - [`log`]: log lines on stderr.
 //! - [`metrics`]: per-worker counters (no atomics on the per-event path).
+//! - [`reload`]: SIGHUP: the file read again, checked, and handed to every worker between
+//!   requests; what needs a restart reported.
 //! - [`server`]: the process: port check, workers, signals, drain.
 //! - [`worker`]: one pinned thread per core with its runtime, listener and accept loop.
 //! - [`runtime`]: io_uring runtime with an explicit epoll fallback.
@@ -53,6 +55,7 @@ pub mod log;
 pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
+pub mod reload;
 pub(crate) mod route;
 pub(crate) mod runtime;
 pub mod server;

@@ -40,7 +40,8 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return refuse(args.log_level, args.log_format, &loaded.place(e)),
             };
-            match tether::server::run_reverse(config) {
+            let reload = tether::reload::ConfigReload::new(argv.clone(), &loaded, &config);
+            match tether::server::run_reverse(config, reload) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tether::log_error!("{e}");

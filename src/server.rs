@@ -1,5 +1,5 @@
-//! The process: check the port, start the workers, turn SIGTERM/SIGINT into a drain, exit 0;
-//! SIGHUP reopens the access log.
+//! The process: check the port, start the workers, turn SIGTERM/SIGINT into a drain and SIGHUP
+//! into a reload (and a reopen of the access log), exit 0.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::duration::format_duration;
+use crate::reload::ConfigReload;
 use crate::sse::directory::Directory;
-use crate::upstream::replica::spawn_resolver;
+use crate::upstream::replica::{spawn_resolver, ResolverHandle};
 use crate::worker::{self, WorkerHandle, WorkerLinks, CONTROL_CLOSE_NOW, CONTROL_DRAIN};
 
 /// How long start-up waits for every worker to bind and report.
@@ -22,6 +23,10 @@ pub struct Server {
     /// Where the admin endpoint listens, when enabled.
     pub admin_addr: Option<SocketAddr>,
     workers: Vec<WorkerHandle>,
+    /// The workers' inboxes, through which a reload reaches them.
+    directory: Arc<Directory>,
+    /// The resolver thread, told which replicas to follow after a reload.
+    resolver: ResolverHandle,
 }
 
 impl Server {
@@ -41,7 +46,7 @@ impl Server {
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let config = Arc::new(config);
-        spawn_resolver(config.upstreams.clone(), config.resolve_interval);
+        let resolver = spawn_resolver(config.upstreams.clone(), config.resolve_interval);
 
         let (directory, inboxes) = Directory::new(config.workers)
             .map_err(|e| format!("cannot create worker inboxes: {e}"))?;
@@ -103,6 +108,8 @@ impl Server {
             addr: config.bind,
             admin_addr,
             workers,
+            directory,
+            resolver,
         })
     }
 
@@ -134,30 +141,45 @@ impl Server {
     }
 }
 
-/// Runs the reverse proxy until SIGTERM/SIGINT and the drain that follows.
-pub fn run_reverse(config: Config) -> Result<(), String> {
+/// Runs the reverse proxy until SIGTERM/SIGINT and the drain that follows; SIGHUP reloads the
+/// configuration file (`reload`, made from the same command line before `config`).
+pub fn run_reverse(config: Config, mut reload: ConfigReload) -> Result<(), String> {
     let grace = config.timeouts.shutdown_grace;
-    // Block the shutdown signals before any thread starts, so every thread inherits the mask and
-    // only the signal thread receives them (through sigwait), never a worker mid-syscall.
-    let signals = block_shutdown_signals();
-    let server = Server::start(config)?;
+    // Block the signals before any thread starts, so every thread inherits the mask and only
+    // the signal thread receives them (through sigwait), never a worker mid-syscall.
+    let signals = block_signals();
+    let mut server = Server::start(config)?;
     let controls: Vec<_> = server
         .workers
         .iter()
         .filter_map(|w| w.control.try_clone().ok())
         .collect();
+    let directory = server.directory.clone();
+    // The resolver's handle moves to the reload thread: only a reload talks to it.
+    let resolver = std::mem::replace(&mut server.resolver, ResolverHandle::detached());
+    // A reload reads a file and may resolve new host names (blocking, for seconds when DNS is
+    // slow): it runs on its own thread, so that a SIGTERM meanwhile still starts the drain at
+    // once. SIGHUPs are taken one after the other.
+    let (hangups, hangup_rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("tether-reload".into())
+        .spawn(move || {
+            while hangup_rx.recv().is_ok() {
+                on_hangup(&mut reload, &directory, &resolver);
+            }
+        })
+        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
     std::thread::Builder::new()
         .name("tether-signals".into())
         .spawn(move || {
             let mut first = true;
             loop {
                 let sig = wait_signal(&signals);
-                if sig == "SIGHUP" {
-                    // Log rotation: every worker reopens its access log at its next flush.
-                    crate::access_log::reopen_access_logs();
-                    crate::log_info!("signal SIGHUP: reopening the access log");
+                if sig == libc::SIGHUP {
+                    let _ = hangups.send(());
                     continue;
                 }
+                let sig = signal_name(sig);
                 let byte = if first { CONTROL_DRAIN } else { CONTROL_CLOSE_NOW };
                 if first {
                     crate::log_info!(
@@ -177,6 +199,16 @@ pub fn run_reverse(config: Config) -> Result<(), String> {
     server.join();
     crate::log_info!("all workers stopped; exiting");
     Ok(())
+}
+
+/// SIGHUP: the conventional "reopen your files and re-read your configuration".
+fn on_hangup(reload: &mut ConfigReload, directory: &Directory, resolver: &ResolverHandle) {
+    // Log rotation first, so that it happens whether or not the configuration file below is
+    // valid, and also when tether runs without --config: every worker reopens its access log at
+    // its next flush.
+    crate::access_log::reopen_access_logs();
+    crate::log_info!("signal SIGHUP: reopening the access log");
+    reload.reload(directory, resolver);
 }
 
 fn close_all(workers: &[WorkerHandle], byte: u8) {
@@ -201,28 +233,33 @@ fn claim_port(addr: SocketAddr) -> Result<SocketAddr, String> {
     }
 }
 
-/// The set of signals that start a drain, blocked in the calling thread (and so in every thread
-/// spawned after).
-fn block_shutdown_signals() -> libc::sigset_t {
+/// The signals the signal thread handles (SIGTERM and SIGINT start a drain, SIGHUP a reload),
+/// blocked in the calling thread (and so in every thread spawned after). SIGHUP's default
+/// action would end the process: blocked, it waits for sigwait.
+fn block_signals() -> libc::sigset_t {
     // SAFETY: plain libc calls on a zeroed, locally owned sigset_t.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
-        // SIGHUP reopens the access log (and is never a drain).
+        // SIGHUP reloads the configuration and reopens the access log (never a drain).
         libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
-fn wait_signal(set: &libc::sigset_t) -> &'static str {
+fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
     let mut sig: libc::c_int = 0;
     // SAFETY: `set` holds blocked signals; sigwait stores the received one in `sig`.
     unsafe {
         libc::sigwait(set, &mut sig);
     }
+    sig
+}
+
+fn signal_name(sig: libc::c_int) -> &'static str {
     match sig {
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT",

@@ -22,7 +22,7 @@ use crate::conn_table::ConnTable;
 use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECTING_PER_WORKER};
 use crate::metrics::WorkerMetrics;
 use crate::proxy::request_id::RequestIds;
-use crate::route::RouteTable;
+use crate::route::{Route, RouteTable, Unrouted};
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::active::ActiveStreams;
 use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
@@ -38,14 +38,21 @@ pub struct WorkerCtx {
     pub index: usize,
     /// The io driver this worker's runtime got.
     pub driver: DriverKind,
+    /// The settings the process started with. A reload (`crate::reload`) does not replace it:
+    /// what it changes lives in `routes`, `upstreams` and `pool`; what is read from here (the
+    /// client-side timeouts and head limits, max-connections, the ring limits...) stays until
+    /// a restart.
     pub config: Arc<Config>,
     pub conns: Rc<ConnTable>,
     pub pool: RefCell<UpstreamPool>,
     pub upstreams: RefCell<UpstreamSet>,
     /// The routes, resolved once per request (`crate::route`). Each request holds the
-    /// `Rc<Route>` it matched for its whole life, so a reload can replace this table between
-    /// requests (a `RefCell<Rc<RouteTable>>` then) without touching running ones.
-    pub(crate) routes: Rc<RouteTable>,
+    /// `Rc<Route>` it matched for its whole life, so a reload replaces this table between
+    /// requests (in the inbox task) without touching running ones. A `RefCell` borrow is a
+    /// plain counter on this thread: no lock, no atomic.
+    pub(crate) routes: RefCell<Rc<RouteTable>>,
+    /// Which configuration `routes` comes from: 1 at start, then each applied reload's.
+    pub(crate) config_generation: Cell<u64>,
     /// This worker's replay rings (one per upstream lineage) and their budget.
     pub streams: StreamTable,
     /// Which worker holds which ring; the inboxes between workers.
@@ -69,6 +76,12 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
+    /// The route of a new request under the configuration in force now, or why it has none.
+    /// The request keeps the `Rc` for its whole life, whatever a reload does meanwhile.
+    pub(crate) fn route_for(&self, head: &crate::http::RequestHead) -> Result<Rc<Route>, Unrouted> {
+        self.routes.borrow().resolve(head).cloned()
+    }
+
     /// This worker's counters and streams, for the admin endpoint.
     pub fn status(&self) -> WorkerStatus {
         let upstreams = self.upstreams.borrow().health_report();
@@ -89,6 +102,7 @@ impl WorkerCtx {
             },
             streams: self.active.views(),
             upstreams,
+            config_generation: self.config_generation.get(),
         }
     }
 }
@@ -212,7 +226,8 @@ fn run(
         let ctx = Rc::new(WorkerCtx {
             index,
             driver,
-            routes: Rc::new(RouteTable::new(&config.routes, index)),
+            routes: RefCell::new(Rc::new(RouteTable::new(&config.routes, index))),
+            config_generation: Cell::new(1),
             streams: StreamTable::new(index, config.rings, links.directory.clone()),
             directory: links.directory,
             answers: PendingAnswers::default(),
@@ -659,6 +674,11 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
                     ctx.directory.post(from, Message::Answer { token, answer });
                 }
                 Message::Answer { token, answer } => ctx.answers.fulfil(token, answer),
+                // Between requests, on this worker's own thread: requests already running
+                // keep the route they hold.
+                Message::Reload { config, generation } => {
+                    crate::reload::apply_on_worker(&ctx, &config, generation)
+                }
             }
         }
     }

@@ -29,7 +29,7 @@ pub(crate) const REQUEST_LINE_SLACK_BYTES: usize = 256;
 const STACK_HEADER_SLOTS: usize = MAX_HEADERS + 1;
 
 /// The head limits in force, resolved once from the CLI.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeadLimits {
     /// Bytes, see [`MAX_HEAD_BYTES`].
     pub max_head_bytes: usize,

@@ -160,8 +160,8 @@ async fn exchange(
     }
     let req_kind = request_body_kind(&head).map_err(|e| Failed(ProxyError::ClientProtocol(e)))?;
     // The route is resolved once, here, and held (an Rc) for the whole exchange and stream.
-    let route = match ctx.routes.resolve(&head) {
-        Ok(route) => route.clone(),
+    let route = match ctx.route_for(&head) {
+        Ok(route) => route,
         Err(Unrouted::NoMatch) => return Err(Failed(ProxyError::NoRoute)),
         Err(Unrouted::DotSegment) => {
             return Err(Failed(ProxyError::ClientProtocol(HttpError::DotSegment)))

@@ -18,12 +18,13 @@ use std::io::Write;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::active::StreamView;
 use super::ring::RingEvent;
 use super::scope::ResumeScope;
+use crate::config::Config;
 use crate::metrics::MetricsSnapshot;
 use crate::upstream::health::ReplicaReport;
 
@@ -48,6 +49,13 @@ pub enum Message {
         token: u64,
         answer: Answer,
     },
+    /// From the main thread, after SIGHUP: "serve new requests with this configuration" (its
+    /// routes, replicas and their per-route settings; see `crate::reload`). `generation` counts
+    /// the configurations the process has run, 1 being the one it started with.
+    Reload {
+        config: Arc<Config>,
+        generation: u64,
+    },
 }
 
 /// What comes back to an asker.
@@ -67,6 +75,8 @@ pub struct WorkerStatus {
     pub streams: Vec<StreamView>,
     /// Each upstream replica's passive health on this worker.
     pub upstreams: Vec<ReplicaReport>,
+    /// The configuration generation this worker serves new requests with (`crate::reload`).
+    pub config_generation: u64,
 }
 
 struct Inbox {
@@ -284,7 +294,7 @@ mod tests {
             .into_iter()
             .map(|m| match m {
                 Message::Answer { token, .. } => token,
-                Message::Query { .. } | Message::Status { .. } => 0,
+                Message::Query { .. } | Message::Status { .. } | Message::Reload { .. } => 0,
             })
             .collect();
         assert_eq!(got, vec![1, 2]);

@@ -49,7 +49,7 @@ const RING_OVERHEAD: usize =
     std::mem::size_of::<Lineage>() + std::mem::size_of::<ReplayRing>() + 96;
 
 /// Bounds of every ring on this worker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingLimits {
     /// `--replay-events`: events per ring.
     pub max_events: usize,

@@ -123,6 +123,15 @@ struct ReplicaRecord {
     ejections: Cell<u64>,
 }
 
+impl ReplicaRecord {
+    fn healthy() -> Self {
+        ReplicaRecord {
+            state: Cell::new(ReplicaState::Healthy { failures: 0 }),
+            ejections: Cell::new(0),
+        }
+    }
+}
+
 /// A plain copy of one replica's health on one worker, for `/streams` and `/metrics`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ReplicaReport {
@@ -146,7 +155,9 @@ impl ReplicaReport {
 #[derive(Debug)]
 pub(crate) struct ReplicaHealth {
     policy: EjectPolicy,
-    replicas: Box<[ReplicaRecord]>,
+    /// Grows when a reload brings new replicas (`grow`); never shrinks, so a replica keeps its
+    /// record (and its index) across reloads.
+    replicas: Vec<ReplicaRecord>,
     /// Replicas in the `Ejected` state (some perhaps past their period, not yet looked at). While
     /// it is zero, the common case, choosing is plain round robin: no clock read, no allocation.
     ejected: Cell<usize>,
@@ -156,14 +167,19 @@ impl ReplicaHealth {
     pub(crate) fn new(replicas: usize, policy: EjectPolicy) -> Self {
         ReplicaHealth {
             policy,
-            replicas: (0..replicas)
-                .map(|_| ReplicaRecord {
-                    state: Cell::new(ReplicaState::Healthy { failures: 0 }),
-                    ejections: Cell::new(0),
-                })
-                .collect(),
+            replicas: (0..replicas).map(|_| ReplicaRecord::healthy()).collect(),
             ejected: Cell::new(0),
         }
+    }
+
+    /// After a reload: records for the replicas it brought (healthy), and the new policy. The
+    /// replicas already known keep their state: an ejected one stays ejected until the end of
+    /// the period it was given.
+    pub(crate) fn grow(&mut self, replicas: usize, policy: EjectPolicy) {
+        if replicas > self.replicas.len() {
+            self.replicas.resize_with(replicas, ReplicaRecord::healthy);
+        }
+        self.policy = policy;
     }
 
     /// How long an ejection lasts.

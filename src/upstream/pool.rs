@@ -4,6 +4,11 @@
 //! to its framed end, no `Connection: close`, no timeout or cancellation on it). Before reuse it is
 //! probed with a non-blocking `MSG_PEEK`: an upstream that closed an idle connection (or sent bytes
 //! nobody asked for) is discarded instead of being handed a request.
+//!
+//! A reload (`crate::reload`) may take a replica out of every route: its idle connections are
+//! closed at once, and a busy one is closed when its request ends (`put` refuses it), so the
+//! pool of a removed replica drains by itself. A replica that a later reload brings back is
+//! pooled again.
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -20,6 +25,8 @@ struct Pooled {
 pub struct UpstreamPool {
     /// Idle connections per replica, oldest first.
     idle: Vec<Vec<Pooled>>,
+    /// Per replica: no route uses it since the last reload, so nothing goes back to its pool.
+    retired: Vec<bool>,
     max_per_replica: usize,
     max_idle: Duration,
 }
@@ -28,6 +35,7 @@ impl UpstreamPool {
     pub fn new(replicas: usize, max_per_replica: usize, max_idle: Duration) -> Self {
         UpstreamPool {
             idle: (0..replicas).map(|_| Vec::new()).collect(),
+            retired: vec![false; replicas],
             max_per_replica,
             max_idle,
         }
@@ -51,8 +59,12 @@ impl UpstreamPool {
         None
     }
 
-    /// Returns a connection after a complete exchange; drops it when the pool is full.
+    /// Returns a connection after a complete exchange; drops it when the pool is full or the
+    /// replica was retired by a reload.
     pub fn put(&mut self, replica: usize, stream: TcpStream) {
+        if self.retired[replica] {
+            return;
+        }
         let now = Instant::now();
         let max_idle = self.max_idle;
         let list = &mut self.idle[replica];
@@ -60,5 +72,27 @@ impl UpstreamPool {
         if list.len() < self.max_per_replica {
             list.push(Pooled { stream, since: now });
         }
+    }
+
+    /// After a reload: `in_use[r]` says whether any route now uses replica `r` (the list covers
+    /// every replica the process knows, and only grows). Closes the idle connections of the
+    /// replicas no route uses, and takes the new limits (`upstream-pool-size`,
+    /// `upstream-pool-idle`; the new size applies as connections come back).
+    pub(crate) fn reconfigure(
+        &mut self,
+        in_use: &[bool],
+        max_per_replica: usize,
+        max_idle: Duration,
+    ) {
+        self.idle.resize_with(in_use.len(), Vec::new);
+        self.retired.resize(in_use.len(), false);
+        for (replica, used) in in_use.iter().enumerate() {
+            self.retired[replica] = !used;
+            if !used {
+                self.idle[replica].clear();
+            }
+        }
+        self.max_per_replica = max_per_replica;
+        self.max_idle = max_idle;
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::health::{
@@ -181,21 +181,73 @@ impl Upstream {
     }
 }
 
+/// What the resolver thread follows: the replicas to re-resolve and how often.
+struct ResolverWatch {
+    /// The replicas whose host is a name (IP literals never change).
+    named: Vec<Arc<Upstream>>,
+    /// `--resolve-interval`; zero: never re-resolve.
+    interval: Duration,
+}
+
+impl ResolverWatch {
+    fn new(upstreams: &[Arc<Upstream>], interval: Duration) -> Self {
+        ResolverWatch {
+            named: upstreams
+                .iter()
+                .filter(|u| u.spec.host.parse::<IpAddr>().is_err())
+                .cloned()
+                .collect(),
+            interval,
+        }
+    }
+}
+
+/// The main thread's side of the resolver thread: a reload hands it the replicas the new routes
+/// use (and the new `resolve-interval`) through here.
+pub struct ResolverHandle {
+    /// None when the thread could not be started (addresses then stay as resolved at start).
+    updates: Option<mpsc::Sender<ResolverWatch>>,
+}
+
+impl ResolverHandle {
+    /// A handle that reaches no thread (what is left behind when the real one moves away).
+    pub(crate) fn detached() -> Self {
+        ResolverHandle { updates: None }
+    }
+
+    /// From now on, re-resolve `upstreams` (those with a host name) every `interval`.
+    pub(crate) fn follow(&self, upstreams: &[Arc<Upstream>], interval: Duration) {
+        if let Some(updates) = &self.updates {
+            let _ = updates.send(ResolverWatch::new(upstreams, interval));
+        }
+    }
+}
+
 /// Starts the thread that re-resolves host-name upstreams every `interval`, so DNS changes are
 /// followed without a worker ever blocking on a lookup. A failed lookup keeps the old addresses.
-pub fn spawn_resolver(upstreams: Vec<Arc<Upstream>>, interval: Duration) {
-    let named: Vec<Arc<Upstream>> = upstreams
-        .into_iter()
-        .filter(|u| u.spec.host.parse::<IpAddr>().is_err())
-        .collect();
-    if named.is_empty() || interval.is_zero() {
-        return;
-    }
+/// The thread runs even with nothing to resolve (it then only waits for a reload to give it
+/// work), so that a reload can bring host-name replicas to a process started without any.
+pub fn spawn_resolver(upstreams: Vec<Arc<Upstream>>, interval: Duration) -> ResolverHandle {
+    let (updates, rx) = mpsc::channel::<ResolverWatch>();
+    let mut watch = ResolverWatch::new(&upstreams, interval);
     let spawned = std::thread::Builder::new()
         .name("tether-resolver".into())
         .spawn(move || loop {
-            std::thread::sleep(interval);
-            for upstream in &named {
+            // Wait for the next round, or for a reload's new list (which starts a new wait).
+            let next = if watch.named.is_empty() || watch.interval.is_zero() {
+                rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(watch.interval)
+            };
+            match next {
+                Ok(new) => {
+                    watch = new;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            for upstream in &watch.named {
                 match upstream.spec.resolve() {
                     Ok(addrs) => upstream.replace_addrs(addrs),
                     Err(e) => crate::log_warn!(
@@ -205,8 +257,16 @@ pub fn spawn_resolver(upstreams: Vec<Arc<Upstream>>, interval: Duration) {
                 }
             }
         });
-    if let Err(e) = spawned {
-        crate::log_warn!("could not start the resolver thread, upstream addresses stay fixed: {e}");
+    match spawned {
+        Ok(_) => ResolverHandle {
+            updates: Some(updates),
+        },
+        Err(e) => {
+            crate::log_warn!(
+                "could not start the resolver thread, upstream addresses stay fixed: {e}"
+            );
+            ResolverHandle { updates: None }
+        }
     }
 }
 
@@ -219,6 +279,9 @@ pub struct UpstreamSet {
     /// Which replicas this worker skips, learnt from its own requests' tries (of every route:
     /// a replica two routes share is one replica).
     health: ReplicaHealth,
+    /// Per replica: some route of the configuration in force uses it. A replica a reload
+    /// removed keeps its entry (a stream may still reconnect to it) but leaves the reports.
+    in_route: Vec<bool>,
 }
 
 impl UpstreamSet {
@@ -229,9 +292,35 @@ impl UpstreamSet {
             .collect();
         UpstreamSet {
             health: ReplicaHealth::new(upstreams.len(), eject),
+            in_route: vec![true; upstreams.len()],
             upstreams,
             cached,
         }
+    }
+
+    /// After a reload: `upstreams` is the process's replica list, the old one with the reload's
+    /// new replicas appended (never reordered, never shortened: an index a running request
+    /// holds stays valid). The new ones get an address cache and a health record; the known
+    /// ones keep theirs. `in_route[r]`: some route uses replica `r`. `eject` is the reloaded
+    /// passive-health policy.
+    pub(crate) fn adopt(
+        &mut self,
+        upstreams: &[Arc<Upstream>],
+        in_route: &[bool],
+        eject: EjectPolicy,
+    ) {
+        debug_assert!(upstreams.len() >= self.upstreams.len());
+        debug_assert!(self
+            .upstreams
+            .iter()
+            .zip(upstreams)
+            .all(|(a, b)| Arc::ptr_eq(a, b)));
+        for upstream in &upstreams[self.upstreams.len()..] {
+            self.cached.push((upstream.generation(), upstream.addrs()));
+            self.upstreams.push(upstream.clone());
+        }
+        self.health.grow(self.upstreams.len(), eject);
+        self.in_route = in_route.to_vec();
     }
 
     pub fn spec(&self, replica: usize) -> &UpstreamSpec {
@@ -279,12 +368,17 @@ impl UpstreamSet {
         }
     }
 
-    /// Every replica's health on this worker, now.
+    /// The health on this worker, now, of every replica a route uses.
     pub(crate) fn health_report(&self) -> Vec<ReplicaReport> {
-        self.health.report(
+        let reports = self.health.report(
             self.upstreams.iter().map(|u| u.spec.url.as_str()),
             Instant::now(),
-        )
+        );
+        reports
+            .into_iter()
+            .zip(&self.in_route)
+            .filter_map(|(report, used)| used.then_some(report))
+            .collect()
     }
 
     /// Current addresses of a replica.
