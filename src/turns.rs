@@ -9,16 +9,23 @@
 //!
 //! Here the streams charge the time of their turns to the worker's `Turns`. Past `--turn-slice`, a
 //! stream that becomes ready waits for the next tick of the I/O loop instead of taking its turn:
-//! it rings a bell (one byte on a socket pair the worker watches), and the worker's bell task,
-//! which the loop wakes with the completions that came in meanwhile (the new connection's among
-//! them), starts a new slice and lets the waiting streams go, in the order they came. A stream
-//! that found others waiting queues behind them, so a stream that keeps being ready cannot take
-//! turns from those that waited.
+//! it queues and rings a bell (one byte on a socket pair the worker watches), and the worker's
+//! bell task, which the loop wakes with the completions that came in meanwhile (the new
+//! connection's among them), starts a new slice. A stream that found others waiting queues
+//! behind them, so a stream that keeps being ready cannot take turns from those that waited.
+//!
+//! The queue is let go one stream at a time, as a chain: the stream at the front is woken; when
+//! it starts its turn it wakes the next, which runs after it if the slice still has room and
+//! otherwise waits at the front for the next slice. Every deferred turn costs one extra poll of
+//! its task, however long the queue (waking the whole queue each slice cost one poll per waiting
+//! stream per slice: with 1000 flat-out streams and ~200 turns per slice, four per turn).
 //!
 //! ```text
-//! ready stream -> used < slice and nobody waiting -> its turn (read, frame, record, send), charged
-//!              -> otherwise -> queued; the first to queue in a slice rings the bell
-//! bell task (woken by the loop's next tick) -> used = 0, the queued streams are woken in order
+//! ready stream -> room, nobody waiting -> its turn (read, frame, record, send), charged
+//!              -> otherwise -> queued (the first to find no room rings the bell)
+//! bell task (the loop's next tick) -> used = 0; the front of the queue is woken
+//! front stream woken -> room: its turn, and the next in the queue is woken
+//!                    -> no room: stays at the front, rings the bell
 //! ```
 //! The per-turn cost when nobody waits is a clock read and two `Cell` updates.
 
@@ -44,16 +51,17 @@ pub(crate) struct Turns {
     slice_len: Duration,
     /// Stream work done since the slice began.
     used: Cell<Duration>,
-    /// Slices begun so far: a queued stream knows its slice has passed when this moves on.
-    slice: Cell<u64>,
-    /// Streams queued for a later slice, in the order they queued.
-    queued: RefCell<VecDeque<Waker>>,
-    /// Streams queued or let go and not yet taken their turn: a stream newly ready queues
-    /// behind them.
+    /// Streams queued and not let go yet, in the order they queued, with their tickets.
+    queued: RefCell<VecDeque<(u64, Waker)>>,
+    /// The stream let go and not yet started (at most one: the chain's link), and its waker if
+    /// it found no room and waits for the next slice.
+    front: RefCell<Option<(u64, Option<Waker>)>>,
+    /// Streams queued or let go and not yet started: a stream newly ready queues behind them.
     waiting: Cell<usize>,
+    next_ticket: Cell<u64>,
     /// Turns put off so far (for /metrics).
     deferred_total: Cell<u64>,
-    /// The bell was rung in this slice (one ring per slice is enough).
+    /// The bell was rung and its tick has not come yet (one ring per slice is enough).
     rung: Cell<bool>,
     /// The end the streams ring (a plain non-blocking write: it never waits).
     bell: StdUnixStream,
@@ -68,9 +76,10 @@ impl Turns {
         let turns = Rc::new(Turns {
             slice_len,
             used: Cell::new(Duration::ZERO),
-            slice: Cell::new(0),
             queued: RefCell::new(VecDeque::new()),
+            front: RefCell::new(None),
             waiting: Cell::new(0),
+            next_ticket: Cell::new(0),
             deferred_total: Cell::new(0),
             rung: Cell::new(false),
             bell,
@@ -83,7 +92,7 @@ impl Turns {
     pub(crate) fn my_turn(&self) -> MyTurn<'_> {
         MyTurn {
             turns: self,
-            queued_in: None,
+            ticket: None,
         }
     }
 
@@ -103,9 +112,7 @@ impl Turns {
         self.deferred_total.get()
     }
 
-    fn queue(&self, waker: &Waker) -> u64 {
-        self.deferred_total.set(self.deferred_total.get() + 1);
-        self.queued.borrow_mut().push_back(waker.clone());
+    fn ring(&self) {
         if !self.rung.replace(true) {
             // One byte; a full socket (impossible: the bell task reads every tick) would only
             // mean the bell is already pending.
@@ -119,17 +126,29 @@ impl Turns {
                 )
             };
         }
-        self.slice.get()
     }
 
-    /// A new slice: the loop has had its tick. Lets the queued streams go, in order.
+    /// Lets the first queued stream go, if no other is let go already.
+    fn release_next(&self) {
+        let mut front = self.front.borrow_mut();
+        if front.is_some() {
+            return;
+        }
+        if let Some((ticket, waker)) = self.queued.borrow_mut().pop_front() {
+            *front = Some((ticket, None));
+            drop(front);
+            waker.wake();
+        }
+    }
+
+    /// A new slice: the loop has had its tick. The chain starts again at the front.
     fn begin_slice(&self) {
         self.used.set(Duration::ZERO);
-        self.slice.set(self.slice.get() + 1);
         self.rung.set(false);
-        let queued = std::mem::take(&mut *self.queued.borrow_mut());
-        for waker in queued {
-            waker.wake();
+        let parked = self.front.borrow_mut().as_mut().and_then(|(_, w)| w.take());
+        match parked {
+            Some(waker) => waker.wake(),
+            None => self.release_next(),
         }
     }
 }
@@ -149,7 +168,6 @@ pub(crate) async fn ring_loop(turns: Rc<Turns>, listen: StdUnixStream) {
     loop {
         if listen.readable(false).await.is_err() {
             crate::log_error!("fair turns: the bell socket failed; streams are no longer paced");
-            turns.begin_slice();
             return;
         }
         while let Ok(Some(n)) = crate::conn_io::recv_now(fd, &mut drain) {
@@ -164,8 +182,8 @@ pub(crate) async fn ring_loop(turns: Rc<Turns>, listen: StdUnixStream) {
 /// See `Turns::my_turn`.
 pub(crate) struct MyTurn<'a> {
     turns: &'a Turns,
-    /// The slice in which this stream queued (None: not queued).
-    queued_in: Option<u64>,
+    /// This stream's place once it queued (None: not queued).
+    ticket: Option<u64>,
 }
 
 impl Future for MyTurn<'_> {
@@ -173,37 +191,75 @@ impl Future for MyTurn<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let turns = self.turns;
-        match self.queued_in {
-            None => {
-                if turns.has_room() && turns.waiting.get() == 0 {
-                    return Poll::Ready(());
-                }
-                turns.waiting.set(turns.waiting.get() + 1);
-                self.queued_in = Some(turns.queue(cx.waker()));
-                Poll::Pending
+        let Some(ticket) = self.ticket else {
+            if turns.has_room() && turns.waiting.get() == 0 {
+                return Poll::Ready(());
             }
-            // Woken by something else before its slice passed: still queued.
-            Some(slice) if slice == turns.slice.get() => Poll::Pending,
-            Some(_) => {
+            let ticket = turns.next_ticket.get();
+            turns.next_ticket.set(ticket + 1);
+            turns
+                .queued
+                .borrow_mut()
+                .push_back((ticket, cx.waker().clone()));
+            turns.waiting.set(turns.waiting.get() + 1);
+            turns.deferred_total.set(turns.deferred_total.get() + 1);
+            self.ticket = Some(ticket);
+            if turns.has_room() {
+                // Others wait, yet the slice has room: make sure the chain is moving.
+                turns.release_next();
+            } else {
+                turns.ring();
+            }
+            return Poll::Pending;
+        };
+        let mut front = turns.front.borrow_mut();
+        match front.as_mut() {
+            Some((at_front, parked)) if *at_front == ticket => {
                 if turns.has_room() {
+                    *front = None;
+                    drop(front);
                     turns.waiting.set(turns.waiting.get() - 1);
-                    self.queued_in = None;
+                    self.ticket = None;
+                    // The next one runs after this turn, if there is still room then.
+                    turns.release_next();
                     Poll::Ready(())
                 } else {
-                    // The slice filled up before this stream's place: the next one.
-                    self.queued_in = Some(turns.queue(cx.waker()));
+                    *parked = Some(cx.waker().clone());
+                    drop(front);
+                    turns.ring();
                     Poll::Pending
                 }
             }
+            // Still queued (woken by something else).
+            _ => Poll::Pending,
         }
     }
 }
 
 impl Drop for MyTurn<'_> {
     fn drop(&mut self) {
-        if self.queued_in.is_some() {
-            // Its waker may stay queued until the next slice; waking a finished task is a no-op.
-            self.turns.waiting.set(self.turns.waiting.get() - 1);
+        let Some(ticket) = self.ticket else {
+            return;
+        };
+        let turns = self.turns;
+        turns.waiting.set(turns.waiting.get() - 1);
+        let was_front = {
+            let mut front = turns.front.borrow_mut();
+            let was = front.as_ref().is_some_and(|(t, _)| *t == ticket);
+            if was {
+                *front = None;
+            }
+            was
+        };
+        if was_front {
+            // The chain went through this stream: hand it on.
+            if turns.has_room() {
+                turns.release_next();
+            } else if !turns.queued.borrow().is_empty() {
+                turns.ring();
+            }
+        } else {
+            turns.queued.borrow_mut().retain(|(t, _)| *t != ticket);
         }
     }
 }
@@ -238,7 +294,7 @@ mod tests {
                     turns.my_turn().await;
                     turns.charge(Instant::now());
                 }
-                assert_eq!(turns.slice.get(), 0, "no tick was forced");
+                assert_eq!(turns.deferred_total(), 0, "no turn was put off");
             })
         });
     }
@@ -266,11 +322,9 @@ mod tests {
                     t.await;
                 }
                 assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4]);
-                assert!(
-                    turns.slice.get() >= 5,
-                    "every turn waited for a tick of its own"
-                );
+                assert_eq!(turns.deferred_total(), 5, "every turn waited");
                 assert_eq!(turns.waiting.get(), 0);
+                assert!(turns.front.borrow().is_none() && turns.queued.borrow().is_empty());
             })
         });
     }
@@ -328,5 +382,38 @@ mod tests {
                 assert_eq!(turns.waiting.get(), 0);
             })
         });
+    }
+
+    /// The chain is handed on when the stream it reached is dropped before its turn (a stream
+    /// that ended meanwhile), and a stream let go waits at the front, not at the back, when the
+    /// slice is full again.
+    #[test]
+    fn the_chain_survives_a_dropped_link_and_keeps_its_order() {
+        let (turns, _listen) = Turns::new(SLICE).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        turns.used.set(SLICE);
+        let mut first = Box::pin(turns.my_turn());
+        let mut second = Box::pin(turns.my_turn());
+        let mut third = Box::pin(turns.my_turn());
+        for w in [&mut first, &mut second, &mut third] {
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(turns.waiting.get(), 3);
+        turns.begin_slice();
+        drop(first);
+        // `second` is at the front now; a full slice keeps it there.
+        turns.used.set(SLICE);
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert!(
+            third.as_mut().poll(&mut cx).is_pending(),
+            "not before the front"
+        );
+        turns.begin_slice();
+        assert!(second.as_mut().poll(&mut cx).is_ready());
+        assert!(
+            third.as_mut().poll(&mut cx).is_ready(),
+            "let go by the one before it"
+        );
+        assert_eq!(turns.waiting.get(), 0);
     }
 }
