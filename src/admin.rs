@@ -77,6 +77,8 @@ async fn answer(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
                 .iter()
                 .map(|s| (s.worker, s.config_generation))
                 .collect();
+            let statuses_routes =
+                crate::route::stats::sum_by_label(statuses.iter().flat_map(|s| &s.routes));
             let snapshots: Vec<_> = statuses.into_iter().map(|s| s.metrics).collect();
             let mut out = String::new();
             render_prometheus(&snapshots, &mut out);
@@ -90,6 +92,7 @@ async fn answer(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
                 "upstream",
                 &ejections,
             );
+            render_route_metrics(&statuses_routes, &mut out);
             crate::reload::render_metrics(&generations, &mut out);
             (200, "text/plain; version=0.0.4", out)
         }
@@ -135,6 +138,34 @@ async fn gather(ctx: &WorkerCtx) -> Vec<WorkerStatus> {
 }
 
 /// Each replica's ejections summed over the workers, by URL, in the order of the replicas.
+/// `tether_route_requests_total{route="feeds"}` and `tether_route_responses_2xx_total{...}`:
+/// each route's counters summed over workers, labelled by its name (or host and prefix).
+fn render_route_metrics(routes: &[crate::route::stats::RouteCounts], out: &mut String) {
+    let requests: Vec<(String, u64)> = routes
+        .iter()
+        .map(|r| (r.label.clone(), r.requests))
+        .collect();
+    render_labelled(
+        out,
+        (
+            "route_requests_total",
+            "counter",
+            "Requests matched to each route, summed over workers.",
+        ),
+        "route",
+        &requests,
+    );
+    for (class, name) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let samples: Vec<(String, u64)> = routes
+            .iter()
+            .map(|r| (r.label.clone(), r.responses[class]))
+            .collect();
+        let metric = format!("route_responses_{name}_total");
+        let help = format!("Responses of status {name} to requests of each route.");
+        render_labelled(out, (&metric, "counter", &help), "route", &samples);
+    }
+}
+
 fn ejections_by_upstream(statuses: &[WorkerStatus]) -> Vec<(String, u64)> {
     let mut sums: Vec<(String, u64)> = Vec::new();
     for report in statuses.iter().flat_map(|w| &w.upstreams) {
@@ -243,6 +274,7 @@ mod tests {
             streams: Vec::new(),
             upstreams,
             config_generation: 1,
+            routes: Vec::new(),
         };
         let statuses = [
             worker(

@@ -290,7 +290,8 @@ pub(crate) fn apply_on_worker(ctx: &WorkerCtx, config: &Config, generation: u64)
         config.upstream_pool_size,
         config.timeouts.pool_idle,
     );
-    *ctx.routes.borrow_mut() = Rc::new(RouteTable::new(&config.routes, ctx.index));
+    let table = RouteTable::new(&config.routes, ctx.index, Some(&ctx.routes.borrow()));
+    *ctx.routes.borrow_mut() = Rc::new(table);
     ctx.config_generation.set(generation);
     crate::log_debug!(
         "worker {}: new requests use configuration generation {generation}",

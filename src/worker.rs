@@ -103,6 +103,7 @@ impl WorkerCtx {
             streams: self.active.views(),
             upstreams,
             config_generation: self.config_generation.get(),
+            routes: self.routes.borrow().counts(),
         }
     }
 }
@@ -226,7 +227,7 @@ fn run(
         let ctx = Rc::new(WorkerCtx {
             index,
             driver,
-            routes: RefCell::new(Rc::new(RouteTable::new(&config.routes, index))),
+            routes: RefCell::new(Rc::new(RouteTable::new(&config.routes, index, None))),
             config_generation: Cell::new(1),
             streams: StreamTable::new(index, config.rings, links.directory.clone()),
             directory: links.directory,

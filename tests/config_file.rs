@@ -495,3 +495,55 @@ fn reverse_refuses_a_bad_file_with_the_same_message() {
     assert_eq!(code, 2);
     assert!(err.contains("--bind"), "{err}");
 }
+
+/// A route's `name` labels its counters on /metrics; a route without one is labelled by its host
+/// pattern and prefix. Requests that match no route count under none.
+#[test]
+fn route_names_label_the_route_metrics() {
+    let (a, b) = (origin(), origin());
+    let file = ConfigFile::new(&format!(
+        r#"
+bind = "127.0.0.1:0"
+
+[[route]]
+name = "small"
+path-prefix = "/small"
+upstream = ["{}"]
+
+[[route]]
+path-prefix = "/status/"
+upstream = ["{}"]
+"#,
+        url_of(&a),
+        url_of(&b)
+    ));
+    let t = start(&file, &["--admin", "127.0.0.1:0"]);
+    for _ in 0..2 {
+        assert_eq!(get(t.addr, "test", "/small").status, 200);
+    }
+    assert_eq!(get(t.addr, "test", "/status/503").status, 503);
+    assert_eq!(get(t.addr, "test", "/other").status, 404);
+    let metrics = Tether::metrics_text(t.admin_addr());
+    let value = |name: &str| prom_value(&metrics, name).unwrap_or(-1.0);
+    assert_eq!(
+        value(r#"tether_route_requests_total{route="small"}"#),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"tether_route_responses_2xx_total{route="small"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"tether_route_requests_total{route="*/status/"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"tether_route_responses_5xx_total{route="*/status/"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"tether_route_responses_2xx_total{route="*/status/"}"#),
+        0.0
+    );
+}

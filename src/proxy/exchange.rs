@@ -115,7 +115,12 @@ pub async fn forward(ctx: &WorkerCtx, mut client: ClientSide<'_>, head: RequestH
     let mut tally = Tally::default();
     let result = exchange(ctx, client.reborrow(), head, &id, log.as_ref(), &mut tally).await;
     let outcome = match result {
-        Ok(outcome @ (Outcome::Sse(_) | Outcome::Tunnel(_))) => return outcome,
+        Ok(outcome @ (Outcome::Sse(_) | Outcome::Tunnel(_))) => {
+            if let Some(route) = &tally.route {
+                route.stats.record_response(tally.status);
+            }
+            return outcome;
+        }
         Ok(outcome) => outcome,
         Err(Failed(e)) => {
             let answered = answer_error(ctx, client.stream, client.peer, &e, &id).await;
@@ -128,6 +133,9 @@ pub async fn forward(ctx: &WorkerCtx, mut client: ClientSide<'_>, head: RequestH
             }
         }
     };
+    if let Some(route) = &tally.route {
+        route.stats.record_response(tally.status);
+    }
     if let (Some(access), Some(start)) = (&ctx.access_log, &log) {
         let url = tally
             .replica
@@ -167,9 +175,8 @@ async fn exchange(
             return Err(Failed(ProxyError::ClientProtocol(HttpError::DotSegment)))
         }
     };
-    if log.is_some() {
-        tally.route = Some(route.clone());
-    }
+    route.stats.record_request();
+    tally.route = Some(route.clone());
     let out_framing = match req_kind {
         BodyKind::Empty | BodyKind::UntilClose => OutFraming::Empty,
         BodyKind::Length(n) => OutFraming::Length(n),
@@ -188,9 +195,10 @@ async fn exchange(
             // would stop for good): it gets what it missed from the ring and an open stream,
             // and the relay reconnects behind it.
             Some(point) => {
+                tally.status = 200;
                 return Ok(serve_from_ring(
                     ctx, client, head, point, route, false, id, log,
-                ))
+                ));
             }
             None => return Err(Failed(e.into())),
         },
@@ -248,6 +256,9 @@ async fn exchange(
                     match connect::connect_fresh(ctx, &route.upstreams, upstream.replica).await {
                         Ok(fresh) => fresh,
                         Err(e) => {
+                            if point.is_some() {
+                                exchange.tally.status = 200;
+                            }
                             return match point {
                                 Some(point) => Ok(serve_from_ring(
                                     ctx,
@@ -260,7 +271,7 @@ async fn exchange(
                                     log,
                                 )),
                                 None => Err(Failed(e.into())),
-                            }
+                            };
                         }
                     };
             }
@@ -289,6 +300,7 @@ async fn exchange(
                             "sse {}: resumption failed upstream ({e}); serving the ring and reconnecting",
                             point.ring.lineage.scope.target()
                         );
+                        exchange.tally.status = 200;
                         Ok(serve_from_ring(
                             ctx,
                             exchange.client,
@@ -371,6 +383,7 @@ async fn exchange(
                     point.ring.lineage.scope.target(),
                     point.missed
                 );
+                exchange.tally.status = 200;
                 let client = exchange.client;
                 return Ok(serve_from_ring(
                     ctx,

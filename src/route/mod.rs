@@ -29,12 +29,14 @@
 
 pub(crate) mod host;
 pub(crate) mod settings;
+pub mod stats;
 
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use host::HostPattern;
 use settings::{RouteSettings, RouteSpec};
+use stats::{RouteCounts, RouteStats};
 
 use crate::http::{split_absolute_form, RequestHead};
 use crate::upstream::group::UpstreamGroup;
@@ -56,10 +58,14 @@ pub(crate) struct Route {
     /// A hash of the route's host pattern and path prefix, so it is the same on every worker,
     /// and for the same route after a reload.
     pub(crate) scope_key: u64,
+    /// What `/metrics` calls the route: its name, else its host pattern (or `*`) and prefix.
+    label: Box<str>,
+    /// This worker's counters for the route (kept across reloads by label).
+    pub(crate) stats: Rc<RouteStats>,
 }
 
 impl Route {
-    fn new(spec: &RouteSpec, worker: usize) -> Route {
+    fn new(spec: &RouteSpec, worker: usize, stats: Rc<RouteStats>) -> Route {
         let prefix = (spec.path_prefix != "/").then(|| spec.path_prefix.as_bytes().into());
         let mut h = std::collections::hash_map::DefaultHasher::new();
         spec.host.as_ref().map(|h| h.to_string()).hash(&mut h);
@@ -71,6 +77,8 @@ impl Route {
             settings: spec.settings.clone(),
             upstreams: UpstreamGroup::new(&spec.replicas, worker, spec.settings.connect_timeout),
             scope_key: h.finish(),
+            label: route_label(spec).into(),
+            stats,
         }
     }
 
@@ -99,15 +107,49 @@ pub(crate) enum Unrouted {
     DotSegment,
 }
 
+/// A route's label on `/metrics`: its `name`, else its host pattern (`*` for any) and prefix,
+/// e.g. `*.example.com/events/` or `*/`.
+fn route_label(spec: &RouteSpec) -> String {
+    match &spec.name {
+        Some(name) => name.clone(),
+        None => {
+            let host = spec
+                .host
+                .as_ref()
+                .map_or("*".to_string(), |h| h.to_string());
+            format!("{host}{}", spec.path_prefix)
+        }
+    }
+}
+
 impl RouteTable {
-    /// `worker`: where this worker's round robins start.
-    pub(crate) fn new(specs: &[RouteSpec], worker: usize) -> RouteTable {
+    /// `worker`: where this worker's round robins start. `previous`: the table this one replaces
+    /// (a reload), whose routes hand their counters to the routes of the same label.
+    pub(crate) fn new(
+        specs: &[RouteSpec],
+        worker: usize,
+        previous: Option<&RouteTable>,
+    ) -> RouteTable {
         let routes: Box<[Rc<Route>]> = specs
             .iter()
-            .map(|spec| Rc::new(Route::new(spec, worker)))
+            .map(|spec| {
+                let label = route_label(spec);
+                let stats = previous
+                    .and_then(|t| t.routes.iter().find(|r| *r.label == *label))
+                    .map_or_else(RouteStats::new, |r| r.stats.clone());
+                Rc::new(Route::new(spec, worker, stats))
+            })
             .collect();
         let by_path = routes.iter().any(|r| r.path_prefix.is_some());
         RouteTable { routes, by_path }
+    }
+
+    /// Each route's counters on this worker, for `/metrics`.
+    pub(crate) fn counts(&self) -> Vec<RouteCounts> {
+        self.routes
+            .iter()
+            .map(|r| r.stats.counts(&r.label))
+            .collect()
     }
 
     /// The first route that matches the request; None: no route does (404). The Host header
@@ -216,7 +258,7 @@ mod tests {
 
     /// The name of the route `raw` resolves to in a table made of `specs`.
     fn route_of(specs: &[RouteSpec], raw: &str) -> Option<String> {
-        let table = RouteTable::new(specs, 0);
+        let table = RouteTable::new(specs, 0, None);
         let head = RequestHead::parse(
             Bytes::copy_from_slice(raw.as_bytes()),
             &HeadLimits::default(),
@@ -296,8 +338,8 @@ mod tests {
     #[test]
     fn routes_have_distinct_scope_keys_on_every_worker_alike() {
         let specs = [spec("a", Some("a.example.com"), "/"), spec("b", None, "/")];
-        let w0 = RouteTable::new(&specs, 0);
-        let w1 = RouteTable::new(&specs, 1);
+        let w0 = RouteTable::new(&specs, 0, None);
+        let w1 = RouteTable::new(&specs, 1, None);
         assert_ne!(w0.routes[0].scope_key, w0.routes[1].scope_key);
         assert_eq!(w0.routes[0].scope_key, w1.routes[0].scope_key);
         assert_eq!(
@@ -308,8 +350,12 @@ mod tests {
 
     #[test]
     fn dot_segments_are_refused_only_when_routes_go_by_path() {
-        let by_path = RouteTable::new(&[spec("api", None, "/api/"), spec("all", None, "/")], 0);
-        let catch_all = RouteTable::new(&[spec("all", None, "/")], 0);
+        let by_path = RouteTable::new(
+            &[spec("api", None, "/api/"), spec("all", None, "/")],
+            0,
+            None,
+        );
+        let catch_all = RouteTable::new(&[spec("all", None, "/")], 0, None);
         let resolve = |table: &RouteTable, target: &str| {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
             let head = RequestHead::parse(Bytes::from(raw), &HeadLimits::default()).unwrap();
@@ -346,5 +392,25 @@ mod tests {
         ] {
             assert_eq!(resolve(&by_path, target), Ok(()), "{target}");
         }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_counters_of_routes_with_the_same_label() {
+        let old = RouteTable::new(
+            &[spec("feeds", None, "/events/"), spec("api", None, "/")],
+            0,
+            None,
+        );
+        old.routes[0].stats.record_request();
+        old.routes[1].stats.record_request();
+        let mut unnamed = spec("x", Some("*.example.com"), "/a/");
+        unnamed.name = None;
+        let new = RouteTable::new(&[spec("feeds", None, "/feeds/"), unnamed], 0, Some(&old));
+        let counts = new.counts();
+        assert_eq!((counts[0].label.as_str(), counts[0].requests), ("feeds", 1));
+        assert_eq!(
+            (counts[1].label.as_str(), counts[1].requests),
+            ("*.example.com/a/", 0)
+        );
     }
 }

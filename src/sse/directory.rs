@@ -77,6 +77,8 @@ pub struct WorkerStatus {
     pub upstreams: Vec<ReplicaReport>,
     /// The configuration generation this worker serves new requests with (`crate::reload`).
     pub config_generation: u64,
+    /// Each route's counters on this worker.
+    pub routes: Vec<crate::route::stats::RouteCounts>,
 }
 
 struct Inbox {
