@@ -6,40 +6,11 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::config_file::ConfigFile;
 use common::*;
-
-/// A configuration file for one test, removed when dropped.
-struct ConfigFile {
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tether-config-{}-{}.toml",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&path, text).expect("write the config file");
-        ConfigFile { path }
-    }
-
-    fn path(&self) -> String {
-        self.path.display().to_string()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
 
 /// `tether reverse --config FILE` with `extra` flags (two workers unless `extra` says).
 fn start(file: &ConfigFile, extra: &[&str]) -> Tether {

@@ -9,51 +9,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::config_file::ConfigFile;
 use common::*;
 
 /// How long a reload may take to reach every worker before the test fails.
 const RELOAD_LIMIT: Duration = Duration::from_secs(10);
-
-/// A configuration file for one test, rewritten in place by [`ConfigFile::write`].
-struct ConfigFile {
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tether-reload-{}-{}.toml",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let file = ConfigFile { path };
-        file.write(text);
-        file
-    }
-
-    /// Replaces the file's text at once (a rename, as editors and deploy tools do), so a reload
-    /// never reads half a file.
-    fn write(&self, text: &str) {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, text).expect("write the config file");
-        std::fs::rename(&tmp, &self.path).expect("replace the config file");
-    }
-
-    fn path(&self) -> String {
-        self.path.display().to_string()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
 
 /// `tether reverse --config FILE --admin 127.0.0.1:0` with `extra` flags (two workers unless
 /// `extra` says).

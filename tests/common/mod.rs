@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod config_file;
 pub mod sse_client;
 pub mod websocket;
 
@@ -1028,22 +1029,32 @@ pub fn read_request_head(s: &mut TcpStream) -> bool {
     true
 }
 
+/// One connection accepted on `l` within `within` (polling, so a test thread never hangs on a
+/// client that never comes), as a blocking socket; None when none came.
+pub fn accept_within(l: &TcpListener, within: Duration) -> Option<TcpStream> {
+    l.set_nonblocking(true).unwrap();
+    let stop = Instant::now() + within;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return Some(s);
+            }
+            Err(_) if Instant::now() < stop => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// A one-shot origin: accepts one connection (within 10 s), reads a request head, writes
 /// `response` and then keeps the socket open for `linger` before closing it. Returns its URL.
 pub fn scripted_origin(response: Vec<u8>, linger: Duration) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    l.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
-        let stop = Instant::now() + Duration::from_secs(10);
-        let mut s = loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(_) if Instant::now() < stop => std::thread::sleep(Duration::from_millis(5)),
-                Err(_) => return,
-            }
+        let Some(mut s) = accept_within(&l, Duration::from_secs(10)) else {
+            return;
         };
-        s.set_nonblocking(false).unwrap();
         if !read_request_head(&mut s) {
             return;
         }

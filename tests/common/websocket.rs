@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// RFC 6455 1.3: appended to the client's key before hashing.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -183,16 +183,9 @@ pub fn echo_server() -> (String, std::sync::mpsc::Receiver<String>) {
     let addr = l.local_addr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        l.set_nonblocking(true).unwrap();
-        let stop = Instant::now() + Duration::from_secs(20);
-        let mut s = loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(_) if Instant::now() < stop => std::thread::sleep(Duration::from_millis(5)),
-                Err(_) => return,
-            }
+        let Some(mut s) = super::accept_within(&l, Duration::from_secs(20)) else {
+            return;
         };
-        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let Ok(head) = read_head(&mut s) else { return };
         let key = header(&head, "sec-websocket-key").unwrap_or("").to_string();
