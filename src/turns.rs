@@ -270,6 +270,13 @@ mod tests {
 
     const SLICE: Duration = Duration::from_millis(2);
 
+    /// A worker's turns with its bell task running (inside a runtime).
+    fn ringing() -> Rc<Turns> {
+        let (turns, listen) = Turns::new(SLICE).unwrap();
+        monoio::spawn(ring_loop(turns.clone(), listen));
+        turns
+    }
+
     fn on_both_runtimes(f: fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) {
         let mut uring = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .enable_timer()
@@ -288,8 +295,7 @@ mod tests {
     fn a_turn_is_immediate_while_the_slice_has_room() {
         on_both_runtimes(|| {
             Box::pin(async {
-                let (turns, listen) = Turns::new(SLICE).unwrap();
-                monoio::spawn(ring_loop(turns.clone(), listen));
+                let turns = ringing();
                 for _ in 0..100 {
                     turns.my_turn().await;
                     turns.charge(Instant::now());
@@ -303,8 +309,7 @@ mod tests {
     fn past_the_slice_streams_wait_for_a_tick_in_order() {
         on_both_runtimes(|| {
             Box::pin(async {
-                let (turns, listen) = Turns::new(SLICE).unwrap();
-                monoio::spawn(ring_loop(turns.clone(), listen));
+                let turns = ringing();
                 // A slice used up.
                 turns.used.set(SLICE);
                 let order = Rc::new(RefCell::new(Vec::new()));
@@ -333,8 +338,7 @@ mod tests {
     fn a_newly_ready_stream_queues_behind_those_waiting() {
         on_both_runtimes(|| {
             Box::pin(async {
-                let (turns, listen) = Turns::new(SLICE).unwrap();
-                monoio::spawn(ring_loop(turns.clone(), listen));
+                let turns = ringing();
                 turns.used.set(SLICE);
                 let order = Rc::new(RefCell::new(Vec::new()));
                 let first = {
@@ -366,8 +370,7 @@ mod tests {
     fn a_dropped_wait_gives_up_its_place() {
         on_both_runtimes(|| {
             Box::pin(async {
-                let (turns, listen) = Turns::new(SLICE).unwrap();
-                monoio::spawn(ring_loop(turns.clone(), listen));
+                let turns = ringing();
                 turns.used.set(SLICE);
                 {
                     let mut wait = std::pin::pin!(turns.my_turn());
