@@ -172,7 +172,10 @@ fn lone_cr_line_endings_are_not_held_back() {
         &[url_of(&up)],
         &["--sse-heartbeat", "0", "--pass-clean-end"],
     );
-    let mut s = SseReader::get(t.addr, "/sse?events=3&rate=2.5&eol=cr", &[]);
+    // One event a second: a block held back for the next input arrives a whole second late,
+    // while a loaded machine (the suite on two cores, under two drivers) may stall a few hundred
+    // milliseconds without anything being held back (400 ms intervals failed once that way).
+    let mut s = SseReader::get(t.addr, "/sse?events=3&rate=1&eol=cr", &[]);
     let events = s.events_to_end();
     for w in events.windows(2) {
         let seen = micros(w[0].at_wall);
