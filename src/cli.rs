@@ -341,3 +341,23 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+/// `tether reverse --bind 127.0.0.1:0 --upstream http://127.0.0.1:1` plus `extra`, parsed: the
+/// arguments unit tests build a `Config` or route settings from.
+#[cfg(test)]
+pub(crate) fn test_args(extra: &[&str]) -> ReverseArgs {
+    use clap::Parser;
+    let mut argv = vec![
+        "tether",
+        "reverse",
+        "--bind",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:1",
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv).unwrap().command {
+        Command::Reverse(args) => *args,
+        _ => unreachable!(),
+    }
+}

@@ -381,24 +381,7 @@ mod tests {
 
     #[test]
     fn an_identity_header_must_be_a_header_name() {
-        use clap::Parser;
-        let args = |name: &str| {
-            let cli = crate::cli::Cli::try_parse_from([
-                "tether",
-                "reverse",
-                "--bind",
-                "127.0.0.1:0",
-                "--upstream",
-                "http://127.0.0.1:1",
-                "--identity-header",
-                name,
-            ])
-            .unwrap();
-            match cli.command {
-                crate::cli::Command::Reverse(a) => *a,
-                _ => unreachable!(),
-            }
-        };
+        let args = |name: &str| crate::cli::test_args(&["--identity-header", name]);
         let err = Config::from_args(&args("X Api Key")).unwrap_err();
         assert!(
             err.to_string()

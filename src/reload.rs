@@ -340,22 +340,7 @@ mod tests {
     use super::*;
 
     fn config(extra: &[&str]) -> Config {
-        use clap::Parser;
-        let mut argv = vec![
-            "tether",
-            "reverse",
-            "--bind",
-            "127.0.0.1:0",
-            "--upstream",
-            "http://127.0.0.1:1",
-        ];
-        argv.extend_from_slice(extra);
-        let crate::cli::Command::Reverse(args) =
-            crate::cli::Cli::try_parse_from(argv).unwrap().command
-        else {
-            unreachable!()
-        };
-        Config::from_args(&args).unwrap()
+        Config::from_args(&crate::cli::test_args(extra)).unwrap()
     }
 
     #[test]

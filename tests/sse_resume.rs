@@ -6,19 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::sse_client::{ids, SseClient, StreamEnd};
+use common::sse_client::{ids, read_through, SseClient, StreamEnd};
 use common::*;
-
-/// Reads until the client has seen id `last` (or the deadline).
-fn read_through(c: &mut SseClient, last: u64, limit: Duration) -> (Vec<u64>, StreamEnd) {
-    let (events, end) = c.read_until(limit, |ev| {
-        ev.last()
-            .and_then(|e| e.id.as_ref())
-            .and_then(|i| i.parse::<u64>().ok())
-            >= Some(last)
-    });
-    (ids(&events), end)
-}
 
 /// The Last-Event-ID of every request the simulator got for paths starting with `prefix`.
 fn last_ids(up: &tether_perf::UpstreamHandle, prefix: &str) -> Vec<Option<String>> {

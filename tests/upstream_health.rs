@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::sse_client::{ids, SseClient, StreamEnd};
+use common::sse_client::{read_through, SseClient, StreamEnd};
 use common::*;
 
 /// An origin that answers every request with the status it is set to (keep-alive, a 5-byte
@@ -296,17 +296,6 @@ fn eject_after_zero_never_ejects() {
     assert_eq!(ejections(admin, &refusing), 0);
     assert_eq!(scrape(admin, "tether_upstream_ejected_replicas"), 0);
     assert_eq!(state_of(admin, &refusing), "healthy");
-}
-
-/// Reads until the client has seen id `last` (or the deadline).
-fn read_through(c: &mut SseClient, last: u64, limit: Duration) -> (Vec<u64>, StreamEnd) {
-    let (events, end) = c.read_until(limit, |ev| {
-        ev.last()
-            .and_then(|e| e.id.as_ref())
-            .and_then(|i| i.parse::<u64>().ok())
-            >= Some(last)
-    });
-    (ids(&events), end)
 }
 
 /// A stream whose replica was ejected meanwhile resumes on the other replica without trying its

@@ -231,19 +231,7 @@ mod tests {
     use crate::http::HeadLimits;
 
     fn settings() -> RouteSettings {
-        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
-            "tether",
-            "reverse",
-            "--bind",
-            "127.0.0.1:0",
-            "--upstream",
-            "http://127.0.0.1:1",
-        ])
-        .unwrap();
-        let crate::cli::Command::Reverse(args) = cli.command else {
-            unreachable!()
-        };
-        RouteSettings::from_args(&args).unwrap()
+        RouteSettings::from_args(&crate::cli::test_args(&[])).unwrap()
     }
 
     fn spec(name: &str, host: Option<&str>, prefix: &str) -> RouteSpec {

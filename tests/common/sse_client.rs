@@ -291,6 +291,17 @@ impl SseClient {
     }
 }
 
+/// Reads until the client has seen id `last` (or the deadline); the ids read, and how it ended.
+pub fn read_through(c: &mut SseClient, last: u64, limit: Duration) -> (Vec<u64>, StreamEnd) {
+    let (events, end) = c.read_until(limit, |ev| {
+        ev.last()
+            .and_then(|e| e.id.as_ref())
+            .and_then(|i| i.parse::<u64>().ok())
+            >= Some(last)
+    });
+    (ids(&events), end)
+}
+
 /// The ids of events, as numbers (the simulator numbers them 1, 2, 3, ...).
 pub fn ids(events: &[Event]) -> Vec<u64> {
     events
