@@ -144,6 +144,17 @@ fn returning_client_is_never_answered_5xx(hangup: Hangup) {
          the upstream hung up before answering; it would stop for good\ntether's log:\n{}",
         t.log_lines().join("\n")
     );
+    // The catch-all route of --upstream counts both streams as the 200s they are, the one
+    // served from the ring included.
+    let metrics = Tether::metrics_text(admin);
+    assert_eq!(
+        (
+            prom_value(&metrics, r#"tether_route_responses_2xx_total{route="*/"}"#),
+            prom_value(&metrics, r#"tether_route_responses_5xx_total{route="*/"}"#)
+        ),
+        (Some(2.0), Some(0.0)),
+        "{metrics}"
+    );
 
     // The real upstream comes back on its port: the stream continues after 5, exactly.
     let _again = spawn(UpstreamConfig {

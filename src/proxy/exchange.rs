@@ -195,9 +195,8 @@ async fn exchange(
             // would stop for good): it gets what it missed from the ring and an open stream,
             // and the relay reconnects behind it.
             Some(point) => {
-                tally.status = 200;
                 return Ok(serve_from_ring(
-                    ctx, client, head, point, route, false, id, log,
+                    ctx, client, head, point, route, false, id, log, tally,
                 ));
             }
             None => return Err(Failed(e.into())),
@@ -256,9 +255,6 @@ async fn exchange(
                     match connect::connect_fresh(ctx, &route.upstreams, upstream.replica).await {
                         Ok(fresh) => fresh,
                         Err(e) => {
-                            if point.is_some() {
-                                exchange.tally.status = 200;
-                            }
                             return match point {
                                 Some(point) => Ok(serve_from_ring(
                                     ctx,
@@ -269,6 +265,7 @@ async fn exchange(
                                     false,
                                     id,
                                     log,
+                                    exchange.tally,
                                 )),
                                 None => Err(Failed(e.into())),
                             };
@@ -300,7 +297,6 @@ async fn exchange(
                             "sse {}: resumption failed upstream ({e}); serving the ring and reconnecting",
                             point.ring.lineage.scope.target()
                         );
-                        exchange.tally.status = 200;
                         Ok(serve_from_ring(
                             ctx,
                             exchange.client,
@@ -310,6 +306,7 @@ async fn exchange(
                             false,
                             id,
                             log,
+                            exchange.tally,
                         ))
                     }
                     _ => Err(Failed(e)),
@@ -383,7 +380,6 @@ async fn exchange(
                     point.ring.lineage.scope.target(),
                     point.missed
                 );
-                exchange.tally.status = 200;
                 let client = exchange.client;
                 return Ok(serve_from_ring(
                     ctx,
@@ -394,6 +390,7 @@ async fn exchange(
                     !retry,
                     id,
                     log,
+                    exchange.tally,
                 ));
             }
         }
@@ -428,6 +425,7 @@ fn serve_from_ring(
     end_after_replay: bool,
     id: &RequestId,
     log: Option<&RequestStart>,
+    tally: &mut Tally,
 ) -> Outcome {
     let http11 = head.version == Version::Http11;
     let framing = if http11 {
@@ -452,6 +450,7 @@ fn serve_from_ring(
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     ctx.metrics.record_response(200);
+    tally.status = 200;
     if client.buf.is_empty() {
         *client.buf = BytesMut::new();
     }
