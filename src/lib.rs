@@ -9,6 +9,7 @@
 //! - [`config`]: the settings resolved once from the command line and the configuration file.
 //! - [`config_file`]: `--config tether.toml`: every flag a key, `[[route]]` tables, errors with
 //!   line and column.
+//! - [`rules`]: interceptor rules on requests, responses and SSE events; the [`rules::Interceptor`] trait.
 //! - `route`: which upstream group and settings a request gets, by host and path prefix.
 //! - [`check`]: `tether check`, the configuration validated and printed.
 //! - [`limits`]: named limits outside the HTTP codec.
@@ -57,6 +58,7 @@ pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub mod reload;
 pub(crate) mod route;
+pub mod rules;
 pub(crate) mod runtime;
 pub mod server;
 pub(crate) mod size;
