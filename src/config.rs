@@ -12,6 +12,7 @@ use crate::cli::{DriverChoice, ReverseArgs};
 use crate::config_file::{FileRoute, Loaded};
 use crate::http::HeadLimits;
 use crate::route::settings::{RouteSettings, RouteSpec};
+use crate::rules::{Interceptor, RuleChain, RuleSpec};
 use crate::sse::table::RingLimits;
 use crate::upstream::health::EjectPolicy;
 use crate::upstream::replica::{Upstream, UpstreamSpec, UpstreamUrlError};
@@ -60,6 +61,14 @@ pub struct Config {
     pub upstream_eject: EjectPolicy,
     /// `--access-log`: where access log lines go (None = off).
     pub access_log: Option<AccessLogTarget>,
+    /// The file's `[[rule]]` tables, in file order.
+    pub(crate) rules: Vec<RuleSpec>,
+    /// A program's own interceptors (`crate::rules::Interceptor`), run after the file's rules
+    /// on every route; kept across reloads. Empty for the `tether` binary.
+    pub interceptors: Vec<Arc<dyn Interceptor>>,
+    /// The file's rules and `interceptors`, compiled: what every route's requests run through
+    /// (`Config::build_rule_chain`, at start and at each reload).
+    pub(crate) rule_chain: RuleChain,
 }
 
 /// Why the command line cannot run.
@@ -301,10 +310,21 @@ impl Config {
                 period: args.upstream_eject_for,
             },
             access_log: args.access_log.as_deref().map(AccessLogTarget::parse),
+            rules: Vec::new(),
+            interceptors: Vec::new(),
+            rule_chain: RuleChain::default(),
         })
     }
 
     /// The CPU worker `index` is pinned to, if pinning.
+    /// Compiles the rules and the program's interceptors into the chain every route runs
+    /// (their counters keep their values across reloads, by rule name).
+    pub(crate) fn build_rule_chain(&mut self) {
+        let mut all = crate::rules::compile(&self.rules);
+        all.extend(self.interceptors.iter().cloned());
+        self.rule_chain = RuleChain::new(all);
+    }
+
     pub fn cpu_for(&self, index: usize) -> Option<usize> {
         self.cpus
             .as_ref()

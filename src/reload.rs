@@ -253,9 +253,10 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
 /// The configuration a reload puts in force: `new`'s routes, replicas and live settings, and
 /// `running`'s restart-only ones.
 fn with_restart_only_kept(running: &Config, new: Config) -> Config {
-    Config {
+    let mut config = Config {
         upstreams: new.upstreams,
         routes: new.routes,
+        rules: new.rules,
         upstream_pool_size: new.upstream_pool_size,
         resolve_interval: new.resolve_interval,
         upstream_eject: new.upstream_eject,
@@ -264,7 +265,10 @@ fn with_restart_only_kept(running: &Config, new: Config) -> Config {
             ..running.timeouts
         },
         ..running.clone()
-    }
+    };
+    // The new rules with the program's own interceptors (kept from `running`).
+    config.build_rule_chain();
+    config
 }
 
 /// For each of the process's replicas: whether a route of `config` uses it.
@@ -290,7 +294,12 @@ pub(crate) fn apply_on_worker(ctx: &WorkerCtx, config: &Config, generation: u64)
         config.upstream_pool_size,
         config.timeouts.pool_idle,
     );
-    let table = RouteTable::new(&config.routes, ctx.index, Some(&ctx.routes.borrow()));
+    let table = RouteTable::new(
+        &config.routes,
+        &config.rule_chain,
+        ctx.index,
+        Some(&ctx.routes.borrow()),
+    );
     *ctx.routes.borrow_mut() = Rc::new(table);
     ctx.config_generation.set(generation);
     crate::log_debug!(

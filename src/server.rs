@@ -45,6 +45,7 @@ impl Server {
             None => None,
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        config.build_rule_chain();
         let config = Arc::new(config);
         let resolver = spawn_resolver(config.upstreams.clone(), config.resolve_interval);
 

@@ -227,7 +227,12 @@ fn run(
         let ctx = Rc::new(WorkerCtx {
             index,
             driver,
-            routes: RefCell::new(Rc::new(RouteTable::new(&config.routes, index, None))),
+            routes: RefCell::new(Rc::new(RouteTable::new(
+                &config.routes,
+                &config.rule_chain,
+                index,
+                None,
+            ))),
             config_generation: Cell::new(1),
             streams: StreamTable::new(index, config.rings, links.directory.clone()),
             directory: links.directory,

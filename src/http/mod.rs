@@ -13,12 +13,14 @@
 //! forms, Host, and the diagnosis of refused heads), `framing` (RFC 9112 section 6 and
 //! keep-alive), `chunked` (the chunked decoder), `body` (one body of a known kind, outgoing
 //! chunk framing), `rewrite` (what crosses the proxy), `error` (every failure, with its
-//! status), `syntax` (RFC 9110 5.6 tokens, whitespace, lists, digits), `upgrade` (which requests may
+//! status), `field_edit` (header changes
+//! asked for by rules), `syntax` (RFC 9110 5.6 tokens, whitespace, lists, digits), `upgrade` (which requests may
 //! switch protocols).
 
 mod body;
 mod chunked;
 mod error;
+mod field_edit;
 mod framing;
 mod head;
 mod rewrite;
@@ -37,6 +39,7 @@ pub use chunked::{
     ChunkedDecoder, Decoded, MAX_CHUNK_EXT_BYTES, MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES,
 };
 pub use error::HttpError;
+pub use field_edit::HeaderEdit;
 pub use framing::{
     expects_continue, request_body_kind, request_keep_alive, response_body_kind,
     response_keep_alive, BodyKind, ResponseFraming,
@@ -46,7 +49,8 @@ pub use head::{
 };
 pub(crate) use head::{MAX_HEADERS, MAX_HEAD_BYTES, MAX_TARGET_BYTES};
 pub(crate) use rewrite::{
-    reason_phrase, write_error_response, write_interim_response, write_switching_response,
+    reason_phrase, write_edited_client_response, write_error_response, write_interim_response,
+    write_own_response, write_switching_response,
 };
 pub use rewrite::{write_client_response, write_upstream_request, ForwardContext, OutFraming};
 pub(crate) use rules::split_absolute_form;

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
+use super::field_edit::{self, HeaderEdit};
 use super::framing::content_length;
 use super::head::{Method, RequestHead, ResponseHead, Version};
 use super::rules::split_absolute_form;
@@ -49,6 +50,8 @@ pub struct ForwardContext<'a> {
     /// The request asks to switch protocols (`crate::http::requests_upgrade`): its `Upgrade`
     /// field crosses, with `Connection: upgrade`, instead of being dropped as hop-by-hop.
     pub upgrade: bool,
+    /// Header changes asked for by the request's rules (`crate::rules`); empty without rules.
+    pub header_edits: &'a [HeaderEdit],
 }
 
 /// Field names that never cross the proxy, besides those a Connection header lists
@@ -191,6 +194,7 @@ pub fn write_upstream_request(
             || is(name, "x-forwarded-proto")
             || is(name, "x-forwarded-host")
             || (ctx.last_event_id.is_some() && is(name, "last-event-id"))
+            || field_edit::edited(ctx.header_edits, name)
         {
             continue;
         }
@@ -200,6 +204,10 @@ pub fn write_upstream_request(
             value
         };
         put_field(out, name, value);
+    }
+
+    for (name, value) in field_edit::added(ctx.header_edits) {
+        put_field(out, name.as_bytes(), value.as_bytes());
     }
 
     // Framing.
@@ -277,16 +285,21 @@ fn put_end_to_end_fields(
     head: &ResponseHead,
     request_id: &[u8],
     upgrade: bool,
+    edits: &[HeaderEdit],
 ) {
     let hop = HopByHop::with_upgrade(head.headers_named("connection"), upgrade);
     for (name, value) in head.headers() {
         if hop.drops(name)
             || is(name, "content-length")
             || (!request_id.is_empty() && is(name, "x-request-id"))
+            || field_edit::edited(edits, name)
         {
             continue;
         }
         put_field(out, name, value);
+    }
+    for (name, value) in field_edit::added(edits) {
+        put_field(out, name.as_bytes(), value.as_bytes());
     }
     if !request_id.is_empty() {
         put_field(out, b"X-Request-Id", request_id);
@@ -306,8 +319,21 @@ pub fn write_client_response(
     request_id: &[u8],
     out: &mut BytesMut,
 ) {
+    write_edited_client_response(head, body, keep_alive, client_version, request_id, &[], out);
+}
+
+/// [`write_client_response`] with the header changes of the request's rules.
+pub(crate) fn write_edited_client_response(
+    head: &ResponseHead,
+    body: OutFraming,
+    keep_alive: bool,
+    client_version: Version,
+    request_id: &[u8],
+    edits: &[HeaderEdit],
+    out: &mut BytesMut,
+) {
     put_status_line(out, head);
-    put_end_to_end_fields(out, head, request_id, false);
+    put_end_to_end_fields(out, head, request_id, false, edits);
     let mut keep_alive = keep_alive;
     match body {
         // HEAD and 304: the upstream's Content-Length describes the representation; 1xx and 204
@@ -334,7 +360,7 @@ pub fn write_client_response(
 /// An interim (1xx) response to relay to an HTTP/1.1 client as is, minus hop-by-hop headers.
 pub(crate) fn write_interim_response(head: &ResponseHead, out: &mut BytesMut) {
     put_status_line(out, head);
-    put_end_to_end_fields(out, head, b"", false);
+    put_end_to_end_fields(out, head, b"", false, &[]);
     out.put_slice(b"\r\n");
 }
 
@@ -344,7 +370,7 @@ pub(crate) fn write_interim_response(head: &ResponseHead, out: &mut BytesMut) {
 /// connection carries the new protocol's bytes.
 pub(crate) fn write_switching_response(head: &ResponseHead, request_id: &[u8], out: &mut BytesMut) {
     put_status_line(out, head);
-    put_end_to_end_fields(out, head, request_id, true);
+    put_end_to_end_fields(out, head, request_id, true, &[]);
     out.put_slice(b"Connection: upgrade\r\n\r\n");
 }
 
@@ -382,6 +408,35 @@ pub(crate) fn write_error_response(
     out.put_slice(b": ");
     out.put_slice(detail.as_bytes());
     out.put_u8(b'\n');
+}
+
+/// A response the proxy makes with a body of its own (an interceptor rule's answer): status
+/// line, `Content-Type`, `Content-Length`, `X-Request-Id`, and `Connection: close` unless
+/// `keep_alive`; the body follows.
+pub(crate) fn write_own_response(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    keep_alive: bool,
+    request_id: &[u8],
+    out: &mut BytesMut,
+) {
+    out.reserve(body.len() + 160);
+    out.put_slice(b"HTTP/1.1 ");
+    put_decimal(out, u64::from(status));
+    out.put_u8(b' ');
+    out.put_slice(reason_phrase(status).as_bytes());
+    out.put_slice(b"\r\n");
+    put_field(out, b"Content-Type", content_type.as_bytes());
+    put_length(out, body.len() as u64);
+    if !keep_alive {
+        out.put_slice(b"Connection: close\r\n");
+    }
+    if !request_id.is_empty() {
+        put_field(out, b"X-Request-Id", request_id);
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(body);
 }
 
 /// The RFC 9110 section 15 reason phrase of `status`, "" for codes it does not register.

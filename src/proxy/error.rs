@@ -36,6 +36,9 @@ pub enum ProxyError {
     UpstreamSwitchedProtocols,
     /// The upstream did not answer within the upstream header timeout (504).
     UpstreamHeadTimeout,
+    /// A response body read whole for the rules (`max-inspect-bytes`) broke off or stalled
+    /// before its end; nothing of it had reached the client (502).
+    UpstreamBodyForRules,
     /// A request method the proxy does not forward (501).
     MethodNotSupported(&'static str),
     /// No route of the configuration matches the request's host and path (404).
@@ -78,6 +81,9 @@ impl ProxyError {
                 "the upstream server switched protocols, which this proxy does not relay".into()
             }
             ProxyError::UpstreamHeadTimeout => "the upstream server did not respond in time".into(),
+            ProxyError::UpstreamBodyForRules => {
+                "the upstream server's response body broke off".into()
+            }
             ProxyError::MethodNotSupported(m) => format!("{m} is not supported by this proxy"),
             ProxyError::NoRoute => NO_ROUTE_REASON.into(),
             ProxyError::ClientGone => return None,
@@ -94,7 +100,8 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamClosed
-            | ProxyError::UpstreamSwitchedProtocols => 502,
+            | ProxyError::UpstreamSwitchedProtocols
+            | ProxyError::UpstreamBodyForRules => 502,
             ProxyError::UpstreamHeadTimeout => 504,
             ProxyError::MethodNotSupported(_) => 501,
             ProxyError::NoRoute => 404,
@@ -130,6 +137,9 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamHeadTimeout => {
                 f.write_str("upstream did not answer within the upstream header timeout")
             }
+            ProxyError::UpstreamBodyForRules => f.write_str(
+                "upstream response body broke off or stalled while read whole for the rules",
+            ),
             ProxyError::MethodNotSupported(m) => write!(f, "{m} is not supported by this proxy"),
             ProxyError::NoRoute => f.write_str(NO_ROUTE_REASON),
         }

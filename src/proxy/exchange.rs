@@ -18,7 +18,9 @@ use monoio::net::TcpStream;
 
 use super::answer::answer_error;
 use super::error::ProxyError;
+use super::inspect::{read_up_to, readable_coding, InspectFailure, InspectedBody};
 use super::request_id::RequestId;
+use super::request_rules::{self, RequestStage};
 use super::tunnel::TunnelStart;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::conn_io::{
@@ -28,13 +30,14 @@ use crate::conn_io::{
 use crate::conn_table::ConnGuard;
 use crate::http::{
     expects_continue, request_body_kind, requests_upgrade, response_body_kind, response_keep_alive,
-    write_client_response, write_interim_response, write_switching_response,
+    write_edited_client_response, write_interim_response, write_switching_response,
     write_upstream_request, BodyDecoder, BodyKind, ChunkHeader, Decoded, ForwardContext,
     HeadScanner, HttpError, Method, OutFraming, RequestHead, ResponseHead, Version, CHUNK_END,
     LAST_CHUNK,
 };
 use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
 use crate::route::{Route, Unrouted};
+use crate::rules::RequestRules;
 use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
@@ -157,7 +160,7 @@ pub async fn forward(ctx: &WorkerCtx, mut client: ClientSide<'_>, head: RequestH
 /// The exchange proper; `forward` answers its failure.
 async fn exchange(
     ctx: &WorkerCtx,
-    client: ClientSide<'_>,
+    mut client: ClientSide<'_>,
     head: RequestHead,
     id: &RequestId,
     log: Option<&RequestStart>,
@@ -177,10 +180,47 @@ async fn exchange(
     };
     route.stats.record_request();
     tally.route = Some(route.clone());
-    let out_framing = match req_kind {
-        BodyKind::Empty | BodyKind::UntilClose => OutFraming::Empty,
-        BodyKind::Length(n) => OutFraming::Length(n),
-        BodyKind::Chunked => OutFraming::Chunked,
+    // Interceptor rules: decided once, from the head; a request no rule applies to has None
+    // and takes the path without rules.
+    let mut rules = request_rules::plan_for(&route, &head);
+    let mut interim_sent = false;
+    let mut inspected = None;
+    if let Some(r) = rules.as_mut() {
+        let stage = request_rules::run(
+            ctx,
+            &mut client,
+            &head,
+            req_kind,
+            &route,
+            r,
+            id,
+            &mut interim_sent,
+        )
+        .await
+        .map_err(Failed)?;
+        match stage {
+            RequestStage::Forward(body) => inspected = body,
+            RequestStage::Answered {
+                status,
+                bytes,
+                keep_alive,
+            } => {
+                tally.status = status;
+                tally.bytes_to_client = bytes;
+                return Ok(if keep_alive {
+                    Outcome::KeepAlive
+                } else {
+                    Outcome::Close
+                });
+            }
+        }
+    }
+    let out_framing = match (&inspected, req_kind) {
+        // Read whole for the rules: sent with its length, whatever its framing was.
+        (Some(InspectedBody::Whole(body)), _) => OutFraming::Length(body.len() as u64),
+        (_, BodyKind::Empty | BodyKind::UntilClose) => OutFraming::Empty,
+        (_, BodyKind::Length(n)) => OutFraming::Length(n),
+        (_, BodyKind::Chunked) => OutFraming::Chunked,
     };
     // A reconnecting SSE client whose Last-Event-ID is in a replay ring: the upstream is asked to
     // resume from the newest event the ring holds, and the ring supplies what lies between.
@@ -196,7 +236,7 @@ async fn exchange(
             // and the relay reconnects behind it.
             Some(point) => {
                 return Ok(serve_from_ring(
-                    ctx, client, head, point, route, false, id, log, tally,
+                    ctx, client, head, point, route, rules, false, id, log, tally,
                 ));
             }
             None => return Err(Failed(e.into())),
@@ -216,13 +256,16 @@ async fn exchange(
             method: None,
             request_id: Some(id.as_bytes()),
             upgrade,
+            header_edits: rules.as_ref().map_or(&[], |r| &r.upstream_edits[..]),
         },
         &mut head_out,
     );
     let head_out = head_out.freeze();
+    // The exchange borrows the route; the stream it may become takes the Rc.
+    let route_ref = route.clone();
     let mut exchange = Exchange {
         ctx,
-        route: &route,
+        route: &route_ref,
         id,
         upgrade,
         tally,
@@ -231,8 +274,10 @@ async fn exchange(
         req_kind,
         out_framing,
         head_out,
-        interim_sent: false,
+        interim_sent,
         replay_pending: point.as_ref().is_some_and(|p| p.missed > 0),
+        rules,
+        inspected,
     };
 
     // A pooled connection may have been closed by the upstream just now; a request with no body and
@@ -262,6 +307,7 @@ async fn exchange(
                                     exchange.head,
                                     point,
                                     route.clone(),
+                                    exchange.rules.take(),
                                     false,
                                     id,
                                     log,
@@ -303,6 +349,7 @@ async fn exchange(
                             exchange.head,
                             point,
                             route.clone(),
+                            exchange.rules.take(),
                             false,
                             id,
                             log,
@@ -352,6 +399,7 @@ async fn exchange(
                     route,
                     request_id: id.detached(),
                     log: log.map(RequestStart::detached),
+                    rules: stream_rules(exchange.rules.take()),
                 })));
             }
             Ok(Step::Tunnel(parts)) => {
@@ -387,6 +435,7 @@ async fn exchange(
                     exchange.head,
                     point,
                     route.clone(),
+                    exchange.rules.take(),
                     !retry,
                     id,
                     log,
@@ -422,6 +471,7 @@ fn serve_from_ring(
     mut head: RequestHead,
     point: ResumePoint,
     route: Rc<Route>,
+    rules: Option<Box<RequestRules>>,
     end_after_replay: bool,
     id: &RequestId,
     log: Option<&RequestStart>,
@@ -475,7 +525,14 @@ fn serve_from_ring(
         route,
         request_id: id.detached(),
         log: log.map(RequestStart::detached),
+        rules: stream_rules(rules),
     }))
+}
+
+/// What a stream keeps of its request's rules: its plan when it has event rules (every event
+/// passes them) or header changes (every resume sends them); else nothing.
+fn stream_rules(rules: Option<Box<RequestRules>>) -> Option<Box<RequestRules>> {
+    rules.filter(|r| r.plan.has_event_rules() || !r.upstream_edits.is_empty())
 }
 
 /// What an attempt produced.
@@ -554,6 +611,10 @@ struct Exchange<'c, 'a> {
     /// A ring holds events this reconnecting client has not had: a non-stream answer must not
     /// reach the client before them.
     replay_pending: bool,
+    /// The request's interceptor rules (None: no rule applies to it).
+    rules: Option<Box<RequestRules>>,
+    /// The request body when the rules read it whole (or its start, past the limit).
+    inspected: Option<InspectedBody>,
 }
 
 impl Exchange<'_, '_> {
@@ -569,7 +630,15 @@ impl Exchange<'_, '_> {
         let mut out = BytesVec::new();
         out.push(self.head_out.clone());
         let mut request_complete = true;
-        if self.req_kind == BodyKind::Empty {
+        let inspected = self.inspected.take();
+        if let Some(InspectedBody::Whole(body)) = inspected {
+            // Read whole for the rules: it leaves with the head, with its length.
+            out.push(body);
+            if write_vec_within(up, out, t.send).await.is_err() {
+                // The upstream may have answered early; its answer is read below.
+                request_complete = false;
+            }
+        } else if self.req_kind == BodyKind::Empty {
             if write_vec_within(up, out, t.send).await.is_err() {
                 return Err(Attempt::StaleUpstream);
             }
@@ -589,8 +658,18 @@ impl Exchange<'_, '_> {
                 }
                 self.interim_sent = true;
             }
-            let mut decoder = BodyDecoder::new(self.req_kind);
             let framing = self.out_framing;
+            // Past the rules' limit: what they read leaves first, the rest is relayed.
+            let mut decoder = match inspected {
+                Some(InspectedBody::Over { read, decoder }) => {
+                    let mut scratch = BytesMut::new();
+                    for piece in read {
+                        push_framed(&mut out, &mut scratch, framing, piece);
+                    }
+                    decoder
+                }
+                _ => BodyDecoder::new(self.req_kind),
+            };
             let mut sent_up = 0u64;
             match relay_body(
                 self.client.stream,
@@ -695,6 +774,43 @@ impl Exchange<'_, '_> {
                 status: response.status,
             });
         }
+
+        // ---- the rules' response stage: header changes, a JSON body read whole ----
+        let mut edits = Vec::new();
+        let mut body_read = None;
+        if let Some(rules) = &self.rules {
+            let plan = &rules.plan;
+            if !streams
+                && framing.kind != BodyKind::Empty
+                && plan.needs_response_body(&response)
+                && readable_coding(response.headers_named("content-encoding"))
+            {
+                let read = read_up_to(
+                    up,
+                    &mut ubuf,
+                    BodyDecoder::new(framing.kind),
+                    r.max_inspect_bytes,
+                    r.body_timeout,
+                )
+                .await
+                .map_err(|e| match e {
+                    InspectFailure::Invalid(e) => ProxyError::UpstreamProtocol(e),
+                    InspectFailure::Closed | InspectFailure::TimedOut => {
+                        ProxyError::UpstreamBodyForRules
+                    }
+                })?;
+                body_read = Some(read);
+            }
+            let whole = match &body_read {
+                Some(InspectedBody::Whole(body)) => Some(&body[..]),
+                _ => None,
+            };
+            let outcome = plan.run_response(&self.head, &response, whole);
+            edits = outcome.edits;
+            if let (Some(new), Some(InspectedBody::Whole(_))) = (outcome.body, &body_read) {
+                body_read = Some(InspectedBody::Whole(new));
+            }
+        }
         self.ctx.metrics.record_response(response.status);
         self.tally.status = response.status;
         if streams {
@@ -708,12 +824,13 @@ impl Exchange<'_, '_> {
             };
             let keep_client = keep_client && sse_framing == OutFraming::Chunked;
             let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
-            write_client_response(
+            write_edited_client_response(
                 &response,
                 sse_framing,
                 keep_client,
                 client_version,
                 self.id.as_bytes(),
+                &edits,
                 &mut head_bytes,
             );
             return Ok(Step::Sse(SseParts {
@@ -725,24 +842,43 @@ impl Exchange<'_, '_> {
             }));
         }
 
+        // A body the rules read whole leaves with its length (rewritten or not).
+        let advertised = match &body_read {
+            Some(InspectedBody::Whole(body)) => OutFraming::Length(body.len() as u64),
+            _ => advertised,
+        };
         let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
-        write_client_response(
+        write_edited_client_response(
             &response,
             advertised,
             keep_client,
             client_version,
             self.id.as_bytes(),
+            &edits,
             &mut head_bytes,
         );
         let mut out = BytesVec::new();
         out.push(head_bytes.freeze());
 
         // ---- response body ----
-        let mut decoder = BodyDecoder::new(framing.kind);
         let body_framing = if matches!(framing.kind, BodyKind::Empty) {
             OutFraming::Empty
         } else {
             advertised
+        };
+        let mut decoder = match body_read {
+            Some(InspectedBody::Whole(body)) => {
+                out.push(body);
+                BodyDecoder::new(BodyKind::Empty)
+            }
+            Some(InspectedBody::Over { read, decoder }) => {
+                let mut scratch = BytesMut::new();
+                for piece in read {
+                    push_framed(&mut out, &mut scratch, body_framing, piece);
+                }
+                decoder
+            }
+            None => BodyDecoder::new(framing.kind),
         };
         match relay_body(
             up,

@@ -4,5 +4,7 @@ pub(crate) mod answer;
 pub mod conn;
 pub mod error;
 pub mod exchange;
+pub(crate) mod inspect;
 pub(crate) mod request_id;
+pub(crate) mod request_rules;
 pub(crate) mod tunnel;

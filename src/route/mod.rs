@@ -39,6 +39,7 @@ use settings::{RouteSettings, RouteSpec};
 use stats::{RouteCounts, RouteStats};
 
 use crate::http::{split_absolute_form, RequestHead};
+use crate::rules::RuleChain;
 use crate::upstream::group::UpstreamGroup;
 
 /// One route as a worker uses it.
@@ -62,10 +63,12 @@ pub(crate) struct Route {
     label: Box<str>,
     /// This worker's counters for the route (kept across reloads by label).
     pub(crate) stats: Rc<RouteStats>,
+    /// The interceptor rules its requests run through (`crate::rules`; empty: none).
+    pub(crate) rules: RuleChain,
 }
 
 impl Route {
-    fn new(spec: &RouteSpec, worker: usize, stats: Rc<RouteStats>) -> Route {
+    fn new(spec: &RouteSpec, worker: usize, stats: Rc<RouteStats>, rules: RuleChain) -> Route {
         let prefix = (spec.path_prefix != "/").then(|| spec.path_prefix.as_bytes().into());
         let mut h = std::collections::hash_map::DefaultHasher::new();
         spec.host.as_ref().map(|h| h.to_string()).hash(&mut h);
@@ -79,6 +82,7 @@ impl Route {
             scope_key: h.finish(),
             label: route_label(spec).into(),
             stats,
+            rules,
         }
     }
 
@@ -125,8 +129,11 @@ fn route_label(spec: &RouteSpec) -> String {
 impl RouteTable {
     /// `worker`: where this worker's round robins start. `previous`: the table this one replaces
     /// (a reload), whose routes hand their counters to the routes of the same label.
+    /// `rules`: the interceptor chain every route's requests run through (each route's
+    /// requests meet only the rules that name it or no route).
     pub(crate) fn new(
         specs: &[RouteSpec],
+        rules: &RuleChain,
         worker: usize,
         previous: Option<&RouteTable>,
     ) -> RouteTable {
@@ -137,11 +144,16 @@ impl RouteTable {
                 let stats = previous
                     .and_then(|t| t.routes.iter().find(|r| *r.label == *label))
                     .map_or_else(RouteStats::new, |r| r.stats.clone());
-                Rc::new(Route::new(spec, worker, stats))
+                Rc::new(Route::new(spec, worker, stats, rules.clone()))
             })
             .collect();
         let by_path = routes.iter().any(|r| r.path_prefix.is_some());
         RouteTable { routes, by_path }
+    }
+
+    #[cfg(test)]
+    fn with_no_rules(specs: &[RouteSpec], worker: usize, previous: Option<&RouteTable>) -> Self {
+        RouteTable::new(specs, &RuleChain::default(), worker, previous)
     }
 
     /// Each route's counters on this worker, for `/metrics`.
@@ -246,7 +258,7 @@ mod tests {
 
     /// The name of the route `raw` resolves to in a table made of `specs`.
     fn route_of(specs: &[RouteSpec], raw: &str) -> Option<String> {
-        let table = RouteTable::new(specs, 0, None);
+        let table = RouteTable::with_no_rules(specs, 0, None);
         let head = RequestHead::parse(
             Bytes::copy_from_slice(raw.as_bytes()),
             &HeadLimits::default(),
@@ -326,8 +338,8 @@ mod tests {
     #[test]
     fn routes_have_distinct_scope_keys_on_every_worker_alike() {
         let specs = [spec("a", Some("a.example.com"), "/"), spec("b", None, "/")];
-        let w0 = RouteTable::new(&specs, 0, None);
-        let w1 = RouteTable::new(&specs, 1, None);
+        let w0 = RouteTable::with_no_rules(&specs, 0, None);
+        let w1 = RouteTable::with_no_rules(&specs, 1, None);
         assert_ne!(w0.routes[0].scope_key, w0.routes[1].scope_key);
         assert_eq!(w0.routes[0].scope_key, w1.routes[0].scope_key);
         assert_eq!(
@@ -338,12 +350,12 @@ mod tests {
 
     #[test]
     fn dot_segments_are_refused_only_when_routes_go_by_path() {
-        let by_path = RouteTable::new(
+        let by_path = RouteTable::with_no_rules(
             &[spec("api", None, "/api/"), spec("all", None, "/")],
             0,
             None,
         );
-        let catch_all = RouteTable::new(&[spec("all", None, "/")], 0, None);
+        let catch_all = RouteTable::with_no_rules(&[spec("all", None, "/")], 0, None);
         let resolve = |table: &RouteTable, target: &str| {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
             let head = RequestHead::parse(Bytes::from(raw), &HeadLimits::default()).unwrap();
@@ -384,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_the_counters_of_routes_with_the_same_label() {
-        let old = RouteTable::new(
+        let old = RouteTable::with_no_rules(
             &[spec("feeds", None, "/events/"), spec("api", None, "/")],
             0,
             None,
@@ -393,7 +405,8 @@ mod tests {
         old.routes[1].stats.record_request();
         let mut unnamed = spec("x", Some("*.example.com"), "/a/");
         unnamed.name = None;
-        let new = RouteTable::new(&[spec("feeds", None, "/feeds/"), unnamed], 0, Some(&old));
+        let new =
+            RouteTable::with_no_rules(&[spec("feeds", None, "/feeds/"), unnamed], 0, Some(&old));
         let counts = new.counts();
         assert_eq!((counts[0].label.as_str(), counts[0].requests), ("feeds", 1));
         assert_eq!(

@@ -28,6 +28,8 @@ pub(crate) struct RouteSettings {
     pub(crate) upstream_header_timeout: Duration,
     /// `body-timeout`: longest wait for the next body bytes, either way.
     pub(crate) body_timeout: Duration,
+    /// `max-inspect-bytes`: the largest body read whole for rules.
+    pub(crate) max_inspect_bytes: usize,
 }
 
 impl RouteSettings {
@@ -68,6 +70,7 @@ impl RouteSettings {
             connect_timeout: args.connect_timeout,
             upstream_header_timeout: args.upstream_header_timeout,
             body_timeout: args.body_timeout,
+            max_inspect_bytes: crate::rules::spec::DEFAULT_MAX_INSPECT_BYTES,
         })
     }
 }

@@ -11,7 +11,10 @@
 //! - `mcp`: JSON-RPC messages read from bodies and event data (parsed only when a rule's
 //!   prefilter hits), and the JSON-RPC errors a denied MCP request gets.
 
+mod request;
 pub mod spec;
+
+pub(crate) use request::RequestRules;
 
 use std::fmt;
 use std::sync::Arc;
@@ -53,13 +56,7 @@ pub struct RequestView<'a> {
 }
 
 /// A header change an interceptor asked for, applied when the head is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderEdit {
-    /// Every field of this name removed, then this one added.
-    Set { name: String, value: String },
-    /// Every field of this name removed.
-    Remove { name: String },
-}
+pub use crate::http::HeaderEdit;
 
 /// The interface of every rule. Built-in rules implement it (compiled from the file's
 /// `[[rule]]` tables); a program embedding tether adds its own through

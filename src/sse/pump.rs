@@ -33,6 +33,7 @@ use crate::conn_io::{peek_state, recv_now, PeekState};
 use crate::http::Decoded;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::{DropKind, WorkerMetrics};
+use crate::rules::EventOutcome;
 use crate::timers::{TimerSlot, Timers};
 
 /// Largest single read from an SSE upstream, in bytes (the worker's scratch buffer): one wake-up
@@ -455,6 +456,28 @@ impl Relay<'_> {
                     None => {}
                 }
             }
+            // The rules' event stage: an event they drop is neither sent nor recorded (the
+            // upstream's cursor still moves past it); one they rewrite leaves as its new bytes,
+            // its id, event and retry lines kept, and the ring records what was sent.
+            let mut rewritten = false;
+            let block_raw = match &self.rules {
+                Some(rules) if rules.plan.has_event_rules() => {
+                    match rules.plan.run_event(&block.raw) {
+                        EventOutcome::Keep => block.raw,
+                        EventOutcome::Drop => {
+                            if block.fires || upstream_id.is_some() {
+                                self.progressed = true;
+                            }
+                            continue;
+                        }
+                        EventOutcome::Replace(new) => {
+                            rewritten = true;
+                            new
+                        }
+                    }
+                }
+                _ => block.raw,
+            };
             let assigned =
                 self.route.settings.sse.assign_ids && block.fires && upstream_id.is_none();
             // (the event's bytes, where its id is in them or elsewhere)
@@ -465,14 +488,14 @@ impl Relay<'_> {
                     seq: self.ring.lineage.ring.borrow().head_seq() + 1,
                 }
                 .to_bytes();
-                let mut raw = BytesMut::with_capacity(block.raw.len() + name.len() + 5);
+                let mut raw = BytesMut::with_capacity(block_raw.len() + name.len() + 5);
                 raw.extend_from_slice(b"id: ");
                 raw.extend_from_slice(&name);
                 raw.extend_from_slice(b"\n");
-                raw.extend_from_slice(&block.raw);
+                raw.extend_from_slice(&block_raw);
                 (raw.freeze(), None)
             } else {
-                (block.raw, upstream_id)
+                (block_raw, upstream_id)
             };
             // Progress is a new event or cursor move, not a retry: line or a comment (an upstream
             // that accepts reconnects but only ever repeats its retry: hint makes no progress).
@@ -506,6 +529,10 @@ impl Relay<'_> {
                     let held = clamp_u32(raw.len());
                     let id = raw.slice(4..4 + name_len);
                     RingEvent::new(raw, Some(&id), held, true)
+                } else if rewritten {
+                    // Its own allocation (the id, not in these bytes any more, is copied).
+                    let held = clamp_u32(raw.len() + raw.len() / 8);
+                    RingEvent::new(raw, id, held, false)
                 } else if !sparse {
                     let held = clamp_u32(raw.len() * alloc / framed);
                     RingEvent::new(raw, id, held, false)

@@ -42,6 +42,12 @@ impl Relay<'_> {
         let route = self.route.clone();
         // The request's id goes with every reconnect (the upstream's logs join them up).
         let status = self.entry.status.clone();
+        // The header changes of the request's rules go with every reconnect (a copy: rare, and
+        // only for streams with rules).
+        let header_edits = self
+            .rules
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.upstream_edits.clone());
         // For the forwarded-for headers of the re-sent request; asked of the socket rather than
         // kept for the stream's life (reconnects are rare, idle streams many). No peer: gone.
         let Ok(peer) = client.peer_addr() else {
@@ -75,6 +81,7 @@ impl Relay<'_> {
                 peer.ip(),
                 last_id,
                 self.replica,
+                &header_edits,
             ));
             let mut client_busy = false;
             let result = loop {

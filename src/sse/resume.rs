@@ -12,7 +12,7 @@ use monoio::net::TcpStream;
 use crate::conn_io::{read_more_within, write_vec_within, BytesVec, IoFailure};
 use crate::http::{
     response_body_kind, write_upstream_request, BodyDecoder, BodyKind, ForwardContext, HeadScanner,
-    Method, OutFraming, RequestHead, ResponseHead,
+    HeaderEdit, Method, OutFraming, RequestHead, ResponseHead,
 };
 use crate::upstream::connect;
 use crate::upstream::group::UpstreamGroup;
@@ -176,6 +176,7 @@ pub(crate) async fn attempt(
     client_addr: std::net::IpAddr,
     last_id: &[u8],
     first_replica: usize,
+    header_edits: &[HeaderEdit],
 ) -> AttemptResult {
     let order = ctx
         .upstreams
@@ -205,6 +206,7 @@ pub(crate) async fn attempt(
                 method: Some(b"GET"),
                 request_id: Some(request_id),
                 upgrade: false,
+                header_edits,
             },
             &mut head,
         );
