@@ -80,7 +80,7 @@ impl Relay<'_> {
                 status.request_id.as_bytes(),
                 peer.ip(),
                 last_id,
-                self.replica,
+                self.replica as usize,
                 &header_edits,
             ));
             let mut client_busy = false;

@@ -156,6 +156,7 @@ pub fn request_head(data: &[u8]) {
         method: None,
         request_id: Some(b"req-1"),
         upgrade: tether::http::requests_upgrade(&head),
+        header_edits: &[],
     };
     for (framing, want) in [
         (OutFraming::Empty, BodyKind::Empty),

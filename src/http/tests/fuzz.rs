@@ -35,6 +35,7 @@ fn check_request(bytes: &[u8]) {
         method: None,
         request_id: Some(b"id"),
         upgrade: crate::http::requests_upgrade(&head),
+        header_edits: &[],
     };
     for framing in [
         OutFraming::Empty,

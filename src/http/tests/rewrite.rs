@@ -16,6 +16,7 @@ fn ctx<'a>(prefix: &'a str, ip: &str) -> ForwardContext<'a> {
         method: None,
         request_id: None,
         upgrade: false,
+        header_edits: &[],
     }
 }
 
