@@ -153,8 +153,10 @@ def main() -> int:
     except TimeoutError:
         print(f"mcp_client: the script ran past --timeout {a.timeout} s", file=sys.stderr)
         return 1
-    except BaseException:  # noqa: BLE001
+    except BaseException as e:  # noqa: BLE001
         traceback.print_exc()
+        err = error_of(e)
+        print(f"mcp_client: failed before the script ended: {err['type']}: {err['message']}", file=sys.stderr)
         return 1
     return 0
 
