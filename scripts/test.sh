@@ -17,6 +17,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 export TETHER_REQUIRE_NODE=1
+# The official Python MCP SDK as a real MCP server and client (tests/mcp_sdk.rs), pinned in
+# tests/python/requirements.txt; with this variable set those tests fail instead of skipping.
+bash scripts/mcp-venv.sh
+export TETHER_REQUIRE_PYTHON_MCP=1
 
 echo "== build"
 cargo build --workspace --all-targets --quiet

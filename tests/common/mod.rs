@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod config_file;
+pub mod mcp;
 pub mod scripted_origin;
 pub mod sse_client;
 pub mod websocket;
