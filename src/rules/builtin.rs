@@ -223,19 +223,24 @@ impl BuiltinRule {
         (out != data).then_some(out)
     }
 
+    /// Claims this second's log line: true for the first caller in a second (any worker),
+    /// false for the rest until the clock moves on.
+    fn claim_log_second(&self, now: u64) -> bool {
+        let last = self.last_logged.load(Ordering::Relaxed);
+        now > last
+            && self
+                .last_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     /// A log line naming the rule, stage, method and path (never the query, a header value or
     /// a body: they may hold secrets), at most once per second per rule.
     fn log(&self, view: &RequestView<'_>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let last = self.last_logged.load(Ordering::Relaxed);
-        if now <= last
-            || self
-                .last_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if !self.claim_log_second(now) {
             return;
         }
         let path = view.path();
@@ -439,7 +444,9 @@ impl Interceptor for BuiltinRule {
                 return Verdict::NoMatch;
             }
         }
-        if !self.data_holds(msg.data().as_bytes()) {
+        // Without data keys the data is not parsed for them (a keyless drop or log rule costs
+        // no parse per event).
+        if self.has_data_keys() && !self.data_holds(msg.data().as_bytes()) {
             return Verdict::NoMatch;
         }
         if self.has_message_keys() {
@@ -485,5 +492,52 @@ fn header_holds(want: &HeaderMatch, value: Option<&[u8]>) -> bool {
         (_, None) => false,
         (None, Some(_)) => true,
         (Some(want), Some(got)) => want.as_bytes() == got,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::spec::MatchSpec;
+
+    fn log_rule() -> BuiltinRule {
+        BuiltinRule::new(&RuleSpec {
+            name: "builtin-log".into(),
+            route: None,
+            on: Stage::Event,
+            matches: MatchSpec::default(),
+            action: ActionSpec::Log,
+        })
+    }
+
+    #[test]
+    fn one_log_line_per_second() {
+        let rule = log_rule();
+        assert!(rule.claim_log_second(100));
+        assert!(!rule.claim_log_second(100));
+        assert!(!rule.claim_log_second(99));
+        assert!(rule.claim_log_second(101));
+    }
+
+    #[test]
+    fn a_keyless_event_rule_does_not_parse_the_event() {
+        let rule = log_rule();
+        let raw = bytes::Bytes::from_static(b"data: x\n\n");
+        let head = crate::http::RequestHead::parse(
+            bytes::Bytes::from_static(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            &crate::http::HeadLimits::default(),
+        )
+        .unwrap();
+        let methods = RequestMethods::default();
+        let mut msg = EventMessage {
+            request: RequestView::new(&head, None),
+            raw: &raw,
+            parsed: Default::default(),
+            new_data: None,
+            methods: &methods,
+            mcp: Default::default(),
+        };
+        assert_eq!(rule.on_event(&mut msg), Verdict::Matched { acted: true });
+        assert!(msg.parsed.get().is_none());
     }
 }
