@@ -119,10 +119,15 @@ impl RulePlan {
     }
 
     /// An interceptor of the response stage needs this response's body (only JSON bodies are
-    /// read: `application/json` or `+json`).
+    /// read: `application/json` or `+json`, and not content-coded: a gzip body is no JSON to
+    /// look into, and redacting its bytes would corrupt it).
     pub fn needs_response_body(&self, head: &ResponseHead) -> bool {
         let bodiless = head.status < 200 || head.status == 204 || head.status == 304;
+        let coded = head
+            .header("content-encoding")
+            .is_some_and(|c| !c.trim_ascii().eq_ignore_ascii_case(b"identity"));
         !bodiless
+            && !coded
             && is_json(head)
             && self
                 .response

@@ -488,6 +488,15 @@ fn filter_tools_in_a_json_response_by_request_id() {
     assert!(p.needs_response_body(&json_head));
     assert!(!p.needs_response_body(&response(200, "text/event-stream")));
     assert!(p.needs_response_body(&response(200, "application/vnd.x+json")));
+    assert!(!p.needs_response_body(&response(204, "application/json")));
+    let gzip = ResponseHead::parse(
+        Bytes::from_static(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n\r\n",
+        ),
+        &HeadLimits::default(),
+    )
+    .unwrap();
+    assert!(!p.needs_response_body(&gzip));
 
     let body = tools_result(json!(4), &["read", "admin_reset", "write"]);
     let out = p.run_response(&head, &json_head, Some(body.as_bytes()));
