@@ -9,7 +9,9 @@
 //! - [`config`]: the settings resolved once from the command line and the configuration file.
 //! - [`config_file`]: `--config tether.toml`: every flag a key, `[[route]]` tables, errors with
 //!   line and column.
-//! - [`rules`]: interceptor rules on requests, responses and SSE events; the [`rules::Interceptor`] trait.
+//! - [`rules`]: interceptor rules on requests, responses and SSE events (MCP-aware: JSON-RPC
+//!   keys, `tools/list` filtering, JSON-RPC errors for denied calls); the [`rules::Interceptor`]
+//!   trait.
 //! - `route`: which upstream group and settings a request gets, by host and path prefix.
 //! - [`check`]: `tether check`, the configuration validated and printed.
 //! - [`limits`]: named limits outside the HTTP codec.

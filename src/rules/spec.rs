@@ -89,7 +89,7 @@ pub enum ActionSpec {
     Drop,
     /// `redact` (event and response rules): every match of the rule's `data-regex`, else every
     /// occurrence of its `data-contains`, in the data is replaced by `replace` (default
-    /// "[REDACTED]").
+    /// `"[REDACTED]"`).
     Redact { replace: String },
     /// `set-header` (request and response rules): `header` set to `value`, replacing any.
     SetHeader { header: String, value: String },
