@@ -33,6 +33,7 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
     "reconnect-timeout",
     "resume-post-as-get",
     "resume-without-id",
+    "max-inspect-bytes",
 ];
 
 /// A route's own keys, which are not flags (besides `upstream`, the route's replicas).
