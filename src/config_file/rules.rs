@@ -883,3 +883,6 @@ fn list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| quoted(i)).collect();
     format!("[{}]", quoted.join(", "))
 }
+
+#[cfg(test)]
+mod tests;
