@@ -85,7 +85,15 @@ pub(super) fn read_route(
                 settings.push(flag_entry(cli, file, arg, key, value)?);
             }
             RULE_TABLE => {
-                return Err(file.error(key.span(), ConfigFileError::RuleInRoute { route: name }))
+                // The route's name, wherever the table writes it.
+                let route = in_file_order(keys).into_iter().find_map(|(k, v)| {
+                    let k: &str = k.get_ref();
+                    match (k, v.get_ref()) {
+                        ("name", DeValue::String(n)) => Some(n.to_string()),
+                        _ => None,
+                    }
+                });
+                return Err(file.error(key.span(), ConfigFileError::RuleInRoute { route }));
             }
             _ if flag(reverse, k).is_some() || k == ROUTE_TABLE => {
                 return Err(file.error(

@@ -634,6 +634,12 @@ fn a_rule_inside_a_route_is_refused() {
         load_text(text).unwrap_err(),
         "5:9: a rule cannot be inside a [[route]]: write a top-level [[rule]] (after the routes) with route = \"mcp\""
     );
+    // The route's name is found wherever the table writes it.
+    let text = "bind = \"127.0.0.1:0\"\n[[route]]\nrule = { on = \"request\", action = \"log\" }\nname = \"mcp\"\nupstream = [\"http://127.0.0.1:9\"]\n";
+    assert_eq!(
+        load_text(text).unwrap_err(),
+        "3:1: a rule cannot be inside a [[route]]: write a top-level [[rule]] (after the routes) with route = \"mcp\""
+    );
     let text = "bind = \"127.0.0.1:0\"\n[[route]]\nupstream = [\"http://127.0.0.1:9\"]\nrule = { on = \"request\", action = \"log\" }\n";
     assert_eq!(
         load_text(text).unwrap_err(),
