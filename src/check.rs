@@ -72,7 +72,7 @@ pub fn report(argv: &[OsString]) -> Result<String, LoadError> {
             config.rules.len(),
             plural(config.rules.len())
         );
-        config_file::rules::write_toml(&config.rules, &mut out);
+        config_file::listing::write_rules(&config.rules, &mut out);
     }
     Ok(out)
 }

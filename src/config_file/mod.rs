@@ -25,7 +25,7 @@ mod error;
 mod keys;
 pub(crate) mod listing;
 mod routes;
-pub(crate) mod rules;
+mod rules;
 
 use std::ffi::OsString;
 use std::ops::Range;

@@ -1,5 +1,5 @@
-//! `[[rule]]` tables: read in file order into checked [`RuleSpec`]s, and written back as TOML
-//! for `tether check` (re-reading what [`write_toml`] writes gives the same rules).
+//! `[[rule]]` tables: read in file order into checked [`RuleSpec`]s (`tether check` writes them
+//! back with `super::listing::write_rules`; re-reading that gives the same rules).
 //!
 //! A rule is refused when the file is read, at the key or value to blame, when:
 //! 1. a key is not a rule's (or its match's, or its header match's), or has the wrong TOML type;
@@ -13,14 +13,12 @@
 //! 6. `redact` has no `data-regex`/`data-contains` to say what it replaces;
 //! 7. `route` names no route of the file, or two rules have one name.
 
-use std::fmt::Write as _;
 use std::ops::Range;
 
 use toml::de::{DeString, DeValue};
 use toml::Spanned;
 
 use super::keys::{closest, type_name};
-use super::listing::quoted;
 use super::{in_file_order, ConfigFileError, FileRoute, FileText, KeyScope, LineColumn, LoadError};
 use crate::rules::spec::{ActionSpec, HeaderMatch, MatchSpec, RuleSpec, Stage};
 
@@ -789,99 +787,6 @@ fn unknown_key(
             scope,
         },
     )
-}
-
-/// The rules as `[[rule]]` tables, every default written out: reading them gives the same
-/// rules (names included, so a rule without one keeps its `rule-N`).
-pub(crate) fn write_toml(rules: &[RuleSpec], out: &mut String) {
-    for (index, rule) in rules.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "\n[[rule]]  # {} of {}: applied in this order",
-            index + 1,
-            rules.len()
-        );
-        let _ = writeln!(out, "name = {}", quoted(&rule.name));
-        match &rule.route {
-            Some(route) => {
-                let _ = writeln!(out, "route = {}", quoted(route));
-            }
-            None => {
-                let _ = writeln!(out, "# route: every route");
-            }
-        }
-        let _ = writeln!(out, "on = {}", quoted(rule.on.as_str()));
-        let matches = match_toml(&rule.matches);
-        if matches.is_empty() {
-            let _ = writeln!(out, "# match: every {}", rule.on);
-        } else {
-            let _ = writeln!(out, "match = {{ {} }}", matches.join(", "));
-        }
-        let _ = writeln!(out, "action = {}", quoted(rule.action.name()));
-        match &rule.action {
-            ActionSpec::Deny { status, message } => {
-                let _ = writeln!(out, "status = {status}");
-                let _ = writeln!(out, "message = {}", quoted(message));
-            }
-            ActionSpec::Redact { replace } => {
-                let _ = writeln!(out, "replace = {}", quoted(replace));
-            }
-            ActionSpec::SetHeader { header, value } => {
-                let _ = writeln!(out, "header = {}", quoted(header));
-                let _ = writeln!(out, "value = {}", quoted(value));
-            }
-            ActionSpec::RemoveHeader { header } => {
-                let _ = writeln!(out, "header = {}", quoted(header));
-            }
-            ActionSpec::FilterTools { tools } => {
-                let _ = writeln!(out, "tools = {}", list(tools));
-            }
-            ActionSpec::Drop | ActionSpec::Log => {}
-        }
-    }
-}
-
-/// The `key = value` pairs of a match, in the order of [`MATCH_KEYS`].
-fn match_toml(m: &MatchSpec) -> Vec<String> {
-    let mut pairs = Vec::new();
-    let mut text = |key: &str, value: &Option<String>| {
-        if let Some(v) = value {
-            pairs.push(format!("{key} = {}", quoted(v)));
-        }
-    };
-    text("method", &m.method);
-    text("path-prefix", &m.path_prefix);
-    if let Some(h) = &m.header {
-        let test = match &h.value {
-            Some(v) => format!("value = {}", quoted(v)),
-            None => "present = true".into(),
-        };
-        pairs.push(format!("header = {{ name = {}, {test} }}", quoted(&h.name)));
-    }
-    if !m.mcp_method.is_empty() {
-        pairs.push(format!("mcp-method = {}", list(&m.mcp_method)));
-    }
-    if !m.mcp_tool.is_empty() {
-        pairs.push(format!("mcp-tool = {}", list(&m.mcp_tool)));
-    }
-    let mut text = |key: &str, value: Option<&str>| {
-        if let Some(v) = value {
-            pairs.push(format!("{key} = {}", quoted(v)));
-        }
-    };
-    text("event-type", m.event_type.as_deref());
-    text("data-contains", m.data_contains.as_deref());
-    text("data-regex", m.data_regex.as_ref().map(|r| r.as_str()));
-    text("mcp-result-of", m.mcp_result_of.as_deref());
-    if m.body_over_inspect_limit {
-        pairs.push("body-over-inspect-limit = true".into());
-    }
-    pairs
-}
-
-fn list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|i| quoted(i)).collect();
-    format!("[{}]", quoted.join(", "))
 }
 
 #[cfg(test)]

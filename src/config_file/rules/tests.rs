@@ -695,7 +695,7 @@ header = "X-Debug"
 "#,
     );
     let mut listing = String::new();
-    write_toml(&original, &mut listing);
+    crate::config_file::listing::write_rules(&original, &mut listing);
     let again = load_text(&format!("{ROUTES}{listing}"))
         .unwrap_or_else(|e| panic!("the listing does not read back: {e}\n{listing}"));
     // RuleSpec holds a Regex (no PartialEq); its Debug shows the pattern.
