@@ -1,6 +1,6 @@
 //! `tether check`: the configuration `tether reverse` would run with (the command line over the
 //! file), validated as `reverse` validates it, host names resolved, nothing bound; printed as
-//! TOML with where each value came from.
+//! TOML with where each value came from, then the routes and the rules.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -64,6 +64,15 @@ pub fn report(argv: &[OsString]) -> Result<String, LoadError> {
             let _ = writeln!(out, "#   {} -> {}", upstream.spec.url, addrs.join(", "));
         }
         route.listing.write_toml(&mut out);
+    }
+    if !config.rules.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n# Rules: {} [[rule]] table{}, every default written out.",
+            config.rules.len(),
+            plural(config.rules.len())
+        );
+        config_file::listing::write_rules(&config.rules, &mut out);
     }
     Ok(out)
 }

@@ -249,6 +249,13 @@ pub struct ReverseArgs {
     #[arg(long, help_heading = "SSE")]
     pub assign_ids: bool,
 
+    // ----- rules -----
+    /// The largest request body, or JSON response body, read whole so that rules can look into
+    /// it (MCP keys, data-contains, data-regex); larger ones pass uninspected (a rule can refuse
+    /// them: body-over-inspect-limit = true). At most 64MiB.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value_t = crate::rules::spec::DEFAULT_MAX_INSPECT_BYTES, help_heading = "Rules")]
+    pub max_inspect_bytes: usize,
+
     // ----- replay -----
     /// Events kept per ring (one ring per upstream lineage) for clients reconnecting with
     /// Last-Event-ID.

@@ -57,12 +57,13 @@ pub struct Config {
     /// The routes in the order they are tried (first match wins): the file's `[[route]]`
     /// tables, or one route for every request to the `--upstream` replicas.
     pub(crate) routes: Vec<RouteSpec>,
+    /// The file's `[[rule]]` tables, checked, in file order (empty without a file). Not
+    /// restart-only: a reload takes the new file's rules (`crate::reload`).
+    pub(crate) rules: Vec<RuleSpec>,
     /// `--upstream-eject-after`, `--upstream-eject-for`: passive health of the replicas.
     pub upstream_eject: EjectPolicy,
     /// `--access-log`: where access log lines go (None = off).
     pub access_log: Option<AccessLogTarget>,
-    /// The file's `[[rule]]` tables, in file order.
-    pub(crate) rules: Vec<RuleSpec>,
     /// A program's own interceptors (`crate::rules::Interceptor`), run after the file's rules
     /// on every route; kept across reloads. Empty for the `tether` binary.
     pub interceptors: Vec<Arc<dyn Interceptor>>,
@@ -176,12 +177,12 @@ impl Config {
     /// The settings of a command line without a configuration file: one route for every
     /// request, to the `--upstream` replicas.
     pub fn from_args(args: &ReverseArgs) -> Result<Config, ConfigError> {
-        Config::build(args, &[], &[])
+        Config::build(args, &[], &[], Vec::new())
     }
 
     /// The settings of a command line and the file it names (`crate::config_file::load`).
     pub fn from_loaded(loaded: &Loaded) -> Result<Config, ConfigError> {
-        Config::build(&loaded.args, &loaded.routes, &[])
+        Config::build(&loaded.args, &loaded.routes, &[], loaded.rules.clone())
     }
 
     /// The settings of a reloaded file, keeping the replicas the process already knows: a URL
@@ -192,13 +193,14 @@ impl Config {
         loaded: &Loaded,
         known: &[Arc<Upstream>],
     ) -> Result<Config, ConfigError> {
-        Config::build(&loaded.args, &loaded.routes, known)
+        Config::build(&loaded.args, &loaded.routes, known, loaded.rules.clone())
     }
 
     fn build(
         args: &ReverseArgs,
         file_routes: &[FileRoute],
         known: &[Arc<Upstream>],
+        rules: Vec<RuleSpec>,
     ) -> Result<Config, ConfigError> {
         let bind_text = args.bind.as_deref().ok_or(ConfigError::NoBind)?;
         let bind = bind_text
@@ -305,12 +307,12 @@ impl Config {
                 memory: args.replay_memory,
             },
             routes,
+            rules,
             upstream_eject: EjectPolicy {
                 after: args.upstream_eject_after,
                 period: args.upstream_eject_for,
             },
             access_log: args.access_log.as_deref().map(AccessLogTarget::parse),
-            rules: Vec::new(),
             interceptors: Vec::new(),
             rule_chain: RuleChain::default(),
         })

@@ -11,7 +11,8 @@
 //!
 //! What a reload applies at once, to new requests on every worker: the routes (hosts, path
 //! prefixes, order), their replicas and every per-route setting (heartbeat, buffers, resume and
-//! timeouts of the upstream side), `upstream-eject-after`/`-for`, `upstream-pool-size`,
+//! timeouts of the upstream side, `max-inspect-bytes`), the `[[rule]]` tables,
+//! `upstream-eject-after`/`-for`, `upstream-pool-size`,
 //! `upstream-pool-idle`, `resolve-interval`, `log-level` and `log-format`. What it cannot
 //! (the listener, the threads, their runtimes, budgets split between workers at start, the
 //! client-side timeouts and head limits every connection reads from the start-up settings) is
@@ -392,6 +393,24 @@ mod tests {
         assert_eq!(kept.timeouts.header, running.timeouts.header);
         assert_eq!(kept.timeouts.pool_idle, std::time::Duration::from_secs(3));
         assert_eq!(kept.upstream_pool_size, 7);
+    }
+
+    #[test]
+    fn a_reload_takes_the_new_rules() {
+        use crate::rules::spec::{ActionSpec, MatchSpec, RuleSpec, Stage};
+        let running = config(&[]);
+        let mut new = config(&[]);
+        new.rules.push(RuleSpec {
+            name: "log-all".into(),
+            route: None,
+            on: Stage::Request,
+            matches: MatchSpec::default(),
+            action: ActionSpec::Log,
+        });
+        assert!(restart_only_changes(&running, &new).is_empty());
+        let kept = with_restart_only_kept(&running, new);
+        let names: Vec<&str> = kept.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["log-all"]);
     }
 
     #[test]

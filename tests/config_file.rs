@@ -282,6 +282,9 @@ fn check_passes_the_example_and_prints_its_routes() {
         "host = \"*.example.com\"",
         "path-prefix = \"/events/\"",
         "upstream = [\"http://127.0.0.1:3000\", \"http://127.0.0.1:3001/base\"]",
+        "[[rule]]  # 3 of 3: applied in this order",
+        "name = \"redact-api-keys\"",
+        "match = { data-regex = \"sk-[A-Za-z0-9]{20,}\" }",
     ] {
         assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
     }
@@ -419,6 +422,39 @@ fn every_kind_of_bad_file_is_refused_with_its_line_and_column() {
             "config = \"other.toml\"\n".into(),
             "1:1: `config` names the file on the command line; a file cannot name another".into(),
         ),
+        // [[rule]] tables.
+        (
+            format!("{ok_upstream}\n[[rule]]\non = \"event\"\nacton = \"drop\"\n"),
+            "4:1: unknown key `acton`: not a rule key; did you mean `action`?".into(),
+        ),
+        (
+            format!("{ok_upstream}\n[[rule]]\non = \"request\"\naction = \"drop\"\n"),
+            "4:10: action \"drop\" cannot act on = \"request\": it fits on = \"event\" only".into(),
+        ),
+        (
+            format!("{ok_upstream}\n[[rule]]\non = \"request\"\naction = \"log\"\nmatch = {{ event-type = \"debug\" }}\n"),
+            "5:11: match key `event-type` cannot be used on = \"request\": it fits on = \"event\" only".into(),
+        ),
+        (
+            format!("{ok_upstream}\n[[rule]]\non = \"event\"\naction = \"redact\"\nmatch = {{ data-regex = 'sk-[' }}\n"),
+            "5:24: data-regex 'sk-[' does not compile: unclosed character class".into(),
+        ),
+        (
+            format!("[[route]]\nname = \"mcp\"\n{ok_upstream}\n\n[[rule]]\nroute = \"mpc\"\non = \"request\"\naction = \"log\"\n"),
+            "6:9: route = \"mpc\" names no route of the file; did you mean \"mcp\"?".into(),
+        ),
+        (
+            format!("[[route]]\nname = \"mcp\"\n{ok_upstream}\n[[route.rule]]\non = \"request\"\naction = \"log\"\n"),
+            "4:9: a rule cannot be inside a [[route]]: write a top-level [[rule]] (after the routes) with route = \"mcp\"".into(),
+        ),
+        (
+            format!("{ok_upstream}\n[[rule]]\non = \"response\"\naction = \"set-header\"\nheader = \"Content-Length\"\nvalue = \"0\"\n"),
+            "5:10: action \"set-header\" cannot change Content-Length: it frames the body, and tether writes each message's framing itself".into(),
+        ),
+        (
+            format!("bind = \"127.0.0.1:0\"\n[[route]]\n{ok_upstream}\nmax-inspect-bytes = \"65MiB\"\n"),
+            "4:21: --max-inspect-bytes must be at most 67108864 bytes (64 MiB)".into(),
+        ),
     ];
     for (text, expected) in cases {
         let file = ConfigFile::new(&text);
@@ -465,6 +501,85 @@ fn reverse_refuses_a_bad_file_with_the_same_message() {
     let (code, _, err) = run(&["reverse", "--upstream", "http://127.0.0.1:9"]);
     assert_eq!(code, 2);
     assert!(err.contains("--bind"), "{err}");
+}
+
+#[test]
+fn reverse_refuses_a_bad_rule_with_its_place() {
+    let file = ConfigFile::new(
+        "bind = \"127.0.0.1:0\"\nupstream = [\"http://127.0.0.1:9\"]\n\n[[rule]]\non = \"event\"\naction = \"deny\"\n",
+    );
+    let (code, _, err) = run(&["reverse", "--config", &file.path()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:6:10: action \"deny\" cannot act on = \"event\": it fits on = \"request\" only",
+            file.path()
+        )),
+        "{err}"
+    );
+}
+
+/// `tether check` lists the rules after the routes, every default written out, and the report
+/// read as a file gives the same rules.
+#[test]
+fn check_lists_the_rules_and_the_listing_reads_back() {
+    let file = ConfigFile::new(
+        r#"
+bind = "127.0.0.1:0"
+
+[[route]]
+name = "mcp"
+path-prefix = "/mcp"
+upstream = ["http://127.0.0.1:9"]
+max-inspect-bytes = "64KiB"
+
+[[rule]]
+name = "no-destructive-tools"
+route = "mcp"
+on = "request"
+match = { method = "POST", mcp-method = "tools/call", mcp-tool = ["delete_*"] }
+action = "deny"
+
+[[rule]]
+on = "event"
+action = "redact"
+[rule.match]
+data-regex = 'sk-[A-Za-z0-9]{20,}\s'
+"#,
+    );
+    let (code, out, err) = run(&["check", "--config", &file.path()]);
+    assert_eq!(code, 0, "{err}");
+    let rules = &out[out.find("\n[[rule]]").expect(&out)..];
+    let expected = r#"
+[[rule]]  # 1 of 2: applied in this order
+name = "no-destructive-tools"
+route = "mcp"
+on = "request"
+match = { method = "POST", mcp-method = ["tools/call"], mcp-tool = ["delete_*"] }
+action = "deny"
+status = 403
+message = "denied by rule no-destructive-tools"
+
+[[rule]]  # 2 of 2: applied in this order
+name = "rule-2"
+# route: every route
+on = "event"
+match = { data-regex = "sk-[A-Za-z0-9]{20,}\\s" }
+action = "redact"
+replace = "[REDACTED]"
+"#;
+    assert_eq!(rules, expected, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("max-inspect-bytes ")
+            && l.contains("\"64KiB\"")
+            && l.ends_with("# route")),
+        "{out}"
+    );
+    let again = ConfigFile::new(&out);
+    let (code, out2, err) = run(&["check", "--config", &again.path()]);
+    assert_eq!(code, 0, "{err}");
+    let rules2 = &out2[out2.find("\n[[rule]]").expect(&out2)..];
+    assert_eq!(rules2, rules);
 }
 
 /// A route's `name` labels its counters on /metrics; a route without one is labelled by its host

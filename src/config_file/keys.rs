@@ -33,6 +33,7 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
     "reconnect-timeout",
     "resume-post-as-get",
     "resume-without-id",
+    "max-inspect-bytes",
 ];
 
 /// A route's own keys, which are not flags (besides `upstream`, the route's replicas).
@@ -40,6 +41,9 @@ pub(crate) const ROUTE_OWN_KEYS: &[&str] = &["name", "host", "path-prefix", "ups
 
 /// The key of the routes' array of tables.
 pub(crate) const ROUTE_TABLE: &str = "route";
+
+/// The key of the rules' array of tables (`crate::config_file::rules`).
+pub(crate) const RULE_TABLE: &str = "rule";
 
 /// The flag that names the file: not a key of it.
 pub(crate) const CONFIG_FLAG: &str = "config";

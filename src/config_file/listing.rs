@@ -1,11 +1,13 @@
-//! Every setting with the value it resolved to and where that value came from, written as TOML
-//! (what `tether check` prints; pasting it into a file gives the same configuration).
+//! Every setting with the value it resolved to and where that value came from, and the rules,
+//! written as TOML (what `tether check` prints; pasting it into a file gives the same
+//! configuration).
 
 use std::fmt::Write as _;
 
 use clap::{ArgMatches, Command};
 
 use super::keys::{Shape, CONFIG_FLAG};
+use crate::rules::spec::{ActionSpec, MatchSpec, RuleSpec};
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,4 +139,97 @@ pub(crate) fn quoted(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// The rules as `[[rule]]` tables, every default written out: reading them gives the same
+/// rules (names included, so a rule without one keeps its `rule-N`).
+pub(crate) fn write_rules(rules: &[RuleSpec], out: &mut String) {
+    for (index, rule) in rules.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "\n[[rule]]  # {} of {}: applied in this order",
+            index + 1,
+            rules.len()
+        );
+        let _ = writeln!(out, "name = {}", quoted(&rule.name));
+        match &rule.route {
+            Some(route) => {
+                let _ = writeln!(out, "route = {}", quoted(route));
+            }
+            None => {
+                let _ = writeln!(out, "# route: every route");
+            }
+        }
+        let _ = writeln!(out, "on = {}", quoted(rule.on.as_str()));
+        let matches = match_toml(&rule.matches);
+        if matches.is_empty() {
+            let _ = writeln!(out, "# match: every {}", rule.on);
+        } else {
+            let _ = writeln!(out, "match = {{ {} }}", matches.join(", "));
+        }
+        let _ = writeln!(out, "action = {}", quoted(rule.action.name()));
+        match &rule.action {
+            ActionSpec::Deny { status, message } => {
+                let _ = writeln!(out, "status = {status}");
+                let _ = writeln!(out, "message = {}", quoted(message));
+            }
+            ActionSpec::Redact { replace } => {
+                let _ = writeln!(out, "replace = {}", quoted(replace));
+            }
+            ActionSpec::SetHeader { header, value } => {
+                let _ = writeln!(out, "header = {}", quoted(header));
+                let _ = writeln!(out, "value = {}", quoted(value));
+            }
+            ActionSpec::RemoveHeader { header } => {
+                let _ = writeln!(out, "header = {}", quoted(header));
+            }
+            ActionSpec::FilterTools { tools } => {
+                let _ = writeln!(out, "tools = {}", list(tools));
+            }
+            ActionSpec::Drop | ActionSpec::Log => {}
+        }
+    }
+}
+
+/// The `key = value` pairs of a match, in the order `crate::rules::spec::MatchSpec` declares them.
+fn match_toml(m: &MatchSpec) -> Vec<String> {
+    let mut pairs = Vec::new();
+    let mut text = |key: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            pairs.push(format!("{key} = {}", quoted(v)));
+        }
+    };
+    text("method", &m.method);
+    text("path-prefix", &m.path_prefix);
+    if let Some(h) = &m.header {
+        let test = match &h.value {
+            Some(v) => format!("value = {}", quoted(v)),
+            None => "present = true".into(),
+        };
+        pairs.push(format!("header = {{ name = {}, {test} }}", quoted(&h.name)));
+    }
+    if !m.mcp_method.is_empty() {
+        pairs.push(format!("mcp-method = {}", list(&m.mcp_method)));
+    }
+    if !m.mcp_tool.is_empty() {
+        pairs.push(format!("mcp-tool = {}", list(&m.mcp_tool)));
+    }
+    let mut text = |key: &str, value: Option<&str>| {
+        if let Some(v) = value {
+            pairs.push(format!("{key} = {}", quoted(v)));
+        }
+    };
+    text("event-type", m.event_type.as_deref());
+    text("data-contains", m.data_contains.as_deref());
+    text("data-regex", m.data_regex.as_ref().map(|r| r.as_str()));
+    text("mcp-result-of", m.mcp_result_of.as_deref());
+    if m.body_over_inspect_limit {
+        pairs.push("body-over-inspect-limit = true".into());
+    }
+    pairs
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| quoted(i)).collect();
+    format!("[{}]", quoted.join(", "))
 }

@@ -25,6 +25,7 @@ mod error;
 mod keys;
 pub(crate) mod listing;
 mod routes;
+mod rules;
 
 use std::ffi::OsString;
 use std::ops::Range;
@@ -34,13 +35,14 @@ use clap::{ArgMatches, Command, CommandFactory, FromArgMatches};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-pub use error::{ConfigFileError, LineColumn, LoadError};
-use keys::{closest, reason_of, type_name, CONFIG_FLAG, ROUTE_OWN_KEYS, ROUTE_TABLE};
+pub use error::{ConfigFileError, KeyScope, LineColumn, LoadError};
+use keys::{closest, reason_of, type_name, CONFIG_FLAG, ROUTE_OWN_KEYS, ROUTE_TABLE, RULE_TABLE};
 use listing::{Listing, Origin};
 
 use crate::cli::{Cli, ReverseArgs};
 use crate::config::ConfigError;
 use crate::route::host::HostPattern;
+use crate::rules::spec::RuleSpec;
 
 /// A configuration read from the command line and the file it names, not yet resolved
 /// (`crate::config::Config::from_loaded` resolves it).
@@ -51,6 +53,9 @@ pub struct Loaded {
     /// The file's routes, in file order; empty without a file or when it has none (then
     /// `args.upstreams` is the one route for every request).
     pub routes: Vec<FileRoute>,
+    /// The file's `[[rule]]` tables, checked, in file order; empty without a file or when it
+    /// has none.
+    pub rules: Vec<RuleSpec>,
     /// The file, to place errors found later.
     source: Option<FileSource>,
     /// Every process-wide setting with its value and origin, for `tether check`.
@@ -148,6 +153,7 @@ pub fn load(argv: &[OsString]) -> Result<Loaded, LoadError> {
         return Ok(Loaded {
             args,
             routes: Vec::new(),
+            rules: Vec::new(),
             source: None,
             listing,
         });
@@ -173,34 +179,17 @@ pub fn load(argv: &[OsString]) -> Result<Loaded, LoadError> {
     // ---- the top level ----
     let mut top: Vec<FlagEntry> = Vec::new();
     let mut route_tables: Vec<&Spanned<DeValue<'_>>> = Vec::new();
+    let mut rule_tables: Vec<&Spanned<DeValue<'_>>> = Vec::new();
     let mut route_key_at: Option<Range<usize>> = None;
     for (key, value) in in_file_order(doc.get_ref()) {
         let name: &str = key.get_ref();
         if name == ROUTE_TABLE {
-            let DeValue::Array(tables) = value.get_ref() else {
-                return Err(file.error(
-                    value.span(),
-                    ConfigFileError::WrongType {
-                        key: ROUTE_TABLE.into(),
-                        expected: "[[route]] tables".into(),
-                        found: type_name(value.get_ref()),
-                    },
-                ));
-            };
-            for table in tables.iter() {
-                if !table.get_ref().is_table() {
-                    return Err(file.error(
-                        table.span(),
-                        ConfigFileError::WrongType {
-                            key: ROUTE_TABLE.into(),
-                            expected: "[[route]] tables".into(),
-                            found: type_name(table.get_ref()),
-                        },
-                    ));
-                }
-                route_tables.push(table);
-            }
+            route_tables = array_of_tables(&file, name, value)?;
             route_key_at = Some(key.span());
+            continue;
+        }
+        if name == RULE_TABLE {
+            rule_tables = array_of_tables(&file, name, value)?;
             continue;
         }
         if name == CONFIG_FLAG {
@@ -217,13 +206,13 @@ pub fn load(argv: &[OsString]) -> Result<Loaded, LoadError> {
                 .get_arguments()
                 .filter_map(|a| a.get_long())
                 .filter(|k| *k != CONFIG_FLAG)
-                .chain([ROUTE_TABLE]);
+                .chain([ROUTE_TABLE, RULE_TABLE]);
             return Err(file.error(
                 key.span(),
                 ConfigFileError::UnknownKey {
                     key: name.into(),
                     suggestion: closest(name, known).map(str::to_string),
-                    in_route: false,
+                    scope: KeyScope::TopLevel,
                 },
             ));
         };
@@ -302,10 +291,12 @@ pub fn load(argv: &[OsString]) -> Result<Loaded, LoadError> {
             error: ConfigFileError::NoUpstream,
         });
     }
+    let rules = rules::read_rules(&file, &rule_tables, &routes)?;
     let keys = top.iter().map(|e| (e.key.clone(), e.value_at)).collect();
     Ok(Loaded {
         args: top_args,
         routes,
+        rules,
         source: Some(FileSource {
             path: file.path.clone(),
             keys,
@@ -357,6 +348,35 @@ impl Loaded {
             error: ConfigFileError::Invalid(error),
         }
     }
+}
+
+/// The tables of `[[route]]` or `[[rule]]` (key `key`), refusing any other value there.
+fn array_of_tables<'a, 'i>(
+    file: &FileText<'_>,
+    key: &str,
+    value: &'a Spanned<DeValue<'i>>,
+) -> Result<Vec<&'a Spanned<DeValue<'i>>>, LoadError> {
+    let wrong = |found: &Spanned<DeValue<'_>>| {
+        file.error(
+            found.span(),
+            ConfigFileError::WrongType {
+                key: key.into(),
+                expected: format!("[[{key}]] tables"),
+                found: type_name(found.get_ref()),
+            },
+        )
+    };
+    let DeValue::Array(tables) = value.get_ref() else {
+        return Err(wrong(value));
+    };
+    let mut out = Vec::with_capacity(tables.len());
+    for table in tables.iter() {
+        if !table.get_ref().is_table() {
+            return Err(wrong(table));
+        }
+        out.push(table);
+    }
+    Ok(out)
 }
 
 fn find(keys: &[(String, LineColumn)], key: &str) -> Option<LineColumn> {

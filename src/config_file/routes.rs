@@ -7,11 +7,11 @@ use clap::Command;
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::keys::{closest, type_name, ROUTE_KEYS, ROUTE_OWN_KEYS, ROUTE_TABLE};
+use super::keys::{closest, type_name, ROUTE_KEYS, ROUTE_OWN_KEYS, ROUTE_TABLE, RULE_TABLE};
 use super::listing::{Listing, Origin};
 use super::{
     file_wide, flag, flag_entry, given_key, in_file_order, parse, subcommand, ConfigFileError,
-    FileRoute, FileText, FlagEntry, LineColumn, LoadError,
+    FileRoute, FileText, FlagEntry, KeyScope, LineColumn, LoadError,
 };
 use crate::route::host::HostPattern;
 use crate::upstream::replica::UpstreamSpec;
@@ -84,6 +84,17 @@ pub(super) fn read_route(
                 let arg = flag(reverse, k).expect("route keys are flags (tested)");
                 settings.push(flag_entry(cli, file, arg, key, value)?);
             }
+            RULE_TABLE => {
+                // The route's name, wherever the table writes it.
+                let route = in_file_order(keys).into_iter().find_map(|(k, v)| {
+                    let k: &str = k.get_ref();
+                    match (k, v.get_ref()) {
+                        ("name", DeValue::String(n)) => Some(n.to_string()),
+                        _ => None,
+                    }
+                });
+                return Err(file.error(key.span(), ConfigFileError::RuleInRoute { route }));
+            }
             _ if flag(reverse, k).is_some() || k == ROUTE_TABLE => {
                 return Err(file.error(
                     key.span(),
@@ -97,7 +108,7 @@ pub(super) fn read_route(
                     ConfigFileError::UnknownKey {
                         key: k.into(),
                         suggestion: closest(k, known).map(str::to_string),
-                        in_route: true,
+                        scope: KeyScope::Route,
                     },
                 ));
             }

@@ -28,9 +28,15 @@ pub(crate) struct RouteSettings {
     pub(crate) upstream_header_timeout: Duration,
     /// `body-timeout`: longest wait for the next body bytes, either way.
     pub(crate) body_timeout: Duration,
-    /// `max-inspect-bytes`: the largest body read whole for rules.
+    /// `max-inspect-bytes`: the largest request body (or JSON response body) read whole for the
+    /// rules to look into; a larger one passes uninspected. At most [`MAX_INSPECT_BYTES_LIMIT`].
     pub(crate) max_inspect_bytes: usize,
 }
+
+/// The largest `--max-inspect-bytes` accepted (64 MiB): an inspected body is held whole in
+/// memory for the length of its request, so a larger setting is refused at start (and on a
+/// reload) rather than letting a few requests hold gigabytes.
+pub(crate) const MAX_INSPECT_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 
 impl RouteSettings {
     /// The per-route settings of `args`, checked against the limits they bound.
@@ -39,6 +45,12 @@ impl RouteSettings {
             return Err(ConfigError::TooLarge {
                 flag: "--sse-max-event-bytes",
                 max: crate::sse::framer::MAX_EVENT_BYTES_LIMIT,
+            });
+        }
+        if args.max_inspect_bytes > MAX_INSPECT_BYTES_LIMIT {
+            return Err(ConfigError::TooLarge {
+                flag: "--max-inspect-bytes",
+                max: MAX_INSPECT_BYTES_LIMIT,
             });
         }
         for name in &args.identity_headers {
@@ -70,7 +82,7 @@ impl RouteSettings {
             connect_timeout: args.connect_timeout,
             upstream_header_timeout: args.upstream_header_timeout,
             body_timeout: args.body_timeout,
-            max_inspect_bytes: crate::rules::spec::DEFAULT_MAX_INSPECT_BYTES,
+            max_inspect_bytes: args.max_inspect_bytes,
         })
     }
 }
@@ -120,5 +132,23 @@ impl RouteSpec {
     /// The one route a command line without a file makes (every request, every replica).
     pub(crate) fn is_catch_all(&self) -> bool {
         self.name.is_none() && self.host.is_none() && self.path_prefix == "/"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_inspect_bytes_defaults_to_1_mib_and_is_bounded() {
+        let settings = |extra: &[&str]| RouteSettings::from_args(&crate::cli::test_args(extra));
+        assert_eq!(settings(&[]).unwrap().max_inspect_bytes, 1024 * 1024);
+        let at_limit = settings(&["--max-inspect-bytes", "64MiB"]).unwrap();
+        assert_eq!(at_limit.max_inspect_bytes, MAX_INSPECT_BYTES_LIMIT);
+        let err = settings(&["--max-inspect-bytes", "65MiB"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--max-inspect-bytes must be at most 67108864 bytes (64 MiB)"
+        );
     }
 }
