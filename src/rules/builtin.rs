@@ -307,12 +307,13 @@ impl Interceptor for BuiltinRule {
     }
 
     fn needs_request_ids(&self) -> bool {
-        // tools/list results are recognised by shape without the ids; other methods need them.
+        // A result is matched by the id of the request it answers whenever the request body
+        // can tell (a POST: its body is read whole, within max-inspect-bytes); the shape of a
+        // tools/list result is only the fallback for streams whose request is not known (a GET
+        // resuming a POST-born stream), so another method's result that happens to carry a
+        // `tools` array is never filtered.
         self.stage != Stage::Request
-            && self
-                .mcp_result_of
-                .as_deref()
-                .is_some_and(|m| m != "tools/list")
+            && (self.mcp_result_of.is_some() || matches!(self.action, Action::FilterTools { .. }))
     }
 
     fn on_request(&self, msg: &mut RequestMessage<'_>) -> Verdict {
