@@ -135,10 +135,16 @@ message = "admin is read-only here"
 
     let denied = exchange(t.addr, &post("/admin/users", "", "name=x"));
     assert_eq!(denied.status, 403);
-    assert!(denied.text().contains("admin is read-only here"), "{denied:?}");
+    assert!(
+        denied.text().contains("admin is read-only here"),
+        "{denied:?}"
+    );
     assert!(denied.header("x-request-id").is_some());
     // The method and the prefix must both hold.
-    assert_eq!(exchange(t.addr, b"GET /admin/users HTTP/1.1\r\nHost: t\r\n\r\n").status, 200);
+    assert_eq!(
+        exchange(t.addr, b"GET /admin/users HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        200
+    );
     assert_eq!(exchange(t.addr, &post("/public", "", "x")).status, 200);
 
     let seen: Vec<(String, String)> = origin
@@ -293,11 +299,17 @@ fn event_rules_drop_and_redact_and_leave_the_rest_as_it_came() {
     let (events, _) = c.read_until(Duration::from_secs(10), |ev| ev.len() >= 6);
     check_redacted(&events, &[1, 2, 3, 5, 6, 7]);
     assert_eq!(
-        metric(admin, "tether_rule_actions_total{rule=\"no-debug\",action=\"drop\"}"),
+        metric(
+            admin,
+            "tether_rule_actions_total{rule=\"no-debug\",action=\"drop\"}"
+        ),
         Some(2.0)
     );
     assert_eq!(
-        metric(admin, "tether_rule_actions_total{rule=\"keys\",action=\"redact\"}"),
+        metric(
+            admin,
+            "tether_rule_actions_total{rule=\"keys\",action=\"redact\"}"
+        ),
         Some(4.0)
     );
 }
@@ -306,7 +318,10 @@ fn event_rules_drop_and_redact_and_leave_the_rest_as_it_came() {
 fn redaction_survives_an_upstream_resume_and_a_replay_from_the_ring() {
     // Ids 1..5, then the origin closes; a resume from 5 gets 6..10 and stays open.
     let origin = ScriptedOrigin::start(|r: &Recorded| {
-        match r.header("last-event-id").and_then(|v| v.parse::<u64>().ok()) {
+        match r
+            .header("last-event-id")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             None => Reply::Sse {
                 blocks: secret_blocks(1, 5),
                 hold: None,
@@ -402,7 +417,8 @@ fn filter_tools_hides_tools_in_json_and_in_sse_answers() {
     assert_eq!(v["id"], 7);
     assert_eq!(v["result"]["nextCursor"], "c2", "other fields are kept");
     assert_eq!(
-        json.header("content-length").map(|n| n.parse::<usize>().unwrap()),
+        json.header("content-length")
+            .map(|n| n.parse::<usize>().unwrap()),
         Some(json.body.len())
     );
 
@@ -502,8 +518,14 @@ fn a_batch_with_one_denied_call_is_refused_whole() {
     let r = exchange(t.addr, &mcp_post(&batch, BOTH_FORMS));
     assert_eq!(r.status, 200);
     let v = json_of(&r);
-    let answers = v.as_array().unwrap_or_else(|| panic!("not a batch answer: {v}"));
-    assert_eq!(answers.len(), 2, "one answer per request, none for the notification");
+    let answers = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a batch answer: {v}"));
+    assert_eq!(
+        answers.len(),
+        2,
+        "one answer per request, none for the notification"
+    );
     let by_id = |id: u64| answers.iter().find(|a| a["id"] == id).unwrap();
     assert_eq!(by_id(2)["error"]["message"], "tool not allowed");
     assert!(by_id(1)["error"]["message"].is_string());
@@ -518,7 +540,10 @@ fn bodies_past_the_inspection_limit_pass_whole_unless_a_rule_refuses_them() {
         "x".repeat(4000)
     );
     // No refusal: the body is forwarded uninspected and whole.
-    let file = config(&origin, &format!("max-inspect-bytes = \"1KiB\"\n{DENY_TOOLS}"));
+    let file = config(
+        &origin,
+        &format!("max-inspect-bytes = \"1KiB\"\n{DENY_TOOLS}"),
+    );
     let file_text_refusing = format!(
         "{DENY_TOOLS}\n[[rule]]\nname = \"too-big\"\non = \"request\"\nmatch = {{ body-over-inspect-limit = true }}\naction = \"deny\"\nstatus = 413\nmessage = \"body too large to inspect\"\n"
     );
@@ -547,7 +572,12 @@ fn a_reload_changes_the_rules_for_new_requests() {
     let origin = ok_origin();
     let file = config(&origin, DENY_TOOLS);
     let (t, admin) = start(&file);
-    let call = |id: u64, name: &str| json_of(&exchange(t.addr, &mcp_post(&tools_call(id, name), BOTH_FORMS)));
+    let call = |id: u64, name: &str| {
+        json_of(&exchange(
+            t.addr,
+            &mcp_post(&tools_call(id, name), BOTH_FORMS),
+        ))
+    };
     assert!(call(1, "exec_sql")["error"].is_object());
     assert!(call(2, "echo")["result"].is_object());
 
@@ -561,16 +591,16 @@ fn a_reload_changes_the_rules_for_new_requests() {
         admin,
         "tether_config_reloads_total{result=\"ok\"}"
     ) == Some(1.0)));
-    assert!(wait_until(Duration::from_secs(10), || call(3, "echo")["error"].is_object()));
+    assert!(wait_until(Duration::from_secs(10), || call(3, "echo")
+        ["error"]
+        .is_object()));
     assert!(call(4, "exec_sql")["result"].is_object());
     // The counters of a rule that keeps its name go on.
-    assert!(
-        metric(
-            admin,
-            "tether_rule_matches_total{rule=\"no-destructive-tools\"}"
-        )
-        .is_some_and(|n| n >= 2.0)
-    );
+    assert!(metric(
+        admin,
+        "tether_rule_matches_total{rule=\"no-destructive-tools\"}"
+    )
+    .is_some_and(|n| n >= 2.0));
 }
 
 #[test]
@@ -603,5 +633,66 @@ action = "log"
         metric(admin, "tether_rule_matches_total{rule=\"audit-calls\"}"),
         Some(1.0)
     );
-    assert_eq!(origin.requests().len(), 1, "a log rule lets the request pass");
+    assert_eq!(
+        origin.requests().len(),
+        1,
+        "a log rule lets the request pass"
+    );
+}
+
+#[test]
+fn dot_segments_cannot_walk_past_a_rule_on_a_path() {
+    let origin = ok_origin();
+    let file = config(
+        &origin,
+        r#"
+[[rule]]
+on = "request"
+match = { path-prefix = "/admin" }
+action = "deny"
+"#,
+    );
+    let (t, _admin) = start(&file);
+    for path in [
+        "/public/../admin/users",
+        "/public/%2e%2e/admin/users",
+        "/./admin",
+    ] {
+        let r = exchange(
+            t.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+    }
+    assert_eq!(
+        exchange(t.addr, b"GET /admin HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        403
+    );
+    assert!(origin.requests().is_empty());
+}
+
+#[test]
+fn a_client_waiting_for_100_continue_gets_it_before_its_body_is_inspected() {
+    let origin = ok_origin();
+    let file = config(&origin, DENY_TOOLS);
+    let (t, _admin) = start(&file);
+    let body = tools_call(11, "exec_sql");
+    let mut c = Client::connect(t.addr);
+    c.send(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: t\r\nAccept: {BOTH_FORMS}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let interim = c.read_response(false).expect("an interim answer");
+    assert_eq!(interim.status, 100);
+    c.send(body.as_bytes()).unwrap();
+    let r = c.read_response(false).expect("the answer");
+    assert_eq!(json_of(&r)["error"]["message"], "tool not allowed");
+    // Its body was read whole: the connection serves the next request.
+    let next = c.get("/after");
+    assert_eq!(next.status, 200);
+    assert_eq!(origin.requests().len(), 1);
 }

@@ -99,7 +99,10 @@ fn rules_hold(server_args: &[&str], client_args: &[&str]) {
     denied(&steps[2], "delete_user");
     denied(&steps[3], "exec_sql");
     assert_eq!(steps[4], call_ok("leak_secret", "the key is [REDACTED]"));
-    assert_eq!(steps[5], call_ok("get_weather", "weather in Oslo: sunny, 21 C"));
+    assert_eq!(
+        steps[5],
+        call_ok("get_weather", "weather in Oslo: sunny, 21 C")
+    );
     // The denied calls never reached the server.
     assert_eq!(
         server.call_lines(),

@@ -186,20 +186,14 @@ async fn exchange(
     let mut interim_sent = false;
     let mut inspected = None;
     if let Some(r) = rules.as_mut() {
-        let stage = request_rules::run(
-            ctx,
-            &mut client,
-            &head,
-            req_kind,
-            &route,
-            r,
-            id,
-            &mut interim_sent,
-        )
-        .await
-        .map_err(Failed)?;
+        let stage = request_rules::run(ctx, &mut client, &head, req_kind, &route, r, id)
+            .await
+            .map_err(Failed)?;
         match stage {
-            RequestStage::Forward(body) => inspected = body,
+            RequestStage::Forward { body, continued } => {
+                inspected = body;
+                interim_sent = continued;
+            }
             RequestStage::Answered {
                 status,
                 bytes,

@@ -34,8 +34,12 @@ pub(crate) fn plan_for(route: &Route, head: &RequestHead) -> Option<Box<RequestR
 
 /// What the request stage decided.
 pub(crate) enum RequestStage {
-    /// On upstream, with its body when it was read for inspection.
-    Forward(Option<InspectedBody>),
+    /// On upstream, with its body when it was read for inspection; `continued`: a `100
+    /// Continue` went to the client already.
+    Forward {
+        body: Option<InspectedBody>,
+        continued: bool,
+    },
     /// Answered here: the status sent, the bytes written, and whether the connection can
     /// serve another request.
     Answered {
@@ -56,11 +60,11 @@ pub(crate) async fn run(
     route: &Route,
     rules: &mut RequestRules,
     id: &RequestId,
-    interim_sent: &mut bool,
 ) -> Result<RequestStage, ProxyError> {
     let mut body = None;
+    let mut continued = false;
     if rules.plan.needs_request_body() && kind != BodyKind::Empty {
-        if expects_continue(head) && client.buf.is_empty() && !*interim_sent {
+        if expects_continue(head) && client.buf.is_empty() {
             if head.version == Version::Http11 {
                 let mut hundred = BytesVec::new();
                 hundred.push_static(CONTINUE_100);
@@ -71,7 +75,7 @@ pub(crate) async fn run(
                     return Err(ProxyError::ClientGone);
                 }
             }
-            *interim_sent = true;
+            continued = true;
         }
         let read = read_up_to(
             client.stream,
@@ -100,7 +104,7 @@ pub(crate) async fn run(
     match rules.plan.run_request(head, inspection) {
         RequestOutcome::Forward { edits } => {
             rules.upstream_edits = edits;
-            Ok(RequestStage::Forward(body))
+            Ok(RequestStage::Forward { body, continued })
         }
         RequestOutcome::Answer(answer) => {
             // The connection can serve another request only when this one's body is consumed.

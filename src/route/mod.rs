@@ -17,8 +17,9 @@
 //! ```
 //!
 //! A prefix decided on the raw path could be escaped: `/public/../admin` starts with `/public/`
-//! and the upstream, resolving the dot segments, serves `/admin`. So when any route has a path
-//! prefix, a path with a dot segment (`.` or `..`, also percent-encoded as `%2e`) is refused
+//! and the upstream, resolving the dot segments, serves `/admin`; a rule denying `/admin` would
+//! be escaped the same way. So when any route has a path prefix, or there is any interceptor
+//! rule (`crate::rules`), a path with a dot segment (`.` or `..`, also percent-encoded as `%2e`) is refused
 //! with 400 rather than guessed at. Clients resolve dot segments before they send a request
 //! (RFC 3986 5.2.4; browsers, curl without `--path-as-is`), so nothing legitimate is refused.
 //!
@@ -98,7 +99,8 @@ impl Route {
 #[derive(Debug)]
 pub(crate) struct RouteTable {
     routes: Box<[Rc<Route>]>,
-    /// Some route has a path prefix: paths with dot segments are refused (see the module doc).
+    /// Some route has a path prefix, or there are rules: paths with dot segments are refused
+    /// (see the module doc).
     by_path: bool,
 }
 
@@ -147,7 +149,9 @@ impl RouteTable {
                 Rc::new(Route::new(spec, worker, stats, rules.clone()))
             })
             .collect();
-        let by_path = routes.iter().any(|r| r.path_prefix.is_some());
+        // Rules may go by path too (`path-prefix`, or a program's own interceptor): with any
+        // rule, `/public/../admin` must not slip past a rule on `/admin` either.
+        let by_path = routes.iter().any(|r| r.path_prefix.is_some()) || !rules.is_empty();
         RouteTable { routes, by_path }
     }
 

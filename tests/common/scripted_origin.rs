@@ -185,8 +185,8 @@ fn read_request(conn: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Re
                 }
             };
             let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-                .unwrap_or(0);
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
             buf.drain(..line_end + 2);
             while buf.len() < size + 2 {
                 if fill(conn, buf)? == 0 {
