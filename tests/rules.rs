@@ -696,3 +696,57 @@ fn a_client_waiting_for_100_continue_gets_it_before_its_body_is_inspected() {
     assert_eq!(next.status, 200);
     assert_eq!(origin.requests().len(), 1);
 }
+
+/// examples/interceptor.rs, built by `cargo test` beside the test binaries.
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/rules-HASH -> target/<profile>/examples/NAME
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built (cargo test builds examples)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_program_s_own_interceptor_runs_after_the_file_s_rules() {
+    let origin = ScriptedOrigin::start(|_| Reply::Sse {
+        blocks: vec![
+            "id: 1\ndata: hello\n\n".into(),
+            "id: 2\ndata: card 4111 1111 1111 1111\n\n".into(),
+            "id: 3\nevent: debug\ndata: internal\n\n".into(),
+            "id: 4\ndata: bye\n\n".into(),
+        ],
+        hold: Some(Duration::from_secs(5)),
+    });
+    let file = config(&origin, EVENT_RULES);
+    let args: Vec<String> = ["--config", &file.path(), "--workers", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let t = Tether::start_program(&example_binary("interceptor"), &args, None)
+        .unwrap_or_else(|log| panic!("the example did not start:\n{}", log.join("\n")));
+    let mut feed = SseClient::open(t.addr, "/feeds/news", &[]);
+    let (events, _) = feed.read_until(Duration::from_secs(10), |ev| ev.len() >= 2);
+    let got: Vec<(Option<&str>, &str)> = events
+        .iter()
+        .map(|e| (e.id.as_deref(), e.data.split('\n').next().unwrap()))
+        .collect();
+    assert_eq!(got, vec![(Some("1"), "hello"), (Some("4"), "bye")]);
+    assert!(events
+        .iter()
+        .all(|e| e.data.contains("\nseen-by-tether-ms: ")));
+    // Other paths are not its business: the file's rules alone.
+    let mut other = SseClient::open(t.addr, "/other", &[]);
+    let (events, _) = other.read_until(Duration::from_secs(10), |ev| ev.len() >= 3);
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, vec!["hello", "card 4111 1111 1111 1111", "bye"]);
+}

@@ -62,7 +62,16 @@ impl Tether {
     }
 
     fn start_command(args: &[String], nofile: Option<u64>) -> Result<Tether, Vec<String>> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        Self::start_program(env!("CARGO_BIN_EXE_tether").as_ref(), args, nofile)
+    }
+
+    /// Starts `program` (tether, or a program embedding it such as an example) with `args`.
+    pub fn start_program(
+        program: &std::path::Path,
+        args: &[String],
+        nofile: Option<u64>,
+    ) -> Result<Tether, Vec<String>> {
+        let mut command = Command::new(program);
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe; the
