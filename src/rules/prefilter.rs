@@ -9,7 +9,15 @@
 //! data-contains N   N occurs in the raw block; skipped when N has a CR or LF (the raw block
 //!                   separates data lines with "data:" prefixes, not the LF the data has) or
 //!                   U+FFFD (invalid UTF-8 reads as U+FFFD in the data, not in the raw bytes)
-//! event-type T      the block's last `event` line has the value T (absent/empty: "message")
+//! event-type T      the block's last `event` line has the value T (absent/empty: "message");
+//!                   first: T (not "message") occurs in the raw block at all
+//! data-regex R      R matches somewhere in the raw block, when R is line-local: it cannot
+//!                   match an LF (the data never holds a CR: CR ends a line) and has no anchors (word boundaries are allowed), and
+//!                   the block is valid UTF-8. Then a match in the data lies within one data
+//!                   line's value, which the raw block holds verbatim between non-word bytes
+//!                   (": " or ":" before, CR or LF after), as the data has non-word bytes (LF,
+//!                   or its start and end) around each value: the same match is in the raw
+//!                   block. Invalid UTF-8 reads as U+FFFD in the data, so then "maybe".
 //! MCP keys          each key group: one of its needles occurs, quotes included ("tools/call"),
 //!                   or the bytes hold a backslash (a JSON escape can spell any string, e.g.
 //!                   "tools\/call", so a backslash means "maybe")
@@ -30,6 +38,8 @@ pub(crate) struct Prefilter {
     event_type: Option<Box<[u8]>>,
     /// Needle groups of the MCP keys: every group needs one hit (or a backslash).
     json_groups: Vec<Vec<Finder<'static>>>,
+    /// `data-regex`, when it is line-local (see the module doc).
+    regex: Option<regex::bytes::Regex>,
 }
 
 impl Prefilter {
@@ -62,10 +72,16 @@ impl Prefilter {
             // filter-tools matches only results with a `tools` array.
             json_groups.push(vec![quoted("tools")]);
         }
+        let regex = matches
+            .data_regex
+            .as_ref()
+            .filter(|re| is_line_local(re.as_str()))
+            .cloned();
         Prefilter {
             data,
             event_type,
             json_groups,
+            regex,
         }
     }
 
@@ -76,6 +92,7 @@ impl Prefilter {
             data: None,
             event_type: None,
             json_groups: Vec::new(),
+            regex: None,
         }
     }
 
@@ -88,6 +105,11 @@ impl Prefilter {
         }
         if let Some(finder) = &self.data {
             if finder.find(raw).is_none() {
+                return false;
+            }
+        }
+        if let Some(re) = &self.regex {
+            if std::str::from_utf8(raw).is_ok() && !re.is_match(raw) {
                 return false;
             }
         }
@@ -108,6 +130,10 @@ impl Prefilter {
 /// The block's event type is `want`: its last `event` line's value (one leading space
 /// removed), with no line or an empty value meaning "message".
 fn event_type_is(raw: &[u8], want: &[u8]) -> bool {
+    // Most events are not of the wanted type and do not hold its name at all: one scan.
+    if want != b"message" && memchr::memmem::find(raw, want).is_none() {
+        return false;
+    }
     let mut found: &[u8] = b"";
     for line in block_lines(raw) {
         if field_name(line) == Some(b"event") {
@@ -118,9 +144,64 @@ fn event_type_is(raw: &[u8], want: &[u8]) -> bool {
     found == want || (found.is_empty() && want == b"message")
 }
 
+/// `pattern` (the `regex` crate's syntax, as `regex::bytes` reads it) cannot match an LF and
+/// has no anchors: a match in the data is a match in the raw block (module doc).
+/// Anything it cannot tell (a pattern it fails to read) is not line-local.
+fn is_line_local(pattern: &str) -> bool {
+    use regex_syntax::hir::{Class, Hir, HirKind, Look};
+    fn local(hir: &Hir) -> bool {
+        match hir.kind() {
+            HirKind::Empty => true,
+            HirKind::Literal(lit) => !lit.0.contains(&b'\n'),
+            HirKind::Class(Class::Unicode(class)) => class
+                .ranges()
+                .iter()
+                .all(|r| !(r.start()..=r.end()).contains(&'\n')),
+            HirKind::Class(Class::Bytes(class)) => class
+                .ranges()
+                .iter()
+                .all(|r| !(r.start()..=r.end()).contains(&b'\n')),
+            HirKind::Look(look) => matches!(
+                look,
+                Look::WordAscii
+                    | Look::WordAsciiNegate
+                    | Look::WordUnicode
+                    | Look::WordUnicodeNegate
+            ),
+            HirKind::Repetition(rep) => local(&rep.sub),
+            HirKind::Capture(cap) => local(&cap.sub),
+            HirKind::Concat(parts) | HirKind::Alternation(parts) => parts.iter().all(local),
+        }
+    }
+    regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .is_ok_and(|hir| local(&hir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_local_regexes() {
+        for p in [
+            r"sk-[A-Za-z0-9]{20,}",
+            r"\bpassword=\S+",
+            r"(?i)secret",
+            r"a|b+c",
+            r"[^\n]{3}",
+            r"password=.*",
+        ] {
+            assert!(is_line_local(p), "{p}");
+        }
+        for p in [
+            r"^sk-", r"end$", r"a\nb", r"(?s)a.b", r"[\s]x", r"\Ax", r"[^a]", r"(?m)^x",
+        ] {
+            assert!(!is_line_local(p), "{p}");
+        }
+    }
 
     #[test]
     fn event_type_scan() {
