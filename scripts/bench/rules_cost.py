@@ -55,16 +55,18 @@ Determinism: an instruction count does not depend on the machine's speed or load
 depend on scheduling: how many events one read of tether carries (tether, slowed ~50x by
 valgrind, mostly finds full socket buffers), how often its fair turns (--turn-slice, 2 ms of
 wall time) hand back to the IO loop, how often its loop finds nothing to do. Measured on the
-2-core VM: repeated `none` runs within 0.005% of each other.
+2-core VM: `none` runs within one invocation 0.001-0.006% apart, over three invocations (8 runs)
+0.03% (1427.7-1428.2 Ir per event); the totals of same-size runs differ by ~0.02%.
 
 Why --driver epoll: under valgrind 3.19 a thread blocked in io_uring_enter keeps valgrind's
 lock, so no other thread runs while the worker waits; tether's signal thread then never sees
 the SIGTERM and callgrind never writes its file. The relay's user-space code is the same on
 both drivers; the system calls differ, and callgrind does not count the kernel anyway.
 
-Time: ~5 s per run with the defaults (2 s of it the hold), ~10 s per configuration, about a
-minute for the default set on this 2-core machine (more when others' builds take the CPUs:
-the counts do not change). Progress is printed per run. Every process is bounded: sse-load by
+Time: ~5 s per run with the defaults (2 s of it the hold), ~10 s per configuration without
+per-event rule work, ~20-30 s with it; the default set takes about 1 minute, `all` about 1.5
+minutes on this 2-core machine (more when others' builds take the CPUs: the counts do not
+change). Progress is printed per run. Every process is bounded: sse-load by
 --deadline (+180 s), tether's start by 120 s, its drain by 120 s (then SIGKILL: the run fails).
 
 Builds nothing: `cargo build --release --workspace` first, with the CARGO_TARGET_DIR given here
@@ -309,7 +311,8 @@ def main():
     version = version_of(b.tether_bin)
     rev = git_rev()
     total_runs = 2 * len(order)
-    log(f"== tether rules cost: {version} ({rev}), {a.streams} streams x {a.small} and "
+    log(f"== tether rules cost: {version} ({b.tether_bin}; script at {rev}), "
+        f"{a.streams} streams x {a.small} and "
         f"{a.big} events (size={a.size}), {total_runs} callgrind runs; work dir {work}")
     log(f"   order: {', '.join(n if k == 1 else f'{n} (run {k})' for n, k in order)}")
     results = []
@@ -358,13 +361,14 @@ def main():
     spread = (max(nones) - min(nones)) / min(nones) if len(nones) > 1 else None
 
     cmd = "scripts/bench/rules_cost.py " + " ".join(sys.argv[1:])
-    text = table(results, a, version, rev, cmd, spread, elapsed)
+    text = table(results, a, f"{version}, {b.tether_bin}", rev, cmd, spread, elapsed)
     print()
     print(text)
     if a.json:
         report = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": cmd.strip(), "tether": version, "commit": rev,
+            "command": cmd.strip(), "tether": version, "tether_binary": b.tether_bin,
+            "script_commit": rev,
             "workload": {"streams": a.streams, "small": a.small, "big": a.big, "size": a.size,
                          "hold_ms": a.hold_ms, "query": query(a, "N"),
                          "tether_flags": TETHER_FLAGS},
@@ -539,7 +543,7 @@ def git_rev():
 
 def table(results, a, version, rev, cmd, spread, elapsed):
     lines = [
-        f"tether rules cost: callgrind Ir per relayed SSE event, {version} ({rev}), "
+        f"tether rules cost: callgrind Ir per relayed SSE event; {version}; script at {rev}; "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"`{cmd.strip()}`: {a.streams} streams of `{query(a, 'N')}`, N = {a.small} and {a.big}; "
         f"tether {' '.join(TETHER_FLAGS)} under callgrind; {elapsed / 60:.1f} min",
@@ -550,8 +554,9 @@ def table(results, a, version, rev, cmd, spread, elapsed):
     ]
     for r in results:
         if "failed" in r:
-            first = r["failed"].splitlines()[0]
-            lines.append(f"| {r['label']} | FAILED: {first.replace('|', '/')} | | | | |")
+            why = " ".join(ln.strip() for ln in r["failed"].splitlines()[:2])
+            why = (why[:197] + "...") if len(why) > 200 else why
+            lines.append(f"| {r['label']} | FAILED: {why.replace('|', '/')} | | | | |")
             continue
         s, g = r["sizes"][a.small], r["sizes"][a.big]
         ratio = f"{r['ratio_to_none']:.4f}" if "ratio_to_none" in r else ""
