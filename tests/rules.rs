@@ -750,3 +750,39 @@ fn a_program_s_own_interceptor_runs_after_the_file_s_rules() {
     let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
     assert_eq!(data, vec!["hello", "card 4111 1111 1111 1111", "bye"]);
 }
+
+#[test]
+fn data_contains_finds_its_bytes_in_the_data_only() {
+    let origin = ScriptedOrigin::start(|_| Reply::Sse {
+        blocks: vec![
+            "id: 1\ndata: login ok, password=hunter2\n\n".into(),
+            // The needle in a comment and in the event type is not in the data.
+            ": password=hunter2\nid: 2\nevent: password=hunter2\ndata: nothing here\n\n".into(),
+            "id: 3\ndata: pass\ndata: word=x\n\n".into(),
+        ],
+        hold: Some(Duration::from_secs(5)),
+    });
+    let file = config(
+        &origin,
+        r#"
+[[rule]]
+name = "passwords"
+on = "event"
+match = { data-contains = "password=hunter2" }
+action = "redact"
+replace = "password=***"
+"#,
+    );
+    let (t, admin) = start(&file);
+    let mut c = SseClient::open(t.addr, "/log", &[]);
+    let (events, _) = c.read_until(Duration::from_secs(10), |ev| ev.len() >= 3);
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(
+        data,
+        vec!["login ok, password=***", "nothing here", "pass\nword=x"]
+    );
+    assert_eq!(
+        metric(admin, "tether_rule_matches_total{rule=\"passwords\"}"),
+        Some(1.0)
+    );
+}

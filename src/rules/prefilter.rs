@@ -34,12 +34,14 @@ use super::spec::{ActionSpec, MatchSpec};
 pub(crate) struct Prefilter {
     /// `data-contains`, when safe to look for in the raw block.
     data: Option<Finder<'static>>,
-    /// `event-type`, when it can be compared as bytes (no U+FFFD in it).
-    event_type: Option<Box<[u8]>>,
+    /// `event-type`, when it can be compared as bytes (no U+FFFD in it), with a finder for it
+    /// (None for "message", which an event without an `event` line has).
+    event_type: Option<(Box<[u8]>, Option<Finder<'static>>)>,
     /// Needle groups of the MCP keys: every group needs one hit (or a backslash).
     json_groups: Vec<Vec<Finder<'static>>>,
-    /// `data-regex`, when it is line-local (see the module doc).
-    regex: Option<regex::bytes::Regex>,
+    /// `data-regex`, when it is line-local (see the module doc), and whether it can match
+    /// U+FFFD (then only a valid UTF-8 block can be judged by it).
+    regex: Option<(regex::bytes::Regex, bool)>,
 }
 
 impl Prefilter {
@@ -53,7 +55,10 @@ impl Prefilter {
             .event_type
             .as_deref()
             .filter(|t| !t.contains('\u{FFFD}'))
-            .map(|t| t.as_bytes().into());
+            .map(|t| {
+                let finder = (t != "message").then(|| Finder::new(t.as_bytes()).into_owned());
+                (t.as_bytes().into(), finder)
+            });
         let quoted = |s: &str| Finder::new(format!("\"{s}\"").as_bytes()).into_owned();
         let mut json_groups = Vec::new();
         if !matches.mcp_method.is_empty()
@@ -75,8 +80,7 @@ impl Prefilter {
         let regex = matches
             .data_regex
             .as_ref()
-            .filter(|re| is_line_local(re.as_str()))
-            .cloned();
+            .and_then(|re| line_locality(re.as_str()).map(|fffd| (re.clone(), fffd)));
         Prefilter {
             data,
             event_type,
@@ -98,7 +102,11 @@ impl Prefilter {
 
     /// Can the rule match the raw SSE block `raw`?
     pub(crate) fn may_match_event(&self, raw: &[u8]) -> bool {
-        if let Some(want) = &self.event_type {
+        if let Some((want, finder)) = &self.event_type {
+            // Most events are not of the wanted type and do not hold its name at all.
+            if finder.as_ref().is_some_and(|f| f.find(raw).is_none()) {
+                return false;
+            }
             if !event_type_is(raw, want) {
                 return false;
             }
@@ -108,8 +116,8 @@ impl Prefilter {
                 return false;
             }
         }
-        if let Some(re) = &self.regex {
-            if std::str::from_utf8(raw).is_ok() && !re.is_match(raw) {
+        if let Some((re, fffd)) = &self.regex {
+            if !re.is_match(raw) && (!fffd || std::str::from_utf8(raw).is_ok()) {
                 return false;
             }
         }
@@ -130,10 +138,6 @@ impl Prefilter {
 /// The block's event type is `want`: its last `event` line's value (one leading space
 /// removed), with no line or an empty value meaning "message".
 fn event_type_is(raw: &[u8], want: &[u8]) -> bool {
-    // Most events are not of the wanted type and do not hold its name at all: one scan.
-    if want != b"message" && memchr::memmem::find(raw, want).is_none() {
-        return false;
-    }
     let mut found: &[u8] = b"";
     for line in block_lines(raw) {
         if field_name(line) == Some(b"event") {
@@ -144,40 +148,60 @@ fn event_type_is(raw: &[u8], want: &[u8]) -> bool {
     found == want || (found.is_empty() && want == b"message")
 }
 
-/// `pattern` (the `regex` crate's syntax, as `regex::bytes` reads it) cannot match an LF and
-/// has no anchors: a match in the data is a match in the raw block (module doc).
-/// Anything it cannot tell (a pattern it fails to read) is not line-local.
-fn is_line_local(pattern: &str) -> bool {
+/// How `pattern` (the `regex` crate's syntax, as `regex::bytes` reads it) may be looked for in
+/// the raw block: None when it is not line-local (it can match an LF or a lone byte past ASCII,
+/// or has anchors); Some(true) when it can match U+FFFD, so the raw block must be valid UTF-8
+/// for its absence there to mean anything (invalid bytes read as U+FFFD in the data); Some(false)
+/// when it cannot. A pattern it fails to read is not line-local.
+fn line_locality(pattern: &str) -> Option<bool> {
     use regex_syntax::hir::{Class, Hir, HirKind, Look};
-    fn local(hir: &Hir) -> bool {
+    const FFFD: &[u8] = "\u{FFFD}".as_bytes();
+    /// (line-local, can match U+FFFD)
+    fn walk(hir: &Hir) -> (bool, bool) {
         match hir.kind() {
-            HirKind::Empty => true,
-            HirKind::Literal(lit) => !lit.0.contains(&b'\n'),
-            HirKind::Class(Class::Unicode(class)) => class
-                .ranges()
-                .iter()
-                .all(|r| !(r.start()..=r.end()).contains(&'\n')),
-            HirKind::Class(Class::Bytes(class)) => class
-                .ranges()
-                .iter()
-                .all(|r| !(r.start()..=r.end()).contains(&b'\n')),
-            HirKind::Look(look) => matches!(
-                look,
-                Look::WordAscii
-                    | Look::WordAsciiNegate
-                    | Look::WordUnicode
-                    | Look::WordUnicodeNegate
+            HirKind::Empty => (true, false),
+            HirKind::Literal(lit) => (!lit.0.contains(&b'\n'), lit.0.windows(3).any(|w| w == FFFD)),
+            HirKind::Class(Class::Unicode(class)) => {
+                let has = |c: char| {
+                    class
+                        .ranges()
+                        .iter()
+                        .any(|r| (r.start()..=r.end()).contains(&c))
+                };
+                (!has('\n'), has('\u{FFFD}'))
+            }
+            HirKind::Class(Class::Bytes(class)) => (
+                class
+                    .ranges()
+                    .iter()
+                    .all(|r| !(r.start()..=r.end()).contains(&b'\n') && r.end() < 0x80),
+                false,
             ),
-            HirKind::Repetition(rep) => local(&rep.sub),
-            HirKind::Capture(cap) => local(&cap.sub),
-            HirKind::Concat(parts) | HirKind::Alternation(parts) => parts.iter().all(local),
+            HirKind::Look(look) => (
+                matches!(
+                    look,
+                    Look::WordAscii
+                        | Look::WordAsciiNegate
+                        | Look::WordUnicode
+                        | Look::WordUnicodeNegate
+                ),
+                false,
+            ),
+            HirKind::Repetition(rep) => walk(&rep.sub),
+            HirKind::Capture(cap) => walk(&cap.sub),
+            HirKind::Concat(parts) | HirKind::Alternation(parts) => parts
+                .iter()
+                .map(walk)
+                .fold((true, false), |(l, f), (pl, pf)| (l && pl, f || pf)),
         }
     }
-    regex_syntax::ParserBuilder::new()
+    let hir = regex_syntax::ParserBuilder::new()
         .utf8(false)
         .build()
         .parse(pattern)
-        .is_ok_and(|hir| local(&hir))
+        .ok()?;
+    let (local, fffd) = walk(&hir);
+    local.then_some(fffd)
 }
 
 #[cfg(test)]
@@ -188,18 +212,28 @@ mod tests {
     fn line_local_regexes() {
         for p in [
             r"sk-[A-Za-z0-9]{20,}",
-            r"\bpassword=\S+",
-            r"(?i)secret",
+            r"\bab\b",
             r"a|b+c",
-            r"[^\n]{3}",
-            r"password=.*",
+            r"[a-z\d]{3}",
+            r"(?-u)a[\x00-\x09]",
         ] {
-            assert!(is_line_local(p), "{p}");
+            assert_eq!(line_locality(p), Some(false), "{p}");
+        }
+        for p in [r"\bpassword=\S+", r"(?i)secret.*", "\u{FFFD}", r"[^\n]x"] {
+            assert_eq!(line_locality(p), Some(true), "{p}");
         }
         for p in [
-            r"^sk-", r"end$", r"a\nb", r"(?s)a.b", r"[\s]x", r"\Ax", r"[^a]", r"(?m)^x",
+            r"^sk-",
+            r"end$",
+            r"a\nb",
+            r"(?s)a.b",
+            r"[\s]x",
+            r"\Ax",
+            r"(?m)^x",
+            r"(?-u)a[\x80-\xff]",
+            r"[^a]",
         ] {
-            assert!(!is_line_local(p), "{p}");
+            assert_eq!(line_locality(p), None, "{p}");
         }
     }
 

@@ -941,6 +941,12 @@ fn prefiltered_specs() -> Vec<RuleSpec> {
             ActionSpec::Drop,
         ),
         rule(
+            "p-regex-fffd",
+            Stage::Event,
+            m(|s| s.data_regex = Some(regex::bytes::Regex::new(r"[^\n]ab").unwrap())),
+            ActionSpec::Drop,
+        ),
+        rule(
             "p-regex-anchored",
             Stage::Event,
             m(|s| s.data_regex = Some(regex::bytes::Regex::new("^ab|b$").unwrap())),
