@@ -430,7 +430,7 @@ pub fn render_labelled(
 
 /// A label value as the Prometheus text format requires: backslash, double quote and line feed
 /// escaped.
-fn escape_label_value(value: &str) -> String {
+pub(crate) fn escape_label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

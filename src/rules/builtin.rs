@@ -158,6 +158,11 @@ impl BuiltinRule {
             && tool.is_some_and(|t| self.mcp_tools.iter().any(|g| g.matches(t)))
     }
 
+    /// Every MCP key holds on at least one of `messages`.
+    fn any_message_holds(&self, messages: &Messages, methods: &RequestMethods) -> bool {
+        self.matching_messages(messages, methods).next().is_some()
+    }
+
     /// The indices of the messages every MCP key holds on.
     fn matching_messages<'m>(
         &'m self,
@@ -374,18 +379,12 @@ impl Interceptor for BuiltinRule {
             if !self.data_holds(body) {
                 return Verdict::NoMatch;
             }
-            if self.has_message_keys() {
-                if !self.prefilter.may_match_json(body) {
-                    return Verdict::NoMatch;
-                }
-                let messages = msg.mcp_messages();
-                if self
-                    .matching_messages(messages, msg.methods)
-                    .next()
-                    .is_none()
-                {
-                    return Verdict::NoMatch;
-                }
+            // JSON is parsed only when the prefilter lets the bytes through.
+            if self.has_message_keys()
+                && !(self.prefilter.may_match_json(body)
+                    && self.any_message_holds(msg.mcp_messages(), msg.methods))
+            {
+                return Verdict::NoMatch;
             }
         }
         let acted = match &self.action {
@@ -450,18 +449,11 @@ impl Interceptor for BuiltinRule {
         if self.has_data_keys() && !self.data_holds(msg.data().as_bytes()) {
             return Verdict::NoMatch;
         }
-        if self.has_message_keys() {
-            if !self.prefilter.may_match_json(msg.data().as_bytes()) {
-                return Verdict::NoMatch;
-            }
-            let messages = msg.mcp_messages();
-            if self
-                .matching_messages(messages, msg.methods)
-                .next()
-                .is_none()
-            {
-                return Verdict::NoMatch;
-            }
+        if self.has_message_keys()
+            && !(self.prefilter.may_match_json(msg.data().as_bytes())
+                && self.any_message_holds(msg.mcp_messages(), msg.methods))
+        {
+            return Verdict::NoMatch;
         }
         let new_data = match &self.action {
             Action::Drop => return Verdict::Drop,

@@ -4,25 +4,7 @@
 //! data. Rewritten events end their lines with LF whatever the upstream used (CRLF, LF and a lone
 //! CR are all line ends in SSE, so a client reads the same fields).
 
-/// The lines of one block up to its blank line (not included), split as a browser splits them
-/// (CRLF, LF, lone CR), so that what is found here is what `parse_block` finds.
-pub(crate) fn block_lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = raw;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let (line, after) = match memchr::memchr2(b'\r', b'\n', rest) {
-            None => (rest, &rest[rest.len()..]),
-            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => {
-                (&rest[..i], &rest[i + 2..])
-            }
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-        };
-        rest = after;
-        (!line.is_empty()).then_some(line)
-    })
-}
+pub(crate) use crate::sse::framer::block_lines;
 
 /// The field name of a line (`data` for `data: x` and for a bare `data`); None for a comment.
 pub(crate) fn field_name(line: &[u8]) -> Option<&[u8]> {

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::RuleStats;
+use crate::metrics::escape_label_value;
 
 /// A rule's counters and the action it had when its chain was last built.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ pub(crate) fn render(out: &mut String) {
         let _ = writeln!(
             out,
             "tether_rule_matches_total{{rule=\"{}\"}} {}",
-            escape_label(name),
+            escape_label_value(name),
             entry.stats.matches.load(Ordering::Relaxed)
         );
     }
@@ -57,35 +58,16 @@ pub(crate) fn render(out: &mut String) {
         let _ = writeln!(
             out,
             "tether_rule_actions_total{{rule=\"{}\",action=\"{}\"}} {}",
-            escape_label(name),
-            escape_label(&entry.action),
+            escape_label_value(name),
+            escape_label_value(&entry.action),
             entry.stats.actions.load(Ordering::Relaxed)
         );
     }
 }
 
-/// The Prometheus text format's label value escapes: backslash, double quote, line feed.
-fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_escapes() {
-        assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
-    }
 
     #[test]
     fn same_name_same_counters() {

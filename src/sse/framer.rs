@@ -587,14 +587,14 @@ pub struct ParsedEvent {
 /// Slow path, for interceptors and tests: the fields of one block as a browser would dispatch them.
 /// Reads lines up to the first blank one (the dispatch); invalid UTF-8 => U+FFFD
 /// (String::from_utf8_lossy). Input without a blank line is read as if it ended with one.
-pub fn parse_block(raw: &[u8]) -> ParsedEvent {
-    let mut event_type: &[u8] = b"";
-    let mut data = Vec::new();
-    let mut id = None;
-    let mut retry = None;
-    let mut fires = false;
+/// The lines of one block up to its blank line (not included), split as a browser splits them
+/// (CRLF, LF, lone CR), so that what is found here is what `parse_block` finds.
+pub(crate) fn block_lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = raw;
-    while !rest.is_empty() {
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
         let (line, after) = match memchr::memchr2(b'\r', b'\n', rest) {
             None => (rest, &rest[rest.len()..]),
             Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => {
@@ -603,9 +603,17 @@ pub fn parse_block(raw: &[u8]) -> ParsedEvent {
             Some(i) => (&rest[..i], &rest[i + 1..]),
         };
         rest = after;
-        if line.is_empty() {
-            break;
-        }
+        (!line.is_empty()).then_some(line)
+    })
+}
+
+pub fn parse_block(raw: &[u8]) -> ParsedEvent {
+    let mut event_type: &[u8] = b"";
+    let mut data = Vec::new();
+    let mut id = None;
+    let mut retry = None;
+    let mut fires = false;
+    for line in block_lines(raw) {
         if line[0] == b':' {
             continue;
         }
