@@ -249,6 +249,22 @@ pub struct ReverseArgs {
     #[arg(long, help_heading = "SSE")]
     pub assign_ids: bool,
 
+    // ----- MCP -----
+    /// Requests are MCP Streamable HTTP: the upstream's Mcp-Session-Id reaches the client sealed
+    /// in tether's own id (AES-256-GCM, bound to the client's identity headers), and every later
+    /// request of the session goes to the replica that made it, with the upstream's id. An id
+    /// that does not open, or names a replica that is gone, gets 404 (the client initializes
+    /// again). Per route in a configuration file (`mcp = true`).
+    #[arg(long, help_heading = "MCP")]
+    pub mcp: bool,
+
+    /// The key(s) that seal MCP session ids: 64 hex characters per line (32 bytes), the first
+    /// seals and opens, later ones only open (rotation: put the new key first, keep the old one
+    /// while its sessions last). tether instances sharing the file accept each other's ids.
+    /// Without it a random key is made at start, and ids die with the process. Mode 0600.
+    #[arg(long, value_name = "FILE", help_heading = "MCP")]
+    pub session_key_file: Option<std::path::PathBuf>,
+
     // ----- rules -----
     /// The largest request body, or JSON response body, read whole so that rules can look into
     /// it (MCP keys, data-contains, data-regex); larger ones pass uninspected (a rule can refuse

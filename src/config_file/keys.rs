@@ -34,6 +34,7 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
     "resume-post-as-get",
     "resume-without-id",
     "max-inspect-bytes",
+    "mcp",
 ];
 
 /// A route's own keys, which are not flags (besides `upstream`, the route's replicas).

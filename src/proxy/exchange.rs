@@ -39,6 +39,7 @@ use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
 use crate::route::{Route, Unrouted};
 use crate::rules::RequestRules;
 use crate::sse::lookup::{self, ResumePoint};
+use crate::sse::extras::StreamExtras;
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
 use crate::upstream::connect::{self, UpstreamConn};
@@ -393,7 +394,7 @@ async fn exchange(
                     route,
                     request_id: id.detached(),
                     log: log.map(RequestStart::detached),
-                    rules: stream_rules(exchange.rules.take()),
+                    extras: stream_extras(exchange.rules.take(), false),
                 })));
             }
             Ok(Step::Tunnel(parts)) => {
@@ -519,14 +520,24 @@ fn serve_from_ring(
         route,
         request_id: id.detached(),
         log: log.map(RequestStart::detached),
-        rules: stream_rules(rules),
+        extras: stream_extras(rules, false),
     }))
 }
 
-/// What a stream keeps of its request's rules: its plan when it has event rules (every event
-/// passes them) or header changes (every resume sends them); else nothing.
-fn stream_rules(rules: Option<Box<RequestRules>>) -> Option<Box<RequestRules>> {
-    rules.filter(|r| r.plan.has_event_rules() || !r.upstream_edits.is_empty())
+/// What a stream keeps of its request: the rules' plan when it has event rules (every event
+/// passes them), header changes (every resume sends them), whether it is pinned to its replica.
+fn stream_extras(rules: Option<Box<RequestRules>>, pinned: bool) -> Option<Box<StreamExtras>> {
+    let (plan, edits) = match rules {
+        Some(r) => {
+            let RequestRules {
+                plan,
+                upstream_edits,
+            } = *r;
+            (Some(plan), upstream_edits)
+        }
+        None => (None, Vec::new()),
+    };
+    StreamExtras::of(plan, edits, pinned)
 }
 
 /// What an attempt produced.

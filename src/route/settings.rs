@@ -31,6 +31,8 @@ pub(crate) struct RouteSettings {
     /// `max-inspect-bytes`: the largest request body (or JSON response body) read whole for the
     /// rules to look into; a larger one passes uninspected. At most [`MAX_INSPECT_BYTES_LIMIT`].
     pub(crate) max_inspect_bytes: usize,
+    /// `mcp`: MCP sessions sealed and pinned to their replica (`crate::mcp_session`).
+    pub(crate) mcp: bool,
 }
 
 /// The largest `--max-inspect-bytes` accepted (64 MiB): an inspected body is held whole in
@@ -83,6 +85,7 @@ impl RouteSettings {
             upstream_header_timeout: args.upstream_header_timeout,
             body_timeout: args.body_timeout,
             max_inspect_bytes: args.max_inspect_bytes,
+            mcp: args.mcp,
         })
     }
 }

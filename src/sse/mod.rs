@@ -17,6 +17,7 @@ pub(crate) mod assigned_id;
 pub(crate) mod catch_up;
 pub(crate) mod directory;
 pub(crate) mod eviction;
+pub(crate) mod extras;
 pub mod framer;
 pub(crate) mod lookup;
 pub(crate) mod outbound;

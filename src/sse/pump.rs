@@ -460,9 +460,9 @@ impl Relay<'_> {
             // upstream's cursor still moves past it); one they rewrite leaves as its new bytes,
             // its id, event and retry lines kept, and the ring records what was sent.
             let mut rewritten = false;
-            let block_raw = match &self.rules {
-                Some(rules) if rules.plan.has_event_rules() => {
-                    match rules.plan.run_event(&block.raw) {
+            let block_raw = match self.extras.as_ref().and_then(|x| x.plan.as_ref()) {
+                Some(plan) => {
+                    match plan.run_event(&block.raw) {
                         EventOutcome::Keep => block.raw,
                         EventOutcome::Drop => {
                             if block.fires || upstream_id.is_some() {
@@ -476,7 +476,7 @@ impl Relay<'_> {
                         }
                     }
                 }
-                _ => block.raw,
+                None => block.raw,
             };
             let assigned =
                 self.route.settings.sse.assign_ids && block.fires && upstream_id.is_none();

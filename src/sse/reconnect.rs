@@ -44,10 +44,10 @@ impl Relay<'_> {
         let status = self.entry.status.clone();
         // The header changes of the request's rules go with every reconnect (a copy: rare, and
         // only for streams with rules).
-        let header_edits = self
-            .rules
+        let (header_edits, pinned) = self
+            .extras
             .as_ref()
-            .map_or_else(Vec::new, |r| r.upstream_edits.clone());
+            .map_or_else(Default::default, |x| (x.upstream_edits.clone(), x.pinned));
         // For the forwarded-for headers of the re-sent request; asked of the socket rather than
         // kept for the stream's life (reconnects are rare, idle streams many). No peer: gone.
         let Ok(peer) = client.peer_addr() else {
@@ -82,6 +82,7 @@ impl Relay<'_> {
                 last_id,
                 self.replica as usize,
                 &header_edits,
+                pinned,
             ));
             let mut client_busy = false;
             let result = loop {

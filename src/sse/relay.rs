@@ -47,7 +47,7 @@ use crate::http::{BodyDecoder, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::proxy::request_id::RequestId;
 use crate::route::Route;
-use crate::rules::RequestRules;
+use super::extras::StreamExtras;
 use crate::worker::WorkerCtx;
 
 /// Default `--sse-client-buffer`: bytes queued for one client of a shared stream before it is cut
@@ -139,9 +139,9 @@ pub struct SseStart {
     pub(crate) request_id: RequestId,
     /// What the access log line needs from the request (None: the log is off).
     pub(crate) log: Option<RequestStart>,
-    /// The request's interceptor rules when the stream needs them: its events pass the event
-    /// stage, its resumes send the request's header changes (None: the path without rules).
-    pub(crate) rules: Option<Box<RequestRules>>,
+    /// The rules' event stage, the header changes of every resume, a replica the resumes must
+    /// stay on (None for most streams: nothing of these).
+    pub(crate) extras: Option<Box<StreamExtras>>,
 }
 
 /// How one upstream body stopped (the pump's answer).
@@ -213,8 +213,8 @@ pub(super) struct Relay<'c> {
     /// Reconnect delays; made at the stream's first drop (most streams never drop, and an
     /// idle stream should not carry it).
     pub(super) backoff: Option<Box<Backoff>>,
-    /// The request's interceptor rules (None: no rule touches this stream).
-    pub(super) rules: Option<Box<RequestRules>>,
+    /// What few streams carry besides (`super::extras`).
+    pub(super) extras: Option<Box<StreamExtras>>,
 }
 
 /// Relays an SSE response to `client` until it ends; see the module doc.
@@ -242,7 +242,7 @@ pub fn relay<'a>(
         route,
         request_id,
         log,
-        rules,
+        extras,
     } = start;
     WorkerMetrics::inc(&ctx.metrics.sse_streams_active);
     let url = ctx.upstreams.borrow().spec(replica).url.clone();
@@ -280,7 +280,7 @@ pub fn relay<'a>(
         replica: replica as u32,
         cursor_seed: resume_from,
         backoff: None,
-        rules,
+        extras,
     };
     relay.out.push_raw(head);
     let mut up = up;

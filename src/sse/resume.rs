@@ -177,11 +177,17 @@ pub(crate) async fn attempt(
     last_id: &[u8],
     first_replica: usize,
     header_edits: &[HeaderEdit],
+    pinned: bool,
 ) -> AttemptResult {
-    let order = ctx
-        .upstreams
-        .borrow()
-        .try_order(group.starting_at(first_replica));
+    // A pinned stream (an MCP session) resumes on its own replica or not at all.
+    let order: Vec<usize> = if pinned {
+        vec![first_replica]
+    } else {
+        ctx.upstreams
+            .borrow()
+            .try_order(group.starting_at(first_replica))
+            .collect()
+    };
     let mut failures = Vec::new();
     for replica in order {
         let mut up = match connect::connect_fresh(ctx, group, replica).await {
