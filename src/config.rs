@@ -12,6 +12,7 @@ use crate::cli::{DriverChoice, ReverseArgs};
 use crate::config_file::{FileRoute, Loaded};
 use crate::http::HeadLimits;
 use crate::route::settings::{RouteSettings, RouteSpec};
+use crate::mcp_session::SessionKeys;
 use crate::rules::{Interceptor, RuleChain, RuleSpec};
 use crate::sse::table::RingLimits;
 use crate::upstream::health::EjectPolicy;
@@ -64,6 +65,10 @@ pub struct Config {
     pub upstream_eject: EjectPolicy,
     /// `--access-log`: where access log lines go (None = off).
     pub access_log: Option<AccessLogTarget>,
+    /// `--session-key-file` (restart-only).
+    pub(crate) session_key_file: Option<std::path::PathBuf>,
+    /// The keys that seal MCP session ids: the file's, else random ones made at start.
+    pub(crate) session_keys: Arc<SessionKeys>,
     /// A program's own interceptors (`crate::rules::Interceptor`), run after the file's rules
     /// on every route; kept across reloads. Empty for the `tether` binary.
     pub interceptors: Vec<Arc<dyn Interceptor>>,
@@ -112,6 +117,8 @@ pub enum ConfigError {
     CommandLine {
         reason: String,
     },
+    /// `--session-key-file` cannot be used (the reason names the file and the line).
+    SessionKey(String),
     /// An error in the settings of the route at this index (file order).
     InRoute {
         index: usize,
@@ -131,6 +138,7 @@ impl ConfigError {
             | ConfigError::HeaderName { flag, .. }
             | ConfigError::TooLarge { flag, .. } => flag,
             ConfigError::UringEntries(_) => "--uring-entries",
+            ConfigError::SessionKey(_) => "--session-key-file",
             ConfigError::InRoute { error, .. } => return error.setting(),
             ConfigError::NoBind | ConfigError::CommandLine { .. } => return None,
         };
@@ -163,6 +171,7 @@ impl fmt::Display for ConfigError {
                 f,
                 "{flag} {name:?}: not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
             ),
+            ConfigError::SessionKey(reason) => write!(f, "--session-key-file: {reason}"),
             ConfigError::UringEntries(n) => write!(
                 f,
                 "--uring-entries {n}: must be a power of two from 2 to 32768 (io_uring refuses others)"
@@ -313,6 +322,12 @@ impl Config {
                 period: args.upstream_eject_for,
             },
             access_log: args.access_log.as_deref().map(AccessLogTarget::parse),
+            session_key_file: args.session_key_file.clone(),
+            session_keys: Arc::new(match &args.session_key_file {
+                Some(path) => SessionKeys::from_file(path)
+                    .map_err(|e| ConfigError::SessionKey(e.to_string()))?,
+                None => SessionKeys::random().map_err(|e| ConfigError::SessionKey(e.to_string()))?,
+            }),
             interceptors: Vec::new(),
             rule_chain: RuleChain::default(),
         })

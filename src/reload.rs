@@ -86,6 +86,8 @@ pub(crate) const RESTART_ONLY: &[&str] = &[
     "replay-memory",
     // The drain that a SIGTERM starts measures its grace from the start-up settings.
     "shutdown-grace",
+    // Session ids sealed under the running keys must keep opening.
+    "session-key-file",
 ];
 
 /// The main thread's side of reloading: the command line to read again, and what runs now.
@@ -243,6 +245,7 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         ("replay-bytes", a.rings.max_bytes != b.rings.max_bytes),
         ("replay-ttl", a.rings.ttl != b.rings.ttl),
         ("replay-memory", a.rings.memory != b.rings.memory),
+        ("session-key-file", a.session_key_file != b.session_key_file),
     ];
     debug_assert!(changed.iter().all(|(key, _)| RESTART_ONLY.contains(key)));
     changed

@@ -39,6 +39,11 @@ pub enum ProxyError {
     /// A response body read whole for the rules (`max-inspect-bytes`) broke off or stalled
     /// before its end; nothing of it had reached the client (502).
     UpstreamBodyForRules,
+    /// An MCP session id that does not open for this client, or names a replica the route no
+    /// longer has (404: the client initializes a new session).
+    McpSessionUnknown,
+    /// The upstream's MCP session id is longer than tether seals (502).
+    McpSessionIdTooLong,
     /// A request method the proxy does not forward (501).
     MethodNotSupported(&'static str),
     /// No route of the configuration matches the request's host and path (404).
@@ -84,6 +89,12 @@ impl ProxyError {
             ProxyError::UpstreamBodyForRules => {
                 "the upstream server's response body broke off".into()
             }
+            ProxyError::McpSessionUnknown => {
+                "unknown or expired MCP session; initialize a new one".into()
+            }
+            ProxyError::McpSessionIdTooLong => {
+                "the upstream server sent a session id this proxy cannot carry".into()
+            }
             ProxyError::MethodNotSupported(m) => format!("{m} is not supported by this proxy"),
             ProxyError::NoRoute => NO_ROUTE_REASON.into(),
             ProxyError::ClientGone => return None,
@@ -101,7 +112,9 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamClosed
             | ProxyError::UpstreamSwitchedProtocols
-            | ProxyError::UpstreamBodyForRules => 502,
+            | ProxyError::UpstreamBodyForRules
+            | ProxyError::McpSessionIdTooLong => 502,
+            ProxyError::McpSessionUnknown => 404,
             ProxyError::UpstreamHeadTimeout => 504,
             ProxyError::MethodNotSupported(_) => 501,
             ProxyError::NoRoute => 404,
@@ -140,6 +153,12 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamBodyForRules => f.write_str(
                 "upstream response body broke off or stalled while read whole for the rules",
             ),
+            ProxyError::McpSessionUnknown => f.write_str(
+                "MCP session id does not open for this client or names no replica of the route",
+            ),
+            ProxyError::McpSessionIdTooLong => {
+                f.write_str("upstream MCP session id longer than tether seals")
+            }
             ProxyError::MethodNotSupported(m) => write!(f, "{m} is not supported by this proxy"),
             ProxyError::NoRoute => f.write_str(NO_ROUTE_REASON),
         }

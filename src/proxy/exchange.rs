@@ -21,6 +21,7 @@ use super::error::ProxyError;
 use super::inspect::{read_up_to, readable_coding, InspectFailure, InspectedBody};
 use super::request_id::RequestId;
 use super::request_rules::{self, RequestStage};
+use super::session;
 use super::tunnel::TunnelStart;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::conn_io::{
@@ -32,14 +33,14 @@ use crate::http::{
     expects_continue, request_body_kind, requests_upgrade, response_body_kind, response_keep_alive,
     write_edited_client_response, write_interim_response, write_switching_response,
     write_upstream_request, BodyDecoder, BodyKind, ChunkHeader, Decoded, ForwardContext,
-    HeadScanner, HttpError, Method, OutFraming, RequestHead, ResponseHead, Version, CHUNK_END,
-    LAST_CHUNK,
+    HeadScanner, HeaderEdit, HttpError, Method, OutFraming, RequestHead, ResponseHead, Version,
+    CHUNK_END, LAST_CHUNK,
 };
 use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
 use crate::route::{Route, Unrouted};
 use crate::rules::RequestRules;
-use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::extras::StreamExtras;
+use crate::sse::lookup::{self, ResumePoint};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
 use crate::upstream::connect::{self, UpstreamConn};
@@ -181,6 +182,13 @@ async fn exchange(
     };
     route.stats.record_request();
     tally.route = Some(route.clone());
+    // An MCP session lives on the replica that made it; an id that does not open is answered
+    // 404 before anything else (nothing reaches an upstream).
+    let session = if route.settings.mcp {
+        session::open_session(ctx, &route, &head).map_err(Failed)?
+    } else {
+        None
+    };
     // Interceptor rules: decided once, from the head; a request no rule applies to has None
     // and takes the path without rules.
     let mut rules = request_rules::plan_for(&route, &head);
@@ -210,6 +218,15 @@ async fn exchange(
             }
         }
     }
+    // Header changes for the upstream: the rules', then the session's own id for tether's.
+    let mut upstream_edits = rules
+        .as_mut()
+        .map(|r| mem::take(&mut r.upstream_edits))
+        .unwrap_or_default();
+    if let Some(s) = &session {
+        upstream_edits.push(s.upstream_edit());
+    }
+    let pinned = session.as_ref().map(|s| s.replica);
     let out_framing = match (&inspected, req_kind) {
         // Read whole for the rules: sent with its length, whatever its framing was.
         (Some(InspectedBody::Whole(body)), _) => OutFraming::Length(body.len() as u64),
@@ -223,15 +240,20 @@ async fn exchange(
         Some(scope) => lookup::find(ctx, &head, &scope).await,
         None => None,
     };
-    let mut upstream = match connect::acquire(ctx, &route.upstreams, true).await {
+    let acquired = match pinned {
+        Some(replica) => connect::acquire_pinned(ctx, &route.upstreams, replica).await,
+        None => connect::acquire(ctx, &route.upstreams, true).await,
+    };
+    let mut upstream = match acquired {
         Ok(up) => up,
         Err(e) => match point {
             // A reconnecting EventSource must never get a 5xx while the upstream is down (it
             // would stop for good): it gets what it missed from the ring and an open stream,
             // and the relay reconnects behind it.
             Some(point) => {
+                let extras = extras_of(rules, upstream_edits, pinned);
                 return Ok(serve_from_ring(
-                    ctx, client, head, point, route, rules, false, id, log, tally,
+                    ctx, client, head, point, route, extras, pinned, false, id, log, tally,
                 ));
             }
             None => return Err(Failed(e.into())),
@@ -251,7 +273,7 @@ async fn exchange(
             method: None,
             request_id: Some(id.as_bytes()),
             upgrade,
-            header_edits: rules.as_ref().map_or(&[], |r| &r.upstream_edits[..]),
+            header_edits: &upstream_edits,
         },
         &mut head_out,
     );
@@ -273,6 +295,8 @@ async fn exchange(
         replay_pending: point.as_ref().is_some_and(|p| p.missed > 0),
         rules,
         inspected,
+        upstream_edits,
+        pinned,
     };
 
     // A pooled connection may have been closed by the upstream just now; a request with no body and
@@ -302,7 +326,12 @@ async fn exchange(
                                     exchange.head,
                                     point,
                                     route.clone(),
-                                    exchange.rules.take(),
+                                    extras_of(
+                                        exchange.rules.take(),
+                                        mem::take(&mut exchange.upstream_edits),
+                                        exchange.pinned,
+                                    ),
+                                    exchange.pinned,
                                     false,
                                     id,
                                     log,
@@ -344,7 +373,12 @@ async fn exchange(
                             exchange.head,
                             point,
                             route.clone(),
-                            exchange.rules.take(),
+                            extras_of(
+                                exchange.rules.take(),
+                                mem::take(&mut exchange.upstream_edits),
+                                exchange.pinned,
+                            ),
+                            exchange.pinned,
                             false,
                             id,
                             log,
@@ -394,7 +428,11 @@ async fn exchange(
                     route,
                     request_id: id.detached(),
                     log: log.map(RequestStart::detached),
-                    extras: stream_extras(exchange.rules.take(), false),
+                    extras: extras_of(
+                        exchange.rules.take(),
+                        mem::take(&mut exchange.upstream_edits),
+                        exchange.pinned,
+                    ),
                 })));
             }
             Ok(Step::Tunnel(parts)) => {
@@ -430,7 +468,12 @@ async fn exchange(
                     exchange.head,
                     point,
                     route.clone(),
-                    exchange.rules.take(),
+                    extras_of(
+                        exchange.rules.take(),
+                        mem::take(&mut exchange.upstream_edits),
+                        exchange.pinned,
+                    ),
+                    exchange.pinned,
                     !retry,
                     id,
                     log,
@@ -466,7 +509,8 @@ fn serve_from_ring(
     mut head: RequestHead,
     point: ResumePoint,
     route: Rc<Route>,
-    rules: Option<Box<RequestRules>>,
+    extras: Option<Box<StreamExtras>>,
+    pinned: Option<usize>,
     end_after_replay: bool,
     id: &RequestId,
     log: Option<&RequestStart>,
@@ -509,7 +553,7 @@ fn serve_from_ring(
         framing,
         head: out.freeze(),
         up: None,
-        replica: route.upstreams.next_replica(),
+        replica: pinned.unwrap_or_else(|| route.upstreams.next_replica()),
         ubuf: BytesMut::new(),
         decoder: BodyDecoder::new(BodyKind::Empty),
         ring: point.ring,
@@ -520,24 +564,18 @@ fn serve_from_ring(
         route,
         request_id: id.detached(),
         log: log.map(RequestStart::detached),
-        extras: stream_extras(rules, false),
+        extras,
     }))
 }
 
 /// What a stream keeps of its request: the rules' plan when it has event rules (every event
-/// passes them), header changes (every resume sends them), whether it is pinned to its replica.
-fn stream_extras(rules: Option<Box<RequestRules>>, pinned: bool) -> Option<Box<StreamExtras>> {
-    let (plan, edits) = match rules {
-        Some(r) => {
-            let RequestRules {
-                plan,
-                upstream_edits,
-            } = *r;
-            (Some(plan), upstream_edits)
-        }
-        None => (None, Vec::new()),
-    };
-    StreamExtras::of(plan, edits, pinned)
+/// passes them), the header changes every resume sends, whether it is pinned to its replica.
+fn extras_of(
+    rules: Option<Box<RequestRules>>,
+    upstream_edits: Vec<HeaderEdit>,
+    pinned: Option<usize>,
+) -> Option<Box<StreamExtras>> {
+    StreamExtras::of(rules.map(|r| r.plan), upstream_edits, pinned.is_some())
 }
 
 /// What an attempt produced.
@@ -620,6 +658,12 @@ struct Exchange<'c, 'a> {
     rules: Option<Box<RequestRules>>,
     /// The request body when the rules read it whole (or its start, past the limit).
     inspected: Option<InspectedBody>,
+    /// Header changes sent upstream (the rules', an MCP session's own id); every resume of a
+    /// stream sends them too.
+    upstream_edits: Vec<HeaderEdit>,
+    /// The replica an MCP session lives on: the only one tried, for the request and its
+    /// stream's resumes.
+    pinned: Option<usize>,
 }
 
 impl Exchange<'_, '_> {
@@ -814,6 +858,14 @@ impl Exchange<'_, '_> {
             edits = outcome.edits;
             if let (Some(new), Some(InspectedBody::Whole(_))) = (outcome.body, &body_read) {
                 body_read = Some(InspectedBody::Whole(new));
+            }
+        }
+        // An MCP session the upstream names reaches the client sealed, never as it is.
+        if self.route.settings.mcp {
+            if let Some(sealed) =
+                session::sealed_for_client(self.ctx, self.route, replica, &self.head, &response)?
+            {
+                edits.push(sealed);
             }
         }
         self.ctx.metrics.record_response(response.status);

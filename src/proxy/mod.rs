@@ -7,4 +7,5 @@ pub mod exchange;
 pub(crate) mod inspect;
 pub(crate) mod request_id;
 pub(crate) mod request_rules;
+pub(crate) mod session;
 pub(crate) mod tunnel;

@@ -461,21 +461,19 @@ impl Relay<'_> {
             // its id, event and retry lines kept, and the ring records what was sent.
             let mut rewritten = false;
             let block_raw = match self.extras.as_ref().and_then(|x| x.plan.as_ref()) {
-                Some(plan) => {
-                    match plan.run_event(&block.raw) {
-                        EventOutcome::Keep => block.raw,
-                        EventOutcome::Drop => {
-                            if block.fires || upstream_id.is_some() {
-                                self.progressed = true;
-                            }
-                            continue;
+                Some(plan) => match plan.run_event(&block.raw) {
+                    EventOutcome::Keep => block.raw,
+                    EventOutcome::Drop => {
+                        if block.fires || upstream_id.is_some() {
+                            self.progressed = true;
                         }
-                        EventOutcome::Replace(new) => {
-                            rewritten = true;
-                            new
-                        }
+                        continue;
                     }
-                }
+                    EventOutcome::Replace(new) => {
+                        rewritten = true;
+                        new
+                    }
+                },
                 None => block.raw,
             };
             let assigned =

@@ -35,6 +35,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use super::active::{ActiveEntry, RelayState, StreamFacts};
+use super::extras::StreamExtras;
 use super::framer::{EventFramer, SseBlock};
 use super::outbound::ClientQueue;
 use super::reconnect::Reconnect;
@@ -47,7 +48,6 @@ use crate::http::{BodyDecoder, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::proxy::request_id::RequestId;
 use crate::route::Route;
-use super::extras::StreamExtras;
 use crate::worker::WorkerCtx;
 
 /// Default `--sse-client-buffer`: bytes queued for one client of a shared stream before it is cut

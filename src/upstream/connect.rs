@@ -79,6 +79,25 @@ pub(crate) async fn acquire(
     allow_pooled: bool,
 ) -> Result<UpstreamConn, Unreachable> {
     let order = ctx.upstreams.borrow().try_order(group.round_robin());
+    acquire_in(ctx, group, order, allow_pooled).await
+}
+
+/// A connection to `replica` only, pooled when one is idle (a request of an MCP session, which
+/// lives on the replica that made it).
+pub(crate) async fn acquire_pinned(
+    ctx: &WorkerCtx,
+    group: &UpstreamGroup,
+    replica: usize,
+) -> Result<UpstreamConn, Unreachable> {
+    acquire_in(ctx, group, std::iter::once(replica), true).await
+}
+
+async fn acquire_in(
+    ctx: &WorkerCtx,
+    group: &UpstreamGroup,
+    order: impl Iterator<Item = usize>,
+    allow_pooled: bool,
+) -> Result<UpstreamConn, Unreachable> {
     let mut attempts = Vec::new();
     for replica in order {
         if allow_pooled {

@@ -33,6 +33,11 @@ impl UpstreamGroup {
         }
     }
 
+    /// The route's replicas, in configuration order.
+    pub(crate) fn replicas(&self) -> &[usize] {
+        &self.replicas
+    }
+
     /// The replicas in the order a new request tries them before health reorders them
     /// (`UpstreamSet::try_order`): the next one in round robin first, then the others in turn.
     /// Moves the round robin on by one.
