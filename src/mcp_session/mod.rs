@@ -4,6 +4,7 @@
 //! instance that shares the key routes a request by the id alone (no session table).
 //!
 //! - [`keys`]: the sealing key and the older keys still accepted (`--session-key-file`).
+//! - [`token`]: `seal` and `open`: the id's format, its limits and why one does not open.
 //!
 //! What the caller does: 404 for an id that does not open (forged, altered, another identity's,
 //! an unknown key) or that names a replica that is gone; never sends tether's id upstream nor *U*
@@ -13,3 +14,4 @@
 #![allow(dead_code)]
 
 pub(crate) mod keys;
+pub(crate) mod token;
