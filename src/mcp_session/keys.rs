@@ -127,18 +127,18 @@ impl SessionKeys {
 
     /// Keys given directly (tests): the first seals.
     #[cfg(test)]
-    pub(crate) fn from_raw(keys: &[[u8; KEY_LEN]]) -> SessionKeys {
+    pub(super) fn from_raw(keys: &[[u8; KEY_LEN]]) -> SessionKeys {
         assert!(!keys.is_empty());
         SessionKeys::of_keys(keys.iter())
     }
 
     /// The cipher that seals new ids.
-    pub(crate) fn sealing(&self) -> &Aes256Gcm {
+    pub(super) fn sealing(&self) -> &Aes256Gcm {
         &self.ciphers[0]
     }
 
     /// Every cipher that may open an id, the sealing one first.
-    pub(crate) fn opening(&self) -> impl Iterator<Item = &Aes256Gcm> {
+    pub(super) fn opening(&self) -> impl Iterator<Item = &Aes256Gcm> {
         self.ciphers.iter()
     }
 
