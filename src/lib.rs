@@ -13,6 +13,8 @@
 //!   keys, `tools/list` filtering, JSON-RPC errors for denied calls); the [`rules::Interceptor`]
 //!   trait.
 //! - `route`: which upstream group and settings a request gets, by host and path prefix.
+//! - `mcp_session`: sealed MCP session ids (the upstream replica and its session id under
+//!   AES-256-GCM, bound to the client's identity) and the keys that seal them.
 //! - [`check`]: `tether check`, the configuration validated and printed.
 //! - [`limits`]: named limits outside the HTTP codec.
 //! - [`duration`]: human durations (`500ms`, `2s`, `1m`).
@@ -55,6 +57,7 @@ pub(crate) mod duration;
 pub mod http;
 pub(crate) mod limits;
 pub mod log;
+pub(crate) mod mcp_session;
 pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
