@@ -46,10 +46,17 @@ impl Server {
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         config.build_rule_chain();
-        if config.session_key_file.is_none() && config.routes.iter().any(|r| r.settings.mcp) {
-            crate::log_info!(
-                "MCP sessions: no --session-key-file, so session ids are sealed under a random key made at start: they end with this process, and other tether instances refuse them"
-            );
+        if config.routes.iter().any(|r| r.settings.mcp) {
+            match &config.session_key_file {
+                Some(file) => crate::log_info!(
+                    "MCP sessions: {} key(s) from {} (the first seals new ids)",
+                    config.session_keys.len(),
+                    file.display()
+                ),
+                None => crate::log_info!(
+                    "MCP sessions: no --session-key-file, so session ids are sealed under a random key made at start: they end with this process, and other tether instances refuse them"
+                ),
+            }
         }
         let config = Arc::new(config);
         let resolver = spawn_resolver(config.upstreams.clone(), config.resolve_interval);

@@ -13,13 +13,15 @@
 //! an unknown key) or that names a replica that is gone; never sends tether's id upstream nor *U*
 //! to the client; never logs an id whole.
 
-// Used by the proxy once sessions are wired in.
-#![allow(dead_code)]
-
 pub(crate) mod identity;
 pub(crate) mod keys;
 pub(crate) mod replica;
 pub(crate) mod token;
+
+pub(crate) use identity::identity_of;
+pub(crate) use keys::SessionKeys;
+pub(crate) use replica::replica_key;
+pub(crate) use token::{open, seal};
 
 #[cfg(test)]
 mod tests {
