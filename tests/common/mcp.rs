@@ -20,6 +20,7 @@
 //! or fails when TETHER_REQUIRE_PYTHON_MCP is set (scripts/test.sh sets it).
 
 use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::WaitTimeout;
+use super::{send_raw, Response, SseReader, WaitTimeout};
 
 /// The fake API key `leak_secret` returns, inside "the key is sk-…": "sk-" and 24 alphanumerics.
 pub const SECRET: &str = "sk-TETHERtest0123456789abcd";
@@ -96,20 +97,66 @@ pub struct McpServer {
     pub port: u16,
     /// Where it appends one JSON line per executed tools/call.
     calls_log: PathBuf,
+    /// Where it appends one JSON line per HTTP request it receives (`--requests-log`).
+    requests_log: PathBuf,
+    /// Where it appends disconnects and cancellations (`--cancel-log`).
+    cancel_log: PathBuf,
+    /// The arguments it was started with (besides the port and the logs), for [`McpServer::restart`].
+    args: Vec<String>,
     /// Its stderr lines (uvicorn's warnings, tracebacks), for assertion messages.
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl McpServer {
-    /// Starts the server with `args` (any of `--json-response`, `--stateless`), on a port the
-    /// kernel picks, with a fresh calls log; waits for its `listening PORT` line.
+    /// Starts the server with `args` (any of `--json-response`, `--stateless`, `--name NAME`,
+    /// `--event-store`, `--event-store-file FILE`, `--retry-ms MS`, `--slow-count`), on a port the
+    /// kernel picks, with fresh calls, requests and cancel logs; waits for its `listening PORT`
+    /// line.
     pub fn start(args: &[&str]) -> McpServer {
         let calls_log = temp_path("mcp-calls");
-        let _ = std::fs::remove_file(&calls_log);
+        let requests_log = temp_path("mcp-requests");
+        let cancel_log = temp_path("mcp-cancel");
+        for f in [&calls_log, &requests_log, &cancel_log] {
+            let _ = std::fs::remove_file(f);
+        }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, port, stderr) = Self::spawn(0, &calls_log, &requests_log, &cancel_log, &args)
+            .unwrap_or_else(|e| panic!("{e}"));
+        McpServer {
+            child,
+            port,
+            calls_log,
+            requests_log,
+            cancel_log,
+            args,
+            stderr,
+        }
+    }
+
+    /// As [`McpServer::start`] with `--name name` first: a replica whose log lines say `name`.
+    pub fn start_named(name: &str, args: &[&str]) -> McpServer {
+        let mut all = vec!["--name", name];
+        all.extend_from_slice(args);
+        McpServer::start(&all)
+    }
+
+    /// Spawns mcp_server.py on `port` and waits for its `listening` line; Err carries its stderr.
+    #[allow(clippy::type_complexity)]
+    fn spawn(
+        port: u16,
+        calls_log: &PathBuf,
+        requests_log: &PathBuf,
+        cancel_log: &PathBuf,
+        args: &[String],
+    ) -> Result<(Child, u16, Arc<Mutex<Vec<String>>>), String> {
         let mut child = Command::new(venv_python())
             .arg(python_dir().join("mcp_server.py"))
-            .args(["--port", "0", "--calls-log"])
-            .arg(&calls_log)
+            .args(["--port", &port.to_string(), "--calls-log"])
+            .arg(calls_log)
+            .arg("--requests-log")
+            .arg(requests_log)
+            .arg("--cancel-log")
+            .arg(cancel_log)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -136,19 +183,47 @@ impl McpServer {
             }
         });
         match rx.recv_timeout(SERVER_START_LIMIT) {
-            Ok(Ok(port)) => McpServer {
-                child,
-                port,
-                calls_log,
-                stderr,
-            },
+            Ok(Ok(port)) => Ok((child, port, stderr)),
             other => {
                 let _ = child.wait_timeout_or_kill(Duration::from_secs(2));
                 std::thread::sleep(Duration::from_millis(100));
-                panic!(
+                Err(format!(
                     "mcp_server.py did not start ({other:?}):\n{}",
                     stderr.lock().unwrap().join("\n")
-                );
+                ))
+            }
+        }
+    }
+
+    /// Kills the server (SIGKILL: no goodbye on its connections, as a crash) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same arguments and the same logs (appended to:
+    /// compare lengths before and after); kills it first if it still runs. The port is bound
+    /// with SO_REUSEADDR; a bind that fails (another process took the port meanwhile) is retried
+    /// for up to 2 s, then this panics with the server's stderr.
+    pub fn restart(&mut self) {
+        self.kill();
+        let stop = Instant::now() + Duration::from_secs(2);
+        loop {
+            match Self::spawn(
+                self.port,
+                &self.calls_log,
+                &self.requests_log,
+                &self.cancel_log,
+                &self.args,
+            ) {
+                Ok((child, port, stderr)) => {
+                    assert_eq!(port, self.port);
+                    self.child = child;
+                    self.stderr = stderr;
+                    return;
+                }
+                Err(e) if Instant::now() >= stop => panic!("restart on port {}: {e}", self.port),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
     }
@@ -186,13 +261,154 @@ impl McpServer {
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// Every HTTP request the server received so far (across restarts), in order, each
+    /// `{"method","path","session","last_event_id","protocol_version","replica","mono_ms",
+    /// "wall_ms"}` (session: the Mcp-Session-Id it got, or null). Written before the SDK sees
+    /// the request, so refused ones (404 …) are there too.
+    pub fn requests(&self) -> Vec<Value> {
+        read_json_lines(&self.requests_log)
+    }
+
+    /// Its cancel log: `{"event":"disconnect",...}` when uvicorn reported a request's client
+    /// connection gone before the response completed (every mode), `{"event":"cancelled",
+    /// "sent":K,...}` when a slow_count call was cancelled (the SDK does that on disconnect only
+    /// on the 2026-07-28 wire). Timestamps `mono_ms` (CLOCK_MONOTONIC, compare with
+    /// [`monotonic_ms`]) and `wall_ms`.
+    pub fn cancel_events(&self) -> Vec<Value> {
+        read_json_lines(&self.cancel_log)
+    }
+
+    /// Waits up to `limit` for a cancel-log line with `"event": event`; returns the first.
+    pub fn wait_cancel_event(&self, event: &str, limit: Duration) -> Option<Value> {
+        let stop = Instant::now() + limit;
+        loop {
+            if let Some(e) = self
+                .cancel_events()
+                .into_iter()
+                .find(|e| e["event"] == event)
+            {
+                return Some(e);
+            }
+            if Instant::now() >= stop {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The distinct non-null `Mcp-Session-Id`s its requests carried, in first-seen order.
+    pub fn sessions_seen(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in self.requests() {
+            if let Some(s) = r["session"].as_str() {
+                if !out.iter().any(|o| o == s) {
+                    out.push(s.to_string());
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Drop for McpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.calls_log);
+        for f in [&self.calls_log, &self.requests_log, &self.cancel_log] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// The JSON lines of `path` (none when it does not exist yet); a partial last line (a writer
+/// mid-write) is left out.
+fn read_json_lines(path: &PathBuf) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..i],
+        None => "",
+    };
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{path:?}: {l:?}: {e}")))
+        .collect()
+}
+
+/// CLOCK_MONOTONIC now, in milliseconds: the clock of the server's `mono_ms` fields.
+pub fn monotonic_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
+}
+
+/// Two named test servers, "a" and "b", started with the same `args`: the replicas of one MCP
+/// service behind tether.
+pub struct McpReplicas {
+    pub a: McpServer,
+    pub b: McpServer,
+}
+
+impl McpReplicas {
+    /// Starts replicas "a" and "b" (in parallel: the SDK's import takes a while) with `args`.
+    pub fn start(args: &[&str]) -> McpReplicas {
+        let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let b = std::thread::spawn(move || {
+            let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+            McpServer::start_named("b", &refs)
+        });
+        let a = McpServer::start_named("a", args);
+        let b = b.join().expect("replica b started");
+        McpReplicas { a, b }
+    }
+
+    /// Both base URLs, a first: tether's `--upstream`s.
+    pub fn upstreams(&self) -> Vec<String> {
+        vec![self.a.base_url(), self.b.base_url()]
+    }
+
+    /// The replica called `name` ("a" or "b").
+    pub fn by_name(&self, name: &str) -> &McpServer {
+        match name {
+            "a" => &self.a,
+            "b" => &self.b,
+            _ => panic!("no replica {name:?}"),
+        }
+    }
+
+    /// The replica called `name`, mutably (to restart it).
+    pub fn by_name_mut(&mut self, name: &str) -> &mut McpServer {
+        match name {
+            "a" => &mut self.a,
+            "b" => &mut self.b,
+            _ => panic!("no replica {name:?}"),
+        }
+    }
+
+    /// How many requests each replica received so far: (a, b).
+    pub fn request_counts(&self) -> (usize, usize) {
+        (self.a.requests().len(), self.b.requests().len())
+    }
+
+    /// The name of the one replica whose requests carried `upstream_session` (panics when none
+    /// or both did).
+    pub fn owner_of(&self, upstream_session: &str) -> &'static str {
+        let has = |s: &McpServer| {
+            s.requests()
+                .iter()
+                .any(|r| r["session"] == upstream_session)
+        };
+        match (has(&self.a), has(&self.b)) {
+            (true, false) => "a",
+            (false, true) => "b",
+            other => panic!("session {upstream_session:?} seen by (a, b) = {other:?}"),
+        }
     }
 }
 
@@ -338,4 +554,110 @@ pub fn tools_call_body(id: u64, name: &str, args: Value) -> String {
         "params": {"name": name, "arguments": args, "_meta": {"progressToken": id}},
     })
     .to_string()
+}
+
+/// A raw `POST /mcp` as [`mcp_post`], with `headers` added (identity headers such as
+/// `("Authorization", "Bearer alice")`, `("Cookie", "sid=1")`).
+pub fn mcp_post_with(body: &str, session: Option<&str>, headers: &[(&str, &str)]) -> Vec<u8> {
+    let raw = mcp_post(body, session);
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+    let mut out = raw[..head_end].to_vec();
+    for (n, v) in headers {
+        out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(&raw[head_end..]);
+    out
+}
+
+/// Sends one JSON-RPC POST to `addr` over a fresh socket (no SDK involved), with
+/// `Mcp-Session-Id: session` when given and `headers`, and reads the whole answer: status,
+/// headers and body (an SSE answer is read to its end).
+pub fn mcp_raw_post(
+    addr: SocketAddr,
+    body: &str,
+    session: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Response {
+    send_raw(addr, &mcp_post_with(body, session, headers)).0
+}
+
+/// The JSON-RPC messages of an answer: its body when it is JSON, the data of each event when
+/// it is an SSE stream (events without data, such as the priming event, left out).
+pub fn rpc_messages(r: &Response) -> Vec<Value> {
+    let sse = r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    if !sse {
+        if r.body.is_empty() {
+            return Vec::new();
+        }
+        return vec![
+            serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("body {:?}: {e}", r.text()))
+        ];
+    }
+    SseReader::parse_body(&r.body)
+        .iter()
+        .filter_map(|e| e.data.as_deref())
+        .filter(|d| !d.is_empty())
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("event data {d:?}: {e}")))
+        .collect()
+}
+
+/// The raw initialize handshake with `headers` (identity): initialize, then
+/// notifications/initialized with the id it got; returns that `Mcp-Session-Id` (the one the
+/// client sees: tether's own when it seals ids). Panics unless initialize got 200 with an id and
+/// the notification 202.
+pub fn raw_initialize(addr: SocketAddr, headers: &[(&str, &str)]) -> String {
+    let init = mcp_raw_post(addr, &initialize_body(), None, headers);
+    assert_eq!(init.status, 200, "initialize: {}", init.text());
+    let session = init
+        .header("mcp-session-id")
+        .unwrap_or_else(|| panic!("initialize answered without Mcp-Session-Id: {init:?}"))
+        .to_string();
+    let ack = mcp_raw_post(addr, &initialized_body(), Some(&session), headers);
+    assert_eq!(ack.status, 202, "notifications/initialized: {}", ack.text());
+    session
+}
+
+/// The text of the result of a tools/call answer (JSON or SSE) with `id`; panics when it has none.
+pub fn raw_call_text(r: &Response, id: u64) -> String {
+    let msgs = rpc_messages(r);
+    let result = msgs
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("no answer with id {id}: {msgs:?}"));
+    result["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text result: {result}"))
+        .to_string()
+}
+
+/// The protocol version without sessions.
+pub const MODERN_PROTOCOL_VERSION: &str = "2026-07-28";
+
+/// A raw 2026-07-28 `POST /mcp` for a tools/call of `name` with `args` and JSON-RPC id `id`
+/// (progress token `id`): no session, the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`
+/// headers, and the `_meta` envelope keys the SDK server requires on this wire
+/// (`io.modelcontextprotocol/protocolVersion`, `io.modelcontextprotocol/clientCapabilities`;
+/// without them it answers 400 -32602).
+pub fn modern_tools_call(id: u64, name: &str, args: Value) -> Vec<u8> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {
+            "name": name, "arguments": args,
+            "_meta": {
+                "progressToken": id,
+                "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    })
+    .to_string();
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: {MODERN_PROTOCOL_VERSION}\r\n\
+         Mcp-Method: tools/call\r\nMcp-Name: {name}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }

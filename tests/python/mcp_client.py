@@ -1,6 +1,7 @@
 """An MCP client for tether's tests: the official Python SDK's (PyPI `mcp`) Streamable HTTP client.
 
     python mcp_client.py --url URL --steps JSON [--mode legacy|auto|2026-07-28] [--timeout 20]
+                         [--new-connections]
 
 Connects (mode legacy, the default: the initialize handshake, with a session when the server
 assigns one), runs the steps in order and prints one JSON line per step, then one `end` line:
@@ -14,13 +15,17 @@ assigns one), runs the steps in order and prints one JSON line per step, then on
          for this call; logs: the data of the log notifications that arrived during it.
       -> {"op":"call_tool","name":"...","error":{"code":-32600,"message":"...","type":"MCPError"}}
          when the call fails: code is the JSON-RPC error code for an MCP error, null otherwise
-         (timeouts, transport errors); one failed step does not stop the script.
+         (timeouts, transport errors); one failed step does not stop the script. When progress
+         notifications arrived before the failure, the line also has "progress":[...].
   {"op":"sleep","ms":100}
       -> {"op":"sleep"}
   end: {"op":"end","protocol_version":"2025-11-25","session_id":"..." or null,
         "http":[{"method":"POST","status":200,"content_type":"text/event-stream",
                  "session_sent":null,"session_received":"..."}, ...]}
        (every HTTP exchange the SDK made, in the order the answers' heads arrived)
+
+--new-connections: no keep-alive (every HTTP exchange on a connection of its own), so a proxy
+cannot route a session by its connection.
 
 Exit status 0 when every step ran (even when some returned errors); 1 when connecting or
 initializing failed or the whole script ran past --timeout; 2 for bad arguments. Errors go to
@@ -53,7 +58,7 @@ def error_of(exc: BaseException) -> dict:
     return {"code": None, "message": str(exc) or repr(exc), "type": type(exc).__name__}
 
 
-async def run(url: str, steps: list, mode: str, step_timeout: float) -> None:
+async def run(url: str, steps: list, mode: str, step_timeout: float, new_connections: bool = False) -> None:
     http_log: list = []
     logs: list = []
 
@@ -72,9 +77,11 @@ async def run(url: str, steps: list, mode: str, step_timeout: float) -> None:
     async def on_log(params) -> None:
         logs.append(params.data)
 
+    extra = {"limits": httpx2.Limits(max_keepalive_connections=0)} if new_connections else {}
     http = httpx2.AsyncClient(
         timeout=httpx2.Timeout(step_timeout, read=step_timeout),
         event_hooks={"response": [on_response]},
+        **extra,
     )
     async with http:
         transport = streamable_http_client(url, http_client=http)
@@ -112,7 +119,10 @@ async def run(url: str, steps: list, mode: str, step_timeout: float) -> None:
                             }
                         )
                     except Exception as e:  # noqa: BLE001 - every failure is a step result
-                        out({"op": op, "name": name, "error": error_of(e)})
+                        failed = {"op": op, "name": name, "error": error_of(e)}
+                        if progress:
+                            failed["progress"] = progress
+                        out(failed)
                 elif op == "sleep":
                     await asyncio.sleep(step.get("ms", 0) / 1000)
                     out({"op": op})
@@ -137,6 +147,7 @@ def main() -> int:
     p.add_argument("--steps", required=True, help="a JSON array of steps")
     p.add_argument("--mode", default="legacy", help="legacy (initialize), auto, or 2026-07-28")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds for the whole script")
+    p.add_argument("--new-connections", action="store_true", help="no keep-alive: a connection per exchange")
     a = p.parse_args()
     try:
         steps = json.loads(a.steps)
@@ -146,7 +157,7 @@ def main() -> int:
         return 2
 
     async def bounded() -> None:
-        await asyncio.wait_for(run(a.url, steps, a.mode, a.timeout), a.timeout)
+        await asyncio.wait_for(run(a.url, steps, a.mode, a.timeout, a.new_connections), a.timeout)
 
     try:
         asyncio.run(bounded())
