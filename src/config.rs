@@ -11,8 +11,8 @@ use crate::access_log::AccessLogTarget;
 use crate::cli::{DriverChoice, ReverseArgs};
 use crate::config_file::{FileRoute, Loaded};
 use crate::http::HeadLimits;
-use crate::route::settings::{RouteSettings, RouteSpec};
 use crate::mcp_session::SessionKeys;
+use crate::route::settings::{RouteSettings, RouteSpec};
 use crate::rules::{Interceptor, RuleChain, RuleSpec};
 use crate::sse::table::RingLimits;
 use crate::upstream::health::EjectPolicy;
@@ -326,7 +326,9 @@ impl Config {
             session_keys: Arc::new(match &args.session_key_file {
                 Some(path) => SessionKeys::from_file(path)
                     .map_err(|e| ConfigError::SessionKey(e.to_string()))?,
-                None => SessionKeys::random().map_err(|e| ConfigError::SessionKey(e.to_string()))?,
+                None => {
+                    SessionKeys::random().map_err(|e| ConfigError::SessionKey(e.to_string()))?
+                }
             }),
             interceptors: Vec::new(),
             rule_chain: RuleChain::default(),

@@ -194,7 +194,7 @@ fn the_kit_logs_requests_restarts_on_its_port_and_sees_a_disconnect() {
 /// session reaches the replica that made it and carries the upstream's id; the client sees only
 /// tether's id, the replicas never see it.
 #[test]
-#[ignore = "needs tether MCP sessions (issue 14)"]
+
 fn a_session_sticks_to_its_replica_and_the_ids_never_cross() {
     if !python_mcp_available() {
         return;
@@ -290,7 +290,7 @@ fn a_session_sticks_to_its_replica_and_the_ids_never_cross() {
 /// (another Authorization, another Cookie, none): 404 each, and nothing reaches either replica.
 /// The real session works before and after.
 #[test]
-#[ignore = "needs tether MCP sessions (issue 14)"]
+
 fn forged_altered_and_other_identity_ids_get_404_and_reach_no_replica() {
     if !python_mcp_available() {
         return;
@@ -358,7 +358,7 @@ fn forged_altered_and_other_identity_ids_get_404_and_reach_no_replica() {
 /// Two tether processes with one `--session-key-file`: a session made through the first is
 /// served through the second, by the replica that made it; a third with another key refuses it.
 #[test]
-#[ignore = "needs tether MCP sessions (issue 14)"]
+
 fn two_tethers_sharing_a_key_file_serve_each_others_sessions() {
     if !python_mcp_available() {
         return;
@@ -416,7 +416,7 @@ fn two_tethers_sharing_a_key_file_serve_each_others_sessions() {
 /// A 2026-07-28 client through `--mcp`: no session anywhere, every request reaches a replica
 /// as sent (no Mcp-Session-Id added), the answers are the tools' own.
 #[test]
-#[ignore = "needs tether MCP sessions (issue 14)"]
+
 fn a_2026_07_28_client_passes_through_an_mcp_route_untouched() {
     if !python_mcp_available() {
         return;
@@ -456,7 +456,7 @@ fn a_2026_07_28_client_passes_through_an_mcp_route_untouched() {
 /// closes its socket: the replica sees its connection go (uvicorn's `http.disconnect`, in the
 /// cancel log) within 100 ms of the close, and the SDK cancels the tool.
 #[test]
-#[ignore = "needs tether MCP sessions (issue 14)"]
+
 fn a_client_leaving_mid_call_closes_the_upstream_within_100_ms() {
     if !python_mcp_available() {
         return;
@@ -508,7 +508,7 @@ fn a_client_leaving_mid_call_closes_the_upstream_within_100_ms() {
 /// (200 ms), so the SDK's own replay-to-live window (which can drop an event that arrives while a
 /// replay is being set up; seen with 50 ms spacing) is not in play.
 #[test]
-#[ignore = "needs tether MCP sessions (issue 14)"]
+
 fn a_broken_call_stream_resumes_on_its_replica_through_tether() {
     if !python_mcp_available() {
         return;
@@ -567,7 +567,7 @@ fn a_broken_call_stream_resumes_on_its_replica_through_tether() {
 /// the upstream's id (never tether's, and no silent re-initialize), and tether serves a new
 /// session right after.
 #[test]
-#[ignore = "needs tether MCP sessions (issue 14)"]
+
 fn a_replica_restarted_mid_call_ends_the_call_cleanly_and_never_replays_the_post() {
     if !python_mcp_available() {
         return;

@@ -227,6 +227,8 @@ async fn exchange(
         upstream_edits.push(s.upstream_edit());
     }
     let pinned = session.as_ref().map(|s| s.replica);
+    let session = session.map(Box::new);
+    let cancel_on_leave = route.settings.mcp && session::cancels_on_leave(&head);
     let out_framing = match (&inspected, req_kind) {
         // Read whole for the rules: sent with its length, whatever its framing was.
         (Some(InspectedBody::Whole(body)), _) => OutFraming::Length(body.len() as u64),
@@ -251,7 +253,7 @@ async fn exchange(
             // would stop for good): it gets what it missed from the ring and an open stream,
             // and the relay reconnects behind it.
             Some(point) => {
-                let extras = extras_of(rules, upstream_edits, pinned);
+                let extras = extras_of(rules, upstream_edits, pinned, cancel_on_leave);
                 return Ok(serve_from_ring(
                     ctx, client, head, point, route, extras, pinned, false, id, log, tally,
                 ));
@@ -297,6 +299,8 @@ async fn exchange(
         inspected,
         upstream_edits,
         pinned,
+        session,
+        cancel_on_leave,
     };
 
     // A pooled connection may have been closed by the upstream just now; a request with no body and
@@ -330,6 +334,7 @@ async fn exchange(
                                         exchange.rules.take(),
                                         mem::take(&mut exchange.upstream_edits),
                                         exchange.pinned,
+                                        exchange.cancel_on_leave,
                                     ),
                                     exchange.pinned,
                                     false,
@@ -377,6 +382,7 @@ async fn exchange(
                                 exchange.rules.take(),
                                 mem::take(&mut exchange.upstream_edits),
                                 exchange.pinned,
+                                exchange.cancel_on_leave,
                             ),
                             exchange.pinned,
                             false,
@@ -432,6 +438,7 @@ async fn exchange(
                         exchange.rules.take(),
                         mem::take(&mut exchange.upstream_edits),
                         exchange.pinned,
+                        exchange.cancel_on_leave,
                     ),
                 })));
             }
@@ -472,6 +479,7 @@ async fn exchange(
                         exchange.rules.take(),
                         mem::take(&mut exchange.upstream_edits),
                         exchange.pinned,
+                        exchange.cancel_on_leave,
                     ),
                     exchange.pinned,
                     !retry,
@@ -574,8 +582,14 @@ fn extras_of(
     rules: Option<Box<RequestRules>>,
     upstream_edits: Vec<HeaderEdit>,
     pinned: Option<usize>,
+    cancel_on_leave: bool,
 ) -> Option<Box<StreamExtras>> {
-    StreamExtras::of(rules.map(|r| r.plan), upstream_edits, pinned.is_some())
+    StreamExtras::of(
+        rules.map(|r| r.plan),
+        upstream_edits,
+        pinned.is_some(),
+        cancel_on_leave,
+    )
 }
 
 /// What an attempt produced.
@@ -664,6 +678,11 @@ struct Exchange<'c, 'a> {
     /// The replica an MCP session lives on: the only one tried, for the request and its
     /// stream's resumes.
     pinned: Option<usize>,
+    /// The request's MCP session (boxed: rare, and the exchange is on every request's path).
+    session: Option<Box<session::PinnedSession>>,
+    /// Closing the response cancels the request (MCP 2026-07-28): its stream is never resumed
+    /// and its upstream is closed as soon as the client leaves.
+    cancel_on_leave: bool,
 }
 
 impl Exchange<'_, '_> {
@@ -862,9 +881,14 @@ impl Exchange<'_, '_> {
         }
         // An MCP session the upstream names reaches the client sealed, never as it is.
         if self.route.settings.mcp {
-            if let Some(sealed) =
-                session::sealed_for_client(self.ctx, self.route, replica, &self.head, &response)?
-            {
+            if let Some(sealed) = session::sealed_for_client(
+                self.ctx,
+                self.route,
+                replica,
+                &self.head,
+                &response,
+                self.session.as_deref(),
+            )? {
                 edits.push(sealed);
             }
         }

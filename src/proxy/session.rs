@@ -60,17 +60,28 @@ pub(crate) fn open_session(
 }
 
 /// The response's session field as the client must see it: the upstream's id sealed with the
-/// replica that answered and the client's identity. None when the response names no session.
+/// replica that answered and the client's identity; the client's own id when the response names
+/// the session the request came in (sealing again would give the client a new id on every
+/// answer: the nonce is random). None when the response names no session.
 pub(crate) fn sealed_for_client(
     ctx: &WorkerCtx,
     route: &Route,
     replica: usize,
     request: &RequestHead,
     response: &ResponseHead,
+    session: Option<&PinnedSession>,
 ) -> Result<Option<HeaderEdit>, ProxyError> {
     let Some(upstream_id) = response.header(SESSION_HEADER) else {
         return Ok(None);
     };
+    if let (Some(s), Some(token)) = (session, request.header(SESSION_HEADER)) {
+        if s.upstream_id == upstream_id {
+            return Ok(Some(HeaderEdit::Set {
+                name: SESSION_HEADER.into(),
+                value: String::from_utf8_lossy(token).into_owned(),
+            }));
+        }
+    }
     let identity = identity_of(request, &route.settings.identity);
     let key = replica_key(&ctx.upstreams.borrow().spec(replica).url);
     let token = seal(&ctx.config.session_keys, key, upstream_id, &identity)
@@ -79,4 +90,16 @@ pub(crate) fn sealed_for_client(
         name: SESSION_HEADER.into(),
         value: token,
     }))
+}
+
+/// The MCP revision in which closing a response cancels its request (and sessions, ids and
+/// resumption are gone).
+const CANCELS_ON_LEAVE_REVISION: &[u8] = b"2026-07-28";
+
+/// The request speaks a revision in which closing the response cancels the request: its
+/// stream must never be resumed (the request would run twice) and its upstream must be closed
+/// as soon as the client leaves.
+pub(crate) fn cancels_on_leave(head: &RequestHead) -> bool {
+    head.header("mcp-protocol-version")
+        .is_some_and(|v| v.trim_ascii() == CANCELS_ON_LEAVE_REVISION)
 }

@@ -15,6 +15,10 @@ pub(crate) struct StreamExtras {
     /// Resumes go to the stream's replica only, never to another (an MCP session lives on the
     /// replica that made it).
     pub(crate) pinned: bool,
+    /// Closing the response cancels the request (MCP 2026-07-28): the client is watched for a
+    /// disconnect at once, not after a quiet spell, so the upstream is closed as soon as the
+    /// client leaves; and a drop is never resumed (the request would run again).
+    pub(crate) cancel_on_leave: bool,
 }
 
 impl StreamExtras {
@@ -23,13 +27,15 @@ impl StreamExtras {
         plan: Option<Box<RulePlan>>,
         upstream_edits: Vec<HeaderEdit>,
         pinned: bool,
+        cancel_on_leave: bool,
     ) -> Option<Box<StreamExtras>> {
         let plan = plan.filter(|p| p.has_event_rules());
-        (plan.is_some() || !upstream_edits.is_empty() || pinned).then(|| {
+        (plan.is_some() || !upstream_edits.is_empty() || pinned || cancel_on_leave).then(|| {
             Box::new(StreamExtras {
                 plan,
                 upstream_edits,
                 pinned,
+                cancel_on_leave,
             })
         })
     }

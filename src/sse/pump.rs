@@ -250,7 +250,9 @@ impl Relay<'_> {
                 self.pieces = Vec::new();
             }
             let quiet_since = Instant::now();
-            let mut watching = false;
+            // A stream whose request ends with its response (MCP 2026-07-28) is watched at
+            // once: its upstream must close as soon as the client leaves.
+            let mut watching = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
             let mut client_busy = false;
             while self.out.is_empty() && up_state.is_none() {
                 let wake_at = self.idle_wake(quiet_since, !watching && !client_busy);
