@@ -295,12 +295,14 @@ async fn exchange(
         head_out,
         interim_sent,
         replay_pending: point.as_ref().is_some_and(|p| p.missed > 0),
-        rules,
         inspected,
-        upstream_edits,
-        pinned,
-        session,
-        cancel_on_leave,
+        carried: Carried {
+            rules,
+            upstream_edits,
+            pinned,
+            session,
+            cancel_on_leave,
+        },
     };
 
     // A pooled connection may have been closed by the upstream just now; a request with no body and
@@ -330,13 +332,8 @@ async fn exchange(
                                     exchange.head,
                                     point,
                                     route.clone(),
-                                    extras_of(
-                                        exchange.rules.take(),
-                                        mem::take(&mut exchange.upstream_edits),
-                                        exchange.pinned,
-                                        exchange.cancel_on_leave,
-                                    ),
-                                    exchange.pinned,
+                                    exchange.carried.stream_extras(),
+                                    exchange.carried.pinned,
                                     false,
                                     id,
                                     log,
@@ -378,13 +375,8 @@ async fn exchange(
                             exchange.head,
                             point,
                             route.clone(),
-                            extras_of(
-                                exchange.rules.take(),
-                                mem::take(&mut exchange.upstream_edits),
-                                exchange.pinned,
-                                exchange.cancel_on_leave,
-                            ),
-                            exchange.pinned,
+                            exchange.carried.stream_extras(),
+                            exchange.carried.pinned,
                             false,
                             id,
                             log,
@@ -434,12 +426,7 @@ async fn exchange(
                     route,
                     request_id: id.detached(),
                     log: log.map(RequestStart::detached),
-                    extras: extras_of(
-                        exchange.rules.take(),
-                        mem::take(&mut exchange.upstream_edits),
-                        exchange.pinned,
-                        exchange.cancel_on_leave,
-                    ),
+                    extras: exchange.carried.stream_extras(),
                 })));
             }
             Ok(Step::Tunnel(parts)) => {
@@ -475,13 +462,8 @@ async fn exchange(
                     exchange.head,
                     point,
                     route.clone(),
-                    extras_of(
-                        exchange.rules.take(),
-                        mem::take(&mut exchange.upstream_edits),
-                        exchange.pinned,
-                        exchange.cancel_on_leave,
-                    ),
-                    exchange.pinned,
+                    exchange.carried.stream_extras(),
+                    exchange.carried.pinned,
                     !retry,
                     id,
                     log,
@@ -668,10 +650,17 @@ struct Exchange<'c, 'a> {
     /// A ring holds events this reconnecting client has not had: a non-stream answer must not
     /// reach the client before them.
     replay_pending: bool,
-    /// The request's interceptor rules (None: no rule applies to it).
-    rules: Option<Box<RequestRules>>,
     /// The request body when the rules read it whole (or its start, past the limit).
     inspected: Option<InspectedBody>,
+    /// What the request carries that its stream may keep.
+    carried: Carried,
+}
+
+/// What a request carries besides its head that the stream it may become keeps: its rules,
+/// the header changes for the upstream, an MCP session and the replica it is pinned to.
+struct Carried {
+    /// The request's interceptor rules (None: no rule applies to it).
+    rules: Option<Box<RequestRules>>,
     /// Header changes sent upstream (the rules', an MCP session's own id); every resume of a
     /// stream sends them too.
     upstream_edits: Vec<HeaderEdit>,
@@ -683,6 +672,18 @@ struct Exchange<'c, 'a> {
     /// Closing the response cancels the request (MCP 2026-07-28): its stream is never resumed
     /// and its upstream is closed as soon as the client leaves.
     cancel_on_leave: bool,
+}
+
+impl Carried {
+    /// What the stream keeps of it (most streams: nothing).
+    fn stream_extras(&mut self) -> Option<Box<StreamExtras>> {
+        extras_of(
+            self.rules.take(),
+            mem::take(&mut self.upstream_edits),
+            self.pinned,
+            self.cancel_on_leave,
+        )
+    }
 }
 
 impl Exchange<'_, '_> {
@@ -846,7 +847,7 @@ impl Exchange<'_, '_> {
         // ---- the rules' response stage: header changes, a JSON body read whole ----
         let mut edits = Vec::new();
         let mut body_read = None;
-        if let Some(rules) = &self.rules {
+        if let Some(rules) = &self.carried.rules {
             let plan = &rules.plan;
             if !streams
                 && framing.kind != BodyKind::Empty
@@ -887,7 +888,7 @@ impl Exchange<'_, '_> {
                 replica,
                 &self.head,
                 &response,
-                self.session.as_deref(),
+                self.carried.session.as_deref(),
             )? {
                 edits.push(sealed);
             }
