@@ -452,6 +452,10 @@ fn every_kind_of_bad_file_is_refused_with_its_line_and_column() {
             "5:10: action \"set-header\" cannot change Content-Length: it frames the body, and tether writes each message's framing itself".into(),
         ),
         (
+            format!("bind = \"127.0.0.1:0\"\n[[route]]\n{ok_upstream}\nprotocol = \"grpc\"\n"),
+            "4:12: `protocol` = \"grpc\": expected \"mcp\" or \"http\"".into(),
+        ),
+        (
             format!("bind = \"127.0.0.1:0\"\n[[route]]\n{ok_upstream}\nmax-inspect-bytes = \"65MiB\"\n"),
             "4:21: --max-inspect-bytes must be at most 67108864 bytes (64 MiB)".into(),
         ),
@@ -632,4 +636,27 @@ upstream = ["{}"]
         value(r#"tether_route_responses_2xx_total{route="*/status/"}"#),
         0.0
     );
+}
+
+#[test]
+fn protocol_mcp_marks_a_route_as_mcp() {
+    let file = ConfigFile::new(
+        "bind = \"127.0.0.1:0\"\n\n[[route]]\nname = \"tools\"\npath-prefix = \"/mcp\"\nupstream = [\"http://127.0.0.1:9\"]\nprotocol = \"mcp\"\n\n[[route]]\nname = \"web\"\nupstream = [\"http://127.0.0.1:9\"]\nprotocol = \"http\"\n",
+    );
+    let (code, out, err) = run(&["check", "--config", &file.path()]);
+    assert_eq!(code, 0, "{err}");
+    let routes: Vec<&str> = out.split("[[route]]").skip(1).collect();
+    assert_eq!(routes.len(), 2, "{out}");
+    let mcp_line = |route: &str| {
+        route.lines().find(|l| l.starts_with("mcp ")).map(|l| {
+            l.split('#')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    };
+    assert_eq!(mcp_line(routes[0]).as_deref(), Some("mcp = true"), "{out}");
+    assert_eq!(mcp_line(routes[1]).as_deref(), Some("mcp = false"), "{out}");
 }

@@ -38,7 +38,7 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
 ];
 
 /// A route's own keys, which are not flags (besides `upstream`, the route's replicas).
-pub(crate) const ROUTE_OWN_KEYS: &[&str] = &["name", "host", "path-prefix", "upstream"];
+pub(crate) const ROUTE_OWN_KEYS: &[&str] = &["name", "host", "path-prefix", "upstream", "protocol"];
 
 /// The key of the routes' array of tables.
 pub(crate) const ROUTE_TABLE: &str = "route";

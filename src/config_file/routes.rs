@@ -80,6 +80,31 @@ pub(super) fn read_route(
                 path_prefix = Some(text);
             }
             "upstream" => upstreams = Some(route_upstreams(file, value)?),
+            // `protocol = "mcp"` says what `mcp = true` says (the route speaks MCP Streamable
+            // HTTP); "http" is the default.
+            "protocol" => match string(k, value)?.as_str() {
+                "mcp" => {
+                    let arg = flag(reverse, "mcp").expect("--mcp is a flag");
+                    settings.push(FlagEntry {
+                        key: "mcp".into(),
+                        id: arg.get_id().to_string(),
+                        tokens: vec!["--mcp".into()],
+                        key_at: file.at(key.span()),
+                        value_at: file.at(value.span()),
+                    });
+                }
+                "http" => {}
+                other => {
+                    return Err(file.error(
+                        value.span(),
+                        ConfigFileError::BadValue {
+                            key: k.into(),
+                            value: format!("{other:?}"),
+                            reason: "expected \"mcp\" or \"http\"".into(),
+                        },
+                    ))
+                }
+            },
             _ if ROUTE_KEYS.contains(&k) => {
                 let arg = flag(reverse, k).expect("route keys are flags (tested)");
                 settings.push(flag_entry(cli, file, arg, key, value)?);
