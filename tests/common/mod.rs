@@ -5,6 +5,7 @@
 
 pub mod config_file;
 pub mod mcp;
+pub mod mcp_ts;
 pub mod scripted_origin;
 pub mod sse_client;
 pub mod websocket;
