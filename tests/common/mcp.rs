@@ -163,35 +163,12 @@ impl McpServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tests/python/.venv/bin/python mcp_server.py");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(port) = line.strip_prefix("listening ") {
-                    let _ = tx.send(port.trim().parse::<u16>());
-                }
-            }
-        });
-        match rx.recv_timeout(SERVER_START_LIMIT) {
-            Ok(Ok(port)) => Ok((child, port, stderr)),
-            other => {
-                let _ = child.wait_timeout_or_kill(Duration::from_secs(2));
-                std::thread::sleep(Duration::from_millis(100));
-                Err(format!(
-                    "mcp_server.py did not start ({other:?}):\n{}",
-                    stderr.lock().unwrap().join("\n")
-                ))
-            }
+        match listening_port(&mut child, SERVER_START_LIMIT) {
+            (Some(port), stderr) => Ok((child, port, stderr)),
+            (None, stderr) => Err(format!(
+                "mcp_server.py did not start:\n{}",
+                stderr.lock().unwrap().join("\n")
+            )),
         }
     }
 
@@ -660,4 +637,41 @@ pub fn modern_tools_call(id: u64, name: &str, args: Value) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// Collects a spawned server's stderr lines (in the background, for failure messages) and waits
+/// up to `limit` for the `listening PORT` line its stdout prints once bound. None: it did not
+/// print one in time (the child has been killed). Both test servers (Python and TypeScript) speak
+/// this way.
+pub fn listening_port(
+    child: &mut Child,
+    limit: Duration,
+) -> (Option<u16>, Arc<Mutex<Vec<String>>>) {
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let sink = stderr.clone();
+    let err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let Some(port) = line.strip_prefix("listening ") {
+                let _ = tx.send(port.trim().parse::<u16>());
+            }
+        }
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(port)) => (Some(port), stderr),
+        _ => {
+            let _ = child.wait_timeout_or_kill(Duration::from_secs(2));
+            std::thread::sleep(Duration::from_millis(100));
+            (None, stderr)
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! loudly, or fails when TETHER_REQUIRE_NODE is set (scripts/test.sh sets it), as
 //! tests/node_eventsource.rs does.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::mcp::listening_port;
 use super::WaitTimeout;
 
 /// How long the server may take to print its `listening PORT` line.
@@ -86,38 +87,17 @@ impl TsMcpServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn node tests/node/mcp_server.mjs");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(port) = line.strip_prefix("listening ") {
-                    let _ = tx.send(port.trim().parse::<u16>());
-                }
-            }
-        });
-        match rx.recv_timeout(TS_SERVER_START_LIMIT) {
-            Ok(Ok(port)) => TsMcpServer {
+        match listening_port(&mut child, TS_SERVER_START_LIMIT) {
+            (Some(port), stderr) => TsMcpServer {
                 child,
                 port,
                 name: name.to_string(),
                 requests_log,
                 stderr,
             },
-            other => {
-                let _ = child.wait_timeout_or_kill(Duration::from_secs(2));
-                std::thread::sleep(Duration::from_millis(100));
+            (None, stderr) => {
                 panic!(
-                    "mcp_server.mjs did not start ({other:?}):\n{}",
+                    "mcp_server.mjs did not start:\n{}",
                     stderr.lock().unwrap().join("\n")
                 )
             }
