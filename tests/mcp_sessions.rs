@@ -660,3 +660,36 @@ fn a_replica_restarted_mid_call_ends_the_call_cleanly_and_never_replays_the_post
     assert_eq!(fresh, vec![tools_listed(&TOOLS_WITH_SLOW)]);
     let _ = (std::fs::remove_file(&sa), std::fs::remove_file(&sb));
 }
+
+/// A 2026-07-28 call's stream that the upstream ends mid-call is never resumed, even where
+/// `--resume-post-as-get` resumes the older revisions' POST-born streams: closing a response
+/// cancels its request in that revision, so a resume would be a second run. The client's stream
+/// ends after the events it had; the upstream saw the POST once and nothing else.
+#[test]
+fn a_2026_07_28_stream_that_drops_is_never_resumed() {
+    use common::scripted_origin::{Reply, ScriptedOrigin};
+    use common::sse_client::{SseClient, StreamEnd};
+    let origin = ScriptedOrigin::start(|_| Reply::Sse {
+        blocks: vec!["id: 1\ndata: {\"progress\":1}\n\n".into()],
+        hold: None,
+    });
+    let t = Tether::start(&[origin.url()], &["--mcp", "--resume-post-as-get"]);
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}"#;
+    let mut c = SseClient::open_method(
+        t.addr,
+        "POST",
+        "/mcp",
+        &[
+            ("Content-Type", "application/json"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+        ],
+        Some(body),
+    );
+    let (events, end) = c.read_to_end(Duration::from_secs(10));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_ne!(end, StreamEnd::Open, "the client's stream must end");
+    // Long enough for a first reconnect (100 ms backoff) to have happened, had there been one.
+    std::thread::sleep(Duration::from_millis(500));
+    let seen: Vec<String> = origin.requests().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(seen, vec!["POST"]);
+}

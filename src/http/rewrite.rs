@@ -384,30 +384,15 @@ pub(crate) fn write_error_response(
     request_id: Option<&[u8]>,
     out: &mut BytesMut,
 ) {
-    let reason = reason_phrase(status);
-    let mut status_text = BytesMut::new();
-    put_decimal(&mut status_text, u64::from(status));
-    let body_len = status_text.len() + 1 + reason.len() + 2 + detail.len() + 1;
-    out.reserve(body_len + 128);
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(&status_text);
-    out.put_u8(b' ');
-    out.put_slice(reason.as_bytes());
-    out.put_slice(b"\r\nContent-Type: text/plain; charset=utf-8\r\n");
-    put_length(out, body_len as u64);
-    if !keep_alive {
-        out.put_slice(b"Connection: close\r\n");
-    }
-    if let Some(id) = request_id {
-        put_field(out, b"X-Request-Id", id);
-    }
-    out.put_slice(b"\r\n");
-    out.put_slice(&status_text);
-    out.put_u8(b' ');
-    out.put_slice(reason.as_bytes());
-    out.put_slice(b": ");
-    out.put_slice(detail.as_bytes());
-    out.put_u8(b'\n');
+    let body = format!("{status} {}: {detail}\n", reason_phrase(status));
+    write_own_response(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        keep_alive,
+        request_id.unwrap_or_default(),
+        out,
+    );
 }
 
 /// A response the proxy makes with a body of its own (an interceptor rule's answer): status

@@ -2,6 +2,7 @@
 //! written to the client with the request's id, counted, and logged with that id.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::net::TcpStream;
@@ -9,7 +10,7 @@ use monoio::net::TcpStream;
 use super::error::ProxyError;
 use super::request_id::RequestId;
 use crate::conn_io::{write_vec_within, BytesVec};
-use crate::http::write_error_response;
+use crate::http::{write_error_response, Version};
 use crate::worker::WorkerCtx;
 
 /// What became of an error answer.
@@ -56,4 +57,25 @@ pub(crate) async fn answer_error(
         bytes,
         delivered,
     }
+}
+
+const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Answers `Expect: 100-continue` (the client waits for it before sending its body): `100
+/// Continue` to an HTTP/1.1 client, nothing to an HTTP/1.0 one (which cannot take interim
+/// answers). Err: the client is gone. Not cancel-safe (a write).
+pub(crate) async fn send_continue(
+    stream: &mut TcpStream,
+    version: Version,
+    send_timeout: Duration,
+) -> Result<(), ProxyError> {
+    if version != Version::Http11 {
+        return Ok(());
+    }
+    let mut hundred = BytesVec::new();
+    hundred.push_static(CONTINUE_100);
+    write_vec_within(stream, hundred, send_timeout)
+        .await
+        .map(|_| ())
+        .map_err(|_| ProxyError::ClientGone)
 }

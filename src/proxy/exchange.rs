@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::answer::answer_error;
+use super::answer::{answer_error, send_continue};
 use super::error::ProxyError;
 use super::inspect::{read_up_to, readable_coding, InspectFailure, InspectedBody};
 use super::request_id::RequestId;
@@ -49,8 +49,6 @@ use crate::worker::WorkerCtx;
 
 /// Free space reserved before each read of a head, in bytes.
 const HEAD_READ_RESERVE: usize = 4 * 1024;
-
-const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How the client connection continues after an exchange.
 #[derive(Debug)]
@@ -715,16 +713,7 @@ impl Exchange<'_, '_> {
             if expects_continue(&self.head) && self.client.buf.is_empty() && !self.interim_sent {
                 // The client waits for this before sending its body; the upstream never sees
                 // Expect (it is answered here, the upstream is already connected).
-                if self.head.version == Version::Http11 {
-                    let mut hundred = BytesVec::new();
-                    hundred.push_static(CONTINUE_100);
-                    if write_vec_within(self.client.stream, hundred, t.send)
-                        .await
-                        .is_err()
-                    {
-                        return Err(ProxyError::ClientGone.into());
-                    }
-                }
+                send_continue(self.client.stream, self.head.version, t.send).await?;
                 self.interim_sent = true;
             }
             let framing = self.out_framing;

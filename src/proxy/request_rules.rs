@@ -4,6 +4,7 @@
 
 use bytes::BytesMut;
 
+use super::answer::send_continue;
 use super::error::ProxyError;
 use super::exchange::ClientSide;
 use super::inspect::{read_up_to, readable_coding, InspectFailure, InspectedBody};
@@ -15,8 +16,6 @@ use crate::http::{
 use crate::route::Route;
 use crate::rules::{BodyInspection, DenyAnswer, RequestOutcome, RequestRules, RulePlan};
 use crate::worker::WorkerCtx;
-
-const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The request's rules; None when no rule of its route applies to it (it takes the path
 /// without rules).
@@ -65,16 +64,7 @@ pub(crate) async fn run(
     let mut continued = false;
     if rules.plan.needs_request_body() && kind != BodyKind::Empty {
         if expects_continue(head) && client.buf.is_empty() {
-            if head.version == Version::Http11 {
-                let mut hundred = BytesVec::new();
-                hundred.push_static(CONTINUE_100);
-                if write_vec_within(client.stream, hundred, ctx.config.timeouts.send)
-                    .await
-                    .is_err()
-                {
-                    return Err(ProxyError::ClientGone);
-                }
-            }
+            send_continue(client.stream, head.version, ctx.config.timeouts.send).await?;
             continued = true;
         }
         let read = read_up_to(

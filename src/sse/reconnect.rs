@@ -42,8 +42,9 @@ impl Relay<'_> {
         let route = self.route.clone();
         // The request's id goes with every reconnect (the upstream's logs join them up).
         let status = self.entry.status.clone();
-        // The header changes of the request's rules go with every reconnect (a copy: rare, and
-        // only for streams with rules).
+        // The request's header changes (its rules', an MCP session's upstream id) go with every
+        // reconnect, and a pinned stream tries only its replica (a copy: reconnects are rare,
+        // and only streams with extras have any).
         let (header_edits, pinned) = self
             .extras
             .as_ref()

@@ -427,14 +427,13 @@ impl Relay<'_> {
             BodyEnd::Unreachable => "unreachable (the client got its replay)",
             _ => "dropped",
         };
-        let policy = if self.extras.as_ref().is_some_and(|x| x.cancel_on_leave) {
-            ResumePolicy::End(
-                "closing the response cancels this request (MCP 2026-07-28): it is never run again",
-            )
-        } else {
-            resume::policy(&self.route.settings.resume, self.request.method, &last_id)
-        };
-        if let ResumePolicy::End(why) = policy {
+        let cancels_on_leave = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
+        if let ResumePolicy::End(why) = resume::policy(
+            &self.route.settings.resume,
+            self.request.method,
+            &last_id,
+            cancels_on_leave,
+        ) {
             crate::log_info!(
                 "sse {target}: upstream {what} ({}); not resuming: {why}",
                 kind.name()

@@ -48,7 +48,19 @@ pub enum ResumePolicy {
 }
 
 /// Decides whether a stream born from `method`, whose cursor is `last_id`, is resumed.
-pub fn policy(settings: &ResumeSettings, method: Method, last_id: &[u8]) -> ResumePolicy {
+/// `cancels_on_leave`: closing its response cancels its request (MCP 2026-07-28), so it is
+/// never resumed, whatever the settings.
+pub fn policy(
+    settings: &ResumeSettings,
+    method: Method,
+    last_id: &[u8],
+    cancels_on_leave: bool,
+) -> ResumePolicy {
+    if cancels_on_leave {
+        return ResumePolicy::End(
+            "closing the response cancels this request (MCP 2026-07-28): it is never run again",
+        );
+    }
     match method {
         Method::Get => {}
         Method::Post if settings.post_as_get => {}
@@ -321,21 +333,29 @@ mod tests {
     #[test]
     fn only_get_streams_with_ids_resume_by_default() {
         let s = settings();
-        assert_eq!(policy(&s, Method::Get, b"5"), ResumePolicy::Resume);
+        assert_eq!(policy(&s, Method::Get, b"5", false), ResumePolicy::Resume);
         assert!(matches!(
-            policy(&s, Method::Post, b"5"),
+            policy(&s, Method::Post, b"5", false),
             ResumePolicy::End(_)
         ));
-        assert!(matches!(policy(&s, Method::Get, b""), ResumePolicy::End(_)));
+        assert!(matches!(
+            policy(&s, Method::Get, b"", false),
+            ResumePolicy::End(_)
+        ));
         let s = ResumeSettings {
             post_as_get: true,
             without_id: true,
             ..settings()
         };
-        assert_eq!(policy(&s, Method::Post, b"5"), ResumePolicy::Resume);
-        assert_eq!(policy(&s, Method::Get, b""), ResumePolicy::Resume);
+        assert_eq!(policy(&s, Method::Post, b"5", false), ResumePolicy::Resume);
+        assert_eq!(policy(&s, Method::Get, b"", false), ResumePolicy::Resume);
+        // MCP 2026-07-28: never, whatever the settings allow.
+        assert!(matches!(
+            policy(&s, Method::Get, b"5", true),
+            ResumePolicy::End(_)
+        ));
         assert!(
-            matches!(policy(&s, Method::Put, b"5"), ResumePolicy::End(_)),
+            matches!(policy(&s, Method::Put, b"5", false), ResumePolicy::End(_)),
             "never a PUT"
         );
     }

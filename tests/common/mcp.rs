@@ -81,7 +81,7 @@ pub fn python_mcp_available() -> bool {
 }
 
 /// A temporary file path unique to this process and call (removed by its owner).
-fn temp_path(what: &str) -> PathBuf {
+pub fn temp_path(what: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     std::env::temp_dir().join(format!(
         "tether-{what}-{}-{}.log",

@@ -10,13 +10,12 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::mcp::listening_port;
+use super::mcp::{listening_port, temp_path};
 use super::WaitTimeout;
 
 /// How long the server may take to print its `listening PORT` line.
@@ -50,15 +49,6 @@ pub fn node_mcp_available() -> bool {
          scripts/test.sh does)"
     );
     false
-}
-
-fn temp_path(what: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!(
-        "tether-{what}-{}-{}.log",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
 }
 
 /// A running tests/node/mcp_server.mjs on 127.0.0.1 (killed on drop, its log removed).
