@@ -467,6 +467,59 @@ pub fn sse_request(path: &str, extra: &[&str]) -> Vec<u8> {
     req.into_bytes()
 }
 
+/// A POST whose answer may be an event stream (MCP style: JSON body, `Accept` of both), with
+/// `extra` header lines (each without CRLF) and a Content-Length body.
+pub fn sse_post_request(path: &str, extra: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// Reads data events until one whose numeric id is `last` or more: the ids read, in order, and
+/// why it stopped short (None when it got there).
+pub fn ids_through(r: &mut SseReader, last: u64) -> (Vec<u64>, Option<String>) {
+    let mut ids = Vec::new();
+    loop {
+        let why = match r.next_event() {
+            Ok(Some(ev)) => match ev.num_id() {
+                Some(id) => {
+                    ids.push(id);
+                    if id >= last {
+                        return (ids, None);
+                    }
+                    continue;
+                }
+                None => format!("an event without a numeric id: {ev:?}"),
+            },
+            Ok(None) => format!(
+                "the response ended ({})",
+                if r.clean_end == Some(true) {
+                    "clean end"
+                } else {
+                    "cut"
+                }
+            ),
+            Err(e) => format!("no event: {e}"),
+        };
+        return (ids, Some(why));
+    }
+}
+
+/// True when `ids` are consecutive numbers (n, n+1, n+2, ...): nothing lost, repeated or moved.
+pub fn consecutive(ids: &[u64]) -> bool {
+    ids.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
 /// One dispatched SSE block as a browser's parser sees it (comments kept for the tests).
 #[derive(Debug, Clone)]
 pub struct SseEvent {

@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::IO_TIMEOUT;
 
@@ -42,6 +42,14 @@ pub enum Reply {
         blocks: Vec<String>,
         hold: Option<Duration>,
     },
+    /// `200 text/event-stream`, chunked: the blocks one chunk each, `every` apart (the first at
+    /// once, with the head), then the last-chunk, and the connection stays open for the next
+    /// request. A client that goes away meanwhile (EOF, reset, a failed write) stops the stream;
+    /// the origin records it ([`ScriptedOrigin::cuts`]).
+    Paced {
+        blocks: Vec<String>,
+        every: Duration,
+    },
 }
 
 impl Reply {
@@ -64,26 +72,44 @@ impl Reply {
 
 type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
 
+/// A paced stream ([`Reply::Paced`]) the client left before its end.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    /// The request target of the stream.
+    pub target: String,
+    /// Blocks written before the origin saw the client gone.
+    pub blocks_sent: usize,
+    /// When the origin saw it.
+    pub at: Instant,
+}
+
+/// What the origin's connection threads record.
+#[derive(Default)]
+struct Seen {
+    requests: Mutex<Vec<Recorded>>,
+    cuts: Mutex<Vec<Cut>>,
+}
+
 pub struct ScriptedOrigin {
     pub addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Recorded>>>,
+    seen: Arc<Seen>,
 }
 
 impl ScriptedOrigin {
     pub fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> ScriptedOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Seen::default());
         let handler: Arc<Handler> = Arc::new(handler);
-        let seen = requests.clone();
+        let shared = seen.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let (handler, seen) = (handler.clone(), seen.clone());
+                let (handler, seen) = (handler.clone(), shared.clone());
                 std::thread::spawn(move || serve(conn, &*handler, &seen));
             }
         });
-        ScriptedOrigin { addr, requests }
+        ScriptedOrigin { addr, seen }
     }
 
     pub fn url(&self) -> String {
@@ -92,18 +118,23 @@ impl ScriptedOrigin {
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
+        self.seen.requests.lock().unwrap().clone()
+    }
+
+    /// Every paced stream the client left before its end, in the order the origin saw it.
+    pub fn cuts(&self) -> Vec<Cut> {
+        self.seen.cuts.lock().unwrap().clone()
     }
 }
 
-fn serve(mut conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Recorded>>) {
+fn serve(mut conn: TcpStream, handler: &Handler, seen: &Seen) {
     conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut buf = Vec::new();
     loop {
         let Ok(Some(request)) = read_request(&mut conn, &mut buf) else {
             return;
         };
-        seen.lock().unwrap().push(request.clone());
+        seen.requests.lock().unwrap().push(request.clone());
         match handler(&request) {
             Reply::Full {
                 status,
@@ -134,6 +165,65 @@ fn serve(mut conn: TcpStream, handler: &Handler, seen: &Mutex<Vec<Recorded>>) {
                 }
                 return;
             }
+            Reply::Paced { blocks, every } => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+                let mut out = head.as_bytes().to_vec();
+                let mut sent = 0;
+                let mut gone = false;
+                for (i, block) in blocks.iter().enumerate() {
+                    if i > 0 && client_left_within(&mut conn, &mut buf, every) {
+                        gone = true;
+                        break;
+                    }
+                    out.extend_from_slice(format!("{:x}\r\n{block}\r\n", block.len()).as_bytes());
+                    if conn.write_all(&out).is_err() {
+                        gone = true;
+                        break;
+                    }
+                    out.clear();
+                    sent += 1;
+                }
+                if gone {
+                    seen.cuts.lock().unwrap().push(Cut {
+                        target: request.target.clone(),
+                        blocks_sent: sent,
+                        at: Instant::now(),
+                    });
+                    return;
+                }
+                // (The head too, when there was no block.)
+                out.extend_from_slice(b"0\r\n\r\n");
+                if conn.write_all(&out).is_err() {
+                    return;
+                }
+                conn.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            }
+        }
+    }
+}
+
+/// Waits `wait` for the client to go away (EOF or reset) while a paced stream pauses; true when
+/// it did. Bytes it sends meanwhile (a next request) are kept in `buf`.
+fn client_left_within(conn: &mut TcpStream, buf: &mut Vec<u8>, wait: Duration) -> bool {
+    let stop = Instant::now() + wait;
+    loop {
+        let left = stop.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        conn.set_read_timeout(Some(left)).unwrap();
+        match fill(conn, buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
         }
     }
 }
