@@ -1,0 +1,471 @@
+//! `--coalesce`: GET requests for one SSE stream (same path and query, same identity) arriving on
+//! one worker share one upstream connection. Events are read once and every client gets the same
+//! bytes; a client joining a live stream starts at its live head; a client that falls more than
+//! `--sse-client-buffer` behind is cut without slowing the others; an upstream drop is resumed
+//! once for all of the stream's clients; POSTs and different identities never share.
+//!
+//! Every test runs the real binary in front of the in-process simulator (it counts connections
+//! and requests and numbers its events) over loopback, with real faults. Waits are on observable
+//! conditions (ids seen, /metrics, /proc/net/tcp); each test holds on both io drivers
+//! (MONOIO_FORCE_LEGACY_DRIVER=1 for epoll).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A /metrics sample of `t` (0 when absent: a counter never touched may not be rendered).
+fn sample(admin: std::net::SocketAddr, name: &str) -> f64 {
+    prom_value(&Tether::metrics_text(admin), name).unwrap_or(0.0)
+}
+
+/// The requests the simulator got whose target is exactly `path`.
+fn requests_for(up: &tether_perf::UpstreamHandle, path: &str) -> Vec<tether_perf::RequestRecord> {
+    up.requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .collect()
+}
+
+fn log_text(t: &Tether) -> String {
+    t.log_lines().join("\n")
+}
+
+// ---- 1. two hundred clients of one URL --------------------------------------------------------
+
+/// 200 clients of one URL, all started at once, with `--coalesce --workers 2`: the upstream sees
+/// at most one connection (and one request) per worker. Once every client has its first event,
+/// each reads on until 30 events past the latest first id: from its first event on it gets every
+/// event exactly once, in order. The events carry the simulator's send time (`ts_us`), so two
+/// upstream connections send different bytes for one id: across all clients an id comes with at
+/// most as many different payloads as there were upstream connections (read once, written to
+/// all). The coalesced counter counts every request that joined instead of going upstream, and
+/// once the clients are gone the upstream connections close.
+#[test]
+fn two_hundred_clients_of_one_url_share_one_upstream_per_worker() {
+    const CLIENTS: usize = 200;
+    const WINDOW: u64 = 30;
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "2",
+            "--coalesce",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=0&rate=50&fanout=200";
+    let firsts: Vec<AtomicU64> = (0..CLIENTS).map(|_| AtomicU64::new(0)).collect();
+    let target = AtomicU64::new(0);
+    let (readings, all_started, shared_gauge) = thread::scope(|s| {
+        let clients: Vec<_> = firsts
+            .iter()
+            .map(|first| {
+                let (t, target) = (&t, &target);
+                s.spawn(move || -> Result<Vec<(u64, String)>, String> {
+                    let mut r = SseReader::get(t.addr, path, &[]);
+                    r.deadline = Instant::now() + Duration::from_secs(40);
+                    if r.head.status != 200 {
+                        return Err(format!("status {}", r.head.status));
+                    }
+                    let mut got = Vec::new();
+                    loop {
+                        let ev = match r.next_event() {
+                            Ok(Some(ev)) => ev,
+                            Ok(None) => return Err(format!("the response ended after {got:?}")),
+                            Err(e) => return Err(format!("{e} after {} events", got.len())),
+                        };
+                        let id = ev
+                            .num_id()
+                            .ok_or_else(|| format!("an event without an id: {ev:?}"))?;
+                        got.push((id, ev.data.clone().unwrap_or_default()));
+                        if got.len() == 1 {
+                            first.store(id, Ordering::SeqCst);
+                            // Everyone stays connected until every client has its first event.
+                            wait_until(Duration::from_secs(30), || {
+                                target.load(Ordering::SeqCst) != 0
+                            });
+                        }
+                        let stop = target.load(Ordering::SeqCst);
+                        if stop != 0 && id >= stop {
+                            return Ok(got);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let all_started = wait_until(Duration::from_secs(25), || {
+            firsts.iter().all(|f| f.load(Ordering::SeqCst) != 0)
+        });
+        // Every client is connected now (those that got no first event too, or they failed).
+        let shared_gauge = sample(admin, "tether_sse_shared_clients");
+        let latest = firsts
+            .iter()
+            .map(|f| f.load(Ordering::SeqCst))
+            .max()
+            .unwrap_or(0);
+        target.store(latest.max(1) + WINDOW, Ordering::SeqCst);
+        let readings: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        (readings, all_started, shared_gauge)
+    });
+
+    let upstream_requests = requests_for(&up, path).len();
+    let connections = up.stats().connections;
+    let stop = target.load(Ordering::SeqCst);
+    let mut failures = Vec::new();
+    let mut payloads: HashMap<u64, HashSet<String>> = HashMap::new();
+    for (i, r) in readings.iter().enumerate() {
+        match r {
+            Err(e) => failures.push(format!("client {i}: {e}")),
+            Ok(got) => {
+                let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
+                if !consecutive(&ids) || ids.last() < Some(&stop) {
+                    failures.push(format!(
+                        "client {i}: ids not consecutive from its first through {stop}: {ids:?}"
+                    ));
+                }
+                for (id, data) in got {
+                    payloads.entry(*id).or_default().insert(data.clone());
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {CLIENTS} clients failed (upstream: {upstream_requests} requests, {connections} \
+         connections):\n{}\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n"),
+        log_text(&t)
+    );
+    assert!(all_started, "not every client got a first event in time");
+    assert!(
+        (1..=2).contains(&upstream_requests) && connections <= 2,
+        "200 coalesced clients on 2 workers made {upstream_requests} upstream requests on \
+         {connections} connections (at most one per worker)"
+    );
+    let most = payloads.values().map(HashSet::len).max().unwrap_or(0);
+    assert!(
+        most <= upstream_requests,
+        "an event reached the clients with {most} different payloads from {upstream_requests} \
+         upstream connections: not one read written to every client"
+    );
+    let coalesced = sample(admin, "tether_sse_coalesced_total");
+    assert_eq!(
+        coalesced,
+        (CLIENTS - upstream_requests) as f64,
+        "tether_sse_coalesced_total: every request but the {upstream_requests} that opened the \
+         upstream joined a stream"
+    );
+    assert!(
+        shared_gauge >= (CLIENTS - upstream_requests) as f64 && shared_gauge <= CLIENTS as f64,
+        "tether_sse_shared_clients was {shared_gauge} with {CLIENTS} clients connected"
+    );
+    // The last client gone, the upstream connections close and the gauge falls back.
+    let port = up.addr().port();
+    assert!(
+        wait_until(Duration::from_secs(10), || established_to_port(port) == 0),
+        "{} upstream connections still open after every client left",
+        established_to_port(port)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || sample(
+            admin,
+            "tether_sse_shared_clients"
+        ) == 0.0),
+        "tether_sse_shared_clients stayed at {}",
+        sample(admin, "tether_sse_shared_clients")
+    );
+}
+
+// ---- 2. a client that stops reading is cut, the others go on ---------------------------------
+
+/// Two clients of one stream of 8000-byte events at 500 per second (4 MB/s), `--coalesce
+/// --sse-client-buffer 64KiB`: client A reads everything, client B (joining A's stream, a receive
+/// buffer capped at 4 KiB) reads nothing after the response head. B's queue passes 64 KiB within
+/// a few megabytes: tether cuts B (its connection closes) while A goes on getting every event in
+/// order; `tether_sse_slow_clients_total` counts exactly B. The rings are made large enough that
+/// B's position is never evicted from them: B is cut for its queue, not for the ring.
+#[test]
+fn a_client_that_stops_reading_is_cut_and_the_others_keep_every_event() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--coalesce",
+            "--sse-client-buffer",
+            "64KiB",
+            "--replay-events",
+            "100000",
+            "--replay-bytes",
+            "64MiB",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=0&size=8000&rate=500&ts=0&stops_reading=1";
+    let mut a = SseReader::get(t.addr, path, &[]);
+    assert_eq!(a.head.status, 200);
+    a.deadline = Instant::now() + Duration::from_secs(40);
+    let a_first = next_id(&mut a);
+
+    let client = Client::connect(t.addr);
+    set_recv_buffer(&client.stream, 4096);
+    let mut b = SseReader::on(client, &sse_request(path, &[]));
+    assert_eq!(b.head.status, 200, "client B");
+
+    let progress = AtomicU64::new(a_first);
+    let stop_at = AtomicU64::new(u64::MAX);
+    let (a_ids, a_stopped, cut_seen) = thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut ids = vec![a_first];
+            loop {
+                let (more, stopped) = ids_through(&mut a, ids.last().unwrap() + 1);
+                ids.extend(&more);
+                if let Some(why) = stopped {
+                    return (ids, Some(why));
+                }
+                let last = *ids.last().unwrap();
+                progress.store(last, Ordering::SeqCst);
+                if last >= stop_at.load(Ordering::SeqCst) {
+                    return (ids, None);
+                }
+            }
+        });
+        let cut_seen = wait_until(Duration::from_secs(20), || {
+            reader.is_finished() || sample(admin, "tether_sse_slow_clients_total") >= 1.0
+        });
+        // A reads on for 100 events after the cut.
+        stop_at.store(progress.load(Ordering::SeqCst) + 100, Ordering::SeqCst);
+        let (ids, stopped) = reader.join().unwrap();
+        (ids, stopped, cut_seen)
+    });
+    assert!(
+        a_stopped.is_none() && consecutive(&a_ids),
+        "client A (reading) must get every event in order: ids {}..={} ({} events, consecutive: \
+         {}), stopped: {a_stopped:?}\n{}",
+        a_ids[0],
+        a_ids.last().unwrap(),
+        a_ids.len(),
+        consecutive(&a_ids),
+        log_text(&t)
+    );
+    assert!(
+        cut_seen,
+        "client B never counted as cut (tether_sse_slow_clients_total {}) while A read events \
+         {}..={}\n{}",
+        sample(admin, "tether_sse_slow_clients_total"),
+        a_ids[0],
+        a_ids.last().unwrap(),
+        log_text(&t)
+    );
+
+    // B's connection was closed: what it holds drains, then EOF.
+    b.deadline = Instant::now() + Duration::from_secs(20);
+    let drained = b.body_to_end();
+    assert!(
+        drained.is_ok(),
+        "client B's connection stayed open after its cut: {drained:?}"
+    );
+    if b.clean_end == Some(true) {
+        assert!(
+            b.client.is_closed(),
+            "client B's response was ended but its connection stays open"
+        );
+    }
+    let b_ids = num_ids(&Vec::from(SseReader::parse_body(&b.body)));
+    assert!(
+        consecutive(&b_ids),
+        "client B got a gap before its cut: {:?}",
+        b_ids
+    );
+    assert_eq!(
+        sample(admin, "tether_sse_slow_clients_total"),
+        1.0,
+        "only B is cut"
+    );
+    assert_eq!(
+        requests_for(&up, path).len(),
+        1,
+        "B joined A's upstream (one request)"
+    );
+    assert!(sample(admin, "tether_sse_coalesced_total") >= 1.0);
+}
+
+// ---- 3. an upstream drop resumed once for all ---------------------------------------------------
+
+/// 20 clients of one stream (`--workers 1 --coalesce`); the origin closes the first connection
+/// after event 40 (2 s at 20 events per second) and honours Last-Event-ID on the next request.
+/// The upstream sees exactly two requests: the first, and one resume with `Last-Event-ID: 40`
+/// for all twenty clients; every client's ids are consecutive across the drop, through id 60.
+#[test]
+fn an_upstream_drop_is_resumed_once_for_every_client() {
+    const CLIENTS: usize = 20;
+    const DROP_AT: u64 = 40;
+    const LAST: u64 = 60;
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--coalesce",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = format!("/sse?events=0&rate=20&ts=0&close_after={DROP_AT}&fault_once=1&drop=1");
+    let readings: Vec<(Vec<u64>, Option<String>)> = thread::scope(|s| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let (t, path) = (&t, &path);
+                s.spawn(move || {
+                    let mut r = SseReader::get(t.addr, path, &[]);
+                    r.deadline = Instant::now() + Duration::from_secs(20);
+                    ids_through(&mut r, LAST)
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let mut failures = Vec::new();
+    for (i, (ids, stopped)) in readings.iter().enumerate() {
+        if stopped.is_some() || !consecutive(ids) {
+            failures.push(format!("client {i}: {ids:?}, stopped: {stopped:?}"));
+        } else if ids[0] > DROP_AT {
+            failures.push(format!(
+                "client {i} joined after the drop (first id {}): the test did not test it",
+                ids[0]
+            ));
+        }
+    }
+    let requests = requests_for(&up, &path);
+    let asked: Vec<Option<String>> = requests.iter().map(|r| r.last_event_id.clone()).collect();
+    assert!(
+        failures.is_empty(),
+        "{}\nupstream requests' Last-Event-ID: {asked:?}\n{}",
+        failures.join("\n"),
+        log_text(&t)
+    );
+    assert_eq!(
+        asked,
+        vec![None, Some(DROP_AT.to_string())],
+        "one request, then one resume for all {CLIENTS} clients"
+    );
+    assert_eq!(sample(admin, "tether_resumes_total"), 1.0);
+    assert_eq!(
+        sample(admin, "tether_sse_coalesced_total"),
+        (CLIENTS - 1) as f64
+    );
+}
+
+// ---- 4. what is never coalesced ------------------------------------------------------------------
+
+/// With `--coalesce` (one worker, `--identity-header X-Tenant`): two POSTs of one URL each get
+/// their own upstream request and their own stream from id 1; two GETs of one URL that differ in
+/// Authorization, Cookie, Mcp-Session-Id or X-Tenant get two upstream requests, each with its own
+/// credentials, and each its own stream from id 1. Control, for each header: a third GET with the
+/// first one's value while it is live joins it (no new request, first id past 1).
+#[test]
+fn posts_and_different_identities_are_never_coalesced() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--coalesce",
+            "--identity-header",
+            "X-Tenant",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let first_three = |r: &mut SseReader, who: &str| -> Vec<u64> {
+        r.deadline = Instant::now() + Duration::from_secs(20);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            match r.next_event() {
+                Ok(Some(ev)) => ids.push(ev.num_id().expect("a numeric id")),
+                other => panic!("{who}: no event after {ids:?}: {other:?}"),
+            }
+        }
+        ids
+    };
+
+    let path = "/sse?events=0&rate=50&ts=0&never=post";
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#;
+    let mut p1 = SseReader::open(t.addr, &sse_post_request(path, &[], body));
+    assert_eq!(p1.head.status, 200);
+    assert_eq!(first_three(&mut p1, "POST 1"), vec![1, 2, 3]);
+    let mut p2 = SseReader::open(t.addr, &sse_post_request(path, &[], body));
+    assert_eq!(p2.head.status, 200);
+    assert_eq!(
+        first_three(&mut p2, "POST 2"),
+        vec![1, 2, 3],
+        "the second POST has a stream of its own"
+    );
+    let methods: Vec<String> = requests_for(&up, path)
+        .into_iter()
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(methods, vec!["POST", "POST"], "two POSTs, two requests");
+    drop((p1, p2));
+
+    let mut joins = 0.0;
+    for header in ["Authorization", "Cookie", "Mcp-Session-Id", "X-Tenant"] {
+        let path = format!("/sse?events=0&rate=50&ts=0&never={header}");
+        let (a, b) = (format!("{header}: a"), format!("{header}: b"));
+        let mut g1 = SseReader::get(t.addr, &path, &[&a]);
+        assert_eq!(first_three(&mut g1, &a), vec![1, 2, 3]);
+        let mut g2 = SseReader::get(t.addr, &path, &[&b]);
+        assert_eq!(
+            first_three(&mut g2, &b),
+            vec![1, 2, 3],
+            "{header} b must get its own stream, not a's"
+        );
+        let values: Vec<Option<String>> = requests_for(&up, &path)
+            .iter()
+            .map(|r| r.header(header).map(str::to_string))
+            .collect();
+        assert_eq!(
+            values,
+            vec![Some("a".to_string()), Some("b".to_string())],
+            "two identities, two upstream requests, each with its own {header}"
+        );
+        // Control: the same identity as g1 joins g1's live stream.
+        let mut g3 = SseReader::get(t.addr, &path, &[&a]);
+        let joined = first_three(&mut g3, &format!("{a} again"));
+        joins += 1.0;
+        assert!(
+            joined[0] > 1 && consecutive(&joined),
+            "{header} a, again while a is live, must join a's stream at its live head: {joined:?}"
+        );
+        assert_eq!(
+            requests_for(&up, &path).len(),
+            2,
+            "the same identity again made a request of its own"
+        );
+        assert_eq!(sample(admin, "tether_sse_coalesced_total"), joins);
+    }
+}
