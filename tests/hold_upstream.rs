@@ -1,0 +1,429 @@
+//! `--hold-upstream D`: when the last client of an SSE stream leaves before the upstream ended,
+//! tether keeps reading that upstream into the stream's replay ring for up to D. A client coming
+//! back within D (a GET of the same path and identity with `Last-Event-ID`) gets every event after
+//! its id from the ring, then the live rest, then the clean end; a POST-born stream is never
+//! re-sent for it. Nobody back within D: the upstream is closed. Held rings obey --replay-memory.
+//!
+//! Every test runs the real binary over loopback in front of the in-process simulator (which
+//! records each request's method and Last-Event-ID) or a scripted origin (which paces its own
+//! blocks and sees its client go away). Each holds on both io drivers
+//! (MONOIO_FORCE_LEGACY_DRIVER=1 for epoll).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::scripted_origin::{Reply, ScriptedOrigin};
+use common::*;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A /metrics sample (0 when absent: a counter never touched may not be rendered).
+fn sample(admin: SocketAddr, name: &str) -> f64 {
+    prom_value(&Tether::metrics_text(admin), name).unwrap_or(0.0)
+}
+
+fn log_text(t: &Tether) -> String {
+    t.log_lines().join("\n")
+}
+
+/// Waits until tether holds `n` streams without a client (`tether_sse_held_streams`); false
+/// when it did not within 5 s.
+fn held_becomes(admin: SocketAddr, n: f64) -> bool {
+    wait_until(Duration::from_secs(5), || {
+        sample(admin, "tether_sse_held_streams") == n
+    })
+}
+
+// ---- 5. a POST-born stream held and resumed by GET ---------------------------------------------
+
+/// A POST whose answer is a stream of 40 events at 20 per second (`id: 1`..`id: 40`, then the
+/// upstream ends the body), `--hold-upstream 5s`: the client reads 5 events and closes its
+/// connection. The stream is held (the gauge, and `"state":"held"` on /streams). One second
+/// after leaving, a GET of the same path with `Last-Event-ID: 5` gets 6..=40 exactly once (the
+/// ring's, then the live rest) and then the clean end of its response. The upstream saw exactly
+/// one request, the POST: nothing was re-sent, and no GET went upstream.
+#[test]
+fn a_post_stream_held_is_resumed_by_get_without_going_upstream() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    post_then_come_back(&t, &up, "/sse?events=40&rate=20&ts=0&held=post");
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+    assert!(
+        held_becomes(admin, 0.0),
+        "the stream still counts as held after its client came back"
+    );
+}
+
+/// POSTs `path` (the simulator's finite paced stream of 40 events), reads 5 events, leaves,
+/// checks the stream is held, comes back 1 s later with `Last-Event-ID: 5` and checks 6..=40 and
+/// the clean end, and that the upstream saw one POST and nothing else for `path`.
+fn post_then_come_back(t: &Tether, up: &tether_perf::UpstreamHandle, path: &str) {
+    let admin = t.admin_addr();
+    let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"long"}}"#;
+    let mut post = SseReader::open(t.addr, &sse_post_request(path, &[], body));
+    assert_eq!(post.head.status, 200);
+    let (first, stopped) = ids_through(&mut post, 5);
+    assert_eq!(
+        (first, stopped),
+        (vec![1, 2, 3, 4, 5], None),
+        "the POST's stream"
+    );
+    drop(post);
+    let left = Instant::now();
+
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            sample(admin, "tether_sse_held_streams") >= 1.0
+        }),
+        "the stream was not held after its client left\n{}",
+        log_text(t)
+    );
+    let (_, streams) = admin_get(admin, "/streams");
+    assert!(
+        streams.contains(r#""state":"held""#),
+        "/streams shows no held stream: {streams}"
+    );
+
+    thread::sleep(Duration::from_secs(1).saturating_sub(left.elapsed()));
+    let mut back = SseReader::get(t.addr, path, &["Last-Event-ID: 5"]);
+    assert_eq!(back.head.status, 200, "{}", log_text(t));
+    back.deadline = Instant::now() + Duration::from_secs(15);
+    let mut ids = Vec::new();
+    let end = loop {
+        match back.next_event() {
+            Ok(Some(ev)) => ids.push(ev.num_id().expect("a numeric id")),
+            Ok(None) => break back.clean_end,
+            Err(e) => panic!("the comeback did not end: {e}; ids {ids:?}"),
+        }
+    };
+    let methods: Vec<(String, Option<String>)> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .map(|r| (r.method, r.last_event_id))
+        .collect();
+    assert_eq!(
+        ids,
+        (6..=40).collect::<Vec<u64>>(),
+        "the comeback gets every event after 5, once, in order; upstream requests (method, \
+         Last-Event-ID): {methods:?}\n{}",
+        log_text(t)
+    );
+    assert_eq!(
+        end,
+        Some(true),
+        "the comeback's response ends cleanly (last-chunk) after the upstream's end"
+    );
+    assert_eq!(
+        methods,
+        vec![("POST".to_string(), None)],
+        "the upstream saw one POST and no GET"
+    );
+}
+
+/// The same, with `--workers 2` and four POST-born streams at once: each comeback lands on
+/// either worker (SO_REUSEPORT spreads connections by their ports), and each must find its held
+/// stream whichever worker holds it. A comeback that misses it goes upstream with a GET, which
+/// the check on the upstream's requests sees.
+#[test]
+fn a_held_stream_is_found_from_any_worker() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "2",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|n| {
+                let (t, up) = (&t, &up);
+                s.spawn(move || {
+                    post_then_come_back(t, up, &format!("/sse?events=40&rate=20&ts=0&any={n}"))
+                })
+            })
+            .collect();
+        for r in runs {
+            r.join().unwrap();
+        }
+    });
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 4.0);
+}
+
+// ---- 6. an id-less stream, with tether's own ids -----------------------------------------------
+
+/// An origin stream without ids (`data: chunk N` for N in 1..=40 at 20 per second, then
+/// `data: [DONE]` and the end of the body) answering a POST, with `--assign-ids --hold-upstream
+/// 5s`: tether gives each event an id; the client reads 5 events and leaves; 1 s later a GET
+/// with `Last-Event-ID` = the id tether gave the 5th event gets chunks 6..=40 and [DONE], each
+/// once and in order, then the clean end. The origin saw exactly one request, the POST.
+#[test]
+fn an_id_less_stream_is_resumed_with_tethers_ids() {
+    let origin = ScriptedOrigin::start(|_| {
+        let mut blocks: Vec<String> = (1..=40).map(|n| format!("data: chunk {n}\n\n")).collect();
+        blocks.push("data: [DONE]\n\n".to_string());
+        Reply::Paced {
+            blocks,
+            every: Duration::from_millis(50),
+        }
+    });
+    let t = Tether::start(
+        &[origin.url()],
+        &[
+            "--workers",
+            "1",
+            "--assign-ids",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/mcp?stream=idless";
+    let mut post = SseReader::open(t.addr, &sse_post_request(path, &[], b"{}"));
+    assert_eq!(post.head.status, 200);
+    post.deadline = Instant::now() + Duration::from_secs(15);
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        let ev = post
+            .next_event()
+            .expect("reading the POST's stream")
+            .expect("the POST's stream ended early");
+        first.push((ev.id.clone(), ev.data.clone().unwrap_or_default()));
+    }
+    let datas: Vec<&str> = first.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(
+        datas,
+        ["chunk 1", "chunk 2", "chunk 3", "chunk 4", "chunk 5"]
+    );
+    assert!(
+        first.iter().all(|(id, _)| id.is_some()),
+        "--assign-ids gave every event an id: {first:?}"
+    );
+    let fifth = first[4].0.clone().unwrap();
+    drop(post);
+    let left = Instant::now();
+    assert!(
+        held_becomes(admin, 1.0),
+        "the stream was not held after its client left\n{}",
+        log_text(&t)
+    );
+
+    thread::sleep(Duration::from_secs(1).saturating_sub(left.elapsed()));
+    let last = format!("Last-Event-ID: {fifth}");
+    let mut back = SseReader::get(t.addr, path, &[&last]);
+    assert_eq!(back.head.status, 200, "{}", log_text(&t));
+    back.deadline = Instant::now() + Duration::from_secs(15);
+    let mut rest = Vec::new();
+    let end = loop {
+        match back.next_event() {
+            Ok(Some(ev)) => rest.push(ev),
+            Ok(None) => break back.clean_end,
+            Err(e) => panic!(
+                "the comeback did not end: {e}; got {:?}",
+                rest.iter().map(|e| e.data.clone()).collect::<Vec<_>>()
+            ),
+        }
+    };
+    let got: Vec<String> = rest
+        .iter()
+        .map(|e| e.data.clone().unwrap_or_default())
+        .collect();
+    let want: Vec<String> = (6..=40)
+        .map(|n| format!("chunk {n}"))
+        .chain(["[DONE]".to_string()])
+        .collect();
+    let methods: Vec<String> = origin.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(
+        got,
+        want,
+        "the comeback after {fifth} gets the rest once, in order; origin requests: \
+         {methods:?}\n{}",
+        log_text(&t)
+    );
+    assert!(
+        rest.iter().all(|e| e.id.is_some()),
+        "every resumed event has tether's id"
+    );
+    assert_eq!(end, Some(true), "the comeback's response ends cleanly");
+    assert_eq!(
+        methods,
+        vec!["POST"],
+        "the origin saw one POST and nothing else"
+    );
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+}
+
+// ---- 7. a hold that expires ---------------------------------------------------------------------
+
+/// `--hold-upstream 500ms`, an origin that keeps streaming (an event every 100 ms, for a minute):
+/// the client reads 3 events and leaves, and nobody comes back. The origin sees its connection
+/// closed, not before the hold has run (500 ms after the client left; without a hold it would
+/// see it within ~100 ms) and within a few seconds; then `tether_sse_hold_expired_total` is 1,
+/// `tether_sse_held_streams` 0, and nobody counted as resumed.
+#[test]
+fn a_held_stream_nobody_comes_back_to_is_closed_after_the_hold() {
+    let origin = ScriptedOrigin::start(|_| Reply::Paced {
+        blocks: (1..=600)
+            .map(|n| format!("id: {n}\ndata: tick {n}\n\n"))
+            .collect(),
+        every: Duration::from_millis(100),
+    });
+    let t = Tether::start(
+        &[origin.url()],
+        &[
+            "--workers",
+            "1",
+            "--hold-upstream",
+            "500ms",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let mut c = SseReader::get(t.addr, "/ticks", &[]);
+    assert_eq!(c.head.status, 200);
+    assert_eq!(ids_through(&mut c, 3), (vec![1, 2, 3], None));
+    drop(c);
+    let left = Instant::now();
+
+    assert!(
+        wait_until(Duration::from_secs(8), || !origin.cuts().is_empty()),
+        "the origin's connection is still open {:?} after the client left, past a 500 ms hold\n{}",
+        left.elapsed(),
+        log_text(&t)
+    );
+    let cut = origin.cuts()[0].clone();
+    let after = cut.at.saturating_duration_since(left);
+    assert!(
+        after >= Duration::from_millis(450),
+        "the upstream was closed {after:?} after the client left, before the 500 ms hold ran \
+         out (it sent {} blocks)",
+        cut.blocks_sent
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            sample(admin, "tether_sse_hold_expired_total") == 1.0
+        }),
+        "tether_sse_hold_expired_total is {}",
+        sample(admin, "tether_sse_hold_expired_total")
+    );
+    assert!(
+        held_becomes(admin, 0.0),
+        "tether_sse_held_streams is {}",
+        sample(admin, "tether_sse_held_streams")
+    );
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 0.0);
+    assert_eq!(origin.requests().len(), 1, "one upstream request");
+}
+
+// ---- 8. held rings within the memory budget -----------------------------------------------------
+
+/// `--replay-memory 2MiB --workers 1 --hold-upstream 10s`: 50 POSTs of distinct paths, each
+/// answered by an endless stream of 1000-byte events at 20 per second; each client reads 3
+/// events and leaves, so 50 streams are held, their upstreams still writing into their rings
+/// (together ~1 MB/s, past the budget in a few seconds). While they run, the replay ring bytes
+/// (`tether_replay_ring_bytes`, sampled every 20 ms) never pass the budget, and evictions are
+/// counted (`tether_replay_evictions_total`).
+#[test]
+fn held_rings_stay_within_the_replay_memory_budget() {
+    const STREAMS: usize = 50;
+    const BUDGET: f64 = 2.0 * MIB;
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--replay-memory",
+            "2MiB",
+            "--hold-upstream",
+            "10s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let stop = AtomicBool::new(false);
+    let (peak_bytes, peak_held, evicted) = thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let (mut bytes, mut held) = (0f64, 0f64);
+            while !stop.load(Ordering::SeqCst) {
+                let text = Tether::metrics_text(admin);
+                bytes = bytes.max(prom_value(&text, "tether_replay_ring_bytes").unwrap_or(0.0));
+                held = held.max(prom_value(&text, "tether_sse_held_streams").unwrap_or(0.0));
+                thread::sleep(Duration::from_millis(20));
+            }
+            (bytes, held)
+        });
+        let clients: Vec<_> = (0..STREAMS)
+            .map(|n| {
+                let t = &t;
+                s.spawn(move || {
+                    let path = format!("/sse?events=0&size=1000&rate=20&ts=0&budget={n}");
+                    let mut r = SseReader::open(t.addr, &sse_post_request(&path, &[], b"{}"));
+                    assert_eq!(r.head.status, 200, "POST {n}");
+                    assert_eq!(ids_through(&mut r, 3), (vec![1, 2, 3], None), "POST {n}");
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let evicted = wait_until(Duration::from_secs(15), || {
+            sample(admin, "tether_replay_evictions_total") > 0.0
+        });
+        // A little longer under the budget's pressure.
+        thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::SeqCst);
+        let (bytes, held) = sampler.join().unwrap();
+        (bytes, held, evicted)
+    });
+    let text = Tether::metrics_text(admin);
+    let peak_bytes = peak_bytes.max(prom_value(&text, "tether_replay_ring_bytes").unwrap_or(0.0));
+    assert!(
+        peak_held >= (STREAMS / 2) as f64,
+        "at most {peak_held} streams were held at once after {STREAMS} clients left"
+    );
+    assert!(
+        evicted,
+        "50 held upstreams writing ~1 MB/s into a 2 MiB budget, and no eviction:\n{text}"
+    );
+    assert!(
+        peak_bytes <= BUDGET,
+        "tether_replay_ring_bytes reached {peak_bytes} ({:.2} MiB), over the 2 MiB budget",
+        peak_bytes / MIB
+    );
+}
