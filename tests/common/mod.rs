@@ -1037,6 +1037,24 @@ pub fn established_at_port(port: u16) -> usize {
     established_with(port, 1)
 }
 
+/// The state of the IPv4 TCP socket on this host whose local port is `local` and remote port
+/// `remote`, as /proc/net/tcp writes it ("01" ESTABLISHED, "04" FIN_WAIT1, "05" FIN_WAIT2, ...);
+/// None when there is none. With `local` tether's listening port and `remote` a client's port:
+/// whether tether still holds that client's connection open.
+pub fn tcp_state(local: u16, remote: u16) -> Option<String> {
+    let port_of = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 3 && port_of(f[1]) == Some(local) && port_of(f[2]) == Some(remote))
+            .then(|| f[3].to_string())
+    })
+}
+
 /// ESTABLISHED entries of /proc/net/tcp whose address in `column` (1 local, 2 remote) has `port`.
 fn established_with(port: u16, column: usize) -> usize {
     let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
