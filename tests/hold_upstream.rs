@@ -71,10 +71,141 @@ fn a_post_stream_held_is_resumed_by_get_without_going_upstream() {
     );
 }
 
+/// The same, the comeback made 3 s after the client left: the upstream ended its body meanwhile
+/// (event 40 was due 1.75 s after the client left). The held stream's ring still answers: 6..=40,
+/// then the clean end, and still nothing but the POST went upstream.
+#[test]
+fn a_held_stream_that_ended_meanwhile_still_answers_from_its_ring() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    post_then_come_back_on(
+        &t,
+        &up,
+        "/sse?events=40&rate=20&ts=0&held=ended",
+        Duration::from_secs(3),
+        |_| Client::connect(t.addr),
+    );
+}
+
+/// A held stream is only ever given back to its own identity. A POST with `Authorization:
+/// Bearer a` is held after its client leaves; a GET with `Authorization: Bearer b` and
+/// `Last-Event-ID: 5` gets the upstream's own answer (the origin ignores Last-Event-ID and starts
+/// at 1), not a's events, and its request goes upstream with b's credentials; a's own comeback
+/// then gets 6..=40 and the end from the held stream.
+#[test]
+fn a_held_stream_is_not_given_to_another_identity() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=40&rate=20&ts=0&resume=ignore&held=identity";
+    let mut post = SseReader::open(
+        t.addr,
+        &sse_post_request(path, &["Authorization: Bearer a"], b"{}"),
+    );
+    assert_eq!(post.head.status, 200);
+    assert_eq!(ids_through(&mut post, 5), (vec![1, 2, 3, 4, 5], None));
+    drop(post);
+    assert!(held_becomes(admin, 1.0), "a's stream is held");
+
+    let mut other = SseReader::get(
+        t.addr,
+        path,
+        &["Authorization: Bearer b", "Last-Event-ID: 5"],
+    );
+    assert_eq!(other.head.status, 200);
+    assert_eq!(
+        ids_through(&mut other, 3),
+        (vec![1, 2, 3], None),
+        "b must get the upstream's own answer, not a's held stream"
+    );
+    drop(other);
+    let asked: Vec<(String, Option<String>, Option<String>)> = up
+        .requests()
+        .into_iter()
+        .map(|r| {
+            let auth = r.header("authorization").map(str::to_string);
+            (r.method, auth, r.last_event_id)
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        vec![
+            ("POST".to_string(), Some("Bearer a".to_string()), None),
+            (
+                "GET".to_string(),
+                Some("Bearer b".to_string()),
+                Some("5".to_string())
+            ),
+        ],
+        "b's request went upstream with its own credentials"
+    );
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 0.0);
+
+    let mut back = SseReader::get(
+        t.addr,
+        path,
+        &["Authorization: Bearer a", "Last-Event-ID: 5"],
+    );
+    back.deadline = Instant::now() + Duration::from_secs(15);
+    assert_eq!(
+        num_ids(&back.events_to_end()),
+        (6..=40).collect::<Vec<u64>>(),
+        "a's comeback\n{}",
+        log_text(&t)
+    );
+    assert_eq!(back.clean_end, Some(true));
+    let a_asked: Vec<String> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.header("authorization") == Some("Bearer a"))
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(a_asked, vec!["POST"], "a's comeback went nowhere upstream");
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+}
+
 /// POSTs `path` (the simulator's finite paced stream of 40 events), reads 5 events, leaves,
 /// checks the stream is held, comes back 1 s later with `Last-Event-ID: 5` and checks 6..=40 and
 /// the clean end, and that the upstream saw one POST and nothing else for `path`.
 fn post_then_come_back(t: &Tether, up: &tether_perf::UpstreamHandle, path: &str) {
+    post_then_come_back_on(t, up, path, Duration::from_secs(1), |_| {
+        Client::connect(t.addr)
+    });
+}
+
+/// [`post_then_come_back`], the comeback made `back_after` the client left, sent on the
+/// connection `connect` gives for the worker holding the stream.
+fn post_then_come_back_on(
+    t: &Tether,
+    up: &tether_perf::UpstreamHandle,
+    path: &str,
+    back_after: Duration,
+    connect: impl FnOnce(usize) -> Client,
+) {
     let admin = t.admin_addr();
     let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"long"}}"#;
     let mut post = SseReader::open(t.addr, &sse_post_request(path, &[], body));
@@ -95,22 +226,24 @@ fn post_then_come_back(t: &Tether, up: &tether_perf::UpstreamHandle, path: &str)
         "the stream was not held after its client left\n{}",
         log_text(t)
     );
-    let (_, streams) = admin_get(admin, "/streams");
-    assert!(
-        streams.contains(r#""state":"held""#),
-        "/streams shows no held stream: {streams}"
-    );
+    let holder = holder_of(admin, path).unwrap_or_else(|| {
+        panic!(
+            "/streams shows no held stream of {path}: {}",
+            admin_get(admin, "/streams").1
+        )
+    });
+    let client = connect(holder);
 
-    thread::sleep(Duration::from_secs(1).saturating_sub(left.elapsed()));
-    let mut back = SseReader::get(t.addr, path, &["Last-Event-ID: 5"]);
+    thread::sleep(back_after.saturating_sub(left.elapsed()));
+    let mut back = SseReader::on(client, &sse_request(path, &["Last-Event-ID: 5"]));
     assert_eq!(back.head.status, 200, "{}", log_text(t));
     back.deadline = Instant::now() + Duration::from_secs(15);
     let mut ids = Vec::new();
     let end = loop {
         match back.next_event() {
             Ok(Some(ev)) => ids.push(ev.num_id().expect("a numeric id")),
-            Ok(None) => break back.clean_end,
-            Err(e) => panic!("the comeback did not end: {e}; ids {ids:?}"),
+            Ok(None) => break format!("{:?}", back.clean_end),
+            Err(e) => break format!("not ended: {e}"),
         }
     };
     let methods: Vec<(String, Option<String>)> = up
@@ -119,31 +252,34 @@ fn post_then_come_back(t: &Tether, up: &tether_perf::UpstreamHandle, path: &str)
         .filter(|r| r.path == path)
         .map(|r| (r.method, r.last_event_id))
         .collect();
-    assert_eq!(
-        ids,
-        (6..=40).collect::<Vec<u64>>(),
-        "the comeback gets every event after 5, once, in order; upstream requests (method, \
+    let context = format!(
+        "{path}: the comeback got {ids:?}, its response ended {end}; upstream requests (method, \
          Last-Event-ID): {methods:?}\n{}",
         log_text(t)
     );
     assert_eq!(
-        end,
-        Some(true),
-        "the comeback's response ends cleanly (last-chunk) after the upstream's end"
+        ids,
+        (6..=40).collect::<Vec<u64>>(),
+        "the comeback gets every event after 5, once, in order; {context}"
+    );
+    assert_eq!(
+        end, "Some(true)",
+        "the comeback's response ends cleanly (last-chunk) after the upstream's end; {context}"
     );
     assert_eq!(
         methods,
         vec![("POST".to_string(), None)],
-        "the upstream saw one POST and no GET"
+        "the upstream saw one POST and no GET; {context}"
     );
 }
 
-/// The same, with `--workers 2` and four POST-born streams at once: each comeback lands on
-/// either worker (SO_REUSEPORT spreads connections by their ports), and each must find its held
-/// stream whichever worker holds it. A comeback that misses it goes upstream with a GET, which
-/// the check on the upstream's requests sees.
+/// The same with `--workers 2`, the comeback made on the worker that does not hold the stream
+/// (a keep-alive connection first shown, by a plain request and the per-worker request counter,
+/// to be served by the other worker): a comeback finds its held stream whichever worker it
+/// lands on (SO_REUSEPORT spreads connections by their ports). One that missed it would go
+/// upstream with a GET, which the check on the upstream's requests sees.
 #[test]
-fn a_held_stream_is_found_from_any_worker() {
+fn a_comeback_on_the_other_worker_finds_the_held_stream() {
     let up = origin();
     let t = Tether::start(
         &[url_of(&up)],
@@ -159,20 +295,57 @@ fn a_held_stream_is_found_from_any_worker() {
         ],
     );
     let admin = t.admin_addr();
-    thread::scope(|s| {
-        let runs: Vec<_> = (0..4)
-            .map(|n| {
-                let (t, up) = (&t, &up);
-                s.spawn(move || {
-                    post_then_come_back(t, up, &format!("/sse?events=40&rate=20&ts=0&any={n}"))
-                })
-            })
-            .collect();
-        for r in runs {
-            r.join().unwrap();
-        }
+    let path = "/sse?events=40&rate=20&ts=0&held=elsewhere";
+    post_then_come_back_on(&t, &up, path, Duration::from_secs(1), |holder| {
+        // A connection the other worker serves (each lands on either, by its ports).
+        (0..40)
+            .map(|_| Client::connect(t.addr))
+            .find_map(|mut c| (serving_worker(admin, &mut c) != holder).then_some(c))
+            .expect("40 connections in a row landed on the worker holding the stream")
     });
-    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 4.0);
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+}
+
+/// The worker serving `client`'s connection: the one whose request counter a plain request on it
+/// moves (tether must have no other traffic meanwhile). The connection stays open for reuse.
+fn serving_worker(admin: SocketAddr, client: &mut Client) -> usize {
+    let counts = || -> Vec<f64> {
+        let text = Tether::metrics_text(admin);
+        (0..)
+            .map_while(|w| {
+                prom_value(
+                    &text,
+                    &format!("tether_worker_requests_total{{worker=\"{w}\"}}"),
+                )
+            })
+            .collect()
+    };
+    let before = counts();
+    let r = client.get("/bytes?n=1");
+    assert_eq!(r.status, 200, "the probe request");
+    let after = counts();
+    let moved: Vec<usize> = (0..after.len())
+        .filter(|&w| after[w] != before.get(w).copied().unwrap_or(0.0))
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "one worker served the probe: {before:?} -> {after:?}"
+    );
+    moved[0]
+}
+
+/// The worker whose /streams rows show `path` held.
+fn holder_of(admin: SocketAddr, path: &str) -> Option<usize> {
+    let (_, json) = admin_get(admin, "/streams");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("/streams is JSON");
+    v["workers"].as_array()?.iter().find_map(|w| {
+        let held = w["streams"]
+            .as_array()?
+            .iter()
+            .any(|s| s["path"].as_str() == Some(path) && s["state"].as_str() == Some("held"));
+        held.then(|| w["worker"].as_u64().unwrap() as usize)
+    })
 }
 
 // ---- 6. an id-less stream, with tether's own ids -----------------------------------------------
