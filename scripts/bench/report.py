@@ -80,6 +80,8 @@ ROWS = [
     ("fanout", "clients_with_loss", "7. clients that lost an event", "{:,.0f}", None),
     ("fanout", "clients_with_duplicates", "7. clients that got an event twice", "{:,.0f}",
      None),
+    ("fanout", "ended_streams", "7. clients whose stream ended (cut or closed)", "{:,.0f}",
+     None),
 ]
 
 
