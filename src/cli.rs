@@ -249,6 +249,26 @@ pub struct ReverseArgs {
     #[arg(long, help_heading = "SSE")]
     pub assign_ids: bool,
 
+    /// Let GET SSE requests of the same target and identity that arrive on one worker share one
+    /// upstream connection: events are read, framed and recorded once, and every client is a
+    /// cursor into the stream's ring, written the same bytes. A client that joins late starts
+    /// at the live head (or after its Last-Event-ID, from the ring). POSTs, requests with a body,
+    /// requests that rules or MCP sessions apply to, and different identities never share.
+    #[arg(long, help_heading = "SSE")]
+    pub coalesce: bool,
+
+    /// When the last client of an SSE stream leaves before the upstream has ended, keep reading
+    /// that upstream into the stream's ring for this long (0 = off), so that a client coming
+    /// back with Last-Event-ID (a GET to the same target and identity) gets every event it
+    /// missed and then the live rest. A POST is never re-sent: the held upstream goes on.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0s", help_heading = "SSE")]
+    pub hold_upstream: Duration,
+
+    /// Streams held without a client at once, per worker (--hold-upstream); past it a stream
+    /// whose last client leaves is closed as without holding.
+    #[arg(long, value_name = "N", default_value_t = crate::sse::fanout::DEFAULT_HOLD_MAX_STREAMS, help_heading = "SSE")]
+    pub hold_max_streams: usize,
+
     // ----- MCP -----
     /// Requests are MCP Streamable HTTP: the upstream's Mcp-Session-Id reaches the client sealed
     /// in tether's own id (AES-256-GCM, bound to the client's identity headers), and every later

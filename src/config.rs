@@ -54,6 +54,8 @@ pub struct Config {
     pub head_limits: HeadLimits,
     /// `--sse-partial-memory`: what the unfinished events of all streams may hold together.
     pub sse_partial_memory: usize,
+    /// `--hold-max-streams`: streams held without a client at once, per worker.
+    pub hold_max_streams: usize,
     pub rings: RingLimits,
     /// The routes in the order they are tried (first match wins): the file's `[[route]]`
     /// tables, or one route for every request to the `--upstream` replicas.
@@ -309,6 +311,7 @@ impl Config {
                 max_target_bytes: args.max_target_bytes,
             },
             sse_partial_memory: args.sse_partial_memory,
+            hold_max_streams: args.hold_max_streams,
             rings: RingLimits {
                 max_events: args.replay_events,
                 max_bytes: args.replay_bytes,

@@ -58,6 +58,16 @@ pub struct WorkerMetrics {
     pub sse_partial_bytes: Cell<u64>,
     /// Streams ended because their worker's unfinished events passed --sse-partial-memory.
     pub sse_partial_cuts: Cell<u64>,
+    /// Requests that joined a live SSE stream instead of opening an upstream (--coalesce).
+    pub sse_coalesced: Cell<u64>,
+    /// Clients following a stream another task reads (a gauge).
+    pub sse_shared_clients: Cell<u64>,
+    /// Streams read on without any client now (--hold-upstream; a gauge).
+    pub sse_held_streams: Cell<u64>,
+    /// Clients that came back to a held stream.
+    pub sse_hold_resumed: Cell<u64>,
+    /// Held streams closed after --hold-upstream with nobody back (or evicted by the budget).
+    pub sse_hold_expired: Cell<u64>,
     /// Stream turns put off to a later slice of the worker's loop (crate::turns; set when
     /// scraped).
     pub stream_turns_deferred: Cell<u64>,
@@ -272,6 +282,36 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "SSE streams ended because unfinished events passed --sse-partial-memory.",
         |m| m.sse_partial_cuts.get(),
+    ),
+    (
+        "sse_coalesced_total",
+        "counter",
+        "SSE requests that joined a live stream of the same target and identity instead of opening an upstream (--coalesce).",
+        |m| m.sse_coalesced.get(),
+    ),
+    (
+        "sse_shared_clients",
+        "gauge",
+        "SSE clients following a stream whose upstream another connection reads (coalesced, or back to a held stream).",
+        |m| m.sse_shared_clients.get(),
+    ),
+    (
+        "sse_held_streams",
+        "gauge",
+        "SSE upstreams read on with no client now (--hold-upstream).",
+        |m| m.sse_held_streams.get(),
+    ),
+    (
+        "sse_hold_resumed_total",
+        "counter",
+        "Clients that came back to a held SSE stream.",
+        |m| m.sse_hold_resumed.get(),
+    ),
+    (
+        "sse_hold_expired_total",
+        "counter",
+        "Held SSE streams closed with nobody back: after --hold-upstream, or freed by --replay-memory.",
+        |m| m.sse_hold_expired.get(),
     ),
     (
         "replay_rings",

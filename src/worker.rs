@@ -63,6 +63,8 @@ pub struct WorkerCtx {
     pub metrics: WorkerMetrics,
     /// The SSE streams being relayed now (for `/streams`).
     pub active: ActiveStreams,
+    /// The coalesced streams fresh GETs may join (`--coalesce`).
+    pub(crate) coalesce: crate::sse::coalesce::CoalesceTable,
     /// The worker's one timer for its streams' deadlines.
     pub timers: Rc<Timers>,
     /// This worker's share of --sse-partial-memory.
@@ -239,6 +241,7 @@ fn run(
             answers: PendingAnswers::default(),
             metrics: WorkerMetrics::default(),
             active: ActiveStreams::default(),
+            coalesce: Default::default(),
             timers: Timers::new(),
             partial: PartialBudget::new(config.sse_partial_memory / config.workers.max(1)),
             pool: RefCell::new(UpstreamPool::new(

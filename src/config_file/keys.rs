@@ -25,6 +25,8 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
     "sse-heartbeat",
     "sse-client-buffer",
     "assign-ids",
+    "coalesce",
+    "hold-upstream",
     "identity-header",
     "upstream-idle-timeout",
     "pass-clean-end",

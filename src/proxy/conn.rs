@@ -21,6 +21,7 @@ use crate::conn_table::ConnGuard;
 use crate::http::{HeadScanner, RequestHead};
 use crate::limits::CLIENT_READ_BUFFER;
 use crate::metrics::WorkerMetrics;
+use crate::sse::follow::follow;
 use crate::sse::relay::{relay, SseEnd};
 use crate::worker::WorkerCtx;
 
@@ -142,6 +143,13 @@ impl ClientConn {
                     crate::log_debug!("sse stream ended: {end:?}");
                     sse_outcome(end, keep_client)
                 }
+                Outcome::Follow(start) => {
+                    let keep_client = start.keep_client;
+                    let start = unbox(start);
+                    let end = Box::pin(follow(&self.ctx, &mut self.stream, start)).await;
+                    crate::log_debug!("sse follower ended: {end:?}");
+                    sse_outcome(end, keep_client)
+                }
                 Outcome::Tunnel(start) => {
                     let start = unbox(start);
                     // Client bytes that came after the request head belong to the new protocol.
@@ -160,7 +168,9 @@ impl ClientConn {
                 other => other,
             };
             match outcome {
-                Outcome::Sse(_) | Outcome::Tunnel(_) => unreachable!("handled above"),
+                Outcome::Sse(_) | Outcome::Tunnel(_) | Outcome::Follow(_) => {
+                    unreachable!("handled above")
+                }
                 Outcome::KeepAlive => {
                     if self.buf.is_empty() && self.buf.capacity() > 2 * CLIENT_READ_BUFFER {
                         // A large body or head grew the buffer: give that memory back; a small

@@ -19,6 +19,7 @@ use monoio::net::TcpStream;
 use super::answer::{answer_error, send_continue};
 use super::error::ProxyError;
 use super::inspect::{read_up_to, readable_coding, InspectFailure, InspectedBody};
+use super::join::{self, Joined};
 use super::request_id::RequestId;
 use super::request_rules::{self, RequestStage};
 use super::session;
@@ -40,7 +41,9 @@ use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
 use crate::route::{Route, Unrouted};
 use crate::rules::RequestRules;
 use crate::sse::extras::StreamExtras;
-use crate::sse::lookup::{self, ResumePoint};
+use crate::sse::fanout::Fanout;
+use crate::sse::follow::FollowStart;
+use crate::sse::lookup::{self, ResumePoint, Resumption};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
 use crate::upstream::connect::{self, UpstreamConn};
@@ -67,6 +70,8 @@ pub enum Outcome {
     /// The upstream switched protocols (101): the connection becomes a byte tunnel
     /// (`super::tunnel`), returned rather than run here for the same reason as `Sse`.
     Tunnel(Box<TunnelStart>),
+    /// The request follows a stream another connection reads (`super::join`).
+    Follow(Box<FollowStart>),
 }
 
 /// An exchange that failed before any response byte reached the client: `forward` answers
@@ -118,7 +123,7 @@ pub async fn forward(ctx: &WorkerCtx, mut client: ClientSide<'_>, head: RequestH
     let mut tally = Tally::default();
     let result = exchange(ctx, client.reborrow(), head, &id, log.as_ref(), &mut tally).await;
     let outcome = match result {
-        Ok(outcome @ (Outcome::Sse(_) | Outcome::Tunnel(_))) => {
+        Ok(outcome @ (Outcome::Sse(_) | Outcome::Tunnel(_) | Outcome::Follow(_))) => {
             if let Some(route) = &tally.route {
                 route.stats.record_response(tally.status);
             }
@@ -234,10 +239,60 @@ async fn exchange(
         (_, BodyKind::Length(n)) => OutFraming::Length(n),
         (_, BodyKind::Chunked) => OutFraming::Chunked,
     };
+    // A GET of a stream others of its target and identity already read (--coalesce) follows
+    // it; the first one opens it for the others.
+    let mut opening = None;
+    if join::coalescible(
+        &route,
+        &head,
+        req_kind,
+        rules.is_some() || session.is_some(),
+    ) {
+        match join::join_or_open(ctx, &route, &head).await {
+            Joined::Follow(lineage, fanout) => {
+                let after = lineage.ring.borrow().head_seq();
+                tally.status = 200;
+                return Ok(join::follow_outcome(
+                    ctx,
+                    &mut client,
+                    &head,
+                    lineage,
+                    fanout,
+                    after,
+                    route,
+                    id,
+                    log,
+                ));
+            }
+            Joined::Alone(guard) => opening = guard,
+        }
+    }
     // A reconnecting SSE client whose Last-Event-ID is in a replay ring: the upstream is asked to
-    // resume from the newest event the ring holds, and the ring supplies what lies between.
+    // resume from the newest event the ring holds, and the ring supplies what lies between; or
+    // the stream is shared, held or finished, and the client follows it from its id.
     let point = match reconnection_scope(&route, &head) {
-        Some(scope) => lookup::find(ctx, &head, &scope).await,
+        Some(scope) => match lookup::find(ctx, &head, &scope).await {
+            Some(Resumption::Follow {
+                lineage,
+                fanout,
+                after,
+            }) => {
+                tally.status = 200;
+                return Ok(join::follow_outcome(
+                    ctx,
+                    &mut client,
+                    &head,
+                    lineage,
+                    fanout,
+                    after,
+                    route,
+                    id,
+                    log,
+                ));
+            }
+            Some(Resumption::Ring(point)) => Some(point),
+            None => None,
+        },
         None => None,
     };
     let acquired = match pinned {
@@ -293,6 +348,7 @@ async fn exchange(
         head_out,
         interim_sent,
         replay_pending: point.as_ref().is_some_and(|p| p.missed > 0),
+        keep_response: opening.is_some(),
         inspected,
         carried: Carried {
             rules,
@@ -409,6 +465,12 @@ async fn exchange(
                         (ctx.streams.create(&scope), StartFrom::Upstream, None)
                     }
                 };
+                // A coalesced stream: the requests of its key that come now join it.
+                if let Some(guard) = opening.take() {
+                    let response = parts.response;
+                    ring.lineage.share(|| Fanout::new(true, response));
+                    guard.go_live(ring.lineage.clone());
+                }
                 return Ok(Outcome::Sse(Box::new(SseStart {
                     framing: parts.framing,
                     head: parts.head,
@@ -512,20 +574,7 @@ fn serve_from_ring(
     };
     let keep_client = http11 && crate::http::request_keep_alive(&head) && !client.guard.draining();
     let mut out = BytesMut::with_capacity(160);
-    out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n",
-    );
-    out.extend_from_slice(if http11 {
-        b"Transfer-Encoding: chunked\r\n"
-    } else {
-        b"Connection: close\r\n"
-    });
-    if http11 && !keep_client {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"X-Request-Id: ");
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    join::own_sse_head(http11, keep_client, id, &mut out);
     ctx.metrics.record_response(200);
     tally.status = 200;
     if client.buf.is_empty() {
@@ -601,6 +650,9 @@ struct SseParts {
     ubuf: BytesMut,
     decoder: BodyDecoder,
     keep_client: bool,
+    /// The upstream's head in an allocation of its own, for the clients that join a coalesced
+    /// stream (None unless the stream is shared).
+    response: Option<ResponseHead>,
 }
 
 enum Attempt {
@@ -650,6 +702,9 @@ struct Exchange<'c, 'a> {
     replay_pending: bool,
     /// The request body when the rules read it whole (or its start, past the limit).
     inspected: Option<InspectedBody>,
+    /// The stream this request opens is shared (--coalesce): its response head is kept for the
+    /// clients that join it.
+    keep_response: bool,
     /// What the request carries that its stream may keep.
     carried: Carried,
 }
@@ -904,12 +959,18 @@ impl Exchange<'_, '_> {
                 &edits,
                 &mut head_bytes,
             );
+            let response = self.keep_response.then(|| ResponseHead {
+                bytes: Bytes::copy_from_slice(&response.bytes),
+                headers: response.headers.clone(),
+                ..response
+            });
             return Ok(Step::Sse(SseParts {
                 head: head_bytes.freeze(),
                 framing: sse_framing,
                 ubuf,
                 decoder: BodyDecoder::new(framing.kind),
                 keep_client,
+                response,
             }));
         }
 

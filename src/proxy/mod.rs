@@ -5,6 +5,7 @@ pub mod conn;
 pub mod error;
 pub mod exchange;
 pub(crate) mod inspect;
+pub(crate) mod join;
 pub(crate) mod request_id;
 pub(crate) mod request_rules;
 pub(crate) mod session;

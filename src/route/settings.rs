@@ -16,7 +16,8 @@ use crate::sse::scope::IdentityHeaders;
 /// everything else is the process's (`crate::config::Config`).
 #[derive(Debug, Clone)]
 pub(crate) struct RouteSettings {
-    /// `sse-max-event-bytes`, `sse-heartbeat`, `sse-client-buffer`, `assign-ids`.
+    /// `sse-max-event-bytes`, `sse-heartbeat`, `sse-client-buffer`, `assign-ids`, `coalesce`,
+    /// `hold-upstream`.
     pub(crate) sse: SseSettings,
     /// `upstream-idle-timeout`, `pass-clean-end`, `reconnect-*`, `resume-*`.
     pub(crate) resume: ResumeSettings,
@@ -69,6 +70,8 @@ impl RouteSettings {
                 heartbeat: (!args.sse_heartbeat.is_zero()).then_some(args.sse_heartbeat),
                 client_buffer: args.sse_client_buffer,
                 assign_ids: args.assign_ids,
+                coalesce: args.coalesce,
+                hold: (!args.hold_upstream.is_zero()).then_some(args.hold_upstream),
             },
             resume: ResumeSettings {
                 idle_timeout: (!args.upstream_idle_timeout.is_zero())

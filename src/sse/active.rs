@@ -15,6 +15,11 @@ pub enum RelayState {
     Streaming,
     /// The upstream dropped; reconnecting while the client's response stays open.
     Reconnecting,
+    /// Reading the upstream with no client of its own: for the stream's followers, or held for
+    /// a client's comeback (--hold-upstream).
+    Held,
+    /// A client following a stream another connection reads (its upstream is that one's).
+    Following,
 }
 
 impl RelayState {
@@ -22,6 +27,8 @@ impl RelayState {
         match self {
             RelayState::Streaming => "streaming",
             RelayState::Reconnecting => "reconnecting",
+            RelayState::Held => "held",
+            RelayState::Following => "following",
         }
     }
 }

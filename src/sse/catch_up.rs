@@ -48,7 +48,7 @@ impl Relay<'_> {
                     "sse {}: the replay's next events were evicted (--replay-memory); ending the response so the client resumes upstream",
                     self.ring.lineage.scope.target()
                 );
-                return Err(self.finish(client, SseEnd::ReplayEvicted).await);
+                return Err(self.finish(Some(client), SseEnd::ReplayEvicted).await);
             }
             if batch.is_empty() && self.out.is_empty() {
                 return Ok(());

@@ -7,15 +7,17 @@
 //! over and continued; a ring another relay still writes, or one on another worker, is copied
 //! (refcounted events, no byte copied) into a new lineage on this worker, which continues it.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::assigned_id::AssignedId;
 use super::directory::{Answer, Message};
+use super::fanout::{FanEnd, Fanout};
 use super::ring::RingEvent;
 use super::scope::ResumeScope;
-use super::table::RingHandle;
+use super::table::{Lineage, RingHandle};
 use crate::http::{Method, RequestHead};
 use crate::metrics::WorkerMetrics;
 use crate::worker::WorkerCtx;
@@ -38,16 +40,31 @@ pub struct ResumePoint {
     pub missed: usize,
 }
 
-/// For a GET carrying `Last-Event-ID: X`: the ring of its scope holding X, made this client's.
-/// None when the request is not a reconnection or X is in no ring (the upstream then decides).
-pub async fn find(ctx: &WorkerCtx, head: &RequestHead, scope: &ResumeScope) -> Option<ResumePoint> {
+/// Where a reconnection resumes.
+pub enum Resumption {
+    /// From a ring made this client's: it replays, then continues on an upstream of its own.
+    Ring(ResumePoint),
+    /// Following a stream another connection reads, or held for this comeback, or finished
+    /// with events the client has not had (`super::fanout`): nothing goes upstream.
+    Follow {
+        lineage: Rc<Lineage>,
+        fanout: Rc<Fanout>,
+        /// Seq of the client's `Last-Event-ID`.
+        after: u64,
+    },
+}
+
+/// For a GET carrying `Last-Event-ID: X`: the ring of its scope holding X, made this client's
+/// (or followed, when it is shared, held or finished). None when the request is not a
+/// reconnection or X is in no ring (the upstream then decides).
+pub async fn find(ctx: &WorkerCtx, head: &RequestHead, scope: &ResumeScope) -> Option<Resumption> {
     if head.method != Method::Get {
         return None;
     }
     let last_id = head.header("last-event-id").filter(|v| !v.is_empty())?;
     let point = match find_local(ctx, scope, last_id) {
         Some(point) => Some(point),
-        None => find_remote(ctx, scope, last_id).await,
+        None => find_remote(ctx, scope, last_id).await.map(Resumption::Ring),
     };
     WorkerMetrics::inc(match point {
         Some(_) => &ctx.metrics.replays_served,
@@ -56,18 +73,38 @@ pub async fn find(ctx: &WorkerCtx, head: &RequestHead, scope: &ResumeScope) -> O
     point
 }
 
-fn find_local(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<ResumePoint> {
+fn find_local(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<Resumption> {
     let found = ctx.streams.find(scope, last_id)?;
+    if let Some(fanout) = found.lineage.fanout() {
+        // A live shared or held stream is followed; a finished one too while it holds events
+        // after the id (the POST that began it is never re-sent). One that stopped otherwise
+        // is resumed upstream as any other ring.
+        let follow = match fanout.end() {
+            None => true,
+            Some(FanEnd::Finished) => found.lineage.ring.borrow().head_seq() > found.seq,
+            Some(FanEnd::Stopped) => false,
+        };
+        if follow {
+            return Some(Resumption::Follow {
+                lineage: found.lineage,
+                fanout,
+                after: found.seq,
+            });
+        }
+    }
     if !found.lineage.attached() {
         let seq = found.seq;
-        return Some(point(ctx.streams.attach(found.lineage), seq));
+        return Some(Resumption::Ring(point(
+            ctx.streams.attach(found.lineage),
+            seq,
+        )));
     }
     let (events, at) = {
         let ring = found.lineage.ring.borrow();
         let at = (found.seq - ring.first_seq()) as usize;
         (ring.after(0).cloned().collect::<Vec<_>>(), at)
     };
-    Some(adopt(ctx, scope, events, at))
+    Some(Resumption::Ring(adopt(ctx, scope, events, at)))
 }
 
 async fn find_remote(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<ResumePoint> {

@@ -10,14 +10,20 @@
 //!   upstream body), [`catch_up`] (replay at the client's pace), [`reconnect`] (backoff and
 //!   attempts), [`resume`] (the decisions and one attempt) and [`outbound`] (the client's queue);
 //! - [`partial`]: the worker-wide bound on unfinished events;
+//! - [`fanout`]: a lineage shared by followers or held without a client; [`follow`]: a client
+//!   that follows another's upstream through the ring; [`coalesce`]: which live streams a
+//!   fresh GET may join;
 //! - [`active`]: the streams being relayed, for `/streams`.
 
 pub(crate) mod active;
 pub(crate) mod assigned_id;
 pub(crate) mod catch_up;
+pub(crate) mod coalesce;
 pub(crate) mod directory;
 pub(crate) mod eviction;
 pub(crate) mod extras;
+pub(crate) mod fanout;
+pub(crate) mod follow;
 pub mod framer;
 pub(crate) mod lookup;
 pub(crate) mod outbound;
@@ -28,6 +34,7 @@ pub(crate) mod relay;
 pub(crate) mod resume;
 pub mod ring;
 pub(crate) mod scope;
+pub(crate) mod stream_timer;
 pub(crate) mod table;
 
 pub use framer::{

@@ -107,6 +107,11 @@ impl ClientQueue {
         self.pending.send_now(fd)
     }
 
+    /// Drops what is queued: nobody will read it (the stream's client left).
+    pub fn clear(&mut self) {
+        self.pending = BytesVec::new();
+    }
+
     /// Frees the queue's buffers while the stream is quiet (a quiet stream holds no buffer).
     pub fn shrink(&mut self) {
         if self.pending.is_empty() {

@@ -19,8 +19,7 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::net::TcpStream;
@@ -29,12 +28,12 @@ use super::assigned_id::AssignedId;
 use super::framer::IdField;
 use super::relay::{BodyEnd, Relay};
 use super::ring::{span_in, RingEvent};
+use super::stream_timer::StreamTimer;
 use crate::conn_io::{peek_state, recv_now, PeekState};
 use crate::http::Decoded;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::rules::EventOutcome;
-use crate::timers::{TimerSlot, Timers};
 
 /// Largest single read from an SSE upstream, in bytes (the worker's scratch buffer): one wake-up
 /// of one stream handles at most this much, so no stream holds its worker for long.
@@ -52,30 +51,6 @@ pub(super) const QUEUE_HIGH_WATER: usize = 32 * 1024;
 /// A ring slice whose read buffer is more than this many times larger than the bytes framed from
 /// it is copied into its own allocation: small events never pin big, mostly empty buffers.
 const SPARSE_READ_FACTOR: usize = 2;
-
-/// The pump's one timer: a slot of the worker's timers (crate::timers), taken when something
-/// is due, re-armed for each new deadline, given back when nothing is (a quiet stream without
-/// heartbeats or idle timeout holds none).
-#[derive(Default)]
-struct StreamTimer(Option<TimerSlot>);
-
-impl StreamTimer {
-    fn arm(&mut self, timers: &Rc<Timers>, at: Instant) {
-        self.0.get_or_insert_with(|| TimerSlot::new(timers)).arm(at);
-    }
-
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-
-    /// Resolves when the armed deadline passes; never when disarmed. Cancel-safe (a timer).
-    async fn fired(&mut self) {
-        match &mut self.0 {
-            Some(slot) => slot.fired().await,
-            None => std::future::pending().await,
-        }
-    }
-}
 
 /// Reads what the upstream holds right now, without the runtime: readiness was just reported, so
 /// a non-blocking `recv` returns at once. One syscall: the bytes land in the worker's scratch
@@ -212,7 +187,22 @@ impl Relay<'_> {
                 // its upstream (TCP pushes back on it) ----
                 let since = *blocked_since.get_or_insert_with(Instant::now);
                 timer.arm(&self.ctx.timers, since + self.ctx.config.timeouts.send);
-                let room = reading && self.out.len() < QUEUE_HIGH_WATER;
+                // A shared stream's client is not its pace: others follow the stream, so it
+                // may fall --sse-client-buffer behind and is then cut (the stream reads on).
+                let high_water = if self.ring.lineage.has_followers() {
+                    let limit = self.route.settings.sse.client_buffer;
+                    if self.out.len() > limit {
+                        crate::log_info!(
+                            "sse {}: shared stream's client fell more than --sse-client-buffer ({limit} bytes) behind; disconnecting it",
+                            self.ring.lineage.scope.target()
+                        );
+                        return BodyEnd::SlowClient;
+                    }
+                    limit
+                } else {
+                    QUEUE_HIGH_WATER
+                };
+                let room = reading && self.out.len() < high_water;
                 monoio::select! {
                     res = client.writable(false) => {
                         if res.is_err() {
@@ -295,6 +285,83 @@ impl Relay<'_> {
                     reading = up_state.is_none();
                     ready.set(up.readable(false));
                 }
+            }
+        }
+    }
+
+    /// Reads the upstream on without a client (`super::fanout`): for the stream's followers, or
+    /// held for a comeback until `--hold-upstream` passes with nobody following. What is framed
+    /// goes to the ring only.
+    pub(super) async fn pump_headless(&mut self, up: &TcpStream) -> BodyEnd {
+        let Some(fanout) = self.ring.lineage.fanout() else {
+            return BodyEnd::HoldOver;
+        };
+        let mut up_state = self.ingest_buffered();
+        let up_fd = up.as_raw_fd();
+        let mut ready = pin!(up.readable(false));
+        let mut timer = StreamTimer::default();
+        let mut ready_now: Option<io::Result<()>> = None;
+        let mut turn_started: Option<Instant> = None;
+        let hold = self.route.settings.sse.hold;
+        let target = self.ring.lineage.scope.target();
+        loop {
+            // Nobody reads the owner's queue any more.
+            self.out.clear();
+            if let Some(started) = turn_started.take() {
+                self.ctx.turns.charge(started);
+            }
+            if let Some(end) = up_state.take() {
+                return end;
+            }
+            // Stopped from outside: the replay budget freed the held ring.
+            if fanout.end().is_some() {
+                return BodyEnd::HoldOver;
+            }
+            let alone = fanout.followers() == 0;
+            fanout.set_held(alone, &self.ctx.metrics);
+            let hold_until = match (alone, hold) {
+                (false, _) => None,
+                (true, Some(d)) => fanout.held_since().map(|since| since + d),
+                (true, None) => {
+                    crate::log_info!(
+                        "sse {target}: the stream's last follower left; closing its upstream"
+                    );
+                    return BodyEnd::HoldOver;
+                }
+            };
+            if hold_until.is_some_and(|at| Instant::now() >= at) {
+                WorkerMetrics::inc(&self.ctx.metrics.sse_hold_expired);
+                crate::log_info!(
+                    "sse {target}: nobody came back within --hold-upstream; closing the held upstream"
+                );
+                return BodyEnd::HoldOver;
+            }
+            let idle_at = self
+                .route
+                .settings
+                .resume
+                .idle_timeout
+                .map(|d| self.last_upstream + d);
+            match [hold_until, idle_at].into_iter().flatten().min() {
+                Some(at) => timer.arm(&self.ctx.timers, at),
+                None => timer.disarm(),
+            }
+            let seen = fanout.changes();
+            monoio::select! {
+                res = ready.as_mut() => {
+                    ready_now = Some(res);
+                }
+                _ = timer.fired() => {
+                    if idle_at.is_some_and(|at| Instant::now() >= at) {
+                        crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
+                        return BodyEnd::Dropped(DropKind::Idle);
+                    }
+                }
+                _ = fanout.followers_changed(seen) => {}
+            }
+            if let Some(res) = ready_now.take() {
+                turn_started = Some(self.take_turn(res, up_fd, &mut up_state).await);
+                ready.set(up.readable(false));
             }
         }
     }
@@ -429,13 +496,15 @@ impl Relay<'_> {
         let mut out: Vec<Bytes> = Vec::with_capacity(blocks.len());
         let mut out_len = 0usize;
         let mut events = 0u64;
+        // Bytes recorded in the ring (what the stream's followers, if any, get).
+        let mut recorded = 0u64;
         // Blocks that lie next to each other in the piece they came in leave as one slice: the
         // run being built, cut from its piece once a block does not continue it (one reference
         // count per run instead of two per block).
         let mut run: Option<PieceRun> = None;
         for block in blocks.drain(..) {
             if let Some(retry) = block.retry {
-                self.retry_hint = Some(Duration::from_millis(retry));
+                self.retry_hint_ms = Some(u32::try_from(retry).unwrap_or(u32::MAX));
             }
             let upstream_id: Option<&[u8]> = match &block.id {
                 IdField::Set(id) => Some(id),
@@ -547,6 +616,7 @@ impl Relay<'_> {
                         Some(Err(id)) => RingEvent::new(copy, Some(id), held, false),
                     }
                 };
+                recorded += event.raw.len() as u64;
                 self.ctx
                     .streams
                     .record(&self.ring, event, &self.ctx.metrics);
@@ -560,6 +630,11 @@ impl Relay<'_> {
         }
         self.pieces.clear();
         self.blocks = blocks;
+        if recorded > 0 {
+            if let Some(fanout) = self.ring.lineage.fanout.borrow().as_ref() {
+                fanout.recorded_bytes(recorded);
+            }
+        }
         let m = &self.ctx.metrics;
         WorkerMetrics::add(&m.sse_events, events);
         WorkerMetrics::add(&m.sse_bytes, out_len as u64);

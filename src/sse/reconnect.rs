@@ -2,6 +2,7 @@
 //! repeat until a body can be spliced, a final answer comes, or `--reconnect-timeout` passes.
 //! Heartbeats keep the client's connection alive meanwhile, and a client that leaves ends it.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,14 @@ use super::resume::{self, AttemptResult};
 use crate::conn_io::{peek_state, write_vec_within, PeekState};
 use crate::http::BodyDecoder;
 use crate::metrics::WorkerMetrics;
+
+/// The client's readiness, or never when there is no client.
+async fn readable_or_never(client: Option<&TcpStream>) -> std::io::Result<()> {
+    match client {
+        Some(c) => c.readable(false).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// How reconnecting ended.
 pub(super) enum Reconnect {
@@ -29,9 +38,11 @@ pub(super) enum Reconnect {
 }
 
 impl Relay<'_> {
+    /// `client` None: the stream reads on without a client (`super::fanout`); nobody is sent
+    /// heartbeats or watched.
     pub(super) async fn reconnect(
         &mut self,
-        client: &mut TcpStream,
+        mut client: Option<&mut TcpStream>,
         last_id: &[u8],
         dropped_at: Instant,
         first_wait: Duration,
@@ -51,8 +62,18 @@ impl Relay<'_> {
             .map_or_else(Default::default, |x| (x.upstream_edits.clone(), x.pinned));
         // For the forwarded-for headers of the re-sent request; asked of the socket rather than
         // kept for the stream's life (reconnects are rare, idle streams many). No peer: gone.
-        let Ok(peer) = client.peer_addr() else {
-            return Reconnect::ClientGone;
+        let peer = match client.as_deref() {
+            Some(c) => match c.peer_addr() {
+                Ok(peer) => peer.ip(),
+                Err(_) => return Reconnect::ClientGone,
+            },
+            // Kept when the client left (its address goes with the re-sent request as before).
+            None => self
+                .ring
+                .lineage
+                .fanout()
+                .and_then(|f| f.peer.get())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         };
         let give_up_at =
             self.stalled_since.unwrap_or(dropped_at) + self.route.settings.resume.timeout;
@@ -63,7 +84,7 @@ impl Relay<'_> {
             // Giving up happens at the timeout, not earlier because the next attempt would fall
             // after it.
             let wake = (Instant::now() + wait).min(give_up_at);
-            if let Some(end) = self.idle_until(client, wake).await {
+            if let Some(end) = self.idle_until(client.as_deref_mut(), wake).await {
                 return end;
             }
             if Instant::now() >= give_up_at {
@@ -79,7 +100,7 @@ impl Relay<'_> {
                 route.settings.upstream_header_timeout,
                 &request,
                 status.request_id.as_bytes(),
-                peer.ip(),
+                peer,
                 last_id,
                 self.replica as usize,
                 &header_edits,
@@ -87,7 +108,8 @@ impl Relay<'_> {
             ));
             let mut client_busy = false;
             let result = loop {
-                let heartbeat_at = self.heartbeat_at();
+                // Nobody to send heartbeats to without a client.
+                let heartbeat_at = client.as_ref().and(self.heartbeat_at());
                 let sleep =
                     sleep_until_opt(heartbeat_at.map(|h| h.min(give_up_at)).or(Some(give_up_at)));
                 monoio::select! {
@@ -96,12 +118,14 @@ impl Relay<'_> {
                         if Instant::now() >= give_up_at {
                             return Reconnect::GaveUp(attempts);
                         }
-                        if let Some(end) = self.send_heartbeat(client).await {
-                            return end;
+                        if let Some(c) = client.as_deref_mut() {
+                            if let Some(end) = self.send_heartbeat(c).await {
+                                return end;
+                            }
                         }
                     }
-                    ready = client.readable(false), if !client_busy => {
-                        match (ready, peek_state(client.as_raw_fd())) {
+                    ready = readable_or_never(client.as_deref()), if !client_busy => {
+                        match (ready, client.as_deref().map_or(PeekState::Quiet, |c| peek_state(c.as_raw_fd()))) {
                             (Err(_), _) | (_, PeekState::Closed) => return Reconnect::ClientGone,
                             // A pipelined request stays readable: stop watching.
                             (_, PeekState::HasData) => client_busy = true,
@@ -136,7 +160,15 @@ impl Relay<'_> {
 
     /// Waits until `until`, sending heartbeats when due and watching the client. Some(end) when
     /// the client left.
-    async fn idle_until(&mut self, client: &mut TcpStream, until: Instant) -> Option<Reconnect> {
+    async fn idle_until(
+        &mut self,
+        client: Option<&mut TcpStream>,
+        until: Instant,
+    ) -> Option<Reconnect> {
+        let Some(client) = client else {
+            monoio::time::sleep_until(until.into()).await;
+            return None;
+        };
         loop {
             let now = Instant::now();
             if now >= until {

@@ -36,6 +36,7 @@ use monoio::net::TcpStream;
 
 use super::active::{ActiveEntry, RelayState, StreamFacts};
 use super::extras::StreamExtras;
+use super::fanout::{FanEnd, Fanout};
 use super::framer::{EventFramer, SseBlock};
 use super::outbound::ClientQueue;
 use super::reconnect::Reconnect;
@@ -63,11 +64,14 @@ pub struct SseSettings {
     /// `--sse-heartbeat`: comment after this much silence towards the client (None = off).
     pub heartbeat: Option<Duration>,
     /// `--sse-client-buffer`: bytes queued for one client of a shared stream before it is cut.
-    /// Read once streams are shared (coalescing); a stream with one client is paced by it.
-    #[allow(dead_code)]
+    /// A stream with one client is paced by it instead.
     pub client_buffer: usize,
     /// `--assign-ids`: give every event without an id one of tether's own.
     pub assign_ids: bool,
+    /// `--coalesce`: GET streams of one target and identity share one upstream per worker.
+    pub coalesce: bool,
+    /// `--hold-upstream`: how long an upstream is read on after its last client left.
+    pub hold: Option<Duration>,
 }
 
 /// Why a relay ended.
@@ -159,6 +163,9 @@ pub(super) enum BodyEnd {
     /// No upstream could be reached for a reconnection the replay ring served: the client got
     /// its replay and the relay reconnects behind it (never a 5xx to a reconnecting EventSource).
     Unreachable,
+    /// A stream read on without its client (`super::fanout`) has nobody left to read for: its
+    /// hold passed, the replay budget freed it, or its last follower left.
+    HoldOver,
 }
 
 /// The per-stream state the relay keeps across reads and upstreams: everything a stream holds for
@@ -196,7 +203,9 @@ pub(super) struct Relay<'c> {
     /// A new (not repeated) block reached the client since the last drop.
     pub(super) progressed: bool,
     /// The upstream's latest `retry:` hint.
-    pub(super) retry_hint: Option<Duration>,
+    /// In milliseconds, within u32 (49 days): 8 bytes less than a Duration in every stream's
+    /// relay future, which sits at a size-class edge (`a_relay_stays_small`).
+    pub(super) retry_hint_ms: Option<u32>,
     /// Drop time of a resume whose first bytes have not reached the client yet (gap metric).
     pub(super) gap_from: Option<Instant>,
     /// Since when reconnects have brought no new event (None while progressing).
@@ -273,7 +282,7 @@ pub fn relay<'a>(
         last_sent: Instant::now(),
         last_upstream: Instant::now(),
         progressed: false,
-        retry_hint: None,
+        retry_hint_ms: None,
         gap_from: None,
         stalled_since: None,
         request,
@@ -340,7 +349,7 @@ fn run<'a, 'c>(
                     return end;
                 }
                 if matches!(from, StartFrom::ReplayThenEnd { .. }) {
-                    return relay.finish_boxed(client, SseEnd::Completed).await;
+                    return relay.finish_boxed(Some(client), SseEnd::Completed).await;
                 }
             }
         }
@@ -348,7 +357,22 @@ fn run<'a, 'c>(
             let body_end = match up.as_ref() {
                 Some(stream) => {
                     guard.set_upstream(Some(stream.as_raw_fd()));
-                    let end = relay.pump(client, stream).await;
+                    // The client left (or was cut) while others follow the stream or it is to be
+                    // held: the upstream is read on without a client. Boxed: such streams are
+                    // few; the others do not carry the size of its future.
+                    let end = if relay.headless() {
+                        Box::pin(relay.pump_headless(stream)).await
+                    } else {
+                        relay.pump(client, stream).await
+                    };
+                    let end = if matches!(end, BodyEnd::ClientGone | BodyEnd::SlowClient)
+                        && !relay.headless()
+                        && relay.go_headless(client, &end)
+                    {
+                        Box::pin(relay.pump_headless(stream)).await
+                    } else {
+                        end
+                    };
                     guard.set_upstream(None);
                     *up = None;
                     end
@@ -362,7 +386,8 @@ fn run<'a, 'c>(
             }
             // Boxed: dropping and reconnecting is rare and its state is large; a streaming relay
             // (the state tens of thousands of idle streams sit in) does not carry its size.
-            match Box::pin(relay.after_body(client, body_end)).await {
+            let client_now = (!relay.headless()).then_some(&mut *client);
+            match Box::pin(relay.after_body(client_now, body_end)).await {
                 Ok(stream) => *up = Some(stream),
                 Err(end) => return end,
             }
@@ -384,22 +409,28 @@ impl Relay<'_> {
     /// upstream whose body continues it.
     async fn after_body(
         &mut self,
-        client: &mut TcpStream,
+        mut client: Option<&mut TcpStream>,
         body_end: BodyEnd,
     ) -> Result<TcpStream, SseEnd> {
         let kind = match body_end {
-            BodyEnd::ClientGone => return Err(SseEnd::ClientGone),
+            BodyEnd::ClientGone | BodyEnd::HoldOver => return Err(SseEnd::ClientGone),
             BodyEnd::SlowClient => {
                 WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
                 return Err(SseEnd::SlowClient);
             }
-            BodyEnd::TooLarge => return Err(self.finish(client, SseEnd::EventTooLarge).await),
+            BodyEnd::TooLarge => {
+                return Err(self
+                    .finish(client.as_deref_mut(), SseEnd::EventTooLarge)
+                    .await)
+            }
             BodyEnd::PartialBudget => {
                 WorkerMetrics::inc(&self.ctx.metrics.sse_partial_cuts);
-                return Err(self.finish(client, SseEnd::PartialBudget).await);
+                return Err(self
+                    .finish(client.as_deref_mut(), SseEnd::PartialBudget)
+                    .await);
             }
             BodyEnd::Clean if self.route.settings.resume.pass_clean_end => {
-                return Err(self.finish(client, SseEnd::Completed).await);
+                return Err(self.finish(client.as_deref_mut(), SseEnd::Completed).await);
             }
             BodyEnd::Clean => DropKind::Eof,
             BodyEnd::Dropped(kind) => kind,
@@ -438,7 +469,7 @@ impl Relay<'_> {
                 "sse {target}: upstream {what} ({}); not resuming: {why}",
                 kind.name()
             );
-            return Err(self.finish(client, SseEnd::Completed).await);
+            return Err(self.finish(client.as_deref_mut(), SseEnd::Completed).await);
         }
         self.entry.status.state.set(RelayState::Reconnecting);
         crate::log_info!(
@@ -446,7 +477,10 @@ impl Relay<'_> {
             kind.name(),
             String::from_utf8_lossy(&last_id)
         );
-        if let Some(hint) = self.retry_hint {
+        let retry_hint = self
+            .retry_hint_ms
+            .map(|ms| Duration::from_millis(u64::from(ms)));
+        if let Some(hint) = retry_hint {
             self.backoff().set_base(hint);
         }
         // The first reconnect after progress goes at once (the gap is what the client
@@ -456,7 +490,7 @@ impl Relay<'_> {
         let first_wait = if self.progressed || self.stalled_since.is_none() {
             self.backoff().reset();
             self.stalled_since = Some(dropped_at);
-            self.retry_hint.map_or(Duration::ZERO, |hint| {
+            retry_hint.map_or(Duration::ZERO, |hint| {
                 hint.min(self.route.settings.resume.max_delay)
             })
         } else {
@@ -464,7 +498,7 @@ impl Relay<'_> {
         };
         self.progressed = false;
         match self
-            .reconnect(client, &last_id, dropped_at, first_wait)
+            .reconnect(client.as_deref_mut(), &last_id, dropped_at, first_wait)
             .await
         {
             Reconnect::Spliced {
@@ -499,7 +533,7 @@ impl Relay<'_> {
                 crate::log_info!(
                     "sse {target}: reconnect answered {status}; ending the client's stream"
                 );
-                Err(self.finish(client, SseEnd::Completed).await)
+                Err(self.finish(client.as_deref_mut(), SseEnd::Completed).await)
             }
             Reconnect::GaveUp(attempts) => {
                 WorkerMetrics::inc(&self.ctx.metrics.give_ups);
@@ -515,17 +549,28 @@ impl Relay<'_> {
     }
 
     /// `finish`, boxed: it runs once, at the end, so the live relay does not carry its size.
-    async fn finish_boxed(&mut self, client: &mut TcpStream, end: SseEnd) -> SseEnd {
+    async fn finish_boxed(&mut self, client: Option<&mut TcpStream>, end: SseEnd) -> SseEnd {
         Box::pin(self.finish(client, end)).await
     }
 
-    /// Ends the client's response cleanly (after the last whole block).
-    pub(super) async fn finish(&mut self, client: &mut TcpStream, end: SseEnd) -> SseEnd {
+    /// Ends the client's response cleanly (after the last whole block), and the stream's
+    /// followers' after theirs. `client` None: the stream has no client of its own any more.
+    pub(super) async fn finish(&mut self, client: Option<&mut TcpStream>, end: SseEnd) -> SseEnd {
         // An unfinished block is discarded, never forwarded; a block completed by a CR at the
         // very end of the body (rule 2) is still a whole block.
         self.framer.finish_into(&mut self.blocks);
         self.account_partial();
         self.flush_blocks();
+        if let Some(fanout) = self.ring.lineage.fanout() {
+            fanout.finish(if end == SseEnd::Completed {
+                FanEnd::Finished
+            } else {
+                FanEnd::Stopped
+            });
+        }
+        let Some(client) = client else {
+            return end;
+        };
         self.out.push_end();
         let out = self.out.take();
         if write_vec_within(client, out, self.ctx.config.timeouts.send)
@@ -566,12 +611,78 @@ impl Relay<'_> {
     }
 }
 
+impl Relay<'_> {
+    /// Whether the stream reads on without a client of its own (`super::fanout`).
+    pub(super) fn headless(&self) -> bool {
+        self.ring
+            .lineage
+            .fanout
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| f.headless())
+    }
+
+    /// The client left (or was cut, `why`): true when the upstream is read on without it, for
+    /// the stream's followers or for a comeback (--hold-upstream). The client's connection is
+    /// shut at once (it must not wait for the stream's end to see its own).
+    pub(super) fn go_headless(&mut self, client: &TcpStream, why: &BodyEnd) -> bool {
+        // A request that closing the response cancels (MCP 2026-07-28) is never read on.
+        if self.extras.as_ref().is_some_and(|x| x.cancel_on_leave) {
+            return false;
+        }
+        let target = self.ring.lineage.scope.target();
+        let followers = self.ring.lineage.fanout().map_or(0, |f| f.followers());
+        let hold = self.route.settings.sse.hold;
+        if followers == 0 {
+            let Some(_) = hold else {
+                return false;
+            };
+            let held = self.ctx.metrics.sse_held_streams.get() as usize;
+            if held >= self.ctx.config.hold_max_streams {
+                crate::log_info!(
+                    "sse {target}: client left; not held: --hold-max-streams ({held}) streams are held on this worker"
+                );
+                return false;
+            }
+        }
+        if *why == BodyEnd::SlowClient {
+            WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
+        }
+        let peer = client.peer_addr().ok().map(|a| a.ip());
+        // SAFETY: shutdown on the client's own descriptor, which stays open (and is closed by
+        // its connection task) until the stream ends; the socket takes no more bytes.
+        unsafe { libc::shutdown(client.as_raw_fd(), libc::SHUT_RDWR) };
+        let fanout = self.ring.lineage.share(|| Fanout::new(false, None));
+        fanout.set_headless(peer);
+        self.entry.status.state.set(RelayState::Held);
+        self.out = ClientQueue::new(self.out.framing);
+        match hold {
+            _ if followers > 0 => crate::log_info!(
+                "sse {target}: client left; reading the upstream on for {followers} followers"
+            ),
+            Some(d) => crate::log_info!(
+                "sse {target}: client left; holding the upstream for {d:?} (--hold-upstream)"
+            ),
+            None => {}
+        }
+        true
+    }
+}
+
 impl Drop for Relay<'_> {
     /// A stream that ends (or whose client leaves) mid-event gives its share back, and leaves
-    /// `/streams`.
+    /// `/streams`; its followers end after what they can still get, and fresh requests open a
+    /// stream of their own.
     fn drop(&mut self) {
         self.ctx.partial.update(self.partial_held as usize, 0);
         self.ctx.active.remove(&self.entry);
+        if let Some(fanout) = self.ring.lineage.fanout() {
+            fanout.finish(FanEnd::Stopped);
+            fanout.set_held(false, &self.ctx.metrics);
+            if fanout.joinable {
+                self.ctx.coalesce.remove_live(&self.ring.lineage);
+            }
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::directory::Directory;
 use super::eviction::water_level;
+use super::fanout::{FanEnd, Fanout};
 use super::ring::{ReplayRing, RingEvent};
 use super::scope::ResumeScope;
 use crate::metrics::WorkerMetrics;
@@ -75,11 +76,35 @@ pub struct Lineage {
     /// What the table counts for this ring (its events' cost plus `RING_OVERHEAD`), as of the
     /// last change the table saw.
     counted: Cell<usize>,
+    /// Its followers and its owner's hold, once it is shared or held (`super::fanout`); None for
+    /// most lineages (one client, the owner's own).
+    pub(crate) fanout: RefCell<Option<Rc<Fanout>>>,
 }
 
 impl Lineage {
     pub fn attached(&self) -> bool {
         self.attached.get()
+    }
+
+    /// The lineage's fanout, if it is shared or held.
+    pub(crate) fn fanout(&self) -> Option<Rc<Fanout>> {
+        self.fanout.borrow().clone()
+    }
+
+    /// Makes the lineage shared (or held), once; returns its fanout.
+    pub(crate) fn share(&self, make: impl FnOnce() -> Fanout) -> Rc<Fanout> {
+        self.fanout
+            .borrow_mut()
+            .get_or_insert_with(|| Rc::new(make()))
+            .clone()
+    }
+
+    /// Whether clients other than the owner's follow it now.
+    pub(crate) fn has_followers(&self) -> bool {
+        self.fanout
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| f.followers() > 0)
     }
 }
 
@@ -193,6 +218,7 @@ impl StreamTable {
             attached: Cell::new(true),
             last_used: Cell::new(Instant::now()),
             counted: Cell::new(0),
+            fanout: RefCell::new(None),
         });
         self.rings.borrow_mut().insert(id, lineage.clone());
         let mut by_scope = self.by_scope.borrow_mut();
@@ -212,6 +238,8 @@ impl StreamTable {
     pub fn attach(&self, lineage: Rc<Lineage>) -> RingHandle {
         debug_assert!(!lineage.attached());
         lineage.attached.set(true);
+        // Whatever shared it before has ended: the new relay continues it as its own.
+        lineage.fanout.borrow_mut().take();
         lineage.last_used.set(Instant::now());
         RingHandle { lineage }
     }
@@ -346,6 +374,38 @@ impl StreamTable {
             }
             self.remove(id);
             WorkerMetrics::inc(&metrics.replay_evictions);
+        }
+        // 1b. Held streams (read on with no client, --hold-upstream) go as idle rings do, least
+        // recently left first: their events are freed now and their owners close the upstream.
+        if self.total.get() > target {
+            let mut held: Vec<(Instant, Rc<Lineage>)> = self
+                .rings
+                .borrow()
+                .values()
+                .filter_map(|l| {
+                    let f = l.fanout()?;
+                    let since = f.held_since().filter(|_| f.end().is_none())?;
+                    Some((since, l.clone()))
+                })
+                .collect();
+            held.sort_unstable_by_key(|(since, _)| *since);
+            for (_, lineage) in held {
+                if self.total.get() <= target {
+                    break;
+                }
+                let trimmed = lineage.ring.borrow_mut().trim_to(0);
+                self.recount_quiet(&lineage);
+                if let Some(f) = lineage.fanout() {
+                    f.finish(FanEnd::Stopped);
+                }
+                crate::log_info!(
+                    "sse {}: held stream freed to stay within --replay-memory; closing its upstream",
+                    lineage.scope.target()
+                );
+                WorkerMetrics::inc(&metrics.replay_evictions);
+                WorkerMetrics::inc(&metrics.sse_hold_expired);
+                WorkerMetrics::add(&metrics.replay_evicted_events, trimmed as u64);
+            }
         }
         // 2. The largest rings lose their oldest events, down to a common water level, which
         // stays as every ring's cap (they keep to it as they record).
