@@ -25,6 +25,16 @@
 #               and the ratio to nginx. Measured by sse-load --ttfe in a thread of its own
 #               that sleeps in read(): a proxy that lets busy streams hold its worker shows
 #               here, not in the load generator (perf/NOTES.md, "Time to first event").
+#   7  fanout   one SSE URL, 1000 clients (--fanout-clients; same identity, no auth header),
+#               each upstream connection paced at 100 events/s (--fanout-rate; why not 1000:
+#               perf/NOTES.md, "Fan-out"), one write per event. tether runs with --coalesce
+#               (when its binary has the flag: one upstream stream for all clients, late
+#               clients start at the live head); nginx and HAProxy open one upstream
+#               connection per client. Proxy CPU-seconds per million DELIVERED events
+#               (summed over the clients), proxy RSS at the end of the window, events/s
+#               delivered, upstream streams the origin served, and per client: lost and
+#               duplicated events, counted from each client's first event (sse-load
+#               --join-live). Goal: tether's CPU per delivered event at most 0.5x nginx's.
 #
 # Placement: the proxy under test alone on CPU 0 (one worker/thread, all threads pinned), origin
 # and load generator on CPU 1; every measurement gets a fresh origin and proxy; each repetition
@@ -33,14 +43,16 @@
 # Usage: scripts/bench.sh [--reps N] [--duration S] [--warmup S] [--quick] [--only LIST]
 #                         [--no-record] [--no-build] [--peers direct,tether,nginx,haproxy]
 #                         [--streams N] [--idle-streams N] [--connections N] [--ttfe-clients N]
-#   --quick      smoke run (1 rep, 2 s windows, 200 streams, 2000 idle; flags given explicitly,
-#                e.g. --streams 1000, win): a few minutes for every scenario
+#                         [--fanout-clients N] [--fanout-rate R]
+#   --quick      smoke run (1 rep, 2 s windows, 200 streams, 2000 idle, 200 fan-out clients;
+#                flags given explicitly, e.g. --streams 1000, win): a few minutes for every
+#                scenario
 #   --no-record  print the table only; nothing under perf/ is written (outputs go to
 #                /tmp/tether-bench-last/)
 # Records (without --no-record): a dated section appended to perf/RESULTS.md,
 # perf/results/latest.json and perf/results/comparison.svg.
-# A full run (3 reps, 10 s) takes about 30 minutes on a quiet machine plus the build (17 before
-# 1a-url, 1b-url and 6 were added); when other processes take more than 10% of a CPU during a
+# A full run (3 reps, 10 s) takes about 33 minutes on a quiet machine plus the build (17 before
+# 1a-url, 1b-url, 6 and 7 were added; 7 alone about 3); when other processes take more than 10% of a CPU during a
 # measurement it is repeated (twice at most). Binaries are taken from $CARGO_TARGET_DIR/release
 # when CARGO_TARGET_DIR is set (else target/release).
 #
@@ -60,7 +72,7 @@ while [ $# -gt 0 ]; do
     --quick) ARGS+=(--quick); shift ;;
     --reps|--duration|--warmup|--only|--streams|--idle-streams|--connections|--peers|\
     --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver|--tether-extra|\
-    --ttfe-clients)
+    --ttfe-clients|--fanout-clients|--fanout-rate)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       ARGS+=("$1=$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;

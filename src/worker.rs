@@ -683,6 +683,7 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
                     ctx.directory.post(from, Message::Answer { token, answer });
                 }
                 Message::Answer { token, answer } => ctx.answers.fulfil(token, answer),
+                Message::Adopt { conn, peer, bytes } => adopt(&ctx, conn, peer, bytes),
                 // Between requests, on this worker's own thread: requests already running
                 // keep the route they hold.
                 Message::Reload { config, generation } => {
@@ -690,6 +691,26 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
                 }
             }
         }
+    }
+}
+
+/// Serves a connection another worker handed over (a reconnection to a stream read here).
+fn adopt(ctx: &Rc<WorkerCtx>, conn: std::os::fd::OwnedFd, peer: SocketAddr, bytes: bytes::Bytes) {
+    let std = std::net::TcpStream::from(conn);
+    let stream = std
+        .set_nonblocking(true)
+        .and_then(|()| TcpStream::from_std(std));
+    match stream {
+        Ok(stream) => {
+            monoio::spawn(crate::proxy::conn::serve_client_from(
+                ctx.clone(),
+                stream,
+                peer,
+                bytes::BytesMut::from(&bytes[..]),
+                true,
+            ));
+        }
+        Err(e) => crate::log_warn!("cannot take a connection handed over by another worker: {e}"),
     }
 }
 

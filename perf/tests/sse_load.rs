@@ -222,6 +222,54 @@ fn a_server_that_ignores_last_event_id_shows_as_duplicates() {
     assert_eq!(r.gaps, 0);
 }
 
+#[test]
+fn clients_that_join_a_live_stream_are_checked_from_their_first_event() {
+    // Stream i starts at event 5i (`start=5{i}`: 50, 51, ... 54), as clients that join a
+    // shared stream at its live head do.
+    let up = simulator();
+    let config = LoadConfig {
+        streams: 5,
+        duration: Duration::from_secs(5),
+        warmup: Duration::ZERO,
+        join_live: true,
+        ..Default::default()
+    };
+    let r = load(&up, "events=60&start=5{i}", config.clone());
+    assert_eq!(
+        (r.events_total, r.gaps, r.duplicates),
+        (11 + 10 + 9 + 8 + 7, 0, 0)
+    );
+    assert_eq!((r.streams_with_gaps, r.streams_with_duplicates), (0, 0));
+    assert_eq!(r.first_id_range, Some((50, 54)));
+    let j = r.json();
+    assert!(j.contains("\"join_live\":true,"), "{j}");
+    assert!(j.contains("\"first_id_min\":50,\"first_id_max\":54"), "{j}");
+    // Checked from 1, the same streams lost everything before their start.
+    let r = load(
+        &up,
+        "events=60&start=5{i}",
+        LoadConfig {
+            join_live: false,
+            ..config.clone()
+        },
+    );
+    assert_eq!(r.gaps, 49 + 50 + 51 + 52 + 53);
+    assert_eq!((r.streams_with_gaps, r.stream_gaps_max), (5, 53));
+    // Joined live, a stream that later loses or repeats events still counts them, per stream.
+    let r = load(
+        &up,
+        "events=0&rate=200&close_after=5&every=1&resume=ignore&start=1{i}",
+        LoadConfig {
+            reconnect: true,
+            duration: Duration::from_millis(500),
+            ..config
+        },
+    );
+    assert!(r.duplicates > 0);
+    assert_eq!(r.streams_with_duplicates, 5);
+    assert!(r.stream_duplicates_max >= 5);
+}
+
 /// Runs the `sse-load` binary; returns its exit code, stdout and stderr.
 fn sse_load_binary(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-load"))

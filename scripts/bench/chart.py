@@ -6,8 +6,9 @@ usage: chart.py LATEST.json OUT.svg. Standard library only.
 Panels in two columns, one bar per peer, each labelled with its value and its ratio to nginx:
 events per proxy CPU-second (one write per event; batched; each with one URL for all streams
 and with its own URL per stream), RSS per idle stream, keep-alive requests per second, time to
-first event under load (p99), and proxy RSS at the end of the one-write-per-event windows (one
-URL, own URLs). A panel whose figures are missing is drawn with a "not measured" note.
+first event under load (p99), proxy RSS at the end of the one-write-per-event windows (one
+URL, own URLs), and fan-out (one URL, many clients): proxy CPU per million delivered events and
+proxy RSS. A panel whose figures are missing is drawn with a "not measured" note.
 """
 import json
 import sys
@@ -45,6 +46,12 @@ PANELS = [
      "at the end of the window, one write per event", "lower is better", 1, " MB", False, None),
     ("batch1-url", "proxy_rss_mb", "Proxy RSS, flat-out streams, own URLs",
      "at the end of the window, one write per event", "lower is better", 1, " MB", False, None),
+    ("fanout", "proxy_cpu_s_per_m_events", "Proxy CPU-s per million delivered events",
+     "fan-out: {fanout} clients of one URL at {fanout_rate} events/s", "lower is better", 1,
+     " s", False, ("x nginx", 0.5)),
+    ("fanout", "proxy_rss_mb", "Proxy RSS, fan-out",
+     "at the end of the window, {fanout} clients of one URL", "lower is better", 1, " MB",
+     False, None),
 ]
 
 W, PANEL_W, PANEL_H = 980, 460, 250
@@ -65,7 +72,8 @@ def panel(x0, y0, data, spec):
             for p, _, _ in peers}
     c = data.get("config", {})
     sub = sub.format(streams=c.get("streams", 1000), clients=c.get("ttfe_clients", 50),
-                     idle=c.get("idle_streams", 9000))
+                     idle=c.get("idle_streams", 9000), fanout=c.get("fanout_clients", 1000),
+                     fanout_rate=f"{c.get('fanout_rate', 100):g}")
     out = [f'<g transform="translate({x0},{y0})">',
            f'<text x="0" y="18" class="t">{escape(title)}</text>',
            f'<text x="0" y="38" class="s">{escape(sub)} · {escape(better)}</text>']

@@ -63,6 +63,25 @@ ROWS = [
     ("ttfe", "ttfe_failed", "6. probes without a first event", "{:,.0f}", None),
     ("ttfe", "load_proxy_cpu_share", "6. proxy CPU use during it (share of its core)", "{:.0%}",
      None),
+    ("fanout", "events_per_s", "7. fan-out, one URL: events/s delivered (whole box)", "{:,.0f}",
+     "hi"),
+    ("fanout", "proxy_cpu_s_per_m_events", "7. proxy CPU-s per million delivered events",
+     "{:.2f}", "lo"),
+    ("fanout", "events_per_proxy_cpu_s", "7. delivered events per proxy CPU-second", "{:,.0f}",
+     "hi"),
+    ("fanout", "proxy_cpu_share", "7. proxy CPU use (share of its core)", "{:.0%}", None),
+    ("fanout", "proxy_rss_mb", "7. proxy RSS at the end of the window (MB)", "{:.1f}", "lo"),
+    ("fanout", "upstream_streams", "7. upstream SSE streams the origin served", "{:,.0f}", None),
+    ("fanout", "latency_p50_ms", "7. latency p50 (ms)", "{:.2f}", "lo"),
+    ("fanout", "latency_p99_ms", "7. latency p99 (ms)", "{:.2f}", "lo"),
+    ("fanout", "lost", "7. lost events, all clients (from each one's first event)", "{:,.0f}",
+     None),
+    ("fanout", "duplicates", "7. duplicated events, all clients", "{:,.0f}", None),
+    ("fanout", "clients_with_loss", "7. clients that lost an event", "{:,.0f}", None),
+    ("fanout", "clients_with_duplicates", "7. clients that got an event twice", "{:,.0f}",
+     None),
+    ("fanout", "ended_streams", "7. clients whose stream ended (cut or closed)", "{:,.0f}",
+     None),
 ]
 
 
@@ -135,6 +154,10 @@ GOALS = {
     "ttfe": ("time to first event p99 under 1000 flat-out streams", 20.0, "ms", "lo"),
     "ttfe_peers": ("time to first event p99 ÷ the better peer's (below 1: better than both)",
                    1.0, "x", "lo"),
+    # Fan-out: one upstream stream shared by every client (tether --coalesce) against one
+    # upstream connection per client (nginx); met only with no lost or duplicated event.
+    "cpu_fanout": ("proxy CPU per delivered event, one URL fanned out to many clients, "
+                   "x nginx", 0.5, "x", "lo"),
 }
 
 
@@ -184,7 +207,11 @@ def targets(r):
                             for i in range(max((len(v) for v in r["runs"].get("drops", {}).values()
                                                 if isinstance(v, list)), default=0))]
                 if "tether" in rep and "failed" not in rep["tether"]]
+    fanout_ok = [run.get("lost") == 0 and run.get("duplicates") == 0
+                 for run in r["runs"].get("fanout", {}).get("tether", [])
+                 if isinstance(run, dict) and "failed" not in run]
     cpu = "events_per_proxy_cpu_s"
+    per_delivered = "proxy_cpu_s_per_m_events"
     rows = {
         "cpu_batch1": (ratio(m("batch1", "tether", cpu), m("batch1", "nginx", cpu)),
                        per_rep(r, "batch1", lambda x: x["tether"][cpu] / x["nginx"][cpu])),
@@ -212,19 +239,32 @@ def targets(r):
                              best_peer(lambda p: m("ttfe", p, "ttfe_p99_ms"), missing=None)),
                        per_rep(r, "ttfe", lambda x: x["tether"]["ttfe_p99_ms"] / best_peer(
                            lambda p: x[p]["ttfe_p99_ms"]))),
+        "cpu_fanout": (ratio(m("fanout", "tether", per_delivered),
+                             m("fanout", "nginx", per_delivered)),
+                       per_rep(r, "fanout", lambda x: x["tether"][per_delivered]
+                               / x["nginx"][per_delivered])),
     }
     out = []
     for key, (name, goal, unit, better) in GOALS.items():
         value, reps = rows[key]
 
         def ok(v):
-            return meets(v, goal, better) and (key != "gap" or all(drops_ok))
+            return (meets(v, goal, better) and (key != "gap" or all(drops_ok))
+                    and (key != "cpu_fanout" or all(fanout_ok)))
 
         t = {"key": key, "target": name, "goal": goal, "unit": unit, "better": better,
              "value": value,
              "range": [min(reps), max(reps)] if reps else None,
              "met": None if value is None else ok(value)}
         t["every_rep"] = None if not reps else all(ok(v) for v in reps)
+        if key == "cpu_fanout" and value is not None:
+            notes = []
+            if r.get("tether_coalesce") is False:
+                notes.append("tether ran without --coalesce (not in this build)")
+            if not all(fanout_ok):
+                notes.append("tether lost or repeated events")
+            if notes:
+                t["note"] = "; ".join(notes)
         out.append(t)
     return out
 
@@ -263,6 +303,8 @@ def targets_table(r):
             verdict = "**missed** (some reps meet it)"
         else:
             verdict = "**missed**"
+        if t.get("note"):
+            verdict += f" ({t['note']})"
         out.append(f"| {t['target']} | {goal} | {show(t['value'])} | {rng} | {verdict} |")
     return "\n".join(out)
 
@@ -286,6 +328,19 @@ def new_scenarios(r):
                 f"(RST) before the next starts; per peer the median over repetitions of each "
                 f"repetition's p50, p99 (interpolated between the two largest samples when "
                 f"there are 50) and max.")
+    if "fanout" in ran:
+        n = r["config"].get("fanout_clients", 1000)
+        rate = r["config"].get("fanout_rate", 100)
+        how = ("tether with `--coalesce` (one upstream stream for all of them; late clients "
+               "start at the live head)" if r.get("tether_coalesce") else
+               "tether WITHOUT `--coalesce` (its binary has no such flag yet: one upstream "
+               "connection per client, like the others)")
+        out += (f" Fan-out (7): {n} clients of one URL, one identity "
+                f"(`/sse?events=0&size={r['event_size_param']}&rate={rate:g}&batch=1`), each "
+                f"upstream connection paced at {rate:g} events/s; {how}; nginx and HAProxy open "
+                f"one upstream connection per client. CPU per million events delivered, summed "
+                f"over the clients; lost and duplicated events counted per client from its "
+                f"first event on (`sse-load --join-live`).")
     return out
 
 
@@ -322,7 +377,9 @@ def markdown(r):
         "",
         "Settings compared (printed by the script):",
         "",
-        f"- tether: `{s.get('tether', '-')}`",
+        f"- tether: `{s.get('tether', '-')}`" + (
+            f" (fan-out, 7: plus `{s['tether_fanout_flags']}`)"
+            if "fanout" in r["runs"] and s.get("tether_fanout_flags") else ""),
         f"- nginx: `{'; '.join(s.get('nginx', []))}` (single process: `master_process off`)",
         f"- HAProxy: `{'; '.join(s.get('haproxy', []))}` (`-db`, foreground)",
     ]

@@ -285,12 +285,14 @@ def check_sse(port, what):
 class Peer:
     """A running origin plus (except for direct) a proxy in front of it."""
 
-    def __init__(self, bench, name, upstream_env, origin_log=None):
+    def __init__(self, bench, name, upstream_env, origin_log=None, proxy_extra=()):
         self.bench, self.name = bench, name
         self.origin = self.proxy = None
         self.port = None
         self.upstream_env = upstream_env
         self.origin_log = origin_log
+        # More command-line flags for this proxy in this scenario (tether --coalesce in 7).
+        self.proxy_extra = list(proxy_extra)
 
     def start(self):
         b = self.bench
@@ -322,7 +324,7 @@ class Peer:
             self.port = origin_port
             return
         self.port = free_port()
-        argv, conf = b.proxy_command(self.name, self.port, addr, tag)
+        argv, conf = b.proxy_command(self.name, self.port, addr, tag, self.proxy_extra)
         self.proxy = b.procs.start(f"{self.name}-{tag}", argv, PROXY_CPU)
         self.proxy_log = os.path.join(b.work, f"{self.name}-{tag}.err")
         try:
@@ -369,6 +371,25 @@ TTFE_QUERY = f"/sse?events=0&size={EVENT_SIZE}&rate=1&probe={{i}}"
 # than 50 x this even against a proxy that stops accepting.
 TTFE_TIMEOUT_S = 5
 
+# Fan-out (scenario 7): every client asks for this one URL (no {i}, no auth header: one
+# identity), so a proxy that shares upstream streams (tether --coalesce) opens one upstream
+# connection for all of them, while nginx and HAProxy open one per client. Each upstream
+# connection is paced at --fanout-rate events/s, one write per event (batch=1: an origin that
+# falls behind does not merge events into one write). Why 100/s and not 1000/s: perf/NOTES.md,
+# "Fan-out".
+def fanout_query(rate):
+    return f"/sse?events=0&size={EVENT_SIZE}&rate={rate:g}&batch=1"
+
+
+def tether_supports(tether_bin, flag):
+    """Whether `tether reverse --help` lists `flag` (e.g. --coalesce, added concurrently)."""
+    try:
+        p = subprocess.run([tether_bin, "reverse", "--help"], capture_output=True, text=True,
+                           timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(w.strip(",") == flag for w in p.stdout.split())
+
 
 def load_query(kind):
     hold = f"&stall_after=0&stall_ms={FLAT_OUT_HOLD_MS}"
@@ -399,10 +420,15 @@ class Bench:
         self.nginx_bin = a.nginx
         self.haproxy_bin = a.haproxy
         self.settings = {}
+        # tether --coalesce (scenario 7) is being added concurrently: until the binary has it,
+        # the scenario runs tether without it and says so.
+        self.coalesce = tether_supports(self.tether_bin, "--coalesce")
+        if self.coalesce:
+            self.settings["tether_fanout_flags"] = "--coalesce"
 
     # ---- proxy command lines and configurations -----------------------------------------
 
-    def proxy_command(self, name, port, origin, tag):
+    def proxy_command(self, name, port, origin, tag, extra=()):
         d = os.path.join(self.work, tag)
         os.makedirs(d, exist_ok=True)
         if name == "tether":
@@ -411,7 +437,7 @@ class Bench:
                     "--max-connections", "12000", "--sse-heartbeat", "0", "--log-level", "warn"] + self.a.tether_extra.split()
             self.settings.setdefault("tether", " ".join(argv[1:]).replace(origin, "ORIGIN")
                                      .replace(str(port), "PORT"))
-            return argv, None
+            return argv + list(extra), None
         if name == "nginx":
             conf = os.path.join(d, "nginx.conf")
             text = NGINX_CONF.format(dir=d, port=port, origin=origin)
@@ -491,8 +517,18 @@ class Bench:
         f["contended"] = True
         return f
 
+    def scenario_proxy_flags(self, scenario, peer_name):
+        """Flags a proxy gets in one scenario only: tether --coalesce in fan-out."""
+        if scenario == "fanout" and peer_name == "tether" and self.coalesce:
+            return ["--coalesce"]
+        return []
+
     def measure(self, scenario, peer_name):
-        peer = Peer(self, peer_name, self.origin_env(scenario))
+        # Fan-out counts the upstream SSE connections the origin saw (its request log).
+        olog = (os.path.join(self.work, f"origin-{scenario}-{peer_name}-{self.seq}.log")
+                if scenario == "fanout" else None)
+        peer = Peer(self, peer_name, self.origin_env(scenario), origin_log=olog,
+                    proxy_extra=self.scenario_proxy_flags(scenario, peer_name))
         try:
             peer.start()
             self.child_cpu_s = 0.0
@@ -632,6 +668,63 @@ class Bench:
         if peer.pid:
             f["proxy_cpu_share"] = r["proxy_cpu_s"] / max(r["duration_s"], 1e-9)
         return f
+
+    def m_fanout(self, peer):
+        """Scenario 7: --fanout-clients clients of one SSE URL (one identity), the origin
+        pacing each upstream connection at --fanout-rate events/s. Figures: the proxy's CPU
+        per DELIVERED event (summed over the clients, in the window), its RSS at the end of
+        the window, events/s delivered, and per-client correctness: a client may join the
+        live stream at any event (tether --coalesce starts late clients at the head; through
+        nginx and HAProxy every client has its own upstream stream from id 1), and from its
+        first event it must get every later one exactly once, in order (sse-load
+        --join-live)."""
+        n, rate = self.a.fanout_clients, self.a.fanout_rate
+        target = fanout_query(rate)
+        r = self.sse_load(peer, target, n, ["--join-live"], f"{peer.name}-fanout")
+        self.common(r, n)
+        f = {"events_per_s": r["events_per_s"],
+             "delivered_share": r["events_per_s"] / (n * rate),
+             "lost": r["gaps"], "duplicates": r["duplicates"],
+             "clients_with_loss": r["streams_with_gaps"],
+             "clients_with_duplicates": r["streams_with_duplicates"],
+             "lost_max_per_client": r["stream_gaps_max"],
+             "duplicates_max_per_client": r["stream_duplicates_max"],
+             "first_id_min": r["first_id_min"], "first_id_max": r["first_id_max"],
+             "ended_streams": r["ended_streams"], "errors": r["errors"],
+             "latency_p50_ms": r["latency_us"]["p50"] / 1000,
+             "latency_p99_ms": r["latency_us"]["p99"] / 1000,
+             "load_cpu_share": r["self_cpu_s"] / max(r["duration_s"], 1e-9)}
+        f["upstream_streams"] = self.upstream_streams(peer, target)
+        if peer.pid:
+            per_m = r["proxy_cpu_s_per_million_events"]
+            f["proxy_cpu_s_per_m_events"] = per_m
+            f["events_per_proxy_cpu_s"] = 1e6 / per_m if per_m else None
+            f["proxy_cpu_share"] = r["proxy_cpu_s"] / max(r["duration_s"], 1e-9)
+            end = r.get("proxy_rss_window_end_bytes")
+            f["proxy_rss_mb"] = end / 2**20 if end is not None else None
+        if peer.name == "tether":
+            f["coalesce"] = 1 if "--coalesce" in peer.proxy_extra else 0
+        return f
+
+    def upstream_streams(self, peer, target):
+        """SSE requests of `target` the origin received (its request log): 1 when the proxy
+        shared one upstream stream among all clients, one per client otherwise."""
+        path = peer.origin_log
+        if not path:
+            return None
+        deadline = time.monotonic() + 2
+        count = 0
+        while True:
+            try:
+                with open(path) as fh:
+                    count = sum(1 for line in fh if json.loads(line).get("path") == target)
+            except (OSError, ValueError):
+                count = 0
+            # The log is written as requests arrive; it is complete well before the window
+            # ends, but read it again briefly if it is still empty.
+            if count or time.monotonic() > deadline:
+                return count
+            time.sleep(0.1)
 
     def m_idle(self, peer):
         n = self.a.idle_streams
@@ -814,18 +907,21 @@ SCENARIOS = {
     "plain": ("4. Plain keep-alive HTTP", PEERS_ALL, False),
     "drops": ("5. Upstream drops", PEERS_ALL, False),
     "ttfe": ("6. Time to first event under load", PEERS_ALL, True),
+    "fanout": ("7. Fan-out: one URL, many clients", PEERS_ALL, True),
 }
 ALIASES = {"1": ["batch1", "batch1-url", "batched", "batched-url"],
            "throughput": ["batch1", "batch1-url", "batched", "batched-url"],
            "1a": ["batch1"], "1b": ["batched"], "1a-url": ["batch1-url"], "1b-url": ["batched-url"],
            "url": ["batch1-url", "batched-url"], "distinct-urls": ["batch1-url", "batched-url"],
-           "2": ["latency"], "3": ["idle"], "4": ["plain"], "5": ["drops"], "6": ["ttfe"]}
+           "2": ["latency"], "3": ["idle"], "4": ["plain"], "5": ["drops"], "6": ["ttfe"],
+           "7": ["fanout"]}
 
 # Defaults, and what --quick uses instead (flags given explicitly win over both).
 DEFAULTS = {"reps": 3, "duration": 10, "warmup": 2, "streams": 1000, "idle_streams": 9000,
-            "drop_streams": 1000, "retries": 2, "ttfe_clients": 50}
+            "drop_streams": 1000, "retries": 2, "ttfe_clients": 50, "fanout_clients": 1000,
+            "fanout_rate": 100}
 QUICK = {"reps": 1, "duration": 2, "warmup": 0.5, "streams": 200, "idle_streams": 2000,
-         "drop_streams": 200, "retries": 0}
+         "drop_streams": 200, "retries": 0, "fanout_clients": 200}
 
 
 def median(values):
@@ -852,6 +948,11 @@ def main():
     ap.add_argument("--peers", default=",".join(PEERS_ALL))
     ap.add_argument("--ttfe-clients", type=int,
                     help="scenario 6: new clients, one after another, during the load")
+    ap.add_argument("--fanout-clients", type=int,
+                    help="scenario 7: clients of the one URL (default 1000; --quick 200)")
+    ap.add_argument("--fanout-rate", type=float,
+                    help="scenario 7: events/s of each upstream stream (default 100: "
+                         "perf/NOTES.md, 'Fan-out')")
     ap.add_argument("--retries", type=int,
                     help="measure again (after waiting for quiet) when others used a CPU")
     ap.add_argument("--max-others", type=float, default=0.10,
@@ -884,6 +985,9 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     b = Bench(a)
+    if "fanout" in chosen and "tether" in peers_wanted and not b.coalesce:
+        log("NOTE: this tether has no --coalesce flag (`tether reverse --help`): scenario 7 "
+            "runs tether without it, one upstream connection per client like the others")
     results = {}
     started = time.monotonic()
     busy = cpu_busy()
@@ -932,7 +1036,8 @@ def main():
         "config": {k: getattr(a, k) for k in ("reps", "duration", "warmup", "streams",
                                                "idle_streams", "connections", "drop_every",
                                                "drop_rate", "drop_streams", "probe_streams",
-                                               "ttfe_clients", "origin_driver",
+                                               "ttfe_clients", "fanout_clients",
+                                               "fanout_rate", "origin_driver",
                                                "tether_extra", "retries", "max_others",
                                                "quick")},
         "event_size_param": EVENT_SIZE,
@@ -940,6 +1045,7 @@ def main():
         "pinning": {"proxy": f"CPU {PROXY_CPU}", "origin_and_load": f"CPU {LOAD_CPU}"},
         "versions": versions(b),
         "settings": b.settings,
+        "tether_coalesce": b.coalesce,
         "checks": b.checked,
         "sse_load": b.load_bin is not None,
         "elapsed_s": round(elapsed),

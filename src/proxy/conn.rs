@@ -13,7 +13,7 @@ use monoio::net::TcpStream;
 
 use super::answer::answer_error;
 use super::error::ProxyError;
-use super::exchange::{self, ClientSide, Outcome};
+use super::exchange::{self, ClientSide, HandOff, Outcome};
 use super::tunnel;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::conn_io::{read_more_within, read_now, IoFailure};
@@ -21,6 +21,7 @@ use crate::conn_table::ConnGuard;
 use crate::http::{HeadScanner, RequestHead};
 use crate::limits::CLIENT_READ_BUFFER;
 use crate::metrics::WorkerMetrics;
+use crate::sse::directory::Message;
 use crate::sse::follow::follow;
 use crate::sse::relay::{relay, SseEnd};
 use crate::worker::WorkerCtx;
@@ -62,15 +63,28 @@ pub fn serve_client(
     client: TcpStream,
     peer: SocketAddr,
 ) -> impl std::future::Future<Output = ()> {
+    serve_client_from(ctx, client, peer, BytesMut::new(), false)
+}
+
+/// `serve_client` for a connection whose first bytes were read already: `buf` holds them, and
+/// `adopted` says another worker handed it over (`Outcome::HandOff`).
+pub fn serve_client_from(
+    ctx: Rc<WorkerCtx>,
+    client: TcpStream,
+    peer: SocketAddr,
+    buf: BytesMut,
+    adopted: bool,
+) -> impl std::future::Future<Output = ()> {
     let guard = ctx.conns.register(client.as_raw_fd());
     let _ = client.set_nodelay(true);
     let mut conn = ClientConn {
         ctx,
         stream: client,
         peer,
-        buf: BytesMut::new(),
+        buf,
         guard,
         requests: 0,
+        adopted,
     };
     // The task's own future is what every open connection holds for its whole life; the states
     // that come and go (reading a head, an exchange, a relay, an error answer, a lingering close)
@@ -79,7 +93,7 @@ pub fn serve_client(
         let end = conn.run().await;
         match end {
             End::Linger => Box::pin(conn.linger_close()).await,
-            End::Close => {}
+            End::Close | End::HandedOff => {}
         }
     }
 }
@@ -95,6 +109,9 @@ enum End {
     Linger,
     /// Close at once (client gone, or message cut short on purpose).
     Close,
+    /// Another worker serves the connection now (its own descriptor of the socket): this one's
+    /// is closed without a shutdown, which would end the connection for both.
+    HandedOff,
 }
 
 struct ClientConn {
@@ -106,6 +123,8 @@ struct ClientConn {
     guard: ConnGuard,
     /// Requests served on this connection so far.
     requests: u64,
+    /// Handed over by another worker: its first request is never handed over again.
+    adopted: bool,
 }
 
 impl ClientConn {
@@ -124,6 +143,7 @@ impl ClientConn {
                 buf: &mut self.buf,
                 peer: self.peer,
                 guard: &self.guard,
+                adopted: self.adopted && self.requests == 1,
             };
             // Boxed, as is the relay below: this task's own future then only holds what a
             // connection needs between requests, and a long stream holds only the relay's state
@@ -150,6 +170,12 @@ impl ClientConn {
                     crate::log_debug!("sse follower ended: {end:?}");
                     sse_outcome(end, keep_client)
                 }
+                Outcome::HandOff(handoff) => {
+                    if self.hand_off(&handoff) {
+                        return End::HandedOff;
+                    }
+                    Outcome::Abort
+                }
                 Outcome::Tunnel(start) => {
                     let start = unbox(start);
                     // Client bytes that came after the request head belong to the new protocol.
@@ -168,7 +194,7 @@ impl ClientConn {
                 other => other,
             };
             match outcome {
-                Outcome::Sse(_) | Outcome::Tunnel(_) | Outcome::Follow(_) => {
+                Outcome::Sse(_) | Outcome::Tunnel(_) | Outcome::Follow(_) | Outcome::HandOff(_) => {
                     unreachable!("handled above")
                 }
                 Outcome::KeepAlive => {
@@ -183,6 +209,37 @@ impl ClientConn {
                 Outcome::Abort => return End::Close,
             }
         }
+    }
+
+    /// Gives the connection to the worker that reads its stream: a duplicate of the descriptor,
+    /// and the request head with what followed it, which that worker reads again. False when the
+    /// descriptor cannot be duplicated (no fd left): the connection is then closed.
+    fn hand_off(&mut self, handoff: &HandOff) -> bool {
+        use std::os::fd::BorrowedFd;
+        // SAFETY: the descriptor is this connection's own, open for the duration of the call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
+        let conn = match fd.try_clone_to_owned() {
+            Ok(conn) => conn,
+            Err(e) => {
+                crate::log_warn!(
+                    "cannot hand a reconnection to worker {}: {e}",
+                    handoff.worker
+                );
+                return false;
+            }
+        };
+        let mut bytes = BytesMut::with_capacity(handoff.head.len() + self.buf.len());
+        bytes.extend_from_slice(&handoff.head);
+        bytes.extend_from_slice(&self.buf);
+        self.ctx.directory.post(
+            handoff.worker,
+            Message::Adopt {
+                conn,
+                peer: self.peer,
+                bytes: bytes.freeze(),
+            },
+        );
+        true
     }
 
     /// Reads until one complete request head. Ok(None): the client closed or idled out between

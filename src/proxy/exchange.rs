@@ -72,6 +72,16 @@ pub enum Outcome {
     Tunnel(Box<TunnelStart>),
     /// The request follows a stream another connection reads (`super::join`).
     Follow(Box<FollowStart>),
+    /// The request resumes a stream another worker reads live: the connection goes to it.
+    HandOff(Box<HandOff>),
+}
+
+/// A connection handed to another worker, with the request it reads again there.
+#[derive(Debug)]
+pub struct HandOff {
+    pub worker: usize,
+    /// The request head's bytes, as read.
+    pub head: Bytes,
 }
 
 /// An exchange that failed before any response byte reached the client: `forward` answers
@@ -98,6 +108,8 @@ pub struct ClientSide<'a> {
     pub buf: &'a mut BytesMut,
     pub peer: SocketAddr,
     pub guard: &'a ConnGuard,
+    /// This request was handed over by another worker (`Outcome::HandOff`): never again.
+    pub adopted: bool,
 }
 
 impl ClientSide<'_> {
@@ -107,6 +119,7 @@ impl ClientSide<'_> {
             buf: &mut *self.buf,
             peer: self.peer,
             guard: self.guard,
+            adopted: self.adopted,
         }
     }
 }
@@ -123,6 +136,8 @@ pub async fn forward(ctx: &WorkerCtx, mut client: ClientSide<'_>, head: RequestH
     let mut tally = Tally::default();
     let result = exchange(ctx, client.reborrow(), head, &id, log.as_ref(), &mut tally).await;
     let outcome = match result {
+        // Answered (and logged) by the worker it goes to.
+        Ok(outcome @ Outcome::HandOff(_)) => return outcome,
         Ok(outcome @ (Outcome::Sse(_) | Outcome::Tunnel(_) | Outcome::Follow(_))) => {
             if let Some(route) = &tally.route {
                 route.stats.record_response(tally.status);
@@ -271,7 +286,7 @@ async fn exchange(
     // resume from the newest event the ring holds, and the ring supplies what lies between; or
     // the stream is shared, held or finished, and the client follows it from its id.
     let point = match reconnection_scope(&route, &head) {
-        Some(scope) => match lookup::find(ctx, &head, &scope).await {
+        Some(scope) => match lookup::find(ctx, &head, &scope, !client.adopted).await {
             Some(Resumption::Follow {
                 lineage,
                 fanout,
@@ -289,6 +304,13 @@ async fn exchange(
                     id,
                     log,
                 ));
+            }
+            Some(Resumption::HandOff { worker }) => {
+                crate::log_debug!("reconnection handed to worker {worker}, which reads its stream");
+                return Ok(Outcome::HandOff(Box::new(HandOff {
+                    worker,
+                    head: head.bytes,
+                })));
             }
             Some(Resumption::Ring(point)) => Some(point),
             None => None,

@@ -1,7 +1,7 @@
 //! What workers know of each other's streams, and how they ask for a ring.
 //!
 //! A client's reconnection usually lands on another worker (SO_REUSEPORT hashes the new 4-tuple).
-//! The ring stays owned by the worker that filled it; no connection moves between threads.
+//! The ring stays owned by the worker that filled it; no stream moves between threads.
 //! Instead:
 //! - the `Directory` records which workers hold rings for a scope. It is written when a worker's
 //!   first ring of a scope is created or its last one freed (sharded mutexes, a few times per
@@ -9,7 +9,11 @@
 //! - a worker that needs another's ring posts a `Query` (scope and event id) to that worker's
 //!   inbox and wakes it with one byte on a socketpair; the owner answers with a refcounted copy of
 //!   the ring holding the id (the `Bytes` are shared, not copied) through the asker's inbox. Once
-//!   per reconnection.
+//!   per reconnection;
+//! - a reconnection to a stream that is still read live on another worker (shared or held for it,
+//!   `super::fanout`) cannot be continued from a copy: its connection is handed to that worker
+//!   (`Adopt`: a duplicate of its descriptor and the bytes read from it), once, before anything
+//!   is answered, and that worker serves it as its own. The events never cross threads.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -49,6 +53,13 @@ pub enum Message {
         token: u64,
         answer: Answer,
     },
+    /// "Serve this client connection": a reconnection to a stream this worker reads live. The
+    /// request is read again from `bytes` (its head and whatever followed it).
+    Adopt {
+        conn: std::os::fd::OwnedFd,
+        peer: std::net::SocketAddr,
+        bytes: bytes::Bytes,
+    },
     /// From the main thread, after SIGHUP: "serve new requests with this configuration" (its
     /// routes, replicas and their per-route settings; see `crate::reload`). `generation` counts
     /// the configurations the process has run, 1 being the one it started with.
@@ -60,10 +71,21 @@ pub enum Message {
 
 /// What comes back to an asker.
 pub enum Answer {
-    /// A ring's events (oldest first) and the index of the event with the asked id, or None
-    /// when the worker holds no ring of the scope with that id.
-    Ring(Option<(Vec<RingEvent>, usize)>),
+    /// The ring holding the asked id, or None when the worker holds no ring of the scope with
+    /// that id.
+    Ring(Option<FoundRing>),
     Status(Box<WorkerStatus>),
+}
+
+/// Another worker's ring that holds a reconnection's id.
+pub struct FoundRing {
+    /// Its events, oldest first (refcounted copies).
+    pub events: Vec<RingEvent>,
+    /// Index in `events` of the event with the asked id.
+    pub at: usize,
+    /// The stream is read live there for its followers (shared, held or finished with events
+    /// after the id): the reconnection is handed over rather than continued from the copy.
+    pub followable: bool,
 }
 
 /// One worker's view for the admin endpoint.
@@ -288,7 +310,11 @@ mod tests {
             1,
             Message::Answer {
                 token: 2,
-                answer: Answer::Ring(Some((vec![], 0))),
+                answer: Answer::Ring(Some(FoundRing {
+                    events: vec![],
+                    at: 0,
+                    followable: false,
+                })),
             },
         );
         let got: Vec<u64> = dir
@@ -296,7 +322,10 @@ mod tests {
             .into_iter()
             .map(|m| match m {
                 Message::Answer { token, .. } => token,
-                Message::Query { .. } | Message::Status { .. } | Message::Reload { .. } => 0,
+                Message::Query { .. }
+                | Message::Status { .. }
+                | Message::Reload { .. }
+                | Message::Adopt { .. } => 0,
             })
             .collect();
         assert_eq!(got, vec![1, 2]);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::assigned_id::AssignedId;
-use super::directory::{Answer, Message};
+use super::directory::{Answer, FoundRing, Message};
 use super::fanout::{FanEnd, Fanout};
 use super::ring::RingEvent;
 use super::scope::ResumeScope;
@@ -52,19 +52,30 @@ pub enum Resumption {
         /// Seq of the client's `Last-Event-ID`.
         after: u64,
     },
+    /// The stream to follow is read on another worker: the connection goes there
+    /// (`super::directory::Message::Adopt`).
+    HandOff { worker: usize },
 }
 
 /// For a GET carrying `Last-Event-ID: X`: the ring of its scope holding X, made this client's
 /// (or followed, when it is shared, held or finished). None when the request is not a
 /// reconnection or X is in no ring (the upstream then decides).
-pub async fn find(ctx: &WorkerCtx, head: &RequestHead, scope: &ResumeScope) -> Option<Resumption> {
+///
+/// `may_hand_off` false: the connection was handed to this worker already; it is never moved
+/// twice.
+pub async fn find(
+    ctx: &WorkerCtx,
+    head: &RequestHead,
+    scope: &ResumeScope,
+    may_hand_off: bool,
+) -> Option<Resumption> {
     if head.method != Method::Get {
         return None;
     }
     let last_id = head.header("last-event-id").filter(|v| !v.is_empty())?;
     let point = match find_local(ctx, scope, last_id) {
         Some(point) => Some(point),
-        None => find_remote(ctx, scope, last_id).await.map(Resumption::Ring),
+        None => find_remote(ctx, scope, last_id, may_hand_off).await,
     };
     WorkerMetrics::inc(match point {
         Some(_) => &ctx.metrics.replays_served,
@@ -75,22 +86,12 @@ pub async fn find(ctx: &WorkerCtx, head: &RequestHead, scope: &ResumeScope) -> O
 
 fn find_local(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<Resumption> {
     let found = ctx.streams.find(scope, last_id)?;
-    if let Some(fanout) = found.lineage.fanout() {
-        // A live shared or held stream is followed; a finished one too while it holds events
-        // after the id (the POST that began it is never re-sent). One that stopped otherwise
-        // is resumed upstream as any other ring.
-        let follow = match fanout.end() {
-            None => true,
-            Some(FanEnd::Finished) => found.lineage.ring.borrow().head_seq() > found.seq,
-            Some(FanEnd::Stopped) => false,
-        };
-        if follow {
-            return Some(Resumption::Follow {
-                lineage: found.lineage,
-                fanout,
-                after: found.seq,
-            });
-        }
+    if let Some(fanout) = followable(&found.lineage, found.seq) {
+        return Some(Resumption::Follow {
+            lineage: found.lineage,
+            fanout,
+            after: found.seq,
+        });
     }
     if !found.lineage.attached() {
         let seq = found.seq;
@@ -107,7 +108,25 @@ fn find_local(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<Re
     Some(Resumption::Ring(adopt(ctx, scope, events, at)))
 }
 
-async fn find_remote(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<ResumePoint> {
+/// A live shared or held stream is followed; a finished one too while it holds events after the
+/// id (the POST that began it is never re-sent). One that stopped otherwise is resumed upstream
+/// as any other ring.
+fn followable(lineage: &Lineage, seq: u64) -> Option<Rc<Fanout>> {
+    let fanout = lineage.fanout()?;
+    let follow = match fanout.end() {
+        None => true,
+        Some(FanEnd::Finished) => lineage.ring.borrow().head_seq() > seq,
+        Some(FanEnd::Stopped) => false,
+    };
+    follow.then_some(fanout)
+}
+
+async fn find_remote(
+    ctx: &WorkerCtx,
+    scope: &ResumeScope,
+    last_id: &[u8],
+    may_hand_off: bool,
+) -> Option<Resumption> {
     let named = AssignedId::parse(last_id)
         .map(|a| a.worker as usize)
         .filter(|w| *w != ctx.index && *w < ctx.directory.workers());
@@ -118,8 +137,11 @@ async fn find_remote(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Op
             continue;
         }
         asked.push(worker);
-        if let Some((events, at)) = ask(ctx, worker, scope, last_id).await {
-            return Some(adopt(ctx, scope, events, at));
+        if let Some(found) = ask(ctx, worker, scope, last_id).await {
+            if found.followable && may_hand_off {
+                return Some(Resumption::HandOff { worker });
+            }
+            return Some(Resumption::Ring(adopt(ctx, scope, found.events, found.at)));
         }
     }
     None
@@ -148,12 +170,7 @@ fn point(ring: RingHandle, after: u64) -> ResumePoint {
 
 /// Asks `worker` for its ring of `scope` holding `id`. None when it has none, or does not answer
 /// in time.
-async fn ask(
-    ctx: &WorkerCtx,
-    worker: usize,
-    scope: &ResumeScope,
-    id: &[u8],
-) -> Option<(Vec<RingEvent>, usize)> {
+async fn ask(ctx: &WorkerCtx, worker: usize, scope: &ResumeScope, id: &[u8]) -> Option<FoundRing> {
     let (token, slot) = ctx.answers.open();
     ctx.directory.post(
         worker,
@@ -177,10 +194,20 @@ async fn ask(
     }
 }
 
-/// The owner's side of a query: a copy of the ring of `scope` holding `id`, and where the id is.
-pub fn answer(ctx: &WorkerCtx, scope: &ResumeScope, id: &[u8]) -> Option<(Vec<RingEvent>, usize)> {
+/// The owner's side of a query: a copy of the ring of `scope` holding `id`, where the id is, and
+/// whether the stream is followed here instead.
+pub fn answer(ctx: &WorkerCtx, scope: &ResumeScope, id: &[u8]) -> Option<FoundRing> {
     let found = ctx.streams.find(scope, id)?;
+    let followable = followable(&found.lineage, found.seq).is_some();
     let ring = found.lineage.ring.borrow();
     let at = (found.seq - ring.first_seq()) as usize;
-    Some((ring.after(0).cloned().collect(), at))
+    Some(FoundRing {
+        events: if followable {
+            Vec::new()
+        } else {
+            ring.after(0).cloned().collect()
+        },
+        at,
+        followable,
+    })
 }

@@ -497,10 +497,21 @@ impl Relay<'_> {
             self.backoff().next_delay()
         };
         self.progressed = false;
-        match self
-            .reconnect(client.as_deref_mut(), &last_id, dropped_at, first_wait)
-            .await
-        {
+        // The client may leave while the upstream is away: a stream others follow (or one to be
+        // held) goes on reconnecting without it.
+        let reconnected = loop {
+            match self
+                .reconnect(client.as_deref_mut(), &last_id, dropped_at, first_wait)
+                .await
+            {
+                Reconnect::ClientGone => match client.take() {
+                    Some(c) if self.go_headless(c, &BodyEnd::ClientGone) => continue,
+                    _ => return Err(SseEnd::ClientGone),
+                },
+                other => break other,
+            }
+        };
+        match reconnected {
             Reconnect::Spliced {
                 stream,
                 buf,

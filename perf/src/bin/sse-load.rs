@@ -110,6 +110,11 @@ struct Args {
     /// Count the streams still open at the end whose last event is older than this.
     #[arg(long, value_parser = parse_duration)]
     stuck_after: Option<Duration>,
+    /// The streams join a live stream: each one's first event may have any id (not only 1);
+    /// from there every id must arrive once, in order (a proxy that shares one upstream
+    /// stream among its clients starts a newcomer at the live head).
+    #[arg(long)]
+    join_live: bool,
 }
 
 /// `2s`, `500ms`, `1.5s`, `0`: ASCII digits with an optional fraction and a unit (ms or s;
@@ -159,6 +164,7 @@ fn config_of(args: &Args) -> LoadConfig {
         leave_pause: args.leave_pause,
         max_quiet: args.max_quiet,
         stuck_after: args.stuck_after,
+        join_live: args.join_live,
     }
 }
 
@@ -221,6 +227,7 @@ mod tests {
         assert_eq!(from_flags.leave_pause, lib.leave_pause);
         assert_eq!(from_flags.max_quiet, lib.max_quiet);
         assert_eq!(from_flags.stuck_after, lib.stuck_after);
+        assert_eq!(from_flags.join_live, lib.join_live);
         assert!(!from_flags.reconnect && !from_flags.idle && from_flags.progress);
         let args = Args::parse_from([
             "sse-load",
@@ -237,6 +244,7 @@ mod tests {
             "http://h/sse?p={i}",
             "--ttfe-timeout",
             "3s",
+            "--join-live",
         ]);
         let c = config_of(&args);
         assert_eq!(c.ttfe, 50);
@@ -245,6 +253,7 @@ mod tests {
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.proxy_pids, vec![10, 11]);
         assert!(!c.progress);
+        assert!(c.join_live);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub(crate) struct Settings {
     /// Streams still open at the end whose last event is older than this are counted as
     /// stuck (`--stuck-after`).
     pub stuck_after: Option<Duration>,
+    /// Every stream may start at any id (`--join-live`): ids are checked from each
+    /// stream's first event on.
+    pub join_live: bool,
 }
 
 /// What one stream of a thread is given before it starts.
@@ -191,6 +194,9 @@ pub(crate) fn run(
             .map(|plan| {
                 let mut state = StreamState::new();
                 state.set_quiet_limit(settings.max_quiet);
+                if settings.join_live {
+                    state.set_join_live();
+                }
                 Slot {
                     stream: plan.index,
                     sock: None,
@@ -556,8 +562,8 @@ impl LoadThread<'_> {
         p.failed_to_open.store(self.failed_to_open, Relaxed);
     }
 
-    /// Records what each stream went through (its longest silence, its events, whether it
-    /// is stuck), then closes every socket with RST (no TIME_WAIT left behind; not counted
+    /// Records what each stream went through (its longest silence, its events, its lost and
+    /// repeated ids, its first id, whether it is stuck), then closes every socket with RST (no TIME_WAIT left behind; not counted
     /// as ends).
     fn shutdown(&mut self) {
         let now = Instant::now();
@@ -577,6 +583,14 @@ impl LoadThread<'_> {
                     since_start.as_secs_f64(),
                     long.as_micros() as u64,
                 ));
+            }
+            let (gaps, duplicates) = s.state.id_counts();
+            self.stats.streams_with_gaps += u64::from(gaps > 0);
+            self.stats.streams_with_duplicates += u64::from(duplicates > 0);
+            self.stats.stream_gaps_max = self.stats.stream_gaps_max.max(gaps);
+            self.stats.stream_duplicates_max = self.stats.stream_duplicates_max.max(duplicates);
+            if let Some(first) = s.state.first_id() {
+                self.stats.add_first_id(first);
             }
             let events = s.state.events_received();
             self.stats.stream_events_min = Some(

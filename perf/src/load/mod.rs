@@ -138,6 +138,10 @@ pub struct LoadConfig {
     pub max_quiet: Option<Duration>,
     /// Count the streams still open at the end whose last event is older than this.
     pub stuck_after: Option<Duration>,
+    /// Streams join a live stream: each one's first event may have any id (not only 1), and
+    /// ids are checked from there on (a proxy that shares one upstream stream among its
+    /// clients starts a newcomer at the live head). See `track.rs`.
+    pub join_live: bool,
 }
 
 impl Default for LoadConfig {
@@ -167,6 +171,7 @@ impl Default for LoadConfig {
             leave_pause: DEFAULT_LEAVE_PAUSE,
             max_quiet: None,
             stuck_after: None,
+            join_live: false,
         }
     }
 }
@@ -294,6 +299,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         leave_pause: config.leave_pause,
         max_quiet: config.max_quiet,
         stuck_after: config.stuck_after,
+        join_live: config.join_live,
     });
     let control = Arc::new(Control::new(threads));
     let mut report = Report {
@@ -305,6 +311,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         idle: config.idle,
         max_quiet_ms: config.max_quiet.map(|d| d.as_secs_f64() * 1000.0),
         stuck_after_s: config.stuck_after.map(|d| d.as_secs_f64()),
+        join_live: config.join_live,
         ..Default::default()
     };
 

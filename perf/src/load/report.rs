@@ -143,6 +143,18 @@ pub struct Report {
     pub stuck_streams: u64,
     /// The fewest events one stream received over the whole run.
     pub stream_events_min: Option<u64>,
+    /// `--join-live`: ids were checked from each stream's first event, not from 1.
+    pub join_live: bool,
+    /// Streams that lost at least one event (whole run).
+    pub streams_with_gaps: u64,
+    /// Streams that received at least one event twice or out of order (whole run).
+    pub streams_with_duplicates: u64,
+    /// The most events one stream lost.
+    pub stream_gaps_max: u64,
+    /// The most repeated events of one stream.
+    pub stream_duplicates_max: u64,
+    /// The lowest and highest first id over the streams (where each one joined).
+    pub first_id_range: Option<(u64, u64)>,
 }
 
 impl Report {
@@ -179,6 +191,11 @@ impl Report {
         self.long_silences = long;
         self.stuck_streams = s.stuck;
         self.stream_events_min = s.stream_events_min;
+        self.streams_with_gaps = s.streams_with_gaps;
+        self.streams_with_duplicates = s.streams_with_duplicates;
+        self.stream_gaps_max = s.stream_gaps_max;
+        self.stream_duplicates_max = s.stream_duplicates_max;
+        self.first_id_range = s.first_id_range;
         self.errors = s.errors.total();
         self.error_lines = ErrorKind::ALL
             .iter()
@@ -251,6 +268,26 @@ impl Report {
             "gaps / duplicates",
             format!("{} / {}", self.gaps, self.duplicates),
         );
+        if self.gaps > 0 || self.duplicates > 0 {
+            row(
+                "streams with gaps / duplicates",
+                format!(
+                    "{} / {} (most of one stream: {} / {})",
+                    self.streams_with_gaps,
+                    self.streams_with_duplicates,
+                    self.stream_gaps_max,
+                    self.stream_duplicates_max
+                ),
+            );
+        }
+        if let Some((lo, hi)) = self.first_id_range {
+            let how = if self.join_live {
+                "ids checked from each stream's first (--join-live)"
+            } else {
+                "ids checked from 1"
+            };
+            row("first id of a stream", format!("{lo} .. {hi} ({how})"));
+        }
         row(
             "reconnects",
             format!("{} ({} connects)", self.reconnects, self.connects),
@@ -402,6 +439,16 @@ impl Report {
         );
         j.num("gaps", self.gaps as f64);
         j.num("duplicates", self.duplicates as f64);
+        j.bool("join_live", self.join_live);
+        j.num("streams_with_gaps", self.streams_with_gaps as f64);
+        j.num(
+            "streams_with_duplicates",
+            self.streams_with_duplicates as f64,
+        );
+        j.num("stream_gaps_max", self.stream_gaps_max as f64);
+        j.num("stream_duplicates_max", self.stream_duplicates_max as f64);
+        j.opt("first_id_min", self.first_id_range.map(|r| r.0 as f64));
+        j.opt("first_id_max", self.first_id_range.map(|r| r.1 as f64));
         j.num("ended_streams", self.ended_streams as f64);
         j.num("reconnects", self.reconnects as f64);
         j.num("connects", self.connects as f64);

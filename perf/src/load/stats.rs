@@ -132,6 +132,17 @@ pub struct Stats {
     pub stuck: u64,
     /// The fewest events any one stream received over the whole run (None: no stream).
     pub stream_events_min: Option<u64>,
+    /// Streams that lost at least one event (skipped an id), whole run.
+    pub streams_with_gaps: u64,
+    /// Streams that received at least one event twice (or went back), whole run.
+    pub streams_with_duplicates: u64,
+    /// The most ids one stream skipped.
+    pub stream_gaps_max: u64,
+    /// The most repeated ids of one stream.
+    pub stream_duplicates_max: u64,
+    /// The lowest and the highest first id over the streams (where each joined the stream;
+    /// None: no stream received an event with an id).
+    pub first_id_range: Option<(u64, u64)>,
 }
 
 impl Stats {
@@ -160,5 +171,21 @@ impl Stats {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.streams_with_gaps += other.streams_with_gaps;
+        self.streams_with_duplicates += other.streams_with_duplicates;
+        self.stream_gaps_max = self.stream_gaps_max.max(other.stream_gaps_max);
+        self.stream_duplicates_max = self.stream_duplicates_max.max(other.stream_duplicates_max);
+        if let Some((lo, hi)) = other.first_id_range {
+            self.add_first_id(lo);
+            self.add_first_id(hi);
+        }
+    }
+
+    /// Counts one stream's first id into [`Stats::first_id_range`].
+    pub fn add_first_id(&mut self, id: u64) {
+        self.first_id_range = Some(match self.first_id_range {
+            Some((lo, hi)) => (lo.min(id), hi.max(id)),
+            None => (id, id),
+        });
     }
 }

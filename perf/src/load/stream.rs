@@ -120,6 +120,10 @@ pub enum Flow {
 struct Tally {
     /// Gap and duplicate counting across reconnections.
     tracker: IdTracker,
+    /// This stream's skipped ids (whole run).
+    gaps: u64,
+    /// This stream's repeated ids (whole run).
+    duplicates: u64,
     /// When the last event arrived (monotonic).
     last_event_at: Option<Instant>,
     /// A drop waiting for the first event after it: (last event before it, drop in window).
@@ -159,8 +163,14 @@ impl Tally {
         if let Some(id) = ev.id.or(ev.seq) {
             match self.tracker.observe(id) {
                 IdVerdict::InOrder => {}
-                IdVerdict::Gap(n) => stats.gaps += n,
-                IdVerdict::Duplicate => stats.duplicates += 1,
+                IdVerdict::Gap(n) => {
+                    stats.gaps += n;
+                    self.gaps += n;
+                }
+                IdVerdict::Duplicate => {
+                    stats.duplicates += 1;
+                    self.duplicates += 1;
+                }
             }
         }
         let latency = ev.ts_us.map(|ts| now.wall_us.saturating_sub(ts));
@@ -252,6 +262,22 @@ impl StreamState {
             _ => Duration::ZERO,
         };
         self.tally.max_quiet.max(running)
+    }
+
+    /// The stream joins a live stream (`--join-live`): its first event may have any id, and
+    /// ids must run on from it ([`IdTracker::joining`]). Call before the first connection.
+    pub fn set_join_live(&mut self) {
+        self.tally.tracker = IdTracker::joining();
+    }
+
+    /// This stream's skipped and repeated ids over the whole run.
+    pub fn id_counts(&self) -> (u64, u64) {
+        (self.tally.gaps, self.tally.duplicates)
+    }
+
+    /// The id of the first event this stream received (None: no event with an id).
+    pub fn first_id(&self) -> Option<u64> {
+        self.tally.tracker.first()
     }
 
     /// Keep the silences longer than `limit` ([`StreamState::long_silences`]).
@@ -540,6 +566,35 @@ mod tests {
         assert_eq!((stats.gaps, stats.duplicates), (1, 1));
         assert_eq!(stats.reconnect_gap.count(), 1);
         assert!(stats.reconnect_gap.max() >= 2000);
+    }
+
+    #[test]
+    fn a_stream_that_joins_live_counts_from_its_first_event() {
+        let t = RequestTemplate::new("h", "/");
+        let mut out = Vec::new();
+        let body = |ids: &[u64]| {
+            let mut bytes = HEAD.to_vec();
+            let events: String = ids.iter().map(|&id| event(id, 1)).collect();
+            bytes.extend(chunk(&events));
+            bytes
+        };
+        // Joining at the live head (57), then one lost (60) and one repeated (61).
+        let mut stats = Stats::default();
+        let mut s = StreamState::new();
+        s.set_join_live();
+        s.request(&t, &mut out);
+        s.on_data(&body(&[57, 58, 59, 61, 61, 62]), now(true), &mut stats);
+        assert_eq!((stats.gaps, stats.duplicates), (1, 1));
+        assert_eq!(s.id_counts(), (1, 1));
+        assert_eq!(s.first_id(), Some(57));
+        // Without it the same start counts ids 1..=56 as lost.
+        let mut stats = Stats::default();
+        let mut s = StreamState::new();
+        s.request(&t, &mut out);
+        s.on_data(&body(&[57, 58]), now(true), &mut stats);
+        assert_eq!((stats.gaps, stats.duplicates), (56, 0));
+        assert_eq!(s.id_counts(), (56, 0));
+        assert_eq!(s.first_id(), Some(57));
     }
 
     #[test]

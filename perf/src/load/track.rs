@@ -9,12 +9,22 @@
 //! survives reconnections: what a resumed stream loses or repeats is counted the same way.
 //! A stream that restarts from 1 after a reconnect counts every replayed id as a duplicate
 //! and carries on counting new ids once it is past `high` again.
+//!
+//! Joining a live stream (`--join-live`, [`IdTracker::joining`]): a client that subscribes to
+//! a stream already running (a proxy that shares one upstream stream among its clients sends
+//! a newcomer the live head, not id 1) may start at any id. The first id seen then sets
+//! `high` to one below it, and from there the rule above applies unchanged: every later id
+//! exactly once, in order.
 
 /// Gap and duplicate counting for one logical stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdTracker {
     /// Highest id seen so far (0 before the first).
     high: u64,
+    /// The first id seen (None before it).
+    first: Option<u64>,
+    /// The first id may be any (joining a live stream), not only 1.
+    any_start: bool,
 }
 
 /// What one id was, relative to the ones before it.
@@ -34,14 +44,34 @@ impl IdTracker {
         Self::default()
     }
 
+    /// A tracker for a client that joins a live stream: its first id may be any, and ids
+    /// must run on from it without a gap or a repeat.
+    pub fn joining() -> Self {
+        Self {
+            any_start: true,
+            ..Self::default()
+        }
+    }
+
     /// Highest id seen so far (0 before the first).
     pub fn high(&self) -> u64 {
         self.high
     }
 
+    /// The first id seen, if any.
+    pub fn first(&self) -> Option<u64> {
+        self.first
+    }
+
     /// Classifies `id` and moves past it.
     #[inline]
     pub fn observe(&mut self, id: u64) -> IdVerdict {
+        if self.first.is_none() {
+            self.first = Some(id);
+            if self.any_start {
+                self.high = id.saturating_sub(1);
+            }
+        }
         if id <= self.high {
             return IdVerdict::Duplicate;
         }
@@ -96,6 +126,40 @@ mod tests {
             (3, 1),
             "a late id after a gap is a duplicate"
         );
+    }
+
+    /// Feeds `ids` to a joining tracker and returns (gaps, duplicates, first id).
+    fn count_joining(ids: &[u64]) -> (u64, u64, Option<u64>) {
+        let mut t = IdTracker::joining();
+        let (mut gaps, mut dups) = (0, 0);
+        for &id in ids {
+            match t.observe(id) {
+                IdVerdict::InOrder => {}
+                IdVerdict::Gap(n) => gaps += n,
+                IdVerdict::Duplicate => dups += 1,
+            }
+        }
+        (gaps, dups, t.first())
+    }
+
+    #[test]
+    fn joining_a_live_stream_starts_anywhere_then_counts_as_usual() {
+        assert_eq!(count_joining(&[]), (0, 0, None));
+        assert_eq!(count_joining(&[1, 2, 3]), (0, 0, Some(1)), "from the start");
+        assert_eq!(
+            count_joining(&[57, 58, 59]),
+            (0, 0, Some(57)),
+            "at the live head"
+        );
+        assert_eq!(count_joining(&[57, 59, 60]), (1, 0, Some(57)));
+        assert_eq!(count_joining(&[57, 58, 58, 57, 59]), (0, 2, Some(57)));
+        assert_eq!(
+            count_joining(&[57, 1, 58]),
+            (0, 1, Some(57)),
+            "going back below the first id is a repeat"
+        );
+        // The plain tracker counts the ids before a late start as lost.
+        assert_eq!(count(&[57, 58]), (56, 0));
     }
 
     #[test]

@@ -264,7 +264,7 @@ pub enum SseFraming {
 pub enum Resume {
     /// `resume=honour` (default): `Last-Event-ID: k` continues at event k+1.
     Honour,
-    /// `resume=ignore`: always start at event 1.
+    /// `resume=ignore`: always start at event 1 (or `start=`).
     Ignore,
 }
 
@@ -415,6 +415,9 @@ pub struct SseParams {
     pub ts: bool,
     /// `resume=honour|ignore`.
     pub resume: Resume,
+    /// `start=K`: the first id of a response without a (honoured) `Last-Event-ID`
+    /// (default 1): a client that joins a running stream at event K.
+    pub start: u64,
     /// `resume_status=CODE`: requests with `Last-Event-ID` get this status instead.
     pub resume_status: Option<u16>,
     /// `resume_status_times=T`: only the first T such requests (per request target).
@@ -444,6 +447,7 @@ impl Default for SseParams {
             retry: None,
             ts: true,
             resume: Resume::Honour,
+            start: 1,
             resume_status: None,
             resume_status_times: None,
             fault: None,
@@ -507,6 +511,12 @@ impl SseParams {
                 "prime" => p.prime = bool_of(k, v)?,
                 "retry" => p.retry = Some(u64_of(k, v)?),
                 "ts" => p.ts = bool_of(k, v)?,
+                "start" => {
+                    p.start = u64_of(k, v)?;
+                    if p.start == 0 {
+                        return Err(err(k, v, "an id of at least 1"));
+                    }
+                }
                 "resume" => {
                     p.resume = match v {
                         "honour" | "honor" => Resume::Honour,
@@ -643,7 +653,7 @@ mod tests {
         let p = SseParams::parse(
             "events=5&rate=2.5&batch=1&size=100&eol=crlf&ids=0&bom=1&prime=1&retry=1500&ts=0\
              &resume=ignore&resume_status=503&resume_status_times=2&heartbeat_ms=250\
-             &framing=length&label=whatever",
+             &framing=length&start=4&label=whatever",
         )
         .unwrap();
         assert_eq!(p.last, 5);
@@ -654,6 +664,7 @@ mod tests {
         assert!(!p.ids && p.bom && p.prime && !p.ts);
         assert_eq!(p.retry, Some(1500));
         assert_eq!(p.resume, Resume::Ignore);
+        assert_eq!(p.start, 4);
         assert_eq!(p.resume_status, Some(503));
         assert_eq!(p.resume_status_times, Some(2));
         assert_eq!(p.heartbeat, Some(Duration::from_millis(250)));
@@ -767,6 +778,8 @@ mod tests {
             "framing=gzip",
             "resume=maybe",
             "resume_status=99",
+            "start=0",
+            "start=x",
             "heartbeat_ms=0",
             "framing=length&events=0",
             "size=99999999999",

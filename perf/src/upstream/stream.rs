@@ -43,10 +43,10 @@ pub(crate) async fn serve_sse(
     }
 
     // Resume point: `Last-Event-ID: k` (decimal, as this server numbers events) continues
-    // at k+1; anything else starts at 1.
+    // at k+1; anything else starts at `start=` (1 unless given).
     let start = match (p.resume, head.last_event_id.as_deref().and_then(parse_u64)) {
         (Resume::Honour, Some(k)) => k.saturating_add(1),
-        _ => 1,
+        _ => p.start,
     };
     let (chaos_kind, fault) = match p.chaos {
         Some(chaos) => {
