@@ -297,42 +297,9 @@ fn a_comeback_on_the_other_worker_finds_the_held_stream() {
     let admin = t.admin_addr();
     let path = "/sse?events=40&rate=20&ts=0&held=elsewhere";
     post_then_come_back_on(&t, &up, path, Duration::from_secs(1), |holder| {
-        // A connection the other worker serves (each lands on either, by its ports).
-        (0..40)
-            .map(|_| Client::connect(t.addr))
-            .find_map(|mut c| (serving_worker(admin, &mut c) != holder).then_some(c))
-            .expect("40 connections in a row landed on the worker holding the stream")
+        connection_not_on(&t, holder, "/bytes?n=1")
     });
     assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
-}
-
-/// The worker serving `client`'s connection: the one whose request counter a plain request on it
-/// moves (tether must have no other traffic meanwhile). The connection stays open for reuse.
-fn serving_worker(admin: SocketAddr, client: &mut Client) -> usize {
-    let counts = || -> Vec<f64> {
-        let text = Tether::metrics_text(admin);
-        (0..)
-            .map_while(|w| {
-                prom_value(
-                    &text,
-                    &format!("tether_worker_requests_total{{worker=\"{w}\"}}"),
-                )
-            })
-            .collect()
-    };
-    let before = counts();
-    let r = client.get("/bytes?n=1");
-    assert_eq!(r.status, 200, "the probe request");
-    let after = counts();
-    let moved: Vec<usize> = (0..after.len())
-        .filter(|&w| after[w] != before.get(w).copied().unwrap_or(0.0))
-        .collect();
-    assert_eq!(
-        moved.len(),
-        1,
-        "one worker served the probe: {before:?} -> {after:?}"
-    );
-    moved[0]
 }
 
 /// The worker whose /streams rows show `path` held.
@@ -357,30 +324,64 @@ fn holder_of(admin: SocketAddr, path: &str) -> Option<usize> {
 /// once and in order, then the clean end. The origin saw exactly one request, the POST.
 #[test]
 fn an_id_less_stream_is_resumed_with_tethers_ids() {
-    let origin = ScriptedOrigin::start(|_| {
+    let origin = id_less_origin();
+    let t = Tether::start(&[origin.url()], &id_less_flags("1"));
+    id_less_post_then_come_back(&t, &origin, "/mcp?stream=idless", |_| {
+        Client::connect(t.addr)
+    });
+}
+
+/// The same with `--workers 2`, the comeback made on the worker that does not hold the stream
+/// (tether's id names the worker that made it).
+#[test]
+fn an_id_less_stream_is_resumed_with_tethers_ids_from_the_other_worker() {
+    let origin = id_less_origin();
+    let t = Tether::start(&[origin.url()], &id_less_flags("2"));
+    id_less_post_then_come_back(&t, &origin, "/mcp?stream=elsewhere", |holder| {
+        connection_not_on(&t, holder, "/probe")
+    });
+}
+
+/// The id-less origin: 40 `data: chunk N` blocks 50 ms apart, `data: [DONE]`, the end; a plain
+/// 200 for `/probe` (placing connections on workers).
+fn id_less_origin() -> ScriptedOrigin {
+    ScriptedOrigin::start(|r| {
+        if r.target == "/probe" {
+            return Reply::text(200, "ok");
+        }
         let mut blocks: Vec<String> = (1..=40).map(|n| format!("data: chunk {n}\n\n")).collect();
         blocks.push("data: [DONE]\n\n".to_string());
         Reply::Paced {
             blocks,
             every: Duration::from_millis(50),
         }
-    });
-    let t = Tether::start(
-        &[origin.url()],
-        &[
-            "--workers",
-            "1",
-            "--assign-ids",
-            "--hold-upstream",
-            "5s",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    })
+}
+
+fn id_less_flags(workers: &str) -> Vec<&str> {
+    vec![
+        "--workers",
+        workers,
+        "--assign-ids",
+        "--hold-upstream",
+        "5s",
+        "--sse-heartbeat",
+        "0",
+        "--admin",
+        "127.0.0.1:0",
+    ]
+}
+
+/// POSTs `path`, reads 5 events (with tether's ids), leaves; 1 s later comes back with the 5th
+/// event's id on the connection `connect` gives for the worker holding the stream, and checks
+/// the rest, the clean end, and that the origin saw one POST of `path` and nothing else.
+fn id_less_post_then_come_back(
+    t: &Tether,
+    origin: &ScriptedOrigin,
+    path: &str,
+    connect: impl FnOnce(usize) -> Client,
+) {
     let admin = t.admin_addr();
-    let path = "/mcp?stream=idless";
     let mut post = SseReader::open(t.addr, &sse_post_request(path, &[], b"{}"));
     assert_eq!(post.head.status, 200);
     post.deadline = Instant::now() + Duration::from_secs(15);
@@ -407,23 +408,22 @@ fn an_id_less_stream_is_resumed_with_tethers_ids() {
     assert!(
         held_becomes(admin, 1.0),
         "the stream was not held after its client left\n{}",
-        log_text(&t)
+        log_text(t)
     );
+    let holder = holder_of(admin, path).expect("/streams shows the held stream");
+    let client = connect(holder);
 
     thread::sleep(Duration::from_secs(1).saturating_sub(left.elapsed()));
     let last = format!("Last-Event-ID: {fifth}");
-    let mut back = SseReader::get(t.addr, path, &[&last]);
-    assert_eq!(back.head.status, 200, "{}", log_text(&t));
+    let mut back = SseReader::on(client, &sse_request(path, &[&last]));
+    assert_eq!(back.head.status, 200, "{}", log_text(t));
     back.deadline = Instant::now() + Duration::from_secs(15);
     let mut rest = Vec::new();
     let end = loop {
         match back.next_event() {
             Ok(Some(ev)) => rest.push(ev),
-            Ok(None) => break back.clean_end,
-            Err(e) => panic!(
-                "the comeback did not end: {e}; got {:?}",
-                rest.iter().map(|e| e.data.clone()).collect::<Vec<_>>()
-            ),
+            Ok(None) => break format!("{:?}", back.clean_end),
+            Err(e) => break format!("not ended: {e}"),
         }
     };
     let got: Vec<String> = rest
@@ -434,23 +434,33 @@ fn an_id_less_stream_is_resumed_with_tethers_ids() {
         .map(|n| format!("chunk {n}"))
         .chain(["[DONE]".to_string()])
         .collect();
-    let methods: Vec<String> = origin.requests().into_iter().map(|r| r.method).collect();
-    assert_eq!(
-        got,
-        want,
-        "the comeback after {fifth} gets the rest once, in order; origin requests: \
-         {methods:?}\n{}",
-        log_text(&t)
+    let methods: Vec<(String, Option<String>)> = origin
+        .requests()
+        .into_iter()
+        .filter(|r| r.target == path)
+        .map(|r| {
+            let last_id = r.header("last-event-id").map(str::to_string);
+            (r.method, last_id)
+        })
+        .collect();
+    let context = format!(
+        "{path}, back after {fifth}: response ended {end}; origin requests (method, \
+         Last-Event-ID): {methods:?}\n{}",
+        log_text(t)
     );
+    assert_eq!(got, want, "the rest once, in order; {context}");
     assert!(
         rest.iter().all(|e| e.id.is_some()),
         "every resumed event has tether's id"
     );
-    assert_eq!(end, Some(true), "the comeback's response ends cleanly");
+    assert_eq!(
+        end, "Some(true)",
+        "the comeback's response ends cleanly; {context}"
+    );
     assert_eq!(
         methods,
-        vec!["POST"],
-        "the origin saw one POST and nothing else"
+        vec![("POST".to_string(), None)],
+        "the origin saw one POST and nothing else; {context}"
     );
     assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
 }
@@ -518,6 +528,114 @@ fn a_held_stream_nobody_comes_back_to_is_closed_after_the_hold() {
     );
     assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 0.0);
     assert_eq!(origin.requests().len(), 1, "one upstream request");
+}
+
+/// `--hold-max-streams 2` (one worker, `--hold-upstream 5s`): three endless streams whose clients
+/// leave one after the other; the first two are held, the third is closed as without a hold.
+/// Two upstream connections stay open, `tether_sse_held_streams` is 2, and /streams shows the
+/// first two held and not the third.
+#[test]
+fn no_more_streams_are_held_than_hold_max_streams() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--hold-upstream",
+            "5s",
+            "--hold-max-streams",
+            "2",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let paths: Vec<String> = (0..3)
+        .map(|n| format!("/sse?events=0&rate=20&ts=0&cap={n}"))
+        .collect();
+    for (n, path) in paths.iter().enumerate() {
+        let mut r = SseReader::get(t.addr, path, &[]);
+        assert_eq!(ids_through(&mut r, 3), ((1..=3).collect(), None), "{path}");
+        drop(r);
+        let want = (n + 1).min(2) as f64;
+        assert!(
+            held_becomes(admin, want),
+            "after {} clients left: tether_sse_held_streams {} (want {want})",
+            n + 1,
+            sample(admin, "tether_sse_held_streams")
+        );
+    }
+    let port = up.addr().port();
+    assert!(
+        wait_until(Duration::from_secs(5), || established_to_port(port) == 2),
+        "{} upstream connections open; want the two held ones",
+        established_to_port(port)
+    );
+    let held: Vec<bool> = paths
+        .iter()
+        .map(|p| holder_of(admin, p).is_some())
+        .collect();
+    assert_eq!(held, vec![true, true, false], "held streams on /streams");
+    assert_eq!(sample(admin, "tether_sse_held_streams"), 2.0);
+}
+
+/// `hold-upstream` as a route key of a configuration file: a stream of the route with it is held
+/// after its client leaves; one of a route without it (routes by Host) is closed at once.
+#[test]
+fn hold_upstream_is_a_route_key_in_the_configuration_file() {
+    let up = origin();
+    let file = common::config_file::ConfigFile::new(&format!(
+        r#"
+bind = "127.0.0.1:0"
+
+[[route]]
+name = "held"
+host = "held.test"
+upstream = ["{0}"]
+hold-upstream = "5s"
+sse-heartbeat = "0"
+
+[[route]]
+name = "own"
+host = "own.test"
+upstream = ["{0}"]
+sse-heartbeat = "0"
+"#,
+        url_of(&up)
+    ));
+    let args: Vec<String> = [
+        "reverse",
+        "--config",
+        &file.path(),
+        "--workers",
+        "1",
+        "--admin",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let t = Tether::start_args(&args)
+        .unwrap_or_else(|log| panic!("tether did not start:\n{}", log.join("\n")));
+    let admin = t.admin_addr();
+    for host in ["held.test", "own.test"] {
+        let path = format!("/sse?events=0&rate=20&ts=0&route={host}");
+        let raw =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+        let mut r = SseReader::open(t.addr, raw.as_bytes());
+        assert_eq!(ids_through(&mut r, 3), ((1..=3).collect(), None), "{host}");
+    }
+    let port = up.addr().port();
+    assert!(
+        wait_until(Duration::from_secs(5), || established_to_port(port) == 1),
+        "{} upstream connections open; want only the held route's",
+        established_to_port(port)
+    );
+    assert!(held_becomes(admin, 1.0), "one stream held");
+    assert!(holder_of(admin, "/sse?events=0&rate=20&ts=0&route=held.test").is_some());
 }
 
 // ---- 8. held rings within the memory budget -----------------------------------------------------

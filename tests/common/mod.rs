@@ -1289,3 +1289,48 @@ pub fn scrape(admin: SocketAddr, name: &str) -> u64 {
     assert_eq!(status, 200, "{text}");
     metric(&text, name)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Which worker serves a connection: for tests that must place a request on a given worker.
+// ---------------------------------------------------------------------------------------------
+
+/// The worker of `t` serving `client`'s connection: the one whose request counter
+/// (`tether_worker_requests_total` on the admin endpoint) a plain GET of `probe` on it moves.
+/// `probe` must get a complete answer from the upstream, and tether must have no other traffic
+/// meanwhile. The connection stays open for the next request.
+pub fn serving_worker(t: &Tether, client: &mut Client, probe: &str) -> usize {
+    let admin = t.admin_addr();
+    let counts = || -> Vec<f64> {
+        let text = Tether::metrics_text(admin);
+        (0..)
+            .map_while(|w| {
+                prom_value(
+                    &text,
+                    &format!("tether_worker_requests_total{{worker=\"{w}\"}}"),
+                )
+            })
+            .collect()
+    };
+    let before = counts();
+    let r = client.get(probe);
+    assert_eq!(r.status, 200, "the probe request {probe}");
+    let after = counts();
+    let moved: Vec<usize> = (0..after.len())
+        .filter(|&w| after[w] != before.get(w).copied().unwrap_or(0.0))
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "one worker served the probe: {before:?} -> {after:?}"
+    );
+    moved[0]
+}
+
+/// A keep-alive connection to `t` that worker `avoid` does not serve (SO_REUSEPORT spreads
+/// connections over the workers by their ports: up to 40 tries), found with [`serving_worker`].
+pub fn connection_not_on(t: &Tether, avoid: usize, probe: &str) -> Client {
+    (0..40)
+        .map(|_| Client::connect(t.addr))
+        .find_map(|mut c| (serving_worker(t, &mut c, probe) != avoid).then_some(c))
+        .unwrap_or_else(|| panic!("40 connections in a row landed on worker {avoid}"))
+}
