@@ -222,6 +222,60 @@ fn a_join_with_last_event_id_starts_just_after_it() {
     drop(a);
 }
 
+/// The client whose request opened a coalesced stream leaves; the stream goes on for the ones
+/// that joined it, even through an upstream drop afterwards (`--workers 1 --coalesce`). A opens
+/// the stream and reads through id 5; B and C join; A leaves; the origin closes its first
+/// connection after event 20 and honours Last-Event-ID. B and C each get every event from their
+/// first through 40, consecutive; the upstream sees the first request and one resume
+/// (`Last-Event-ID: 20`). Once B and C leave too, the upstream connection closes.
+#[test]
+fn the_opening_client_leaving_does_not_end_the_stream_for_the_others() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--coalesce",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=0&rate=20&ts=0&close_after=20&fault_once=1&opener=leaves";
+    let mut a = SseReader::get(t.addr, path, &[]);
+    assert_eq!(ids_through(&mut a, 5), ((1..=5).collect(), None));
+    let mut b = SseReader::get(t.addr, path, &[]);
+    let mut c = SseReader::get(t.addr, path, &[]);
+    let b_first = next_id(&mut b);
+    let c_first = next_id(&mut c);
+    drop(a);
+    for (who, r, first) in [("B", &mut b, b_first), ("C", &mut c, c_first)] {
+        r.deadline = Instant::now() + Duration::from_secs(15);
+        let (rest, stopped) = ids_through(r, 40);
+        let ids: Vec<u64> = std::iter::once(first).chain(rest).collect();
+        assert!(
+            stopped.is_none() && consecutive(&ids) && first <= 20,
+            "{who} got {ids:?} (stopped: {stopped:?})\n{}",
+            log_text(&t)
+        );
+    }
+    let asked: Vec<Option<String>> = requests_for(&up, path)
+        .into_iter()
+        .map(|r| r.last_event_id)
+        .collect();
+    assert_eq!(asked, vec![None, Some("20".to_string())]);
+    assert_eq!(sample(admin, "tether_sse_coalesced_total"), 2.0);
+    drop((b, c));
+    let port = up.addr().port();
+    assert!(
+        wait_until(Duration::from_secs(5), || established_to_port(port) == 0),
+        "the upstream connection stayed open after the last client left"
+    );
+}
+
 // ---- 2. a client that stops reading is cut, the others go on ---------------------------------
 
 /// Two clients of one stream of 8000-byte events at 500 per second (4 MB/s), `--coalesce
@@ -418,6 +472,57 @@ fn an_upstream_drop_is_resumed_once_for_every_client() {
         sample(admin, "tether_sse_coalesced_total"),
         (CLIENTS - 1) as f64
     );
+}
+
+/// `coalesce = true` as a route key of a configuration file: GETs of the route with it share one
+/// upstream request; the same GETs on a route without it (routes by Host) each get their own.
+#[test]
+fn coalesce_is_a_route_key_in_the_configuration_file() {
+    let up = origin();
+    let file = common::config_file::ConfigFile::new(&format!(
+        r#"
+bind = "127.0.0.1:0"
+
+[[route]]
+name = "shared"
+host = "shared.test"
+upstream = ["{0}"]
+coalesce = true
+sse-heartbeat = "0"
+
+[[route]]
+name = "own"
+host = "own.test"
+upstream = ["{0}"]
+sse-heartbeat = "0"
+"#,
+        url_of(&up)
+    ));
+    let args: Vec<String> = ["reverse", "--config", &file.path(), "--workers", "1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let t = Tether::start_args(&args)
+        .unwrap_or_else(|log| panic!("tether did not start:\n{}", log.join("\n")));
+    for (host, want) in [("shared.test", 1), ("own.test", 2)] {
+        let path = format!("/sse?events=0&rate=50&ts=0&route={host}");
+        let raw =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+        let mut first = SseReader::open(t.addr, raw.as_bytes());
+        assert_eq!(
+            ids_through(&mut first, 3),
+            ((1..=3).collect(), None),
+            "{host}"
+        );
+        let mut second = SseReader::open(t.addr, raw.as_bytes());
+        assert_eq!(second.head.status, 200, "{host}");
+        next_id(&mut second);
+        assert_eq!(
+            requests_for(&up, &path).len(),
+            want,
+            "upstream requests for two clients of route {host}"
+        );
+    }
 }
 
 // ---- 4. what is never coalesced ------------------------------------------------------------------
