@@ -193,15 +193,43 @@ fn two_hundred_clients_of_one_url_share_one_upstream_per_worker() {
 /// ignores Last-Event-ID (it would start again at 1), and it sees one request only.
 #[test]
 fn a_join_with_last_event_id_starts_just_after_it() {
+    join_with_last_event_id("1");
+}
+
+/// The same with `--workers 2`, B's request made on the worker that does not read the stream:
+/// it is handed to the one that does, and still nothing more goes upstream.
+#[test]
+fn a_join_with_last_event_id_on_the_other_worker_starts_just_after_it() {
+    join_with_last_event_id("2");
+}
+
+/// A reads through 20, B joins with `Last-Event-ID: 10` (on the other worker when there are
+/// two); see the tests above.
+fn join_with_last_event_id(workers: &str) {
     let up = origin();
     let t = Tether::start(
         &[url_of(&up)],
-        &["--workers", "1", "--coalesce", "--sse-heartbeat", "0"],
+        &[
+            "--workers",
+            workers,
+            "--coalesce",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
     );
-    let path = "/sse?events=0&rate=50&ts=0&resume=ignore&join_at=10";
+    let admin = t.admin_addr();
+    let path = &format!("/sse?events=0&rate=50&ts=0&resume=ignore&join_at=10&workers={workers}");
     let mut a = SseReader::get(t.addr, path, &[]);
     assert_eq!(ids_through(&mut a, 20), ((1..=20).collect(), None));
-    let mut b = SseReader::get(t.addr, path, &["Last-Event-ID: 10"]);
+    let a_worker = worker_with_stream(admin, path, None).expect("A's stream on /streams");
+    let client = if workers == "1" {
+        Client::connect(t.addr)
+    } else {
+        connection_not_on(&t, a_worker, "/bytes?n=1")
+    };
+    let mut b = SseReader::on(client, &sse_request(path, &["Last-Event-ID: 10"]));
     assert_eq!(b.head.status, 200);
     let (got, stopped) = ids_through(&mut b, 40);
     let asked: Vec<Option<String>> = requests_for(&up, path)
@@ -282,10 +310,24 @@ fn the_opening_client_leaving_does_not_end_the_stream_for_the_others() {
 /// --sse-client-buffer 64KiB`: client A reads everything, client B (joining A's stream, a receive
 /// buffer capped at 4 KiB) reads nothing after the response head. B's queue passes 64 KiB within
 /// a few megabytes: tether cuts B (its side of B's connection leaves ESTABLISHED) while A goes
-/// on getting every event in order; `tether_sse_slow_clients_total` counts exactly B. The rings are made large enough that
-/// B's position is never evicted from them: B is cut for its queue, not for the ring.
+/// on getting every event in order; `tether_sse_slow_clients_total` counts exactly B. The rings
+/// are made large enough that B's position is never evicted from them: B is cut for its queue,
+/// not for the ring.
 #[test]
 fn a_client_that_stops_reading_is_cut_and_the_others_keep_every_event() {
+    idle_client_is_cut(false);
+}
+
+/// The same with the roles of the requests swapped: the idle client B is the one whose request
+/// opened the stream, and the reading client A joined it. B is cut and A's stream goes on (the
+/// upstream is then read for A alone).
+#[test]
+fn the_opening_client_stopping_reading_is_cut_and_the_joiner_keeps_every_event() {
+    idle_client_is_cut(true);
+}
+
+/// A reads, B does not; B's request first when `idle_opens`. See the tests above.
+fn idle_client_is_cut(idle_opens: bool) {
     let up = origin();
     let t = Tether::start(
         &[url_of(&up)],
@@ -306,16 +348,29 @@ fn a_client_that_stops_reading_is_cut_and_the_others_keep_every_event() {
         ],
     );
     let admin = t.admin_addr();
-    let path = "/sse?events=0&size=8000&rate=500&ts=0&stops_reading=1";
-    let mut a = SseReader::get(t.addr, path, &[]);
-    assert_eq!(a.head.status, 200);
-    a.deadline = Instant::now() + Duration::from_secs(40);
-    let a_first = next_id(&mut a);
-
-    let client = Client::connect(t.addr);
-    set_recv_buffer(&client.stream, 4096);
-    let mut b = SseReader::on(client, &sse_request(path, &[]));
-    assert_eq!(b.head.status, 200, "client B");
+    let path = &format!("/sse?events=0&size=8000&rate=500&ts=0&idle_opens={idle_opens}");
+    let open_a = || {
+        let mut a = SseReader::get(t.addr, path, &[]);
+        assert_eq!(a.head.status, 200);
+        a.deadline = Instant::now() + Duration::from_secs(40);
+        let first = next_id(&mut a);
+        (a, first)
+    };
+    let open_b = || {
+        let client = Client::connect(t.addr);
+        set_recv_buffer(&client.stream, 4096);
+        let b = SseReader::on(client, &sse_request(path, &[]));
+        assert_eq!(b.head.status, 200, "client B");
+        b
+    };
+    let (mut a, a_first, mut b) = if idle_opens {
+        let b = open_b();
+        let (a, first) = open_a();
+        (a, first, b)
+    } else {
+        let (a, first) = open_a();
+        (a, first, open_b())
+    };
     let b_port = b.client.stream.local_addr().unwrap().port();
     assert_eq!(
         tcp_state(t.addr.port(), b_port).as_deref(),

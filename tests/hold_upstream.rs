@@ -99,6 +99,116 @@ fn a_held_stream_that_ended_meanwhile_still_answers_from_its_ring() {
     );
 }
 
+/// A client that came back to a held stream and leaves again is held for again: a POST of 40
+/// events at 20 per second, read through 5, left; a GET with `Last-Event-ID: 5` half a second
+/// later reads through 10 and leaves; a GET with `Last-Event-ID: 10` half a second after that
+/// gets 11..=40 and the end. The upstream saw one POST and nothing else; two comebacks counted.
+#[test]
+fn a_stream_is_held_again_when_its_comeback_leaves() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=40&rate=20&ts=0&held=twice";
+    let mut post = SseReader::open(t.addr, &sse_post_request(path, &[], b"{}"));
+    assert_eq!(ids_through(&mut post, 5), ((1..=5).collect(), None));
+    drop(post);
+    assert!(
+        held_becomes(admin, 1.0),
+        "held after the POST's client left"
+    );
+    thread::sleep(Duration::from_millis(500));
+
+    let mut back = SseReader::get(t.addr, path, &["Last-Event-ID: 5"]);
+    assert_eq!(
+        ids_through(&mut back, 10),
+        ((6..=10).collect(), None),
+        "first comeback\n{}",
+        log_text(&t)
+    );
+    drop(back);
+    assert!(
+        held_becomes(admin, 1.0),
+        "held again after the comeback left\n{}",
+        log_text(&t)
+    );
+    thread::sleep(Duration::from_millis(500));
+
+    let mut again = SseReader::get(t.addr, path, &["Last-Event-ID: 10"]);
+    again.deadline = Instant::now() + Duration::from_secs(15);
+    let (ids, stopped) = ids_through(&mut again, 40);
+    let asked: Vec<(String, Option<String>)> = up
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.last_event_id))
+        .collect();
+    assert_eq!(
+        (ids, stopped),
+        ((11..=40).collect(), None),
+        "second comeback; upstream requests {asked:?}\n{}",
+        log_text(&t)
+    );
+    assert!(
+        again.next_event().is_ok_and(|e| e.is_none()) && again.clean_end == Some(true),
+        "the second comeback's response ends cleanly after 40"
+    );
+    assert_eq!(asked, vec![("POST".to_string(), None)]);
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 2.0);
+}
+
+/// A held GET stream whose upstream drops while nobody is there is resumed as any stream is
+/// (`Last-Event-ID` upstream), and the comeback sees no seam: the origin closes its first
+/// connection after event 10 and honours Last-Event-ID; the client reads 3 events and leaves; a
+/// second later (the drop came meanwhile) a GET with `Last-Event-ID: 3` gets 4..=30
+/// consecutively. The upstream saw the first request and one resume from 10.
+#[test]
+fn a_held_stream_is_resumed_through_an_upstream_drop_while_nobody_is_there() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "1",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=0&rate=20&ts=0&close_after=10&fault_once=1&held=drop";
+    let mut c = SseReader::get(t.addr, path, &[]);
+    assert_eq!(ids_through(&mut c, 3), ((1..=3).collect(), None));
+    drop(c);
+    let left = Instant::now();
+    assert!(held_becomes(admin, 1.0), "held after the client left");
+    thread::sleep(Duration::from_secs(1).saturating_sub(left.elapsed()));
+    let mut back = SseReader::get(t.addr, path, &["Last-Event-ID: 3"]);
+    let (ids, stopped) = ids_through(&mut back, 30);
+    let asked: Vec<Option<String>> = up.requests().into_iter().map(|r| r.last_event_id).collect();
+    assert!(
+        stopped.is_none() && ids.first() == Some(&4) && consecutive(&ids),
+        "the comeback got {ids:?} (stopped: {stopped:?}); upstream requests' Last-Event-ID: \
+         {asked:?}\n{}",
+        log_text(&t)
+    );
+    assert_eq!(asked, vec![None, Some("10".to_string())]);
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+}
+
 /// A held stream is only ever given back to its own identity. A POST with `Authorization:
 /// Bearer a` is held after its client leaves; a GET with `Authorization: Bearer b` and
 /// `Last-Event-ID: 5` gets the upstream's own answer (the origin ignores Last-Event-ID and starts
@@ -304,15 +414,7 @@ fn a_comeback_on_the_other_worker_finds_the_held_stream() {
 
 /// The worker whose /streams rows show `path` held.
 fn holder_of(admin: SocketAddr, path: &str) -> Option<usize> {
-    let (_, json) = admin_get(admin, "/streams");
-    let v: serde_json::Value = serde_json::from_str(&json).expect("/streams is JSON");
-    v["workers"].as_array()?.iter().find_map(|w| {
-        let held = w["streams"]
-            .as_array()?
-            .iter()
-            .any(|s| s["path"].as_str() == Some(path) && s["state"].as_str() == Some("held"));
-        held.then(|| w["worker"].as_u64().unwrap() as usize)
-    })
+    worker_with_stream(admin, path, Some("held"))
 }
 
 // ---- 6. an id-less stream, with tether's own ids -----------------------------------------------

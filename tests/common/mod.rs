@@ -1334,3 +1334,17 @@ pub fn connection_not_on(t: &Tether, avoid: usize, probe: &str) -> Client {
         .find_map(|mut c| (serving_worker(t, &mut c, probe) != avoid).then_some(c))
         .unwrap_or_else(|| panic!("40 connections in a row landed on worker {avoid}"))
 }
+
+/// The worker whose rows on the admin endpoint's /streams (at `admin`) show a stream of `path`
+/// (in `state`, when given: "held", "following", ...); None when no worker does.
+pub fn worker_with_stream(admin: SocketAddr, path: &str, state: Option<&str>) -> Option<usize> {
+    let (_, json) = admin_get(admin, "/streams");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("/streams is JSON");
+    v["workers"].as_array()?.iter().find_map(|w| {
+        let found = w["streams"].as_array()?.iter().any(|s| {
+            s["path"].as_str() == Some(path)
+                && state.is_none_or(|want| s["state"].as_str() == Some(want))
+        });
+        found.then(|| w["worker"].as_u64().unwrap() as usize)
+    })
+}
