@@ -271,6 +271,7 @@ async fn exchange(
                     ctx,
                     &mut client,
                     &head,
+                    req_kind,
                     lineage,
                     fanout,
                     after,
@@ -297,6 +298,7 @@ async fn exchange(
                     ctx,
                     &mut client,
                     &head,
+                    req_kind,
                     lineage,
                     fanout,
                     after,
@@ -556,11 +558,12 @@ async fn exchange(
     }
 }
 
-/// The scope of a request that may be a reconnection served from a ring: a GET carrying a
+/// The scope of a request that may be a reconnection served from a ring: one carrying a
 /// non-empty `Last-Event-ID`. Anything else never looks at the rings.
 fn reconnection_scope(route: &Route, head: &RequestHead) -> Option<ResumeScope> {
-    let reconnecting =
-        head.method == Method::Get && head.header("last-event-id").is_some_and(|v| !v.is_empty());
+    // Any method: a comeback to a held stream may repeat the original request (a POST with
+    // Last-Event-ID); only a GET is ever resumed upstream (`lookup::find`).
+    let reconnecting = head.header("last-event-id").is_some_and(|v| !v.is_empty());
     reconnecting.then(|| ResumeScope::of(head, route.scope_key, &route.settings.identity))
 }
 

@@ -94,6 +94,7 @@ pub(super) fn follow_outcome(
     ctx: &WorkerCtx,
     client: &mut ClientSide<'_>,
     head: &RequestHead,
+    body: BodyKind,
     lineage: Rc<Lineage>,
     fanout: Rc<Fanout>,
     after: u64,
@@ -107,7 +108,10 @@ pub(super) fn follow_outcome(
     } else {
         OutFraming::CloseDelimited
     };
-    let keep_client = http11 && request_keep_alive(head) && !client.guard.draining();
+    // A request body (a comeback that repeats its POST) is never read: the connection closes
+    // after the stream rather than read the body as the next request.
+    let keep_client =
+        http11 && body == BodyKind::Empty && request_keep_alive(head) && !client.guard.draining();
     let mut out = BytesMut::with_capacity(256);
     match &fanout.response {
         Some(response) => write_edited_client_response(

@@ -202,7 +202,6 @@ impl Follower<'_> {
                 return self.finish(client, SseEnd::Completed).await;
             }
             // ---- caught up: wait for news, a heartbeat, or the client leaving ----
-            self.out.shrink();
             let quiet_since = Instant::now();
             let mut watching = false;
             let mut client_busy = false;
@@ -229,6 +228,9 @@ impl Follower<'_> {
                             break;
                         }
                         if !client_busy && now >= quiet_since + CLIENT_WATCH_DELAY {
+                            // Quiet for a while: hold no buffer meanwhile (a busy stream keeps
+                            // its queue's, instead of freeing them after every event).
+                            self.out.shrink();
                             watching = true;
                         }
                     }
@@ -254,22 +256,29 @@ impl Follower<'_> {
         if self.cursor + 1 < ring.first_seq() {
             return Err(());
         }
-        let mut batch = Vec::new();
+        // Measured first (the chunk's size line goes before the events), then queued straight
+        // from the ring: no allocation per batch.
         let mut len = 0;
         let mut events = 0u64;
+        let mut missed_len = 0u64;
         for event in ring.after(self.cursor) {
             if len > 0 && len + event.raw.len() > FOLLOW_BATCH_BYTES {
                 break;
             }
             len += event.raw.len();
-            self.cursor += 1;
-            if self.cursor > self.joined_at {
-                self.taken += event.raw.len() as u64;
-            }
             events += 1;
-            batch.push(event.raw.clone());
+            if self.cursor + events <= self.joined_at {
+                missed_len += event.raw.len() as u64;
+            }
+        }
+        if len > 0 {
+            let batch = ring.after(self.cursor).take(events as usize);
+            self.out.push_blocks(batch.map(|e| e.raw.clone()), len);
         }
         drop(ring);
+        self.cursor += events;
+        // What was missed before joining is not falling behind.
+        self.taken += len as u64 - missed_len;
         if len > 0 {
             let m = &self.ctx.metrics;
             WorkerMetrics::add(&m.sse_events, events);
@@ -277,7 +286,6 @@ impl Follower<'_> {
             let status = &self.entry.status;
             WorkerMetrics::add(&status.events, events);
             WorkerMetrics::add(&status.bytes, len as u64);
-            self.out.push_blocks(batch, len);
         }
         Ok(len)
     }
