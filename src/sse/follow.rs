@@ -18,7 +18,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use super::active::{ActiveEntry, RelayState, StreamFacts};
@@ -27,8 +26,8 @@ use super::outbound::ClientQueue;
 use super::relay::SseEnd;
 use super::stream_timer::StreamTimer;
 use super::table::Lineage;
-use crate::access_log::{AccessLine, LineKind, RequestStart};
-use crate::conn_io::{peek_state, write_vec_within, PeekState};
+use crate::access_log::RequestStart;
+use crate::conn_io::{peek_state, PeekState};
 use crate::http::OutFraming;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::WorkerMetrics;
@@ -292,38 +291,19 @@ impl Follower<'_> {
 
     /// Ends the client's response cleanly after what it was sent.
     async fn finish(&mut self, client: &mut TcpStream, end: SseEnd) -> SseEnd {
-        self.out.push_end();
-        let out = self.out.take();
-        if write_vec_within(client, out, self.ctx.config.timeouts.send)
+        match self
+            .out
+            .end_response(client, self.ctx.config.timeouts.send)
             .await
-            .is_err()
         {
-            return SseEnd::ClientGone;
+            Ok(()) => end,
+            Err(()) => SseEnd::ClientGone,
         }
-        if self.out.framing == OutFraming::CloseDelimited {
-            let _ = client.shutdown().await;
-        }
-        end
     }
 
     fn log_end(&self) {
-        let (Some(access), Some(start)) = (&self.ctx.access_log, &self.entry.status.log) else {
-            return;
-        };
-        let status = &self.entry.status;
-        access.record(&AccessLine {
-            worker: self.ctx.index,
-            request_id: status.request_id.as_bytes(),
-            start,
-            route: self.route.name.as_deref(),
-            status: 200,
-            bytes: status.bytes.get(),
-            upstream: None,
-            kind: LineKind::Sse {
-                events: status.events.get(),
-                resumes: 0,
-            },
-        });
+        let route = self.route.name.as_deref();
+        self.entry.status.log_end(self.ctx, route, None);
     }
 }
 
