@@ -257,27 +257,13 @@ async fn exchange(
     // A GET of a stream others of its target and identity already read (--coalesce) follows
     // it; the first one opens it for the others.
     let mut opening = None;
-    if join::coalescible(
-        &route,
-        &head,
-        req_kind,
-        rules.is_some() || session.is_some(),
-    ) {
+    let mut follow = None;
+    let per_request = rules.is_some() || session.is_some();
+    if join::coalescible(&route, &head, req_kind, per_request) {
         match join::join_or_open(ctx, &route, &head).await {
             Joined::Follow(lineage, fanout) => {
                 let after = lineage.ring.borrow().head_seq();
-                tally.status = 200;
-                return Ok(join::follow_outcome(
-                    ctx,
-                    &mut client,
-                    &head,
-                    lineage,
-                    fanout,
-                    after,
-                    route,
-                    id,
-                    log,
-                ));
+                follow = Some((lineage, fanout, after));
             }
             Joined::Alone(guard) => opening = guard,
         }
@@ -285,25 +271,16 @@ async fn exchange(
     // A reconnecting SSE client whose Last-Event-ID is in a replay ring: the upstream is asked to
     // resume from the newest event the ring holds, and the ring supplies what lies between; or
     // the stream is shared, held or finished, and the client follows it from its id.
-    let point = match reconnection_scope(&route, &head) {
+    let scope = reconnection_scope(&route, &head).filter(|_| follow.is_none());
+    let point = match scope {
         Some(scope) => match lookup::find(ctx, &head, &scope, !client.adopted).await {
             Some(Resumption::Follow {
                 lineage,
                 fanout,
                 after,
             }) => {
-                tally.status = 200;
-                return Ok(join::follow_outcome(
-                    ctx,
-                    &mut client,
-                    &head,
-                    lineage,
-                    fanout,
-                    after,
-                    route,
-                    id,
-                    log,
-                ));
+                follow = Some((lineage, fanout, after));
+                None
             }
             Some(Resumption::HandOff { worker }) => {
                 crate::log_debug!("reconnection handed to worker {worker}, which reads its stream");
@@ -317,6 +294,13 @@ async fn exchange(
         },
         None => None,
     };
+    if let Some((lineage, fanout, after)) = follow {
+        tally.status = 200;
+        let client = &mut client;
+        return Ok(join::follow_outcome(
+            ctx, client, &head, req_kind, lineage, fanout, after, route, id, log,
+        ));
+    }
     let acquired = match pinned {
         Some(replica) => connect::acquire_pinned(ctx, &route.upstreams, replica).await,
         None => connect::acquire(ctx, &route.upstreams, true).await,
@@ -556,11 +540,12 @@ async fn exchange(
     }
 }
 
-/// The scope of a request that may be a reconnection served from a ring: a GET carrying a
+/// The scope of a request that may be a reconnection served from a ring: one carrying a
 /// non-empty `Last-Event-ID`. Anything else never looks at the rings.
 fn reconnection_scope(route: &Route, head: &RequestHead) -> Option<ResumeScope> {
-    let reconnecting =
-        head.method == Method::Get && head.header("last-event-id").is_some_and(|v| !v.is_empty());
+    // Any method: a comeback to a held stream may repeat the original request (a POST with
+    // Last-Event-ID); only a GET is ever resumed upstream (`lookup::find`).
+    let reconnecting = head.header("last-event-id").is_some_and(|v| !v.is_empty());
     reconnecting.then(|| ResumeScope::of(head, route.scope_key, &route.settings.identity))
 }
 
@@ -589,11 +574,7 @@ fn serve_from_ring(
     tally: &mut Tally,
 ) -> Outcome {
     let http11 = head.version == Version::Http11;
-    let framing = if http11 {
-        OutFraming::Chunked
-    } else {
-        OutFraming::CloseDelimited
-    };
+    let framing = join::sse_framing(head.version);
     let keep_client = http11 && crate::http::request_keep_alive(&head) && !client.guard.draining();
     let mut out = BytesMut::with_capacity(160);
     join::own_sse_head(http11, keep_client, id, &mut out);
@@ -965,11 +946,7 @@ impl Exchange<'_, '_> {
             // The relay streams it event by event and may splice, replay or cut it: the client
             // always gets it chunked (close-delimited for HTTP/1.0), whatever length the upstream
             // declared. Never pooled afterwards (streams end by close).
-            let sse_framing = if client_version == Version::Http11 {
-                OutFraming::Chunked
-            } else {
-                OutFraming::CloseDelimited
-            };
+            let sse_framing = join::sse_framing(client_version);
             let keep_client = keep_client && sse_framing == OutFraming::Chunked;
             let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
             write_edited_client_response(

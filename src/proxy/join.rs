@@ -94,6 +94,7 @@ pub(super) fn follow_outcome(
     ctx: &WorkerCtx,
     client: &mut ClientSide<'_>,
     head: &RequestHead,
+    body: BodyKind,
     lineage: Rc<Lineage>,
     fanout: Rc<Fanout>,
     after: u64,
@@ -102,12 +103,11 @@ pub(super) fn follow_outcome(
     log: Option<&RequestStart>,
 ) -> Outcome {
     let http11 = head.version == Version::Http11;
-    let framing = if http11 {
-        OutFraming::Chunked
-    } else {
-        OutFraming::CloseDelimited
-    };
-    let keep_client = http11 && request_keep_alive(head) && !client.guard.draining();
+    let framing = sse_framing(head.version);
+    // A request body (a comeback that repeats its POST) is never read: the connection closes
+    // after the stream rather than read the body as the next request.
+    let keep_client =
+        http11 && body == BodyKind::Empty && request_keep_alive(head) && !client.guard.draining();
     let mut out = BytesMut::with_capacity(256);
     match &fanout.response {
         Some(response) => write_edited_client_response(
@@ -137,6 +137,16 @@ pub(super) fn follow_outcome(
         request_id: id.detached(),
         log: log.map(RequestStart::detached),
     }))
+}
+
+/// How an SSE response is framed for a client: chunked for HTTP/1.1, close-delimited for
+/// HTTP/1.0 (the stream is cut, spliced and replayed, so never with the upstream's length).
+pub(super) fn sse_framing(client: Version) -> OutFraming {
+    if client == Version::Http11 {
+        OutFraming::Chunked
+    } else {
+        OutFraming::CloseDelimited
+    }
 }
 
 /// tether's own head for an SSE response no upstream head comes with (a stream served from a

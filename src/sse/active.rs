@@ -6,8 +6,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use super::table::Lineage;
-use crate::access_log::RequestStart;
+use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::proxy::request_id::RequestId;
+use crate::worker::WorkerCtx;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayState {
@@ -51,6 +52,29 @@ pub struct StreamStatus {
     pub bytes: Cell<u64>,
     /// What the access log line needs from the request; None while the log is off.
     pub(crate) log: Option<RequestStart>,
+}
+
+impl StreamStatus {
+    /// The stream's access log line, when the log is on (`upstream` None: a follower, whose
+    /// upstream is another connection's).
+    pub(crate) fn log_end(&self, ctx: &WorkerCtx, route: Option<&str>, upstream: Option<&str>) {
+        let (Some(access), Some(start)) = (&ctx.access_log, &self.log) else {
+            return;
+        };
+        access.record(&AccessLine {
+            worker: ctx.index,
+            request_id: self.request_id.as_bytes(),
+            start,
+            route,
+            status: 200,
+            bytes: self.bytes.get(),
+            upstream,
+            kind: LineKind::Sse {
+                events: self.events.get(),
+                resumes: self.resumes.get(),
+            },
+        });
+    }
 }
 
 /// What a stream's row starts with besides its lineage.

@@ -18,7 +18,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use super::active::{ActiveEntry, RelayState, StreamFacts};
@@ -27,8 +26,8 @@ use super::outbound::ClientQueue;
 use super::relay::SseEnd;
 use super::stream_timer::StreamTimer;
 use super::table::Lineage;
-use crate::access_log::{AccessLine, LineKind, RequestStart};
-use crate::conn_io::{peek_state, write_vec_within, PeekState};
+use crate::access_log::RequestStart;
+use crate::conn_io::{peek_state, PeekState};
 use crate::http::OutFraming;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::WorkerMetrics;
@@ -202,7 +201,6 @@ impl Follower<'_> {
                 return self.finish(client, SseEnd::Completed).await;
             }
             // ---- caught up: wait for news, a heartbeat, or the client leaving ----
-            self.out.shrink();
             let quiet_since = Instant::now();
             let mut watching = false;
             let mut client_busy = false;
@@ -229,6 +227,9 @@ impl Follower<'_> {
                             break;
                         }
                         if !client_busy && now >= quiet_since + CLIENT_WATCH_DELAY {
+                            // Quiet for a while: hold no buffer meanwhile (a busy stream keeps
+                            // its queue's, instead of freeing them after every event).
+                            self.out.shrink();
                             watching = true;
                         }
                     }
@@ -254,22 +255,29 @@ impl Follower<'_> {
         if self.cursor + 1 < ring.first_seq() {
             return Err(());
         }
-        let mut batch = Vec::new();
+        // Measured first (the chunk's size line goes before the events), then queued straight
+        // from the ring: no allocation per batch.
         let mut len = 0;
         let mut events = 0u64;
+        let mut missed_len = 0u64;
         for event in ring.after(self.cursor) {
             if len > 0 && len + event.raw.len() > FOLLOW_BATCH_BYTES {
                 break;
             }
             len += event.raw.len();
-            self.cursor += 1;
-            if self.cursor > self.joined_at {
-                self.taken += event.raw.len() as u64;
-            }
             events += 1;
-            batch.push(event.raw.clone());
+            if self.cursor + events <= self.joined_at {
+                missed_len += event.raw.len() as u64;
+            }
+        }
+        if len > 0 {
+            let batch = ring.after(self.cursor).take(events as usize);
+            self.out.push_blocks(batch.map(|e| e.raw.clone()), len);
         }
         drop(ring);
+        self.cursor += events;
+        // What was missed before joining is not falling behind.
+        self.taken += len as u64 - missed_len;
         if len > 0 {
             let m = &self.ctx.metrics;
             WorkerMetrics::add(&m.sse_events, events);
@@ -277,45 +285,25 @@ impl Follower<'_> {
             let status = &self.entry.status;
             WorkerMetrics::add(&status.events, events);
             WorkerMetrics::add(&status.bytes, len as u64);
-            self.out.push_blocks(batch, len);
         }
         Ok(len)
     }
 
     /// Ends the client's response cleanly after what it was sent.
     async fn finish(&mut self, client: &mut TcpStream, end: SseEnd) -> SseEnd {
-        self.out.push_end();
-        let out = self.out.take();
-        if write_vec_within(client, out, self.ctx.config.timeouts.send)
+        match self
+            .out
+            .end_response(client, self.ctx.config.timeouts.send)
             .await
-            .is_err()
         {
-            return SseEnd::ClientGone;
+            Ok(()) => end,
+            Err(()) => SseEnd::ClientGone,
         }
-        if self.out.framing == OutFraming::CloseDelimited {
-            let _ = client.shutdown().await;
-        }
-        end
     }
 
     fn log_end(&self) {
-        let (Some(access), Some(start)) = (&self.ctx.access_log, &self.entry.status.log) else {
-            return;
-        };
-        let status = &self.entry.status;
-        access.record(&AccessLine {
-            worker: self.ctx.index,
-            request_id: status.request_id.as_bytes(),
-            start,
-            route: self.route.name.as_deref(),
-            status: 200,
-            bytes: status.bytes.get(),
-            upstream: None,
-            kind: LineKind::Sse {
-                events: status.events.get(),
-                resumes: 0,
-            },
-        });
+        let route = self.route.name.as_deref();
+        self.entry.status.log_end(self.ctx, route, None);
     }
 }
 

@@ -57,7 +57,7 @@ pub enum Resumption {
     HandOff { worker: usize },
 }
 
-/// For a GET carrying `Last-Event-ID: X`: the ring of its scope holding X, made this client's
+/// For a request carrying `Last-Event-ID: X`: the ring of its scope holding X, made this client's
 /// (or followed, when it is shared, held or finished). None when the request is not a
 /// reconnection or X is in no ring (the upstream then decides).
 ///
@@ -69,13 +69,13 @@ pub async fn find(
     scope: &ResumeScope,
     may_hand_off: bool,
 ) -> Option<Resumption> {
-    if head.method != Method::Get {
-        return None;
-    }
     let last_id = head.header("last-event-id").filter(|v| !v.is_empty())?;
-    let point = match find_local(ctx, scope, last_id) {
+    // Another method (the original POST again) may only follow a stream read live or finished:
+    // it is never continued upstream, which would send it again.
+    let follow_only = head.method != Method::Get;
+    let point = match find_local(ctx, scope, last_id, follow_only) {
         Some(point) => Some(point),
-        None => find_remote(ctx, scope, last_id, may_hand_off).await,
+        None => find_remote(ctx, scope, last_id, may_hand_off, follow_only).await,
     };
     WorkerMetrics::inc(match point {
         Some(_) => &ctx.metrics.replays_served,
@@ -84,7 +84,12 @@ pub async fn find(
     point
 }
 
-fn find_local(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<Resumption> {
+fn find_local(
+    ctx: &WorkerCtx,
+    scope: &ResumeScope,
+    last_id: &[u8],
+    follow_only: bool,
+) -> Option<Resumption> {
     let found = ctx.streams.find(scope, last_id)?;
     if let Some(fanout) = followable(&found.lineage, found.seq) {
         return Some(Resumption::Follow {
@@ -92,6 +97,9 @@ fn find_local(ctx: &WorkerCtx, scope: &ResumeScope, last_id: &[u8]) -> Option<Re
             fanout,
             after: found.seq,
         });
+    }
+    if follow_only {
+        return None;
     }
     if !found.lineage.attached() {
         let seq = found.seq;
@@ -126,6 +134,7 @@ async fn find_remote(
     scope: &ResumeScope,
     last_id: &[u8],
     may_hand_off: bool,
+    follow_only: bool,
 ) -> Option<Resumption> {
     let named = AssignedId::parse(last_id)
         .map(|a| a.worker as usize)
@@ -140,6 +149,9 @@ async fn find_remote(
         if let Some(found) = ask(ctx, worker, scope, last_id).await {
             if found.followable && may_hand_off {
                 return Some(Resumption::HandOff { worker });
+            }
+            if follow_only {
+                return None;
             }
             return Some(Resumption::Ring(adopt(ctx, scope, found.events, found.at)));
         }

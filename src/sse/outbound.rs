@@ -107,6 +107,28 @@ impl ClientQueue {
         self.pending.send_now(fd)
     }
 
+    /// Ends the response: the last chunk after what is queued, written within `send_timeout`,
+    /// then (close-delimited) the write side shut. Err: the client is gone or took nothing.
+    pub async fn end_response(
+        &mut self,
+        client: &mut monoio::net::TcpStream,
+        send_timeout: std::time::Duration,
+    ) -> Result<(), ()> {
+        use monoio::io::AsyncWriteRent;
+        self.push_end();
+        let out = self.take();
+        if crate::conn_io::write_vec_within(client, out, send_timeout)
+            .await
+            .is_err()
+        {
+            return Err(());
+        }
+        if self.framing == OutFraming::CloseDelimited {
+            let _ = client.shutdown().await;
+        }
+        Ok(())
+    }
+
     /// Drops what is queued: nobody will read it (the stream's client left).
     pub fn clear(&mut self) {
         self.pending = BytesVec::new();

@@ -31,7 +31,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use super::active::{ActiveEntry, RelayState, StreamFacts};
@@ -42,8 +41,7 @@ use super::outbound::ClientQueue;
 use super::reconnect::Reconnect;
 use super::resume::{self, Backoff, ResumePolicy};
 use super::table::RingHandle;
-use crate::access_log::{AccessLine, LineKind, RequestStart};
-use crate::conn_io::write_vec_within;
+use crate::access_log::RequestStart;
 use crate::conn_table::ConnGuard;
 use crate::http::{BodyDecoder, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
@@ -307,24 +305,9 @@ pub fn relay<'a>(
 impl Relay<'_> {
     /// The stream's access log line, when the log is on.
     fn log_end(&self) {
-        let (Some(access), Some(start)) = (&self.ctx.access_log, &self.entry.status.log) else {
-            return;
-        };
         let status = &self.entry.status;
         let url = status.upstream.borrow();
-        access.record(&AccessLine {
-            worker: self.ctx.index,
-            request_id: status.request_id.as_bytes(),
-            start,
-            route: self.route.name.as_deref(),
-            status: 200,
-            bytes: status.bytes.get(),
-            upstream: Some(&url),
-            kind: LineKind::Sse {
-                events: status.events.get(),
-                resumes: status.resumes.get(),
-            },
-        });
+        status.log_end(self.ctx, self.route.name.as_deref(), Some(&url));
     }
 }
 
@@ -582,18 +565,14 @@ impl Relay<'_> {
         let Some(client) = client else {
             return end;
         };
-        self.out.push_end();
-        let out = self.out.take();
-        if write_vec_within(client, out, self.ctx.config.timeouts.send)
+        match self
+            .out
+            .end_response(client, self.ctx.config.timeouts.send)
             .await
-            .is_err()
         {
-            return SseEnd::ClientGone;
+            Ok(()) => end,
+            Err(()) => SseEnd::ClientGone,
         }
-        if self.out.framing == OutFraming::CloseDelimited {
-            let _ = client.shutdown().await;
-        }
-        end
     }
 }
 
