@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A /metrics sample of `t` (0 when absent: a counter never touched may not be rendered).
+/// A /metrics sample from the admin endpoint at `admin` (0 when absent: a counter never touched may not be rendered).
 fn sample(admin: std::net::SocketAddr, name: &str) -> f64 {
     prom_value(&Tether::metrics_text(admin), name).unwrap_or(0.0)
 }
