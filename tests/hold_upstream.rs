@@ -95,6 +95,7 @@ fn a_held_stream_that_ended_meanwhile_still_answers_from_its_ring() {
         &up,
         "/sse?events=40&rate=20&ts=0&held=ended",
         Duration::from_secs(3),
+        Comeback::Get,
         |_| Client::connect(t.addr),
     );
 }
@@ -302,9 +303,18 @@ fn a_held_stream_is_not_given_to_another_identity() {
 /// checks the stream is held, comes back 1 s later with `Last-Event-ID: 5` and checks 6..=40 and
 /// the clean end, and that the upstream saw one POST and nothing else for `path`.
 fn post_then_come_back(t: &Tether, up: &tether_perf::UpstreamHandle, path: &str) {
-    post_then_come_back_on(t, up, path, Duration::from_secs(1), |_| {
+    post_then_come_back_on(t, up, path, Duration::from_secs(1), Comeback::Get, |_| {
         Client::connect(t.addr)
     });
+}
+
+/// How the client comes back to its held stream.
+#[derive(Clone, Copy)]
+enum Comeback {
+    /// A GET with `Last-Event-ID` (EventSource, MCP clients).
+    Get,
+    /// The original POST again, body and all, with `Last-Event-ID`.
+    RepeatPost,
 }
 
 /// [`post_then_come_back`], the comeback made `back_after` the client left, sent on the
@@ -314,6 +324,7 @@ fn post_then_come_back_on(
     up: &tether_perf::UpstreamHandle,
     path: &str,
     back_after: Duration,
+    how: Comeback,
     connect: impl FnOnce(usize) -> Client,
 ) {
     let admin = t.admin_addr();
@@ -345,7 +356,11 @@ fn post_then_come_back_on(
     let client = connect(holder);
 
     thread::sleep(back_after.saturating_sub(left.elapsed()));
-    let mut back = SseReader::on(client, &sse_request(path, &["Last-Event-ID: 5"]));
+    let request = match how {
+        Comeback::Get => sse_request(path, &["Last-Event-ID: 5"]),
+        Comeback::RepeatPost => sse_post_request(path, &["Last-Event-ID: 5"], body),
+    };
+    let mut back = SseReader::on(client, &request);
     assert_eq!(back.head.status, 200, "{}", log_text(t));
     back.deadline = Instant::now() + Duration::from_secs(15);
     let mut ids = Vec::new();
@@ -406,9 +421,47 @@ fn a_comeback_on_the_other_worker_finds_the_held_stream() {
     );
     let admin = t.admin_addr();
     let path = "/sse?events=40&rate=20&ts=0&held=elsewhere";
-    post_then_come_back_on(&t, &up, path, Duration::from_secs(1), |holder| {
-        connection_not_on(&t, holder, "/bytes?n=1")
-    });
+    post_then_come_back_on(
+        &t,
+        &up,
+        path,
+        Duration::from_secs(1),
+        Comeback::Get,
+        |holder| connection_not_on(&t, holder, "/bytes?n=1"),
+    );
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+}
+
+/// The comeback is the original POST again (body and all) with `Last-Event-ID: 5`, sent on the
+/// worker that does not hold the stream: it follows the held stream (6..=40, then the end) and
+/// the upstream still saw one POST only. A repeated POST is never sent upstream while its stream
+/// is held; its connection moves to the holder with the body bytes it had read.
+#[test]
+fn a_comeback_repeating_its_post_follows_the_held_stream_without_sending_it() {
+    let up = origin();
+    let t = Tether::start(
+        &[url_of(&up)],
+        &[
+            "--workers",
+            "2",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=40&rate=20&ts=0&held=repost";
+    post_then_come_back_on(
+        &t,
+        &up,
+        path,
+        Duration::from_secs(1),
+        Comeback::RepeatPost,
+        |holder| connection_not_on(&t, holder, "/bytes?n=1"),
+    );
     assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
 }
 
