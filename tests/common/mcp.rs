@@ -250,8 +250,9 @@ impl McpServer {
     /// Its cancel log: `{"event":"disconnect",...}` when uvicorn reported a request's client
     /// connection gone before the response completed (every mode), `{"event":"cancelled",
     /// "sent":K,...}` when a slow_count call was cancelled (the SDK does that on disconnect only
-    /// on the 2026-07-28 wire). Timestamps `mono_ms` (CLOCK_MONOTONIC, compare with
-    /// [`monotonic_ms`]) and `wall_ms`.
+    /// on the 2026-07-28 wire), `{"event":"finished","sent":K,...}` when a slow_count call ran to
+    /// its end (just before it returns its result). Timestamps `mono_ms` (CLOCK_MONOTONIC,
+    /// compare with [`monotonic_ms`]) and `wall_ms`.
     pub fn cancel_events(&self) -> Vec<Value> {
         read_json_lines(&self.cancel_log)
     }
@@ -413,6 +414,61 @@ pub fn mcp_client(url: &str, steps: &str) -> Vec<Value> {
 /// As [`mcp_client`], with extra client arguments (`--mode auto`, `--mode 2026-07-28`,
 /// `--timeout 5`), returning everything the client reported.
 pub fn mcp_client_run(url: &str, steps: &str, extra: &[&str]) -> ClientRun {
+    let raw = mcp_client_process(url, steps, extra);
+    let (stdout, stderr) = (&raw.stdout, &raw.stderr);
+    let ok = raw.status.is_some_and(|s| s.success());
+    assert!(
+        ok,
+        "mcp_client.py failed ({:?} after {:?}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        raw.status, raw.elapsed
+    );
+    let mut lines = raw.lines();
+    let end = match lines.pop() {
+        Some(end) if end["op"] == "end" => end,
+        _ => panic!("mcp_client.py printed no end line:\n{stdout}\nstderr:\n{stderr}"),
+    };
+    ClientRun {
+        steps: lines,
+        protocol_version: end["protocol_version"].as_str().unwrap_or("").to_string(),
+        session_id: end["session_id"].as_str().map(str::to_string),
+        http: end["http"].as_array().cloned().unwrap_or_default(),
+    }
+}
+
+/// One finished run of tests/python/mcp_client.py, however it ended (a `call_tool_and_die` step
+/// ends it with SIGKILL).
+#[derive(Debug)]
+pub struct ClientProcess {
+    /// Its exit status (None: it could not be waited for).
+    pub status: Option<std::process::ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+impl ClientProcess {
+    /// Its stdout's JSON lines, in order.
+    pub fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("client printed {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// The signal that ended it, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        self.status.and_then(|s| s.signal())
+    }
+}
+
+/// Runs tests/python/mcp_client.py against `url` with `steps` and `extra` arguments, as
+/// [`mcp_client_run`] does, and returns how it ended and what it printed without judging it
+/// (killed [`CLIENT_GRACE`] past its `--timeout`).
+pub fn mcp_client_process(url: &str, steps: &str, extra: &[&str]) -> ClientProcess {
     let timeout = extra
         .iter()
         .position(|a| *a == "--timeout")
@@ -446,25 +502,11 @@ pub fn mcp_client_run(url: &str, steps: &str, extra: &[&str]) -> ClientRun {
     let status = child.wait_timeout_or_kill(limit);
     let stdout = out_thread.join().unwrap_or_default();
     let stderr = err_thread.join().unwrap_or_default();
-    let ok = status.is_some_and(|s| s.success());
-    assert!(
-        ok,
-        "mcp_client.py failed ({status:?} after {:?}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        started.elapsed()
-    );
-    let mut lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("client printed {l:?}: {e}")))
-        .collect();
-    let end = match lines.pop() {
-        Some(end) if end["op"] == "end" => end,
-        _ => panic!("mcp_client.py printed no end line:\n{stdout}\nstderr:\n{stderr}"),
-    };
-    ClientRun {
-        steps: lines,
-        protocol_version: end["protocol_version"].as_str().unwrap_or("").to_string(),
-        session_id: end["session_id"].as_str().map(str::to_string),
-        http: end["http"].as_array().cloned().unwrap_or_default(),
+    ClientProcess {
+        status,
+        stdout,
+        stderr,
+        elapsed: started.elapsed(),
     }
 }
 

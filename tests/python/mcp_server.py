@@ -28,6 +28,9 @@ CLOCK_REALTIME in milliseconds (floats).
                               exception) after `sent` progress notifications. The SDK cancels a
                               tool on disconnect only on the 2026-07-28 wire; on the 2025 wire a
                               disconnection is not a cancellation and the tool runs on.
+  {"event":"finished",...}    a slow_count call ran to its end after `sent` progress notifications
+                              and is about to return its result (whether or not anyone still
+                              listens): the observable for "the tool kept running".
 
 --event-store: resumability with an in-memory event store (the SDK's wheel ships only the abstract
 EventStore; its in-memory example lives in the SDK repository, so MemoryEventStore below is written
@@ -269,6 +272,17 @@ async def slow_count(n: int, ms: int, ctx: Context, close_after: int = 0) -> str
             },
         )
         raise
+    append(
+        CANCEL_LOG,
+        {
+            "event": "finished",
+            "tool": "slow_count",
+            "sent": sent,
+            "session": (ctx.headers or {}).get("mcp-session-id"),
+            "replica": NAME,
+            **now_ms(),
+        },
+    )
     return f"counted {n}"
 
 
@@ -281,7 +295,7 @@ def main() -> None:
     p.add_argument("--calls-log", help="append one JSON line per executed tools/call")
     p.add_argument("--name", help="a replica name, written into every log line")
     p.add_argument("--requests-log", help="append one JSON line per HTTP request received")
-    p.add_argument("--cancel-log", help="append a JSON line per disconnect / cancelled slow_count")
+    p.add_argument("--cancel-log", help="append a JSON line per disconnect / cancelled or finished slow_count")
     p.add_argument("--event-store", action="store_true", help="resumability, events in memory")
     p.add_argument("--event-store-file", help="resumability, events also in this file")
     p.add_argument("--retry-ms", type=int, help="the retry: of the priming events (with an event store)")
