@@ -65,6 +65,11 @@ fn a_post_stream_held_is_resumed_by_get_without_going_upstream() {
     let admin = t.admin_addr();
     post_then_come_back(&t, &up, "/sse?events=40&rate=20&ts=0&held=post");
     assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+    assert_eq!(
+        sample(admin, "tether_upstream_drops_eof_total"),
+        0.0,
+        "the end of a POST's stream (never resumed) is its end, not a drop"
+    );
     assert!(
         held_becomes(admin, 0.0),
         "the stream still counts as held after its client came back"
@@ -430,6 +435,11 @@ fn a_comeback_on_the_other_worker_finds_the_held_stream() {
         |holder| connection_not_on(&t, holder, "/bytes?n=1"),
     );
     assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+    assert_eq!(
+        sample(admin, "tether_replay_served_total"),
+        1.0,
+        "a comeback handed to the holder is counted once, by the holder"
+    );
 }
 
 /// The comeback is the original POST again (body and all) with `Last-Event-ID: 5`, sent on the
@@ -872,4 +882,46 @@ fn held_rings_stay_within_the_replay_memory_budget() {
         "tether_replay_ring_bytes reached {peak_bytes} ({:.2} MiB), over the 2 MiB budget",
         peak_bytes / MIB
     );
+}
+
+/// A stream none of whose events carries an id (and no `--assign-ids`) is not held when its
+/// client leaves: no comeback could name a place in it, and holding it would only keep the
+/// upstream busy (an MCP server allows one notification stream per session, and answers a new
+/// one 409 while the old is held). Its upstream is closed long before the 5 s hold would end.
+#[test]
+fn a_stream_without_ids_is_not_held() {
+    let origin = ScriptedOrigin::start(|_| Reply::Paced {
+        blocks: (1..=600).map(|n| format!("data: tick {n}\n\n")).collect(),
+        every: Duration::from_millis(100),
+    });
+    let t = Tether::start(
+        &[origin.url()],
+        &[
+            "--workers",
+            "1",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let mut c = SseReader::get(t.addr, "/no-ids", &[]);
+    assert_eq!(c.head.status, 200);
+    for _ in 0..3 {
+        assert!(c.next_event().expect("an event").is_some());
+    }
+    drop(c);
+    let left = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(4), || !origin.cuts().is_empty()),
+        "the upstream of a stream without ids is still open {:?} after its client left: held \
+         although nothing in it can be resumed\n{}",
+        left.elapsed(),
+        log_text(&t)
+    );
+    assert_eq!(sample(admin, "tether_sse_held_streams"), 0.0);
+    assert_eq!(sample(admin, "tether_sse_hold_expired_total"), 0.0);
 }

@@ -77,10 +77,12 @@ pub async fn find(
         Some(point) => Some(point),
         None => find_remote(ctx, scope, last_id, may_hand_off, follow_only).await,
     };
-    WorkerMetrics::inc(match point {
-        Some(_) => &ctx.metrics.replays_served,
-        None => &ctx.metrics.replays_missed,
-    });
+    match point {
+        // Counted by the worker it goes to, which looks again.
+        Some(Resumption::HandOff { .. }) => {}
+        Some(_) => WorkerMetrics::inc(&ctx.metrics.replays_served),
+        None => WorkerMetrics::inc(&ctx.metrics.replays_missed),
+    }
     point
 }
 

@@ -419,10 +419,28 @@ impl Relay<'_> {
             BodyEnd::Dropped(kind) => kind,
             BodyEnd::Unreachable => DropKind::Error,
         };
+        let target = self.ring.lineage.scope.target();
+        let last_id: Bytes = match (self.framer.last_event_id(), &self.cursor_seed) {
+            (id, _) if !id.is_empty() => Bytes::copy_from_slice(id),
+            (_, Some(seed)) => seed.clone(),
+            _ => Bytes::new(),
+        };
+        let cancels_on_leave = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
+        let policy = resume::policy(
+            &self.route.settings.resume,
+            self.request.method,
+            &last_id,
+            cancels_on_leave,
+        );
+        // A clean end of a stream that is never resumed (a POST's answer, an MCP tool call's,
+        // a stream without ids) is simply its end: neither a drop nor news.
+        if let (BodyEnd::Clean, ResumePolicy::End(why)) = (&body_end, &policy) {
+            crate::log_debug!("sse {target}: upstream ended the stream (never resumed: {why})");
+            return Err(self.finish(client.as_deref_mut(), SseEnd::Completed).await);
+        }
         if body_end != BodyEnd::Unreachable {
             self.ctx.metrics.record_drop(kind);
         }
-        let target = self.ring.lineage.scope.target();
         let dropped_at = Instant::now();
         // The dead response's unfinished block is discarded; the next body starts afresh
         // (its leading BOM stripped), the cursor is kept. Whatever the next body repeats is
@@ -431,23 +449,12 @@ impl Relay<'_> {
         self.account_partial();
         self.ubuf = BytesMut::new();
         self.dedupe = true;
-        let last_id: Bytes = match (self.framer.last_event_id(), &self.cursor_seed) {
-            (id, _) if !id.is_empty() => Bytes::copy_from_slice(id),
-            (_, Some(seed)) => seed.clone(),
-            _ => Bytes::new(),
-        };
         let what = match body_end {
             BodyEnd::Clean => "ended",
             BodyEnd::Unreachable => "unreachable (the client got its replay)",
             _ => "dropped",
         };
-        let cancels_on_leave = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
-        if let ResumePolicy::End(why) = resume::policy(
-            &self.route.settings.resume,
-            self.request.method,
-            &last_id,
-            cancels_on_leave,
-        ) {
+        if let ResumePolicy::End(why) = policy {
             crate::log_info!(
                 "sse {target}: upstream {what} ({}); not resuming: {why}",
                 kind.name()
@@ -627,6 +634,13 @@ impl Relay<'_> {
             let Some(_) = hold else {
                 return false;
             };
+            // Nothing in it can be named by a comeback's Last-Event-ID (no event with an id
+            // yet, e.g. an MCP client's quiet notification stream): holding it would only keep
+            // its upstream busy (an MCP server allows one such stream per session).
+            if !self.ring.lineage.ring.borrow().has_ids() {
+                crate::log_debug!("sse {target}: client left; not held: no event with an id yet");
+                return false;
+            }
             let held = self.ctx.metrics.sse_held_streams.get() as usize;
             if held >= self.ctx.config.hold_max_streams {
                 crate::log_info!(

@@ -362,6 +362,12 @@ impl ReplayRing {
             .find_map(RingEvent::id_bytes)
     }
 
+    /// Whether any event in the ring carries an id (upstream's or tether's): a client can name
+    /// a place in it with `Last-Event-ID`.
+    pub fn has_ids(&self) -> bool {
+        self.events.iter().rev().any(|e| e.id().is_some())
+    }
+
     /// Whether an event with this id is in the ring.
     pub fn contains_id(&self, id: &[u8]) -> bool {
         self.seq_of(id).is_some()
