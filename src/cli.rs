@@ -257,6 +257,13 @@ pub struct ReverseArgs {
     #[arg(long, help_heading = "SSE")]
     pub coalesce: bool,
 
+    /// With --coalesce: write to each client that joined a shared stream at most once per D
+    /// (0 = every event as soon as it is read). The events of D leave together in one write:
+    /// less CPU per delivered event for many clients, up to D more latency. The client whose
+    /// request opened the stream is written at once.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0s", help_heading = "SSE")]
+    pub coalesce_flush: Duration,
+
     /// When the last client of an SSE stream leaves before the upstream has ended, keep reading
     /// that upstream into the stream's ring for this long (0 = off), so that a client coming
     /// back with Last-Event-ID (a GET to the same target and identity) gets every event it

@@ -673,3 +673,101 @@ fn posts_and_different_identities_are_never_coalesced() {
         assert_eq!(sample(admin, "tether_sse_coalesced_total"), joins);
     }
 }
+
+// ---- --coalesce-flush ---------------------------------------------------------------------------
+
+/// The chunks of a chunked body read from `stream` until `events` SSE events have come (or the
+/// deadline): each chunk's payload, as written by one write of tether's.
+fn chunks_until(
+    stream: &mut std::net::TcpStream,
+    events: usize,
+    deadline: Instant,
+) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunks = Vec::new();
+    let mut seen = 0;
+    let mut head_done = false;
+    let mut pos = 0;
+    let mut tmp = [0u8; 16 * 1024];
+    while seen < events && Instant::now() < deadline {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match stream.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(_) => continue,
+        }
+        if !head_done {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            pos = end + 4;
+            head_done = true;
+        }
+        // Whole chunks only: "<hex>\r\n<payload>\r\n".
+        loop {
+            let Some(line_end) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let size_text = std::str::from_utf8(&buf[pos..pos + line_end]).unwrap();
+            let size = usize::from_str_radix(size_text.trim(), 16).unwrap();
+            let start = pos + line_end + 2;
+            if buf.len() < start + size + 2 {
+                break;
+            }
+            let payload = buf[start..start + size].to_vec();
+            seen += payload.windows(4).filter(|w| w == b"id: ").count();
+            chunks.push(payload);
+            pos = start + size + 2;
+        }
+    }
+    chunks
+}
+
+/// `--coalesce --coalesce-flush 300ms`, events every 20 ms: a client that joined the stream is
+/// written at most once per 300 ms, so its events come several to a chunk (one chunk per write),
+/// all of them, in order; without the flag the same client gets about one event per chunk.
+#[test]
+fn coalesce_flush_writes_a_joined_client_several_events_at_once() {
+    let per_chunk = |flush: Option<&str>| -> (f64, Vec<u64>) {
+        let up = origin();
+        let mut flags = vec!["--workers", "1", "--coalesce", "--sse-heartbeat", "0"];
+        if let Some(d) = flush {
+            flags.extend(["--coalesce-flush", d]);
+        }
+        let t = Tether::start(&[url_of(&up)], &flags);
+        let path = "/sse?events=0&rate=50&ts=0&flush=1";
+        let mut opener = SseReader::get(t.addr, path, &[]);
+        assert_eq!(ids_through(&mut opener, 2).0, vec![1, 2]);
+        let mut joiner = std::net::TcpStream::connect(t.addr).unwrap();
+        std::io::Write::write_all(&mut joiner, &sse_request(path, &[])).unwrap();
+        let chunks = chunks_until(&mut joiner, 60, Instant::now() + Duration::from_secs(10));
+        drop(opener);
+        let ids: Vec<u64> = chunks
+            .iter()
+            .flat_map(|c| SseReader::parse_body(c))
+            .filter_map(|e| e.num_id())
+            .collect();
+        let events = ids.len() as f64;
+        (events / chunks.len().max(1) as f64, ids)
+    };
+    let (batched, ids) = per_chunk(Some("300ms"));
+    assert!(ids.len() >= 60, "the joiner got {} events", ids.len());
+    let first = ids[0];
+    assert_eq!(
+        ids,
+        (first..first + ids.len() as u64).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
+    let (at_once, _) = per_chunk(None);
+    assert!(
+        batched >= 5.0,
+        "with --coalesce-flush 300ms and an event every 20 ms, {batched:.1} events per write"
+    );
+    assert!(
+        at_once < 2.0,
+        "without it, {at_once:.1} events per write (expected about one)"
+    );
+}

@@ -26,6 +26,7 @@ pub(crate) const ROUTE_KEYS: &[&str] = &[
     "sse-client-buffer",
     "assign-ids",
     "coalesce",
+    "coalesce-flush",
     "hold-upstream",
     "identity-header",
     "upstream-idle-timeout",

@@ -17,7 +17,7 @@ use crate::sse::scope::IdentityHeaders;
 #[derive(Debug, Clone)]
 pub(crate) struct RouteSettings {
     /// `sse-max-event-bytes`, `sse-heartbeat`, `sse-client-buffer`, `assign-ids`, `coalesce`,
-    /// `hold-upstream`.
+    /// `coalesce-flush`, `hold-upstream`.
     pub(crate) sse: SseSettings,
     /// `upstream-idle-timeout`, `pass-clean-end`, `reconnect-*`, `resume-*`.
     pub(crate) resume: ResumeSettings,
@@ -71,6 +71,7 @@ impl RouteSettings {
                 client_buffer: args.sse_client_buffer,
                 assign_ids: args.assign_ids,
                 coalesce: args.coalesce,
+                coalesce_flush: (!args.coalesce_flush.is_zero()).then_some(args.coalesce_flush),
                 hold: (!args.hold_upstream.is_zero()).then_some(args.hold_upstream),
             },
             resume: ResumeSettings {

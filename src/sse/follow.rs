@@ -71,6 +71,8 @@ struct Follower<'c> {
     /// `Fanout::recorded` as of the last event taken that was recorded after joining.
     taken: u64,
     last_sent: Instant,
+    /// When the last batch that reached the ring's head was queued (for `--coalesce-flush`).
+    last_batch: Option<Instant>,
 }
 
 /// Follows the stream until it ends, the client leaves, or it is cut; see the module doc.
@@ -116,6 +118,7 @@ pub fn follow<'a>(
         joined_at,
         taken,
         last_sent: Instant::now(),
+        last_batch: None,
     };
     async move {
         let end = follower.run(client).await;
@@ -143,6 +146,15 @@ impl Follower<'_> {
                 return SseEnd::SlowClient;
             }
             if self.out.is_empty() {
+                // --coalesce-flush: what arrives within the interval waits for its end and
+                // leaves in one write (the end of the stream does not wait).
+                let flush_at = self.flush_at();
+                if flush_at.is_some_and(|at| Instant::now() < at) && self.fanout.end().is_none() {
+                    let at = flush_at.unwrap_or_else(Instant::now);
+                    timer.arm(&self.ctx.timers, at);
+                    timer.fired().await;
+                    continue;
+                }
                 match self.take_batch() {
                     Ok(0) => {}
                     Ok(_) => {}
@@ -248,6 +260,14 @@ impl Follower<'_> {
         }
     }
 
+    /// When the next write may go, under `--coalesce-flush` (None: at once).
+    fn flush_at(&self) -> Option<Instant> {
+        let flush = self.route.settings.sse.coalesce_flush?;
+        let last = self.last_batch?;
+        let has_news = self.lineage.ring.borrow().head_seq() > self.cursor;
+        has_news.then_some(last + flush)
+    }
+
     /// Queues the ring's next events after the cursor (one chunk). Err when the next event the
     /// client needs was evicted.
     fn take_batch(&mut self) -> Result<usize, ()> {
@@ -271,6 +291,12 @@ impl Follower<'_> {
             }
         }
         if len > 0 {
+            // Only a batch that reached the head starts an interval: a client catching up is
+            // fed as fast as it reads.
+            let reached_head = self.cursor + events == ring.head_seq();
+            if self.route.settings.sse.coalesce_flush.is_some() {
+                self.last_batch = reached_head.then(Instant::now);
+            }
             let batch = ring.after(self.cursor).take(events as usize);
             self.out.push_blocks(batch.map(|e| e.raw.clone()), len);
         }

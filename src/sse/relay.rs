@@ -68,6 +68,8 @@ pub struct SseSettings {
     pub assign_ids: bool,
     /// `--coalesce`: GET streams of one target and identity share one upstream per worker.
     pub coalesce: bool,
+    /// `--coalesce-flush`: a follower is written at most once per this (None: at once).
+    pub coalesce_flush: Option<Duration>,
     /// `--hold-upstream`: how long an upstream is read on after its last client left.
     pub hold: Option<Duration>,
 }
