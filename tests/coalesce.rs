@@ -707,10 +707,7 @@ fn chunks_until(
             head_done = true;
         }
         // Whole chunks only: "<hex>\r\n<payload>\r\n".
-        loop {
-            let Some(line_end) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(line_end) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
             let size_text = std::str::from_utf8(&buf[pos..pos + line_end]).unwrap();
             let size = usize::from_str_radix(size_text.trim(), 16).unwrap();
             let start = pos + line_end + 2;
