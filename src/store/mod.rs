@@ -183,7 +183,11 @@ impl Drop for ReplayStore {
 
 /// The client for `url`, and where it points (for logs: host and port, never a password).
 fn client_for(url: &str) -> Result<(redis::Client, String), StoreError> {
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(StoreError::BadUrl {
+            reason: "no scheme".to_string(),
+        });
+    };
     if scheme != "redis" {
         return Err(StoreError::UnsupportedScheme {
             scheme: scheme.to_string(),

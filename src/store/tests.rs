@@ -344,7 +344,7 @@ fn start_refuses_what_cannot_work_and_never_waits_for_redis() {
         "{}",
         bad("rediss://h:1")
     );
-    assert!(bad("127.0.0.1:6379").contains("redis://HOST:PORT"));
+    assert!(bad("127.0.0.1:6379").contains("no scheme; expected redis://HOST:PORT"));
     let secret = bad("redis://:hunter2@127.0.0.1:notaport");
     assert!(!secret.contains("hunter2"), "{secret}");
     // Nothing listens on port 1: start still succeeds at once; events are counted as not written.
