@@ -21,6 +21,9 @@ export TETHER_REQUIRE_NODE=1
 # tests/python/requirements.txt; with this variable set those tests fail instead of skipping.
 bash scripts/mcp-venv.sh
 export TETHER_REQUIRE_PYTHON_MCP=1
+# A real redis-server for the replay store (src/store/); its tests start their own on a free
+# loopback port and fail, never skip, when the binary is missing.
+bash scripts/redis.sh
 
 echo "== build"
 cargo build --workspace --all-targets --quiet

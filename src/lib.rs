@@ -34,6 +34,8 @@
 //! - [`upstream`]: replicas, connecting to them, the pool, passive health (below `proxy` and
 //!   `sse`).
 //! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream table, the relay.
+//! - `store`: the replay store: events written behind to Redis Streams for reconnections that
+//!   land on another tether instance (a side thread; workers only queue and await replies).
 //! - [`timers`]: one timer per worker for every stream's deadlines.
 //! - [`memory`]: the allocator (mimalloc v2) and giving memory back to the system.
 //! - `alloc_census` (feature `alloc-census`): live allocations by size, for perf work.
@@ -68,6 +70,10 @@ pub(crate) mod runtime;
 pub mod server;
 pub(crate) mod size;
 pub mod sse;
+// Built and tested on its own; the relay does not record into it or read from it yet (issue 16's
+// integration), so until then only its own tests use it. Remove the allow with the wiring.
+#[allow(dead_code, unused_imports)]
+pub(crate) mod store;
 pub(crate) mod timers;
 pub(crate) mod turns;
 pub(crate) mod upstream;

@@ -1,0 +1,200 @@
+//! Reads for a reconnection that missed every local ring: the events recorded after its
+//! `Last-Event-ID`, found by scanning the stream from its newest entry back (`XREVRANGE`).
+//!
+//! The SSE id is a field of each entry (`id`), not the entry's Redis id: Redis makes its own
+//! (`<ms>-<seq>`) and an upstream's ids are arbitrary strings. A reconnection usually missed few
+//! events, so a backward scan finds its id in the first page; the scan stops after the stream's
+//! bound (`super::side::scan_limit`), so a stale id costs a bounded read.
+//!
+//! ```text
+//! newer = []                                   (newest first)
+//! end = +
+//! loop:
+//!     page = XREVRANGE key end - COUNT READ_PAGE
+//!     for entry in page (newest to oldest):
+//!         entry.id == last_id  -> return After(reverse(newer))
+//!         newer.push(entry); past scan_limit -> return UnknownId
+//!     page shorter than READ_PAGE -> return UnknownId   (reached the oldest entry)
+//!     end = "(" + page.last.redis_id                   (exclusive: Redis >= 6.2)
+//! ```
+
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::error::ReadError;
+use super::key::StoreKey;
+use super::reply::{self, Replier, Reply};
+use super::writer::Doorbell;
+
+/// Reads that may wait for the store's thread at once, all workers together. Past it a read is
+/// answered `Busy` at once (the reconnection goes upstream): a reconnection storm must not queue
+/// behind a slow Redis, each waiting read holding two descriptors.
+pub(crate) const READ_QUEUE_CAPACITY: usize = 256;
+
+/// Entries asked per `XREVRANGE`: one round trip covers a typical reconnection's gap; larger
+/// pages would copy events the reader does not need when the id is near the head.
+pub(super) const READ_PAGE: usize = 128;
+
+/// Field names of an entry, as `XADD` writes them (`super::side`).
+pub(super) const FIELD_ID: &[u8] = b"id";
+pub(super) const FIELD_DATA: &[u8] = b"data";
+
+/// One recorded event read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredEvent {
+    /// Redis's id of the entry (`<ms>-<seq>`): where a follower continues (`XREAD ... <id>`).
+    pub(crate) position: String,
+    /// The SSE id the event set (empty: it set none).
+    pub(crate) id: Bytes,
+    /// The event's bytes as its client was sent them.
+    pub(crate) raw: Bytes,
+}
+
+/// What the store holds after an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    /// The id was found: these events followed it, oldest first (empty: it is the newest).
+    After { events: Vec<StoredEvent> },
+    /// The stream holds no event with that id (never written, trimmed, or expired).
+    UnknownId,
+}
+
+/// A read waiting for the store's thread.
+pub(super) struct ReadRequest {
+    pub(super) key: StoreKey,
+    pub(super) after: Bytes,
+    pub(super) reply: Replier<Result<ReadOutcome, ReadError>>,
+}
+
+/// Asks the store for events; any worker may hold a clone.
+#[derive(Clone)]
+pub(crate) struct StoreReader {
+    queue: SyncSender<ReadRequest>,
+    doorbell: Arc<Doorbell>,
+}
+
+impl StoreReader {
+    pub(super) fn new(queue: SyncSender<ReadRequest>, doorbell: Arc<Doorbell>) -> StoreReader {
+        StoreReader { queue, doorbell }
+    }
+
+    /// Asks for the events of `key` after the one whose SSE id is `last_event_id`. Never blocks:
+    /// the answer comes through the returned `Reply`, awaited on the worker (with
+    /// `Reply::recv_within` for a time limit).
+    pub(crate) fn read_after(
+        &self,
+        key: &StoreKey,
+        last_event_id: &[u8],
+    ) -> Result<Reply<Result<ReadOutcome, ReadError>>, ReadError> {
+        let (replier, reply) = reply::channel().map_err(ReadError::Io)?;
+        let request = ReadRequest {
+            key: key.clone(),
+            after: Bytes::copy_from_slice(last_event_id),
+            reply: replier,
+        };
+        match self.queue.try_send(request) {
+            Ok(()) => {
+                // A read is rare and someone waits for it: always wake the thread, not only
+                // when it sleeps long (it may be lingering).
+                self.doorbell.thread.unpark();
+                Ok(reply)
+            }
+            Err(TrySendError::Full(_)) => Err(ReadError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(ReadError::Stopped),
+        }
+    }
+}
+
+/// Why a scan failed; the store's thread turns it into a `ReadError` after deciding what the
+/// connection's fate is.
+pub(super) enum ScanError {
+    Redis(redis::RedisError),
+    Malformed { what: &'static str },
+}
+
+/// Runs the scan on the store's thread.
+pub(super) fn scan(
+    con: &mut redis::Connection,
+    key: &StoreKey,
+    after: &[u8],
+    scan_limit: usize,
+) -> Result<ReadOutcome, ScanError> {
+    let mut newer: Vec<StoredEvent> = Vec::new();
+    let mut end = String::from("+");
+    loop {
+        let page: redis::Value = redis::cmd("XREVRANGE")
+            .arg(key.as_bytes())
+            .arg(end.as_str())
+            .arg("-")
+            .arg("COUNT")
+            .arg(READ_PAGE)
+            .query(con)
+            .map_err(ScanError::Redis)?;
+        let entries = match page {
+            redis::Value::Array(entries) => entries,
+            _ => {
+                return Err(ScanError::Malformed {
+                    what: "XREVRANGE did not answer an array",
+                })
+            }
+        };
+        let full_page = entries.len() >= READ_PAGE;
+        for entry in entries {
+            let event = parse_entry(entry)?;
+            if *event.id == *after && !event.id.is_empty() {
+                newer.reverse();
+                return Ok(ReadOutcome::After { events: newer });
+            }
+            end = format!("({}", event.position);
+            newer.push(event);
+            if newer.len() > scan_limit {
+                return Ok(ReadOutcome::UnknownId);
+            }
+        }
+        if !full_page {
+            return Ok(ReadOutcome::UnknownId);
+        }
+    }
+}
+
+/// `[redis id, [field, value, ...]]` into an event.
+fn parse_entry(entry: redis::Value) -> Result<StoredEvent, ScanError> {
+    let malformed = |what| ScanError::Malformed { what };
+    let redis::Value::Array(mut parts) = entry else {
+        return Err(malformed("a stream entry is not an array"));
+    };
+    if parts.len() != 2 {
+        return Err(malformed("a stream entry is not [id, fields]"));
+    }
+    let fields = parts.pop();
+    let position = match parts.pop() {
+        Some(redis::Value::BulkString(id)) => {
+            String::from_utf8(id).map_err(|_| malformed("a stream entry id is not text"))?
+        }
+        Some(redis::Value::SimpleString(id)) => id,
+        _ => return Err(malformed("a stream entry id is not a string")),
+    };
+    let Some(redis::Value::Array(fields)) = fields else {
+        return Err(malformed("a stream entry's fields are not an array"));
+    };
+    let mut id = None;
+    let mut raw = None;
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        let (redis::Value::BulkString(name), redis::Value::BulkString(value)) = (name, value)
+        else {
+            return Err(malformed("a stream entry field is not a string"));
+        };
+        if name == FIELD_ID {
+            id = Some(Bytes::from(value));
+        } else if name == FIELD_DATA {
+            raw = Some(Bytes::from(value));
+        }
+    }
+    match (id, raw) {
+        (Some(id), Some(raw)) => Ok(StoredEvent { position, id, raw }),
+        _ => Err(malformed("a stream entry lacks its id or data field")),
+    }
+}

@@ -1,0 +1,387 @@
+//! The store against a real redis-server (started per test on its own port): what is written
+//! reads back after an id, trimming and expiry are set, a full queue drops without blocking, and
+//! Redis killed and restarted costs events and errors, never a panic or a stuck worker.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::test_support::{on_both_drivers, wait_until, RedisServer};
+use super::*;
+
+/// Generous: a loaded 2-core machine runs the suite on both drivers at once.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(url: String) -> StoreConfig {
+    StoreConfig {
+        url,
+        max_events: 1024,
+        ttl: Duration::from_secs(300),
+        queue_events: DEFAULT_QUEUE_EVENTS,
+    }
+}
+
+/// Scope bytes with credentials in them, as a stream's scope has.
+fn scope_key(name: &str) -> StoreKey {
+    let scope = format!("/events/{name}\0Authorization: Bearer s3cr3t-{name}\0Cookie: sid=c00k1e");
+    StoreKey::from_scope_bytes(scope.as_bytes())
+}
+
+fn event(id: u32) -> Bytes {
+    Bytes::from(format!("id: {id}\ndata: event {id}\n\n"))
+}
+
+fn record_ids(writer: &StoreWriter, key: &StoreKey, ids: std::ops::RangeInclusive<u32>) {
+    for id in ids {
+        let r = writer.record(key, Some(Bytes::from(id.to_string())), event(id));
+        assert_eq!(r, Recorded::Queued);
+    }
+}
+
+fn written(store: &ReplayStore) -> u64 {
+    store.counters().snapshot().written
+}
+
+/// Reads after `id` on a monoio runtime of each driver; every run must see `want`.
+fn read_on_both_drivers(store: &ReplayStore, key: &StoreKey, id: &str, want: &ReadOutcome) {
+    on_both_drivers(|| async {
+        let reply = store.reader().read_after(key, id.as_bytes()).unwrap();
+        let got = reply.recv_within(WAIT).await.unwrap().unwrap();
+        assert_eq!(&got, want, "after {id:?}");
+    });
+}
+
+fn events_of(outcome: &ReadOutcome) -> Vec<Bytes> {
+    match outcome {
+        ReadOutcome::After { events } => events.iter().map(|e| e.raw.clone()).collect(),
+        ReadOutcome::UnknownId => panic!("id unknown"),
+    }
+}
+
+#[test]
+fn events_written_read_back_after_an_id_on_both_drivers() {
+    let redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 2).unwrap();
+    let key = scope_key("a");
+    let other = scope_key("b");
+    record_ids(&writers[0], &key, 1..=10);
+    // Another stream interleaved from the other worker's queue must not leak into `key`.
+    record_ids(&writers[1], &other, 1..=5);
+    // An event that set no id is kept in order, with an empty id.
+    writers[0].record(&key, None, Bytes::from_static(b"data: no id\n\n"));
+    wait_until("16 events written", WAIT, || written(&store) == 16);
+
+    let on_a_miss = {
+        let mut want = (5..=10).map(event).collect::<Vec<_>>();
+        want.push(Bytes::from_static(b"data: no id\n\n"));
+        want
+    };
+    on_both_drivers(|| async {
+        let reply = store.reader().read_after(&key, b"4").unwrap();
+        let got = reply.recv().await.unwrap().unwrap();
+        assert_eq!(events_of(&got), on_a_miss);
+        if let ReadOutcome::After { events } = &got {
+            assert_eq!(events[0].id, Bytes::from_static(b"5"));
+            assert!(events[6].id.is_empty());
+            // Redis's own ids, increasing: where a follower would continue.
+            assert!(events.windows(2).all(
+                |w| w[0].position < w[1].position || w[0].position.len() < w[1].position.len()
+            ));
+        }
+    });
+    read_on_both_drivers(&store, &other, "5", &ReadOutcome::After { events: vec![] });
+    read_on_both_drivers(&store, &key, "no-such-id", &ReadOutcome::UnknownId);
+    read_on_both_drivers(&store, &scope_key("never"), "1", &ReadOutcome::UnknownId);
+    let c = store.counters().snapshot();
+    assert!(c.connected);
+    assert_eq!((c.dropped_full, c.dropped_unavailable, c.errors), (0, 0, 0));
+    assert!(c.reads >= 4, "{c:?}");
+    store.stop();
+}
+
+#[test]
+fn a_read_scans_past_one_page() {
+    let redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 1).unwrap();
+    let key = scope_key("long");
+    let n = (read::READ_PAGE * 3) as u32;
+    record_ids(&writers[0], &key, 1..=n);
+    wait_until("all written", WAIT, || written(&store) == u64::from(n));
+    let got = {
+        let mut rt = crate::runtime::build_runtime(crate::cli::DriverChoice::Epoll, 64).unwrap();
+        rt.runtime.block_on(async {
+            store
+                .reader()
+                .read_after(&key, b"3")
+                .unwrap()
+                .recv()
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    };
+    assert_eq!(events_of(&got), (4..=n).map(event).collect::<Vec<_>>());
+}
+
+#[test]
+fn maxlen_trims_and_expiry_is_set() {
+    let redis = RedisServer::start();
+    let cfg = StoreConfig {
+        max_events: 100,
+        ttl: Duration::from_secs(60),
+        ..config(redis.url())
+    };
+    let (store, writers) = ReplayStore::start(&cfg, 1).unwrap();
+    let key = scope_key("trim");
+    record_ids(&writers[0], &key, 1..=2000);
+    wait_until("2000 events written", WAIT, || written(&store) == 2000);
+
+    let mut con = redis.client();
+    let len: usize = redis::cmd("XLEN")
+        .arg(key.as_bytes())
+        .query(&mut con)
+        .unwrap();
+    // `MAXLEN ~` trims whole nodes (100 entries by default): at least the bound, never far past.
+    assert!((100..=100 + 128).contains(&len), "XLEN {len}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(key.as_bytes())
+        .query(&mut con)
+        .unwrap();
+    assert!(pttl > 50_000 && pttl <= 60_000, "PTTL {pttl}");
+
+    // The oldest ids are gone: a reconnection that old is a miss; a recent one is served.
+    read_on_both_drivers(&store, &key, "1", &ReadOutcome::UnknownId);
+    on_both_drivers(|| async {
+        let got = store
+            .reader()
+            .read_after(&key, b"1995")
+            .unwrap()
+            .recv()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            events_of(&got),
+            (1996..=2000).map(event).collect::<Vec<_>>()
+        );
+    });
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_without_blocking() {
+    let redis = RedisServer::start();
+    let cfg = StoreConfig {
+        queue_events: 4,
+        ..config(redis.url())
+    };
+    let (store, writers) = ReplayStore::start(&cfg, 1).unwrap();
+    let key = scope_key("full");
+    // Connected and idle first, so the pause below catches the store mid-write.
+    record_ids(&writers[0], &key, 1..=1);
+    wait_until("first event written", WAIT, || written(&store) == 1);
+    // Redis stops answering (a slow Redis): the store's thread waits in its next pipeline.
+    let mut con = redis.client();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "1500", "ALL"])
+        .query(&mut con)
+        .unwrap();
+    let started = Instant::now();
+    let mut outcomes = [0u64; 3];
+    for id in 2..=10_001u32 {
+        let r = writers[0].record(&key, Some(Bytes::from(id.to_string())), event(id));
+        outcomes[r as usize] += 1;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "10000 records took {took:?}: a worker must never wait on Redis"
+    );
+    let [queued, dropped, stopped] = outcomes;
+    assert_eq!(stopped, 0);
+    // The queue (4) and one pipeline's take (what the thread took before it blocked) at most.
+    assert!(
+        queued <= 4 + side::MAX_PIPELINE_EVENTS as u64,
+        "{queued} queued"
+    );
+    assert!(dropped >= 10_000 - 4 - side::MAX_PIPELINE_EVENTS as u64);
+    assert_eq!(store.counters().snapshot().dropped_full, dropped);
+
+    // Redis answers again: what was queued is written, nothing is lost twice.
+    wait_until("the queued events written", WAIT, || {
+        written(&store) == 1 + queued
+    });
+    let c = store.counters().snapshot();
+    assert_eq!(c.errors, 0, "a slow Redis is not an error: {c:?}");
+    assert!(c.last_lag_us >= 500_000, "lag counts the pause: {c:?}");
+}
+
+#[test]
+fn redis_killed_and_restarted_counts_errors_and_writes_resume() {
+    let mut redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 1).unwrap();
+    let key = scope_key("restart");
+    record_ids(&writers[0], &key, 1..=10);
+    wait_until("10 written", WAIT, || written(&store) == 10);
+
+    redis.kill();
+    // Events go on while Redis is away: they are dropped and counted, never block.
+    let mut id = 11;
+    let down_until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < down_until {
+        let started = Instant::now();
+        writers[0].record(&key, Some(Bytes::from(id.to_string())), event(id));
+        assert!(started.elapsed() < Duration::from_millis(50));
+        id += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    wait_until("the outage seen", WAIT, || {
+        let c = store.counters().snapshot();
+        c.errors > 0 && c.dropped_unavailable > 0 && !c.connected
+    });
+    // A read while Redis is down is answered at once, not after a reconnection.
+    on_both_drivers(|| async {
+        let started = Instant::now();
+        let got = store
+            .reader()
+            .read_after(&key, b"5")
+            .unwrap()
+            .recv()
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                got,
+                Err(ReadError::Unavailable) | Err(ReadError::Redis { .. })
+            ),
+            "{got:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    });
+
+    redis.restart();
+    let before = written(&store);
+    // The restarted Redis is empty: events from now on are written again.
+    let resumed_from = id;
+    wait_until("writes resumed", WAIT, || {
+        writers[0].record(&key, Some(Bytes::from(id.to_string())), event(id));
+        id += 1;
+        std::thread::sleep(Duration::from_millis(5));
+        written(&store) > before
+    });
+    // Two more once the connection is back: both written, and the second read back after the
+    // first from the restarted (empty) Redis.
+    let (first, last) = (id, id + 1);
+    let now = written(&store);
+    record_ids(&writers[0], &key, first..=last);
+    wait_until("both written", WAIT, || written(&store) == now + 2);
+    let c = store.counters().snapshot();
+    assert!(c.connected, "{c:?}");
+    assert!(c.errors > 0 && c.dropped_unavailable > 0, "{c:?}");
+    on_both_drivers(|| async {
+        let after = first.to_string();
+        let got = store
+            .reader()
+            .read_after(&key, after.as_bytes())
+            .unwrap()
+            .recv()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(events_of(&got), vec![event(last)]);
+    });
+    assert!(resumed_from < first);
+    store.stop();
+}
+
+#[test]
+fn keys_in_redis_hold_no_credential_bytes() {
+    let redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 1).unwrap();
+    for name in ["alice", "bob"] {
+        record_ids(&writers[0], &scope_key(name), 1..=3);
+    }
+    wait_until("6 written", WAIT, || written(&store) == 6);
+    let mut con = redis.client();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    assert_eq!(keys.len(), 2);
+    for key in &keys {
+        let text = String::from_utf8(key.clone()).unwrap();
+        assert!(text.starts_with(key::KEY_PREFIX), "{text}");
+        assert!(
+            text[key::KEY_PREFIX.len()..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit()),
+            "{text}"
+        );
+        for secret in [
+            "s3cr3t", "Bearer", "c00k1e", "sid=", "alice", "bob", "/events",
+        ] {
+            assert!(!text.contains(secret), "{secret:?} in key {text}");
+        }
+    }
+}
+
+#[test]
+fn stop_writes_what_was_queued() {
+    let redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 1).unwrap();
+    let key = scope_key("stop");
+    record_ids(&writers[0], &key, 1..=50);
+    let counters = store.counters();
+    store.stop();
+    assert_eq!(counters.snapshot().written, 50);
+    assert_eq!(writers[0].record(&key, None, event(51)), Recorded::Stopped);
+}
+
+#[test]
+fn start_refuses_what_cannot_work_and_never_waits_for_redis() {
+    let bad = |url: &str| match ReplayStore::start(&config(url.into()), 1) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{url} accepted"),
+    };
+    assert!(
+        bad("rediss://h:1").contains("not supported"),
+        "{}",
+        bad("rediss://h:1")
+    );
+    assert!(bad("127.0.0.1:6379").contains("no scheme; expected redis://HOST:PORT"));
+    let secret = bad("redis://:hunter2@127.0.0.1:notaport");
+    assert!(!secret.contains("hunter2"), "{secret}");
+    // Nothing listens on port 1: start still succeeds at once; events are counted as not written.
+    let started = Instant::now();
+    let (store, writers) = ReplayStore::start(&config("redis://127.0.0.1:1".into()), 1).unwrap();
+    assert!(started.elapsed() < Duration::from_millis(200));
+    record_ids(&writers[0], &scope_key("x"), 1..=3);
+    wait_until("counted as not written", WAIT, || {
+        store.counters().snapshot().dropped_unavailable == 3
+    });
+    assert!(store.counters().snapshot().errors >= 1);
+}
+
+#[test]
+fn a_read_wakes_an_idle_store_at_once() {
+    let redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 1).unwrap();
+    let key = scope_key("idle");
+    record_ids(&writers[0], &key, 1..=2);
+    wait_until("written", WAIT, || written(&store) == 2);
+    on_both_drivers(|| async {
+        for round in 0..20u64 {
+            // Alternately asleep (past its linger) and lingering when the read comes: either way
+            // the read must not wait for the idle park's safety-net timeout.
+            std::thread::sleep(Duration::from_micros(300 + round * 300));
+            let started = Instant::now();
+            let got = store
+                .reader()
+                .read_after(&key, b"1")
+                .unwrap()
+                .recv()
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(events_of(&got), vec![event(2)]);
+            let took = started.elapsed();
+            assert!(took < Duration::from_millis(250), "round {round}: {took:?}");
+        }
+    });
+}
