@@ -31,6 +31,22 @@ fn requests_for(up: &tether_perf::UpstreamHandle, path: &str) -> Vec<tether_perf
         .collect()
 }
 
+/// tether with `--coalesce`, no heartbeats and an admin endpoint, on `workers` workers.
+fn coalescing(up: &tether_perf::UpstreamHandle, workers: &str) -> Tether {
+    Tether::start(
+        &[url_of(up)],
+        &[
+            "--workers",
+            workers,
+            "--coalesce",
+            "--sse-heartbeat",
+            "0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    )
+}
+
 fn log_text(t: &Tether) -> String {
     t.log_lines().join("\n")
 }
@@ -50,18 +66,7 @@ fn two_hundred_clients_of_one_url_share_one_upstream_per_worker() {
     const CLIENTS: usize = 200;
     const WINDOW: u64 = 30;
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "2",
-            "--coalesce",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let t = coalescing(&up, "2");
     let admin = t.admin_addr();
     let path = "/sse?events=0&rate=50&fanout=200";
     let firsts: Vec<AtomicU64> = (0..CLIENTS).map(|_| AtomicU64::new(0)).collect();
@@ -259,18 +264,7 @@ fn join_with_last_event_id(workers: &str) {
 #[test]
 fn the_opening_client_leaving_does_not_end_the_stream_for_the_others() {
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "1",
-            "--coalesce",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let t = coalescing(&up, "1");
     let admin = t.admin_addr();
     let path = "/sse?events=0&rate=20&ts=0&close_after=20&fault_once=1&opener=leaves";
     let mut a = SseReader::get(t.addr, path, &[]);
@@ -471,18 +465,7 @@ fn an_upstream_drop_is_resumed_once_for_every_client() {
     const DROP_AT: u64 = 40;
     const LAST: u64 = 60;
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "1",
-            "--coalesce",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let t = coalescing(&up, "1");
     let admin = t.admin_addr();
     let path = format!("/sse?events=0&rate=20&ts=0&close_after={DROP_AT}&fault_once=1&drop=1");
     let readings: Vec<(Vec<u64>, Option<String>)> = thread::scope(|s| {

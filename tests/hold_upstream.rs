@@ -49,19 +49,7 @@ fn held_becomes(admin: SocketAddr, n: f64) -> bool {
 #[test]
 fn a_post_stream_held_is_resumed_by_get_without_going_upstream() {
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "1",
-            "--hold-upstream",
-            "5s",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let t = holding(&up, "1");
     let admin = t.admin_addr();
     post_then_come_back(&t, &up, "/sse?events=40&rate=20&ts=0&held=post");
     assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
@@ -82,19 +70,7 @@ fn a_post_stream_held_is_resumed_by_get_without_going_upstream() {
 #[test]
 fn a_held_stream_that_ended_meanwhile_still_answers_from_its_ring() {
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "1",
-            "--hold-upstream",
-            "5s",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let t = holding(&up, "1");
     post_then_come_back_on(
         &t,
         &up,
@@ -112,19 +88,7 @@ fn a_held_stream_that_ended_meanwhile_still_answers_from_its_ring() {
 #[test]
 fn a_stream_is_held_again_when_its_comeback_leaves() {
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "1",
-            "--hold-upstream",
-            "5s",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let t = holding(&up, "1");
     let admin = t.admin_addr();
     let path = "/sse?events=40&rate=20&ts=0&held=twice";
     let mut post = SseReader::open(t.addr, &sse_post_request(path, &[], b"{}"));
@@ -181,19 +145,7 @@ fn a_stream_is_held_again_when_its_comeback_leaves() {
 #[test]
 fn a_held_stream_is_resumed_through_an_upstream_drop_while_nobody_is_there() {
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "1",
-            "--hold-upstream",
-            "5s",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let t = holding(&up, "1");
     let admin = t.admin_addr();
     let path = "/sse?events=0&rate=20&ts=0&close_after=10&fault_once=1&held=drop";
     let mut c = SseReader::get(t.addr, path, &[]);
@@ -223,19 +175,7 @@ fn a_held_stream_is_resumed_through_an_upstream_drop_while_nobody_is_there() {
 #[test]
 fn a_held_stream_is_not_given_to_another_identity() {
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "1",
-            "--hold-upstream",
-            "5s",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let t = holding(&up, "1");
     let admin = t.admin_addr();
     let path = "/sse?events=40&rate=20&ts=0&resume=ignore&held=identity";
     let mut post = SseReader::open(
@@ -410,36 +350,7 @@ fn post_then_come_back_on(
 /// upstream with a GET, which the check on the upstream's requests sees.
 #[test]
 fn a_comeback_on_the_other_worker_finds_the_held_stream() {
-    let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
-        &[
-            "--workers",
-            "2",
-            "--hold-upstream",
-            "5s",
-            "--sse-heartbeat",
-            "0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
-    let admin = t.admin_addr();
-    let path = "/sse?events=40&rate=20&ts=0&held=elsewhere";
-    post_then_come_back_on(
-        &t,
-        &up,
-        path,
-        Duration::from_secs(1),
-        Comeback::Get,
-        |holder| connection_not_on(&t, holder, "/bytes?n=1"),
-    );
-    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
-    assert_eq!(
-        sample(admin, "tether_replay_served_total"),
-        1.0,
-        "a comeback handed to the holder is counted once, by the holder"
-    );
+    come_back_on_the_other_worker(Comeback::Get, "elsewhere");
 }
 
 /// The comeback is the original POST again (body and all) with `Last-Event-ID: 5`, sent on the
@@ -448,12 +359,35 @@ fn a_comeback_on_the_other_worker_finds_the_held_stream() {
 /// is held; its connection moves to the holder with the body bytes it had read.
 #[test]
 fn a_comeback_repeating_its_post_follows_the_held_stream_without_sending_it() {
+    come_back_on_the_other_worker(Comeback::RepeatPost, "repost");
+}
+
+/// [`post_then_come_back_on`] with `--workers 2`, the comeback (`how`) sent on the worker that
+/// does not hold the stream: one comeback counted, and counted once as served from a ring (by
+/// the holder it was handed to, not also by the worker that handed it over).
+fn come_back_on_the_other_worker(how: Comeback, tag: &str) {
     let up = origin();
-    let t = Tether::start(
-        &[url_of(&up)],
+    let t = holding(&up, "2");
+    let admin = t.admin_addr();
+    let path = format!("/sse?events=40&rate=20&ts=0&held={tag}");
+    post_then_come_back_on(&t, &up, &path, Duration::from_secs(1), how, |holder| {
+        connection_not_on(&t, holder, "/bytes?n=1")
+    });
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+    assert_eq!(
+        sample(admin, "tether_replay_served_total"),
+        1.0,
+        "a comeback handed to the holder is counted once, by the holder"
+    );
+}
+
+/// tether with `--hold-upstream 5s`, no heartbeats and an admin endpoint, on `workers` workers.
+fn holding(up: &tether_perf::UpstreamHandle, workers: &str) -> Tether {
+    Tether::start(
+        &[url_of(up)],
         &[
             "--workers",
-            "2",
+            workers,
             "--hold-upstream",
             "5s",
             "--sse-heartbeat",
@@ -461,18 +395,7 @@ fn a_comeback_repeating_its_post_follows_the_held_stream_without_sending_it() {
             "--admin",
             "127.0.0.1:0",
         ],
-    );
-    let admin = t.admin_addr();
-    let path = "/sse?events=40&rate=20&ts=0&held=repost";
-    post_then_come_back_on(
-        &t,
-        &up,
-        path,
-        Duration::from_secs(1),
-        Comeback::RepeatPost,
-        |holder| connection_not_on(&t, holder, "/bytes?n=1"),
-    );
-    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1.0);
+    )
 }
 
 /// The worker whose /streams rows show `path` held.
