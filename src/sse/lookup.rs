@@ -181,7 +181,8 @@ async fn find_remote(
 /// `STORE_READ_TIMEOUT`; found and not empty, they become a new ring here that the client
 /// continues (the upstream asked to resume from the newest upstream id among them). None
 /// otherwise: an unknown id, the client already at the stream's head (the upstream is then asked
-/// with its own id, exactly as without a store), or no answer (counted, and logged at debug).
+/// with its own id, exactly as without a store), more events than `--replay-bytes`, or no
+/// answer (counted, and logged at debug).
 async fn find_in_store(
     ctx: &WorkerCtx,
     store: &StoreLink,
@@ -193,8 +194,14 @@ async fn find_in_store(
         Ok(reply) => reply.recv_within(STORE_READ_TIMEOUT).await.and_then(|a| a),
         Err(e) => Err(e),
     };
+    // More than a ring may hold (Redis trims by count only, `MAXLEN ~`): a ring would lose the
+    // oldest of them on adoption, a silent gap; the upstream, asked with the client's own id,
+    // can do better.
+    let max_bytes = ctx.streams.limits().max_bytes;
+    let fits =
+        |events: &[StoredEvent]| events.iter().map(|e| e.raw.len()).sum::<usize>() <= max_bytes;
     let events = match answer {
-        Ok(ReadOutcome::After { events }) if !events.is_empty() => events,
+        Ok(ReadOutcome::After { events }) if !events.is_empty() && fits(&events) => events,
         Ok(_) => {
             WorkerMetrics::inc(&ctx.metrics.replay_store_misses);
             return None;
@@ -208,6 +215,11 @@ async fn find_in_store(
     WorkerMetrics::inc(&ctx.metrics.replay_store_served);
     let events: Vec<RingEvent> = events.into_iter().map(stored_event).collect();
     let (ring, first) = ctx.streams.adopt(scope, events, 0, &ctx.metrics);
+    debug_assert_eq!(
+        ring.lineage.ring.borrow().first_seq(),
+        first,
+        "nothing evicted"
+    );
     // The client's own event is not in the ring: it had it. Everything the ring holds is missed.
     Some(Resumption::Ring(point(ring, first - 1)))
 }
