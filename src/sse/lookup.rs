@@ -225,13 +225,12 @@ async fn find_in_store(
 }
 
 /// A stored event as a ring event. Whether its id was tether's (`--assign-ids` on the instance
-/// that recorded it) is not stored: an id of tether's form (`<worker>-<ring>-<seq>`) is taken
-/// for one, and so never sent upstream as a Last-Event-ID.
+/// that recorded it) is stored with it: such an id is never sent upstream as a Last-Event-ID,
+/// and an upstream's id is, whatever its shape.
 fn stored_event(e: StoredEvent) -> RingEvent {
     let id = (!e.id.is_empty()).then_some(&e.id[..]);
-    let assigned = id.is_some_and(|id| AssignedId::parse(id).is_some());
     let held = u32::try_from(e.raw.len()).unwrap_or(u32::MAX);
-    RingEvent::new(e.raw, id, held, assigned)
+    RingEvent::new(e.raw, id, held, e.assigned)
 }
 
 fn adopt(ctx: &WorkerCtx, scope: &ResumeScope, events: Vec<RingEvent>, at: usize) -> ResumePoint {
@@ -297,4 +296,42 @@ pub fn answer(ctx: &WorkerCtx, scope: &ResumeScope, id: &[u8]) -> Option<FoundRi
         at,
         followable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::ring::ReplayRing;
+
+    fn stored(id: &'static str, assigned: bool) -> StoredEvent {
+        StoredEvent {
+            position: "1-0".into(),
+            id: Bytes::from_static(id.as_bytes()),
+            raw: Bytes::from(format!("id: {id}\ndata: x\n\n")),
+            assigned,
+        }
+    }
+
+    /// What goes upstream as `Last-Event-ID` after events read back from the store: the
+    /// stored flag decides, not the id's shape.
+    #[test]
+    fn an_upstream_id_shaped_like_tethers_is_sent_upstream() {
+        let resume_from = |events: Vec<StoredEvent>| {
+            let mut ring = ReplayRing::new(16, 1 << 20);
+            for e in events {
+                ring.push(stored_event(e));
+            }
+            ring.newest_upstream_id()
+        };
+        assert_eq!(
+            resume_from(vec![stored("1", false), stored("1-2-3", false)]).as_deref(),
+            Some(&b"1-2-3"[..])
+        );
+        // An id tether assigned is never sent upstream: the newest upstream id before it is.
+        assert_eq!(
+            resume_from(vec![stored("7", false), stored("0-1-4", true)]).as_deref(),
+            Some(&b"7"[..])
+        );
+        assert_eq!(resume_from(vec![stored("0-1-4", true)]), None);
+    }
 }

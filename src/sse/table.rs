@@ -31,7 +31,7 @@ use super::fanout::{FanEnd, Fanout};
 use super::ring::{ReplayRing, RingEvent};
 use super::scope::ResumeScope;
 use crate::metrics::WorkerMetrics;
-use crate::store::{StoreKey, StoreWriter};
+use crate::store::{StoreKey, StoreLineage, StoreWriter};
 
 /// Default `--replay-memory`: what every ring of the process may cost together, overhead
 /// included; each worker keeps its equal share.
@@ -80,9 +80,9 @@ pub struct Lineage {
     /// Its followers and its owner's hold, once it is shared or held (`super::fanout`); None for
     /// most lineages (one client, the owner's own).
     pub(crate) fanout: RefCell<Option<Rc<Fanout>>>,
-    /// The stream's key in the replay store (`--replay-store`): hashed from the scope once, when
-    /// the ring is made, not per event. None when the store is off.
-    store_key: Option<StoreKey>,
+    /// The stream's key in the replay store (`--replay-store`) and this lineage's tag there:
+    /// made once, when the ring is made, not per event. None when the store is off.
+    store: Option<StoreLineage>,
 }
 
 impl Lineage {
@@ -233,10 +233,9 @@ impl StreamTable {
             last_used: Cell::new(Instant::now()),
             counted: Cell::new(0),
             fanout: RefCell::new(None),
-            store_key: self
-                .store
-                .as_ref()
-                .map(|_| StoreKey::from_scope_bytes(scope.bytes())),
+            store: self.store.as_ref().map(|_| {
+                StoreLineage::new(StoreKey::from_scope_bytes(scope.bytes()), self.worker, id)
+            }),
         });
         self.rings.borrow_mut().insert(id, lineage.clone());
         let mut by_scope = self.by_scope.borrow_mut();
@@ -267,8 +266,8 @@ impl StreamTable {
         let lineage = &handle.lineage;
         // Write-behind to the replay store: one branch when it is off; when on, a refcount on
         // the event's bytes and one `try_send` (full: dropped and counted, never waited for).
-        if let (Some(store), Some(key)) = (&self.store, &lineage.store_key) {
-            store.record(key, event.id_bytes(), event.raw.clone());
+        if let (Some(store), Some(names)) = (&self.store, &lineage.store) {
+            store.record(names, event.id_bytes(), event.assigned, event.raw.clone());
         }
         let seq = lineage.ring.borrow_mut().push(event);
         let cap = self.cap.get();
