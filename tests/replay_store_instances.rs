@@ -93,6 +93,32 @@ impl Redis {
         all
     }
 
+    /// The SSE ids recorded in the one stream there is, by lineage tag, each oldest first.
+    fn recorded_lineages(&self) -> Vec<(Vec<u8>, Vec<u64>)> {
+        let keys = self.keys();
+        assert_eq!(keys.len(), 1, "one stream, one key: {keys:?}");
+        let entries: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(&keys[0])
+            .arg("-")
+            .arg("+")
+            .query(&mut self.con())
+            .unwrap();
+        let mut lineages: Vec<(Vec<u8>, Vec<u64>)> = Vec::new();
+        for (_, fields) in entries {
+            let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|f| f.1.clone());
+            let tag = field("lineage").expect("every entry names its lineage");
+            let id: u64 = String::from_utf8(field("id").unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            match lineages.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, ids)) => ids.push(id),
+                None => lineages.push((tag, vec![id])),
+            }
+        }
+        lineages
+    }
+
     /// The SSE ids recorded in the one stream there is, oldest first.
     fn recorded_ids(&self) -> Vec<u64> {
         let keys = self.keys();
@@ -163,6 +189,12 @@ fn stream_through_a_and_leave(a: &Tether, redis: &Redis, through: u64) -> Vec<u6
     assert_eq!(got, (1..=through).collect::<Vec<_>>());
     assert_eq!(end, StreamEnd::Open);
     drop(c);
+    wait_for_writes_to_settle(a, through);
+    redis.recorded_ids()
+}
+
+/// Waits until A has written at least `at_least` events and written nothing more for a while.
+fn wait_for_writes_to_settle(a: &Tether, at_least: u64) {
     let admin = a.admin_addr();
     let mut last = (u64::MAX, Instant::now());
     assert!(
@@ -171,11 +203,10 @@ fn stream_through_a_and_leave(a: &Tether, redis: &Redis, through: u64) -> Vec<u6
             if written != last.0 {
                 last = (written, Instant::now());
             }
-            written >= through && last.1.elapsed() > Duration::from_millis(400)
+            written >= at_least && last.1.elapsed() > Duration::from_millis(400)
         }),
         "A's writes did not settle"
     );
-    redis.recorded_ids()
 }
 
 #[test]
@@ -216,6 +247,51 @@ fn a_client_back_on_another_instance_gets_exactly_what_it_missed_from_redis() {
     assert_eq!(unknown.status, 502);
     drop(unknown.read_to_end(Duration::from_millis(200)));
     assert_eq!(scrape(admin, "tether_replay_store_missed_total"), 1);
+}
+
+/// Two clients of one URL through A: two upstream lineages, the same ids, interleaved in one
+/// Redis stream. One comes back on B: it gets one lineage's events after its id, each once, never
+/// the two mixed.
+#[test]
+fn two_lineages_of_one_url_never_mix_when_read_back_from_redis() {
+    let redis = Redis::start();
+    let up = origin();
+    let a = start(&url_of(&up), &redis);
+    let b = start(&closed_port_url(), &redis);
+    let mut first = SseClient::open(a.addr, PATH, &headers(None));
+    let mut second = SseClient::open(a.addr, PATH, &headers(None));
+    assert_eq!((first.status, second.status), (200, 200));
+    let (got, _) = read_through(&mut first, 12, Duration::from_secs(10));
+    assert_eq!(got, (1..=12).collect::<Vec<_>>());
+    drop(first);
+    let (got, _) = read_through(&mut second, 30, Duration::from_secs(10));
+    assert_eq!(got, (1..=30).collect::<Vec<_>>());
+    drop(second);
+    wait_for_writes_to_settle(&a, 42);
+    let lineages = redis.recorded_lineages();
+    assert_eq!(lineages.len(), 2, "two lineages in one stream");
+    for (_, ids) in &lineages {
+        assert_eq!(ids, &(1..=*ids.last().unwrap()).collect::<Vec<_>>());
+    }
+
+    // The first client had only seen 7: B replays 8.. of one lineage, each id once.
+    let mut c = SseClient::open(b.addr, PATH, &headers(Some("7")));
+    assert_eq!(c.status, 200);
+    let (events, end) = c.read_until(Duration::from_secs(2), |_| false);
+    assert_eq!(end, StreamEnd::Open);
+    let got = ids(&events);
+    let newest = *got.last().expect("events replayed from Redis");
+    assert_eq!(got, (8..=newest).collect::<Vec<_>>(), "each missed id once");
+    assert!(
+        lineages
+            .iter()
+            .any(|(_, ids)| *ids.last().unwrap() == newest),
+        "{got:?} is one lineage's history: {lineages:?}"
+    );
+    assert_eq!(
+        scrape(b.admin_addr(), "tether_replay_store_served_total"),
+        1
+    );
 }
 
 #[test]
