@@ -95,6 +95,9 @@ async fn answer(ctx: Rc<WorkerCtx>, mut stream: TcpStream) {
             render_route_metrics(&statuses_routes, &mut out);
             crate::reload::render_metrics(&generations, &mut out);
             crate::rules::render_metrics(&mut out);
+            if let Some(store) = &ctx.store {
+                crate::metrics::render_store(&store.counters.snapshot(), &mut out);
+            }
             (200, "text/plain; version=0.0.4", out)
         }
         (b"GET", "/streams") => (200, "application/json", streams_json(&gather(&ctx).await)),

@@ -326,6 +326,14 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "5m", help_heading = "Replay")]
     pub replay_ttl: Duration,
 
+    /// Share replay across tether instances: every recorded event is also written (behind, never
+    /// waited for) to a Redis stream per stream, keyed by a SHA-256 of the stream's scope (never
+    /// credentials), keeping --replay-events events for --replay-ttl. A reconnection whose
+    /// Last-Event-ID is in no ring of this process is then looked up there. Redis down or slow:
+    /// streams go on with local rings only, writes are dropped and counted. Off by default.
+    #[arg(long, value_name = "redis://HOST:PORT[/DB]", help_heading = "Replay")]
+    pub replay_store: Option<String>,
+
     // ----- resume -----
     /// An SSE upstream that sends no byte for this long counts as dropped (0 = off). Heartbeat
     /// comments from the upstream count as bytes.

@@ -57,6 +57,9 @@ pub struct Config {
     /// `--hold-max-streams`: streams held without a client at once, per worker.
     pub hold_max_streams: usize,
     pub rings: RingLimits,
+    /// `--replay-store`: the Redis the rings' events are also written to (None = off;
+    /// restart-only).
+    pub(crate) replay_store: Option<crate::store::StoreConfig>,
     /// The routes in the order they are tried (first match wins): the file's `[[route]]`
     /// tables, or one route for every request to the `--upstream` replicas.
     pub(crate) routes: Vec<RouteSpec>,
@@ -318,6 +321,15 @@ impl Config {
                 ttl: args.replay_ttl,
                 memory: args.replay_memory,
             },
+            replay_store: args
+                .replay_store
+                .as_ref()
+                .map(|url| crate::store::StoreConfig {
+                    url: url.clone(),
+                    max_events: args.replay_events,
+                    ttl: args.replay_ttl,
+                    queue_events: crate::store::DEFAULT_QUEUE_EVENTS,
+                }),
             routes,
             rules,
             upstream_eject: EjectPolicy {

@@ -46,6 +46,12 @@ pub struct WorkerMetrics {
     pub slow_clients: Cell<u64>,
     pub replays_served: Cell<u64>,
     pub replays_missed: Cell<u64>,
+    /// Reconnections served from the replay store (`--replay-store`): their id was in no ring of
+    /// this process.
+    pub replay_store_served: Cell<u64>,
+    /// Reconnections the replay store could not serve: id unknown there, the client already at
+    /// the stream's head, or no answer in time (Redis down, slow, busy).
+    pub replay_store_misses: Cell<u64>,
     pub drops_eof: Cell<u64>,
     pub drops_reset: Cell<u64>,
     pub drops_idle: Cell<u64>,
@@ -222,6 +228,18 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "Reconnections whose Last-Event-ID was in no ring.",
         |m| m.replays_missed.get(),
+    ),
+    (
+        "replay_store_served_total",
+        "counter",
+        "Reconnections served from the replay store (--replay-store): their id was in no ring of this process.",
+        |m| m.replay_store_served.get(),
+    ),
+    (
+        "replay_store_missed_total",
+        "counter",
+        "Reconnections the replay store did not serve (id unknown there, already at the head, or no answer in time); they went upstream as without a store.",
+        |m| m.replay_store_misses.get(),
     ),
     (
         "upstream_drops_eof_total",
@@ -444,6 +462,68 @@ pub fn render_prometheus(workers: &[MetricsSnapshot], out: &mut String) {
         sum(&|w| w.gap_sum_ms) as f64 / 1000.0
     );
     let _ = writeln!(out, "tether_resume_gap_seconds_count {cumulative}");
+}
+
+/// The replay store's process-wide figures (`--replay-store`; not per worker: one thread writes
+/// for all of them).
+pub(crate) fn render_store(store: &crate::store::CountersSnapshot, out: &mut String) {
+    use std::fmt::Write;
+    let families: [(&str, &str, &str, u64); 8] = [
+        (
+            "replay_store_written_total",
+            "counter",
+            "Events written to the replay store (acknowledged by Redis).",
+            store.written,
+        ),
+        (
+            "replay_store_dropped_total",
+            "counter",
+            "Events not written to the replay store: a worker's queue was full, or Redis was unavailable or failed their pipeline.",
+            store.dropped_full + store.dropped_unavailable,
+        ),
+        (
+            "replay_store_dropped_queue_full_total",
+            "counter",
+            "Events dropped because a worker's queue to the replay store was full (Redis slow or down).",
+            store.dropped_full,
+        ),
+        (
+            "replay_store_errors_total",
+            "counter",
+            "Failed connection attempts, pipelines and reads of the replay store.",
+            store.errors,
+        ),
+        (
+            "replay_store_reads_total",
+            "counter",
+            "Reads the replay store answered (found or not).",
+            store.reads,
+        ),
+        (
+            "replay_store_connected",
+            "gauge",
+            "1 while the replay store's connection to Redis is up.",
+            u64::from(store.connected),
+        ),
+        (
+            "replay_store_write_latency_microseconds",
+            "gauge",
+            "Round trip of the replay store's last successful pipeline.",
+            store.last_write_latency_us,
+        ),
+        (
+            "replay_store_lag_microseconds",
+            "gauge",
+            "How long the oldest event of the last successful pipeline waited from its recording to Redis's answer.",
+            store.last_lag_us,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(
+            out,
+            "# HELP tether_{name} {help}\n# TYPE tether_{name} {kind}\ntether_{name} {value}"
+        );
+    }
 }
 
 /// A counter family with one sample per label value (summed over workers by the caller), e.g.

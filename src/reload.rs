@@ -88,6 +88,8 @@ pub(crate) const RESTART_ONLY: &[&str] = &[
     "shutdown-grace",
     // Session ids sealed under the running keys must keep opening.
     "session-key-file",
+    // The store's thread and its connection are started once, with the workers' queues.
+    "replay-store",
 ];
 
 /// The main thread's side of reloading: the command line to read again, and what runs now.
@@ -246,6 +248,10 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         ("replay-ttl", a.rings.ttl != b.rings.ttl),
         ("replay-memory", a.rings.memory != b.rings.memory),
         ("session-key-file", a.session_key_file != b.session_key_file),
+        (
+            "replay-store",
+            a.replay_store.as_ref().map(|s| &s.url) != b.replay_store.as_ref().map(|s| &s.url),
+        ),
     ];
     debug_assert!(changed.iter().all(|(key, _)| RESTART_ONLY.contains(key)));
     changed

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::duration::format_duration;
 use crate::reload::ConfigReload;
 use crate::sse::directory::Directory;
+use crate::store::ReplayStore;
 use crate::upstream::replica::{spawn_resolver, ResolverHandle};
 use crate::worker::{self, WorkerHandle, WorkerLinks, CONTROL_CLOSE_NOW, CONTROL_DRAIN};
 
@@ -27,6 +28,8 @@ pub struct Server {
     directory: Arc<Directory>,
     /// The resolver thread, told which replicas to follow after a reload.
     resolver: ResolverHandle,
+    /// The replay store's thread (`--replay-store`), stopped once the workers have ended.
+    store: Option<ReplayStore>,
 }
 
 impl Server {
@@ -64,6 +67,22 @@ impl Server {
         let (directory, inboxes) = Directory::new(config.workers)
             .map_err(|e| format!("cannot create worker inboxes: {e}"))?;
         let directory = Arc::new(directory);
+        // The replay store: one thread for the process, a queue per worker. Never waits for
+        // Redis (it connects on the first event, and reconnects with back-off).
+        let (store, mut store_writers) = match &config.replay_store {
+            Some(store_config) => {
+                let (store, writers) =
+                    ReplayStore::start(store_config, config.workers).map_err(|e| e.to_string())?;
+                crate::log_info!(
+                    "replay store: events also written to {} (up to {} per stream, for {})",
+                    redacted_url(&store_config.url),
+                    store_config.max_events,
+                    format_duration(store_config.ttl)
+                );
+                (Some(store), writers.into_iter().map(Some).collect())
+            }
+            None => (None, Vec::new()),
+        };
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut workers = Vec::with_capacity(config.workers);
         let mut admin = admin;
@@ -73,6 +92,16 @@ impl Server {
                 directory: directory.clone(),
                 inbox,
                 admin: admin.take(),
+                store: store.as_ref().and_then(|store| {
+                    let writer = store_writers.get_mut(index)?.take()?;
+                    Some(worker::WorkerStore {
+                        writer,
+                        link: worker::StoreLink {
+                            reader: store.reader(),
+                            counters: store.counters(),
+                        },
+                    })
+                }),
             };
             let handle = worker::spawn(index, config.clone(), links, ready_tx.clone())
                 .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
@@ -123,6 +152,7 @@ impl Server {
             workers,
             directory,
             resolver,
+            store,
         })
     }
 
@@ -145,12 +175,24 @@ impl Server {
                 crate::log_error!("worker {} panicked", w.index);
             }
         }
+        // After the workers: what they queued last is still written (or counted).
+        if let Some(store) = self.store {
+            store.stop();
+        }
     }
 
     /// Drains and waits (used by `tether demo`).
     pub fn shutdown(self) {
         self.signal(false);
         self.join();
+    }
+}
+
+/// A `redis://` URL for the log: its password, if any, replaced.
+fn redacted_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_string(),
     }
 }
 

@@ -28,6 +28,7 @@ use crate::sse::active::ActiveStreams;
 use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
 use crate::sse::partial::PartialBudget;
 use crate::sse::table::StreamTable;
+use crate::store::{StoreCounters, StoreReader, StoreWriter};
 use crate::timers::Timers;
 use crate::turns::Turns;
 use crate::upstream::pool::UpstreamPool;
@@ -75,6 +76,23 @@ pub struct WorkerCtx {
     pub(crate) request_ids: RequestIds,
     /// This worker's access log writer (None: `--access-log` is off).
     pub(crate) access_log: Option<AccessLog>,
+    /// The replay store's read side and counters (None: `--replay-store` is off). Its write
+    /// side is in `streams`, where events are recorded.
+    pub(crate) store: Option<StoreLink>,
+}
+
+/// What a worker holds of the replay store (`crate::store`) besides its write queue.
+pub(crate) struct StoreLink {
+    /// Asks for the events after a `Last-Event-ID` (`crate::sse::lookup`, on a miss).
+    pub(crate) reader: StoreReader,
+    /// The store's process-wide counters, for `/metrics` (served by worker 0).
+    pub(crate) counters: Arc<StoreCounters>,
+}
+
+/// A worker's share of the replay store, handed over at start.
+pub(crate) struct WorkerStore {
+    pub(crate) writer: StoreWriter,
+    pub(crate) link: StoreLink,
 }
 
 impl WorkerCtx {
@@ -136,6 +154,8 @@ pub struct WorkerLinks {
     pub inbox: StdUnixStream,
     /// The admin listener, for the one worker that serves it.
     pub admin: Option<std::net::TcpListener>,
+    /// Its queue to the replay store and its read side (None: `--replay-store` is off).
+    pub(crate) store: Option<WorkerStore>,
 }
 
 pub fn spawn(
@@ -226,6 +246,10 @@ fn run(
             }
         };
         let replicas = config.upstreams.len();
+        let (store_writer, store) = match links.store {
+            Some(s) => (Some(s.writer), Some(s.link)),
+            None => (None, None),
+        };
         let ctx = Rc::new(WorkerCtx {
             index,
             driver,
@@ -236,7 +260,8 @@ fn run(
                 None,
             ))),
             config_generation: Cell::new(1),
-            streams: StreamTable::new(index, config.rings, links.directory.clone()),
+            streams: StreamTable::new(index, config.rings, links.directory.clone())
+                .with_store(store_writer),
             directory: links.directory,
             answers: PendingAnswers::default(),
             metrics: WorkerMetrics::default(),
@@ -257,6 +282,7 @@ fn run(
             turns,
             request_ids: RequestIds::new(index),
             access_log,
+            store,
             config,
         });
         let _ = ready.send((index, Ok(driver)));

@@ -6,6 +6,10 @@
 //! The ring found becomes the reconnecting client's: a detached ring (its relay ended) is taken
 //! over and continued; a ring another relay still writes, or one on another worker, is copied
 //! (refcounted events, no byte copied) into a new lineage on this worker, which continues it.
+//!
+//! With `--replay-store`, an id found on no worker of this process is asked of the store once
+//! (another tether instance may have recorded the stream): the events after it become a new
+//! lineage here, as another worker's copy would.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -20,11 +24,18 @@ use super::scope::ResumeScope;
 use super::table::{Lineage, RingHandle};
 use crate::http::{Method, RequestHead};
 use crate::metrics::WorkerMetrics;
-use crate::worker::WorkerCtx;
+use crate::store::{ReadOutcome, StoreKey, StoredEvent};
+use crate::worker::{StoreLink, WorkerCtx};
 
 /// How long a worker waits for another worker's ring before treating the id as unknown (the
 /// request then goes upstream unchanged).
 const RING_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a reconnection waits for the replay store's answer (`--replay-store`) before
+/// treating its id as unknown (the request then goes upstream unchanged, as without a store).
+/// One Redis round trip on a LAN is well under a millisecond; past this Redis is slow, and the
+/// client is better served by the upstream than by waiting.
+const STORE_READ_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// A reconnection the rings can serve.
 pub struct ResumePoint {
@@ -73,10 +84,15 @@ pub async fn find(
     // Another method (the original POST again) may only follow a stream read live or finished:
     // it is never continued upstream, which would send it again.
     let follow_only = head.method != Method::Get;
-    let point = match find_local(ctx, scope, last_id, follow_only) {
+    let mut point = match find_local(ctx, scope, last_id, follow_only) {
         Some(point) => Some(point),
         None => find_remote(ctx, scope, last_id, may_hand_off, follow_only).await,
     };
+    if point.is_none() && !follow_only {
+        if let Some(store) = &ctx.store {
+            point = find_in_store(ctx, store, scope, last_id).await;
+        }
+    }
     match point {
         // Counted by the worker it goes to, which looks again.
         Some(Resumption::HandOff { .. }) => {}
@@ -161,6 +177,62 @@ async fn find_remote(
     None
 }
 
+/// Asks the replay store for the events of `scope` after `last_id`, once, for at most
+/// `STORE_READ_TIMEOUT`; found and not empty, they become a new ring here that the client
+/// continues (the upstream asked to resume from the newest upstream id among them). None
+/// otherwise: an unknown id, the client already at the stream's head (the upstream is then asked
+/// with its own id, exactly as without a store), more events than `--replay-bytes`, or no
+/// answer (counted, and logged at debug).
+async fn find_in_store(
+    ctx: &WorkerCtx,
+    store: &StoreLink,
+    scope: &ResumeScope,
+    last_id: &[u8],
+) -> Option<Resumption> {
+    let key = StoreKey::from_scope_bytes(scope.bytes());
+    let answer = match store.reader.read_after(&key, last_id) {
+        Ok(reply) => reply.recv_within(STORE_READ_TIMEOUT).await.and_then(|a| a),
+        Err(e) => Err(e),
+    };
+    // More than a ring may hold (Redis trims by count only, `MAXLEN ~`): a ring would lose the
+    // oldest of them on adoption, a silent gap; the upstream, asked with the client's own id,
+    // can do better.
+    let max_bytes = ctx.streams.limits().max_bytes;
+    let fits =
+        |events: &[StoredEvent]| events.iter().map(|e| e.raw.len()).sum::<usize>() <= max_bytes;
+    let events = match answer {
+        Ok(ReadOutcome::After { events }) if !events.is_empty() && fits(&events) => events,
+        Ok(_) => {
+            WorkerMetrics::inc(&ctx.metrics.replay_store_misses);
+            return None;
+        }
+        Err(e) => {
+            WorkerMetrics::inc(&ctx.metrics.replay_store_misses);
+            crate::log_debug!("sse {}: {e}", scope.target());
+            return None;
+        }
+    };
+    WorkerMetrics::inc(&ctx.metrics.replay_store_served);
+    let events: Vec<RingEvent> = events.into_iter().map(stored_event).collect();
+    let (ring, first) = ctx.streams.adopt(scope, events, 0, &ctx.metrics);
+    debug_assert_eq!(
+        ring.lineage.ring.borrow().first_seq(),
+        first,
+        "nothing evicted"
+    );
+    // The client's own event is not in the ring: it had it. Everything the ring holds is missed.
+    Some(Resumption::Ring(point(ring, first - 1)))
+}
+
+/// A stored event as a ring event. Whether its id was tether's (`--assign-ids` on the instance
+/// that recorded it) is stored with it: such an id is never sent upstream as a Last-Event-ID,
+/// and an upstream's id is, whatever its shape.
+fn stored_event(e: StoredEvent) -> RingEvent {
+    let id = (!e.id.is_empty()).then_some(&e.id[..]);
+    let held = u32::try_from(e.raw.len()).unwrap_or(u32::MAX);
+    RingEvent::new(e.raw, id, held, e.assigned)
+}
+
 fn adopt(ctx: &WorkerCtx, scope: &ResumeScope, events: Vec<RingEvent>, at: usize) -> ResumePoint {
     let (ring, seq) = ctx.streams.adopt(scope, events, at, &ctx.metrics);
     point(ring, seq)
@@ -224,4 +296,42 @@ pub fn answer(ctx: &WorkerCtx, scope: &ResumeScope, id: &[u8]) -> Option<FoundRi
         at,
         followable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::ring::ReplayRing;
+
+    fn stored(id: &'static str, assigned: bool) -> StoredEvent {
+        StoredEvent {
+            position: "1-0".into(),
+            id: Bytes::from_static(id.as_bytes()),
+            raw: Bytes::from(format!("id: {id}\ndata: x\n\n")),
+            assigned,
+        }
+    }
+
+    /// What goes upstream as `Last-Event-ID` after events read back from the store: the
+    /// stored flag decides, not the id's shape.
+    #[test]
+    fn an_upstream_id_shaped_like_tethers_is_sent_upstream() {
+        let resume_from = |events: Vec<StoredEvent>| {
+            let mut ring = ReplayRing::new(16, 1 << 20);
+            for e in events {
+                ring.push(stored_event(e));
+            }
+            ring.newest_upstream_id()
+        };
+        assert_eq!(
+            resume_from(vec![stored("1", false), stored("1-2-3", false)]).as_deref(),
+            Some(&b"1-2-3"[..])
+        );
+        // An id tether assigned is never sent upstream: the newest upstream id before it is.
+        assert_eq!(
+            resume_from(vec![stored("7", false), stored("0-1-4", true)]).as_deref(),
+            Some(&b"7"[..])
+        );
+        assert_eq!(resume_from(vec![stored("0-1-4", true)]), None);
+    }
 }

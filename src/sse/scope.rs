@@ -106,6 +106,13 @@ impl ResumeScope {
         self.bytes.len()
     }
 
+    /// The scope's exact bytes: what the replay store hashes into the stream's Redis key
+    /// (`crate::store::StoreKey::from_scope_bytes`). They hold identity header values: never log
+    /// or send them anywhere as they are.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// A well-mixed hash of the scope (also picks the directory shard).
     pub fn hash_value(&self) -> u64 {
         self.hash

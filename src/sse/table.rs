@@ -31,6 +31,7 @@ use super::fanout::{FanEnd, Fanout};
 use super::ring::{ReplayRing, RingEvent};
 use super::scope::ResumeScope;
 use crate::metrics::WorkerMetrics;
+use crate::store::{StoreKey, StoreLineage, StoreWriter};
 
 /// Default `--replay-memory`: what every ring of the process may cost together, overhead
 /// included; each worker keeps its equal share.
@@ -79,6 +80,9 @@ pub struct Lineage {
     /// Its followers and its owner's hold, once it is shared or held (`super::fanout`); None for
     /// most lineages (one client, the owner's own).
     pub(crate) fanout: RefCell<Option<Rc<Fanout>>>,
+    /// The stream's key in the replay store (`--replay-store`) and this lineage's tag there:
+    /// made once, when the ring is made, not per event. None when the store is off.
+    store: Option<StoreLineage>,
 }
 
 impl Lineage {
@@ -142,6 +146,9 @@ pub struct StreamTable {
     total: Cell<usize>,
     /// The water level of the last eviction pass: what one ring may cost (usize::MAX: no cap).
     cap: Cell<usize>,
+    /// This worker's queue to the replay store (`--replay-store`; None: off). Every recorded
+    /// event is also queued there, never waited for.
+    store: Option<StoreWriter>,
 }
 
 impl StreamTable {
@@ -157,7 +164,14 @@ impl StreamTable {
             next_id: Cell::new(1),
             total: Cell::new(0),
             cap: Cell::new(usize::MAX),
+            store: None,
         }
+    }
+
+    /// The table, writing every event it records behind to the replay store too.
+    pub(crate) fn with_store(mut self, store: Option<StoreWriter>) -> Self {
+        self.store = store;
+        self
     }
 
     pub fn limits(&self) -> RingLimits {
@@ -219,6 +233,9 @@ impl StreamTable {
             last_used: Cell::new(Instant::now()),
             counted: Cell::new(0),
             fanout: RefCell::new(None),
+            store: self.store.as_ref().map(|_| {
+                StoreLineage::new(StoreKey::from_scope_bytes(scope.bytes()), self.worker, id)
+            }),
         });
         self.rings.borrow_mut().insert(id, lineage.clone());
         let mut by_scope = self.by_scope.borrow_mut();
@@ -247,6 +264,11 @@ impl StreamTable {
     /// Appends an event to the handle's ring; returns its seq. Keeps the worker within budget.
     pub fn record(&self, handle: &RingHandle, event: RingEvent, metrics: &WorkerMetrics) -> u64 {
         let lineage = &handle.lineage;
+        // Write-behind to the replay store: one branch when it is off; when on, a refcount on
+        // the event's bytes and one `try_send` (full: dropped and counted, never waited for).
+        if let (Some(store), Some(names)) = (&self.store, &lineage.store) {
+            store.record(names, event.id_bytes(), event.assigned, event.raw.clone());
+        }
         let seq = lineage.ring.borrow_mut().push(event);
         let cap = self.cap.get();
         if cap != usize::MAX {

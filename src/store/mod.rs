@@ -3,6 +3,8 @@
 //!
 //! Files (one concept each):
 //! - `key`: a stream's Redis key, the SHA-256 of its scope: never credentials in Redis.
+//! - `lineage`: a lineage's tag, written with each of its entries: a read returns one lineage's
+//!   events, never two lineages of one scope interleaved.
 //! - `writer`: a worker's bounded queue to the store; full means dropped and counted.
 //! - `side`: the store's thread: pipelines of `XADD`/`PEXPIRE`, reads served first.
 //! - `link`: its connection: reconnection with back-off, one log line per interval.
@@ -20,6 +22,7 @@
 mod counters;
 mod error;
 mod key;
+mod lineage;
 mod link;
 mod read;
 mod reply;
@@ -40,6 +43,7 @@ use std::time::Duration;
 pub(crate) use counters::{CountersSnapshot, StoreCounters};
 pub(crate) use error::{ReadError, StoreError};
 pub(crate) use key::StoreKey;
+pub(crate) use lineage::StoreLineage;
 pub(crate) use read::{ReadOutcome, StoreReader, StoredEvent, READ_QUEUE_CAPACITY};
 pub(crate) use reply::Reply;
 pub(crate) use writer::{Recorded, StoreWriter, DEFAULT_QUEUE_EVENTS};

@@ -6,13 +6,18 @@
 //! events, so a backward scan finds its id in the first page; the scan stops after the stream's
 //! bound (`super::side::scan_limit`), so a stale id costs a bounded read.
 //!
+//! Several lineages of one scope write into one stream (`super::lineage`), interleaved, possibly
+//! with the same ids. The newest entry carrying the id names the lineage (its `lineage` field);
+//! only that lineage's later entries are returned, in their order: one history, never two mixed
+//! and never an id twice.
+//!
 //! ```text
 //! newer = []                                   (newest first)
 //! end = +
 //! loop:
 //!     page = XREVRANGE key end - COUNT READ_PAGE
 //!     for entry in page (newest to oldest):
-//!         entry.id == last_id  -> return After(reverse(newer))
+//!         entry.id == last_id  -> return After(reverse(newer where lineage == entry.lineage))
 //!         newer.push(entry); past scan_limit -> return UnknownId
 //!     page shorter than READ_PAGE -> return UnknownId   (reached the oldest entry)
 //!     end = "(" + page.last.redis_id                   (exclusive: Redis >= 6.2)
@@ -40,6 +45,10 @@ pub(super) const READ_PAGE: usize = 128;
 /// Field names of an entry, as `XADD` writes them (`super::side`).
 pub(super) const FIELD_ID: &[u8] = b"id";
 pub(super) const FIELD_DATA: &[u8] = b"data";
+/// The recording lineage's tag (`super::lineage`).
+pub(super) const FIELD_LINEAGE: &[u8] = b"lineage";
+/// `1`: tether assigned the id (`--assign-ids`); `0`: the upstream's (or none).
+pub(super) const FIELD_ASSIGNED: &[u8] = b"assigned";
 
 /// One recorded event read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +59,15 @@ pub(crate) struct StoredEvent {
     pub(crate) id: Bytes,
     /// The event's bytes as its client was sent them.
     pub(crate) raw: Bytes,
+    /// The id was assigned by tether (`--assign-ids` on the instance that recorded it): never
+    /// sent upstream as a `Last-Event-ID`.
+    pub(crate) assigned: bool,
+}
+
+/// An entry as read: its event and the tag of the lineage that recorded it.
+struct Entry {
+    event: StoredEvent,
+    lineage: Bytes,
 }
 
 /// What the store holds after an id.
@@ -121,7 +139,7 @@ pub(super) fn scan(
     after: &[u8],
     scan_limit: usize,
 ) -> Result<ReadOutcome, ScanError> {
-    let mut newer: Vec<StoredEvent> = Vec::new();
+    let mut newer: Vec<Entry> = Vec::new();
     let mut end = String::from("+");
     loop {
         let page: redis::Value = redis::cmd("XREVRANGE")
@@ -142,13 +160,18 @@ pub(super) fn scan(
         };
         let full_page = entries.len() >= READ_PAGE;
         for entry in entries {
-            let event = parse_entry(entry)?;
-            if *event.id == *after && !event.id.is_empty() {
-                newer.reverse();
-                return Ok(ReadOutcome::After { events: newer });
+            let entry = parse_entry(entry)?;
+            if *entry.event.id == *after && !entry.event.id.is_empty() {
+                let events = newer
+                    .into_iter()
+                    .rev()
+                    .filter(|e| e.lineage == entry.lineage)
+                    .map(|e| e.event)
+                    .collect();
+                return Ok(ReadOutcome::After { events });
             }
-            end = format!("({}", event.position);
-            newer.push(event);
+            end = format!("({}", entry.event.position);
+            newer.push(entry);
             if newer.len() > scan_limit {
                 return Ok(ReadOutcome::UnknownId);
             }
@@ -159,8 +182,8 @@ pub(super) fn scan(
     }
 }
 
-/// `[redis id, [field, value, ...]]` into an event.
-fn parse_entry(entry: redis::Value) -> Result<StoredEvent, ScanError> {
+/// `[redis id, [field, value, ...]]` into an entry.
+fn parse_entry(entry: redis::Value) -> Result<Entry, ScanError> {
     let malformed = |what| ScanError::Malformed { what };
     let redis::Value::Array(mut parts) = entry else {
         return Err(malformed("a stream entry is not an array"));
@@ -181,6 +204,8 @@ fn parse_entry(entry: redis::Value) -> Result<StoredEvent, ScanError> {
     };
     let mut id = None;
     let mut raw = None;
+    let mut lineage = None;
+    let mut assigned = None;
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         let (redis::Value::BulkString(name), redis::Value::BulkString(value)) = (name, value)
@@ -191,10 +216,24 @@ fn parse_entry(entry: redis::Value) -> Result<StoredEvent, ScanError> {
             id = Some(Bytes::from(value));
         } else if name == FIELD_DATA {
             raw = Some(Bytes::from(value));
+        } else if name == FIELD_LINEAGE {
+            lineage = Some(Bytes::from(value));
+        } else if name == FIELD_ASSIGNED {
+            assigned = Some(value == b"1");
         }
     }
-    match (id, raw) {
-        (Some(id), Some(raw)) => Ok(StoredEvent { position, id, raw }),
-        _ => Err(malformed("a stream entry lacks its id or data field")),
+    match (id, raw, lineage, assigned) {
+        (Some(id), Some(raw), Some(lineage), Some(assigned)) => Ok(Entry {
+            event: StoredEvent {
+                position,
+                id,
+                raw,
+                assigned,
+            },
+            lineage,
+        }),
+        _ => Err(malformed(
+            "a stream entry lacks its id, data, lineage or assigned field",
+        )),
     }
 }

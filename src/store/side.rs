@@ -6,6 +6,7 @@
 //!     answer every waiting read (someone waits for each; writes can wait a round trip)
 //!     take up to MAX_PIPELINE_EVENTS from the workers' queues, one per queue in turn
 //!     some taken: one pipeline: per event  XADD key MAXLEN ~ <max events> * id <id> data <bytes>
+//!                                                    lineage <tag> assigned <0|1>
 //!                               per key    PEXPIRE key <ttl ms>          (once per key per pipeline)
 //!                 -> counted written, or counted dropped_unavailable (Redis down or the pipeline failed)
 //!     none: linger LINGER (events arriving now need no wake-up), then sleep until a worker rings
@@ -24,7 +25,7 @@ use super::counters::StoreCounters;
 use super::error::ReadError;
 use super::key::StoreKey;
 use super::link::Link;
-use super::read::{self, ReadRequest, FIELD_DATA, FIELD_ID};
+use super::read::{self, ReadRequest, FIELD_ASSIGNED, FIELD_DATA, FIELD_ID, FIELD_LINEAGE};
 use super::writer::{Doorbell, Record};
 
 /// Events one pipeline carries at most: bounds its memory and how long a read waits behind it.
@@ -206,8 +207,9 @@ fn pipeline(batch: &[Record], settings: WriteSettings) -> redis::Pipeline {
     let mut order: Vec<(&StoreKey, Vec<usize>)> = Vec::new();
     let mut at: HashMap<&StoreKey, usize> = HashMap::new();
     for (i, record) in batch.iter().enumerate() {
-        let slot = *at.entry(&record.key).or_insert_with(|| {
-            order.push((&record.key, Vec::new()));
+        let key = record.lineage.key();
+        let slot = *at.entry(key).or_insert_with(|| {
+            order.push((key, Vec::new()));
             order.len() - 1
         });
         order[slot].1.push(i);
@@ -229,6 +231,10 @@ fn pipeline(batch: &[Record], settings: WriteSettings) -> redis::Pipeline {
                 .arg(&record.id[..])
                 .arg(FIELD_DATA)
                 .arg(&record.raw[..])
+                .arg(FIELD_LINEAGE)
+                .arg(record.lineage.tag())
+                .arg(FIELD_ASSIGNED)
+                .arg(if record.assigned { "1" } else { "0" })
                 .ignore();
         }
         pipe.cmd("PEXPIRE").arg(key.as_bytes()).arg(ttl_ms).ignore();

@@ -27,13 +27,24 @@ fn scope_key(name: &str) -> StoreKey {
     StoreKey::from_scope_bytes(scope.as_bytes())
 }
 
+/// The one lineage most tests record `key` with.
+fn one(key: &StoreKey) -> StoreLineage {
+    StoreLineage::new(key.clone(), 0, 1)
+}
+
 fn event(id: u32) -> Bytes {
     Bytes::from(format!("id: {id}\ndata: event {id}\n\n"))
 }
 
 fn record_ids(writer: &StoreWriter, key: &StoreKey, ids: std::ops::RangeInclusive<u32>) {
+    let lineage = one(key);
     for id in ids {
-        let r = writer.record(key, Some(Bytes::from(id.to_string())), event(id));
+        let r = writer.record(
+            &lineage,
+            Some(Bytes::from(id.to_string())),
+            false,
+            event(id),
+        );
         assert_eq!(r, Recorded::Queued);
     }
 }
@@ -68,7 +79,12 @@ fn events_written_read_back_after_an_id_on_both_drivers() {
     // Another stream interleaved from the other worker's queue must not leak into `key`.
     record_ids(&writers[1], &other, 1..=5);
     // An event that set no id is kept in order, with an empty id.
-    writers[0].record(&key, None, Bytes::from_static(b"data: no id\n\n"));
+    writers[0].record(
+        &one(&key),
+        None,
+        false,
+        Bytes::from_static(b"data: no id\n\n"),
+    );
     wait_until("16 events written", WAIT, || written(&store) == 16);
 
     let on_a_miss = {
@@ -96,6 +112,78 @@ fn events_written_read_back_after_an_id_on_both_drivers() {
     assert!(c.connected);
     assert_eq!((c.dropped_full, c.dropped_unavailable, c.errors), (0, 0, 0));
     assert!(c.reads >= 4, "{c:?}");
+    store.stop();
+}
+
+/// An event of lineage `name`: same ids in two lineages, told apart by their data.
+fn event_of(name: &str, id: u32) -> Bytes {
+    Bytes::from(format!("id: {id}\ndata: {name} {id}\n\n"))
+}
+
+#[test]
+fn a_read_returns_only_the_lineage_that_recorded_the_id() {
+    let redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 1).unwrap();
+    // Two anonymous clients of one URL: one scope, one Redis stream, two upstream lineages
+    // with the same ids, interleaved: a1 b1 a2 b2 a3 b3 a4 b4 a5 a6 a7.
+    let key = scope_key("shared");
+    let a = StoreLineage::new(key.clone(), 0, 1);
+    let b = StoreLineage::new(key.clone(), 0, 2);
+    let record = |lineage: &StoreLineage, name: &str, id: u32| {
+        let r = writers[0].record(
+            lineage,
+            Some(Bytes::from(id.to_string())),
+            false,
+            event_of(name, id),
+        );
+        assert_eq!(r, Recorded::Queued);
+    };
+    for id in 1..=4 {
+        record(&a, "a", id);
+        record(&b, "b", id);
+    }
+    for id in 5..=7 {
+        record(&a, "a", id);
+    }
+    wait_until("11 written", WAIT, || written(&store) == 11);
+    let want = |name: &str, ids: std::ops::RangeInclusive<u32>| {
+        ids.map(|id| event_of(name, id)).collect::<Vec<_>>()
+    };
+    on_both_drivers(|| async {
+        let after = |id: &'static [u8]| {
+            let reply = store.reader().read_after(&key, id).unwrap();
+            async move { events_of(&reply.recv().await.unwrap().unwrap()) }
+        };
+        // The newest 2 is b's: b's later events only, never a's (nor a's 3 and 4 again).
+        assert_eq!(after(b"2").await, want("b", 3..=4));
+        // The newest 4 is b's, at b's head: nothing, not a's 5..7.
+        assert_eq!(after(b"4").await, Vec::<Bytes>::new());
+        // 5 only a recorded: a's 6 and 7, past b's entries.
+        assert_eq!(after(b"5").await, want("a", 6..=7));
+    });
+    store.stop();
+}
+
+#[test]
+fn whether_tether_assigned_an_id_is_stored_not_guessed() {
+    let redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 1).unwrap();
+    let key = scope_key("assigned");
+    let lineage = one(&key);
+    // An upstream id shaped like tether's (`<worker>-<ring>-<seq>`), then one tether assigned.
+    for (id, assigned) in [("0", false), ("1-2-3", false), ("0-1-4", true)] {
+        let raw = Bytes::from(format!("id: {id}\ndata: x\n\n"));
+        writers[0].record(&lineage, Some(Bytes::from(id)), assigned, raw);
+    }
+    wait_until("3 written", WAIT, || written(&store) == 3);
+    on_both_drivers(|| async {
+        let reply = store.reader().read_after(&key, b"0").unwrap();
+        let ReadOutcome::After { events } = reply.recv().await.unwrap().unwrap() else {
+            panic!("id unknown");
+        };
+        let got: Vec<(&[u8], bool)> = events.iter().map(|e| (&e.id[..], e.assigned)).collect();
+        assert_eq!(got, vec![(&b"1-2-3"[..], false), (&b"0-1-4"[..], true)]);
+    });
     store.stop();
 }
 
@@ -187,8 +275,14 @@ fn a_full_queue_drops_and_counts_without_blocking() {
         .unwrap();
     let started = Instant::now();
     let mut outcomes = [0u64; 3];
+    let lineage = one(&key);
     for id in 2..=10_001u32 {
-        let r = writers[0].record(&key, Some(Bytes::from(id.to_string())), event(id));
+        let r = writers[0].record(
+            &lineage,
+            Some(Bytes::from(id.to_string())),
+            false,
+            event(id),
+        );
         outcomes[r as usize] += 1;
     }
     let took = started.elapsed();
@@ -229,7 +323,12 @@ fn redis_killed_and_restarted_counts_errors_and_writes_resume() {
     let down_until = Instant::now() + Duration::from_millis(600);
     while Instant::now() < down_until {
         let started = Instant::now();
-        writers[0].record(&key, Some(Bytes::from(id.to_string())), event(id));
+        writers[0].record(
+            &one(&key),
+            Some(Bytes::from(id.to_string())),
+            false,
+            event(id),
+        );
         assert!(started.elapsed() < Duration::from_millis(50));
         id += 1;
         std::thread::sleep(Duration::from_millis(2));
@@ -263,7 +362,12 @@ fn redis_killed_and_restarted_counts_errors_and_writes_resume() {
     // The restarted Redis is empty: events from now on are written again.
     let resumed_from = id;
     wait_until("writes resumed", WAIT, || {
-        writers[0].record(&key, Some(Bytes::from(id.to_string())), event(id));
+        writers[0].record(
+            &one(&key),
+            Some(Bytes::from(id.to_string())),
+            false,
+            event(id),
+        );
         id += 1;
         std::thread::sleep(Duration::from_millis(5));
         written(&store) > before
@@ -330,7 +434,10 @@ fn stop_writes_what_was_queued() {
     let counters = store.counters();
     store.stop();
     assert_eq!(counters.snapshot().written, 50);
-    assert_eq!(writers[0].record(&key, None, event(51)), Recorded::Stopped);
+    assert_eq!(
+        writers[0].record(&one(&key), None, false, event(51)),
+        Recorded::Stopped
+    );
 }
 
 #[test]

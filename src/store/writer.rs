@@ -15,20 +15,23 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::counters::StoreCounters;
-use super::key::StoreKey;
+use super::lineage::StoreLineage;
 
-/// Default events one worker's queue holds. An entry is four handles (~110 bytes; the event's
-/// bytes are shared with the ring, not copied), so a full queue costs ~0.9 MiB per worker and
-/// rides out about a second of a Redis stall at 8000 events/s per worker before anything is
+/// Default events one worker's queue holds. An entry is four handles and a flag (~96 bytes; the
+/// event's bytes are shared with the ring, not copied), so a full queue costs ~0.8 MiB per worker
+/// and rides out about a second of a Redis stall at 8000 events/s per worker before anything is
 /// dropped. Past it: the event is dropped and counted (`dropped_full`).
 pub(crate) const DEFAULT_QUEUE_EVENTS: usize = 8_192;
 
 /// One event on its way to Redis.
 pub(super) struct Record {
-    pub(super) key: StoreKey,
+    /// The stream's key and the recording lineage's tag.
+    pub(super) lineage: StoreLineage,
     /// The SSE id the event set (empty when it set none): what a reconnection's `Last-Event-ID`
     /// is compared with, since Redis's own entry ids are Redis's.
     pub(super) id: Bytes,
+    /// The id was assigned by tether (`--assign-ids`), not the upstream's: never sent upstream.
+    pub(super) assigned: bool,
     /// The exact bytes the client was sent.
     pub(super) raw: Bytes,
     /// When the worker recorded it, for the lag the store reports.
@@ -85,13 +88,20 @@ impl StoreWriter {
         }
     }
 
-    /// Queues one event of the stream `key` for Redis; never blocks. `id`: the SSE id the event
-    /// set, if any. `raw`: its bytes as sent to the client (a refcounted slice; nothing is copied
-    /// here).
-    pub(crate) fn record(&self, key: &StoreKey, id: Option<Bytes>, raw: Bytes) -> Recorded {
+    /// Queues one event of `lineage` for Redis; never blocks. `id`: the SSE id the event set, if
+    /// any; `assigned`: tether assigned it. `raw`: its bytes as sent to the client (a refcounted
+    /// slice; nothing is copied here).
+    pub(crate) fn record(
+        &self,
+        lineage: &StoreLineage,
+        id: Option<Bytes>,
+        assigned: bool,
+        raw: Bytes,
+    ) -> Recorded {
         let record = Record {
-            key: key.clone(),
+            lineage: lineage.clone(),
             id: id.unwrap_or_default(),
+            assigned,
             raw,
             queued_at: Instant::now(),
         };
@@ -106,5 +116,13 @@ impl StoreWriter {
             }
             Err(TrySendError::Disconnected(_)) => Recorded::Stopped,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_queued_record_is_about_96_bytes() {
+        assert!(std::mem::size_of::<super::Record>() <= 96);
     }
 }

@@ -1,0 +1,375 @@
+//! The replay store (`--replay-store`) shared by tether instances, against a real redis-server
+//! started by each test on a free port (scripts/redis.sh installs it when missing): a client that
+//! streamed through one instance and comes back to another with Last-Event-ID gets exactly what it
+//! missed from Redis; Redis killed and restarted never breaks a stream; the keys hold no
+//! credentials. Each test holds on both io drivers (MONOIO_FORCE_LEGACY_DRIVER=1 for epoll).
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::sse_client::{ids, read_through, SseClient, StreamEnd};
+use common::*;
+
+/// A redis-server of the test's own, killed on drop; nothing is saved to disk.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Redis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): run scripts/redis.sh to install it")
+            });
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        assert!(
+            wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
+            "redis-server did not listen on {addr}"
+        );
+    }
+
+    fn con(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap()
+    }
+
+    fn keys(&self) -> Vec<Vec<u8>> {
+        redis::cmd("KEYS").arg("*").query(&mut self.con()).unwrap()
+    }
+
+    /// Every entry of every stream: (key, [field, value, ...] flattened), for byte searches.
+    fn everything(&self) -> Vec<u8> {
+        let mut con = self.con();
+        let mut all = Vec::new();
+        for key in self.keys() {
+            all.extend_from_slice(&key);
+            let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query(&mut con)
+                .unwrap();
+            for (_, fields) in entries {
+                for f in fields {
+                    all.extend_from_slice(&f);
+                }
+            }
+        }
+        all
+    }
+
+    /// The SSE ids recorded in the one stream there is, by lineage tag, each oldest first.
+    fn recorded_lineages(&self) -> Vec<(Vec<u8>, Vec<u64>)> {
+        let keys = self.keys();
+        assert_eq!(keys.len(), 1, "one stream, one key: {keys:?}");
+        let entries: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(&keys[0])
+            .arg("-")
+            .arg("+")
+            .query(&mut self.con())
+            .unwrap();
+        let mut lineages: Vec<(Vec<u8>, Vec<u64>)> = Vec::new();
+        for (_, fields) in entries {
+            let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|f| f.1.clone());
+            let tag = field("lineage").expect("every entry names its lineage");
+            let id: u64 = String::from_utf8(field("id").unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            match lineages.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, ids)) => ids.push(id),
+                None => lineages.push((tag, vec![id])),
+            }
+        }
+        lineages
+    }
+
+    /// The SSE ids recorded in the one stream there is, oldest first.
+    fn recorded_ids(&self) -> Vec<u64> {
+        let keys = self.keys();
+        assert_eq!(keys.len(), 1, "one stream, one key: {keys:?}");
+        let entries: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(&keys[0])
+            .arg("-")
+            .arg("+")
+            .query(&mut self.con())
+            .unwrap();
+        entries
+            .into_iter()
+            .filter_map(|(_, fields)| {
+                let id = fields.into_iter().find(|(n, _)| n == "id")?.1;
+                String::from_utf8(id).ok()?.parse().ok()
+            })
+            .collect()
+    }
+}
+
+/// A stream entry as XRANGE answers it: Redis's id, then the fields' names and values.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn store_flags(redis: &Redis) -> Vec<String> {
+    vec![
+        "--replay-store".into(),
+        redis.url(),
+        "--admin".into(),
+        "127.0.0.1:0".into(),
+    ]
+}
+
+fn start(upstream: &str, redis: &Redis) -> Tether {
+    let flags = store_flags(redis);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Tether::start(&[upstream.to_string()], &flags)
+}
+
+/// The client's identity: the scope its stream is recorded under on every instance.
+const AUTHORIZATION: &str = "Bearer s3cr3t-t0k3n-for-the-store";
+const COOKIE: &str = "session=c00kie-never-in-redis";
+const PATH: &str = "/sse?events=100000&rate=100&ts=0";
+
+fn headers(last: Option<&str>) -> Vec<(&'static str, &str)> {
+    let mut h = vec![("Authorization", AUTHORIZATION), ("Cookie", COOKIE)];
+    if let Some(id) = last {
+        h.push(("Last-Event-ID", id));
+    }
+    h
+}
+
+/// Streams through A until id `through`, leaves, and waits until A has stopped writing (its relay
+/// noticed the client gone): what Redis holds is then final.
+fn stream_through_a_and_leave(a: &Tether, redis: &Redis, through: u64) -> Vec<u64> {
+    let mut c = SseClient::open(a.addr, PATH, &headers(None));
+    assert_eq!(c.status, 200);
+    let (got, end) = read_through(&mut c, through, Duration::from_secs(10));
+    assert_eq!(got, (1..=through).collect::<Vec<_>>());
+    assert_eq!(end, StreamEnd::Open);
+    drop(c);
+    wait_for_writes_to_settle(a, through);
+    redis.recorded_ids()
+}
+
+/// Waits until A has written at least `at_least` events and written nothing more for a while.
+fn wait_for_writes_to_settle(a: &Tether, at_least: u64) {
+    let admin = a.admin_addr();
+    let mut last = (u64::MAX, Instant::now());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let written = scrape(admin, "tether_replay_store_written_total");
+            if written != last.0 {
+                last = (written, Instant::now());
+            }
+            written >= at_least && last.1.elapsed() > Duration::from_millis(400)
+        }),
+        "A's writes did not settle"
+    );
+}
+
+#[test]
+fn a_client_back_on_another_instance_gets_exactly_what_it_missed_from_redis() {
+    let redis = Redis::start();
+    let up = origin();
+    let a = start(&url_of(&up), &redis);
+    // B's upstream is down: whatever B serves comes from Redis.
+    let b = start(&closed_port_url(), &redis);
+    let recorded = stream_through_a_and_leave(&a, &redis, 12);
+    let newest = *recorded.last().unwrap();
+    assert_eq!(
+        recorded,
+        (1..=newest).collect::<Vec<_>>(),
+        "A wrote every event"
+    );
+    assert!(newest >= 12);
+
+    // The client had only seen 7 (say it lost the rest in flight): B replays 8..=newest.
+    let mut c = SseClient::open(b.addr, PATH, &headers(Some("7")));
+    assert_eq!(
+        c.status, 200,
+        "a reconnection is never refused while the ring serves"
+    );
+    let (events, end) = c.read_until(Duration::from_secs(2), |_| false);
+    assert_eq!(
+        end,
+        StreamEnd::Open,
+        "the stream stays open behind the replay"
+    );
+    assert_eq!(ids(&events), (8..=newest).collect::<Vec<_>>());
+    let admin = b.admin_addr();
+    assert_eq!(scrape(admin, "tether_replay_store_served_total"), 1);
+    assert_eq!(scrape(admin, "tether_replay_store_reads_total"), 1);
+
+    // An id Redis never saw: as without a store (B's upstream is down: a 502), counted.
+    let mut unknown = SseClient::open(b.addr, PATH, &headers(Some("999999")));
+    assert_eq!(unknown.status, 502);
+    drop(unknown.read_to_end(Duration::from_millis(200)));
+    assert_eq!(scrape(admin, "tether_replay_store_missed_total"), 1);
+}
+
+/// Two clients of one URL through A: two upstream lineages, the same ids, interleaved in one
+/// Redis stream. One comes back on B: it gets one lineage's events after its id, each once, never
+/// the two mixed.
+#[test]
+fn two_lineages_of_one_url_never_mix_when_read_back_from_redis() {
+    let redis = Redis::start();
+    let up = origin();
+    let a = start(&url_of(&up), &redis);
+    let b = start(&closed_port_url(), &redis);
+    let mut first = SseClient::open(a.addr, PATH, &headers(None));
+    let mut second = SseClient::open(a.addr, PATH, &headers(None));
+    assert_eq!((first.status, second.status), (200, 200));
+    let (got, _) = read_through(&mut first, 12, Duration::from_secs(10));
+    assert_eq!(got, (1..=12).collect::<Vec<_>>());
+    drop(first);
+    let (got, _) = read_through(&mut second, 30, Duration::from_secs(10));
+    assert_eq!(got, (1..=30).collect::<Vec<_>>());
+    drop(second);
+    wait_for_writes_to_settle(&a, 42);
+    let lineages = redis.recorded_lineages();
+    assert_eq!(lineages.len(), 2, "two lineages in one stream");
+    for (_, ids) in &lineages {
+        assert_eq!(ids, &(1..=*ids.last().unwrap()).collect::<Vec<_>>());
+    }
+
+    // The first client had only seen 7: B replays 8.. of one lineage, each id once.
+    let mut c = SseClient::open(b.addr, PATH, &headers(Some("7")));
+    assert_eq!(c.status, 200);
+    let (events, end) = c.read_until(Duration::from_secs(2), |_| false);
+    assert_eq!(end, StreamEnd::Open);
+    let got = ids(&events);
+    let newest = *got.last().expect("events replayed from Redis");
+    assert_eq!(got, (8..=newest).collect::<Vec<_>>(), "each missed id once");
+    assert!(
+        lineages
+            .iter()
+            .any(|(_, ids)| *ids.last().unwrap() == newest),
+        "{got:?} is one lineage's history: {lineages:?}"
+    );
+    assert_eq!(
+        scrape(b.admin_addr(), "tether_replay_store_served_total"),
+        1
+    );
+}
+
+#[test]
+fn redis_killed_and_restarted_breaks_no_stream_and_writes_resume() {
+    let mut redis = Redis::start();
+    let up = origin();
+    let a = start(&url_of(&up), &redis);
+    let admin = a.admin_addr();
+    let mut c = SseClient::open(a.addr, PATH, &headers(None));
+    let (mut seen, _) = read_through(&mut c, 10, Duration::from_secs(10));
+    assert!(wait_until(Duration::from_secs(5), || scrape(
+        admin,
+        "tether_replay_store_connected"
+    ) == 1));
+
+    redis.kill();
+    let (more, end) = read_through(&mut c, 60, Duration::from_secs(10));
+    seen.extend(more);
+    assert_eq!(end, StreamEnd::Open, "Redis down does not touch the stream");
+    assert!(wait_until(Duration::from_secs(5), || {
+        let text = Tether::metrics_text(admin);
+        metric(&text, "tether_replay_store_errors_total") > 0
+            && metric(&text, "tether_replay_store_dropped_total") > 0
+            && metric(&text, "tether_replay_store_connected") == 0
+    }));
+
+    redis.restart();
+    let written_before = scrape(admin, "tether_replay_store_written_total");
+    let (more, end) = read_through(&mut c, 150, Duration::from_secs(15));
+    seen.extend(more);
+    assert_eq!(end, StreamEnd::Open);
+    assert_eq!(
+        seen,
+        (1..=150).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || scrape(
+            admin,
+            "tether_replay_store_written_total"
+        ) > written_before
+            && scrape(admin, "tether_replay_store_connected") == 1),
+        "writes resumed"
+    );
+    let after_restart = redis.recorded_ids();
+    assert!(!after_restart.is_empty());
+    assert!(
+        after_restart[0] > 10,
+        "the fresh Redis holds events written after its restart"
+    );
+    assert!(
+        a.wait_for_log("replay store", Duration::from_secs(1)),
+        "{:?}",
+        a.log_lines()
+    );
+}
+
+#[test]
+fn keys_and_entries_in_redis_hold_no_authorization_or_cookie_bytes() {
+    let redis = Redis::start();
+    let up = origin();
+    let a = start(&url_of(&up), &redis);
+    stream_through_a_and_leave(&a, &redis, 5);
+    let keys = redis.keys();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].starts_with(b"tether:stream:"), "{keys:?}");
+    let all = redis.everything();
+    for secret in [
+        "s3cr3t-t0k3n",
+        "Bearer",
+        "c00kie-never-in-redis",
+        "session=",
+        "Authorization",
+        "Cookie",
+    ] {
+        assert!(
+            !contains(&all, secret.as_bytes()),
+            "{secret:?} reached Redis"
+        );
+    }
+}
