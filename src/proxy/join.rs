@@ -12,8 +12,8 @@ use super::exchange::{ClientSide, Outcome};
 use super::request_id::RequestId;
 use crate::access_log::RequestStart;
 use crate::http::{
-    request_keep_alive, write_edited_client_response, BodyKind, Method, OutFraming, RequestHead,
-    Version,
+    request_keep_alive, requests_upgrade, write_edited_client_response, BodyKind, Method,
+    OutFraming, RequestHead, Version,
 };
 use crate::metrics::WorkerMetrics;
 use crate::route::Route;
@@ -38,7 +38,7 @@ pub(super) fn coalescible(
         && body == BodyKind::Empty
         && !per_request
         && head.header("last-event-id").is_none_or(|v| v.is_empty())
-        && head.header("upgrade").is_none()
+        && !requests_upgrade(head)
 }
 
 /// What a coalescible request does.

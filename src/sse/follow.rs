@@ -155,17 +155,13 @@ impl Follower<'_> {
                     timer.fired().await;
                     continue;
                 }
-                match self.take_batch() {
-                    Ok(0) => {}
-                    Ok(_) => {}
-                    Err(()) => {
-                        crate::log_info!(
-                            "sse {}: a follower's next events were evicted from the ring; ending its response so it resumes with its last id",
-                            self.lineage.scope.target()
-                        );
-                        WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
-                        return self.finish(client, SseEnd::ReplayEvicted).await;
-                    }
+                if self.take_batch().is_err() {
+                    crate::log_info!(
+                        "sse {}: a follower's next events were evicted from the ring; ending its response so it resumes with its last id",
+                        self.lineage.scope.target()
+                    );
+                    WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
+                    return self.finish(client, SseEnd::ReplayEvicted).await;
                 }
             }
             if !self.out.is_empty() {
@@ -270,7 +266,7 @@ impl Follower<'_> {
 
     /// Queues the ring's next events after the cursor (one chunk). Err when the next event the
     /// client needs was evicted.
-    fn take_batch(&mut self) -> Result<usize, ()> {
+    fn take_batch(&mut self) -> Result<(), ()> {
         let ring = self.lineage.ring.borrow();
         if self.cursor + 1 < ring.first_seq() {
             return Err(());
@@ -312,7 +308,7 @@ impl Follower<'_> {
             WorkerMetrics::add(&status.events, events);
             WorkerMetrics::add(&status.bytes, len as u64);
         }
-        Ok(len)
+        Ok(())
     }
 
     /// Ends the client's response cleanly after what it was sent.
