@@ -52,6 +52,9 @@ pub struct WorkerMetrics {
     /// Reconnections the replay store could not serve: id unknown there, the client already at
     /// the stream's head, or no answer in time (Redis down, slow, busy).
     pub replay_store_misses: Cell<u64>,
+    /// Reconnections that follow a lineage another instance still reads, live through the
+    /// replay store (`XREAD BLOCK`), instead of opening its upstream again.
+    pub replay_store_followed: Cell<u64>,
     pub drops_eof: Cell<u64>,
     pub drops_reset: Cell<u64>,
     pub drops_idle: Cell<u64>,
@@ -234,6 +237,12 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "Reconnections served from the replay store (--replay-store): their id was in no ring of this process.",
         |m| m.replay_store_served.get(),
+    ),
+    (
+        "replay_store_followed_total",
+        "counter",
+        "Reconnections that followed a stream another tether instance still reads, live through the replay store, instead of opening its upstream again.",
+        |m| m.replay_store_followed.get(),
     ),
     (
         "replay_store_missed_total",

@@ -98,6 +98,7 @@ impl Server {
                         writer,
                         link: worker::StoreLink {
                             reader: store.reader(),
+                            follows: store.follows(),
                             counters: store.counters(),
                         },
                     })

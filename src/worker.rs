@@ -28,7 +28,7 @@ use crate::sse::active::ActiveStreams;
 use crate::sse::directory::{Answer, Directory, Message, PendingAnswers, WorkerStatus};
 use crate::sse::partial::PartialBudget;
 use crate::sse::table::StreamTable;
-use crate::store::{StoreCounters, StoreReader, StoreWriter};
+use crate::store::{StoreCounters, StoreFollows, StoreReader, StoreWriter};
 use crate::timers::Timers;
 use crate::turns::Turns;
 use crate::upstream::pool::UpstreamPool;
@@ -36,6 +36,9 @@ use crate::upstream::replica::UpstreamSet;
 
 /// Everything a worker's tasks share. Lives in an `Rc`: only this worker's thread touches it.
 pub struct WorkerCtx {
+    /// Itself, for the few tasks a request starts that outlive it (a follow through the replay
+    /// store, `crate::sse::store_follow`): they hold the context as the worker's other tasks do.
+    me: std::rc::Weak<WorkerCtx>,
     pub index: usize,
     /// The io driver this worker's runtime got.
     pub driver: DriverKind,
@@ -85,6 +88,8 @@ pub struct WorkerCtx {
 pub(crate) struct StoreLink {
     /// Asks for the events after a `Last-Event-ID` (`crate::sse::lookup`, on a miss).
     pub(crate) reader: StoreReader,
+    /// Follows a stream another instance still reads (`crate::sse::store_follow`).
+    pub(crate) follows: StoreFollows,
     /// The store's process-wide counters, for `/metrics` (served by worker 0).
     pub(crate) counters: Arc<StoreCounters>,
 }
@@ -96,6 +101,11 @@ pub(crate) struct WorkerStore {
 }
 
 impl WorkerCtx {
+    /// The context as an `Rc`, for a task spawned on this worker.
+    pub(crate) fn rc(&self) -> Option<Rc<WorkerCtx>> {
+        self.me.upgrade()
+    }
+
     /// The route of a new request under the configuration in force now, or why it has none.
     /// The request keeps the `Rc` for its whole life, whatever a reload does meanwhile.
     pub(crate) fn route_for(&self, head: &crate::http::RequestHead) -> Result<Rc<Route>, Unrouted> {
@@ -250,7 +260,8 @@ fn run(
             Some(s) => (Some(s.writer), Some(s.link)),
             None => (None, None),
         };
-        let ctx = Rc::new(WorkerCtx {
+        let ctx = Rc::new_cyclic(|me| WorkerCtx {
+            me: me.clone(),
             index,
             driver,
             routes: RefCell::new(Rc::new(RouteTable::new(

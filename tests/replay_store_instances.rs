@@ -107,10 +107,11 @@ impl Redis {
         for (_, fields) in entries {
             let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|f| f.1.clone());
             let tag = field("lineage").expect("every entry names its lineage");
-            let id: u64 = String::from_utf8(field("id").unwrap())
-                .unwrap()
-                .parse()
-                .unwrap();
+            // A lineage's end marker carries no event.
+            let Some(id) = field("id") else {
+                continue;
+            };
+            let id: u64 = String::from_utf8(id).unwrap().parse().unwrap();
             match lineages.iter_mut().find(|(t, _)| *t == tag) {
                 Some((_, ids)) => ids.push(id),
                 None => lineages.push((tag, vec![id])),
@@ -162,7 +163,12 @@ fn store_flags(redis: &Redis) -> Vec<String> {
 }
 
 fn start(upstream: &str, redis: &Redis) -> Tether {
-    let flags = store_flags(redis);
+    start_with(upstream, redis, &[])
+}
+
+fn start_with(upstream: &str, redis: &Redis, extra: &[&str]) -> Tether {
+    let mut flags = store_flags(redis);
+    flags.extend(extra.iter().map(|f| f.to_string()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Tether::start(&[upstream.to_string()], &flags)
 }
@@ -372,4 +378,126 @@ fn keys_and_entries_in_redis_hold_no_authorization_or_cookie_bytes() {
             "{secret:?} reached Redis"
         );
     }
+}
+
+/// A POST-born stream (an LLM generation, an MCP tool call: 40 events at 10 per second, then the
+/// end) through A with `--hold-upstream 10s`; its client reads 5 events and leaves; A holds the
+/// upstream. The client comes back on B (whose upstream is down) with a GET and
+/// `Last-Event-ID: 5`: `live` while A still reads the generation, or after it ended there. Either
+/// way B gets 6..=40 once, in order, from Redis (live through `XREAD BLOCK`, or read back), then
+/// the clean end; the upstream saw one request, the POST, and nothing else.
+fn post_held_by_a_then_back_on_b(live: bool) {
+    let redis = Redis::start();
+    let up = origin();
+    let a = start_with(
+        &url_of(&up),
+        &redis,
+        &["--hold-upstream", "10s", "--sse-heartbeat", "0"],
+    );
+    let b = start_with(&closed_port_url(), &redis, &["--sse-heartbeat", "0"]);
+    let path = if live {
+        "/sse?events=40&rate=10&ts=0&held=live"
+    } else {
+        "/sse?events=40&rate=40&ts=0&held=ended"
+    };
+    let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"long"}}"#;
+    let mut post = SseReader::open(a.addr, &sse_post_request(path, &[], body));
+    assert_eq!(post.head.status, 200);
+    let (first, stopped) = ids_through(&mut post, 5);
+    assert_eq!(
+        (first, stopped),
+        (vec![1, 2, 3, 4, 5], None),
+        "the POST's stream"
+    );
+    drop(post);
+    let a_admin = a.admin_addr();
+    assert!(
+        wait_until(Duration::from_secs(5), || scrape(
+            a_admin,
+            "tether_sse_held_streams"
+        ) >= 1),
+        "A did not hold the stream after its client left"
+    );
+    if !live {
+        // The generation ends on A (40 events at 40/s), its end marker written.
+        assert!(
+            wait_until(Duration::from_secs(10), || scrape(
+                a_admin,
+                "tether_sse_held_streams"
+            ) == 0),
+            "the held generation did not end on A"
+        );
+        wait_for_writes_to_settle(&a, 41);
+    }
+
+    let mut back = SseReader::open(b.addr, &sse_request(path, &["Last-Event-ID: 5"]));
+    let log = || {
+        format!(
+            "A:\n{}\nB:\n{}",
+            a.log_lines().join("\n"),
+            b.log_lines().join("\n")
+        )
+    };
+    assert_eq!(back.head.status, 200, "{}", log());
+    back.deadline = Instant::now() + Duration::from_secs(15);
+    let mut got = Vec::new();
+    let end = loop {
+        match back.next_event() {
+            Ok(Some(ev)) => got.push(ev.num_id().expect("a numeric id")),
+            Ok(None) => break format!("{:?}", back.clean_end),
+            Err(e) => break format!("not ended: {e}"),
+        }
+    };
+    let requests: Vec<(String, Option<String>)> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .map(|r| (r.method, r.last_event_id))
+        .collect();
+    let context = format!(
+        "B answered {got:?}, ended {end}; upstream saw {requests:?}\n{}",
+        log()
+    );
+    assert_eq!(
+        got,
+        (6..=40).collect::<Vec<u64>>(),
+        "each event after 5 once, in order; {context}"
+    );
+    assert_eq!(
+        end, "Some(true)",
+        "the response ends cleanly after the generation; {context}"
+    );
+    assert_eq!(
+        requests,
+        vec![("POST".to_string(), None)],
+        "one POST, nothing re-sent, no GET upstream; {context}"
+    );
+    let b_admin = b.admin_addr();
+    let (followed, served) = (
+        scrape(b_admin, "tether_replay_store_followed_total"),
+        scrape(b_admin, "tether_replay_store_served_total"),
+    );
+    if live {
+        assert_eq!(
+            (followed, served),
+            (1, 0),
+            "followed live through Redis; {context}"
+        );
+    } else {
+        assert_eq!(
+            (followed, served),
+            (0, 1),
+            "read back from Redis; {context}"
+        );
+    }
+}
+
+#[test]
+fn a_post_stream_held_by_one_instance_is_followed_live_from_another() {
+    post_held_by_a_then_back_on_b(true);
+}
+
+#[test]
+fn a_post_stream_that_ended_on_one_instance_is_finished_from_another() {
+    post_held_by_a_then_back_on_b(false);
 }

@@ -24,7 +24,7 @@ use super::scope::ResumeScope;
 use super::table::{Lineage, RingHandle};
 use crate::http::{Method, RequestHead};
 use crate::metrics::WorkerMetrics;
-use crate::store::{ReadOutcome, StoreKey, StoredEvent};
+use crate::store::{LineageEnd, LineageState, ReadOutcome, StoreKey, StoredEvent};
 use crate::worker::{StoreLink, WorkerCtx};
 
 /// How long a worker waits for another worker's ring before treating the id as unknown (the
@@ -88,9 +88,9 @@ pub async fn find(
         Some(point) => Some(point),
         None => find_remote(ctx, scope, last_id, may_hand_off, follow_only).await,
     };
-    if point.is_none() && !follow_only {
+    if point.is_none() {
         if let Some(store) = &ctx.store {
-            point = find_in_store(ctx, store, scope, last_id).await;
+            point = find_in_store(ctx, store, scope, last_id, follow_only).await;
         }
     }
     match point {
@@ -178,16 +178,23 @@ async fn find_remote(
 }
 
 /// Asks the replay store for the events of `scope` after `last_id`, once, for at most
-/// `STORE_READ_TIMEOUT`; found and not empty, they become a new ring here that the client
-/// continues (the upstream asked to resume from the newest upstream id among them). None
-/// otherwise: an unknown id, the client already at the stream's head (the upstream is then asked
-/// with its own id, exactly as without a store), more events than `--replay-bytes`, or no
-/// answer (counted, and logged at debug).
+/// `STORE_READ_TIMEOUT`. What it answers decides (`crate::store::LineageState`):
+/// - another instance still reads the lineage: the client follows it live through the store
+///   (`super::store_follow`), the missed events first; nothing goes upstream;
+/// - its upstream finished it, with events after the id: the client gets them and the end;
+/// - stopped (or stale) with events after the id: they become a new ring here that the client
+///   continues (the upstream asked to resume from the newest upstream id among them).
+///
+/// None otherwise: an unknown id, the client already at a stopped stream's head (the upstream is
+/// then asked with its own id, exactly as without a store), more events than `--replay-bytes`,
+/// or no answer (counted, and logged at debug). `follow_only` (the original POST repeated):
+/// only following or a finished stream, never an upstream of its own.
 async fn find_in_store(
     ctx: &WorkerCtx,
     store: &StoreLink,
     scope: &ResumeScope,
     last_id: &[u8],
+    follow_only: bool,
 ) -> Option<Resumption> {
     let key = StoreKey::from_scope_bytes(scope.bytes());
     let answer = match store.reader.read_after(&key, last_id) {
@@ -200,34 +207,97 @@ async fn find_in_store(
     let max_bytes = ctx.streams.limits().max_bytes;
     let fits =
         |events: &[StoredEvent]| events.iter().map(|e| e.raw.len()).sum::<usize>() <= max_bytes;
-    let events = match answer {
-        Ok(ReadOutcome::After { events }) if !events.is_empty() && fits(&events) => events,
-        Ok(_) => {
-            WorkerMetrics::inc(&ctx.metrics.replay_store_misses);
-            return None;
-        }
+    let missed = || {
+        WorkerMetrics::inc(&ctx.metrics.replay_store_misses);
+        None
+    };
+    let (events, state, lineage, tail) = match answer {
+        Ok(ReadOutcome::After {
+            events,
+            state,
+            lineage,
+            tail,
+        }) if fits(&events) => (events, state, lineage, tail),
+        Ok(_) => return missed(),
         Err(e) => {
-            WorkerMetrics::inc(&ctx.metrics.replay_store_misses);
             crate::log_debug!("sse {}: {e}", scope.target());
+            return missed();
+        }
+    };
+    let events_after = !events.is_empty();
+    match state {
+        LineageState::Live => follow_in_store(ctx, store, scope, &key, events, lineage, &tail),
+        LineageState::Ended(LineageEnd::Finished) if events_after => {
+            WorkerMetrics::inc(&ctx.metrics.replay_store_served);
+            let events: Vec<RingEvent> = events.into_iter().map(stored_event).collect();
+            let handle = ctx.streams.adopt_from_store(scope, events, &ctx.metrics);
+            let fanout = handle.lineage.share(|| Fanout::new(false, None));
+            fanout.finish(FanEnd::Finished);
+            Some(Resumption::Follow {
+                lineage: handle.lineage.clone(),
+                fanout,
+                after: 0,
+            })
+        }
+        LineageState::Ended(_) if events_after && !follow_only => {
+            WorkerMetrics::inc(&ctx.metrics.replay_store_served);
+            let events: Vec<RingEvent> = events.into_iter().map(stored_event).collect();
+            let (ring, first) = ctx.streams.adopt(scope, events, 0, &ctx.metrics);
+            debug_assert_eq!(
+                ring.lineage.ring.borrow().first_seq(),
+                first,
+                "nothing evicted"
+            );
+            // The client's own event is not in the ring: it had it. Everything the ring holds is
+            // missed.
+            Some(Resumption::Ring(point(ring, first - 1)))
+        }
+        LineageState::Ended(_) => missed(),
+    }
+}
+
+/// A lineage another instance reads: a ring here fed from the store (`super::store_follow`),
+/// which the client follows from its first event (the ones it missed, then live). None when the
+/// follow cannot start (too many, or no descriptors): the caller's request then goes upstream.
+fn follow_in_store(
+    ctx: &WorkerCtx,
+    store: &StoreLink,
+    scope: &ResumeScope,
+    key: &StoreKey,
+    events: Vec<StoredEvent>,
+    lineage: Bytes,
+    tail: &str,
+) -> Option<Resumption> {
+    let feed = match store.follows.follow(key, lineage, tail) {
+        Ok(feed) => feed,
+        Err(e) => {
+            crate::log_info!(
+                "sse {}: cannot follow the stream through the replay store: {e}",
+                scope.target()
+            );
+            WorkerMetrics::inc(&ctx.metrics.replay_store_misses);
             return None;
         }
     };
-    WorkerMetrics::inc(&ctx.metrics.replay_store_served);
+    let me = ctx.rc()?;
+    WorkerMetrics::inc(&ctx.metrics.replay_store_followed);
     let events: Vec<RingEvent> = events.into_iter().map(stored_event).collect();
-    let (ring, first) = ctx.streams.adopt(scope, events, 0, &ctx.metrics);
-    debug_assert_eq!(
-        ring.lineage.ring.borrow().first_seq(),
-        first,
-        "nothing evicted"
-    );
-    // The client's own event is not in the ring: it had it. Everything the ring holds is missed.
-    Some(Resumption::Ring(point(ring, first - 1)))
+    let handle = ctx.streams.adopt_from_store(scope, events, &ctx.metrics);
+    let lineage = handle.lineage.clone();
+    let fanout = lineage.share(|| Fanout::new(false, None));
+    fanout.set_headless(None);
+    monoio::spawn(super::store_follow::pump(me, handle, fanout.clone(), feed));
+    Some(Resumption::Follow {
+        lineage,
+        fanout,
+        after: 0,
+    })
 }
 
 /// A stored event as a ring event. Whether its id was tether's (`--assign-ids` on the instance
 /// that recorded it) is stored with it: such an id is never sent upstream as a Last-Event-ID,
 /// and an upstream's id is, whatever its shape.
-fn stored_event(e: StoredEvent) -> RingEvent {
+pub(crate) fn stored_event(e: StoredEvent) -> RingEvent {
     let id = (!e.id.is_empty()).then_some(&e.id[..]);
     let held = u32::try_from(e.raw.len()).unwrap_or(u32::MAX);
     RingEvent::new(e.raw, id, held, e.assigned)

@@ -12,7 +12,8 @@
 //! - [`partial`]: the worker-wide bound on unfinished events;
 //! - [`fanout`]: a lineage shared by followers or held without a client; [`follow`]: a client
 //!   that follows another's upstream through the ring; [`coalesce`]: which live streams a
-//!   fresh GET may join;
+//!   fresh GET may join; [`store_follow`]: a lineage another instance reads, followed through
+//!   the replay store;
 //! - [`active`]: the streams being relayed, for `/streams`.
 
 pub(crate) mod active;
@@ -34,6 +35,7 @@ pub(crate) mod relay;
 pub(crate) mod resume;
 pub mod ring;
 pub(crate) mod scope;
+pub(crate) mod store_follow;
 pub(crate) mod stream_timer;
 pub(crate) mod table;
 

@@ -564,6 +564,9 @@ impl Relay<'_> {
         self.framer.finish_into(&mut self.blocks);
         self.account_partial();
         self.flush_blocks();
+        if end == SseEnd::Completed {
+            self.ring.lineage.set_upstream_finished();
+        }
         if let Some(fanout) = self.ring.lineage.fanout() {
             fanout.finish(if end == SseEnd::Completed {
                 FanEnd::Finished
@@ -682,6 +685,8 @@ impl Drop for Relay<'_> {
     fn drop(&mut self) {
         self.ctx.partial.update(self.partial_held as usize, 0);
         self.ctx.active.remove(&self.entry);
+        // Another instance following this lineage through the replay store stops (or ends) now.
+        self.ctx.streams.ended(&self.ring.lineage);
         if let Some(fanout) = self.ring.lineage.fanout() {
             fanout.finish(FanEnd::Stopped);
             fanout.set_held(false, &self.ctx.metrics);

@@ -31,7 +31,7 @@ use super::fanout::{FanEnd, Fanout};
 use super::ring::{ReplayRing, RingEvent};
 use super::scope::ResumeScope;
 use crate::metrics::WorkerMetrics;
-use crate::store::{StoreKey, StoreLineage, StoreWriter};
+use crate::store::{LineageEnd, StoreKey, StoreLineage, StoreWriter};
 
 /// Default `--replay-memory`: what every ring of the process may cost together, overhead
 /// included; each worker keeps its equal share.
@@ -81,8 +81,11 @@ pub struct Lineage {
     /// most lineages (one client, the owner's own).
     pub(crate) fanout: RefCell<Option<Rc<Fanout>>>,
     /// The stream's key in the replay store (`--replay-store`) and this lineage's tag there:
-    /// made once, when the ring is made, not per event. None when the store is off.
+    /// made once, when the ring is made, not per event. None when the store is off, and for a
+    /// lineage fed from the store (`super::store_follow`: its events are in Redis already).
     store: Option<StoreLineage>,
+    /// The upstream ended the stream for good (its end marker in the store says `finished`).
+    upstream_finished: Cell<bool>,
 }
 
 impl Lineage {
@@ -101,6 +104,11 @@ impl Lineage {
             .borrow_mut()
             .get_or_insert_with(|| Rc::new(make()))
             .clone()
+    }
+
+    /// The upstream ended this stream for good (a clean end, or a final answer to a reconnect).
+    pub(crate) fn set_upstream_finished(&self) {
+        self.upstream_finished.set(true);
     }
 
     /// Whether clients other than the owner's follow it now.
@@ -193,6 +201,7 @@ impl StreamTable {
         self.insert(
             scope,
             ReplayRing::new(self.limits.max_events, self.limits.max_bytes),
+            true,
         )
     }
 
@@ -217,12 +226,54 @@ impl StreamTable {
                 seq_at = seq;
             }
         }
-        let handle = self.insert(scope, ring);
+        let handle = self.insert(scope, ring, true);
         self.recount(&handle.lineage, metrics);
         (handle, seq_at)
     }
 
-    fn insert(&self, scope: &ResumeScope, ring: ReplayRing) -> RingHandle {
+    /// A new lineage of `events` read back from the replay store, to be fed on from there
+    /// (`super::store_follow`): what it records is never written back to the store, which has it.
+    pub(crate) fn adopt_from_store(
+        &self,
+        scope: &ResumeScope,
+        events: Vec<RingEvent>,
+        metrics: &WorkerMetrics,
+    ) -> RingHandle {
+        let mut ring = ReplayRing::new(
+            self.limits.max_events.max(events.len()),
+            self.limits.max_bytes,
+        );
+        for e in events {
+            ring.push(e);
+        }
+        let handle = self.insert(scope, ring, false);
+        self.recount(&handle.lineage, metrics);
+        handle
+    }
+
+    /// Removes `lineage` from the table at once (its events go with the last handle): a comeback
+    /// must not find it any more.
+    pub(crate) fn forget(&self, lineage: &Lineage) {
+        let freed = self.remove(lineage.id);
+        if freed >= RETURN_TO_SYSTEM_BYTES {
+            crate::memory::return_freed_pages();
+        }
+    }
+
+    /// The lineage's upstream is read no more here: its end marker goes to the replay store, so
+    /// that a reconnection on another instance resumes (or ends) instead of following it.
+    pub(crate) fn ended(&self, lineage: &Lineage) {
+        if let (Some(store), Some(names)) = (&self.store, &lineage.store) {
+            let how = if lineage.upstream_finished.get() {
+                LineageEnd::Finished
+            } else {
+                LineageEnd::Stopped
+            };
+            store.end(names, how);
+        }
+    }
+
+    fn insert(&self, scope: &ResumeScope, ring: ReplayRing, stored: bool) -> RingHandle {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let lineage = Rc::new(Lineage {
@@ -233,9 +284,10 @@ impl StreamTable {
             last_used: Cell::new(Instant::now()),
             counted: Cell::new(0),
             fanout: RefCell::new(None),
-            store: self.store.as_ref().map(|_| {
+            store: self.store.as_ref().filter(|_| stored).map(|_| {
                 StoreLineage::new(StoreKey::from_scope_bytes(scope.bytes()), self.worker, id)
             }),
+            upstream_finished: Cell::new(false),
         });
         self.rings.borrow_mut().insert(id, lineage.clone());
         let mut by_scope = self.by_scope.borrow_mut();

@@ -10,25 +10,33 @@
 //! - `link`: its connection: reconnection with back-off, one log line per interval.
 //! - `read`: `read_after`, the events after a `Last-Event-ID` (`XREVRANGE` scan).
 //! - `reply`: the one-shot that brings a read's answer to a monoio worker without blocking it.
+//! - `state`: a lineage's end markers, and whether an instance still reads its upstream.
+//! - `follow`: following a lineage live (`XREAD BLOCK`) on a thread of its own.
+//! - `feed`: the many-shot channel that brings a follow's entries to its worker.
 //! - `counters`: written, dropped, errors, latency and lag, readable from any thread.
 //! - `error`: what can fail, with what to do about it.
 //!
 //! Threads: workers only queue (`StoreWriter::record`, one `try_send`) and ask
-//! (`StoreReader::read_after`, then await the `Reply`); only the "tether-store" thread talks to
-//! Redis, through the `redis` crate's synchronous client (no Redis client runs on monoio).
+//! (`StoreReader::read_after`, then await the `Reply`; `StoreFollows::follow`, then await the
+//! `Feed`); only the "tether-store" and "tether-store-follow" threads talk to Redis, through the `redis` crate's synchronous client (no Redis client runs on monoio).
 //! Redis down or slow never stops a stream: writes are dropped and counted, reads answer
 //! `Unavailable` at once, and the thread reconnects with back-off.
 
 mod counters;
 mod error;
+mod feed;
+mod follow;
 mod key;
 mod lineage;
 mod link;
 mod read;
 mod reply;
 mod side;
+mod state;
 mod writer;
 
+#[cfg(test)]
+mod follow_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
@@ -42,14 +50,20 @@ use std::time::Duration;
 
 pub(crate) use counters::{CountersSnapshot, StoreCounters};
 pub(crate) use error::{ReadError, StoreError};
+pub(crate) use feed::Feed;
+pub(crate) use follow::{FollowItem, StoreFollows, FOLLOW_IDLE};
 pub(crate) use key::StoreKey;
 pub(crate) use lineage::StoreLineage;
 pub(crate) use read::{ReadOutcome, StoreReader, StoredEvent, READ_QUEUE_CAPACITY};
 pub(crate) use reply::Reply;
+pub(crate) use state::{LineageEnd, LineageState};
 pub(crate) use writer::{Recorded, StoreWriter, DEFAULT_QUEUE_EVENTS};
 
 /// The store's thread's name (in `top -H`, `ps -L`, panics).
 const THREAD_NAME: &str = "tether-store";
+
+/// The follow thread's name (`follow`).
+const FOLLOW_THREAD_NAME: &str = "tether-store-follow";
 
 /// How the store is set up (from `--replay-store`, `--replay-events`, `--replay-ttl`).
 #[derive(Debug, Clone)]
@@ -69,9 +83,11 @@ pub(crate) struct StoreConfig {
 pub(crate) struct ReplayStore {
     counters: Arc<StoreCounters>,
     reader: StoreReader,
+    follows: StoreFollows,
     doorbell: Arc<writer::Doorbell>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    follow_thread: Option<JoinHandle<()>>,
 }
 
 impl ReplayStore {
@@ -114,6 +130,16 @@ impl ReplayStore {
             max_events: config.max_events,
             ttl: config.ttl,
         };
+        let (follow_queue, follower) = follow::channel(
+            link::Link::new(client.clone(), target.clone()),
+            counters.clone(),
+            stop.clone(),
+        );
+        let follow_thread = std::thread::Builder::new()
+            .name(FOLLOW_THREAD_NAME.into())
+            .spawn(move || follower.run())
+            .map_err(StoreError::Spawn)?;
+        let follows = follow::handle(follow_queue, follow_thread.thread().clone());
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.into())
             .spawn(move || {
@@ -147,9 +173,11 @@ impl ReplayStore {
         let store = ReplayStore {
             counters,
             reader: StoreReader::new(read_tx, doorbell.clone()),
+            follows,
             doorbell,
             stop,
             thread: Some(thread),
+            follow_thread: Some(follow_thread),
         };
         Ok((store, writers))
     }
@@ -157,6 +185,11 @@ impl ReplayStore {
     /// A reader for a worker (clones share one bounded read queue).
     pub(crate) fn reader(&self) -> StoreReader {
         self.reader.clone()
+    }
+
+    /// Live follows through the store, for a worker (clones share one bounded queue).
+    pub(crate) fn follows(&self) -> StoreFollows {
+        self.follows.clone()
     }
 
     /// The counters, shared: /metrics reads them from any thread.
@@ -174,6 +207,12 @@ impl ReplayStore {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             self.doorbell.thread.unpark();
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.follow_thread.take() {
+            // At most one FOLLOW_BLOCK (or one IO timeout when Redis hangs) away from seeing the
+            // stop.
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

@@ -31,6 +31,7 @@ use bytes::Bytes;
 use super::error::ReadError;
 use super::key::StoreKey;
 use super::reply::{self, Replier, Reply};
+use super::state::{LineageEnd, LineageState};
 use super::writer::Doorbell;
 
 /// Reads that may wait for the store's thread at once, all workers together. Past it a read is
@@ -49,6 +50,8 @@ pub(super) const FIELD_DATA: &[u8] = b"data";
 pub(super) const FIELD_LINEAGE: &[u8] = b"lineage";
 /// `1`: tether assigned the id (`--assign-ids`); `0`: the upstream's (or none).
 pub(super) const FIELD_ASSIGNED: &[u8] = b"assigned";
+/// Only in a lineage's end marker (`super::state`): `finished` or `stopped`.
+pub(super) const FIELD_END: &[u8] = b"end";
 
 /// One recorded event read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,17 +67,33 @@ pub(crate) struct StoredEvent {
     pub(crate) assigned: bool,
 }
 
-/// An entry as read: its event and the tag of the lineage that recorded it.
-struct Entry {
-    event: StoredEvent,
-    lineage: Bytes,
+/// An entry as read: an event or a lineage's end marker, with the tag of the lineage that wrote
+/// it and its place in the Redis stream.
+pub(super) struct Entry {
+    pub(super) position: String,
+    pub(super) lineage: Bytes,
+    pub(super) item: Item,
+}
+
+pub(super) enum Item {
+    Event(StoredEvent),
+    End(LineageEnd),
 }
 
 /// What the store holds after an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
-    /// The id was found: these events followed it, oldest first (empty: it is the newest).
-    After { events: Vec<StoredEvent> },
+    /// The id was found: these events of its lineage followed it, oldest first (empty: it is the
+    /// newest).
+    After {
+        events: Vec<StoredEvent>,
+        /// Whether an instance still reads the lineage's upstream (`super::state`).
+        state: LineageState,
+        /// The lineage's tag, and the stream's newest entry when it was read: where a follower
+        /// continues (`super::follow`), nothing between lost.
+        lineage: Bytes,
+        tail: String,
+    },
     /// The stream holds no event with that id (never written, trimmed, or expired).
     UnknownId,
 }
@@ -132,14 +151,18 @@ pub(super) enum ScanError {
     Malformed { what: &'static str },
 }
 
-/// Runs the scan on the store's thread.
+/// Runs the scan on the store's thread. `live_within`: a lineage whose newest entry is an event
+/// older than this (by Redis's clock, `TIME`) counts as stopped: its instance died unmarked.
 pub(super) fn scan(
     con: &mut redis::Connection,
     key: &StoreKey,
     after: &[u8],
     scan_limit: usize,
+    live_within: std::time::Duration,
 ) -> Result<ReadOutcome, ScanError> {
+    let now_ms = redis_now_ms(con)?;
     let mut newer: Vec<Entry> = Vec::new();
+    let mut tail: Option<String> = None;
     let mut end = String::from("+");
     loop {
         let page: redis::Value = redis::cmd("XREVRANGE")
@@ -161,16 +184,28 @@ pub(super) fn scan(
         let full_page = entries.len() >= READ_PAGE;
         for entry in entries {
             let entry = parse_entry(entry)?;
-            if *entry.event.id == *after && !entry.event.id.is_empty() {
-                let events = newer
-                    .into_iter()
-                    .rev()
-                    .filter(|e| e.lineage == entry.lineage)
-                    .map(|e| e.event)
-                    .collect();
-                return Ok(ReadOutcome::After { events });
+            tail.get_or_insert_with(|| entry.position.clone());
+            if let Item::Event(event) = &entry.item {
+                if *event.id == *after && !event.id.is_empty() {
+                    let state = lineage_state(&newer, &entry, now_ms, live_within);
+                    let events = newer
+                        .into_iter()
+                        .rev()
+                        .filter(|e| e.lineage == entry.lineage)
+                        .filter_map(|e| match e.item {
+                            Item::Event(event) => Some(event),
+                            Item::End(_) => None,
+                        })
+                        .collect();
+                    return Ok(ReadOutcome::After {
+                        events,
+                        state,
+                        lineage: entry.lineage,
+                        tail: tail.unwrap_or_default(),
+                    });
+                }
             }
-            end = format!("({}", entry.event.position);
+            end = format!("({}", entry.position);
             newer.push(entry);
             if newer.len() > scan_limit {
                 return Ok(ReadOutcome::UnknownId);
@@ -182,8 +217,51 @@ pub(super) fn scan(
     }
 }
 
+/// The state of `found`'s lineage: the kind of its newest entry (`newer` is newest first).
+fn lineage_state(
+    newer: &[Entry],
+    found: &Entry,
+    now_ms: u64,
+    live_within: std::time::Duration,
+) -> LineageState {
+    let newest = newer
+        .iter()
+        .find(|e| e.lineage == found.lineage)
+        .unwrap_or(found);
+    match newest.item {
+        Item::End(how) => LineageState::Ended(how),
+        Item::Event(_) => {
+            let written_ms = position_ms(&newest.position).unwrap_or(0);
+            let age_ms = now_ms.saturating_sub(written_ms);
+            if u128::from(age_ms) > live_within.as_millis() {
+                LineageState::Ended(LineageEnd::Stopped)
+            } else {
+                LineageState::Live
+            }
+        }
+    }
+}
+
+/// Redis's clock in milliseconds (`TIME`): entry ids are made from it, so ages are measured on
+/// one clock whatever the instances' clocks say.
+fn redis_now_ms(con: &mut redis::Connection) -> Result<u64, ScanError> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con).map_err(ScanError::Redis)?;
+    Ok(secs * 1000 + micros / 1000)
+}
+
+/// The milliseconds part of an entry id (`<ms>-<seq>`).
+pub(super) fn position_ms(position: &str) -> Option<u64> {
+    position.split_once('-').and_then(|(ms, _)| ms.parse().ok())
+}
+
+/// An entry id as numbers, for ordering (`<ms>-<seq>`).
+pub(super) fn position_order(position: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = position.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
 /// `[redis id, [field, value, ...]]` into an entry.
-fn parse_entry(entry: redis::Value) -> Result<Entry, ScanError> {
+pub(super) fn parse_entry(entry: redis::Value) -> Result<Entry, ScanError> {
     let malformed = |what| ScanError::Malformed { what };
     let redis::Value::Array(mut parts) = entry else {
         return Err(malformed("a stream entry is not an array"));
@@ -206,6 +284,7 @@ fn parse_entry(entry: redis::Value) -> Result<Entry, ScanError> {
     let mut raw = None;
     let mut lineage = None;
     let mut assigned = None;
+    let mut end = None;
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         let (redis::Value::BulkString(name), redis::Value::BulkString(value)) = (name, value)
@@ -220,20 +299,36 @@ fn parse_entry(entry: redis::Value) -> Result<Entry, ScanError> {
             lineage = Some(Bytes::from(value));
         } else if name == FIELD_ASSIGNED {
             assigned = Some(value == b"1");
+        } else if name == FIELD_END {
+            end = Some(
+                LineageEnd::from_word(&value)
+                    .ok_or(malformed("an end marker is neither finished nor stopped"))?,
+            );
         }
     }
-    match (id, raw, lineage, assigned) {
-        (Some(id), Some(raw), Some(lineage), Some(assigned)) => Ok(Entry {
-            event: StoredEvent {
-                position,
+    let Some(lineage) = lineage else {
+        return Err(malformed("a stream entry lacks its lineage field"));
+    };
+    if let Some(how) = end {
+        return Ok(Entry {
+            position,
+            lineage,
+            item: Item::End(how),
+        });
+    }
+    match (id, raw, assigned) {
+        (Some(id), Some(raw), Some(assigned)) => Ok(Entry {
+            item: Item::Event(StoredEvent {
+                position: position.clone(),
                 id,
                 raw,
                 assigned,
-            },
+            }),
+            position,
             lineage,
         }),
         _ => Err(malformed(
-            "a stream entry lacks its id, data, lineage or assigned field",
+            "a stream entry lacks its id, data or assigned field",
         )),
     }
 }

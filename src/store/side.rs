@@ -25,7 +25,9 @@ use super::counters::StoreCounters;
 use super::error::ReadError;
 use super::key::StoreKey;
 use super::link::Link;
-use super::read::{self, ReadRequest, FIELD_ASSIGNED, FIELD_DATA, FIELD_ID, FIELD_LINEAGE};
+use super::read::{
+    self, ReadRequest, FIELD_ASSIGNED, FIELD_DATA, FIELD_END, FIELD_ID, FIELD_LINEAGE,
+};
 use super::writer::{Doorbell, Record};
 
 /// Events one pipeline carries at most: bounds its memory and how long a read waits behind it.
@@ -149,7 +151,7 @@ impl Side {
         let Some(con) = self.link.connection(&self.counters) else {
             return Err(ReadError::Unavailable);
         };
-        match read::scan(con, key, after, scan_limit) {
+        match read::scan(con, key, after, scan_limit, super::follow::FOLLOW_IDLE) {
             Ok(outcome) => Ok(outcome),
             Err(read::ScanError::Malformed { what }) => {
                 self.counters.error();
@@ -221,6 +223,20 @@ fn pipeline(batch: &[Record], settings: WriteSettings) -> redis::Pipeline {
     for (key, events) in &order {
         for &i in events {
             let record = &batch[i];
+            if let Some(end) = record.end {
+                pipe.cmd("XADD")
+                    .arg(key.as_bytes())
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(settings.max_events)
+                    .arg("*")
+                    .arg(FIELD_LINEAGE)
+                    .arg(record.lineage.tag())
+                    .arg(FIELD_END)
+                    .arg(end.word())
+                    .ignore();
+                continue;
+            }
             pipe.cmd("XADD")
                 .arg(key.as_bytes())
                 .arg("MAXLEN")

@@ -64,7 +64,7 @@ fn read_on_both_drivers(store: &ReplayStore, key: &StoreKey, id: &str, want: &Re
 
 fn events_of(outcome: &ReadOutcome) -> Vec<Bytes> {
     match outcome {
-        ReadOutcome::After { events } => events.iter().map(|e| e.raw.clone()).collect(),
+        ReadOutcome::After { events, .. } => events.iter().map(|e| e.raw.clone()).collect(),
         ReadOutcome::UnknownId => panic!("id unknown"),
     }
 }
@@ -96,7 +96,7 @@ fn events_written_read_back_after_an_id_on_both_drivers() {
         let reply = store.reader().read_after(&key, b"4").unwrap();
         let got = reply.recv().await.unwrap().unwrap();
         assert_eq!(events_of(&got), on_a_miss);
-        if let ReadOutcome::After { events } = &got {
+        if let ReadOutcome::After { events, .. } = &got {
             assert_eq!(events[0].id, Bytes::from_static(b"5"));
             assert!(events[6].id.is_empty());
             // Redis's own ids, increasing: where a follower would continue.
@@ -105,7 +105,15 @@ fn events_written_read_back_after_an_id_on_both_drivers() {
             ));
         }
     });
-    read_on_both_drivers(&store, &other, "5", &ReadOutcome::After { events: vec![] });
+    on_both_drivers(|| async {
+        let reply = store.reader().read_after(&other, b"5").unwrap();
+        let got = reply.recv_within(WAIT).await.unwrap().unwrap();
+        assert_eq!(events_of(&got), Vec::<Bytes>::new(), "5 is the newest");
+        let ReadOutcome::After { state, .. } = got else {
+            unreachable!()
+        };
+        assert_eq!(state, LineageState::Live, "no end marker: still read");
+    });
     read_on_both_drivers(&store, &key, "no-such-id", &ReadOutcome::UnknownId);
     read_on_both_drivers(&store, &scope_key("never"), "1", &ReadOutcome::UnknownId);
     let c = store.counters().snapshot();
@@ -178,7 +186,7 @@ fn whether_tether_assigned_an_id_is_stored_not_guessed() {
     wait_until("3 written", WAIT, || written(&store) == 3);
     on_both_drivers(|| async {
         let reply = store.reader().read_after(&key, b"0").unwrap();
-        let ReadOutcome::After { events } = reply.recv().await.unwrap().unwrap() else {
+        let ReadOutcome::After { events, .. } = reply.recv().await.unwrap().unwrap() else {
             panic!("id unknown");
         };
         let got: Vec<(&[u8], bool)> = events.iter().map(|e| (&e.id[..], e.assigned)).collect();

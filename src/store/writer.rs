@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use super::counters::StoreCounters;
 use super::lineage::StoreLineage;
+use super::state::LineageEnd;
 
 /// Default events one worker's queue holds. An entry is four handles and a flag (~96 bytes; the
 /// event's bytes are shared with the ring, not copied), so a full queue costs ~0.8 MiB per worker
@@ -36,6 +37,8 @@ pub(super) struct Record {
     pub(super) raw: Bytes,
     /// When the worker recorded it, for the lag the store reports.
     pub(super) queued_at: Instant,
+    /// Not an event but the lineage's end marker (`super::state`): `id` and `raw` are empty.
+    pub(super) end: Option<LineageEnd>,
 }
 
 /// How the store's thread is woken when it sleeps (nothing queued for a while).
@@ -104,7 +107,26 @@ impl StoreWriter {
             assigned,
             raw,
             queued_at: Instant::now(),
+            end: None,
         };
+        self.send(record)
+    }
+
+    /// Queues `lineage`'s end marker: its upstream is read no more here (`super::state`). Once
+    /// per lineage that ends, never per event; a full queue drops it like an event (a reader
+    /// then finds the lineage stale after `super::follow::FOLLOW_IDLE`).
+    pub(crate) fn end(&self, lineage: &StoreLineage, how: LineageEnd) -> Recorded {
+        self.send(Record {
+            lineage: lineage.clone(),
+            id: Bytes::new(),
+            assigned: false,
+            raw: Bytes::new(),
+            queued_at: Instant::now(),
+            end: Some(how),
+        })
+    }
+
+    fn send(&self, record: Record) -> Recorded {
         match self.queue.try_send(record) {
             Ok(()) => {
                 self.doorbell.ring();
