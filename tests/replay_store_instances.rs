@@ -386,13 +386,16 @@ fn keys_and_entries_in_redis_hold_no_authorization_or_cookie_bytes() {
 /// `Last-Event-ID: 5`: `live` while A still reads the generation, or after it ended there. Either
 /// way B gets 6..=40 once, in order, from Redis (live through `XREAD BLOCK`, or read back), then
 /// the clean end; the upstream saw one request, the POST, and nothing else.
-fn post_held_by_a_then_back_on_b(live: bool) {
+///
+/// `hold`: A's `--hold-upstream`. Shorter than the generation, A holds on while B follows
+/// (B marks the lineage followed in Redis; A asks when its hold runs out).
+fn post_held_by_a_then_back_on_b(live: bool, hold: &str) {
     let redis = Redis::start();
     let up = origin();
     let a = start_with(
         &url_of(&up),
         &redis,
-        &["--hold-upstream", "10s", "--sse-heartbeat", "0"],
+        &["--hold-upstream", hold, "--sse-heartbeat", "0"],
     );
     let b = start_with(&closed_port_url(), &redis, &["--sse-heartbeat", "0"]);
     let path = if live {
@@ -494,10 +497,16 @@ fn post_held_by_a_then_back_on_b(live: bool) {
 
 #[test]
 fn a_post_stream_held_by_one_instance_is_followed_live_from_another() {
-    post_held_by_a_then_back_on_b(true);
+    post_held_by_a_then_back_on_b(true, "10s");
+}
+
+/// The generation lasts 4 s, A's hold 1.5 s: A is still reading it at the end because B follows.
+#[test]
+fn a_stream_followed_from_another_instance_is_held_past_its_hold() {
+    post_held_by_a_then_back_on_b(true, "1500ms");
 }
 
 #[test]
 fn a_post_stream_that_ended_on_one_instance_is_finished_from_another() {
-    post_held_by_a_then_back_on_b(false);
+    post_held_by_a_then_back_on_b(false, "10s");
 }

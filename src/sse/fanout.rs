@@ -159,6 +159,14 @@ impl Fanout {
         }
     }
 
+    /// The hold starts over (a client follows the stream from another instance, through the
+    /// replay store).
+    pub(crate) fn renew_hold(&self) {
+        if self.held_since.get().is_some() {
+            self.held_since.set(Some(Instant::now()));
+        }
+    }
+
     pub(crate) fn held_since(&self) -> Option<Instant> {
         self.held_since.get()
     }

@@ -39,6 +39,10 @@ use crate::rules::EventOutcome;
 /// of one stream handles at most this much, so no stream holds its worker for long.
 const MAX_SSE_READ: usize = 32 * 1024;
 
+/// How long a held stream whose hold ran out waits for the replay store to say whether another
+/// instance follows it (the store's follow thread answers between two `XREAD BLOCK`s).
+const FOLLOWED_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Leftover bytes of a read smaller than this are never worth moving to an allocation of their own.
 const MIN_COMPACT: usize = 64;
 
@@ -330,6 +334,14 @@ impl Relay<'_> {
                 }
             };
             if hold_until.is_some_and(|at| Instant::now() >= at) {
+                // Boxed: asked once per hold period, it must not grow every relay's future.
+                if Box::pin(self.followed_elsewhere()).await {
+                    crate::log_debug!(
+                        "sse {target}: followed from another instance; held for another --hold-upstream"
+                    );
+                    fanout.renew_hold();
+                    continue;
+                }
                 WorkerMetrics::inc(&self.ctx.metrics.sse_hold_expired);
                 crate::log_info!(
                     "sse {target}: nobody came back within --hold-upstream; closing the held upstream"
@@ -363,6 +375,22 @@ impl Relay<'_> {
                 turn_started = Some(self.take_turn(res, up_fd, &mut up_state).await);
                 ready.set(up.readable(false));
             }
+        }
+    }
+
+    /// Whether a client follows this stream from another tether instance now, through the replay
+    /// store (`crate::sse::store_follow` there): its hold then goes on. False when the store is
+    /// off or does not answer in time.
+    async fn followed_elsewhere(&self) -> bool {
+        let (Some(store), Some(tag)) = (&self.ctx.store, self.ring.lineage.store_tag()) else {
+            return false;
+        };
+        match store.follows.is_followed(tag) {
+            Ok(reply) => matches!(
+                reply.recv_within(FOLLOWED_CHECK_TIMEOUT).await,
+                Ok(Ok(true))
+            ),
+            Err(_) => false,
         }
     }
 

@@ -106,6 +106,12 @@ impl Lineage {
             .clone()
     }
 
+    /// The lineage's tag in the replay store (None: the store is off, or the lineage is fed from
+    /// it).
+    pub(crate) fn store_tag(&self) -> Option<&[u8]> {
+        self.store.as_ref().map(StoreLineage::tag)
+    }
+
     /// The upstream ended this stream for good (a clean end, or a final answer to a reconnect).
     pub(crate) fn set_upstream_finished(&self) {
         self.upstream_finished.set(true);

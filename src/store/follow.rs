@@ -32,6 +32,7 @@ use super::feed::{self, Feed, FeedSender};
 use super::key::StoreKey;
 use super::link::Link;
 use super::read::{self, Item, StoredEvent};
+use super::reply::{self, Replier, Reply};
 use super::state::LineageEnd;
 
 /// Follows at once, process-wide. Past it a reconnection is not followed through the store (it
@@ -55,6 +56,14 @@ pub(crate) const FOLLOW_IDLE: Duration = Duration::from_secs(60);
 /// Sleep with no follow at all (a new one unparks the thread; this is a safety net).
 const IDLE_PARK: Duration = Duration::from_millis(500);
 
+/// While a lineage is followed here, its mark in Redis (`FOLLOWED_PREFIX` + its tag) is renewed
+/// this often and lives `FOLLOWED_TTL`: the instance holding its upstream (`--hold-upstream`)
+/// asks for the mark when its hold runs out, and holds on while it is there, so a generation
+/// followed from another instance is read to its end, not cut at the hold.
+const FOLLOWED_MARK_EVERY: Duration = Duration::from_secs(1);
+const FOLLOWED_TTL: Duration = Duration::from_secs(5);
+const FOLLOWED_PREFIX: &str = "tether:followed:";
+
 /// What a follow receives.
 #[derive(Debug)]
 pub(crate) enum FollowItem {
@@ -64,6 +73,16 @@ pub(crate) enum FollowItem {
     End(LineageEnd),
     /// Nothing came for `FOLLOW_IDLE`.
     Quiet,
+}
+
+/// What a worker asks of the follow thread.
+pub(super) enum Request {
+    Follow(FollowRequest),
+    /// Whether an instance follows the lineage with this tag now (its mark is in Redis).
+    IsFollowed {
+        lineage: Bytes,
+        reply: Replier<Result<bool, ReadError>>,
+    },
 }
 
 pub(super) struct FollowRequest {
@@ -85,7 +104,7 @@ struct Follow {
 /// Starts follows; any worker may hold a clone.
 #[derive(Clone)]
 pub(crate) struct StoreFollows {
-    queue: SyncSender<FollowRequest>,
+    queue: SyncSender<Request>,
     thread: Thread,
 }
 
@@ -109,10 +128,29 @@ impl StoreFollows {
             from: from.to_string(),
             feed: sender,
         };
+        self.send(Request::Follow(request))?;
+        Ok(feed)
+    }
+
+    /// Asks whether another instance follows the lineage tagged `lineage` now; the answer comes
+    /// through the `Reply` (within about one `FOLLOW_BLOCK`).
+    pub(crate) fn is_followed(
+        &self,
+        lineage: &[u8],
+    ) -> Result<Reply<Result<bool, ReadError>>, ReadError> {
+        let (replier, reply) = reply::channel().map_err(ReadError::Io)?;
+        self.send(Request::IsFollowed {
+            lineage: Bytes::copy_from_slice(lineage),
+            reply: replier,
+        })?;
+        Ok(reply)
+    }
+
+    fn send(&self, request: Request) -> Result<(), ReadError> {
         match self.queue.try_send(request) {
             Ok(()) => {
                 self.thread.unpark();
-                Ok(feed)
+                Ok(())
             }
             Err(TrySendError::Full(_)) => Err(ReadError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(ReadError::Stopped),
@@ -123,8 +161,10 @@ impl StoreFollows {
 /// The follow thread's state.
 pub(super) struct Follower {
     link: Link,
-    requests: Receiver<FollowRequest>,
+    requests: Receiver<Request>,
     follows: Vec<Follow>,
+    /// When the follows' marks were last renewed.
+    marked_at: Option<Instant>,
     counters: Arc<StoreCounters>,
     stop: Arc<AtomicBool>,
 }
@@ -135,7 +175,7 @@ pub(super) fn channel(
     link: Link,
     counters: Arc<StoreCounters>,
     stop: Arc<AtomicBool>,
-) -> (SyncSender<FollowRequest>, Follower) {
+) -> (SyncSender<Request>, Follower) {
     let (tx, rx) = std::sync::mpsc::sync_channel(MAX_FOLLOWS);
     (
         tx,
@@ -143,13 +183,14 @@ pub(super) fn channel(
             link,
             requests: rx,
             follows: Vec::new(),
+            marked_at: None,
             counters,
             stop,
         },
     )
 }
 
-pub(super) fn handle(queue: SyncSender<FollowRequest>, thread: Thread) -> StoreFollows {
+pub(super) fn handle(queue: SyncSender<Request>, thread: Thread) -> StoreFollows {
     StoreFollows { queue, thread }
 }
 
@@ -162,9 +203,11 @@ impl Follower {
             self.take_requests();
             self.follows.retain(|f| !f.request.feed.abandoned());
             if self.follows.is_empty() {
+                self.marked_at = None;
                 std::thread::park_timeout(IDLE_PARK);
                 continue;
             }
+            self.mark_followed();
             self.read_once();
             self.end_quiet();
         }
@@ -172,8 +215,16 @@ impl Follower {
 
     fn take_requests(&mut self) {
         while self.follows.len() < MAX_FOLLOWS {
-            let Ok(request) = self.requests.try_recv() else {
-                break;
+            let request = match self.requests.try_recv() {
+                Ok(Request::Follow(request)) => request,
+                Ok(Request::IsFollowed { lineage, reply }) => {
+                    if !reply.abandoned() {
+                        let answer = self.is_followed(&lineage);
+                        reply.send(answer);
+                    }
+                    continue;
+                }
+                Err(_) => break,
             };
             let Some(from) = read::position_order(&request.from) else {
                 continue;
@@ -184,6 +235,59 @@ impl Follower {
                 last_news: Instant::now(),
                 done: false,
             });
+        }
+    }
+
+    fn is_followed(&mut self, lineage: &[u8]) -> Result<bool, ReadError> {
+        let Some(con) = self.link.connection(&self.counters) else {
+            return Err(ReadError::Unavailable);
+        };
+        let mut name = FOLLOWED_PREFIX.as_bytes().to_vec();
+        name.extend_from_slice(lineage);
+        match redis::cmd("EXISTS").arg(name).query::<u64>(con) {
+            Ok(n) => Ok(n > 0),
+            Err(e) => {
+                let detail = e.to_string();
+                self.link
+                    .command_failed(&self.counters, "follow mark read failed", &e);
+                Err(ReadError::Redis { detail })
+            }
+        }
+    }
+
+    /// Renews the marks of the lineages followed here, every `FOLLOWED_MARK_EVERY`.
+    fn mark_followed(&mut self) {
+        let now = Instant::now();
+        if self
+            .marked_at
+            .is_some_and(|at| now.duration_since(at) < FOLLOWED_MARK_EVERY)
+        {
+            return;
+        }
+        let Some(con) = self.link.connection(&self.counters) else {
+            return;
+        };
+        self.marked_at = Some(now);
+        let mut pipe = redis::pipe();
+        let mut tags: Vec<&Bytes> = Vec::new();
+        for f in &self.follows {
+            if !tags.contains(&&f.request.lineage) {
+                tags.push(&f.request.lineage);
+            }
+        }
+        for tag in tags {
+            let mut name = FOLLOWED_PREFIX.as_bytes().to_vec();
+            name.extend_from_slice(tag);
+            pipe.cmd("SET")
+                .arg(name)
+                .arg("1")
+                .arg("PX")
+                .arg(FOLLOWED_TTL.as_millis() as u64)
+                .ignore();
+        }
+        if let Err(e) = pipe.exec(con) {
+            self.link
+                .command_failed(&self.counters, "follow mark failed", &e);
         }
     }
 
