@@ -329,8 +329,10 @@ pub struct ReverseArgs {
     /// Share replay across tether instances: every recorded event is also written (behind, never
     /// waited for) to a Redis stream per stream, keyed by a SHA-256 of the stream's scope (never
     /// credentials), keeping --replay-events events for --replay-ttl. A reconnection whose
-    /// Last-Event-ID is in no ring of this process is then looked up there. Redis down or slow:
-    /// streams go on with local rings only, writes are dropped and counted. Off by default.
+    /// Last-Event-ID is in no ring of this process is then looked up there; a stream another
+    /// instance still reads (held, or serving another client) is followed live through Redis
+    /// instead of being opened upstream again. Redis down or slow: streams go on with local rings
+    /// only, writes are dropped and counted. Off by default.
     #[arg(long, value_name = "redis://HOST:PORT[/DB]", help_heading = "Replay")]
     pub replay_store: Option<String>,
 
