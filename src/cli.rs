@@ -92,9 +92,12 @@ pub struct ReverseArgs {
     )]
     pub bind: Option<String>,
 
-    /// Upstream origin as http://host:port[/prefix]; repeat for replicas, tried in turn when one
-    /// refuses connections. The prefix is prepended to every request path. Without --config,
-    /// every request goes to these; with a file, its [[route]] tables name their own instead.
+    /// Upstream origin as http://host:port[/prefix] or https://host:port[/prefix]; repeat for
+    /// replicas, tried in turn when one refuses connections. The prefix is prepended to every
+    /// request path. Without --config, every request goes to these; with a file, its [[route]]
+    /// tables name their own instead. https:// verifies the certificate against the host's name
+    /// (sent as SNI; an IP is matched against the certificate's IP addresses) with the system's
+    /// CA roots and --upstream-ca.
     #[arg(
         long = "upstream",
         value_name = "URL",
@@ -110,6 +113,22 @@ pub struct ReverseArgs {
     /// Listen backlog of each worker's socket.
     #[arg(long, value_name = "N", default_value_t = crate::limits::LISTEN_BACKLOG, help_heading = "Listening")]
     pub backlog: i32,
+
+    // ----- upstream TLS -----
+    /// A PEM file of CA certificates that https:// upstreams may be signed by, besides the
+    /// system's roots (a private CA); repeat for several files, or give a bundle.
+    #[arg(
+        long = "upstream-ca",
+        value_name = "FILE",
+        help_heading = "Upstream TLS"
+    )]
+    pub upstream_ca: Vec<std::path::PathBuf>,
+
+    /// Accept any certificate from https:// upstreams, whatever its name or issuer (traffic is
+    /// still encrypted, but anyone on the path can pose as the upstream). For tests and
+    /// throwaway setups only; logged as a warning at start naming the upstreams it affects.
+    #[arg(long, help_heading = "Upstream TLS")]
+    pub upstream_insecure: bool,
 
     // ----- upstream health -----
     /// Eject a replica after this many failed tries in a row (connect refused, timed out or
@@ -162,7 +181,8 @@ pub struct ReverseArgs {
     pub upstream_pool_size: usize,
 
     // ----- timeouts -----
-    /// Time allowed to open a TCP connection to an upstream before trying the next replica.
+    /// Time allowed to open a TCP connection to an upstream before trying the next replica (for
+    /// an https:// upstream, its TLS handshake gets the same time again).
     #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "2s", help_heading = "Timeouts")]
     pub connect_timeout: Duration,
 

@@ -17,6 +17,7 @@ use crate::rules::{Interceptor, RuleChain, RuleSpec};
 use crate::sse::table::RingLimits;
 use crate::upstream::health::EjectPolicy;
 use crate::upstream::replica::{Upstream, UpstreamSpec, UpstreamUrlError};
+use crate::upstream::tls::{TlsConfigError, TlsSettings, UpstreamTls};
 
 /// The process's timeouts, each documented on its flag in `crate::cli`. The per-request ones
 /// (connect, upstream header, body) are each route's (`RouteSettings`).
@@ -68,6 +69,11 @@ pub struct Config {
     pub(crate) rules: Vec<RuleSpec>,
     /// `--upstream-eject-after`, `--upstream-eject-for`: passive health of the replicas.
     pub upstream_eject: EjectPolicy,
+    /// `--upstream-ca`, `--upstream-insecure`, as given.
+    pub tls_settings: TlsSettings,
+    /// The TLS client settings built from them (roots loaded, CA files read): present when an
+    /// https:// replica or a TLS flag asks for them. Each worker takes its own copy.
+    pub upstream_tls: Option<UpstreamTls>,
     /// `--access-log`: where access log lines go (None = off).
     pub access_log: Option<AccessLogTarget>,
     /// `--session-key-file` (restart-only).
@@ -124,6 +130,8 @@ pub enum ConfigError {
     },
     /// `--session-key-file` cannot be used (the reason names the file and the line).
     SessionKey(String),
+    /// `--upstream-ca` cannot be used (the reason names the file).
+    UpstreamTls(TlsConfigError),
     /// An error in the settings of the route at this index (file order).
     InRoute {
         index: usize,
@@ -144,6 +152,7 @@ impl ConfigError {
             | ConfigError::TooLarge { flag, .. } => flag,
             ConfigError::UringEntries(_) => "--uring-entries",
             ConfigError::SessionKey(_) => "--session-key-file",
+            ConfigError::UpstreamTls(_) => "--upstream-ca",
             ConfigError::InRoute { error, .. } => return error.setting(),
             ConfigError::NoBind | ConfigError::CommandLine { .. } => return None,
         };
@@ -177,6 +186,7 @@ impl fmt::Display for ConfigError {
                 "{flag} {name:?}: not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
             ),
             ConfigError::SessionKey(reason) => write!(f, "--session-key-file: {reason}"),
+            ConfigError::UpstreamTls(e) => write!(f, "--upstream-ca: {e}"),
             ConfigError::UringEntries(n) => write!(
                 f,
                 "--uring-entries {n}: must be a power of two from 2 to 32768 (io_uring refuses others)"
@@ -287,6 +297,17 @@ impl Config {
         if !args.uring_entries.is_power_of_two() || !(2..=32_768).contains(&args.uring_entries) {
             return Err(ConfigError::UringEntries(args.uring_entries));
         }
+        let tls_settings = TlsSettings {
+            ca_files: args.upstream_ca.clone(),
+            insecure: args.upstream_insecure,
+        };
+        // Built only when asked for: loading the system's roots reads a few hundred files.
+        let needs_tls = upstreams.iter().any(|u| u.spec.tls_name.is_some())
+            || tls_settings != TlsSettings::default();
+        let upstream_tls = match needs_tls {
+            true => Some(UpstreamTls::build(&tls_settings).map_err(ConfigError::UpstreamTls)?),
+            false => None,
+        };
         Ok(Config {
             bind,
             admin,
@@ -336,6 +357,8 @@ impl Config {
                 after: args.upstream_eject_after,
                 period: args.upstream_eject_for,
             },
+            tls_settings,
+            upstream_tls,
             access_log: args.access_log.as_deref().map(AccessLogTarget::parse),
             session_key_file: args.session_key_file.clone(),
             session_keys: Arc::new(match &args.session_key_file {
@@ -357,6 +380,35 @@ impl Config {
         let mut all = crate::rules::compile(&self.rules);
         all.extend(self.interceptors.iter().cloned());
         self.rule_chain = RuleChain::new(all);
+    }
+
+    /// Logs, at start and after a reload, where upstream certificates are verified from, and
+    /// warns when `--upstream-insecure` verifies nothing, naming the upstreams it affects.
+    pub(crate) fn log_upstream_tls(&self) {
+        let Some(tls) = &self.upstream_tls else {
+            return;
+        };
+        let https: Vec<&str> = self
+            .upstreams
+            .iter()
+            .filter(|u| u.spec.tls_name.is_some())
+            .map(|u| u.spec.url.as_str())
+            .collect();
+        let list = if https.is_empty() {
+            "none configured yet".to_string()
+        } else {
+            https.join(", ")
+        };
+        if tls.insecure {
+            crate::log_warn!(
+                "--upstream-insecure: TLS certificates of https upstreams are NOT verified (any certificate, any name, is accepted) for: {list}"
+            );
+        } else {
+            crate::log_info!(
+                "https upstreams ({list}) are verified against {}",
+                tls.roots
+            );
+        }
     }
 
     pub fn cpu_for(&self, index: usize) -> Option<usize> {

@@ -29,12 +29,58 @@ impl From<io::Error> for IoFailure {
     }
 }
 
+/// A connection the exchange reads and writes with owned buffers: a client's `TcpStream`, or an
+/// upstream (`crate::upstream::stream::UpstreamStream`, plain or TLS). Each method's contract is
+/// that of the free function of the same name below.
+pub trait ByteStream {
+    /// See [`read_more`].
+    fn read_more(
+        &mut self,
+        buf: BytesMut,
+        reserve: usize,
+    ) -> impl std::future::Future<Output = (io::Result<usize>, BytesMut)>;
+
+    /// See [`write_vec_within`].
+    fn write_vec(
+        &mut self,
+        out: BytesVec,
+        limit: Duration,
+    ) -> impl std::future::Future<Output = Result<BytesVec, IoFailure>>;
+}
+
+impl ByteStream for TcpStream {
+    fn read_more(
+        &mut self,
+        buf: BytesMut,
+        reserve: usize,
+    ) -> impl std::future::Future<Output = (io::Result<usize>, BytesMut)> {
+        read_more_tcp(self, buf, reserve)
+    }
+
+    fn write_vec(
+        &mut self,
+        out: BytesVec,
+        limit: Duration,
+    ) -> impl std::future::Future<Output = Result<BytesVec, IoFailure>> {
+        write_vec_tcp(self, out, limit)
+    }
+}
+
 /// Appends what one read returns to the end of `buf` (monoio's `read` would write at offset 0),
 /// reserving at least `reserve` free bytes first. Returns 0 at end of stream.
 ///
 /// Not cancel-safe: if the future is dropped before completion (timeout, select), bytes may be lost,
 /// so the caller must close the socket.
-pub async fn read_more(
+pub fn read_more<S: ByteStream>(
+    stream: &mut S,
+    buf: BytesMut,
+    reserve: usize,
+) -> impl std::future::Future<Output = (io::Result<usize>, BytesMut)> + '_ {
+    stream.read_more(buf, reserve)
+}
+
+/// `read_more` on a plain socket: one read op through the runtime.
+pub async fn read_more_tcp(
     stream: &mut TcpStream,
     mut buf: BytesMut,
     reserve: usize,
@@ -85,7 +131,7 @@ pub fn recv_now(fd: RawFd, dst: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<
 /// `read_more` bounded by `limit`. On `TimedOut` the buffer is gone with the dropped op and the
 /// socket must be closed. Not cancel-safe (as `read_more`).
 pub async fn read_more_within(
-    stream: &mut TcpStream,
+    stream: &mut impl ByteStream,
     buf: BytesMut,
     reserve: usize,
     limit: Duration,
@@ -154,6 +200,11 @@ impl BytesVec {
         self.iovecs.clear();
         self.first = 0;
         self.remaining = 0;
+    }
+
+    /// The unwritten parts, in order (a TLS write encrypts them as one).
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts[self.first..]
     }
 
     /// Rebuilds the iovecs for the unwritten parts, just before a writev.
@@ -257,10 +308,18 @@ unsafe impl IoVecBuf for BytesVec {
     }
 }
 
-/// Writes everything queued in `out` (one writev per pass), bounded by `limit` per pass without
-/// progress. Returns the (emptied) `BytesVec` for reuse. On failure the socket must be closed.
-/// Not cancel-safe.
-pub async fn write_vec_within(
+/// Writes everything queued in `out`, bounded by `limit` per pass without progress. Returns the
+/// (emptied) `BytesVec` for reuse. On failure the socket must be closed. Not cancel-safe.
+pub fn write_vec_within<S: ByteStream>(
+    stream: &mut S,
+    out: BytesVec,
+    limit: Duration,
+) -> impl std::future::Future<Output = Result<BytesVec, IoFailure>> + '_ {
+    stream.write_vec(out, limit)
+}
+
+/// `write_vec_within` on a plain socket: one writev per pass.
+pub async fn write_vec_tcp(
     stream: &mut TcpStream,
     mut out: BytesVec,
     limit: Duration,

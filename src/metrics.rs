@@ -4,6 +4,11 @@
 use std::cell::Cell;
 use std::time::Duration;
 
+use crate::upstream::tls::TlsFailureClass;
+
+/// How many kinds of upstream TLS failure are counted apart.
+const TLS_FAILURE_CLASSES: usize = TlsFailureClass::ALL.len();
+
 /// Upper bounds (ms) of the resume-gap histogram buckets; the last bucket is +Inf.
 pub const GAP_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 30000];
 
@@ -39,6 +44,12 @@ pub struct WorkerMetrics {
     /// Responses sent to clients by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub responses: [Cell<u64>; 5],
     pub upstream_connect_errors: Cell<u64>,
+    /// TLS handshakes with `https://` upstreams that succeeded (resumed ones included).
+    pub upstream_tls_handshakes: Cell<u64>,
+    /// Of those, the ones that resumed an earlier session (no certificate chain sent).
+    pub upstream_tls_resumed: Cell<u64>,
+    /// Failed TLS handshakes by class (`TlsFailureClass::index`).
+    pub upstream_tls_failures: [Cell<u64>; TLS_FAILURE_CLASSES],
     pub sse_streams_active: Cell<u64>,
     pub sse_events: Cell<u64>,
     pub sse_bytes: Cell<u64>,
@@ -133,6 +144,11 @@ impl WorkerMetrics {
         Self::add(&self.gap_sum_ms, ms);
     }
 
+    /// Counts a failed TLS handshake with an upstream.
+    pub fn record_tls_failure(&self, class: TlsFailureClass) {
+        Self::inc(&self.upstream_tls_failures[class.index()]);
+    }
+
     /// Counts a response sent to a client.
     pub fn record_response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -149,6 +165,7 @@ impl WorkerMetrics {
             connections_active,
             values,
             responses: self.responses.each_ref().map(Cell::get),
+            tls_failures: self.upstream_tls_failures.each_ref().map(Cell::get),
             gap_buckets: self.gap_buckets.each_ref().map(Cell::get),
             gap_sum_ms: self.gap_sum_ms.get(),
         }
@@ -182,6 +199,18 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "Failed connection attempts to upstream addresses.",
         |m| m.upstream_connect_errors.get(),
+    ),
+    (
+        "upstream_tls_handshakes_total",
+        "counter",
+        "TLS handshakes with https:// upstreams that succeeded (resumed ones included).",
+        |m| m.upstream_tls_handshakes.get(),
+    ),
+    (
+        "upstream_tls_resumed_total",
+        "counter",
+        "TLS handshakes with https:// upstreams that resumed an earlier session.",
+        |m| m.upstream_tls_resumed.get(),
     ),
     (
         "sse_streams_active",
@@ -409,6 +438,8 @@ pub struct MetricsSnapshot {
     /// In the order of `COUNTERS`.
     pub values: Vec<u64>,
     pub responses: [u64; 5],
+    /// Per `TlsFailureClass`, in `ALL`'s order.
+    pub tls_failures: [u64; TLS_FAILURE_CLASSES],
     pub gap_buckets: [u64; GAP_BUCKETS_MS.len() + 1],
     pub gap_sum_ms: u64,
 }
@@ -449,6 +480,23 @@ pub fn render_prometheus(workers: &[MetricsSnapshot], out: &mut String) {
             &|w| w.responses[class],
         );
     }
+    let tls_failures: Vec<(String, u64)> = TlsFailureClass::ALL
+        .iter()
+        .map(|class| {
+            let n = sum(&|w| w.tls_failures[class.index()]);
+            (class.name().to_string(), n)
+        })
+        .collect();
+    render_labelled(
+        out,
+        (
+            "upstream_tls_failures_total",
+            "counter",
+            "Failed TLS handshakes with https:// upstreams, by reason (each also counts in upstream_connect_errors_total).",
+        ),
+        "reason",
+        &tls_failures,
+    );
     // The resume gap histogram, summed over workers.
     let _ = writeln!(out, "# HELP tether_resume_gap_seconds Time from an SSE upstream drop to the first resumed byte sent to the client.\n# TYPE tether_resume_gap_seconds histogram");
     let mut cumulative = 0u64;

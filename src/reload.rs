@@ -12,7 +12,8 @@
 //! What a reload applies at once, to new requests on every worker: the routes (hosts, path
 //! prefixes, order), their replicas and every per-route setting (heartbeat, buffers, resume and
 //! timeouts of the upstream side, `max-inspect-bytes`), the `[[rule]]` tables,
-//! `upstream-eject-after`/`-for`, `upstream-pool-size`,
+//! `upstream-eject-after`/`-for`, `upstream-ca` and `upstream-insecure` (new connections verify
+//! with them; pooled ones stay as they were made), `upstream-pool-size`,
 //! `upstream-pool-idle`, `resolve-interval`, `log-level` and `log-format`. What it cannot
 //! (the listener, the threads, their runtimes, budgets split between workers at start, the
 //! client-side timeouts and head limits every connection reads from the start-up settings) is
@@ -181,6 +182,7 @@ impl ConfigReload {
         for (index, route) in shared.routes.iter().enumerate() {
             crate::log_info!("{}", route.describe(index, &urls));
         }
+        shared.log_upstream_tls();
         if !deferred.is_empty() {
             crate::log_warn!(
                 "not applied until restart: {} (the running values stay)",
@@ -270,6 +272,8 @@ fn with_restart_only_kept(running: &Config, new: Config) -> Config {
         upstream_pool_size: new.upstream_pool_size,
         resolve_interval: new.resolve_interval,
         upstream_eject: new.upstream_eject,
+        tls_settings: new.tls_settings,
+        upstream_tls: new.upstream_tls,
         timeouts: Timeouts {
             pool_idle: new.timeouts.pool_idle,
             ..running.timeouts
@@ -296,9 +300,12 @@ fn replicas_in_use(config: &Config) -> Vec<bool> {
 /// hold, with the replica indices it names (still valid: the list only grows).
 pub(crate) fn apply_on_worker(ctx: &WorkerCtx, config: &Config, generation: u64) {
     let in_use = replicas_in_use(config);
-    ctx.upstreams
-        .borrow_mut()
-        .adopt(&config.upstreams, &in_use, config.upstream_eject);
+    ctx.upstreams.borrow_mut().adopt(
+        &config.upstreams,
+        &in_use,
+        config.upstream_eject,
+        config.upstream_tls.as_ref().map(|tls| tls.for_worker()),
+    );
     ctx.pool.borrow_mut().reconfigure(
         &in_use,
         config.upstream_pool_size,

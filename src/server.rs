@@ -144,6 +144,7 @@ impl Server {
                 crate::log_info!("{}", route.describe(index, &upstreams));
             }
         }
+        config.log_upstream_tls();
         if let Some(addr) = admin_addr {
             crate::log_info!("admin endpoint on http://{addr} (/metrics, /healthz, /streams)");
         }

@@ -288,6 +288,7 @@ fn run(
             upstreams: RefCell::new(UpstreamSet::new(
                 config.upstreams.clone(),
                 config.upstream_eject,
+                config.upstream_tls.as_ref().map(|tls| tls.for_worker()),
             )),
             conns: Rc::new(ConnTable::new()),
             turns,

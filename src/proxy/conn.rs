@@ -407,7 +407,9 @@ mod tests {
     /// arguments was held twice, and the pump's client writes were a 344-byte writev future;
     /// they are now direct `sendmsg` calls). Of it: the relay's state (688), the pump (392: the
     /// upstream readiness future 104, the select's futures 136), the drop/resume loop (~100) and
-    /// the upstream socket (80). The stream's timer is a 16-byte slot of the worker's timers
+    /// the upstream socket (88: an `Option` of monoio's 80 whose niche holds the TLS variant of
+    /// `UpstreamStream`). 1272 since https upstreams: the option's 8 bytes were paid for by running the ring's replay before the
+    /// loop (`relay::replay_first`), whose future no longer keeps a copy of `StartFrom`. The stream's timer is a 16-byte slot of the worker's timers
     /// (crate::timers), not a 640-byte monoio `Sleep`. `-Zprint-type-sizes` (RUSTC_BOOTSTRAP=1) shows the layout.
     #[test]
     fn a_relay_stays_small() {

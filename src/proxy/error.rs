@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::http::HttpError;
-use crate::upstream::connect::{ConnectAttempt, Unreachable};
+use crate::upstream::connect::{ConnectAttempt, ConnectFailure, Unreachable};
 
 /// What a request that matches no route is told (and the log line says).
 const NO_ROUTE_REASON: &str = "no route matches this request's host and path";
@@ -75,7 +75,18 @@ impl ProxyError {
             ProxyError::ClientProtocol(e) => e.to_string(),
             ProxyError::ClientHeadTimeout => "the request head was not received in time".into(),
             ProxyError::ClientBodyTimeout => "the request body stalled".into(),
-            ProxyError::UpstreamUnreachable(_) => "no upstream server could be reached".into(),
+            ProxyError::UpstreamUnreachable(attempts) => {
+                // A replica that answered with a certificate tether refuses is the story, not
+                // the others' refusals.
+                let tls = attempts.iter().find_map(|a| match &a.failure {
+                    ConnectFailure::Tls(e) => Some(e.class),
+                    _ => None,
+                });
+                match tls {
+                    Some(class) => class.client_reason().into(),
+                    None => "no upstream server could be reached".into(),
+                }
+            }
             ProxyError::UpstreamProtocol(_) => {
                 "the upstream server sent an invalid response".into()
             }
@@ -170,7 +181,6 @@ impl std::error::Error for ProxyError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::connect::ConnectFailure;
 
     /// What a 502 tells the client names no address, URL or socket error; the log line does.
     #[test]
@@ -183,7 +193,23 @@ mod tests {
             ProxyError::UpstreamProtocol(crate::http::HttpError::UnsupportedTransferCoding {
                 coding: "x-internal-10.1.2.3".into(),
             });
-        for e in [unreachable, invalid] {
+        let tls = ProxyError::UpstreamUnreachable(vec![ConnectAttempt {
+            target: "https://10.1.2.3:8443 (10.1.2.3:8443)".into(),
+            failure: ConnectFailure::Tls(crate::upstream::tls::TlsFailure {
+                class: crate::upstream::tls::TlsFailureClass::CertificateName,
+                detail: "certificate not valid for name \"10.1.2.3\"".into(),
+            }),
+        }]);
+        assert_eq!(
+            tls.answer().map(|(_, r)| r).as_deref(),
+            Some("the upstream server's TLS certificate is not valid for its name")
+        );
+        assert!(
+            tls.to_string()
+                .contains("upstream TLS: certificate not valid for name"),
+            "{tls}"
+        );
+        for e in [unreachable, invalid, tls] {
             let (status, reason) = e.answer().expect("an answer");
             assert_eq!(status, 502);
             assert!(!reason.contains("10.1.2.3"), "{reason}");

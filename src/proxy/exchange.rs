@@ -26,8 +26,8 @@ use super::session;
 use super::tunnel::TunnelStart;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::conn_io::{
-    peek_state, read_more, read_more_within, set_linger_zero, write_vec_within, BytesVec,
-    IoFailure, PeekState,
+    peek_state, read_more, read_more_within, set_linger_zero, write_vec_within, ByteStream,
+    BytesVec, IoFailure, PeekState,
 };
 use crate::conn_table::ConnGuard;
 use crate::http::{
@@ -48,6 +48,7 @@ use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
 use crate::upstream::connect::{self, UpstreamConn};
 use crate::upstream::health::FailedTry;
+use crate::upstream::stream::UpstreamStream;
 use crate::worker::WorkerCtx;
 
 /// Free space reserved before each read of a head, in bytes.
@@ -1049,7 +1050,7 @@ impl Exchange<'_, '_> {
     /// upstream is slow. EOF before any byte is `StaleUpstream` (the caller decides on a retry).
     async fn read_response_head(
         &mut self,
-        up: &mut TcpStream,
+        up: &mut UpstreamStream,
         ubuf: &mut BytesMut,
         deadline: Instant,
     ) -> Result<ResponseHead, Attempt> {
@@ -1081,7 +1082,7 @@ impl Exchange<'_, '_> {
 /// client and gives up when the client has gone. On any error the upstream read was dropped in
 /// flight, so the upstream connection must be closed (the caller never pools it after an error).
 async fn read_watching_client(
-    up: &mut TcpStream,
+    up: &mut UpstreamStream,
     buf: BytesMut,
     client: &TcpStream,
     deadline: Instant,
@@ -1179,17 +1180,18 @@ enum RelayError {
     Write,
 }
 
-/// Streams one body from `src` to `dst`: decode what `src_buf` holds, frame it for `dst`, write it
+/// Streams one body from `src` to `dst` (client to upstream, or upstream to client; either
+/// may be TLS when it is the upstream): decode what `src_buf` holds, frame it for `dst`, write it
 /// all (one writev, together with anything already queued in `out`, such as a response head),
 /// then read more. Memory stays bounded by one read whatever the body size.
 /// `written` counts the bytes `dst` took. Not cancel-safe; on error both sockets are closed by
 /// the caller.
 #[allow(clippy::too_many_arguments)]
 async fn relay_body(
-    src: &mut TcpStream,
+    src: &mut impl ByteStream,
     src_buf: &mut BytesMut,
     decoder: &mut BodyDecoder,
-    dst: &mut TcpStream,
+    dst: &mut impl ByteStream,
     framing: OutFraming,
     mut out: BytesVec,
     read_timeout: Duration,

@@ -7,12 +7,10 @@
 use std::mem;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use monoio::net::TcpStream;
-
-use crate::conn_io::{read_more_within, IoFailure};
+use crate::conn_io::{read_more_within, ByteStream, IoFailure};
 use crate::http::{BodyDecoder, Decoded};
 use crate::limits::BODY_READ_BUFFER;
+use bytes::{Bytes, BytesMut};
 
 /// A body as inspection left it.
 #[derive(Debug)]
@@ -42,7 +40,7 @@ pub(crate) enum InspectFailure {
 /// whole or more than `limit` bytes of it are held. What `buf` keeps afterwards belongs to the
 /// next message. Not cancel-safe (reads into an owned buffer).
 pub(crate) async fn read_up_to(
-    src: &mut TcpStream,
+    src: &mut impl ByteStream,
     buf: &mut BytesMut,
     mut decoder: BodyDecoder,
     limit: usize,

@@ -19,6 +19,12 @@
 //! a plain non-blocking syscall in the wake-up that found the socket ready, so no future ever owns
 //! a buffer the kernel writes into: dropping a wait loses nothing, on io_uring as on epoll.
 //!
+//! An https upstream's bytes go through its TLS session (`crate::upstream::tls`), with the same
+//! waits: what it decrypts becomes the client's pending bytes; what the client sends is
+//! encrypted into the session, which holds it until the upstream's socket takes it (the
+//! direction then waits for writability as for pending bytes), and the client's half-close
+//! becomes a close_notify before the TCP one.
+//!
 //! Backpressure: a direction reads its source only when it holds nothing pending, so a peer that
 //! does not read stops the other from being read (TCP pushes back on it) and the tunnel's memory
 //! stays at most one read per direction.
@@ -40,6 +46,8 @@ use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::conn_io::recv_now;
 use crate::conn_table::ConnGuard;
 use crate::metrics::WorkerMetrics;
+use crate::upstream::stream::UpstreamStream;
+use crate::upstream::tls::TlsSession;
 use crate::worker::WorkerCtx;
 
 /// Bytes read from one side per `recv`: a WebSocket frame of ordinary size in one call. The
@@ -64,7 +72,7 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct TunnelStart {
     /// The upstream connection, now speaking the upgraded protocol.
-    pub(crate) up: TcpStream,
+    pub(crate) up: UpstreamStream,
     /// Which replica `up` belongs to (for the access log).
     pub(crate) replica: usize,
     /// The 101 head for the client, written.
@@ -113,10 +121,24 @@ enum Want {
     Done,
 }
 
+/// Which end of a direction is an upstream that speaks TLS (its bytes go through its session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsEnd {
+    /// Neither: plain sockets both ends.
+    None,
+    /// The source: read steps decrypt into `pending`.
+    Src,
+    /// The destination: bytes are encrypted into the session, which sends them.
+    Dst,
+}
+
 /// One direction of the tunnel.
 struct Direction {
     src: RawFd,
     dst: RawFd,
+    tls_end: TlsEnd,
+    /// `TlsEnd::Dst`: the close_notify that passes the source's end on was queued.
+    close_notify_sent: bool,
     /// Bytes read and not yet taken by the destination (the head and the bytes after it, at
     /// first). Empty (no allocation) while the destination keeps up.
     pending: BytesMut,
@@ -129,10 +151,12 @@ struct Direction {
 }
 
 impl Direction {
-    fn new(src: RawFd, dst: RawFd, pending: BytesMut) -> Direction {
+    fn new(src: RawFd, dst: RawFd, tls_end: TlsEnd, pending: BytesMut) -> Direction {
         Direction {
             src,
             dst,
+            tls_end,
+            close_notify_sent: false,
             pending,
             src_ended: false,
             dst_shut: false,
@@ -141,11 +165,25 @@ impl Direction {
     }
 
     /// Moves what can be moved now without waiting; see the module doc. Returns what the
-    /// direction waits for, and whether any byte moved (for the idle timeout).
-    fn pump(&mut self) -> io::Result<(Want, bool)> {
+    /// direction waits for, and whether any byte moved (for the idle timeout). `tls`: the
+    /// upstream's session when it is https (used at the end `tls_end` names).
+    fn pump(&mut self, mut tls: Option<&mut TlsSession>) -> io::Result<(Want, bool)> {
         let mut progressed = false;
         let mut reads = 0;
         loop {
+            if let (TlsEnd::Dst, Some(session)) = (self.tls_end, tls.as_deref_mut()) {
+                // The client's first bytes (after its request head) are encrypted as any other.
+                if !self.pending.is_empty() {
+                    session.queue_bytes(&self.pending);
+                    self.pending = BytesMut::new();
+                }
+                if session.wants_write() {
+                    if !session.flush_now(self.dst)? {
+                        return Ok((Want::Write, progressed));
+                    }
+                    progressed = true;
+                }
+            }
             if !self.pending.is_empty() {
                 let n = send_now(self.dst, &self.pending)?;
                 if n > 0 {
@@ -159,6 +197,14 @@ impl Direction {
                 self.pending = BytesMut::new();
             }
             if self.src_ended {
+                if let (TlsEnd::Dst, Some(session)) = (self.tls_end, tls.as_deref_mut()) {
+                    if !self.close_notify_sent {
+                        // Sent (flushed above) before the TCP half-close.
+                        self.close_notify_sent = true;
+                        session.send_close_notify();
+                        continue;
+                    }
+                }
                 if !self.dst_shut {
                     self.dst_shut = true;
                     // SAFETY: shutdown only changes the socket's state.
@@ -170,21 +216,12 @@ impl Direction {
                 return Ok((Want::Read, progressed));
             }
             reads += 1;
-            let step = SCRATCH.with(|scratch| -> io::Result<Option<usize>> {
-                let mut scratch = scratch.borrow_mut();
-                let Some(n) = recv_now(self.src, &mut scratch[..])? else {
-                    return Ok(None);
-                };
-                // SAFETY: recv initialised the first `n` bytes.
-                let read = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
-                if n > 0 {
-                    let sent = send_now(self.dst, read)?;
-                    if sent < n {
-                        self.pending.extend_from_slice(&read[sent..]);
-                    }
-                }
-                Ok(Some(n))
-            })?;
+            let step = match (self.tls_end, tls.as_deref_mut()) {
+                // Decrypted into `pending`, sent at the top of the loop.
+                (TlsEnd::Src, Some(session)) => session.read_now(self.src, &mut self.pending)?,
+                (TlsEnd::Dst, Some(session)) => self.read_into_session(session)?,
+                _ => self.read_and_send()?,
+            };
             match step {
                 None => return Ok((Want::Read, progressed)),
                 Some(0) => self.src_ended = true,
@@ -194,6 +231,41 @@ impl Direction {
                 }
             }
         }
+    }
+
+    /// One `recv` from the (plain) source into the worker's scratch, encrypted into the
+    /// upstream's session (sent at the top of the loop).
+    fn read_into_session(&mut self, session: &mut TlsSession) -> io::Result<Option<usize>> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Some(n) = recv_now(self.src, &mut scratch[..])? else {
+                return Ok(None);
+            };
+            // SAFETY: recv initialised the first `n` bytes.
+            let read = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
+            session.queue_bytes(read);
+            Ok(Some(n))
+        })
+    }
+
+    /// One `recv` from the source into the worker's scratch, sent on at once; what the
+    /// destination does not take waits in `pending`.
+    fn read_and_send(&mut self) -> io::Result<Option<usize>> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let Some(n) = recv_now(self.src, &mut scratch[..])? else {
+                return Ok(None);
+            };
+            // SAFETY: recv initialised the first `n` bytes.
+            let read = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
+            if n > 0 {
+                let sent = send_now(self.dst, read)?;
+                if sent < n {
+                    self.pending.extend_from_slice(&read[sent..]);
+                }
+            }
+            Ok(Some(n))
+        })
     }
 }
 
@@ -244,14 +316,20 @@ pub(crate) async fn run(
     first.extend_from_slice(&head);
     let early = ubuf.len() as u64;
     first.extend_from_slice(&ubuf);
-    let mut down = Direction::new(up.as_raw_fd(), client.as_raw_fd(), first);
+    let mut up = up;
+    let (up, tls) = up.split();
+    let (down_tls, up_tls) = match tls {
+        Some(_) => (TlsEnd::Src, TlsEnd::Dst),
+        None => (TlsEnd::None, TlsEnd::None),
+    };
+    let mut down = Direction::new(up.as_raw_fd(), client.as_raw_fd(), down_tls, first);
     down.moved = early;
-    let mut upward = Direction::new(client.as_raw_fd(), up.as_raw_fd(), BytesMut::new());
+    let mut upward = Direction::new(client.as_raw_fd(), up.as_raw_fd(), up_tls, BytesMut::new());
     upward.moved = client_bytes.len() as u64;
     upward.pending = client_bytes;
     guard.set_upstream(Some(up.as_raw_fd()));
 
-    let end = relay(ctx, client, &up, guard, &mut down, &mut upward).await;
+    let end = relay(ctx, client, up, tls, guard, &mut down, &mut upward).await;
 
     guard.set_upstream(None);
     m.tunnels_active
@@ -287,6 +365,7 @@ async fn relay(
     ctx: &WorkerCtx,
     client: &TcpStream,
     up: &TcpStream,
+    mut tls: Option<&mut TlsSession>,
     guard: &ConnGuard,
     down: &mut Direction,
     upward: &mut Direction,
@@ -296,11 +375,11 @@ async fn relay(
     let deadline = std::pin::pin!(monoio::time::sleep_until((last_activity + idle).into()));
     let mut deadline = deadline;
     loop {
-        let (want_down, moved_down) = match down.pump() {
+        let (want_down, moved_down) = match down.pump(tls.as_deref_mut()) {
             Ok(step) => step,
             Err(e) => return TunnelEnd::Failed(e),
         };
-        let (want_up, moved_up) = match upward.pump() {
+        let (want_up, moved_up) = match upward.pump(tls.as_deref_mut()) {
             Ok(step) => step,
             Err(e) => return TunnelEnd::Failed(e),
         };

@@ -34,6 +34,7 @@ use crate::http::Decoded;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::rules::EventOutcome;
+use crate::upstream::stream::UpstreamStream;
 
 /// Largest single read from an SSE upstream, in bytes (the worker's scratch buffer): one wake-up
 /// of one stream handles at most this much, so no stream holds its worker for long.
@@ -144,14 +145,15 @@ impl Relay<'_> {
     /// Both directions are plain syscalls in the wake-up that found them ready (a `recv` from the
     /// upstream, a `sendmsg` to the client); the futures here only wait for readiness, so they
     /// own no buffer (cancel-safe) and the future a stream sits in stays small.
-    pub(super) async fn pump(&mut self, client: &TcpStream, up: &TcpStream) -> BodyEnd {
+    ///
+    /// An https upstream is waited on the same way; its session decrypts what is read.
+    pub(super) async fn pump(&mut self, client: &TcpStream, up: &UpstreamStream) -> BodyEnd {
         // Body bytes that came with the head are relayed with it.
         let mut up_state = self.ingest_buffered();
-        let up_fd = up.as_raw_fd();
         let client_fd = client.as_raw_fd();
         // Readiness only (no buffer): relaxed=false because tether reads and writes by itself, so
         // the epoll driver must check the socket rather than trust its cached readiness.
-        let mut ready = pin!(up.readable(false));
+        let mut ready = pin!(up.tcp().readable(false));
         let mut reading = up_state.is_none();
         // One timer for every wait of this body, re-armed rather than created, and held only
         // while something is due.
@@ -225,9 +227,9 @@ impl Relay<'_> {
                     }
                 }
                 if let Some(res) = ready_now.take() {
-                    turn_started = Some(self.take_turn(res, up_fd, &mut up_state).await);
+                    turn_started = Some(self.take_turn(res, up, &mut up_state).await);
                     reading = up_state.is_none();
-                    ready.set(up.readable(false));
+                    ready.set(up.tcp().readable(false));
                 }
                 continue;
             }
@@ -285,9 +287,9 @@ impl Relay<'_> {
                     }
                 }
                 if let Some(res) = ready_now.take() {
-                    turn_started = Some(self.take_turn(res, up_fd, &mut up_state).await);
+                    turn_started = Some(self.take_turn(res, up, &mut up_state).await);
                     reading = up_state.is_none();
-                    ready.set(up.readable(false));
+                    ready.set(up.tcp().readable(false));
                 }
             }
         }
@@ -296,13 +298,12 @@ impl Relay<'_> {
     /// Reads the upstream on without a client (`super::fanout`): for the stream's followers, or
     /// held for a comeback until `--hold-upstream` passes with nobody following. What is framed
     /// goes to the ring only.
-    pub(super) async fn pump_headless(&mut self, up: &TcpStream) -> BodyEnd {
+    pub(super) async fn pump_headless(&mut self, up: &UpstreamStream) -> BodyEnd {
         let Some(fanout) = self.ring.lineage.fanout() else {
             return BodyEnd::HoldOver;
         };
         let mut up_state = self.ingest_buffered();
-        let up_fd = up.as_raw_fd();
-        let mut ready = pin!(up.readable(false));
+        let mut ready = pin!(up.tcp().readable(false));
         let mut timer = StreamTimer::default();
         let mut ready_now: Option<io::Result<()>> = None;
         let mut turn_started: Option<Instant> = None;
@@ -372,8 +373,8 @@ impl Relay<'_> {
                 _ = fanout.followers_changed(seen) => {}
             }
             if let Some(res) = ready_now.take() {
-                turn_started = Some(self.take_turn(res, up_fd, &mut up_state).await);
-                ready.set(up.readable(false));
+                turn_started = Some(self.take_turn(res, up, &mut up_state).await);
+                ready.set(up.tcp().readable(false));
             }
         }
     }
@@ -426,30 +427,45 @@ impl Relay<'_> {
     async fn take_turn(
         &mut self,
         ready: io::Result<()>,
-        fd: RawFd,
+        up: &UpstreamStream,
         up_state: &mut Option<BodyEnd>,
     ) -> Instant {
         self.ctx.turns.my_turn().await;
         let started = Instant::now();
-        *up_state = self.after_ready(ready, fd);
+        *up_state = self.after_ready(ready, up);
         started
     }
 
-    /// The upstream is readable: reads what it holds and frames it. Returns how the body ended,
-    /// if it did.
-    fn after_ready(&mut self, ready: io::Result<()>, fd: RawFd) -> Option<BodyEnd> {
+    /// The upstream is readable: reads what it holds (through its TLS session, for an https
+    /// upstream) and frames it. Returns how the body ended, if it did.
+    fn after_ready(&mut self, ready: io::Result<()>, up: &UpstreamStream) -> Option<BodyEnd> {
+        let fd = up.as_raw_fd();
         let mut buf = mem::take(&mut self.ubuf);
-        let res = ready.and_then(|()| read_now(fd, &mut buf));
+        let res = ready.and_then(|()| match up.session() {
+            None => read_now(fd, &mut buf),
+            Some(mut tls) => tls.read_now(fd, &mut buf),
+        });
+        // The server's close_notify came with the last bytes: the socket may stay open, so its
+        // end is taken now rather than waited for.
+        let res = match res {
+            Ok(Some(n)) if n > 0 && up.session().is_some_and(|t| t.peer_closed()) => {
+                let end = self.ingest_read(&mut buf);
+                if end.is_some() {
+                    compact(&mut buf);
+                    self.ubuf = buf;
+                    return end;
+                }
+                Ok(Some(0))
+            }
+            other => other,
+        };
         let end = match res {
             Ok(None) => None,
             Ok(Some(0)) => match self.decoder.eof() {
                 Ok(()) => Some(BodyEnd::Clean),
                 Err(_) => Some(BodyEnd::Dropped(DropKind::Eof)),
             },
-            Ok(Some(_)) => {
-                self.last_upstream = Instant::now();
-                self.ingest(&mut buf)
-            }
+            Ok(Some(_)) => self.ingest_read(&mut buf),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 Some(BodyEnd::Dropped(DropKind::Reset))
             }
@@ -461,6 +477,12 @@ impl Relay<'_> {
         compact(&mut buf);
         self.ubuf = buf;
         end
+    }
+
+    /// Frames what a read brought.
+    fn ingest_read(&mut self, buf: &mut BytesMut) -> Option<BodyEnd> {
+        self.last_upstream = Instant::now();
+        self.ingest(buf)
     }
 
     /// Decodes what `buf` holds, frames it, and queues the resulting blocks.

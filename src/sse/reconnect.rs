@@ -14,6 +14,7 @@ use super::resume::{self, AttemptResult};
 use crate::conn_io::{peek_state, write_vec_within, PeekState};
 use crate::http::BodyDecoder;
 use crate::metrics::WorkerMetrics;
+use crate::upstream::stream::UpstreamStream;
 
 /// The client's readiness, or never when there is no client.
 async fn readable_or_never(client: Option<&TcpStream>) -> std::io::Result<()> {
@@ -26,7 +27,7 @@ async fn readable_or_never(client: Option<&TcpStream>) -> std::io::Result<()> {
 /// How reconnecting ended.
 pub(super) enum Reconnect {
     Spliced {
-        stream: TcpStream,
+        stream: UpstreamStream,
         buf: BytesMut,
         decoder: BodyDecoder,
         replica: usize,

@@ -47,6 +47,7 @@ use crate::http::{BodyDecoder, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::proxy::request_id::RequestId;
 use crate::route::Route;
+use crate::upstream::stream::UpstreamStream;
 use crate::worker::WorkerCtx;
 
 /// Default `--sse-client-buffer`: bytes queued for one client of a shared stream before it is cut
@@ -119,7 +120,7 @@ pub struct SseStart {
     pub head: Bytes,
     /// None when no upstream answered a reconnection served from the ring: the relay starts by
     /// reconnecting.
-    pub up: Option<TcpStream>,
+    pub up: Option<UpstreamStream>,
     /// Which replica `up` belongs to (reconnects try it first).
     pub replica: usize,
     /// Body bytes read together with the upstream head.
@@ -294,7 +295,11 @@ pub fn relay<'a>(
     relay.out.push_raw(head);
     let mut up = up;
     async move {
-        let end = run(&mut relay, &mut up, client, guard, from).await;
+        // The replay first (its state and `from` are not carried by the live relay's loop).
+        let end = match replay_first(&mut relay, client, from).await {
+            Ok(()) => run(&mut relay, &mut up, client, guard).await,
+            Err(end) => end,
+        };
         guard.set_upstream(None);
         let m = &ctx.metrics;
         m.sse_streams_active
@@ -313,31 +318,38 @@ impl Relay<'_> {
     }
 }
 
+/// A reconnection served from the ring: the ring's events after the client's id first, then
+/// (`ReplayThenEnd`) the end of the response. Err: the stream ended there.
+async fn replay_first(
+    relay: &mut Relay<'_>,
+    client: &mut TcpStream,
+    from: StartFrom,
+) -> Result<(), SseEnd> {
+    match from {
+        StartFrom::Upstream => Ok(()),
+        StartFrom::Replay { after } | StartFrom::ReplayThenEnd { after } => {
+            // Boxed: it runs once, before the stream goes live; the live relay does not carry it.
+            Box::pin(relay.catch_up(client, after)).await?;
+            if matches!(from, StartFrom::ReplayThenEnd { .. }) {
+                return Err(relay.finish_boxed(Some(client), SseEnd::Completed).await);
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The drop/resume loop. `up`: the lineage's upstream (None: no upstream answered, reconnect
 /// first); a slot beside the relay rather than a field of it, so that the pump can wait on it
 /// while it changes the relay.
 #[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
 fn run<'a, 'c>(
     relay: &'a mut Relay<'c>,
-    up: &'a mut Option<TcpStream>,
+    up: &'a mut Option<UpstreamStream>,
     client: &'a mut TcpStream,
     guard: &'a ConnGuard,
-    from: StartFrom,
 ) -> impl std::future::Future<Output = SseEnd> + use<'a, 'c> {
     // An async block rather than an async fn: an async fn keeps its arguments twice.
     async move {
-        match from {
-            StartFrom::Upstream => {}
-            StartFrom::Replay { after } | StartFrom::ReplayThenEnd { after } => {
-                // Boxed: it runs once, before the stream goes live; the live relay does not carry it.
-                if let Err(end) = Box::pin(relay.catch_up(client, after)).await {
-                    return end;
-                }
-                if matches!(from, StartFrom::ReplayThenEnd { .. }) {
-                    return relay.finish_boxed(Some(client), SseEnd::Completed).await;
-                }
-            }
-        }
         loop {
             let body_end = match up.as_ref() {
                 Some(stream) => {
@@ -396,7 +408,7 @@ impl Relay<'_> {
         &mut self,
         mut client: Option<&mut TcpStream>,
         body_end: BodyEnd,
-    ) -> Result<TcpStream, SseEnd> {
+    ) -> Result<UpstreamStream, SseEnd> {
         let kind = match body_end {
             BodyEnd::ClientGone | BodyEnd::HoldOver => return Err(SseEnd::ClientGone),
             BodyEnd::SlowClient => {

@@ -6,9 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use monoio::net::TcpStream;
-
 use crate::conn_io::{read_more_within, write_vec_within, BytesVec, IoFailure};
 use crate::http::{
     response_body_kind, write_upstream_request, BodyDecoder, BodyKind, ForwardContext, HeadScanner,
@@ -17,7 +14,9 @@ use crate::http::{
 use crate::upstream::connect;
 use crate::upstream::group::UpstreamGroup;
 use crate::upstream::health::FailedTry;
+use crate::upstream::stream::UpstreamStream;
 use crate::worker::WorkerCtx;
+use bytes::BytesMut;
 
 /// Resume settings resolved from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +126,7 @@ impl Backoff {
 pub enum AttemptResult {
     /// A 200 `text/event-stream`: splice this body in.
     Splice {
-        stream: TcpStream,
+        stream: UpstreamStream,
         ubuf: BytesMut,
         decoder: BodyDecoder,
         replica: usize,
@@ -262,7 +261,7 @@ fn record_health(ctx: &WorkerCtx, replica: usize, result: &AttemptResult) {
 
 async fn read_answer(
     ctx: &WorkerCtx,
-    mut stream: TcpStream,
+    mut stream: UpstreamStream,
     replica: usize,
     header_timeout: Duration,
 ) -> AttemptResult {

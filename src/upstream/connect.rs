@@ -1,6 +1,7 @@
 //! Getting an upstream connection: a pooled one if a live one waits, else a fresh connect, trying
-//! the replicas in turn (and each replica's addresses) until one accepts. Used by the exchange
-//! (`proxy`) and by the SSE relay's reconnects (`sse`), which is why it lives below both.
+//! the replicas in turn (and each replica's addresses) until one accepts (and, for `https://`,
+//! completes a TLS handshake whose certificate verifies). Used by the exchange (`proxy`) and by
+//! the SSE relay's reconnects (`sse`), which is why it lives below both.
 
 use std::fmt;
 use std::io;
@@ -12,6 +13,8 @@ use monoio::net::TcpStream;
 
 use super::group::UpstreamGroup;
 use super::health::FailedTry;
+use super::stream::UpstreamStream;
+use super::tls::{self, TlsFailure, TlsFailureClass};
 use crate::runtime::DriverKind;
 use crate::worker::WorkerCtx;
 
@@ -28,6 +31,8 @@ pub enum ConnectFailure {
     Refused,
     TimedOut,
     Other(io::Error),
+    /// Connected, but the TLS handshake failed (a certificate refused, a timeout...).
+    Tls(TlsFailure),
 }
 
 impl fmt::Display for ConnectAttempt {
@@ -40,6 +45,7 @@ impl fmt::Display for ConnectAttempt {
                 self.target
             ),
             ConnectFailure::Other(e) => write!(f, "{}: {e}", self.target),
+            ConnectFailure::Tls(e) => write!(f, "{}: {e}", self.target),
         }
     }
 }
@@ -62,7 +68,7 @@ impl fmt::Display for Unreachable {
 
 /// An upstream connection checked out for one exchange.
 pub struct UpstreamConn {
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     /// Which `--upstream` replica it belongs to (the pool key).
     pub replica: usize,
     /// Came from the pool: it may have been closed by the upstream a moment ago, so an exchange that
@@ -146,24 +152,34 @@ async fn connect_replica(
     replica: usize,
     limit: Duration,
     attempts: &mut Vec<ConnectAttempt>,
-) -> Option<TcpStream> {
-    let (addrs, url) = {
+) -> Option<UpstreamStream> {
+    let (addrs, url, tls) = {
         let mut set = ctx.upstreams.borrow_mut();
-        (set.addrs(replica), set.spec(replica).url.clone())
+        (
+            set.addrs(replica),
+            set.spec(replica).url.clone(),
+            set.tls_for(replica),
+        )
     };
     for addr in addrs.iter() {
-        match connect_within(*addr, limit, ctx.driver).await {
+        let failure = match connect_within(*addr, limit, ctx.driver).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                return Some(stream);
+                match &tls {
+                    None => return Some(UpstreamStream::Plain(stream)),
+                    // The handshake gets the connect timeout again, after the TCP connect's.
+                    Some((config, name)) => match secure(ctx, stream, config, name, limit).await {
+                        Ok(stream) => return Some(stream),
+                        Err(e) => ConnectFailure::Tls(e),
+                    },
+                }
             }
-            Err(failure) => {
-                crate::metrics::WorkerMetrics::inc(&ctx.metrics.upstream_connect_errors);
-                let target = format!("{url} ({addr})");
-                crate::log_debug!("connect to {target} failed: {failure:?}");
-                attempts.push(ConnectAttempt { target, failure });
-            }
-        }
+            Err(failure) => failure,
+        };
+        crate::metrics::WorkerMetrics::inc(&ctx.metrics.upstream_connect_errors);
+        let target = format!("{url} ({addr})");
+        crate::log_debug!("connect to {target} failed: {failure:?}");
+        attempts.push(ConnectAttempt { target, failure });
     }
     // One failed try of the replica, however many addresses it has. A connect that succeeds
     // counts neither way: only an answer shows the replica works.
@@ -171,6 +187,45 @@ async fn connect_replica(
         .borrow()
         .record_failure(replica, FailedTry::Connect);
     None
+}
+
+/// The TLS handshake on a connected socket, counted in `/metrics` by outcome.
+async fn secure(
+    ctx: &WorkerCtx,
+    stream: TcpStream,
+    config: &Option<std::sync::Arc<rustls::ClientConfig>>,
+    name: &rustls::pki_types::ServerName<'static>,
+    limit: Duration,
+) -> Result<UpstreamStream, TlsFailure> {
+    let m = &ctx.metrics;
+    let Some(config) = config else {
+        // `Config` builds TLS settings whenever a replica is https://: not reached.
+        let failure = TlsFailure {
+            class: TlsFailureClass::Other,
+            detail: "no TLS settings on this worker".into(),
+        };
+        m.record_tls_failure(failure.class);
+        return Err(failure);
+    };
+    match tls::handshake(&stream, config.clone(), name.clone(), limit).await {
+        Ok(session) => {
+            crate::metrics::WorkerMetrics::inc(&m.upstream_tls_handshakes);
+            if session.resumed() {
+                crate::metrics::WorkerMetrics::inc(&m.upstream_tls_resumed);
+            }
+            crate::log_debug!(
+                "TLS with {} done ({}{})",
+                name.to_str(),
+                session.describe(),
+                if session.resumed() { ", resumed" } else { "" }
+            );
+            Ok(UpstreamStream::with_tls(stream, session))
+        }
+        Err(failure) => {
+            m.record_tls_failure(failure.class);
+            Err(failure)
+        }
+    }
 }
 
 /// Connects to `addr`, bounded by `limit`. A non-blocking connect(2) followed by a zero-timeout

@@ -3,22 +3,22 @@
 //! A connection goes back only after a complete exchange (request fully sent, response body read
 //! to its framed end, no `Connection: close`, no timeout or cancellation on it). Before reuse it is
 //! probed with a non-blocking `MSG_PEEK`: an upstream that closed an idle connection (or sent bytes
-//! nobody asked for) is discarded instead of being handed a request.
+//! nobody asked for) is discarded instead of being handed a request. A TLS connection keeps its
+//! session with its socket; bytes that came while it was idle are read through it first, and
+//! only TLS's own (session tickets) let it stay.
 //!
 //! A reload (`crate::reload`) may take a replica out of every route: its idle connections are
 //! closed at once, and a busy one is closed when its request ends (`put` refuses it), so the
 //! pool of a removed replica drains by itself. A replica that a later reload brings back is
 //! pooled again.
 
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
-use crate::conn_io::{peek_state, PeekState};
+use super::stream::UpstreamStream;
+use crate::conn_io::PeekState;
 
 struct Pooled {
-    stream: TcpStream,
+    stream: UpstreamStream,
     since: Instant,
 }
 
@@ -43,16 +43,16 @@ impl UpstreamPool {
 
     /// The most recently used live connection to `replica`, if any (LIFO keeps few connections warm
     /// and lets the others age out).
-    pub fn take(&mut self, replica: usize) -> Option<TcpStream> {
+    pub fn take(&mut self, replica: usize) -> Option<UpstreamStream> {
         let now = Instant::now();
         let list = &mut self.idle[replica];
-        while let Some(pooled) = list.pop() {
+        while let Some(mut pooled) = list.pop() {
             if now.duration_since(pooled.since) >= self.max_idle {
                 // Everything below is older still.
                 list.clear();
                 return None;
             }
-            if peek_state(pooled.stream.as_raw_fd()) == PeekState::Quiet {
+            if pooled.stream.idle_state() == PeekState::Quiet {
                 return Some(pooled.stream);
             }
         }
@@ -61,7 +61,7 @@ impl UpstreamPool {
 
     /// Returns a connection after a complete exchange; drops it when the pool is full or the
     /// replica was retired by a reload.
-    pub fn put(&mut self, replica: usize, stream: TcpStream) {
+    pub fn put(&mut self, replica: usize, stream: UpstreamStream) {
         if self.retired[replica] {
             return;
         }

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+
 use super::health::{
     EjectPolicy, Ejection, FailedTry, Recovery, ReplicaHealth, ReplicaReport, TryOrder,
 };
@@ -22,12 +25,21 @@ pub struct UpstreamSpec {
     pub port: u16,
     /// Path prefix prepended to every forwarded request target ("" when none; never ends in '/').
     pub prefix: String,
+    /// `https://`: the name the replica's certificate must carry (the host, sent as SNI; an IP
+    /// literal is matched against the certificate's IP addresses and sends no SNI). None for
+    /// `http://`.
+    pub tls_name: Option<ServerName<'static>>,
 }
 
 /// Why an `--upstream` value was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum UpstreamUrlError {
     NotHttp(String),
+    /// An `https://` host that is not a DNS name or an IP address a certificate can name.
+    BadTlsName {
+        url: String,
+        reason: String,
+    },
     MissingHost(String),
     BadPort(String),
     HasQuery(String),
@@ -36,9 +48,12 @@ pub enum UpstreamUrlError {
 impl fmt::Display for UpstreamUrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UpstreamUrlError::NotHttp(u) => write!(
+            UpstreamUrlError::NotHttp(u) => {
+                write!(f, "upstream '{u}' must start with http:// or https://")
+            }
+            UpstreamUrlError::BadTlsName { url, reason } => write!(
                 f,
-                "upstream '{u}' must start with http:// (TLS to upstreams is not supported)"
+                "upstream '{url}': its host cannot be checked against a TLS certificate ({reason})"
             ),
             UpstreamUrlError::MissingHost(u) => write!(f, "upstream '{u}' has no host"),
             UpstreamUrlError::BadPort(u) => {
@@ -60,11 +75,14 @@ impl fmt::Display for UpstreamUrlError {
 impl std::error::Error for UpstreamUrlError {}
 
 impl UpstreamSpec {
-    /// Parses `http://host[:port][/prefix]`.
+    /// Parses `http://host[:port][/prefix]` or `https://host[:port][/prefix]` (port 80 or 443
+    /// when none is given).
     pub fn parse(url: &str) -> Result<UpstreamSpec, UpstreamUrlError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| UpstreamUrlError::NotHttp(url.to_string()))?;
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(UpstreamUrlError::NotHttp(url.to_string())),
+        };
         if rest.contains(['?', '#']) {
             return Err(UpstreamUrlError::HasQuery(url.to_string()));
         }
@@ -93,14 +111,25 @@ impl UpstreamSpec {
             return Err(UpstreamUrlError::MissingHost(url.to_string()));
         }
         let port = match port_text {
+            None if tls => 443,
             None => 80,
             Some(p) => parse_port(p).ok_or_else(|| UpstreamUrlError::BadPort(url.to_string()))?,
+        };
+        let tls_name = match tls {
+            false => None,
+            true => Some(super::tls::server_name(host).map_err(|reason| {
+                UpstreamUrlError::BadTlsName {
+                    url: url.to_string(),
+                    reason,
+                }
+            })?),
         };
         Ok(UpstreamSpec {
             url: url.to_string(),
             host: host.to_string(),
             port,
             prefix: path.trim_end_matches('/').to_string(),
+            tls_name,
         })
     }
 
@@ -282,10 +311,17 @@ pub struct UpstreamSet {
     /// Per replica: some route of the configuration in force uses it. A replica a reload
     /// removed keeps its entry (a stream may still reconnect to it) but leaves the reports.
     in_route: Vec<bool>,
+    /// This worker's TLS client settings for `https://` replicas, with its own session store
+    /// (None while no replica, `--upstream-ca` or `--upstream-insecure` asks for TLS).
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl UpstreamSet {
-    pub fn new(upstreams: Vec<Arc<Upstream>>, eject: EjectPolicy) -> Self {
+    pub fn new(
+        upstreams: Vec<Arc<Upstream>>,
+        eject: EjectPolicy,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Self {
         let cached = upstreams
             .iter()
             .map(|u| (u.generation(), u.addrs()))
@@ -295,6 +331,7 @@ impl UpstreamSet {
             in_route: vec![true; upstreams.len()],
             upstreams,
             cached,
+            tls,
         }
     }
 
@@ -302,13 +339,16 @@ impl UpstreamSet {
     /// new replicas appended (never reordered, never shortened: an index a running request
     /// holds stays valid). The new ones get an address cache and a health record; the known
     /// ones keep theirs. `in_route[r]`: some route uses replica `r`. `eject` is the reloaded
-    /// passive-health policy.
+    /// passive-health policy; `tls` the reloaded TLS settings (this worker's copy: new
+    /// connections verify with them; pooled ones stay as they were made).
     pub(crate) fn adopt(
         &mut self,
         upstreams: &[Arc<Upstream>],
         in_route: &[bool],
         eject: EjectPolicy,
+        tls: Option<Arc<ClientConfig>>,
     ) {
+        self.tls = tls;
         debug_assert!(upstreams.len() >= self.upstreams.len());
         debug_assert!(self
             .upstreams
@@ -325,6 +365,17 @@ impl UpstreamSet {
 
     pub fn spec(&self, replica: usize) -> &UpstreamSpec {
         &self.upstreams[replica].spec
+    }
+
+    /// What a connection to `replica` needs for TLS: None for `http://`; for `https://` the
+    /// worker's client settings (None if there are none, which `Config` never allows) and the
+    /// name to verify.
+    pub(crate) fn tls_for(
+        &self,
+        replica: usize,
+    ) -> Option<(Option<Arc<ClientConfig>>, ServerName<'static>)> {
+        let name = self.upstreams[replica].spec.tls_name.clone()?;
+        Some((self.tls.clone(), name))
     }
 
     /// The order a request tries `candidates` in (its group's replicas, round robin for a new
@@ -417,9 +468,35 @@ mod tests {
     }
 
     #[test]
+    fn parses_https_upstream_urls() {
+        let s = UpstreamSpec::parse("https://api.example.com/v1").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.prefix.as_str()),
+            ("api.example.com", 443, "/v1")
+        );
+        assert_eq!(
+            s.tls_name,
+            Some(ServerName::try_from("api.example.com").unwrap())
+        );
+        let s = UpstreamSpec::parse("https://127.0.0.1:8443").unwrap();
+        assert!(
+            matches!(s.tls_name, Some(ServerName::IpAddress(_))),
+            "an IP: no SNI"
+        );
+        let s = UpstreamSpec::parse("https://[::1]:8443").unwrap();
+        assert!(matches!(s.tls_name, Some(ServerName::IpAddress(_))));
+        assert_eq!(UpstreamSpec::parse("http://a:1").unwrap().tls_name, None);
+        assert!(matches!(
+            UpstreamSpec::parse("https://bad_name!:443"),
+            Err(UpstreamUrlError::BadTlsName { .. })
+        ));
+    }
+
+    #[test]
     fn refuses_bad_upstream_urls() {
         for bad in [
-            "https://x:1",
+            "ftp://x:1",
+            "https://:443",
             "127.0.0.1:80",
             "http://:80",
             "http://h:+80",
