@@ -128,6 +128,8 @@ impl Server {
             .iter()
             .map(|u| u.spec.url.as_str())
             .collect();
+        // Before the listening line: an insecure setting is known before anything is served.
+        config.log_upstream_tls();
         crate::log_info!(
             "listening on {} ({} workers, {} driver, pinned: {}) -> {}",
             config.bind,
@@ -144,7 +146,6 @@ impl Server {
                 crate::log_info!("{}", route.describe(index, &upstreams));
             }
         }
-        config.log_upstream_tls();
         if let Some(addr) = admin_addr {
             crate::log_info!("admin endpoint on http://{addr} (/metrics, /healthz, /streams)");
         }

@@ -8,6 +8,7 @@ pub mod mcp;
 pub mod mcp_ts;
 pub mod scripted_origin;
 pub mod sse_client;
+pub mod tls_origin;
 pub mod websocket;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -180,6 +181,9 @@ impl Tether {
 
 impl Drop for Tether {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("TETHER_TEST_DUMP_LOG").is_some() {
+            eprintln!("---- tether log ----\n{}", self.log_lines().join("\n"));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
