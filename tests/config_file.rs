@@ -359,8 +359,8 @@ fn every_kind_of_bad_file_is_refused_with_its_line_and_column() {
             "1:10: `driver` = \"io_uring\": expected one of \"auto\", \"uring\", \"epoll\"".into(),
         ),
         (
-            "[[route]]\nupstream = [\"http://127.0.0.1:9\", \"https://b:1\"]\n".into(),
-            "2:35: upstream 'https://b:1' must start with http:// (TLS to upstreams is not supported)".into(),
+            "[[route]]\nupstream = [\"http://127.0.0.1:9\", \"ftp://b:1\"]\n".into(),
+            "2:35: upstream 'ftp://b:1' must start with http:// or https://".into(),
         ),
         (
             format!("[[route]]\nname = \"a\"\n{ok_upstream}\n\n[[route]]\nname = \"a\"\n{ok_upstream}\n"),
