@@ -103,7 +103,7 @@ fn bad_flags_are_refused_with_a_message() {
             "--bind",
             "127.0.0.1:0",
             "--upstream",
-            "https://x",
+            "ftp://x",
         ])
         .output()
         .unwrap();
