@@ -98,13 +98,7 @@ fn bad_flags_are_refused_with_a_message() {
         );
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args([
-            "reverse",
-            "--bind",
-            "127.0.0.1:0",
-            "--upstream",
-            "ftp://x",
-        ])
+        .args(["reverse", "--bind", "127.0.0.1:0", "--upstream", "ftp://x"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));

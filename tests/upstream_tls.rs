@@ -335,3 +335,57 @@ fn a_bad_upstream_ca_file_is_refused_at_start() {
         err.join("\n")
     );
 }
+
+#[test]
+fn an_mcp_session_runs_over_an_https_upstream() {
+    use common::mcp::{
+        call_ok, mcp_client_run, python_mcp_available, tools_listed, McpServer, TOOLS,
+    };
+    if !python_mcp_available() {
+        return;
+    }
+    let server = McpServer::start(&[]);
+    let backend: std::net::SocketAddr = server
+        .base_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let ca = TestCa::new("tether test CA");
+    let origin = TlsOrigin::in_front_of(backend, ca.leaf(&["127.0.0.1"]), Versions::Tls13);
+    // --mcp: the upstream's session id reaches the client sealed, and every later request of
+    // the session (and its GET stream) goes back to the same https replica with the real id.
+    let t = Tether::start(&[origin.url()], &["--mcp", "--upstream-ca", ca_arg(&ca)]);
+    let steps = r#"[
+        {"op":"list_tools"},
+        {"op":"call_tool","name":"echo","args":{"text":"hi over TLS"}},
+        {"op":"call_tool","name":"get_weather","args":{"city":"Paris"}}
+    ]"#;
+    let run = mcp_client_run(&t.url("/mcp"), steps, &[]);
+    assert_eq!(
+        run.steps,
+        vec![
+            tools_listed(&TOOLS),
+            call_ok("echo", "hi over TLS"),
+            call_ok("get_weather", "weather in Paris: sunny, 21 C"),
+        ],
+        "server stderr: {:?}\ntether: {}",
+        server.stderr_lines(),
+        t.log_lines().join("\n")
+    );
+    assert_eq!(
+        server.call_lines(),
+        vec![
+            r#"echo {"text":"hi over TLS"}"#,
+            r#"get_weather {"city":"Paris"}"#
+        ]
+    );
+    // The client saw tether's sealed id, never the upstream's.
+    let upstream_ids = server.sessions_seen();
+    assert!(!upstream_ids.is_empty());
+    for h in &run.http {
+        if let Some(id) = h["session_received"].as_str() {
+            assert!(!upstream_ids.iter().any(|u| u == id), "{id} leaked");
+        }
+    }
+    assert!(origin.handshakes() >= 1);
+}
