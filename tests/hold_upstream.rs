@@ -308,14 +308,7 @@ fn post_then_come_back_on(
     let mut back = SseReader::on(client, &request);
     assert_eq!(back.head.status, 200, "{}", log_text(t));
     back.deadline = Instant::now() + Duration::from_secs(15);
-    let mut ids = Vec::new();
-    let end = loop {
-        match back.next_event() {
-            Ok(Some(ev)) => ids.push(ev.num_id().expect("a numeric id")),
-            Ok(None) => break format!("{:?}", back.clean_end),
-            Err(e) => break format!("not ended: {e}"),
-        }
-    };
+    let (ids, end) = ids_to_end(&mut back);
     let methods: Vec<(String, Option<String>)> = up
         .requests()
         .into_iter()

@@ -443,14 +443,7 @@ fn post_held_by_a_then_back_on_b(live: bool, hold: &str) {
     };
     assert_eq!(back.head.status, 200, "{}", log());
     back.deadline = Instant::now() + Duration::from_secs(15);
-    let mut got = Vec::new();
-    let end = loop {
-        match back.next_event() {
-            Ok(Some(ev)) => got.push(ev.num_id().expect("a numeric id")),
-            Ok(None) => break format!("{:?}", back.clean_end),
-            Err(e) => break format!("not ended: {e}"),
-        }
-    };
+    let (got, end) = ids_to_end(&mut back);
     let requests: Vec<(String, Option<String>)> = up
         .requests()
         .into_iter()

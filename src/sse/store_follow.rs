@@ -53,6 +53,12 @@ pub(crate) async fn pump(
                     );
                     break Some(FanEnd::Stopped);
                 }
+                Ok(Some(FollowItem::Overrun)) => {
+                    crate::log_warn!(
+                        "sse {target}: this worker fell behind the replay store's follow; ending its clients' responses so they resume"
+                    );
+                    break Some(FanEnd::Stopped);
+                }
                 Ok(None) | Err(_) => break Some(FanEnd::Stopped),
             },
             _ = fanout.followers_changed(seen) => {

@@ -77,6 +77,11 @@ impl<T> FeedSender<T> {
         self.shared.abandoned.load(Ordering::Relaxed)
     }
 
+    /// Items queued and not yet taken.
+    pub(super) fn queued(&self) -> usize {
+        lock(&self.shared.items).len()
+    }
+
     /// Queues `item` and wakes the receiver if it may sleep.
     pub(super) fn push(&self, item: T) {
         lock(&self.shared.items).push_back(item);

@@ -47,6 +47,11 @@ const FOLLOW_BLOCK: Duration = Duration::from_millis(100);
 /// Entries per stream per `XREAD`.
 const FOLLOW_COUNT: usize = 512;
 
+/// Batches a follow's worker may leave untaken (up to FOLLOW_COUNT events each) before the follow
+/// is ended: a worker that cannot keep up must not grow this thread's queues without bound. Its
+/// clients' responses end cleanly and they come back with their last id.
+pub(super) const FOLLOW_MAX_QUEUED: usize = 64;
+
 /// A follow that got nothing (no event, no end marker) for this long ends with `Quiet`: the
 /// instance reading the upstream died without its end marker, or the stream is idle that long.
 /// Its client's response ends cleanly and its reconnection, finding the lineage's newest entry
@@ -73,6 +78,8 @@ pub(crate) enum FollowItem {
     End(LineageEnd),
     /// Nothing came for `FOLLOW_IDLE`.
     Quiet,
+    /// The worker left `FOLLOW_MAX_QUEUED` batches untaken: the follow was ended.
+    Overrun,
 }
 
 /// What a worker asks of the follow thread.
@@ -214,7 +221,7 @@ impl Follower {
     }
 
     fn take_requests(&mut self) {
-        while self.follows.len() < MAX_FOLLOWS {
+        loop {
             let request = match self.requests.try_recv() {
                 Ok(Request::Follow(request)) => request,
                 Ok(Request::IsFollowed { lineage, reply }) => {
@@ -226,9 +233,14 @@ impl Follower {
                 }
                 Err(_) => break,
             };
+            // Past MAX_FOLLOWS (a burst the queue let through) or unreadable: dropped, which
+            // closes its feed at once; its worker then ends the follow and its clients resume.
             let Some(from) = read::position_order(&request.from) else {
                 continue;
             };
+            if self.follows.len() >= MAX_FOLLOWS {
+                continue;
+            }
             self.follows.push(Follow {
                 request,
                 from,
@@ -395,6 +407,11 @@ impl Follower {
                 }
             }
             if !events.is_empty() {
+                if f.request.feed.queued() >= FOLLOW_MAX_QUEUED {
+                    f.request.feed.push(FollowItem::Overrun);
+                    f.done = true;
+                    continue;
+                }
                 f.request.feed.push(FollowItem::Events(events));
                 f.last_news = now;
             }

@@ -152,7 +152,7 @@ fn a_follow_gets_its_lineages_later_events_once_then_the_end_on_both_drivers() {
                 match item {
                     FollowItem::Events(events) => ids.extend(events.into_iter().map(|e| e.id)),
                     FollowItem::End(how) => end = Some(how),
-                    FollowItem::Quiet => panic!("quiet while events came"),
+                    FollowItem::Quiet | FollowItem::Overrun => panic!("ended early: {item:?}"),
                 }
             }
             (ids, end)
@@ -171,4 +171,46 @@ fn a_follow_gets_its_lineages_later_events_once_then_the_end_on_both_drivers() {
         );
         drop(producer.join().unwrap());
     }
+}
+
+/// A worker that takes nothing: the follow ends after FOLLOW_MAX_QUEUED batches, with Overrun,
+/// instead of queueing without bound.
+#[test]
+fn a_follow_its_worker_does_not_take_ends_with_overrun() {
+    let redis = RedisServer::start();
+    let (store, writers) = start(&redis);
+    let mine = StoreLineage::new(key(), 0, 1);
+    record(&writers[0], &mine, 1..=1);
+    wait_until("1 written", WAIT, || written(&store) == 1);
+    let (_, _, tail) = read(&store, "1");
+    let mut feed = store
+        .follows()
+        .follow(&key(), Bytes::copy_from_slice(mine.tag()), &tail)
+        .unwrap();
+    // One batch per XREAD: events spaced so that each is read on its own.
+    for id in 2..=100 {
+        record(&writers[0], &mine, id..=id);
+        std::thread::sleep(Duration::from_millis(4));
+    }
+    wait_until("100 written", WAIT, || written(&store) == 100);
+    let items = on(DriverChoice::Epoll, || async move {
+        let mut items = Vec::new();
+        while let Some(item) = feed.next().await.unwrap() {
+            items.push(item);
+        }
+        items
+    })
+    .unwrap();
+    let batches = items
+        .iter()
+        .filter(|i| matches!(i, FollowItem::Events(_)))
+        .count();
+    assert!(
+        matches!(items.last(), Some(FollowItem::Overrun)),
+        "{items:?}"
+    );
+    assert!(
+        batches <= super::follow::FOLLOW_MAX_QUEUED,
+        "{batches} batches queued"
+    );
 }

@@ -489,6 +489,19 @@ pub fn sse_post_request(path: &str, extra: &[&str], body: &[u8]) -> Vec<u8> {
     raw
 }
 
+/// Reads data events to the end of the response: their numeric ids, in order, and how it ended
+/// (`Some(true)`: a clean end, the last chunk; `not ended: ...` when a read failed first).
+pub fn ids_to_end(r: &mut SseReader) -> (Vec<u64>, String) {
+    let mut ids = Vec::new();
+    loop {
+        match r.next_event() {
+            Ok(Some(ev)) => ids.push(ev.num_id().expect("a numeric id")),
+            Ok(None) => return (ids, format!("{:?}", r.clean_end)),
+            Err(e) => return (ids, format!("not ended: {e}")),
+        }
+    }
+}
+
 /// Reads data events until one whose numeric id is `last` or more: the ids read, in order, and
 /// why it stopped short (None when it got there).
 pub fn ids_through(r: &mut SseReader, last: u64) -> (Vec<u64>, Option<String>) {
