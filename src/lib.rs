@@ -27,11 +27,13 @@
 //! - [`worker`]: one pinned thread per core with its runtime, listener and accept loop.
 //! - [`runtime`]: io_uring runtime with an explicit epoll fallback.
 //! - [`conn_table`]: a worker's live connections, for the drain.
-//! - [`conn_io`]: socket reads/writes over owned buffers, with their cancellation contracts.
+//! - [`conn_io`]: socket reads/writes over owned buffers, with their cancellation contracts, and
+//!   the `ByteStream` trait the exchange reads and writes clients and upstreams through.
 //! - [`http`]: the HTTP/1.1 wire codec (heads, framing, chunked, what crosses the proxy).
 //! - [`proxy`]: a client connection's life, its upstream exchange, request ids, and the byte
 //!   tunnel an upgrade (WebSocket) becomes.
-//! - [`upstream`]: replicas, connecting to them, the pool, passive health (below `proxy` and
+//! - [`upstream`]: replicas, connecting to them (TLS for `https://` ones: rustls driven by
+//!   tether's own readiness waits and syscalls), the pool, passive health (below `proxy` and
 //!   `sse`).
 //! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream table, the relay.
 //! - `store`: the replay store: events written behind to Redis Streams for reconnections that
