@@ -174,7 +174,7 @@ impl Direction {
             if let (TlsEnd::Dst, Some(session)) = (self.tls_end, tls.as_deref_mut()) {
                 // The client's first bytes (after its request head) are encrypted as any other.
                 if !self.pending.is_empty() {
-                    session.queue_bytes(&self.pending);
+                    session.queue_bytes(&self.pending)?;
                     self.pending = BytesMut::new();
                 }
                 if session.wants_write() {
@@ -243,7 +243,7 @@ impl Direction {
             };
             // SAFETY: recv initialised the first `n` bytes.
             let read = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
-            session.queue_bytes(read);
+            session.queue_bytes(read)?;
             Ok(Some(n))
         })
     }

@@ -137,7 +137,7 @@ impl ByteStream for UpstreamStream {
             UpstreamStream::Tls(conn) => &mut **conn,
         };
         let session = conn.session.get_mut();
-        session.queue(&mut out);
+        session.queue(&mut out)?;
         let fd = conn.tcp.as_raw_fd();
         // A socket that became writable took some bytes: each wait is bounded by `limit`.
         while !session.flush_now(fd)? {

@@ -541,21 +541,29 @@ impl TlsSession {
     }
 
     /// Encrypts everything `out` holds (one logical write: records of up to 16 KiB, not one per
-    /// piece) into rustls's send buffer and forgets it there; `flush_now` sends it.
-    pub fn queue(&mut self, out: &mut BytesVec) {
+    /// piece) into rustls's send buffer and empties `out`; `flush_now` sends it. Err: rustls
+    /// did not take it all (the session is closing): the connection must be closed.
+    pub fn queue(&mut self, out: &mut BytesVec) -> io::Result<()> {
         let slices: Vec<IoSlice<'_>> = out.parts().iter().map(|p| IoSlice::new(p)).collect();
-        if !slices.is_empty() {
-            // No buffer limit (set in `new`): rustls takes it all.
-            let taken = self.conn.writer().write_vectored(&slices).unwrap_or(0);
-            debug_assert_eq!(taken, out.remaining());
-        }
+        // No buffer limit (set in `new`): rustls takes it all while the session is open.
+        let taken = match slices.is_empty() {
+            true => 0,
+            false => self.conn.writer().write_vectored(&slices)?,
+        };
+        let whole = taken == out.remaining();
         out.clear();
+        match whole {
+            true => Ok(()),
+            false => Err(io::ErrorKind::WriteZero.into()),
+        }
     }
 
     /// Encrypts `bytes` into rustls's send buffer (see `queue`).
-    pub fn queue_bytes(&mut self, bytes: &[u8]) {
-        let taken = self.conn.writer().write(bytes).unwrap_or(0);
-        debug_assert_eq!(taken, bytes.len());
+    pub fn queue_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self.conn.writer().write(bytes)? == bytes.len() {
+            true => Ok(()),
+            false => Err(io::ErrorKind::WriteZero.into()),
+        }
     }
 
     /// Sends what rustls holds, as far as the socket takes it now. Ok(true): all sent;
