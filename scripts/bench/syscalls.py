@@ -5,7 +5,8 @@ scripts/bench.sh with either origin (perf/NOTES.md, "Two origins").
 
 usage: scripts/bench/syscalls.py [--peers tether,nginx,haproxy] [--origins sse-upstream,sse-tokio]
                                  [--loads batch1,batched] [--streams 1000] [--seconds 5]
-                                 [--event-size 100] [--json FILE] [--markdown FILE]
+                                 [--event-size 100] [--tool perf|strace] [--json FILE]
+                                 [--markdown FILE]
 
 Same placement and loads as the bench (run.py's Peer and load_query: proxy alone on CPU 0 with
 one worker, origin and sse-load on CPU 1, held streams then flat out). Once sse-load reports its
@@ -14,6 +15,8 @@ measured window, for --seconds:
   kernel tracepoint counts (every thread of the proxy). Not `strace -c`: ptrace stops the proxy
   at every syscall and slows it several-fold, which changes how many events each read finds,
   the very figure compared here. `perf stat` counts in the kernel without stopping it.
+  `--tool strace` counts with `strace -c -f -p PROXY` instead, to see that distortion (no
+  io_uring operations then).
 - io_uring operations submitted, by opcode: `io_uring:io_uring_submit_req` filtered on
   `opcode` (a read through io_uring is an operation, not a syscall).
 - TCP segments: `ss -tin` before and after, summed over the proxy's sockets: data_segs_in of
@@ -57,7 +60,8 @@ TRACEFS = "/sys/kernel/tracing/events"
 
 
 def ensure_tools():
-    missing = [pkg for tool, pkg in (("perf", "linux-perf"), ("ss", "iproute2"))
+    missing = [pkg for tool, pkg in (("perf", "linux-perf"), ("ss", "iproute2"),
+                                     ("strace", "strace"))
                if shutil.which(tool) is None]
     if not missing:
         return
@@ -97,6 +101,25 @@ def perf_stat(pid, seconds, events):
                             f"{p.stderr[-500:]}")
     for (label, _), row in zip(events, rows):
         counts[label] = int(row[0]) if row[0].strip().isdigit() else 0
+    return counts
+
+
+def strace_count(pid, seconds):
+    """The same counts from `strace -c -f -p PID` over `seconds` (ptrace: slows the proxy)."""
+    p = subprocess.run(["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-p",
+                        str(pid)], capture_output=True, text=True)
+    counts = {"syscalls": 0}
+    for line in p.stderr.splitlines():
+        f = line.split()
+        # "% time  seconds  usecs/call  calls  errors  syscall"; errors may be blank.
+        if len(f) >= 5 and f[0].replace(".", "").isdigit() and f[3].isdigit():
+            name = f[-1]
+            if name == "total":
+                counts["syscalls"] = int(f[3])
+            else:
+                counts[name] = int(f[3])
+    if not counts["syscalls"]:
+        raise bench.Failure(f"strace gave no summary: {p.stderr[-300:]}")
     return counts
 
 
@@ -180,7 +203,10 @@ def measure(b, a, origin, load, peer_name, events):
         cpu0 = bench.cpu_ticks(peer.pid)
         j0 = cpu0_jiffies()
         t0 = time.monotonic()
-        counts = perf_stat(peer.pid, a.seconds, events)
+        if a.tool == "strace":
+            counts = strace_count(peer.pid, a.seconds)
+        else:
+            counts = perf_stat(peer.pid, a.seconds, events)
         elapsed = time.monotonic() - t0
         own = bench.cpu_ticks(peer.pid) - cpu0
         j1 = cpu0_jiffies()
@@ -207,7 +233,7 @@ def measure(b, a, origin, load, peer_name, events):
              "events_per_s": rate, "load_events_per_s": r["events_per_s"], "events": ev,
              "span_events": span_events, "client_bytes": client_bytes, "gaps": r["gaps"],
              "duplicates": r["duplicates"], "proxy_cpu_s": cpu, "elapsed_s": elapsed,
-             "proxy_cpu_share": cpu / elapsed, "others_cpu0": others_cpu0,
+             "tool": a.tool, "proxy_cpu_share": cpu / elapsed, "others_cpu0": others_cpu0,
              "steal_cpu0": steal_cpu0,
              "upstream_span_s": up_t1 - up_t0, "client_span_s": down_t1 - down_t0,
              "counts": counts,
@@ -258,6 +284,7 @@ def main():
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--event-size", type=int, default=bench.DEFAULT_EVENT_BYTES)
+    ap.add_argument("--tool", choices=["perf", "strace"], default="perf")
     ap.add_argument("--retries", type=int, default=2,
                     help="measure again when others (or steal) took more than --max-others "
                          "of the proxy's CPU")
