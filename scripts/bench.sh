@@ -69,8 +69,9 @@
 #                /tmp/tether-bench-last/)
 # Records (without --no-record): a dated section appended to perf/RESULTS.md,
 # perf/results/latest.json and perf/results/comparison.svg.
-# A full run (3 reps, 10 s) takes about 33 minutes on a quiet machine plus the build (17 before
-# 1a-url, 1b-url, 6 and 7 were added; 7 alone about 3); when other processes take more than 10% of a CPU during a
+# A full run (3 reps, 10 s) takes about 50 minutes on a quiet machine plus the build (33 with
+# --origin sse-upstream, before the second origin; 17 before 1a-url, 1b-url, 6 and 7 were
+# added; 7 alone about 3); when other processes take more than 10% of a CPU during a
 # measurement it is repeated (twice at most). Binaries are taken from $CARGO_TARGET_DIR/release
 # when CARGO_TARGET_DIR is set (else target/release).
 #
