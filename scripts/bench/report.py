@@ -105,13 +105,13 @@ ORIGIN_LABELS = {"sse-upstream": "sse-upstream origin", "sse-tokio": "tokio orig
 def variant_rows(r):
     """ROWS, each scenario's block repeated for every origin and event size the run measured
     it with (run.py's "variants": key -> scenario, origin, event_bytes), labelled
-    "1a [tokio origin, 32 B]. ..."; reports without variants give ROWS unchanged. The
+    "1a [tokio origin, 32 B]. ..." (a scenario measured only with sse-upstream at 100 B keeps
+    its old label); reports without variants give ROWS unchanged. The
     scenario's own key is sse-upstream at ~100 B, the figure earlier runs reported."""
     variants = r.get("variants") or {}
     by_sc = {}
     for key, v in variants.items():
         by_sc.setdefault(v["scenario"], []).append((key, v))
-    labelled = len({(v["origin"], v["event_bytes"]) for v in variants.values()}) > 1
     out = []
     blocks = []  # consecutive ROWS of one scenario, in order
     for row in ROWS:
@@ -124,6 +124,9 @@ def variant_rows(r):
         if sc not in by_sc:
             out += [row + (row[0],) for row in block]
             continue
+        # A scenario's rows are labelled unless it ran with sse-upstream at 100 B alone (as
+        # every scenario did before the second origin, and the others still do).
+        labelled = any(key != sc for key, _ in by_sc[sc])
         for key, v in by_sc[sc]:
             tag = f" [{ORIGIN_LABELS.get(v['origin'], v['origin'])}, {v['event_bytes']} B]"
             for _, k, label, f, better in block:
