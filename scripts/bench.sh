@@ -36,6 +36,17 @@
 #               duplicated events, counted from each client's first event (sse-load
 #               --join-live). Goal: tether's CPU per delivered event at most 0.5x nginx's.
 #
+# Two origins (issue 17): 1a, 1a-url, 1b, 1b-url and 2 run once per origin and event size
+# (--origin, --event-size), every other scenario with sse-upstream and ~100 B events.
+#   sse-upstream  our monoio io_uring simulator: flat out with batch=1 it writes ONE event per
+#                 stream and yields, so a proxy finds about one event per read
+#   sse-tokio     tokio on epoll, written as real servers are: each stream writes every event
+#                 that is due back to back, one write() per event with batch=1 (1a), all in one
+#                 write otherwise (1b); flat out a turn is 16 KiB of events (perf/README.md)
+# Rows are labelled "1a [tokio origin, 32 B]" and so on; the rows of sse-upstream at 100 B are
+# the figures every earlier run reported (same keys in the JSON). Why the two give different
+# ratios: perf/NOTES.md, "Two origins".
+#
 # Placement: the proxy under test alone on CPU 0 (one worker/thread, all threads pinned), origin
 # and load generator on CPU 1; every measurement gets a fresh origin and proxy; each repetition
 # runs every peer in turn. Details and reasons: perf/NOTES.md.
@@ -44,6 +55,13 @@
 #                         [--no-record] [--no-build] [--peers direct,tether,nginx,haproxy]
 #                         [--streams N] [--idle-streams N] [--connections N] [--ttfe-clients N]
 #                         [--fanout-clients N] [--fanout-rate R]
+#                         [--origin sse-upstream|sse-tokio|both] [--event-size B[,B...]]
+#   --origin     origin of 1a/1a-url/1b/1b-url/2: sse-upstream, sse-tokio (alias tokio) or both
+#                (default both; each origin doubles the time of those five scenarios)
+#   --event-size bytes per event on the wire for the same five, a comma list (default 100,
+#                i.e. size=80 as before; e.g. 32,100). Events under ~57 B carry no send time
+#                (ts=0: no latency figures); scenario 2 keeps it (its "32 B" events are ~55 B).
+#                The table shows the measured bytes per event.
 #   --quick      smoke run (1 rep, 2 s windows, 200 streams, 2000 idle, 200 fan-out clients;
 #                flags given explicitly, e.g. --streams 1000, win): a few minutes for every
 #                scenario
@@ -51,8 +69,9 @@
 #                /tmp/tether-bench-last/)
 # Records (without --no-record): a dated section appended to perf/RESULTS.md,
 # perf/results/latest.json and perf/results/comparison.svg.
-# A full run (3 reps, 10 s) takes about 33 minutes on a quiet machine plus the build (17 before
-# 1a-url, 1b-url, 6 and 7 were added; 7 alone about 3); when other processes take more than 10% of a CPU during a
+# A full run (3 reps, 10 s) takes about 50 minutes on a quiet machine plus the build (33 with
+# --origin sse-upstream, before the second origin; 17 before 1a-url, 1b-url, 6 and 7 were
+# added; 7 alone about 3); when other processes take more than 10% of a CPU during a
 # measurement it is repeated (twice at most). Binaries are taken from $CARGO_TARGET_DIR/release
 # when CARGO_TARGET_DIR is set (else target/release).
 #
@@ -72,7 +91,7 @@ while [ $# -gt 0 ]; do
     --quick) ARGS+=(--quick); shift ;;
     --reps|--duration|--warmup|--only|--streams|--idle-streams|--connections|--peers|\
     --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver|--tether-extra|\
-    --ttfe-clients|--fanout-clients|--fanout-rate)
+    --ttfe-clients|--fanout-clients|--fanout-rate|--origin|--event-size)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       ARGS+=("$1=$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -106,7 +125,7 @@ if [ "$BUILD" = 1 ]; then
   cargo build --release --workspace --quiet
 fi
 BIN="${CARGO_TARGET_DIR:-target}/release"
-for bin in tether sse-upstream; do
+for bin in tether sse-upstream sse-tokio; do
   [ -x "$BIN/$bin" ] || { echo "$BIN/$bin missing (build failed?)" >&2; exit 1; }
 done
 if [ ! -x "$BIN/sse-load" ]; then

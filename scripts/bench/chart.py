@@ -8,7 +8,9 @@ events per proxy CPU-second (one write per event; batched; each with one URL for
 and with its own URL per stream), RSS per idle stream, keep-alive requests per second, time to
 first event under load (p99), proxy RSS at the end of the one-write-per-event windows (one
 URL, own URLs), and fan-out (one URL, many clients): proxy CPU per million delivered events and
-proxy RSS. A panel whose figures are missing is drawn with a "not measured" note.
+proxy RSS. A panel whose figures are missing is drawn with a "not measured" note. When the run
+measured 1a/1b with other origins or event sizes (run.py's "variants"), a panel of events per
+proxy CPU-second for each of those follows (the fixed panels are sse-upstream at ~100 B).
 """
 import json
 import sys
@@ -121,8 +123,25 @@ def panel(x0, y0, data, spec):
     return out
 
 
+ORIGIN_NAMES = {"sse-upstream": "sse-upstream origin", "sse-tokio": "tokio origin"}
+
+
+def variant_panels(data):
+    """Events per proxy CPU-second of 1a and 1b with every other origin and event size."""
+    out = []
+    for key, v in (data.get("variants") or {}).items():
+        base = next((p for p in PANELS[:2] if p[0] == v["scenario"]), None)
+        if base is None or key == v["scenario"]:
+            continue
+        origin = ORIGIN_NAMES.get(v["origin"], v["origin"])
+        out.append((key,) + base[1:2] + (f"{base[2]}, {origin}, {v['event_bytes']} B",)
+                   + base[3:])
+    return out
+
+
 def svg(data):
-    rows = (len(PANELS) + 1) // 2
+    panels = PANELS + variant_panels(data)
+    rows = (len(panels) + 1) // 2
     h = rows * PANEL_H + 110
     m = data.get("machine", {})
     c = data.get("config", {})
@@ -136,7 +155,7 @@ def svg(data):
            ".h{font-size:20px;font-weight:bold;fill:#111}.g{font-size:11px;fill:#d62728}</style>",
            f'<rect width="{W}" height="{h}" fill="#ffffff"/>',
            '<text x="20" y="32" class="h">tether vs nginx vs HAProxy, one core each</text>']
-    for i, spec in enumerate(PANELS):
+    for i, spec in enumerate(panels):
         x0 = 20 + (i % 2) * (PANEL_W + 30)
         y0 = 50 + (i // 2) * PANEL_H
         out += panel(x0, y0, data, spec)

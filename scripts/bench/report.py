@@ -16,6 +16,7 @@ ROWS = [
     ("batch1", "proxy_cpu_s_per_m_events", "1a. proxy CPU-s per million events", "{:.2f}", "lo"),
     ("batch1", "proxy_cpu_share", "1a. proxy CPU use (share of its core)", "{:.0%}", None),
     ("batch1", "proxy_rss_mb", "1a. proxy RSS at the end of the window (MB)", "{:.1f}", "lo"),
+    ("batch1", "event_bytes", "1a. SSE bytes per event (measured)", "{:.0f}", None),
     ("batch1-url", "events_per_s", "1a-url. own URL per stream: events/s (whole box)", "{:,.0f}",
      "hi"),
     ("batch1-url", "events_per_proxy_cpu_s", "1a-url. events per proxy CPU-second", "{:,.0f}",
@@ -25,11 +26,13 @@ ROWS = [
     ("batch1-url", "proxy_cpu_share", "1a-url. proxy CPU use (share of its core)", "{:.0%}", None),
     ("batch1-url", "proxy_rss_mb", "1a-url. proxy RSS at the end of the window (MB)", "{:.1f}",
      "lo"),
+    ("batch1-url", "event_bytes", "1a-url. SSE bytes per event (measured)", "{:.0f}", None),
     ("batched", "events_per_s", "1b. batched: events/s (whole box)", "{:,.0f}", "hi"),
     ("batched", "events_per_proxy_cpu_s", "1b. events per proxy CPU-second", "{:,.0f}", "hi"),
     ("batched", "proxy_cpu_s_per_m_events", "1b. proxy CPU-s per million events", "{:.3f}", "lo"),
     ("batched", "proxy_cpu_share", "1b. proxy CPU use (share of its core)", "{:.0%}", None),
     ("batched", "proxy_rss_mb", "1b. proxy RSS at the end of the window (MB)", "{:.1f}", "lo"),
+    ("batched", "event_bytes", "1b. SSE bytes per event (measured)", "{:.0f}", None),
     ("batched-url", "events_per_s", "1b-url. batched, own URL per stream: events/s (whole box)",
      "{:,.0f}", "hi"),
     ("batched-url", "events_per_proxy_cpu_s", "1b-url. events per proxy CPU-second", "{:,.0f}",
@@ -40,12 +43,14 @@ ROWS = [
      None),
     ("batched-url", "proxy_rss_mb", "1b-url. proxy RSS at the end of the window (MB)", "{:.1f}",
      "lo"),
+    ("batched-url", "event_bytes", "1b-url. SSE bytes per event (measured)", "{:.0f}", None),
     ("latency", "events_per_s", "2. events/s delivered", "{:,.0f}", None),
     ("latency", "latency_p50_ms", "2. latency p50 (ms)", "{:.3f}", "lo"),
     ("latency", "latency_p99_ms", "2. latency p99 (ms)", "{:.3f}", "lo"),
     ("latency", "added_p50_ms", "2. added p50 over direct (ms)", "{:+.3f}", None),
     ("latency", "added_p99_ms", "2. added p99 over direct (ms)", "{:+.3f}", None),
     ("latency", "proxy_cpu_share", "2. proxy CPU use (share of its core)", "{:.1%}", "lo"),
+    ("latency", "event_bytes", "2. SSE bytes per event (measured)", "{:.0f}", None),
     ("idle", "established", "3. idle streams held", "{:,.0f}", None),
     ("idle", "rss_per_stream_bytes", "3. proxy RSS per idle stream (bytes)", "{:,.0f}", "lo"),
     ("plain", "req_per_s", "4. keep-alive req/s", "{:,.0f}", "hi"),
@@ -94,11 +99,47 @@ def fmt(v, f):
         return str(v)
 
 
+ORIGIN_LABELS = {"sse-upstream": "sse-upstream origin", "sse-tokio": "tokio origin"}
+
+
+def variant_rows(r):
+    """ROWS, each scenario's block repeated for every origin and event size the run measured
+    it with (run.py's "variants": key -> scenario, origin, event_bytes), labelled
+    "1a [tokio origin, 32 B]. ..." (a scenario measured only with sse-upstream at 100 B keeps
+    its old label); reports without variants give ROWS unchanged. The
+    scenario's own key is sse-upstream at ~100 B, the figure earlier runs reported."""
+    variants = r.get("variants") or {}
+    by_sc = {}
+    for key, v in variants.items():
+        by_sc.setdefault(v["scenario"], []).append((key, v))
+    out = []
+    blocks = []  # consecutive ROWS of one scenario, in order
+    for row in ROWS:
+        if blocks and blocks[-1][0][0] == row[0]:
+            blocks[-1].append(row)
+        else:
+            blocks.append([row])
+    for block in blocks:
+        sc = block[0][0]
+        if sc not in by_sc:
+            out += [row + (row[0],) for row in block]
+            continue
+        # A scenario's rows are labelled unless it ran with sse-upstream at 100 B alone (as
+        # every scenario did before the second origin, and the others still do).
+        labelled = any(key != sc for key, _ in by_sc[sc])
+        for key, v in by_sc[sc]:
+            tag = f" [{ORIGIN_LABELS.get(v['origin'], v['origin'])}, {v['event_bytes']} B]"
+            for _, k, label, f, better in block:
+                head, _, rest = label.partition(". ")
+                out.append((key, k, f"{head}{tag if labelled else ''}. {rest}", f, better, sc))
+    return out
+
+
 def table(r):
     med = r["medians"]
     lines = ["| scenario: figure | direct | tether | nginx | HAProxy | tether ÷ nginx | "
              "HAProxy ÷ nginx |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for sc, key, label, f, better in ROWS:
+    for sc, key, label, f, better, _base in variant_rows(r):
         m = med.get(sc)
         if not isinstance(m, dict) or "skipped" in m:
             continue
@@ -344,6 +385,19 @@ def new_scenarios(r):
     return out
 
 
+def origins_note(r):
+    """How the second origin and the event sizes were used, when they were."""
+    c = r["config"]
+    origins, sizes = c.get("origins") or ["sse-upstream"], c.get("event_sizes") or [100]
+    if origins == ["sse-upstream"] and sizes == [100]:
+        return ""
+    return (f"; for 1a, 1a-url, 1b, 1b-url and 2 also, or instead, as asked: origins "
+            f"{', '.join(f'`{o}`' for o in origins)} (sse-tokio: tokio, 1 thread, epoll, every "
+            f"due event back to back, one write each in 1a; perf/README.md), events of "
+            f"{', '.join(f'{n} B' for n in sizes)} on the wire (`size=` B-20; under ~57 B "
+            f"without `ts_us`, so no latency; scenario 2 keeps `ts_us`)")
+
+
 def markdown(r):
     m, c = r["machine"], r["config"]
     v = r["versions"]
@@ -357,7 +411,8 @@ def markdown(r):
         "",
         f"Proxy alone on {r['pinning']['proxy']} with one worker/thread (taskset on every "
         f"thread); origin (`sse-upstream`, 1 thread, "
-        f"{'epoll' if c.get('origin_driver') == 'epoll' else 'io_uring'}) and load generator on "
+        f"{'epoll' if c.get('origin_driver') == 'epoll' else 'io_uring'}"
+        + origins_note(r) + ") and load generator on "
         f"{r['pinning']['origin_and_load']}. Each measurement starts a fresh origin and proxy. "
         f"Medians of {c['reps']} interleaved repetitions, {c['duration']} s windows after "
         f"{c['warmup']} s warm-up. SSE: {c['streams']} streams, events of ~100 bytes "

@@ -5,7 +5,8 @@ Started by scripts/bench.sh once the binaries are built and the peers installed;
 be run by hand with the same flags (see --help). Standard library only.
 
 Method (see perf/NOTES.md for why):
-- Every measurement starts a fresh origin (sse-upstream) and a fresh proxy on new ports, checks
+- Every measurement starts a fresh origin (sse-upstream, or sse-tokio for the scenarios that
+  run with each origin: ORIGIN_SCENARIOS) and a fresh proxy on new ports, checks
   that the proxy answers correctly, measures, and stops both by PID. Nothing carries over from
   one measurement to the next (rings, pools, allocator caches, TIME_WAIT ports).
 - The proxy under test runs alone on CPU 0 (taskset, all of its threads; one worker/thread);
@@ -42,6 +43,45 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Payload size (size=) that makes an event about 100 bytes on the wire:
 # "id: NNNNN\n" (~10) + "data: " (6) + payload + "\n\n" (2).
 EVENT_SIZE = 80
+# The bytes of an event besides its payload (the line above): --event-size B asks for
+# size=B-EVENT_OVERHEAD, so the default 100 B is the size=80 every earlier run used.
+EVENT_OVERHEAD = 20
+DEFAULT_EVENT_BYTES = EVENT_SIZE + EVENT_OVERHEAD
+# Shortest payload that still carries the send time: {"seq":NNNN,"ts_us":<16 digits>} is 37
+# bytes. Smaller events (--event-size 32) leave ts_us out (ts=0): exact size, no latency
+# figures. Scenario 2 measures latency, so there the payload never goes below this (its "32 B"
+# events are ~55 B; the table shows the measured bytes per event).
+MIN_TIMED_PAYLOAD = 37
+
+# The two origins (issue 17). sse-upstream: our monoio io_uring simulator; flat out with
+# batch=1 it writes one event per stream and yields, so a proxy reads ~1 event per read.
+# sse-tokio: tokio on epoll, writing every due event back to back (one write() each with
+# batch=1, one write for all of them otherwise), as real servers do (perf/README.md).
+ORIGINS = ["sse-upstream", "sse-tokio"]
+ORIGIN_ALIASES = {"tokio": "sse-tokio", "upstream": "sse-upstream", "both": None}
+ORIGIN_LABELS = {"sse-upstream": "sse-upstream origin", "sse-tokio": "tokio origin"}
+# Scenarios measured with each origin and event size that --origin/--event-size ask for; the
+# others always run sse-upstream with ~100 B events.
+ORIGIN_SCENARIOS = ["batch1", "batch1-url", "batched", "batched-url", "latency"]
+
+
+def variant_key(scenario, origin, event_bytes):
+    """The key of one (scenario, origin, event size) in the report's runs and medians. The
+    scenario's own name stays the figure it always was (sse-upstream, ~100 B events), so
+    report.py's targets and chart.py's panels read the same figures as before."""
+    if origin == "sse-upstream" and event_bytes == DEFAULT_EVENT_BYTES:
+        return scenario
+    return f"{scenario}[{origin},{event_bytes}B]"
+
+
+def event_query(event_bytes, timed=False):
+    """The size= (and ts=) of events of about `event_bytes` on the wire."""
+    size = max(0, event_bytes - EVENT_OVERHEAD)
+    if timed:
+        return f"size={max(size, MIN_TIMED_PAYLOAD)}"
+    if size < MIN_TIMED_PAYLOAD:
+        return f"size={size}&ts=0"
+    return f"size={size}"
 
 PEERS_ALL = ["direct", "tether", "nginx", "haproxy"]
 PEERS_PROXY = ["tether", "nginx", "haproxy"]
@@ -285,8 +325,11 @@ def check_sse(port, what):
 class Peer:
     """A running origin plus (except for direct) a proxy in front of it."""
 
-    def __init__(self, bench, name, upstream_env, origin_log=None, proxy_extra=()):
+    def __init__(self, bench, name, upstream_env, origin_log=None, proxy_extra=(),
+                 origin="sse-upstream"):
         self.bench, self.name = bench, name
+        # Which origin program runs behind the proxy (ORIGINS).
+        self.origin_kind = origin
         self.origin = self.proxy = None
         self.port = None
         self.upstream_env = upstream_env
@@ -298,8 +341,11 @@ class Peer:
         b = self.bench
         tag = f"{self.name}-{b.seq}"
         b.seq += 1
-        argv = [b.upstream_bin, "--bind", "127.0.0.1:0", "--threads", "1"]
+        what = self.origin_kind
+        argv = [b.origin_bin(what), "--bind", "127.0.0.1:0", "--threads", "1"]
         if self.origin_log:
+            if what != "sse-upstream":
+                raise Failure(f"{what} keeps no request log (--log is sse-upstream's)")
             argv += ["--log", self.origin_log]
         self.origin = b.procs.start(f"origin-{tag}", argv, LOAD_CPU, env=self.upstream_env)
         out = os.path.join(b.work, f"origin-{tag}.out")
@@ -307,19 +353,19 @@ class Peer:
         addr = None
         while time.monotonic() < deadline and addr is None:
             if self.origin.poll() is not None:
-                raise Failure(f"sse-upstream exited: {tail(out[:-4] + '.err')}")
+                raise Failure(f"{what} exited: {tail(out[:-4] + '.err')}")
             with open(out) as f:
                 for line in f:
                     if line.startswith("listening on "):
                         addr = line.split()[2]
             time.sleep(0.02)
         if addr is None:
-            raise Failure("sse-upstream did not print its address")
+            raise Failure(f"{what} did not print its address")
         self.origin_addr = addr
         origin_port = int(addr.rsplit(":", 1)[1])
-        body = wait_answer(origin_port, self.origin, "sse-upstream", None)
+        body = wait_answer(origin_port, self.origin, what, None)
         if len(body) != 100:
-            raise Failure(f"sse-upstream /small gave {len(body)} bytes")
+            raise Failure(f"{what} /small gave {len(body)} bytes")
         if self.name == "direct":
             self.port = origin_port
             return
@@ -381,6 +427,11 @@ def fanout_query(rate):
     return f"/sse?events=0&size={EVENT_SIZE}&rate={rate:g}&batch=1"
 
 
+def event_bytes(r):
+    """Mean SSE bytes per event in sse-load's window (the body without chunk framing)."""
+    return r["bytes"] / r["events"] if r.get("events") else None
+
+
 def tether_supports(tether_bin, flag):
     """Whether `tether reverse --help` lists `flag` (e.g. --coalesce, added concurrently)."""
     try:
@@ -391,12 +442,15 @@ def tether_supports(tether_bin, flag):
     return any(w.strip(",") == flag for w in p.stdout.split())
 
 
-def load_query(kind):
+def load_query(kind, event_bytes=DEFAULT_EVENT_BYTES):
+    """The URL target of a load; `event_bytes` sets the event size of 1a/1b and 2 (the others
+    keep ~100 B)."""
     hold = f"&stall_after=0&stall_ms={FLAT_OUT_HOLD_MS}"
+    flat = event_query(event_bytes)
     q = {
-        "batch1": f"/sse?events=0&size={EVENT_SIZE}&batch=1{hold}",
-        "batched": f"/sse?events=0&size={EVENT_SIZE}{hold}",
-        "latency": f"/sse?events=0&size={EVENT_SIZE}&rate=10",
+        "batch1": f"/sse?events=0&{flat}&batch=1{hold}",
+        "batched": f"/sse?events=0&{flat}{hold}",
+        "latency": f"/sse?events=0&{event_query(event_bytes, timed=True)}&rate=10",
         # One event at once (a pace's first event is due at its start), then quiet for 1000 s:
         # every proxy has relayed an event on each stream, as on a real idle stream.
         "idle": f"/sse?events=0&size={EVENT_SIZE}&rate=0.001",
@@ -414,6 +468,12 @@ class Bench:
         bindir = os.path.join(TARGET_DIR, "release")
         self.tether_bin = os.path.join(bindir, "tether")
         self.upstream_bin = os.path.join(bindir, "sse-upstream")
+        self.tokio_bin = os.path.join(bindir, "sse-tokio")
+        # The origin and event size of the scenario being measured (run_variant sets them).
+        self.origin_kind = "sse-upstream"
+        self.event_bytes = DEFAULT_EVENT_BYTES
+        # Every origin some measurement of this run uses (main sets it; checked once each).
+        self.origins_in_plan = {"sse-upstream"}
         self.load_bin = os.path.join(bindir, "sse-load")
         if not os.access(self.load_bin, os.X_OK):
             self.load_bin = None
@@ -425,6 +485,10 @@ class Bench:
         self.coalesce = tether_supports(self.tether_bin, "--coalesce")
         if self.coalesce:
             self.settings["tether_fanout_flags"] = "--coalesce"
+
+    def origin_bin(self, origin):
+        """The binary of an origin (ORIGINS)."""
+        return {"sse-upstream": self.upstream_bin, "sse-tokio": self.tokio_bin}[origin]
 
     # ---- proxy command lines and configurations -----------------------------------------
 
@@ -456,8 +520,9 @@ class Bench:
         raise ValueError(name)
 
     def origin_env(self, scenario):
-        """The origin's driver. io_uring by default: on epoll, sse-upstream stops accepting
-        while streams run flat out (perf/NOTES.md), so 1000 flat-out streams never all open."""
+        """sse-upstream's driver (sse-tokio is always epoll). io_uring by default: on epoll,
+        sse-upstream stops accepting while streams run flat out (perf/NOTES.md), so 1000
+        flat-out streams never all open."""
         legacy = self.a.origin_driver == "epoll" and scenario != "plain"
         return {"MONOIO_FORCE_LEGACY_DRIVER": "1"} if legacy else {}
 
@@ -468,6 +533,8 @@ class Bench:
         passes Last-Event-ID, reuses its upstream connection (HTTP/1.1 keep-alive), and runs
         every thread on the proxy CPU. Prints the settings that matter. Raises on a failure."""
         log("== checking the peers (same answers, streaming, upstream keep-alive, pinning)")
+        if "sse-tokio" in self.origins_in_plan:
+            self.check_tokio_origin()
         for name in peers:
             if name == "direct":
                 continue
@@ -499,6 +566,25 @@ class Bench:
             finally:
                 peer.stop()
 
+    def check_tokio_origin(self):
+        """sse-tokio on its own: streams event by event and resumes after Last-Event-ID, as
+        check_sse and check_resume ask of every proxy (the proxies themselves are checked with
+        sse-upstream behind them; every run counts lost and duplicated events)."""
+        if not os.access(self.tokio_bin, os.X_OK):
+            raise Failure(f"{self.tokio_bin} missing (cargo build --release --workspace)")
+        peer = Peer(self, "direct", {}, origin="sse-tokio")
+        try:
+            peer.start()
+            arrivals = check_sse(peer.port, "sse-tokio")
+            resumed = check_resume(peer.port, "sse-tokio")
+            self.checked["sse-tokio"] = {"sse_event_arrivals_s": [round(x, 3) for x in arrivals],
+                                         "resume_with_last_event_id": resumed}
+            log(f"  sse-tokio (origin, directly): SSE events at "
+                f"{', '.join(f'{x:.2f}' for x in arrivals)} s (streamed); Last-Event-ID: 1 -> "
+                f"ids {resumed}")
+        finally:
+            peer.stop()
+
     # ---- one measurement ----------------------------------------------------------------
 
     def run_one(self, scenario, peer_name):
@@ -528,7 +614,8 @@ class Bench:
         olog = (os.path.join(self.work, f"origin-{scenario}-{peer_name}-{self.seq}.log")
                 if scenario == "fanout" else None)
         peer = Peer(self, peer_name, self.origin_env(scenario), origin_log=olog,
-                    proxy_extra=self.scenario_proxy_flags(scenario, peer_name))
+                    proxy_extra=self.scenario_proxy_flags(scenario, peer_name),
+                    origin=self.origin_kind)
         try:
             peer.start()
             self.child_cpu_s = 0.0
@@ -591,7 +678,7 @@ class Bench:
 
     def m_throughput(self, peer, kind, per_stream_url=False):
         n = self.a.streams
-        target = load_query(kind) + (PER_STREAM_URL if per_stream_url else "")
+        target = load_query(kind, self.event_bytes) + (PER_STREAM_URL if per_stream_url else "")
         label = f"{peer.name}-{kind}{'-url' if per_stream_url else ''}"
         # The window starts once the held streams flow (+ the usual warm-up).
         r = self.sse_load(peer, target, n, [], label,
@@ -603,11 +690,13 @@ class Bench:
         """The figures of a flat-out load (sse-load's report): events, correctness, latency,
         and the proxy's CPU and its RSS at the end of the window (while the streams still
         run: issue 9 item 8) and after sse-load closed them."""
+        timed = r["latency_us"]["count"] > 0  # untimed: events too small for ts_us
         f = {"events_per_s": r["events_per_s"], "gaps": r["gaps"],
              "duplicates": r["duplicates"], "errors": r["errors"],
-             "latency_p50_ms": r["latency_us"]["p50"] / 1000,
-             "latency_p99_ms": r["latency_us"]["p99"] / 1000,
-             "load_cpu_share": r["self_cpu_s"] / max(r["duration_s"], 1e-9)}
+             "latency_p50_ms": r["latency_us"]["p50"] / 1000 if timed else None,
+             "latency_p99_ms": r["latency_us"]["p99"] / 1000 if timed else None,
+             "load_cpu_share": r["self_cpu_s"] / max(r["duration_s"], 1e-9),
+             "event_bytes": event_bytes(r)}
         if peer.pid:
             per_m = r["proxy_cpu_s_per_million_events"]
             f["proxy_cpu_s_per_m_events"] = per_m
@@ -659,12 +748,13 @@ class Bench:
 
     def m_latency(self, peer):
         n = self.a.streams
-        r = self.sse_load(peer, load_query("latency"), n, [], f"{peer.name}-latency")
+        r = self.sse_load(peer, load_query("latency", self.event_bytes), n, [],
+                          f"{peer.name}-latency")
         self.common(r, n)
         lat = r["latency_us"]
         f = {"events_per_s": r["events_per_s"], "latency_p50_ms": lat["p50"] / 1000,
              "latency_p99_ms": lat["p99"] / 1000, "latency_p999_ms": lat["p999"] / 1000,
-             "gaps": r["gaps"], "duplicates": r["duplicates"]}
+             "gaps": r["gaps"], "duplicates": r["duplicates"], "event_bytes": event_bytes(r)}
         if peer.pid:
             f["proxy_cpu_share"] = r["proxy_cpu_s"] / max(r["duration_s"], 1e-9)
         return f
@@ -961,6 +1051,17 @@ def main():
                     help="more tether flags, space-separated (e.g. '--driver epoll'), for experiments")
     ap.add_argument("--origin-driver", choices=["uring", "epoll"], default="uring",
                     help="sse-upstream's driver for the SSE scenarios (plain always io_uring)")
+    ap.add_argument("--origin", default="both",
+                    help="origin of scenarios " + ", ".join(ORIGIN_SCENARIOS) + ": sse-upstream "
+                         "(our monoio simulator, one event per stream per turn), sse-tokio "
+                         "(alias tokio: every due event back to back, one write each with "
+                         "batch=1), or both (default); the other scenarios always use "
+                         "sse-upstream")
+    ap.add_argument("--event-size", default=str(DEFAULT_EVENT_BYTES),
+                    help="bytes per event on the wire for the same scenarios, a comma list "
+                         f"(default {DEFAULT_EVENT_BYTES}: size={EVENT_SIZE}, as before); e.g. "
+                         "32,100. Below ~57 B events carry no send time (ts=0, no latency "
+                         "figures); scenario 2 keeps the send time (its 32 B is ~55 B)")
     ap.add_argument("--work", required=True)
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
     ap.add_argument("--haproxy", default="/usr/sbin/haproxy")
@@ -969,6 +1070,19 @@ def main():
     for k, v in DEFAULTS.items():
         if getattr(a, k) is None:
             setattr(a, k, QUICK.get(k, v) if a.quick else v)
+    if a.origin in ORIGIN_ALIASES and ORIGIN_ALIASES[a.origin] is None:
+        a.origins = list(ORIGINS)
+    else:
+        o = ORIGIN_ALIASES.get(a.origin, a.origin)
+        if o not in ORIGINS:
+            ap.error(f"--origin {a.origin}: expected sse-upstream, sse-tokio (tokio) or both")
+        a.origins = [o]
+    try:
+        a.event_sizes = [int(x) for x in a.event_size.split(",") if x]
+    except ValueError:
+        ap.error(f"--event-size {a.event_size}: expected bytes, e.g. 100 or 32,100")
+    if not a.event_sizes or any(x < 24 or x > 65536 for x in a.event_sizes):
+        ap.error(f"--event-size {a.event_size}: each between 24 and 65536 bytes")
     a.duration = int(a.duration) if float(a.duration).is_integer() else a.duration
     a.warmup = int(a.warmup) if float(a.warmup).is_integer() else a.warmup
     chosen = []
@@ -989,6 +1103,15 @@ def main():
         log("NOTE: this tether has no --coalesce flag (`tether reverse --help`): scenario 7 "
             "runs tether without it, one upstream connection per client like the others")
     results = {}
+    # What each key of `results` measured: scenario, origin, event size (report.py's labels).
+    variants = {}
+    # Every (scenario, origin, event size) to measure, in order: each scenario of
+    # ORIGIN_SCENARIOS once per origin and size (origins outer), the others once.
+    plan_variants = [(o, n) for o in a.origins for n in a.event_sizes]
+    plan = [(sc, o, n) for sc in chosen
+            for o, n in (plan_variants if sc in ORIGIN_SCENARIOS
+                         else [("sse-upstream", DEFAULT_EVENT_BYTES)])]
+    b.origins_in_plan = {o for _, o, _ in plan}
     started = time.monotonic()
     busy = cpu_busy()
     log(f"== CPU use before the run (others' processes): " +
@@ -1004,31 +1127,36 @@ def main():
         except Failure as e:
             log(f"FAILED before measuring: {e}")
             sys.exit(1)
-        for sc in chosen:
+        for sc, origin, size in plan:
+            key = variant_key(sc, origin, size)
             title, peers, needs_load = SCENARIOS[sc]
+            if len(plan_variants) > 1 and sc in ORIGIN_SCENARIOS:
+                title += f" [{ORIGIN_LABELS[origin]}, {size} B]"
             peers = [p for p in peers if p in peers_wanted]
-            results[sc] = {p: [] for p in peers}
+            results[key] = {p: [] for p in peers}
             if needs_load and b.load_bin is None:
                 log(f"\n== {title}: SKIPPED, sse-load is not built yet")
-                results[sc] = {"skipped": "sse-load missing"}
+                results[key] = {"skipped": "sse-load missing"}
                 continue
+            variants[key] = {"scenario": sc, "origin": origin, "event_bytes": size}
+            b.origin_kind, b.event_bytes = origin, size
             log(f"\n== {title}")
             for rep in range(a.reps):
                 order = peers[rep % len(peers):] + peers[:rep % len(peers)]
                 for p in order:
                     try:
                         f = b.run_one(sc, p)
-                        results[sc][p].append(f)
+                        results[key][p].append(f)
                         log(f"  rep {rep + 1} {p:8} " + ", ".join(
                             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in f.items() if not isinstance(v, list)))
                     except Failure as e:
-                        results[sc][p].append({"failed": str(e)})
+                        results[key][p].append({"failed": str(e)})
                         log(f"  rep {rep + 1} {p:8} FAILED: {e}")
     finally:
         b.procs.stop_all()
     elapsed = time.monotonic() - started
-    summary = summarize(results)
+    summary = summarize(results, variants)
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
@@ -1039,8 +1167,9 @@ def main():
                                                "ttfe_clients", "fanout_clients",
                                                "fanout_rate", "origin_driver",
                                                "tether_extra", "retries", "max_others",
-                                               "quick")},
+                                               "quick", "origins", "event_sizes")},
         "event_size_param": EVENT_SIZE,
+        "variants": variants,
         "cpu_busy_before": [round(x, 3) for x in busy],
         "pinning": {"proxy": f"CPU {PROXY_CPU}", "origin_and_load": f"CPU {LOAD_CPU}"},
         "versions": versions(b),
@@ -1059,7 +1188,7 @@ def main():
     log(f"\n(all measurements took {elapsed:.0f} s)")
 
 
-def summarize(results):
+def summarize(results, variants=None):
     out = {}
     for sc, by_peer in results.items():
         if "skipped" in by_peer:
@@ -1074,13 +1203,18 @@ def summarize(results):
             m["ok_runs"] = len(ok)
             m["failed_runs"] = len(runs) - len(ok)
             out[sc][p] = m
-    # Added latency over direct (medians of each).
-    lat = out.get("latency", {})
-    d = lat.get("direct", {})
-    for p in PEERS_PROXY:
-        if p in lat and d.get("latency_p50_ms") is not None and lat[p].get("latency_p50_ms") is not None:
-            lat[p]["added_p50_ms"] = lat[p]["latency_p50_ms"] - d["latency_p50_ms"]
-            lat[p]["added_p99_ms"] = lat[p]["latency_p99_ms"] - d["latency_p99_ms"]
+    # Added latency over direct (medians of each), for every origin and event size.
+    lat_keys = [k for k in out if (variants or {}).get(k, {}).get("scenario", k) == "latency"]
+    for key in lat_keys:
+        lat = out.get(key, {})
+        if "skipped" in lat:
+            continue
+        d = lat.get("direct", {})
+        for p in PEERS_PROXY:
+            if (p in lat and d.get("latency_p50_ms") is not None
+                    and lat[p].get("latency_p50_ms") is not None):
+                lat[p]["added_p50_ms"] = lat[p]["latency_p50_ms"] - d["latency_p50_ms"]
+                lat[p]["added_p99_ms"] = lat[p]["latency_p99_ms"] - d["latency_p99_ms"]
     return out
 
 
