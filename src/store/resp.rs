@@ -1,0 +1,290 @@
+//! The store's writes encoded by hand as RESP (the Redis protocol), straight into one reused
+//! buffer: no `redis::Cmd` per event (each allocates its argument vectors and is then encoded a
+//! second time into the pipeline's bytes).
+//!
+//! A command is an array of bulk strings (RESP2, which every Redis speaks before and after
+//! `HELLO`):
+//!
+//! ```text
+//! *<number of arguments>\r\n
+//! $<byte length>\r\n<bytes>\r\n          (once per argument; bytes are copied as they are,
+//!                                          binary-safe: \r\n inside needs no escaping)
+//! ```
+//!
+//! What a pipeline holds (`Pipeline::encode`): one `XADD` per event, in the order the events were
+//! taken (so each stream's events stay in their recorded order), then one `PEXPIRE` per stream of
+//! the batch, in the order the streams were first seen.
+
+use std::collections::HashSet;
+
+use super::key::StoreKey;
+use super::read::{FIELD_ASSIGNED, FIELD_DATA, FIELD_ID, FIELD_LINEAGE};
+use super::writer::Record;
+
+/// Appends one event's command:
+/// `XADD <key> MAXLEN ~ <max_events> * id <id> data <raw> lineage <tag> assigned <0|1>`.
+///
+/// The only place a `Record` becomes bytes for Redis: a new field of `Record` that must be
+/// stored is one more pair in `fields` (and `super::read` learns to read it back).
+pub(super) fn append_xadd(out: &mut Vec<u8>, record: &Record, max_events: usize) {
+    let fields: [(&[u8], &[u8]); 4] = [
+        (FIELD_ID, &record.id),
+        (FIELD_DATA, &record.raw),
+        (FIELD_LINEAGE, record.lineage.tag()),
+        (FIELD_ASSIGNED, if record.assigned { b"1" } else { b"0" }),
+    ];
+    // XADD, the key, MAXLEN, ~, the bound, * (Redis makes the entry's id), then the pairs.
+    append_array_header(out, 6 + 2 * fields.len());
+    append_bulk(out, b"XADD");
+    append_bulk(out, record.lineage.key().as_bytes());
+    append_bulk(out, b"MAXLEN");
+    append_bulk(out, b"~");
+    append_bulk_decimal(out, max_events as u64);
+    append_bulk(out, b"*");
+    for (name, value) in fields {
+        append_bulk(out, name);
+        append_bulk(out, value);
+    }
+}
+
+/// Appends `PEXPIRE <key> <ttl_ms>`.
+pub(super) fn append_pexpire(out: &mut Vec<u8>, key: &StoreKey, ttl_ms: u64) {
+    append_array_header(out, 3);
+    append_bulk(out, b"PEXPIRE");
+    append_bulk(out, key.as_bytes());
+    append_bulk_decimal(out, ttl_ms);
+}
+
+/// A batch's commands, encoded into buffers kept from one pipeline to the next (after the first
+/// few pipelines nothing is allocated per pipeline).
+#[derive(Default)]
+pub(super) struct Pipeline {
+    /// The commands of the batch being written, as sent.
+    bytes: Vec<u8>,
+    /// The batch's streams in the order first seen.
+    streams: Vec<StoreKey>,
+    /// The streams in `streams`.
+    seen: HashSet<StoreKey>,
+    /// Commands in `bytes`: how many replies Redis sends.
+    commands: usize,
+}
+
+impl Pipeline {
+    /// Encodes `batch` (replacing what was encoded before): one `XADD` per record, then one
+    /// `PEXPIRE` per stream (`bytes` and `commands` then tell what to send).
+    pub(super) fn encode(&mut self, batch: &[Record], max_events: usize, ttl_ms: u64) {
+        self.bytes.clear();
+        self.streams.clear();
+        self.seen.clear();
+        let mut previous: Option<&StoreKey> = None;
+        for record in batch {
+            append_xadd(&mut self.bytes, record, max_events);
+            let key = record.lineage.key();
+            // A run of one stream's events (the usual case: one busy stream) skips the set.
+            if previous != Some(key) {
+                previous = Some(key);
+                if self.seen.insert(key.clone()) {
+                    self.streams.push(key.clone());
+                }
+            }
+        }
+        self.commands = batch.len();
+        for key in &self.streams {
+            append_pexpire(&mut self.bytes, key, ttl_ms);
+            self.commands += 1;
+        }
+    }
+
+    /// The commands encoded by the last `encode`, as sent.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Commands encoded by the last `encode`.
+    pub(super) fn commands(&self) -> usize {
+        self.commands
+    }
+}
+
+fn append_array_header(out: &mut Vec<u8>, len: usize) {
+    out.push(b'*');
+    append_decimal(out, len as u64);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn append_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    append_decimal(out, bytes.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal as one bulk string (how Redis takes a number argument).
+fn append_bulk_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let text = decimal(n, &mut digits);
+    append_bulk(out, text);
+}
+
+fn append_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(decimal(n, &mut digits));
+}
+
+/// `n`'s decimal digits, written from the end of `buf` (20 digits hold any u64).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::lineage::StoreLineage;
+
+    fn record(
+        lineage: &StoreLineage,
+        id: &'static [u8],
+        raw: &'static [u8],
+        assigned: bool,
+    ) -> Record {
+        Record {
+            lineage: lineage.clone(),
+            id: Bytes::from_static(id),
+            assigned,
+            raw: Bytes::from_static(raw),
+            queued_at: Instant::now(),
+        }
+    }
+
+    /// The command as the `redis` crate encodes it (the oracle: a second, independent encoder).
+    fn crate_xadd(record: &Record, max_events: usize) -> Vec<u8> {
+        redis::cmd("XADD")
+            .arg(record.lineage.key().as_bytes())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(max_events)
+            .arg("*")
+            .arg(FIELD_ID)
+            .arg(&record.id[..])
+            .arg(FIELD_DATA)
+            .arg(&record.raw[..])
+            .arg(FIELD_LINEAGE)
+            .arg(record.lineage.tag())
+            .arg(FIELD_ASSIGNED)
+            .arg(if record.assigned { "1" } else { "0" })
+            .get_packed_command()
+    }
+
+    fn crate_pexpire(key: &StoreKey, ttl_ms: u64) -> Vec<u8> {
+        redis::cmd("PEXPIRE")
+            .arg(key.as_bytes())
+            .arg(ttl_ms)
+            .get_packed_command()
+    }
+
+    #[test]
+    fn decimals_are_plain_digits() {
+        let mut buf = [0u8; 20];
+        for (n, text) in [
+            (0u64, "0"),
+            (7, "7"),
+            (10, "10"),
+            (1024, "1024"),
+            (300_000, "300000"),
+            (u64::MAX, "18446744073709551615"),
+        ] {
+            assert_eq!(decimal(n, &mut buf), text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn an_xadd_is_exactly_these_bytes() {
+        let key = StoreKey::from_scope_bytes(b"abc");
+        let lineage = StoreLineage::new(key, 0, 1);
+        let r = record(&lineage, b"42", b"id: 42\ndata: hi\n\n", true);
+        let mut out = Vec::new();
+        append_xadd(&mut out, &r, 1000);
+        let tag = std::str::from_utf8(lineage.tag()).unwrap();
+        let want = format!(
+            "*14\r\n$4\r\nXADD\r\n\
+             $78\r\ntether:stream:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\r\n\
+             $6\r\nMAXLEN\r\n$1\r\n~\r\n$4\r\n1000\r\n$1\r\n*\r\n\
+             $2\r\nid\r\n$2\r\n42\r\n\
+             $4\r\ndata\r\n$17\r\nid: 42\ndata: hi\n\n\r\n\
+             $7\r\nlineage\r\n${}\r\n{tag}\r\n\
+             $8\r\nassigned\r\n$1\r\n1\r\n",
+            tag.len()
+        );
+        assert_eq!(String::from_utf8(out.clone()).unwrap(), want);
+        assert_eq!(out, crate_xadd(&r, 1000));
+    }
+
+    #[test]
+    fn binary_data_empty_ids_and_cr_lf_inside_are_sent_as_they_are() {
+        let lineage = StoreLineage::new(StoreKey::from_scope_bytes(b"/bin"), 3, 9);
+        for (id, raw) in [
+            (&b""[..], &b"data: no id\n\n"[..]),
+            (b"a\r\nb", b"data: \r\n*3\r\n$4\r\nPING\r\n\r\n"),
+            (b"\0\xff", b"\x00\x01\xfe\xff\r\r\n\n"),
+            (b"x", b""),
+        ] {
+            let r = record(&lineage, id, raw, false);
+            let mut out = Vec::new();
+            append_xadd(&mut out, &r, 7);
+            assert_eq!(out, crate_xadd(&r, 7), "id {id:?} raw {raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_pexpire_is_exactly_these_bytes() {
+        let key = StoreKey::from_scope_bytes(b"abc");
+        let mut out = Vec::new();
+        append_pexpire(&mut out, &key, 300_000);
+        assert_eq!(out, crate_pexpire(&key, 300_000));
+    }
+
+    #[test]
+    fn a_pipeline_has_every_xadd_in_order_then_one_pexpire_per_stream() {
+        let a = StoreLineage::new(StoreKey::from_scope_bytes(b"/a"), 0, 1);
+        let a2 = StoreLineage::new(StoreKey::from_scope_bytes(b"/a"), 0, 2);
+        let b = StoreLineage::new(StoreKey::from_scope_bytes(b"/b"), 0, 3);
+        let batch = vec![
+            record(&a, b"1", b"data: a1\n\n", false),
+            record(&a, b"2", b"data: a2\n\n", false),
+            record(&b, b"1", b"data: b1\n\n", false),
+            // Another lineage of /a's scope: same key, no second PEXPIRE.
+            record(&a2, b"1", b"data: a2-1\n\n", false),
+            record(&a, b"3", b"data: a3\n\n", true),
+        ];
+        let mut want = Vec::new();
+        for r in &batch {
+            want.extend_from_slice(&crate_xadd(r, 50));
+        }
+        want.extend_from_slice(&crate_pexpire(a.key(), 60_000));
+        want.extend_from_slice(&crate_pexpire(b.key(), 60_000));
+        let mut pipeline = Pipeline::default();
+        pipeline.encode(&batch, 50, 60_000);
+        assert_eq!(pipeline.bytes(), &want[..]);
+        assert_eq!(pipeline.commands(), 7);
+        // Reused: the next batch replaces the last one entirely.
+        let next = vec![record(&b, b"2", b"data: b2\n\n", false)];
+        let mut want = crate_xadd(&next[0], 50);
+        want.extend_from_slice(&crate_pexpire(b.key(), 60_000));
+        pipeline.encode(&next, 50, 60_000);
+        assert_eq!(pipeline.bytes(), &want[..]);
+        assert_eq!(pipeline.commands(), 2);
+    }
+}
