@@ -8,7 +8,8 @@
 //! - `writer`: a worker's bounded queue to the store; full means dropped and counted.
 //! - `side`: the store's thread: a pipeline every 2 ms at most under load, reads served first.
 //! - `resp`: the pipeline's commands (`XADD`, `PEXPIRE`) encoded by hand into one buffer.
-//! - `link`: its connection: reconnection with back-off, one log line per interval.
+//! - `link`: its connections: reconnection with back-off, one log line per interval.
+//! - `wire`: the write connection: sends a pipeline's bytes, counts (never parses) its replies.
 //! - `read`: `read_after`, the events after a `Last-Event-ID` (`XREVRANGE` scan).
 //! - `reply`: the one-shot that brings a read's answer to a monoio worker without blocking it.
 //! - `counters`: written, dropped, errors, latency and lag, readable from any thread.
@@ -29,6 +30,7 @@ mod read;
 mod reply;
 mod resp;
 mod side;
+mod wire;
 mod writer;
 
 #[cfg(test)]

@@ -55,6 +55,14 @@ pub(super) fn append_pexpire(out: &mut Vec<u8>, key: &StoreKey, ttl_ms: u64) {
     append_bulk_decimal(out, ttl_ms);
 }
 
+/// Appends a command made of `args` (the write connection's `AUTH` and `SELECT`).
+pub(super) fn append_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+    append_array_header(out, args.len());
+    for arg in args {
+        append_bulk(out, arg);
+    }
+}
+
 /// A batch's commands, encoded into buffers kept from one pipeline to the next (after the first
 /// few pipelines nothing is allocated per pipeline).
 #[derive(Default)]
@@ -254,6 +262,9 @@ mod tests {
         let mut out = Vec::new();
         append_pexpire(&mut out, &key, 300_000);
         assert_eq!(out, crate_pexpire(&key, 300_000));
+        let mut out = Vec::new();
+        append_command(&mut out, &[b"SELECT", b"3"]);
+        assert_eq!(out, redis::cmd("SELECT").arg(3).get_packed_command());
     }
 
     #[test]

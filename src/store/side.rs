@@ -1,4 +1,4 @@
-//! The store's thread ("tether-store"): owns the Redis connection, answers reads, and writes what
+//! The store's thread ("tether-store"): owns the Redis connections, answers reads, and writes what
 //! the workers queued, in pipelines.
 //!
 //! ```text
@@ -11,6 +11,7 @@
 //!         one pipeline (super::resp): per event   XADD key MAXLEN ~ <max events> * id <id>
 //!                                                      data <bytes> lineage <tag> assigned <0|1>
 //!                                     per stream  PEXPIRE key <ttl ms>
+//!             sent on the write connection (super::wire), whose replies are counted
 //!             -> counted written, or counted dropped_unavailable (Redis down or the pipeline failed)
 //!     none: linger LINGER (events arriving now need no wake-up), then sleep until a worker rings
 //!     stopping and nothing left: return
@@ -186,7 +187,7 @@ impl Side {
 
     fn read(&mut self, key: &StoreKey, after: &[u8]) -> Result<read::ReadOutcome, ReadError> {
         let scan_limit = self.settings.max_events + TRIM_SLACK;
-        let Some(con) = self.link.connection(&self.counters) else {
+        let Some(con) = self.link.reader(&self.counters) else {
             return Err(ReadError::Unavailable);
         };
         match read::scan(con, key, after, scan_limit) {
@@ -208,7 +209,7 @@ impl Side {
     fn write(&mut self, pipeline: &mut Pipeline) {
         let batch = std::mem::take(&mut self.batch);
         let events = batch.len() as u64;
-        let Some(con) = self.link.connection(&self.counters) else {
+        let Some(wire) = self.link.writer(&self.counters) else {
             self.counters.dropped_unavailable(events);
             self.batch = recycle(batch);
             return;
@@ -219,7 +220,7 @@ impl Side {
         pipeline.encode(&batch, self.settings.max_events, ttl_ms);
         let oldest = batch.iter().map(|r| r.queued_at).min();
         let started = Instant::now();
-        match exec(con, pipeline.bytes(), pipeline.commands()) {
+        match wire.pipeline(pipeline.bytes(), pipeline.commands()) {
             Ok(()) => {
                 let done = Instant::now();
                 let lag = oldest.map_or(Duration::ZERO, |at| done.duration_since(at));
@@ -228,7 +229,7 @@ impl Side {
             }
             Err(e) => {
                 self.counters.dropped_unavailable(events);
-                self.link.command_failed(&self.counters, "write failed", &e);
+                self.link.write_failed(&self.counters, "write failed", &e);
             }
         }
         self.batch = recycle(batch);
@@ -239,18 +240,4 @@ impl Side {
 fn recycle(mut batch: Vec<Record>) -> Vec<Record> {
     batch.clear();
     batch
-}
-
-/// Sends `commands` encoded commands and reads as many replies. Any command's error fails the
-/// whole pipeline (the first error is returned, after every reply was read, so the connection
-/// stays in step).
-fn exec(con: &mut redis::Connection, bytes: &[u8], commands: usize) -> redis::RedisResult<()> {
-    use redis::ConnectionLike;
-    // The pipeline's bytes as `redis::Pipeline::exec` sends its own (`req_packed_commands` is
-    // what it calls); each reply is still parsed into a `redis::Value`.
-    let replies = con.req_packed_commands(bytes, 0, commands)?;
-    for reply in replies {
-        reply.extract_error()?;
-    }
-    Ok(())
 }
