@@ -7,7 +7,7 @@
 //!   events, never two lineages of one scope interleaved.
 //! - `writer`: a worker's bounded queue to the store; full means dropped and counted.
 //! - `side`: the store's thread: a pipeline every 2 ms at most under load, reads served first.
-//! - `resp`: the pipeline's commands (`XADD`, `PEXPIRE`) encoded by hand into one buffer.
+//! - `resp`: the pipeline's commands (`XADD`, `XTRIM`, `PEXPIRE`) encoded by hand into one buffer.
 //! - `link`: its connections: reconnection with back-off, one log line per interval.
 //! - `wire`: the write connection: sends a pipeline's bytes, counts (never parses) its replies.
 //! - `read`: `read_after`, the events after a `Last-Event-ID` (`XREVRANGE` scan).

@@ -8,9 +8,10 @@
 //!     some taken:
 //!         less than PIPELINE_INTERVAL since the last pipeline and the batch not full:
 //!             sleep out the rest (a read or the stop ends it early), take more, loop
-//!         one pipeline (super::resp): per event   XADD key MAXLEN ~ <max events> * id <id>
+//!         one pipeline (super::resp): per event   XADD key [MAXLEN ~ <max events>] * id <id>
 //!                                                      data <bytes> lineage <tag> assigned <0|1>
-//!                                     per stream  PEXPIRE key <ttl ms>
+//!                                     per stream  [XTRIM key MAXLEN ~ <max events>]
+//!                                                 PEXPIRE key <ttl ms>
 //!             sent on the write connection (super::wire), whose replies are counted
 //!             -> counted written, or counted dropped_unavailable (Redis down or the pipeline failed)
 //!     none: linger LINGER (events arriving now need no wake-up), then sleep until a worker rings
@@ -60,9 +61,11 @@ const LINGER: Duration = Duration::from_millis(1);
 /// safety net against a lost wake-up.
 const IDLE_PARK: Duration = Duration::from_millis(500);
 
-/// `XADD ... MAXLEN ~` trims whole macro nodes only (Redis's `stream-node-max-entries`, 100 by
-/// default), so a stream may hold up to that many entries past its bound; a read scans this many
-/// beyond `max_events` before calling an id unknown.
+/// `MAXLEN ~` (in an `XADD`, or in the `XTRIM` that ends a busy stream's share of a pipeline)
+/// trims whole macro nodes only (Redis's `stream-node-max-entries`, 100 by default), so a stream
+/// may hold up to that many entries past its bound; a read scans this many beyond `max_events`
+/// before calling an id unknown. (Reads run between pipelines, so never see a stream before its
+/// `XTRIM`.)
 const TRIM_SLACK: usize = 128;
 
 /// What every stream is written with.

@@ -516,7 +516,8 @@ fn what_the_encoder_writes_reads_back_through_scan_unchanged() {
     let target = wire::Target::from_info(client.get_connection_info()).unwrap();
     let mut wire =
         wire::Wire::connect(&target, Duration::from_secs(2), Duration::from_secs(2)).unwrap();
-    // Two streams, binary bytes, CR LF inside, an empty id, and a tether-assigned one.
+    // A busy stream (its XADDs without MAXLEN, one XTRIM), a stream with one event (MAXLEN in its
+    // XADD), binary bytes, CR LF inside, an empty id, and a tether-assigned one.
     let busy = StoreLineage::new(scope_key("busy"), 0, 1);
     let sparse = StoreLineage::new(scope_key("sparse"), 0, 2);
     let record = |lineage: &StoreLineage, id: &str, raw: Bytes, assigned: bool| writer::Record {
@@ -546,8 +547,8 @@ fn what_the_encoder_writes_reads_back_through_scan_unchanged() {
     ));
     let mut pipeline = resp::Pipeline::default();
     pipeline.encode(&batch, 1000, 60_000);
-    // 8 XADDs, two PEXPIREs.
-    assert_eq!(pipeline.commands(), 10);
+    // 8 XADDs, one XTRIM (busy), two PEXPIREs.
+    assert_eq!(pipeline.commands(), 11);
     wire.pipeline(pipeline.bytes(), pipeline.commands())
         .unwrap();
 
@@ -688,4 +689,47 @@ fn the_write_connection_authenticates_and_selects_the_database_of_the_url() {
         c.dropped_unavailable == 1 && c.errors >= 1 && !c.connected
     });
     store.stop();
+}
+
+#[test]
+fn both_trimming_shapes_keep_a_stream_near_its_bound() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let target = wire::Target::from_info(client.get_connection_info()).unwrap();
+    let mut wire =
+        wire::Wire::connect(&target, Duration::from_secs(2), Duration::from_secs(2)).unwrap();
+    let mut con = redis.client();
+    let mut pipeline = resp::Pipeline::default();
+    let record = |lineage: &StoreLineage, i: u32| writer::Record {
+        lineage: lineage.clone(),
+        id: Bytes::from(i.to_string()),
+        assigned: false,
+        raw: event(i),
+        queued_at: Instant::now(),
+    };
+    // A trickle: one event per pipeline, each XADD trims as it adds.
+    let trickle = StoreLineage::new(scope_key("trickle"), 0, 1);
+    // A busy stream: 100 events per pipeline, plain XADDs and one XTRIM each.
+    let busy = StoreLineage::new(scope_key("busy"), 0, 2);
+    for round in 0..6u32 {
+        for i in 0..100 {
+            let one = [record(&trickle, round * 100 + i)];
+            pipeline.encode(&one, 100, 60_000);
+            wire.pipeline(pipeline.bytes(), pipeline.commands())
+                .unwrap();
+        }
+        let batch: Vec<_> = (0..100).map(|i| record(&busy, round * 100 + i)).collect();
+        pipeline.encode(&batch, 100, 60_000);
+        assert_eq!(pipeline.commands(), 102);
+        wire.pipeline(pipeline.bytes(), pipeline.commands())
+            .unwrap();
+    }
+    for lineage in [&trickle, &busy] {
+        let len: usize = redis::cmd("XLEN")
+            .arg(lineage.key().as_bytes())
+            .query(&mut con)
+            .unwrap();
+        // `MAXLEN ~` trims whole nodes (100 entries by default): at least the bound, never far past.
+        assert!((100..=100 + 128).contains(&len), "XLEN {len}");
+    }
 }
