@@ -251,7 +251,7 @@ impl Follower {
     }
 
     fn is_followed(&mut self, lineage: &[u8]) -> Result<bool, ReadError> {
-        let Some(con) = self.link.connection(&self.counters) else {
+        let Some(con) = self.link.reader(&self.counters) else {
             return Err(ReadError::Unavailable);
         };
         let mut name = FOLLOWED_PREFIX.as_bytes().to_vec();
@@ -276,7 +276,7 @@ impl Follower {
         {
             return;
         }
-        let Some(con) = self.link.connection(&self.counters) else {
+        let Some(con) = self.link.reader(&self.counters) else {
             return;
         };
         self.marked_at = Some(now);
@@ -330,7 +330,7 @@ impl Follower {
         for (_, (ms, seq)) in &keys {
             cmd.arg(format!("{ms}-{seq}"));
         }
-        let Some(con) = self.link.connection(&self.counters) else {
+        let Some(con) = self.link.reader(&self.counters) else {
             // Redis down: the follows wait (and end Quiet past FOLLOW_IDLE); retry after the
             // link's back-off, never in a tight loop.
             std::thread::sleep(FOLLOW_BLOCK);

@@ -1,21 +1,27 @@
-//! The store's thread ("tether-store"): owns the Redis connection, answers reads, and writes what
+//! The store's thread ("tether-store"): owns the Redis connections, answers reads, and writes what
 //! the workers queued, in pipelines.
 //!
 //! ```text
 //! loop:
 //!     answer every waiting read (someone waits for each; writes can wait a round trip)
 //!     take up to MAX_PIPELINE_EVENTS from the workers' queues, one per queue in turn
-//!     some taken: one pipeline: per event  XADD key MAXLEN ~ <max events> * id <id> data <bytes>
-//!                                                    lineage <tag> assigned <0|1>
-//!                               per key    PEXPIRE key <ttl ms>          (once per key per pipeline)
-//!                 -> counted written, or counted dropped_unavailable (Redis down or the pipeline failed)
+//!     some taken:
+//!         less than PIPELINE_INTERVAL since the last pipeline and the batch not full:
+//!             sleep out the rest (a read or the stop ends it early), take more, loop
+//!         one pipeline (super::resp): per event   XADD key [MAXLEN ~ <max events>] * id <id>
+//!                                                      data <bytes> lineage <tag> assigned <0|1>
+//!                                     per stream  [XTRIM key MAXLEN ~ <max events>]
+//!                                                 PEXPIRE key <ttl ms>
+//!             sent on the write connection (super::wire), whose replies are counted
+//!             -> counted written, or counted dropped_unavailable (Redis down or the pipeline failed)
 //!     none: linger LINGER (events arriving now need no wake-up), then sleep until a worker rings
 //!     stopping and nothing left: return
 //! ```
-//! While a pipeline is in flight the workers go on queueing, so the next one carries what
-//! arrived meanwhile: the batch size follows the load without a timer.
+//! Under load a pipeline goes every PIPELINE_INTERVAL and carries what arrived since the last
+//! one; when Redis takes longer than that to answer, the next pipeline carries what arrived
+//! meanwhile (up to MAX_PIPELINE_EVENTS): the batch size follows the load and Redis's speed.
+//! A quiet stream's event goes at once (the interval counts from the last pipeline).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -25,26 +31,41 @@ use super::counters::StoreCounters;
 use super::error::ReadError;
 use super::key::StoreKey;
 use super::link::Link;
-use super::read::{
-    self, ReadRequest, FIELD_ASSIGNED, FIELD_DATA, FIELD_END, FIELD_ID, FIELD_LINEAGE,
-};
+use super::read::{self, ReadRequest};
+use super::resp::Pipeline;
 use super::writer::{Doorbell, Record};
 
-/// Events one pipeline carries at most: bounds its memory and how long a read waits behind it.
-pub(super) const MAX_PIPELINE_EVENTS: usize = 512;
+/// Events one pipeline carries at most: bounds its memory (~300 bytes encoded per 100-byte event,
+/// so ~600 KiB) and how long a read waits behind it. With one pipeline in flight the thread
+/// writes at most this many events per Redis round trip: at 512, round trips of 5 ms (Redis
+/// sharing a busy core in bench scenario 1a) capped it near 100k events/s and a run dropped 52k
+/// events from full queues throughout; at 2048 none were dropped after the first second (that
+/// second's burst, 1000 streams starting at once, may still overflow a queue while Redis stalls).
+pub(super) const MAX_PIPELINE_EVENTS: usize = 2048;
+
+/// Shortest time from one pipeline to the next while events keep coming: a pipeline's fixed
+/// costs (a send, a receive, the wake-up on Redis's answer, the worker's core taken from it) are
+/// then spread over this much traffic rather than over what arrived during one round trip
+/// (~15 events at 60k events/s before; ~150 now). Also about the longest an event waits in its
+/// queue while Redis keeps up. A full batch (MAX_PIPELINE_EVENTS) goes at once. Measured in
+/// scenario 1a (perf/NOTES.md): the store thread's CPU per event 1.62 -> 1.11 µs with this and
+/// the hand-encoded pipeline together.
+const PIPELINE_INTERVAL: Duration = Duration::from_millis(2);
 
 /// After finding nothing to write, the thread waits this long before asking the workers to wake
 /// it: a stream's next event usually comes within it, and is then taken without any syscall on
-/// the worker's side. Also the longest an event waits in its queue on a busy store.
+/// the worker's side.
 const LINGER: Duration = Duration::from_millis(1);
 
 /// Longest sleep with nothing to do. Workers and readers unpark the thread, so this is only a
 /// safety net against a lost wake-up.
 const IDLE_PARK: Duration = Duration::from_millis(500);
 
-/// `XADD ... MAXLEN ~` trims whole macro nodes only (Redis's `stream-node-max-entries`, 100 by
-/// default), so a stream may hold up to that many entries past its bound; a read scans this many
-/// beyond `max_events` before calling an id unknown.
+/// `MAXLEN ~` (in an `XADD`, or in the `XTRIM` that ends a busy stream's share of a pipeline)
+/// trims whole macro nodes only (Redis's `stream-node-max-entries`, 100 by default), so a stream
+/// may hold up to that many entries past its bound; a read scans this many beyond `max_events`
+/// before calling an id unknown. (Reads run between pipelines, so never see a stream before its
+/// `XTRIM`.)
 const TRIM_SLACK: usize = 128;
 
 /// What every stream is written with.
@@ -74,10 +95,20 @@ pub(super) struct Side {
 
 impl Side {
     pub(super) fn run(mut self) {
+        let mut pipeline = Pipeline::default();
+        // When the last pipeline went out (None: none yet).
+        let mut last_write: Option<Instant> = None;
         loop {
             self.serve_reads();
             if self.fill() > 0 {
-                self.write();
+                if let Some(wait) = self.hold(last_write) {
+                    // Workers do not ring while the thread is not asleep, so only a read (or
+                    // the stop) ends this early; the loop then serves it and holds again.
+                    std::thread::park_timeout(wait);
+                    continue;
+                }
+                last_write = Some(Instant::now());
+                self.write(&mut pipeline);
                 continue;
             }
             if self.stop.load(Ordering::SeqCst) {
@@ -86,6 +117,17 @@ impl Side {
             }
             self.idle();
         }
+    }
+
+    /// How much longer to let `batch` grow before writing it: until PIPELINE_INTERVAL after the
+    /// last pipeline, unless the batch is full or the store is stopping. None: write now.
+    fn hold(&self, last_write: Option<Instant>) -> Option<Duration> {
+        if self.batch.len() >= MAX_PIPELINE_EVENTS || self.stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        let due = last_write? + PIPELINE_INTERVAL;
+        due.checked_duration_since(Instant::now())
+            .filter(|wait| !wait.is_zero())
     }
 
     /// Moves queued events into `batch`, one per queue in turn, up to MAX_PIPELINE_EVENTS.
@@ -148,7 +190,7 @@ impl Side {
 
     fn read(&mut self, key: &StoreKey, after: &[u8]) -> Result<read::ReadOutcome, ReadError> {
         let scan_limit = self.settings.max_events + TRIM_SLACK;
-        let Some(con) = self.link.connection(&self.counters) else {
+        let Some(con) = self.link.reader(&self.counters) else {
             return Err(ReadError::Unavailable);
         };
         match read::scan(con, key, after, scan_limit, super::follow::FOLLOW_IDLE) {
@@ -167,19 +209,21 @@ impl Side {
     }
 
     /// Writes `batch` in one pipeline, or counts it as not written.
-    fn write(&mut self) {
+    fn write(&mut self, pipeline: &mut Pipeline) {
         let batch = std::mem::take(&mut self.batch);
         let events = batch.len() as u64;
-        let Some(con) = self.link.connection(&self.counters) else {
+        let Some(wire) = self.link.writer(&self.counters) else {
             self.counters.dropped_unavailable(events);
             self.batch = recycle(batch);
             return;
         };
-        let pipe = pipeline(&batch, self.settings);
+        let ttl_ms = u64::try_from(self.settings.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        pipeline.encode(&batch, self.settings.max_events, ttl_ms);
         let oldest = batch.iter().map(|r| r.queued_at).min();
         let started = Instant::now();
-        let result = pipe.exec(con);
-        match result {
+        match wire.pipeline(pipeline.bytes(), pipeline.commands()) {
             Ok(()) => {
                 let done = Instant::now();
                 let lag = oldest.map_or(Duration::ZERO, |at| done.duration_since(at));
@@ -188,7 +232,7 @@ impl Side {
             }
             Err(e) => {
                 self.counters.dropped_unavailable(events);
-                self.link.command_failed(&self.counters, "write failed", &e);
+                self.link.write_failed(&self.counters, "write failed", &e);
             }
         }
         self.batch = recycle(batch);
@@ -199,61 +243,4 @@ impl Side {
 fn recycle(mut batch: Vec<Record>) -> Vec<Record> {
     batch.clear();
     batch
-}
-
-/// The commands for `batch`: each stream's events in the order they were recorded, then its
-/// expiry once. Replies are ignored one by one; a failed command fails the whole pipeline.
-fn pipeline(batch: &[Record], settings: WriteSettings) -> redis::Pipeline {
-    // Keys in first-seen order, each with its events' indexes (a stream's order is kept; the
-    // order between streams does not matter).
-    let mut order: Vec<(&StoreKey, Vec<usize>)> = Vec::new();
-    let mut at: HashMap<&StoreKey, usize> = HashMap::new();
-    for (i, record) in batch.iter().enumerate() {
-        let key = record.lineage.key();
-        let slot = *at.entry(key).or_insert_with(|| {
-            order.push((key, Vec::new()));
-            order.len() - 1
-        });
-        order[slot].1.push(i);
-    }
-    let ttl_ms = u64::try_from(settings.ttl.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let mut pipe = redis::Pipeline::with_capacity(batch.len() + order.len());
-    for (key, events) in &order {
-        for &i in events {
-            let record = &batch[i];
-            if let Some(end) = record.end {
-                pipe.cmd("XADD")
-                    .arg(key.as_bytes())
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(settings.max_events)
-                    .arg("*")
-                    .arg(FIELD_LINEAGE)
-                    .arg(record.lineage.tag())
-                    .arg(FIELD_END)
-                    .arg(end.word())
-                    .ignore();
-                continue;
-            }
-            pipe.cmd("XADD")
-                .arg(key.as_bytes())
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(settings.max_events)
-                .arg("*")
-                .arg(FIELD_ID)
-                .arg(&record.id[..])
-                .arg(FIELD_DATA)
-                .arg(&record.raw[..])
-                .arg(FIELD_LINEAGE)
-                .arg(record.lineage.tag())
-                .arg(FIELD_ASSIGNED)
-                .arg(if record.assigned { "1" } else { "0" })
-                .ignore();
-        }
-        pipe.cmd("PEXPIRE").arg(key.as_bytes()).arg(ttl_ms).ignore();
-    }
-    pipe
 }

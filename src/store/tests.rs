@@ -62,6 +62,15 @@ fn read_on_both_drivers(store: &ReplayStore, key: &StoreKey, id: &str, want: &Re
     });
 }
 
+/// Reads after `id` on both drivers; every run must get exactly the events `want`.
+fn read_events_on_both_drivers(store: &ReplayStore, key: &StoreKey, id: &str, want: &[Bytes]) {
+    on_both_drivers(|| async {
+        let reply = store.reader().read_after(key, id.as_bytes()).unwrap();
+        let got = reply.recv_within(WAIT).await.unwrap().unwrap();
+        assert_eq!(events_of(&got), want, "after {id:?}");
+    });
+}
+
 fn events_of(outcome: &ReadOutcome) -> Vec<Bytes> {
     match outcome {
         ReadOutcome::After { events, .. } => events.iter().map(|e| e.raw.clone()).collect(),
@@ -499,4 +508,242 @@ fn a_read_wakes_an_idle_store_at_once() {
             assert!(took < Duration::from_millis(250), "round {round}: {took:?}");
         }
     });
+}
+
+/// An event of `name`'s stream whose bytes hold what RESP framing is made of.
+fn awkward(name: &str, i: u32) -> Bytes {
+    Bytes::from(format!(
+        "id: {i}\ndata: {name} \r\n*3\r\n$4\r\nPING\r\n {i}\n\n"
+    ))
+}
+
+#[test]
+fn what_the_encoder_writes_reads_back_through_scan_unchanged() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let target = wire::Target::from_info(client.get_connection_info()).unwrap();
+    let mut wire =
+        wire::Wire::connect(&target, Duration::from_secs(2), Duration::from_secs(2)).unwrap();
+    // A busy stream (its XADDs without MAXLEN, one XTRIM), a stream with one event (MAXLEN in its
+    // XADD), binary bytes, CR LF inside, an empty id, and a tether-assigned one.
+    let busy = StoreLineage::new(scope_key("busy"), 0, 1);
+    let sparse = StoreLineage::new(scope_key("sparse"), 0, 2);
+    let record = |lineage: &StoreLineage, id: &str, raw: Bytes, assigned: bool| writer::Record {
+        lineage: lineage.clone(),
+        id: Bytes::from(id.to_string()),
+        assigned,
+        raw,
+        queued_at: Instant::now(),
+        end: None,
+    };
+    let mut batch = Vec::new();
+    for i in 1..=6u32 {
+        batch.push(record(&busy, &i.to_string(), awkward("busy", i), i == 5));
+        if i == 3 {
+            batch.push(record(
+                &sparse,
+                "1",
+                Bytes::from_static(b"\0\xff\r\n\r\n"),
+                false,
+            ));
+        }
+    }
+    batch.push(record(
+        &busy,
+        "",
+        Bytes::from_static(b"data: no id\n\n"),
+        false,
+    ));
+    let mut pipeline = resp::Pipeline::default();
+    pipeline.encode(&batch, 1000, 60_000);
+    // 8 XADDs, one XTRIM (busy), two PEXPIREs.
+    assert_eq!(pipeline.commands(), 11);
+    wire.pipeline(pipeline.bytes(), pipeline.commands())
+        .unwrap();
+
+    let mut con = redis.client();
+    let after = |con: &mut redis::Connection, key: &StoreKey, id: &[u8]| match read::scan(
+        con,
+        key,
+        id,
+        1000 + 128,
+        FOLLOW_IDLE,
+    ) {
+        Ok(outcome) => outcome,
+        Err(_) => panic!("scan failed"),
+    };
+    let ReadOutcome::After { events, .. } = after(&mut con, busy.key(), b"1") else {
+        panic!("id 1 unknown");
+    };
+    let got: Vec<(Bytes, Bytes, bool)> = events
+        .iter()
+        .map(|e| (e.id.clone(), e.raw.clone(), e.assigned))
+        .collect();
+    let mut want: Vec<(Bytes, Bytes, bool)> = (2..=6u32)
+        .map(|i| (Bytes::from(i.to_string()), awkward("busy", i), i == 5))
+        .collect();
+    want.push((Bytes::new(), Bytes::from_static(b"data: no id\n\n"), false));
+    assert_eq!(got, want);
+    assert!(
+        matches!(
+            after(&mut con, sparse.key(), b"1"),
+            ReadOutcome::After { events, .. } if events.is_empty()
+        ),
+        "1 is the newest of its stream"
+    );
+    let raw: Vec<Vec<u8>> = redis::cmd("XRANGE")
+        .arg(sparse.key().as_bytes())
+        .arg("-")
+        .arg("+")
+        .query::<redis::Value>(&mut con)
+        .map(|v| match v {
+            redis::Value::Array(entries) => entries
+                .into_iter()
+                .filter_map(|e| match e {
+                    redis::Value::Array(mut parts) => parts.pop(),
+                    _ => None,
+                })
+                .filter_map(|fields| match fields {
+                    redis::Value::Array(f) => match &f[3] {
+                        redis::Value::BulkString(b) => Some(b.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect(),
+            _ => vec![],
+        })
+        .unwrap();
+    assert_eq!(raw, vec![b"\0\xff\r\n\r\n".to_vec()]);
+    for key in [busy.key(), sparse.key()] {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(key.as_bytes())
+            .query(&mut con)
+            .unwrap();
+        assert!(pttl > 50_000 && pttl <= 60_000, "PTTL {pttl}");
+    }
+}
+
+#[test]
+fn a_command_answered_with_an_error_fails_its_pipeline_and_the_next_one_goes_through() {
+    let redis = RedisServer::start();
+    let (store, writers) = ReplayStore::start(&config(redis.url()), 1).unwrap();
+    let key = scope_key("wrongtype");
+    let mut con = redis.client();
+    // Another program holds the key as a string: XADD answers WRONGTYPE.
+    let _: () = redis::cmd("SET")
+        .arg(key.as_bytes())
+        .arg("not a stream")
+        .query(&mut con)
+        .unwrap();
+    record_ids(&writers[0], &key, 1..=5);
+    wait_until("the pipeline counted as failed", WAIT, || {
+        store.counters().snapshot().dropped_unavailable == 5
+    });
+    let c = store.counters().snapshot();
+    assert!(c.errors >= 1 && c.connected, "{c:?}");
+    // The connection is still in step: the next events are written.
+    let _: () = redis::cmd("DEL")
+        .arg(key.as_bytes())
+        .query(&mut con)
+        .unwrap();
+    record_ids(&writers[0], &key, 6..=8);
+    wait_until("3 written", WAIT, || written(&store) == 3);
+    read_events_on_both_drivers(&store, &key, "6", &[event(7), event(8)]);
+    store.stop();
+}
+
+#[test]
+fn the_write_connection_authenticates_and_selects_the_database_of_the_url() {
+    let redis = RedisServer::start();
+    let mut con = redis.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "requirepass", "s3cr3t"])
+        .query(&mut con)
+        .unwrap();
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = format!("redis://:s3cr3t@127.0.0.1:{port}/3");
+    let (store, writers) = ReplayStore::start(&config(url.clone()), 1).unwrap();
+    let key = scope_key("db3");
+    record_ids(&writers[0], &key, 1..=4);
+    wait_until("4 written", WAIT, || written(&store) == 4);
+    let mut db3 = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(WAIT)
+        .unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg(key.as_bytes())
+        .query(&mut db3)
+        .unwrap();
+    assert_eq!(len, 4);
+    let mut db0 = redis::Client::open(format!("redis://:s3cr3t@127.0.0.1:{port}/0"))
+        .unwrap()
+        .get_connection_with_timeout(WAIT)
+        .unwrap();
+    let len: usize = redis::cmd("XLEN")
+        .arg(key.as_bytes())
+        .query(&mut db0)
+        .unwrap();
+    assert_eq!(len, 0, "written to database 3 only");
+    read_events_on_both_drivers(&store, &key, "3", &[event(4)]);
+    let wrong = format!("redis://:wrong@127.0.0.1:{port}/3");
+    let (refused, writers) = ReplayStore::start(&config(wrong), 1).unwrap();
+    record_ids(&writers[0], &key, 5..=5);
+    wait_until("refused and counted", WAIT, || {
+        let c = refused.counters().snapshot();
+        c.dropped_unavailable == 1 && c.errors >= 1 && !c.connected
+    });
+    store.stop();
+}
+
+#[test]
+fn both_trimming_shapes_keep_a_stream_near_its_bound() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let target = wire::Target::from_info(client.get_connection_info()).unwrap();
+    let mut wire =
+        wire::Wire::connect(&target, Duration::from_secs(2), Duration::from_secs(2)).unwrap();
+    let mut con = redis.client();
+    let mut pipeline = resp::Pipeline::default();
+    let record = |lineage: &StoreLineage, i: u32| writer::Record {
+        lineage: lineage.clone(),
+        id: Bytes::from(i.to_string()),
+        assigned: false,
+        raw: event(i),
+        queued_at: Instant::now(),
+        end: None,
+    };
+    // A trickle: one event per pipeline, each XADD trims as it adds.
+    let trickle = StoreLineage::new(scope_key("trickle"), 0, 1);
+    // A busy stream: 100 events per pipeline, plain XADDs and one XTRIM each.
+    let busy = StoreLineage::new(scope_key("busy"), 0, 2);
+    for round in 0..6u32 {
+        for i in 0..100 {
+            let one = [record(&trickle, round * 100 + i)];
+            pipeline.encode(&one, 100, 60_000);
+            wire.pipeline(pipeline.bytes(), pipeline.commands())
+                .unwrap();
+        }
+        let batch: Vec<_> = (0..100).map(|i| record(&busy, round * 100 + i)).collect();
+        pipeline.encode(&batch, 100, 60_000);
+        assert_eq!(pipeline.commands(), 102);
+        wire.pipeline(pipeline.bytes(), pipeline.commands())
+            .unwrap();
+    }
+    for lineage in [&trickle, &busy] {
+        let len: usize = redis::cmd("XLEN")
+            .arg(lineage.key().as_bytes())
+            .query(&mut con)
+            .unwrap();
+        // `MAXLEN ~` trims whole nodes (100 entries by default): at least the bound, never far past.
+        assert!((100..=100 + 128).contains(&len), "XLEN {len}");
+    }
 }
