@@ -39,8 +39,9 @@ use super::writer::{Doorbell, Record};
 /// so ~600 KiB) and how long a read waits behind it. With one pipeline in flight the thread
 /// writes at most this many events per Redis round trip: at 512, round trips of 5 ms (Redis
 /// sharing a busy core in bench scenario 1a) capped it near 100k events/s and a run dropped 52k
-/// events from full queues throughout; at 2048 none were dropped after the first second (that
-/// second's burst, 1000 streams starting at once, may still overflow a queue while Redis stalls).
+/// events from full queues throughout; at 2048, in 15 runs, drops came in the first second (1000
+/// streams starting at once while Redis stalls) but in one run with Redis's core overloaded. 8192
+/// did no better there.
 pub(super) const MAX_PIPELINE_EVENTS: usize = 2048;
 
 /// Shortest time from one pipeline to the next while events keep coming: a pipeline's fixed
