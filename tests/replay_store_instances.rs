@@ -93,16 +93,21 @@ impl Redis {
         all
     }
 
-    /// The SSE ids recorded in the one stream there is, by lineage tag, each oldest first.
-    fn recorded_lineages(&self) -> Vec<(Vec<u8>, Vec<u64>)> {
+    /// Every entry of the one stream there is, oldest first.
+    fn only_stream_entries(&self) -> Vec<Entry> {
         let keys = self.keys();
         assert_eq!(keys.len(), 1, "one stream, one key: {keys:?}");
-        let entries: Vec<Entry> = redis::cmd("XRANGE")
+        redis::cmd("XRANGE")
             .arg(&keys[0])
             .arg("-")
             .arg("+")
             .query(&mut self.con())
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The SSE ids recorded in the one stream there is, by lineage tag, each oldest first.
+    fn recorded_lineages(&self) -> Vec<(Vec<u8>, Vec<u64>)> {
+        let entries = self.only_stream_entries();
         let mut lineages: Vec<(Vec<u8>, Vec<u64>)> = Vec::new();
         for (_, fields) in entries {
             let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|f| f.1.clone());
@@ -122,14 +127,7 @@ impl Redis {
 
     /// The SSE ids recorded in the one stream there is, oldest first.
     fn recorded_ids(&self) -> Vec<u64> {
-        let keys = self.keys();
-        assert_eq!(keys.len(), 1, "one stream, one key: {keys:?}");
-        let entries: Vec<Entry> = redis::cmd("XRANGE")
-            .arg(&keys[0])
-            .arg("-")
-            .arg("+")
-            .query(&mut self.con())
-            .unwrap();
+        let entries = self.only_stream_entries();
         entries
             .into_iter()
             .filter_map(|(_, fields)| {
