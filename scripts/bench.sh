@@ -56,12 +56,16 @@
 #                         [--streams N] [--idle-streams N] [--connections N] [--ttfe-clients N]
 #                         [--fanout-clients N] [--fanout-rate R]
 #                         [--origin sse-upstream|sse-tokio|both] [--event-size B[,B...]]
+#                         [--pace R]
 #   --origin     origin of 1a/1a-url/1b/1b-url/2: sse-upstream, sse-tokio (alias tokio) or both
 #                (default both; each origin doubles the time of those five scenarios)
 #   --event-size bytes per event on the wire for the same five, a comma list (default 100,
 #                i.e. size=80 as before; e.g. 32,100). Events under ~57 B carry no send time
 #                (ts=0: no latency figures); scenario 2 keeps it (its "32 B" events are ~55 B).
 #                The table shows the measured bytes per event.
+#   --pace       1a/1b paced at R events/s per stream instead of flat out, so that neither CPU is
+#                saturated (for A/Bs that put another process on CPU 1, e.g. the replay store's
+#                Redis: scripts/bench/store_cost.sh)
 #   --quick      smoke run (1 rep, 2 s windows, 200 streams, 2000 idle, 200 fan-out clients;
 #                flags given explicitly, e.g. --streams 1000, win): a few minutes for every
 #                scenario
@@ -91,7 +95,7 @@ while [ $# -gt 0 ]; do
     --quick) ARGS+=(--quick); shift ;;
     --reps|--duration|--warmup|--only|--streams|--idle-streams|--connections|--peers|\
     --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver|--tether-extra|\
-    --ttfe-clients|--fanout-clients|--fanout-rate|--origin|--event-size)
+    --ttfe-clients|--fanout-clients|--fanout-rate|--origin|--event-size|--pace)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       ARGS+=("$1=$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;

@@ -33,6 +33,10 @@ def main():
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--tool", default="perf", choices=["perf", "callgrind"])
+    ap.add_argument("--event-size", type=int, default=bench.DEFAULT_EVENT_BYTES,
+                    help="bytes per event on the wire of batch1/batched/latency (as bench.sh)")
+    ap.add_argument("--origin", default="sse-upstream", choices=list(bench.ORIGINS),
+                    help="the origin behind the proxy (as bench.sh --origin)")
     ap.add_argument("--out")
     ap.add_argument("--dwarf", action="store_true",
                     help="unwind with DWARF (call chains through inlined Rust; bigger, 499 Hz)")
@@ -63,7 +67,7 @@ def main():
 
 def start_load(b, peer, a, duration):
     out = os.path.join(b.work, "load.json")
-    argv = [b.load_bin, "--url", peer.url(bench.load_query(a.load)), "--streams", str(a.streams),
+    argv = [b.load_bin, "--url", peer.url(bench.load_query(a.load, a.event_size)), "--streams", str(a.streams),
             "--duration", f"{duration}s", "--warmup", f"{1 + bench.FLAT_OUT_HOLD_MS / 1000}s", "--threads", "1", "--quiet",
             "--head-timeout", "60s", "--open-timeout", "120s", "--json", out,
             "--proxy-pid", str(peer.pid)]
@@ -71,7 +75,7 @@ def start_load(b, peer, a, duration):
 
 
 def run_perf(b, a, work):
-    peer = bench.Peer(b, a.peer, {})
+    peer = bench.Peer(b, a.peer, {}, origin=a.origin)
     peer.start()
     if a.load == "plain":
         load = b.procs.start("wrk", ["wrk", "-t1", "-c50", f"-d{int(a.seconds + 3)}s",
@@ -123,7 +127,7 @@ def run_callgrind(b, a, work):
     if a.peer != "tether":
         sys.exit("callgrind mode profiles tether only")
     # Start the origin through a Peer, then tether under valgrind by hand.
-    origin = bench.Peer(b, "direct", {})
+    origin = bench.Peer(b, "direct", {}, origin=a.origin)
     origin.start()
     port = bench.free_port()
     cg_out = os.path.join(work, "callgrind.out")

@@ -679,6 +679,10 @@ class Bench:
     def m_throughput(self, peer, kind, per_stream_url=False):
         n = self.a.streams
         target = load_query(kind, self.event_bytes) + (PER_STREAM_URL if per_stream_url else "")
+        if self.a.pace:
+            # Paced instead of flat out (--pace): the origin writes each stream's events at
+            # this rate, so nothing on either CPU is saturated.
+            target += f"&rate={self.a.pace:g}"
         label = f"{peer.name}-{kind}{'-url' if per_stream_url else ''}"
         # The window starts once the held streams flow (+ the usual warm-up).
         r = self.sse_load(peer, target, n, [], label,
@@ -1043,6 +1047,10 @@ def main():
     ap.add_argument("--fanout-rate", type=float,
                     help="scenario 7: events/s of each upstream stream (default 100: "
                          "perf/NOTES.md, 'Fan-out')")
+    ap.add_argument("--pace", type=float,
+                    help="scenarios 1a/1b: each stream's events/s instead of flat out (e.g. 50: "
+                         "50k events/s over 1000 streams), to compare proxy CPU per event when "
+                         "another process (a replay store's Redis) needs room on CPU 1")
     ap.add_argument("--retries", type=int,
                     help="measure again (after waiting for quiet) when others used a CPU")
     ap.add_argument("--max-others", type=float, default=0.10,
@@ -1166,7 +1174,7 @@ def main():
                                                "drop_rate", "drop_streams", "probe_streams",
                                                "ttfe_clients", "fanout_clients",
                                                "fanout_rate", "origin_driver",
-                                               "tether_extra", "retries", "max_others",
+                                               "tether_extra", "pace", "retries", "max_others",
                                                "quick", "origins", "event_sizes")},
         "event_size_param": EVENT_SIZE,
         "variants": variants,
