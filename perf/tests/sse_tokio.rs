@@ -1,9 +1,10 @@
-//! `sse-tokio`, the second benchmark origin, as a process: its events are `sse-upstream`'s byte
-//! for byte, in order, resumed after `Last-Event-ID`; `batch=1` writes one event per chunk
-//! (one write each) while the default writes every due event in one; faults (close, reset,
-//! stall) and pacing behave as the simulator's; and `sse-load` counts no loss and no
-//! duplicate through it. Loopback only; every socket has a timeout and every origin process is
-//! killed when its test ends.
+//! `sse-tokio`, the second benchmark origin, as a process: its heads and events are
+//! `sse-upstream`'s byte for byte for the same request (plain, `batch=1`, `size=`, `ts=0`,
+//! `eol=`, resumed after `Last-Event-ID`, cut by `close_after`), in order; `batch=1` writes one
+//! event per chunk (one write each) while the default writes every due event in one; faults
+//! (close, reset, stall) and pacing behave as the simulator's; and `sse-load` counts no loss and
+//! no duplicate through it. Loopback only; every socket has a timeout and every origin process
+//! is killed when its test ends.
 
 mod common;
 
@@ -81,27 +82,73 @@ fn raw_chunks(addr: SocketAddr, target: &str) -> Vec<Vec<u8>> {
     }
 }
 
+/// `body` with every `ts_us` value (16 digits) zeroed: the only bytes that differ between two
+/// origins sending the same events, at different microseconds.
+fn without_send_times(body: &[u8]) -> Vec<u8> {
+    const KEY: &[u8] = b"\"ts_us\":";
+    let mut out = body.to_vec();
+    let mut from = 0;
+    while let Some(at) = out[from..].windows(KEY.len()).position(|w| w == KEY) {
+        let digits = from + at + KEY.len();
+        let end = (digits + 16).min(out.len());
+        assert!(out[digits..end].iter().all(u8::is_ascii_digit));
+        out[digits..end].fill(b'0');
+        from = end;
+    }
+    out
+}
+
 #[test]
-fn events_in_order_are_the_simulators_bytes() {
+fn the_same_request_gets_the_simulators_bytes() {
     let tokio_origin = Origin::start();
     let simulator = common::start();
-    // ts=0: the events hold no send time, so both origins' bytes are fixed.
-    for query in [
-        "events=50&size=40&ts=0",
-        "events=30&size=80&ts=0&batch=1",
-        "events=20&size=12&ts=0&eol=crlf",
-        "events=20&ts=0&ids=0&eol=cr",
-        "events=5&start=100&size=300&ts=0",
+    // (query, request headers, how the body ends): the same head fields in the same order,
+    // the same body bytes (send times aside) and the same ending from both origins.
+    for (query, headers, ending) in [
+        ("events=50", "", End::Complete),
+        ("events=50&size=40&ts=0", "", End::Complete),
+        ("events=30&size=80&ts=0&batch=1", "", End::Complete),
+        ("events=20&size=12&ts=0&eol=crlf", "", End::Complete),
+        ("events=20&ts=0&ids=0&eol=cr", "", End::Complete),
+        ("events=105&start=100&size=300&ts=0", "", End::Complete),
+        ("events=12&ts=0", "Last-Event-ID: 7\r\n", End::Complete),
+        ("events=12&batch=1", "Last-Event-ID: 7\r\n", End::Complete),
+        ("events=12&ts=0", "Last-Event-ID: 12\r\n", End::Complete),
+        (
+            "events=3&ts=0&resume=ignore",
+            "Last-Event-ID: 1\r\n",
+            End::Complete,
+        ),
+        ("events=20&close_after=3&size=60&ts=0", "", End::Eof),
+        (
+            "events=20&close_after=3&size=60",
+            "Last-Event-ID: 9\r\n",
+            End::Eof,
+        ),
+        (
+            "events=20&close_after=3&batch=1&ts=0",
+            "Last-Event-ID: 18\r\n",
+            End::Complete,
+        ),
+        (
+            "events=6&close_after=2&fault_once=1&ts=0",
+            "Last-Event-ID: 2\r\n",
+            End::Complete,
+        ),
+        ("events=6&close_after=0", "", End::Eof),
     ] {
         let target = format!("/sse?{query}");
-        let (ours, end) = body(tokio_origin.addr, &target, "");
-        assert_eq!(end, End::Complete, "{query}");
-        let (theirs, end) = body(simulator.addr(), &target, "");
-        assert_eq!(end, End::Complete, "{query}");
+        let case = format!("{query} {headers:?}");
+        let (mut c, ours_head) = open_sse(tokio_origin.addr, &target, headers);
+        let (ours, ours_end) = c.read_body(&ours_head);
+        let (mut c, theirs_head) = open_sse(simulator.addr(), &target, headers);
+        let (theirs, theirs_end) = c.read_body(&theirs_head);
+        assert_eq!(ours_head.headers, theirs_head.headers, "{case}");
+        assert_eq!((&ours_end, &theirs_end), (&ending, &ending), "{case}");
         assert_eq!(
-            String::from_utf8_lossy(&ours),
-            String::from_utf8_lossy(&theirs),
-            "{query}"
+            String::from_utf8_lossy(&without_send_times(&ours)),
+            String::from_utf8_lossy(&without_send_times(&theirs)),
+            "{case}"
         );
     }
     // With send times: ids 1..=N in order, each event's seq its id.

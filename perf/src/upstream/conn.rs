@@ -793,14 +793,6 @@ where
     .await
 }
 
-/// Unix time in microseconds.
-pub(crate) fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     /// Every connection's task is allocated at its largest state's size, so this size is the

@@ -7,10 +7,16 @@
 //! Files:
 //! - `worker.rs`: thread, runtime (io_uring or epoll), accept loop, kill.
 //! - `conn.rs`: one connection: keep-alive request loop, plain endpoints.
-//! - `stream.rs`: one SSE response: pacing, batching, heartbeats, faults.
-//! - `sse.rs`: the event formatter (pure).
+//! - `stream.rs`: one SSE response on monoio: batching, heartbeats, faults.
+//! - `schedule.rs`: which event goes next and when: resume point, pacing, the fault's place
+//!   (pure).
+//! - `sse.rs`: the SSE response head, the event formatter, the write buffer (pure).
 //! - `http.rs`: request heads, body framing, chunked decoder, response heads (pure).
 //! - `query.rs`: query parameters (pure).
+//!
+//! The pure SSE modules, [`query`], [`sse`] and [`schedule`], are public: `sse-tokio`, the
+//! second origin (perf/src/bin/sse-tokio/), runs on them too, so that the two origins parse
+//! the same parameters and send the same events, byte for byte, and cannot drift apart.
 //! - `log.rs`: the request log.
 //! - `kill.rs`: the per-worker kill switch.
 
@@ -18,8 +24,9 @@ mod conn;
 mod http;
 mod kill;
 mod log;
-mod query;
-mod sse;
+pub mod query;
+pub mod schedule;
+pub mod sse;
 mod stream;
 mod worker;
 

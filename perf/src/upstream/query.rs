@@ -4,6 +4,9 @@
 //! digits only, booleans `1|0|true|false`. Unknown keys are ignored, so a test may add its own
 //! cache-busting or labelling parameters. No percent-decoding: every value here is plain ASCII.
 //! A bad value is answered with 400 and the error's text.
+//!
+//! `/sse`'s parameters ([`SseParams`]) are also `sse-tokio`'s, parsed by this same code; the
+//! other endpoints' are the simulator's own (crate-private).
 
 use std::fmt;
 use std::time::Duration;
@@ -15,9 +18,9 @@ pub const DEFAULT_EVENT_SIZE: usize = 32;
 /// Largest accepted `size=` (bytes). Past this: 400.
 pub const MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
 /// Default `chunk=` of `/bytes?chunked=1` (bytes per chunk).
-pub const DEFAULT_BYTES_CHUNK: usize = 8 * 1024;
+pub(crate) const DEFAULT_BYTES_CHUNK: usize = 8 * 1024;
 /// Default body length of `/delay` (bytes).
-pub const DEFAULT_DELAY_BODY: u64 = 100;
+pub(crate) const DEFAULT_DELAY_BODY: u64 = 100;
 
 /// A query parameter whose value could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +45,19 @@ impl fmt::Display for ParamError {
 
 impl std::error::Error for ParamError {}
 
+impl ParamError {
+    /// `key=value` cannot be used; `expected` says what would be.
+    pub fn new(key: &str, value: &str, expected: &'static str) -> Self {
+        Self {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected,
+        }
+    }
+}
+
 /// Splits a request target into path and query (query without the `?`, "" when absent).
-pub fn split_target(target: &str) -> (&str, &str) {
+pub(crate) fn split_target(target: &str) -> (&str, &str) {
     match target.split_once('?') {
         Some((path, query)) => (path, query),
         None => (target, ""),
@@ -75,7 +89,7 @@ pub fn parse_u64(s: &str) -> Option<u64> {
 
 /// Parses a non-negative decimal with an optional fraction: `12`, `0.5`, `2.25`
 /// (no sign, no exponent, at most 9 fraction digits).
-pub fn parse_decimal(s: &str) -> Option<f64> {
+pub(crate) fn parse_decimal(s: &str) -> Option<f64> {
     let (int, frac) = match s.split_once('.') {
         Some((i, f)) => (i, Some(f)),
         None => (s, None),
@@ -93,7 +107,7 @@ pub fn parse_decimal(s: &str) -> Option<f64> {
 }
 
 /// Parses `1|0|true|false`; an empty value (bare `key`) means true.
-pub fn parse_bool(s: &str) -> Option<bool> {
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "true" | "" => Some(true),
         "0" | "false" => Some(false),
@@ -102,11 +116,7 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 }
 
 fn err(key: &str, value: &str, expected: &'static str) -> ParamError {
-    ParamError {
-        key: key.to_string(),
-        value: value.to_string(),
-        expected,
-    }
+    ParamError::new(key, value, expected)
 }
 
 fn u64_of(key: &str, value: &str) -> Result<u64, ParamError> {
@@ -123,7 +133,7 @@ fn ms_of(key: &str, value: &str) -> Result<Duration, ParamError> {
 
 /// Parameters every endpoint understands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CommonParams {
+pub(crate) struct CommonParams {
     /// `conn_close=1`: answer with `Connection: close` and close after the response.
     pub conn_close: bool,
 }
@@ -143,7 +153,7 @@ impl CommonParams {
 
 /// How `/bytes` frames its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BytesFraming {
+pub(crate) enum BytesFraming {
     /// `Content-Length` (the default).
     Length,
     /// `Transfer-Encoding: chunked`, `chunk` bytes per chunk.
@@ -157,7 +167,7 @@ pub enum BytesFraming {
 
 /// `GET /bytes` parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BytesParams {
+pub(crate) struct BytesParams {
     /// `n=`: body length in bytes (default 0). Byte i of the body is `(i % 251) as u8`.
     pub n: u64,
     /// `chunked=1&chunk=K` or `close=1`.
@@ -197,7 +207,7 @@ impl BytesParams {
 
 /// `GET /delay` parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DelayParams {
+pub(crate) struct DelayParams {
     /// `ms=`: wait this long before sending the response head.
     pub head_delay: Duration,
     /// `body_stall_ms=`: send the head and half the body, then stall this long, then the rest.

@@ -1,5 +1,6 @@
-//! The SSE event formatter and the output buffer of one stream write. Pure code: the
-//! stream's timing and faults live in `stream.rs`.
+//! The SSE wire format: the response head, the event formatter and the output buffer of one
+//! stream write. Pure code, shared by both origins (`sse-tokio` too), so their bytes are the
+//! same for the same query; which event goes out when is `schedule.rs`, the IO `stream.rs`.
 //!
 //! Wire format of event k (LF example, `ids=1`, `ts=1`):
 //! ```text
@@ -10,8 +11,10 @@
 //! `ts_us` is always 16 digits (unix microseconds, zero-padded), so an event's length depends
 //! only on its id: `framing=length` computes the body length up front.
 
-use super::http::push_u64;
+use super::http::{push_u64, write_head};
 use super::query::{Eol, SseParams};
+
+pub use super::http::ResponseBody;
 
 /// Most event bytes coalesced into one write when events are already due (`rate=0`, or a
 /// rate stream that fell behind). A write may overshoot by one event.
@@ -21,10 +24,31 @@ pub const BATCH_BYTES: usize = 16 * 1024;
 const CHUNK_PREFIX: usize = 18;
 
 /// The UTF-8 byte order mark `bom=1` sends first.
-pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Digits of `ts_us` (unix microseconds stay 16 digits until the year 2286).
 const TS_DIGITS: usize = 16;
+
+/// Appends the head of an SSE response: 200, `text/event-stream`, `no-cache`, framed as `body`
+/// (`Connection: close` when `close` or `UntilClose`).
+pub fn response_head(out: &mut Vec<u8>, body: ResponseBody, close: bool) {
+    write_head(
+        out,
+        200,
+        Some("text/event-stream"),
+        body,
+        close,
+        &[("Cache-Control", "no-cache")],
+    );
+}
+
+/// Unix time in microseconds: the events' `ts_us`.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
 
 /// Formats events of one stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +125,7 @@ impl EventFormat {
 /// Appends what a stream sends before its first event: the BOM, a `retry:` block and the
 /// priming block (`id: <start-1>` and an empty `data:` line, as MCP servers send; on a
 /// resumed stream the id repeats the resume point so the client's cursor does not move back).
-pub fn prelude(out: &mut Vec<u8>, p: &SseParams, start: u64) {
+pub(crate) fn prelude(out: &mut Vec<u8>, p: &SseParams, start: u64) {
     let eol = p.eol.bytes();
     if p.bom {
         out.extend_from_slice(BOM);
@@ -137,7 +161,7 @@ fn push_ts(out: &mut Vec<u8>, v: u64) {
 
 /// Byte range of the first half of an event written by `mid_event=1` (at least one byte,
 /// never the whole event).
-pub fn first_half(event: &[u8]) -> &[u8] {
+pub(crate) fn first_half(event: &[u8]) -> &[u8] {
     &event[..(event.len() / 2).max(1).min(event.len().saturating_sub(1))]
 }
 
@@ -202,6 +226,13 @@ impl WriteBuf {
             self.buf.extend_from_slice(b"0\r\n\r\n");
         }
         start
+    }
+
+    /// [`WriteBuf::finish`], then the bytes to send, borrowed (for writers that take a slice;
+    /// monoio's take the buffer with [`WriteBuf::take`]).
+    pub fn finish_bytes(&mut self, last: bool) -> &[u8] {
+        let start = self.finish(last);
+        &self.buf[start..]
     }
 
     /// Takes the buffer out for writing (give it back with [`WriteBuf::restore`]).

@@ -1,4 +1,5 @@
-//! One SSE response: resume point, pacing, batching, heartbeats and injected faults.
+//! One SSE response on monoio: batching, heartbeats and injected faults, driving the event
+//! [`Schedule`] (resume point, pacing, the fault's place) that `sse-tokio` drives too.
 //!
 //! Flush rule, enforced in [`SseStream::flush`]: every write goes to the socket at once.
 //! Events are coalesced only when several are already due (flat out, or a paced stream that
@@ -18,11 +19,12 @@ use std::time::Duration;
 use monoio::buf::IoBuf;
 use monoio::time::Instant;
 
-use super::conn::{now_us, Conn, Next};
-use super::http::{push_hex, write_head, RequestHead, ResponseBody};
+use super::conn::{Conn, Next};
+use super::http::{push_hex, RequestHead, ResponseBody};
 use super::kill::yield_now;
-use super::query::{parse_u64, ChaosKind, Fault, FaultKind, Resume, SseFraming, SseParams};
-use super::sse::{first_half, prelude, EventFormat, WriteBuf, BATCH_BYTES};
+use super::query::{ChaosKind, Fault, FaultKind, SseFraming, SseParams};
+use super::schedule::{connection_fault, resume_point, Schedule};
+use super::sse::{first_half, now_us, prelude, response_head, EventFormat, WriteBuf};
 
 /// Answers `GET|POST|HEAD /sse` (the request body, if any, was already read).
 pub(crate) async fn serve_sse(
@@ -42,19 +44,8 @@ pub(crate) async fn serve_sse(
         }
     }
 
-    // Resume point: `Last-Event-ID: k` (decimal, as this server numbers events) continues
-    // at k+1; anything else starts at `start=` (1 unless given).
-    let start = match (p.resume, head.last_event_id.as_deref().and_then(parse_u64)) {
-        (Resume::Honour, Some(k)) => k.saturating_add(1),
-        _ => p.start,
-    };
-    let (chaos_kind, fault) = match p.chaos {
-        Some(chaos) => {
-            let (kind, fault) = chaos.draw(&head.target, start);
-            (Some(kind), Some(fault))
-        }
-        None => (None, p.fault.filter(|f| !(f.once && resuming))),
-    };
+    let start = resume_point(p, head.last_event_id.as_deref());
+    let (chaos_kind, fault) = connection_fault(p, &head.target, start, resuming);
     let framing = match p.framing {
         // HTTP/1.0 has no chunked coding: fall back to close-delimited.
         SseFraming::Chunked if head.version_minor == 0 => SseFraming::Close,
@@ -73,14 +64,7 @@ pub(crate) async fn serve_sse(
     };
     let close = close || framing == SseFraming::Close;
     let mut out = Vec::with_capacity(256 + pre.len());
-    write_head(
-        &mut out,
-        200,
-        Some("text/event-stream"),
-        body,
-        close,
-        &[("Cache-Control", "no-cache")],
-    );
+    response_head(&mut out, body, close);
     if head_only {
         return match conn.write(out).await.0 {
             Ok(()) if close => Next::Close,
@@ -104,17 +88,12 @@ pub(crate) async fn serve_sse(
         return Next::Gone;
     }
 
-    let pace = (p.rate > 0.0).then(|| Pace::new(start, p.rate));
     let mut stream = SseStream {
         conn,
         fmt,
         chunked: framing == SseFraming::Chunked,
-        last: p.last,
-        next: start,
-        sent: 0,
-        fault,
+        schedule: Schedule::new(p, start, fault, std::time::Instant::now()),
         chaos_kind,
-        pace,
         one_per_write: p.one_write_per_event,
         heartbeat: p.heartbeat,
         out: WriteBuf::new(framing == SseFraming::Chunked),
@@ -147,56 +126,16 @@ fn events_len(fmt: &EventFormat, start: u64, last: u64) -> u64 {
     total
 }
 
-/// Paced sending: event `seq` is due at `t0 + (seq - start) / rate`.
-struct Pace {
-    /// When the first paced event was due.
-    t0: Instant,
-    /// Its id.
-    start: u64,
-    /// Seconds between events.
-    interval: f64,
-}
-
-impl Pace {
-    fn new(start: u64, rate: f64) -> Self {
-        Self {
-            t0: Instant::now(),
-            start,
-            interval: 1.0 / rate,
-        }
-    }
-
-    /// When event `seq` is due.
-    fn due(&self, seq: u64) -> Instant {
-        self.t0 + Duration::from_secs_f64((seq - self.start) as f64 * self.interval)
-    }
-
-    /// How many events from `next` on are due at `now` (at least 1: `next` was waited for).
-    fn due_count(&self, next: u64, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.t0).as_secs_f64();
-        let last_due = self.start + (elapsed / self.interval).floor() as u64;
-        (last_due + 1).saturating_sub(next).max(1)
-    }
-}
-
 /// The state of one SSE response body being written.
 struct SseStream<'a> {
     conn: &'a mut Conn,
     fmt: EventFormat,
     /// Every write is one chunk.
     chunked: bool,
-    /// Id of the last event of the logical stream; 0 = infinite.
-    last: u64,
-    /// Id of the next event to send.
-    next: u64,
-    /// Complete events sent on this connection (what faults count).
-    sent: u64,
-    /// The fault still to inject on this connection.
-    fault: Option<Fault>,
-    /// The kind `chaos=N` drew for it, counted when it is injected.
+    /// Which event goes next and when, and where the fault is.
+    schedule: Schedule,
+    /// The kind `chaos=N` drew for the fault, counted when it is injected.
     chaos_kind: Option<ChaosKind>,
-    /// Pacing, None when flat out.
-    pace: Option<Pace>,
     /// `batch=1`.
     one_per_write: bool,
     /// `heartbeat_ms`.
@@ -210,61 +149,38 @@ struct SseStream<'a> {
 }
 
 impl SseStream<'_> {
-    fn finished(&self) -> bool {
-        self.last != 0 && self.next > self.last
-    }
-
-    fn fault_due(&self) -> bool {
-        self.fault.is_some_and(|f| f.after == self.sent)
-    }
-
     async fn run(&mut self) -> Next {
         loop {
             if self.conn.killed() {
                 return Next::Gone;
             }
-            if let Some(fault) = self.fault.filter(|f| f.after == self.sent) {
-                self.fault = None;
+            if let Some(fault) = self.schedule.take_due_fault() {
                 if let Some(next) = self.inject(fault).await {
                     return next;
                 }
                 continue;
             }
-            if self.finished() {
+            if self.schedule.finished() {
                 return self.end().await;
             }
 
             // How many events this write may carry.
-            let mut max = u64::MAX;
-            if let Some(f) = self.fault {
-                max = f.after - self.sent;
-            }
-            if self.last != 0 {
-                max = max.min(self.last - self.next + 1);
-            }
+            let mut max = self.schedule.limit();
             if self.one_per_write {
                 max = 1;
             }
             let mut slept = false;
-            if let Some(due) = self.pace.as_ref().map(|p| p.due(self.next)) {
-                match self.wait_until(due).await {
+            if let Some(due) = self.schedule.due_at() {
+                match self.wait_until(Instant::from_std(due)).await {
                     Some(s) => slept = s,
                     None => return Next::Gone,
                 }
-                if let Some(pace) = &self.pace {
-                    max = max.min(pace.due_count(self.next, Instant::now()));
-                }
+                max = max.min(self.schedule.due_count(std::time::Instant::now()));
             }
 
             self.out.begin();
-            let mut n = 0;
-            while n < max && self.out.payload_len() < BATCH_BYTES {
-                self.fmt.event(self.out.payload(), self.next, now_us());
-                self.next += 1;
-                self.sent += 1;
-                n += 1;
-            }
-            let last = self.chunked && self.finished() && !self.fault_due();
+            self.schedule.fill(&self.fmt, &mut self.out, max);
+            let last = self.chunked && self.schedule.finished() && !self.schedule.fault_due();
             if !self.flush(last).await {
                 return Next::Gone;
             }
@@ -337,9 +253,9 @@ impl SseStream<'_> {
             self.conn.worker.shared.count_fault(kind);
         }
         let mut rest: Option<Vec<u8>> = None;
-        if fault.mid_event && !self.finished() {
+        if fault.mid_event && !self.schedule.finished() {
             let mut event = Vec::new();
-            self.fmt.event(&mut event, self.next, now_us());
+            self.fmt.event(&mut event, self.schedule.next(), now_us());
             let half = first_half(&event).len();
             self.out.begin();
             self.out.payload().extend_from_slice(&event[..half]);
@@ -365,17 +281,9 @@ impl SseStream<'_> {
                     if !self.flush(false).await {
                         return Some(Next::Gone);
                     }
-                    self.next += 1;
-                    self.sent += 1;
+                    self.schedule.advance();
                 }
-                // Carry on at the stream's rate from now, not with a burst of missed events.
-                if self.pace.is_some() {
-                    self.pace = Some(Pace {
-                        t0: Instant::now(),
-                        start: self.next,
-                        interval: self.pace.as_ref().map_or(0.0, |p| p.interval),
-                    });
-                }
+                self.schedule.restart_pace(std::time::Instant::now());
                 None
             }
         }
@@ -406,20 +314,5 @@ mod tests {
                 "{start}..={last}"
             );
         }
-    }
-
-    #[test]
-    fn pace_due_counts() {
-        let pace = Pace {
-            t0: Instant::now(),
-            start: 5,
-            interval: 0.01,
-        };
-        assert_eq!(pace.due(5), pace.t0);
-        assert_eq!(pace.due_count(5, pace.t0), 1);
-        assert_eq!(pace.due_count(5, pace.t0 + Duration::from_millis(35)), 4);
-        assert_eq!(pace.due_count(8, pace.t0 + Duration::from_millis(35)), 1);
-        // Never 0: the caller waited for `next`.
-        assert_eq!(pace.due_count(20, pace.t0), 1);
     }
 }

@@ -13,7 +13,9 @@ use std::os::fd::AsRawFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::params::{parse_u64, SseParams};
+use tether_perf::upstream::query::parse_u64;
+
+use crate::params::TokioSseParams;
 use crate::stream::serve_sse;
 
 /// Longest request head (bytes, blank line included). Past this: 431 and close.
@@ -318,7 +320,7 @@ async fn respond(conn: &mut Conn, req: &Request) -> Next {
                 Err(_) => Next::Gone,
             }
         }
-        "/sse" => match SseParams::parse(query) {
+        "/sse" => match TokioSseParams::parse(query) {
             Ok(p) => serve_sse(conn, req, &p).await,
             Err(e) => {
                 conn.simple("400 Bad Request", &format!("{e}\n"), close, head_only)

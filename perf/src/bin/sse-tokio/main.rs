@@ -14,11 +14,13 @@
 //! runtime line to stderr, and serves until killed (SIGTERM/SIGINT end it at once, its
 //! connections cut where they are).
 //!
-//! Files: `params.rs` (query parameters), `event.rs` (event format and chunks, pure),
-//! `conn.rs` (the keep-alive request loop, `/small`), `stream.rs` (one SSE response).
+//! Files: `params.rs` (query parameters), `conn.rs` (the keep-alive request loop, `/small`),
+//! `stream.rs` (one SSE response). What does not depend on the runtime, the parameter parser,
+//! the event schedule (resume point, pacing, faults' places) and the wire format, is the
+//! simulator's own code (`tether_perf::upstream::{query, schedule, sse}`), so the two origins
+//! cannot drift apart.
 
 mod conn;
-mod event;
 mod params;
 mod stream;
 

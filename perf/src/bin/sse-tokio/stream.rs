@@ -1,4 +1,6 @@
-//! One SSE response: resume point, pacing, turns of ready events, faults.
+//! One SSE response on tokio: turns of ready events, faults. Which event goes next and when
+//! (resume point, pacing, the fault's place) is the simulator's [`Schedule`], and the bytes are
+//! its formatter's, so only the writing differs from `sse-upstream`.
 //!
 //! Flush rule: every event is written as soon as it is formatted, and a paced stream never
 //! waits to fill a write. What differs from `sse-upstream` is how much one stream writes when
@@ -19,41 +21,41 @@
 //! flat out or behind schedule: yield to the other streams
 //! ```
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
+use tether_perf::upstream::query::FaultKind;
+use tether_perf::upstream::schedule::{connection_fault, resume_point, Schedule};
+use tether_perf::upstream::sse::{response_head, EventFormat, ResponseBody, WriteBuf, BATCH_BYTES};
+
 use crate::conn::{Conn, Method, Next, Request};
-use crate::event::{Chunk, EventFormat, LAST_CHUNK};
-use crate::params::{parse_u64, Fault, FaultKind, SseParams, Writes, TURN_BYTES};
+use crate::params::TokioSseParams;
+
+/// Most event bytes one turn of a flat-out stream (`rate=0`, or a paced stream behind its
+/// schedule) writes before it yields to the other streams; also the most bytes of one batched
+/// write. A turn may overshoot by one event. `sse-upstream`'s batch size, so that 1b (batched)
+/// puts the same wire in front of the proxies with either origin.
+pub const TURN_BYTES: usize = BATCH_BYTES;
 
 /// Answers `GET|HEAD /sse` (a request body was already read and dropped).
-pub async fn serve_sse(conn: &mut Conn, req: &Request, p: &SseParams) -> Next {
+pub async fn serve_sse(conn: &mut Conn, req: &Request, params: &TokioSseParams) -> Next {
+    let p = &params.sse;
     let resuming = req.last_event_id.is_some();
-    // `Last-Event-ID: k` (decimal, as this server numbers events) continues at k+1; anything
-    // else starts at `start=` (1 unless given).
-    let start = match (
-        p.honour_resume,
-        req.last_event_id.as_deref().and_then(parse_u64),
-    ) {
-        (true, Some(k)) => k.saturating_add(1),
-        _ => p.start,
-    };
+    let start = resume_point(p, req.last_event_id.as_deref());
+    // `chaos` is refused by this origin, so this is the query's fault (or none).
+    let (_, fault) = connection_fault(p, &req.target, start, resuming);
     // HTTP/1.0 has no chunked coding: the body ends with the connection.
     let chunked = req.version_minor >= 1;
     let close = req.close || !chunked;
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n{}{}\r\n",
-        if chunked {
-            "Transfer-Encoding: chunked\r\n"
-        } else {
-            ""
-        },
-        if close { "Connection: close\r\n" } else { "" },
-    );
+    let mut head = Vec::with_capacity(128);
+    let framing = if chunked {
+        ResponseBody::Chunked
+    } else {
+        ResponseBody::UntilClose
+    };
+    response_head(&mut head, framing, close);
     // The head goes out at once, on its own, as a server that starts a streaming response
     // before its first event is ready sends it.
-    if conn.write(head.as_bytes()).await.is_err() {
+    if conn.write(&head).await.is_err() {
         return Next::Gone;
     }
     if req.method == Method::Head {
@@ -63,58 +65,13 @@ pub async fn serve_sse(conn: &mut Conn, req: &Request, p: &SseParams) -> Next {
         conn,
         fmt: EventFormat::from_params(p),
         chunked,
-        last: p.last,
-        next: start,
-        sent: 0,
-        fault: p.fault.filter(|f| !(f.once && resuming)),
-        pace: (p.rate > 0.0).then(|| Pace::new(start, p.rate)),
-        writes: p.writes,
-        burst: p.burst.unwrap_or(u64::MAX),
-        out: Chunk::new(chunked),
+        schedule: Schedule::new(p, start, fault, std::time::Instant::now()),
+        one_write_per_event: p.one_write_per_event,
+        burst: params.burst.unwrap_or(u64::MAX),
+        out: WriteBuf::new(chunked),
         at_end: if close { Next::Close } else { Next::KeepAlive },
     };
     stream.run().await
-}
-
-/// Paced sending: event `seq` is due at `t0 + (seq - start) / rate`.
-#[derive(Debug, Clone, Copy)]
-struct Pace {
-    /// When event `start` was due.
-    t0: Instant,
-    /// The first paced id.
-    start: u64,
-    /// Seconds between events.
-    interval: f64,
-}
-
-impl Pace {
-    fn new(start: u64, rate: f64) -> Self {
-        Self {
-            t0: Instant::now(),
-            start,
-            interval: 1.0 / rate,
-        }
-    }
-
-    /// When event `seq` is due.
-    fn due(&self, seq: u64) -> Instant {
-        self.t0 + Duration::from_secs_f64((seq - self.start) as f64 * self.interval)
-    }
-
-    /// How many events from `next` on are due at `now` (at least 1: `next` was waited for).
-    fn due_count(&self, next: u64, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.t0).as_secs_f64();
-        let last_due = self.start + (elapsed / self.interval).floor() as u64;
-        (last_due + 1).saturating_sub(next).max(1)
-    }
-}
-
-/// Unix time in microseconds (the events' `ts_us`).
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// The state of one SSE response body being written.
@@ -125,66 +82,52 @@ struct SseStream<'a> {
     fmt: EventFormat,
     /// Each write is a chunk and the body ends with the last-chunk.
     chunked: bool,
-    /// Id of the logical stream's last event; 0 = infinite.
-    last: u64,
-    /// Id of the next event.
-    next: u64,
-    /// Complete events written on this connection (what faults count).
-    sent: u64,
-    /// The fault still to inject on this connection.
-    fault: Option<Fault>,
-    /// Pacing; None when flat out.
-    pace: Option<Pace>,
-    /// One write per event, or one per turn.
-    writes: Writes,
+    /// Which event goes next and when, and where the fault is.
+    schedule: Schedule,
+    /// `batch=1`: one write per event; else one per turn.
+    one_write_per_event: bool,
     /// Most events per turn (`burst=`; else unbounded, [`TURN_BYTES`] caps the turn).
     burst: u64,
     /// The bytes of the current write.
-    out: Chunk,
+    out: WriteBuf,
     /// What the connection does after a complete stream.
     at_end: Next,
 }
 
 impl SseStream<'_> {
-    fn finished(&self) -> bool {
-        self.last != 0 && self.next > self.last
-    }
-
     async fn run(&mut self) -> Next {
         loop {
-            if let Some(fault) = self.fault.filter(|f| f.after == self.sent) {
-                self.fault = None;
-                if let Some(next) = self.inject(fault).await {
+            if let Some(fault) = self.schedule.take_due_fault() {
+                if let Some(next) = self.inject(fault.kind).await {
                     return next;
                 }
                 continue;
             }
-            if self.finished() {
-                if self.chunked && self.conn.write(LAST_CHUNK).await.is_err() {
-                    return Next::Gone;
+            if self.schedule.finished() {
+                // The last-chunk in a write of its own, after the last event's.
+                if self.chunked {
+                    self.out.begin();
+                    if self.conn.write(self.out.finish_bytes(true)).await.is_err() {
+                        return Next::Gone;
+                    }
                 }
                 return self.at_end;
             }
             // How many events this turn may carry.
-            let mut max = self.burst;
-            if let Some(f) = self.fault {
-                max = max.min(f.after - self.sent);
-            }
-            if self.last != 0 {
-                max = max.min(self.last - self.next + 1);
-            }
+            let mut max = self.burst.min(self.schedule.limit());
             let mut behind = true;
-            if let Some(pace) = self.pace {
-                let due = pace.due(self.next);
+            if let Some(due) = self.schedule.due_at() {
+                let due = Instant::from_std(due);
                 if Instant::now() < due {
                     tokio::time::sleep_until(due).await;
                     behind = false;
                 }
-                max = max.min(pace.due_count(self.next, Instant::now()));
+                max = max.min(self.schedule.due_count(std::time::Instant::now()));
             }
-            let written = match self.writes {
-                Writes::PerEvent => self.turn_per_event(max).await,
-                Writes::Batched => self.turn_batched(max).await,
+            let written = if self.one_write_per_event {
+                self.turn_per_event(max).await
+            } else {
+                self.turn_batched(max).await
             };
             if written.is_err() {
                 return Next::Gone;
@@ -196,17 +139,16 @@ impl SseStream<'_> {
         }
     }
 
-    /// Writes up to `max` events, each in its own chunk and `write()`, back to back.
+    /// Writes up to `max` events, each in its own chunk and `write()`, back to back, until
+    /// [`TURN_BYTES`].
     async fn turn_per_event(&mut self, max: u64) -> std::io::Result<()> {
         let mut bytes = 0;
         let mut n = 0;
         while n < max && bytes < TURN_BYTES {
             self.out.begin();
-            self.fmt.event(self.out.payload(), self.next, now_us());
+            self.schedule.fill(&self.fmt, &mut self.out, 1);
             bytes += self.out.payload_len();
-            self.conn.write(self.out.finish()).await?;
-            self.next += 1;
-            self.sent += 1;
+            self.conn.write(self.out.finish_bytes(false)).await?;
             n += 1;
         }
         Ok(())
@@ -215,19 +157,14 @@ impl SseStream<'_> {
     /// Writes up to `max` events (at most about [`TURN_BYTES`]) in one chunk and `write()`.
     async fn turn_batched(&mut self, max: u64) -> std::io::Result<()> {
         self.out.begin();
-        let mut n = 0;
-        while n < max && self.out.payload_len() < TURN_BYTES {
-            self.fmt.event(self.out.payload(), self.next, now_us());
-            self.next += 1;
-            self.sent += 1;
-            n += 1;
-        }
-        self.conn.write(self.out.finish()).await
+        self.schedule.fill(&self.fmt, &mut self.out, max);
+        self.conn.write(self.out.finish_bytes(false)).await
     }
 
-    /// Injects `fault`. Some(next) ends the connection; None carries on after a stall.
-    async fn inject(&mut self, fault: Fault) -> Option<Next> {
-        match fault.kind {
+    /// Injects a fault of `kind`. Some(next) ends the connection; None carries on after a
+    /// stall.
+    async fn inject(&mut self, kind: FaultKind) -> Option<Next> {
+        match kind {
             FaultKind::Close => Some(Next::Close),
             FaultKind::Reset => Some(Next::Reset),
             FaultKind::Stall { stall: None } => {
@@ -236,32 +173,9 @@ impl SseStream<'_> {
             }
             FaultKind::Stall { stall: Some(d) } => {
                 tokio::time::sleep(d).await;
-                // Carry on at the stream's rate from now, not with a burst of missed events.
-                if let Some(pace) = &mut self.pace {
-                    pace.t0 = Instant::now();
-                    pace.start = self.next;
-                }
+                self.schedule.restart_pace(std::time::Instant::now());
                 None
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pace_due_counts() {
-        let pace = Pace {
-            t0: Instant::now(),
-            start: 5,
-            interval: 0.01,
-        };
-        assert_eq!(pace.due(5), pace.t0);
-        assert_eq!(pace.due_count(5, pace.t0), 1);
-        assert_eq!(pace.due_count(5, pace.t0 + Duration::from_millis(35)), 4);
-        assert_eq!(pace.due_count(8, pace.t0 + Duration::from_millis(35)), 1);
-        assert_eq!(pace.due_count(20, pace.t0), 1);
     }
 }
