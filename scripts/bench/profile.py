@@ -151,6 +151,9 @@ def run_callgrind(b, a, work):
         r = json.load(f)
     b.procs.stop(proxy, timeout=60)  # SIGTERM: tether drains, callgrind writes its file
     events = r["events_total"]
+    if a.out:
+        # The raw file too, for callers and callees (callgrind_annotate --tree=caller FILE).
+        shutil.copy(cg_out, a.out + ".callgrind")
     p = subprocess.run(["callgrind_annotate", "--inclusive=no", cg_out],
                        capture_output=True, text=True)
     lines = p.stdout.splitlines()
