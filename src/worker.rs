@@ -727,8 +727,10 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
                     id,
                     from,
                     token,
+                    hand_off,
                 } => {
-                    let answer = Answer::Ring(crate::sse::lookup::answer(&ctx, &scope, &id));
+                    let answer =
+                        Answer::Ring(crate::sse::lookup::answer(&ctx, &scope, &id, hand_off));
                     ctx.directory.post(from, Message::Answer { token, answer });
                 }
                 Message::Status { from, token } => {

@@ -25,5 +25,6 @@ mod worker_tls;
 pub(crate) use accept::{handshake, HandshakeFailure};
 pub use certs::{pairs, CertError, CertPair, MAX_CERT_PAIRS};
 pub use settings::{AppProtocol, ClientTls, ClientTlsError, ClientTlsSettings, ALPN_PROTOCOLS};
+#[cfg(test)]
 pub(crate) use stream::TlsClient;
 pub(crate) use worker_tls::WorkerTls;
