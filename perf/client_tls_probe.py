@@ -2,8 +2,8 @@
 """Client TLS vs plain, measured on tether's own process (perf/NOTES.md, "Client TLS").
 
 Starts the upstream simulator and tether (release builds), then for plain and TLS clients:
-  idle:  N SSE streams that get no event (rate=0, --sse-heartbeat 0), held open; tether's RSS
-         before and after, per stream.
+  idle:  N SSE streams that get no event (rate=0.001: one event at the start, as bench scenario 3; --sse-heartbeat 0) opened to warm up, then N
+         more; tether's RSS before and after the second N, per stream.
   load:  N streams at R events/s each for D seconds; tether's utime+stime over the run divided
          by the events it relayed (tether_sse_events_total), in microseconds per event.
 Clients are Python asyncio (with ssl for TLS, certificate made by openssl); one process.
@@ -40,17 +40,29 @@ def metric(admin, name):
     return 0.0
 
 
-def start(cmd, needle):
+def start(cmd, needles):
+    """Starts `cmd`; returns it and the first group of each regex in `needles`, found in its
+    output. The output is drained by a thread for the process's life (a full pipe would stop
+    it)."""
+    import threading
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found = {}
     lines = []
+    def reader():
+        for line in p.stdout:
+            lines.append(line)
+            for n in needles:
+                m = re.search(n, line)
+                if m and n not in found:
+                    found[n] = m.group(1)
+    threading.Thread(target=reader, daemon=True).start()
     deadline = time.time() + 10
-    while time.time() < deadline:
-        line = p.stdout.readline()
-        lines.append(line)
-        m = re.search(needle, line)
-        if m:
-            return p, m.group(1)
-    raise SystemExit("did not start: " + "".join(lines))
+    while time.time() < deadline and len(found) < len(needles):
+        time.sleep(0.05)
+    if len(found) < len(needles):
+        p.kill()
+        raise SystemExit("did not start: " + "".join(lines))
+    return p, [found[n] for n in needles]
 
 
 async def open_stream(port, path, ctx):
@@ -75,10 +87,14 @@ async def drain(r, stop):
 async def run(mode, args, tether_pid, port, admin, ctx):
     out = {}
     # idle streams
-    before = rss_kb(tether_pid)
+    # A first batch warms the allocator and the worker's tables up; the second is measured.
     conns = []
     for i in range(args.streams):
-        conns.append(await open_stream(port, f"/sse?events=0&rate=0&ts=0&idle={mode}{i}", ctx))
+        conns.append(await open_stream(port, f"/sse?events=0&size=100&rate=0.001&ts=0&warm={mode}{i}", ctx))
+    await asyncio.sleep(2)
+    before = rss_kb(tether_pid)
+    for i in range(args.streams):
+        conns.append(await open_stream(port, f"/sse?events=0&size=100&rate=0.001&ts=0&idle={mode}{i}", ctx))
     await asyncio.sleep(2)
     after = rss_kb(tether_pid)
     out["idle_kb_per_stream"] = (after - before) / args.streams
@@ -119,25 +135,16 @@ def main():
                     "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
                    check=True, capture_output=True)
-    up, up_addr = start([args.upstream, "--bind", "127.0.0.1:0"], r"(127\.0\.0\.1:\d+)")
+    up, (up_addr,) = start([args.upstream, "--bind", "127.0.0.1:0"], [r"(127\.0\.0\.1:\d+)"])
     results = {}
     for mode in ["plain", "tls"]:
         cmd = [args.tether, "reverse", "--bind", "127.0.0.1:0", "--upstream", f"http://{up_addr}",
                "--workers", "1", "--sse-heartbeat", "0", "--admin", "127.0.0.1:0"]
         if mode == "tls":
             cmd += ["--tls-cert", cert, "--tls-key", key]
-        t, _ = start(cmd, r"listening on (127\.0\.0\.1:\d+)")
-        port = None
-        admin = None
-        # Both addresses are in the start-up lines already read or coming.
-        deadline = time.time() + 5
-        log = ""
-        while (port is None or admin is None) and time.time() < deadline:
-            log += t.stdout.readline()
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", log)
-            port = port or (m and int(m.group(1)))
-            m = re.search(r"admin endpoint on http://(127\.0\.0\.1:\d+)", log)
-            admin = admin or (m and m.group(1))
+        t, (port, admin) = start(cmd, [r"listening on 127\.0\.0\.1:(\d+)",
+                                       r"admin endpoint on http://(127\.0\.0\.1:\d+)"])
+        port = int(port)
         ctx = None
         if mode == "tls":
             ctx = ssl.create_default_context(cafile=cert)
