@@ -19,7 +19,10 @@
 //! a plain non-blocking syscall in the wake-up that found the socket ready, so no future ever owns
 //! a buffer the kernel writes into: dropping a wait loses nothing, on io_uring as on epoll.
 //!
-//! An https upstream's bytes go through its TLS session (`crate::upstream::tls`), with the same
+//! Either end may speak TLS (an https upstream, a TLS client: `crate::tls`): a direction whose
+//! source is TLS decrypts with a read step, one whose destination is TLS encrypts into that
+//! session. For the upstream, as an example:
+//! an https upstream's bytes go through its TLS session (`crate::upstream::tls`), with the same
 //! waits: what it decrypts becomes the client's pending bytes; what the client sends is
 //! encrypted into the session, which holds it until the upstream's socket takes it (the
 //! direction then waits for writability as for pending bytes), and the client's half-close
