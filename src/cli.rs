@@ -114,6 +114,20 @@ pub struct ReverseArgs {
     #[arg(long, value_name = "N", default_value_t = crate::limits::LISTEN_BACKLOG, help_heading = "Listening")]
     pub backlog: i32,
 
+    // ----- client TLS -----
+    /// Serve clients over TLS with this certificate: a PEM file with the server's certificate
+    /// first, then its intermediates (the full chain). Give --tls-key right after it; repeat the
+    /// pair for other names (at most 64 pairs): each handshake gets the first certificate valid
+    /// for the name the client asks for (SNI; *.example.com covers one label), and the first
+    /// pair when it asks for none or an unknown one. TLS 1.2 and 1.3, ALPN http/1.1, session
+    /// tickets. Re-read on SIGHUP (new connections get the new certificate; open ones go on).
+    #[arg(long = "tls-cert", value_name = "FILE", help_heading = "Client TLS")]
+    pub tls_cert: Vec<std::path::PathBuf>,
+
+    /// The private key of the --tls-cert given just before it (PEM: PKCS#8, RSA or EC).
+    #[arg(long = "tls-key", value_name = "FILE", help_heading = "Client TLS")]
+    pub tls_key: Vec<std::path::PathBuf>,
+
     // ----- upstream TLS -----
     /// A PEM file of CA certificates that https:// upstreams may be signed by, besides the
     /// system's roots (a private CA); repeat for several files, or give a bundle.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::access_log::AccessLogTarget;
 use crate::cli::{DriverChoice, ReverseArgs};
+use crate::client_tls::{ClientTls, ClientTlsError, ClientTlsSettings};
 use crate::config_file::{FileRoute, Loaded};
 use crate::http::HeadLimits;
 use crate::mcp_session::SessionKeys;
@@ -74,6 +75,11 @@ pub struct Config {
     /// The TLS client settings built from them (roots loaded, CA files read): present when an
     /// https:// replica or a TLS flag asks for them. Each worker takes its own copy.
     pub upstream_tls: Option<UpstreamTls>,
+    /// `--tls-cert`, `--tls-key`, as given (empty: clients speak plain HTTP).
+    pub client_tls_settings: ClientTlsSettings,
+    /// The TLS server settings built from them (every pair read and checked); None without
+    /// --tls-cert. A reload builds it again from the files (`crate::reload`).
+    pub client_tls: Option<ClientTls>,
     /// `--access-log`: where access log lines go (None = off).
     pub access_log: Option<AccessLogTarget>,
     /// `--session-key-file` (restart-only).
@@ -132,6 +138,8 @@ pub enum ConfigError {
     SessionKey(String),
     /// `--upstream-ca` cannot be used (the reason names the file).
     UpstreamTls(TlsConfigError),
+    /// `--tls-cert`/`--tls-key` cannot be used (the reason names the file).
+    ClientTls(ClientTlsError),
     /// An error in the settings of the route at this index (file order).
     InRoute {
         index: usize,
@@ -153,6 +161,7 @@ impl ConfigError {
             ConfigError::UringEntries(_) => "--uring-entries",
             ConfigError::SessionKey(_) => "--session-key-file",
             ConfigError::UpstreamTls(_) => "--upstream-ca",
+            ConfigError::ClientTls(_) => "--tls-cert",
             ConfigError::InRoute { error, .. } => return error.setting(),
             ConfigError::NoBind | ConfigError::CommandLine { .. } => return None,
         };
@@ -187,6 +196,7 @@ impl fmt::Display for ConfigError {
             ),
             ConfigError::SessionKey(reason) => write!(f, "--session-key-file: {reason}"),
             ConfigError::UpstreamTls(e) => write!(f, "--upstream-ca: {e}"),
+            ConfigError::ClientTls(e) => write!(f, "--tls-cert/--tls-key: {e}"),
             ConfigError::UringEntries(n) => write!(
                 f,
                 "--uring-entries {n}: must be a power of two from 2 to 32768 (io_uring refuses others)"
@@ -308,6 +318,16 @@ impl Config {
             true => Some(UpstreamTls::build(&tls_settings).map_err(ConfigError::UpstreamTls)?),
             false => None,
         };
+        let client_tls_settings = ClientTlsSettings {
+            pairs: crate::client_tls::pairs(&args.tls_cert, &args.tls_key)
+                .map_err(|e| ConfigError::ClientTls(e.into()))?,
+        };
+        let client_tls = match client_tls_settings.pairs.is_empty() {
+            true => None,
+            false => {
+                Some(ClientTls::build(&client_tls_settings, None).map_err(ConfigError::ClientTls)?)
+            }
+        };
         Ok(Config {
             bind,
             admin,
@@ -359,6 +379,8 @@ impl Config {
             },
             tls_settings,
             upstream_tls,
+            client_tls_settings,
+            client_tls,
             access_log: args.access_log.as_deref().map(AccessLogTarget::parse),
             session_key_file: args.session_key_file.clone(),
             session_keys: Arc::new(match &args.session_key_file {
@@ -407,6 +429,16 @@ impl Config {
             crate::log_info!(
                 "https upstreams ({list}) are verified against {}",
                 tls.roots
+            );
+        }
+    }
+
+    /// Logs, at start and after a reload, which certificates TLS clients get.
+    pub(crate) fn log_client_tls(&self) {
+        if let Some(tls) = &self.client_tls {
+            crate::log_info!(
+                "clients connect over TLS (1.2, 1.3; ALPN http/1.1) with the certificates of {} (by SNI; the first for no or unknown names)",
+                tls.files.join(", ")
             );
         }
     }

@@ -5,6 +5,10 @@
 //!   worker, reopened on SIGHUP.
 //! - [`admin`]: the admin endpoint (/metrics, /healthz, /streams).
 //! - [`cli`]: every flag, its default and its help text.
+//! - `client_stream`: the client side of a connection (plain TCP or TLS), which the code that
+//!   serves clients is generic over.
+//! - [`client_tls`]: TLS for clients: certificates by SNI, the server handshake, the TLS client
+//!   connection.
 //! - [`demo`]: `tether demo`, a flaky upstream, tether and a client in one process.
 //! - [`config`]: the settings resolved once from the command line and the configuration file.
 //! - [`config_file`]: `--config tether.toml`: every flag a key, `[[route]]` tables, errors with
@@ -38,6 +42,7 @@
 //! - [`sse`]: Server-Sent Events: event framing, replay rings, the stream table, the relay.
 //! - `store`: the replay store: events written behind to Redis Streams for reconnections that
 //!   land on another tether instance (a side thread; workers only queue and await replies).
+//! - `tls`: rustls sessions (either side) driven by readiness waits and non-blocking syscalls.
 //! - [`timers`]: one timer per worker for every stream's deadlines.
 //! - [`memory`]: the allocator (mimalloc v2) and giving memory back to the system.
 //! - `alloc_census` (feature `alloc-census`): live allocations by size, for perf work.
@@ -52,6 +57,8 @@ pub(crate) mod admin;
 pub mod alloc_census;
 pub mod check;
 pub mod cli;
+pub(crate) mod client_stream;
+pub mod client_tls;
 pub mod config;
 pub mod config_file;
 pub(crate) mod conn_io;
@@ -77,6 +84,7 @@ pub mod sse;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod store;
 pub(crate) mod timers;
+pub(crate) mod tls;
 pub(crate) mod turns;
 pub(crate) mod upstream;
 pub(crate) mod worker;

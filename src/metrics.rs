@@ -4,7 +4,11 @@
 use std::cell::Cell;
 use std::time::Duration;
 
+use crate::client_tls::HandshakeFailure;
 use crate::upstream::tls::TlsFailureClass;
+
+/// How many kinds of client TLS handshake failure are counted apart.
+const CLIENT_TLS_FAILURES: usize = HandshakeFailure::ALL.len();
 
 /// How many kinds of upstream TLS failure are counted apart.
 const TLS_FAILURE_CLASSES: usize = TlsFailureClass::ALL.len();
@@ -50,6 +54,14 @@ pub struct WorkerMetrics {
     pub upstream_tls_resumed: Cell<u64>,
     /// Failed TLS handshakes by class (`TlsFailureClass::index`).
     pub upstream_tls_failures: [Cell<u64>; TLS_FAILURE_CLASSES],
+    /// TLS handshakes with clients that succeeded (resumed ones included).
+    pub client_tls_handshakes: Cell<u64>,
+    /// Of those, the ones that resumed an earlier session (a ticket).
+    pub client_tls_resumed: Cell<u64>,
+    /// Client connections open over TLS now.
+    pub client_tls_open: Cell<u64>,
+    /// Failed client handshakes by reason (`HandshakeFailure::index`).
+    pub client_tls_failures: [Cell<u64>; CLIENT_TLS_FAILURES],
     pub sse_streams_active: Cell<u64>,
     pub sse_events: Cell<u64>,
     pub sse_bytes: Cell<u64>,
@@ -149,6 +161,11 @@ impl WorkerMetrics {
         Self::inc(&self.upstream_tls_failures[class.index()]);
     }
 
+    /// Counts a failed TLS handshake with a client.
+    pub fn record_client_tls_failure(&self, reason: HandshakeFailure) {
+        Self::inc(&self.client_tls_failures[reason.index()]);
+    }
+
     /// Counts a response sent to a client.
     pub fn record_response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -166,6 +183,8 @@ impl WorkerMetrics {
             values,
             responses: self.responses.each_ref().map(Cell::get),
             tls_failures: self.upstream_tls_failures.each_ref().map(Cell::get),
+            client_tls_ok: self.client_tls_handshakes.get(),
+            client_tls_failures: self.client_tls_failures.each_ref().map(Cell::get),
             gap_buckets: self.gap_buckets.each_ref().map(Cell::get),
             gap_sum_ms: self.gap_sum_ms.get(),
         }
@@ -211,6 +230,18 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "counter",
         "TLS handshakes with https:// upstreams that resumed an earlier session.",
         |m| m.upstream_tls_resumed.get(),
+    ),
+    (
+        "client_tls_resumed_total",
+        "counter",
+        "TLS handshakes with clients that resumed an earlier session (a ticket).",
+        |m| m.client_tls_resumed.get(),
+    ),
+    (
+        "client_tls_connections_open",
+        "gauge",
+        "Client connections open over TLS now.",
+        |m| m.client_tls_open.get(),
     ),
     (
         "sse_streams_active",
@@ -440,6 +471,10 @@ pub struct MetricsSnapshot {
     pub responses: [u64; 5],
     /// Per `TlsFailureClass`, in `ALL`'s order.
     pub tls_failures: [u64; TLS_FAILURE_CLASSES],
+    /// Client TLS handshakes that succeeded.
+    pub client_tls_ok: u64,
+    /// Per `HandshakeFailure`, in `ALL`'s order.
+    pub client_tls_failures: [u64; CLIENT_TLS_FAILURES],
     pub gap_buckets: [u64; GAP_BUCKETS_MS.len() + 1],
     pub gap_sum_ms: u64,
 }
@@ -496,6 +531,37 @@ pub fn render_prometheus(workers: &[MetricsSnapshot], out: &mut String) {
         ),
         "reason",
         &tls_failures,
+    );
+    let client_failures: Vec<(String, u64)> = HandshakeFailure::ALL
+        .iter()
+        .map(|reason| {
+            let n = sum(&|w| w.client_tls_failures[reason.index()]);
+            (reason.name().to_string(), n)
+        })
+        .collect();
+    let failed: u64 = client_failures.iter().map(|(_, n)| n).sum();
+    render_labelled(
+        out,
+        (
+            "client_tls_handshakes_total",
+            "counter",
+            "TLS handshakes with clients, by result (failed ones by reason in client_tls_failures_total).",
+        ),
+        "result",
+        &[
+            ("ok".to_string(), sum(&|w| w.client_tls_ok)),
+            ("failed".to_string(), failed),
+        ],
+    );
+    render_labelled(
+        out,
+        (
+            "client_tls_failures_total",
+            "counter",
+            "Failed TLS handshakes with clients, by reason (timeout, closed, not_tls, client_alert, incompatible, other).",
+        ),
+        "reason",
+        &client_failures,
     );
     // The resume gap histogram, summed over workers.
     let _ = writeln!(out, "# HELP tether_resume_gap_seconds Time from an SSE upstream drop to the first resumed byte sent to the client.\n# TYPE tether_resume_gap_seconds histogram");

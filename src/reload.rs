@@ -13,11 +13,15 @@
 //! prefixes, order), their replicas and every per-route setting (heartbeat, buffers, resume and
 //! timeouts of the upstream side, `max-inspect-bytes`), the `[[rule]]` tables,
 //! `upstream-eject-after`/`-for`, `upstream-ca` and `upstream-insecure` (new connections verify
-//! with them; pooled ones stay as they were made), `upstream-pool-size`,
+//! with them; pooled ones stay as they were made), the `tls-cert`/`tls-key` files (read again
+//! even when they are the same paths: new connections get the new certificates, open ones keep
+//! the session they made; the ticket keys are kept, so earlier tickets still resume),
+//! `upstream-pool-size`,
 //! `upstream-pool-idle`, `resolve-interval`, `log-level` and `log-format`. What it cannot
 //! (the listener, the threads, their runtimes, budgets split between workers at start, the
 //! client-side timeouts and head limits every connection reads from the start-up settings) is
 //! kept as running and named in one "not applied until restart" line ([`RESTART_ONLY`]).
+//! Without `--config`, SIGHUP re-reads only the `--tls-cert`/`--tls-key` files (when given).
 //!
 //! Replica identity: a replica is its URL, exactly as written. A URL the process already knows
 //! keeps its index into the replica list, so on every worker it keeps its keep-alive pool, its
@@ -40,6 +44,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{LogFormat, LogLevel};
+use crate::client_tls::ClientTls;
 use crate::config::{Config, Timeouts};
 use crate::config_file::{LoadError, Loaded};
 use crate::route::RouteTable;
@@ -91,6 +96,9 @@ pub(crate) const RESTART_ONLY: &[&str] = &[
     "session-key-file",
     // The store's thread and its connection are started once, with the workers' queues.
     "replay-store",
+    // Turning client TLS on or off changes what the listening port speaks; new certificate
+    // files (the pairs themselves) are applied.
+    "tls-cert",
 ];
 
 /// The main thread's side of reloading: the command line to read again, and what runs now.
@@ -126,13 +134,15 @@ impl ConfigReload {
     /// never on a worker.
     pub(crate) fn reload(&mut self, directory: &Directory, resolver: &ResolverHandle) {
         let Some(file) = self.file.clone() else {
-            crate::log_info!(
-                "SIGHUP: no configuration file to reload (tether was started without --config); nothing changed"
-            );
+            self.reload_certificates(directory);
             return;
         };
         let generation = GENERATION.load(Ordering::Relaxed);
-        let (loaded, config) = match self.read() {
+        let read = self.read().and_then(|(loaded, mut config)| {
+            keep_ticket_keys(&self.running, &mut config);
+            Ok((loaded, config))
+        });
+        let (loaded, config) = match read {
             Ok(read) => read,
             Err(e) => {
                 RELOADS_REFUSED.fetch_add(1, Ordering::Relaxed);
@@ -183,12 +193,56 @@ impl ConfigReload {
             crate::log_info!("{}", route.describe(index, &urls));
         }
         shared.log_upstream_tls();
+        shared.log_client_tls();
         if !deferred.is_empty() {
             crate::log_warn!(
                 "not applied until restart: {} (the running values stay)",
                 deferred.join(", ")
             );
         }
+    }
+
+    /// SIGHUP without a configuration file: the `--tls-cert`/`--tls-key` files are read again
+    /// and handed to every worker; a broken one keeps the running certificates (logged with
+    /// the file and why, counted as a refused reload).
+    fn reload_certificates(&mut self, directory: &Directory) {
+        let Some(running) = &self.running.client_tls else {
+            crate::log_info!(
+                "SIGHUP: no configuration file to reload (tether was started without --config) and no --tls-cert to re-read; nothing changed"
+            );
+            return;
+        };
+        let generation = GENERATION.load(Ordering::Relaxed);
+        let rebuilt = ClientTls::build(&self.running.client_tls_settings, Some(running.ticketer()));
+        let tls = match rebuilt {
+            Ok(tls) => tls,
+            Err(e) => {
+                RELOADS_REFUSED.fetch_add(1, Ordering::Relaxed);
+                crate::log_error!(
+                    "certificate reload refused, still serving the certificates of generation {generation}; fix the file and send SIGHUP again: {e}"
+                );
+                return;
+            }
+        };
+        self.running.client_tls = Some(tls);
+        let generation = generation + 1;
+        let shared = Arc::new(self.running.clone());
+        for worker in 0..directory.workers() {
+            directory.post(
+                worker,
+                Message::Reload {
+                    config: shared.clone(),
+                    generation,
+                },
+            );
+        }
+        GENERATION.store(generation, Ordering::Relaxed);
+        LOADED_AT.store(unix_now(), Ordering::Relaxed);
+        RELOADS_OK.fetch_add(1, Ordering::Relaxed);
+        crate::log_info!(
+            "SIGHUP: certificates re-read (generation {generation}); new connections get them, open ones go on"
+        );
+        shared.log_client_tls();
     }
 
     /// The file and the start-up command line, read and resolved as at start (the replicas
@@ -250,6 +304,7 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         ("replay-ttl", a.rings.ttl != b.rings.ttl),
         ("replay-memory", a.rings.memory != b.rings.memory),
         ("session-key-file", a.session_key_file != b.session_key_file),
+        ("tls-cert", a.client_tls.is_some() != b.client_tls.is_some()),
         (
             "replay-store",
             a.replay_store.as_ref().map(|s| &s.url) != b.replay_store.as_ref().map(|s| &s.url),
@@ -280,9 +335,22 @@ fn with_restart_only_kept(running: &Config, new: Config) -> Config {
         },
         ..running.clone()
     };
+    // New certificates apply; TLS on or off does not (restart-only).
+    if new.client_tls.is_some() == running.client_tls.is_some() {
+        config.client_tls_settings = new.client_tls_settings;
+        config.client_tls = new.client_tls;
+    }
     // The new rules with the program's own interceptors (kept from `running`).
     config.build_rule_chain();
     config
+}
+
+/// A reload's client TLS settings take the running ticket keys, so that tickets issued before
+/// it still resume.
+fn keep_ticket_keys(running: &Config, new: &mut Config) {
+    if let (Some(old), Some(tls)) = (&running.client_tls, &mut new.client_tls) {
+        *tls = tls.with_ticketer(old.ticketer());
+    }
 }
 
 /// For each of the process's replicas: whether a route of `config` uses it.
@@ -318,6 +386,8 @@ pub(crate) fn apply_on_worker(ctx: &WorkerCtx, config: &Config, generation: u64)
         Some(&ctx.routes.borrow()),
     );
     *ctx.routes.borrow_mut() = Rc::new(table);
+    ctx.client_tls
+        .replace(config.client_tls.as_ref().map(|tls| tls.for_worker()));
     ctx.config_generation.set(generation);
     crate::log_debug!(
         "worker {}: new requests use configuration generation {generation}",

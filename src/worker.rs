@@ -82,6 +82,9 @@ pub struct WorkerCtx {
     /// The replay store's read side and counters (None: `--replay-store` is off). Its write
     /// side is in `streams`, where events are recorded.
     pub(crate) store: Option<StoreLink>,
+    /// Client TLS (`--tls-cert`): this worker's server settings, swapped by a reload, and its
+    /// handshake counters' log limit. Without settings, clients speak plain HTTP.
+    pub(crate) client_tls: crate::client_tls::WorkerTls,
 }
 
 /// What a worker holds of the replay store (`crate::store`) besides its write queue.
@@ -295,6 +298,9 @@ fn run(
             request_ids: RequestIds::new(index),
             access_log,
             store,
+            client_tls: crate::client_tls::WorkerTls::new(
+                config.client_tls.as_ref().map(|tls| tls.for_worker()),
+            ),
             config,
         });
         let _ = ready.send((index, Ok(driver)));
@@ -595,7 +601,16 @@ fn admit(
         None
     };
     let Some(reason) = reason else {
-        monoio::spawn(crate::proxy::conn::serve_client(ctx.clone(), stream, peer));
+        // Two tasks of different types: a plain connection's is today's, untouched by TLS.
+        if ctx.client_tls.enabled() {
+            monoio::spawn(crate::proxy::conn::serve_tls_client(
+                ctx.clone(),
+                stream,
+                peer,
+            ));
+        } else {
+            monoio::spawn(crate::proxy::conn::serve_client(ctx.clone(), stream, peer));
+        }
         return;
     };
     WorkerMetrics::inc(&ctx.metrics.connections_rejected);
@@ -712,8 +727,10 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
                     id,
                     from,
                     token,
+                    hand_off,
                 } => {
-                    let answer = Answer::Ring(crate::sse::lookup::answer(&ctx, &scope, &id));
+                    let answer =
+                        Answer::Ring(crate::sse::lookup::answer(&ctx, &scope, &id, hand_off));
                     ctx.directory.post(from, Message::Answer { token, answer });
                 }
                 Message::Status { from, token } => {

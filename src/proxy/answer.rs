@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use monoio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::request_id::RequestId;
-use crate::conn_io::{write_vec_within, BytesVec};
+use crate::conn_io::{write_vec_within, ByteStream, BytesVec};
 use crate::http::{write_error_response, Version};
 use crate::worker::WorkerCtx;
 
@@ -30,7 +29,7 @@ pub(crate) struct Answered {
 /// nothing behind the proxy. Not cancel-safe (a write); the connection closes afterwards.
 pub(crate) async fn answer_error(
     ctx: &WorkerCtx,
-    stream: &mut TcpStream,
+    stream: &mut impl ByteStream,
     peer: SocketAddr,
     e: &ProxyError,
     id: &RequestId,
@@ -65,7 +64,7 @@ const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Continue` to an HTTP/1.1 client, nothing to an HTTP/1.0 one (which cannot take interim
 /// answers). Err: the client is gone. Not cancel-safe (a write).
 pub(crate) async fn send_continue(
-    stream: &mut TcpStream,
+    stream: &mut impl ByteStream,
     version: Version,
     send_timeout: Duration,
 ) -> Result<(), ProxyError> {

@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 
 use super::answer::answer_error;
@@ -16,7 +15,8 @@ use super::error::ProxyError;
 use super::exchange::{self, ClientSide, HandOff, Outcome};
 use super::tunnel;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
-use crate::conn_io::{read_more_within, read_now, IoFailure};
+use crate::client_stream::ClientStream;
+use crate::conn_io::{read_more_within, IoFailure};
 use crate::conn_table::ConnGuard;
 use crate::http::{HeadScanner, RequestHead};
 use crate::limits::CLIENT_READ_BUFFER;
@@ -77,7 +77,7 @@ pub fn serve_client_from(
 ) -> impl std::future::Future<Output = ()> {
     let guard = ctx.conns.register(client.as_raw_fd());
     let _ = client.set_nodelay(true);
-    let mut conn = ClientConn {
+    serve_conn(ClientConn {
         ctx,
         stream: client,
         peer,
@@ -85,7 +85,54 @@ pub fn serve_client_from(
         guard,
         requests: 0,
         adopted,
-    };
+    })
+}
+
+/// `serve_client` for a connection to the TLS listener: the server handshake first (bounded by
+/// --header-timeout, counted and logged by `crate::client_tls`), then the same loop, compiled
+/// for a `TlsClient`. The connection is registered (drain, --max-connections) from the start.
+pub fn serve_tls_client(
+    ctx: Rc<WorkerCtx>,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> {
+    let guard = ctx.conns.register(client.as_raw_fd());
+    let _ = client.set_nodelay(true);
+    async move {
+        let Some(config) = ctx.client_tls.config() else {
+            return;
+        };
+        let limit = ctx.config.timeouts.header;
+        // Boxed: its state is gone before the connection's loop starts.
+        let shaken = Box::pin(crate::client_tls::handshake(client, config, limit)).await;
+        let stream = match shaken {
+            Ok((stream, _protocol)) => stream,
+            Err(refused) => {
+                ctx.client_tls
+                    .failed(&ctx.metrics, ctx.index, peer, &refused);
+                return;
+            }
+        };
+        ctx.client_tls.opened(&ctx.metrics, &stream);
+        let counted = ctx.clone();
+        // Boxed: this task's future then holds only what it needs after the handshake, not
+        // the handshake's locals beside the connection's loop.
+        Box::pin(serve_conn(ClientConn {
+            ctx,
+            stream,
+            peer,
+            buf: BytesMut::new(),
+            guard,
+            requests: 0,
+            adopted: false,
+        }))
+        .await;
+        counted.client_tls.closed(&counted.metrics);
+    }
+}
+
+/// Runs a registered connection until it closes (the task's whole life).
+fn serve_conn<C: ClientStream>(mut conn: ClientConn<C>) -> impl std::future::Future<Output = ()> {
     // The task's own future is what every open connection holds for its whole life; the states
     // that come and go (reading a head, an exchange, a relay, an error answer, a lingering close)
     // are boxed while they run, so an idle stream pays only for the relay it is in.
@@ -114,9 +161,9 @@ enum End {
     HandedOff,
 }
 
-struct ClientConn {
+struct ClientConn<C: ClientStream> {
     ctx: Rc<WorkerCtx>,
-    stream: TcpStream,
+    stream: C,
     peer: SocketAddr,
     /// Bytes read and not yet consumed; empty (no allocation) while idle between requests.
     buf: BytesMut,
@@ -127,7 +174,7 @@ struct ClientConn {
     adopted: bool,
 }
 
-impl ClientConn {
+impl<C: ClientStream> ClientConn<C> {
     async fn run(&mut self) -> End {
         loop {
             let head = match Box::pin(self.read_head()).await {
@@ -182,7 +229,7 @@ impl ClientConn {
                     let early = mem::take(&mut self.buf);
                     Box::pin(tunnel::run(
                         &self.ctx,
-                        &self.stream,
+                        &mut self.stream,
                         &self.guard,
                         early,
                         start,
@@ -216,8 +263,11 @@ impl ClientConn {
     /// descriptor cannot be duplicated (no fd left): the connection is then closed.
     fn hand_off(&mut self, handoff: &HandOff) -> bool {
         use std::os::fd::BorrowedFd;
+        // A TLS session cannot follow a descriptor: `lookup::find` never asks for a hand-off
+        // for a TLS client (`ClientStream::HANDS_OFF`).
+        debug_assert!(C::HANDS_OFF);
         // SAFETY: the descriptor is this connection's own, open for the duration of the call.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
+        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.fd()) };
         let conn = match fd.try_clone_to_owned() {
             Ok(conn) => conn,
             Err(e) => {
@@ -279,7 +329,7 @@ impl ClientConn {
             // previous response is written, so they wait for readiness as before.
             let direct = if first_read {
                 first_read = false;
-                read_now(self.stream.as_raw_fd(), &mut self.buf, CLIENT_READ_BUFFER)
+                self.stream.read_now(&mut self.buf, CLIENT_READ_BUFFER)
             } else {
                 Ok(None)
             };
@@ -346,7 +396,7 @@ impl ClientConn {
 
     /// Half-closes and discards what the client still sends, bounded in time and bytes.
     async fn linger_close(&mut self) {
-        if self.stream.shutdown().await.is_err() {
+        if self.stream.close_write().await.is_err() {
             return;
         }
         let stop = Instant::now() + LINGER_TIME;
@@ -413,8 +463,21 @@ mod tests {
     /// (crate::timers), not a 640-byte monoio `Sleep`. `-Zprint-type-sizes` (RUSTC_BOOTSTRAP=1) shows the layout.
     #[test]
     fn a_relay_stays_small() {
-        let size = future_size4(&crate::sse::relay::relay);
+        let size = future_size4(&crate::sse::relay::relay::<monoio::net::TcpStream>);
         eprintln!("relay future: {size} bytes");
         assert!(size <= 1280, "relay future is {size} bytes");
+    }
+
+    /// A TLS client's relay and connection task: what a TLS stream holds besides its session
+    /// (whose buffers are rustls's, measured in perf/NOTES.md "Client TLS"). Printed, and
+    /// bounded so that growth shows: the relay is the plain one's size class or the next.
+    #[test]
+    fn a_tls_relay_stays_small() {
+        use crate::client_tls::TlsClient;
+        let relay = future_size4(&crate::sse::relay::relay::<TlsClient>);
+        let task = future_size(&super::serve_tls_client);
+        eprintln!("TLS relay future: {relay} bytes; TLS connection task: {task} bytes");
+        assert!(relay <= 1536, "TLS relay future is {relay} bytes");
+        assert!(task <= 512, "TLS connection task is {task} bytes");
     }
 }

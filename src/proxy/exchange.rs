@@ -14,7 +14,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use monoio::net::TcpStream;
 
 use super::answer::{answer_error, send_continue};
 use super::error::ProxyError;
@@ -25,9 +24,10 @@ use super::request_rules::{self, RequestStage};
 use super::session;
 use super::tunnel::TunnelStart;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
+use crate::client_stream::ClientStream;
 use crate::conn_io::{
-    peek_state, read_more, read_more_within, set_linger_zero, write_vec_within, ByteStream,
-    BytesVec, IoFailure, PeekState,
+    read_more, read_more_within, set_linger_zero, write_vec_within, ByteStream, BytesVec,
+    IoFailure, PeekState,
 };
 use crate::conn_table::ConnGuard;
 use crate::http::{
@@ -103,8 +103,8 @@ struct Tally {
 }
 
 /// Everything one exchange needs from its client connection.
-pub struct ClientSide<'a> {
-    pub stream: &'a mut TcpStream,
+pub struct ClientSide<'a, C: ClientStream> {
+    pub stream: &'a mut C,
     /// Bytes read from the client and not yet consumed (body bytes, pipelined requests).
     pub buf: &'a mut BytesMut,
     pub peer: SocketAddr,
@@ -113,8 +113,8 @@ pub struct ClientSide<'a> {
     pub adopted: bool,
 }
 
-impl ClientSide<'_> {
-    fn reborrow(&mut self) -> ClientSide<'_> {
+impl<C: ClientStream> ClientSide<'_, C> {
+    fn reborrow(&mut self) -> ClientSide<'_, C> {
         ClientSide {
             stream: &mut *self.stream,
             buf: &mut *self.buf,
@@ -128,7 +128,11 @@ impl ClientSide<'_> {
 /// Runs one request through an upstream and answers it, tether's own error answers included;
 /// gives the request its id (`super::request_id`) and writes its access log line (a stream's or
 /// tunnel's is written when it ends).
-pub async fn forward(ctx: &WorkerCtx, mut client: ClientSide<'_>, head: RequestHead) -> Outcome {
+pub async fn forward<C: ClientStream>(
+    ctx: &WorkerCtx,
+    mut client: ClientSide<'_, C>,
+    head: RequestHead,
+) -> Outcome {
     let id = ctx.request_ids.of(&head);
     let log = ctx
         .access_log
@@ -179,9 +183,9 @@ pub async fn forward(ctx: &WorkerCtx, mut client: ClientSide<'_>, head: RequestH
 }
 
 /// The exchange proper; `forward` answers its failure.
-async fn exchange(
+async fn exchange<C: ClientStream>(
     ctx: &WorkerCtx,
-    mut client: ClientSide<'_>,
+    mut client: ClientSide<'_, C>,
     head: RequestHead,
     id: &RequestId,
     log: Option<&RequestStart>,
@@ -274,25 +278,29 @@ async fn exchange(
     // the stream is shared, held or finished, and the client follows it from its id.
     let scope = reconnection_scope(&route, &head).filter(|_| follow.is_none());
     let point = match scope {
-        Some(scope) => match lookup::find(ctx, &head, &scope, !client.adopted).await {
-            Some(Resumption::Follow {
-                lineage,
-                fanout,
-                after,
-            }) => {
-                follow = Some((lineage, fanout, after));
-                None
+        Some(scope) => {
+            match lookup::find(ctx, &head, &scope, !client.adopted && C::HANDS_OFF).await {
+                Some(Resumption::Follow {
+                    lineage,
+                    fanout,
+                    after,
+                }) => {
+                    follow = Some((lineage, fanout, after));
+                    None
+                }
+                Some(Resumption::HandOff { worker }) => {
+                    crate::log_debug!(
+                        "reconnection handed to worker {worker}, which reads its stream"
+                    );
+                    return Ok(Outcome::HandOff(Box::new(HandOff {
+                        worker,
+                        head: head.bytes,
+                    })));
+                }
+                Some(Resumption::Ring(point)) => Some(point),
+                None => None,
             }
-            Some(Resumption::HandOff { worker }) => {
-                crate::log_debug!("reconnection handed to worker {worker}, which reads its stream");
-                return Ok(Outcome::HandOff(Box::new(HandOff {
-                    worker,
-                    head: head.bytes,
-                })));
-            }
-            Some(Resumption::Ring(point)) => Some(point),
-            None => None,
-        },
+        }
         None => None,
     };
     if let Some((lineage, fanout, after)) = follow {
@@ -561,9 +569,9 @@ fn detach_head(head: &mut RequestHead) {
 /// `text/event-stream` head of tether's own, the missed events, then the relay's reconnect loop
 /// (`end_after_replay` false) or the end of the response (the upstream has ended the stream).
 #[allow(clippy::too_many_arguments)]
-fn serve_from_ring(
+fn serve_from_ring<C: ClientStream>(
     ctx: &WorkerCtx,
-    client: ClientSide<'_>,
+    client: ClientSide<'_, C>,
     mut head: RequestHead,
     point: ResumePoint,
     route: Rc<Route>,
@@ -682,7 +690,7 @@ impl From<ProxyError> for Attempt {
     }
 }
 
-struct Exchange<'c, 'a> {
+struct Exchange<'c, 'a, C: ClientStream> {
     ctx: &'c WorkerCtx,
     /// The request's route: its upstream group and per-request timeouts.
     route: &'c Route,
@@ -692,7 +700,7 @@ struct Exchange<'c, 'a> {
     upgrade: bool,
     /// What the access log line will report.
     tally: &'c mut Tally,
-    client: ClientSide<'a>,
+    client: ClientSide<'a, C>,
     head: RequestHead,
     req_kind: BodyKind,
     /// How the request body is framed towards the upstream.
@@ -743,7 +751,7 @@ impl Carried {
     }
 }
 
-impl Exchange<'_, '_> {
+impl<C: ClientStream> Exchange<'_, '_, C> {
     /// Sends the request and relays the response. Ok carries the outcome for the client and
     /// whether the upstream connection may be pooled.
     async fn run(&mut self, upstream: &mut UpstreamConn) -> Result<Step, Attempt> {
@@ -1081,10 +1089,10 @@ impl Exchange<'_, '_> {
 /// One read from the upstream bounded by `deadline`; after `CLIENT_WATCH_DELAY` it also watches the
 /// client and gives up when the client has gone. On any error the upstream read was dropped in
 /// flight, so the upstream connection must be closed (the caller never pools it after an error).
-async fn read_watching_client(
+async fn read_watching_client<C: ClientStream>(
     up: &mut UpstreamStream,
     buf: BytesMut,
-    client: &TcpStream,
+    client: &C,
     deadline: Instant,
 ) -> Result<(usize, BytesMut), Attempt> {
     let mut read = std::pin::pin!(read_more(up, buf, HEAD_READ_RESERVE));
@@ -1111,8 +1119,8 @@ async fn read_watching_client(
                 }
                 watching = !client_busy;
             }
-            ready = client.readable(false), if watching => {
-                match (ready, peek_state(client.as_raw_fd())) {
+            ready = client.tcp().readable(false), if watching => {
+                match (ready, client.peek_state()) {
                     (Err(_), _) | (_, PeekState::Closed) => return Err(ProxyError::ClientGone.into()),
                     (_, PeekState::HasData) => {
                         watching = false;

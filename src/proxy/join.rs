@@ -90,9 +90,9 @@ pub(super) async fn join_or_open<'t>(
 /// The answer of a request that follows `lineage` from seq `after`: a 200 head (the upstream's
 /// fields when the stream kept them, tether's own otherwise), then the follower's relay.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn follow_outcome(
+pub(super) fn follow_outcome<C: crate::client_stream::ClientStream>(
     ctx: &WorkerCtx,
-    client: &mut ClientSide<'_>,
+    client: &mut ClientSide<'_, C>,
     head: &RequestHead,
     body: BodyKind,
     lineage: Rc<Lineage>,

@@ -51,9 +51,9 @@ pub(crate) enum RequestStage {
 /// Runs the request stage: reads the body when a rule needs it (answering `Expect:
 /// 100-continue` first, since the client waits for it), then the rules; a denial is answered
 /// here and nothing goes upstream.
-pub(crate) async fn run(
+pub(crate) async fn run<C: crate::client_stream::ClientStream>(
     ctx: &WorkerCtx,
-    client: &mut ClientSide<'_>,
+    client: &mut ClientSide<'_, C>,
     head: &RequestHead,
     kind: BodyKind,
     route: &Route,
@@ -120,9 +120,9 @@ pub(crate) async fn run(
 }
 
 /// Writes a denial; returns the bytes written and whether all of them were.
-async fn answer_denied(
+async fn answer_denied<C: crate::client_stream::ClientStream>(
     ctx: &WorkerCtx,
-    client: &mut ClientSide<'_>,
+    client: &mut ClientSide<'_, C>,
     answer: &DenyAnswer,
     keep_alive: bool,
     id: &RequestId,

@@ -19,7 +19,10 @@
 //! a plain non-blocking syscall in the wake-up that found the socket ready, so no future ever owns
 //! a buffer the kernel writes into: dropping a wait loses nothing, on io_uring as on epoll.
 //!
-//! An https upstream's bytes go through its TLS session (`crate::upstream::tls`), with the same
+//! Either end may speak TLS (an https upstream, a TLS client: `crate::tls`): a direction whose
+//! source is TLS decrypts with a read step, one whose destination is TLS encrypts into that
+//! session. For the upstream, as an example:
+//! an https upstream's bytes go through its TLS session (`crate::upstream::tls`), with the same
 //! waits: what it decrypts becomes the client's pending bytes; what the client sends is
 //! encrypted into the session, which holds it until the upstream's socket takes it (the
 //! direction then waits for writability as for pending bytes), and the client's half-close
@@ -40,14 +43,20 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::net::TcpStream;
+use rustls::ServerConnection;
 
 use super::request_id::RequestId;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
+use crate::client_stream::ClientStream;
 use crate::conn_io::recv_now;
 use crate::conn_table::ConnGuard;
 use crate::metrics::WorkerMetrics;
+use crate::tls::{TlsSession, TlsSide};
 use crate::upstream::stream::UpstreamStream;
-use crate::upstream::tls::TlsSession;
+use crate::upstream::tls::TlsSession as UpstreamSession;
+
+/// A TLS client's session.
+type ServerSession = TlsSession<ServerConnection>;
 use crate::worker::WorkerCtx;
 
 /// Bytes read from one side per `recv`: a WebSocket frame of ordinary size in one call. The
@@ -121,23 +130,11 @@ enum Want {
     Done,
 }
 
-/// Which end of a direction is an upstream that speaks TLS (its bytes go through its session).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TlsEnd {
-    /// Neither: plain sockets both ends.
-    None,
-    /// The source: read steps decrypt into `pending`.
-    Src,
-    /// The destination: bytes are encrypted into the session, which sends them.
-    Dst,
-}
-
 /// One direction of the tunnel.
 struct Direction {
     src: RawFd,
     dst: RawFd,
-    tls_end: TlsEnd,
-    /// `TlsEnd::Dst`: the close_notify that passes the source's end on was queued.
+    /// The destination speaks TLS: the close_notify that passes the source's end on was queued.
     close_notify_sent: bool,
     /// Bytes read and not yet taken by the destination (the head and the bytes after it, at
     /// first). Empty (no allocation) while the destination keeps up.
@@ -151,11 +148,10 @@ struct Direction {
 }
 
 impl Direction {
-    fn new(src: RawFd, dst: RawFd, tls_end: TlsEnd, pending: BytesMut) -> Direction {
+    fn new(src: RawFd, dst: RawFd, pending: BytesMut) -> Direction {
         Direction {
             src,
             dst,
-            tls_end,
             close_notify_sent: false,
             pending,
             src_ended: false,
@@ -165,14 +161,20 @@ impl Direction {
     }
 
     /// Moves what can be moved now without waiting; see the module doc. Returns what the
-    /// direction waits for, and whether any byte moved (for the idle timeout). `tls`: the
-    /// upstream's session when it is https (used at the end `tls_end` names).
-    fn pump(&mut self, mut tls: Option<&mut TlsSession>) -> io::Result<(Want, bool)> {
+    /// direction waits for, and whether any byte moved (for the idle timeout). `src_tls`,
+    /// `dst_tls`: the session of an end that speaks TLS (an https upstream, a TLS client): its
+    /// bytes are decrypted from / encrypted into it.
+    fn pump<A: TlsSide, B: TlsSide>(
+        &mut self,
+        mut src_tls: Option<&mut TlsSession<A>>,
+        mut dst_tls: Option<&mut TlsSession<B>>,
+    ) -> io::Result<(Want, bool)> {
         let mut progressed = false;
         let mut reads = 0;
         loop {
-            if let (TlsEnd::Dst, Some(session)) = (self.tls_end, tls.as_deref_mut()) {
-                // The client's first bytes (after its request head) are encrypted as any other.
+            if let Some(session) = dst_tls.as_deref_mut() {
+                // The first bytes (the 101 head, the client's bytes after its request head) and
+                // what a TLS source decrypted are encrypted as any other.
                 if !self.pending.is_empty() {
                     session.queue_bytes(&self.pending)?;
                     self.pending = BytesMut::new();
@@ -197,7 +199,7 @@ impl Direction {
                 self.pending = BytesMut::new();
             }
             if self.src_ended {
-                if let (TlsEnd::Dst, Some(session)) = (self.tls_end, tls.as_deref_mut()) {
+                if let Some(session) = dst_tls.as_deref_mut() {
                     if !self.close_notify_sent {
                         // Sent (flushed above) before the TCP half-close.
                         self.close_notify_sent = true;
@@ -216,11 +218,11 @@ impl Direction {
                 return Ok((Want::Read, progressed));
             }
             reads += 1;
-            let step = match (self.tls_end, tls.as_deref_mut()) {
-                // Decrypted into `pending`, sent at the top of the loop.
-                (TlsEnd::Src, Some(session)) => session.read_now(self.src, &mut self.pending)?,
-                (TlsEnd::Dst, Some(session)) => self.read_into_session(session)?,
-                _ => self.read_and_send()?,
+            let step = match (src_tls.as_deref_mut(), dst_tls.as_deref_mut()) {
+                // Decrypted into `pending`, sent (or encrypted again) at the top of the loop.
+                (Some(session), _) => session.read_now(self.src, &mut self.pending)?,
+                (None, Some(session)) => self.read_into_session(session)?,
+                (None, None) => self.read_and_send()?,
             };
             match step {
                 None => return Ok((Want::Read, progressed)),
@@ -235,7 +237,10 @@ impl Direction {
 
     /// One `recv` from the (plain) source into the worker's scratch, encrypted into the
     /// upstream's session (sent at the top of the loop).
-    fn read_into_session(&mut self, session: &mut TlsSession) -> io::Result<Option<usize>> {
+    fn read_into_session<B: TlsSide>(
+        &mut self,
+        session: &mut TlsSession<B>,
+    ) -> io::Result<Option<usize>> {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let Some(n) = recv_now(self.src, &mut scratch[..])? else {
@@ -292,9 +297,9 @@ fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
 
 /// Runs the tunnel until it ends, then counts and logs it. The client connection must be closed
 /// afterwards (it speaks the upgraded protocol), as is the upstream (dropped here).
-pub(crate) async fn run(
+pub(crate) async fn run<C: ClientStream>(
     ctx: &WorkerCtx,
-    client: &TcpStream,
+    client: &mut C,
     guard: &ConnGuard,
     client_bytes: BytesMut,
     start: TunnelStart,
@@ -317,19 +322,20 @@ pub(crate) async fn run(
     let early = ubuf.len() as u64;
     first.extend_from_slice(&ubuf);
     let mut up = up;
-    let (up, tls) = up.split();
-    let (down_tls, up_tls) = match tls {
-        Some(_) => (TlsEnd::Src, TlsEnd::Dst),
-        None => (TlsEnd::None, TlsEnd::None),
-    };
-    let mut down = Direction::new(up.as_raw_fd(), client.as_raw_fd(), down_tls, first);
+    let (up, up_tls) = up.split();
+    let (client, client_tls) = client.tunnel_parts();
+    let mut down = Direction::new(up.as_raw_fd(), client.as_raw_fd(), first);
     down.moved = early;
-    let mut upward = Direction::new(client.as_raw_fd(), up.as_raw_fd(), up_tls, BytesMut::new());
+    let mut upward = Direction::new(client.as_raw_fd(), up.as_raw_fd(), BytesMut::new());
     upward.moved = client_bytes.len() as u64;
     upward.pending = client_bytes;
     guard.set_upstream(Some(up.as_raw_fd()));
 
-    let end = relay(ctx, client, up, tls, guard, &mut down, &mut upward).await;
+    let sessions = Sessions {
+        up: up_tls,
+        client: client_tls,
+    };
+    let end = relay(ctx, client, up, sessions, guard, &mut down, &mut upward).await;
 
     guard.set_upstream(None);
     m.tunnels_active
@@ -360,12 +366,18 @@ pub(crate) async fn run(
     end
 }
 
+/// The TLS sessions of a tunnel's ends (None: that end is plain TCP).
+struct Sessions<'a> {
+    up: Option<&'a mut UpstreamSession>,
+    client: Option<&'a mut ServerSession>,
+}
+
 /// The relay loop: pump both directions, wait for what they want or the idle deadline.
 async fn relay(
     ctx: &WorkerCtx,
     client: &TcpStream,
     up: &TcpStream,
-    mut tls: Option<&mut TlsSession>,
+    mut tls: Sessions<'_>,
     guard: &ConnGuard,
     down: &mut Direction,
     upward: &mut Direction,
@@ -375,14 +387,16 @@ async fn relay(
     let deadline = std::pin::pin!(monoio::time::sleep_until((last_activity + idle).into()));
     let mut deadline = deadline;
     loop {
-        let (want_down, moved_down) = match down.pump(tls.as_deref_mut()) {
-            Ok(step) => step,
-            Err(e) => return TunnelEnd::Failed(e),
-        };
-        let (want_up, moved_up) = match upward.pump(tls.as_deref_mut()) {
-            Ok(step) => step,
-            Err(e) => return TunnelEnd::Failed(e),
-        };
+        let (want_down, moved_down) =
+            match down.pump(tls.up.as_deref_mut(), tls.client.as_deref_mut()) {
+                Ok(step) => step,
+                Err(e) => return TunnelEnd::Failed(e),
+            };
+        let (want_up, moved_up) =
+            match upward.pump(tls.client.as_deref_mut(), tls.up.as_deref_mut()) {
+                Ok(step) => step,
+                Err(e) => return TunnelEnd::Failed(e),
+            };
         if moved_down || moved_up {
             // The deadline itself is moved only when it fires (no timer work per message).
             last_activity = Instant::now();

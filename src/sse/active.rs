@@ -44,6 +44,8 @@ pub struct StreamStatus {
     pub last_id: RefCell<Vec<u8>>,
     pub state: Cell<RelayState>,
     pub resumes: Cell<u64>,
+    /// The client speaks TLS (shown in `/streams`).
+    pub client_tls: bool,
     /// The request's id: sent with every reconnect, written in the access log line.
     pub(crate) request_id: RequestId,
     /// Events relayed to the client (for the access log line).
@@ -85,6 +87,8 @@ pub(crate) struct StreamFacts {
     pub(crate) log: Option<RequestStart>,
     /// The response head's length (counted in `bytes`).
     pub(crate) head_bytes: u64,
+    /// The client speaks TLS.
+    pub(crate) client_tls: bool,
 }
 
 /// A plain copy of one stream's status, sendable to the thread that renders `/streams`.
@@ -95,6 +99,8 @@ pub struct StreamView {
     pub last_id: String,
     pub state: &'static str,
     pub resumes: u64,
+    /// The client speaks TLS.
+    pub tls: bool,
     pub ring_events: usize,
     pub ring_bytes: usize,
 }
@@ -121,6 +127,7 @@ impl ActiveStreams {
             last_id: RefCell::new(Vec::new()),
             state: Cell::new(RelayState::Streaming),
             resumes: Cell::new(0),
+            client_tls: facts.client_tls,
             request_id: facts.request_id,
             events: Cell::new(0),
             bytes: Cell::new(facts.head_bytes),
@@ -164,6 +171,7 @@ impl ActiveStreams {
                     last_id: String::from_utf8_lossy(&s.last_id.borrow()).into_owned(),
                     state: s.state.get().name(),
                     resumes: s.resumes.get(),
+                    tls: s.client_tls,
                     ring_events,
                     ring_bytes,
                 }

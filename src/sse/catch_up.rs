@@ -6,9 +6,8 @@
 //! The upstream (already asked to resume after the ring's newest event) is not read meanwhile:
 //! its bytes wait in the socket, and the live stream starts where the ring ends.
 
-use monoio::net::TcpStream;
-
 use super::relay::{Relay, SseEnd};
+use crate::client_stream::ClientStream;
 use crate::conn_io::write_vec_within;
 use crate::metrics::WorkerMetrics;
 
@@ -20,9 +19,9 @@ impl Relay<'_> {
     /// Sends the ring's events after seq `after`, then returns (the caller goes live). Err when
     /// the client left, was too slow, or the events it still needed were evicted (the response is
     /// then ended cleanly after the last whole event it got).
-    pub(super) async fn catch_up(
+    pub(super) async fn catch_up<C: ClientStream>(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut C,
         mut after: u64,
     ) -> Result<(), SseEnd> {
         loop {

@@ -43,6 +43,10 @@ pub enum Message {
         id: bytes::Bytes,
         from: usize,
         token: u64,
+        /// The asker can take a followable stream's connection by hand-off: it needs no copy
+        /// of the ring then. False for a connection that cannot move (a TLS client, one handed
+        /// over already): it continues a copy of the ring on an upstream of its own.
+        hand_off: bool,
     },
     /// "Send me your counters and streams" (the admin endpoint, once per scrape).
     Status {

@@ -13,12 +13,10 @@
 //! What it missed before joining (a `Last-Event-ID` in the ring) is fed the same way, and does
 //! not count as falling behind: only what was recorded after it joined does.
 
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use monoio::net::TcpStream;
 
 use super::active::{ActiveEntry, RelayState, StreamFacts};
 use super::fanout::{Fanout, FollowerSlot};
@@ -27,7 +25,8 @@ use super::relay::SseEnd;
 use super::stream_timer::StreamTimer;
 use super::table::Lineage;
 use crate::access_log::RequestStart;
-use crate::conn_io::{peek_state, PeekState};
+use crate::client_stream::ClientStream;
+use crate::conn_io::PeekState;
 use crate::http::OutFraming;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::WorkerMetrics;
@@ -76,9 +75,9 @@ struct Follower<'c> {
 }
 
 /// Follows the stream until it ends, the client leaves, or it is cut; see the module doc.
-pub fn follow<'a>(
+pub fn follow<'a, C: ClientStream>(
     ctx: &'a WorkerCtx,
-    client: &'a mut TcpStream,
+    client: &'a mut C,
     start: FollowStart,
 ) -> impl std::future::Future<Output = SseEnd> + 'a {
     let FollowStart {
@@ -97,6 +96,7 @@ pub fn follow<'a>(
         request_id,
         log,
         head_bytes: head.len() as u64,
+        client_tls: C::TLS,
     };
     let entry = ctx.active.register(lineage.clone(), facts);
     entry.status.state.set(RelayState::Following);
@@ -131,8 +131,7 @@ pub fn follow<'a>(
 }
 
 impl Follower<'_> {
-    async fn run(&mut self, client: &mut TcpStream) -> SseEnd {
-        let fd = client.as_raw_fd();
+    async fn run<C: ClientStream>(&mut self, client: &mut C) -> SseEnd {
         let mut timer = StreamTimer::default();
         let mut blocked_since: Option<Instant> = None;
         let client_buffer = self.route.settings.sse.client_buffer as u64;
@@ -145,7 +144,9 @@ impl Follower<'_> {
                 WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
                 return SseEnd::SlowClient;
             }
-            if self.out.is_empty() {
+            // A TLS client's session may still hold ciphertext: no new batch until the client
+            // took it (as for plain TCP, where the queue itself holds it).
+            if self.out.is_empty() && client.unsent() == 0 {
                 // --coalesce-flush: what arrives within the interval waits for its end and
                 // leaves in one write (the end of the stream does not wait).
                 let flush_at = self.flush_at();
@@ -164,26 +165,27 @@ impl Follower<'_> {
                     return self.finish(client, SseEnd::ReplayEvicted).await;
                 }
             }
-            if !self.out.is_empty() {
-                match self.out.send_now(fd) {
+            if !self.out.is_empty() || client.unsent() > 0 {
+                match self.out.send_to(client) {
                     Ok(0) => {
                         blocked_since.get_or_insert_with(Instant::now);
                     }
                     Ok(_) => {
                         let now = Instant::now();
                         self.last_sent = now;
-                        blocked_since = (!self.out.is_empty()).then_some(now);
+                        blocked_since =
+                            (!self.out.is_empty() || client.unsent() > 0).then_some(now);
                     }
                     Err(_) => return SseEnd::ClientGone,
                 }
             }
-            if !self.out.is_empty() {
+            if !self.out.is_empty() || client.unsent() > 0 {
                 // ---- blocked: wait for room; news wakes it too, to check its lag ----
                 let since = *blocked_since.get_or_insert_with(Instant::now);
                 timer.arm(&self.ctx.timers, since + self.ctx.config.timeouts.send);
                 let head = self.lineage.ring.borrow().head_seq();
                 monoio::select! {
-                    res = client.writable(false) => {
+                    res = client.tcp().writable(false) => {
                         if res.is_err() {
                             return SseEnd::ClientGone;
                         }
@@ -241,8 +243,8 @@ impl Follower<'_> {
                             watching = true;
                         }
                     }
-                    ready = client.readable(false), if watching => {
-                        match (ready, peek_state(fd)) {
+                    ready = client.tcp().readable(false), if watching => {
+                        match (ready, client.peek_state()) {
                             (Err(_), _) | (_, PeekState::Closed) => return SseEnd::ClientGone,
                             (_, PeekState::HasData) => {
                                 watching = false;
@@ -312,7 +314,7 @@ impl Follower<'_> {
     }
 
     /// Ends the client's response cleanly after what it was sent.
-    async fn finish(&mut self, client: &mut TcpStream, end: SseEnd) -> SseEnd {
+    async fn finish<C: ClientStream>(&mut self, client: &mut C, end: SseEnd) -> SseEnd {
         match self
             .out
             .end_response(client, self.ctx.config.timeouts.send)

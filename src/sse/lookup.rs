@@ -164,7 +164,7 @@ async fn find_remote(
             continue;
         }
         asked.push(worker);
-        if let Some(found) = ask(ctx, worker, scope, last_id).await {
+        if let Some(found) = ask(ctx, worker, scope, last_id, may_hand_off).await {
             if found.followable && may_hand_off {
                 return Some(Resumption::HandOff { worker });
             }
@@ -326,7 +326,13 @@ fn point(ring: RingHandle, after: u64) -> ResumePoint {
 
 /// Asks `worker` for its ring of `scope` holding `id`. None when it has none, or does not answer
 /// in time.
-async fn ask(ctx: &WorkerCtx, worker: usize, scope: &ResumeScope, id: &[u8]) -> Option<FoundRing> {
+async fn ask(
+    ctx: &WorkerCtx,
+    worker: usize,
+    scope: &ResumeScope,
+    id: &[u8],
+    hand_off: bool,
+) -> Option<FoundRing> {
     let (token, slot) = ctx.answers.open();
     ctx.directory.post(
         worker,
@@ -335,6 +341,7 @@ async fn ask(ctx: &WorkerCtx, worker: usize, scope: &ResumeScope, id: &[u8]) -> 
             id: Bytes::copy_from_slice(id),
             from: ctx.index,
             token,
+            hand_off,
         },
     );
     match monoio::time::timeout(RING_QUERY_TIMEOUT, slot.wait()).await {
@@ -351,14 +358,20 @@ async fn ask(ctx: &WorkerCtx, worker: usize, scope: &ResumeScope, id: &[u8]) -> 
 }
 
 /// The owner's side of a query: a copy of the ring of `scope` holding `id`, where the id is, and
-/// whether the stream is followed here instead.
-pub fn answer(ctx: &WorkerCtx, scope: &ResumeScope, id: &[u8]) -> Option<FoundRing> {
+/// whether the stream is followed here instead (then no copy when the asker hands the
+/// connection over: `hand_off`).
+pub fn answer(
+    ctx: &WorkerCtx,
+    scope: &ResumeScope,
+    id: &[u8],
+    hand_off: bool,
+) -> Option<FoundRing> {
     let found = ctx.streams.find(scope, id)?;
     let followable = followable(&found.lineage, found.seq).is_some();
     let ring = found.lineage.ring.borrow();
     let at = (found.seq - ring.first_seq()) as usize;
     Some(FoundRing {
-        events: if followable {
+        events: if followable && hand_off {
             Vec::new()
         } else {
             ring.after(0).cloned().collect()

@@ -6,6 +6,7 @@ use std::io;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::client_stream::ClientStream;
 use crate::conn_io::BytesVec;
 use crate::http::{ChunkHeader, OutFraming, CHUNK_END, LAST_CHUNK};
 
@@ -101,20 +102,20 @@ impl ClientQueue {
         }
     }
 
-    /// Sends what the client's socket takes right now (see `BytesVec::send_now`): the bytes sent,
-    /// 0 when its buffer is full.
-    pub fn send_now(&mut self, fd: std::os::fd::RawFd) -> io::Result<usize> {
-        self.pending.send_now(fd)
+    /// Sends what the client's socket takes right now (`ClientStream::send_now`: for plain TCP
+    /// `BytesVec::send_now`; a TLS client encrypts it all, what the socket refuses then waits
+    /// in its session as `unsent`): the bytes sent, 0 when its buffer is full.
+    pub fn send_to<C: ClientStream>(&mut self, client: &C) -> io::Result<usize> {
+        client.send_now(&mut self.pending)
     }
 
     /// Ends the response: the last chunk after what is queued, written within `send_timeout`,
     /// then (close-delimited) the write side shut. Err: the client is gone or took nothing.
     pub async fn end_response(
         &mut self,
-        client: &mut monoio::net::TcpStream,
+        client: &mut impl ClientStream,
         send_timeout: std::time::Duration,
     ) -> Result<(), ()> {
-        use monoio::io::AsyncWriteRent;
         self.push_end();
         let out = self.take();
         if crate::conn_io::write_vec_within(client, out, send_timeout)
@@ -124,7 +125,7 @@ impl ClientQueue {
             return Err(());
         }
         if self.framing == OutFraming::CloseDelimited {
-            let _ = client.shutdown().await;
+            let _ = client.close_write().await;
         }
         Ok(())
     }

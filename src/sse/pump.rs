@@ -22,14 +22,14 @@ use std::pin::pin;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use monoio::net::TcpStream;
 
 use super::assigned_id::AssignedId;
 use super::framer::IdField;
 use super::relay::{BodyEnd, Relay};
 use super::ring::{span_in, RingEvent};
 use super::stream_timer::StreamTimer;
-use crate::conn_io::{peek_state, recv_now, PeekState};
+use crate::client_stream::ClientStream;
+use crate::conn_io::{recv_now, PeekState};
 use crate::http::Decoded;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::{DropKind, WorkerMetrics};
@@ -147,10 +147,13 @@ impl Relay<'_> {
     /// own no buffer (cancel-safe) and the future a stream sits in stays small.
     ///
     /// An https upstream is waited on the same way; its session decrypts what is read.
-    pub(super) async fn pump(&mut self, client: &TcpStream, up: &UpstreamStream) -> BodyEnd {
+    pub(super) async fn pump<C: ClientStream>(
+        &mut self,
+        client: &C,
+        up: &UpstreamStream,
+    ) -> BodyEnd {
         // Body bytes that came with the head are relayed with it.
         let mut up_state = self.ingest_buffered();
-        let client_fd = client.as_raw_fd();
         // Readiness only (no buffer): relaxed=false because tether reads and writes by itself, so
         // the epoll driver must check the socket rather than trust its cached readiness.
         let mut ready = pin!(up.tcp().readable(false));
@@ -167,8 +170,8 @@ impl Relay<'_> {
 
         loop {
             // ---- send what is queued, as far as the client's socket takes it ----
-            if !self.out.is_empty() {
-                match self.out.send_now(client_fd) {
+            if !self.queue_empty(client) {
+                match self.out.send_to(client) {
                     Ok(0) => {
                         blocked_since.get_or_insert_with(Instant::now);
                     }
@@ -178,7 +181,7 @@ impl Relay<'_> {
                         if let Some(since) = self.gap_from.take() {
                             self.ctx.metrics.record_gap(since.elapsed());
                         }
-                        blocked_since = (!self.out.is_empty()).then_some(now);
+                        blocked_since = (!self.queue_empty(client)).then_some(now);
                     }
                     Err(_) => return BodyEnd::ClientGone,
                 }
@@ -187,7 +190,7 @@ impl Relay<'_> {
                 self.ctx.turns.charge(started);
             }
 
-            if !self.out.is_empty() {
+            if !self.queue_empty(client) {
                 // ---- blocked: wait for room in the client's socket; meanwhile read the
                 // upstream only below the high-water mark, so a client that reads slowly slows
                 // its upstream (TCP pushes back on it) ----
@@ -197,7 +200,7 @@ impl Relay<'_> {
                 // may fall --sse-client-buffer behind and is then cut (the stream reads on).
                 let high_water = if self.ring.lineage.has_followers() {
                     let limit = self.route.settings.sse.client_buffer;
-                    if self.out.len() > limit {
+                    if self.queued(client) > limit {
                         crate::log_info!(
                             "sse {}: shared stream's client fell more than --sse-client-buffer ({limit} bytes) behind; disconnecting it",
                             self.ring.lineage.scope.target()
@@ -208,9 +211,9 @@ impl Relay<'_> {
                 } else {
                     QUEUE_HIGH_WATER
                 };
-                let room = reading && self.out.len() < high_water;
+                let room = reading && self.queued(client) < high_water;
                 monoio::select! {
-                    res = client.writable(false) => {
+                    res = client.tcp().writable(false) => {
                         if res.is_err() {
                             return BodyEnd::ClientGone;
                         }
@@ -279,8 +282,8 @@ impl Relay<'_> {
                             watching = true;
                         }
                     }
-                    ready = client.readable(false), if watching => {
-                        match (ready, peek_state(client_fd)) {
+                    ready = client.tcp().readable(false), if watching => {
+                        match (ready, client.peek_state()) {
                             (Err(_), _) | (_, PeekState::Closed) => return BodyEnd::ClientGone,
                             // A pipelined request: it waits in the socket for after the stream.
                             (_, PeekState::HasData) => {
@@ -426,6 +429,17 @@ impl Relay<'_> {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Bytes queued for the client: the queue, and what its transport still holds (a TLS
+    /// session's ciphertext; nothing for plain TCP, where this is the queue's length).
+    fn queued<C: ClientStream>(&self, client: &C) -> usize {
+        self.out.len() + client.unsent()
+    }
+
+    /// Nothing queued for the client (see `queued`).
+    fn queue_empty<C: ClientStream>(&self, client: &C) -> bool {
+        self.out.is_empty() && client.unsent() == 0
     }
 
     /// Frames the body bytes that came with the upstream's response head.

@@ -3,23 +3,22 @@
 //! Heartbeats keep the client's connection alive meanwhile, and a client that leaves ends it.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use monoio::net::TcpStream;
 
 use super::relay::{sleep_until_opt, Relay};
 use super::resume::{self, AttemptResult};
-use crate::conn_io::{peek_state, write_vec_within, PeekState};
+use crate::client_stream::ClientStream;
+use crate::conn_io::{write_vec_within, PeekState};
 use crate::http::BodyDecoder;
 use crate::metrics::WorkerMetrics;
 use crate::upstream::stream::UpstreamStream;
 
 /// The client's readiness, or never when there is no client.
-async fn readable_or_never(client: Option<&TcpStream>) -> std::io::Result<()> {
+async fn readable_or_never<C: ClientStream>(client: Option<&C>) -> std::io::Result<()> {
     match client {
-        Some(c) => c.readable(false).await,
+        Some(c) => c.tcp().readable(false).await,
         None => std::future::pending().await,
     }
 }
@@ -41,9 +40,9 @@ pub(super) enum Reconnect {
 impl Relay<'_> {
     /// `client` None: the stream reads on without a client (`super::fanout`); nobody is sent
     /// heartbeats or watched.
-    pub(super) async fn reconnect(
+    pub(super) async fn reconnect<C: ClientStream>(
         &mut self,
-        mut client: Option<&mut TcpStream>,
+        mut client: Option<&mut C>,
         last_id: &[u8],
         dropped_at: Instant,
         first_wait: Duration,
@@ -64,7 +63,7 @@ impl Relay<'_> {
         // For the forwarded-for headers of the re-sent request; asked of the socket rather than
         // kept for the stream's life (reconnects are rare, idle streams many). No peer: gone.
         let peer = match client.as_deref() {
-            Some(c) => match c.peer_addr() {
+            Some(c) => match c.tcp().peer_addr() {
                 Ok(peer) => peer.ip(),
                 Err(_) => return Reconnect::ClientGone,
             },
@@ -126,7 +125,7 @@ impl Relay<'_> {
                         }
                     }
                     ready = readable_or_never(client.as_deref()), if !client_busy => {
-                        match (ready, client.as_deref().map_or(PeekState::Quiet, |c| peek_state(c.as_raw_fd()))) {
+                        match (ready, client.as_deref().map_or(PeekState::Quiet, |c| c.peek_state())) {
                             (Err(_), _) | (_, PeekState::Closed) => return Reconnect::ClientGone,
                             // A pipelined request stays readable: stop watching.
                             (_, PeekState::HasData) => client_busy = true,
@@ -161,9 +160,9 @@ impl Relay<'_> {
 
     /// Waits until `until`, sending heartbeats when due and watching the client. Some(end) when
     /// the client left.
-    async fn idle_until(
+    async fn idle_until<C: ClientStream>(
         &mut self,
-        client: Option<&mut TcpStream>,
+        client: Option<&mut C>,
         until: Instant,
     ) -> Option<Reconnect> {
         let Some(client) = client else {
@@ -185,8 +184,8 @@ impl Relay<'_> {
                         }
                     }
                 }
-                ready = client.readable(false) => {
-                    if ready.is_err() || peek_state(client.as_raw_fd()) == PeekState::Closed {
+                ready = client.tcp().readable(false) => {
+                    if ready.is_err() || client.peek_state() == PeekState::Closed {
                         return Some(Reconnect::ClientGone);
                     }
                     // Data from the client (a pipelined request) waits for after the stream; sleep
@@ -197,7 +196,7 @@ impl Relay<'_> {
         }
     }
 
-    async fn send_heartbeat(&mut self, client: &mut TcpStream) -> Option<Reconnect> {
+    async fn send_heartbeat<C: ClientStream>(&mut self, client: &mut C) -> Option<Reconnect> {
         self.out.push_heartbeat();
         WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
         let out = self.out.take();

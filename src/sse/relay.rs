@@ -31,7 +31,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use monoio::net::TcpStream;
 
 use super::active::{ActiveEntry, RelayState, StreamFacts};
 use super::extras::StreamExtras;
@@ -42,6 +41,7 @@ use super::reconnect::Reconnect;
 use super::resume::{self, Backoff, ResumePolicy};
 use super::table::RingHandle;
 use crate::access_log::RequestStart;
+use crate::client_stream::ClientStream;
 use crate::conn_table::ConnGuard;
 use crate::http::{BodyDecoder, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
@@ -231,9 +231,9 @@ pub(super) struct Relay<'c> {
 ///
 /// Not an `async fn`: the start is taken apart here, before the future exists, so the future
 /// holds the relay's state once (an async fn would also keep `start` itself for its whole life).
-pub fn relay<'a>(
+pub fn relay<'a, C: ClientStream>(
     ctx: &'a WorkerCtx,
-    client: &'a mut TcpStream,
+    client: &'a mut C,
     guard: &'a ConnGuard,
     start: SseStart,
 ) -> impl std::future::Future<Output = SseEnd> + 'a {
@@ -262,6 +262,7 @@ pub fn relay<'a>(
         request_id,
         log,
         head_bytes: head.len() as u64,
+        client_tls: C::TLS,
     };
     let entry = ctx.active.register(ring.lineage.clone(), facts);
     let max_event_bytes = route.settings.sse.max_event_bytes;
@@ -320,9 +321,9 @@ impl Relay<'_> {
 
 /// A reconnection served from the ring: the ring's events after the client's id first, then
 /// (`ReplayThenEnd`) the end of the response. Err: the stream ended there.
-async fn replay_first(
+async fn replay_first<C: ClientStream>(
     relay: &mut Relay<'_>,
-    client: &mut TcpStream,
+    client: &mut C,
     from: StartFrom,
 ) -> Result<(), SseEnd> {
     match from {
@@ -342,12 +343,12 @@ async fn replay_first(
 /// first); a slot beside the relay rather than a field of it, so that the pump can wait on it
 /// while it changes the relay.
 #[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
-fn run<'a, 'c>(
+fn run<'a, 'c, C: ClientStream>(
     relay: &'a mut Relay<'c>,
     up: &'a mut Option<UpstreamStream>,
-    client: &'a mut TcpStream,
+    client: &'a mut C,
     guard: &'a ConnGuard,
-) -> impl std::future::Future<Output = SseEnd> + use<'a, 'c> {
+) -> impl std::future::Future<Output = SseEnd> + use<'a, 'c, C> {
     // An async block rather than an async fn: an async fn keeps its arguments twice.
     async move {
         loop {
@@ -404,9 +405,9 @@ impl Relay<'_> {
 
     /// After one upstream body: ends the client's stream, or reconnects and returns the fresh
     /// upstream whose body continues it.
-    async fn after_body(
+    async fn after_body<C: ClientStream>(
         &mut self,
-        mut client: Option<&mut TcpStream>,
+        mut client: Option<&mut C>,
         body_end: BodyEnd,
     ) -> Result<UpstreamStream, SseEnd> {
         let kind = match body_end {
@@ -564,13 +565,21 @@ impl Relay<'_> {
     }
 
     /// `finish`, boxed: it runs once, at the end, so the live relay does not carry its size.
-    async fn finish_boxed(&mut self, client: Option<&mut TcpStream>, end: SseEnd) -> SseEnd {
+    async fn finish_boxed<C: ClientStream>(
+        &mut self,
+        client: Option<&mut C>,
+        end: SseEnd,
+    ) -> SseEnd {
         Box::pin(self.finish(client, end)).await
     }
 
     /// Ends the client's response cleanly (after the last whole block), and the stream's
     /// followers' after theirs. `client` None: the stream has no client of its own any more.
-    pub(super) async fn finish(&mut self, client: Option<&mut TcpStream>, end: SseEnd) -> SseEnd {
+    pub(super) async fn finish<C: ClientStream>(
+        &mut self,
+        client: Option<&mut C>,
+        end: SseEnd,
+    ) -> SseEnd {
         // An unfinished block is discarded, never forwarded; a block completed by a CR at the
         // very end of the body (rule 2) is still a whole block.
         self.framer.finish_into(&mut self.blocks);
@@ -639,7 +648,7 @@ impl Relay<'_> {
     /// The client left (or was cut, `why`): true when the upstream is read on without it, for
     /// the stream's followers or for a comeback (--hold-upstream). The client's connection is
     /// shut at once (it must not wait for the stream's end to see its own).
-    pub(super) fn go_headless(&mut self, client: &TcpStream, why: &BodyEnd) -> bool {
+    pub(super) fn go_headless<C: ClientStream>(&mut self, client: &C, why: &BodyEnd) -> bool {
         // A request that closing the response cancels (MCP 2026-07-28) is never read on.
         if self.extras.as_ref().is_some_and(|x| x.cancel_on_leave) {
             return false;
@@ -669,10 +678,10 @@ impl Relay<'_> {
         if *why == BodyEnd::SlowClient {
             WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
         }
-        let peer = client.peer_addr().ok().map(|a| a.ip());
+        let peer = client.tcp().peer_addr().ok().map(|a| a.ip());
         // SAFETY: shutdown on the client's own descriptor, which stays open (and is closed by
         // its connection task) until the stream ends; the socket takes no more bytes.
-        unsafe { libc::shutdown(client.as_raw_fd(), libc::SHUT_RDWR) };
+        unsafe { libc::shutdown(client.fd(), libc::SHUT_RDWR) };
         let fanout = self.ring.lineage.share(|| Fanout::new(false, None));
         fanout.set_headless(peer);
         self.entry.status.state.set(RelayState::Held);

@@ -8,6 +8,7 @@ pub mod mcp;
 pub mod mcp_ts;
 pub mod scripted_origin;
 pub mod sse_client;
+pub mod tls_client;
 pub mod tls_origin;
 pub mod websocket;
 

@@ -68,6 +68,60 @@ impl TestCa {
     }
 }
 
+/// A leaf certificate written to PEM files, for `--tls-cert`/`--tls-key` (removed on drop).
+pub struct LeafFiles {
+    /// The leaf then the CA (a full chain).
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The leaf's DER, to recognise it in a handshake.
+    pub der: CertificateDer<'static>,
+}
+
+impl TestCa {
+    /// A certificate for `names`, signed by this CA, written as PEM files.
+    pub fn leaf_files(&self, names: &[&str]) -> LeafFiles {
+        let key = KeyPair::generate().expect("leaf key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("leaf params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tether test server");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
+        let n = NEXT_FILE.fetch_add(1, Ordering::Relaxed);
+        let base =
+            std::env::temp_dir().join(format!("tether-test-leaf-{}-{n}", std::process::id()));
+        let cert_path = base.with_extension("crt");
+        let key_path = base.with_extension("key");
+        let ca_pem = std::fs::read_to_string(&self.pem_path).expect("the CA file");
+        std::fs::write(&cert_path, format!("{}{}", cert.pem(), ca_pem)).expect("write the cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write the key");
+        LeafFiles {
+            cert_path,
+            key_path,
+            der: cert.der().clone(),
+        }
+    }
+}
+
+impl LeafFiles {
+    pub fn cert(&self) -> &str {
+        self.cert_path.to_str().unwrap()
+    }
+
+    pub fn key(&self) -> &str {
+        self.key_path.to_str().unwrap()
+    }
+}
+
+impl Drop for LeafFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.cert_path);
+        let _ = std::fs::remove_file(&self.key_path);
+    }
+}
+
 impl Drop for TestCa {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.pem_path);
