@@ -5,7 +5,7 @@
 //! (minus the leading BOM and the discarded tail).
 
 use bytes::Bytes;
-use tether::sse::{parse_block, EventFramer, IdField, SseBlock, DEFAULT_MAX_EVENT_BYTES};
+use tether::sse::{parse_block, EventFramer, SseBlock, DEFAULT_MAX_EVENT_BYTES};
 
 /// Just enough JSON for the vectors file.
 #[derive(Clone, Debug, PartialEq)]
@@ -292,7 +292,7 @@ fn check(v: &Vector, input: &[u8], pieces: &[&[u8]], how: &str) {
     let mut events = Vec::new();
     let mut retry_updates = Vec::new();
     for block in &blocks {
-        if let IdField::Set(id) = &block.id {
+        if let Some(id) = block.id() {
             cursor = String::from_utf8_lossy(id).into_owned();
         }
         if let Some(ms) = block.retry {
@@ -371,7 +371,7 @@ fn all_36_vectors_at_every_split() {
             let dropped = framer.finish_into(&mut blocks);
             let same = blocks.len() == reference.len()
                 && blocks.iter().zip(&reference).all(|(x, y)| {
-                    x.raw == y.raw && x.id == y.id && x.retry == y.retry && x.fires == y.fires
+                    x.raw == y.raw && x.id() == y.id() && x.retry == y.retry && x.fires == y.fires
                 });
             assert!(same, "{} split at {at}", v.name);
             assert_eq!(

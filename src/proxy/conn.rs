@@ -132,6 +132,9 @@ pub fn serve_tls_client(
 }
 
 /// Runs a registered connection until it closes (the task's whole life).
+// Not an `async fn`: one would keep `conn` twice (the argument beside the local it moves into),
+// 512 bytes instead of 328 for every open connection (a_connection_task_stays_small).
+#[allow(clippy::manual_async_fn)]
 fn serve_conn<C: ClientStream>(mut conn: ClientConn<C>) -> impl std::future::Future<Output = ()> {
     // The task's own future is what every open connection holds for its whole life; the states
     // that come and go (reading a head, an exchange, a relay, an error answer, a lingering close)

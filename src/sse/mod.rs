@@ -40,5 +40,6 @@ pub(crate) mod stream_timer;
 pub(crate) mod table;
 
 pub use framer::{
-    parse_block, EventFramer, FrameError, IdField, ParsedEvent, SseBlock, DEFAULT_MAX_EVENT_BYTES,
+    parse_block, EventFramer, EventId, FrameError, IdField, ParsedEvent, SseBlock,
+    DEFAULT_MAX_EVENT_BYTES,
 };

@@ -24,9 +24,9 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::assigned_id::AssignedId;
-use super::framer::IdField;
+use super::framer::{EventId, SseBlock};
 use super::relay::{BodyEnd, Relay};
-use super::ring::{span_in, RingEvent};
+use super::ring::RingEvent;
 use super::stream_timer::StreamTimer;
 use crate::client_stream::ClientStream;
 use crate::conn_io::{recv_now, PeekState};
@@ -583,15 +583,18 @@ impl Relay<'_> {
         // count per run instead of two per block).
         let mut run: Option<PieceRun> = None;
         for block in blocks.drain(..) {
-            if let Some(retry) = block.retry {
+            let SseBlock {
+                raw: block_raw,
+                id: block_id,
+                retry,
+                fires,
+            } = block;
+            if let Some(retry) = retry {
                 self.retry_hint_ms = Some(u32::try_from(retry).unwrap_or(u32::MAX));
             }
-            let upstream_id: Option<&[u8]> = match &block.id {
-                IdField::Set(id) => Some(id),
-                IdField::Unchanged => None,
-            };
+            let has_upstream_id = block_id != EventId::None;
             if self.dedupe {
-                match upstream_id {
+                match block_id.value(&block_raw) {
                     Some(id)
                         if !id.is_empty() && self.ring.lineage.ring.borrow().contains_id(id) =>
                     {
@@ -611,47 +614,56 @@ impl Relay<'_> {
             // upstream's cursor still moves past it); one they rewrite leaves as its new bytes,
             // its id, event and retry lines kept, and the ring records what was sent.
             let mut rewritten = false;
-            let block_raw = match self.extras.as_ref().and_then(|x| x.plan.as_ref()) {
-                Some(plan) => match plan.run_event(&block.raw) {
-                    EventOutcome::Keep => block.raw,
+            let (event_raw, event_id) = match self.extras.as_ref().and_then(|x| x.plan.as_ref()) {
+                Some(plan) => match plan.run_event(&block_raw) {
+                    EventOutcome::Keep => (block_raw, block_id),
                     EventOutcome::Drop => {
-                        if block.fires || upstream_id.is_some() {
+                        if fires || has_upstream_id {
                             self.progressed = true;
                         }
                         continue;
                     }
                     EventOutcome::Replace(new) => {
                         rewritten = true;
-                        new
+                        // Its own allocation: the id, not at a known place in it, is copied.
+                        let id = match block_id.value(&block_raw) {
+                            Some(id) => EventId::Own(id.into()),
+                            None => EventId::None,
+                        };
+                        (new, id)
                     }
                 },
-                None => block.raw,
+                None => (block_raw, block_id),
             };
-            let assigned =
-                self.route.settings.sse.assign_ids && block.fires && upstream_id.is_none();
-            // (the event's bytes, where its id is in them or elsewhere)
-            let (raw, id): (Bytes, Option<&[u8]>) = if assigned {
+            let assigned = self.route.settings.sse.assign_ids && fires && !has_upstream_id;
+            // The event's bytes, and where its id is in them (or elsewhere).
+            let (raw, id): (Bytes, EventId) = if assigned {
                 let name = AssignedId {
                     worker: self.ctx.index as u32,
                     ring: self.ring.lineage.id,
                     seq: self.ring.lineage.ring.borrow().head_seq() + 1,
                 }
                 .to_bytes();
-                let mut raw = BytesMut::with_capacity(block_raw.len() + name.len() + 5);
+                let mut raw = BytesMut::with_capacity(event_raw.len() + name.len() + 5);
                 raw.extend_from_slice(b"id: ");
                 raw.extend_from_slice(&name);
                 raw.extend_from_slice(b"\n");
-                raw.extend_from_slice(&block_raw);
-                (raw.freeze(), None)
+                raw.extend_from_slice(&event_raw);
+                let id = EventId::In {
+                    start: 4,
+                    len: clamp_u32(name.len()),
+                };
+                (raw.freeze(), id)
             } else {
-                (block_raw, upstream_id)
+                (event_raw, event_id)
             };
             // Progress is a new event or cursor move, not a retry: line or a comment (an upstream
             // that accepts reconnects but only ever repeats its retry: hint makes no progress).
-            if block.fires || id.is_some() || assigned {
+            let has_id = id != EventId::None;
+            if fires || has_id {
                 self.progressed = true;
             }
-            if block.fires {
+            if fires {
                 events += 1;
             }
             out_len += raw.len();
@@ -671,30 +683,22 @@ impl Relay<'_> {
                     for_client = Some(raw.clone());
                 }
             }
-            if block.fires || id.is_some() || assigned || block.retry.is_some() {
+            if fires || has_id || retry.is_some() {
+                // The id stays where it is: a span of the event's bytes (kept, or copied whole
+                // at the same offsets) or its own copy.
                 let event = if assigned {
-                    // The assigned id was written at the event's start ("id: NAME\n").
-                    let name_len = raw[4..].iter().position(|&b| b == b'\n').unwrap_or(0);
                     let held = clamp_u32(raw.len());
-                    let id = raw.slice(4..4 + name_len);
-                    RingEvent::new(raw, Some(&id), held, true)
+                    RingEvent::with_id(raw, id, held, true)
                 } else if rewritten {
-                    // Its own allocation (the id, not in these bytes any more, is copied).
                     let held = clamp_u32(raw.len() + raw.len() / 8);
-                    RingEvent::new(raw, id, held, false)
+                    RingEvent::with_id(raw, id, held, false)
                 } else if !sparse {
                     let held = clamp_u32(raw.len() * alloc / framed);
-                    RingEvent::new(raw, id, held, false)
+                    RingEvent::with_id(raw, id, held, false)
                 } else {
-                    // The id is a slice of the event: it is found in the copy at the same place.
                     let copy = Bytes::copy_from_slice(&raw);
                     let held = clamp_u32(raw.len() + raw.len() / 8);
-                    match id.map(|id| span_in(&raw, id).ok_or(id)) {
-                        None => RingEvent::with_id_at(copy, None, held, false),
-                        Some(Ok(at)) => RingEvent::with_id_at(copy, Some(at), held, false),
-                        // An id the framer rewrote is not in the event's bytes: copied as is.
-                        Some(Err(id)) => RingEvent::new(copy, Some(id), held, false),
-                    }
+                    RingEvent::with_id(copy, id, held, false)
                 };
                 recorded += event.raw.len() as u64;
                 self.ctx

@@ -18,6 +18,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
+use super::framer::EventId;
+
 /// Default `--replay-events`: events kept per ring; past it the oldest is dropped.
 pub const DEFAULT_REPLAY_EVENTS: usize = 1024;
 /// Default `--replay-bytes`: event bytes kept per ring; past it the oldest are dropped.
@@ -53,19 +55,6 @@ pub struct RingEvent {
     pub assigned: bool,
 }
 
-/// Where an event's id is: almost always inside its own bytes (the `id:` line), so it costs a
-/// span instead of a second reference-counted handle on the same buffer.
-#[derive(Debug, Clone)]
-enum EventId {
-    None,
-    In {
-        start: u32,
-        len: u32,
-    },
-    /// An id the framer rewrote (invalid UTF-8 replaced), so not a slice of `raw`.
-    Own(Box<[u8]>),
-}
-
 impl RingEvent {
     /// An event of `raw` that set `id` (None: it set none). An id that is a slice of `raw` is
     /// kept as its position there; any other is copied.
@@ -85,12 +74,17 @@ impl RingEvent {
         }
     }
 
-    /// An event whose id is `raw[at.0..at.0 + at.1]`.
-    pub fn with_id_at(raw: Bytes, at: Option<(u32, u32)>, held: u32, assigned: bool) -> RingEvent {
-        debug_assert!(at.is_none_or(|(s, l)| (s + l) as usize <= raw.len()));
+    /// An event whose id is already placed: `EventId::In` a span of `raw` (a framed block's
+    /// own id, its bytes kept or copied whole), or `Own`.
+    #[inline]
+    pub fn with_id(raw: Bytes, id: EventId, held: u32, assigned: bool) -> RingEvent {
+        debug_assert!(match &id {
+            EventId::In { start, len } => (start + len) as usize <= raw.len(),
+            _ => true,
+        });
         RingEvent {
             raw,
-            id: at.map_or(EventId::None, |(start, len)| EventId::In { start, len }),
+            id,
             held,
             assigned,
         }
@@ -98,13 +92,7 @@ impl RingEvent {
 
     /// The id this event set, if it set one.
     pub fn id(&self) -> Option<&[u8]> {
-        match &self.id {
-            EventId::None => None,
-            EventId::In { start, len } => {
-                Some(&self.raw[*start as usize..(*start + *len) as usize])
-            }
-            EventId::Own(id) => Some(id),
-        }
+        self.id.value(&self.raw)
     }
 
     /// The id as `Bytes` (a slice of the event's bytes when it is one).
@@ -125,7 +113,7 @@ impl RingEvent {
 }
 
 /// Where `part` lies in `whole` (start, length), if it is a slice of it.
-pub fn span_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
+fn span_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
     let base = whole.as_ptr() as usize;
     let at = part.as_ptr() as usize;
     (at >= base && at + part.len() <= base + whole.len())

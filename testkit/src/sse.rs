@@ -4,7 +4,7 @@
 //! the corpus replay at once.
 
 use bytes::Bytes;
-use tether::sse::{EventFramer, FrameError, IdField};
+use tether::sse::{EventFramer, FrameError};
 
 use crate::oracle::sse::{Block, BOM};
 
@@ -55,10 +55,7 @@ pub fn framed(input: &[u8], cuts: &[usize], max: usize) -> Framed {
     let blocks: Vec<Block> = blocks
         .into_iter()
         .map(|b| {
-            let id = match b.id {
-                IdField::Unchanged => None,
-                IdField::Set(v) => Some(v.to_vec()),
-            };
+            let id = b.id().map(<[u8]>::to_vec);
             (b.raw.to_vec(), id, b.retry, b.fires)
         })
         .collect();
