@@ -15,10 +15,13 @@
 //!  9. `retry` counts only when its value is one or more ASCII digits.
 //! 10. At EOF an unterminated block is discarded ([`EventFramer::finish`]).
 //! 11. Only CR and LF end lines; bytes are forwarded untouched (BOM of rule 1 excepted).
-//! 12. Linear: every byte is scanned once by `memchr2`; a partial line is never rescanned.
+//! 12. Linear: every byte is scanned once (`LineEnds`, 64 bytes at a time); a partial line is
+//!     never rescanned.
 
 use bytes::{Bytes, BytesMut};
 use std::fmt;
+
+use super::line_ends::LineEnds;
 
 /// Largest block the framer assembles, in bytes; past it `feed` returns FrameError::EventTooLarge and the stream must end.
 /// 16 MiB: MCP tool results (files, images) and model outputs arrive as one event; what all
@@ -369,7 +372,7 @@ impl EventFramer {
         let bytes: &[u8] = piece;
         debug_assert!(!bytes.is_empty());
         let mut copied = 0; // piece bytes before `copied` are in `partial` or already emitted
-        let mut pos = 0; // next byte memchr2 has not looked at
+        let mut pos = 0; // next byte the line search has not looked at
         let mut line_start; // block offset of the line being scanned
 
         // Rule 2: settle the CR that ended the last piece.
@@ -411,15 +414,16 @@ impl EventFramer {
         self.line = LineState::InLine { start: line_start };
 
         // The hot loop, in pseudo-code:
-        //   while let Some(i) = memchr2(CR, LF, piece[pos..]):     // each byte looked at once
+        //   while let Some(i) = next CR or LF from pos:           // each byte looked at once
         //       line = open block[line_start..i]                   // copy first if it spans pieces
         //       kind = classify(line)                              // O(1), but id/retry values
         //       term = LF | CRLF | CR; a CR that ends the piece -> AfterCr, stop (rule 2)
         //       Blank -> block = open block through term -> out   // zero-copy slice when in piece
         //       else  -> record data/id/retry; next line starts after term
         //   copy the open block's tail piece[copied..] into partial (the only copy)
-        while let Some(found) = memchr::memchr2(b'\r', b'\n', &bytes[pos..]) {
-            let i = pos + found;
+        let mut ends = LineEnds::new(bytes);
+        while let Some(i) = ends.next_from(pos) {
+            let found = i - pos;
             // The open block is `partial ++ piece[copied..]` and the current line starts inside
             // it, at or before `pos`: nothing before `pos` needs looking at again.
             debug_assert!(copied <= pos && pos <= i);

@@ -26,6 +26,7 @@ pub(crate) mod extras;
 pub(crate) mod fanout;
 pub(crate) mod follow;
 pub mod framer;
+mod line_ends;
 pub(crate) mod lookup;
 pub(crate) mod outbound;
 pub(crate) mod partial;
