@@ -423,14 +423,13 @@ impl EventFramer {
         //   copy the open block's tail piece[copied..] into partial (the only copy)
         let mut ends = LineEnds::new(bytes);
         while let Some(i) = ends.next_from(pos) {
-            let found = i - pos;
             // The open block is `partial ++ piece[copied..]` and the current line starts inside
             // it, at or before `pos`: nothing before `pos` needs looking at again.
             debug_assert!(copied <= pos && pos <= i);
             debug_assert!(line_start <= self.partial.len() + pos - copied);
             #[cfg(test)]
             {
-                self.scanned += found + 1;
+                self.scanned += i - pos + 1;
             }
             let line: &[u8] = if self.partial.is_empty() {
                 &bytes[copied + line_start..i]
