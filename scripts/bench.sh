@@ -36,6 +36,17 @@
 #               duplicated events, counted from each client's first event (sse-load
 #               --join-live). Goal: tether's CPU per delivered event at most 0.5x nginx's.
 #
+# Client TLS (issue 15), NOT in the default run (about 8 more minutes at 3 reps x 10 s; the
+# default already takes ~50): ask with --only tls (all three) or their names or numbers. The
+# proxies (tether, nginx, HAProxy; no direct row) serve HTTP/1.1 over TLS to the clients, plain
+# HTTP to the origin, all with one certificate made for the run by openssl (ECDSA P-256,
+# self-signed, for localhost; other TLS settings as each ships them). Clients connect to
+# https://localhost:PORT (SNI localhost).
+#   4t tls-plain  as 4 over TLS: wrk https:// (OpenSSL), -c50: req/s, proxy CPU per request
+#   1t tls-1a     as 1a over TLS: sse-load --ca (rustls): events per proxy CPU-second, lost and
+#                 duplicated events
+#   3t tls-idle   as 3 over TLS: proxy RSS per idle TLS stream
+#
 # Two origins (issue 17): 1a, 1a-url, 1b, 1b-url and 2 run once per origin and event size
 # (--origin, --event-size), every other scenario with sse-upstream and ~100 B events.
 #   sse-upstream  our monoio io_uring simulator: flat out with batch=1 it writes ONE event per
@@ -56,7 +67,7 @@
 #                         [--streams N] [--idle-streams N] [--connections N] [--ttfe-clients N]
 #                         [--fanout-clients N] [--fanout-rate R]
 #                         [--origin sse-upstream|sse-tokio|both] [--event-size B[,B...]]
-#                         [--pace R]
+#                         [--pace R] [--retries N] [--max-others F]
 #   --origin     origin of 1a/1a-url/1b/1b-url/2: sse-upstream, sse-tokio (alias tokio) or both
 #                (default both; each origin doubles the time of those five scenarios)
 #   --event-size bytes per event on the wire for the same five, a comma list (default 100,
@@ -66,6 +77,9 @@
 #   --pace       1a/1b paced at R events/s per stream instead of flat out, so that neither CPU is
 #                saturated (for A/Bs that put another process on CPU 1, e.g. the replay store's
 #                Redis: scripts/bench/store_cost.sh)
+#   --retries    measure again (after waiting up to 90 s for quiet) when other processes took
+#                more than --max-others (default 0.10) of a CPU during a measurement (default 2;
+#                0 bounds the run's time on a shared box: such runs are kept and listed)
 #   --quick      smoke run (1 rep, 2 s windows, 200 streams, 2000 idle, 200 fan-out clients;
 #                flags given explicitly, e.g. --streams 1000, win): a few minutes for every
 #                scenario
@@ -95,7 +109,8 @@ while [ $# -gt 0 ]; do
     --quick) ARGS+=(--quick); shift ;;
     --reps|--duration|--warmup|--only|--streams|--idle-streams|--connections|--peers|\
     --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver|--tether-extra|\
-    --ttfe-clients|--fanout-clients|--fanout-rate|--origin|--event-size|--pace)
+    --ttfe-clients|--fanout-clients|--fanout-rate|--origin|--event-size|--pace|--retries|\
+    --max-others)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       ARGS+=("$1=$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;

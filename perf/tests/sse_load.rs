@@ -342,9 +342,15 @@ fn the_binary_writes_json_and_exits_by_the_rules() {
 
     // Usage errors: clap's 2; configuration errors: 1.
     assert_eq!(sse_load_binary(&["--streams", "2"]).0, 2);
+    let (code, _, stderr) = sse_load_binary(&["--url", "ftp://x/", "--quiet"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("only http:// and https://"), "{stderr}");
     let (code, _, stderr) = sse_load_binary(&["--url", "https://x/", "--quiet"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("only http://"), "{stderr}");
+    assert!(
+        stderr.contains("--ca FILE") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

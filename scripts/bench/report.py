@@ -87,6 +87,28 @@ ROWS = [
      None),
     ("fanout", "ended_streams", "7. clients whose stream ended (cut or closed)", "{:,.0f}",
      None),
+    # Client TLS (issue 15; only with --only tls): the same proxies serving HTTP/1.1 over TLS
+    # to the clients, plain HTTP to the origin.
+    ("tls-plain", "req_per_s", "4t. TLS keep-alive req/s", "{:,.0f}", "hi"),
+    ("tls-plain", "proxy_cpu_us_per_req", "4t. TLS: proxy CPU µs per request", "{:.2f}", "lo"),
+    ("tls-1a", "events_per_s", "1t. SSE over TLS, one write per event: events/s (whole box)",
+     "{:,.0f}", "hi"),
+    ("tls-1a", "events_per_proxy_cpu_s", "1t. TLS: events per proxy CPU-second", "{:,.0f}",
+     "hi"),
+    ("tls-1a", "proxy_cpu_s_per_m_events", "1t. TLS: proxy CPU-s per million events", "{:.2f}",
+     "lo"),
+    ("tls-1a", "proxy_cpu_share", "1t. TLS: proxy CPU use (share of its core)", "{:.0%}", None),
+    ("tls-1a", "load_cpu_share", "1t. TLS: load generator CPU use (share of its core)",
+     "{:.0%}", None),
+    ("tls-1a", "proxy_rss_mb", "1t. TLS: proxy RSS at the end of the window (MB)", "{:.1f}",
+     "lo"),
+    ("tls-1a", "gaps", "1t. TLS: lost events", "{:,.0f}", None),
+    ("tls-1a", "duplicates", "1t. TLS: duplicated events", "{:,.0f}", None),
+    ("tls-idle", "established", "3t. idle TLS streams held", "{:,.0f}", None),
+    ("tls-idle", "rss_per_stream_bytes", "3t. proxy RSS per idle TLS stream (bytes)",
+     "{:,.0f}", "lo"),
+    ("tls-idle", "tls_resumed", "3t. of their handshakes, resumed", "{:,.0f}", None),
+    ("tls-idle", "open_s", "3t. seconds to open them all", "{:.1f}", "lo"),
 ]
 
 
@@ -171,6 +193,9 @@ def failures(r):
                                f"{run['ttfe_failed'] + run['ttfe_ok']} probes got no first event "
                                f"(first: {run.get('ttfe_first_failure')}); percentiles are over "
                                f"the others")
+                if sc.startswith("tls-") and (run.get("gaps") or run.get("duplicates")):
+                    out.append(f"- {sc}, {p}, rep {i + 1}: {run.get('gaps')} lost and "
+                               f"{run.get('duplicates')} duplicated events")
                 if "failed" not in run and run.get("contended"):
                     out.append(f"- {sc}, {p}, rep {i + 1}: other processes took "
                                f"{run['others_cpu0']:.0%} of CPU 0 and {run['others_cpu1']:.0%} "
@@ -369,6 +394,21 @@ def new_scenarios(r):
                 f"(RST) before the next starts; per peer the median over repetitions of each "
                 f"repetition's p50, p99 (interpolated between the two largest samples when "
                 f"there are 50) and max.")
+    if ran & {"tls-plain", "tls-1a", "tls-idle"}:
+        checks = r.get("checks", {})
+        negotiated = "; ".join(
+            f"{NAMES[p]} {checks[p]['tls_version']} {checks[p].get('tls_cipher', '')}".strip()
+            for p in ("tether", "nginx", "haproxy") if "tls_version" in checks.get(p, {}))
+        out += (" Client TLS (4t, 1t, 3t): as 4, 1a and 3, the clients speaking HTTP/1.1 over "
+                "TLS to the proxy (plain HTTP to the origin); every proxy serves the same "
+                "certificate, made for the run by openssl (an ECDSA P-256 leaf for "
+                "`localhost`, signed by a P-256 CA made with it), its other TLS settings as "
+                "shipped (nginx: `ssl_protocols TLSv1.2 TLSv1.3` as Debian's nginx.conf, "
+                "tickets on, no shared session cache; HAProxy: 20000-entry session cache, "
+                "tickets on; tether: rustls, tickets). Clients: `wrk https://localhost:PORT/"
+                "small` (OpenSSL 3.0) and `sse-load --url https://localhost:PORT/... --ca "
+                "ca.pem` (rustls, key exchange X25519 as OpenSSL's, session resumption). "
+                f"Negotiated with each (checked before measuring): {negotiated or '-'}.")
     if "fanout" in ran:
         n = r["config"].get("fanout_clients", 1000)
         rate = r["config"].get("fanout_rate", 100)
@@ -438,6 +478,11 @@ def markdown(r):
         f"- nginx: `{'; '.join(s.get('nginx', []))}` (single process: `master_process off`)",
         f"- HAProxy: `{'; '.join(s.get('haproxy', []))}` (`-db`, foreground)",
     ]
+    for name, label in (("tether", "tether"), ("nginx", "nginx"), ("haproxy", "HAProxy")):
+        t = s.get(name + "_tls")
+        if t:
+            t = "; ".join(t) if isinstance(t, list) else t
+            parts.append(f"- {label} with TLS (4t, 1t, 3t): `{t}`")
     f = failures(r)
     if f:
         parts += ["", "Runs that failed, were skipped, had probes without a first event, or "

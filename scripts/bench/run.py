@@ -24,6 +24,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,14 @@ def event_query(event_bytes, timed=False):
 
 PEERS_ALL = ["direct", "tether", "nginx", "haproxy"]
 PEERS_PROXY = ["tether", "nginx", "haproxy"]
+
+# Client-side TLS (issue 15): the scenarios whose clients speak HTTP/1.1 over TLS to the proxy
+# (plain HTTP from the proxy to the origin). Every proxy serves the same certificate, made once
+# per run with openssl: ECDSA P-256 (what most deployments serve; RSA-2048 signs ~10x slower,
+# which would make handshake-heavy figures measure the signature), self-signed, for
+# `localhost` and 127.0.0.1. Clients connect to https://localhost:PORT (SNI localhost).
+TLS_SCENARIOS = ["tls-plain", "tls-1a", "tls-idle"]
+TLS_HOST = "localhost"
 
 
 def log(msg):
@@ -226,15 +235,30 @@ def http_get(port, path, timeout=2.0):
         c.close()
 
 
-def wait_answer(port, proc, what, expect_body, timeout=10.0):
-    """Polls GET /small until it answers 200 with the origin's body."""
+def https_get(port, path, ca, timeout=2.0):
+    """GET over TLS to localhost:port, the certificate checked against `ca` (SNI localhost);
+    returns (status, body, TLS version, cipher suite)."""
+    ctx = ssl.create_default_context(cafile=ca)
+    c = http.client.HTTPSConnection(TLS_HOST, port, timeout=timeout, context=ctx)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        return r.status, body, c.sock.version(), c.sock.cipher()[0]
+    finally:
+        c.close()
+
+
+def wait_answer(port, proc, what, expect_body, timeout=10.0, ca=None):
+    """Polls GET /small until it answers 200 with the origin's body (over TLS with `ca`)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise Failure(f"{what} exited with status {proc.returncode}")
         try:
-            status, body = http_get(port, "/small")
+            status, body = (https_get(port, "/small", ca)[:2] if ca else
+                            http_get(port, "/small"))
             if status == 200 and (expect_body is None or body == expect_body):
                 return body
             last = f"status {status}, {len(body)} bytes"
@@ -326,8 +350,10 @@ class Peer:
     """A running origin plus (except for direct) a proxy in front of it."""
 
     def __init__(self, bench, name, upstream_env, origin_log=None, proxy_extra=(),
-                 origin="sse-upstream"):
+                 origin="sse-upstream", tls=False):
         self.bench, self.name = bench, name
+        # Clients speak TLS to the proxy (TLS_SCENARIOS): the run's certificate, https URLs.
+        self.tls = tls
         # Which origin program runs behind the proxy (ORIGINS).
         self.origin_kind = origin
         self.origin = self.proxy = None
@@ -370,11 +396,13 @@ class Peer:
             self.port = origin_port
             return
         self.port = free_port()
-        argv, conf = b.proxy_command(self.name, self.port, addr, tag, self.proxy_extra)
+        argv, conf = b.proxy_command(self.name, self.port, addr, tag, self.proxy_extra,
+                                     tls=self.tls)
         self.proxy = b.procs.start(f"{self.name}-{tag}", argv, PROXY_CPU)
         self.proxy_log = os.path.join(b.work, f"{self.name}-{tag}.err")
         try:
-            wait_answer(self.port, self.proxy, self.name, body)
+            wait_answer(self.port, self.proxy, self.name, body,
+                        ca=b.tls_files()["ca"] if self.tls else None)
         except Failure as e:
             raise Failure(f"{e}\n{tail(self.proxy_log)}")
 
@@ -383,6 +411,8 @@ class Peer:
         return self.proxy.pid if self.proxy else None
 
     def url(self, target):
+        if self.tls:
+            return f"https://{TLS_HOST}:{self.port}{target}"
         return f"http://127.0.0.1:{self.port}{target}"
 
     def stop(self):
@@ -480,6 +510,12 @@ class Bench:
         self.nginx_bin = a.nginx
         self.haproxy_bin = a.haproxy
         self.settings = {}
+        # The certificate of the TLS scenarios (tls_files makes it on first use).
+        self._tls_files = None
+        # The TLS handshakes of the last sse-load run (TLS scenarios only).
+        self.last_tls = {}
+        # Check the peers over TLS too (main sets it when a TLS scenario is planned).
+        self.tls_in_plan = False
         # tether --coalesce (scenario 7) is being added concurrently: until the binary has it,
         # the scenario runs tether without it and says so.
         self.coalesce = tether_supports(self.tether_bin, "--coalesce")
@@ -492,30 +528,75 @@ class Bench:
 
     # ---- proxy command lines and configurations -----------------------------------------
 
-    def proxy_command(self, name, port, origin, tag, extra=()):
+    def tls_files(self):
+        """The run's certificate (made on first use with openssl, then served by every proxy):
+        an ECDSA P-256 leaf for localhost and 127.0.0.1, signed by a P-256 CA made with it
+        (clients trust the CA: a self-signed `req -x509` certificate is a CA, and webpki,
+        rustls's verifier, refuses a CA certificate as a server's). Paths: cert (the leaf),
+        key, both (leaf and key in one file: HAProxy's `crt`), ca."""
+        if self._tls_files is None:
+            d = os.path.join(self.work, "tls")
+            os.makedirs(d, exist_ok=True)
+            path = {n: os.path.join(d, n + ".pem")
+                    for n in ("cert", "key", "both", "ca", "ca-key", "csr")}
+            ext = os.path.join(d, "leaf.ext")
+            with open(ext, "w") as f:
+                f.write(f"subjectAltName=DNS:{TLS_HOST},IP:127.0.0.1\n"
+                        "basicConstraints=critical,CA:FALSE\n"
+                        "keyUsage=critical,digitalSignature\n"
+                        "extendedKeyUsage=serverAuth\n")
+            p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            for argv in (
+                    ["openssl", "req", "-x509"] + p256 + ["-keyout", path["ca-key"], "-out",
+                     path["ca"], "-days", "7", "-subj", "/CN=tether bench CA"],
+                    ["openssl", "req"] + p256 + ["-keyout", path["key"], "-out", path["csr"],
+                     "-subj", f"/CN={TLS_HOST}"],
+                    ["openssl", "x509", "-req", "-in", path["csr"], "-CA", path["ca"], "-CAkey",
+                     path["ca-key"], "-CAcreateserial", "-out", path["cert"], "-days", "7",
+                     "-extfile", ext]):
+                p = subprocess.run(argv, capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise Failure(f"openssl could not make the certificate: {p.stderr.strip()}")
+            with open(path["both"], "w") as f, open(path["cert"]) as c, open(path["key"]) as k:
+                f.write(c.read() + k.read())
+            self._tls_files = path
+        return self._tls_files
+
+    def proxy_command(self, name, port, origin, tag, extra=(), tls=False):
         d = os.path.join(self.work, tag)
         os.makedirs(d, exist_ok=True)
+        t = self.tls_files() if tls else None
+
+        def shown(text):
+            return text.replace(os.path.dirname(t["cert"]), "TLS") if t else text
+        # The settings printed and recorded: the plain ones, and the TLS ones apart.
+        skey = name + ("_tls" if tls else "")
         if name == "tether":
             argv = [self.tether_bin, "reverse", "--bind", f"127.0.0.1:{port}",
                     "--upstream", f"http://{origin}", "--workers", "1", "--cpus", PROXY_CPU,
                     "--max-connections", "12000", "--sse-heartbeat", "0", "--log-level", "warn"] + self.a.tether_extra.split()
-            self.settings.setdefault("tether", " ".join(argv[1:]).replace(origin, "ORIGIN")
-                                     .replace(str(port), "PORT"))
+            if tls:
+                argv += ["--tls-cert", t["cert"], "--tls-key", t["key"]]
+            self.settings.setdefault(skey, " ".join(argv[1:]).replace(origin, "ORIGIN")
+                                     .replace(str(port), "PORT")
+                                     .replace(os.path.dirname(t["cert"]) if t else "\0", "TLS"))
             return argv + list(extra), None
         if name == "nginx":
             conf = os.path.join(d, "nginx.conf")
-            text = NGINX_CONF.format(dir=d, port=port, origin=origin)
+            text = NGINX_CONF.format(dir=d, port=port, origin=origin,
+                                     listen=NGINX_TLS_LISTEN.format(**t) if tls else ";")
             with open(conf, "w") as f:
                 f.write(text)
-            self.settings.setdefault("nginx", relevant(text, NGINX_KEYS, d, port, origin))
+            self.settings.setdefault(skey, relevant(shown(text), NGINX_KEYS, d, port, origin))
             return [self.nginx_bin, "-p", d + "/", "-c", conf, "-e", os.path.join(d, "error.log"),
                     "-g", "daemon off; master_process off;"], conf
         if name == "haproxy":
             conf = os.path.join(d, "haproxy.cfg")
-            text = HAPROXY_CONF.format(dir=d, port=port, origin=origin)
+            text = HAPROXY_CONF.format(dir=d, port=port, origin=origin,
+                                       bind=HAPROXY_TLS_BIND.format(**t) if tls else "")
             with open(conf, "w") as f:
                 f.write(text)
-            self.settings.setdefault("haproxy", relevant(text, HAPROXY_KEYS, d, port, origin))
+            self.settings.setdefault(skey, relevant(shown(text), HAPROXY_KEYS, d, port, origin))
             return [self.haproxy_bin, "-f", conf, "-db"], conf
         raise ValueError(name)
 
@@ -565,6 +646,27 @@ class Bench:
                 log(f"    settings: {settings}")
             finally:
                 peer.stop()
+            if self.tls_in_plan:
+                self.check_tls(name)
+
+    def check_tls(self, name):
+        """The proxy serves the run's certificate (verified against it, SNI localhost) and
+        relays /small over TLS; records the TLS version it negotiates with Python's OpenSSL."""
+        peer = Peer(self, name, self.origin_env("check"), tls=True)
+        try:
+            peer.start()
+            status, body, version, cipher = https_get(peer.port, "/small",
+                                                      self.tls_files()["ca"])
+            if status != 200 or len(body) != 100:
+                raise Failure(f"{name} over TLS: /small gave {status}, {len(body)} bytes")
+            self.checked.setdefault(name, {}).update(tls_version=version, tls_cipher=cipher)
+            settings = self.settings.get(name + "_tls")
+            if isinstance(settings, list):
+                settings = "; ".join(settings)
+            log(f"  {name} over TLS: /small ok, {version} {cipher}, certificate verified "
+                f"(ECDSA P-256, SNI {TLS_HOST}); settings: {settings}")
+        finally:
+            peer.stop()
 
     def check_tokio_origin(self):
         """sse-tokio on its own: streams event by event and resumes after Last-Event-ID, as
@@ -615,7 +717,7 @@ class Bench:
                 if scenario == "fanout" else None)
         peer = Peer(self, peer_name, self.origin_env(scenario), origin_log=olog,
                     proxy_extra=self.scenario_proxy_flags(scenario, peer_name),
-                    origin=self.origin_kind)
+                    origin=self.origin_kind, tls=scenario in TLS_SCENARIOS)
         try:
             peer.start()
             self.child_cpu_s = 0.0
@@ -650,6 +752,8 @@ class Bench:
                 "--threads", "1", "--json", out, "--label", label] + extra
         if peer.pid:
             argv += ["--proxy-pid", str(peer.pid)]
+        if peer.tls:
+            argv += ["--ca", self.tls_files()["ca"]]
         p = self.procs.start(f"load-{label}-{self.seq}", argv, LOAD_CPU)
         self.seq += 1
         limit = duration + warmup + timeout_extra + 60
@@ -666,6 +770,7 @@ class Bench:
                           f"{tail(os.path.join(self.work, f'load-{label}-{self.seq - 1}.err'))}")
         if r.get("open_failure"):
             raise Failure(f"sse-load: {r['open_failure']}")
+        self.last_tls = tls_figures(r) if peer.tls else {}
         return r
 
     def common(self, r, streams):
@@ -828,11 +933,14 @@ class Bench:
         r = self.sse_load(peer, load_query("idle"), n, ["--idle", "--settle", "3s"],
                           f"{peer.name}-idle", timeout_extra=60, duration=1, warmup=0)
         self.common_idle(r, n)
-        return {"rss_per_stream_bytes": r["rss_per_stream_bytes"],
-                "proxy_rss_before_mb": r["proxy_rss_before_bytes"] / 2**20,
-                "proxy_rss_after_mb": r["proxy_rss_after_bytes"] / 2**20,
-                "rss_before_ours_mb": before / 2**20,
-                "established": r["established"], "open_s": r["open_s"]}
+        f = {"rss_per_stream_bytes": r["rss_per_stream_bytes"],
+             "proxy_rss_before_mb": r["proxy_rss_before_bytes"] / 2**20,
+             "proxy_rss_after_mb": r["proxy_rss_after_bytes"] / 2**20,
+             "rss_before_ours_mb": before / 2**20,
+             "established": r["established"], "open_s": r["open_s"]}
+        if peer.tls:
+            f.update(tls_figures(r))
+        return f
 
     def common_idle(self, r, n):
         if r["established"] < n:
@@ -872,6 +980,27 @@ class Bench:
             f["proxy_cpu_us_per_req"] = (after - before) / CLK_TCK * 1e6 / reqs
             f["proxy_cpu_share"] = (after - before) / CLK_TCK / self.a.duration
         return f
+
+    # ---- client TLS (TLS_SCENARIOS): the plain scenarios' measurements with https clients;
+    # Peer(tls=True) gives the proxy the run's certificate, peer.url() is https://localhost,
+    # sse_load() adds --ca. The proxy's CPU now includes the TLS records it seals and opens.
+
+    def m_tls_plain(self, peer):
+        """4t: keep-alive over TLS, wrk -c50 (OpenSSL client; 50 handshakes at the start, then
+        requests on them): req/s and proxy CPU per request."""
+        return self.m_plain(peer)
+
+    def m_tls_1a(self, peer):
+        """1t: scenario 1a (1000 streams held then flat out, one upstream write per event, one
+        URL) with sse-load over TLS: events per proxy CPU-second, lost and duplicated events."""
+        f = self.m_throughput(peer, "batch1")
+        f.update(self.last_tls)
+        return f
+
+    def m_tls_idle(self, peer):
+        """3t: --idle-streams idle streams over TLS: proxy RSS per stream (handshakes done, one
+        event relayed on each, then quiet)."""
+        return self.m_idle(peer)
 
     def m_drops(self, peer):
         k, rate, n = self.a.drop_every, self.a.drop_rate, self.a.drop_streams
@@ -926,7 +1055,15 @@ def relevant(text, keys, d, port, origin):
 
 
 NGINX_KEYS = ("worker_processes", "worker_rlimit_nofile", "worker_connections", "upstream",
-              "proxy_", "access_log", "keepalive")
+              "proxy_", "access_log", "keepalive", "listen", "ssl_")
+# The TLS scenarios' listen directive (the plain one is just ";"): the run's certificate and
+# TLS 1.3 (nginx 1.22's compiled-in default is TLSv1-TLSv1.2; Debian's shipped nginx.conf turns
+# 1.3 on, as here); every other TLS setting as nginx ships it (session tickets on, no shared
+# session cache: `ssl_session_cache none`), as most sites leave them.
+NGINX_TLS_LISTEN = """ ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;"""
 NGINX_CONF = """\
 # nginx as SSE users set it up (perf/NOTES.md): streamed, HTTP/1.1 upstream keep-alive.
 worker_processes 1;
@@ -945,7 +1082,7 @@ http {{
   scgi_temp_path {dir};
   upstream origin {{ server {origin}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{listen}
     location / {{
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -959,7 +1096,10 @@ http {{
 """
 
 HAPROXY_KEYS = ("nbthread", "ulimit-n", "maxconn", "mode", "option", "timeout", "http-reuse",
-                "server")
+                "server", "bind")
+# The TLS scenarios' bind options: the run's certificate and key in one PEM; HAProxy's TLS
+# defaults otherwise (session cache of 20000 entries, tickets on).
+HAPROXY_TLS_BIND = " ssl crt {both}"
 HAPROXY_CONF = """\
 # HAProxy as SSE users set it up (perf/NOTES.md): one thread, keep-alive, no Nagle merging.
 global
@@ -979,7 +1119,7 @@ defaults
   timeout http-keep-alive 60s
   maxconn 9900
 frontend fe
-  bind 127.0.0.1:{port}
+  bind 127.0.0.1:{port}{bind}
   default_backend be
 backend be
   server origin {origin}
@@ -1002,13 +1142,21 @@ SCENARIOS = {
     "drops": ("5. Upstream drops", PEERS_ALL, False),
     "ttfe": ("6. Time to first event under load", PEERS_ALL, True),
     "fanout": ("7. Fan-out: one URL, many clients", PEERS_ALL, True),
+    # Client TLS (issue 15), only with --only (OPT_IN).
+    "tls-plain": ("4t. TLS keep-alive HTTP", PEERS_PROXY, False),
+    "tls-1a": ("1t. SSE over TLS, one upstream write per event", PEERS_PROXY, True),
+    "tls-idle": ("3t. Idle TLS streams", PEERS_PROXY, True),
 }
+# Scenarios a run without --only leaves out: the TLS ones add ~8 minutes (3 reps, 10 s) to a
+# default run that already takes ~50.
+OPT_IN = list(TLS_SCENARIOS)
 ALIASES = {"1": ["batch1", "batch1-url", "batched", "batched-url"],
            "throughput": ["batch1", "batch1-url", "batched", "batched-url"],
            "1a": ["batch1"], "1b": ["batched"], "1a-url": ["batch1-url"], "1b-url": ["batched-url"],
            "url": ["batch1-url", "batched-url"], "distinct-urls": ["batch1-url", "batched-url"],
            "2": ["latency"], "3": ["idle"], "4": ["plain"], "5": ["drops"], "6": ["ttfe"],
-           "7": ["fanout"]}
+           "7": ["fanout"], "tls": list(TLS_SCENARIOS), "1t": ["tls-1a"], "3t": ["tls-idle"],
+           "4t": ["tls-plain"]}
 
 # Defaults, and what --quick uses instead (flags given explicitly win over both).
 DEFAULTS = {"reps": 3, "duration": 10, "warmup": 2, "streams": 1000, "idle_streams": 9000,
@@ -1016,6 +1164,11 @@ DEFAULTS = {"reps": 3, "duration": 10, "warmup": 2, "streams": 1000, "idle_strea
             "fanout_rate": 100}
 QUICK = {"reps": 1, "duration": 2, "warmup": 0.5, "streams": 200, "idle_streams": 2000,
          "drop_streams": 200, "retries": 0, "fanout_clients": 200}
+
+
+def tls_figures(r):
+    """TLS handshakes of a sse-load report (the streams'; resumed ones among them)."""
+    return {"tls_handshakes": r.get("tls_handshakes"), "tls_resumed": r.get("tls_resumed")}
 
 
 def median(values):
@@ -1094,7 +1247,8 @@ def main():
     a.duration = int(a.duration) if float(a.duration).is_integer() else a.duration
     a.warmup = int(a.warmup) if float(a.warmup).is_integer() else a.warmup
     chosen = []
-    for s in [x for x in a.only.split(",") if x] or list(SCENARIOS):
+    for s in ([x for x in a.only.split(",") if x]
+              or [sc for sc in SCENARIOS if sc not in OPT_IN]):
         for name in ALIASES.get(s, [s]):
             if name not in SCENARIOS:
                 ap.error(f"unknown scenario {s}")
@@ -1120,6 +1274,7 @@ def main():
             for o, n in (plan_variants if sc in ORIGIN_SCENARIOS
                          else [("sse-upstream", DEFAULT_EVENT_BYTES)])]
     b.origins_in_plan = {o for _, o, _ in plan}
+    b.tls_in_plan = any(sc in TLS_SCENARIOS for sc, _, _ in plan)
     started = time.monotonic()
     busy = cpu_busy()
     log(f"== CPU use before the run (others' processes): " +

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use tether_perf::load::{self, LoadConfig};
+use tether_perf::load::{self, LoadConfig, Trust};
 
 /// SSE load generator: C concurrent streams, every event counted (ids in order, gaps,
 /// duplicates), per-event latency from the origin's ts_us, reconnections, proxy CPU and RSS.
@@ -18,11 +18,19 @@ use tether_perf::load::{self, LoadConfig};
 #[derive(Parser, Debug)]
 #[command(name = "sse-load", version)]
 struct Args {
-    /// SSE endpoint, http://host:port/path?query (e.g. the simulator's
+    /// SSE endpoint, http://host:port/path?query or https://... (e.g. the simulator's
     /// /sse?events=0&rate=10). `{i}` in the path or query becomes the stream's index
-    /// (0, 1, ...): every stream gets its own URL.
+    /// (0, 1, ...): every stream gets its own URL. https: TLS 1.2/1.3 (rustls), SNI from the
+    /// host, ALPN http/1.1, session resumption; needs --ca or --insecure.
     #[arg(long)]
     url: String,
+    /// https: trust only the CA certificate(s) of this PEM file (a self-signed server
+    /// certificate is its own CA).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// https: accept any server certificate (the handshake's signatures are still checked).
+    #[arg(long)]
+    insecure: bool,
     /// Concurrent streams (C). One fd each; C + 64 must fit the open-files limit.
     #[arg(long, default_value_t = 1)]
     streams: usize,
@@ -139,8 +147,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The library configuration the flags describe.
 fn config_of(args: &Args) -> LoadConfig {
+    let trust = match (&args.ca, args.insecure) {
+        (Some(path), _) => Some(Trust::Ca(path.clone())),
+        (None, true) => Some(Trust::Insecure),
+        (None, false) => None,
+    };
     LoadConfig {
         url: args.url.clone(),
+        trust,
         streams: args.streams,
         duration: args.duration,
         warmup: args.warmup,
@@ -229,6 +243,7 @@ mod tests {
         assert_eq!(from_flags.stuck_after, lib.stuck_after);
         assert_eq!(from_flags.join_live, lib.join_live);
         assert!(!from_flags.reconnect && !from_flags.idle && from_flags.progress);
+        assert_eq!(from_flags.trust, lib.trust);
         let args = Args::parse_from([
             "sse-load",
             "--url",
@@ -254,6 +269,13 @@ mod tests {
         assert_eq!(c.proxy_pids, vec![10, 11]);
         assert!(!c.progress);
         assert!(c.join_live);
+        let args = Args::parse_from(["sse-load", "--url", "https://h/", "--ca", "ca.pem"]);
+        assert_eq!(config_of(&args).trust, Some(Trust::Ca("ca.pem".into())));
+        let args = Args::parse_from(["sse-load", "--url", "https://h/", "--insecure"]);
+        assert_eq!(config_of(&args).trust, Some(Trust::Insecure));
+        assert!(
+            Args::try_parse_from(["sse-load", "--url", "u", "--ca", "f", "--insecure"]).is_err()
+        );
     }
 
     #[test]

@@ -14,11 +14,18 @@
 //!   epoll_wait (until the next timer, at most MAX_WAIT)
 //!   per ready socket: connecting -> SO_ERROR, send the request, watch for input
 //!                     reading    -> one read, clocks read once, StreamState::on_data
+//!                                   (TLS: one read_tls, decrypt, flush what rustls has
+//!                                   to say, then every plaintext record to on_data)
 //!   publish the counters (relaxed stores)
 //! close every socket
 //! ```
 //! Sockets are level-triggered: one read per readiness is enough (a socket with more data
 //! is reported again on the next wait, after the other ready sockets had their turn).
+//!
+//! TLS (`https://`): a slot holds a rustls `ClientConnection` next to its socket. The request
+//! is written into it at connect time (rustls sends it once the handshake is done); the head
+//! deadline covers the handshake. Plain slots hold `None` there: their path is the one above,
+//! one branch on that `Option` per read.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -33,6 +40,7 @@ use super::control::{Control, Window};
 use super::net::{read, send, set_linger_zero, start_connect, take_error, Epoll};
 use super::stats::Stats;
 use super::stream::{End, Flow, Next, Now, RequestTemplate, StreamState};
+use super::tls::{self, FdIo, TlsClient};
 
 /// How often a thread hands its latency histogram over for the progress line.
 pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(200);
@@ -48,6 +56,8 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 pub(crate) struct Settings {
     /// Where to connect.
     pub target: SocketAddr,
+    /// `https://`: the TLS client (each thread takes its own copy, with its own sessions).
+    pub tls: Option<TlsClient>,
     /// The request, minus `Last-Event-ID` (streams without their own, see [`StreamPlan`]).
     pub template: RequestTemplate,
     /// Reopen streams that end (EventSource behaviour).
@@ -101,6 +111,9 @@ struct Slot {
     stream: usize,
     /// The socket of the current connection.
     sock: Option<OwnedFd>,
+    /// The TLS state of the current connection (`https://` only; boxed: a plain slot pays
+    /// one pointer).
+    tls: Option<Box<rustls::ClientConnection>>,
     /// Bumped at every connection end: epoll tokens and timers of older connections are stale.
     generation: u32,
     /// Socket-level state.
@@ -140,6 +153,8 @@ fn wall_us() -> u64 {
 /// The thread's whole state.
 struct LoadThread<'a> {
     settings: &'a Settings,
+    /// This thread's TLS client (its own session store), for `https://`.
+    tls: Option<TlsClient>,
     control: &'a Control,
     /// This thread's index in `control.threads`.
     index: usize,
@@ -186,6 +201,7 @@ pub(crate) fn run(
     let n = plans.len();
     let mut t = LoadThread {
         settings: &settings,
+        tls: settings.tls.as_ref().map(TlsClient::for_thread),
         control: &control,
         index,
         epoll: Epoll::new()?,
@@ -200,6 +216,7 @@ pub(crate) fn run(
                 Slot {
                     stream: plan.index,
                     sock: None,
+                    tls: None,
                     generation: 0,
                     conn: Conn::None,
                     opening: false,
@@ -379,6 +396,7 @@ impl LoadThread<'_> {
 
     /// Sends the request of a connected slot in one write (a few hundred bytes into an
     /// empty socket buffer: a short write does not happen and is treated as an error).
+    /// TLS: starts the handshake instead, the request queued behind it.
     fn send_request(&mut self, slot: usize, window: Window) {
         let s = &mut self.slots[slot];
         let template = s.template.as_deref().unwrap_or(&self.settings.template);
@@ -386,6 +404,9 @@ impl LoadThread<'_> {
         let Some(fd) = s.sock.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
+        if let Some(client) = &self.tls {
+            return self.start_tls(slot, fd, client.clone(), window);
+        }
         match send(fd, &self.request) {
             Ok(n) if n == self.request.len() => {
                 s.conn = Conn::Reading;
@@ -407,46 +428,144 @@ impl LoadThread<'_> {
         }
     }
 
+    /// TLS: a new client connection with the request written into it, the ClientHello
+    /// sent; the rest of the handshake and the request go out as the server answers
+    /// ([`LoadThread::on_readable_tls`]).
+    fn start_tls(&mut self, slot: usize, fd: i32, client: TlsClient, window: Window) {
+        let mut conn = match client.connect() {
+            Ok(c) => Box::new(c),
+            Err(e) => return self.finish(slot, End::ConnectFailed(e), window),
+        };
+        use std::io::Write as _;
+        let queued = conn.writer().write_all(&self.request);
+        if let Err(e) = queued.and_then(|()| tls::flush(&mut conn, fd)) {
+            return self.finish(slot, End::Io(format!("tls: {e}")), window);
+        }
+        let s = &mut self.slots[slot];
+        s.tls = Some(conn);
+        s.conn = Conn::Reading;
+        self.head_deadlines.push_back(Deadline {
+            at: Instant::now() + self.settings.head_timeout,
+            slot,
+            generation: s.generation,
+        });
+    }
+
     /// One read from a readable socket.
     fn on_readable(&mut self, slot: usize, buf: &mut [u8], window: Window) {
         let Some(fd) = self.slots[slot].sock.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
+        if self.slots[slot].tls.is_some() {
+            return self.on_readable_tls(slot, fd, buf, window);
+        }
         match read(fd, buf) {
             Ok(0) => {
                 let why = self.slots[slot].state.on_eof();
                 self.finish(slot, why, window);
             }
             Ok(n) => {
-                let now = self.now(window);
-                let s = &mut self.slots[slot];
-                let (was_in_body, was_established) = (s.state.in_body(), s.state.established);
-                let flow = s.state.on_data(&buf[..n], now, &mut self.stats);
-                if !was_in_body && s.state.in_body() {
-                    // The head was accepted by this read.
-                    self.open += 1;
-                    if s.opening {
-                        s.opening = false;
-                        self.opening -= 1;
-                    }
-                    if !was_established {
-                        self.established += 1;
-                    }
-                    if !self.settings.leave_every.is_zero() {
-                        let stay = self.settings.leave_every.mul_f64(0.5 + self.unit());
-                        let generation = self.slots[slot].generation;
-                        self.leaves
-                            .push(Reverse((now.mono + stay, slot, generation)));
-                    }
-                    self.publish_gauges();
-                }
-                if let Flow::Close(why) = flow {
-                    self.finish(slot, why, window);
-                }
+                self.on_bytes(slot, &buf[..n], window);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => self.finish(slot, End::Io(e.to_string()), window),
+        }
+    }
+
+    /// TLS: one read of records from the socket; decrypts them; sends what rustls has to
+    /// send (handshake, the queued request, alerts); hands every plaintext byte to the
+    /// stream. EOF: the server's close_notify, or a TCP FIN without it (a dropped stream
+    /// either way, as for plain).
+    fn on_readable_tls(&mut self, slot: usize, fd: i32, buf: &mut [u8], window: Window) {
+        let Some(conn) = self.slots[slot].tls.as_deref_mut() else {
+            return;
+        };
+        let handshaking = conn.is_handshaking();
+        match conn.read_tls(&mut FdIo(fd)) {
+            Ok(0) => {
+                let why = self.slots[slot].state.on_eof();
+                return self.finish(slot, why, window);
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return
+            }
+            Err(e) => return self.finish(slot, End::Io(e.to_string()), window),
+        }
+        let processed = conn.process_new_packets();
+        // Whatever rustls has to say (Finished, the request, a KeyUpdate, or the alert
+        // after an error) goes out before the bytes are read.
+        let flushed = tls::flush(conn, fd);
+        if let Err(e) = processed {
+            return self.finish(slot, End::Io(format!("tls: {e}")), window);
+        }
+        if let Err(e) = flushed {
+            return self.finish(slot, End::Io(format!("tls: {e}")), window);
+        }
+        if handshaking && !conn.is_handshaking() {
+            self.stats.tls_handshakes += 1;
+            self.stats.tls_resumed += u64::from(tls::resumed(conn) == Some(true));
+        }
+        loop {
+            let generation = self.slots[slot].generation;
+            let Some(conn) = self.slots[slot].tls.as_deref_mut() else {
+                return;
+            };
+            match io::Read::read(&mut conn.reader(), buf) {
+                Ok(0) => {
+                    let why = self.slots[slot].state.on_eof();
+                    return self.finish(slot, why, window);
+                }
+                Ok(n) => {
+                    self.on_bytes(slot, &buf[..n], window);
+                    if self.slots[slot].generation != generation {
+                        return; // the stream closed the connection
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    let why = self.slots[slot].state.on_eof();
+                    return self.finish(slot, why, window);
+                }
+                Err(e) => return self.finish(slot, End::Io(format!("tls: {e}")), window),
+            }
+        }
+    }
+
+    /// Bytes of the response (plaintext): the stream parses them; counts a head accepted by
+    /// them; closes the connection if the stream says so.
+    #[inline]
+    fn on_bytes(&mut self, slot: usize, data: &[u8], window: Window) {
+        let now = self.now(window);
+        let s = &mut self.slots[slot];
+        let (was_in_body, was_established) = (s.state.in_body(), s.state.established);
+        let flow = s.state.on_data(data, now, &mut self.stats);
+        if !was_in_body && s.state.in_body() {
+            // The head was accepted by this read.
+            self.open += 1;
+            if s.opening {
+                s.opening = false;
+                self.opening -= 1;
+            }
+            if !was_established {
+                self.established += 1;
+            }
+            if !self.settings.leave_every.is_zero() {
+                let stay = self.settings.leave_every.mul_f64(0.5 + self.unit());
+                let generation = self.slots[slot].generation;
+                self.leaves
+                    .push(Reverse((now.mono + stay, slot, generation)));
+            }
+            self.publish_gauges();
+        }
+        if let Flow::Close(why) = flow {
+            self.finish(slot, why, window);
         }
     }
 
@@ -481,6 +600,7 @@ impl LoadThread<'_> {
             Duration::ZERO
         };
         let s = &mut self.slots[slot];
+        drop(s.tls.take());
         drop(s.sock.take());
         s.generation = s.generation.wrapping_add(1);
         s.conn = Conn::None;
@@ -606,6 +726,7 @@ impl LoadThread<'_> {
             }
         }
         for s in &mut self.slots {
+            s.tls = None;
             if let Some(sock) = s.sock.take() {
                 set_linger_zero(sock.as_raw_fd());
                 if s.state.in_body() {

@@ -15,6 +15,8 @@
 //! - `report.rs`: the figures, the table, the JSON.
 //! - `net.rs`: socket and epoll syscalls; `sys.rs`: `/proc`, getrusage, rlimit.
 //! - `url.rs`: `--url` and its `{i}` placeholder (one URL per stream).
+//! - `tls.rs`: `https://` URLs: the rustls client (`--ca`/`--insecure`, SNI, resumption) and
+//!   its glue to the driver's non-blocking sockets.
 //! - `ttfe.rs`: `--ttfe`: time to first event of new clients while the load runs.
 
 mod control;
@@ -27,6 +29,7 @@ pub mod sse;
 mod stats;
 mod stream;
 pub mod sys;
+mod tls;
 pub mod track;
 pub mod ttfe;
 mod url;
@@ -42,6 +45,7 @@ pub use hist::Histogram;
 pub use report::{ErrorLine, Quantiles, Report};
 pub use stats::{ErrorKind, Stats};
 pub use stream::MAX_RECONNECT_DELAY;
+pub use tls::{TlsClient, Trust};
 pub use ttfe::{ProbeResults, ProbeSample, Summary};
 pub use url::{HttpUrl, STREAM_PLACEHOLDER};
 
@@ -86,8 +90,11 @@ const TICK: Duration = Duration::from_millis(20);
 /// `LoadConfig { url, streams: 20, ..Default::default() }`.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// `http://host:port/path?query` of the SSE endpoint.
+    /// `http[s]://host:port/path?query` of the SSE endpoint.
     pub url: String,
+    /// How an `https://` server's certificate is checked (`--ca FILE` or `--insecure`);
+    /// needed for https URLs, unused for plain ones.
+    pub trust: Option<Trust>,
     /// Concurrent streams (C).
     pub streams: usize,
     /// Length of the measured window.
@@ -148,6 +155,7 @@ impl Default for LoadConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            trust: None,
             streams: 1,
             duration: DEFAULT_DURATION,
             warmup: DEFAULT_WARMUP,
@@ -230,6 +238,22 @@ fn plan_sources(config: &LoadConfig, target: SocketAddr) -> Result<Vec<Option<Ip
     Ok((0..c).map(|i| Some(sources[i / per])).collect())
 }
 
+/// The TLS client of an `https://` URL (None for `http://`).
+fn tls_client(url: &HttpUrl, trust: Option<&Trust>) -> Result<Option<TlsClient>, LoadError> {
+    if !url.tls {
+        return Ok(None);
+    }
+    let trust = trust.ok_or_else(|| {
+        LoadError::Config(format!(
+            "https://{}: pass --ca FILE (the server's CA certificate, PEM) or --insecure",
+            url.authority
+        ))
+    })?;
+    TlsClient::build(trust, &url.host)
+        .map(Some)
+        .map_err(LoadError::Config)
+}
+
 /// Runs the load described by `config` and returns what it measured.
 ///
 /// Phases: open every stream (at most `max_opening` first opens in flight), fail if they are
@@ -238,6 +262,7 @@ fn plan_sources(config: &LoadConfig, target: SocketAddr) -> Result<Vec<Option<Ip
 /// everything. Blocks the calling thread for the whole run.
 pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
     let url = HttpUrl::parse(&config.url).map_err(LoadError::Config)?;
+    let tls = tls_client(&url, config.trust.as_ref())?;
     let target = url.resolve().map_err(LoadError::Config)?;
     if config.streams == 0 {
         return Err(LoadError::Config("--streams must be at least 1".into()));
@@ -268,6 +293,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         };
         Some(ttfe::ProbeConfig {
             target: u.resolve().map_err(LoadError::Config)?,
+            tls: tls_client(&u, config.trust.as_ref())?,
             authority: u.authority,
             path: u.target,
             count: config.ttfe,
@@ -290,6 +316,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
 
     let settings = Arc::new(Settings {
         target,
+        tls,
         template: RequestTemplate::new(&url.authority, &url.target),
         reconnect: config.reconnect,
         connect_timeout: config.connect_timeout,
@@ -312,6 +339,7 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         max_quiet_ms: config.max_quiet.map(|d| d.as_secs_f64() * 1000.0),
         stuck_after_s: config.stuck_after.map(|d| d.as_secs_f64()),
         join_live: config.join_live,
+        tls: url.tls,
         ..Default::default()
     };
 

@@ -126,6 +126,12 @@ pub struct Report {
     pub comments: u64,
     /// Connections the streams closed on purpose and reopened (`--leave-every`), whole run.
     pub leaves: u64,
+    /// The URL is `https://`.
+    pub tls: bool,
+    /// TLS handshakes completed by the streams (not the `--ttfe` probes), whole run.
+    pub tls_handshakes: u64,
+    /// Of those, resumed ones.
+    pub tls_resumed: u64,
     /// Per stream, the longest silence of an open body (no event, no comment),
     /// microseconds: quantiles over the streams.
     pub quiet_us: Quantiles,
@@ -183,6 +189,8 @@ impl Report {
         self.reconnect_gap_us = Quantiles::of(&s.reconnect_gap);
         self.comments = s.comments;
         self.leaves = s.leaves;
+        self.tls_handshakes = s.tls_handshakes;
+        self.tls_resumed = s.tls_resumed;
         self.quiet_us = Quantiles::of(&s.quiet);
         self.quiet_over = s.quiet_over;
         let mut long = s.long_silences.clone();
@@ -301,6 +309,12 @@ impl Report {
         }
         if self.leaves > 0 {
             row("left and came back", self.leaves.to_string());
+        }
+        if self.tls {
+            row(
+                "TLS handshakes",
+                format!("{} ({} resumed)", self.tls_handshakes, self.tls_resumed),
+            );
         }
         row("comments (heartbeats)", self.comments.to_string());
         if self.quiet_us.count > 0 {
@@ -527,6 +541,9 @@ impl Report {
         }
         j.num("comments", self.comments as f64);
         j.num("leaves", self.leaves as f64);
+        j.bool("tls", self.tls);
+        j.num("tls_handshakes", self.tls_handshakes as f64);
+        j.num("tls_resumed", self.tls_resumed as f64);
         let q = &self.quiet_us;
         j.raw(
             "quiet_ms",

@@ -119,6 +119,10 @@ pub struct Stats {
     pub comments: u64,
     /// Connections closed on purpose by `--leave-every` (and reopened), whole run.
     pub leaves: u64,
+    /// TLS handshakes completed (`https://`), whole run.
+    pub tls_handshakes: u64,
+    /// Of those, resumed ones (a session ticket or id from an earlier connection).
+    pub tls_resumed: u64,
     /// Per stream, the longest time its open response body stayed silent (no event, no
     /// comment), microseconds; one value per stream that was ever established, recorded
     /// when the run ends.
@@ -163,6 +167,8 @@ impl Stats {
         self.reconnect_gap.merge(&other.reconnect_gap);
         self.comments += other.comments;
         self.leaves += other.leaves;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_resumed += other.tls_resumed;
         self.quiet.merge(&other.quiet);
         self.quiet_over += other.quiet_over;
         self.long_silences.extend_from_slice(&other.long_silences);

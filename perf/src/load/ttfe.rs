@@ -12,7 +12,9 @@
 //! What a probe measures (all from `Instant::now()` just before `connect()`):
 //! - `connect`: connect() returned (the listener's SYN-ACK; with a full accept queue it
 //!   still succeeds, the wait shows up later);
-//! - `head`: the read that completed the response head returned;
+//! - `head`: the read that completed the response head returned (over TLS this includes
+//!   the handshake: the request is sent when it is done, resumed when the probe before left a
+//!   session ticket);
 //! - `first event`: the read that completed the first event (its blank line) returned. An
 //!   event is what sse-load counts everywhere (a dispatched block with non-empty data), so a
 //!   priming block or a comment does not end the probe.
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::net::set_linger_zero;
 use super::stats::Stats;
 use super::stream::{End, Flow, Now, RequestTemplate, StreamState};
+use super::tls::TlsClient;
 use super::url;
 
 /// What the probe thread is told.
@@ -37,6 +40,8 @@ use super::url;
 pub(crate) struct ProbeConfig {
     /// Where to connect.
     pub target: SocketAddr,
+    /// `https://`: the TLS client (its own session store: probe n+1 resumes probe n's).
+    pub tls: Option<TlsClient>,
     /// The Host field's value.
     pub authority: String,
     /// Path and query; `{i}` becomes the probe's index (0, 1, ...).
@@ -189,27 +194,38 @@ fn describe(why: &End) -> String {
     }
 }
 
+/// A probe's connection: the TCP socket itself, or rustls over it.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
 /// One probe: connect, send the request, read until the first complete event, close with
 /// RST. Err: why it failed.
 fn probe_once(
     target: SocketAddr,
+    tls: Option<&TlsClient>,
     template: &RequestTemplate,
     timeout: Duration,
     buf: &mut [u8],
 ) -> Result<ProbeSample, String> {
     let start = Instant::now();
     let us = |t: Instant| t.duration_since(start).as_micros() as u64;
-    let mut sock =
-        TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
+    let tcp = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect: {e}"))?;
     let connected = Instant::now();
     // Whatever happens next, the socket closes with RST (no TIME_WAIT; a browser tab that
     // closes with unread data sends one too).
-    set_linger_zero(sock.as_raw_fd());
-    let _ = sock.set_nodelay(true);
+    set_linger_zero(tcp.as_raw_fd());
+    let _ = tcp.set_nodelay(true);
+    // The timeouts are the socket's: set through this handle, they hold under TLS too.
+    let sock = tcp.try_clone().map_err(|e| format!("socket: {e}"))?;
+    let mut conn: Box<dyn Conn> = match tls {
+        Some(client) => Box::new(rustls::StreamOwned::new(client.connect()?, tcp)),
+        None => Box::new(tcp),
+    };
     let mut request = Vec::with_capacity(256);
     let mut progress = FirstEvent::new(template, &mut request);
     sock.set_write_timeout(Some(timeout))
-        .and_then(|()| sock.write_all(&request))
+        .and_then(|()| conn.write_all(&request))
+        .and_then(|()| conn.flush())
         .map_err(|e| format!("request: {e}"))?;
     let deadline = start + timeout;
     let mut head_at = None;
@@ -228,7 +244,7 @@ fn probe_once(
         }
         sock.set_read_timeout(Some(left))
             .map_err(|e| format!("socket: {e}"))?;
-        let n = match sock.read(buf) {
+        let n = match conn.read(buf) {
             Ok(0) => return Err(progress.eof()),
             Ok(n) => n,
             Err(e)
@@ -268,12 +284,19 @@ pub(crate) fn run(config: &ProbeConfig, stop: &AtomicBool) -> ProbeResults {
         ..Default::default()
     };
     let mut buf = vec![0u8; 64 * 1024];
+    let tls = config.tls.as_ref().map(TlsClient::for_thread);
     for i in 0..config.count {
         if stop.load(Relaxed) {
             break;
         }
         let template = RequestTemplate::new(&config.authority, &url::expand(&config.path, i));
-        match probe_once(config.target, &template, config.timeout, &mut buf) {
+        match probe_once(
+            config.target,
+            tls.as_ref(),
+            &template,
+            config.timeout,
+            &mut buf,
+        ) {
             Ok(s) => results.samples.push(s),
             Err(e) => {
                 results.failed += 1;

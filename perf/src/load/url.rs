@@ -1,13 +1,15 @@
-//! The `http://host[:port]/path?query` of `--url`, and its `{i}` placeholder.
+//! The `http[s]://host[:port]/path?query` of `--url`, and its `{i}` placeholder.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// A parsed `http` URL.
+/// A parsed `http` or `https` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`: every connection speaks TLS (SNI: `host`).
+    pub tls: bool,
     /// Host as written (an IPv6 literal keeps its brackets): the Host field's host part.
     pub host: String,
-    /// Port (80 when absent).
+    /// Port (80 when absent; 443 for https).
     pub port: u16,
     /// Path and query, "/" when empty: the request target.
     pub target: String,
@@ -16,11 +18,17 @@ pub struct HttpUrl {
 }
 
 impl HttpUrl {
-    /// Parses `http://host[:port][/path][?query]` (no userinfo, no fragment, no https).
+    /// Parses `http[s]://host[:port][/path][?query]` (no userinfo, no fragment).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            return Err(format!(
+                "{url:?}: only http:// and https:// URLs are supported"
+            ));
+        };
         if rest.contains('#') {
             return Err(format!("{url:?}: a fragment is not sent, leave it out"));
         }
@@ -46,6 +54,7 @@ impl HttpUrl {
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|&p| p != 0)
                 .ok_or_else(|| format!("{url:?}: bad port {p:?}"))?,
+            None if tls => 443,
             None => 80,
         };
         let target = match target {
@@ -57,6 +66,7 @@ impl HttpUrl {
             return Err(format!("{url:?}: spaces or control bytes in the path"));
         }
         Ok(Self {
+            tls,
             host: host.to_string(),
             port,
             target,
@@ -109,6 +119,14 @@ mod tests {
         assert_eq!(u.resolve().unwrap(), "[::1]:9".parse().unwrap());
         let u = HttpUrl::parse("http://h:1?q=1").unwrap();
         assert_eq!(u.target, "/?q=1");
+        assert!(!u.tls);
+        let u = HttpUrl::parse("https://localhost:8443/sse?x=1").unwrap();
+        assert!(u.tls);
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("localhost", 8443, "/sse?x=1")
+        );
+        assert_eq!(HttpUrl::parse("https://h/").unwrap().port, 443);
     }
 
     #[test]
@@ -125,7 +143,7 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_do() {
         for bad in [
-            "https://h/",
+            "ftp://h/",
             "h:80/",
             "http://",
             "http://u@h/",
