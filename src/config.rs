@@ -80,6 +80,8 @@ pub struct Config {
     /// The TLS server settings built from them (every pair read and checked); None without
     /// --tls-cert. A reload builds it again from the files (`crate::reload`).
     pub client_tls: Option<ClientTls>,
+    /// `--h2-*`: the limits of HTTP/2 client connections.
+    pub h2: crate::client_h2::H2Limits,
     /// `--access-log`: where access log lines go (None = off).
     pub access_log: Option<AccessLogTarget>,
     /// `--session-key-file` (restart-only).
@@ -348,6 +350,14 @@ impl Config {
                 send: args.send_timeout,
                 pool_idle: args.upstream_pool_idle,
                 shutdown_grace: args.shutdown_grace,
+            },
+            h2: crate::client_h2::H2Limits {
+                max_concurrent_streams: args.h2_max_concurrent_streams,
+                max_header_list_bytes: args.h2_max_header_list,
+                initial_stream_window: args.h2_stream_window,
+                initial_connection_window: args.h2_connection_window,
+                max_frame_bytes: args.h2_max_frame,
+                max_resets_per_window: args.h2_max_resets,
             },
             head_limits: HeadLimits {
                 max_head_bytes: args.max_head_bytes,
