@@ -138,9 +138,9 @@ impl ConfigReload {
             return;
         };
         let generation = GENERATION.load(Ordering::Relaxed);
-        let read = self.read().and_then(|(loaded, mut config)| {
+        let read = self.read().map(|(loaded, mut config)| {
             keep_ticket_keys(&self.running, &mut config);
-            Ok((loaded, config))
+            (loaded, config)
         });
         let (loaded, config) = match read {
             Ok(read) => read,

@@ -321,7 +321,7 @@ async fn send_body(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), 
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         let got = std::future::poll_fn(|cx| {
-            if let Poll::Ready(_) = send.poll_reset(cx) {
+            if send.poll_reset(cx).is_ready() {
                 return Poll::Ready(Err(Stop::Client));
             }
             match send.poll_capacity(cx) {
