@@ -268,10 +268,20 @@ fn an_h2_stream_is_resumed_when_its_upstream_drops() {
 fn a_replay_by_last_event_id_over_h2_comes_from_the_ring() {
     let up = origin();
     let (ca, leaf) = loopback_leaf();
+    let log_path =
+        std::env::temp_dir().join(format!("tether-h2-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log_path);
     let t = h2_tether(
         &url_of(&up),
         &leaf,
-        &["--workers", "1", "--sse-heartbeat", "0"],
+        &[
+            "--workers",
+            "1",
+            "--sse-heartbeat",
+            "0",
+            "--access-log",
+            log_path.to_str().unwrap(),
+        ],
     );
     let admin = t.admin_addr();
     let rt = h2_client::runtime();
@@ -290,12 +300,37 @@ fn a_replay_by_last_event_id_over_h2_comes_from_the_ring() {
             (421..=500).collect::<Vec<u64>>()
         );
         assert!(late.ended, "the replay's stream ends cleanly");
+        // /streams says which streams are h2.
+        let mut live = H2Sse::open(&mut send, "/sse?events=0&rate=10&ts=0&live=1", &[]).await;
+        assert!(live.next_id().await.is_some());
+        let (_, json) = tokio::task::spawn_blocking(move || admin_get(admin, "/streams"))
+            .await
+            .unwrap();
+        assert!(json.contains("\"tls\":true,\"protocol\":\"h2\""), "{json}");
     });
     assert!(
         sample(admin, "tether_replay_served_total") >= 1,
         "{}",
         log_text(&t)
     );
+    // The access log's lines say h2 (written within 200 ms).
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&log_path)
+                .map(|text| {
+                    text.lines()
+                        .filter(|l| {
+                            l.contains("\"kind\":\"sse\"") && l.ends_with(",\"protocol\":\"h2\"}")
+                        })
+                        .count()
+                        >= 2
+                })
+                .unwrap_or(false)
+        }),
+        "{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let _ = std::fs::remove_file(&log_path);
 }
 
 /// A client that keeps an SSE stream on its own connection while another misbehaves: it must

@@ -414,6 +414,7 @@ impl<C: ClientStream> ClientConn<C> {
                 bytes: answered.bytes,
                 upstream: None,
                 kind: LineKind::Request,
+                h2: C::H2,
             });
         }
         if answered.delivered {

@@ -77,6 +77,7 @@ impl StreamStatus {
                 events: self.events.get(),
                 resumes: self.resumes.get(),
             },
+            h2: self.client_h2,
         });
     }
 }
