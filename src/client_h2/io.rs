@@ -217,7 +217,12 @@ impl Default for FrameCounter {
 
 impl FrameCounter {
     /// Moves over `bytes` (the next plaintext h2 gets), counting each complete frame header.
-    pub fn see(&mut self, mut bytes: &[u8], floods: &Floods) {
+    pub fn see(&mut self, bytes: &[u8], floods: &Floods) {
+        self.see_with(bytes, &mut |kind, flags| floods.frame(kind, flags));
+    }
+
+    /// `see`, handing each frame header's type and flags to `frame`.
+    pub fn see_with(&mut self, mut bytes: &[u8], frame: &mut dyn FnMut(u8, u8)) {
         while !bytes.is_empty() {
             match self.at {
                 FrameAt::Preface { seen } => {
@@ -239,7 +244,7 @@ impl FrameCounter {
                     }
                     let h = self.head;
                     let len = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
-                    floods.frame(h[3], h[4]);
+                    frame(h[3], h[4]);
                     self.at = if len == 0 {
                         FrameAt::Header { seen: 0 }
                     } else {

@@ -100,6 +100,58 @@ impl Default for H2Limits {
     }
 }
 
+/// Largest flow-control window HTTP/2 allows (RFC 9113 6.9.1: 2^31-1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
+/// Smallest and largest SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
+const FRAME_SIZE_RANGE: (u32, u32) = (16_384, 16_777_215);
+
+impl H2Limits {
+    /// Refuses values HTTP/2 does not allow (h2 would panic on them) and zeros.
+    pub fn check(&self) -> Result<(), crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let ranges = [
+            (
+                "--h2-max-concurrent-streams",
+                self.max_concurrent_streams,
+                1,
+                u32::MAX,
+            ),
+            (
+                "--h2-max-header-list",
+                self.max_header_list_bytes,
+                1,
+                u32::MAX,
+            ),
+            (
+                "--h2-stream-window",
+                self.initial_stream_window,
+                1,
+                MAX_WINDOW,
+            ),
+            (
+                "--h2-connection-window",
+                self.initial_connection_window,
+                65_535,
+                MAX_WINDOW,
+            ),
+            (
+                "--h2-max-frame",
+                self.max_frame_bytes,
+                FRAME_SIZE_RANGE.0,
+                FRAME_SIZE_RANGE.1,
+            ),
+            ("--h2-max-resets", self.max_resets_per_window, 1, u32::MAX),
+        ];
+        for (flag, value, min, max) in ranges {
+            if value < min || value > max {
+                return Err(ConfigError::H2Range { flag, min, max });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why tether ended an HTTP/2 connection with GOAWAY (`tether_h2_goaway_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GoAway {
@@ -366,3 +418,70 @@ async fn linger(socket: &monoio::net::TcpStream) {
 
 /// Most bytes a lingering close after a GOAWAY reads and discards.
 const LINGER_BYTES: usize = 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_outside_http2_ranges_are_refused() {
+        assert!(H2Limits::default().check().is_ok());
+        let frame = H2Limits {
+            max_frame_bytes: 1024,
+            ..H2Limits::default()
+        };
+        let e = frame.check().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--h2-max-frame must be from 16384 to 16777215 (RFC 9113)"
+        );
+        let window = H2Limits {
+            initial_stream_window: 1 << 31,
+            ..H2Limits::default()
+        };
+        assert!(window.check().is_err());
+        let streams = H2Limits {
+            max_concurrent_streams: 0,
+            ..H2Limits::default()
+        };
+        assert!(streams.check().is_err());
+    }
+
+    #[test]
+    fn the_frame_counter_sees_frames_across_reads() {
+        let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let frame = |kind: u8, flags: u8, payload: &[u8]| {
+            let mut f = vec![0, 0, payload.len() as u8, kind, flags, 0, 0, 0, 0];
+            f.extend_from_slice(payload);
+            f
+        };
+        wire.extend(frame(0x4, 0, &[0; 6]));
+        for _ in 0..3 {
+            wire.extend(frame(0x6, 0, &[7; 8]));
+            wire.extend(frame(0x6, 1, &[7; 8])); // an ACK: not counted
+        }
+        wire.extend(frame(0x3, 0, &[0; 4]));
+        // Every split point gives the same counts.
+        for cut in 0..wire.len() {
+            let mut counter = io::FrameCounter::default();
+            let mut seen = Vec::new();
+            counter.see_with(&wire[..cut], &mut |k, f| seen.push((k, f)));
+            counter.see_with(&wire[cut..], &mut |k, f| seen.push((k, f)));
+            let kinds: Vec<_> = seen
+                .iter()
+                .filter_map(|&(k, f)| io::counted_kind(k, f))
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    Flood::Settings,
+                    Flood::Ping,
+                    Flood::Ping,
+                    Flood::Ping,
+                    Flood::Reset
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
+}
