@@ -525,3 +525,39 @@ fn connect_and_websocket_are_refused_cleanly() {
         assert_eq!(status, 200);
     });
 }
+
+#[test]
+fn an_idle_h2_connection_is_closed_after_the_idle_timeout_but_not_while_a_stream_is_open() {
+    let up = origin();
+    let (ca, leaf) = loopback_leaf();
+    let t = h2_tether(
+        &url_of(&up),
+        &leaf,
+        &["--idle-timeout", "1s", "--sse-heartbeat", "0"],
+    );
+    let admin = t.admin_addr();
+    let rt = h2_client::runtime();
+    rt.block_on(async {
+        let (mut send, driver) = h2_client::connect(t.addr, h2_config(&ca), 65535).await;
+        // An SSE stream 3 s long keeps the connection open past the idle timeout.
+        let path = "/sse?events=30&rate=10&ts=0&resume_status=204&ended=1";
+        let mut s = H2Sse::open(&mut send, path, &[]).await;
+        assert_eq!(
+            s.ids_through(u64::MAX).await,
+            (1..=30).collect::<Vec<u64>>()
+        );
+        assert!(s.ended);
+        let (status, _, _) = h2_client::get(&mut send, "/small", &[]).await;
+        assert_eq!(status, 200);
+        // Then nothing: GOAWAY and the close within the idle timeout and a check.
+        let end = tokio::time::timeout(Duration::from_secs(5), driver)
+            .await
+            .unwrap_or_else(|_| panic!("the idle connection is closed\n{}", log_text(&t)))
+            .unwrap();
+        assert!(end.is_ok(), "a graceful end: {end:?}");
+    });
+    assert!(wait_until(Duration::from_secs(3), || sample(
+        admin,
+        "tether_h2_connections_open"
+    ) == 0));
+}

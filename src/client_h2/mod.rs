@@ -20,6 +20,7 @@ pub(crate) mod side;
 pub(crate) mod stream;
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -75,6 +76,11 @@ pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 /// How long a connection that was sent GOAWAY may take to receive it before its socket is
 /// closed: the GOAWAY's flush, then the lingering close (`linger`), each at most this long.
 pub const GOAWAY_FLUSH: Duration = Duration::from_secs(1);
+
+/// How often an HTTP/2 connection's task looks at its idleness and the worker's drain: an
+/// h2 connection with no open stream for --idle-timeout, or on a draining worker, is sent
+/// GOAWAY (NO_ERROR) and closed once its open streams end.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `--h2-*`: the limits of HTTP/2 connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,10 +337,29 @@ pub(crate) async fn serve(
     };
     let metrics = &ctx.metrics;
     metrics.h2_open.set(metrics.h2_open.get() + 1);
+    // Busy for the drain: it must not shut the socket under open streams; the check below sends
+    // GOAWAY instead.
+    guard.set_idle(false);
+    let streams = Rc::new(Streams {
+        open: Cell::new(0),
+        last: Cell::new(Instant::now()),
+    });
+    let idle_limit = ctx.config.timeouts.idle;
+    let mut check = Box::pin(monoio::time::sleep(CHECK_INTERVAL));
+    let mut closing = false;
     let mut calmed = false;
     let mut goaway = false;
     loop {
         let next = std::future::poll_fn(|cx| {
+            while !closing && check.as_mut().poll(cx).is_ready() {
+                let idle = streams.open.get() == 0 && streams.last.get().elapsed() >= idle_limit;
+                if idle || guard.draining() {
+                    closing = true;
+                    conn.graceful_shutdown();
+                } else {
+                    check.set(monoio::time::sleep(CHECK_INTERVAL));
+                }
+            }
             if !calmed {
                 if let Some(reason) = floods.tripped() {
                     calmed = true;
@@ -349,7 +374,14 @@ pub(crate) async fn serve(
         match next {
             Ok(Some(Ok((request, respond)))) => {
                 metrics.h2_streams.set(metrics.h2_streams.get() + 1);
-                monoio::spawn(stream::serve(ctx.clone(), request, respond, peer));
+                streams.open.set(streams.open.get() + 1);
+                let done = streams.clone();
+                let served = stream::serve(ctx.clone(), request, respond, peer);
+                monoio::spawn(async move {
+                    served.await;
+                    done.open.set(done.open.get() - 1);
+                    done.last.set(Instant::now());
+                });
             }
             Ok(Some(Err(e))) => {
                 if e.is_go_away() && !e.is_remote() || e.is_reset() {
@@ -381,6 +413,14 @@ pub(crate) async fn serve(
         linger(&socket).await;
     }
     drop(guard);
+}
+
+/// A connection's open streams, for its idle check.
+struct Streams {
+    /// Streams being served now.
+    open: Cell<usize>,
+    /// When the last one ended (or the connection began).
+    last: Cell<Instant>,
 }
 
 /// After a GOAWAY: ends what tether sends (FIN) and reads and discards what the client still

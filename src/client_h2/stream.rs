@@ -324,11 +324,15 @@ async fn send_body(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), 
             if send.poll_reset(cx).is_ready() {
                 return Poll::Ready(Err(Stop::Client));
             }
-            match send.poll_capacity(cx) {
-                Poll::Ready(Some(Ok(n))) if n > 0 => Poll::Ready(Ok(n)),
-                Poll::Ready(Some(Ok(_))) => Poll::Pending,
-                Poll::Ready(Some(Err(_)) | None) => Poll::Ready(Err(Stop::Client)),
-                Poll::Pending => Poll::Pending,
+            // Ready(0) says the capacity changed but is nothing yet: poll again, which
+            // registers for the next change (h2 answers Pending then).
+            loop {
+                return match send.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(0))) => continue,
+                    Poll::Ready(Some(Ok(n))) => Poll::Ready(Ok(n)),
+                    Poll::Ready(Some(Err(_)) | None) => Poll::Ready(Err(Stop::Client)),
+                    Poll::Pending => Poll::Pending,
+                };
             }
         })
         .await?;
