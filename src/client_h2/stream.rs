@@ -42,6 +42,13 @@ pub const BRIDGE_READ_BYTES: usize = 16 * 1024;
 /// tether's code sees the client as not taking bytes (and counts its queue).
 pub const BRIDGE_SOCKET_BUFFER: usize = 32 * 1024;
 
+thread_local! {
+    /// The worker's buffer for reads from stream bridges: filled and emptied within one step,
+    /// never held across an await.
+    static SCRATCH: std::cell::RefCell<Box<[MaybeUninit<u8>]>> =
+        std::cell::RefCell::new(vec![MaybeUninit::uninit(); BRIDGE_READ_BYTES].into_boxed_slice());
+}
+
 /// Most header fields in an answer head the bridge reads (tether writes them; its own limit
 /// for upstream heads is --max-headers).
 const MAX_ANSWER_FIELDS: usize = 256;
@@ -286,17 +293,24 @@ async fn read_some(
     respond: Option<&mut SendResponse<Bytes>>,
 ) -> Result<usize, Stop> {
     let fd = sock.as_raw_fd();
-    buf.reserve(BRIDGE_READ_BYTES);
     let mut send = send;
     let mut respond = respond;
     loop {
-        let spare: &mut [MaybeUninit<u8>] = &mut buf.spare_capacity_mut()[..BRIDGE_READ_BYTES];
-        match recv_now(fd, spare) {
-            Ok(Some(n)) => {
-                // SAFETY: recv initialised `n` bytes of the spare capacity.
-                unsafe { buf.set_len(buf.len() + n) };
-                return Ok(n);
+        // Read into the worker's scratch and copy what came: a stream waiting for its next
+        // event holds no buffer (a read parked on a buffer of its own would pin 16 KiB per
+        // idle stream).
+        let got = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let read = recv_now(fd, &mut scratch[..])?;
+            if let Some(n) = read {
+                // SAFETY: recv initialised the first `n` bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
+                buf.extend_from_slice(bytes);
             }
+            Ok::<_, io::Error>(read)
+        });
+        match got {
+            Ok(Some(n)) => return Ok(n),
             Ok(None) => {}
             Err(_) => return Err(Stop::Bridge),
         }
@@ -417,6 +431,9 @@ async fn answer(sock: &TcpStream, mut respond: SendResponse<Bytes>, is_head: boo
                 return;
             }
         }
+        // Nothing of the answer waits: let go of the last read's allocation (h2 holds the
+        // DATA it has not sent) so that an idle stream holds no buffer.
+        buf = BytesMut::new();
         match read_some(sock, &mut buf, Some(&mut send), None).await {
             Ok(0) => {
                 if matches!(framing, Framing::UntilClose) {
