@@ -29,9 +29,16 @@ def curls(mode, port, cert, paths):
     procs = []
     for i in range(0, len(paths), BATCH):
         batch = paths[i:i + BATCH]
-        cmd = ["curl", "-s", "-Z", "--parallel-immediate", "--parallel-max", str(BATCH),
-               "--http2" if mode == "h2" else "--http1.1", "--cacert", cert,
-               "--resolve", f"localhost:{port}:127.0.0.1"]
+        # Over HTTP/1.1 each transfer needs a connection of its own, opened at once
+        # (--parallel-immediate); over HTTP/2 curl waits for the first connection and
+        # multiplexes the batch on it (with --parallel-immediate it would open one connection
+        # per transfer: ~60 KB per stream of connection state, h2's and rustls's).
+        cmd = ["curl", "-s", "-Z", "--parallel-max", str(BATCH)]
+        if mode == "h2":
+            cmd += ["--http2"]
+        else:
+            cmd += ["--http1.1", "--parallel-immediate"]
+        cmd += ["--cacert", cert, "--resolve", f"localhost:{port}:127.0.0.1"]
         for p in batch:
             cmd += ["-o", "/dev/null", f"https://localhost:{port}{p}"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -65,6 +72,7 @@ def run(mode, args, pid, port, admin, cert):
     assert wait_streams(admin, 2 * n), "idle streams did not open"
     time.sleep(2)
     out["idle_kb_per_stream"] = (rss_kb(pid) - before) / n
+    out["connections"] = metric(admin, "tether_client_tls_connections_open")
     stop(warm + idle)
     time.sleep(2)
     load = curls(mode, port, cert, [f"/sse?events=0&rate={args.rate}&ts=0&size=100&load={mode}{i}" for i in range(n)])
@@ -108,7 +116,7 @@ def main():
     print(f"streams={args.streams} rate={args.rate}/s each seconds={args.seconds} "
           f"driver={os.environ.get('MONOIO_FORCE_LEGACY_DRIVER') and 'epoll' or 'auto'}")
     for mode, r in results.items():
-        print(f"{mode:6} idle {r['idle_kb_per_stream']:.2f} KB/stream  load {r['events_per_s']:.0f} "
+        print(f"{mode:6} idle {r['idle_kb_per_stream']:.2f} KB/stream ({r['connections']:.0f} TLS connections for {2 * args.streams} streams)  load {r['events_per_s']:.0f} "
               f"events/s  {r['us_per_event']:.2f} us CPU/event")
 
 
