@@ -409,7 +409,10 @@ pub(crate) async fn serve(
     metrics.h2_open.set(metrics.h2_open.get() - 1);
     // h2 wrote its GOAWAY and close_notify when it ended (`io::TlsIo::poll_shutdown`).
     drop(conn);
-    if goaway {
+    // Whenever tether ended the connection (GOAWAY for a flood or an error, or the graceful
+    // one of the idle check and the drain): the client may still be writing (a PING ack, a
+    // WINDOW_UPDATE), and closing over unread bytes would reset the connection under it.
+    if goaway || closing {
         linger(&socket).await;
     }
     drop(guard);
