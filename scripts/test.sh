@@ -25,8 +25,8 @@ export TETHER_REQUIRE_PYTHON_MCP=1
 # loopback port and fail, never skip, when the binary is missing.
 bash scripts/redis.sh
 
-# curl and openssl as independent TLS clients of tether (tests/client_tls.rs); those tests fail,
-# never skip, when a tool is missing.
+# curl and openssl as independent TLS clients of tether (tests/client_tls.rs; curl --http2 in
+# tests/client_h2.rs); those tests fail, never skip, when a tool is missing.
 if ! command -v curl >/dev/null || ! command -v openssl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq curl openssl
 fi

@@ -201,13 +201,14 @@ pub fn streams_json(statuses: &[WorkerStatus]) -> String {
             }
             let _ = write!(
                 out,
-                "{{\"path\":{},\"upstream\":{},\"last_id\":{},\"state\":\"{}\",\"resumes\":{},\"tls\":{},\"ring_events\":{},\"ring_bytes\":{}}}",
+                "{{\"path\":{},\"upstream\":{},\"last_id\":{},\"state\":\"{}\",\"resumes\":{},\"tls\":{},\"protocol\":\"{}\",\"ring_events\":{},\"ring_bytes\":{}}}",
                 json_string(&s.path),
                 json_string(&s.upstream),
                 json_string(&s.last_id),
                 s.state,
                 s.resumes,
                 s.tls,
+                s.protocol,
                 s.ring_events,
                 s.ring_bytes
             );

@@ -10,6 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::duration::parse_duration;
 use crate::size::parse_size;
 
+/// `parse_size` for a value HTTP/2 carries in 32 bits (SETTINGS values).
+fn parse_size_u32(text: &str) -> Result<u32, String> {
+    let n = parse_size(text)?;
+    u32::try_from(n).map_err(|_| format!("{text}: at most {} bytes", u32::MAX))
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tether",
@@ -119,14 +125,42 @@ pub struct ReverseArgs {
     /// first, then its intermediates (the full chain). Give --tls-key right after it; repeat the
     /// pair for other names (at most 64 pairs): each handshake gets the first certificate valid
     /// for the name the client asks for (SNI; *.example.com covers one label), and the first
-    /// pair when it asks for none or an unknown one. TLS 1.2 and 1.3, ALPN http/1.1, session
-    /// tickets. Re-read on SIGHUP (new connections get the new certificate; open ones go on).
+    /// pair when it asks for none or an unknown one. TLS 1.2 and 1.3, ALPN h2 and http/1.1
+    /// (HTTP/2 limits: the --h2-* flags), session tickets. Re-read on SIGHUP (new connections get the new certificate; open ones go on).
     #[arg(long = "tls-cert", value_name = "FILE", help_heading = "Client TLS")]
     pub tls_cert: Vec<std::path::PathBuf>,
 
     /// The private key of the --tls-cert given just before it (PEM: PKCS#8, RSA or EC).
     #[arg(long = "tls-key", value_name = "FILE", help_heading = "Client TLS")]
     pub tls_key: Vec<std::path::PathBuf>,
+
+    // ----- HTTP/2 (TLS clients that choose h2) -----
+    /// Streams an HTTP/2 client may have open at once on one connection; past it new ones are
+    /// refused (RST_STREAM REFUSED_STREAM).
+    #[arg(long = "h2-max-concurrent-streams", value_name = "N", default_value_t = crate::client_h2::MAX_CONCURRENT_STREAMS, help_heading = "HTTP/2")]
+    pub h2_max_concurrent_streams: u32,
+
+    /// Largest HTTP/2 request header list (names + values + 32 bytes per field, after HPACK):
+    /// past it 431, and a header block that goes on past it closes the connection.
+    #[arg(long = "h2-max-header-list", value_name = "BYTES", value_parser = parse_size_u32, default_value_t = crate::client_h2::MAX_HEADER_LIST_BYTES, help_heading = "HTTP/2")]
+    pub h2_max_header_list: u32,
+
+    /// Initial flow-control window of each HTTP/2 stream for request bodies, in bytes.
+    #[arg(long = "h2-stream-window", value_name = "BYTES", value_parser = parse_size_u32, default_value_t = crate::client_h2::INITIAL_STREAM_WINDOW, help_heading = "HTTP/2")]
+    pub h2_stream_window: u32,
+
+    /// Initial flow-control window of each HTTP/2 connection for request bodies, in bytes.
+    #[arg(long = "h2-connection-window", value_name = "BYTES", value_parser = parse_size_u32, default_value_t = crate::client_h2::INITIAL_CONNECTION_WINDOW, help_heading = "HTTP/2")]
+    pub h2_connection_window: u32,
+
+    /// Largest HTTP/2 frame payload a client may send, in bytes (16384 to 16777215).
+    #[arg(long = "h2-max-frame", value_name = "BYTES", value_parser = parse_size_u32, default_value_t = crate::client_h2::MAX_FRAME_BYTES, help_heading = "HTTP/2")]
+    pub h2_max_frame: u32,
+
+    /// RST_STREAM frames an HTTP/2 client may send per connection in 10 s; one more and the
+    /// connection is closed with GOAWAY (rapid reset, CVE-2023-44487).
+    #[arg(long = "h2-max-resets", value_name = "N", default_value_t = crate::client_h2::MAX_RESETS_PER_WINDOW, help_heading = "HTTP/2")]
+    pub h2_max_resets: u32,
 
     // ----- upstream TLS -----
     /// A PEM file of CA certificates that https:// upstreams may be signed by, besides the

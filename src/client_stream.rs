@@ -32,8 +32,18 @@ pub(crate) trait ClientStream: ByteStream {
     /// Whether the client speaks TLS (for `/streams` and the access log).
     const TLS: bool;
 
+    /// Whether the client is an HTTP/2 stream (`crate::client_h2`), for `/streams` and the
+    /// access log.
+    const H2: bool = false;
+
     /// The socket: readiness waits, addresses, socket options.
     fn tcp(&self) -> &TcpStream;
+
+    /// The client's address (for forwarded-for headers and rate rules). An HTTP/2 stream's
+    /// bridge socket has none of its own: its connection's is given.
+    fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp().peer_addr()
+    }
 
     /// The socket's descriptor.
     fn fd(&self) -> RawFd {

@@ -80,6 +80,8 @@ pub struct Config {
     /// The TLS server settings built from them (every pair read and checked); None without
     /// --tls-cert. A reload builds it again from the files (`crate::reload`).
     pub client_tls: Option<ClientTls>,
+    /// `--h2-*`: the limits of HTTP/2 client connections.
+    pub h2: crate::client_h2::H2Limits,
     /// `--access-log`: where access log lines go (None = off).
     pub access_log: Option<AccessLogTarget>,
     /// `--session-key-file` (restart-only).
@@ -128,6 +130,12 @@ pub enum ConfigError {
         flag: &'static str,
         max: usize,
     },
+    /// An HTTP/2 setting outside the range RFC 9113 allows for it.
+    H2Range {
+        flag: &'static str,
+        min: u32,
+        max: u32,
+    },
     /// Neither --bind nor `bind` in the configuration file.
     NoBind,
     /// The command line (with the file's keys) was refused as a whole.
@@ -157,7 +165,8 @@ impl ConfigError {
             ConfigError::Cpus { .. } => "--cpus",
             ConfigError::Zero { flag }
             | ConfigError::HeaderName { flag, .. }
-            | ConfigError::TooLarge { flag, .. } => flag,
+            | ConfigError::TooLarge { flag, .. }
+            | ConfigError::H2Range { flag, .. } => flag,
             ConfigError::UringEntries(_) => "--uring-entries",
             ConfigError::SessionKey(_) => "--session-key-file",
             ConfigError::UpstreamTls(_) => "--upstream-ca",
@@ -187,6 +196,9 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::Cpus { list, reason } => write!(f, "--cpus {list}: {reason}"),
             ConfigError::Zero { flag } => write!(f, "{flag} must be at least 1"),
+            ConfigError::H2Range { flag, min, max } => {
+                write!(f, "{flag} must be from {min} to {max} (RFC 9113)")
+            }
             ConfigError::TooLarge { flag, max } => {
                 write!(f, "{flag} must be at most {max} bytes ({} MiB)", max >> 20)
             }
@@ -328,6 +340,15 @@ impl Config {
                 Some(ClientTls::build(&client_tls_settings, None).map_err(ConfigError::ClientTls)?)
             }
         };
+        let h2 = crate::client_h2::H2Limits {
+            max_concurrent_streams: args.h2_max_concurrent_streams,
+            max_header_list_bytes: args.h2_max_header_list,
+            initial_stream_window: args.h2_stream_window,
+            initial_connection_window: args.h2_connection_window,
+            max_frame_bytes: args.h2_max_frame,
+            max_resets_per_window: args.h2_max_resets,
+        };
+        h2.check()?;
         Ok(Config {
             bind,
             admin,
@@ -349,6 +370,7 @@ impl Config {
                 pool_idle: args.upstream_pool_idle,
                 shutdown_grace: args.shutdown_grace,
             },
+            h2,
             head_limits: HeadLimits {
                 max_head_bytes: args.max_head_bytes,
                 max_headers: args.max_headers,

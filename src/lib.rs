@@ -57,6 +57,7 @@ pub(crate) mod admin;
 pub mod alloc_census;
 pub mod check;
 pub mod cli;
+pub mod client_h2;
 pub(crate) mod client_stream;
 pub mod client_tls;
 pub mod config;

@@ -4,7 +4,11 @@
 use std::cell::Cell;
 use std::time::Duration;
 
+use crate::client_h2::GoAway;
 use crate::client_tls::HandshakeFailure;
+
+/// How many `GoAway` reasons there are.
+pub const H2_GOAWAY_REASONS: usize = GoAway::ALL.len();
 use crate::upstream::tls::TlsFailureClass;
 
 /// How many kinds of client TLS handshake failure are counted apart.
@@ -62,6 +66,14 @@ pub struct WorkerMetrics {
     pub client_tls_open: Cell<u64>,
     /// Failed client handshakes by reason (`HandshakeFailure::index`).
     pub client_tls_failures: [Cell<u64>; CLIENT_TLS_FAILURES],
+    /// HTTP/2 client connections open now.
+    pub h2_open: Cell<u64>,
+    /// HTTP/2 streams accepted.
+    pub h2_streams: Cell<u64>,
+    /// RST_STREAM frames HTTP/2 clients sent.
+    pub h2_resets: Cell<u64>,
+    /// HTTP/2 connections tether ended with GOAWAY, by reason (`GoAway::index`).
+    pub h2_goaway: [Cell<u64>; H2_GOAWAY_REASONS],
     pub sse_streams_active: Cell<u64>,
     pub sse_events: Cell<u64>,
     pub sse_bytes: Cell<u64>,
@@ -166,6 +178,11 @@ impl WorkerMetrics {
         Self::inc(&self.client_tls_failures[reason.index()]);
     }
 
+    /// Counts an HTTP/2 connection tether ended with GOAWAY.
+    pub fn record_h2_goaway(&self, reason: GoAway) {
+        Self::inc(&self.h2_goaway[reason.index()]);
+    }
+
     /// Counts a response sent to a client.
     pub fn record_response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -185,6 +202,7 @@ impl WorkerMetrics {
             tls_failures: self.upstream_tls_failures.each_ref().map(Cell::get),
             client_tls_ok: self.client_tls_handshakes.get(),
             client_tls_failures: self.client_tls_failures.each_ref().map(Cell::get),
+            h2_goaway: self.h2_goaway.each_ref().map(Cell::get),
             gap_buckets: self.gap_buckets.each_ref().map(Cell::get),
             gap_sum_ms: self.gap_sum_ms.get(),
         }
@@ -242,6 +260,24 @@ pub const COUNTERS: &[(&str, &str, &str, Getter)] = &[
         "gauge",
         "Client connections open over TLS now.",
         |m| m.client_tls_open.get(),
+    ),
+    (
+        "h2_connections_open",
+        "gauge",
+        "HTTP/2 client connections open now.",
+        |m| m.h2_open.get(),
+    ),
+    (
+        "h2_streams_total",
+        "counter",
+        "HTTP/2 streams clients opened (and tether accepted).",
+        |m| m.h2_streams.get(),
+    ),
+    (
+        "h2_resets_total",
+        "counter",
+        "RST_STREAM frames HTTP/2 clients sent.",
+        |m| m.h2_resets.get(),
     ),
     (
         "sse_streams_active",
@@ -475,6 +511,8 @@ pub struct MetricsSnapshot {
     pub client_tls_ok: u64,
     /// Per `HandshakeFailure`, in `ALL`'s order.
     pub client_tls_failures: [u64; CLIENT_TLS_FAILURES],
+    /// Per `GoAway`, in `ALL`'s order.
+    pub h2_goaway: [u64; H2_GOAWAY_REASONS],
     pub gap_buckets: [u64; GAP_BUCKETS_MS.len() + 1],
     pub gap_sum_ms: u64,
 }
@@ -562,6 +600,25 @@ pub fn render_prometheus(workers: &[MetricsSnapshot], out: &mut String) {
         ),
         "reason",
         &client_failures,
+    );
+    let goaways: Vec<(String, u64)> = GoAway::ALL
+        .iter()
+        .map(|reason| {
+            (
+                reason.name().to_string(),
+                sum(&|w| w.h2_goaway[reason.index()]),
+            )
+        })
+        .collect();
+    render_labelled(
+        out,
+        (
+            "h2_goaway_total",
+            "counter",
+            "HTTP/2 client connections tether closed with GOAWAY, by reason (rapid_reset, ping_flood, settings_flood, continuation_flood, enhance_your_calm, protocol_error).",
+        ),
+        "reason",
+        &goaways,
     );
     // The resume gap histogram, summed over workers.
     let _ = writeln!(out, "# HELP tether_resume_gap_seconds Time from an SSE upstream drop to the first resumed byte sent to the client.\n# TYPE tether_resume_gap_seconds histogram");

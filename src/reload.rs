@@ -84,6 +84,12 @@ pub(crate) const RESTART_ONLY: &[&str] = &[
     "max-head-bytes",
     "max-headers",
     "max-target-bytes",
+    "h2-max-concurrent-streams",
+    "h2-max-header-list",
+    "h2-stream-window",
+    "h2-connection-window",
+    "h2-max-frame",
+    "h2-max-resets",
     // Budgets split between workers, and limits of rings that may already hold events.
     "sse-partial-memory",
     "replay-events",
@@ -294,6 +300,27 @@ fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
         (
             "max-target-bytes",
             a.head_limits.max_target_bytes != b.head_limits.max_target_bytes,
+        ),
+        (
+            "h2-max-concurrent-streams",
+            a.h2.max_concurrent_streams != b.h2.max_concurrent_streams,
+        ),
+        (
+            "h2-max-header-list",
+            a.h2.max_header_list_bytes != b.h2.max_header_list_bytes,
+        ),
+        (
+            "h2-stream-window",
+            a.h2.initial_stream_window != b.h2.initial_stream_window,
+        ),
+        (
+            "h2-connection-window",
+            a.h2.initial_connection_window != b.h2.initial_connection_window,
+        ),
+        ("h2-max-frame", a.h2.max_frame_bytes != b.h2.max_frame_bytes),
+        (
+            "h2-max-resets",
+            a.h2.max_resets_per_window != b.h2.max_resets_per_window,
         ),
         (
             "sse-partial-memory",

@@ -136,19 +136,27 @@ fn tls_1_2_and_1_3_clients_get_requests_bodies_and_keep_alive() {
 }
 
 #[test]
-fn alpn_gives_http_1_1_and_refuses_a_client_that_speaks_only_h2() {
+fn alpn_gives_h2_or_http_1_1_and_refuses_a_client_that_speaks_neither() {
     let up = origin();
     let (ca, leaf) = loopback_leaf();
     let t = tls_tether(&url_of(&up), &leaf, &["--admin", "127.0.0.1:0"]);
     let admin = t.admin_addr();
+    // h2 first in tether's list (tests/client_h2.rs serves it).
     let both = handshake(
         t.addr,
-        client_config(&ca, Offer::Tls13, &[b"h2", b"http/1.1"]),
+        client_config(&ca, Offer::Tls13, &[b"http/1.1", b"h2"]),
         "localhost",
     )
     .expect("h2 + http/1.1");
-    assert_eq!(both.alpn.as_deref(), Some(&b"http/1.1"[..]));
-    let mut tls = both.tls;
+    assert_eq!(both.alpn.as_deref(), Some(&b"h2"[..]));
+    let h1 = handshake(
+        t.addr,
+        client_config(&ca, Offer::Tls13, &[b"http/1.1"]),
+        "localhost",
+    )
+    .expect("http/1.1");
+    assert_eq!(h1.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let mut tls = h1.tls;
     tls.write_all(b"GET /small HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut answer = Vec::new();
@@ -158,14 +166,14 @@ fn alpn_gives_http_1_1_and_refuses_a_client_that_speaks_only_h2() {
     let none =
         handshake(t.addr, client_config(&ca, Offer::Tls12, &[]), "localhost").expect("no ALPN");
     assert_eq!(none.alpn, None);
-    let h2 = handshake(
+    let other = handshake(
         t.addr,
-        client_config(&ca, Offer::Tls13, &[b"h2"]),
+        client_config(&ca, Offer::Tls13, &[b"spdy/3.1"]),
         "localhost",
     );
     assert!(
-        h2.is_err(),
-        "a client offering only h2 must be refused (no_application_protocol)"
+        other.is_err(),
+        "a client offering neither h2 nor http/1.1 must be refused (no_application_protocol)"
     );
     assert!(wait_until(Duration::from_secs(5), || {
         sample(
@@ -247,7 +255,7 @@ fn curl_over_https_reuses_its_connection() {
     let port = t.addr.port();
     let url = |p: &str| format!("https://localhost:{port}{p}");
     let out = Command::new("curl")
-        .args(["-sS", "--http2", "--cacert"])
+        .args(["-sS", "--http1.1", "--cacert"])
         .arg(&ca.pem_path)
         .arg("--resolve")
         .arg(format!("localhost:{port}:127.0.0.1"))
@@ -270,7 +278,8 @@ fn curl_over_https_reuses_its_connection() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = stdout.lines().collect();
-    // Both over HTTP/1.1 (ALPN: curl offered h2 too), the second on the first's connection.
+    // Both over HTTP/1.1 (curl --http2 gets h2: tests/client_h2.rs), the second on the first's
+    // connection.
     assert_eq!(lines, ["200 1.1 1 100", "200 1.1 0 200000"], "{stdout}");
 }
 

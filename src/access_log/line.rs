@@ -82,6 +82,9 @@ pub(crate) struct AccessLine<'a> {
     /// The upstream replica's URL, when one was chosen.
     pub(crate) upstream: Option<&'a str>,
     pub(crate) kind: LineKind,
+    /// The client is an HTTP/2 stream (`"protocol":"h2"` at the end of the line; HTTP/1.1
+    /// lines stay as they were).
+    pub(crate) h2: bool,
 }
 
 impl AccessLine<'_> {
@@ -129,6 +132,9 @@ impl AccessLine<'_> {
                 ",\"kind\":\"tunnel\",\"bytes_to_upstream\":{to_upstream},\"bytes_to_client\":{to_client}"
             ),
         };
+        if self.h2 {
+            out.extend_from_slice(b",\"protocol\":\"h2\"");
+        }
         out.extend_from_slice(b"}\n");
     }
 }
@@ -191,6 +197,7 @@ mod tests {
                 events: 3,
                 resumes: 1,
             },
+            h2: false,
         };
         let mut out = Vec::new();
         line.write_json(

@@ -25,6 +25,5 @@ mod worker_tls;
 pub(crate) use accept::{handshake, HandshakeFailure};
 pub use certs::{pairs, CertError, CertPair, MAX_CERT_PAIRS};
 pub use settings::{AppProtocol, ClientTls, ClientTlsError, ClientTlsSettings, ALPN_PROTOCOLS};
-#[cfg(test)]
-pub(crate) use stream::TlsClient;
+pub(crate) use stream::{ServerSession, TlsClient};
 pub(crate) use worker_tls::WorkerTls;

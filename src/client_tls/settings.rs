@@ -26,13 +26,15 @@ pub const TLS13_TICKETS: usize = 1;
 /// what a TLS client may speak (`h2` goes here, before `http/1.1`, when HTTP/2 is served). A
 /// client that offers only protocols missing here is refused by rustls with the
 /// `no_application_protocol` alert (RFC 7301 3.2); one that offers none gets HTTP/1.1.
-pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"http/1.1"];
+pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// What a TLS client speaks after its handshake, from the ALPN outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppProtocol {
     /// HTTP/1.1 (chosen in ALPN, or no ALPN at all).
     Http1,
+    /// HTTP/2 (`crate::client_h2`).
+    H2,
 }
 
 impl AppProtocol {
@@ -40,6 +42,7 @@ impl AppProtocol {
     /// ALPN_PROTOCOLS offers can come back from rustls.
     pub fn of(alpn: Option<&[u8]>) -> AppProtocol {
         match alpn {
+            Some(b"h2") => AppProtocol::H2,
             Some(b"http/1.1") | None => AppProtocol::Http1,
             Some(_) => AppProtocol::Http1,
         }

@@ -42,6 +42,18 @@ impl TlsClient {
         self.session.borrow().resumed()
     }
 
+    /// The socket and the session apart (the HTTP/2 connection drives them itself,
+    /// `crate::client_h2::io`, and sends close_notify when it ends).
+    pub fn into_parts(self) -> (TcpStream, ServerSession) {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never dropped; each field is read out once.
+        unsafe {
+            let tcp = std::ptr::read(&me.tcp);
+            let session = std::ptr::read(&me.session);
+            (tcp, session.into_inner())
+        }
+    }
+
     /// Sends the session's close_notify (best effort, what the socket takes now): the end of
     /// what tether sends, before the socket closes.
     fn close_notify_now(&mut self) {

@@ -106,7 +106,14 @@ pub fn serve_tls_client(
         // Boxed: its state is gone before the connection's loop starts.
         let shaken = Box::pin(crate::client_tls::handshake(client, config, limit)).await;
         let stream = match shaken {
-            Ok((stream, _protocol)) => stream,
+            Ok((stream, crate::client_tls::AppProtocol::H2)) => {
+                ctx.client_tls.opened(&ctx.metrics, &stream);
+                let counted = ctx.clone();
+                Box::pin(crate::client_h2::serve(ctx, stream, peer, guard)).await;
+                counted.client_tls.closed(&counted.metrics);
+                return;
+            }
+            Ok((stream, crate::client_tls::AppProtocol::Http1)) => stream,
             Err(refused) => {
                 ctx.client_tls
                     .failed(&ctx.metrics, ctx.index, peer, &refused);
@@ -129,6 +136,25 @@ pub fn serve_tls_client(
         .await;
         counted.client_tls.closed(&counted.metrics);
     }
+}
+
+/// Serves the HTTP/1.1 side of an HTTP/2 stream's bridge (`crate::client_h2::stream`): one
+/// request, registered as a connection (drain, --max-connections) of its own.
+pub fn serve_h2_stream(
+    ctx: Rc<WorkerCtx>,
+    side: crate::client_h2::side::H2Side,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> {
+    let guard = ctx.conns.register(side.fd());
+    serve_conn(ClientConn {
+        ctx,
+        stream: side,
+        peer,
+        buf: BytesMut::new(),
+        guard,
+        requests: 0,
+        adopted: false,
+    })
 }
 
 /// Runs a registered connection until it closes (the task's whole life).
@@ -388,6 +414,7 @@ impl<C: ClientStream> ClientConn<C> {
                 bytes: answered.bytes,
                 upstream: None,
                 kind: LineKind::Request,
+                h2: C::H2,
             });
         }
         if answered.delivered {

@@ -177,6 +177,7 @@ pub async fn forward<C: ClientStream>(
             bytes: tally.bytes_to_client,
             upstream: url.as_deref(),
             kind: LineKind::Request,
+            h2: C::H2,
         });
     }
     outcome

@@ -361,6 +361,7 @@ pub(crate) async fn run<C: ClientStream>(
                 to_upstream: upward.moved,
                 to_client: down.moved,
             },
+            h2: false,
         });
     }
     end

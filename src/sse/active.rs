@@ -46,6 +46,8 @@ pub struct StreamStatus {
     pub resumes: Cell<u64>,
     /// The client speaks TLS (shown in `/streams`).
     pub client_tls: bool,
+    /// The client is an HTTP/2 stream (shown in `/streams`).
+    pub client_h2: bool,
     /// The request's id: sent with every reconnect, written in the access log line.
     pub(crate) request_id: RequestId,
     /// Events relayed to the client (for the access log line).
@@ -75,6 +77,7 @@ impl StreamStatus {
                 events: self.events.get(),
                 resumes: self.resumes.get(),
             },
+            h2: self.client_h2,
         });
     }
 }
@@ -89,6 +92,8 @@ pub(crate) struct StreamFacts {
     pub(crate) head_bytes: u64,
     /// The client speaks TLS.
     pub(crate) client_tls: bool,
+    /// The client is an HTTP/2 stream.
+    pub(crate) client_h2: bool,
 }
 
 /// A plain copy of one stream's status, sendable to the thread that renders `/streams`.
@@ -101,6 +106,8 @@ pub struct StreamView {
     pub resumes: u64,
     /// The client speaks TLS.
     pub tls: bool,
+    /// The client's protocol: "h2" or "http/1.1".
+    pub protocol: &'static str,
     pub ring_events: usize,
     pub ring_bytes: usize,
 }
@@ -128,6 +135,7 @@ impl ActiveStreams {
             state: Cell::new(RelayState::Streaming),
             resumes: Cell::new(0),
             client_tls: facts.client_tls,
+            client_h2: facts.client_h2,
             request_id: facts.request_id,
             events: Cell::new(0),
             bytes: Cell::new(facts.head_bytes),
@@ -172,6 +180,7 @@ impl ActiveStreams {
                     state: s.state.get().name(),
                     resumes: s.resumes.get(),
                     tls: s.client_tls,
+                    protocol: if s.client_h2 { "h2" } else { "http/1.1" },
                     ring_events,
                     ring_bytes,
                 }

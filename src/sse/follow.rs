@@ -97,6 +97,7 @@ pub fn follow<'a, C: ClientStream>(
         log,
         head_bytes: head.len() as u64,
         client_tls: C::TLS,
+        client_h2: C::H2,
     };
     let entry = ctx.active.register(lineage.clone(), facts);
     entry.status.state.set(RelayState::Following);

@@ -63,7 +63,7 @@ impl Relay<'_> {
         // For the forwarded-for headers of the re-sent request; asked of the socket rather than
         // kept for the stream's life (reconnects are rare, idle streams many). No peer: gone.
         let peer = match client.as_deref() {
-            Some(c) => match c.tcp().peer_addr() {
+            Some(c) => match c.peer_addr() {
                 Ok(peer) => peer.ip(),
                 Err(_) => return Reconnect::ClientGone,
             },

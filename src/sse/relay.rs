@@ -263,6 +263,7 @@ pub fn relay<'a, C: ClientStream>(
         log,
         head_bytes: head.len() as u64,
         client_tls: C::TLS,
+        client_h2: C::H2,
     };
     let entry = ctx.active.register(ring.lineage.clone(), facts);
     let max_event_bytes = route.settings.sse.max_event_bytes;
@@ -678,7 +679,7 @@ impl Relay<'_> {
         if *why == BodyEnd::SlowClient {
             WorkerMetrics::inc(&self.ctx.metrics.slow_clients);
         }
-        let peer = client.tcp().peer_addr().ok().map(|a| a.ip());
+        let peer = client.peer_addr().ok().map(|a| a.ip());
         // SAFETY: shutdown on the client's own descriptor, which stays open (and is closed by
         // its connection task) until the stream ends; the socket takes no more bytes.
         unsafe { libc::shutdown(client.fd(), libc::SHUT_RDWR) };

@@ -348,8 +348,12 @@ pub(crate) async fn drive_handshake<S: TlsSide>(
         if !session.conn.is_handshaking() {
             return Ok(());
         }
+        // PEEK_READ_BYTES, not TLS_READ_BYTES: a client may send its Finished and application
+        // data in one flight (an HTTP/2 client its preface and frames at once); what follows
+        // the handshake in the read stays in rustls, whose received-plaintext buffer refuses
+        // more than 16 KiB (the handshake then failed with "received plaintext buffer full").
         match session
-            .feed(fd, None, TLS_READ_BYTES)
+            .feed(fd, None, PEEK_READ_BYTES)
             .map_err(HandshakeStop::Io)?
         {
             Some(true) => return Err(HandshakeStop::Closed),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod config_file;
+pub mod h2_client;
 pub mod mcp;
 pub mod mcp_ts;
 pub mod scripted_origin;
