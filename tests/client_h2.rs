@@ -561,3 +561,166 @@ fn an_idle_h2_connection_is_closed_after_the_idle_timeout_but_not_while_a_stream
         "tether_h2_connections_open"
     ) == 0));
 }
+
+/// `--coalesce` works the same for HTTP/2 streams as for HTTP/1.1 connections (each h2 stream
+/// is served by the HTTP/1.1 code): six h2 streams of one URL, on two connections, share one
+/// upstream request; each gets every event from its first, once and in order.
+#[test]
+fn h2_streams_of_one_url_are_coalesced_onto_one_upstream() {
+    const LAST: u64 = 150;
+    let up = origin();
+    let (ca, leaf) = loopback_leaf();
+    let t = h2_tether(
+        &url_of(&up),
+        &leaf,
+        &["--coalesce", "--workers", "1", "--sse-heartbeat", "0"],
+    );
+    let admin = t.admin_addr();
+    let path = format!("/sse?events={LAST}&rate=100&ts=0");
+    let rt = h2_client::runtime();
+    let readings = rt.block_on(async {
+        let (mut one, _d1) = h2_client::connect(t.addr, h2_config(&ca), 65535).await;
+        let (mut two, _d2) = h2_client::connect(t.addr, h2_config(&ca), 65535).await;
+        let mut readers = Vec::new();
+        for i in 0..6 {
+            let send = if i % 2 == 0 { &mut one } else { &mut two };
+            let mut s = H2Sse::open(send, &path, &[]).await;
+            assert_eq!(s.status, 200);
+            readers.push(tokio::spawn(async move { s.ids_through(LAST).await }));
+        }
+        let mut readings = Vec::new();
+        for r in readers {
+            readings.push(r.await.unwrap());
+        }
+        readings
+    });
+    for ids in &readings {
+        assert!(
+            consecutive(ids) && ids.last() == Some(&LAST),
+            "every event from the first, once, in order: {ids:?}\n{}",
+            log_text(&t)
+        );
+    }
+    assert_eq!(readings[0][0], 1, "the opener starts at the stream's start");
+    let fresh = up
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.starts_with("/sse") && q.last_event_id.is_none())
+        .count();
+    assert_eq!(
+        fresh,
+        1,
+        "one upstream request for six streams\n{}",
+        log_text(&t)
+    );
+    assert_eq!(sample(admin, "tether_sse_coalesced_total"), 5);
+}
+
+/// Rules apply to HTTP/2 streams as to HTTP/1.1 requests: a request rule denies before any
+/// upstream, an event rule drops and redacts events in the stream.
+#[test]
+fn rules_deny_requests_and_rewrite_events_of_h2_streams() {
+    use common::config_file::ConfigFile;
+    use common::scripted_origin::{Reply, ScriptedOrigin};
+    let blocks: Vec<String> = (1..=8)
+        .map(|i| {
+            if i % 4 == 0 {
+                format!("id: {i}\nevent: debug\ndata: internal {i}\n\n")
+            } else if i % 2 == 1 {
+                format!("id: {i}\ndata: key sk-{i:0>24}\n\n")
+            } else {
+                format!("id: {i}\ndata: plain {i}\n\n")
+            }
+        })
+        .collect();
+    let origin = ScriptedOrigin::start(move |_| Reply::Sse {
+        blocks: blocks.clone(),
+        hold: Some(Duration::from_secs(5)),
+    });
+    let file = ConfigFile::new(&format!(
+        r#"bind = "127.0.0.1:0"
+
+[[route]]
+name = "main"
+upstream = ["{}"]
+
+[[rule]]
+name = "closed"
+on = "request"
+match = {{ path-prefix = "/private" }}
+action = "deny"
+status = 403
+message = "private is closed"
+
+[[rule]]
+name = "no-debug"
+on = "event"
+match = {{ event-type = "debug" }}
+action = "drop"
+
+[[rule]]
+name = "keys"
+on = "event"
+match = {{ data-regex = 'sk-[A-Za-z0-9]{{20,}}' }}
+action = "redact"
+replace = "[REDACTED]"
+"#,
+        origin.url()
+    ));
+    let (ca, leaf) = loopback_leaf();
+    let args: Vec<String> = [
+        "reverse",
+        "--config",
+        &file.path(),
+        "--tls-cert",
+        leaf.cert(),
+        "--tls-key",
+        leaf.key(),
+        "--admin",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--sse-heartbeat",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let t = Tether::start_args(&args)
+        .unwrap_or_else(|log| panic!("tether did not start:\n{}", log.join("\n")));
+    let rt = h2_client::runtime();
+    let events = rt.block_on(async {
+        let (mut send, _driver) = h2_client::connect(t.addr, h2_config(&ca), 65535).await;
+        let (status, _, body) = h2_client::get(&mut send, "/private/x", &[]).await;
+        assert_eq!(status, 403);
+        assert!(
+            String::from_utf8_lossy(&body).contains("private is closed"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let mut s = H2Sse::open(&mut send, "/feed", &[]).await;
+        assert_eq!(s.status, 200);
+        let mut events = Vec::new();
+        while events.len() < 6 {
+            events.push(s.next_event().await.expect("an event"));
+        }
+        events
+    });
+    assert_eq!(num_ids(&events), vec![1, 2, 3, 5, 6, 7], "{events:?}");
+    for e in &events {
+        let i = e.num_id().unwrap();
+        let want = if i % 2 == 1 {
+            "key [REDACTED]".to_string()
+        } else {
+            format!("plain {i}")
+        };
+        assert_eq!(e.data.as_deref(), Some(want.as_str()));
+    }
+    assert!(
+        origin
+            .requests()
+            .iter()
+            .all(|r| !r.target.starts_with("/private")),
+        "a denied request never reaches the upstream"
+    );
+}

@@ -14,7 +14,7 @@ use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::SseParser;
+use super::{SseEvent, SseParser};
 
 /// A current-thread runtime with IO and timers.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -131,10 +131,17 @@ impl H2Sse {
 
     /// The next event with an id (comments skipped); None at the stream's end.
     pub async fn next_id(&mut self) -> Option<u64> {
+        self.next_event()
+            .await
+            .map(|ev| ev.num_id().expect("a numeric id"))
+    }
+
+    /// The next event with an id, whole (comments skipped); None at the stream's end.
+    pub async fn next_event(&mut self) -> Option<SseEvent> {
         loop {
             while let Some(ev) = self.parser.ready.pop_front() {
-                if let Some(id) = ev.num_id() {
-                    return Some(id);
+                if ev.id.is_some() {
+                    return Some(ev);
                 }
             }
             let data = tokio::time::timeout(Duration::from_secs(20), self.body.data())
