@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{send_raw, Response, SseReader, WaitTimeout};
+use super::tls_origin::{LeafFiles, TestCa};
+use super::{send_raw, Response, SseReader, Tether, WaitTimeout};
 
 /// The fake API key `leak_secret` returns, inside "the key is sk-…": "sk-" and 24 alphanumerics.
 pub const SECRET: &str = "sk-TETHERtest0123456789abcd";
@@ -399,7 +400,8 @@ pub struct ClientRun {
     pub protocol_version: String,
     /// The `Mcp-Session-Id` the server assigned (None when stateless or modern).
     pub session_id: Option<String>,
-    /// Every HTTP exchange: `{"method","status","content_type","session_sent","session_received"}`.
+    /// Every HTTP exchange: `{"method","status","content_type","session_sent","session_received",
+    /// "last_event_id","http_version"}`.
     pub http: Vec<Value>,
 }
 
@@ -714,6 +716,100 @@ pub fn listening_port(
             let _ = child.wait_timeout_or_kill(Duration::from_secs(2));
             std::thread::sleep(Duration::from_millis(100));
             (None, stderr)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The SDK client over HTTP/2 (issue 15: every feature works the same over an h2 stream).
+// ---------------------------------------------------------------------------------------------
+
+/// How the SDK client reaches tether: the parameter that runs one scenario over either protocol.
+pub enum Wire {
+    /// Plain HTTP/1.1 on tether's plain listener.
+    Http1,
+    /// HTTP/2 over TLS: tether serves `--tls-cert/--tls-key` (a leaf for 127.0.0.1 and localhost
+    /// signed by a private CA) and the client offers only h2 in ALPN (`--http2-ca`), trusts that
+    /// CA and exits with status 3 if any answer comes over another protocol.
+    Http2(Box<H2Tls>),
+}
+
+/// The certificates of [`Wire::Http2`].
+pub struct H2Tls {
+    /// The private CA the client trusts.
+    pub ca: TestCa,
+    /// tether's certificate (the leaf, then the CA) and key.
+    pub leaf: LeafFiles,
+}
+
+impl Wire {
+    /// HTTP/2 over TLS with a fresh CA and leaf (files removed on drop).
+    pub fn http2() -> Wire {
+        let ca = TestCa::new("tether MCP h2 test CA");
+        let leaf = ca.leaf_files(&["127.0.0.1", "localhost"]);
+        Wire::Http2(Box::new(H2Tls { ca, leaf }))
+    }
+
+    /// The HTTP version every exchange of the client must report (httpx's spelling).
+    pub fn http_version(&self) -> &'static str {
+        match self {
+            Wire::Http1 => "HTTP/1.1",
+            Wire::Http2(_) => "HTTP/2",
+        }
+    }
+
+    /// tether's flags for this wire (none for HTTP/1.1).
+    pub fn tether_args(&self) -> Vec<&str> {
+        match self {
+            Wire::Http1 => vec![],
+            Wire::Http2(tls) => vec!["--tls-cert", tls.leaf.cert(), "--tls-key", tls.leaf.key()],
+        }
+    }
+
+    /// tether in front of `upstreams` with `flags` and this wire's.
+    pub fn tether(&self, upstreams: &[String], flags: &[&str]) -> Tether {
+        let mut all = flags.to_vec();
+        all.extend(self.tether_args());
+        Tether::start(upstreams, &all)
+    }
+
+    /// The MCP endpoint of `t` for the client: `http://ADDR/mcp` or `https://ADDR/mcp`.
+    pub fn url(&self, t: &Tether) -> String {
+        match self {
+            Wire::Http1 => t.url("/mcp"),
+            Wire::Http2(_) => format!("https://{}/mcp", t.addr),
+        }
+    }
+
+    /// The client's flags for this wire, then `extra`.
+    pub fn client_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut all = match self {
+            Wire::Http1 => vec![],
+            Wire::Http2(tls) => vec!["--http2-ca", tls.ca.pem_path.to_str().unwrap()],
+        };
+        all.extend_from_slice(extra);
+        all
+    }
+
+    /// [`mcp_client_run`] through `t` on this wire; panics unless every exchange reports this
+    /// wire's HTTP version.
+    pub fn client_run(&self, t: &Tether, steps: &str, extra: &[&str]) -> ClientRun {
+        let run = mcp_client_run(&self.url(t), steps, &self.client_args(extra));
+        self.assert_exchanges(&run.http);
+        run
+    }
+
+    /// [`mcp_client_process`] through `t` on this wire (for a client that kills itself; check
+    /// what it printed with [`Wire::assert_exchanges`] where it has an HTTP log).
+    pub fn client_process(&self, t: &Tether, steps: &str, extra: &[&str]) -> ClientProcess {
+        mcp_client_process(&self.url(t), steps, &self.client_args(extra))
+    }
+
+    /// Panics unless there are exchanges and each reports this wire's HTTP version.
+    pub fn assert_exchanges(&self, http: &[Value]) {
+        assert!(!http.is_empty(), "no HTTP exchange");
+        for h in http {
+            assert_eq!(h["http_version"], self.http_version(), "{http:?}");
         }
     }
 }

@@ -1,7 +1,7 @@
 """An MCP client for tether's tests: the official Python SDK's (PyPI `mcp`) Streamable HTTP client.
 
     python mcp_client.py --url URL --steps JSON [--mode legacy|auto|2026-07-28] [--timeout 20]
-                         [--new-connections]
+                         [--new-connections] [--http2-ca CA.pem]
 
 Connects (mode legacy, the default: the initialize handshake, with a session when the server
 assigns one), runs the steps in order and prints one JSON line per step, then one `end` line:
@@ -23,7 +23,8 @@ assigns one), runs the steps in order and prints one JSON line per step, then on
         "http":[{"method":"POST","status":200,"content_type":"text/event-stream",
                  "session_sent":null,"session_received":"..."}, ...]}
        (every HTTP exchange the SDK made, in the order the answers' heads arrived; each also has
-        "last_event_id": the Last-Event-ID it sent, or null)
+        "last_event_id": the Last-Event-ID it sent, or null, and "http_version": "HTTP/1.1" or
+        "HTTP/2")
 
   {"op":"call_tool_and_die","name":"slow_count","args":{...},"die_after_progress":1}
       -> {"op":"died","name":"...","progress":[1.0],"token":"...","session_id":"..."}
@@ -54,9 +55,16 @@ learns a session id from an answer to a POST), with the lowlevel ClientSession. 
 --new-connections: no keep-alive (every HTTP exchange on a connection of its own), so a proxy
 cannot route a session by its connection.
 
+--http2-ca CA.pem: HTTP/2 over TLS only (the URL is https://...), trusting the certificates CA.pem
+signed. The client offers only "h2" in ALPN (no HTTP/1.1 to fall back to), so a server that does
+not choose it fails the handshake; and every answer is checked to have come over HTTP/2: one that
+did not ends the process at once with status 3 and a line on stderr, whatever step it was in (an
+exception would be a mere step error). The SDK's requests then share one connection, as streams
+(tests/mcp_h2.rs checks it in tether's access log).
+
 Exit status 0 when every step ran (even when some returned errors); 1 when connecting or
-initializing failed or the whole script ran past --timeout; 2 for bad arguments. Errors go to
-stderr.
+initializing failed or the whole script ran past --timeout; 2 for bad arguments; 3 when an answer
+came over another protocol than --http2-ca asked for. Errors go to stderr.
 """
 
 import argparse
@@ -64,6 +72,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 import traceback
 
@@ -108,6 +117,7 @@ async def run(
     new_connections: bool = False,
     resume_session: str | None = None,
     protocol_version: str = "2025-11-25",
+    http2_ca: str | None = None,
 ) -> None:
     http_log: list = []
     logs: list = []
@@ -117,6 +127,14 @@ async def run(
 
     async def on_response(response: httpx2.Response) -> None:
         req = response.request
+        if http2_ca is not None and response.http_version != "HTTP/2":
+            # Not an exception: the SDK would turn it into one failed step and go on.
+            print(
+                f"mcp_client: --http2-ca: {req.method} {req.url} was answered over {response.http_version}",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(3)
         http_log.append(
             {
                 "method": req.method,
@@ -125,6 +143,7 @@ async def run(
                 "session_sent": req.headers.get("mcp-session-id"),
                 "session_received": response.headers.get("mcp-session-id"),
                 "last_event_id": req.headers.get("last-event-id"),
+                "http_version": response.http_version,
             }
         )
 
@@ -138,6 +157,9 @@ async def run(
     extra = {"limits": httpx2.Limits(max_keepalive_connections=0)} if new_connections else {}
     if resume_session is not None:
         extra["headers"] = {"mcp-session-id": resume_session, "mcp-protocol-version": protocol_version}
+    if http2_ca is not None:
+        # h2 only: no HTTP/1.1 in ALPN to fall back to.
+        extra.update(http1=False, http2=True, verify=ssl.create_default_context(cafile=http2_ca))
     http = httpx2.AsyncClient(
         timeout=httpx2.Timeout(step_timeout, read=step_timeout),
         event_hooks={"response": [on_response]},
@@ -308,6 +330,7 @@ def main() -> int:
     p.add_argument("--new-connections", action="store_true", help="no keep-alive: a connection per exchange")
     p.add_argument("--resume-session", help="resume in this existing session: no handshake (resume_tool steps)")
     p.add_argument("--protocol-version", default="2025-11-25", help="with --resume-session: the session's version")
+    p.add_argument("--http2-ca", metavar="CA.pem", help="HTTP/2 over TLS only, trusting this CA (an https URL)")
     a = p.parse_args()
     try:
         steps = json.loads(a.steps)
@@ -315,10 +338,29 @@ def main() -> int:
     except Exception:  # noqa: BLE001
         print("--steps must be a JSON array", file=sys.stderr)
         return 2
+    if a.http2_ca is not None and not a.url.startswith("https://"):
+        print("--http2-ca needs an https:// --url (HTTP/2 is offered over TLS only)", file=sys.stderr)
+        return 2
+    if a.http2_ca is not None:
+        try:
+            import h2  # noqa: F401 - httpx2 speaks HTTP/2 through it
+        except ImportError:
+            print("--http2-ca: the h2 package is missing: run `bash scripts/mcp-venv.sh`", file=sys.stderr)
+            return 1
 
     async def bounded() -> None:
         await asyncio.wait_for(
-            run(a.url, steps, a.mode, a.timeout, a.new_connections, a.resume_session, a.protocol_version), a.timeout
+            run(
+                a.url,
+                steps,
+                a.mode,
+                a.timeout,
+                a.new_connections,
+                a.resume_session,
+                a.protocol_version,
+                a.http2_ca,
+            ),
+            a.timeout,
         )
 
     try:
