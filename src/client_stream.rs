@@ -9,7 +9,7 @@
 //! between read steps (`crate::tls`), so the socket's readiness is the connection's.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use bytes::BytesMut;
 use monoio::io::AsyncWriteRent;
@@ -23,11 +23,12 @@ use crate::tls::TlsSession;
 /// with its contract); the methods here are the synchronous steps the SSE pump, the follower and
 /// the tunnel make in the wake-up that found the socket ready.
 pub(crate) trait ClientStream: ByteStream {
-    /// Whether the connection can be handed to another worker as a duplicated descriptor
-    /// (`Outcome::HandOff`): a TLS session lives in this worker's memory, so a TLS client is
-    /// served where it was accepted (a reconnection to a stream another worker reads goes the
-    /// normal way: the ring query or the upstream).
-    const HANDS_OFF: bool;
+    /// The connection, ready to cross to another worker (`Outcome::HandOff`): a duplicate of
+    /// its descriptor, and what the adopting worker needs besides it to serve the connection
+    /// as this one would have (`Carried`). `self` is gone after: its descriptor closes without
+    /// a shutdown and a TLS client sends no close_notify, so the connection lives on in the
+    /// duplicate. Err when no descriptor is left for the duplicate: the connection then closes.
+    fn into_hand_off(self) -> io::Result<(OwnedFd, Carried)>;
 
     /// Whether the client speaks TLS (for `/streams` and the access log).
     const TLS: bool;
@@ -78,9 +79,29 @@ pub(crate) trait ClientStream: ByteStream {
     fn tunnel_parts(&mut self) -> (&TcpStream, Option<&mut TlsSession<ServerConnection>>);
 }
 
+/// What crosses to another worker with a handed-off connection besides its descriptor.
+pub(crate) enum Carried {
+    /// A plain client: the descriptor is all.
+    Plain,
+    /// A TLS client: its session (keys, sequence numbers, whatever it holds unread or unsent).
+    Tls(Box<TlsSession<ServerConnection>>),
+    /// The HTTP/1.1 side of an HTTP/2 stream's bridge (`crate::client_h2::side`): the bridge's
+    /// other end stays with the HTTP/2 connection's worker, the kernel's socketpair between.
+    H2Bridge,
+}
+
+/// A duplicate of `fd`, for the worker that adopts the connection.
+pub(crate) fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: the descriptor is the caller's own, open for the duration of the call.
+    unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+}
+
 impl ClientStream for TcpStream {
-    const HANDS_OFF: bool = true;
     const TLS: bool = false;
+
+    fn into_hand_off(self) -> io::Result<(OwnedFd, Carried)> {
+        Ok((duplicate(self.as_raw_fd())?, Carried::Plain))
+    }
 
     #[inline(always)]
     fn tcp(&self) -> &TcpStream {

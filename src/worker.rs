@@ -738,7 +738,12 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
                     ctx.directory.post(from, Message::Answer { token, answer });
                 }
                 Message::Answer { token, answer } => ctx.answers.fulfil(token, answer),
-                Message::Adopt { conn, peer, bytes } => adopt(&ctx, conn, peer, bytes),
+                Message::Adopt {
+                    conn,
+                    carried,
+                    peer,
+                    bytes,
+                } => adopt(&ctx, conn, carried, peer, bytes),
                 // Between requests, on this worker's own thread: requests already running
                 // keep the route they hold.
                 Message::Reload { config, generation } => {
@@ -750,22 +755,55 @@ async fn inbox_loop(ctx: Rc<WorkerCtx>, mut bell: UnixStream) {
 }
 
 /// Serves a connection another worker handed over (a reconnection to a stream read here).
-fn adopt(ctx: &Rc<WorkerCtx>, conn: std::os::fd::OwnedFd, peer: SocketAddr, bytes: bytes::Bytes) {
+fn adopt(
+    ctx: &Rc<WorkerCtx>,
+    conn: std::os::fd::OwnedFd,
+    carried: crate::client_stream::Carried,
+    peer: SocketAddr,
+    bytes: bytes::Bytes,
+) {
+    use crate::client_stream::Carried;
     let std = std::net::TcpStream::from(conn);
-    let stream = std
+    let stream = match std
         .set_nonblocking(true)
-        .and_then(|()| TcpStream::from_std(std));
-    match stream {
-        Ok(stream) => {
+        .and_then(|()| TcpStream::from_std(std))
+    {
+        Ok(stream) => stream,
+        Err(e) => {
+            crate::log_warn!("cannot take a connection handed over by another worker: {e}");
+            return;
+        }
+    };
+    let buf = bytes::BytesMut::from(&bytes[..]);
+    match carried {
+        Carried::Plain => {
             monoio::spawn(crate::proxy::conn::serve_client_from(
                 ctx.clone(),
                 stream,
                 peer,
-                bytes::BytesMut::from(&bytes[..]),
+                buf,
                 true,
             ));
         }
-        Err(e) => crate::log_warn!("cannot take a connection handed over by another worker: {e}"),
+        Carried::Tls(session) => {
+            let client = crate::client_tls::TlsClient::new(stream, *session);
+            monoio::spawn(crate::proxy::conn::serve_adopted_tls_client(
+                ctx.clone(),
+                client,
+                peer,
+                buf,
+            ));
+        }
+        Carried::H2Bridge => {
+            let side = crate::client_h2::side::H2Side::new(stream, peer);
+            monoio::spawn(crate::proxy::conn::serve_h2_stream(
+                ctx.clone(),
+                side,
+                peer,
+                buf,
+                true,
+            ));
+        }
     }
 }
 

@@ -724,3 +724,111 @@ replace = "[REDACTED]"
         "a denied request never reaches the upstream"
     );
 }
+
+/// The worker whose request counter moved while `probe` was served on `send`'s connection.
+async fn h2_serving_worker(
+    t: &Tether,
+    send: &mut h2::client::SendRequest<bytes::Bytes>,
+    probe: &str,
+) -> usize {
+    let admin = t.admin_addr();
+    let counts = || -> Vec<u64> {
+        (0..2)
+            .map(|w| {
+                sample(
+                    admin,
+                    &format!("tether_worker_requests_total{{worker=\"{w}\"}}"),
+                )
+            })
+            .collect()
+    };
+    let before = counts();
+    let (status, _, _) = h2_client::get(send, probe, &[]).await;
+    assert_eq!(status, 200);
+    let after = counts();
+    let moved: Vec<usize> = (0..2).filter(|&w| after[w] != before[w]).collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "one worker served the probe: {before:?} -> {after:?}"
+    );
+    moved[0]
+}
+
+/// An HTTP/2 comeback on the worker that does not hold its stream: the stream's bridge end is
+/// handed to the holder (the socketpair then joins the two workers), which follows the held
+/// stream: every event after the client's id once, in order, and nothing asked upstream again.
+/// Before, the stream was served where it landed: a copy of the ring, then an upstream request
+/// of its own (for a POST-born MCP call, the call's result lost).
+#[test]
+fn an_h2_comeback_on_the_other_worker_follows_the_held_stream_there() {
+    let up = origin();
+    let (ca, leaf) = loopback_leaf();
+    let t = h2_tether(
+        &url_of(&up),
+        &leaf,
+        &[
+            "--workers",
+            "2",
+            "--hold-upstream",
+            "5s",
+            "--sse-heartbeat",
+            "0",
+        ],
+    );
+    let admin = t.admin_addr();
+    let path = "/sse?events=40&rate=20&ts=0&held=h2";
+    let rt = h2_client::runtime();
+    let ids = rt.block_on(async {
+        {
+            let (mut send, driver) = h2_client::connect(t.addr, h2_config(&ca), 65535).await;
+            let mut s = H2Sse::open(&mut send, path, &[]).await;
+            assert_eq!(s.status, 200);
+            assert_eq!(s.ids_through(5).await, (1..=5).collect::<Vec<u64>>());
+            drop(s);
+            drop(send);
+            driver.abort();
+        }
+        let held = tokio::task::spawn_blocking(move || {
+            wait_until(Duration::from_secs(5), || {
+                worker_with_stream(admin, path, Some("held")).is_some()
+            })
+        })
+        .await
+        .unwrap();
+        assert!(held, "not held\n{}", log_text(&t));
+        let holder = worker_with_stream(admin, path, Some("held")).unwrap();
+        let mut other = None;
+        for _ in 0..40 {
+            let (mut send, driver) = h2_client::connect(t.addr, h2_config(&ca), 65535).await;
+            if h2_serving_worker(&t, &mut send, "/bytes?n=1").await != holder {
+                other = Some((send, driver));
+                break;
+            }
+            driver.abort();
+        }
+        let (mut send, _driver) = other.expect("an h2 connection on the other worker");
+        let mut back = H2Sse::open(&mut send, path, &[("last-event-id", "5")]).await;
+        assert_eq!(back.status, 200, "{}", log_text(&t));
+        back.ids_through(40).await
+    });
+    assert_eq!(ids, (6..=40).collect::<Vec<u64>>(), "{}", log_text(&t));
+    let asked: Vec<_> = up
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.starts_with("/sse"))
+        .collect();
+    // The held stream's own resumes carry its first request's id; a request of the comeback's
+    // own would carry another.
+    let request_id = |q: &tether_perf::RequestRecord| {
+        q.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+            .map(|(_, v)| v.clone())
+    };
+    assert!(
+        asked.iter().all(|q| request_id(q) == request_id(&asked[0])),
+        "the comeback went upstream: {asked:?}"
+    );
+    assert_eq!(sample(admin, "tether_sse_hold_resumed_total"), 1);
+}

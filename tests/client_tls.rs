@@ -343,12 +343,13 @@ fn a_replay_by_last_event_id_over_tls_comes_from_the_ring() {
     );
 }
 
-/// A reconnection that lands on the worker that does not hold its stream is handed over by
-/// descriptor for a plain client; a TLS session cannot follow a descriptor, so a TLS client is
-/// served where it landed (the ring's events copied here, then its own upstream): every event
-/// once, in order, either way.
+/// A TLS reconnection that lands on the worker that does not hold its stream is handed over to
+/// the holder with its session (a duplicate of the descriptor and the rustls state), as a plain
+/// one is: it follows the held stream there, every event once and in order, and nothing more is
+/// asked upstream (a POST-born stream could not be asked again). Before, the TLS client was
+/// served where it landed: a copy of the ring, then an upstream request of its own.
 #[test]
-fn a_tls_comeback_on_the_other_worker_is_served_where_it_landed() {
+fn a_tls_comeback_on_the_other_worker_is_handed_to_the_worker_holding_its_stream() {
     let up = origin();
     let (ca, leaf) = loopback_leaf();
     let t = tls_tether(
@@ -384,6 +385,14 @@ fn a_tls_comeback_on_the_other_worker_is_served_where_it_landed() {
         .map(|_| Client::connect(bridge.addr))
         .find_map(|mut c| (serving_worker(&t, &mut c, "/bytes?n=1") != holder).then_some(c))
         .expect("a TLS connection on the other worker");
+    let open = |w: usize| {
+        prom_value(
+            &Tether::metrics_text(admin),
+            &format!("tether_worker_client_tls_connections_open{{worker=\"{w}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let (holder_before, other_before) = (open(holder), open(1 - holder));
     let mut back = SseReader::on(client, &sse_request(path, &["Last-Event-ID: 5"]));
     assert_eq!(back.head.status, 200, "{}", log_text(&t));
     back.deadline = Instant::now() + Duration::from_secs(15);
@@ -394,6 +403,40 @@ fn a_tls_comeback_on_the_other_worker_is_served_where_it_landed() {
         "{end:?}\n{}",
         log_text(&t)
     );
+    let asked: Vec<_> = up
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.starts_with("/sse"))
+        .collect();
+    // The held stream's own resumes carry its first request's id; a request of the comeback's
+    // own would carry another.
+    let request_id = |q: &tether_perf::RequestRecord| {
+        q.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+            .map(|(_, v)| v.clone())
+    };
+    assert!(
+        asked.iter().all(|q| request_id(q) == request_id(&asked[0])),
+        "the comeback went upstream: {asked:?}"
+    );
+    assert_eq!(
+        prom_value(
+            &Tether::metrics_text(admin),
+            "tether_sse_hold_resumed_total"
+        ),
+        Some(1.0)
+    );
+    // The connection is counted where it lives now: one more open TLS connection on the
+    // holder, one fewer on the worker that handed it over (the probes' connections through the
+    // bridge stay as they were meanwhile).
+    let (holder_after, other_after) = (open(holder), open(1 - holder));
+    assert_eq!(
+        (holder_after, other_after),
+        (holder_before + 1.0, other_before - 1.0),
+        "open TLS connections on the holder and the other worker"
+    );
+    drop(back);
 }
 
 #[test]

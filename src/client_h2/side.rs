@@ -1,8 +1,9 @@
 //! The HTTP/1.1 side of an HTTP/2 stream's bridge (`super::stream`): the socketpair end that
 //! tether's connection code serves as it serves a client socket. Every method is the plain
 //! socket's; the type exists so that the connection code is compiled for it with `H2` set
-//! (`/streams` and the access log say the client is on HTTP/2) and with no hand-off (the
-//! stream's other end lives in this worker).
+//! (`/streams` and the access log say the client is on HTTP/2). Handed to another worker (a
+//! comeback to a stream read there), this end crosses and the other stays: the kernel's
+//! socketpair carries the stream's bytes between the two workers.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 use rustls::ServerConnection;
 
-use crate::client_stream::ClientStream;
+use crate::client_stream::{Carried, ClientStream};
 use crate::conn_io::{ByteStream, BytesVec, IoFailure, PeekState};
 use crate::tls::TlsSession;
 
@@ -46,9 +47,15 @@ impl ByteStream for H2Side {
 }
 
 impl ClientStream for H2Side {
-    const HANDS_OFF: bool = false;
     const TLS: bool = true;
     const H2: bool = true;
+
+    /// The bridge's end crosses; its other end stays with the HTTP/2 connection's worker.
+    fn into_hand_off(self) -> io::Result<(std::os::fd::OwnedFd, Carried)> {
+        use std::os::fd::AsRawFd;
+        let fd = crate::client_stream::duplicate(self.0.as_raw_fd())?;
+        Ok((fd, Carried::H2Bridge))
+    }
 
     #[inline(always)]
     fn tcp(&self) -> &TcpStream {

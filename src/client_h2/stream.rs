@@ -91,6 +91,8 @@ pub(super) async fn serve(
         ctx.clone(),
         theirs,
         peer,
+        BytesMut::new(),
+        false,
     ));
     let ours = Rc::new(ours);
     if has_body {

@@ -11,7 +11,7 @@ use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use rustls::ServerConnection;
 
-use crate::client_stream::ClientStream;
+use crate::client_stream::{Carried, ClientStream};
 use crate::conn_io::{ByteStream, BytesVec, IoFailure, PeekState};
 use crate::tls::TlsSession;
 
@@ -112,8 +112,14 @@ impl ByteStream for TlsClient {
 }
 
 impl ClientStream for TlsClient {
-    const HANDS_OFF: bool = false;
     const TLS: bool = true;
+
+    /// The session goes with the descriptor (no close_notify: the connection goes on there).
+    fn into_hand_off(self) -> io::Result<(std::os::fd::OwnedFd, Carried)> {
+        let (tcp, session) = self.into_parts();
+        let fd = crate::client_stream::duplicate(tcp.as_raw_fd())?;
+        Ok((fd, Carried::Tls(Box::new(session))))
+    }
 
     fn tcp(&self) -> &TcpStream {
         &self.tcp

@@ -53,6 +53,11 @@ impl WorkerTls {
         WorkerMetrics::inc(&metrics.client_tls_open);
     }
 
+    /// A TLS connection another worker handed over (its handshake counted there) lives here now.
+    pub fn adopted(&self, metrics: &WorkerMetrics) {
+        WorkerMetrics::inc(&metrics.client_tls_open);
+    }
+
     /// A TLS connection closed.
     pub fn closed(&self, metrics: &WorkerMetrics) {
         let open = &metrics.client_tls_open;

@@ -140,21 +140,51 @@ pub fn serve_tls_client(
 
 /// Serves the HTTP/1.1 side of an HTTP/2 stream's bridge (`crate::client_h2::stream`): one
 /// request, registered as a connection (drain, --max-connections) of its own.
+/// `buf` holds the request when another worker handed the stream over (`adopted`).
 pub fn serve_h2_stream(
     ctx: Rc<WorkerCtx>,
     side: crate::client_h2::side::H2Side,
     peer: SocketAddr,
+    buf: BytesMut,
+    adopted: bool,
 ) -> impl std::future::Future<Output = ()> {
     let guard = ctx.conns.register(side.fd());
     serve_conn(ClientConn {
         ctx,
         stream: side,
         peer,
-        buf: BytesMut::new(),
+        buf,
         guard,
         requests: 0,
-        adopted: false,
+        adopted,
     })
+}
+
+/// Serves a TLS client another worker handed over with its session (a comeback to a stream
+/// read here): as `serve_tls_client` after the handshake, counted among this worker's open TLS
+/// connections while it lives here. `buf` holds the request, read again here.
+pub fn serve_adopted_tls_client(
+    ctx: Rc<WorkerCtx>,
+    client: crate::client_tls::TlsClient,
+    peer: SocketAddr,
+    buf: BytesMut,
+) -> impl std::future::Future<Output = ()> {
+    let guard = ctx.conns.register(client.fd());
+    async move {
+        ctx.client_tls.adopted(&ctx.metrics);
+        let counted = ctx.clone();
+        Box::pin(serve_conn(ClientConn {
+            ctx,
+            stream: client,
+            peer,
+            buf,
+            guard,
+            requests: 0,
+            adopted: true,
+        }))
+        .await;
+        counted.client_tls.closed(&counted.metrics);
+    }
 }
 
 /// Runs a registered connection until it closes (the task's whole life).
@@ -169,7 +199,8 @@ fn serve_conn<C: ClientStream>(mut conn: ClientConn<C>) -> impl std::future::Fut
         let end = conn.run().await;
         match end {
             End::Linger => Box::pin(conn.linger_close()).await,
-            End::Close | End::HandedOff => {}
+            End::Close => {}
+            End::HandOff(handoff) => conn.hand_off(&handoff),
         }
     }
 }
@@ -185,9 +216,8 @@ enum End {
     Linger,
     /// Close at once (client gone, or message cut short on purpose).
     Close,
-    /// Another worker serves the connection now (its own descriptor of the socket): this one's
-    /// is closed without a shutdown, which would end the connection for both.
-    HandedOff,
+    /// Another worker is to serve the connection (`ClientConn::hand_off`).
+    HandOff(Box<HandOff>),
 }
 
 struct ClientConn<C: ClientStream> {
@@ -246,12 +276,7 @@ impl<C: ClientStream> ClientConn<C> {
                     crate::log_debug!("sse follower ended: {end:?}");
                     sse_outcome(end, keep_client)
                 }
-                Outcome::HandOff(handoff) => {
-                    if self.hand_off(&handoff) {
-                        return End::HandedOff;
-                    }
-                    Outcome::Abort
-                }
+                Outcome::HandOff(handoff) => return End::HandOff(handoff),
                 Outcome::Tunnel(start) => {
                     let start = unbox(start);
                     // Client bytes that came after the request head belong to the new protocol.
@@ -287,38 +312,41 @@ impl<C: ClientStream> ClientConn<C> {
         }
     }
 
-    /// Gives the connection to the worker that reads its stream: a duplicate of the descriptor,
-    /// and the request head with what followed it, which that worker reads again. False when the
-    /// descriptor cannot be duplicated (no fd left): the connection is then closed.
-    fn hand_off(&mut self, handoff: &HandOff) -> bool {
-        use std::os::fd::BorrowedFd;
-        // A TLS session cannot follow a descriptor: `lookup::find` never asks for a hand-off
-        // for a TLS client (`ClientStream::HANDS_OFF`).
-        debug_assert!(C::HANDS_OFF);
-        // SAFETY: the descriptor is this connection's own, open for the duration of the call.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.fd()) };
-        let conn = match fd.try_clone_to_owned() {
-            Ok(conn) => conn,
+    /// Gives the connection to the worker that reads its stream: a duplicate of the descriptor
+    /// with what the connection carries (a TLS session, `Carried`), and the request head with
+    /// what followed it, which that worker reads again. This worker's descriptor then closes
+    /// without a shutdown (which would end the connection for both). When the descriptor cannot
+    /// be duplicated (no fd left) the connection closes.
+    fn hand_off(self, handoff: &HandOff) {
+        let ClientConn {
+            ctx,
+            stream,
+            peer,
+            buf,
+            ..
+        } = self;
+        let (conn, carried) = match stream.into_hand_off() {
+            Ok(parts) => parts,
             Err(e) => {
                 crate::log_warn!(
                     "cannot hand a reconnection to worker {}: {e}",
                     handoff.worker
                 );
-                return false;
+                return;
             }
         };
-        let mut bytes = BytesMut::with_capacity(handoff.head.len() + self.buf.len());
+        let mut bytes = BytesMut::with_capacity(handoff.head.len() + buf.len());
         bytes.extend_from_slice(&handoff.head);
-        bytes.extend_from_slice(&self.buf);
-        self.ctx.directory.post(
+        bytes.extend_from_slice(&buf);
+        ctx.directory.post(
             handoff.worker,
             Message::Adopt {
                 conn,
-                peer: self.peer,
+                carried,
+                peer,
                 bytes: bytes.freeze(),
             },
         );
-        true
     }
 
     /// Reads until one complete request head. Ok(None): the client closed or idled out between

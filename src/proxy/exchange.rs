@@ -279,29 +279,25 @@ async fn exchange<C: ClientStream>(
     // the stream is shared, held or finished, and the client follows it from its id.
     let scope = reconnection_scope(&route, &head).filter(|_| follow.is_none());
     let point = match scope {
-        Some(scope) => {
-            match lookup::find(ctx, &head, &scope, !client.adopted && C::HANDS_OFF).await {
-                Some(Resumption::Follow {
-                    lineage,
-                    fanout,
-                    after,
-                }) => {
-                    follow = Some((lineage, fanout, after));
-                    None
-                }
-                Some(Resumption::HandOff { worker }) => {
-                    crate::log_debug!(
-                        "reconnection handed to worker {worker}, which reads its stream"
-                    );
-                    return Ok(Outcome::HandOff(Box::new(HandOff {
-                        worker,
-                        head: head.bytes,
-                    })));
-                }
-                Some(Resumption::Ring(point)) => Some(point),
-                None => None,
+        Some(scope) => match lookup::find(ctx, &head, &scope, !client.adopted).await {
+            Some(Resumption::Follow {
+                lineage,
+                fanout,
+                after,
+            }) => {
+                follow = Some((lineage, fanout, after));
+                None
             }
-        }
+            Some(Resumption::HandOff { worker }) => {
+                crate::log_debug!("reconnection handed to worker {worker}, which reads its stream");
+                return Ok(Outcome::HandOff(Box::new(HandOff {
+                    worker,
+                    head: head.bytes,
+                })));
+            }
+            Some(Resumption::Ring(point)) => Some(point),
+            None => None,
+        },
         None => None,
     };
     if let Some((lineage, fanout, after)) = follow {

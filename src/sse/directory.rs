@@ -61,6 +61,8 @@ pub enum Message {
     /// request is read again from `bytes` (its head and whatever followed it).
     Adopt {
         conn: std::os::fd::OwnedFd,
+        /// What the connection carries besides its descriptor (a TLS session...).
+        carried: crate::client_stream::Carried,
         peer: std::net::SocketAddr,
         bytes: bytes::Bytes,
     },
