@@ -36,8 +36,9 @@
 #               duplicated events, counted from each client's first event (sse-load
 #               --join-live). Goal: tether's CPU per delivered event at most 0.5x nginx's.
 #
-# Client TLS (issue 15), NOT in the default run (about 8 more minutes at 3 reps x 10 s; the
-# default already takes ~50): ask with --only tls (all three) or their names or numbers. The
+# Client TLS (issue 15), NOT in the default run (about 8 more minutes at 3 reps x 10 s for the
+# first three, ~5 more for 1h and 3h; the default already takes ~50): ask with --only tls (all
+# five) or their names or numbers. The
 # proxies (tether, nginx, HAProxy; no direct row) serve HTTP/1.1 over TLS to the clients, plain
 # HTTP to the origin, all with one certificate made for the run by openssl (ECDSA P-256,
 # self-signed, for localhost; other TLS settings as each ships them). Clients connect to
@@ -46,6 +47,15 @@
 #   1t tls-1a     as 1a over TLS: sse-load --ca (rustls): events per proxy CPU-second, lost and
 #                 duplicated events
 #   3t tls-idle   as 3 over TLS: proxy RSS per idle TLS stream
+#   1h h2-1a      as 1t over HTTP/2: the same 1000 streams, 100 per h2 connection (10
+#                 connections; sse-load --h2-streams-per-conn 100): events per proxy
+#                 CPU-second, lost and duplicated events
+#   3h h2-idle    idle SSE streams over HTTP/2, 100 per connection: proxy RSS per stream
+#                 (--h2-idle-streams, default 6000 on 60 connections: tether holds 3 fds per h2
+#                 stream, its socketpair bridge and the upstream socket, under the 20000 limit)
+# For 1h and 3h the proxies offer h2 in ALPN (nginx `listen ... ssl http2`, HAProxy `bind ...
+# alpn h2,http/1.1`, tether always); each peer's choice of h2 is checked before measuring and
+# every sse-load connection checks its own. --only h2 runs these two alone (--only tls: all five).
 #
 # Two origins (issue 17): 1a, 1a-url, 1b, 1b-url and 2 run once per origin and event size
 # (--origin, --event-size), every other scenario with sse-upstream and ~100 B events.
@@ -64,7 +74,8 @@
 #
 # Usage: scripts/bench.sh [--reps N] [--duration S] [--warmup S] [--quick] [--only LIST]
 #                         [--no-record] [--no-build] [--peers direct,tether,nginx,haproxy]
-#                         [--streams N] [--idle-streams N] [--connections N] [--ttfe-clients N]
+#                         [--streams N] [--idle-streams N] [--h2-idle-streams N]
+#                         [--connections N] [--ttfe-clients N]
 #                         [--fanout-clients N] [--fanout-rate R]
 #                         [--origin sse-upstream|sse-tokio|both] [--event-size B[,B...]]
 #                         [--pace R] [--retries N] [--max-others F]
@@ -107,7 +118,7 @@ while [ $# -gt 0 ]; do
     --no-record) RECORD=0; shift ;;
     --no-build) BUILD=0; shift ;;
     --quick) ARGS+=(--quick); shift ;;
-    --reps|--duration|--warmup|--only|--streams|--idle-streams|--connections|--peers|\
+    --reps|--duration|--warmup|--only|--streams|--idle-streams|--h2-idle-streams|--connections|--peers|\
     --drop-every|--drop-rate|--drop-streams|--probe-streams|--origin-driver|--tether-extra|\
     --ttfe-clients|--fanout-clients|--fanout-rate|--origin|--event-size|--pace|--retries|\
     --max-others)

@@ -109,6 +109,24 @@ ROWS = [
      "{:,.0f}", "lo"),
     ("tls-idle", "tls_resumed", "3t. of their handshakes, resumed", "{:,.0f}", None),
     ("tls-idle", "open_s", "3t. seconds to open them all", "{:.1f}", "lo"),
+    # HTTP/2 (issue 15; with --only tls or h2): 1t and 3t with 100 streams per h2 connection.
+    ("h2-1a", "events_per_s", "1h. SSE over HTTP/2, one write per event: events/s (whole box)",
+     "{:,.0f}", "hi"),
+    ("h2-1a", "events_per_proxy_cpu_s", "1h. h2: events per proxy CPU-second", "{:,.0f}", "hi"),
+    ("h2-1a", "proxy_cpu_s_per_m_events", "1h. h2: proxy CPU-s per million events", "{:.2f}",
+     "lo"),
+    ("h2-1a", "proxy_cpu_share", "1h. h2: proxy CPU use (share of its core)", "{:.0%}", None),
+    ("h2-1a", "load_cpu_share", "1h. h2: load generator CPU use (share of its core)", "{:.0%}",
+     None),
+    ("h2-1a", "proxy_rss_mb", "1h. h2: proxy RSS at the end of the window (MB)", "{:.1f}", "lo"),
+    ("h2-1a", "gaps", "1h. h2: lost events", "{:,.0f}", None),
+    ("h2-1a", "duplicates", "1h. h2: duplicated events", "{:,.0f}", None),
+    ("h2-1a", "h2_connections", "1h. h2 connections (ALPN h2, checked)", "{:,.0f}", None),
+    ("h2-idle", "established", "3h. idle HTTP/2 streams held", "{:,.0f}", None),
+    ("h2-idle", "h2_connections", "3h. on h2 connections (ALPN h2, checked)", "{:,.0f}", None),
+    ("h2-idle", "rss_per_stream_bytes", "3h. proxy RSS per idle HTTP/2 stream (bytes)",
+     "{:,.0f}", "lo"),
+    ("h2-idle", "open_s", "3h. seconds to open them all", "{:.1f}", "lo"),
 ]
 
 
@@ -193,7 +211,7 @@ def failures(r):
                                f"{run['ttfe_failed'] + run['ttfe_ok']} probes got no first event "
                                f"(first: {run.get('ttfe_first_failure')}); percentiles are over "
                                f"the others")
-                if sc.startswith("tls-") and (run.get("gaps") or run.get("duplicates")):
+                if sc.startswith(("tls-", "h2-")) and (run.get("gaps") or run.get("duplicates")):
                     out.append(f"- {sc}, {p}, rep {i + 1}: {run.get('gaps')} lost and "
                                f"{run.get('duplicates')} duplicated events")
                 if "failed" not in run and run.get("contended"):
@@ -409,6 +427,19 @@ def new_scenarios(r):
                 "small` (OpenSSL 3.0) and `sse-load --url https://localhost:PORT/... --ca "
                 "ca.pem` (rustls, key exchange X25519 as OpenSSL's, session resumption). "
                 f"Negotiated with each (checked before measuring): {negotiated or '-'}.")
+    if ran & {"h2-1a", "h2-idle"}:
+        checks = r.get("checks", {})
+        chose = ", ".join(f"{NAMES[p]} {checks[p]['h2_alpn']}" for p in ("tether", "nginx", "haproxy")
+                          if "h2_alpn" in checks.get(p, {}))
+        n = r["config"].get("h2_idle_streams", 6000)
+        out += (" HTTP/2 (1h, 3h): as 1t and 3t, the clients speaking HTTP/2 over TLS, 100 "
+                "streams per connection (`sse-load --h2-streams-per-conn 100`: h2 on "
+                "tokio-rustls, 1000 streams on 10 connections for 1h, "
+                f"{n} on {-(-n // 100)} for 3h); the proxies offer h2 in ALPN for these only "
+                "(nginx `listen ... ssl http2`, HAProxy `alpn h2,http/1.1`, tether always), "
+                "plain HTTP/1.1 to the origin. Offered only h2, each chose (checked before "
+                f"measuring): {chose or '-'}; every sse-load connection checks its ALPN outcome "
+                "too.")
     if "fanout" in ran:
         n = r["config"].get("fanout_clients", 1000)
         rate = r["config"].get("fanout_rate", 100)
@@ -483,6 +514,10 @@ def markdown(r):
         if t:
             t = "; ".join(t) if isinstance(t, list) else t
             parts.append(f"- {label} with TLS (4t, 1t, 3t): `{t}`")
+        t = s.get(name + "_h2")
+        if t:
+            t = "; ".join(t) if isinstance(t, list) else t
+            parts.append(f"- {label} with HTTP/2 (1h, 3h): `{t}`")
     f = failures(r)
     if f:
         parts += ["", "Runs that failed, were skipped, had probes without a first event, or "

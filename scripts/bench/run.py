@@ -92,8 +92,18 @@ PEERS_PROXY = ["tether", "nginx", "haproxy"]
 # per run with openssl: ECDSA P-256 (what most deployments serve; RSA-2048 signs ~10x slower,
 # which would make handshake-heavy figures measure the signature), self-signed, for
 # `localhost` and 127.0.0.1. Clients connect to https://localhost:PORT (SNI localhost).
-TLS_SCENARIOS = ["tls-plain", "tls-1a", "tls-idle"]
+TLS_SCENARIOS = ["tls-plain", "tls-1a", "tls-idle", "h2-1a", "h2-idle"]
 TLS_HOST = "localhost"
+# HTTP/2 (issue 15): the TLS scenarios whose clients speak h2 (sse-load --h2-streams-per-conn),
+# many SSE streams per connection. The proxies offer h2 in ALPN for them only (nginx `listen
+# ... ssl http2`, HAProxy `alpn h2,http/1.1`; tether always offers it), so 4t/1t/3t stay
+# HTTP/1.1 as before; every peer's h2 is checked before measuring (check_h2) and every
+# sse-load connection checks its ALPN outcome.
+H2_SCENARIOS = ["h2-1a", "h2-idle"]
+# Concurrent streams per HTTP/2 connection: within every peer's limit on one connection
+# (HAProxy's tune.h2.max-concurrent-streams and tether's --h2-max-concurrent-streams are 100,
+# nginx's http2_max_concurrent_streams 128), so 1000 streams take 10 connections.
+H2_STREAMS_PER_CONN = 100
 
 
 def log(msg):
@@ -249,6 +259,16 @@ def https_get(port, path, ca, timeout=2.0):
         c.close()
 
 
+def h2_alpn(port, ca, timeout=2.0):
+    """The protocol the server at localhost:port chooses when a client offers only h2 in ALPN
+    (None: none chosen, i.e. it would speak HTTP/1.1)."""
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname=TLS_HOST) as tls:
+            return tls.selected_alpn_protocol()
+
+
 def wait_answer(port, proc, what, expect_body, timeout=10.0, ca=None):
     """Polls GET /small until it answers 200 with the origin's body (over TLS with `ca`)."""
     deadline = time.monotonic() + timeout
@@ -350,10 +370,12 @@ class Peer:
     """A running origin plus (except for direct) a proxy in front of it."""
 
     def __init__(self, bench, name, upstream_env, origin_log=None, proxy_extra=(),
-                 origin="sse-upstream", tls=False):
+                 origin="sse-upstream", tls=False, h2=False):
         self.bench, self.name = bench, name
         # Clients speak TLS to the proxy (TLS_SCENARIOS): the run's certificate, https URLs.
         self.tls = tls
+        # The proxy offers h2 in ALPN too (H2_SCENARIOS).
+        self.h2 = h2
         # Which origin program runs behind the proxy (ORIGINS).
         self.origin_kind = origin
         self.origin = self.proxy = None
@@ -397,7 +419,7 @@ class Peer:
             return
         self.port = free_port()
         argv, conf = b.proxy_command(self.name, self.port, addr, tag, self.proxy_extra,
-                                     tls=self.tls)
+                                     tls=self.tls, h2=self.h2)
         self.proxy = b.procs.start(f"{self.name}-{tag}", argv, PROXY_CPU)
         self.proxy_log = os.path.join(b.work, f"{self.name}-{tag}.err")
         try:
@@ -516,6 +538,10 @@ class Bench:
         self.last_tls = {}
         # Check the peers over TLS too (main sets it when a TLS scenario is planned).
         self.tls_in_plan = False
+        # Check the peers' h2 too (main sets it when an HTTP/2 scenario is planned).
+        self.h2_in_plan = False
+        # The last sse-load report of a throughput or idle measurement (the h2 figures).
+        self.last_report = {}
         # tether --coalesce (scenario 7) is being added concurrently: until the binary has it,
         # the scenario runs tether without it and says so.
         self.coalesce = tether_supports(self.tether_bin, "--coalesce")
@@ -562,7 +588,7 @@ class Bench:
             self._tls_files = path
         return self._tls_files
 
-    def proxy_command(self, name, port, origin, tag, extra=(), tls=False):
+    def proxy_command(self, name, port, origin, tag, extra=(), tls=False, h2=False):
         d = os.path.join(self.work, tag)
         os.makedirs(d, exist_ok=True)
         t = self.tls_files() if tls else None
@@ -570,7 +596,7 @@ class Bench:
         def shown(text):
             return text.replace(os.path.dirname(t["cert"]), "TLS") if t else text
         # The settings printed and recorded: the plain ones, and the TLS ones apart.
-        skey = name + ("_tls" if tls else "")
+        skey = name + ("_h2" if h2 else "_tls" if tls else "")
         if name == "tether":
             argv = [self.tether_bin, "reverse", "--bind", f"127.0.0.1:{port}",
                     "--upstream", f"http://{origin}", "--workers", "1", "--cpus", PROXY_CPU,
@@ -584,7 +610,8 @@ class Bench:
         if name == "nginx":
             conf = os.path.join(d, "nginx.conf")
             text = NGINX_CONF.format(dir=d, port=port, origin=origin,
-                                     listen=NGINX_TLS_LISTEN.format(**t) if tls else ";")
+                                     listen=(NGINX_H2_LISTEN if h2 else NGINX_TLS_LISTEN)
+                                     .format(**t) if tls else ";")
             with open(conf, "w") as f:
                 f.write(text)
             self.settings.setdefault(skey, relevant(shown(text), NGINX_KEYS, d, port, origin))
@@ -593,7 +620,8 @@ class Bench:
         if name == "haproxy":
             conf = os.path.join(d, "haproxy.cfg")
             text = HAPROXY_CONF.format(dir=d, port=port, origin=origin,
-                                       bind=HAPROXY_TLS_BIND.format(**t) if tls else "")
+                                       bind=(HAPROXY_H2_BIND if h2 else HAPROXY_TLS_BIND)
+                                       .format(**t) if tls else "")
             with open(conf, "w") as f:
                 f.write(text)
             self.settings.setdefault(skey, relevant(shown(text), HAPROXY_KEYS, d, port, origin))
@@ -648,6 +676,8 @@ class Bench:
                 peer.stop()
             if self.tls_in_plan:
                 self.check_tls(name)
+            if self.h2_in_plan:
+                self.check_h2(name)
 
     def check_tls(self, name):
         """The proxy serves the run's certificate (verified against it, SNI localhost) and
@@ -665,6 +695,24 @@ class Bench:
                 settings = "; ".join(settings)
             log(f"  {name} over TLS: /small ok, {version} {cipher}, certificate verified "
                 f"(ECDSA P-256, SNI {TLS_HOST}); settings: {settings}")
+        finally:
+            peer.stop()
+
+    def check_h2(self, name):
+        """The proxy, set up as for the HTTP/2 scenarios, chooses h2 when a client offers only
+        h2 in ALPN (else the h2 rows would measure something else; sse-load checks every
+        connection again)."""
+        peer = Peer(self, name, self.origin_env("check"), tls=True, h2=True)
+        try:
+            peer.start()
+            chosen = h2_alpn(peer.port, self.tls_files()["ca"])
+            if chosen != "h2":
+                raise Failure(f"{name}: offered only h2 in ALPN, it chose {chosen!r}")
+            self.checked.setdefault(name, {}).update(h2_alpn=chosen)
+            settings = self.settings.get(name + "_h2")
+            if isinstance(settings, list):
+                settings = "; ".join(settings)
+            log(f"  {name} over TLS with ALPN h2: chose {chosen}; settings: {settings}")
         finally:
             peer.stop()
 
@@ -717,7 +765,8 @@ class Bench:
                 if scenario == "fanout" else None)
         peer = Peer(self, peer_name, self.origin_env(scenario), origin_log=olog,
                     proxy_extra=self.scenario_proxy_flags(scenario, peer_name),
-                    origin=self.origin_kind, tls=scenario in TLS_SCENARIOS)
+                    origin=self.origin_kind, tls=scenario in TLS_SCENARIOS,
+                    h2=scenario in H2_SCENARIOS)
         try:
             peer.start()
             self.child_cpu_s = 0.0
@@ -781,7 +830,7 @@ class Bench:
         if r["events"] <= 0:
             raise Failure("no events in the window")
 
-    def m_throughput(self, peer, kind, per_stream_url=False):
+    def m_throughput(self, peer, kind, per_stream_url=False, extra=()):
         n = self.a.streams
         target = load_query(kind, self.event_bytes) + (PER_STREAM_URL if per_stream_url else "")
         if self.a.pace:
@@ -790,9 +839,10 @@ class Bench:
             target += f"&rate={self.a.pace:g}"
         label = f"{peer.name}-{kind}{'-url' if per_stream_url else ''}"
         # The window starts once the held streams flow (+ the usual warm-up).
-        r = self.sse_load(peer, target, n, [], label,
+        r = self.sse_load(peer, target, n, list(extra), label,
                           warmup=self.a.warmup + FLAT_OUT_HOLD_MS / 1000)
         self.common(r, n)
+        self.last_report = r
         return self.throughput_figures(peer, r)
 
     def throughput_figures(self, peer, r):
@@ -925,14 +975,15 @@ class Bench:
                 return count
             time.sleep(0.1)
 
-    def m_idle(self, peer):
-        n = self.a.idle_streams
+    def m_idle(self, peer, n=None, extra=()):
+        n = self.a.idle_streams if n is None else n
         before = rss_bytes(peer.pid)
         # RSS sampled by sse-load (--idle: before the streams open and once they settled), and
         # by us at the end of the run as a cross-check.
-        r = self.sse_load(peer, load_query("idle"), n, ["--idle", "--settle", "3s"],
+        r = self.sse_load(peer, load_query("idle"), n, ["--idle", "--settle", "3s"] + list(extra),
                           f"{peer.name}-idle", timeout_extra=60, duration=1, warmup=0)
         self.common_idle(r, n)
+        self.last_report = r
         f = {"rss_per_stream_bytes": r["rss_per_stream_bytes"],
              "proxy_rss_before_mb": r["proxy_rss_before_bytes"] / 2**20,
              "proxy_rss_after_mb": r["proxy_rss_after_bytes"] / 2**20,
@@ -1002,6 +1053,36 @@ class Bench:
         event relayed on each, then quiet)."""
         return self.m_idle(peer)
 
+    # ---- HTTP/2 (H2_SCENARIOS): the TLS scenarios with H2_STREAMS_PER_CONN streams on each
+    # h2 connection (sse-load --h2-streams-per-conn); Peer(h2=True) makes the proxy offer h2.
+
+    def h2_figures(self, n):
+        """The h2 connections of the last sse-load run: all of them must have chosen h2 (each
+        one checks its ALPN outcome; a refused one fails the run before this)."""
+        r = self.last_report
+        want = -(-n // H2_STREAMS_PER_CONN)
+        if r.get("h2_connections") != want:
+            raise Failure(f"{r.get('h2_connections')} h2 connections, expected {want}")
+        return {"h2_connections": r["h2_connections"], "h2_streams_per_conn": H2_STREAMS_PER_CONN}
+
+    def m_h2_1a(self, peer):
+        """1h: 1t's load (--streams flat-out streams, one upstream write per event, one URL)
+        over HTTP/2, H2_STREAMS_PER_CONN streams per connection: events per proxy CPU-second,
+        lost and duplicated events."""
+        f = self.m_throughput(peer, "batch1",
+                              extra=["--h2-streams-per-conn", str(H2_STREAMS_PER_CONN)])
+        f.update(self.last_tls)
+        f.update(self.h2_figures(self.a.streams))
+        return f
+
+    def m_h2_idle(self, peer):
+        """3h: --h2-idle-streams idle SSE streams over HTTP/2, H2_STREAMS_PER_CONN per
+        connection: proxy RSS per stream."""
+        n = self.a.h2_idle_streams
+        f = self.m_idle(peer, n=n, extra=["--h2-streams-per-conn", str(H2_STREAMS_PER_CONN)])
+        f.update(self.h2_figures(n))
+        return f
+
     def m_drops(self, peer):
         k, rate, n = self.a.drop_every, self.a.drop_rate, self.a.drop_streams
         target = f"/sse?events=0&size={EVENT_SIZE}&rate={rate}&close_after={k}"
@@ -1064,6 +1145,12 @@ NGINX_TLS_LISTEN = """ ssl;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.2 TLSv1.3;"""
+# The HTTP/2 scenarios' listen: the same, plus http2 (nginx 1.22's syntax; Debian's nginx-light
+# has ngx_http_v2_module; http2_max_concurrent_streams 128 by default).
+NGINX_H2_LISTEN = """ ssl http2;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;"""
 NGINX_CONF = """\
 # nginx as SSE users set it up (perf/NOTES.md): streamed, HTTP/1.1 upstream keep-alive.
 worker_processes 1;
@@ -1100,6 +1187,9 @@ HAPROXY_KEYS = ("nbthread", "ulimit-n", "maxconn", "mode", "option", "timeout", 
 # The TLS scenarios' bind options: the run's certificate and key in one PEM; HAProxy's TLS
 # defaults otherwise (session cache of 20000 entries, tickets on).
 HAPROXY_TLS_BIND = " ssl crt {both}"
+# The HTTP/2 scenarios' bind: the same, h2 offered first in ALPN (HAProxy's h2 defaults:
+# tune.h2.max-concurrent-streams 100).
+HAPROXY_H2_BIND = " ssl crt {both} alpn h2,http/1.1"
 HAPROXY_CONF = """\
 # HAProxy as SSE users set it up (perf/NOTES.md): one thread, keep-alive, no Nagle merging.
 global
@@ -1146,6 +1236,9 @@ SCENARIOS = {
     "tls-plain": ("4t. TLS keep-alive HTTP", PEERS_PROXY, False),
     "tls-1a": ("1t. SSE over TLS, one upstream write per event", PEERS_PROXY, True),
     "tls-idle": ("3t. Idle TLS streams", PEERS_PROXY, True),
+    # HTTP/2 (issue 15), only with --only (OPT_IN).
+    "h2-1a": ("1h. SSE over HTTP/2, one upstream write per event", PEERS_PROXY, True),
+    "h2-idle": ("3h. Idle HTTP/2 streams", PEERS_PROXY, True),
 }
 # Scenarios a run without --only leaves out: the TLS ones add ~8 minutes (3 reps, 10 s) to a
 # default run that already takes ~50.
@@ -1156,13 +1249,19 @@ ALIASES = {"1": ["batch1", "batch1-url", "batched", "batched-url"],
            "url": ["batch1-url", "batched-url"], "distinct-urls": ["batch1-url", "batched-url"],
            "2": ["latency"], "3": ["idle"], "4": ["plain"], "5": ["drops"], "6": ["ttfe"],
            "7": ["fanout"], "tls": list(TLS_SCENARIOS), "1t": ["tls-1a"], "3t": ["tls-idle"],
-           "4t": ["tls-plain"]}
+           "4t": ["tls-plain"], "h2": list(H2_SCENARIOS), "1h": ["h2-1a"],
+           "3h": ["h2-idle"]}
 
 # Defaults, and what --quick uses instead (flags given explicitly win over both).
+# h2_idle_streams (3h): tether holds 3 fds per h2 stream (its socketpair bridge, 2, and the
+# upstream socket, 1) plus one per connection: 6000 streams on 60 connections are 18060 of its
+# 20000; nginx and HAProxy hold one per stream plus the connections.
 DEFAULTS = {"reps": 3, "duration": 10, "warmup": 2, "streams": 1000, "idle_streams": 9000,
+            "h2_idle_streams": 6000,
             "drop_streams": 1000, "retries": 2, "ttfe_clients": 50, "fanout_clients": 1000,
             "fanout_rate": 100}
 QUICK = {"reps": 1, "duration": 2, "warmup": 0.5, "streams": 200, "idle_streams": 2000,
+         "h2_idle_streams": 2000,
          "drop_streams": 200, "retries": 0, "fanout_clients": 200}
 
 
@@ -1187,6 +1286,9 @@ def main():
     ap.add_argument("--no-record", action="store_true")
     ap.add_argument("--streams", type=int)
     ap.add_argument("--idle-streams", type=int)
+    ap.add_argument("--h2-idle-streams", type=int,
+                    help="scenario 3h: idle HTTP/2 streams, 100 per connection (default 6000: "
+                         "tether holds 3 fds per h2 stream)")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--drop-every", type=int, default=20)
     ap.add_argument("--drop-rate", type=float, default=10)
@@ -1275,6 +1377,7 @@ def main():
                          else [("sse-upstream", DEFAULT_EVENT_BYTES)])]
     b.origins_in_plan = {o for _, o, _ in plan}
     b.tls_in_plan = any(sc in TLS_SCENARIOS for sc, _, _ in plan)
+    b.h2_in_plan = any(sc in H2_SCENARIOS for sc, _, _ in plan)
     started = time.monotonic()
     busy = cpu_busy()
     log(f"== CPU use before the run (others' processes): " +
@@ -1325,7 +1428,7 @@ def main():
         "machine": machine(),
         "command": a.command,
         "config": {k: getattr(a, k) for k in ("reps", "duration", "warmup", "streams",
-                                               "idle_streams", "connections", "drop_every",
+                                               "idle_streams", "h2_idle_streams", "connections", "drop_every",
                                                "drop_rate", "drop_streams", "probe_streams",
                                                "ttfe_clients", "fanout_clients",
                                                "fanout_rate", "origin_driver",

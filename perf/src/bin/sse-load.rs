@@ -123,6 +123,12 @@ struct Args {
     /// stream among its clients starts a newcomer at the live head).
     #[arg(long)]
     join_live: bool,
+    /// HTTP/2: carry this many concurrent streams on each connection (ceil(C / M)
+    /// connections) instead of one HTTP/1.1 connection per stream. Needs https (ALPN h2,
+    /// checked: a server that does not choose h2 fails the run). Not with --reconnect,
+    /// --leave-every, --ttfe or --threads above 1. 0: HTTP/1.1.
+    #[arg(long, default_value_t = 0, value_name = "M")]
+    h2_streams_per_conn: usize,
 }
 
 /// `2s`, `500ms`, `1.5s`, `0`: ASCII digits with an optional fraction and a unit (ms or s;
@@ -179,6 +185,7 @@ fn config_of(args: &Args) -> LoadConfig {
         max_quiet: args.max_quiet,
         stuck_after: args.stuck_after,
         join_live: args.join_live,
+        h2_streams_per_conn: args.h2_streams_per_conn,
     }
 }
 
@@ -242,6 +249,7 @@ mod tests {
         assert_eq!(from_flags.max_quiet, lib.max_quiet);
         assert_eq!(from_flags.stuck_after, lib.stuck_after);
         assert_eq!(from_flags.join_live, lib.join_live);
+        assert_eq!(from_flags.h2_streams_per_conn, lib.h2_streams_per_conn);
         assert!(!from_flags.reconnect && !from_flags.idle && from_flags.progress);
         assert_eq!(from_flags.trust, lib.trust);
         let args = Args::parse_from([

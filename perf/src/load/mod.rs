@@ -18,9 +18,11 @@
 //! - `tls.rs`: `https://` URLs: the rustls client (`--ca`/`--insecure`, SNI, resumption) and
 //!   its glue to the driver's non-blocking sockets.
 //! - `ttfe.rs`: `--ttfe`: time to first event of new clients while the load runs.
+//! - `h2/`: `--h2-streams-per-conn`: many streams per HTTP/2 connection (h2 on tokio-rustls).
 
 mod control;
 mod driver;
+mod h2;
 pub mod hist;
 pub mod http;
 mod net;
@@ -41,6 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use h2::{CONNECTION_WINDOW as H2_CONNECTION_WINDOW, STREAM_WINDOW as H2_STREAM_WINDOW};
 pub use hist::Histogram;
 pub use report::{ErrorLine, Quantiles, Report};
 pub use stats::{ErrorKind, Stats};
@@ -149,6 +152,9 @@ pub struct LoadConfig {
     /// ids are checked from there on (a proxy that shares one upstream stream among its
     /// clients starts a newcomer at the live head). See `track.rs`.
     pub join_live: bool,
+    /// HTTP/2: streams per connection (0: HTTP/1.1, one connection per stream). C streams
+    /// go on ceil(C / this) connections; needs an https URL (ALPN h2). See `h2/`.
+    pub h2_streams_per_conn: usize,
 }
 
 impl Default for LoadConfig {
@@ -180,6 +186,7 @@ impl Default for LoadConfig {
             max_quiet: None,
             stuck_after: None,
             join_live: false,
+            h2_streams_per_conn: 0,
         }
     }
 }
@@ -261,6 +268,9 @@ fn tls_client(url: &HttpUrl, trust: Option<&Trust>) -> Result<Option<TlsClient>,
 /// RSS; warm up; measure for `duration` (ended early if every stream is over); close
 /// everything. Blocks the calling thread for the whole run.
 pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
+    if config.h2_streams_per_conn > 0 {
+        return h2::run(config);
+    }
     let url = HttpUrl::parse(&config.url).map_err(LoadError::Config)?;
     let tls = tls_client(&url, config.trust.as_ref())?;
     let target = url.resolve().map_err(LoadError::Config)?;

@@ -132,6 +132,10 @@ pub struct Report {
     pub tls_handshakes: u64,
     /// Of those, resumed ones.
     pub tls_resumed: u64,
+    /// `--h2-streams-per-conn` (0: every stream its own HTTP/1.1 connection).
+    pub h2_streams_per_conn: usize,
+    /// HTTP/2 connections opened (each one's ALPN outcome checked to be `h2`).
+    pub h2_connections: u64,
     /// Per stream, the longest silence of an open body (no event, no comment),
     /// microseconds: quantiles over the streams.
     pub quiet_us: Quantiles,
@@ -314,6 +318,15 @@ impl Report {
             row(
                 "TLS handshakes",
                 format!("{} ({} resumed)", self.tls_handshakes, self.tls_resumed),
+            );
+        }
+        if self.h2_streams_per_conn > 0 {
+            row(
+                "HTTP/2 connections (ALPN h2)",
+                format!(
+                    "{} ({} streams each at most)",
+                    self.h2_connections, self.h2_streams_per_conn
+                ),
             );
         }
         row("comments (heartbeats)", self.comments.to_string());
@@ -544,6 +557,8 @@ impl Report {
         j.bool("tls", self.tls);
         j.num("tls_handshakes", self.tls_handshakes as f64);
         j.num("tls_resumed", self.tls_resumed as f64);
+        j.num("h2_streams_per_conn", self.h2_streams_per_conn as f64);
+        j.num("h2_connections", self.h2_connections as f64);
         let q = &self.quiet_us;
         j.raw(
             "quiet_ms",

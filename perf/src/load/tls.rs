@@ -104,6 +104,16 @@ impl TlsClient {
         }
     }
 
+    /// The settings of an HTTP/2 run (`--h2-streams-per-conn`, `h2/`): ALPN `h2` only (a server
+    /// that would answer HTTP/1.1 fails the handshake or is caught by the ALPN check), its own
+    /// session store; and the server name. tokio-rustls drives these.
+    pub(crate) fn for_h2(&self) -> (Arc<ClientConfig>, ServerName<'static>) {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.resumption = Resumption::in_memory_sessions(SESSIONS_PER_THREAD);
+        (Arc::new(config), self.server_name.clone())
+    }
+
     /// A new client connection (the ClientHello is ready to write).
     pub fn connect(&self) -> Result<ClientConnection, String> {
         ClientConnection::new(self.config.clone(), self.server_name.clone())
