@@ -316,7 +316,7 @@ impl Relay<'_> {
     fn log_end(&self) {
         let status = &self.entry.status;
         let url = status.upstream.borrow();
-        status.log_end(self.ctx, self.route.name.as_deref(), Some(&url));
+        status.log_end(self.ctx, self.route.name.as_deref(), Some(&**url));
     }
 }
 
@@ -527,7 +527,7 @@ impl Relay<'_> {
             } => {
                 WorkerMetrics::inc(&self.ctx.metrics.resumes);
                 let status = &self.entry.status;
-                status.resumes.set(status.resumes.get() + 1);
+                status.resumes.set(status.resumes.get().saturating_add(1));
                 status.state.set(RelayState::Streaming);
                 let url = self.ctx.upstreams.borrow().spec(replica).url.clone();
                 crate::log_info!(
@@ -536,7 +536,7 @@ impl Relay<'_> {
                     if attempts == 1 { "" } else { "s" },
                     dropped_at.elapsed().as_millis()
                 );
-                *status.upstream.borrow_mut() = url;
+                *status.upstream.borrow_mut() = url.into_boxed_str();
                 self.decoder = decoder;
                 self.skipping_repeats = false;
                 self.last_upstream = Instant::now();
