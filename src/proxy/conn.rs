@@ -23,7 +23,7 @@ use crate::limits::CLIENT_READ_BUFFER;
 use crate::metrics::WorkerMetrics;
 use crate::sse::directory::Message;
 use crate::sse::follow::follow;
-use crate::sse::relay::{relay, SseEnd};
+use crate::sse::relay::{relay, SseEnd, SseStart};
 use crate::worker::WorkerCtx;
 
 /// How the client connection continues after a relay.
@@ -85,6 +85,7 @@ pub fn serve_client_from(
         guard,
         requests: 0,
         adopted,
+        own_task: true,
     })
 }
 
@@ -132,6 +133,7 @@ pub fn serve_tls_client(
             guard,
             requests: 0,
             adopted: false,
+            own_task: false,
         }))
         .await;
         counted.client_tls.closed(&counted.metrics);
@@ -157,6 +159,7 @@ pub fn serve_h2_stream(
         guard,
         requests: 0,
         adopted,
+        own_task: true,
     })
 }
 
@@ -181,26 +184,57 @@ pub fn serve_adopted_tls_client(
             guard,
             requests: 0,
             adopted: true,
+            own_task: false,
         }))
         .await;
         counted.client_tls.closed(&counted.metrics);
     }
 }
 
-/// Runs a registered connection until it closes (the task's whole life).
+/// Runs a registered connection until it closes, or until its request becomes an SSE stream,
+/// which then continues in a task of its own (`serve_stream`): this task ends.
 // Not an `async fn`: one would keep `conn` twice (the argument beside the local it moves into),
 // 512 bytes instead of 328 for every open connection (a_connection_task_stays_small).
 #[allow(clippy::manual_async_fn)]
-fn serve_conn<C: ClientStream>(mut conn: ClientConn<C>) -> impl std::future::Future<Output = ()> {
+fn serve_conn<C: ClientStream + 'static>(
+    mut conn: ClientConn<C>,
+) -> impl std::future::Future<Output = ()> {
     // The task's own future is what every open connection holds for its whole life; the states
-    // that come and go (reading a head, an exchange, a relay, an error answer, a lingering close)
-    // are boxed while they run, so an idle stream pays only for the relay it is in.
+    // that come and go (reading a head, an exchange, an error answer, a lingering close) are
+    // boxed while they run, so a connection between requests holds only what it needs.
     async move {
-        let end = conn.run().await;
-        match end {
+        match conn.run().await {
             End::Linger => Box::pin(conn.linger_close()).await,
             End::Close => {}
             End::HandOff(handoff) => conn.hand_off(&handoff),
+            End::Stream(start) => {
+                monoio::spawn(serve_stream(conn, start));
+            }
+        }
+    }
+}
+
+/// An SSE stream's task: the connection and the relay in one allocation (the task's), instead
+/// of a small connection task beside the relay's box (384 + 1280 bytes per stream, mimalloc
+/// size classes, where the stream now holds one 1536-byte block). When the stream ends and the
+/// connection serves on, it continues in a small task again (`serve_conn`).
+#[allow(clippy::manual_async_fn)] // an async fn would keep `conn` twice
+fn serve_stream<C: ClientStream + 'static>(
+    mut conn: ClientConn<C>,
+    start: Box<SseStart>,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let keep_client = start.keep_client;
+        // Unboxed before the stream starts: a box moved out of with `*start` would be freed
+        // only after the whole stream (352 bytes per stream, seen in the allocation census).
+        let end = relay(&conn.ctx, &mut conn.stream, &conn.guard, unbox(start)).await;
+        crate::log_debug!("sse stream ended: {end:?}");
+        match conn.after_response(sse_outcome(end, keep_client)) {
+            Some(End::Linger) => Box::pin(conn.linger_close()).await,
+            Some(_) => {}
+            None => {
+                monoio::spawn(serve_conn(conn));
+            }
         }
     }
 }
@@ -218,6 +252,8 @@ enum End {
     Close,
     /// Another worker is to serve the connection (`ClientConn::hand_off`).
     HandOff(Box<HandOff>),
+    /// The request became an SSE stream: it continues in a task of its own (`serve_stream`).
+    Stream(Box<SseStart>),
 }
 
 struct ClientConn<C: ClientStream> {
@@ -231,6 +267,10 @@ struct ClientConn<C: ClientStream> {
     requests: u64,
     /// Handed over by another worker: its first request is never handed over again.
     adopted: bool,
+    /// The connection's task is its own (spawned for it, awaited by nobody): an SSE stream
+    /// moves on into a task of its own (`End::Stream`). False when the task does more after the
+    /// connection (a TLS connection's count of open sessions): the relay runs boxed inside it.
+    own_task: bool,
 }
 
 impl<C: ClientStream> ClientConn<C> {
@@ -258,6 +298,7 @@ impl<C: ClientStream> ClientConn<C> {
             // a `match` scrutinee would live until the end of the match, i.e. the whole stream).
             let forwarded = Box::pin(exchange::forward(&self.ctx, client, head)).await;
             let outcome = match forwarded {
+                Outcome::Sse(start) if self.own_task => return End::Stream(start),
                 Outcome::Sse(start) => {
                     let keep_client = start.keep_client;
                     // Out of its box before the stream starts: a box moved out of with `*start`
@@ -294,21 +335,30 @@ impl<C: ClientStream> ClientConn<C> {
                 }
                 other => other,
             };
-            match outcome {
-                Outcome::Sse(_) | Outcome::Tunnel(_) | Outcome::Follow(_) | Outcome::HandOff(_) => {
-                    unreachable!("handled above")
-                }
-                Outcome::KeepAlive => {
-                    if self.buf.is_empty() && self.buf.capacity() > 2 * CLIENT_READ_BUFFER {
-                        // A large body or head grew the buffer: give that memory back; a small
-                        // buffer is kept for the next request instead of reallocated.
-                        self.buf = BytesMut::new();
-                    }
-                    self.guard.set_idle(self.buf.is_empty());
-                }
-                Outcome::Close => return End::Linger,
-                Outcome::Abort => return End::Close,
+            if let Some(end) = self.after_response(outcome) {
+                return end;
             }
+        }
+    }
+
+    /// After a response: None when the connection serves on (ready for the next request),
+    /// else how it ends.
+    fn after_response(&mut self, outcome: Outcome) -> Option<End> {
+        match outcome {
+            Outcome::Sse(_) | Outcome::Tunnel(_) | Outcome::Follow(_) | Outcome::HandOff(_) => {
+                unreachable!("handled by run")
+            }
+            Outcome::KeepAlive => {
+                if self.buf.is_empty() && self.buf.capacity() > 2 * CLIENT_READ_BUFFER {
+                    // A large body or head grew the buffer: give that memory back; a small
+                    // buffer is kept for the next request instead of reallocated.
+                    self.buf = BytesMut::new();
+                }
+                self.guard.set_idle(self.buf.is_empty());
+                None
+            }
+            Outcome::Close => Some(End::Linger),
+            Outcome::Abort => Some(End::Close),
         }
     }
 
@@ -508,8 +558,9 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// An SSE stream's relay future (boxed once per stream, alive for the stream's life): with
-    /// the connection task, the per-stream memory of tether's own state. 1280 bytes measured, so
+    /// An SSE stream's relay future (inside the stream's task, `serve_stream`; boxed inside a TLS
+    /// connection's task), alive for the stream's life: most of the per-stream memory of
+    /// tether's own state. 1280 bytes measured, so
     /// it fits mimalloc's 1280-byte size class (2808 before the relay's state became one struct
     /// held once: async fns keep their arguments beside their locals, so state passed down as
     /// arguments was held twice, and the pump's client writes were a 344-byte writev future;
@@ -518,12 +569,33 @@ mod tests {
     /// the upstream socket (88: an `Option` of monoio's 80 whose niche holds the TLS variant of
     /// `UpstreamStream`). 1272 since https upstreams: the option's 8 bytes were paid for by running the ring's replay before the
     /// loop (`relay::replay_first`), whose future no longer keeps a copy of `StartFrom`. The stream's timer is a 16-byte slot of the worker's timers
-    /// (crate::timers), not a 640-byte monoio `Sleep`. `-Zprint-type-sizes` (RUSTC_BOOTSTRAP=1) shows the layout.
+    /// (crate::timers), not a 640-byte monoio `Sleep`. 48 bytes less since the relay keeps its request's
+    /// bytes only (`Relay::kept_request`). `-Zprint-type-sizes` (RUSTC_BOOTSTRAP=1) shows the layout.
     #[test]
     fn a_relay_stays_small() {
         let size = future_size4(&crate::sse::relay::relay::<monoio::net::TcpStream>);
         eprintln!("relay future: {size} bytes");
         assert!(size <= 1280, "relay future is {size} bytes");
+    }
+
+    fn future_size2<F, A, B, R>(_: &F) -> usize
+    where
+        F: Fn(A, B) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// An SSE stream's task (`serve_stream`): the connection and its relay in one future, what
+    /// every stream holds for its life besides its ring, status and sockets. 1456 bytes in a
+    /// release build; with monoio's task header (48) the task is one 1504-byte allocation, in
+    /// mimalloc's 1536-byte size class (before: a 376-byte connection task and the 1256-byte
+    /// boxed relay, 384 + 1280 in their classes). Past 1536 - 48 the stream pays the next class
+    /// (1792).
+    #[test]
+    fn a_stream_task_stays_small() {
+        let size = future_size2(&super::serve_stream::<monoio::net::TcpStream>);
+        eprintln!("serve_stream future: {size} bytes");
+        assert!(size <= 1536 - 48, "serve_stream future is {size} bytes");
     }
 
     /// A TLS client's relay and connection task: what a TLS stream holds besides its session

@@ -47,9 +47,9 @@ impl Relay<'_> {
         dropped_at: Instant,
         first_wait: Duration,
     ) -> Reconnect {
-        // The attempt re-sends the client's request while heartbeats change the relay: a copy
-        // (the head's bytes are shared, not copied), and the route's Rc for its replicas.
-        let request = self.request.clone();
+        // The attempt re-sends the client's request while heartbeats change the relay: parsed
+        // again from the kept bytes (shared, not copied), and the route's Rc for its replicas.
+        let request = self.kept_request();
         let route = self.route.clone();
         // The request's id goes with every reconnect (the upstream's logs join them up).
         let status = self.entry.status.clone();

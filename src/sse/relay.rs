@@ -43,7 +43,7 @@ use super::table::RingHandle;
 use crate::access_log::RequestStart;
 use crate::client_stream::ClientStream;
 use crate::conn_table::ConnGuard;
-use crate::http::{BodyDecoder, OutFraming, RequestHead};
+use crate::http::{BodyDecoder, HeadLimits, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::proxy::request_id::RequestId;
 use crate::route::Route;
@@ -211,8 +211,12 @@ pub(super) struct Relay<'c> {
     pub(super) gap_from: Option<Instant>,
     /// Since when reconnects have brought no new event (None while progressing).
     pub(super) stalled_since: Option<Instant>,
-    /// The client's request, re-sent (as a GET) on reconnects.
-    pub(super) request: RequestHead,
+    /// The client's request head, re-sent (as a GET) on reconnects: its bytes only (an exact
+    /// copy, see `SseStart::request`), parsed again when a reconnect needs it
+    /// (`Relay::kept_request`). The spans of a parsed head (a Vec, 64 bytes for four headers)
+    /// and its 48 bytes of fields in the relay are not worth keeping for the stream's life:
+    /// most streams never reconnect.
+    pub(super) request: Bytes,
     /// The replica the current (or last) upstream belongs to; reconnects try it first. A u32
     /// beside the other small fields (replica lists are far shorter), so the relay's future
     /// stays in its allocator size class (`a_relay_stays_small`).
@@ -288,7 +292,7 @@ pub fn relay<'a, C: ClientStream>(
         retry_hint_ms: None,
         gap_from: None,
         stalled_since: None,
-        request,
+        request: request.bytes,
         replica: replica as u32,
         cursor_seed: resume_from,
         backoff: None,
@@ -316,7 +320,7 @@ impl Relay<'_> {
     fn log_end(&self) {
         let status = &self.entry.status;
         let url = status.upstream.borrow();
-        status.log_end(self.ctx, self.route.name.as_deref(), Some(&url));
+        status.log_end(self.ctx, self.route.name.as_deref(), Some(&**url));
     }
 }
 
@@ -395,6 +399,21 @@ fn run<'a, 'c, C: ClientStream>(
 }
 
 impl Relay<'_> {
+    /// The client's request, parsed again from the bytes the stream keeps (reconnects only).
+    pub(super) fn kept_request(&self) -> RequestHead {
+        let bytes = &self.request;
+        // Limits no tighter than the head itself: these bytes parsed once under the limits of
+        // the time (a reload may have lowered them since), and parsing the same bytes again
+        // gives the same head.
+        let limits = HeadLimits {
+            max_head_bytes: bytes.len(),
+            max_headers: memchr::memchr_iter(b'\n', bytes).count(),
+            max_target_bytes: bytes.len(),
+        };
+        RequestHead::parse(bytes.clone(), &limits)
+            .expect("a request head that parsed once parses again")
+    }
+
     /// When the next heartbeat is due, if the route sends them.
     pub(super) fn heartbeat_at(&self) -> Option<Instant> {
         self.route
@@ -444,7 +463,7 @@ impl Relay<'_> {
         let cancels_on_leave = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
         let policy = resume::policy(
             &self.route.settings.resume,
-            self.request.method,
+            self.kept_request().method,
             &last_id,
             cancels_on_leave,
         );
@@ -527,7 +546,7 @@ impl Relay<'_> {
             } => {
                 WorkerMetrics::inc(&self.ctx.metrics.resumes);
                 let status = &self.entry.status;
-                status.resumes.set(status.resumes.get() + 1);
+                status.resumes.set(status.resumes.get().saturating_add(1));
                 status.state.set(RelayState::Streaming);
                 let url = self.ctx.upstreams.borrow().spec(replica).url.clone();
                 crate::log_info!(
@@ -536,7 +555,7 @@ impl Relay<'_> {
                     if attempts == 1 { "" } else { "s" },
                     dropped_at.elapsed().as_millis()
                 );
-                *status.upstream.borrow_mut() = url;
+                *status.upstream.borrow_mut() = url.into_boxed_str();
                 self.decoder = decoder;
                 self.skipping_repeats = false;
                 self.last_upstream = Instant::now();
