@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tether::sse::framer::EventId;
 use tether::sse::ring::{ReplayRing, RingEvent};
+use tether::sse::ring_batch::RingBatch;
 
 /// A ring event as the relay records it (a slice that fills its read: held = its length).
 fn event(id: &Bytes, raw: &Bytes) -> RingEvent {
@@ -57,6 +59,9 @@ impl NaiveRing {
     }
 }
 
+/// A read buffer and its events' (start, length, id length).
+type Read = (Bytes, Vec<(usize, usize, u32)>);
+
 fn append(c: &mut Criterion) {
     let evs = events(10_000);
     let mut group = c.benchmark_group("ring_append");
@@ -74,6 +79,46 @@ fn append(c: &mut Criterion) {
             for (id, raw) in &evs {
                 ring.push(event(id, raw));
             }
+            black_box(ring.len())
+        })
+    });
+    // As the relay records: reads of EVENTS_PER_READ events, each read one buffer, its events
+    // recorded in one batch.
+    const EVENTS_PER_READ: usize = 250;
+    let reads: Vec<Read> = evs
+        .chunks(EVENTS_PER_READ)
+        .map(|chunk| {
+            let mut buf = Vec::new();
+            let mut spans = Vec::new();
+            for (id, raw) in chunk {
+                spans.push((buf.len(), raw.len(), id.len() as u32));
+                buf.extend_from_slice(raw);
+            }
+            (Bytes::from(buf), spans)
+        })
+        .collect();
+    let record_reads = |ring: &mut ReplayRing, batch: &mut RingBatch| {
+        for (read, spans) in &reads {
+            for &(start, len, id_len) in spans {
+                let id = EventId::In {
+                    start: 4,
+                    len: id_len,
+                };
+                batch.add_in(read, start, len, id, false);
+            }
+            batch.seal(read, read.len());
+            ring.push_batch(batch);
+        }
+    };
+    let mut check = ReplayRing::new(1024, 4 << 20);
+    record_reads(&mut check, &mut RingBatch::default());
+    assert_eq!(check.len(), 1024);
+    assert_eq!(check.newest_upstream_id().as_deref(), Some(&b"10000"[..]));
+    group.bench_function("tether_1024_reads_of_250", |b| {
+        let mut batch = RingBatch::default();
+        b.iter(|| {
+            let mut ring = ReplayRing::new(1024, 4 << 20);
+            record_reads(&mut ring, &mut batch);
             black_box(ring.len())
         })
     });
@@ -110,7 +155,7 @@ fn replay(c: &mut Criterion) {
         let Some(seq) = ring.seq_of(from.as_bytes()) else {
             panic!("id in ring")
         };
-        let ours: Vec<Bytes> = ring.after(seq).map(|e| e.raw.clone()).collect();
+        let ours: Vec<Bytes> = ring.after(seq).map(|e| e.bytes()).collect();
         let theirs = naive.after(&from);
         assert_eq!(ours.len(), missed);
         assert!(ours.iter().zip(&theirs).all(|(a, b)| a[..] == b[..]));
@@ -120,11 +165,7 @@ fn replay(c: &mut Criterion) {
                 let Some(seq) = ring.seq_of(from.as_bytes()) else {
                     unreachable!()
                 };
-                black_box(
-                    ring.after(seq)
-                        .map(|e| e.raw.clone())
-                        .collect::<Vec<Bytes>>(),
-                )
+                black_box(ring.after(seq).map(|e| e.bytes()).collect::<Vec<Bytes>>())
             })
         });
         group.bench_with_input(BenchmarkId::new("naive", missed), &from, |b, from| {

@@ -32,11 +32,11 @@ impl Relay<'_> {
                 let mut len = 0;
                 if !evicted {
                     for event in ring.after(after) {
-                        if len > 0 && len + event.raw.len() > REPLAY_BATCH_BYTES {
+                        if len > 0 && len + event.len() > REPLAY_BATCH_BYTES {
                             break;
                         }
-                        len += event.raw.len();
-                        batch.push(event.raw.clone());
+                        len += event.len();
+                        batch.push(event.bytes());
                         after += 1;
                     }
                 }

@@ -280,13 +280,13 @@ impl Follower<'_> {
         let mut events = 0u64;
         let mut missed_len = 0u64;
         for event in ring.after(self.cursor) {
-            if len > 0 && len + event.raw.len() > FOLLOW_BATCH_BYTES {
+            if len > 0 && len + event.len() > FOLLOW_BATCH_BYTES {
                 break;
             }
-            len += event.raw.len();
+            len += event.len();
             events += 1;
             if self.cursor + events <= self.joined_at {
-                missed_len += event.raw.len() as u64;
+                missed_len += event.len() as u64;
             }
         }
         if len > 0 {
@@ -297,7 +297,7 @@ impl Follower<'_> {
                 self.last_batch = reached_head.then(Instant::now);
             }
             let batch = ring.after(self.cursor).take(events as usize);
-            self.out.push_blocks(batch.map(|e| e.raw.clone()), len);
+            self.out.push_blocks(batch.map(|e| e.bytes()), len);
         }
         drop(ring);
         self.cursor += events;

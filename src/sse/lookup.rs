@@ -129,7 +129,7 @@ fn find_local(
     let (events, at) = {
         let ring = found.lineage.ring.borrow();
         let at = (found.seq - ring.first_seq()) as usize;
-        (ring.after(0).cloned().collect::<Vec<_>>(), at)
+        (ring.after(0).map(|e| e.to_event()).collect::<Vec<_>>(), at)
     };
     Some(Resumption::Ring(adopt(ctx, scope, events, at)))
 }
@@ -374,7 +374,7 @@ pub fn answer(
         events: if followable && hand_off {
             Vec::new()
         } else {
-            ring.after(0).cloned().collect()
+            ring.after(0).map(|e| e.to_event()).collect()
         },
         at,
         followable,

@@ -35,6 +35,7 @@ pub(crate) mod reconnect;
 pub(crate) mod relay;
 pub(crate) mod resume;
 pub mod ring;
+pub mod ring_batch;
 pub(crate) mod scope;
 pub(crate) mod store_follow;
 pub(crate) mod stream_timer;

@@ -21,12 +21,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::assigned_id::AssignedId;
 use super::framer::{EventId, SseBlock};
 use super::relay::{BodyEnd, Relay};
-use super::ring::RingEvent;
+use super::ring::{clamp_u32, RingEvent};
 use super::stream_timer::StreamTimer;
 use crate::client_stream::ClientStream;
 use crate::conn_io::{recv_now, PeekState};
@@ -52,10 +52,6 @@ const MIN_COMPACT: usize = 64;
 /// block that was assembled over several reads, up to --sse-max-event-bytes). Its client paces
 /// it; it is never cut for being slow, only when it takes nothing for --send-timeout.
 pub(super) const QUEUE_HIGH_WATER: usize = 32 * 1024;
-
-/// A ring slice whose read buffer is more than this many times larger than the bytes framed from
-/// it is copied into its own allocation: small events never pin big, mostly empty buffers.
-const SPARSE_READ_FACTOR: usize = 2;
 
 /// Reads what the upstream holds right now, without the runtime: readiness was just reported, so
 /// a non-blocking `recv` returns at once. One syscall: the bytes land in the worker's scratch
@@ -86,10 +82,6 @@ fn read_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
     })
 }
 
-fn clamp_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
-}
-
 /// Adjacent blocks of one piece, as offsets into it (see `flush_blocks`).
 struct PieceRun {
     piece: usize,
@@ -99,14 +91,21 @@ struct PieceRun {
 
 impl PieceRun {
     /// A run of the block at `at` (an address) of `len` bytes, if a piece holds it.
+    ///
+    /// The pieces of one read lie in it in ascending order, so the only candidate is the last
+    /// piece starting at or before `at`: a binary search. (A scan from the first piece was
+    /// quadratic in a read's chunks: a 32 KiB read of one-event chunks, ~860 pieces, cost
+    /// ~100k instructions per event under callgrind, `profile.py --load batch1 --event-size 32`.)
     fn start(at: usize, len: usize, pieces: &[Bytes]) -> Option<PieceRun> {
-        pieces.iter().enumerate().find_map(|(i, p)| {
-            let base = p.as_ptr() as usize;
-            (base <= at && at + len <= base + p.len()).then(|| PieceRun {
-                piece: i,
-                start: at - base,
-                end: at - base + len,
-            })
+        let i = pieces
+            .partition_point(|p| p.as_ptr() as usize <= at)
+            .checked_sub(1)?;
+        let p = &pieces[i];
+        let base = p.as_ptr() as usize;
+        (at + len <= base + p.len()).then(|| PieceRun {
+            piece: i,
+            start: at - base,
+            end: at - base + len,
         })
     }
 
@@ -518,10 +517,15 @@ impl Relay<'_> {
     /// Decodes what `buf` holds, frames it, and queues the resulting blocks.
     pub(super) fn ingest(&mut self, buf: &mut BytesMut) -> Option<BodyEnd> {
         self.read_alloc = u32::try_from(buf.capacity()).unwrap_or(u32::MAX);
-        while !buf.is_empty() && !self.decoder.is_done() {
-            match self.decoder.decode(buf) {
+        // The read as one buffer: its pieces are slices of it, and so are the ring's runs (one
+        // reference count for all the events recorded from it).
+        let read = buf.split().freeze();
+        let mut at = 0;
+        while at < read.len() && !self.decoder.is_done() {
+            match self.decoder.decode(&read[at..]) {
                 Ok(Decoded::Data { start, end }) => {
-                    let piece = buf.split_to(end).freeze().slice(start..);
+                    let piece = read.slice(at + start..at + end);
+                    at += end;
                     self.pieces.push(piece.clone());
                     if self.framer.feed(piece, &mut self.blocks).is_err() {
                         crate::log_warn!(
@@ -529,20 +533,24 @@ impl Relay<'_> {
                             self.ring.lineage.scope.target(),
                             self.route.settings.sse.max_event_bytes
                         );
-                        self.flush_blocks();
+                        self.flush_read(Some(&read));
                         return Some(BodyEnd::TooLarge);
                     }
                 }
-                Ok(Decoded::NeedMore) => buf.clear(),
-                Ok(Decoded::Done { consumed }) => buf.advance(consumed),
+                Ok(Decoded::NeedMore) => at = read.len(),
+                Ok(Decoded::Done { consumed }) => at += consumed,
                 Err(e) => {
                     crate::log_debug!("sse upstream body invalid: {e}");
-                    self.flush_blocks();
+                    self.flush_read(Some(&read));
                     return Some(BodyEnd::Dropped(DropKind::Error));
                 }
             }
         }
-        self.flush_blocks();
+        if at < read.len() {
+            // Bytes after the body's end stay in the buffer, as they came.
+            buf.extend_from_slice(&read[at..]);
+        }
+        self.flush_read(Some(&read));
         if !self.account_partial() {
             crate::log_warn!(
                 "sse {}: unfinished events on this worker past its share of --sse-partial-memory ({} bytes); ending the stream after its last whole event",
@@ -559,25 +567,24 @@ impl Relay<'_> {
 
     /// Filters the framed blocks (repeats of what the ring holds, after a resume or replay),
     /// assigns ids if asked, records them in the ring, and queues them for the client as one
-    /// chunk.
+    /// chunk. Blocks of an earlier read only (the end of the body).
     pub(super) fn flush_blocks(&mut self) {
+        self.flush_read(None);
+    }
+
+    /// `flush_blocks` after framing `read`: its blocks are recorded as spans of it (one run in
+    /// the ring for all of them).
+    fn flush_read(&mut self, read: Option<&Bytes>) {
         if self.blocks.is_empty() {
             self.pieces.clear();
             return;
         }
-        // What a ring slice of these pieces really pins: the read's allocation, shared by the
-        // bytes framed from it. A sparse read is copied instead (see SPARSE_READ_FACTOR).
-        let framed: usize = self.pieces.iter().map(Bytes::len).sum::<usize>().max(1);
-        // The allocator rounds an allocation up to its size class (mimalloc: within 1/8).
-        let read_alloc = self.read_alloc as usize;
-        let alloc = (read_alloc + read_alloc / 8).max(framed);
-        let sparse = alloc > SPARSE_READ_FACTOR * framed;
+        let ctx = self.ctx;
+        let mut batch = ctx.streams.batch();
         let mut blocks = mem::take(&mut self.blocks);
         let mut out: Vec<Bytes> = Vec::with_capacity(blocks.len());
         let mut out_len = 0usize;
         let mut events = 0u64;
-        // Bytes recorded in the ring (what the stream's followers, if any, get).
-        let mut recorded = 0u64;
         // Blocks that lie next to each other in the piece they came in leave as one slice: the
         // run being built, cut from its piece once a block does not continue it (one reference
         // count per run instead of two per block).
@@ -594,17 +601,20 @@ impl Relay<'_> {
             }
             let has_upstream_id = block_id != EventId::None;
             if self.dedupe {
+                // Against the ring and this flush's events not yet in it.
                 match block_id.value(&block_raw) {
                     Some(id)
-                        if !id.is_empty() && self.ring.lineage.ring.borrow().contains_id(id) =>
+                        if !id.is_empty()
+                            && (self.ring.lineage.ring.borrow().contains_id(id)
+                                || batch.contains_id(id)) =>
                     {
                         self.skipping_repeats = true;
-                        WorkerMetrics::inc(&self.ctx.metrics.duplicates_dropped);
+                        WorkerMetrics::inc(&ctx.metrics.duplicates_dropped);
                         continue;
                     }
                     Some(_) => self.skipping_repeats = false,
                     None if self.skipping_repeats => {
-                        WorkerMetrics::inc(&self.ctx.metrics.duplicates_dropped);
+                        WorkerMetrics::inc(&ctx.metrics.duplicates_dropped);
                         continue;
                     }
                     None => {}
@@ -639,9 +649,10 @@ impl Relay<'_> {
             // The event's bytes, and where its id is in them (or elsewhere).
             let (raw, id): (Bytes, EventId) = if assigned {
                 let name = AssignedId {
-                    worker: self.ctx.index as u32,
+                    worker: ctx.index as u32,
                     ring: self.ring.lineage.id,
-                    seq: self.ring.lineage.ring.borrow().head_seq() + 1,
+                    // The events before it in this flush are recorded with it, after it.
+                    seq: self.ring.lineage.ring.borrow().head_seq() + 1 + batch.len() as u64,
                 }
                 .to_bytes();
                 let mut raw = BytesMut::with_capacity(event_raw.len() + name.len() + 5);
@@ -684,26 +695,27 @@ impl Relay<'_> {
                 }
             }
             if fires || has_id || retry.is_some() {
-                // The id stays where it is: a span of the event's bytes (kept, or copied whole
-                // at the same offsets) or its own copy.
-                let event = if assigned {
-                    let held = clamp_u32(raw.len());
-                    RingEvent::with_id(raw, id, held, true)
-                } else if rewritten {
-                    let held = clamp_u32(raw.len() + raw.len() / 8);
-                    RingEvent::with_id(raw, id, held, false)
-                } else if !sparse {
-                    let held = clamp_u32(raw.len() * alloc / framed);
-                    RingEvent::with_id(raw, id, held, false)
-                } else {
-                    let copy = Bytes::copy_from_slice(&raw);
-                    let held = clamp_u32(raw.len() + raw.len() / 8);
-                    RingEvent::with_id(copy, id, held, false)
+                // A span of the read (recorded with the read's other events, in one run), or an
+                // event of its own bytes: the id stays where it is (a span of the event's bytes,
+                // or its own copy).
+                let in_read = match read {
+                    Some(read) if !assigned && !rewritten => {
+                        super::ring::span_in(read, &raw).map(|(start, _)| (read, start))
+                    }
+                    _ => None,
                 };
-                recorded += event.raw.len() as u64;
-                self.ctx
-                    .streams
-                    .record(&self.ring, event, &self.ctx.metrics);
+                match in_read {
+                    Some((read, start)) => batch.add_in(read, start as usize, len, id, false),
+                    None => {
+                        // Its own allocation (assigned, rewritten, assembled), held as such.
+                        let held = if assigned {
+                            clamp_u32(len)
+                        } else {
+                            clamp_u32(len + len / 8)
+                        };
+                        batch.add_own(RingEvent::with_id(raw, id, held, assigned));
+                    }
+                }
             }
             if let Some(raw) = for_client {
                 out.push(raw);
@@ -714,12 +726,21 @@ impl Relay<'_> {
         }
         self.pieces.clear();
         self.blocks = blocks;
+        if let Some(read) = read {
+            // What the read's runs pin: its allocation, which the allocator rounds up to its
+            // size class (mimalloc: within 1/8).
+            let read_alloc = self.read_alloc as usize;
+            batch.seal(read, (read_alloc + read_alloc / 8).max(read.len()));
+        }
+        // Bytes recorded in the ring (what the stream's followers, if any, get).
+        let recorded = batch.bytes();
+        ctx.streams.record_batch(&self.ring, batch, &ctx.metrics);
         if recorded > 0 {
             if let Some(fanout) = self.ring.lineage.fanout.borrow().as_ref() {
                 fanout.recorded_bytes(recorded);
             }
         }
-        let m = &self.ctx.metrics;
+        let m = &ctx.metrics;
         WorkerMetrics::add(&m.sse_events, events);
         WorkerMetrics::add(&m.sse_bytes, out_len as u64);
         let status = &self.entry.status;
@@ -742,8 +763,10 @@ mod tests {
 
     #[test]
     fn adjacent_blocks_of_one_piece_leave_as_one_slice() {
-        let piece = Bytes::from_static(b"id: 1\n\nid: 2\n\nid: 3\n\n");
-        let other = Bytes::from_static(b"id: 4\n\n");
+        // Two pieces of one read, as the chunk decoder cuts them (framing between them).
+        let read = Bytes::from_static(b"id: 1\n\nid: 2\n\nid: 3\n\n\r\n7\r\nid: 4\n\n");
+        let piece = read.slice(0..21);
+        let other = read.slice(26..);
         let pieces = vec![piece.clone(), other.clone()];
         let at = |b: &Bytes| b.as_ptr() as usize;
         let (a, b, c) = (piece.slice(0..7), piece.slice(7..14), piece.slice(14..21));

@@ -1,14 +1,20 @@
 //! A replay ring: the most recent events of ONE upstream lineage (a connection and the resumes
-//! that continue it), in order, bounded by count and bytes. It holds the same `Bytes` the client
+//! that continue it), in order, bounded by count and bytes. It holds the same bytes the client
 //! was sent (no copy for events that fill their read buffer), finds a `Last-Event-ID` fast, and
 //! knows what it costs in memory so the worker's budget can be kept.
+//!
+//! Runs and slots: the ring keeps the buffers its events lie in (*runs*: one `Bytes` per read,
+//! shared by every event recorded from it, or an event's own allocation) and, per event, a small
+//! *slot*: which run, where in it, its id as a span of the event's bytes. Recording a read's
+//! events takes one reference count for the read, not one per event, and a flush's events are
+//! recorded in one call (`push_batch`, from a `RingBatch`). A run goes when its last event does;
+//! until then it pins its whole buffer, and that is what the budget counts (`Run::held`).
 //!
 //! Finding an id: most upstreams number their events (`id: 1`, `id: 2`, ...). While every id in
 //! a ring is a canonical decimal number larger than the one before, the ring keeps nothing per id
 //! and finds one by binary search (a resumed upstream's fresh event, the common lookup, is
 //! answered by one comparison with the newest). Other ids are found by scanning a small ring
-//! and through a hash index past INDEX_FROM events. Recording an event costs no hashing and no
-//! reference count for its id: the id is kept as a span of the event's own bytes.
+//! and through a hash index past INDEX_FROM events.
 //!
 //! Positions (`seq`) are monotonic and never reused: a cursor that points before the oldest
 //! event still here knows that what it needed was evicted.
@@ -19,18 +25,24 @@ use std::hash::{BuildHasherDefault, Hasher};
 use bytes::Bytes;
 
 use super::framer::EventId;
+use super::ring_batch::RingBatch;
 
 /// Default `--replay-events`: events kept per ring; past it the oldest is dropped.
 pub const DEFAULT_REPLAY_EVENTS: usize = 1024;
 /// Default `--replay-bytes`: event bytes kept per ring; past it the oldest are dropped.
 pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 
-/// What one recorded event costs besides its bytes, as measured against RSS (1000 rings of
-/// ~100-byte events): its slot in the deque, an index entry (a (hash, seq) pair, 16, with
-/// hashbrown's control byte and up to half of its buckets empty: ~40; numbered rings keep none,
-/// and are counted as if they did), and the shared header the `Bytes` of a split read buffer
-/// allocates (32).
-pub const EVENT_OVERHEAD: usize = std::mem::size_of::<RingEvent>() + 40 + 32;
+/// What one recorded event costs besides its bytes: its slot in the deque and an index entry (a
+/// (hash, seq) pair, 16, with hashbrown's control byte and up to half of its buckets empty: ~40;
+/// numbered rings keep none, and are counted as if they did).
+pub(crate) const SLOT_OVERHEAD: usize = std::mem::size_of::<Slot>() + 40;
+
+/// What one run costs besides the buffer it pins: its slot in the deque and the shared header a
+/// `Bytes` of a split read buffer allocates (32).
+pub(crate) const RUN_OVERHEAD: usize = std::mem::size_of::<Run>() + 32;
+
+/// What an event recorded alone (in a run of its own) costs besides its bytes.
+pub const EVENT_OVERHEAD: usize = SLOT_OVERHEAD + RUN_OVERHEAD;
 
 /// Rings of other than increasing numeric ids with at most this many events find an id by
 /// scanning them (newest first) instead of keeping a hash table: cheaper than hashing for so
@@ -40,7 +52,8 @@ const INDEX_FROM: usize = 8;
 /// Longest id read as a number: u64::MAX has 20 digits; 19 always fit.
 const MAX_NUMERIC_ID_DIGITS: usize = 19;
 
-/// One event as it went to the client.
+/// One event on its own, with its bytes: what is copied out of a ring (a reconnection adopting
+/// another ring's events, another worker's answer) and what the replay store reads back.
 #[derive(Debug, Clone)]
 pub struct RingEvent {
     /// The exact bytes sent to the client.
@@ -97,23 +110,134 @@ impl RingEvent {
 
     /// The id as `Bytes` (a slice of the event's bytes when it is one).
     pub fn id_bytes(&self) -> Option<Bytes> {
-        match &self.id {
-            EventId::None => None,
+        id_bytes(&self.id, &self.raw)
+    }
+
+    /// Memory this event keeps alive when recorded alone, overhead included.
+    pub fn cost(&self) -> usize {
+        self.held as usize + EVENT_OVERHEAD
+    }
+
+    /// The event's parts, for recording it as a run of its own.
+    pub(crate) fn into_parts(self) -> (Bytes, EventId, u32, bool) {
+        (self.raw, self.id, self.held, self.assigned)
+    }
+}
+
+/// `id` as `Bytes`, given the bytes of the event it belongs to.
+fn id_bytes(id: &EventId, raw: &Bytes) -> Option<Bytes> {
+    match id {
+        EventId::None => None,
+        EventId::In { start, len } => Some(raw.slice(*start as usize..(*start + *len) as usize)),
+        EventId::Own(id) => Some(Bytes::copy_from_slice(id)),
+    }
+}
+
+/// A buffer events of the ring lie in: a read (shared by the events framed from it) or one
+/// event's own allocation.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub(crate) bytes: Bytes,
+    /// What keeping `bytes` really holds (its allocation, or its share of it when several runs
+    /// lie in one; never less than what its events span). The budget counts this.
+    pub(crate) held: u32,
+}
+
+/// One event's place: a span of its run.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// Its run's number (in a ring: wrapping, `first_run` is the oldest's; in a `RingBatch`:
+    /// the index in the batch's runs).
+    pub(crate) run: u32,
+    /// Where the event's bytes start in the run.
+    pub(crate) start: u32,
+    pub(crate) len: u32,
+    /// The id was given by tether (`--assign-ids`): never sent upstream as a Last-Event-ID.
+    pub(crate) assigned: bool,
+    /// The id it set, as a span of the event's own bytes (not of the run).
+    pub(crate) id: EventId,
+}
+
+impl Slot {
+    /// The event's bytes, given its run's.
+    #[inline]
+    pub(crate) fn raw<'a>(&self, run: &'a [u8]) -> &'a [u8] {
+        &run[self.start as usize..(self.start + self.len) as usize]
+    }
+}
+
+/// An event in a ring (or a batch): its run and its slot.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    run: &'a Run,
+    slot: &'a Slot,
+}
+
+impl<'a> EventRef<'a> {
+    pub(crate) fn new(run: &'a Run, slot: &'a Slot) -> Self {
+        EventRef { run, slot }
+    }
+
+    /// The event's bytes, as sent.
+    pub fn raw(&self) -> &'a [u8] {
+        self.slot.raw(&self.run.bytes)
+    }
+
+    /// The event's bytes as `Bytes` (a slice of its run: one reference count).
+    pub fn bytes(&self) -> Bytes {
+        let start = self.slot.start as usize;
+        self.run.bytes.slice(start..start + self.slot.len as usize)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slot.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slot.len == 0
+    }
+
+    /// The id this event set, if it set one.
+    pub fn id(&self) -> Option<&'a [u8]> {
+        self.slot.id.value(self.raw())
+    }
+
+    /// The id as `Bytes` (a slice of the run when it is one).
+    pub fn id_bytes(&self) -> Option<Bytes> {
+        match &self.slot.id {
             EventId::In { start, len } => {
-                Some(self.raw.slice(*start as usize..(*start + *len) as usize))
+                let at = (self.slot.start + start) as usize;
+                Some(self.run.bytes.slice(at..at + *len as usize))
             }
-            EventId::Own(id) => Some(Bytes::copy_from_slice(id)),
+            other => id_bytes(other, &self.run.bytes),
         }
     }
 
-    /// Memory this event keeps alive, overhead included.
-    pub fn cost(&self) -> usize {
-        self.held as usize + EVENT_OVERHEAD
+    /// Whether tether gave the id (`--assign-ids`).
+    pub fn assigned(&self) -> bool {
+        self.slot.assigned
+    }
+
+    /// The event on its own (its bytes refcounted, not copied), held for its share of its run.
+    pub fn to_event(&self) -> RingEvent {
+        let len = self.slot.len as u64;
+        let run_len = (self.run.bytes.len() as u64).max(1);
+        let share = u64::from(self.run.held) * len / run_len;
+        let held = u32::try_from(share.max(len)).unwrap_or(u32::MAX);
+        let id = match &self.slot.id {
+            EventId::None => EventId::None,
+            EventId::In { start, len } => EventId::In {
+                start: *start,
+                len: *len,
+            },
+            EventId::Own(id) => EventId::Own(id.clone()),
+        };
+        RingEvent::with_id(self.bytes(), id, held, self.slot.assigned)
     }
 }
 
 /// Where `part` lies in `whole` (start, length), if it is a slice of it.
-fn span_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn span_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
     let base = whole.as_ptr() as usize;
     let at = part.as_ptr() as usize;
     (at >= base && at + part.len() <= base + whole.len())
@@ -122,7 +246,7 @@ fn span_in(whole: &[u8], part: &[u8]) -> Option<(u32, u32)> {
 
 /// `id` as a number, if it is a canonical decimal one (no sign, no leading zero, at most
 /// MAX_NUMERIC_ID_DIGITS digits): only then does equal number mean equal id.
-fn numeric_id(id: &[u8]) -> Option<u64> {
+pub(crate) fn numeric_id(id: &[u8]) -> Option<u64> {
     if id.is_empty() || id.len() > MAX_NUMERIC_ID_DIGITS || (id[0] == b'0' && id.len() > 1) {
         return None;
     }
@@ -138,7 +262,13 @@ fn numeric_id(id: &[u8]) -> Option<u64> {
 
 #[derive(Debug)]
 pub struct ReplayRing {
-    events: VecDeque<RingEvent>,
+    /// The buffers the events lie in, oldest first; each holds at least one event.
+    runs: VecDeque<Run>,
+    /// Number of `runs[0]` (of the next run when empty); numbers wrap (a ring holds far fewer
+    /// than 2^32 runs at once).
+    first_run: u32,
+    /// One per event, oldest first; their runs are in order.
+    slots: VecDeque<Slot>,
     /// Every id in the ring is a canonical decimal number larger than the one before it: ids
     /// are found by binary search and `by_id` is not kept.
     numbered: bool,
@@ -151,11 +281,11 @@ pub struct ReplayRing {
     by_id: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
     /// `by_id` is built and kept up to date.
     indexed: bool,
-    /// Seq of `events[0]` (of the next event when empty).
+    /// Seq of `slots[0]` (of the next event when empty).
     first_seq: u64,
-    /// Sum of `raw.len()`: what `--replay-bytes` bounds.
+    /// Sum of the events' lengths: what `--replay-bytes` bounds.
     bytes: usize,
-    /// Sum of `cost()`: what the replay budget counts.
+    /// Runs' `held` plus every overhead: what the replay budget counts.
     cost: usize,
     max_events: usize,
     max_bytes: usize,
@@ -164,7 +294,9 @@ pub struct ReplayRing {
 impl ReplayRing {
     pub fn new(max_events: usize, max_bytes: usize) -> Self {
         ReplayRing {
-            events: VecDeque::new(),
+            runs: VecDeque::new(),
+            first_run: 0,
+            slots: VecDeque::new(),
             numbered: true,
             newest_number: None,
             by_id: HashMap::default(),
@@ -179,7 +311,7 @@ impl ReplayRing {
 
     /// Seq of the newest event, `first_seq - 1` when empty (0 for a new ring).
     pub fn head_seq(&self) -> u64 {
-        self.first_seq + self.events.len() as u64 - 1
+        self.first_seq + self.slots.len() as u64 - 1
     }
 
     /// Seq of the oldest event still here (head_seq + 1 when empty).
@@ -188,15 +320,20 @@ impl ReplayRing {
     }
 
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.slots.is_empty()
     }
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Buffers the events pin (for tests and `/streams`-style views).
+    pub fn runs(&self) -> usize {
+        self.runs.len()
     }
 
     /// Memory the events hold, overhead included (the ring's own fixed cost is the table's).
@@ -204,61 +341,191 @@ impl ReplayRing {
         self.cost
     }
 
-    /// Appends an event; returns its seq. Evicts from the front to stay within both bounds (a
-    /// single event larger than `max_bytes` is kept alone).
+    /// Appends an event in a run of its own; returns its seq. Evicts from the front to stay
+    /// within both bounds (a single event larger than `max_bytes` is kept alone).
     pub fn push(&mut self, event: RingEvent) -> u64 {
-        let seq = self.head_seq() + 1;
-        self.bytes += event.raw.len();
-        self.cost += event.cost();
-        if let Some(id) = event.id() {
-            if self.numbered {
-                match numeric_id(id) {
-                    Some(n) if self.newest_number.is_none_or(|newest| n > newest) => {
-                        self.newest_number = Some(n);
-                    }
-                    // Not a number, or not larger: from now on ids go through the index.
-                    _ => self.numbered = false,
-                }
-            }
-            if self.indexed {
-                self.by_id.insert(id_hash(id), seq);
-            }
+        let (raw, id, held, assigned) = event.into_parts();
+        let len = clamp_u32(raw.len());
+        let run = self.first_run.wrapping_add(self.runs.len() as u32);
+        if let Some(value) = id.value(&raw) {
+            self.note_id_value(value);
         }
-        if self.events.capacity() == 0 {
-            // A ring that only ever gets one event (a quiet stream) holds one slot, not four.
-            self.events.reserve_exact(1);
-        }
-        self.events.push_back(event);
-        if !self.indexed && !self.numbered && self.events.len() > INDEX_FROM {
-            self.build_index();
-        }
-        while self.events.len() > self.max_events
-            || (self.bytes > self.max_bytes && self.events.len() > 1)
-        {
-            self.evict_front();
-        }
-        seq
+        self.append_slot(Slot {
+            run,
+            start: 0,
+            len,
+            assigned,
+            id,
+        });
+        self.append_run(Run { bytes: raw, held });
+        self.keep_bounds();
+        self.head_seq()
     }
 
-    fn evict_front(&mut self) {
-        if let Some(old) = self.events.pop_front() {
-            let seq = self.first_seq;
-            self.first_seq += 1;
-            self.bytes -= old.raw.len();
-            self.cost -= old.cost();
-            if self.indexed {
-                if let Some(id) = old.id() {
-                    let h = id_hash(id);
-                    if self.by_id.get(&h) == Some(&seq) {
-                        self.by_id.remove(&h);
-                    }
+    /// Appends every event of `batch`, in order, and empties it (its capacity is kept for the
+    /// next flush); returns the seq of the last. One bounds check and one eviction for them all.
+    pub fn push_batch(&mut self, batch: &mut RingBatch) -> u64 {
+        // Room first, as far as the count bound says: the deque never grows past it for a
+        // batch that fits (a full ring stays at its capacity).
+        let excess = (self.slots.len() + batch.len()).saturating_sub(self.max_events);
+        self.evict_front(excess.min(self.slots.len()));
+        // A numbered batch after a numbered ring's newest keeps the ring numbered: its ids
+        // were read as numbers once, by the batch; none is parsed again here.
+        let numbered_in_order = match batch.numbers() {
+            Some((Some(first), Some(newest)))
+                if self.numbered && self.newest_number.is_none_or(|n| first > n) =>
+            {
+                self.newest_number = Some(newest);
+                true
+            }
+            Some((None, _)) => true,
+            _ => false,
+        };
+        let (runs, slots) = batch.parts();
+        let base = self.first_run.wrapping_add(self.runs.len() as u32);
+        if self.slots.capacity() == 0 {
+            self.slots.reserve_exact(slots.len());
+        }
+        for mut slot in slots.drain(..) {
+            if !numbered_in_order {
+                // The id's bookkeeping reads the event's bytes in its (batch-held) run.
+                let run = &runs[slot.run as usize];
+                if let Some(value) = slot.id.value(slot.raw(&run.bytes)) {
+                    self.note_id_value(value);
+                }
+            }
+            slot.run = base.wrapping_add(slot.run);
+            self.append_slot(slot);
+        }
+        for run in runs.drain(..) {
+            self.append_run(run);
+        }
+        batch.clear();
+        self.keep_bounds();
+        self.head_seq()
+    }
+
+    /// Keeps `numbered` and `newest_number` true of the ring with an event of id `value` added
+    /// at its head, and the index (its seq is the next one).
+    #[inline]
+    fn note_id_value(&mut self, value: &[u8]) {
+        if self.numbered {
+            match numeric_id(value) {
+                Some(n) if self.newest_number.is_none_or(|newest| n > newest) => {
+                    self.newest_number = Some(n);
+                }
+                // Not a number, or not larger: from now on ids go through the index.
+                _ => self.numbered = false,
+            }
+        }
+        if self.indexed {
+            let seq = self.head_seq() + 1;
+            self.by_id.insert(id_hash(value), seq);
+        }
+    }
+
+    #[inline]
+    fn append_slot(&mut self, slot: Slot) {
+        self.bytes += slot.len as usize;
+        self.cost += SLOT_OVERHEAD;
+        if self.slots.capacity() == 0 {
+            // A ring that only ever gets one event (a quiet stream) holds one slot, not four.
+            self.slots.reserve_exact(1);
+        }
+        self.slots.push_back(slot);
+    }
+
+    fn append_run(&mut self, run: Run) {
+        self.cost += run.held as usize + RUN_OVERHEAD;
+        if self.runs.capacity() == 0 {
+            self.runs.reserve_exact(1);
+        }
+        self.runs.push_back(run);
+    }
+
+    /// Evicts from the front to stay within both bounds, then indexes the ring if it outgrew
+    /// scanning.
+    fn keep_bounds(&mut self) {
+        // The oldest events past the count bound, then while the bytes are past theirs (one
+        // event always stays).
+        let len = self.slots.len();
+        let over_count = len.saturating_sub(self.max_events);
+        let mut n = over_count;
+        if self.bytes > self.max_bytes {
+            let mut bytes = self.bytes;
+            n = 0;
+            for slot in &self.slots {
+                if n >= over_count && (bytes <= self.max_bytes || n + 1 == len) {
+                    break;
+                }
+                bytes -= slot.len as usize;
+                n += 1;
+            }
+        }
+        self.evict_front(n);
+        if !self.indexed && !self.numbered && self.slots.len() > INDEX_FROM {
+            self.build_index();
+        }
+    }
+
+    /// Evicts the `n` oldest events, and the runs left without one.
+    fn evict_front(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.indexed {
+            for _ in 0..n {
+                self.pop_slot();
+            }
+        } else {
+            // No index to keep: the slots go at once.
+            let gone: usize = self.slots.drain(..n).map(|s| s.len as usize).sum();
+            self.first_seq += n as u64;
+            self.bytes -= gone;
+            self.cost -= n * SLOT_OVERHEAD;
+        }
+        self.drop_dead_runs();
+    }
+
+    /// Drops the oldest event's slot (its run stays until `drop_dead_runs`).
+    fn pop_slot(&mut self) {
+        let Some(old) = self.slots.pop_front() else {
+            return;
+        };
+        let seq = self.first_seq;
+        self.first_seq += 1;
+        self.bytes -= old.len as usize;
+        self.cost -= SLOT_OVERHEAD;
+        if self.indexed {
+            let run = &self.runs[old.run.wrapping_sub(self.first_run) as usize];
+            if let Some(id) = old.id.value(old.raw(&run.bytes)) {
+                let h = id_hash(id);
+                if self.by_id.get(&h) == Some(&seq) {
+                    self.by_id.remove(&h);
                 }
             }
         }
-        if self.events.is_empty() {
-            // Give the deque's and the index's memory back too (a trimmed ring may stay idle),
+    }
+
+    /// Drops the runs no event lies in any more; an empty ring gives its memory back.
+    fn drop_dead_runs(&mut self) {
+        let keep_from = match self.slots.front() {
+            Some(slot) => slot.run,
+            None => self.first_run.wrapping_add(self.runs.len() as u32),
+        };
+        while self.first_run != keep_from {
+            let Some(run) = self.runs.pop_front() else {
+                break;
+            };
+            self.cost -= run.held as usize + RUN_OVERHEAD;
+            self.first_run = self.first_run.wrapping_add(1);
+        }
+        if self.slots.is_empty() {
+            // Give the deques' and the index's memory back too (a trimmed ring may stay idle),
             // and start over as a numbered ring.
-            self.events = VecDeque::new();
+            debug_assert!(self.runs.is_empty() && self.cost == 0 && self.bytes == 0);
+            self.slots = VecDeque::new();
+            self.runs = VecDeque::new();
             self.by_id = HashMap::default();
             self.indexed = false;
             self.numbered = true;
@@ -269,22 +536,32 @@ impl ReplayRing {
     /// Indexes every id the ring holds (the ring has outgrown scanning).
     fn build_index(&mut self) {
         let first = self.first_seq;
-        for (i, event) in self.events.iter().enumerate() {
-            if let Some(id) = event.id() {
+        for i in 0..self.slots.len() {
+            if let Some(id) = self.event(i).id() {
                 self.by_id.insert(id_hash(id), first + i as u64);
             }
         }
         self.indexed = true;
     }
 
-    /// Drops the oldest events until the ring costs at most `cost`. Returns how many went.
+    /// Drops the oldest events until the ring costs at most `cost`. Returns how many went. A
+    /// run's buffer is freed with its last event, so this may take all of a run's events.
     pub fn trim_to(&mut self, cost: usize) -> usize {
         let mut n = 0;
-        while self.cost > cost && !self.events.is_empty() {
-            self.evict_front();
+        while self.cost > cost && !self.slots.is_empty() {
+            self.pop_slot();
+            self.drop_dead_runs();
             n += 1;
         }
         n
+    }
+
+    /// The event at index `i` (0: the oldest).
+    #[inline]
+    fn event(&self, i: usize) -> EventRef<'_> {
+        let slot = &self.slots[i];
+        let run = &self.runs[slot.run.wrapping_sub(self.first_run) as usize];
+        EventRef::new(run, slot)
     }
 
     /// Seq of the event that set `id`, if it is in the ring (the latest such event).
@@ -293,7 +570,9 @@ impl ReplayRing {
             return self.seq_of_number(id);
         }
         if !self.indexed {
-            let i = self.events.iter().rposition(|e| e.id() == Some(id))?;
+            let i = (0..self.slots.len())
+                .rev()
+                .find(|&i| self.event(i).id() == Some(id))?;
             return Some(self.first_seq + i as u64);
         }
         let seq = *self.by_id.get(&id_hash(id))?;
@@ -309,12 +588,12 @@ impl ReplayRing {
         if self.newest_number.is_none_or(|newest| wanted > newest) {
             return None;
         }
-        let (mut lo, mut hi) = (0, self.events.len());
+        let (mut lo, mut hi) = (0, self.slots.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             // The nearest event at or before `mid` (and not before `lo`) that has an id.
             let Some((at, number)) = (lo..=mid).rev().find_map(|i| {
-                let n = numeric_id(self.events[i].id()?)?;
+                let n = numeric_id(self.event(i).id()?)?;
                 Some((i, n))
             }) else {
                 lo = mid + 1;
@@ -330,36 +609,41 @@ impl ReplayRing {
     }
 
     /// The event at `seq`, if it is still here.
-    pub fn get(&self, seq: u64) -> Option<&RingEvent> {
+    pub fn get(&self, seq: u64) -> Option<EventRef<'_>> {
         let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
-        self.events.get(index)
+        (index < self.slots.len()).then(|| self.event(index))
     }
 
     /// The events after `seq`, in order (all of them when `seq` is older than the ring).
-    pub fn after(&self, seq: u64) -> impl Iterator<Item = &RingEvent> {
-        let skip = seq.saturating_add(1).saturating_sub(self.first_seq) as usize;
-        self.events.iter().skip(skip)
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = EventRef<'_>> + '_ {
+        let skip =
+            (seq.saturating_add(1).saturating_sub(self.first_seq) as usize).min(self.slots.len());
+        (skip..self.slots.len()).map(|i| self.event(i))
     }
 
     /// The newest id the upstream itself gave (what it can be asked to resume from).
     pub fn newest_upstream_id(&self) -> Option<Bytes> {
-        self.events
-            .iter()
+        (0..self.slots.len())
             .rev()
-            .filter(|e| !e.assigned)
-            .find_map(RingEvent::id_bytes)
+            .map(|i| self.event(i))
+            .filter(|e| !e.assigned())
+            .find_map(|e| e.id_bytes())
     }
 
     /// Whether any event in the ring carries an id (upstream's or tether's): a client can name
     /// a place in it with `Last-Event-ID`.
     pub fn has_ids(&self) -> bool {
-        self.events.iter().rev().any(|e| e.id().is_some())
+        self.slots.iter().rev().any(|s| s.id != EventId::None)
     }
 
     /// Whether an event with this id is in the ring.
     pub fn contains_id(&self, id: &[u8]) -> bool {
         self.seq_of(id).is_some()
     }
+}
+
+pub(crate) fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// FxHash-style word hashing for event ids: ids come from the upstream (not from clients), the
@@ -400,218 +684,5 @@ fn id_hash(id: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
-    }
-
-    fn ev(id: Option<&str>, raw: &str) -> RingEvent {
-        RingEvent::new(b(raw), id.map(str::as_bytes), raw.len() as u32, false)
-    }
-
-    #[test]
-    fn replays_after_an_id() {
-        let mut r = ReplayRing::new(10, 1 << 20);
-        for i in 1..=5 {
-            let id = i.to_string();
-            r.push(ev(Some(&id), &format!("id: {i}\ndata: x\n\n")));
-        }
-        let seq = r.seq_of(b"3").unwrap();
-        let ids: Vec<_> = r.after(seq).map(|e| e.id_bytes().unwrap()).collect();
-        assert_eq!(ids, vec![b("4"), b("5")]);
-        assert_eq!(r.seq_of(b"nope"), None);
-        assert_eq!(r.newest_upstream_id(), Some(b("5")));
-    }
-
-    #[test]
-    fn bounded_by_count_and_bytes_with_seqs_kept() {
-        let mut r = ReplayRing::new(3, 1 << 20);
-        for i in 1..=5 {
-            r.push(ev(Some(&i.to_string()), "data: x\n\n"));
-        }
-        assert_eq!(r.len(), 3);
-        assert_eq!((r.first_seq(), r.head_seq()), (3, 5));
-        assert_eq!(r.seq_of(b"1"), None, "evicted ids are forgotten");
-        assert_eq!(r.seq_of(b"3"), Some(3));
-        assert!(r.get(2).is_none() && r.get(3).is_some() && r.get(6).is_none());
-
-        let mut r = ReplayRing::new(100, 20);
-        for i in 1..=5 {
-            r.push(ev(Some(&i.to_string()), "0123456789"));
-        }
-        assert_eq!((r.len(), r.bytes()), (2, 20));
-        // One event larger than the byte bound is kept alone.
-        r.push(ev(None, &"x".repeat(100)));
-        assert_eq!(r.len(), 1);
-        assert_eq!(r.cost(), 100 + EVENT_OVERHEAD);
-    }
-
-    #[test]
-    fn after_the_newest_is_empty_and_events_without_ids_follow_their_predecessor() {
-        let mut r = ReplayRing::new(10, 1 << 20);
-        r.push(ev(Some("a"), "id: a\ndata: 1\n\n"));
-        r.push(ev(None, "data: 2\n\n"));
-        r.push(ev(Some("b"), "id: b\ndata: 3\n\n"));
-        let seq = r.seq_of(b"a").unwrap();
-        let raws: Vec<_> = r.after(seq).map(|e| e.raw.clone()).collect();
-        assert_eq!(raws, vec![b("data: 2\n\n"), b("id: b\ndata: 3\n\n")]);
-        assert_eq!(r.after(r.seq_of(b"b").unwrap()).count(), 0);
-        assert_eq!(
-            r.after(0).count(),
-            3,
-            "a cursor older than the ring sees all"
-        );
-    }
-
-    #[test]
-    fn a_repeated_id_points_at_its_latest_event() {
-        let mut r = ReplayRing::new(2, 1 << 20);
-        r.push(ev(Some("x"), "1"));
-        r.push(ev(Some("x"), "2"));
-        r.push(ev(Some("y"), "3"));
-        // The first "x" was evicted; the index still finds the second one.
-        assert_eq!(r.seq_of(b"x"), Some(2));
-    }
-
-    #[test]
-    fn trimming_frees_the_oldest_and_keeps_the_accounts() {
-        let mut r = ReplayRing::new(100, 1 << 20);
-        for i in 1..=10 {
-            r.push(ev(Some(&i.to_string()), "0123456789"));
-        }
-        let one = 10 + EVENT_OVERHEAD;
-        assert_eq!(r.cost(), 10 * one);
-        assert_eq!(r.trim_to(4 * one), 6);
-        assert_eq!((r.len(), r.first_seq(), r.cost()), (4, 7, 4 * one));
-        assert_eq!(r.seq_of(b"6"), None);
-        assert_eq!(r.trim_to(0), 4);
-        assert!(r.is_empty());
-        assert_eq!((r.cost(), r.bytes(), r.head_seq()), (0, 0, 10));
-        assert_eq!(r.push(ev(Some("11"), "z")), 11, "seqs are never reused");
-    }
-
-    /// Small rings scan, larger ones use the index: both must give the same answer, through the
-    /// switch, with repeated ids and evictions, and after the ring empties and starts again.
-    #[test]
-    fn scanning_and_the_index_agree() {
-        let mut r = ReplayRing::new(INDEX_FROM + 4, 1 << 20);
-        let ids = ["a", "b", "c", "a", "d", "b", "e"];
-        for round in 0..2 {
-            for i in 0..40 {
-                let id = ids[i % ids.len()];
-                let raw = format!("{round}-{i}");
-                r.push(ev((i % 5 != 4).then_some(id), &raw));
-                for probe in ["a", "b", "c", "d", "e", "zz"] {
-                    let expected = (r.first_seq()..=r.head_seq())
-                        .rev()
-                        .find(|&seq| r.get(seq).unwrap().id() == Some(probe.as_bytes()));
-                    assert_eq!(r.seq_of(probe.as_bytes()), expected, "{probe} after {i}");
-                }
-            }
-            assert!(r.indexed, "a ring past INDEX_FROM events is indexed");
-            r.trim_to(0);
-            assert!(
-                !r.indexed && r.by_id.capacity() == 0,
-                "an empty ring holds no table"
-            );
-        }
-    }
-
-    /// Numbered rings (binary search, no table) and the others (scan, then the index) give the
-    /// answer a plain scan of the ring gives, for every mix of ids: increasing numbers with gaps
-    /// and events without ids between them, then a number out of order, a non-canonical one
-    /// ("007"), a word, a repeat; through evictions and a ring that empties and starts again.
-    #[test]
-    fn every_way_of_finding_an_id_agrees_with_a_scan() {
-        use proptest::prelude::*;
-        #[derive(Debug, Clone)]
-        enum Next {
-            Up(u8),
-            NoId,
-            Back(u8),
-            Zeroed,
-            Word(u8),
-            Empty,
-            TrimAll,
-        }
-        let next = prop_oneof![
-            8 => (1u8..5).prop_map(Next::Up),
-            3 => Just(Next::NoId),
-            1 => (0u8..20).prop_map(Next::Back),
-            1 => Just(Next::Zeroed),
-            1 => (0u8..4).prop_map(Next::Word),
-            1 => Just(Next::Empty),
-            1 => Just(Next::TrimAll),
-        ];
-        let config = ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        };
-        proptest!(config, |(steps in proptest::collection::vec(next, 1..120), cap in 1usize..40)| {
-            let mut r = ReplayRing::new(cap, 1 << 20);
-            let mut number = 0u64;
-            let mut probes: Vec<String> = vec!["0".into(), "007".into(), "w1".into(), "".into()];
-            for step in steps {
-                let id = match step {
-                    Next::Up(by) => {
-                        number += u64::from(by);
-                        Some(number.to_string())
-                    }
-                    Next::NoId => None,
-                    Next::Back(by) => Some(number.saturating_sub(u64::from(by)).to_string()),
-                    Next::Zeroed => Some(format!("00{number}")),
-                    Next::Word(w) => Some(format!("w{w}")),
-                    Next::Empty => Some(String::new()),
-                    Next::TrimAll => {
-                        r.trim_to(0);
-                        None
-                    }
-                };
-                let raw = match &id {
-                    Some(id) => format!("id: {id}\ndata: x\n\n"),
-                    None => "data: x\n\n".to_string(),
-                };
-                let raw = Bytes::from(raw);
-                let id_at = id.as_ref().map(|id| raw.slice(4..4 + id.len()));
-                r.push(RingEvent::new(raw.clone(), id_at.as_deref(), raw.len() as u32, false));
-                if let Some(id) = id {
-                    probes.push(id);
-                }
-                probes.push((number + 1).to_string());
-                for probe in &probes {
-                    let expected = (r.first_seq()..=r.head_seq())
-                        .rev()
-                        .find(|&seq| r.get(seq).unwrap().id() == Some(probe.as_bytes()));
-                    prop_assert_eq!(r.seq_of(probe.as_bytes()), expected, "probe {:?}", probe);
-                }
-            }
-        });
-    }
-
-    #[test]
-    fn a_numbered_ring_keeps_no_table_and_ids_live_inside_the_events() {
-        // As the framer hands events over: the id a slice of the event's bytes.
-        let framed = |id: &str| {
-            let raw = Bytes::from(format!("id: {id}\n\n"));
-            let at = raw.slice(4..4 + id.len());
-            RingEvent::new(raw.clone(), Some(&at), raw.len() as u32, false)
-        };
-        let mut r = ReplayRing::new(1000, 1 << 20);
-        for i in 1..=500 {
-            r.push(framed(&i.to_string()));
-        }
-        assert!(r.numbered && !r.indexed && r.by_id.capacity() == 0);
-        assert_eq!(r.seq_of(b"250"), Some(250));
-        assert!(r
-            .get(1)
-            .is_some_and(|e| matches!(e.id, EventId::In { start: 4, len: 1 })));
-        // A word turns the ring to the index, which then finds the numbers too.
-        r.push(framed("w"));
-        assert!(!r.numbered && r.indexed);
-        assert_eq!(r.seq_of(b"250"), Some(250));
-        assert_eq!(r.seq_of(b"w"), Some(501));
-    }
-}
+#[path = "ring_tests.rs"]
+mod tests;

@@ -29,6 +29,7 @@ use super::directory::Directory;
 use super::eviction::water_level;
 use super::fanout::{FanEnd, Fanout};
 use super::ring::{ReplayRing, RingEvent};
+use super::ring_batch::RingBatch;
 use super::scope::ResumeScope;
 use crate::metrics::WorkerMetrics;
 use crate::store::{LineageEnd, StoreKey, StoreLineage, StoreWriter};
@@ -163,6 +164,9 @@ pub struct StreamTable {
     /// This worker's queue to the replay store (`--replay-store`; None: off). Every recorded
     /// event is also queued there, never waited for.
     store: Option<StoreWriter>,
+    /// The batch a relay fills in a flush (`batch`, `record_batch`): one per worker, its
+    /// capacity kept, so a flush allocates nothing for it.
+    batch: RefCell<RingBatch>,
 }
 
 impl StreamTable {
@@ -179,6 +183,7 @@ impl StreamTable {
             total: Cell::new(0),
             cap: Cell::new(usize::MAX),
             store: None,
+            batch: RefCell::new(RingBatch::default()),
         }
     }
 
@@ -321,13 +326,40 @@ impl StreamTable {
 
     /// Appends an event to the handle's ring; returns its seq. Keeps the worker within budget.
     pub fn record(&self, handle: &RingHandle, event: RingEvent, metrics: &WorkerMetrics) -> u64 {
+        let mut batch = self.batch();
+        batch.add_own(event);
+        self.record_batch(handle, batch, metrics)
+    }
+
+    /// An empty batch for a flush's events (the worker's, with its capacity), to be handed back
+    /// through `record_batch`.
+    pub(crate) fn batch(&self) -> RingBatch {
+        std::mem::take(&mut *self.batch.borrow_mut())
+    }
+
+    /// Appends a flush's events to the handle's ring, in one call: one bounds check, one
+    /// recount and at most one trim for them all. Returns the seq of the last (the ring's head).
+    /// Keeps the worker within budget; the batch goes back, empty, for the next flush.
+    pub(crate) fn record_batch(
+        &self,
+        handle: &RingHandle,
+        mut batch: RingBatch,
+        metrics: &WorkerMetrics,
+    ) -> u64 {
         let lineage = &handle.lineage;
-        // Write-behind to the replay store: one branch when it is off; when on, a refcount on
-        // the event's bytes and one `try_send` (full: dropped and counted, never waited for).
-        if let (Some(store), Some(names)) = (&self.store, &lineage.store) {
-            store.record(names, event.id_bytes(), event.assigned, event.raw.clone());
+        if batch.is_empty() {
+            *self.batch.borrow_mut() = batch;
+            return lineage.ring.borrow().head_seq();
         }
-        let seq = lineage.ring.borrow_mut().push(event);
+        // Write-behind to the replay store: one branch when it is off; when on, a refcount on
+        // each event's bytes and one `try_send` (full: dropped and counted, never waited for).
+        if let (Some(store), Some(names)) = (&self.store, &lineage.store) {
+            for event in batch.events() {
+                store.record(names, event.id_bytes(), event.assigned(), event.bytes());
+            }
+        }
+        let seq = lineage.ring.borrow_mut().push_batch(&mut batch);
+        *self.batch.borrow_mut() = batch;
         let cap = self.cap.get();
         if cap != usize::MAX {
             let fixed = RING_OVERHEAD + lineage.scope.heap_bytes();
