@@ -39,17 +39,9 @@ fn log_text(t: &Tether) -> String {
     t.log_lines().join("\n")
 }
 
+/// A /metrics sample as a count (0 when absent: a counter never touched may not be rendered).
 fn sample(admin: std::net::SocketAddr, name: &str) -> u64 {
-    let text = Tether::metrics_text(admin);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0, |v| v as u64)
+    prom_value(&Tether::metrics_text(admin), name).map_or(0, |v| v as u64)
 }
 
 fn h2_config(ca: &TestCa) -> std::sync::Arc<rustls::ClientConfig> {
