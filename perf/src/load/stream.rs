@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::http::{parse_head, Body, BodyProgress, HeadScan, HttpError, MAX_HEAD_BYTES};
 use super::sse::{Event, SseError, SseParser};
 use super::stats::{ErrorKind, Stats};
-use super::track::{IdTracker, IdVerdict};
+use super::track::{count_event, IdTracker, IdVerdict};
 
 /// Longest reconnection delay (ms): a stream's `retry:` is capped to it, and so is the
 /// back-off after connections that delivered no event.
@@ -153,36 +153,10 @@ impl Tally {
         stats.events_total += 1;
         self.conn_events += 1;
         self.events += 1;
-        if let (Some(id), Some(seq)) = (ev.id, ev.seq) {
-            if id != seq {
-                stats.errors.add(ErrorKind::Protocol, || {
-                    format!("event id {id} carries seq {seq}")
-                });
-            }
-        }
-        if let Some(id) = ev.id.or(ev.seq) {
-            match self.tracker.observe(id) {
-                IdVerdict::InOrder => {}
-                IdVerdict::Gap(n) => {
-                    stats.gaps += n;
-                    self.gaps += n;
-                }
-                IdVerdict::Duplicate => {
-                    stats.duplicates += 1;
-                    self.duplicates += 1;
-                }
-            }
-        }
-        let latency = ev.ts_us.map(|ts| now.wall_us.saturating_sub(ts));
-        if let Some(us) = latency {
-            stats.interval.record(us);
-        }
-        if now.measuring {
-            stats.events += 1;
-            match latency {
-                Some(us) => stats.latency.record(us),
-                None => stats.untimed += 1,
-            }
+        match count_event(&ev, &mut self.tracker, now.wall_us, now.measuring, stats) {
+            IdVerdict::InOrder => {}
+            IdVerdict::Gap(n) => self.gaps += n,
+            IdVerdict::Duplicate => self.duplicates += 1,
         }
         if let Some((before, in_window)) = self.pending_gap.take() {
             if in_window {

@@ -85,6 +85,48 @@ impl IdTracker {
     }
 }
 
+/// Counts one received event into the run's `stats` (its id against `tracker`: gaps and
+/// duplicates; an id that disagrees with its `seq`; its latency when the origin stamped it,
+/// within the measuring window or not): the one rule of every transport sse-load speaks. The
+/// verdict is returned for the stream's own counts; `events_total` is the caller's.
+pub(crate) fn count_event(
+    ev: &crate::load::sse::Event,
+    tracker: &mut IdTracker,
+    wall_us: u64,
+    measuring: bool,
+    stats: &mut crate::load::stats::Stats,
+) -> IdVerdict {
+    use crate::load::stats::ErrorKind;
+    if let (Some(id), Some(seq)) = (ev.id, ev.seq) {
+        if id != seq {
+            stats.errors.add(ErrorKind::Protocol, || {
+                format!("event id {id} carries seq {seq}")
+            });
+        }
+    }
+    let verdict = match ev.id.or(ev.seq) {
+        Some(id) => tracker.observe(id),
+        None => IdVerdict::InOrder,
+    };
+    match verdict {
+        IdVerdict::InOrder => {}
+        IdVerdict::Gap(n) => stats.gaps += n,
+        IdVerdict::Duplicate => stats.duplicates += 1,
+    }
+    let latency = ev.ts_us.map(|ts| wall_us.saturating_sub(ts));
+    if let Some(us) = latency {
+        stats.interval.record(us);
+    }
+    if measuring {
+        stats.events += 1;
+        match latency {
+            Some(us) => stats.latency.record(us),
+            None => stats.untimed += 1,
+        }
+    }
+    verdict
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

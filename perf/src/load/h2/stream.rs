@@ -11,7 +11,7 @@ use h2::client::SendRequest;
 use super::Shared;
 use crate::load::sse::{Event, SseParser};
 use crate::load::stats::{ErrorKind, Stats};
-use crate::load::track::{IdTracker, IdVerdict};
+use crate::load::track::{count_event, IdTracker, IdVerdict};
 
 /// What one stream counted (the per-stream figures of the report are made from these at the
 /// end of the run, as the HTTP/1.1 driver makes them from its streams).
@@ -35,36 +35,10 @@ impl Tally {
     fn event(&mut self, ev: Event, wall_us: u64, measuring: bool, stats: &mut Stats) {
         stats.events_total += 1;
         self.events += 1;
-        if let (Some(id), Some(seq)) = (ev.id, ev.seq) {
-            if id != seq {
-                stats.errors.add(ErrorKind::Protocol, || {
-                    format!("event id {id} carries seq {seq}")
-                });
-            }
-        }
-        if let Some(id) = ev.id.or(ev.seq) {
-            match self.tracker.observe(id) {
-                IdVerdict::InOrder => {}
-                IdVerdict::Gap(n) => {
-                    stats.gaps += n;
-                    self.gaps += n;
-                }
-                IdVerdict::Duplicate => {
-                    stats.duplicates += 1;
-                    self.duplicates += 1;
-                }
-            }
-        }
-        let latency = ev.ts_us.map(|ts| wall_us.saturating_sub(ts));
-        if let Some(us) = latency {
-            stats.interval.record(us);
-        }
-        if measuring {
-            stats.events += 1;
-            match latency {
-                Some(us) => stats.latency.record(us),
-                None => stats.untimed += 1,
-            }
+        match count_event(&ev, &mut self.tracker, wall_us, measuring, stats) {
+            IdVerdict::InOrder => {}
+            IdVerdict::Gap(n) => self.gaps += n,
+            IdVerdict::Duplicate => self.duplicates += 1,
         }
     }
 }
