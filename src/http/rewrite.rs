@@ -246,14 +246,48 @@ pub fn write_upstream_request(
             out.put_slice(b", ");
         }
     }
-    // Writing into a BytesMut cannot fail.
-    let _ = write!(out, "{}", ctx.client_addr.to_canonical());
+    put_client_addr(out, ctx.client_addr);
     out.put_slice(b"\r\n");
     put_field(out, b"X-Forwarded-Proto", ctx.proto.as_bytes());
     if let Some(host) = host.filter(|h| !h.is_empty()) {
         put_field(out, b"X-Forwarded-Host", host);
     }
     out.put_slice(b"\r\n");
+}
+
+/// The client's address as `Display` writes its canonical form (an IPv4-mapped IPv6 address as
+/// IPv4). IPv4 is written by hand: through `write!` and the formatter it cost ~780 of the
+/// ~18,000 instructions of a keep-alive request (callgrind, perf/NOTES.md "Keep-alive
+/// syscalls"), a third of writing the upstream head.
+pub(crate) fn put_client_addr(out: &mut BytesMut, addr: IpAddr) {
+    match addr.to_canonical() {
+        IpAddr::V4(v4) => {
+            // "255.255.255.255" at most.
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            out.put_slice(&text[..len]);
+        }
+        // Writing into a BytesMut cannot fail.
+        v6 => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn put_length(out: &mut BytesMut, n: u64) {

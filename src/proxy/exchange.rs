@@ -48,6 +48,7 @@ use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
 use crate::upstream::connect::{self, UpstreamConn};
 use crate::upstream::health::FailedTry;
+use crate::upstream::pool::Reuse;
 use crate::upstream::stream::UpstreamStream;
 use crate::worker::WorkerCtx;
 
@@ -307,9 +308,18 @@ async fn exchange<C: ClientStream>(
             ctx, client, &head, req_kind, lineage, fanout, after, route, id, log,
         ));
     }
+    // A pooled connection may have been closed by the upstream just now; a request with no body and
+    // an idempotent method can be sent again on a fresh connection if nothing came back, so a
+    // connection that came back moments ago is trusted without the pool's probe.
+    let retryable = req_kind == BodyKind::Empty && head.method.is_idempotent();
+    let reuse = if retryable {
+        Reuse::Retryable
+    } else {
+        Reuse::ProbedOnly
+    };
     let acquired = match pinned {
-        Some(replica) => connect::acquire_pinned(ctx, &route.upstreams, replica).await,
-        None => connect::acquire(ctx, &route.upstreams, true).await,
+        Some(replica) => connect::acquire_pinned(ctx, &route.upstreams, replica, reuse).await,
+        None => connect::acquire(ctx, &route.upstreams, reuse).await,
     };
     let mut upstream = match acquired {
         Ok(up) => up,
@@ -371,9 +381,6 @@ async fn exchange<C: ClientStream>(
         },
     };
 
-    // A pooled connection may have been closed by the upstream just now; a request with no body and
-    // an idempotent method can be sent again on a fresh connection if nothing came back.
-    let retryable = req_kind == BodyKind::Empty && exchange.head.method.is_idempotent();
     loop {
         exchange
             .client
@@ -386,29 +393,34 @@ async fn exchange<C: ClientStream>(
         }
         match result {
             Err(Attempt::StaleUpstream) if upstream.reused && retryable => {
-                crate::log_debug!("pooled upstream connection was closed; retrying on a fresh one");
-                upstream =
-                    match connect::connect_fresh(ctx, &route.upstreams, upstream.replica).await {
-                        Ok(fresh) => fresh,
-                        Err(e) => {
-                            return match point {
-                                Some(point) => Ok(serve_from_ring(
-                                    ctx,
-                                    exchange.client,
-                                    exchange.head,
-                                    point,
-                                    route.clone(),
-                                    exchange.carried.stream_extras(),
-                                    exchange.carried.pinned,
-                                    false,
-                                    id,
-                                    log,
-                                    exchange.tally,
-                                )),
-                                None => Err(Failed(e.into())),
-                            };
-                        }
-                    };
+                crate::log_debug!("pooled upstream connection was closed; retrying elsewhere");
+                let again = connect::acquire_again(
+                    ctx,
+                    &route.upstreams,
+                    upstream.replica,
+                    exchange.carried.pinned.is_some(),
+                );
+                upstream = match again.await {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        return match point {
+                            Some(point) => Ok(serve_from_ring(
+                                ctx,
+                                exchange.client,
+                                exchange.head,
+                                point,
+                                route.clone(),
+                                exchange.carried.stream_extras(),
+                                exchange.carried.pinned,
+                                false,
+                                id,
+                                log,
+                                exchange.tally,
+                            )),
+                            None => Err(Failed(e.into())),
+                        };
+                    }
+                };
             }
             Err(failure) => {
                 if !upstream.reused && failure.is_before_answer() {

@@ -13,6 +13,7 @@ use monoio::net::TcpStream;
 
 use super::group::UpstreamGroup;
 use super::health::FailedTry;
+use super::pool::Reuse;
 use super::stream::UpstreamStream;
 use super::tls::{self, TlsFailure, TlsFailureClass};
 use crate::runtime::DriverKind;
@@ -82,10 +83,10 @@ pub struct UpstreamConn {
 pub(crate) async fn acquire(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
-    allow_pooled: bool,
+    reuse: Reuse,
 ) -> Result<UpstreamConn, Unreachable> {
     let order = ctx.upstreams.borrow().try_order(group.round_robin());
-    acquire_in(ctx, group, order, allow_pooled).await
+    acquire_in(ctx, group, order, reuse).await
 }
 
 /// A connection to `replica` only, pooled when one is idle (a request of an MCP session, which
@@ -94,26 +95,44 @@ pub(crate) async fn acquire_pinned(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
     replica: usize,
+    reuse: Reuse,
 ) -> Result<UpstreamConn, Unreachable> {
-    acquire_in(ctx, group, std::iter::once(replica), true).await
+    acquire_in(ctx, group, std::iter::once(replica), reuse).await
+}
+
+/// The second try of a request whose pooled connection to `replica` turned out closed before
+/// any answer (it was taken without the probe, or the upstream closed it just after): what
+/// `acquire` gives when the probe sees the close. Another pooled connection to `replica` that
+/// the probe finds alive, else a fresh connection to it, else (unless the request is `pinned` to
+/// it) the group's other replicas after it (ejected ones last, as `acquire` orders them): a
+/// replica that went away with its idle connections fails the request over as before.
+pub(crate) async fn acquire_again(
+    ctx: &WorkerCtx,
+    group: &UpstreamGroup,
+    replica: usize,
+    pinned: bool,
+) -> Result<UpstreamConn, Unreachable> {
+    if pinned {
+        return acquire_in(ctx, group, std::iter::once(replica), Reuse::ProbedOnly).await;
+    }
+    let order = ctx.upstreams.borrow().try_order(group.starting_at(replica));
+    acquire_in(ctx, group, order, Reuse::ProbedOnly).await
 }
 
 async fn acquire_in(
     ctx: &WorkerCtx,
     group: &UpstreamGroup,
     order: impl Iterator<Item = usize>,
-    allow_pooled: bool,
+    reuse: Reuse,
 ) -> Result<UpstreamConn, Unreachable> {
     let mut attempts = Vec::new();
     for replica in order {
-        if allow_pooled {
-            if let Some(stream) = ctx.pool.borrow_mut().take(replica) {
-                return Ok(UpstreamConn {
-                    stream,
-                    replica,
-                    reused: true,
-                });
-            }
+        if let Some(stream) = ctx.pool.borrow_mut().take(replica, reuse) {
+            return Ok(UpstreamConn {
+                stream,
+                replica,
+                reused: true,
+            });
         }
         match connect_replica(ctx, replica, group.connect_timeout, &mut attempts).await {
             Some(stream) => {

@@ -7,6 +7,15 @@
 //! session with its socket; bytes that came while it was idle are read through it first, and
 //! only TLS's own (session tickets) let it stay.
 //!
+//! The probe is one syscall per request, on keep-alive traffic the only one besides the four
+//! reads and writes (perf/NOTES.md, "Keep-alive syscalls"). It is skipped (`Reuse::Retryable`)
+//! for a plain connection that came back less than `UNPROBED_REUSE` ago when the request can be
+//! sent twice (no body, idempotent method): if the upstream did close it meanwhile, the
+//! exchange sees the close before any answer byte and sends the request again on a fresh
+//! connection (`proxy::exchange`, `Attempt::StaleUpstream`). A request that cannot be sent
+//! twice always gets a probed connection: sent on one the upstream had closed, it would have no
+//! retry path and the client would get a 502.
+//!
 //! A reload (`crate::reload`) may take a replica out of every route: its idle connections are
 //! closed at once, and a busy one is closed when its request ends (`put` refuses it), so the
 //! pool of a removed replica drains by itself. A replica that a later reload brings back is
@@ -16,6 +25,25 @@ use std::time::{Duration, Instant};
 
 use super::stream::UpstreamStream;
 use crate::conn_io::PeekState;
+
+/// A plain connection back in the pool for less than this is handed to a retryable request
+/// without the liveness probe. Well under the shortest idle timeout common upstreams apply
+/// (gunicorn 2 s, Node and uvicorn 5 s, nginx 75 s), so such a connection is rarely closed yet,
+/// and bytes an upstream sends before closing an idle connection (a 408) come at that timeout,
+/// not within this window; a close inside it costs one retry, never a request. Under keep-alive
+/// load connections come back within milliseconds, so nearly every reuse skips the probe.
+pub(crate) const UNPROBED_REUSE: Duration = Duration::from_secs(1);
+
+/// What a request allows of a pooled connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// The request cannot be sent twice (it has a body, or its method is not idempotent): only a
+    /// connection the probe finds alive and quiet.
+    ProbedOnly,
+    /// The request can be sent again on a fresh connection if the pooled one turns out closed:
+    /// a plain connection that came back within `UNPROBED_REUSE` is taken without the probe.
+    Retryable,
+}
 
 struct Pooled {
     stream: UpstreamStream,
@@ -42,17 +70,21 @@ impl UpstreamPool {
     }
 
     /// The most recently used live connection to `replica`, if any (LIFO keeps few connections warm
-    /// and lets the others age out).
-    pub fn take(&mut self, replica: usize) -> Option<UpstreamStream> {
+    /// and lets the others age out). `reuse` says whether a recent one may skip the probe.
+    pub(crate) fn take(&mut self, replica: usize, reuse: Reuse) -> Option<UpstreamStream> {
         let now = Instant::now();
         let list = &mut self.idle[replica];
         while let Some(mut pooled) = list.pop() {
-            if now.duration_since(pooled.since) >= self.max_idle {
+            let idle = now.duration_since(pooled.since);
+            if idle >= self.max_idle {
                 // Everything below is older still.
                 list.clear();
                 return None;
             }
-            if pooled.stream.idle_state() == PeekState::Quiet {
+            let trusted = reuse == Reuse::Retryable
+                && idle < UNPROBED_REUSE
+                && matches!(pooled.stream, UpstreamStream::Plain(_));
+            if trusted || pooled.stream.idle_state() == PeekState::Quiet {
                 return Some(pooled.stream);
             }
         }

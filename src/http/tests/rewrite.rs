@@ -379,3 +379,32 @@ fn a_switching_response_keeps_upgrade_and_the_client_gets_the_request_id() {
         .unwrap()
         .contains("\r\nX-Request-Id: id-9\r\n\r\n"));
 }
+
+/// The hand-written IPv4 form is `Display`'s, for every octet width and for a mapped address.
+#[test]
+fn client_addr_is_written_as_display_writes_it() {
+    use crate::http::rewrite::put_client_addr;
+    let mut cases: Vec<IpAddr> = [
+        "0.0.0.0",
+        "127.0.0.1",
+        "9.10.99.100",
+        "255.255.255.255",
+        "192.168.1.20",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:10.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    cases.extend((0..=255u8).map(|o| IpAddr::from([o, 255 - o, o / 3, o / 7])));
+    for addr in cases {
+        let mut out = BytesMut::new();
+        put_client_addr(&mut out, addr);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            addr.to_canonical().to_string(),
+            "{addr}"
+        );
+    }
+}
