@@ -436,7 +436,7 @@ impl Config {
             .upstreams
             .iter()
             .filter(|u| u.spec.tls_name.is_some())
-            .map(|u| u.spec.url.as_str())
+            .map(|u| &*u.spec.url)
             .collect();
         let list = if https.is_empty() {
             "none configured yet".to_string()
@@ -481,7 +481,7 @@ fn replicas(
 ) -> Result<Vec<usize>, ConfigError> {
     let mut indices = Vec::with_capacity(urls.len());
     for url in urls {
-        if let Some(known) = upstreams.iter().position(|u| u.spec.url == *url) {
+        if let Some(known) = upstreams.iter().position(|u| *u.spec.url == **url) {
             indices.push(known);
             continue;
         }

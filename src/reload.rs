@@ -186,11 +186,7 @@ impl ConfigReload {
         LOADED_AT.store(unix_now(), Ordering::Relaxed);
         RELOADS_OK.fetch_add(1, Ordering::Relaxed);
 
-        let urls: Vec<&str> = shared
-            .upstreams
-            .iter()
-            .map(|u| u.spec.url.as_str())
-            .collect();
+        let urls: Vec<&str> = shared.upstreams.iter().map(|u| &*u.spec.url).collect();
         crate::log_info!(
             "configuration reloaded from {file} (generation {generation}): {} routes for new requests; open streams and requests in flight keep the routes they started with",
             shared.routes.len()
@@ -544,7 +540,7 @@ mod tests {
         .collect();
         let loaded = crate::config_file::load(&argv).unwrap();
         let new = Config::from_loaded_keeping(&loaded, &running.upstreams).unwrap();
-        let urls: Vec<&str> = new.upstreams.iter().map(|u| u.spec.url.as_str()).collect();
+        let urls: Vec<&str> = new.upstreams.iter().map(|u| &*u.spec.url).collect();
         assert_eq!(
             urls,
             [

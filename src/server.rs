@@ -123,11 +123,7 @@ impl Server {
                 }
             }
         }
-        let upstreams: Vec<&str> = config
-            .upstreams
-            .iter()
-            .map(|u| u.spec.url.as_str())
-            .collect();
+        let upstreams: Vec<&str> = config.upstreams.iter().map(|u| &*u.spec.url).collect();
         // Before the listening line: an insecure setting is known before anything is served.
         config.log_upstream_tls();
         crate::log_info!(

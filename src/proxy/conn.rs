@@ -586,16 +586,19 @@ mod tests {
     }
 
     /// An SSE stream's task (`serve_stream`): the connection and its relay in one future, what
-    /// every stream holds for its life besides its ring, status and sockets. 1456 bytes in a
-    /// release build; with monoio's task header (48) the task is one 1504-byte allocation, in
-    /// mimalloc's 1536-byte size class (before: a 376-byte connection task and the 1256-byte
-    /// boxed relay, 384 + 1280 in their classes). Past 1536 - 48 the stream pays the next class
-    /// (1792).
+    /// every stream holds for its life besides its ring, status and sockets. With monoio's task
+    /// header (48) the task is one allocation: 1280 bytes in a release build (the allocation
+    /// census, perf/NOTES.md "The stream task in the 1280 class"), exactly mimalloc's 1280-byte
+    /// size class; 1456 (class 1536) before the resume state, the upstream's leftover bytes and
+    /// the kept request were boxed or made smaller and the chunk-line scratch became the
+    /// worker's. This test runs in a debug build, where the future is 8 bytes larger than in
+    /// release (1240 against 1232): past 1240 here, the release task most likely pays the next
+    /// class (1536).
     #[test]
     fn a_stream_task_stays_small() {
         let size = future_size2(&super::serve_stream::<monoio::net::TcpStream>);
         eprintln!("serve_stream future: {size} bytes");
-        assert!(size <= 1536 - 48, "serve_stream future is {size} bytes");
+        assert!(size <= 1240, "serve_stream future is {size} bytes");
     }
 
     /// A TLS client's relay and connection task: what a TLS stream holds besides its session

@@ -356,7 +356,7 @@ pub(crate) async fn run<C: ClientStream>(
             route: route.as_deref(),
             status: 101,
             bytes: head_len + down.moved,
-            upstream: Some(&url),
+            upstream: Some(&*url),
             kind: LineKind::Tunnel {
                 to_upstream: upward.moved,
                 to_client: down.moved,

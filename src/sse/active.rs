@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::table::Lineage;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
@@ -38,9 +39,9 @@ impl RelayState {
 pub struct StreamStatus {
     /// The lineage the relay writes (its ring's depth is shown).
     pub lineage: Rc<Lineage>,
-    /// URL of the replica currently (or last) serving the stream (a `Box<str>`: 8 bytes less
-    /// than a `String` in every stream's row).
-    pub upstream: RefCell<Box<str>>,
+    /// URL of the replica currently (or last) serving the stream: the replica's own string,
+    /// shared (no copy per stream). None for a follower (its upstream is another stream's).
+    pub upstream: RefCell<Option<Arc<str>>>,
     /// The client's cursor: the last event id delivered.
     pub last_id: RefCell<Vec<u8>>,
     pub state: Cell<RelayState>,
@@ -87,8 +88,8 @@ impl StreamStatus {
 
 /// What a stream's row starts with besides its lineage.
 pub(crate) struct StreamFacts {
-    /// URL of the replica serving the stream first.
-    pub(crate) upstream: String,
+    /// URL of the replica serving the stream first (None: a follower).
+    pub(crate) upstream: Option<Arc<str>>,
     pub(crate) request_id: RequestId,
     pub(crate) log: Option<RequestStart>,
     /// The response head's length (counted in `bytes`).
@@ -133,7 +134,7 @@ impl ActiveStreams {
     pub(crate) fn register(&self, lineage: Rc<Lineage>, facts: StreamFacts) -> ActiveEntry {
         let status = Rc::new(StreamStatus {
             lineage,
-            upstream: RefCell::new(facts.upstream.into_boxed_str()),
+            upstream: RefCell::new(facts.upstream),
             last_id: RefCell::new(Vec::new()),
             state: Cell::new(RelayState::Streaming),
             resumes: Cell::new(0),
@@ -178,7 +179,7 @@ impl ActiveStreams {
                 };
                 StreamView {
                     path: s.lineage.scope.target(),
-                    upstream: s.upstream.borrow().to_string(),
+                    upstream: s.upstream.borrow().as_deref().unwrap_or("").to_string(),
                     last_id: String::from_utf8_lossy(&s.last_id.borrow()).into_owned(),
                     state: s.state.get().name(),
                     resumes: u64::from(s.resumes.get()),

@@ -92,7 +92,7 @@ pub fn follow<'a, C: ClientStream>(
         log,
     } = start;
     let facts = StreamFacts {
-        upstream: String::new(),
+        upstream: None,
         request_id,
         log,
         head_bytes: head.len() as u64,

@@ -2,6 +2,7 @@
 //! batch for HTTP/1.1, raw bytes for a close-delimited HTTP/1.0 response), heartbeats, the last
 //! chunk, and the one writev that sends them.
 
+use std::cell::RefCell;
 use std::io;
 
 use bytes::{Bytes, BytesMut};
@@ -17,13 +18,19 @@ pub const HEARTBEAT: &[u8] = b": keep-alive\n\n";
 /// Room for many chunk-size lines per allocation of the scratch buffer.
 const SCRATCH_BLOCK: usize = 512;
 
+thread_local! {
+    /// Chunk-size lines are cut from this small buffer instead of one allocation each: one per
+    /// worker thread, shared by its streams (a line's `Bytes` keeps its block alive until it is
+    /// sent), not one per stream (32 bytes of every stream's future, and a block that a quiet
+    /// stream had to let go).
+    static CHUNK_LINES: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
 /// The bytes queued for one client, framed for its connection.
 pub struct ClientQueue {
     pub framing: OutFraming,
     /// Bytes framed for the client and not yet handed to a write.
     pending: BytesVec,
-    /// Chunk-size lines are cut from this small buffer instead of one allocation each.
-    scratch: BytesMut,
 }
 
 impl ClientQueue {
@@ -31,7 +38,6 @@ impl ClientQueue {
         ClientQueue {
             framing,
             pending: BytesVec::new(),
-            scratch: BytesMut::new(),
         }
     }
 
@@ -56,7 +62,7 @@ impl ClientQueue {
         }
         if self.framing == OutFraming::Chunked {
             let header = ChunkHeader::new(len);
-            let line = cut(&mut self.scratch, header.as_bytes());
+            let line = cut(header.as_bytes());
             self.pending.push(line);
         }
         for b in blocks {
@@ -70,10 +76,7 @@ impl ClientQueue {
     /// Queues the heartbeat comment.
     pub fn push_heartbeat(&mut self) {
         if self.framing == OutFraming::Chunked {
-            let line = cut(
-                &mut self.scratch,
-                ChunkHeader::new(HEARTBEAT.len()).as_bytes(),
-            );
+            let line = cut(ChunkHeader::new(HEARTBEAT.len()).as_bytes());
             self.pending.push(line);
             self.pending.push_static(HEARTBEAT);
             self.pending.push_static(CHUNK_END);
@@ -139,18 +142,20 @@ impl ClientQueue {
     pub fn shrink(&mut self) {
         if self.pending.is_empty() {
             self.pending = BytesVec::new();
-            self.scratch = BytesMut::new();
         }
     }
 }
 
-/// Copies `bytes` into the scratch buffer and hands them out as a slice of it.
-fn cut(scratch: &mut BytesMut, bytes: &[u8]) -> Bytes {
-    if scratch.capacity() - scratch.len() < bytes.len() {
-        *scratch = BytesMut::with_capacity(SCRATCH_BLOCK);
-    }
-    scratch.extend_from_slice(bytes);
-    scratch.split().freeze()
+/// Copies `bytes` into the worker's scratch buffer and hands them out as a slice of it.
+fn cut(bytes: &[u8]) -> Bytes {
+    CHUNK_LINES.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.capacity() - scratch.len() < bytes.len() {
+            *scratch = BytesMut::with_capacity(SCRATCH_BLOCK);
+        }
+        scratch.extend_from_slice(bytes);
+        scratch.split().freeze()
+    })
 }
 
 #[cfg(test)]

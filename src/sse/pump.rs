@@ -161,9 +161,9 @@ impl Relay<'_> {
         // while something is due.
         let mut timer = StreamTimer::default();
         // Since when the client's socket has taken none of what is queued (send timeout).
+        // Also since when the stream has been quiet, while it waits idle (`quiet_since` below:
+        // one slot for both, 16 bytes less in every stream's future; reset on the way out).
         let mut blocked_since: Option<Instant> = None;
-        // The upstream's readiness, seen by a wait below and acted on after it (in our turn).
-        let mut ready_now: Option<io::Result<()>> = None;
         // When the turn under way began (charged to the worker's slice once its send is done).
         let mut turn_started: Option<Instant> = None;
 
@@ -177,7 +177,7 @@ impl Relay<'_> {
                     Ok(_) => {
                         let now = Instant::now();
                         self.last_sent = now;
-                        if let Some(since) = self.gap_from.take() {
+                        if let Some(since) = self.resumes.as_mut().and_then(|r| r.gap_from.take()) {
                             self.ctx.metrics.record_gap(since.elapsed());
                         }
                         blocked_since = (!self.queue_empty(client)).then_some(now);
@@ -211,15 +211,16 @@ impl Relay<'_> {
                     QUEUE_HIGH_WATER
                 };
                 let room = reading && self.queued(client) < high_water;
-                monoio::select! {
+                // The upstream's readiness, seen by the wait and acted on after it (in our
+                // turn): the select's value, so it is no slot of the future's.
+                let ready_now = monoio::select! {
                     res = client.tcp().writable(false) => {
                         if res.is_err() {
                             return BodyEnd::ClientGone;
                         }
+                        None
                     }
-                    res = ready.as_mut(), if room => {
-                        ready_now = Some(res);
-                    }
+                    res = ready.as_mut(), if room => Some(res),
                     _ = timer.fired() => {
                         crate::log_info!(
                             "sse {}: client took no bytes for the send timeout; disconnecting",
@@ -227,15 +228,14 @@ impl Relay<'_> {
                         );
                         return BodyEnd::SlowClient;
                     }
-                }
-                if let Some(res) = ready_now.take() {
+                };
+                if let Some(res) = ready_now {
                     turn_started = Some(self.take_turn(res, up, &mut up_state).await);
                     reading = up_state.is_none();
                     ready.set(up.tcp().readable(false));
                 }
                 continue;
             }
-            blocked_since = None;
             if let Some(end) = up_state.take() {
                 return end;
             }
@@ -245,25 +245,26 @@ impl Relay<'_> {
             // let go once it has been quiet for CLIENT_WATCH_DELAY, not at once: a busy stream
             // between two reads would free and grow them again every time (its block list
             // alone: ten reallocations, copying ~90 KB, per burst of small events).
-            let quiet_since = Instant::now();
+            // Since when it has been quiet: `blocked_since`'s slot (see there).
+            blocked_since = Some(Instant::now());
             let mut buffers_held = true;
             // A stream whose request ends with its response (MCP 2026-07-28) is watched at
             // once: its upstream must close as soon as the client leaves.
             let mut watching = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
             let mut client_busy = false;
             while self.out.is_empty() && up_state.is_none() {
+                let quiet_since = blocked_since.unwrap_or_else(Instant::now);
                 let wake_at =
                     self.idle_wake(quiet_since, (!watching && !client_busy) || buffers_held);
                 match wake_at {
                     Some(at) => timer.arm(&self.ctx.timers, at),
                     None => timer.disarm(),
                 }
-                monoio::select! {
-                    res = ready.as_mut(), if reading => {
-                        ready_now = Some(res);
-                    }
+                let ready_now = monoio::select! {
+                    res = ready.as_mut(), if reading => Some(res),
                     _ = timer.fired(), if wake_at.is_some() => {
                         let now = Instant::now();
+                        let quiet_since = blocked_since.unwrap_or(now);
                         let idle_timeout = self.route.settings.resume.idle_timeout;
                         if idle_timeout.is_some_and(|d| now >= self.last_upstream + d) {
                             crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
@@ -280,6 +281,7 @@ impl Relay<'_> {
                         } else if !client_busy && quiet_long {
                             watching = true;
                         }
+                        None
                     }
                     ready = client.tcp().readable(false), if watching => {
                         match (ready, client.peek_state()) {
@@ -291,14 +293,17 @@ impl Relay<'_> {
                             }
                             (_, PeekState::Quiet) => {}
                         }
+                        None
                     }
-                }
-                if let Some(res) = ready_now.take() {
+                };
+                if let Some(res) = ready_now {
                     turn_started = Some(self.take_turn(res, up, &mut up_state).await);
                     reading = up_state.is_none();
                     ready.set(up.tcp().readable(false));
                 }
             }
+            // No longer quiet: the slot is the send's again.
+            blocked_since = None;
         }
     }
 
@@ -443,10 +448,10 @@ impl Relay<'_> {
 
     /// Frames the body bytes that came with the upstream's response head.
     fn ingest_buffered(&mut self) -> Option<BodyEnd> {
-        let mut buf = mem::take(&mut self.ubuf);
+        let mut buf = self.take_ubuf();
         let end = self.ingest(&mut buf);
         compact(&mut buf);
-        self.ubuf = buf;
+        self.keep_ubuf(buf);
         end
     }
 
@@ -469,7 +474,7 @@ impl Relay<'_> {
     /// upstream) and frames it. Returns how the body ended, if it did.
     fn after_ready(&mut self, ready: io::Result<()>, up: &UpstreamStream) -> Option<BodyEnd> {
         let fd = up.as_raw_fd();
-        let mut buf = mem::take(&mut self.ubuf);
+        let mut buf = self.take_ubuf();
         let res = ready.and_then(|()| match up.session() {
             None => read_now(fd, &mut buf),
             Some(mut tls) => tls.read_now(fd, &mut buf),
@@ -481,7 +486,7 @@ impl Relay<'_> {
                 let end = self.ingest_read(&mut buf);
                 if end.is_some() {
                     compact(&mut buf);
-                    self.ubuf = buf;
+                    self.keep_ubuf(buf);
                     return end;
                 }
                 Ok(Some(0))
@@ -504,7 +509,7 @@ impl Relay<'_> {
             }
         };
         compact(&mut buf);
-        self.ubuf = buf;
+        self.keep_ubuf(buf);
         end
     }
 
@@ -736,7 +741,7 @@ impl Relay<'_> {
         let recorded = batch.bytes();
         ctx.streams.record_batch(&self.ring, batch, &ctx.metrics);
         if recorded > 0 {
-            if let Some(fanout) = self.ring.lineage.fanout.borrow().as_ref() {
+            if let Some(fanout) = self.ring.lineage.fanout() {
                 fanout.recorded_bytes(recorded);
             }
         }

@@ -76,7 +76,7 @@ impl Relay<'_> {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         };
         let give_up_at =
-            self.stalled_since.unwrap_or(dropped_at) + self.route.settings.resume.timeout;
+            self.resumes().stalled_since.unwrap_or(dropped_at) + self.route.settings.resume.timeout;
         let mut attempts = 0u32;
         let mut wait = first_wait;
         loop {

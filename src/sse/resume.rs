@@ -4,6 +4,7 @@
 //!
 //! This file holds the decisions and one reconnect attempt; the relay drives them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::conn_io::{read_more_within, write_vec_within, BytesVec, IoFailure};
@@ -143,17 +144,20 @@ pub enum RetryReason {
     /// No replica accepted a connection (each one's failure).
     Connect(Vec<String>),
     /// The request could not be written to the upstream.
-    Send { url: String },
+    Send { url: Arc<str> },
     /// The upstream closed before answering.
-    Closed { url: String },
+    Closed { url: Arc<str> },
     /// No answer head within `--upstream-header-timeout`.
-    NoAnswer { url: String },
+    NoAnswer { url: Arc<str> },
     /// The answer was not valid HTTP.
-    Invalid { url: String, detail: String },
+    Invalid { url: Arc<str>, detail: String },
     /// Reading the answer failed.
-    Io { url: String, error: std::io::Error },
+    Io {
+        url: Arc<str>,
+        error: std::io::Error,
+    },
     /// 5xx, 408 or 429: the upstream asks to come back later.
-    Status { url: String, status: u16 },
+    Status { url: Arc<str>, status: u16 },
 }
 
 impl std::fmt::Display for RetryReason {

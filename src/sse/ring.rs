@@ -52,6 +52,11 @@ const INDEX_FROM: usize = 8;
 /// Longest id read as a number: u64::MAX has 20 digits; 19 always fit.
 const MAX_NUMERIC_ID_DIGITS: usize = 19;
 
+/// `ReplayRing::newest_number` when the ring has no numbered id: no id of at most
+/// MAX_NUMERIC_ID_DIGITS digits reads as u64::MAX (a u64 and a sentinel instead of an
+/// `Option<u64>`: 8 bytes less in every ring, see `ReplayRing::by_id`).
+const NO_NUMBER: u64 = u64::MAX;
+
 /// One event on its own, with its bytes: what is copied out of a ring (a reconnection adopting
 /// another ring's events, another worker's answer) and what the replay store reads back.
 #[derive(Debug, Clone)]
@@ -260,6 +265,9 @@ pub(crate) fn numeric_id(id: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// A ring's index of ids (see `ReplayRing::by_id`).
+type IdIndex = HashMap<u64, u64, BuildHasherDefault<IdHasher>>;
+
 #[derive(Debug)]
 pub struct ReplayRing {
     /// The buffers the events lie in, oldest first; each holds at least one event.
@@ -272,23 +280,26 @@ pub struct ReplayRing {
     /// Every id in the ring is a canonical decimal number larger than the one before it: ids
     /// are found by binary search and `by_id` is not kept.
     numbered: bool,
-    /// The newest id's number, while `numbered` (None: no id yet).
-    newest_number: Option<u64>,
+    /// The newest id's number, while `numbered` (NO_NUMBER: no id yet; `newest_number()`).
+    newest_number: u64,
     /// Latest seq of each id still in the ring, keyed by the id's hash (no key copy per event;
     /// a lookup checks the event's id, so a hash collision is a miss, never a wrong answer).
     /// Built only for rings that are not `numbered` once they hold more than INDEX_FROM events:
-    /// a small ring is scanned, and the many rings of quiet streams hold no table.
-    by_id: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
-    /// `by_id` is built and kept up to date.
-    indexed: bool,
+    /// a small ring is scanned, and the many rings of quiet streams hold no table. Some: built
+    /// and kept up to date. Boxed: an empty map is 32 bytes inline in every ring, the box 8,
+    /// and the lineage that holds the ring sits at an allocator size-class edge
+    /// (`table::tests::a_lineage_stays_small`).
+    by_id: Option<Box<IdIndex>>,
     /// Seq of `slots[0]` (of the next event when empty).
     first_seq: u64,
     /// Sum of the events' lengths: what `--replay-bytes` bounds.
     bytes: usize,
     /// Runs' `held` plus every overhead: what the replay budget counts.
     cost: usize,
-    max_events: usize,
-    max_bytes: usize,
+    /// `--replay-events` and `--replay-bytes` (u32: 8 bytes less in every ring; bounds past
+    /// 4 Gi are taken as 4 Gi, far more than any worker's share of `--replay-memory`).
+    max_events: u32,
+    max_bytes: u32,
 }
 
 impl ReplayRing {
@@ -298,15 +309,19 @@ impl ReplayRing {
             first_run: 0,
             slots: VecDeque::new(),
             numbered: true,
-            newest_number: None,
-            by_id: HashMap::default(),
-            indexed: false,
+            newest_number: NO_NUMBER,
+            by_id: None,
             first_seq: 1,
             bytes: 0,
             cost: 0,
-            max_events: max_events.max(1),
-            max_bytes,
+            max_events: clamp_u32(max_events.max(1)),
+            max_bytes: clamp_u32(max_bytes),
         }
+    }
+
+    /// The newest id's number, while the ring is numbered and has one.
+    fn newest_number(&self) -> Option<u64> {
+        (self.newest_number != NO_NUMBER).then_some(self.newest_number)
     }
 
     /// Seq of the newest event, `first_seq - 1` when empty (0 for a new ring).
@@ -367,15 +382,15 @@ impl ReplayRing {
     pub fn push_batch(&mut self, batch: &mut RingBatch) -> u64 {
         // Room first, as far as the count bound says: the deque never grows past it for a
         // batch that fits (a full ring stays at its capacity).
-        let excess = (self.slots.len() + batch.len()).saturating_sub(self.max_events);
+        let excess = (self.slots.len() + batch.len()).saturating_sub(self.max_events as usize);
         self.evict_front(excess.min(self.slots.len()));
         // A numbered batch after a numbered ring's newest keeps the ring numbered: its ids
         // were read as numbers once, by the batch; none is parsed again here.
         let numbered_in_order = match batch.numbers() {
             Some((Some(first), Some(newest)))
-                if self.numbered && self.newest_number.is_none_or(|n| first > n) =>
+                if self.numbered && self.newest_number().is_none_or(|n| first > n) =>
             {
-                self.newest_number = Some(newest);
+                self.newest_number = newest;
                 true
             }
             Some((None, _)) => true,
@@ -411,16 +426,16 @@ impl ReplayRing {
     fn note_id_value(&mut self, value: &[u8]) {
         if self.numbered {
             match numeric_id(value) {
-                Some(n) if self.newest_number.is_none_or(|newest| n > newest) => {
-                    self.newest_number = Some(n);
+                Some(n) if self.newest_number().is_none_or(|newest| n > newest) => {
+                    self.newest_number = n;
                 }
                 // Not a number, or not larger: from now on ids go through the index.
                 _ => self.numbered = false,
             }
         }
-        if self.indexed {
-            let seq = self.head_seq() + 1;
-            self.by_id.insert(id_hash(value), seq);
+        let seq = self.head_seq() + 1;
+        if let Some(by_id) = &mut self.by_id {
+            by_id.insert(id_hash(value), seq);
         }
     }
 
@@ -449,13 +464,14 @@ impl ReplayRing {
         // The oldest events past the count bound, then while the bytes are past theirs (one
         // event always stays).
         let len = self.slots.len();
-        let over_count = len.saturating_sub(self.max_events);
+        let over_count = len.saturating_sub(self.max_events as usize);
+        let max_bytes = self.max_bytes as usize;
         let mut n = over_count;
-        if self.bytes > self.max_bytes {
+        if self.bytes > max_bytes {
             let mut bytes = self.bytes;
             n = 0;
             for slot in &self.slots {
-                if n >= over_count && (bytes <= self.max_bytes || n + 1 == len) {
+                if n >= over_count && (bytes <= max_bytes || n + 1 == len) {
                     break;
                 }
                 bytes -= slot.len as usize;
@@ -463,7 +479,7 @@ impl ReplayRing {
             }
         }
         self.evict_front(n);
-        if !self.indexed && !self.numbered && self.slots.len() > INDEX_FROM {
+        if self.by_id.is_none() && !self.numbered && self.slots.len() > INDEX_FROM {
             self.build_index();
         }
     }
@@ -473,7 +489,7 @@ impl ReplayRing {
         if n == 0 {
             return;
         }
-        if self.indexed {
+        if self.by_id.is_some() {
             for _ in 0..n {
                 self.pop_slot();
             }
@@ -496,12 +512,12 @@ impl ReplayRing {
         self.first_seq += 1;
         self.bytes -= old.len as usize;
         self.cost -= SLOT_OVERHEAD;
-        if self.indexed {
+        if let Some(by_id) = &mut self.by_id {
             let run = &self.runs[old.run.wrapping_sub(self.first_run) as usize];
             if let Some(id) = old.id.value(old.raw(&run.bytes)) {
                 let h = id_hash(id);
-                if self.by_id.get(&h) == Some(&seq) {
-                    self.by_id.remove(&h);
+                if by_id.get(&h) == Some(&seq) {
+                    by_id.remove(&h);
                 }
             }
         }
@@ -526,22 +542,22 @@ impl ReplayRing {
             debug_assert!(self.runs.is_empty() && self.cost == 0 && self.bytes == 0);
             self.slots = VecDeque::new();
             self.runs = VecDeque::new();
-            self.by_id = HashMap::default();
-            self.indexed = false;
+            self.by_id = None;
             self.numbered = true;
-            self.newest_number = None;
+            self.newest_number = NO_NUMBER;
         }
     }
 
     /// Indexes every id the ring holds (the ring has outgrown scanning).
     fn build_index(&mut self) {
         let first = self.first_seq;
+        let mut by_id = Box::<IdIndex>::default();
         for i in 0..self.slots.len() {
             if let Some(id) = self.event(i).id() {
-                self.by_id.insert(id_hash(id), first + i as u64);
+                by_id.insert(id_hash(id), first + i as u64);
             }
         }
-        self.indexed = true;
+        self.by_id = Some(by_id);
     }
 
     /// Drops the oldest events until the ring costs at most `cost`. Returns how many went. A
@@ -569,13 +585,13 @@ impl ReplayRing {
         if self.numbered {
             return self.seq_of_number(id);
         }
-        if !self.indexed {
+        let Some(by_id) = &self.by_id else {
             let i = (0..self.slots.len())
                 .rev()
                 .find(|&i| self.event(i).id() == Some(id))?;
             return Some(self.first_seq + i as u64);
-        }
-        let seq = *self.by_id.get(&id_hash(id))?;
+        };
+        let seq = *by_id.get(&id_hash(id))?;
         let event = self.get(seq)?;
         (event.id() == Some(id)).then_some(seq)
     }
@@ -585,7 +601,7 @@ impl ReplayRing {
     fn seq_of_number(&self, id: &[u8]) -> Option<u64> {
         let wanted = numeric_id(id)?;
         // A resumed upstream's fresh event is newer than everything here: one comparison.
-        if self.newest_number.is_none_or(|newest| wanted > newest) {
+        if self.newest_number().is_none_or(|newest| wanted > newest) {
             return None;
         }
         let (mut lo, mut hi) = (0, self.slots.len());
