@@ -50,7 +50,7 @@ pub const EVENT_OVERHEAD: usize = SLOT_OVERHEAD + RUN_OVERHEAD;
 const INDEX_FROM: usize = 8;
 
 /// Longest id read as a number: u64::MAX has 20 digits; 19 always fit.
-const MAX_NUMERIC_ID_DIGITS: usize = 19;
+pub(crate) const MAX_NUMERIC_ID_DIGITS: usize = 19;
 
 /// One event on its own, with its bytes: what is copied out of a ring (a reconnection adopting
 /// another ring's events, another worker's answer) and what the replay store reads back.
