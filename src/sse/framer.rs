@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use std::fmt;
 
 use super::line_ends::LineEnds;
+use super::ring::MAX_NUMERIC_ID_DIGITS;
 
 /// Largest block the framer assembles, in bytes; past it `feed` returns FrameError::EventTooLarge and the stream must end.
 /// 16 MiB: MCP tool results (files, images) and model outputs arrive as one event; what all
@@ -102,6 +103,150 @@ impl SseBlock {
     }
 }
 
+/// Where the bytes of a block framed by [`EventFramer::feed_read`] are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BlockBytes {
+    /// `read[start..start + len]` of the read its piece came in: a span, not a `Bytes` (no
+    /// reference count taken and dropped per event; the relay cuts one slice per run of
+    /// adjacent blocks for the client and records the read once in the ring).
+    InRead { start: usize, len: usize },
+    /// Assembled over several pieces (or reads): its own allocation.
+    Own(Bytes),
+}
+
+/// A complete block as the relay takes it from [`EventFramer::feed_read`]: an [`SseBlock`]
+/// whose bytes are a span of the read when they lie in it.
+#[derive(Clone, Debug)]
+pub(crate) struct FramedBlock {
+    pub(crate) bytes: BlockBytes,
+    /// Its id, a span of the block's own bytes (as [`SseBlock::id`]).
+    pub(crate) id: EventId,
+    /// The id as a canonical decimal number (`super::ring::numeric_id`), read while the line
+    /// was classified: the ring's batch need not parse it again.
+    pub(crate) number: Option<u64>,
+    pub(crate) retry: Option<u64>,
+    pub(crate) fires: bool,
+}
+
+impl FramedBlock {
+    /// The block's bytes, given the read it was framed from.
+    #[inline]
+    pub(crate) fn raw<'a>(&'a self, read: &'a [u8]) -> &'a [u8] {
+        match &self.bytes {
+            BlockBytes::InRead { start, len } => &read[*start..*start + *len],
+            BlockBytes::Own(raw) => raw,
+        }
+    }
+}
+
+/// A block `scan` completed: where its bytes are.
+enum Completed {
+    /// `piece[start..end]` of the piece being scanned.
+    InPiece { start: usize, end: usize },
+    /// Assembled in `partial` over several pieces.
+    Own(Bytes),
+}
+
+/// Where the framer puts the blocks it completes: [`SseBlock`]s, each a `Bytes` of its own
+/// (`feed`), or [`FramedBlock`]s, spans of the read (`feed_read`, the relay's path).
+trait BlockSink {
+    /// Blocks in it so far.
+    fn count(&self) -> usize;
+    /// Adds a block; `number` is its id's, when that is a canonical number.
+    fn push(
+        &mut self,
+        block: Completed,
+        id: EventId,
+        number: Option<u64>,
+        retry: Option<u64>,
+        fires: bool,
+    );
+    /// The id of the last block from `first` on that set one (the cursor after them).
+    fn last_id_from(&self, first: usize) -> Option<&[u8]>;
+}
+
+/// `feed`'s sink: the piece's blocks as slices of it.
+struct SliceSink<'a> {
+    piece: &'a Bytes,
+    out: &'a mut Vec<SseBlock>,
+}
+
+impl BlockSink for SliceSink<'_> {
+    fn count(&self) -> usize {
+        self.out.len()
+    }
+
+    fn push(
+        &mut self,
+        block: Completed,
+        id: EventId,
+        _number: Option<u64>,
+        retry: Option<u64>,
+        fires: bool,
+    ) {
+        let raw = match block {
+            Completed::InPiece { start, end } => self.piece.slice(start..end),
+            Completed::Own(raw) => raw,
+        };
+        self.out.push(SseBlock {
+            raw,
+            id,
+            retry,
+            fires,
+        });
+    }
+
+    fn last_id_from(&self, first: usize) -> Option<&[u8]> {
+        self.out[first..].iter().rev().find_map(SseBlock::id)
+    }
+}
+
+/// `feed_read`'s sink: the blocks lying in the piece as spans of the read, whose bytes from
+/// `base` on are the piece.
+struct SpanSink<'a> {
+    read: &'a [u8],
+    base: usize,
+    out: &'a mut Vec<FramedBlock>,
+}
+
+impl BlockSink for SpanSink<'_> {
+    fn count(&self) -> usize {
+        self.out.len()
+    }
+
+    #[inline]
+    fn push(
+        &mut self,
+        block: Completed,
+        id: EventId,
+        number: Option<u64>,
+        retry: Option<u64>,
+        fires: bool,
+    ) {
+        let bytes = match block {
+            Completed::InPiece { start, end } => BlockBytes::InRead {
+                start: self.base + start,
+                len: end - start,
+            },
+            Completed::Own(raw) => BlockBytes::Own(raw),
+        };
+        self.out.push(FramedBlock {
+            bytes,
+            id,
+            number,
+            retry,
+            fires,
+        });
+    }
+
+    fn last_id_from(&self, first: usize) -> Option<&[u8]> {
+        self.out[first..]
+            .iter()
+            .rev()
+            .find_map(|b| b.id.value(b.raw(self.read)))
+    }
+}
+
 /// Why the framer gave up on an upstream body. The upstream side failed: end the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
@@ -163,11 +308,48 @@ struct Span {
     end: usize,
 }
 
+/// What an `id` line's value is, read in one pass over it (`IdValue::read`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IdValue {
+    /// All ASCII (valid UTF-8 without a further check).
+    ascii: bool,
+    /// The value as a canonical decimal number (`super::ring::numeric_id`), for the ring.
+    number: Option<u64>,
+}
+
+impl IdValue {
+    /// Reads a valid id's value; None when it holds a NUL (rule 7: the line is ignored). One
+    /// loop for the NUL, ASCII and digit checks: ids are a few bytes, where a `memchr` call's
+    /// set-up and a second pass for the number cost more than the bytes.
+    #[inline]
+    fn read(value: &[u8]) -> Option<IdValue> {
+        let (mut ascii, mut digits, mut n) = (true, true, 0u64);
+        for &b in value {
+            if b == 0 {
+                return None;
+            }
+            ascii &= b.is_ascii();
+            let d = b.wrapping_sub(b'0');
+            digits &= d < 10;
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+        }
+        let canonical = digits
+            && !value.is_empty()
+            && value.len() <= MAX_NUMERIC_ID_DIGITS
+            && (value[0] != b'0' || value.len() == 1);
+        Some(IdValue {
+            ascii,
+            number: canonical.then_some(n),
+        })
+    }
+}
+
 /// What the open block's complete lines have said so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct BlockFacts {
-    /// Value of the last valid `id` line (rule 7), sliced out of the raw block at dispatch.
-    id: Option<Span>,
+    /// Value of the last valid `id` line (rule 7), sliced out of the raw block at dispatch, and
+    /// what it is.
+    id: Option<(Span, IdValue)>,
     /// Last valid `retry` value (rule 9).
     retry: Option<u64>,
     /// Some `data` line was seen: a browser fires an event at dispatch.
@@ -182,7 +364,7 @@ enum LineKind {
     /// A `data` field: the block fires.
     Data,
     /// A valid `id` field whose value starts at `value_start` (line-relative) and runs to the end.
-    Id { value_start: usize },
+    Id { value_start: usize, value: IdValue },
     /// A valid `retry` field.
     Retry { ms: u64 },
     /// Comments, other fields, `id` with NUL, `retry` with non-digits.
@@ -237,15 +419,46 @@ impl EventFramer {
         if self.failed {
             return Err(self.too_large());
         }
-        let Some(piece) = self.strip_bom(piece) else {
+        let Some(skip) = self.strip_bom(&piece) else {
             return Ok(());
+        };
+        let piece = if skip == 0 {
+            piece
+        } else {
+            piece.slice(skip..)
         };
         if piece.is_empty() {
             return Ok(());
         }
-        let first = out.len();
-        let result = self.scan(&piece, out);
-        self.commit_cursor(&out[first..]);
+        self.feed_sink(&piece, &mut SliceSink { piece: &piece, out })
+    }
+
+    /// As [`feed`](Self::feed), for the piece `read[piece]`: the blocks lying in the piece come
+    /// out as spans of `read` (the relay's path: no `Bytes` per block, see [`BlockBytes`]), a
+    /// block assembled over several pieces as its own bytes.
+    pub(crate) fn feed_read(
+        &mut self,
+        read: &[u8],
+        piece: std::ops::Range<usize>,
+        out: &mut Vec<FramedBlock>,
+    ) -> Result<(), FrameError> {
+        if self.failed {
+            return Err(self.too_large());
+        }
+        let Some(skip) = self.strip_bom(&read[piece.clone()]) else {
+            return Ok(());
+        };
+        let base = piece.start + skip;
+        if base == piece.end {
+            return Ok(());
+        }
+        self.feed_sink(&read[base..piece.end], &mut SpanSink { read, base, out })
+    }
+
+    fn feed_sink(&mut self, piece: &[u8], sink: &mut impl BlockSink) -> Result<(), FrameError> {
+        let first = sink.count();
+        let result = self.scan(piece, sink);
+        self.commit_cursor(sink.last_id_from(first));
         if result.is_err() {
             self.failed = true;
             self.partial = BytesMut::new();
@@ -269,14 +482,28 @@ impl EventFramer {
     /// unterminated block (rule 10) and returns how many bytes were dropped. Leaves the framer
     /// ready for a new body, with the cursor kept.
     pub fn finish_into(&mut self, out: &mut Vec<SseBlock>) -> usize {
+        let none = Bytes::new();
+        self.finish_sink(&mut SliceSink { piece: &none, out })
+    }
+
+    /// [`finish_into`](Self::finish_into) for the relay's blocks (`feed_read`).
+    pub(crate) fn finish_framed(&mut self, out: &mut Vec<FramedBlock>) -> usize {
+        self.finish_sink(&mut SpanSink {
+            read: &[],
+            base: 0,
+            out,
+        })
+    }
+
+    fn finish_sink(&mut self, sink: &mut impl BlockSink) -> usize {
         // A block completed by a final CR was handed out when its CR arrived (AfterBlankCr),
         // except one held at the limit (BlankCrAtLimit): it is whole, it goes now. An
         // unterminated block is discarded.
         if self.line == LineState::BlankCrAtLimit {
             let raw = std::mem::take(&mut self.partial).freeze();
-            let first = out.len();
-            self.emit(raw, out);
-            self.commit_cursor(&out[first..]);
+            let first = sink.count();
+            self.emit(Completed::Own(raw), &[], sink);
+            self.commit_cursor(sink.last_id_from(first));
         }
         self.finish()
     }
@@ -332,11 +559,12 @@ impl EventFramer {
         }
     }
 
-    /// Rule 1: consumes the leading BOM of the body, however it is split. Returns the piece left
-    /// to scan, or None when the whole piece is still a possible BOM prefix (held back).
-    fn strip_bom(&mut self, piece: Bytes) -> Option<Bytes> {
+    /// Rule 1: consumes the leading BOM of the body, however it is split. Returns how many of
+    /// the piece's first bytes were BOM (the rest is to scan), or None when the whole piece is
+    /// still a possible BOM prefix (held back).
+    fn strip_bom(&mut self, piece: &[u8]) -> Option<usize> {
         let BomCheck::Pending { matched: held } = self.bom else {
-            return Some(piece);
+            return Some(0);
         };
         let mut matched = held;
         while matched < BOM.len() && piece.get(matched - held) == Some(&BOM[matched]) {
@@ -344,7 +572,7 @@ impl EventFramer {
         }
         if matched == BOM.len() {
             self.bom = BomCheck::Done { stripped: true };
-            return Some(piece.slice(matched - held..));
+            return Some(matched - held);
         }
         if matched - held == piece.len() {
             self.bom = BomCheck::Pending { matched };
@@ -353,7 +581,7 @@ impl EventFramer {
         // Not a BOM: the bytes held from earlier pieces are the start of the first line.
         self.bom = BomCheck::Done { stripped: false };
         self.partial.extend_from_slice(&BOM[..held]);
-        Some(piece)
+        Some(0)
     }
 
     /// Appends bytes of the open block to `partial`, refusing to grow past the limit.
@@ -368,8 +596,7 @@ impl EventFramer {
     /// Frames one non-empty piece (BOM already handled). The open block is always
     /// `partial ++ piece[copied..pos]`; a block offset `o` past `partial` is piece index
     /// `copied + o - partial.len()`.
-    fn scan(&mut self, piece: &Bytes, out: &mut Vec<SseBlock>) -> Result<(), FrameError> {
-        let bytes: &[u8] = piece;
+    fn scan(&mut self, bytes: &[u8], out: &mut impl BlockSink) -> Result<(), FrameError> {
         debug_assert!(!bytes.is_empty());
         let mut copied = 0; // piece bytes before `copied` are in `partial` or already emitted
         let mut pos = 0; // next byte the line search has not looked at
@@ -394,13 +621,13 @@ impl EventFramer {
                     return Err(self.too_large());
                 }
                 let raw = std::mem::take(&mut self.partial).freeze();
-                self.emit(raw, out);
+                self.emit(Completed::Own(raw), bytes, out);
                 line_start = 0;
             }
             LineState::AfterBlankCr => {
                 debug_assert!(self.partial.is_empty(), "the block was handed out");
                 if bytes[0] == b'\n' {
-                    self.emit(piece.slice(..1), out);
+                    self.emit(Completed::InPiece { start: 0, end: 1 }, bytes, out);
                     pos = 1;
                     copied = 1;
                 }
@@ -461,8 +688,8 @@ impl EventFramer {
                         self.line = LineState::BlankCrAtLimit;
                     } else if kind == LineKind::Blank {
                         // The block is complete at this CR: hand it out now.
-                        let raw = self.complete_block(piece, copied, end)?;
-                        self.emit(raw, out);
+                        let block = self.complete_block(bytes, copied, end)?;
+                        self.emit(block, bytes, out);
                         copied = end;
                         self.line = LineState::AfterBlankCr;
                     } else {
@@ -480,8 +707,8 @@ impl EventFramer {
             let end = i + term_len;
             pos = end;
             if kind == LineKind::Blank {
-                let raw = self.complete_block(piece, copied, end)?;
-                self.emit(raw, out);
+                let block = self.complete_block(bytes, copied, end)?;
+                self.emit(block, bytes, out);
                 copied = end;
                 line_start = 0;
             } else {
@@ -502,18 +729,18 @@ impl EventFramer {
     /// block lies within it, else the assembled partial (within the limit either way).
     fn complete_block(
         &mut self,
-        piece: &Bytes,
+        piece: &[u8],
         copied: usize,
         end: usize,
-    ) -> Result<Bytes, FrameError> {
+    ) -> Result<Completed, FrameError> {
         if self.partial.is_empty() {
             if end - copied > self.max_event_bytes {
                 return Err(self.too_large());
             }
-            Ok(piece.slice(copied..end))
+            Ok(Completed::InPiece { start: copied, end })
         } else {
             self.grow_partial(&piece[copied..end])?;
-            Ok(std::mem::take(&mut self.partial).freeze())
+            Ok(Completed::Own(std::mem::take(&mut self.partial).freeze()))
         }
     }
 
@@ -521,25 +748,34 @@ impl EventFramer {
     fn record(&mut self, kind: LineKind, line_start: usize, line_end: usize) {
         match kind {
             LineKind::Data => self.facts.fires = true,
-            LineKind::Id { value_start } => {
-                self.facts.id = Some(Span {
+            LineKind::Id { value_start, value } => {
+                let span = Span {
                     start: line_start + value_start,
                     end: line_end,
-                });
+                };
+                self.facts.id = Some((span, value));
             }
             LineKind::Retry { ms } => self.facts.retry = Some(ms),
             LineKind::Blank | LineKind::Ignored => {}
         }
     }
 
-    /// Hands out one complete block (its id goes to the cursor in `commit_cursor`, rule 8).
-    fn emit(&mut self, raw: Bytes, out: &mut Vec<SseBlock>) {
+    /// Hands out one complete block (its id goes to the cursor in `commit_cursor`, rule 8);
+    /// `piece` is the piece being scanned.
+    #[inline]
+    fn emit(&mut self, block: Completed, piece: &[u8], out: &mut impl BlockSink) {
         let facts = std::mem::take(&mut self.facts);
+        let mut number = None;
         let id = match facts.id {
             None => EventId::None,
-            Some(span) => {
+            Some((span, what)) => {
+                let raw: &[u8] = match &block {
+                    Completed::InPiece { start, end } => &piece[*start..*end],
+                    Completed::Own(raw) => raw,
+                };
                 let value = &raw[span.start..span.end];
-                if value.is_ascii() || std::str::from_utf8(value).is_ok() {
+                number = what.number;
+                if what.ascii || std::str::from_utf8(value).is_ok() {
                     // Blocks are at most MAX_EVENT_BYTES_LIMIT (1 GiB) long: offsets fit.
                     EventId::In {
                         start: span.start as u32,
@@ -555,20 +791,15 @@ impl EventFramer {
                 }
             }
         };
-        out.push(SseBlock {
-            raw,
-            id,
-            retry: facts.retry,
-            fires: facts.fires,
-        });
+        out.push(block, id, number, facts.retry, facts.fires);
     }
 }
 
 impl EventFramer {
-    /// Moves the cursor to the id of the last of `handed_out` that set one (rule 8): once per
-    /// piece rather than once per event, as nothing reads the cursor in between.
-    fn commit_cursor(&mut self, handed_out: &[SseBlock]) {
-        let Some(value) = handed_out.iter().rev().find_map(SseBlock::id) else {
+    /// Moves the cursor to `last`, the id of the last block handed out that set one (rule 8):
+    /// once per piece rather than once per event, as nothing reads the cursor in between.
+    fn commit_cursor(&mut self, last: Option<&[u8]>) {
+        let Some(value) = last else {
             return;
         };
         self.last_id.clear();
@@ -613,10 +844,8 @@ fn classify(line: &[u8]) -> LineKind {
     match line.first() {
         None => LineKind::Blank,
         Some(b'd') if field_value(line, b"data").is_some() => LineKind::Data,
-        Some(b'i') => match field_value(line, b"id") {
-            Some(start) if memchr::memchr(0, &line[start..]).is_none() => {
-                LineKind::Id { value_start: start }
-            }
+        Some(b'i') => match field_value(line, b"id").map(|s| (s, IdValue::read(&line[s..]))) {
+            Some((value_start, Some(value))) => LineKind::Id { value_start, value },
             _ => LineKind::Ignored,
         },
         Some(b'r') => match field_value(line, b"retry").and_then(|s| parse_retry(&line[s..])) {

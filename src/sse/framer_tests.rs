@@ -13,6 +13,45 @@ struct Framed {
 }
 
 fn frame_pieces(pieces: &[&[u8]]) -> Framed {
+    let sliced = frame_slices(pieces);
+    assert_eq!(frame_spans(pieces), sliced, "feed_read against feed");
+    sliced
+}
+
+/// `frame_pieces` through `feed_read`, the relay's path: the pieces lie in one read with chunk
+/// framing between them, the blocks come out as spans of it.
+fn frame_spans(pieces: &[&[u8]]) -> Framed {
+    let mut read = Vec::new();
+    let mut ranges = Vec::new();
+    for piece in pieces {
+        read.extend_from_slice(b"\r\n");
+        ranges.push(read.len()..read.len() + piece.len());
+        read.extend_from_slice(piece);
+    }
+    let mut framer = EventFramer::new(DEFAULT_MAX_EVENT_BYTES);
+    let mut out = Vec::new();
+    for range in ranges {
+        framer
+            .feed_read(&read, range, &mut out)
+            .expect("within limit");
+    }
+    let dropped = framer.finish_framed(&mut out);
+    let field = |b: &FramedBlock| match b.id.value(b.raw(&read)) {
+        None => IdField::Unchanged,
+        Some(v) => IdField::Set(Bytes::copy_from_slice(v)),
+    };
+    Framed {
+        blocks: join_split_crlf(
+            out.iter()
+                .map(|b| (b.raw(&read).to_vec(), field(b), b.retry, b.fires))
+                .collect(),
+        ),
+        last_id: framer.last_event_id().to_vec(),
+        dropped,
+    }
+}
+
+fn frame_slices(pieces: &[&[u8]]) -> Framed {
     let mut framer = EventFramer::new(DEFAULT_MAX_EVENT_BYTES);
     let mut out = Vec::new();
     for piece in pieces {
@@ -451,4 +490,35 @@ fn a_block_at_the_limit_waits_for_the_byte_after_its_cr() {
     let mut out = Vec::new();
     f.feed(Bytes::from_static(block), &mut out).unwrap();
     assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn an_id_value_read_once_agrees_with_the_rings_number() {
+    let long = "1".repeat(MAX_NUMERIC_ID_DIGITS);
+    let too_long = "1".repeat(MAX_NUMERIC_ID_DIGITS + 1);
+    let cases: [&[u8]; 12] = [
+        b"",
+        b"0",
+        b"00",
+        b"01",
+        b"7",
+        b"1234567",
+        b"12a",
+        b"-1",
+        b"/",
+        "é1".as_bytes(),
+        long.as_bytes(),
+        too_long.as_bytes(),
+    ];
+    for value in cases {
+        let read = IdValue::read(value).expect("no NUL");
+        assert_eq!(
+            read.number,
+            super::super::ring::numeric_id(value),
+            "{value:?}"
+        );
+        assert_eq!(read.ascii, value.is_ascii(), "{value:?}");
+    }
+    assert_eq!(IdValue::read(b"1\0"), None);
+    assert_eq!(IdValue::read(b"\0"), None);
 }

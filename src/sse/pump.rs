@@ -24,7 +24,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::assigned_id::AssignedId;
-use super::framer::{EventId, SseBlock};
+use super::framer::{BlockBytes, EventId, FramedBlock};
 use super::relay::{BodyEnd, Relay};
 use super::ring::{clamp_u32, RingEvent};
 use super::stream_timer::StreamTimer;
@@ -82,47 +82,24 @@ fn read_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
     })
 }
 
-/// Adjacent blocks of one piece, as offsets into it (see `flush_blocks`).
-struct PieceRun {
-    piece: usize,
+/// Adjacent blocks of one read, as the span of it they cover together (see `flush_read`): they
+/// leave for the client as one slice of the read. Blocks of two chunks of an upstream's chunked
+/// body are never adjacent (the chunk framing lies between them).
+#[derive(Debug, PartialEq, Eq)]
+struct ClientRun {
     start: usize,
     end: usize,
 }
 
-impl PieceRun {
-    /// A run of the block at `at` (an address) of `len` bytes, if a piece holds it.
-    ///
-    /// The pieces of one read lie in it in ascending order, so the only candidate is the last
-    /// piece starting at or before `at`: a binary search. (A scan from the first piece was
-    /// quadratic in a read's chunks: a 32 KiB read of one-event chunks, ~860 pieces, cost
-    /// ~100k instructions per event under callgrind, `profile.py --load batch1 --event-size 32`.)
-    fn start(at: usize, len: usize, pieces: &[Bytes]) -> Option<PieceRun> {
-        let i = pieces
-            .partition_point(|p| p.as_ptr() as usize <= at)
-            .checked_sub(1)?;
-        let p = &pieces[i];
-        let base = p.as_ptr() as usize;
-        (at + len <= base + p.len()).then(|| PieceRun {
-            piece: i,
-            start: at - base,
-            end: at - base + len,
-        })
-    }
-
-    /// Takes in the block at `at` if it continues the run in the same piece.
-    fn extend(&mut self, at: usize, len: usize, pieces: &[Bytes]) -> bool {
-        let piece = &pieces[self.piece];
-        let base = piece.as_ptr() as usize;
-        if base + self.end == at && self.end + len <= piece.len() {
+impl ClientRun {
+    /// Takes in the block at `read[start..start + len]` if it starts where the run ends.
+    #[inline]
+    fn extend(&mut self, start: usize, len: usize) -> bool {
+        let adjacent = self.end == start;
+        if adjacent {
             self.end += len;
-            true
-        } else {
-            false
         }
-    }
-
-    fn cut(&self, pieces: &[Bytes]) -> Bytes {
-        pieces[self.piece].slice(self.start..self.end)
+        adjacent
     }
 }
 
@@ -413,7 +390,6 @@ impl Relay<'_> {
         self.out.shrink();
         if self.blocks.capacity() > 0 {
             self.blocks = Vec::new();
-            self.pieces = Vec::new();
         }
     }
 
@@ -522,17 +498,20 @@ impl Relay<'_> {
     /// Decodes what `buf` holds, frames it, and queues the resulting blocks.
     pub(super) fn ingest(&mut self, buf: &mut BytesMut) -> Option<BodyEnd> {
         self.read_alloc = u32::try_from(buf.capacity()).unwrap_or(u32::MAX);
-        // The read as one buffer: its pieces are slices of it, and so are the ring's runs (one
-        // reference count for all the events recorded from it).
+        // The read as one buffer: its blocks are spans of it, and the ring's runs and what the
+        // client is sent are slices of it (one reference count per run, none per event).
         let read = buf.split().freeze();
         let mut at = 0;
         while at < read.len() && !self.decoder.is_done() {
             match self.decoder.decode(&read[at..]) {
                 Ok(Decoded::Data { start, end }) => {
-                    let piece = read.slice(at + start..at + end);
+                    let piece = at + start..at + end;
                     at += end;
-                    self.pieces.push(piece.clone());
-                    if self.framer.feed(piece, &mut self.blocks).is_err() {
+                    if self
+                        .framer
+                        .feed_read(&read, piece, &mut self.blocks)
+                        .is_err()
+                    {
                         crate::log_warn!(
                             "sse {}: upstream event larger than --sse-max-event-bytes {}; ending the stream",
                             self.ring.lineage.scope.target(),
@@ -577,27 +556,33 @@ impl Relay<'_> {
         self.flush_read(None);
     }
 
-    /// `flush_blocks` after framing `read`: its blocks are recorded as spans of it (one run in
-    /// the ring for all of them).
+    /// `flush_blocks` after framing `read`: its blocks are spans of it, recorded as such (one
+    /// run in the ring for all of them) and sent as slices of it (one per run of adjacent
+    /// blocks).
     fn flush_read(&mut self, read: Option<&Bytes>) {
         if self.blocks.is_empty() {
-            self.pieces.clear();
             return;
         }
         let ctx = self.ctx;
+        // Blocks of an earlier read (`flush_blocks`) are all their own bytes.
+        let empty = Bytes::new();
+        let read = read.unwrap_or(&empty);
         let mut batch = ctx.streams.batch();
         let mut blocks = mem::take(&mut self.blocks);
         let mut out: Vec<Bytes> = Vec::with_capacity(blocks.len());
         let mut out_len = 0usize;
         let mut events = 0u64;
-        // Blocks that lie next to each other in the piece they came in leave as one slice: the
-        // run being built, cut from its piece once a block does not continue it (one reference
-        // count per run instead of two per block).
-        let mut run: Option<PieceRun> = None;
+        // Blocks that lie next to each other in the read leave as one slice: the run being
+        // built, cut from the read once a block does not continue it.
+        let mut run: Option<ClientRun> = None;
+        let dedupe = self.dedupe;
+        let plan = self.extras.as_ref().and_then(|x| x.plan.as_ref());
+        let assign_ids = self.route.settings.sse.assign_ids;
         for block in blocks.drain(..) {
-            let SseBlock {
-                raw: block_raw,
+            let FramedBlock {
+                bytes: block_bytes,
                 id: block_id,
+                number,
                 retry,
                 fires,
             } = block;
@@ -605,9 +590,10 @@ impl Relay<'_> {
                 self.retry_hint_ms = Some(u32::try_from(retry).unwrap_or(u32::MAX));
             }
             let has_upstream_id = block_id != EventId::None;
-            if self.dedupe {
+            if dedupe {
                 // Against the ring and this flush's events not yet in it.
-                match block_id.value(&block_raw) {
+                let raw = bytes_of(&block_bytes, read);
+                match block_id.value(raw) {
                     Some(id)
                         if !id.is_empty()
                             && (self.ring.lineage.ring.borrow().contains_id(id)
@@ -628,31 +614,35 @@ impl Relay<'_> {
             // The rules' event stage: an event they drop is neither sent nor recorded (the
             // upstream's cursor still moves past it); one they rewrite leaves as its new bytes,
             // its id, event and retry lines kept, and the ring records what was sent.
-            let mut rewritten = false;
-            let (event_raw, event_id) = match self.extras.as_ref().and_then(|x| x.plan.as_ref()) {
-                Some(plan) => match plan.run_event(&block_raw) {
-                    EventOutcome::Keep => (block_raw, block_id),
-                    EventOutcome::Drop => {
-                        if fires || has_upstream_id {
-                            self.progressed = true;
+            let (event_bytes, event_id) = match plan {
+                Some(plan) => {
+                    let raw = match &block_bytes {
+                        BlockBytes::InRead { start, len } => read.slice(*start..*start + *len),
+                        BlockBytes::Own(raw) => raw.clone(),
+                    };
+                    match plan.run_event(&raw) {
+                        EventOutcome::Keep => (block_bytes, block_id),
+                        EventOutcome::Drop => {
+                            if fires || has_upstream_id {
+                                self.progressed = true;
+                            }
+                            continue;
                         }
-                        continue;
+                        EventOutcome::Replace(new) => {
+                            // Its own allocation: the id, not at a known place in it, is copied.
+                            let id = match block_id.value(&raw) {
+                                Some(id) => EventId::Own(id.into()),
+                                None => EventId::None,
+                            };
+                            (BlockBytes::Own(new), id)
+                        }
                     }
-                    EventOutcome::Replace(new) => {
-                        rewritten = true;
-                        // Its own allocation: the id, not at a known place in it, is copied.
-                        let id = match block_id.value(&block_raw) {
-                            Some(id) => EventId::Own(id.into()),
-                            None => EventId::None,
-                        };
-                        (new, id)
-                    }
-                },
-                None => (block_raw, block_id),
+                }
+                None => (block_bytes, block_id),
             };
-            let assigned = self.route.settings.sse.assign_ids && fires && !has_upstream_id;
-            // The event's bytes, and where its id is in them (or elsewhere).
-            let (raw, id): (Bytes, EventId) = if assigned {
+            let assigned = assign_ids && fires && !has_upstream_id;
+            // The event's bytes (a span of the read, or its own), and where its id is in them.
+            let (bytes, id) = if assigned {
                 let name = AssignedId {
                     worker: ctx.index as u32,
                     ring: self.ring.lineage.id,
@@ -660,18 +650,19 @@ impl Relay<'_> {
                     seq: self.ring.lineage.ring.borrow().head_seq() + 1 + batch.len() as u64,
                 }
                 .to_bytes();
+                let event_raw = bytes_of(&event_bytes, read);
                 let mut raw = BytesMut::with_capacity(event_raw.len() + name.len() + 5);
                 raw.extend_from_slice(b"id: ");
                 raw.extend_from_slice(&name);
                 raw.extend_from_slice(b"\n");
-                raw.extend_from_slice(&event_raw);
+                raw.extend_from_slice(event_raw);
                 let id = EventId::In {
                     start: 4,
                     len: clamp_u32(name.len()),
                 };
-                (raw.freeze(), id)
+                (BlockBytes::Own(raw.freeze()), id)
             } else {
-                (event_raw, event_id)
+                (event_bytes, event_id)
             };
             // Progress is a new event or cursor move, not a retry: line or a comment (an upstream
             // that accepts reconnects but only ever repeats its retry: hint makes no progress).
@@ -682,56 +673,54 @@ impl Relay<'_> {
             if fires {
                 events += 1;
             }
-            out_len += raw.len();
-            let (at, len) = (raw.as_ptr() as usize, raw.len());
-            let continues = run
-                .as_mut()
-                .is_some_and(|r| r.extend(at, len, &self.pieces));
-            let mut for_client = None;
-            if !continues {
-                if let Some(r) = run.take() {
-                    out.push(r.cut(&self.pieces));
-                }
-                run = PieceRun::start(at, len, &self.pieces);
-                if run.is_none() {
-                    // Not a slice of a piece (an assigned id's event, a block assembled over
-                    // several reads): it leaves as its own Bytes.
-                    for_client = Some(raw.clone());
-                }
-            }
-            if fires || has_id || retry.is_some() {
-                // A span of the read (recorded with the read's other events, in one run), or an
-                // event of its own bytes: the id stays where it is (a span of the event's bytes,
-                // or its own copy).
-                let in_read = match read {
-                    Some(read) if !assigned && !rewritten => {
-                        super::ring::span_in(read, &raw).map(|(start, _)| (read, start))
+            let recorded = fires || has_id || retry.is_some();
+            match bytes {
+                BlockBytes::InRead { start, len } => {
+                    out_len += len;
+                    if !run.as_mut().is_some_and(|r| r.extend(start, len)) {
+                        if let Some(r) = run.take() {
+                            out.push(read.slice(r.start..r.end));
+                        }
+                        run = Some(ClientRun {
+                            start,
+                            end: start + len,
+                        });
                     }
-                    _ => None,
-                };
-                match in_read {
-                    Some((read, start)) => batch.add_in(read, start as usize, len, id, false),
-                    None => {
-                        // Its own allocation (assigned, rewritten, assembled), held as such.
+                    if recorded {
+                        // A span of the read, recorded with the read's other events in one
+                        // run; the id stays a span of the event's bytes, its number as the
+                        // framer read it (a span is the upstream's block unchanged).
+                        batch.add_framed(read, start, len, id, number);
+                    }
+                }
+                BlockBytes::Own(raw) => {
+                    // Not a span of the read (an assigned id's event, a rewritten one, a block
+                    // assembled over several reads): it leaves as its own Bytes.
+                    let len = raw.len();
+                    out_len += len;
+                    if let Some(r) = run.take() {
+                        out.push(read.slice(r.start..r.end));
+                    }
+                    if recorded {
+                        // Held as its own allocation (the allocator rounds it up by ~1/8).
                         let held = if assigned {
                             clamp_u32(len)
                         } else {
                             clamp_u32(len + len / 8)
                         };
+                        out.push(raw.clone());
                         batch.add_own(RingEvent::with_id(raw, id, held, assigned));
+                    } else {
+                        out.push(raw);
                     }
                 }
             }
-            if let Some(raw) = for_client {
-                out.push(raw);
-            }
         }
         if let Some(r) = run.take() {
-            out.push(r.cut(&self.pieces));
+            out.push(read.slice(r.start..r.end));
         }
-        self.pieces.clear();
         self.blocks = blocks;
-        if let Some(read) = read {
+        if !read.is_empty() {
             // What the read's runs pin: its allocation, which the allocator rounds up to its
             // size class (mimalloc: within 1/8).
             let read_alloc = self.read_alloc as usize;
@@ -762,33 +751,45 @@ impl Relay<'_> {
     }
 }
 
+/// A block's bytes, given the read it was framed from.
+#[inline]
+fn bytes_of<'a>(bytes: &'a BlockBytes, read: &'a [u8]) -> &'a [u8] {
+    match bytes {
+        BlockBytes::InRead { start, len } => &read[*start..*start + *len],
+        BlockBytes::Own(raw) => raw,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn adjacent_blocks_of_one_piece_leave_as_one_slice() {
-        // Two pieces of one read, as the chunk decoder cuts them (framing between them).
-        let read = Bytes::from_static(b"id: 1\n\nid: 2\n\nid: 3\n\n\r\n7\r\nid: 4\n\n");
-        let piece = read.slice(0..21);
-        let other = read.slice(26..);
-        let pieces = vec![piece.clone(), other.clone()];
-        let at = |b: &Bytes| b.as_ptr() as usize;
-        let (a, b, c) = (piece.slice(0..7), piece.slice(7..14), piece.slice(14..21));
-        let mut run = PieceRun::start(at(&a), a.len(), &pieces).expect("in a piece");
-        assert!(run.extend(at(&b), b.len(), &pieces));
-        assert_eq!(&run.cut(&pieces)[..], b"id: 1\n\nid: 2\n\n");
-        assert!(run.extend(at(&c), c.len(), &pieces));
-        assert_eq!(&run.cut(&pieces)[..], &piece[..]);
-        // Not adjacent (a repeat was dropped between them), in another piece, or in none.
-        let mut run = PieceRun::start(at(&a), a.len(), &pieces).unwrap();
-        assert!(!run.extend(at(&c), c.len(), &pieces));
-        assert!(!run.extend(at(&other), other.len(), &pieces));
-        let copy = Bytes::copy_from_slice(&b);
-        assert!(!run.extend(at(&copy), copy.len(), &pieces));
-        assert!(PieceRun::start(at(&copy), copy.len(), &pieces).is_none());
-        let second = PieceRun::start(at(&other), other.len(), &pieces).unwrap();
-        assert_eq!(second.piece, 1);
+    fn adjacent_blocks_of_one_read_leave_as_one_slice() {
+        // Two chunks of one read (chunk framing between them), framed as the relay does.
+        let read = b"id: 1\n\nid: 2\n\nid: 3\n\n\r\n7\r\nid: 4\n\n";
+        let mut framer = super::super::framer::EventFramer::default();
+        let mut blocks = Vec::new();
+        framer.feed_read(read, 0..21, &mut blocks).unwrap();
+        framer.feed_read(read, 26..33, &mut blocks).unwrap();
+        let spans: Vec<(usize, usize)> = blocks
+            .iter()
+            .map(|b| match b.bytes {
+                BlockBytes::InRead { start, len } => (start, len),
+                BlockBytes::Own(_) => panic!("every block lies in the read"),
+            })
+            .collect();
+        assert_eq!(spans, [(0, 7), (7, 7), (14, 7), (26, 7)]);
+        let mut run = ClientRun { start: 0, end: 7 };
+        assert!(run.extend(7, 7));
+        assert!(run.extend(14, 7));
+        assert_eq!(&read[run.start..run.end], b"id: 1\n\nid: 2\n\nid: 3\n\n");
+        // The next chunk's block is not adjacent (its framing lies between), nor is one past a
+        // dropped repeat.
+        assert!(!run.extend(26, 7));
+        let mut run = ClientRun { start: 0, end: 7 };
+        assert!(!run.extend(14, 7));
+        assert_eq!(framer.last_event_id(), b"4");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use bytes::{Bytes, BytesMut};
 use super::active::{ActiveEntry, RelayState, StreamFacts};
 use super::extras::StreamExtras;
 use super::fanout::{FanEnd, Fanout};
-use super::framer::{EventFramer, SseBlock};
+use super::framer::{EventFramer, FramedBlock};
 use super::outbound::ClientQueue;
 use super::reconnect::Reconnect;
 use super::resume::{self, Backoff, ResumePolicy};
@@ -181,10 +181,8 @@ pub(super) struct Relay<'c> {
     pub(super) entry: ActiveEntry,
     pub(super) decoder: BodyDecoder,
     pub(super) framer: EventFramer,
-    pub(super) blocks: Vec<SseBlock>,
-    /// The body pieces the current blocks were framed from (to join adjacent blocks).
-    pub(super) pieces: Vec<Bytes>,
-    /// Allocation size of the read the current pieces came from (what ring slices pin).
+    pub(super) blocks: Vec<FramedBlock>,
+    /// Allocation size of the read the current blocks were framed from (what ring runs pin).
     pub(super) read_alloc: u32,
     /// What the framer's open event holds, as counted in the worker's partial budget.
     pub(super) partial_held: u32,
@@ -288,7 +286,6 @@ pub fn relay<'a, C: ClientStream>(
         decoder,
         framer: EventFramer::new(max_event_bytes),
         blocks: Vec::new(),
-        pieces: Vec::new(),
         read_alloc: 0,
         partial_held: 0,
         ubuf: None,
@@ -617,7 +614,7 @@ impl Relay<'_> {
     ) -> SseEnd {
         // An unfinished block is discarded, never forwarded; a block completed by a CR at the
         // very end of the body (rule 2) is still a whole block.
-        self.framer.finish_into(&mut self.blocks);
+        self.framer.finish_framed(&mut self.blocks);
         self.account_partial();
         self.flush_blocks();
         if end == SseEnd::Completed {

@@ -50,7 +50,7 @@ pub const EVENT_OVERHEAD: usize = SLOT_OVERHEAD + RUN_OVERHEAD;
 const INDEX_FROM: usize = 8;
 
 /// Longest id read as a number: u64::MAX has 20 digits; 19 always fit.
-const MAX_NUMERIC_ID_DIGITS: usize = 19;
+pub(crate) const MAX_NUMERIC_ID_DIGITS: usize = 19;
 
 /// `ReplayRing::newest_number` when the ring has no numbered id: no id of at most
 /// MAX_NUMERIC_ID_DIGITS digits reads as u64::MAX (a u64 and a sentinel instead of an

@@ -74,6 +74,45 @@ impl RingBatch {
         id: EventId,
         assigned: bool,
     ) {
+        let slot = self.slot_in(buffer, start, len, id, assigned);
+        self.add_slot(slot);
+    }
+
+    /// `add_in` for an event the framer read (`FramedBlock`): `number` is its id's number,
+    /// `super::ring::numeric_id` of the id's value, read by the framer, not again here.
+    #[inline]
+    pub fn add_framed(
+        &mut self,
+        buffer: &Bytes,
+        start: usize,
+        len: usize,
+        id: EventId,
+        number: Option<u64>,
+    ) {
+        debug_assert_eq!(
+            id.value(&buffer[start..start + len]).and_then(numeric_id),
+            number,
+            "the framer's number is the id's"
+        );
+        let has_id = id != EventId::None;
+        let slot = self.slot_in(buffer, start, len, id, false);
+        if !self.unnumbered && has_id {
+            self.note_number(number);
+        }
+        self.push_slot(slot);
+    }
+
+    /// The slot of the event at `buffer[start..start + len]`, in the run of `buffer` (the
+    /// batch's last run when it is that buffer's, else a new one).
+    #[inline]
+    fn slot_in(
+        &mut self,
+        buffer: &Bytes,
+        start: usize,
+        len: usize,
+        id: EventId,
+        assigned: bool,
+    ) -> Slot {
         debug_assert!(start + len <= buffer.len());
         let same = self.runs.last().is_some_and(|r| {
             r.held == 0 && r.bytes.as_ptr() == buffer.as_ptr() && r.bytes.len() == buffer.len()
@@ -96,13 +135,13 @@ impl RingBatch {
             });
         }
         let run = (self.runs.len() - 1) as u32;
-        self.add_slot(Slot {
+        Slot {
             run,
             start,
             len,
             assigned,
             id,
-        });
+        }
     }
 
     /// Adds an event in a run of its own (its bytes are its own allocation, or held for `held`).
@@ -132,15 +171,27 @@ impl RingBatch {
         if !self.unnumbered {
             let run = &self.runs[slot.run as usize];
             if let Some(value) = slot.id.value(slot.raw(&run.bytes)) {
-                match numeric_id(value) {
-                    Some(n) if self.newest_number.is_none_or(|newest| n > newest) => {
-                        self.newest_number = Some(n);
-                        self.first_number.get_or_insert(n);
-                    }
-                    _ => self.unnumbered = true,
-                }
+                self.note_number(numeric_id(value));
             }
         }
+        self.push_slot(slot);
+    }
+
+    /// Keeps `unnumbered`, `newest_number` and `first_number` true of the batch with an event
+    /// whose id's number is `number` (None: the id is not a number) added.
+    #[inline]
+    fn note_number(&mut self, number: Option<u64>) {
+        match number {
+            Some(n) if self.newest_number.is_none_or(|newest| n > newest) => {
+                self.newest_number = Some(n);
+                self.first_number.get_or_insert(n);
+            }
+            _ => self.unnumbered = true,
+        }
+    }
+
+    #[inline]
+    fn push_slot(&mut self, slot: Slot) {
         self.bytes += u64::from(slot.len);
         self.slots.push(slot);
     }
