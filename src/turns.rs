@@ -53,6 +53,11 @@ pub(crate) struct Turns {
     used: Cell<Duration>,
     /// Streams queued and not let go yet, in the order they queued, with their tickets.
     queued: RefCell<VecDeque<(u64, Waker)>>,
+    /// Streams that have not delivered since they started (a new client waiting for its first
+    /// event, a resumed stream for its first new one), queued: let go before `queued`.
+    queued_ahead: RefCell<VecDeque<(u64, Waker)>>,
+    /// Of `waiting`, those queued ahead (or let go from there and not yet started).
+    waiting_ahead: Cell<usize>,
     /// The stream let go and not yet started (at most one: the chain's link), and its waker if
     /// it found no room and waits for the next slice.
     front: RefCell<Option<(u64, Option<Waker>)>>,
@@ -77,6 +82,8 @@ impl Turns {
             slice_len,
             used: Cell::new(Duration::ZERO),
             queued: RefCell::new(VecDeque::new()),
+            queued_ahead: RefCell::new(VecDeque::new()),
+            waiting_ahead: Cell::new(0),
             front: RefCell::new(None),
             waiting: Cell::new(0),
             next_ticket: Cell::new(0),
@@ -89,10 +96,17 @@ impl Turns {
 
     /// Resolves when the calling stream may take its turn: at once while the slice has room and
     /// nobody waits, else in a later slice. Cancel-safe: a dropped wait gives up its place.
-    pub(crate) fn my_turn(&self) -> MyTurn<'_> {
+    ///
+    /// `ahead`: the stream has delivered nothing since it started (a new client's first event,
+    /// a resumed stream's first new one). It waits only for room and for others ahead, not
+    /// behind the busy streams: under flat-out load hundreds of them wait, about a round of
+    /// slices (perf/NOTES.md, "A new stream's first turn, ahead of the busy ones"). Still
+    /// charged and bounded by the slice, so a burst of new streams cannot hold the loop.
+    pub(crate) fn my_turn(&self, ahead: bool) -> MyTurn<'_> {
         MyTurn {
             turns: self,
             ticket: None,
+            ahead,
         }
     }
 
@@ -134,7 +148,9 @@ impl Turns {
         if front.is_some() {
             return;
         }
-        if let Some((ticket, waker)) = self.queued.borrow_mut().pop_front() {
+        let next = self.queued_ahead.borrow_mut().pop_front();
+        let next = next.or_else(|| self.queued.borrow_mut().pop_front());
+        if let Some((ticket, waker)) = next {
             *front = Some((ticket, None));
             drop(front);
             waker.wake();
@@ -184,6 +200,19 @@ pub(crate) struct MyTurn<'a> {
     turns: &'a Turns,
     /// This stream's place once it queued (None: not queued).
     ticket: Option<u64>,
+    /// Queues ahead of the busy streams (see `Turns::my_turn`).
+    ahead: bool,
+}
+
+impl MyTurn<'_> {
+    /// No longer waiting: started, or dropped.
+    fn leave(&self) {
+        let turns = self.turns;
+        turns.waiting.set(turns.waiting.get() - 1);
+        if self.ahead {
+            turns.waiting_ahead.set(turns.waiting_ahead.get() - 1);
+        }
+    }
 }
 
 impl Future for MyTurn<'_> {
@@ -192,15 +221,23 @@ impl Future for MyTurn<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let turns = self.turns;
         let Some(ticket) = self.ticket else {
-            if turns.has_room() && turns.waiting.get() == 0 {
+            let before = if self.ahead {
+                turns.waiting_ahead.get()
+            } else {
+                turns.waiting.get()
+            };
+            if turns.has_room() && before == 0 {
                 return Poll::Ready(());
             }
             let ticket = turns.next_ticket.get();
             turns.next_ticket.set(ticket + 1);
-            turns
-                .queued
-                .borrow_mut()
-                .push_back((ticket, cx.waker().clone()));
+            let queue = if self.ahead {
+                turns.waiting_ahead.set(turns.waiting_ahead.get() + 1);
+                &turns.queued_ahead
+            } else {
+                &turns.queued
+            };
+            queue.borrow_mut().push_back((ticket, cx.waker().clone()));
             turns.waiting.set(turns.waiting.get() + 1);
             turns.deferred_total.set(turns.deferred_total.get() + 1);
             self.ticket = Some(ticket);
@@ -218,7 +255,7 @@ impl Future for MyTurn<'_> {
                 if turns.has_room() {
                     *front = None;
                     drop(front);
-                    turns.waiting.set(turns.waiting.get() - 1);
+                    self.leave();
                     self.ticket = None;
                     // The next one runs after this turn, if there is still room then.
                     turns.release_next();
@@ -242,7 +279,7 @@ impl Drop for MyTurn<'_> {
             return;
         };
         let turns = self.turns;
-        turns.waiting.set(turns.waiting.get() - 1);
+        self.leave();
         let was_front = {
             let mut front = turns.front.borrow_mut();
             let was = front.as_ref().is_some_and(|(t, _)| *t == ticket);
@@ -255,9 +292,14 @@ impl Drop for MyTurn<'_> {
             // The chain went through this stream: hand it on.
             if turns.has_room() {
                 turns.release_next();
-            } else if !turns.queued.borrow().is_empty() {
+            } else if turns.waiting.get() > 0 {
                 turns.ring();
             }
+        } else if self.ahead {
+            turns
+                .queued_ahead
+                .borrow_mut()
+                .retain(|(t, _)| *t != ticket);
         } else {
             turns.queued.borrow_mut().retain(|(t, _)| *t != ticket);
         }
@@ -297,7 +339,7 @@ mod tests {
             Box::pin(async {
                 let turns = ringing();
                 for _ in 0..100 {
-                    turns.my_turn().await;
+                    turns.my_turn(false).await;
                     turns.charge(Instant::now());
                 }
                 assert_eq!(turns.deferred_total(), 0, "no turn was put off");
@@ -317,7 +359,7 @@ mod tests {
                 for i in 0..5 {
                     let (turns, order) = (turns.clone(), order.clone());
                     tasks.push(monoio::spawn(async move {
-                        turns.my_turn().await;
+                        turns.my_turn(false).await;
                         order.borrow_mut().push(i);
                         // Each turn uses a whole slice: one stream per slice.
                         turns.used.set(SLICE);
@@ -344,7 +386,7 @@ mod tests {
                 let first = {
                     let (turns, order) = (turns.clone(), order.clone());
                     monoio::spawn(async move {
-                        turns.my_turn().await;
+                        turns.my_turn(false).await;
                         order.borrow_mut().push("waited");
                     })
                 };
@@ -355,7 +397,7 @@ mod tests {
                     monoio::spawn(async move {
                         assert_eq!(turns.waiting.get(), 1, "the first stream queued");
                         turns.used.set(Duration::ZERO);
-                        turns.my_turn().await;
+                        turns.my_turn(false).await;
                         order.borrow_mut().push("newcomer");
                     })
                 };
@@ -366,6 +408,40 @@ mod tests {
         });
     }
 
+    /// A stream that has not delivered yet passes the busy streams waiting for their turns: it
+    /// goes at once while the slice has room, and past the slice it is let go first.
+    #[test]
+    fn a_stream_yet_to_deliver_goes_ahead_of_the_busy_ones() {
+        let (turns, _listen) = Turns::new(SLICE).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        turns.used.set(SLICE);
+        let mut busy = Box::pin(turns.my_turn(false));
+        assert!(busy.as_mut().poll(&mut cx).is_pending());
+        turns.begin_slice();
+        // `busy` is let go (the chain's link) but has not started: room, yet someone waits.
+        let mut new = Box::pin(turns.my_turn(true));
+        assert!(new.as_mut().poll(&mut cx).is_ready(), "room: at once");
+        let mut later = Box::pin(turns.my_turn(false));
+        assert!(
+            later.as_mut().poll(&mut cx).is_pending(),
+            "a busy stream still queues"
+        );
+        // A full slice: the newcomer queues, but ahead of `later`.
+        turns.used.set(SLICE);
+        assert!(busy.as_mut().poll(&mut cx).is_pending());
+        let mut second_new = Box::pin(turns.my_turn(true));
+        assert!(second_new.as_mut().poll(&mut cx).is_pending());
+        turns.begin_slice();
+        assert!(busy.as_mut().poll(&mut cx).is_ready(), "the front first");
+        assert!(second_new.as_mut().poll(&mut cx).is_ready(), "then ahead");
+        turns.used.set(SLICE);
+        assert!(later.as_mut().poll(&mut cx).is_pending());
+        turns.begin_slice();
+        assert!(later.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(turns.waiting.get(), 0);
+        assert_eq!(turns.waiting_ahead.get(), 0);
+    }
+
     #[test]
     fn a_dropped_wait_gives_up_its_place() {
         on_both_runtimes(|| {
@@ -373,7 +449,7 @@ mod tests {
                 let turns = ringing();
                 turns.used.set(SLICE);
                 {
-                    let mut wait = std::pin::pin!(turns.my_turn());
+                    let mut wait = std::pin::pin!(turns.my_turn(false));
                     let mut cx = Context::from_waker(Waker::noop());
                     assert!(wait.as_mut().poll(&mut cx).is_pending());
                     assert_eq!(turns.waiting.get(), 1);
@@ -381,7 +457,7 @@ mod tests {
                 assert_eq!(turns.waiting.get(), 0);
                 // The next slice lets a new stream straight through.
                 turns.used.set(SLICE);
-                turns.my_turn().await;
+                turns.my_turn(false).await;
                 assert_eq!(turns.waiting.get(), 0);
             })
         });
@@ -395,9 +471,9 @@ mod tests {
         let (turns, _listen) = Turns::new(SLICE).unwrap();
         let mut cx = Context::from_waker(Waker::noop());
         turns.used.set(SLICE);
-        let mut first = Box::pin(turns.my_turn());
-        let mut second = Box::pin(turns.my_turn());
-        let mut third = Box::pin(turns.my_turn());
+        let mut first = Box::pin(turns.my_turn(false));
+        let mut second = Box::pin(turns.my_turn(false));
+        let mut third = Box::pin(turns.my_turn(false));
         for w in [&mut first, &mut second, &mut third] {
             assert!(w.as_mut().poll(&mut cx).is_pending());
         }

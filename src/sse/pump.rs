@@ -440,7 +440,9 @@ impl Relay<'_> {
         up: &UpstreamStream,
         up_state: &mut Option<BodyEnd>,
     ) -> Instant {
-        self.ctx.turns.my_turn().await;
+        // Until it delivers (a new client's first event, a resumed stream's first new one) a
+        // stream waits only for room in the slice, not behind the busy streams.
+        self.ctx.turns.my_turn(!self.progressed).await;
         let started = Instant::now();
         *up_state = self.after_ready(ready, up);
         started
