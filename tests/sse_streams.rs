@@ -569,8 +569,12 @@ fn a_replay_of_several_megabytes_reaches_a_slow_reader_whole() {
         ],
     );
     let admin = t.admin_addr();
-    // 4 MB/s: a reader at full speed keeps up with it.
-    let path = "/sse?events=0&size=4000&rate=1000&ts=0&big=1";
+    // 4 MB/s: a reader at full speed keeps up with it. A's upstream connection stops after LAST
+    // (a resumption streams on), so A's ring holds exactly 1..=LAST however late A reads: with an
+    // endless stream, a reader held back by a busy CPU could let the ring pass --replay-events,
+    // id 1 would be evicted, and B would be served live from upstream instead of by a replay.
+    let path =
+        &format!("/sse?events=0&size=4000&rate=1000&ts=0&big=1&stall_after={LAST}&fault_once=1");
     let mut a = SseReader::get(t.addr, path, &[]);
     let read_a = read_ids(&mut a, LAST, Pace::FULL_SPEED, None);
     check("client A", &read_a, 1..=LAST).unwrap();
@@ -578,6 +582,13 @@ fn a_replay_of_several_megabytes_reaches_a_slow_reader_whole() {
 
     let mut b = slow_get(&t, path, &["Last-Event-ID: 1"], 32 * 1024);
     assert_eq!(b.head.status, 200, "client B's reconnection");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            prom_value(&Tether::metrics_text(admin), "tether_replay_served_total") == Some(1.0)
+        }),
+        "B's reconnection was not served from A's ring:\n{}",
+        Tether::metrics_text(admin)
+    );
     b.deadline = Instant::now() + Duration::from_secs(40);
     // About 8 KB per 2 ms: ~4 MB/s, about 2 s for the replay.
     let pace = Pace {
@@ -622,6 +633,15 @@ fn ring_events_of(admin: std::net::SocketAddr, path: &str) -> Option<u64> {
     n.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
+/// The kernel's ceiling on an autotuned TCP send buffer (net.ipv4.tcp_wmem's maximum), in bytes.
+fn tcp_send_buffer_max() -> usize {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").expect("read tcp_wmem");
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .expect("tcp_wmem: min default max")
+}
+
 /// Issue 9 (replay at the client's pace, under the memory budget): a replay whose next events are
 /// evicted while its client is catching up ends the response cleanly after the last whole event
 /// the client got, and the client's reconnection with that id continues from there (from the
@@ -630,6 +650,14 @@ fn ring_events_of(admin: std::net::SocketAddr, path: &str) -> Option<u64> {
 /// sockets' buffers are full (a few MB at most on loopback); five other streams then fill the
 /// worker's 16 MiB budget, and the largest ring (B's) is trimmed to a common level far past B's
 /// position. Then B reads.
+///
+/// Both premises are made to hold by construction, not by timing (the test failed under load
+/// when they were left to the clock): A's upstream stops after id 3000 (`stall_after`), so A's
+/// ring holds exactly 1..=3000 however late A reads (with an endless 4000 events/s origin, a
+/// reader held back by a busy CPU let the ring pass the budget, id 1 was evicted before B came,
+/// B's resumption went upstream and B simply read on live); and how far B's replay can have got
+/// unread is bounded from the kernel's own send-buffer limit and checked against what the
+/// eviction left.
 #[test]
 fn a_replay_overtaken_by_eviction_ends_cleanly_and_resumes() {
     const A_LAST: u64 = 3000;
@@ -653,7 +681,10 @@ fn a_replay_overtaken_by_eviction_ends_cleanly_and_resumes() {
         ],
     );
     let admin = t.admin_addr();
-    let path = "/sse?events=0&size=4000&rate=4000&ts=0&big=1";
+    // A's upstream connection sends 1..=A_LAST and then holds still (until tether closes it);
+    // a resumption (a request with Last-Event-ID) streams on.
+    let path =
+        &format!("/sse?events=0&size=4000&rate=4000&ts=0&big=1&stall_after={A_LAST}&fault_once=1");
     let mut a = SseReader::get(t.addr, path, &[]);
     check(
         "client A",
@@ -671,13 +702,37 @@ fn a_replay_overtaken_by_eviction_ends_cleanly_and_resumes() {
         "A's stream never ended"
     );
 
-    let mut b = slow_get(&t, path, &["Last-Event-ID: 1"], 32 * 1024);
+    let b_rcvbuf = 32 * 1024;
+    let mut b = slow_get(&t, path, &["Last-Event-ID: 1"], b_rcvbuf);
     assert_eq!(b.head.status, 200, "client B's reconnection");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            prom_value(&Tether::metrics_text(admin), "tether_replay_served_total") == Some(1.0)
+        }),
+        "B's reconnection was not served from A's ring:\n{}",
+        Tether::metrics_text(admin)
+    );
 
-    // Five other streams fill the budget; B's ring is trimmed to its share. B's replay cannot
-    // have got further than what the sockets buffer (< 1500 events of 4 KB).
+    // Five other streams (endless, no stall) fill the budget; B's ring is trimmed to its share.
+    // B's replay cannot have got further than what the sockets buffer: tether's send buffer
+    // (autotuned up to tcp_wmem's maximum), B's receive buffer (the kernel doubles SO_RCVBUF)
+    // and one replay batch in flight, in events of 4000+ bytes.
+    let b_furthest = 1 + (tcp_send_buffer_max() + 2 * b_rcvbuf + 64 * 1024) as u64 / 4000;
+    // B's ring ends at A_LAST (its upstream is not read while B catches up), so once it holds
+    // fewer than 1000 events what is left starts after A_LAST - 1000, past anything B has got.
+    assert!(
+        b_furthest + 1 < A_LAST - 1000,
+        "this machine's socket buffers can hold B's whole replay (B may be at {b_furthest}): \
+         the test cannot stall B short of the eviction"
+    );
     let mut others: Vec<SseReader> = (0..5)
-        .map(|i| SseReader::get(t.addr, &format!("{path}&other={i}"), &[]))
+        .map(|i| {
+            SseReader::get(
+                t.addr,
+                &format!("/sse?events=0&size=4000&rate=4000&ts=0&big=1&other={i}"),
+                &[],
+            )
+        })
         .collect();
     let mut read_to = 0u64;
     let trimmed = loop {
