@@ -83,7 +83,7 @@ pub fn serve_client_from(
         peer,
         buf,
         guard,
-        out: BytesVec::new(),
+        out: None,
         requests: 0,
         adopted,
         own_task: true,
@@ -132,7 +132,7 @@ pub fn serve_tls_client(
             peer,
             buf: BytesMut::new(),
             guard,
-            out: BytesVec::new(),
+            out: None,
             requests: 0,
             adopted: false,
             own_task: false,
@@ -159,7 +159,7 @@ pub fn serve_h2_stream(
         peer,
         buf,
         guard,
-        out: BytesVec::new(),
+        out: None,
         requests: 0,
         adopted,
         own_task: true,
@@ -185,7 +185,7 @@ pub fn serve_adopted_tls_client(
             peer,
             buf,
             guard,
-            out: BytesVec::new(),
+            out: None,
             requests: 0,
             adopted: true,
             own_task: false,
@@ -212,6 +212,9 @@ fn serve_conn<C: ClientStream + 'static>(
             End::Close => {}
             End::HandOff(handoff) => conn.hand_off(&handoff),
             End::Stream(start) => {
+                // A stream writes through its relay: the list's memory goes back now rather
+                // than with the stream.
+                conn.out = None;
                 monoio::spawn(serve_stream(conn, start));
             }
         }
@@ -268,7 +271,7 @@ struct ClientConn<C: ClientStream> {
     buf: BytesMut,
     guard: ConnGuard,
     /// The write list each exchange takes and gives back (`ClientSide::out`).
-    out: BytesVec,
+    out: Option<Box<BytesVec>>,
     /// Requests served on this connection so far.
     requests: u64,
     /// Handed over by another worker: its first request is never handed over again.

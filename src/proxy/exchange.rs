@@ -114,7 +114,9 @@ pub struct ClientSide<'a, C: ClientStream> {
     pub adopted: bool,
     /// The connection's write list, kept between requests (emptied, with its allocations) so
     /// that a keep-alive request's upstream and client writes allocate no part or iovec list.
-    pub out: &'a mut BytesVec,
+    /// Boxed: an open connection's task grows by a pointer, not by the list (None until the
+    /// first response is written).
+    pub out: &'a mut Option<Box<BytesVec>>,
 }
 
 impl<C: ClientStream> ClientSide<'_, C> {
@@ -470,7 +472,9 @@ async fn exchange<C: ClientStream>(
             }
             Ok(Step::Done(outcome, reusable)) => {
                 if reusable {
-                    ctx.pool.borrow_mut().put(upstream.replica, upstream.stream);
+                    ctx.pool
+                        .borrow_mut()
+                        .put(upstream.replica, upstream.stream, upstream.buf);
                 }
                 return Ok(outcome);
             }
@@ -774,7 +778,12 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         let up = &mut upstream.stream;
 
         // ---- request head, then body ----
-        let mut out = mem::take(self.client.out);
+        let mut out = self
+            .client
+            .out
+            .as_deref_mut()
+            .map(mem::take)
+            .unwrap_or_default();
         out.push(self.head_out.clone());
         let mut request_complete = true;
         // The write list back from the request's last write, emptied, for the response.
@@ -846,7 +855,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
 
         // ---- response head (1xx relayed) ----
         let deadline = Instant::now() + r.upstream_header_timeout;
-        let mut ubuf = BytesMut::new();
+        let mut ubuf = mem::take(&mut upstream.buf);
         let response = loop {
             let head = self.read_response_head(up, &mut ubuf, deadline).await?;
             if (100..200).contains(&head.status) {
@@ -1060,6 +1069,10 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         if !ubuf.is_empty() {
             // The upstream sent bytes past its response: it cannot be trusted with another request.
             reusable = false;
+        } else if ubuf.capacity() <= KEPT_UPSTREAM_BUFFER {
+            // Read into again by the next exchange on this connection: once this answer's
+            // slices are dropped the storage is reclaimed instead of a new one allocated.
+            upstream.buf = ubuf;
         }
         Ok(Step::Done(
             if keep_client {
@@ -1269,11 +1282,19 @@ async fn relay_body(
 
 /// Keeps an emptied write list for the connection's next request, unless a long response grew it
 /// past what a head and a few body pieces need (its memory then goes back at once).
-fn keep_write_list(slot: &mut BytesVec, out: BytesVec) {
-    if out.part_capacity() <= KEPT_WRITE_PARTS {
-        *slot = out;
+fn keep_write_list(slot: &mut Option<Box<BytesVec>>, out: BytesVec) {
+    if out.part_capacity() > KEPT_WRITE_PARTS {
+        return;
+    }
+    match slot {
+        Some(kept) => **kept = out,
+        None => *slot = Some(Box::new(out)),
     }
 }
+
+/// Room an upstream connection's emptied read buffer may keep for its next answer (a head's
+/// reserve and a body read's); a buffer grown past it goes back at once.
+const KEPT_UPSTREAM_BUFFER: usize = HEAD_READ_RESERVE + BODY_READ_BUFFER;
 
 /// Parts a kept write list may have room for: a response head, body pieces with their chunk
 /// framing, and the last chunk fit; a list grown past it by a chunked body is not kept.
