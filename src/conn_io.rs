@@ -178,6 +178,11 @@ impl BytesVec {
         self.push(Bytes::from_static(b));
     }
 
+    /// Parts this list holds room for without growing.
+    pub fn part_capacity(&self) -> usize {
+        self.parts.capacity()
+    }
+
     pub fn remaining(&self) -> usize {
         self.remaining
     }

@@ -16,7 +16,7 @@ use super::exchange::{self, ClientSide, HandOff, Outcome};
 use super::tunnel;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::client_stream::ClientStream;
-use crate::conn_io::{read_more_within, IoFailure};
+use crate::conn_io::{read_more_within, BytesVec, IoFailure};
 use crate::conn_table::ConnGuard;
 use crate::http::{HeadScanner, RequestHead};
 use crate::limits::CLIENT_READ_BUFFER;
@@ -83,6 +83,7 @@ pub fn serve_client_from(
         peer,
         buf,
         guard,
+        out: None,
         requests: 0,
         adopted,
         own_task: true,
@@ -131,6 +132,7 @@ pub fn serve_tls_client(
             peer,
             buf: BytesMut::new(),
             guard,
+            out: None,
             requests: 0,
             adopted: false,
             own_task: false,
@@ -157,6 +159,7 @@ pub fn serve_h2_stream(
         peer,
         buf,
         guard,
+        out: None,
         requests: 0,
         adopted,
         own_task: true,
@@ -182,6 +185,7 @@ pub fn serve_adopted_tls_client(
             peer,
             buf,
             guard,
+            out: None,
             requests: 0,
             adopted: true,
             own_task: false,
@@ -208,6 +212,9 @@ fn serve_conn<C: ClientStream + 'static>(
             End::Close => {}
             End::HandOff(handoff) => conn.hand_off(&handoff),
             End::Stream(start) => {
+                // A stream writes through its relay: the list's memory goes back now rather
+                // than with the stream.
+                conn.out = None;
                 monoio::spawn(serve_stream(conn, start));
             }
         }
@@ -263,6 +270,8 @@ struct ClientConn<C: ClientStream> {
     /// Bytes read and not yet consumed; empty (no allocation) while idle between requests.
     buf: BytesMut,
     guard: ConnGuard,
+    /// The write list each exchange takes and gives back (`ClientSide::out`).
+    out: Option<Box<BytesVec>>,
     /// Requests served on this connection so far.
     requests: u64,
     /// Handed over by another worker: its first request is never handed over again.
@@ -290,6 +299,7 @@ impl<C: ClientStream> ClientConn<C> {
                 peer: self.peer,
                 guard: &self.guard,
                 adopted: self.adopted && self.requests == 1,
+                out: &mut self.out,
             };
             // Boxed, as is the relay below: this task's own future then only holds what a
             // connection needs between requests, and a long stream holds only the relay's state

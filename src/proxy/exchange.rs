@@ -112,6 +112,11 @@ pub struct ClientSide<'a, C: ClientStream> {
     pub guard: &'a ConnGuard,
     /// This request was handed over by another worker (`Outcome::HandOff`): never again.
     pub adopted: bool,
+    /// The connection's write list, kept between requests (emptied, with its allocations) so
+    /// that a keep-alive request's upstream and client writes allocate no part or iovec list.
+    /// Boxed: an open connection's task grows by a pointer, not by the list (None until the
+    /// first response is written).
+    pub out: &'a mut Option<Box<BytesVec>>,
 }
 
 impl<C: ClientStream> ClientSide<'_, C> {
@@ -122,6 +127,7 @@ impl<C: ClientStream> ClientSide<'_, C> {
             peer: self.peer,
             guard: self.guard,
             adopted: self.adopted,
+            out: &mut *self.out,
         }
     }
 }
@@ -466,7 +472,9 @@ async fn exchange<C: ClientStream>(
             }
             Ok(Step::Done(outcome, reusable)) => {
                 if reusable {
-                    ctx.pool.borrow_mut().put(upstream.replica, upstream.stream);
+                    ctx.pool
+                        .borrow_mut()
+                        .put(upstream.replica, upstream.stream, upstream.buf);
                 }
                 return Ok(outcome);
             }
@@ -770,20 +778,29 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         let up = &mut upstream.stream;
 
         // ---- request head, then body ----
-        let mut out = BytesVec::new();
+        let mut out = self
+            .client
+            .out
+            .as_deref_mut()
+            .map(mem::take)
+            .unwrap_or_default();
         out.push(self.head_out.clone());
         let mut request_complete = true;
+        // The write list back from the request's last write, emptied, for the response.
+        let mut written: Option<BytesVec> = None;
         let inspected = self.inspected.take();
         if let Some(InspectedBody::Whole(body)) = inspected {
             // Read whole for the rules: it leaves with the head, with its length.
             out.push(body);
-            if write_vec_within(up, out, t.send).await.is_err() {
+            match write_vec_within(up, out, t.send).await {
+                Ok(back) => written = Some(back),
                 // The upstream may have answered early; its answer is read below.
-                request_complete = false;
+                Err(_) => request_complete = false,
             }
         } else if self.req_kind == BodyKind::Empty {
-            if write_vec_within(up, out, t.send).await.is_err() {
-                return Err(Attempt::StaleUpstream);
+            match write_vec_within(up, out, t.send).await {
+                Ok(back) => written = Some(back),
+                Err(_) => return Err(Attempt::StaleUpstream),
             }
         } else {
             if expects_continue(&self.head) && self.client.buf.is_empty() && !self.interim_sent {
@@ -818,7 +835,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             )
             .await
             {
-                Ok(()) => {}
+                Ok(back) => written = Some(back),
                 Err(RelayError::Read(ReadFailure::TimedOut)) => {
                     return Err(ProxyError::ClientBodyTimeout.into())
                 }
@@ -838,7 +855,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
 
         // ---- response head (1xx relayed) ----
         let deadline = Instant::now() + r.upstream_header_timeout;
-        let mut ubuf = BytesMut::new();
+        let mut ubuf = mem::take(&mut upstream.buf);
         let response = loop {
             let head = self.read_response_head(up, &mut ubuf, deadline).await?;
             if (100..200).contains(&head.status) {
@@ -1006,7 +1023,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             &edits,
             &mut head_bytes,
         );
-        let mut out = BytesVec::new();
+        let mut out = written.unwrap_or_default();
         out.push(head_bytes.freeze());
 
         // ---- response body ----
@@ -1042,7 +1059,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         )
         .await
         {
-            Ok(()) => {}
+            Ok(back) => keep_write_list(self.client.out, back),
             Err(RelayError::Read(failure)) => {
                 crate::log_debug!("upstream body failed mid-response: {failure}");
                 return Ok(Step::Done(Outcome::Abort, false));
@@ -1052,6 +1069,10 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         if !ubuf.is_empty() {
             // The upstream sent bytes past its response: it cannot be trusted with another request.
             reusable = false;
+        } else if ubuf.capacity() <= KEPT_UPSTREAM_BUFFER {
+            // Read into again by the next exchange on this connection: once this answer's
+            // slices are dropped the storage is reclaimed instead of a new one allocated.
+            upstream.buf = ubuf;
         }
         Ok(Step::Done(
             if keep_client {
@@ -1214,7 +1235,7 @@ async fn relay_body(
     read_timeout: Duration,
     send_timeout: Duration,
     written: &mut u64,
-) -> Result<(), RelayError> {
+) -> Result<BytesVec, RelayError> {
     // Chunk-size lines are written into one small buffer and handed out as slices of it, instead
     // of one allocation per chunk.
     let mut scratch = BytesMut::new();
@@ -1243,7 +1264,7 @@ async fn relay_body(
                 .map_err(|_| RelayError::Write)?;
         }
         if finished {
-            return Ok(());
+            return Ok(out);
         }
         match read_more_within(src, mem::take(src_buf), BODY_READ_BUFFER, read_timeout).await {
             Ok((0, buf)) => {
@@ -1258,6 +1279,26 @@ async fn relay_body(
         }
     }
 }
+
+/// Keeps an emptied write list for the connection's next request, unless a long response grew it
+/// past what a head and a few body pieces need (its memory then goes back at once).
+fn keep_write_list(slot: &mut Option<Box<BytesVec>>, out: BytesVec) {
+    if out.part_capacity() > KEPT_WRITE_PARTS {
+        return;
+    }
+    match slot {
+        Some(kept) => **kept = out,
+        None => *slot = Some(Box::new(out)),
+    }
+}
+
+/// Room an upstream connection's emptied read buffer may keep for its next answer (a head's
+/// reserve and a body read's); a buffer grown past it goes back at once.
+const KEPT_UPSTREAM_BUFFER: usize = HEAD_READ_RESERVE + BODY_READ_BUFFER;
+
+/// Parts a kept write list may have room for: a response head, body pieces with their chunk
+/// framing, and the last chunk fit; a list grown past it by a chunked body is not kept.
+const KEPT_WRITE_PARTS: usize = 16;
 
 /// Queues one body piece with the framing the receiver expects.
 fn push_framed(out: &mut BytesVec, scratch: &mut BytesMut, framing: OutFraming, piece: Bytes) {

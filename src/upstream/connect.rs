@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use monoio::net::TcpStream;
 
 use super::group::UpstreamGroup;
@@ -75,6 +76,9 @@ pub struct UpstreamConn {
     /// Came from the pool: it may have been closed by the upstream a moment ago, so an exchange that
     /// fails before any response byte may be retried once on a fresh connection.
     pub reused: bool,
+    /// Its read buffer between exchanges: empty, its storage kept (pooled with the connection),
+    /// so that a keep-alive answer is read without allocating a buffer.
+    pub buf: BytesMut,
 }
 
 /// Picks the group's next replica (round robin over those in rotation, ejected ones last) and
@@ -127,11 +131,12 @@ async fn acquire_in(
 ) -> Result<UpstreamConn, Unreachable> {
     let mut attempts = Vec::new();
     for replica in order {
-        if let Some(stream) = ctx.pool.borrow_mut().take(replica, reuse) {
+        if let Some((stream, buf)) = ctx.pool.borrow_mut().take(replica, reuse) {
             return Ok(UpstreamConn {
                 stream,
                 replica,
                 reused: true,
+                buf,
             });
         }
         match connect_replica(ctx, replica, group.connect_timeout, &mut attempts).await {
@@ -140,6 +145,7 @@ async fn acquire_in(
                     stream,
                     replica,
                     reused: false,
+                    buf: BytesMut::new(),
                 })
             }
             None => continue,
@@ -161,6 +167,7 @@ pub(crate) async fn connect_fresh(
             stream,
             replica,
             reused: false,
+            buf: BytesMut::new(),
         }),
         None => Err(Unreachable(attempts)),
     }

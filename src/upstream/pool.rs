@@ -23,6 +23,8 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+
 use super::stream::UpstreamStream;
 use crate::conn_io::PeekState;
 
@@ -47,6 +49,8 @@ pub(crate) enum Reuse {
 
 struct Pooled {
     stream: UpstreamStream,
+    /// Its read buffer, empty, kept with it (`UpstreamConn::buf`).
+    buf: BytesMut,
     since: Instant,
 }
 
@@ -71,7 +75,11 @@ impl UpstreamPool {
 
     /// The most recently used live connection to `replica`, if any (LIFO keeps few connections warm
     /// and lets the others age out). `reuse` says whether a recent one may skip the probe.
-    pub(crate) fn take(&mut self, replica: usize, reuse: Reuse) -> Option<UpstreamStream> {
+    pub(crate) fn take(
+        &mut self,
+        replica: usize,
+        reuse: Reuse,
+    ) -> Option<(UpstreamStream, BytesMut)> {
         let now = Instant::now();
         let list = &mut self.idle[replica];
         while let Some(mut pooled) = list.pop() {
@@ -85,7 +93,7 @@ impl UpstreamPool {
                 && idle < UNPROBED_REUSE
                 && matches!(pooled.stream, UpstreamStream::Plain(_));
             if trusted || pooled.stream.idle_state() == PeekState::Quiet {
-                return Some(pooled.stream);
+                return Some((pooled.stream, pooled.buf));
             }
         }
         None
@@ -93,7 +101,7 @@ impl UpstreamPool {
 
     /// Returns a connection after a complete exchange; drops it when the pool is full or the
     /// replica was retired by a reload.
-    pub fn put(&mut self, replica: usize, stream: UpstreamStream) {
+    pub fn put(&mut self, replica: usize, stream: UpstreamStream, buf: BytesMut) {
         if self.retired[replica] {
             return;
         }
@@ -102,7 +110,11 @@ impl UpstreamPool {
         let list = &mut self.idle[replica];
         list.retain(|p| now.duration_since(p.since) < max_idle);
         if list.len() < self.max_per_replica {
-            list.push(Pooled { stream, since: now });
+            list.push(Pooled {
+                stream,
+                buf,
+                since: now,
+            });
         }
     }
 
