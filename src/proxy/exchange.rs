@@ -410,19 +410,9 @@ async fn exchange<C: ClientStream>(
                     Ok(fresh) => fresh,
                     Err(e) => {
                         return match point {
-                            Some(point) => Ok(serve_from_ring(
-                                ctx,
-                                exchange.client,
-                                exchange.head,
-                                point,
-                                route.clone(),
-                                exchange.carried.stream_extras(),
-                                exchange.carried.pinned,
-                                false,
-                                id,
-                                log,
-                                exchange.tally,
-                            )),
+                            Some(point) => {
+                                Ok(exchange.serve_ring(point, route.clone(), false, log))
+                            }
                             None => Err(Failed(e.into())),
                         };
                     }
@@ -453,19 +443,7 @@ async fn exchange<C: ClientStream>(
                             "sse {}: resumption failed upstream ({e}); serving the ring and reconnecting",
                             point.ring.lineage.scope.target()
                         );
-                        Ok(serve_from_ring(
-                            ctx,
-                            exchange.client,
-                            exchange.head,
-                            point,
-                            route.clone(),
-                            exchange.carried.stream_extras(),
-                            exchange.carried.pinned,
-                            false,
-                            id,
-                            log,
-                            exchange.tally,
-                        ))
+                        Ok(exchange.serve_ring(point, route.clone(), false, log))
                     }
                     _ => Err(Failed(e)),
                 };
@@ -547,20 +525,7 @@ async fn exchange<C: ClientStream>(
                     point.ring.lineage.scope.target(),
                     point.missed
                 );
-                let client = exchange.client;
-                return Ok(serve_from_ring(
-                    ctx,
-                    client,
-                    exchange.head,
-                    point,
-                    route.clone(),
-                    exchange.carried.stream_extras(),
-                    exchange.carried.pinned,
-                    !retry,
-                    id,
-                    log,
-                    exchange.tally,
-                ));
+                return Ok(exchange.serve_ring(point, route.clone(), !retry, log));
             }
         }
     }
@@ -736,6 +701,34 @@ struct Exchange<'c, 'a, C: ClientStream> {
     keep_response: bool,
     /// What the request carries that its stream may keep.
     carried: Carried,
+}
+
+impl<C: ClientStream> Exchange<'_, '_, C> {
+    /// A reconnecting client whose upstream cannot continue its stream gets what it missed from
+    /// the ring, with what the request carried (rules, edits, pinning), then the end
+    /// (`end_after_replay`) or an open stream the relay keeps reconnecting behind.
+    fn serve_ring(
+        mut self,
+        point: ResumePoint,
+        route: Rc<Route>,
+        end_after_replay: bool,
+        log: Option<&RequestStart>,
+    ) -> Outcome {
+        let extras = self.carried.stream_extras();
+        serve_from_ring(
+            self.ctx,
+            self.client,
+            self.head,
+            point,
+            route,
+            extras,
+            self.carried.pinned,
+            end_after_replay,
+            self.id,
+            log,
+            self.tally,
+        )
+    }
 }
 
 /// What a request carries besides its head that the stream it may become keeps: its rules,
