@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -137,12 +136,7 @@ def main():
     a = ap.parse_args()
     sc.ensure_tools()
     events = sc.perf_events()
-    work = tempfile.mkdtemp(prefix="tether-ka-syscalls.")
-    ns = argparse.Namespace(work=work, nginx=shutil.which("nginx") or "/usr/sbin/nginx",
-                            haproxy=shutil.which("haproxy") or "/usr/sbin/haproxy",
-                            duration=a.seconds, warmup=2, origin_driver="uring",
-                            tether_extra="")
-    b = bench.Bench(ns)
+    b, work = bench.tool_bench("tether-ka-syscalls.", a.seconds)
     rows = []
     try:
         for peer in a.peers.split(","):

@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,12 +40,7 @@ def main():
     ap.add_argument("--dwarf", action="store_true",
                     help="unwind with DWARF (call chains through inlined Rust; bigger, 499 Hz)")
     a = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="tether-profile.")
-    ns = argparse.Namespace(work=work, nginx=shutil.which("nginx") or "/usr/sbin/nginx",
-                            haproxy=shutil.which("haproxy") or "/usr/sbin/haproxy",
-                            duration=a.seconds, warmup=2, origin_driver="uring",
-                            tether_extra="")
-    b = bench.Bench(ns)
+    b, work = bench.tool_bench("tether-profile.", a.seconds)
     if b.load_bin is None:
         sys.exit("sse-load is not built")
     report = []

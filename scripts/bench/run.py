@@ -22,12 +22,14 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -508,6 +510,19 @@ def load_query(kind, event_bytes=DEFAULT_EVENT_BYTES):
         "idle": f"/sse?events=0&size={EVENT_SIZE}&rate=0.001",
     }
     return q[kind]
+
+
+def tool_bench(prefix, seconds):
+    """A Bench for the measuring tools beside bench.sh (profile.py, syscalls.py,
+    keepalive_syscalls.py): a fresh work directory named after `prefix`, the installed peers,
+    `seconds` of measurement after 2 s of warm-up, the io_uring origin, no extra tether flags.
+    Returns the Bench and its work directory."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    ns = argparse.Namespace(work=work, nginx=shutil.which("nginx") or "/usr/sbin/nginx",
+                            haproxy=shutil.which("haproxy") or "/usr/sbin/haproxy",
+                            duration=seconds, warmup=2, origin_driver="uring",
+                            tether_extra="")
+    return Bench(ns), work
 
 
 class Bench:

@@ -38,7 +38,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -294,12 +293,7 @@ def main():
     a = ap.parse_args()
     ensure_tools()
     events = perf_events()
-    work = tempfile.mkdtemp(prefix="tether-syscalls.")
-    ns = argparse.Namespace(work=work, nginx=shutil.which("nginx") or "/usr/sbin/nginx",
-                            haproxy=shutil.which("haproxy") or "/usr/sbin/haproxy",
-                            duration=a.seconds, warmup=2, origin_driver="uring",
-                            tether_extra="")
-    b = bench.Bench(ns)
+    b, work = bench.tool_bench("tether-syscalls.", a.seconds)
     if b.load_bin is None:
         sys.exit("sse-load is not built")
     rows = []
