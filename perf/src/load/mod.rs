@@ -17,9 +17,11 @@
 //! - `url.rs`: `--url` and its `{i}` placeholder (one URL per stream).
 //! - `tls.rs`: `https://` URLs: the rustls client (`--ca`/`--insecure`, SNI, resumption) and
 //!   its glue to the driver's non-blocking sockets.
+//! - `any_certificate.rs`: the verifier of `--insecure` (also used by the TLS tests' client).
 //! - `ttfe.rs`: `--ttfe`: time to first event of new clients while the load runs.
 //! - `h2/`: `--h2-streams-per-conn`: many streams per HTTP/2 connection (h2 on tokio-rustls).
 
+pub mod any_certificate;
 mod control;
 mod driver;
 mod h2;
