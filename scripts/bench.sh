@@ -12,7 +12,9 @@
 #               ring per stream instead of one shared ring (CPU per event and RSS both shapes)
 #   1b batched  as 1a with batched upstream writes (16 KiB); 1b-url batched-url: own URLs
 #               ("1" or "throughput" = all four; "url" or "distinct-urls" = the two -url ones)
-#   2  latency  1000 streams at 10 events/s each (10k/s in all): added latency p50/p99 over direct
+#   2  latency  1000 streams at 10 events/s each (10k/s in all): added latency p50/p99 over direct,
+#               and proxy CPU µs per event (not saturated: each event its own wake-up and
+#               read, the steady per-event figure; the ratio to nginx beside it)
 #   3  idle     ~9000 idle streams through each proxy: proxy RSS per stream
 #   4  plain    keep-alive HTTP, 100-byte responses, wrk -c50: req/s and proxy CPU per request
 #   5  drops    the origin closes every stream after K events: delivery gap at each drop

@@ -44,6 +44,8 @@
 //!   land on another tether instance (a side thread; workers only queue and await replies).
 //! - `tls`: rustls sessions (either side) driven by readiness waits and non-blocking syscalls.
 //! - [`timers`]: one timer per worker for every stream's deadlines.
+//! - `ready_set`: one epoll set per worker for its SSE upstream sockets (edge-triggered), so that
+//!   a stream's wait for its next event is no io_uring poll operation of its own.
 //! - [`memory`]: the allocator (mimalloc v2) and giving memory back to the system.
 //! - `alloc_census` (feature `alloc-census`): live allocations by size, for perf work.
 //!
@@ -82,6 +84,7 @@ pub(crate) mod size;
 pub mod sse;
 // Built and tested on its own; the relay does not record into it or read from it yet (issue 16's
 // integration), so until then only its own tests use it. Remove the allow with the wiring.
+pub(crate) mod ready_set;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod store;
 pub(crate) mod timers;

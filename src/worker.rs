@@ -22,6 +22,7 @@ use crate::conn_table::ConnTable;
 use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, ERROR_ANSWER_TIMEOUT_MS, MAX_REJECTING_PER_WORKER};
 use crate::metrics::WorkerMetrics;
 use crate::proxy::request_id::RequestIds;
+use crate::ready_set::ReadySet;
 use crate::route::{Route, RouteTable, Unrouted};
 use crate::runtime::{build_runtime, DriverKind};
 use crate::sse::active::ActiveStreams;
@@ -75,6 +76,9 @@ pub struct WorkerCtx {
     pub partial: PartialBudget,
     /// Busy streams give way to the I/O loop after each slice of work (crate::turns).
     pub turns: Rc<Turns>,
+    /// The upstream sockets of this worker's SSE streams, waited on together
+    /// (crate::ready_set).
+    pub(crate) ready: Rc<ReadySet>,
     /// Makes the ids of requests that come without an acceptable `X-Request-Id`.
     pub(crate) request_ids: RequestIds,
     /// This worker's access log writer (None: `--access-log` is off).
@@ -251,6 +255,13 @@ fn run(
                 return;
             }
         };
+        let (ready_set, ready_watch) = match ReadySet::new() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready.send((index, Err(format!("worker {index}: epoll set: {e}"))));
+                return;
+            }
+        };
         let access_log = match config.access_log.as_ref().map(AccessLog::open).transpose() {
             Ok(log) => log,
             Err(e) => {
@@ -295,6 +306,7 @@ fn run(
             )),
             conns: Rc::new(ConnTable::new()),
             turns,
+            ready: ready_set,
             request_ids: RequestIds::new(index),
             access_log,
             store,
@@ -322,6 +334,7 @@ fn run(
         }
         monoio::spawn(ctx.timers.clone().drive());
         monoio::spawn(crate::turns::ring_loop(ctx.turns.clone(), bell));
+        monoio::spawn(ctx.ready.clone().drive(ready_watch));
         serve(ctx, listener, control).await;
     });
 }

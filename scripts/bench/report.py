@@ -50,6 +50,8 @@ ROWS = [
     ("latency", "added_p50_ms", "2. added p50 over direct (ms)", "{:+.3f}", None),
     ("latency", "added_p99_ms", "2. added p99 over direct (ms)", "{:+.3f}", None),
     ("latency", "proxy_cpu_share", "2. proxy CPU use (share of its core)", "{:.1%}", "lo"),
+    ("latency", "proxy_cpu_us_per_event",
+     "2. proxy CPU µs per event (not saturated: each event its own wake-up)", "{:.2f}", "lo"),
     ("latency", "event_bytes", "2. SSE bytes per event (measured)", "{:.0f}", None),
     ("idle", "established", "3. idle streams held", "{:,.0f}", None),
     ("idle", "rss_per_stream_bytes", "3. proxy RSS per idle stream (bytes)", "{:,.0f}", "lo"),

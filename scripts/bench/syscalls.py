@@ -4,9 +4,16 @@ segments it receives from the origin and sends to its clients, under scenario 1a
 scripts/bench.sh with either origin (perf/NOTES.md, "Two origins").
 
 usage: scripts/bench/syscalls.py [--peers tether,nginx,haproxy] [--origins sse-upstream,sse-tokio]
-                                 [--loads batch1,batched] [--streams 1000] [--seconds 5]
-                                 [--event-size 100] [--tool perf|strace] [--json FILE]
-                                 [--markdown FILE]
+                                 [--loads batch1,batched,latency] [--rates 10,30,60]
+                                 [--streams 1000] [--seconds 5] [--event-size 100]
+                                 [--tool perf|strace] [--json FILE] [--markdown FILE]
+
+Loads: batch1 (1a), batched (1b), latency (scenario 2: a fixed rate per stream, not flat out;
+--rates gives the per-stream rates to count, each its own row: 10 is scenario 2's 10k events/s
+over 1000 streams). At a fixed rate that leaves the proxy idle between events every event is
+its own wake-up and read, so the counts are the per-event cost of a realistic load rather than
+of a saturated proxy whose events per read grow as it falls behind (perf/NOTES.md, "Per-event
+cost at a fixed rate").
 
 Same placement and loads as the bench (run.py's Peer and load_query: proxy alone on CPU 0 with
 one worker, origin and sse-load on CPU 1, held streams then flat out). Once sse-load reports its
@@ -27,7 +34,9 @@ measured window, for --seconds:
   counting time for perf's counts (the span brackets perf's, whose start-up takes a while).
   Proxy CPU per event from /proc over perf's run (with the counting's own overhead: the
   bench's figure is the one to compare).
-Figures per event, one line per (origin, load, peer); --json keeps every count.
+- wake-ups: the proxy's voluntary context switches (voluntary_ctxt_switches of every thread in
+  /proc/PID/task/*/status) over perf's run: each is one sleep in epoll_wait/io_uring_enter.
+Figures per event, one line per (origin, load, rate, peer); --json keeps every count.
 Builds nothing: run `cargo build --release --workspace` first (CARGO_TARGET_DIR honoured).
 Needs perf (linux-perf) and ss (iproute2): installed with apt-get when missing and root.
 """
@@ -178,17 +187,39 @@ def wait_window(err_path, deadline):
     raise bench.Failure("sse-load never reached its window")
 
 
-def measure(b, a, origin, load, peer_name, events):
+def voluntary_switches(pid):
+    """Voluntary context switches of every thread of `pid` (each a sleep in the kernel)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def load_target(load, event_size, rate):
+    """The URL target of `load`; for latency, `rate` events/s per stream instead of 10."""
+    q = bench.load_query(load, event_size)
+    if load == "latency" and rate is not None:
+        q = re.sub(r"&rate=[0-9.]+", f"&rate={rate:g}", q)
+    return q
+
+
+def measure(b, a, origin, load, peer_name, events, stream_rate=None):
     peer = bench.Peer(b, peer_name, {}, origin=origin)
     try:
         peer.start()
         origin_port = peer.origin_addr.rsplit(":", 1)[1]
-        hold = bench.FLAT_OUT_HOLD_MS / 1000
+        hold = bench.FLAT_OUT_HOLD_MS / 1000 if load != "latency" else 0
         warmup = 2 + hold
         duration = a.seconds + 3
         out = os.path.join(b.work, f"load-{origin}-{load}-{peer_name}.json")
         name = f"load-{origin}-{load}-{peer_name}"
-        argv = [b.load_bin, "--url", peer.url(bench.load_query(load, a.event_size)),
+        argv = [b.load_bin, "--url", peer.url(load_target(load, a.event_size, stream_rate)),
                 "--streams", str(a.streams), "--duration", f"{duration}s",
                 "--warmup", f"{warmup}s", "--threads", "1", "--head-timeout", "20s",
                 "--open-timeout", "60s", "--json", out, "--proxy-pid", str(peer.pid)]
@@ -200,6 +231,7 @@ def measure(b, a, origin, load, peer_name, events):
         up_before, up_t0 = ss_timed(up_filter)
         down_before, down_t0 = ss_timed(down_filter)
         cpu0 = bench.cpu_ticks(peer.pid)
+        vcs0 = voluntary_switches(peer.pid)
         j0 = cpu0_jiffies()
         t0 = time.monotonic()
         if a.tool == "strace":
@@ -208,6 +240,7 @@ def measure(b, a, origin, load, peer_name, events):
             counts = perf_stat(peer.pid, a.seconds, events)
         elapsed = time.monotonic() - t0
         own = bench.cpu_ticks(peer.pid) - cpu0
+        counts["wakeups"] = voluntary_switches(peer.pid) - vcs0
         j1 = cpu0_jiffies()
         cpu = own / bench.CLK_TCK
         span = max(1, j1[2] - j0[2])
@@ -228,7 +261,8 @@ def measure(b, a, origin, load, peer_name, events):
         rate = span_events / (down_t1 - down_t0)
         # perf counts while its workload (sleep SECONDS) runs.
         ev = rate * a.seconds
-        f = {"origin": origin, "load": load, "peer": peer_name, "seconds": a.seconds,
+        f = {"origin": origin, "load": load, "rate_per_stream": stream_rate, "peer": peer_name,
+             "seconds": a.seconds,
              "events_per_s": rate, "load_events_per_s": r["events_per_s"], "events": ev,
              "span_events": span_events, "client_bytes": client_bytes, "gaps": r["gaps"],
              "duplicates": r["duplicates"], "proxy_cpu_s": cpu, "elapsed_s": elapsed,
@@ -254,21 +288,26 @@ def measure(b, a, origin, load, peer_name, events):
         peer.stop()
 
 
+def load_label(f):
+    rate = f.get("rate_per_stream")
+    return f"{f['load']} at {rate:g}/s per stream" if rate is not None else f["load"]
+
+
 def table(rows):
     out = ["| origin | load | proxy | events/s | proxy CPU share | proxy CPU µs/event | "
-           "syscalls/event | "
+           "wake-ups/event | syscalls/event | "
            "reads/event | writes/event | epoll_wait/event | io_uring_enter/event | "
            "io_uring ops/event | ioctl/event | upstream segments/event | client segments/event |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for f in rows:
         if "failed" in f:
-            out.append(f"| {f['origin']} | {f['load']} | {f['peer']} | failed: {f['failed']} |")
+            out.append(f"| {f['origin']} | {load_label(f)} | {f['peer']} | failed: {f['failed']} |")
             continue
         p = f["per_event"]
         out.append(
-            f"| {f['origin']} | {f['load']} | {f['peer']} | {f['events_per_s']:,.0f} | "
+            f"| {f['origin']} | {load_label(f)} | {f['peer']} | {f['events_per_s']:,.0f} | "
             f"{f['proxy_cpu_share']:.0%}{' (contended)' if f.get('contended') else ''} | "
-            f"{p['cpu_us']:.2f} | {p['syscalls']:.3f} | {p['reads']:.3f} | {p['writes']:.3f} | "
+            f"{p['cpu_us']:.2f} | {p.get('wakeups', 0):.3f} | {p['syscalls']:.3f} | {p['reads']:.3f} | {p['writes']:.3f} | "
             f"{p['epoll_waits']:.3f} | {p.get('io_uring_enter', 0):.3f} | "
             f"{p.get('uring_ops', 0):.3f} | {p.get('ioctl', 0):.3f} | "
             f"{p['upstream_segments']:.3f} | {p['client_segments']:.3f} |")
@@ -280,6 +319,8 @@ def main():
     ap.add_argument("--peers", default="tether,nginx,haproxy")
     ap.add_argument("--origins", default="sse-upstream,sse-tokio")
     ap.add_argument("--loads", default="batch1,batched")
+    ap.add_argument("--rates", default="10",
+                    help="events/s per stream of the latency load, a comma list (one row each)")
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--event-size", type=int, default=bench.DEFAULT_EVENT_BYTES)
@@ -300,11 +341,13 @@ def main():
     try:
         for origin in a.origins.split(","):
             origin = bench.ORIGIN_ALIASES.get(origin) or origin
-            for load in a.loads.split(","):
+            for load, rate in [(ld, r) for ld in a.loads.split(",")
+                               for r in ([float(x) for x in a.rates.split(",")]
+                                         if ld == "latency" else [None])]:
                 for peer in a.peers.split(","):
                     try:
                         for attempt in range(a.retries + 1):
-                            f = measure(b, a, origin, load, peer, events)
+                            f = measure(b, a, origin, load, peer, events, rate)
                             if f["others_cpu0"] <= a.max_others:
                                 break
                             print(f"  (others took {f['others_cpu0']:.0%} of CPU 0, steal "
@@ -312,14 +355,16 @@ def main():
                             f["contended"] = True
                             bench.wait_quiet(a.max_others, 60)
                         p = f["per_event"]
-                        print(f"{origin} {load} {peer}: {f['events_per_s']:,.0f} events/s, "
-                              f"{p['syscalls']:.3f} syscalls, {p['reads']:.3f} reads, "
+                        print(f"{origin} {load_label(f)} {peer}: {f['events_per_s']:,.0f} "
+                              f"events/s, {p['cpu_us']:.2f} CPU µs, {p['wakeups']:.3f} "
+                              f"wake-ups, {p['syscalls']:.3f} syscalls, {p['reads']:.3f} reads, "
                               f"{p['upstream_segments']:.3f} upstream segments, "
                               f"{p['client_segments']:.3f} client segments per event",
                               flush=True)
                     except bench.Failure as e:
-                        f = {"origin": origin, "load": load, "peer": peer, "failed": str(e)}
-                        print(f"{origin} {load} {peer}: FAILED {e}", flush=True)
+                        f = {"origin": origin, "load": load, "rate_per_stream": rate,
+                             "peer": peer, "failed": str(e)}
+                        print(f"{origin} {load} {rate} {peer}: FAILED {e}", flush=True)
                     rows.append(f)
     finally:
         b.procs.stop_all()

@@ -18,7 +18,6 @@
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::pin;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -33,6 +32,7 @@ use crate::conn_io::{recv_now, PeekState};
 use crate::http::Decoded;
 use crate::limits::CLIENT_WATCH_DELAY;
 use crate::metrics::{DropKind, WorkerMetrics};
+use crate::ready_set::Interest;
 use crate::rules::EventOutcome;
 use crate::upstream::stream::UpstreamStream;
 
@@ -128,11 +128,16 @@ impl Relay<'_> {
         client: &C,
         up: &UpstreamStream,
     ) -> BodyEnd {
+        // The upstream's readiness, through the worker's set (one poll operation per wake-up of
+        // the worker, not per read: crate::ready_set). Registered before the head's bytes are
+        // taken: data arriving from now on is an edge.
+        let ctx = self.ctx;
+        let interest = match ctx.ready.register(up.as_raw_fd()) {
+            Ok(i) => i,
+            Err(e) => return self.unwatchable(e),
+        };
         // Body bytes that came with the head are relayed with it.
         let mut up_state = self.ingest_buffered();
-        // Readiness only (no buffer): relaxed=false because tether reads and writes by itself, so
-        // the epoll driver must check the socket rather than trust its cached readiness.
-        let mut ready = pin!(up.tcp().readable(false));
         let mut reading = up_state.is_none();
         // One timer for every wait of this body, re-armed rather than created, and held only
         // while something is due.
@@ -143,6 +148,12 @@ impl Relay<'_> {
         let mut blocked_since: Option<Instant> = None;
         // When the turn under way began (charged to the worker's slice once its send is done).
         let mut turn_started: Option<Instant> = None;
+        // The client's socket in the worker's readiness set, from the first time the stream
+        // watches it for a disconnect (after CLIENT_WATCH_DELAY of quiet) to the end of the
+        // body: a stream whose events come about that far apart (10/s) starts watching after
+        // nearly every event, and a monoio `readable()` there cost a poll operation and its
+        // cancellation each time. None also when it could not join (then `readable()`).
+        let mut client_watch: Option<Interest<'_>> = None;
 
         loop {
             // ---- send what is queued, as far as the client's socket takes it ----
@@ -190,14 +201,14 @@ impl Relay<'_> {
                 let room = reading && self.queued(client) < high_water;
                 // The upstream's readiness, seen by the wait and acted on after it (in our
                 // turn): the select's value, so it is no slot of the future's.
-                let ready_now = monoio::select! {
+                let upstream_ready = monoio::select! {
                     res = client.tcp().writable(false) => {
                         if res.is_err() {
                             return BodyEnd::ClientGone;
                         }
-                        None
+                        false
                     }
-                    res = ready.as_mut(), if room => Some(res),
+                    () = interest.wait(), if room => true,
                     _ = timer.fired() => {
                         crate::log_info!(
                             "sse {}: client took no bytes for the send timeout; disconnecting",
@@ -206,10 +217,9 @@ impl Relay<'_> {
                         return BodyEnd::SlowClient;
                     }
                 };
-                if let Some(res) = ready_now {
-                    turn_started = Some(self.take_turn(res, up, &mut up_state).await);
+                if upstream_ready {
+                    turn_started = Some(self.take_turn(&interest, up, &mut up_state).await);
                     reading = up_state.is_none();
-                    ready.set(up.tcp().readable(false));
                 }
                 continue;
             }
@@ -237,8 +247,11 @@ impl Relay<'_> {
                     Some(at) => timer.arm(&self.ctx.timers, at),
                     None => timer.disarm(),
                 }
-                let ready_now = monoio::select! {
-                    res = ready.as_mut(), if reading => Some(res),
+                if watching && client_watch.is_none() {
+                    client_watch = ctx.ready.register(client.tcp().as_raw_fd()).ok();
+                }
+                let upstream_ready = monoio::select! {
+                    () = interest.wait(), if reading => true,
                     _ = timer.fired(), if wake_at.is_some() => {
                         let now = Instant::now();
                         let quiet_since = blocked_since.unwrap_or(now);
@@ -258,9 +271,9 @@ impl Relay<'_> {
                         } else if !client_busy && quiet_long {
                             watching = true;
                         }
-                        None
+                        false
                     }
-                    ready = client.tcp().readable(false), if watching => {
+                    ready = client_readable(client_watch.as_ref(), client), if watching => {
                         match (ready, client.peek_state()) {
                             (Err(_), _) | (_, PeekState::Closed) => return BodyEnd::ClientGone,
                             // A pipelined request: it waits in the socket for after the stream.
@@ -270,13 +283,12 @@ impl Relay<'_> {
                             }
                             (_, PeekState::Quiet) => {}
                         }
-                        None
+                        false
                     }
                 };
-                if let Some(res) = ready_now {
-                    turn_started = Some(self.take_turn(res, up, &mut up_state).await);
+                if upstream_ready {
+                    turn_started = Some(self.take_turn(&interest, up, &mut up_state).await);
                     reading = up_state.is_none();
-                    ready.set(up.tcp().readable(false));
                 }
             }
             // No longer quiet: the slot is the send's again.
@@ -291,10 +303,14 @@ impl Relay<'_> {
         let Some(fanout) = self.ring.lineage.fanout() else {
             return BodyEnd::HoldOver;
         };
+        let ctx = self.ctx;
+        let interest = match ctx.ready.register(up.as_raw_fd()) {
+            Ok(i) => i,
+            Err(e) => return self.unwatchable(e),
+        };
         let mut up_state = self.ingest_buffered();
-        let mut ready = pin!(up.tcp().readable(false));
         let mut timer = StreamTimer::default();
-        let mut ready_now: Option<io::Result<()>> = None;
+        let mut upstream_ready = false;
         let mut turn_started: Option<Instant> = None;
         let hold = self.route.settings.sse.hold;
         let target = self.ring.lineage.scope.target();
@@ -350,8 +366,8 @@ impl Relay<'_> {
             }
             let seen = fanout.changes();
             monoio::select! {
-                res = ready.as_mut() => {
-                    ready_now = Some(res);
+                () = interest.wait() => {
+                    upstream_ready = true;
                 }
                 _ = timer.fired() => {
                     if idle_at.is_some_and(|at| Instant::now() >= at) {
@@ -361,9 +377,8 @@ impl Relay<'_> {
                 }
                 _ = fanout.followers_changed(seen) => {}
             }
-            if let Some(res) = ready_now.take() {
-                turn_started = Some(self.take_turn(res, up, &mut up_state).await);
-                ready.set(up.tcp().readable(false));
+            if mem::take(&mut upstream_ready) {
+                turn_started = Some(self.take_turn(&interest, up, &mut up_state).await);
             }
         }
     }
@@ -431,12 +446,22 @@ impl Relay<'_> {
         end
     }
 
+    /// The upstream could not join the worker's readiness set (`epoll_ctl` failed: out of
+    /// memory, or past fs.epoll.max_user_watches): it is dropped like a failed read.
+    fn unwatchable(&self, e: io::Error) -> BodyEnd {
+        crate::log_warn!(
+            "sse {}: cannot wait on the upstream socket: {e}",
+            self.ring.lineage.scope.target()
+        );
+        BodyEnd::Dropped(DropKind::Error)
+    }
+
     /// The upstream is readable: waits for this stream's turn (crate::turns), then reads and
     /// frames what it holds. Returns when the turn began; `up_state` gets how the body ended, if
     /// it did.
     async fn take_turn(
         &mut self,
-        ready: io::Result<()>,
+        interest: &Interest<'_>,
         up: &UpstreamStream,
         up_state: &mut Option<BodyEnd>,
     ) -> Instant {
@@ -444,19 +469,28 @@ impl Relay<'_> {
         // stream waits only for room in the slice, not behind the busy streams.
         self.ctx.turns.my_turn(!self.progressed).await;
         let started = Instant::now();
-        *up_state = self.after_ready(ready, up);
+        *up_state = self.after_ready(interest, up);
         started
     }
 
     /// The upstream is readable: reads what it holds (through its TLS session, for an https
     /// upstream) and frames it. Returns how the body ended, if it did.
-    fn after_ready(&mut self, ready: io::Result<()>, up: &UpstreamStream) -> Option<BodyEnd> {
+    fn after_ready(&mut self, interest: &Interest<'_>, up: &UpstreamStream) -> Option<BodyEnd> {
         let fd = up.as_raw_fd();
         let mut buf = self.take_ubuf();
-        let res = ready.and_then(|()| match up.session() {
+        let res = match up.session() {
             None => read_now(fd, &mut buf),
             Some(mut tls) => tls.read_now(fd, &mut buf),
-        });
+        };
+        // Edge-triggered: a read that may have left bytes behind gets no new edge for them, so
+        // the next wait passes at once. A plain read shorter than its buffer took everything
+        // (what arrives later is a new edge); a TLS session may hold decrypted records back, so
+        // it is read until the socket says EAGAIN.
+        if let Ok(Some(n)) = res {
+            if n > 0 && (n == MAX_SSE_READ || up.session().is_some()) {
+                interest.set_ready();
+            }
+        }
         // The server's close_notify came with the last bytes: the socket may stay open, so its
         // end is taken now rather than waited for.
         let res = match res {
@@ -750,6 +784,22 @@ impl Relay<'_> {
             shown.clear();
             shown.extend_from_slice(cursor);
         }
+    }
+}
+
+/// Resolves when the client's socket has something to say (data, its end, an error): through
+/// the worker's readiness set once it joined it (an edge since the last wait), else monoio's
+/// `readable()`. Cancel-safe: neither owns a buffer.
+async fn client_readable<C: ClientStream>(
+    watch: Option<&Interest<'_>>,
+    client: &C,
+) -> io::Result<()> {
+    match watch {
+        Some(interest) => {
+            interest.wait().await;
+            Ok(())
+        }
+        None => client.tcp().readable(false).await,
     }
 }
 
