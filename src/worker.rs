@@ -317,6 +317,8 @@ fn run(
             }
         }
         monoio::spawn(sweep_loop(ctx.clone()));
+        #[cfg(feature = "alloc-census")]
+        monoio::spawn(crate::alloc_census::report_worker_heap(index));
         if ctx.access_log.is_some() {
             monoio::spawn(crate::access_log::flush_loop(ctx.clone()));
         }
