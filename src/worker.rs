@@ -317,6 +317,7 @@ fn run(
             }
         }
         monoio::spawn(sweep_loop(ctx.clone()));
+        monoio::spawn(crate::memory::return_after_bursts(ctx.clone()));
         #[cfg(feature = "alloc-census")]
         monoio::spawn(crate::alloc_census::report_worker_heap(index));
         if ctx.access_log.is_some() {
