@@ -111,3 +111,93 @@ unsafe impl GlobalAlloc for CountingMimalloc {
         mimalloc::MiMalloc.realloc(ptr, layout, new_size)
     }
 }
+
+/// One block size of a heap's pages (`heap_pages_report`).
+#[derive(Default)]
+struct PageClass {
+    pages: usize,
+    /// Bytes of the pages' blocks made so far (mimalloc extends a page's blocks as it needs
+    /// them): what the pages hold in memory at most.
+    committed: usize,
+    /// Bytes of the blocks in use.
+    used: usize,
+}
+
+/// The calling thread's mimalloc heap, page by page, summed per block size: where the heap holds
+/// memory its live blocks do not use (free blocks in partly used pages, what RSS holds over the
+/// census's live bytes). Rows with the most such slack first.
+pub fn heap_pages_report() -> String {
+    use std::collections::BTreeMap;
+    use std::ffi::c_void;
+
+    unsafe extern "C" fn visit(
+        _heap: *const libmimalloc_sys::mi_heap_t,
+        area: *const libmimalloc_sys::mi_heap_area_t,
+        block: *mut c_void,
+        _size: usize,
+        arg: *mut c_void,
+    ) -> bool {
+        if block.is_null() {
+            // SAFETY: mimalloc hands a valid area for the call; `arg` is the map passed below.
+            let (area, map) = unsafe { (&*area, &mut *(arg as *mut BTreeMap<usize, PageClass>)) };
+            let class = map.entry(area.block_size).or_default();
+            class.pages += 1;
+            class.committed += area.committed;
+            // `used` counts blocks (mimalloc's heap.c: "number of blocks in use").
+            class.used += area.used * area.block_size;
+        }
+        true
+    }
+
+    let mut map: BTreeMap<usize, PageClass> = BTreeMap::new();
+    // SAFETY: visits the calling thread's own default heap; the visitor only reads the area.
+    unsafe {
+        let heap = libmimalloc_sys::mi_heap_get_default();
+        libmimalloc_sys::mi_heap_visit_blocks(
+            heap,
+            false,
+            Some(visit),
+            &mut map as *mut BTreeMap<usize, PageClass> as *mut c_void,
+        );
+    }
+    let (committed, used) = map
+        .values()
+        .fold((0, 0), |(c, u), p| (c + p.committed, u + p.used));
+    let mut rows: Vec<(usize, &PageClass)> = map.iter().map(|(s, p)| (*s, p)).collect();
+    rows.sort_by_key(|(_, p)| std::cmp::Reverse(p.committed.saturating_sub(p.used)));
+    let mut out = format!(
+        "heap pages: {committed} bytes of blocks made, {used} in use, {} free\n",
+        committed.saturating_sub(used)
+    );
+    for (size, p) in rows.into_iter().take(REPORT_ROWS) {
+        out.push_str(&format!(
+            "  block {size:>7} B: {:>5} pages, {:>10} made, {:>10} used, {:>10} free\n",
+            p.pages,
+            p.committed,
+            p.used,
+            p.committed.saturating_sub(p.used)
+        ));
+    }
+    out
+}
+
+/// A worker's heap report every TETHER_ALLOC_CENSUS seconds (the heap is the worker thread's
+/// own, so the worker prints it). Returns at once when the variable is not set.
+pub async fn report_worker_heap(worker: usize) {
+    let Some(secs) = std::env::var("TETHER_ALLOC_CENSUS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    // TETHER_ALLOC_CENSUS_COLLECT=1: the heap is collected (`crate::memory::return_freed_pages`)
+    // before each report, to see what a collect gives back.
+    let collect = std::env::var_os("TETHER_ALLOC_CENSUS_COLLECT").is_some();
+    loop {
+        monoio::time::sleep(Duration::from_secs(secs.max(1))).await;
+        if collect {
+            crate::memory::return_freed_pages();
+        }
+        eprint!("worker {worker} {}", heap_pages_report());
+    }
+}

@@ -329,6 +329,9 @@ fn run(
             }
         }
         monoio::spawn(sweep_loop(ctx.clone()));
+        monoio::spawn(crate::memory::return_after_bursts(ctx.clone()));
+        #[cfg(feature = "alloc-census")]
+        monoio::spawn(crate::alloc_census::report_worker_heap(index));
         if ctx.access_log.is_some() {
             monoio::spawn(crate::access_log::flush_loop(ctx.clone()));
         }

@@ -307,9 +307,7 @@ impl Follower<'_> {
             let m = &self.ctx.metrics;
             WorkerMetrics::add(&m.sse_events, events);
             WorkerMetrics::add(&m.sse_bytes, len as u64);
-            let status = &self.entry.status;
-            WorkerMetrics::add(&status.events, events);
-            WorkerMetrics::add(&status.bytes, len as u64);
+            self.entry.status.sent(events, len as u64);
         }
         Ok(())
     }

@@ -535,8 +535,11 @@ impl Relay<'_> {
     pub(super) fn ingest(&mut self, buf: &mut BytesMut) -> Option<BodyEnd> {
         self.read_alloc = u32::try_from(buf.capacity()).unwrap_or(u32::MAX);
         // The read as one buffer: its blocks are spans of it, and the ring's runs and what the
-        // client is sent are slices of it (one reference count per run, none per event).
-        let read = buf.split().freeze();
+        // client is sent are slices of it (one reference count per run, none per event). The
+        // whole buffer frozen, not `split()` off it: a split makes `BytesMut`'s shared header
+        // (40 bytes), which every run of the read keeps; a frozen buffer's first slice makes
+        // `Bytes`' (24), 16 bytes less per quiet stream's ring.
+        let read = mem::take(buf).freeze();
         let mut at = 0;
         while at < read.len() && !self.decoder.is_done() {
             match self.decoder.decode(&read[at..]) {
@@ -773,17 +776,9 @@ impl Relay<'_> {
         let m = &ctx.metrics;
         WorkerMetrics::add(&m.sse_events, events);
         WorkerMetrics::add(&m.sse_bytes, out_len as u64);
-        let status = &self.entry.status;
-        WorkerMetrics::add(&status.events, events);
-        WorkerMetrics::add(&status.bytes, out_len as u64);
+        self.entry.status.sent(events, out_len as u64);
         self.out.push_blocks(out, out_len);
-        let cursor = self.framer.last_event_id();
-        let mut shown = self.entry.status.last_id.borrow_mut();
-        if shown[..] != *cursor {
-            // Reused: no allocation per read once it is as long as the ids.
-            shown.clear();
-            shown.extend_from_slice(cursor);
-        }
+        self.entry.status.show_last_id(self.framer.last_event_id());
     }
 }
 

@@ -330,7 +330,7 @@ impl Relay<'_> {
     /// The stream's access log line, when the log is on.
     fn log_end(&self) {
         let status = &self.entry.status;
-        let url = status.upstream.borrow();
+        let url = status.upstream();
         status.log_end(self.ctx, self.route.name.as_deref(), url.as_deref());
     }
 }
@@ -566,7 +566,7 @@ impl Relay<'_> {
                     if attempts == 1 { "" } else { "s" },
                     dropped_at.elapsed().as_millis()
                 );
-                *status.upstream.borrow_mut() = Some(url);
+                status.set_upstream(url);
                 self.decoder = decoder;
                 self.skipping_repeats = false;
                 self.last_upstream = Instant::now();

@@ -37,8 +37,9 @@ pub const DEFAULT_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 /// numbered rings keep none, and are counted as if they did).
 pub(crate) const SLOT_OVERHEAD: usize = std::mem::size_of::<Slot>() + 40;
 
-/// What one run costs besides the buffer it pins: its slot in the deque and the shared header a
-/// `Bytes` of a split read buffer allocates (32).
+/// What one run costs besides the buffer it pins: its slot in the deque and the shared header
+/// (24) the first slice of a frozen read allocates (`Relay::ingest`), counted as 32 (a `BytesMut`
+/// split off a larger buffer makes one of 40).
 pub(crate) const RUN_OVERHEAD: usize = std::mem::size_of::<Run>() + 32;
 
 /// What an event recorded alone (in a run of its own) costs besides its bytes.
