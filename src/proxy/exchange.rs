@@ -768,6 +768,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         let t = self.ctx.config.timeouts;
         let r = &self.route.settings;
         let replica = upstream.replica;
+        let fresh = !upstream.reused;
         let up = &mut upstream.stream;
 
         // ---- request head, then body ----
@@ -785,12 +786,20 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         if let Some(InspectedBody::Whole(body)) = inspected {
             // Read whole for the rules: it leaves with the head, with its length.
             out.push(body);
+            if fresh {
+                up.send_now_if_plain(&mut out);
+            }
             match write_vec_within(up, out, t.send).await {
                 Ok(back) => written = Some(back),
                 // The upstream may have answered early; its answer is read below.
                 Err(_) => request_complete = false,
             }
         } else if self.req_kind == BodyKind::Empty {
+            // A fresh connection's request goes out at once (see `send_now_if_plain`); a pooled
+            // one's through the runtime, which keep-alive HTTP measured faster (`write_vec_tcp`).
+            if fresh {
+                up.send_now_if_plain(&mut out);
+            }
             match write_vec_within(up, out, t.send).await {
                 Ok(back) => written = Some(back),
                 Err(_) => return Err(Attempt::StaleUpstream),

@@ -80,6 +80,19 @@ impl UpstreamStream {
         }
     }
 
+    /// Sends what a plain socket takes right now of `out` (`BytesVec::send_now`: one
+    /// non-blocking sendmsg, no trip through the runtime); the rest stays in `out`. For a fresh
+    /// connection's request: its socket buffer is empty, so the request leaves in the wake-up
+    /// that connected, not a loop cycle later when a writev op completes (under flat-out load a
+    /// cycle is a turn slice and a tick; perf/NOTES.md, "The origin's own turns"). A TLS
+    /// connection already sends at once in `write_vec`: nothing here. Errors are left to the
+    /// write that follows, which meets them again.
+    pub(crate) fn send_now_if_plain(&self, out: &mut BytesVec) {
+        if let UpstreamStream::Plain(tcp) = self {
+            let _ = out.send_now(tcp.as_raw_fd());
+        }
+    }
+
     /// Whether a pooled connection can take a request: nothing to read and not closed. A TLS
     /// connection may have been sent session tickets after its last response: those are read
     /// (and kept) here; anything else makes it unusable.

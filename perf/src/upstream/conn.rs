@@ -187,6 +187,22 @@ impl Conn {
         (res.map(|_| ()), buf)
     }
 
+    /// Writes `buf[start..]`, first with a direct send (no trip through the driver, see
+    /// `direct.rs`), the rest, if the socket did not take it all, through the driver.
+    /// For a new stream's head and first event. Not cancel-safe, like [`Conn::write`].
+    pub(crate) async fn write_now(
+        &mut self,
+        buf: Vec<u8>,
+        start: usize,
+    ) -> (io::Result<()>, Vec<u8>) {
+        let sent = start + super::direct::send_now(self.stream.as_raw_fd(), &buf[start..]);
+        if sent == buf.len() {
+            return (Ok(()), buf);
+        }
+        let (res, slice) = self.write(buf.slice(sent..)).await;
+        (res, slice.into_inner())
+    }
+
     /// Sleeps until `deadline`; false when the worker is killed first. Cancel-safe.
     pub(crate) async fn sleep_until(&self, deadline: Instant) -> bool {
         self.worker
@@ -232,7 +248,14 @@ impl Conn {
 
     /// The request loop.
     async fn run(&mut self) -> Next {
-        let mut inbuf: Vec<u8> = Vec::new();
+        // A new connection's request is usually there already (its accept waited for the
+        // driver's round): take it now instead of waiting a round for `readable()` and another
+        // for the read (`direct.rs`).
+        let mut inbuf: Vec<u8> = Vec::with_capacity(HEAD_READ_BYTES);
+        if super::direct::recv_now(self.stream.as_raw_fd(), &mut inbuf) == 0 {
+            // Not there yet: wait as an idle connection does, without a buffer.
+            inbuf = Vec::new();
+        }
         loop {
             let head = match self.read_head(&mut inbuf).await {
                 Ok(head) => head,

@@ -7,6 +7,7 @@
 //! Files:
 //! - `worker.rs`: thread, runtime (io_uring or epoll), accept loop, kill.
 //! - `conn.rs`: one connection: keep-alive request loop, plain endpoints.
+//! - `direct.rs`: a new connection's first steps without a trip through the driver.
 //! - `stream.rs`: one SSE response on monoio: batching, heartbeats, faults.
 //! - `schedule.rs`: which event goes next and when: resume point, pacing, the fault's place
 //!   (pure).
@@ -21,6 +22,7 @@
 //! - `kill.rs`: the per-worker kill switch.
 
 mod conn;
+mod direct;
 mod http;
 mod kill;
 mod log;

@@ -84,7 +84,9 @@ pub(crate) async fn serve_sse(
         }
     }
     drop(pre);
-    if conn.write(out).await.0.is_err() {
+    // Directly, as the first event below: a new stream is not queued behind a round of the
+    // busy ones (`direct.rs`).
+    if conn.write_now(out, 0).await.0.is_err() {
         return Next::Gone;
     }
 
@@ -98,6 +100,7 @@ pub(crate) async fn serve_sse(
         heartbeat: p.heartbeat,
         out: WriteBuf::new(framing == SseFraming::Chunked),
         last_write: Instant::now(),
+        first_write: true,
         at_end: match framing {
             SseFraming::Close => Next::Close,
             _ if close => Next::Close,
@@ -144,6 +147,8 @@ struct SseStream<'a> {
     out: WriteBuf,
     /// When the last write went out (heartbeats count from it).
     last_write: Instant,
+    /// Nothing written since the head: the next write goes out directly (`direct.rs`).
+    first_write: bool,
     /// What the connection does after a complete stream.
     at_end: Next,
 }
@@ -209,8 +214,13 @@ impl SseStream<'_> {
     async fn flush(&mut self, last_chunk: bool) -> bool {
         let start = self.out.finish(last_chunk);
         let buf = self.out.take();
-        let (res, slice) = self.conn.write(buf.slice(start..)).await;
-        self.out.restore(slice.into_inner());
+        let (res, buf) = if std::mem::take(&mut self.first_write) {
+            self.conn.write_now(buf, start).await
+        } else {
+            let (res, slice) = self.conn.write(buf.slice(start..)).await;
+            (res, slice.into_inner())
+        };
+        self.out.restore(buf);
         self.last_write = Instant::now();
         res.is_ok()
     }

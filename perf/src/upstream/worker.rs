@@ -199,45 +199,66 @@ pub(crate) fn run(start: WorkerStart) {
         let accept_cancel = canceller.handle();
         monoio::spawn(control_task(control, worker.clone(), canceller));
 
-        if let Some(at) = listen_at {
-            let wait = super::kill::sleep_until(Instant::from_std(at));
-            if worker.kill.guard(wait).await.is_some() {
-                // SAFETY: plain syscall on the listening socket we own; listening twice
-                // (several workers share it) only updates the backlog.
-                unsafe {
-                    libc::listen(listener.as_raw_fd(), BACKLOG);
-                }
-            }
-        }
-
-        // A bare accept loop: the accept is cancelled (never dropped) on kill.
-        while !worker.kill.is_fired() {
-            match listener.cancelable_accept(accept_cancel.clone()).await {
-                Ok((stream, _peer)) => {
-                    if worker.kill.is_fired() {
-                        break;
-                    }
-                    start_conn(&worker, stream);
-                    // Take whatever else is already queued without another trip through
-                    // the driver: one accept per ring cycle starves connection setup while
-                    // busy streams fill every cycle.
-                    for _ in 0..ACCEPT_BURST {
-                        match accept_now(listener.as_raw_fd()) {
-                            Some(stream) => start_conn(&worker, stream),
-                            None => break,
-                        }
-                    }
-                }
-                Err(_) if worker.kill.is_fired() => break,
-                Err(_) => {
-                    let pause = super::kill::sleep_until(Instant::now() + ACCEPT_ERROR_BACKOFF);
-                    worker.kill.guard(pause).await;
-                }
-            }
-        }
-        drop(listener);
+        // In a task of its own, not in the runtime's main future: monoio polls the main future
+        // only after every queued task, and a task spawned there runs after the driver's next
+        // submission (under flat-out load, the kernel half of a round: 1000 writes). Spawned
+        // from a task, a new connection's task runs in the same pass, and answers at once
+        // (`direct.rs`) before that submission.
+        let accepting = monoio::spawn(accept_loop(
+            listener,
+            worker.clone(),
+            accept_cancel,
+            listen_at,
+        ));
+        accepting.await;
         worker.all_closed().await;
     });
+}
+
+/// Accepts until the kill: a bare accept loop, the accept cancelled (never dropped) on kill.
+/// With `listen_at`, the listener starts listening then (connections are refused until).
+async fn accept_loop(
+    listener: monoio::net::TcpListener,
+    worker: Rc<Worker>,
+    accept_cancel: monoio::io::CancelHandle,
+    listen_at: Option<std::time::Instant>,
+) {
+    if let Some(at) = listen_at {
+        let wait = super::kill::sleep_until(Instant::from_std(at));
+        if worker.kill.guard(wait).await.is_some() {
+            // SAFETY: plain syscall on the listening socket we own; listening twice
+            // (several workers share it) only updates the backlog.
+            unsafe {
+                libc::listen(listener.as_raw_fd(), BACKLOG);
+            }
+        }
+    }
+
+    // A bare accept loop: the accept is cancelled (never dropped) on kill.
+    while !worker.kill.is_fired() {
+        match listener.cancelable_accept(accept_cancel.clone()).await {
+            Ok((stream, _peer)) => {
+                if worker.kill.is_fired() {
+                    break;
+                }
+                start_conn(&worker, stream);
+                // Take whatever else is already queued without another trip through
+                // the driver: one accept per ring cycle starves connection setup while
+                // busy streams fill every cycle.
+                for _ in 0..ACCEPT_BURST {
+                    match accept_now(listener.as_raw_fd()) {
+                        Some(stream) => start_conn(&worker, stream),
+                        None => break,
+                    }
+                }
+            }
+            Err(_) if worker.kill.is_fired() => break,
+            Err(_) => {
+                let pause = super::kill::sleep_until(Instant::now() + ACCEPT_ERROR_BACKOFF);
+                worker.kill.guard(pause).await;
+            }
+        }
+    }
 }
 
 /// Spawns the task of an accepted connection.
