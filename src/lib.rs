@@ -87,6 +87,8 @@ pub mod sse;
 pub(crate) mod ready_set;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod store;
+#[cfg(test)]
+mod test_drivers;
 pub(crate) mod timers;
 pub(crate) mod tls;
 pub(crate) mod turns;

@@ -284,28 +284,15 @@ impl Future for ReadyWait<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_drivers::on_each_driver;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream as StdUnixStream;
-
-    fn on_both_runtimes(f: impl Fn() -> Pin<Box<dyn Future<Output = ()>>>) {
-        let mut uring = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build();
-        if let Ok(rt) = uring.as_mut() {
-            rt.block_on(f());
-        }
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap()
-            .block_on(f());
-    }
 
     /// Each write is an edge that wakes the waiting reader once; a read that drained the
     /// socket needs no more; a dropped wait leaves its edge for the next.
     #[test]
     fn edges_wake_the_waiting_socket() {
-        on_both_runtimes(|| {
+        on_each_driver(|| {
             Box::pin(async {
                 let (set, watch) = ReadySet::new().unwrap();
                 monoio::spawn(set.clone().drive(watch));
@@ -342,7 +329,7 @@ mod tests {
     /// passing: the read that takes the data is short, and the end is yet to be read.
     #[test]
     fn an_end_that_came_with_the_last_data_is_not_lost() {
-        on_both_runtimes(|| {
+        on_each_driver(|| {
             Box::pin(async {
                 let (set, watch) = ReadySet::new().unwrap();
                 monoio::spawn(set.clone().drive(watch));
@@ -363,7 +350,7 @@ mod tests {
     /// Data that is in the socket before it joins the set counts as an edge.
     #[test]
     fn data_already_there_counts() {
-        on_both_runtimes(|| {
+        on_each_driver(|| {
             Box::pin(async {
                 let (set, watch) = ReadySet::new().unwrap();
                 monoio::spawn(set.clone().drive(watch));

@@ -195,21 +195,7 @@ impl Drop for TimerSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs `body` on an epoll runtime and on an io_uring one (the two drivers wake timers
-    /// through different park paths), whatever driver the environment selects.
-    fn on_each_driver<F: std::future::Future<Output = ()>>(body: impl Fn() -> F) {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("epoll runtime")
-            .block_on(body());
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("io_uring runtime (this machine has it; the suite needs both drivers)")
-            .block_on(body());
-    }
+    use crate::test_drivers::on_each_driver;
 
     /// Many slots with deadlines in any order each fire once, not before their deadline, in
     /// deadline order; moving a deadline later or earlier is honoured,

@@ -309,6 +309,7 @@ impl Drop for MyTurn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_drivers::on_each_driver;
 
     const SLICE: Duration = Duration::from_millis(2);
 
@@ -319,23 +320,9 @@ mod tests {
         turns
     }
 
-    fn on_both_runtimes(f: fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) {
-        let mut uring = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build();
-        if let Ok(rt) = uring.as_mut() {
-            rt.block_on(f());
-        }
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("epoll runtime")
-            .block_on(f());
-    }
-
     #[test]
     fn a_turn_is_immediate_while_the_slice_has_room() {
-        on_both_runtimes(|| {
+        on_each_driver(|| {
             Box::pin(async {
                 let turns = ringing();
                 for _ in 0..100 {
@@ -349,7 +336,7 @@ mod tests {
 
     #[test]
     fn past_the_slice_streams_wait_for_a_tick_in_order() {
-        on_both_runtimes(|| {
+        on_each_driver(|| {
             Box::pin(async {
                 let turns = ringing();
                 // A slice used up.
@@ -378,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_newly_ready_stream_queues_behind_those_waiting() {
-        on_both_runtimes(|| {
+        on_each_driver(|| {
             Box::pin(async {
                 let turns = ringing();
                 turns.used.set(SLICE);
@@ -444,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_dropped_wait_gives_up_its_place() {
-        on_both_runtimes(|| {
+        on_each_driver(|| {
             Box::pin(async {
                 let turns = ringing();
                 turns.used.set(SLICE);
