@@ -288,16 +288,23 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream as StdUnixStream;
 
+    /// A set with its driver task running (inside a runtime), and a connected pair whose
+    /// non-blocking reader end is what the test registers.
+    fn driven_set_and_pair() -> (Rc<ReadySet>, StdUnixStream, StdUnixStream) {
+        let (set, watch) = ReadySet::new().unwrap();
+        monoio::spawn(set.clone().drive(watch));
+        let (writer, reader) = StdUnixStream::pair().unwrap();
+        reader.set_nonblocking(true).unwrap();
+        (set, writer, reader)
+    }
+
     /// Each write is an edge that wakes the waiting reader once; a read that drained the
     /// socket needs no more; a dropped wait leaves its edge for the next.
     #[test]
     fn edges_wake_the_waiting_socket() {
         on_each_driver(|| {
             Box::pin(async {
-                let (set, watch) = ReadySet::new().unwrap();
-                monoio::spawn(set.clone().drive(watch));
-                let (mut writer, reader) = StdUnixStream::pair().unwrap();
-                reader.set_nonblocking(true).unwrap();
+                let (set, mut writer, reader) = driven_set_and_pair();
                 let interest = set.register(reader.as_raw_fd()).unwrap();
                 for round in 0..3u8 {
                     writer.write_all(&[round]).unwrap();
@@ -331,10 +338,7 @@ mod tests {
     fn an_end_that_came_with_the_last_data_is_not_lost() {
         on_each_driver(|| {
             Box::pin(async {
-                let (set, watch) = ReadySet::new().unwrap();
-                monoio::spawn(set.clone().drive(watch));
-                let (mut writer, reader) = StdUnixStream::pair().unwrap();
-                reader.set_nonblocking(true).unwrap();
+                let (set, mut writer, reader) = driven_set_and_pair();
                 let interest = set.register(reader.as_raw_fd()).unwrap();
                 writer.write_all(b"last").unwrap();
                 drop(writer);
@@ -352,10 +356,7 @@ mod tests {
     fn data_already_there_counts() {
         on_each_driver(|| {
             Box::pin(async {
-                let (set, watch) = ReadySet::new().unwrap();
-                monoio::spawn(set.clone().drive(watch));
-                let (mut writer, reader) = StdUnixStream::pair().unwrap();
-                reader.set_nonblocking(true).unwrap();
+                let (set, mut writer, reader) = driven_set_and_pair();
                 writer.write_all(b"early").unwrap();
                 let interest = set.register(reader.as_raw_fd()).unwrap();
                 interest.wait().await;
