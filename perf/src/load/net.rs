@@ -163,23 +163,8 @@ pub(crate) fn take_error(fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// Sends `buf` without blocking and without SIGPIPE; the bytes sent.
-pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: valid fd; `buf` is valid for reads of its length.
-    let n = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr() as *const libc::c_void,
-            buf.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
+/// Sends without blocking and without SIGPIPE; the bytes sent (the simulator's own).
+pub(crate) use crate::upstream::direct::send;
 
 /// Reads into `buf`; `Ok(0)` is EOF, `WouldBlock` means nothing to read yet.
 pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -17,6 +17,7 @@
 //! socket's mode, and neither driver caches data, only readiness (a stale "readable" costs
 //! one read that finds nothing and waits again).
 
+use std::io;
 use std::os::fd::RawFd;
 
 /// Appends to `buf` (up to its spare capacity) what the socket holds now, without waiting.
@@ -46,14 +47,10 @@ pub(crate) fn recv_now(fd: RawFd, buf: &mut Vec<u8>) -> usize {
     n as usize
 }
 
-/// Sends as much of `bytes` as the socket takes now, without waiting. Returns how many it
-/// took: 0 when its buffer is full or on an error (the driver's write of the rest reports it).
-pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> usize {
-    if bytes.is_empty() {
-        return 0;
-    }
-    // SAFETY: `bytes` is a valid slice for reading; `fd` is an open socket owned by the
-    // caller. MSG_NOSIGNAL: a peer that left gives EPIPE, not SIGPIPE.
+/// Sends `bytes` without blocking and without SIGPIPE (a peer that left gives EPIPE); the bytes
+/// the socket took. Also sse-load's send (`load::net`).
+pub(crate) fn send(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is a valid slice for reading; `fd` is an open socket owned by the caller.
     let n = unsafe {
         libc::send(
             fd,
@@ -62,7 +59,20 @@ pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> usize {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
-    n.max(0) as usize
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Sends as much of `bytes` as the socket takes now, without waiting. Returns how many it
+/// took: 0 when its buffer is full or on an error (the driver's write of the rest reports it).
+pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> usize {
+    if bytes.is_empty() {
+        return 0;
+    }
+    send(fd, bytes).unwrap_or(0)
 }
 
 #[cfg(test)]

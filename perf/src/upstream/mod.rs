@@ -22,7 +22,7 @@
 //! - `kill.rs`: the per-worker kill switch.
 
 mod conn;
-mod direct;
+pub(crate) mod direct;
 mod http;
 mod kill;
 mod log;
