@@ -114,7 +114,7 @@ fn compact(buf: &mut BytesMut) {
     }
 }
 
-impl Relay<'_> {
+impl<'c> Relay<'c> {
     /// Relays one upstream body until it ends, drops, or the client fails. Everything queued for
     /// the client has been written when it returns an upstream end.
     ///
@@ -123,179 +123,205 @@ impl Relay<'_> {
     /// own no buffer (cancel-safe) and the future a stream sits in stays small.
     ///
     /// An https upstream is waited on the same way; its session decrypts what is read.
-    pub(super) async fn pump<C: ClientStream>(
-        &mut self,
-        client: &C,
-        up: &UpstreamStream,
-    ) -> BodyEnd {
-        // The upstream's readiness, through the worker's set (one poll operation per wake-up of
-        // the worker, not per read: crate::ready_set). Registered before the head's bytes are
-        // taken: data arriving from now on is an edge.
-        let ctx = self.ctx;
-        let interest = match ctx.ready.register(up.as_raw_fd()) {
-            Ok(i) => i,
-            Err(e) => return self.unwatchable(e),
-        };
-        // Body bytes that came with the head are relayed with it.
-        let mut up_state = self.ingest_buffered();
-        let mut reading = up_state.is_none();
-        // One timer for every wait of this body, re-armed rather than created, and held only
-        // while something is due.
-        let mut timer = StreamTimer::default();
-        // Since when the client's socket has taken none of what is queued (send timeout).
-        // Also since when the stream has been quiet, while it waits idle (`quiet_since` below:
-        // one slot for both, 16 bytes less in every stream's future; reset on the way out).
-        let mut blocked_since: Option<Instant> = None;
-        // When the turn under way began (charged to the worker's slice once its send is done).
-        let mut turn_started: Option<Instant> = None;
-        // The client's socket in the worker's readiness set, from the first time the stream
-        // watches it for a disconnect (after CLIENT_WATCH_DELAY of quiet) to the end of the
-        // body: a stream whose events come about that far apart (10/s) starts watching after
-        // nearly every event, and a monoio `readable()` there cost a poll operation and its
-        // cancellation each time. None also when it could not join (then `readable()`).
-        let mut client_watch: Option<Interest<'_>> = None;
+    ///
+    /// Not an `async fn`: one keeps its three arguments twice (24 bytes of every stream's
+    /// future; `proxy::conn::tests::a_stream_task_stays_small`).
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn pump<'a, C: ClientStream>(
+        &'a mut self,
+        client: &'a C,
+        up: &'a UpstreamStream,
+    ) -> impl std::future::Future<Output = BodyEnd> + use<'a, 'c, C> {
+        async move {
+            // The upstream's readiness, through the worker's set (one poll operation per wake-up of
+            // the worker, not per read: crate::ready_set). Registered before the head's bytes are
+            // taken: data arriving from now on is an edge. `ctx` is not kept beside `self`: its
+            // 8 bytes would be in every stream's future.
+            let interest = match self.ctx.ready.register(up.as_raw_fd()) {
+                Ok(i) => i,
+                Err(e) => return self.unwatchable(e),
+            };
+            // Body bytes that came with the head are relayed with it.
+            let mut up_state = self.ingest_buffered();
+            let mut reading = up_state.is_none();
+            // One timer for every wait of this body, re-armed rather than created, and held only
+            // while something is due.
+            let mut timer = StreamTimer::default();
+            // Since when the client's socket has taken none of what is queued (send timeout).
+            // Also since when the stream has been quiet, while it waits idle (`quiet_since` below:
+            // one slot for both, 16 bytes less in every stream's future; reset on the way out).
+            let mut blocked_since: Option<Instant> = None;
+            // When the turn under way began (charged to the worker's slice once its send is done).
+            let mut turn_started: Option<Instant> = None;
+            // The client's socket in the worker's readiness set, from the first time the stream
+            // watches it for a disconnect (after CLIENT_WATCH_DELAY of quiet) to the end of the
+            // body: a stream whose events come about that far apart (10/s) starts watching after
+            // nearly every event, and a monoio `readable()` there cost a poll operation and its
+            // cancellation each time. None also when it could not join (then `readable()`).
+            let mut client_watch: Option<Interest<'_>> = None;
 
-        loop {
-            // ---- send what is queued, as far as the client's socket takes it ----
-            if !self.queue_empty(client) {
-                match self.out.send_to(client) {
-                    Ok(0) => {
-                        blocked_since.get_or_insert_with(Instant::now);
-                    }
-                    Ok(_) => {
-                        let now = Instant::now();
-                        self.last_sent = now;
-                        if let Some(since) = self.resumes.as_mut().and_then(|r| r.gap_from.take()) {
-                            self.ctx.metrics.record_gap(since.elapsed());
+            loop {
+                // ---- send what is queued, as far as the client's socket takes it ----
+                if !self.queue_empty(client) {
+                    match self.out.send_to(client) {
+                        Ok(0) => {
+                            blocked_since.get_or_insert_with(Instant::now);
                         }
-                        blocked_since = (!self.queue_empty(client)).then_some(now);
+                        Ok(_) => {
+                            let now = Instant::now();
+                            self.last_sent = now;
+                            if let Some(since) =
+                                self.resumes.as_mut().and_then(|r| r.gap_from.take())
+                            {
+                                self.ctx.metrics.record_gap(since.elapsed());
+                            }
+                            blocked_since = (!self.queue_empty(client)).then_some(now);
+                        }
+                        Err(_) => return BodyEnd::ClientGone,
                     }
-                    Err(_) => return BodyEnd::ClientGone,
                 }
-            }
-            if let Some(started) = turn_started.take() {
-                self.ctx.turns.charge(started);
-            }
+                if let Some(started) = turn_started.take() {
+                    self.ctx.turns.charge(started);
+                }
 
-            if !self.queue_empty(client) {
-                // ---- blocked: wait for room in the client's socket; meanwhile read the
-                // upstream only below the high-water mark, so a client that reads slowly slows
-                // its upstream (TCP pushes back on it) ----
-                let since = *blocked_since.get_or_insert_with(Instant::now);
-                timer.arm(&self.ctx.timers, since + self.ctx.config.timeouts.send);
-                // A shared stream's client is not its pace: others follow the stream, so it
-                // may fall --sse-client-buffer behind and is then cut (the stream reads on).
-                let high_water = if self.ring.lineage.has_followers() {
-                    let limit = self.route.settings.sse.client_buffer;
-                    if self.queued(client) > limit {
-                        crate::log_info!(
+                if !self.queue_empty(client) {
+                    // ---- blocked: wait for room in the client's socket; meanwhile read the
+                    // upstream only below the high-water mark, so a client that reads slowly slows
+                    // its upstream (TCP pushes back on it) ----
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    timer.arm(&self.ctx.timers, since + self.ctx.config.timeouts.send);
+                    // A shared stream's client is not its pace: others follow the stream, so it
+                    // may fall --sse-client-buffer behind and is then cut (the stream reads on).
+                    let high_water = if self.ring.lineage.has_followers() {
+                        let limit = self.route.settings.sse.client_buffer;
+                        if self.queued(client) > limit {
+                            crate::log_info!(
                             "sse {}: shared stream's client fell more than --sse-client-buffer ({limit} bytes) behind; disconnecting it",
                             self.ring.lineage.scope.target()
                         );
-                        return BodyEnd::SlowClient;
-                    }
-                    limit
-                } else {
-                    QUEUE_HIGH_WATER
-                };
-                let room = reading && self.queued(client) < high_water;
-                // The upstream's readiness, seen by the wait and acted on after it (in our
-                // turn): the select's value, so it is no slot of the future's.
-                let upstream_ready = monoio::select! {
-                    res = client.tcp().writable(false) => {
-                        if res.is_err() {
-                            return BodyEnd::ClientGone;
+                            return BodyEnd::SlowClient;
                         }
-                        false
-                    }
-                    () = interest.wait(), if room => true,
-                    _ = timer.fired() => {
-                        crate::log_info!(
-                            "sse {}: client took no bytes for the send timeout; disconnecting",
-                            self.ring.lineage.scope.target()
-                        );
-                        return BodyEnd::SlowClient;
-                    }
-                };
-                if upstream_ready {
-                    turn_started = Some(self.take_turn(&interest, up, &mut up_state).await);
-                    reading = up_state.is_none();
-                }
-                continue;
-            }
-            if let Some(end) = up_state.take() {
-                return end;
-            }
-
-            // ---- idle: wait for the upstream, a heartbeat, or the client leaving ----
-            // A quiet stream holds no buffer: tens of thousands of them may sit here. They are
-            // let go once it has been quiet for CLIENT_WATCH_DELAY, not at once: a busy stream
-            // between two reads would free and grow them again every time (its block list
-            // alone: ten reallocations, copying ~90 KB, per burst of small events).
-            // Since when it has been quiet: `blocked_since`'s slot (see there).
-            blocked_since = Some(Instant::now());
-            let mut buffers_held = true;
-            // A stream whose request ends with its response (MCP 2026-07-28) is watched at
-            // once: its upstream must close as soon as the client leaves.
-            let mut watching = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
-            let mut client_busy = false;
-            while self.out.is_empty() && up_state.is_none() {
-                let quiet_since = blocked_since.unwrap_or_else(Instant::now);
-                let wake_at =
-                    self.idle_wake(quiet_since, (!watching && !client_busy) || buffers_held);
-                match wake_at {
-                    Some(at) => timer.arm(&self.ctx.timers, at),
-                    None => timer.disarm(),
-                }
-                if watching && client_watch.is_none() {
-                    client_watch = ctx.ready.register(client.tcp().as_raw_fd()).ok();
-                }
-                let upstream_ready = monoio::select! {
-                    () = interest.wait(), if reading => true,
-                    _ = timer.fired(), if wake_at.is_some() => {
-                        let now = Instant::now();
-                        let quiet_since = blocked_since.unwrap_or(now);
-                        let idle_timeout = self.route.settings.resume.idle_timeout;
-                        if idle_timeout.is_some_and(|d| now >= self.last_upstream + d) {
-                            crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
-                            return BodyEnd::Dropped(DropKind::Idle);
-                        }
-                        let quiet_long = now >= quiet_since + CLIENT_WATCH_DELAY;
-                        if buffers_held && quiet_long {
-                            self.release_buffers();
-                            buffers_held = false;
-                        }
-                        if self.route.settings.sse.heartbeat.is_some_and(|d| now >= self.last_sent + d) {
-                            self.out.push_heartbeat();
-                            WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
-                        } else if !client_busy && quiet_long {
-                            watching = true;
-                        }
-                        false
-                    }
-                    ready = client_readable(client_watch.as_ref(), client), if watching => {
-                        match (ready, client.peek_state()) {
-                            (Err(_), _) | (_, PeekState::Closed) => return BodyEnd::ClientGone,
-                            // A pipelined request: it waits in the socket for after the stream.
-                            (_, PeekState::HasData) => {
-                                watching = false;
-                                client_busy = true;
+                        limit
+                    } else {
+                        QUEUE_HIGH_WATER
+                    };
+                    let room = reading && self.queued(client) < high_water;
+                    // The upstream's readiness, seen by the wait and acted on after it (in our
+                    // turn): the select's value, so it is no slot of the future's.
+                    let upstream_ready = monoio::select! {
+                        // Boxed: monoio's wait is 104 bytes and a stream is blocked seldom and
+                        // briefly; a quiet stream's future would carry it inline. One small
+                        // allocation per wait for room, beside the poll operation it makes.
+                        res = Box::pin(client.tcp().writable(false)) => {
+                            if res.is_err() {
+                                return BodyEnd::ClientGone;
                             }
-                            (_, PeekState::Quiet) => {}
+                            false
                         }
-                        false
+                        () = interest.wait(), if room => true,
+                        _ = timer.fired() => {
+                            crate::log_info!(
+                                "sse {}: client took no bytes for the send timeout; disconnecting",
+                                self.ring.lineage.scope.target()
+                            );
+                            return BodyEnd::SlowClient;
+                        }
+                    };
+                    if upstream_ready {
+                        // Until it delivers (a new client's first event, a resumed stream's first
+                        // new one) a stream waits only for room in the slice, not behind the busy
+                        // streams (crate::turns). Awaited here rather than in a helper async fn,
+                        // which kept its four references beside the wait.
+                        self.ctx.turns.my_turn(!self.progressed).await;
+                        turn_started = Some(Instant::now());
+                        up_state = self.after_ready(&interest, up);
+                        reading = up_state.is_none();
                     }
-                };
-                if upstream_ready {
-                    turn_started = Some(self.take_turn(&interest, up, &mut up_state).await);
-                    reading = up_state.is_none();
+                    continue;
                 }
+                if let Some(end) = up_state.take() {
+                    return end;
+                }
+
+                // ---- idle: wait for the upstream, a heartbeat, or the client leaving ----
+                // A quiet stream holds no buffer: tens of thousands of them may sit here. They are
+                // let go once it has been quiet for CLIENT_WATCH_DELAY, not at once: a busy stream
+                // between two reads would free and grow them again every time (its block list
+                // alone: ten reallocations, copying ~90 KB, per burst of small events).
+                // Since when it has been quiet: `blocked_since`'s slot (see there).
+                blocked_since = Some(Instant::now());
+                let mut buffers_held = true;
+                // A stream whose request ends with its response (MCP 2026-07-28) is watched at
+                // once: its upstream must close as soon as the client leaves.
+                let mut watching = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
+                let mut client_busy = false;
+                while self.out.is_empty() && up_state.is_none() {
+                    // In a block of its own, so the deadline is not kept across the wait (16 bytes
+                    // of every quiet stream's future): only whether there is one.
+                    let timed = {
+                        let quiet_since = blocked_since.unwrap_or_else(Instant::now);
+                        let wake_at = self
+                            .idle_wake(quiet_since, (!watching && !client_busy) || buffers_held);
+                        match wake_at {
+                            Some(at) => timer.arm(&self.ctx.timers, at),
+                            None => timer.disarm(),
+                        }
+                        wake_at.is_some()
+                    };
+                    if watching && client_watch.is_none() {
+                        client_watch = self.ctx.ready.register(client.tcp().as_raw_fd()).ok();
+                    }
+                    let upstream_ready = monoio::select! {
+                        () = interest.wait(), if reading => true,
+                        _ = timer.fired(), if timed => {
+                            let now = Instant::now();
+                            let quiet_since = blocked_since.unwrap_or(now);
+                            let idle_timeout = self.route.settings.resume.idle_timeout;
+                            if idle_timeout.is_some_and(|d| now >= self.last_upstream + d) {
+                                crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
+                                return BodyEnd::Dropped(DropKind::Idle);
+                            }
+                            let quiet_long = now >= quiet_since + CLIENT_WATCH_DELAY;
+                            if buffers_held && quiet_long {
+                                self.release_buffers();
+                                buffers_held = false;
+                            }
+                            if self.route.settings.sse.heartbeat.is_some_and(|d| now >= self.last_sent + d) {
+                                self.out.push_heartbeat();
+                                WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
+                            } else if !client_busy && quiet_long {
+                                watching = true;
+                            }
+                            false
+                        }
+                        ready = client_readable(client_watch.as_ref(), client), if watching => {
+                            match (ready, client.peek_state()) {
+                                (Err(_), _) | (_, PeekState::Closed) => return BodyEnd::ClientGone,
+                                // A pipelined request: it waits in the socket for after the stream.
+                                (_, PeekState::HasData) => {
+                                    watching = false;
+                                    client_busy = true;
+                                }
+                                (_, PeekState::Quiet) => {}
+                            }
+                            false
+                        }
+                    };
+                    if upstream_ready {
+                        self.ctx.turns.my_turn(!self.progressed).await;
+                        turn_started = Some(Instant::now());
+                        up_state = self.after_ready(&interest, up);
+                        reading = up_state.is_none();
+                    }
+                }
+                // No longer quiet: the slot is the send's again.
+                blocked_since = None;
             }
-            // No longer quiet: the slot is the send's again.
-            blocked_since = None;
         }
     }
+}
 
+impl Relay<'_> {
     /// Reads the upstream on without a client (`super::fanout`): for the stream's followers, or
     /// held for a comeback until `--hold-upstream` passes with nobody following. What is framed
     /// goes to the ring only.
@@ -378,7 +404,9 @@ impl Relay<'_> {
                 _ = fanout.followers_changed(seen) => {}
             }
             if mem::take(&mut upstream_ready) {
-                turn_started = Some(self.take_turn(&interest, up, &mut up_state).await);
+                self.ctx.turns.my_turn(!self.progressed).await;
+                turn_started = Some(Instant::now());
+                up_state = self.after_ready(&interest, up);
             }
         }
     }
@@ -456,25 +484,9 @@ impl Relay<'_> {
         BodyEnd::Dropped(DropKind::Error)
     }
 
-    /// The upstream is readable: waits for this stream's turn (crate::turns), then reads and
-    /// frames what it holds. Returns when the turn began; `up_state` gets how the body ended, if
-    /// it did.
-    async fn take_turn(
-        &mut self,
-        interest: &Interest<'_>,
-        up: &UpstreamStream,
-        up_state: &mut Option<BodyEnd>,
-    ) -> Instant {
-        // Until it delivers (a new client's first event, a resumed stream's first new one) a
-        // stream waits only for room in the slice, not behind the busy streams.
-        self.ctx.turns.my_turn(!self.progressed).await;
-        let started = Instant::now();
-        *up_state = self.after_ready(interest, up);
-        started
-    }
-
-    /// The upstream is readable: reads what it holds (through its TLS session, for an https
-    /// upstream) and frames it. Returns how the body ended, if it did.
+    /// The upstream is readable and it is this stream's turn (crate::turns): reads what it holds
+    /// (through its TLS session, for an https upstream) and frames it. Returns how the body
+    /// ended, if it did.
     fn after_ready(&mut self, interest: &Interest<'_>, up: &UpstreamStream) -> Option<BodyEnd> {
         let fd = up.as_raw_fd();
         let mut buf = self.take_ubuf();
@@ -784,7 +796,8 @@ impl Relay<'_> {
 
 /// Resolves when the client's socket has something to say (data, its end, an error): through
 /// the worker's readiness set once it joined it (an edge since the last wait), else monoio's
-/// `readable()`. Cancel-safe: neither owns a buffer.
+/// `readable()`, boxed: it is only for a socket that could not join the set, and inline its 104
+/// bytes would be in every quiet stream's future. Cancel-safe: neither owns a buffer.
 async fn client_readable<C: ClientStream>(
     watch: Option<&Interest<'_>>,
     client: &C,
@@ -794,7 +807,7 @@ async fn client_readable<C: ClientStream>(
             interest.wait().await;
             Ok(())
         }
-        None => client.tcp().readable(false).await,
+        None => Box::pin(client.tcp().readable(false)).await,
     }
 }
 
@@ -810,6 +823,36 @@ fn bytes_of<'a>(bytes: &'a BlockBytes, read: &'a [u8]) -> &'a [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn future_size3<F, A, B, C, R>(_: &F) -> usize
+    where
+        F: Fn(A, B, C) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    fn future_size2<F, A, B, R>(_: &F) -> usize
+    where
+        F: Fn(A, B) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// The pump is where every stream waits (inside its task, `proxy::conn::serve_stream`), so
+    /// its future is memory per idle stream. 368 bytes (release, `-Zprint-type-sizes`) before
+    /// the fourth pass of issue 9 (perf/NOTES.md): its arguments held twice (async fn), the
+    /// idle wait's deadline kept across it, `take_turn`'s references beside the turn's wait,
+    /// and monoio's 104-byte readiness futures inline in both selects (now boxed: the client's
+    /// `writable()` while blocked, its `readable()` when it could not join the readiness set);
+    /// 184 in a debug build after it.
+    #[test]
+    fn the_pump_stays_small() {
+        let pump = future_size3(&Relay::pump::<monoio::net::TcpStream>);
+        let readable = future_size2(&client_readable::<monoio::net::TcpStream>);
+        eprintln!("pump future: {pump} bytes; client_readable: {readable}");
+        assert!(pump <= 192, "pump future is {pump} bytes");
+        assert!(readable <= 32, "client_readable future is {readable} bytes");
+    }
 
     #[test]
     fn adjacent_blocks_of_one_read_leave_as_one_slice() {

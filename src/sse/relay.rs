@@ -237,6 +237,10 @@ pub(super) struct Resumes {
     pub(super) cursor_seed: Option<Bytes>,
     /// Reconnect delays; made at the stream's first reconnect.
     backoff: Option<Backoff>,
+    /// A reconnection served from the ring: where its replay starts, taken by `replay_first`.
+    /// Here rather than beside the relay in its future, where it took 16 bytes of every
+    /// stream's for the stream's life (`proxy::conn::tests::a_stream_task_stays_small`).
+    replay: Option<StartFrom>,
 }
 
 /// Relays an SSE response to `client` until it ends; see the module doc.
@@ -300,9 +304,10 @@ pub fn relay<'a, C: ClientStream>(
         // No copy when the head's bytes are their own allocation (as `SseStart` says they are).
         request: Vec::from(request.bytes).into_boxed_slice(),
         replica: replica as u32,
-        resumes: resume_from.map(|seed| {
+        resumes: (resume_from.is_some() || from != StartFrom::Upstream).then(|| {
             Box::new(Resumes {
-                cursor_seed: Some(seed),
+                cursor_seed: resume_from,
+                replay: (from != StartFrom::Upstream).then_some(from),
                 ..Resumes::default()
             })
         }),
@@ -311,14 +316,61 @@ pub fn relay<'a, C: ClientStream>(
     relay.keep_ubuf(ubuf);
     relay.out.push_raw(head);
     let mut up = up;
+    // Nothing in here uses `ctx`, only `relay.ctx`: a second copy would be 8 bytes of every
+    // stream's future.
     async move {
-        // The replay first (its state and `from` are not carried by the live relay's loop).
-        let end = match replay_first(&mut relay, client, from).await {
-            Ok(()) => run(&mut relay, &mut up, client, guard).await,
+        // The replay first (its state is not carried by the live relay's loop).
+        let end = match replay_first(&mut relay, client).await {
+            // The drop/resume loop. Inline: as a function of its own its future kept four
+            // references and one to the upstream (40 bytes of every stream's future). `up` is
+            // the lineage's upstream (None: no upstream answered, reconnect first); a slot
+            // beside the relay rather than a field of it, so that the pump can wait on it while
+            // it changes the relay.
+            Ok(()) => loop {
+                let body_end = match up.as_ref() {
+                    Some(stream) => {
+                        guard.set_upstream(Some(stream.as_raw_fd()));
+                        // The client left (or was cut) while others follow the stream or it is
+                        // to be held: the upstream is read on without a client. Boxed: such
+                        // streams are few; the others do not carry the size of its future.
+                        let end = if relay.headless() {
+                            Box::pin(relay.pump_headless(stream)).await
+                        } else {
+                            relay.pump(&*client, stream).await
+                        };
+                        let end = if matches!(end, BodyEnd::ClientGone | BodyEnd::SlowClient)
+                            && !relay.headless()
+                            && relay.go_headless(&*client, &end)
+                        {
+                            Box::pin(relay.pump_headless(stream)).await
+                        } else {
+                            end
+                        };
+                        guard.set_upstream(None);
+                        // Closed now, before a reconnection opens another.
+                        drop(up.take());
+                        end
+                    }
+                    None => BodyEnd::Unreachable,
+                };
+                // The worker shut every socket at the end of its grace period: the upstream's
+                // end is the drain's doing, and nothing may be reconnected while it stops.
+                if guard.closing() {
+                    break SseEnd::ClientGone;
+                }
+                // Boxed: dropping and reconnecting is rare and its state is large; a streaming
+                // relay (the state tens of thousands of idle streams sit in) does not carry its
+                // size.
+                let client_now = (!relay.headless()).then_some(&mut *client);
+                match Box::pin(relay.after_body(client_now, body_end)).await {
+                    Ok(stream) => up = Some(stream),
+                    Err(end) => break end,
+                }
+            },
             Err(end) => end,
         };
         guard.set_upstream(None);
-        let m = &ctx.metrics;
+        let m = &relay.ctx.metrics;
         m.sse_streams_active
             .set(m.sse_streams_active.get().saturating_sub(1));
         relay.log_end();
@@ -340,8 +392,9 @@ impl Relay<'_> {
 async fn replay_first<C: ClientStream>(
     relay: &mut Relay<'_>,
     client: &mut C,
-    from: StartFrom,
 ) -> Result<(), SseEnd> {
+    let from =
+        (relay.resumes.as_mut().and_then(|r| r.replay.take())).unwrap_or(StartFrom::Upstream);
     match from {
         StartFrom::Upstream => Ok(()),
         StartFrom::Replay { after } | StartFrom::ReplayThenEnd { after } => {
@@ -351,60 +404,6 @@ async fn replay_first<C: ClientStream>(
                 return Err(relay.finish_boxed(Some(client), SseEnd::Completed).await);
             }
             Ok(())
-        }
-    }
-}
-
-/// The drop/resume loop. `up`: the lineage's upstream (None: no upstream answered, reconnect
-/// first); a slot beside the relay rather than a field of it, so that the pump can wait on it
-/// while it changes the relay.
-#[allow(clippy::manual_async_fn)] // on purpose: see the comment in the body
-fn run<'a, 'c, C: ClientStream>(
-    relay: &'a mut Relay<'c>,
-    up: &'a mut Option<UpstreamStream>,
-    client: &'a mut C,
-    guard: &'a ConnGuard,
-) -> impl std::future::Future<Output = SseEnd> + use<'a, 'c, C> {
-    // An async block rather than an async fn: an async fn keeps its arguments twice.
-    async move {
-        loop {
-            let body_end = match up.as_ref() {
-                Some(stream) => {
-                    guard.set_upstream(Some(stream.as_raw_fd()));
-                    // The client left (or was cut) while others follow the stream or it is to be
-                    // held: the upstream is read on without a client. Boxed: such streams are
-                    // few; the others do not carry the size of its future.
-                    let end = if relay.headless() {
-                        Box::pin(relay.pump_headless(stream)).await
-                    } else {
-                        relay.pump(client, stream).await
-                    };
-                    let end = if matches!(end, BodyEnd::ClientGone | BodyEnd::SlowClient)
-                        && !relay.headless()
-                        && relay.go_headless(client, &end)
-                    {
-                        Box::pin(relay.pump_headless(stream)).await
-                    } else {
-                        end
-                    };
-                    guard.set_upstream(None);
-                    *up = None;
-                    end
-                }
-                None => BodyEnd::Unreachable,
-            };
-            // The worker shut every socket at the end of its grace period: the upstream's end
-            // is the drain's doing, and nothing may be reconnected while the worker stops.
-            if guard.closing() {
-                return SseEnd::ClientGone;
-            }
-            // Boxed: dropping and reconnecting is rare and its state is large; a streaming relay
-            // (the state tens of thousands of idle streams sit in) does not carry its size.
-            let client_now = (!relay.headless()).then_some(&mut *client);
-            match Box::pin(relay.after_body(client_now, body_end)).await {
-                Ok(stream) => *up = Some(stream),
-                Err(end) => return end,
-            }
         }
     }
 }
