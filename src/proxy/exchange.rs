@@ -26,8 +26,8 @@ use super::tunnel::TunnelStart;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::client_stream::ClientStream;
 use crate::conn_io::{
-    read_more, read_more_within, set_linger_zero, write_vec_within, ByteStream, BytesVec,
-    IoFailure, PeekState,
+    read_more, read_more_timed, set_linger_zero, write_vec_within, ByteStream, BytesVec, IoFailure,
+    PeekState,
 };
 use crate::conn_table::ConnGuard;
 use crate::http::{
@@ -46,6 +46,7 @@ use crate::sse::follow::FollowStart;
 use crate::sse::lookup::{self, ResumePoint, Resumption};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
+use crate::timers::{Elapsed, TimerSlot};
 use crate::upstream::connect::{self, UpstreamConn};
 use crate::upstream::health::FailedTry;
 use crate::upstream::pool::Reuse;
@@ -117,6 +118,9 @@ pub struct ClientSide<'a, C: ClientStream> {
     /// Boxed: an open connection's task grows by a pointer, not by the list (None until the
     /// first response is written).
     pub out: &'a mut Option<Box<BytesVec>>,
+    /// The connection's one timer, re-armed for each step of the exchange (the upstream write,
+    /// the answer's head, the body's reads and writes): `TimerSlot::within`.
+    pub timer: &'a mut TimerSlot,
 }
 
 impl<C: ClientStream> ClientSide<'_, C> {
@@ -128,6 +132,7 @@ impl<C: ClientStream> ClientSide<'_, C> {
             guard: self.guard,
             adopted: self.adopted,
             out: &mut *self.out,
+            timer: &mut *self.timer,
         }
     }
 }
@@ -789,7 +794,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             if fresh {
                 up.send_now_if_plain(&mut out);
             }
-            match write_vec_within(up, out, t.send).await {
+            match up.write_vec_timed(out, t.send, self.client.timer).await {
                 Ok(back) => written = Some(back),
                 // The upstream may have answered early; its answer is read below.
                 Err(_) => request_complete = false,
@@ -800,7 +805,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             if fresh {
                 up.send_now_if_plain(&mut out);
             }
-            match write_vec_within(up, out, t.send).await {
+            match up.write_vec_timed(out, t.send, self.client.timer).await {
                 Ok(back) => written = Some(back),
                 Err(_) => return Err(Attempt::StaleUpstream),
             }
@@ -831,8 +836,11 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
                 up,
                 framing,
                 out,
-                r.body_timeout,
-                t.send,
+                Timeouts {
+                    read: r.body_timeout,
+                    send: t.send,
+                    timer: self.client.timer,
+                },
                 &mut sent_up,
             )
             .await
@@ -1055,8 +1063,11 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             self.client.stream,
             body_framing,
             out,
-            r.body_timeout,
-            t.send,
+            Timeouts {
+                read: r.body_timeout,
+                send: t.send,
+                timer: self.client.timer,
+            },
             &mut self.tally.bytes_to_client,
         )
         .await
@@ -1103,8 +1114,14 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
                 Ok(None) => {}
                 Err(e) => return Err(ProxyError::UpstreamProtocol(e).into()),
             }
-            let (n, buf) =
-                read_watching_client(up, mem::take(ubuf), self.client.stream, deadline).await?;
+            let (n, buf) = read_watching_client(
+                up,
+                mem::take(ubuf),
+                self.client.stream,
+                self.client.timer,
+                deadline,
+            )
+            .await?;
             *ubuf = buf;
             if n == 0 {
                 return Err(if received_any {
@@ -1125,44 +1142,46 @@ async fn read_watching_client<C: ClientStream>(
     up: &mut UpstreamStream,
     buf: BytesMut,
     client: &C,
+    timer: &mut TimerSlot,
     deadline: Instant,
 ) -> Result<(usize, BytesMut), Attempt> {
+    let done = |(res, buf): (std::io::Result<usize>, BytesMut)| match res {
+        Ok(n) => Ok((n, buf)),
+        Err(_) => Err(Attempt::StaleUpstream),
+    };
     let mut read = std::pin::pin!(read_more(up, buf, HEAD_READ_RESERVE));
+    // The common case: the answer comes before the client is worth watching, and the step costs
+    // the connection's timer only.
     let watch_from = Instant::now() + CLIENT_WATCH_DELAY;
-    let mut watching = false;
+    match timer
+        .within_until(deadline.min(watch_from), read.as_mut())
+        .await
+    {
+        Ok(got) => return done(got),
+        Err(Elapsed) if deadline <= watch_from => {
+            return Err(ProxyError::UpstreamHeadTimeout.into())
+        }
+        Err(Elapsed) => {}
+    }
+    // A slow upstream: watch the client too, until the deadline.
+    timer.arm(deadline);
     // The client sent more bytes (a pipelined request): its socket stays readable, so stop watching.
-    let mut client_busy = false;
-    loop {
-        let wake_at = if watching || client_busy {
-            deadline
-        } else {
-            deadline.min(watch_from)
-        };
+    let mut watching = true;
+    let got = loop {
         monoio::select! {
-            (res, buf) = read.as_mut() => {
-                return match res {
-                    Ok(n) => Ok((n, buf)),
-                    Err(_) => Err(Attempt::StaleUpstream),
-                };
-            }
-            _ = monoio::time::sleep_until(wake_at.into()) => {
-                if Instant::now() >= deadline {
-                    return Err(ProxyError::UpstreamHeadTimeout.into());
-                }
-                watching = !client_busy;
-            }
+            got = read.as_mut() => break done(got),
+            _ = timer.fired() => break Err(ProxyError::UpstreamHeadTimeout.into()),
             ready = client.tcp().readable(false), if watching => {
                 match (ready, client.peek_state()) {
-                    (Err(_), _) | (_, PeekState::Closed) => return Err(ProxyError::ClientGone.into()),
-                    (_, PeekState::HasData) => {
-                        watching = false;
-                        client_busy = true;
-                    }
+                    (Err(_), _) | (_, PeekState::Closed) => break Err(ProxyError::ClientGone.into()),
+                    (_, PeekState::HasData) => watching = false,
                     (_, PeekState::Quiet) => {}
                 }
             }
         }
-    }
+    };
+    timer.disarm();
+    got
 }
 
 /// What the client is told about the body's framing. HEAD and 304 answers carry the upstream's
@@ -1234,10 +1253,14 @@ async fn relay_body(
     dst: &mut impl ByteStream,
     framing: OutFraming,
     mut out: BytesVec,
-    read_timeout: Duration,
-    send_timeout: Duration,
+    limits: Timeouts<'_>,
     written: &mut u64,
 ) -> Result<BytesVec, RelayError> {
+    let Timeouts {
+        read: read_timeout,
+        send: send_timeout,
+        timer,
+    } = limits;
     // Chunk-size lines are written into one small buffer and handed out as slices of it, instead
     // of one allocation per chunk.
     let mut scratch = BytesMut::new();
@@ -1261,14 +1284,22 @@ async fn relay_body(
         }
         if !out.is_empty() {
             *written += out.remaining() as u64;
-            out = write_vec_within(dst, out, send_timeout)
+            out = dst
+                .write_vec_timed(out, send_timeout, timer)
                 .await
                 .map_err(|_| RelayError::Write)?;
         }
         if finished {
             return Ok(out);
         }
-        match read_more_within(src, mem::take(src_buf), BODY_READ_BUFFER, read_timeout).await {
+        let read = read_more_timed(
+            src,
+            mem::take(src_buf),
+            BODY_READ_BUFFER,
+            read_timeout,
+            timer,
+        );
+        match read.await {
             Ok((0, buf)) => {
                 *src_buf = buf;
                 decoder
@@ -1280,6 +1311,13 @@ async fn relay_body(
             Err(IoFailure::Io(e)) => return Err(RelayError::Read(ReadFailure::Io(e))),
         }
     }
+}
+
+/// How long `relay_body` waits for each read and each write pass, through the connection's timer.
+struct Timeouts<'a> {
+    read: Duration,
+    send: Duration,
+    timer: &'a mut TimerSlot,
 }
 
 /// Keeps an emptied write list for the connection's next request, unless a long response grew it
