@@ -12,11 +12,11 @@ use monoio::net::TcpStream;
 
 use super::answer::answer_error;
 use super::error::ProxyError;
-use super::exchange::{self, ClientSide, HandOff, Outcome};
+use super::exchange::{self, ClientSide, HandOff, Kept, Outcome};
 use super::tunnel;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::client_stream::ClientStream;
-use crate::conn_io::{read_more_timed, read_more_within, BytesVec, IoFailure};
+use crate::conn_io::{read_more_timed, read_more_within, IoFailure};
 use crate::conn_table::ConnGuard;
 use crate::http::{HeadScanner, RequestHead};
 use crate::limits::CLIENT_READ_BUFFER;
@@ -271,8 +271,8 @@ struct ClientConn<C: ClientStream> {
     /// Bytes read and not yet consumed; empty (no allocation) while idle between requests.
     buf: BytesMut,
     guard: ConnGuard,
-    /// The write list each exchange takes and gives back (`ClientSide::out`).
-    out: Option<Box<BytesVec>>,
+    /// The write list and heads buffer each exchange takes and gives back (`ClientSide::out`).
+    out: Option<Box<Kept>>,
     /// Requests served on this connection so far.
     requests: u64,
     /// Handed over by another worker: its first request is never handed over again.

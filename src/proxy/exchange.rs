@@ -104,6 +104,45 @@ struct Tally {
     route: Option<Rc<Route>>,
 }
 
+/// What a client connection keeps from one request to the next, so that a keep-alive request
+/// allocates neither a write list nor its heads' buffers.
+#[derive(Default)]
+pub struct Kept {
+    /// The write list, emptied, with its allocations: the upstream and client writes.
+    list: BytesVec,
+    /// Room for the next request's upstream head and response head: each is written here and
+    /// split off, and once both are gone (written, dropped) the next `reserve` takes the same
+    /// storage back instead of allocating (`KEPT_HEADS_BUFFER`).
+    heads: BytesMut,
+}
+
+/// The heads buffer a connection starts with and keeps (`Kept::heads`): a request head
+/// rewritten for the upstream and a response head together, for common sizes; a buffer grown
+/// past it by a large head is not kept.
+const KEPT_HEADS_BUFFER: usize = 1024;
+
+/// A head of `len` bytes written by `write` into the connection's kept buffer and split off
+/// (`Kept::heads`; a fresh buffer when there is none).
+fn write_head(kept: Option<&mut Kept>, len: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+    let Some(kept) = kept else {
+        let mut buf = BytesMut::with_capacity(len);
+        write(&mut buf);
+        return buf.freeze();
+    };
+    let buf = &mut kept.heads;
+    if buf.capacity() == 0 {
+        *buf = BytesMut::with_capacity(KEPT_HEADS_BUFFER.max(len));
+    } else {
+        buf.reserve(len);
+    }
+    write(buf);
+    let head = buf.split().freeze();
+    if buf.capacity() + head.len() > KEPT_HEADS_BUFFER {
+        *buf = BytesMut::new();
+    }
+    head
+}
+
 /// Everything one exchange needs from its client connection.
 pub struct ClientSide<'a, C: ClientStream> {
     pub stream: &'a mut C,
@@ -113,11 +152,10 @@ pub struct ClientSide<'a, C: ClientStream> {
     pub guard: &'a ConnGuard,
     /// This request was handed over by another worker (`Outcome::HandOff`): never again.
     pub adopted: bool,
-    /// The connection's write list, kept between requests (emptied, with its allocations) so
-    /// that a keep-alive request's upstream and client writes allocate no part or iovec list.
-    /// Boxed: an open connection's task grows by a pointer, not by the list (None until the
-    /// first response is written).
-    pub out: &'a mut Option<Box<BytesVec>>,
+    /// What the connection keeps between requests (`Kept`). Boxed: an open connection's task
+    /// grows by a pointer, not by the list and buffer (None until the first request's head is
+    /// written upstream).
+    pub out: &'a mut Option<Box<Kept>>,
     /// The connection's one timer, re-armed for each step of the exchange (the upstream write,
     /// the answer's head, the body's reads and writes): `TimerSlot::within`.
     pub timer: &'a mut TimerSlot,
@@ -349,23 +387,24 @@ async fn exchange<C: ClientStream>(
     };
     let prefix = ctx.upstreams.borrow().spec(upstream.replica).prefix.clone();
     let upgrade = requests_upgrade(&head);
-    let mut head_out = BytesMut::with_capacity(head.bytes.len() + 128);
-    write_upstream_request(
-        &head,
-        out_framing,
-        &ForwardContext {
-            client_addr: client.peer.ip(),
-            proto: "http",
-            path_prefix: prefix.as_bytes(),
-            last_event_id: point.as_ref().map(|p| &p.resume_from[..]),
-            method: None,
-            request_id: Some(id.as_bytes()),
-            upgrade,
-            header_edits: &upstream_edits,
-        },
-        &mut head_out,
-    );
-    let head_out = head_out.freeze();
+    let kept = client.out.get_or_insert_with(Box::default);
+    let head_out = write_head(Some(kept), head.bytes.len() + 128, |buf| {
+        write_upstream_request(
+            &head,
+            out_framing,
+            &ForwardContext {
+                client_addr: client.peer.ip(),
+                proto: "http",
+                path_prefix: prefix.as_bytes(),
+                last_event_id: point.as_ref().map(|p| &p.resume_from[..]),
+                method: None,
+                request_id: Some(id.as_bytes()),
+                upgrade,
+                header_edits: &upstream_edits,
+            },
+            buf,
+        )
+    });
     // The exchange borrows the route; the stream it may become takes the Rc.
     let route_ref = route.clone();
     let mut exchange = Exchange {
@@ -781,7 +820,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             .client
             .out
             .as_deref_mut()
-            .map(mem::take)
+            .map(|kept| mem::take(&mut kept.list))
             .unwrap_or_default();
         out.push(self.head_out.clone());
         let mut request_complete = true;
@@ -1023,18 +1062,23 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             Some(InspectedBody::Whole(body)) => OutFraming::Length(body.len() as u64),
             _ => advertised,
         };
-        let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
-        write_edited_client_response(
-            &response,
-            advertised,
-            keep_client,
-            client_version,
-            self.id.as_bytes(),
-            &edits,
-            &mut head_bytes,
+        let head_bytes = write_head(
+            self.client.out.as_deref_mut(),
+            response.bytes.len() + 64,
+            |buf| {
+                write_edited_client_response(
+                    &response,
+                    advertised,
+                    keep_client,
+                    client_version,
+                    self.id.as_bytes(),
+                    &edits,
+                    buf,
+                )
+            },
         );
         let mut out = written.unwrap_or_default();
-        out.push(head_bytes.freeze());
+        out.push(head_bytes);
 
         // ---- response body ----
         let body_framing = if matches!(framing.kind, BodyKind::Empty) {
@@ -1322,14 +1366,11 @@ struct Timeouts<'a> {
 
 /// Keeps an emptied write list for the connection's next request, unless a long response grew it
 /// past what a head and a few body pieces need (its memory then goes back at once).
-fn keep_write_list(slot: &mut Option<Box<BytesVec>>, out: BytesVec) {
+fn keep_write_list(slot: &mut Option<Box<Kept>>, out: BytesVec) {
     if out.part_capacity() > KEPT_WRITE_PARTS {
         return;
     }
-    match slot {
-        Some(kept) => **kept = out,
-        None => *slot = Some(Box::new(out)),
-    }
+    slot.get_or_insert_with(Box::default).list = out;
 }
 
 /// Room an upstream connection's emptied read buffer may keep for its next answer (a head's
