@@ -224,7 +224,7 @@ impl TimerSlot {
     }
 
     /// Forgets the deadline (and the waker): nothing wakes the task for it later.
-    pub fn disarm(&mut self) {
+    fn disarm(&mut self) {
         let mut inner = self.timers.inner.borrow_mut();
         let slot = &mut inner.slots[self.index as usize];
         slot.deadline = None;

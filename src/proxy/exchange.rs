@@ -1207,25 +1207,25 @@ async fn read_watching_client<C: ClientStream>(
         }
         Err(Elapsed) => {}
     }
-    // A slow upstream: watch the client too, until the deadline.
-    timer.arm(deadline);
+    // A slow upstream (rare): watch the client too, until the deadline (a monoio timer, as
+    // before the connection's timer; this path is not per request).
     // The client sent more bytes (a pipelined request): its socket stays readable, so stop watching.
     let mut watching = true;
-    let got = loop {
+    loop {
         monoio::select! {
-            got = read.as_mut() => break done(got),
-            _ = timer.fired() => break Err(ProxyError::UpstreamHeadTimeout.into()),
+            got = read.as_mut() => return done(got),
+            _ = monoio::time::sleep_until(deadline.into()) => {
+                return Err(ProxyError::UpstreamHeadTimeout.into())
+            }
             ready = client.tcp().readable(false), if watching => {
                 match (ready, client.peek_state()) {
-                    (Err(_), _) | (_, PeekState::Closed) => break Err(ProxyError::ClientGone.into()),
+                    (Err(_), _) | (_, PeekState::Closed) => return Err(ProxyError::ClientGone.into()),
                     (_, PeekState::HasData) => watching = false,
                     (_, PeekState::Quiet) => {}
                 }
             }
         }
-    };
-    timer.disarm();
-    got
+    }
 }
 
 /// What the client is told about the body's framing. HEAD and 304 answers carry the upstream's
