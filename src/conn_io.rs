@@ -14,6 +14,8 @@ use monoio::buf::{IoBufMut, IoVecBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
+use crate::timers::TimerSlot;
+
 /// Why a bounded IO step did not complete.
 #[derive(Debug)]
 pub enum IoFailure {
@@ -46,6 +48,19 @@ pub trait ByteStream {
         out: BytesVec,
         limit: Duration,
     ) -> impl std::future::Future<Output = Result<BytesVec, IoFailure>>;
+
+    /// `write_vec` with each pass bounded through the connection's `timer`
+    /// (`TimerSlot::within`) instead of a monoio timer of its own: what the request path uses.
+    /// Streams whose passes wait in other ways (TLS, HTTP/2) keep `write_vec`'s own bound.
+    fn write_vec_timed(
+        &mut self,
+        out: BytesVec,
+        limit: Duration,
+        timer: &mut TimerSlot,
+    ) -> impl std::future::Future<Output = Result<BytesVec, IoFailure>> {
+        let _ = timer;
+        self.write_vec(out, limit)
+    }
 }
 
 impl ByteStream for TcpStream {
@@ -63,6 +78,15 @@ impl ByteStream for TcpStream {
         limit: Duration,
     ) -> impl std::future::Future<Output = Result<BytesVec, IoFailure>> {
         write_vec_tcp(self, out, limit)
+    }
+
+    fn write_vec_timed(
+        &mut self,
+        out: BytesVec,
+        limit: Duration,
+        timer: &mut TimerSlot,
+    ) -> impl std::future::Future<Output = Result<BytesVec, IoFailure>> {
+        write_vec_tcp_timed(self, out, limit, timer)
     }
 }
 
@@ -137,6 +161,22 @@ pub async fn read_more_within(
     limit: Duration,
 ) -> Result<(usize, BytesMut), IoFailure> {
     match monoio::time::timeout(limit, read_more(stream, buf, reserve)).await {
+        Ok((Ok(n), buf)) => Ok((n, buf)),
+        Ok((Err(e), _)) => Err(IoFailure::Io(e)),
+        Err(_) => Err(IoFailure::TimedOut),
+    }
+}
+
+/// `read_more_within` bounded through the connection's `timer` (`TimerSlot::within`) rather
+/// than a monoio timer of its own. Same contract: on `TimedOut` the socket must be closed.
+pub async fn read_more_timed(
+    stream: &mut impl ByteStream,
+    buf: BytesMut,
+    reserve: usize,
+    limit: Duration,
+    timer: &mut TimerSlot,
+) -> Result<(usize, BytesMut), IoFailure> {
+    match timer.within(limit, read_more(stream, buf, reserve)).await {
         Ok((Ok(n), buf)) => Ok((n, buf)),
         Ok((Err(e), _)) => Err(IoFailure::Io(e)),
         Err(_) => Err(IoFailure::TimedOut),
@@ -336,19 +376,42 @@ pub async fn write_vec_tcp(
     while !out.is_empty() {
         out.prepare();
         match monoio::time::timeout(limit, stream.writev(out)).await {
-            Ok((Ok(0), _)) => {
-                return Err(IoFailure::Io(io::Error::from(io::ErrorKind::WriteZero)));
-            }
-            Ok((Ok(n), back)) => {
-                out = back;
-                out.advance(n);
-            }
-            Ok((Err(e), _)) => return Err(IoFailure::Io(e)),
+            Ok((res, back)) => out = after_pass(res, back)?,
             Err(_) => return Err(IoFailure::TimedOut),
         }
     }
     out.clear();
     Ok(out)
+}
+
+/// `write_vec_tcp` with each pass bounded through the connection's `timer`.
+pub async fn write_vec_tcp_timed(
+    stream: &mut TcpStream,
+    mut out: BytesVec,
+    limit: Duration,
+    timer: &mut TimerSlot,
+) -> Result<BytesVec, IoFailure> {
+    while !out.is_empty() {
+        out.prepare();
+        match timer.within(limit, stream.writev(out)).await {
+            Ok((res, back)) => out = after_pass(res, back)?,
+            Err(_) => return Err(IoFailure::TimedOut),
+        }
+    }
+    out.clear();
+    Ok(out)
+}
+
+/// The list after one writev pass took `res` bytes of it.
+fn after_pass(res: io::Result<usize>, mut out: BytesVec) -> Result<BytesVec, IoFailure> {
+    match res {
+        Ok(0) => Err(IoFailure::Io(io::Error::from(io::ErrorKind::WriteZero))),
+        Ok(n) => {
+            out.advance(n);
+            Ok(out)
+        }
+        Err(e) => Err(IoFailure::Io(e)),
+    }
 }
 
 /// What a non-blocking one-byte peek says about a socket nobody is reading.

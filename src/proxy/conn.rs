@@ -12,11 +12,11 @@ use monoio::net::TcpStream;
 
 use super::answer::answer_error;
 use super::error::ProxyError;
-use super::exchange::{self, ClientSide, HandOff, Outcome};
+use super::exchange::{self, ClientSide, HandOff, Kept, Outcome};
 use super::tunnel;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::client_stream::ClientStream;
-use crate::conn_io::{read_more_within, BytesVec, IoFailure};
+use crate::conn_io::{read_more_timed, read_more_within, IoFailure};
 use crate::conn_table::ConnGuard;
 use crate::http::{HeadScanner, RequestHead};
 use crate::limits::CLIENT_READ_BUFFER;
@@ -24,6 +24,7 @@ use crate::metrics::WorkerMetrics;
 use crate::sse::directory::Message;
 use crate::sse::follow::follow;
 use crate::sse::relay::{relay, SseEnd, SseStart};
+use crate::timers::TimerSlot;
 use crate::worker::WorkerCtx;
 
 /// How the client connection continues after a relay.
@@ -270,8 +271,8 @@ struct ClientConn<C: ClientStream> {
     /// Bytes read and not yet consumed; empty (no allocation) while idle between requests.
     buf: BytesMut,
     guard: ConnGuard,
-    /// The write list each exchange takes and gives back (`ClientSide::out`).
-    out: Option<Box<BytesVec>>,
+    /// The write list and heads buffer each exchange takes and gives back (`ClientSide::out`).
+    out: Option<Box<Kept>>,
     /// Requests served on this connection so far.
     requests: u64,
     /// Handed over by another worker: its first request is never handed over again.
@@ -284,8 +285,12 @@ struct ClientConn<C: ClientStream> {
 
 impl<C: ClientStream> ClientConn<C> {
     async fn run(&mut self) -> End {
+        // One timer for every step of the connection's requests (`TimerSlot::within`), held
+        // here rather than in `ClientConn`: an SSE stream's task holds the connection but not
+        // this future (its size class, `a_stream_task_stays_small`).
+        let mut timer = TimerSlot::new(&self.ctx.timers);
         loop {
-            let head = match Box::pin(self.read_head()).await {
+            let head = match Box::pin(self.read_head(&mut timer)).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return End::Close,
                 Err(e) => return Box::pin(self.refuse_head(e)).await,
@@ -300,6 +305,7 @@ impl<C: ClientStream> ClientConn<C> {
                 guard: &self.guard,
                 adopted: self.adopted && self.requests == 1,
                 out: &mut self.out,
+                timer: &mut timer,
             };
             // Boxed, as is the relay below: this task's own future then only holds what a
             // connection needs between requests, and a long stream holds only the relay's state
@@ -411,7 +417,10 @@ impl<C: ClientStream> ClientConn<C> {
 
     /// Reads until one complete request head. Ok(None): the client closed or idled out between
     /// requests, or the worker drains (nothing to answer).
-    async fn read_head(&mut self) -> Result<Option<RequestHead>, ProxyError> {
+    async fn read_head(
+        &mut self,
+        timer: &mut TimerSlot,
+    ) -> Result<Option<RequestHead>, ProxyError> {
         let limits = self.ctx.config.head_limits;
         let t = self.ctx.config.timeouts;
         let mut scanner = HeadScanner::new();
@@ -453,11 +462,12 @@ impl<C: ClientStream> ClientConn<C> {
             let read = match direct {
                 Ok(Some(n)) => Ok((n, mem::take(&mut self.buf))),
                 Ok(None) => {
-                    read_more_within(
+                    read_more_timed(
                         &mut self.stream,
                         mem::take(&mut self.buf),
                         CLIENT_READ_BUFFER,
                         limit,
+                        timer,
                     )
                     .await
                 }

@@ -26,8 +26,8 @@ use super::tunnel::TunnelStart;
 use crate::access_log::{AccessLine, LineKind, RequestStart};
 use crate::client_stream::ClientStream;
 use crate::conn_io::{
-    read_more, read_more_within, set_linger_zero, write_vec_within, ByteStream, BytesVec,
-    IoFailure, PeekState,
+    read_more, read_more_timed, set_linger_zero, write_vec_within, ByteStream, BytesVec, IoFailure,
+    PeekState,
 };
 use crate::conn_table::ConnGuard;
 use crate::http::{
@@ -46,6 +46,7 @@ use crate::sse::follow::FollowStart;
 use crate::sse::lookup::{self, ResumePoint, Resumption};
 use crate::sse::relay::{SseStart, StartFrom};
 use crate::sse::scope::ResumeScope;
+use crate::timers::{Elapsed, TimerSlot};
 use crate::upstream::connect::{self, UpstreamConn};
 use crate::upstream::health::FailedTry;
 use crate::upstream::pool::Reuse;
@@ -103,6 +104,45 @@ struct Tally {
     route: Option<Rc<Route>>,
 }
 
+/// What a client connection keeps from one request to the next, so that a keep-alive request
+/// allocates neither a write list nor its heads' buffers.
+#[derive(Default)]
+pub struct Kept {
+    /// The write list, emptied, with its allocations: the upstream and client writes.
+    list: BytesVec,
+    /// Room for the next request's upstream head and response head: each is written here and
+    /// split off, and once both are gone (written, dropped) the next `reserve` takes the same
+    /// storage back instead of allocating (`KEPT_HEADS_BUFFER`).
+    heads: BytesMut,
+}
+
+/// The heads buffer a connection starts with and keeps (`Kept::heads`): a request head
+/// rewritten for the upstream and a response head together, for common sizes; a buffer grown
+/// past it by a large head is not kept.
+const KEPT_HEADS_BUFFER: usize = 1024;
+
+/// A head of `len` bytes written by `write` into the connection's kept buffer and split off
+/// (`Kept::heads`; a fresh buffer when there is none).
+fn write_head(kept: Option<&mut Kept>, len: usize, write: impl FnOnce(&mut BytesMut)) -> Bytes {
+    let Some(kept) = kept else {
+        let mut buf = BytesMut::with_capacity(len);
+        write(&mut buf);
+        return buf.freeze();
+    };
+    let buf = &mut kept.heads;
+    if buf.capacity() == 0 {
+        *buf = BytesMut::with_capacity(KEPT_HEADS_BUFFER.max(len));
+    } else {
+        buf.reserve(len);
+    }
+    write(buf);
+    let head = buf.split().freeze();
+    if buf.capacity() + head.len() > KEPT_HEADS_BUFFER {
+        *buf = BytesMut::new();
+    }
+    head
+}
+
 /// Everything one exchange needs from its client connection.
 pub struct ClientSide<'a, C: ClientStream> {
     pub stream: &'a mut C,
@@ -112,11 +152,13 @@ pub struct ClientSide<'a, C: ClientStream> {
     pub guard: &'a ConnGuard,
     /// This request was handed over by another worker (`Outcome::HandOff`): never again.
     pub adopted: bool,
-    /// The connection's write list, kept between requests (emptied, with its allocations) so
-    /// that a keep-alive request's upstream and client writes allocate no part or iovec list.
-    /// Boxed: an open connection's task grows by a pointer, not by the list (None until the
-    /// first response is written).
-    pub out: &'a mut Option<Box<BytesVec>>,
+    /// What the connection keeps between requests (`Kept`). Boxed: an open connection's task
+    /// grows by a pointer, not by the list and buffer (None until the first request's head is
+    /// written upstream).
+    pub out: &'a mut Option<Box<Kept>>,
+    /// The connection's one timer, re-armed for each step of the exchange (the upstream write,
+    /// the answer's head, the body's reads and writes): `TimerSlot::within`.
+    pub timer: &'a mut TimerSlot,
 }
 
 impl<C: ClientStream> ClientSide<'_, C> {
@@ -128,6 +170,7 @@ impl<C: ClientStream> ClientSide<'_, C> {
             guard: self.guard,
             adopted: self.adopted,
             out: &mut *self.out,
+            timer: &mut *self.timer,
         }
     }
 }
@@ -344,23 +387,24 @@ async fn exchange<C: ClientStream>(
     };
     let prefix = ctx.upstreams.borrow().spec(upstream.replica).prefix.clone();
     let upgrade = requests_upgrade(&head);
-    let mut head_out = BytesMut::with_capacity(head.bytes.len() + 128);
-    write_upstream_request(
-        &head,
-        out_framing,
-        &ForwardContext {
-            client_addr: client.peer.ip(),
-            proto: "http",
-            path_prefix: prefix.as_bytes(),
-            last_event_id: point.as_ref().map(|p| &p.resume_from[..]),
-            method: None,
-            request_id: Some(id.as_bytes()),
-            upgrade,
-            header_edits: &upstream_edits,
-        },
-        &mut head_out,
-    );
-    let head_out = head_out.freeze();
+    let kept = client.out.get_or_insert_with(Box::default);
+    let head_out = write_head(Some(kept), head.bytes.len() + 128, |buf| {
+        write_upstream_request(
+            &head,
+            out_framing,
+            &ForwardContext {
+                client_addr: client.peer.ip(),
+                proto: "http",
+                path_prefix: prefix.as_bytes(),
+                last_event_id: point.as_ref().map(|p| &p.resume_from[..]),
+                method: None,
+                request_id: Some(id.as_bytes()),
+                upgrade,
+                header_edits: &upstream_edits,
+            },
+            buf,
+        )
+    });
     // The exchange borrows the route; the stream it may become takes the Rc.
     let route_ref = route.clone();
     let mut exchange = Exchange {
@@ -776,7 +820,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             .client
             .out
             .as_deref_mut()
-            .map(mem::take)
+            .map(|kept| mem::take(&mut kept.list))
             .unwrap_or_default();
         out.push(self.head_out.clone());
         let mut request_complete = true;
@@ -789,7 +833,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             if fresh {
                 up.send_now_if_plain(&mut out);
             }
-            match write_vec_within(up, out, t.send).await {
+            match up.write_vec_timed(out, t.send, self.client.timer).await {
                 Ok(back) => written = Some(back),
                 // The upstream may have answered early; its answer is read below.
                 Err(_) => request_complete = false,
@@ -800,7 +844,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             if fresh {
                 up.send_now_if_plain(&mut out);
             }
-            match write_vec_within(up, out, t.send).await {
+            match up.write_vec_timed(out, t.send, self.client.timer).await {
                 Ok(back) => written = Some(back),
                 Err(_) => return Err(Attempt::StaleUpstream),
             }
@@ -831,8 +875,11 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
                 up,
                 framing,
                 out,
-                r.body_timeout,
-                t.send,
+                Timeouts {
+                    read: r.body_timeout,
+                    send: t.send,
+                    timer: self.client.timer,
+                },
                 &mut sent_up,
             )
             .await
@@ -1015,18 +1062,23 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             Some(InspectedBody::Whole(body)) => OutFraming::Length(body.len() as u64),
             _ => advertised,
         };
-        let mut head_bytes = BytesMut::with_capacity(response.bytes.len() + 64);
-        write_edited_client_response(
-            &response,
-            advertised,
-            keep_client,
-            client_version,
-            self.id.as_bytes(),
-            &edits,
-            &mut head_bytes,
+        let head_bytes = write_head(
+            self.client.out.as_deref_mut(),
+            response.bytes.len() + 64,
+            |buf| {
+                write_edited_client_response(
+                    &response,
+                    advertised,
+                    keep_client,
+                    client_version,
+                    self.id.as_bytes(),
+                    &edits,
+                    buf,
+                )
+            },
         );
         let mut out = written.unwrap_or_default();
-        out.push(head_bytes.freeze());
+        out.push(head_bytes);
 
         // ---- response body ----
         let body_framing = if matches!(framing.kind, BodyKind::Empty) {
@@ -1055,8 +1107,11 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
             self.client.stream,
             body_framing,
             out,
-            r.body_timeout,
-            t.send,
+            Timeouts {
+                read: r.body_timeout,
+                send: t.send,
+                timer: self.client.timer,
+            },
             &mut self.tally.bytes_to_client,
         )
         .await
@@ -1103,8 +1158,14 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
                 Ok(None) => {}
                 Err(e) => return Err(ProxyError::UpstreamProtocol(e).into()),
             }
-            let (n, buf) =
-                read_watching_client(up, mem::take(ubuf), self.client.stream, deadline).await?;
+            let (n, buf) = read_watching_client(
+                up,
+                mem::take(ubuf),
+                self.client.stream,
+                self.client.timer,
+                deadline,
+            )
+            .await?;
             *ubuf = buf;
             if n == 0 {
                 return Err(if received_any {
@@ -1125,39 +1186,41 @@ async fn read_watching_client<C: ClientStream>(
     up: &mut UpstreamStream,
     buf: BytesMut,
     client: &C,
+    timer: &mut TimerSlot,
     deadline: Instant,
 ) -> Result<(usize, BytesMut), Attempt> {
+    let done = |(res, buf): (std::io::Result<usize>, BytesMut)| match res {
+        Ok(n) => Ok((n, buf)),
+        Err(_) => Err(Attempt::StaleUpstream),
+    };
     let mut read = std::pin::pin!(read_more(up, buf, HEAD_READ_RESERVE));
+    // The common case: the answer comes before the client is worth watching, and the step costs
+    // the connection's timer only.
     let watch_from = Instant::now() + CLIENT_WATCH_DELAY;
-    let mut watching = false;
+    match timer
+        .within_until(deadline.min(watch_from), read.as_mut())
+        .await
+    {
+        Ok(got) => return done(got),
+        Err(Elapsed) if deadline <= watch_from => {
+            return Err(ProxyError::UpstreamHeadTimeout.into())
+        }
+        Err(Elapsed) => {}
+    }
+    // A slow upstream (rare): watch the client too, until the deadline (a monoio timer, as
+    // before the connection's timer; this path is not per request).
     // The client sent more bytes (a pipelined request): its socket stays readable, so stop watching.
-    let mut client_busy = false;
+    let mut watching = true;
     loop {
-        let wake_at = if watching || client_busy {
-            deadline
-        } else {
-            deadline.min(watch_from)
-        };
         monoio::select! {
-            (res, buf) = read.as_mut() => {
-                return match res {
-                    Ok(n) => Ok((n, buf)),
-                    Err(_) => Err(Attempt::StaleUpstream),
-                };
-            }
-            _ = monoio::time::sleep_until(wake_at.into()) => {
-                if Instant::now() >= deadline {
-                    return Err(ProxyError::UpstreamHeadTimeout.into());
-                }
-                watching = !client_busy;
+            got = read.as_mut() => return done(got),
+            _ = monoio::time::sleep_until(deadline.into()) => {
+                return Err(ProxyError::UpstreamHeadTimeout.into())
             }
             ready = client.tcp().readable(false), if watching => {
                 match (ready, client.peek_state()) {
                     (Err(_), _) | (_, PeekState::Closed) => return Err(ProxyError::ClientGone.into()),
-                    (_, PeekState::HasData) => {
-                        watching = false;
-                        client_busy = true;
-                    }
+                    (_, PeekState::HasData) => watching = false,
                     (_, PeekState::Quiet) => {}
                 }
             }
@@ -1234,10 +1297,14 @@ async fn relay_body(
     dst: &mut impl ByteStream,
     framing: OutFraming,
     mut out: BytesVec,
-    read_timeout: Duration,
-    send_timeout: Duration,
+    limits: Timeouts<'_>,
     written: &mut u64,
 ) -> Result<BytesVec, RelayError> {
+    let Timeouts {
+        read: read_timeout,
+        send: send_timeout,
+        timer,
+    } = limits;
     // Chunk-size lines are written into one small buffer and handed out as slices of it, instead
     // of one allocation per chunk.
     let mut scratch = BytesMut::new();
@@ -1261,14 +1328,22 @@ async fn relay_body(
         }
         if !out.is_empty() {
             *written += out.remaining() as u64;
-            out = write_vec_within(dst, out, send_timeout)
+            out = dst
+                .write_vec_timed(out, send_timeout, timer)
                 .await
                 .map_err(|_| RelayError::Write)?;
         }
         if finished {
             return Ok(out);
         }
-        match read_more_within(src, mem::take(src_buf), BODY_READ_BUFFER, read_timeout).await {
+        let read = read_more_timed(
+            src,
+            mem::take(src_buf),
+            BODY_READ_BUFFER,
+            read_timeout,
+            timer,
+        );
+        match read.await {
             Ok((0, buf)) => {
                 *src_buf = buf;
                 decoder
@@ -1282,16 +1357,20 @@ async fn relay_body(
     }
 }
 
+/// How long `relay_body` waits for each read and each write pass, through the connection's timer.
+struct Timeouts<'a> {
+    read: Duration,
+    send: Duration,
+    timer: &'a mut TimerSlot,
+}
+
 /// Keeps an emptied write list for the connection's next request, unless a long response grew it
 /// past what a head and a few body pieces need (its memory then goes back at once).
-fn keep_write_list(slot: &mut Option<Box<BytesVec>>, out: BytesVec) {
+fn keep_write_list(slot: &mut Option<Box<Kept>>, out: BytesVec) {
     if out.part_capacity() > KEPT_WRITE_PARTS {
         return;
     }
-    match slot {
-        Some(kept) => **kept = out,
-        None => *slot = Some(Box::new(out)),
-    }
+    slot.get_or_insert_with(Box::default).list = out;
 }
 
 /// Room an upstream connection's emptied read buffer may keep for its next answer (a head's

@@ -16,6 +16,7 @@ use monoio::net::TcpStream;
 
 use super::tls::TlsSession;
 use crate::conn_io::{self, peek_state, ByteStream, BytesVec, IoFailure, PeekState};
+use crate::timers::TimerSlot;
 
 /// An upstream connection: its socket, with its TLS session for an `https://` replica.
 pub enum UpstreamStream {
@@ -161,6 +162,21 @@ impl ByteStream for UpstreamStream {
             }
         }
         Ok(out)
+    }
+
+    /// Plain: `conn_io::write_vec_tcp_timed`; TLS: `write_vec` (its waits bounded by `limit`).
+    async fn write_vec_timed(
+        &mut self,
+        out: BytesVec,
+        limit: Duration,
+        timer: &mut TimerSlot,
+    ) -> Result<BytesVec, IoFailure> {
+        match self {
+            UpstreamStream::Plain(tcp) => {
+                conn_io::write_vec_tcp_timed(tcp, out, limit, timer).await
+            }
+            UpstreamStream::Tls(_) => self.write_vec(out, limit).await,
+        }
     }
 }
 
