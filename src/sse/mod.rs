@@ -26,6 +26,7 @@ pub(crate) mod extras;
 pub(crate) mod fanout;
 pub(crate) mod follow;
 pub mod framer;
+pub(crate) mod idle_clock;
 mod line_ends;
 pub(crate) mod lookup;
 pub(crate) mod outbound;

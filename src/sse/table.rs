@@ -19,7 +19,7 @@
 //! the sweep lifts the cap again once the rings fit
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use super::directory::Directory;
 use super::eviction::water_level;
 use super::fanout::{FanEnd, Fanout};
+use super::idle_clock::IdleStamp;
 use super::ring::{ReplayRing, RingEvent};
 use super::ring_batch::RingBatch;
 use super::scope::ResumeScope;
@@ -72,22 +73,27 @@ pub struct Lineage {
     pub ring: RefCell<ReplayRing>,
     /// A relay writes this ring now.
     attached: Cell<bool>,
-    /// When it was last attached or detached (for the LRU and the TTL).
-    last_used: Cell<Instant>,
-    /// What the table counts for this ring (its events' cost plus `RING_OVERHEAD`), as of the
-    /// last change the table saw.
-    counted: Cell<usize>,
-    /// Its followers and its owner's hold, once it is shared or held (`super::fanout`); None for
-    /// most lineages (one client, the owner's own). A `Cell` (read by taking and putting back,
-    /// `fanout()`): 8 bytes where a `RefCell` is 16, and every idle stream holds a lineage at a
-    /// size-class edge (`tests::a_lineage_stays_small`).
+    /// When it was last attached or detached (for the LRU and the TTL), to the second
+    /// (`super::idle_clock`: 4 bytes where an `Instant` is 16).
+    last_used: Cell<IdleStamp>,
+    /// The upstream ended the stream for good (its end marker in the store says `finished`).
+    upstream_finished: Cell<bool>,
+    /// What few lineages have, in one box made when the first is needed: None for most (one
+    /// client, the store off). Every idle stream holds a lineage at a size-class edge
+    /// (`tests::a_lineage_stays_small`): two fields of 8 bytes were one too many.
+    extras: OnceCell<Box<LineageExtras>>,
+}
+
+/// A lineage's rarer parts (`Lineage::extras`).
+#[derive(Default)]
+struct LineageExtras {
+    /// Its followers and its owner's hold, once it is shared or held (`super::fanout`). A
+    /// `Cell` (read by taking and putting back, `Lineage::fanout()`).
     fanout: Cell<Option<Rc<Fanout>>>,
     /// The stream's key in the replay store (`--replay-store`) and this lineage's tag there:
     /// made once, when the ring is made, not per event. None when the store is off, and for a
     /// lineage fed from the store (`super::store_follow`: its events are in Redis already).
     store: Option<StoreLineage>,
-    /// The upstream ended the stream for good (its end marker in the store says `finished`).
-    upstream_finished: Cell<bool>,
 }
 
 impl std::fmt::Debug for Lineage {
@@ -97,7 +103,7 @@ impl std::fmt::Debug for Lineage {
             .field("scope", &self.scope)
             .field("ring", &self.ring)
             .field("attached", &self.attached)
-            .field("counted", &self.counted)
+            .field("counted", &self.counted())
             .field("shared", &self.fanout_is(|_| true))
             .finish_non_exhaustive()
     }
@@ -110,32 +116,59 @@ impl Lineage {
 
     /// The lineage's fanout, if it is shared or held.
     pub(crate) fn fanout(&self) -> Option<Rc<Fanout>> {
-        let fanout = self.fanout.take();
+        let cell = &self.extras.get()?.fanout;
+        let fanout = cell.take();
         let out = fanout.clone();
-        self.fanout.set(fanout);
+        cell.set(fanout);
         out
     }
 
     /// Whether the lineage is shared or held and `f` says so of its fanout (no reference count
     /// taken).
     pub(crate) fn fanout_is(&self, f: impl FnOnce(&Fanout) -> bool) -> bool {
-        let fanout = self.fanout.take();
+        let Some(extras) = self.extras.get() else {
+            return false;
+        };
+        let fanout = extras.fanout.take();
         let yes = fanout.as_deref().is_some_and(f);
-        self.fanout.set(fanout);
+        extras.fanout.set(fanout);
         yes
     }
 
     /// Makes the lineage shared (or held), once; returns its fanout.
     pub(crate) fn share(&self, make: impl FnOnce() -> Fanout) -> Rc<Fanout> {
-        let fanout = self.fanout.take().unwrap_or_else(|| Rc::new(make()));
-        self.fanout.set(Some(fanout.clone()));
+        let cell = &self.extras.get_or_init(Box::default).fanout;
+        let fanout = cell.take().unwrap_or_else(|| Rc::new(make()));
+        cell.set(Some(fanout.clone()));
         fanout
+    }
+
+    /// Its names in the replay store (None: the store is off, or the lineage is fed from it).
+    fn store(&self) -> Option<&StoreLineage> {
+        self.extras.get()?.store.as_ref()
     }
 
     /// The lineage's tag in the replay store (None: the store is off, or the lineage is fed from
     /// it).
     pub(crate) fn store_tag(&self) -> Option<&[u8]> {
-        self.store.as_ref().map(StoreLineage::tag)
+        self.store().map(StoreLineage::tag)
+    }
+
+    /// What the table counts for this ring: its events' cost, `RING_OVERHEAD` and the scope's
+    /// bytes. Read from the ring, not kept: every change to a ring's cost is the table's
+    /// (`StreamTable::counting`), which brings its total along.
+    fn counted(&self) -> usize {
+        self.ring.borrow().cost() + self.fixed_cost()
+    }
+
+    /// What the ring costs besides its events.
+    fn fixed_cost(&self) -> usize {
+        RING_OVERHEAD + self.scope.heap_bytes()
+    }
+
+    /// Stamps the lineage as used at `at` (attached or detached then).
+    fn used_at(&self, at: Instant) {
+        self.last_used.set(IdleStamp::at(at));
     }
 
     /// The upstream ended this stream for good (a clean end, or a final answer to a reconnect).
@@ -158,7 +191,7 @@ pub struct RingHandle {
 impl Drop for RingHandle {
     fn drop(&mut self) {
         self.lineage.attached.set(false);
-        self.lineage.last_used.set(Instant::now());
+        self.lineage.last_used.set(IdleStamp::now());
     }
 }
 
@@ -260,7 +293,7 @@ impl StreamTable {
             }
         }
         let handle = self.insert(scope, ring, true);
-        self.recount(&handle.lineage, metrics);
+        self.keep_budget(metrics);
         (handle, seq_at)
     }
 
@@ -280,7 +313,7 @@ impl StreamTable {
             ring.push(e);
         }
         let handle = self.insert(scope, ring, false);
-        self.recount(&handle.lineage, metrics);
+        self.keep_budget(metrics);
         handle
     }
 
@@ -296,7 +329,7 @@ impl StreamTable {
     /// The lineage's upstream is read no more here: its end marker goes to the replay store, so
     /// that a reconnection on another instance resumes (or ends) instead of following it.
     pub(crate) fn ended(&self, lineage: &Lineage) {
-        if let (Some(store), Some(names)) = (&self.store, &lineage.store) {
+        if let (Some(store), Some(names)) = (&self.store, lineage.store()) {
             let how = if lineage.upstream_finished.get() {
                 LineageEnd::Finished
             } else {
@@ -309,18 +342,23 @@ impl StreamTable {
     fn insert(&self, scope: &ResumeScope, ring: ReplayRing, stored: bool) -> RingHandle {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
+        let extras = OnceCell::new();
+        if self.store.is_some() && stored {
+            let names =
+                StoreLineage::new(StoreKey::from_scope_bytes(scope.bytes()), self.worker, id);
+            let _ = extras.set(Box::new(LineageExtras {
+                fanout: Cell::new(None),
+                store: Some(names),
+            }));
+        }
         let lineage = Rc::new(Lineage {
             id,
             scope: scope.clone(),
             ring: RefCell::new(ring),
             attached: Cell::new(true),
-            last_used: Cell::new(Instant::now()),
-            counted: Cell::new(0),
-            fanout: Cell::new(None),
-            store: self.store.as_ref().filter(|_| stored).map(|_| {
-                StoreLineage::new(StoreKey::from_scope_bytes(scope.bytes()), self.worker, id)
-            }),
+            last_used: Cell::new(IdleStamp::now()),
             upstream_finished: Cell::new(false),
+            extras,
         });
         self.rings.borrow_mut().insert(id, lineage.clone());
         let mut by_scope = self.by_scope.borrow_mut();
@@ -330,9 +368,8 @@ impl StreamTable {
         }
         ids.push(id);
         drop(by_scope);
-        let base = RING_OVERHEAD + scope.heap_bytes();
-        lineage.counted.set(base);
-        self.total.set(self.total.get() + base);
+        // The ring may hold events already (adopted ones).
+        self.total.set(self.total.get() + lineage.counted());
         RingHandle { lineage }
     }
 
@@ -341,8 +378,10 @@ impl StreamTable {
         debug_assert!(!lineage.attached());
         lineage.attached.set(true);
         // Whatever shared it before has ended: the new relay continues it as its own.
-        lineage.fanout.take();
-        lineage.last_used.set(Instant::now());
+        if let Some(extras) = lineage.extras.get() {
+            extras.fanout.take();
+        }
+        lineage.used_at(Instant::now());
         RingHandle { lineage }
     }
 
@@ -375,34 +414,45 @@ impl StreamTable {
         }
         // Write-behind to the replay store: one branch when it is off; when on, a refcount on
         // each event's bytes and one `try_send` (full: dropped and counted, never waited for).
-        if let (Some(store), Some(names)) = (&self.store, &lineage.store) {
+        if let (Some(store), Some(names)) = (&self.store, lineage.store()) {
             for event in batch.events() {
                 store.record(names, event.id_bytes(), event.assigned(), event.bytes());
             }
         }
-        let seq = lineage.ring.borrow_mut().push_batch(&mut batch);
-        *self.batch.borrow_mut() = batch;
         let cap = self.cap.get();
-        if cap != usize::MAX {
-            let fixed = RING_OVERHEAD + lineage.scope.heap_bytes();
-            let trimmed = lineage
-                .ring
-                .borrow_mut()
-                .trim_to(cap.saturating_sub(fixed).max(1));
-            if trimmed > 0 {
-                WorkerMetrics::add(&metrics.replay_evicted_events, trimmed as u64);
-            }
+        let (seq, trimmed) = self.counting(lineage, |ring| {
+            let seq = ring.push_batch(&mut batch);
+            let trimmed = if cap != usize::MAX {
+                ring.trim_to(cap.saturating_sub(lineage.fixed_cost()).max(1))
+            } else {
+                0
+            };
+            (seq, trimmed)
+        });
+        *self.batch.borrow_mut() = batch;
+        if trimmed > 0 {
+            WorkerMetrics::add(&metrics.replay_evicted_events, trimmed as u64);
         }
-        self.recount(lineage, metrics);
+        self.keep_budget(metrics);
         seq
     }
 
-    /// Brings the table's count for `lineage` up to date, and evicts when over budget.
-    fn recount(&self, lineage: &Lineage, metrics: &WorkerMetrics) {
-        self.recount_quiet(lineage);
+    /// Evicts when the rings cost more than the budget.
+    fn keep_budget(&self, metrics: &WorkerMetrics) {
         if self.total.get() > self.budget {
             self.evict(metrics);
         }
+    }
+
+    /// Changes `lineage`'s ring by `change` and brings the table's total along: the one way a
+    /// ring's cost changes (what the table counts for a ring is read from it, `counted()`).
+    fn counting<R>(&self, lineage: &Lineage, change: impl FnOnce(&mut ReplayRing) -> R) -> R {
+        let mut ring = lineage.ring.borrow_mut();
+        let before = ring.cost();
+        let out = change(&mut ring);
+        let after = ring.cost();
+        self.total.set(self.total.get() - before + after);
+        out
     }
 
     /// Finds the ring of `scope` holding `id`: a detached one first (the client's own previous
@@ -442,9 +492,7 @@ impl StreamTable {
             .borrow()
             .values()
             .filter(|l| {
-                !l.attached()
-                    && (l.ring.borrow().is_empty()
-                        || now.saturating_duration_since(l.last_used.get()) >= ttl)
+                !l.attached() && (l.ring.borrow().is_empty() || l.last_used.get().age(now) >= ttl)
             })
             .map(|l| l.id)
             .collect();
@@ -458,12 +506,7 @@ impl StreamTable {
         // Lift (or lower) the per-ring cap to what the rings left would need now: with room to
         // spare, rings may grow again until the next pass.
         if self.cap.get() != usize::MAX {
-            let costs: Vec<usize> = self
-                .rings
-                .borrow()
-                .values()
-                .map(|l| l.counted.get())
-                .collect();
+            let costs: Vec<usize> = self.rings.borrow().values().map(|l| l.counted()).collect();
             let target = self.budget - self.budget / EVICTION_SLACK;
             self.cap.set(water_level(&costs, target));
         }
@@ -484,7 +527,7 @@ impl StreamTable {
                 self.directory.withdraw(&lineage.scope, self.worker);
             }
         }
-        let counted = lineage.counted.get();
+        let counted = lineage.counted();
         self.total.set(self.total.get() - counted);
         counted
     }
@@ -493,8 +536,9 @@ impl StreamTable {
     fn evict(&self, metrics: &WorkerMetrics) {
         let target = self.budget - self.budget / EVICTION_SLACK;
         let start = self.total.get();
-        // 1. Detached rings, least recently used first.
-        let mut idle: Vec<(Instant, u64)> = self
+        // 1. Detached rings, least recently used first (to the second; within one, the oldest
+        // lineage first).
+        let mut idle: Vec<(IdleStamp, u64)> = self
             .rings
             .borrow()
             .values()
@@ -527,8 +571,7 @@ impl StreamTable {
                 if self.total.get() <= target {
                     break;
                 }
-                let trimmed = lineage.ring.borrow_mut().trim_to(0);
-                self.recount_quiet(&lineage);
+                let trimmed = self.counting(&lineage, |ring| ring.trim_to(0));
                 if let Some(f) = lineage.fanout() {
                     f.finish(FanEnd::Stopped);
                 }
@@ -545,30 +588,19 @@ impl StreamTable {
         // stays as every ring's cap (they keep to it as they record).
         if self.total.get() > target {
             let rings: Vec<Rc<Lineage>> = self.rings.borrow().values().cloned().collect();
-            let costs: Vec<usize> = rings.iter().map(|l| l.counted.get()).collect();
+            let costs: Vec<usize> = rings.iter().map(|l| l.counted()).collect();
             let level = water_level(&costs, target);
             self.cap.set(level);
-            for lineage in rings.iter().filter(|l| l.counted.get() > level) {
-                let fixed = RING_OVERHEAD + lineage.scope.heap_bytes();
-                let trimmed = lineage
-                    .ring
-                    .borrow_mut()
-                    .trim_to(level.saturating_sub(fixed));
+            for (lineage, _) in rings.iter().zip(costs).filter(|(_, c)| *c > level) {
+                let keep = level.saturating_sub(lineage.fixed_cost());
+                let trimmed = self.counting(lineage, |ring| ring.trim_to(keep));
                 WorkerMetrics::inc(&metrics.replay_evictions);
                 WorkerMetrics::add(&metrics.replay_evicted_events, trimmed as u64);
-                self.recount_quiet(lineage);
             }
         }
         if start - self.total.get() >= RETURN_TO_SYSTEM_BYTES {
             crate::memory::return_freed_pages();
         }
-    }
-
-    /// `recount` without the budget check (used inside an eviction pass).
-    fn recount_quiet(&self, lineage: &Lineage) {
-        let now = lineage.ring.borrow().cost() + RING_OVERHEAD + lineage.scope.heap_bytes();
-        let before = lineage.counted.replace(now);
-        self.total.set(self.total.get() + now - before);
     }
 }
 
@@ -590,10 +622,12 @@ mod tests {
     }
 
     /// Every stream holds one lineage (`Rc<Lineage>`: two counts, 16, and the lineage) for its
-    /// whole life, an idle one included: 208 + 16 bytes is mimalloc's 224-byte size class (it
-    /// was 272 + 16, class 320, while the ring kept its id map inline, its newest number as an
-    /// `Option` and its bounds as usize, the lineage its fanout in a `RefCell`, and the scope
-    /// was a `Bytes`). Past 208 it pays the next class (256).
+    /// whole life, an idle one included: 176 + 16 bytes is mimalloc's 192-byte size class (it
+    /// was 208 + 16, class 224, while it kept `last_used` as an `Instant`, its cost in a
+    /// `counted` field and its fanout and store names in two fields; 272 + 16, class 320, while
+    /// the ring kept its id map inline, its newest number as an `Option` and its bounds as
+    /// usize, the lineage its fanout in a `RefCell`, and the scope was a `Bytes`). Past 176 it
+    /// pays the next class (224).
     #[test]
     fn a_lineage_stays_small() {
         let size = std::mem::size_of::<Lineage>();
@@ -601,7 +635,63 @@ mod tests {
             "Lineage: {size} bytes; ReplayRing: {}",
             std::mem::size_of::<ReplayRing>()
         );
-        assert!(size + 16 <= 224, "Lineage is {size} bytes");
+        assert!(size + 16 <= 192, "Lineage is {size} bytes");
+    }
+
+    /// Detached rings go least recently used first, to the second of `last_used`
+    /// (`super::idle_clock`), whatever order they were made or recorded in.
+    #[test]
+    fn the_budget_frees_detached_rings_least_recently_used_first() {
+        let one = 1000 + EVENT_OVERHEAD;
+        let t = table(40 * one);
+        let m = WorkerMetrics::default();
+        let base = Instant::now();
+        let mut left = Vec::new();
+        // Made a, b, c; left b first, then c, then a (seconds apart).
+        for (path, after) in [("/a", 3), ("/b", 1), ("/c", 2)] {
+            let h = t.create(&scope(path));
+            for i in 1..=10 {
+                t.record(&h, ev(i, 1000), &m);
+            }
+            let lineage = h.lineage.clone();
+            drop(h);
+            lineage.used_at(base + Duration::from_secs(after));
+            left.push((path, lineage));
+        }
+        let held = |path: &str| t.find(&scope(path), b"1").is_some();
+        let live = t.create(&scope("/live"));
+        let mut i = 0;
+        while held("/a") && held("/b") && held("/c") {
+            i += 1;
+            t.record(&live, ev(i, 1000), &m);
+        }
+        assert!(
+            !held("/b") && held("/c") && held("/a"),
+            "b, left first, went"
+        );
+        while held("/c") {
+            i += 1;
+            t.record(&live, ev(i, 1000), &m);
+        }
+        assert!(held("/a"), "then c; a, left last, stays");
+    }
+
+    /// A detached ring outlives its TTL by under a second of the coarse clock, never less.
+    #[test]
+    fn a_detached_ring_expires_past_its_ttl_never_before() {
+        let t = table(1 << 30);
+        let m = WorkerMetrics::default();
+        let h = t.create(&scope("/a"));
+        t.record(&h, ev(1, 10), &m);
+        let lineage = h.lineage.clone();
+        drop(h);
+        let left = Instant::now() + Duration::from_millis(1500);
+        lineage.used_at(left);
+        let ttl = t.limits().ttl;
+        assert_eq!(t.sweep(left + ttl - Duration::from_millis(1)), 0);
+        assert_eq!(t.sweep(left), 0);
+        assert_eq!(t.sweep(left + ttl + Duration::from_secs(1)), 1);
+        assert_eq!(t.usage(), (0, 0));
     }
 
     fn ev(id: u64, len: usize) -> RingEvent {
@@ -709,7 +799,7 @@ mod tests {
         for i in 26..=200 {
             t.record(&a, ev(i, 1000), &m);
             t.record(&b, ev(i, 1000), &m);
-            assert!(a.lineage.counted.get() <= cap && b.lineage.counted.get() <= cap);
+            assert!(a.lineage.counted() <= cap && b.lineage.counted() <= cap);
         }
         assert_eq!(
             m.replay_evictions.get(),
