@@ -37,6 +37,13 @@ pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
 /// each time; answers and busy streams that come sooner never pay for it.
 pub const CLIENT_WATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long an SSE stream must have been quiet before it lets go of the buffers it reuses from
+/// read to read (its client queue's list, its block list): tens of thousands of quiet streams
+/// must hold none, but a stream whose events come every 100 ms or so (10/s) freed and regrew
+/// them after nearly every event when this was CLIENT_WATCH_DELAY. Idle streams still hold
+/// none a second after their last event.
+pub const BUFFER_RELEASE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a `503`/error answer to a client may take before the socket is closed regardless, in
 /// milliseconds.
 pub const ERROR_ANSWER_TIMEOUT_MS: u64 = 1_000;

@@ -165,19 +165,25 @@ impl TimerSlot {
         }
     }
 
-    /// Resolves when the armed deadline has passed; never before it is armed. Cancel-safe: dropping
-    /// it only leaves a waker that may be woken once for nothing.
+    /// Resolves when the armed deadline has passed (the driver found it due); never before it is
+    /// armed. Cancel-safe: dropping it only leaves a waker that may be woken once for nothing.
+    ///
+    /// No clock read: a stream polls this in every wake-up it has (each event, at a fixed
+    /// rate), while the deadline passes once. A slot armed and no longer queued is one the
+    /// driver popped with its deadline due (`fire_due`; every later deadline is queued again,
+    /// and `arm` queues any deadline earlier than the entry queued).
     pub async fn fired(&mut self) {
         poll_fn(|cx| {
             let mut inner = self.timers.inner.borrow_mut();
             let slot = &mut inner.slots[self.index as usize];
-            match slot.deadline {
-                Some(deadline) if deadline <= Instant::now() => Poll::Ready(()),
-                _ => {
-                    slot.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
+            if slot.deadline.is_some() && slot.queued.is_none() {
+                return Poll::Ready(());
             }
+            match &mut slot.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            }
+            Poll::Pending
         })
         .await
     }
