@@ -298,26 +298,27 @@ impl BytesVec {
     /// nothing is lost to cancellation, and a write costs one syscall in the wake-up that
     /// queued it instead of a submission and a completion a loop cycle later.
     pub fn send_now(&mut self, fd: RawFd) -> io::Result<usize> {
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; SEND_NOW_IOVECS];
+        // Left uninitialised past `count`: zeroing all SEND_NOW_IOVECS (2 KiB) cost more than
+        // the rest of the send's user-space work for the usual few parts (callgrind: ~125
+        // instructions per event in memset).
+        let mut iov = [const { std::mem::MaybeUninit::<libc::iovec>::uninit() }; SEND_NOW_IOVECS];
         let mut count = 0;
         for (slot, part) in iov.iter_mut().zip(&self.parts[self.first..]) {
-            *slot = libc::iovec {
+            slot.write(libc::iovec {
                 iov_base: part.as_ptr() as *mut libc::c_void,
                 iov_len: part.len(),
-            };
+            });
             count += 1;
         }
         if count == 0 {
             return Ok(0);
         }
-        // SAFETY: a zeroed msghdr is valid (no name, no control data); the iovecs point into
-        // `parts`, alive and unmoved for the duration of the call.
+        // SAFETY: a zeroed msghdr is valid (no name, no control data); the first `count`
+        // iovecs are initialised (above) and point into `parts`, alive and unmoved for the
+        // duration of the call; the kernel reads no further than `msg_iovlen`.
         let n = unsafe {
             let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iov = iov.as_mut_ptr().cast::<libc::iovec>();
             msg.msg_iovlen = count as _;
             libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
         };

@@ -37,6 +37,14 @@ pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
 /// each time; answers and busy streams that come sooner never pay for it.
 pub const CLIENT_WATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long an SSE stream must have been quiet before it lets go of the buffers it reuses from
+/// read to read (its client queue's list, its block list): tens of thousands of quiet streams
+/// must hold none. Its own constant, not CLIENT_WATCH_DELAY's: 1 s was tried (a stream at 10
+/// events/s would keep its buffers) and raised scenario 3's idle RSS from ~2,550 to ~2,800-2,870
+/// bytes per stream (freed later, the buffers of streams opening in a burst are not reused by
+/// the next ones), so it stays at 100 ms (perf/NOTES.md, "Per-event cost, second cut").
+pub const BUFFER_RELEASE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a `503`/error answer to a client may take before the socket is closed regardless, in
 /// milliseconds.
 pub const ERROR_ANSWER_TIMEOUT_MS: u64 = 1_000;

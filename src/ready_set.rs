@@ -138,31 +138,29 @@ impl ReadySet {
     }
 
     /// Wakes the entries whose sockets the kernel reported ready.
+    ///
+    /// Wakes inside the borrow of the slots, with no list of wakers gathered first (an
+    /// allocation per wake-up of the worker): a waker of this thread's runtime only queues its
+    /// task, it runs nothing here, so nothing can come back to the slots while they are
+    /// borrowed.
     fn dispatch(&self, events: &[libc::epoll_event]) {
-        let mut wake = Vec::new();
-        {
-            let mut slots = self.slots.borrow_mut();
-            for ev in events {
-                let token = ev.u64;
-                let (index, generation) = (token as u32, (token >> 32) as u32);
-                let Some(slot) = slots.entries.get_mut(index as usize) else {
-                    continue;
-                };
-                if slot.generation != generation {
-                    continue;
-                }
-                slot.ready = true;
-                if ev.events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
-                    slot.ended = true;
-                }
-                if let Some(w) = slot.waker.take() {
-                    wake.push(w);
-                }
+        let mut slots = self.slots.borrow_mut();
+        for ev in events {
+            let token = ev.u64;
+            let (index, generation) = (token as u32, (token >> 32) as u32);
+            let Some(slot) = slots.entries.get_mut(index as usize) else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue;
             }
-        }
-        // Outside the borrow: a waker of this thread only queues its task, but keep it simple.
-        for w in wake {
-            w.wake();
+            slot.ready = true;
+            if ev.events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                slot.ended = true;
+            }
+            if let Some(w) = slot.waker.take() {
+                w.wake();
+            }
         }
     }
 

@@ -8,8 +8,8 @@
 //! The queue holds at most one entry per slot and per earlier deadline: moving a deadline later
 //! (the common case: a heartbeat pushed back by every write) touches only the slot; when its old
 //! entry comes due, the driver sees the later deadline and queues that instead. A slot's waiter
-//! checks its own deadline against the clock when polled, so a wake-up is never wrong, only at
-//! worst spurious.
+//! reads no clock: the driver marks a slot `elapsed` when it finds its deadline passed, and
+//! every `arm` clears the mark, so a wake-up is never wrong, only at worst spurious.
 //!
 //! A connection's IO steps are bounded the same way (`TimerSlot::within`): one slot for the
 //! connection, re-armed per step (read the request head, write upstream, read the answer, write
@@ -182,8 +182,8 @@ impl TimerSlot {
         }
     }
 
-    /// Resolves when the armed deadline has passed; never before it is armed. Cancel-safe: dropping
-    /// it only leaves a waker that may be woken once for nothing.
+    /// Resolves when the armed deadline has passed (the driver found it due); never before it is
+    /// armed. Cancel-safe: dropping it only leaves a waker that may be woken once for nothing.
     #[cfg(test)]
     pub async fn fired(&mut self) {
         poll_fn(|cx| self.poll_fired(cx)).await
@@ -192,16 +192,13 @@ impl TimerSlot {
     /// `fired` as a poll: for a caller that keeps the wait in its own (smaller) future
     /// (`sse::stream_timer`: an async fn around `fired` took 48 bytes of every stream's select
     /// where a `poll_fn` over this takes 8).
+    ///
+    /// No clock read: a stream polls this in every wake-up it has (each event, at a fixed
+    /// rate), while the deadline passes once; the driver marks the slot `elapsed` when it finds
+    /// the deadline due, and every `arm` clears the mark. The waker is kept when it would wake
+    /// the same task (no clone per poll).
     pub fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut inner = self.timers.inner.borrow_mut();
-        let slot = &mut inner.slots[self.index as usize];
-        match slot.deadline {
-            Some(deadline) if deadline <= Instant::now() => Poll::Ready(()),
-            _ => {
-                slot.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
+        self.poll_elapsed(cx)
     }
 }
 
@@ -234,6 +231,7 @@ impl TimerSlot {
         let slot = &mut inner.slots[self.index as usize];
         slot.deadline = None;
         slot.waker = None;
+        slot.elapsed = false;
     }
 
     /// Ready once the driver found the armed deadline passed.

@@ -110,9 +110,13 @@ impl Turns {
         }
     }
 
-    /// Charges a turn that began at `started` to the slice.
-    pub(crate) fn charge(&self, started: Instant) {
-        self.used.set(self.used.get() + started.elapsed());
+    /// Charges a turn that began at `started` to the slice; returns the clock's reading at its
+    /// end (the caller's `now`, so that the turn's end costs one clock read, not two).
+    pub(crate) fn charge(&self, started: Instant) -> Instant {
+        let now = Instant::now();
+        self.used
+            .set(self.used.get() + now.saturating_duration_since(started));
+        now
     }
 
     /// The first turn of a slice always has room (a zero slice is one turn per tick).

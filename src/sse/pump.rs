@@ -15,6 +15,7 @@
 //! One wake-up does at most one read of MAX_SSE_READ bytes: no stream can hold the worker for
 //! long, so new connections and timers get their turn under flat-out load.
 
+use std::cell::Cell;
 use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, RawFd};
@@ -30,7 +31,7 @@ use super::stream_timer::StreamTimer;
 use crate::client_stream::ClientStream;
 use crate::conn_io::{recv_now, PeekState};
 use crate::http::Decoded;
-use crate::limits::CLIENT_WATCH_DELAY;
+use crate::limits::{BUFFER_RELEASE_DELAY, CLIENT_WATCH_DELAY};
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::ready_set::Interest;
 use crate::rules::EventOutcome;
@@ -80,6 +81,17 @@ fn read_now(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
         }
         Ok(Some(n))
     })
+}
+
+/// Slices a worker's list of a read's client slices keeps room for between reads (`OUT_SLICES`):
+/// reads of more are rare, and their list is let go.
+const OUT_SLICES_KEPT: usize = 256;
+
+thread_local! {
+    /// The list `flush_read` gathers a read's client slices in, one per worker thread and
+    /// reused from read to read (it is emptied into the client's queue at once): a list of its
+    /// own per read was an allocation and a free per read (callgrind, scenario 2's load).
+    static OUT_SLICES: Cell<Vec<Bytes>> = const { Cell::new(Vec::new()) };
 }
 
 /// Adjacent blocks of one read, as the span of it they cover together (see `flush_read`): they
@@ -155,33 +167,54 @@ impl<'c> Relay<'c> {
             let mut turn_started: Option<Instant> = None;
             // The client's socket in the worker's readiness set, from the first time the stream
             // watches it for a disconnect (after CLIENT_WATCH_DELAY of quiet) to the end of the
-            // body: a stream whose events come about that far apart (10/s) starts watching after
-            // nearly every event, and a monoio `readable()` there cost a poll operation and its
-            // cancellation each time. None also when it could not join (then `readable()`).
+            // body, and watched in every quiet spell from then on: a stream whose events come about
+            // that far apart (10/s) would start watching after nearly every event, and a monoio
+            // `readable()` there cost a poll operation and its cancellation each time. None also
+            // when it could not join (then `readable()`, from CLIENT_WATCH_DELAY in each spell).
             let mut client_watch: Option<Interest<'_>> = None;
 
             loop {
+                // One clock read per wake-up where one will do: a turn's start stands for the moment
+                // of its read and its send (microseconds apart; what they time is milliseconds and
+                // up), and its end, taken to charge the turn, for the start of a quiet spell.
                 // ---- send what is queued, as far as the client's socket takes it ----
                 if !self.queue_empty(client) {
+                    // The turn's start as the send's time, if there was a turn (in the block: a
+                    // local of the loop would live across its waits).
+                    let now_hint = turn_started;
                     match self.out.send_to(client) {
                         Ok(0) => {
-                            blocked_since.get_or_insert_with(Instant::now);
+                            blocked_since
+                                .get_or_insert_with(|| now_hint.unwrap_or_else(Instant::now));
                         }
                         Ok(_) => {
-                            let now = Instant::now();
+                            let now = now_hint.unwrap_or_else(Instant::now);
                             self.last_sent = now;
                             if let Some(since) =
                                 self.resumes.as_mut().and_then(|r| r.gap_from.take())
                             {
-                                self.ctx.metrics.record_gap(since.elapsed());
+                                self.ctx
+                                    .metrics
+                                    .record_gap(now.saturating_duration_since(since));
                             }
                             blocked_since = (!self.queue_empty(client)).then_some(now);
                         }
                         Err(_) => return BodyEnd::ClientGone,
                     }
+                } else {
+                    // Nothing queued: not blocked (a client stream's own buffer may have
+                    // drained without a send here), and the quiet spell starts below.
+                    blocked_since = None;
                 }
+                // The turn's end: the clock read that charges it is the quiet spell's start
+                // when nothing is left to send. Kept in `blocked_since`'s slot, not a local of
+                // its own: one would live across the blocked wait below (16 bytes of every
+                // stream's future, `tests::the_pump_stays_small`).
                 if let Some(started) = turn_started.take() {
-                    self.ctx.turns.charge(started);
+                    let ended = self.ctx.turns.charge(started);
+                    if self.queue_empty(client) {
+                        blocked_since = Some(ended);
+                    }
                 }
 
                 if !self.queue_empty(client) {
@@ -233,8 +266,9 @@ impl<'c> Relay<'c> {
                         // streams (crate::turns). Awaited here rather than in a helper async fn,
                         // which kept its four references beside the wait.
                         self.ctx.turns.my_turn(!self.progressed).await;
-                        turn_started = Some(Instant::now());
-                        up_state = self.after_ready(&interest, up);
+                        let started = Instant::now();
+                        turn_started = Some(started);
+                        up_state = self.after_ready(&interest, up, started);
                         reading = up_state.is_none();
                     }
                     continue;
@@ -245,23 +279,28 @@ impl<'c> Relay<'c> {
 
                 // ---- idle: wait for the upstream, a heartbeat, or the client leaving ----
                 // A quiet stream holds no buffer: tens of thousands of them may sit here. They are
-                // let go once it has been quiet for CLIENT_WATCH_DELAY, not at once: a busy stream
+                // let go once it has been quiet for BUFFER_RELEASE_DELAY, not at once: a busy stream
                 // between two reads would free and grow them again every time (its block list
                 // alone: ten reallocations, copying ~90 KB, per burst of small events).
                 // Since when it has been quiet: `blocked_since`'s slot (see there).
-                blocked_since = Some(Instant::now());
+                blocked_since.get_or_insert_with(Instant::now);
                 let mut buffers_held = true;
                 // A stream whose request ends with its response (MCP 2026-07-28) is watched at
-                // once: its upstream must close as soon as the client leaves.
-                let mut watching = self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
+                // once: its upstream must close as soon as the client leaves. So is one whose
+                // client already joined the readiness set in an earlier quiet spell: the set
+                // reports its edges at no cost per wait, and a stream whose events come about
+                // CLIENT_WATCH_DELAY apart would otherwise wake by its timer to start watching again
+                // after nearly every event.
+                let mut watching = client_watch.is_some()
+                    || self.extras.as_ref().is_some_and(|x| x.cancel_on_leave);
                 let mut client_busy = false;
                 while self.out.is_empty() && up_state.is_none() {
                     // In a block of its own, so the deadline is not kept across the wait (16 bytes
                     // of every quiet stream's future): only whether there is one.
                     let timed = {
                         let quiet_since = blocked_since.unwrap_or_else(Instant::now);
-                        let wake_at = self
-                            .idle_wake(quiet_since, (!watching && !client_busy) || buffers_held);
+                        let wake_at =
+                            self.idle_wake(quiet_since, !watching && !client_busy, buffers_held);
                         match wake_at {
                             Some(at) => timer.arm(&self.ctx.timers, at),
                             None => timer.disarm(),
@@ -281,15 +320,15 @@ impl<'c> Relay<'c> {
                                 crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
                                 return BodyEnd::Dropped(DropKind::Idle);
                             }
-                            let quiet_long = now >= quiet_since + CLIENT_WATCH_DELAY;
-                            if buffers_held && quiet_long {
+                        let quiet_for = now.saturating_duration_since(quiet_since);
+                        if buffers_held && quiet_for >= BUFFER_RELEASE_DELAY {
                                 self.release_buffers();
                                 buffers_held = false;
                             }
                             if self.route.settings.sse.heartbeat.is_some_and(|d| now >= self.last_sent + d) {
                                 self.out.push_heartbeat();
                                 WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
-                            } else if !client_busy && quiet_long {
+                        } else if !client_busy && quiet_for >= CLIENT_WATCH_DELAY {
                                 watching = true;
                             }
                             false
@@ -309,8 +348,9 @@ impl<'c> Relay<'c> {
                     };
                     if upstream_ready {
                         self.ctx.turns.my_turn(!self.progressed).await;
-                        turn_started = Some(Instant::now());
-                        up_state = self.after_ready(&interest, up);
+                        let started = Instant::now();
+                        turn_started = Some(started);
+                        up_state = self.after_ready(&interest, up, started);
                         reading = up_state.is_none();
                     }
                 }
@@ -405,8 +445,9 @@ impl Relay<'_> {
             }
             if mem::take(&mut upstream_ready) {
                 self.ctx.turns.my_turn(!self.progressed).await;
-                turn_started = Some(Instant::now());
-                up_state = self.after_ready(&interest, up);
+                let started = Instant::now();
+                turn_started = Some(started);
+                up_state = self.after_ready(&interest, up, started);
             }
         }
     }
@@ -437,9 +478,9 @@ impl Relay<'_> {
     }
 
     /// When an idle stream must wake by itself: the next heartbeat, the upstream idle timeout,
-    /// or (`watch`) the moment the client starts being watched for a disconnect (and a quiet
-    /// stream's buffers are let go).
-    fn idle_wake(&self, quiet_since: Instant, watch: bool) -> Option<Instant> {
+    /// (`watch`) the moment the client starts being watched for a disconnect, or (`release`)
+    /// the moment a quiet stream's buffers are let go.
+    fn idle_wake(&self, quiet_since: Instant, watch: bool, release: bool) -> Option<Instant> {
         let heartbeat_at = self.heartbeat_at();
         let idle_at = self
             .route
@@ -448,7 +489,8 @@ impl Relay<'_> {
             .idle_timeout
             .map(|d| self.last_upstream + d);
         let watch_at = watch.then_some(quiet_since + CLIENT_WATCH_DELAY);
-        [heartbeat_at, idle_at, watch_at]
+        let release_at = release.then_some(quiet_since + BUFFER_RELEASE_DELAY);
+        [heartbeat_at, idle_at, watch_at, release_at]
             .into_iter()
             .flatten()
             .min()
@@ -486,8 +528,14 @@ impl Relay<'_> {
 
     /// The upstream is readable and it is this stream's turn (crate::turns): reads what it holds
     /// (through its TLS session, for an https upstream) and frames it. Returns how the body
-    /// ended, if it did.
-    fn after_ready(&mut self, interest: &Interest<'_>, up: &UpstreamStream) -> Option<BodyEnd> {
+    /// ended, if it did. `now`: when the turn began (the read's time, for the upstream idle
+    /// timeout).
+    fn after_ready(
+        &mut self,
+        interest: &Interest<'_>,
+        up: &UpstreamStream,
+        now: Instant,
+    ) -> Option<BodyEnd> {
         let fd = up.as_raw_fd();
         let mut buf = self.take_ubuf();
         let res = match up.session() {
@@ -507,7 +555,7 @@ impl Relay<'_> {
         // end is taken now rather than waited for.
         let res = match res {
             Ok(Some(n)) if n > 0 && up.session().is_some_and(|t| t.peer_closed()) => {
-                let end = self.ingest_read(&mut buf);
+                let end = self.ingest_read(&mut buf, now);
                 if end.is_some() {
                     compact(&mut buf);
                     self.keep_ubuf(buf);
@@ -523,7 +571,7 @@ impl Relay<'_> {
                 Ok(()) => Some(BodyEnd::Clean),
                 Err(_) => Some(BodyEnd::Dropped(DropKind::Eof)),
             },
-            Ok(Some(_)) => self.ingest_read(&mut buf),
+            Ok(Some(_)) => self.ingest_read(&mut buf, now),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                 Some(BodyEnd::Dropped(DropKind::Reset))
             }
@@ -538,8 +586,8 @@ impl Relay<'_> {
     }
 
     /// Frames what a read brought.
-    fn ingest_read(&mut self, buf: &mut BytesMut) -> Option<BodyEnd> {
-        self.last_upstream = Instant::now();
+    fn ingest_read(&mut self, buf: &mut BytesMut, now: Instant) -> Option<BodyEnd> {
+        self.last_upstream = now;
         self.ingest(buf)
     }
 
@@ -620,7 +668,8 @@ impl Relay<'_> {
         let read = read.unwrap_or(&empty);
         let mut batch = ctx.streams.batch();
         let mut blocks = mem::take(&mut self.blocks);
-        let mut out: Vec<Bytes> = Vec::with_capacity(blocks.len());
+        // The slices for the client, in the worker's list (not one allocation per read).
+        let mut out = OUT_SLICES.with(Cell::take);
         let mut out_len = 0usize;
         let mut events = 0u64;
         // Blocks that lie next to each other in the read leave as one slice: the run being
@@ -789,7 +838,10 @@ impl Relay<'_> {
         WorkerMetrics::add(&m.sse_events, events);
         WorkerMetrics::add(&m.sse_bytes, out_len as u64);
         self.entry.status.sent(events, out_len as u64);
-        self.out.push_blocks(out, out_len);
+        self.out.push_blocks(out.drain(..), out_len);
+        if out.capacity() <= OUT_SLICES_KEPT {
+            OUT_SLICES.with(|kept| kept.set(out));
+        }
         self.entry.status.show_last_id(self.framer.last_event_id());
     }
 }
