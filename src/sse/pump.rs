@@ -266,9 +266,7 @@ impl<'c> Relay<'c> {
                         // streams (crate::turns). Awaited here rather than in a helper async fn,
                         // which kept its four references beside the wait.
                         self.ctx.turns.my_turn(!self.progressed).await;
-                        let started = Instant::now();
-                        turn_started = Some(started);
-                        up_state = self.after_ready(&interest, up, started);
+                        up_state = self.read_turn(&interest, up, &mut turn_started);
                         reading = up_state.is_none();
                     }
                     continue;
@@ -348,9 +346,7 @@ impl<'c> Relay<'c> {
                     };
                     if upstream_ready {
                         self.ctx.turns.my_turn(!self.progressed).await;
-                        let started = Instant::now();
-                        turn_started = Some(started);
-                        up_state = self.after_ready(&interest, up, started);
+                        up_state = self.read_turn(&interest, up, &mut turn_started);
                         reading = up_state.is_none();
                     }
                 }
@@ -445,9 +441,7 @@ impl Relay<'_> {
             }
             if mem::take(&mut upstream_ready) {
                 self.ctx.turns.my_turn(!self.progressed).await;
-                let started = Instant::now();
-                turn_started = Some(started);
-                up_state = self.after_ready(&interest, up, started);
+                up_state = self.read_turn(&interest, up, &mut turn_started);
             }
         }
     }
@@ -524,6 +518,20 @@ impl Relay<'_> {
             self.ring.lineage.scope.target()
         );
         BodyEnd::Dropped(DropKind::Error)
+    }
+
+    /// The turn, once `Turns::my_turn` gave it: its start goes to `turn_started` (charged to
+    /// the worker's slice after the send), then the read. A plain fn, so the three loops that
+    /// take turns share it without an async helper's references kept beside the wait.
+    fn read_turn(
+        &mut self,
+        interest: &Interest<'_>,
+        up: &UpstreamStream,
+        turn_started: &mut Option<Instant>,
+    ) -> Option<BodyEnd> {
+        let started = Instant::now();
+        *turn_started = Some(started);
+        self.after_ready(interest, up, started)
     }
 
     /// The upstream is readable and it is this stream's turn (crate::turns): reads what it holds
