@@ -242,6 +242,9 @@ impl<'c> Relay<'c> {
                     // The upstream's readiness, seen by the wait and acted on after it (in our
                     // turn): the select's value, so it is no slot of the future's.
                     let upstream_ready = monoio::select! {
+                        // In this order, no random start (every branch is a readiness wait that
+                        // owns nothing, and one that loses keeps its readiness for the next wait).
+                        biased;
                         // Boxed: monoio's wait is 104 bytes and a stream is blocked seldom and
                         // briefly; a quiet stream's future would carry it inline. One small
                         // allocation per wait for room, beside the poll operation it makes.
@@ -309,6 +312,8 @@ impl<'c> Relay<'c> {
                         client_watch = self.ctx.ready.register(client.tcp().as_raw_fd()).ok();
                     }
                     let upstream_ready = monoio::select! {
+                        // In order (see above): the upstream's data before a due timer.
+                        biased;
                         () = interest.wait(), if reading => true,
                         _ = timer.fired(), if timed => {
                             let now = Instant::now();
@@ -428,6 +433,7 @@ impl Relay<'_> {
             }
             let seen = fanout.changes();
             monoio::select! {
+                biased;
                 () = interest.wait() => {
                     upstream_ready = true;
                 }
