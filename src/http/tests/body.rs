@@ -1,7 +1,7 @@
 //! BodyDecoder end-of-body rules and outgoing chunk framing.
 
-use super::body::SMALL_CHUNK_LIMIT;
 use super::chunked::{decode_all, encode};
+use crate::http::body::SMALL_CHUNK_LIMIT;
 use crate::http::*;
 
 #[test]
