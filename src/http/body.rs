@@ -122,6 +122,60 @@ impl ChunkHeader {
     }
 }
 
+/// Chunk sizes below this have their chunk-size line in [`SMALL_CHUNK_LINES`]: three hex digits
+/// at most, which covers a read of small events (scenario 2's load: one event of ~100 bytes per
+/// read; a batched read of a few KiB). Larger chunks are rare per event (their line is written).
+pub(crate) const SMALL_CHUNK_LIMIT: usize = 0x1000;
+
+/// Bytes per line in [`SMALL_CHUNK_LINES`]: three hex digits and CRLF, the longest such line.
+const SMALL_CHUNK_STRIDE: usize = 5;
+
+/// Every chunk-size line of a size in 1..SMALL_CHUNK_LIMIT, each from `size * SMALL_CHUNK_STRIDE`
+/// (20 KiB in the binary): a line handed out as `Bytes::from_static`, with no allocation,
+/// thread-local or reference count per chunk.
+static SMALL_CHUNK_LINES: [u8; SMALL_CHUNK_LIMIT * SMALL_CHUNK_STRIDE] = small_chunk_lines();
+
+const fn small_chunk_lines() -> [u8; SMALL_CHUNK_LIMIT * SMALL_CHUNK_STRIDE] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [0u8; SMALL_CHUNK_LIMIT * SMALL_CHUNK_STRIDE];
+    let mut size = 1;
+    while size < SMALL_CHUNK_LIMIT {
+        let at = size * SMALL_CHUNK_STRIDE;
+        let digits = small_chunk_digits(size);
+        let mut i = 0;
+        while i < digits {
+            table[at + i] = HEX[(size >> (4 * (digits - 1 - i))) & 0xf];
+            i += 1;
+        }
+        table[at + digits] = b'\r';
+        table[at + digits + 1] = b'\n';
+        size += 1;
+    }
+    table
+}
+
+/// Hex digits of `size` (below SMALL_CHUNK_LIMIT, not 0).
+const fn small_chunk_digits(size: usize) -> usize {
+    if size < 0x10 {
+        1
+    } else if size < 0x100 {
+        2
+    } else {
+        3
+    }
+}
+
+/// The chunk-size line ("{hex}\r\n") for a chunk of `len` bytes, from a static table, when
+/// `len` is in 1..SMALL_CHUNK_LIMIT; None otherwise (write it with [`ChunkHeader`]).
+#[inline]
+pub(crate) fn small_chunk_line(len: usize) -> Option<&'static [u8]> {
+    if len == 0 || len >= SMALL_CHUNK_LIMIT {
+        return None;
+    }
+    let at = len * SMALL_CHUNK_STRIDE;
+    Some(&SMALL_CHUNK_LINES[at..at + small_chunk_digits(len) + 2])
+}
+
 /// Follows each chunk's data.
 pub(crate) const CHUNK_END: &[u8] = b"\r\n";
 /// Ends a chunked body (no trailers).

@@ -34,7 +34,7 @@ pub(crate) use syntax::{is_token, parse_decimal};
 mod tests;
 
 pub use body::BodyDecoder;
-pub(crate) use body::{ChunkHeader, CHUNK_END, LAST_CHUNK};
+pub(crate) use body::{small_chunk_line, ChunkHeader, CHUNK_END, LAST_CHUNK};
 pub use chunked::{
     ChunkedDecoder, Decoded, MAX_CHUNK_EXT_BYTES, MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES,
 };

@@ -9,11 +9,14 @@ use bytes::{Bytes, BytesMut};
 
 use crate::client_stream::ClientStream;
 use crate::conn_io::BytesVec;
-use crate::http::{ChunkHeader, OutFraming, CHUNK_END, LAST_CHUNK};
+use crate::http::{small_chunk_line, ChunkHeader, OutFraming, CHUNK_END, LAST_CHUNK};
 
 /// What tether sends when nothing was sent for `--sse-heartbeat`: a comment block, which no
 /// client dispatches and every intermediary forwards.
 pub const HEARTBEAT: &[u8] = b": keep-alive\n\n";
+
+/// The heartbeat's chunk-size line (its length in hex).
+const HEARTBEAT_CHUNK_LINE: &[u8] = b"e\r\n";
 
 /// Room for many chunk-size lines per allocation of the scratch buffer.
 const SCRATCH_BLOCK: usize = 512;
@@ -61,9 +64,11 @@ impl ClientQueue {
             return;
         }
         if self.framing == OutFraming::Chunked {
-            let header = ChunkHeader::new(len);
-            let line = cut(header.as_bytes());
-            self.pending.push(line);
+            // A small chunk's line is static (no scratch slice, no reference count).
+            match small_chunk_line(len) {
+                Some(line) => self.pending.push_static(line),
+                None => self.pending.push(cut(ChunkHeader::new(len).as_bytes())),
+            }
         }
         for b in blocks {
             self.pending.push(b);
@@ -76,8 +81,7 @@ impl ClientQueue {
     /// Queues the heartbeat comment.
     pub fn push_heartbeat(&mut self) {
         if self.framing == OutFraming::Chunked {
-            let line = cut(ChunkHeader::new(HEARTBEAT.len()).as_bytes());
-            self.pending.push(line);
+            self.pending.push_static(HEARTBEAT_CHUNK_LINE);
             self.pending.push_static(HEARTBEAT);
             self.pending.push_static(CHUNK_END);
         } else {

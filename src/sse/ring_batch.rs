@@ -203,6 +203,15 @@ impl RingBatch {
         let unsealed = |r: &Run| {
             r.held == 0 && r.bytes.as_ptr() == buffer.as_ptr() && r.bytes.len() == buffer.len()
         };
+        // A read's events in one run, the batch's only one (a read of small events, one read
+        // per flush): that run holds the read's whole allocation, unless sparse.
+        if let ([run], [span]) = (&mut self.runs[..], &self.spans[..]) {
+            let len = span.len();
+            if unsealed(run) && len > 0 && alloc <= SPARSE_READ_FACTOR * len {
+                run.held = clamp_u32(alloc.max(len));
+                return;
+            }
+        }
         let total: usize = (self.runs.iter().zip(&self.spans))
             .filter(|(r, _)| unsealed(r))
             .map(|(_, s)| s.len())

@@ -1,6 +1,7 @@
 //! BodyDecoder end-of-body rules and outgoing chunk framing.
 
 use super::chunked::{decode_all, encode};
+use crate::http::body::SMALL_CHUNK_LIMIT;
 use crate::http::*;
 
 #[test]
@@ -61,6 +62,19 @@ fn chunked_body_truncated() {
     assert_eq!(d.decode(b"0\r\n\r\nX"), Ok(Decoded::Done { consumed: 5 }));
     assert!(d.is_done());
     assert_eq!(d.eof(), Ok(()));
+}
+
+#[test]
+fn small_chunk_lines_are_the_written_ones() {
+    for len in 1..SMALL_CHUNK_LIMIT {
+        assert_eq!(
+            small_chunk_line(len),
+            Some(ChunkHeader::new(len).as_bytes()),
+            "{len}"
+        );
+    }
+    assert_eq!(small_chunk_line(0), None);
+    assert_eq!(small_chunk_line(SMALL_CHUNK_LIMIT), None);
 }
 
 #[test]
