@@ -313,7 +313,7 @@ impl RequestHead {
     pub(crate) fn headers_named<'a, 'n>(
         &'a self,
         name: &'n str,
-    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    ) -> impl Iterator<Item = &'a [u8]> + Clone + use<'a, 'n> {
         named(&self.bytes, &self.headers, name)
     }
 
@@ -422,7 +422,7 @@ impl ResponseHead {
     pub(crate) fn headers_named<'a, 'n>(
         &'a self,
         name: &'n str,
-    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    ) -> impl Iterator<Item = &'a [u8]> + Clone + use<'a, 'n> {
         named(&self.bytes, &self.headers, name)
     }
 
@@ -438,7 +438,7 @@ fn named<'a, 'n>(
     bytes: &'a [u8],
     headers: &'a [HeaderField],
     name: &'n str,
-) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+) -> impl Iterator<Item = &'a [u8]> + Clone + use<'a, 'n> {
     headers
         .iter()
         .filter(move |h| h.name.of(bytes).eq_ignore_ascii_case(name.as_bytes()))
