@@ -204,29 +204,23 @@ fn connection_has<'a>(mut values: impl Iterator<Item = &'a [u8]>, token: &[u8]) 
 }
 
 /// RFC 9112 9.3: "close" ends the connection in any version; otherwise HTTP/1.1 persists and
-/// HTTP/1.0 persists only when it asked for "keep-alive".
-fn keep_alive(version: Version, close: bool, keep_alive: bool) -> bool {
-    !close && (version == Version::Http11 || keep_alive)
+/// HTTP/1.0 persists only when it asked for "keep-alive". The Connection values are read for
+/// "keep-alive" only when that decides (HTTP/1.0 without "close"): one pass on HTTP/1.1.
+fn keep_alive<'a>(version: Version, connection: impl Iterator<Item = &'a [u8]> + Clone) -> bool {
+    !connection_has(connection.clone(), b"close")
+        && (version == Version::Http11 || connection_has(connection, b"keep-alive"))
 }
 
 /// Keep-alive intent from the Connection header and version: HTTP/1.1 persistent unless "close"
 /// token; HTTP/1.0 persistent only with a "keep-alive" token. Tokens are comma-separated,
 /// case-insensitive, across all Connection headers.
 pub fn request_keep_alive(head: &RequestHead) -> bool {
-    keep_alive(
-        head.version,
-        connection_has(head.headers_named("connection"), b"close"),
-        connection_has(head.headers_named("connection"), b"keep-alive"),
-    )
+    keep_alive(head.version, head.headers_named("connection"))
 }
 
 /// As [`request_keep_alive`], for the upstream's response.
 pub fn response_keep_alive(head: &ResponseHead) -> bool {
-    keep_alive(
-        head.version,
-        connection_has(head.headers_named("connection"), b"close"),
-        connection_has(head.headers_named("connection"), b"keep-alive"),
-    )
+    keep_alive(head.version, head.headers_named("connection"))
 }
 
 /// True when the request has `Expect: 100-continue` (case-insensitive, RFC 9110 10.1.1).

@@ -168,6 +168,13 @@ pub enum HeadKind {
 pub trait ParseHead: Sized {
     const KIND: HeadKind;
     fn parse_head(bytes: Bytes, limits: &HeadLimits) -> Result<Self, HttpError>;
+    /// `parse_head` with the field list built in `spare`'s allocation (a keep-alive connection
+    /// keeps one per head kind: no allocation per request for it).
+    fn parse_head_reusing(
+        bytes: Bytes,
+        limits: &HeadLimits,
+        spare: Vec<HeaderField>,
+    ) -> Result<Self, HttpError>;
 }
 
 impl ParseHead for RequestHead {
@@ -175,12 +182,26 @@ impl ParseHead for RequestHead {
     fn parse_head(bytes: Bytes, limits: &HeadLimits) -> Result<Self, HttpError> {
         RequestHead::parse(bytes, limits)
     }
+    fn parse_head_reusing(
+        bytes: Bytes,
+        limits: &HeadLimits,
+        spare: Vec<HeaderField>,
+    ) -> Result<Self, HttpError> {
+        RequestHead::parse_reusing(bytes, limits, spare)
+    }
 }
 
 impl ParseHead for ResponseHead {
     const KIND: HeadKind = HeadKind::Response;
     fn parse_head(bytes: Bytes, limits: &HeadLimits) -> Result<Self, HttpError> {
         ResponseHead::parse(bytes, limits)
+    }
+    fn parse_head_reusing(
+        bytes: Bytes,
+        limits: &HeadLimits,
+        spare: Vec<HeaderField>,
+    ) -> Result<Self, HttpError> {
+        ResponseHead::parse_reusing(bytes, limits, spare)
     }
 }
 
@@ -209,6 +230,15 @@ impl RequestHead {
     /// HTTP/1.1 without exactly one Host, more than one Host, an invalid Host; with 505: a
     /// well-formed HTTP version other than 1.0 and 1.1.
     pub fn parse(bytes: Bytes, limits: &HeadLimits) -> Result<RequestHead, HttpError> {
+        RequestHead::parse_reusing(bytes, limits, Vec::new())
+    }
+
+    /// `parse`, the field list built in `spare`'s allocation (`ParseHead::parse_head_reusing`).
+    pub fn parse_reusing(
+        bytes: Bytes,
+        limits: &HeadLimits,
+        spare: Vec<HeaderField>,
+    ) -> Result<RequestHead, HttpError> {
         let kind = HeadKind::Request;
         check_head_len(&bytes, limits, kind)?;
         let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADER_SLOTS];
@@ -221,7 +251,7 @@ impl RequestHead {
         let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
             return Err(HttpError::IncompleteHead { kind });
         };
-        let headers = field_spans(&bytes, req.headers, limits, kind)?;
+        let headers = field_spans(&bytes, req.headers, limits, kind, spare)?;
         let method_kind = Method::from_bytes(method.as_bytes());
         if target.len() > limits.max_target_bytes {
             return Err(HttpError::TargetTooLong {
@@ -283,7 +313,7 @@ impl RequestHead {
     pub(crate) fn headers_named<'a, 'n>(
         &'a self,
         name: &'n str,
-    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    ) -> impl Iterator<Item = &'a [u8]> + Clone + use<'a, 'n> {
         named(&self.bytes, &self.headers, name)
     }
 
@@ -338,6 +368,15 @@ impl ResponseHead {
 
     /// Like [`RequestHead::parse`] for a status line; the status must be 100..=599 (RFC 9110 15).
     pub fn parse(bytes: Bytes, limits: &HeadLimits) -> Result<ResponseHead, HttpError> {
+        ResponseHead::parse_reusing(bytes, limits, Vec::new())
+    }
+
+    /// `parse`, the field list built in `spare`'s allocation (`ParseHead::parse_head_reusing`).
+    pub fn parse_reusing(
+        bytes: Bytes,
+        limits: &HeadLimits,
+        spare: Vec<HeaderField>,
+    ) -> Result<ResponseHead, HttpError> {
         let kind = HeadKind::Response;
         check_head_len(&bytes, limits, kind)?;
         let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADER_SLOTS];
@@ -353,7 +392,7 @@ impl ResponseHead {
         if !(100..=599).contains(&status) {
             return Err(HttpError::InvalidStatusCode { code: status });
         }
-        let headers = field_spans(&bytes, res.headers, limits, kind)?;
+        let headers = field_spans(&bytes, res.headers, limits, kind, spare)?;
         // httparse replaces a reason with obs-text by "", so the span is taken from the line:
         // "HTTP/1.1 200 " is 13 bytes, the reason is the rest of the line.
         let (_, line) = start_line(&bytes);
@@ -383,7 +422,7 @@ impl ResponseHead {
     pub(crate) fn headers_named<'a, 'n>(
         &'a self,
         name: &'n str,
-    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    ) -> impl Iterator<Item = &'a [u8]> + Clone + use<'a, 'n> {
         named(&self.bytes, &self.headers, name)
     }
 
@@ -399,7 +438,7 @@ fn named<'a, 'n>(
     bytes: &'a [u8],
     headers: &'a [HeaderField],
     name: &'n str,
-) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+) -> impl Iterator<Item = &'a [u8]> + Clone + use<'a, 'n> {
     headers
         .iter()
         .filter(move |h| h.name.of(bytes).eq_ignore_ascii_case(name.as_bytes()))
@@ -436,6 +475,7 @@ fn field_spans(
     fields: &[httparse::Header<'_>],
     limits: &HeadLimits,
     kind: HeadKind,
+    mut spans: Vec<HeaderField>,
 ) -> Result<Vec<HeaderField>, HttpError> {
     if fields.len() > limits.max_headers {
         return Err(HttpError::TooManyHeaders {
@@ -443,11 +483,10 @@ fn field_spans(
             limit: limits.max_headers,
         });
     }
-    Ok(fields
-        .iter()
-        .map(|h| HeaderField {
-            name: Span::within(bytes, h.name.as_bytes()),
-            value: Span::within(bytes, h.value),
-        })
-        .collect())
+    spans.clear();
+    spans.extend(fields.iter().map(|h| HeaderField {
+        name: Span::within(bytes, h.name.as_bytes()),
+        value: Span::within(bytes, h.value),
+    }));
+    Ok(spans)
 }

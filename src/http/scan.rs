@@ -8,7 +8,7 @@ use memchr::memmem;
 use super::error::HttpError;
 use bytes::BytesMut;
 
-use super::head::{HeadKind, HeadLimits, ParseHead, REQUEST_LINE_SLACK_BYTES};
+use super::head::{HeadKind, HeadLimits, HeaderField, ParseHead, REQUEST_LINE_SLACK_BYTES};
 use super::syntax::is_tchar;
 
 /// Incremental end-of-head finder. It resumes the scan where it stopped, so a head arriving one
@@ -174,6 +174,26 @@ impl HeadScanner {
         }
         match self.scan(buf, limits, H::KIND)? {
             Some(n) => H::parse_head(buf.split_to(n).freeze(), limits).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `next_head`, the head's field list built in `spare`'s allocation (taken when a head is
+    /// complete; `spare` is then left empty).
+    pub fn next_head_reusing<H: ParseHead>(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &HeadLimits,
+        spare: &mut Vec<HeaderField>,
+    ) -> Result<Option<H>, HttpError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        match self.scan(buf, limits, H::KIND)? {
+            Some(n) => {
+                H::parse_head_reusing(buf.split_to(n).freeze(), limits, std::mem::take(spare))
+                    .map(Some)
+            }
             None => Ok(None),
         }
     }

@@ -429,10 +429,16 @@ impl<C: ClientStream> ClientConn<C> {
         let mut deadline = (self.requests == 0).then(|| Instant::now() + t.header);
         let mut first_read = self.requests == 0;
         loop {
-            if let Some(head) = scanner
-                .next_head::<RequestHead>(&mut self.buf, &limits)
-                .map_err(ProxyError::ClientProtocol)?
-            {
+            // Parsed into the list the connection kept from its last request, if any.
+            let parsed = match self.out.as_deref_mut() {
+                Some(kept) => scanner.next_head_reusing::<RequestHead>(
+                    &mut self.buf,
+                    &limits,
+                    kept.request_fields(),
+                ),
+                None => scanner.next_head::<RequestHead>(&mut self.buf, &limits),
+            };
+            if let Some(head) = parsed.map_err(ProxyError::ClientProtocol)? {
                 return Ok(Some(head));
             }
             if !self.buf.is_empty() {

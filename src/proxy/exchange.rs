@@ -34,8 +34,8 @@ use crate::http::{
     expects_continue, request_body_kind, requests_upgrade, response_body_kind, response_keep_alive,
     write_edited_client_response, write_interim_response, write_switching_response,
     write_upstream_request, BodyDecoder, BodyKind, ChunkHeader, Decoded, ForwardContext,
-    HeadScanner, HeaderEdit, HttpError, Method, OutFraming, RequestHead, ResponseHead, Version,
-    CHUNK_END, LAST_CHUNK,
+    HeadScanner, HeaderEdit, HeaderField, HttpError, Method, OutFraming, RequestHead, ResponseHead,
+    Version, CHUNK_END, LAST_CHUNK,
 };
 use crate::limits::{BODY_READ_BUFFER, CLIENT_WATCH_DELAY};
 use crate::route::{Route, Unrouted};
@@ -114,6 +114,29 @@ pub struct Kept {
     /// split off, and once both are gone (written, dropped) the next `reserve` takes the same
     /// storage back instead of allocating (`KEPT_HEADS_BUFFER`).
     heads: BytesMut,
+    /// The field lists of the last request head and answer head, emptied, for the next ones
+    /// to be parsed into (`KEPT_FIELDS`).
+    request_fields: Vec<HeaderField>,
+    response_fields: Vec<HeaderField>,
+}
+
+impl Kept {
+    /// Where the connection's next request head lists its fields (`HeadScanner::next_head_reusing`).
+    pub(crate) fn request_fields(&mut self) -> &mut Vec<HeaderField> {
+        &mut self.request_fields
+    }
+}
+
+/// The most fields a kept list holds room for (`Kept::request_fields`): a head with more keeps
+/// its list to itself, so an idle connection never holds a large one.
+const KEPT_FIELDS: usize = 32;
+
+/// `fields`, emptied, into `slot` for the next head, unless it grew past `KEPT_FIELDS`.
+fn keep_fields(slot: &mut Vec<HeaderField>, mut fields: Vec<HeaderField>) {
+    if fields.capacity() <= KEPT_FIELDS {
+        fields.clear();
+        *slot = fields;
+    }
 }
 
 /// The heads buffer a connection starts with and keeps (`Kept::heads`): a request head
@@ -429,6 +452,7 @@ async fn exchange<C: ClientStream>(
             session,
             cancel_on_leave,
         },
+        sent_at: None,
     };
 
     loop {
@@ -493,10 +517,23 @@ async fn exchange<C: ClientStream>(
                 };
             }
             Ok(Step::Done(outcome, reusable)) => {
+                if let Some(kept) = exchange.client.out.as_deref_mut() {
+                    keep_fields(
+                        &mut kept.request_fields,
+                        mem::take(&mut exchange.head.headers),
+                    );
+                }
                 if reusable {
-                    ctx.pool
-                        .borrow_mut()
-                        .put(upstream.replica, upstream.stream, upstream.buf);
+                    // Stamped when its request went up, not now: a clock read less per request,
+                    // and an older stamp only makes the pool more careful with it (probed or
+                    // aged out sooner, never later).
+                    let since = exchange.sent_at.unwrap_or_else(Instant::now);
+                    ctx.pool.borrow_mut().put(
+                        upstream.replica,
+                        upstream.stream,
+                        upstream.buf,
+                        since,
+                    );
                 }
                 return Ok(outcome);
             }
@@ -745,6 +782,9 @@ struct Exchange<'c, 'a, C: ClientStream> {
     keep_response: bool,
     /// What the request carries that its stream may keep.
     carried: Carried,
+    /// When the request had gone up (the exchange's one clock read per attempt): the answer's
+    /// deadlines run from it, and a connection pooled after the answer is stamped with it.
+    sent_at: Option<Instant>,
 }
 
 impl<C: ClientStream> Exchange<'_, '_, C> {
@@ -903,10 +943,17 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         }
 
         // ---- response head (1xx relayed) ----
-        let deadline = Instant::now() + r.upstream_header_timeout;
+        // One clock read for the answer's deadline, the client watch's start and the pool's
+        // stamp (`sent_at`).
+        let sent_at = Instant::now();
+        self.sent_at = Some(sent_at);
+        let deadline = sent_at + r.upstream_header_timeout;
+        let watch_from = sent_at + CLIENT_WATCH_DELAY;
         let mut ubuf = mem::take(&mut upstream.buf);
         let response = loop {
-            let head = self.read_response_head(up, &mut ubuf, deadline).await?;
+            let head = self
+                .read_response_head(up, &mut ubuf, deadline, watch_from)
+                .await?;
             if (100..200).contains(&head.status) {
                 if head.status == 101 {
                     // Only an upgrade the client asked for, and only once its whole request
@@ -1077,6 +1124,9 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
                 )
             },
         );
+        if let Some(kept) = self.client.out.as_deref_mut() {
+            keep_fields(&mut kept.response_fields, response.headers);
+        }
         let mut out = written.unwrap_or_default();
         out.push(head_bytes);
 
@@ -1148,12 +1198,21 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         up: &mut UpstreamStream,
         ubuf: &mut BytesMut,
         deadline: Instant,
+        watch_from: Instant,
     ) -> Result<ResponseHead, Attempt> {
         let limits = self.ctx.config.head_limits;
         let mut scanner = HeadScanner::new();
         let mut received_any = !ubuf.is_empty();
         loop {
-            match scanner.next_head::<ResponseHead>(ubuf, &limits) {
+            let parsed = match self.client.out.as_deref_mut() {
+                Some(kept) => scanner.next_head_reusing::<ResponseHead>(
+                    ubuf,
+                    &limits,
+                    &mut kept.response_fields,
+                ),
+                None => scanner.next_head::<ResponseHead>(ubuf, &limits),
+            };
+            match parsed {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(e) => return Err(ProxyError::UpstreamProtocol(e).into()),
@@ -1164,6 +1223,7 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
                 self.client.stream,
                 self.client.timer,
                 deadline,
+                watch_from,
             )
             .await?;
             *ubuf = buf;
@@ -1179,8 +1239,8 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
     }
 }
 
-/// One read from the upstream bounded by `deadline`; after `CLIENT_WATCH_DELAY` it also watches the
-/// client and gives up when the client has gone. On any error the upstream read was dropped in
+/// One read from the upstream bounded by `deadline`; from `watch_from` (`CLIENT_WATCH_DELAY` after
+/// the request went up) it also watches the client and gives up when the client has gone. On any error the upstream read was dropped in
 /// flight, so the upstream connection must be closed (the caller never pools it after an error).
 async fn read_watching_client<C: ClientStream>(
     up: &mut UpstreamStream,
@@ -1188,6 +1248,7 @@ async fn read_watching_client<C: ClientStream>(
     client: &C,
     timer: &mut TimerSlot,
     deadline: Instant,
+    watch_from: Instant,
 ) -> Result<(usize, BytesMut), Attempt> {
     let done = |(res, buf): (std::io::Result<usize>, BytesMut)| match res {
         Ok(n) => Ok((n, buf)),
@@ -1196,7 +1257,6 @@ async fn read_watching_client<C: ClientStream>(
     let mut read = std::pin::pin!(read_more(up, buf, HEAD_READ_RESERVE));
     // The common case: the answer comes before the client is worth watching, and the step costs
     // the connection's timer only.
-    let watch_from = Instant::now() + CLIENT_WATCH_DELAY;
     match timer
         .within_until(deadline.min(watch_from), read.as_mut())
         .await
