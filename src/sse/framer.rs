@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use std::fmt;
 
 use super::line_ends::LineEnds;
-use super::ring::MAX_NUMERIC_ID_DIGITS;
+use super::ring::{MAX_NUMERIC_ID_DIGITS, NO_NUMBER};
 
 /// Largest block the framer assembles, in bytes; past it `feed` returns FrameError::EventTooLarge and the stream must end.
 /// 16 MiB: MCP tool results (files, images) and model outputs arrive as one event; what all
@@ -57,7 +57,42 @@ pub enum EventId {
     In { start: u32, len: u32 },
     /// Not a slice of those bytes: an id whose invalid UTF-8 was replaced by U+FFFD (as the
     /// browser holds it, and sends it back in `Last-Event-ID`), or one from elsewhere.
-    Own(Box<[u8]>),
+    Own(OwnId),
+}
+
+/// An id kept in an allocation of its own (`EventId::Own`): rare, so it is kept behind one
+/// pointer more rather than as a 16-byte boxed slice in every `EventId`. With a thin pointer
+/// here an `EventId` is 16 bytes instead of 24, and a ring's slot, one per event a ring keeps,
+/// 32 instead of 40 (mimalloc's 32 class for a quiet stream's one slot, not 48:
+/// `ring::tests::a_slot_stays_small`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct OwnId(Box<Box<[u8]>>);
+
+impl std::ops::Deref for OwnId {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&[u8]> for OwnId {
+    fn from(id: &[u8]) -> OwnId {
+        OwnId(Box::new(id.into()))
+    }
+}
+
+impl From<Vec<u8>> for OwnId {
+    fn from(id: Vec<u8>) -> OwnId {
+        OwnId(Box::new(id.into_boxed_slice()))
+    }
+}
+
+impl fmt::Debug for OwnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As the boxed slice it replaces printed: the bytes.
+        fmt::Debug::fmt(&**self, f)
+    }
 }
 
 impl EventId {
@@ -274,8 +309,8 @@ impl std::error::Error for FrameError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BomCheck {
     /// Offset 0 is undecided: the body so far is the first `matched` bytes of the BOM, held back
-    /// (not in `partial`) until a byte confirms or refutes the BOM.
-    Pending { matched: usize },
+    /// (not in `partial`) until a byte confirms or refutes the BOM (at most 2: a u8).
+    Pending { matched: u8 },
     /// Decided; `stripped` says whether this body began with a BOM.
     Done { stripped: bool },
 }
@@ -284,8 +319,10 @@ enum BomCheck {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LineState {
     /// Inside a line (maybe at its start) that begins at block offset `start`; every byte of the
-    /// open block from `start` on has been scanned and holds no CR or LF.
-    InLine { start: usize },
+    /// open block from `start` on has been scanned and holds no CR or LF. A u32: the open block
+    /// is at most `max_event_bytes` (at most MAX_EVENT_BYTES_LIMIT, 1 GiB) long whenever a
+    /// piece has been framed without an error.
+    InLine { start: u32 },
     /// The last piece ended with a CR that ended a non-blank line (rule 2): an LF first in the
     /// next piece is part of that terminator.
     AfterCr,
@@ -301,11 +338,11 @@ enum LineState {
     BlankCrAtLimit,
 }
 
-/// A byte range inside the open block (block-relative offsets).
+/// A byte range inside the open block (block-relative offsets; u32s, as `LineState::InLine`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
 }
 
 /// What an `id` line's value is, read in one pass over it (`IdValue::read`).
@@ -313,8 +350,10 @@ struct Span {
 struct IdValue {
     /// All ASCII (valid UTF-8 without a further check).
     ascii: bool,
-    /// The value as a canonical decimal number (`super::ring::numeric_id`), for the ring.
-    number: Option<u64>,
+    /// The value as a canonical decimal number (`super::ring::numeric_id`), for the ring;
+    /// NO_NUMBER when it is none (no canonical number of at most MAX_NUMERIC_ID_DIGITS reads
+    /// as it): 8 bytes less than an `Option` in the framer every stream holds.
+    number: u64,
 }
 
 impl IdValue {
@@ -339,8 +378,14 @@ impl IdValue {
             && (value[0] != b'0' || value.len() == 1);
         Some(IdValue {
             ascii,
-            number: canonical.then_some(n),
+            number: if canonical { n } else { NO_NUMBER },
         })
+    }
+
+    /// The value as a canonical decimal number, if it is one.
+    #[inline]
+    fn number(&self) -> Option<u64> {
+        (self.number != NO_NUMBER).then_some(self.number)
     }
 }
 
@@ -372,11 +417,13 @@ enum LineKind {
 }
 
 /// Splits an SSE body into blocks and tracks the last-event-id cursor. One per upstream stream;
-/// idle with nothing pending, it holds no heap buffer.
+/// idle with nothing pending, it holds no heap buffer. Every stream's task holds one for the
+/// stream's life, so offsets and the limit are u32s (blocks are at most 1 GiB): 120 bytes, 168
+/// with usizes (`tests::a_framer_stays_small`, `proxy::conn::tests::a_stream_task_stays_small`).
 #[derive(Debug)]
 pub struct EventFramer {
-    /// Limit on a block's size (and so on `partial`), in bytes.
-    max_event_bytes: usize,
+    /// Limit on a block's size (and so on `partial`), in bytes; at most MAX_EVENT_BYTES_LIMIT.
+    max_event_bytes: u32,
     /// BOM strip at offset 0 of the current body.
     bom: BomCheck,
     /// Line position carried from one piece to the next.
@@ -396,10 +443,11 @@ pub struct EventFramer {
 }
 
 impl EventFramer {
-    /// A framer for one stream; blocks larger than `max_event_bytes` are refused.
+    /// A framer for one stream; blocks larger than `max_event_bytes` are refused (a limit past
+    /// MAX_EVENT_BYTES_LIMIT is taken as that: `--sse-max-event-bytes` allows no more).
     pub fn new(max_event_bytes: usize) -> Self {
         EventFramer {
-            max_event_bytes,
+            max_event_bytes: max_event_bytes.min(MAX_EVENT_BYTES_LIMIT) as u32,
             bom: BomCheck::Pending { matched: 0 },
             line: LineState::InLine { start: 0 },
             partial: BytesMut::new(),
@@ -531,7 +579,7 @@ impl EventFramer {
 
     pub fn pending_bytes(&self) -> usize {
         let held_bom = match self.bom {
-            BomCheck::Pending { matched } => matched,
+            BomCheck::Pending { matched } => usize::from(matched),
             BomCheck::Done { .. } => 0,
         };
         self.partial.len() + held_bom
@@ -544,8 +592,9 @@ impl EventFramer {
     }
 
     /// The limit this framer enforces, in bytes.
+    #[inline]
     pub fn max_event_bytes(&self) -> usize {
-        self.max_event_bytes
+        self.max_event_bytes as usize
     }
 
     #[cfg(test)]
@@ -555,7 +604,7 @@ impl EventFramer {
 
     fn too_large(&self) -> FrameError {
         FrameError::EventTooLarge {
-            limit: self.max_event_bytes,
+            limit: self.max_event_bytes(),
         }
     }
 
@@ -566,6 +615,7 @@ impl EventFramer {
         let BomCheck::Pending { matched: held } = self.bom else {
             return Some(0);
         };
+        let held = usize::from(held);
         let mut matched = held;
         while matched < BOM.len() && piece.get(matched - held) == Some(&BOM[matched]) {
             matched += 1;
@@ -575,7 +625,9 @@ impl EventFramer {
             return Some(matched - held);
         }
         if matched - held == piece.len() {
-            self.bom = BomCheck::Pending { matched };
+            self.bom = BomCheck::Pending {
+                matched: matched as u8,
+            };
             return None;
         }
         // Not a BOM: the bytes held from earlier pieces are the start of the first line.
@@ -586,7 +638,7 @@ impl EventFramer {
 
     /// Appends bytes of the open block to `partial`, refusing to grow past the limit.
     fn grow_partial(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
-        if self.partial.len() + bytes.len() > self.max_event_bytes {
+        if self.partial.len() + bytes.len() > self.max_event_bytes() {
             return Err(self.too_large());
         }
         self.partial.extend_from_slice(bytes);
@@ -604,7 +656,7 @@ impl EventFramer {
 
         // Rule 2: settle the CR that ended the last piece.
         match self.line {
-            LineState::InLine { start } => line_start = start,
+            LineState::InLine { start } => line_start = start as usize,
             LineState::AfterCr => {
                 debug_assert!(!self.partial.is_empty(), "the CR itself is held");
                 if bytes[0] == b'\n' {
@@ -638,7 +690,9 @@ impl EventFramer {
                 line_start = 0;
             }
         }
-        self.line = LineState::InLine { start: line_start };
+        self.line = LineState::InLine {
+            start: line_start as u32,
+        };
 
         // The hot loop, in pseudo-code:
         //   while let Some(i) = next CR or LF from pos:           // each byte looked at once
@@ -680,7 +734,7 @@ impl EventFramer {
                     // A CR ends the piece: an LF may follow in the next one (rule 2).
                     let end = i + 1;
                     if kind == LineKind::Blank
-                        && self.partial.len() + end - copied == self.max_event_bytes
+                        && self.partial.len() + end - copied == self.max_event_bytes()
                     {
                         // Complete, but an LF next would make it too large: hold it.
                         self.grow_partial(&bytes[copied..end])?;
@@ -715,7 +769,9 @@ impl EventFramer {
                 self.record(kind, line_start, line_end);
                 line_start = self.partial.len() + end - copied;
             }
-            self.line = LineState::InLine { start: line_start };
+            self.line = LineState::InLine {
+                start: line_start as u32,
+            };
         }
         #[cfg(test)]
         {
@@ -734,7 +790,7 @@ impl EventFramer {
         end: usize,
     ) -> Result<Completed, FrameError> {
         if self.partial.is_empty() {
-            if end - copied > self.max_event_bytes {
+            if end - copied > self.max_event_bytes() {
                 return Err(self.too_large());
             }
             Ok(Completed::InPiece { start: copied, end })
@@ -750,8 +806,8 @@ impl EventFramer {
             LineKind::Data => self.facts.fires = true,
             LineKind::Id { value_start, value } => {
                 let span = Span {
-                    start: line_start + value_start,
-                    end: line_end,
+                    start: (line_start + value_start) as u32,
+                    end: line_end as u32,
                 };
                 self.facts.id = Some((span, value));
             }
@@ -773,13 +829,13 @@ impl EventFramer {
                     Completed::InPiece { start, end } => &piece[*start..*end],
                     Completed::Own(raw) => raw,
                 };
-                let value = &raw[span.start..span.end];
-                number = what.number;
+                let value = &raw[span.start as usize..span.end as usize];
+                number = what.number();
                 if what.ascii || std::str::from_utf8(value).is_ok() {
                     // Blocks are at most MAX_EVENT_BYTES_LIMIT (1 GiB) long: offsets fit.
                     EventId::In {
-                        start: span.start as u32,
-                        len: (span.end - span.start) as u32,
+                        start: span.start,
+                        len: span.end - span.start,
                     }
                 } else {
                     EventId::Own(

@@ -513,7 +513,7 @@ fn an_id_value_read_once_agrees_with_the_rings_number() {
     for value in cases {
         let read = IdValue::read(value).expect("no NUL");
         assert_eq!(
-            read.number,
+            read.number(),
             super::super::ring::numeric_id(value),
             "{value:?}"
         );
@@ -521,4 +521,15 @@ fn an_id_value_read_once_agrees_with_the_rings_number() {
     }
     assert_eq!(IdValue::read(b"1\0"), None);
     assert_eq!(IdValue::read(b"\0"), None);
+}
+
+/// Every stream's task holds its framer for the stream's life, an idle stream included
+/// (`proxy::conn::tests::a_stream_task_stays_small`): 120 bytes, 168 while its offsets, limit
+/// and the open block's id span were usizes and the id's number an `Option`.
+#[test]
+fn a_framer_stays_small() {
+    // Test builds count the bytes scanned (`scanned`, a usize): not in the stream's framer.
+    let size = std::mem::size_of::<EventFramer>() - std::mem::size_of::<usize>();
+    eprintln!("EventFramer (without the test's counter): {size} bytes");
+    assert!(size <= 120, "EventFramer is {size} bytes");
 }

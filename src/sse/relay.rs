@@ -39,6 +39,7 @@ use super::framer::{EventFramer, FramedBlock};
 use super::outbound::ClientQueue;
 use super::reconnect::Reconnect;
 use super::resume::{self, Backoff, ResumePolicy};
+use super::stamp::Stamp;
 use super::table::RingHandle;
 use crate::access_log::RequestStart;
 use crate::client_stream::ClientStream;
@@ -198,9 +199,11 @@ pub(super) struct Relay<'c> {
     /// After a repeated id, the blocks without id that follow it are repeats too.
     pub(super) skipping_repeats: bool,
     pub(super) out: ClientQueue,
-    pub(super) last_sent: Instant,
+    /// Last write to the client (for heartbeats). Stamps, not `Instant`s, here: 16 bytes of
+    /// every stream's task (`proxy::conn::tests::a_stream_task_stays_small`).
+    pub(super) last_sent: Stamp,
     /// Last byte from the upstream (for --upstream-idle-timeout).
-    pub(super) last_upstream: Instant,
+    pub(super) last_upstream: Stamp,
     /// A new (not repeated) block reached the client since the last drop.
     pub(super) progressed: bool,
     /// The upstream's latest `retry:` hint.
@@ -297,8 +300,8 @@ pub fn relay<'a, C: ClientStream>(
         dedupe: from != StartFrom::Upstream,
         skipping_repeats: false,
         out: ClientQueue::new(framing),
-        last_sent: Instant::now(),
-        last_upstream: Instant::now(),
+        last_sent: Stamp::now(),
+        last_upstream: Stamp::now(),
         progressed: false,
         retry_hint_ms: None,
         // No copy when the head's bytes are their own allocation (as `SseStart` says they are).
@@ -338,13 +341,17 @@ pub fn relay<'a, C: ClientStream>(
                         } else {
                             relay.pump(&*client, stream).await
                         };
-                        let end = if matches!(end, BodyEnd::ClientGone | BodyEnd::SlowClient)
-                            && !relay.headless()
-                            && relay.go_headless(&*client, &end)
-                        {
-                            Box::pin(relay.pump_headless(stream)).await
-                        } else {
-                            end
+                        // `up` borrowed again (it is still there), not `stream` kept across the
+                        // wait above: 8 bytes of every stream's future.
+                        let end = match up.as_ref() {
+                            Some(stream)
+                                if matches!(end, BodyEnd::ClientGone | BodyEnd::SlowClient)
+                                    && !relay.headless()
+                                    && relay.go_headless(&*client, &end) =>
+                            {
+                                Box::pin(relay.pump_headless(stream)).await
+                            }
+                            _ => end,
                         };
                         guard.set_upstream(None);
                         // Closed now, before a reconnection opens another.
@@ -429,7 +436,7 @@ impl Relay<'_> {
             .settings
             .sse
             .heartbeat
-            .map(|d| self.last_sent + d)
+            .map(|d| self.last_sent.instant() + d)
     }
 
     /// After one upstream body: ends the client's stream, or reconnects and returns the fresh
@@ -568,7 +575,7 @@ impl Relay<'_> {
                 status.set_upstream(url);
                 self.decoder = decoder;
                 self.skipping_repeats = false;
-                self.last_upstream = Instant::now();
+                self.last_upstream = Stamp::now();
                 let resumes = self.resumes();
                 resumes.gap_from = Some(dropped_at);
                 resumes.cursor_seed = Some(last_id);

@@ -53,10 +53,11 @@ const INDEX_FROM: usize = 8;
 /// Longest id read as a number: u64::MAX has 20 digits; 19 always fit.
 pub(crate) const MAX_NUMERIC_ID_DIGITS: usize = 19;
 
-/// `ReplayRing::newest_number` when the ring has no numbered id: no id of at most
-/// MAX_NUMERIC_ID_DIGITS digits reads as u64::MAX (a u64 and a sentinel instead of an
-/// `Option<u64>`: 8 bytes less in every ring, see `ReplayRing::by_id`).
-const NO_NUMBER: u64 = u64::MAX;
+/// `ReplayRing::newest_number` when the ring has no numbered id, and the framer's id value
+/// that is no number: no id of at most MAX_NUMERIC_ID_DIGITS digits reads as u64::MAX (a u64
+/// and a sentinel instead of an `Option<u64>`: 8 bytes less in every ring, see
+/// `ReplayRing::by_id`, and in every stream's framer).
+pub(super) const NO_NUMBER: u64 = u64::MAX;
 
 /// One event on its own, with its bytes: what is copied out of a ring (a reconnection adopting
 /// another ring's events, another worker's answer) and what the replay store reads back.

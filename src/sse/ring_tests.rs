@@ -398,3 +398,37 @@ fn sealing_shares_a_read_or_copies_a_sparse_one() {
     let raws: Vec<_> = r.after(3).map(|e| e.bytes()).collect();
     assert_eq!(raws, vec![read.slice(0..9), read.slice(19..28)]);
 }
+
+/// A quiet stream's ring holds one event for as long as the stream stays quiet, tens of
+/// thousands of them at once: one slot and one run, each in a deque of capacity one (a 32-byte
+/// and a 40-byte allocation, mimalloc's 32 and 48 classes). The slot was 40 bytes (class 48)
+/// while an `EventId::Own` was a boxed slice inline (16 bytes, with its tag 24).
+#[test]
+fn a_slot_stays_small() {
+    assert!(
+        std::mem::size_of::<Slot>() <= 32,
+        "Slot is {} bytes",
+        std::mem::size_of::<Slot>()
+    );
+    assert_eq!(std::mem::size_of::<EventId>(), 16);
+
+    // Recorded through a batch, as the relay records a read's events.
+    let read = b("id: 1\ndata: x\n\n");
+    let mut r = ReplayRing::new(DEFAULT_REPLAY_EVENTS, DEFAULT_REPLAY_BYTES);
+    let mut batch = RingBatch::default();
+    batch.add_in(
+        &read,
+        0,
+        read.len(),
+        EventId::In { start: 4, len: 1 },
+        false,
+    );
+    batch.seal(&read, read.len());
+    r.push_batch(&mut batch);
+    assert_eq!((r.slots.capacity(), r.runs.capacity()), (1, 1));
+
+    // Recorded alone.
+    let mut r = ReplayRing::new(DEFAULT_REPLAY_EVENTS, DEFAULT_REPLAY_BYTES);
+    r.push(ev(Some("1"), "id: 1\ndata: x\n\n"));
+    assert_eq!((r.slots.capacity(), r.runs.capacity()), (1, 1));
+}
