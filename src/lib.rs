@@ -82,6 +82,7 @@ pub(crate) mod runtime;
 pub mod server;
 pub(crate) mod size;
 pub mod sse;
+pub(crate) mod stamp;
 // Built and tested on its own; the relay does not record into it or read from it yet (issue 16's
 // integration), so until then only its own tests use it. Remove the allow with the wiring.
 pub(crate) mod ready_set;

@@ -38,9 +38,11 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use monoio::net::UnixStream;
+
+use crate::stamp::Stamp;
 
 /// A worker's turn keeping (one per worker, in its `WorkerCtx`).
 pub(crate) struct Turns {
@@ -112,10 +114,10 @@ impl Turns {
 
     /// Charges a turn that began at `started` to the slice; returns the clock's reading at its
     /// end (the caller's `now`, so that the turn's end costs one clock read, not two).
-    pub(crate) fn charge(&self, started: Instant) -> Instant {
-        let now = Instant::now();
+    pub(crate) fn charge(&self, started: Stamp) -> Stamp {
+        let now = Stamp::now();
         self.used
-            .set(self.used.get() + now.saturating_duration_since(started));
+            .set(self.used.get() + now.saturating_since(started));
         now
     }
 
@@ -331,7 +333,7 @@ mod tests {
                 let turns = ringing();
                 for _ in 0..100 {
                     turns.my_turn(false).await;
-                    turns.charge(Instant::now());
+                    turns.charge(Stamp::now());
                 }
                 assert_eq!(turns.deferred_total(), 0, "no turn was put off");
             })

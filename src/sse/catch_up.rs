@@ -58,7 +58,7 @@ impl Relay<'_> {
             match write_vec_within(client, out, self.ctx.config.timeouts.send).await {
                 Ok(rest) => {
                     self.out.put_back(rest);
-                    self.last_sent = super::stamp::Stamp::now();
+                    self.last_sent = crate::stamp::Stamp::now();
                 }
                 Err(crate::conn_io::IoFailure::TimedOut) => {
                     WorkerMetrics::inc(&self.ctx.metrics.slow_clients);

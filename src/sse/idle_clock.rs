@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct IdleStamp(u32);
 
-/// The clock's zero: the first time any stamp (this clock's or `super::stamp`'s) is taken or
-/// read in this process.
-pub(super) fn epoch() -> Instant {
+/// The clock's zero: the first time any stamp is taken or read in this process.
+fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }

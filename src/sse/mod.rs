@@ -38,7 +38,6 @@ pub(crate) mod resume;
 pub mod ring;
 pub mod ring_batch;
 pub(crate) mod scope;
-pub(crate) mod stamp;
 pub(crate) mod store_follow;
 pub(crate) mod stream_timer;
 pub(crate) mod table;

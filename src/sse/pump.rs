@@ -27,7 +27,6 @@ use super::assigned_id::AssignedId;
 use super::framer::{BlockBytes, EventId, FramedBlock};
 use super::relay::{BodyEnd, Relay};
 use super::ring::{clamp_u32, RingEvent};
-use super::stamp::Stamp;
 use super::stream_timer::StreamTimer;
 use crate::client_stream::ClientStream;
 use crate::conn_io::{recv_now, PeekState};
@@ -36,6 +35,7 @@ use crate::limits::{BUFFER_RELEASE_DELAY, CLIENT_WATCH_DELAY};
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::ready_set::Interest;
 use crate::rules::EventOutcome;
+use crate::stamp::Stamp;
 use crate::upstream::stream::UpstreamStream;
 
 /// Largest single read from an SSE upstream, in bytes (the worker's scratch buffer): one wake-up
@@ -226,9 +226,9 @@ impl<'c> Relay<'c> {
                 // its own: one would live across the blocked wait below (16 bytes of every
                 // stream's future, `tests::the_pump_stays_small`).
                 if let Some(started) = turn_started.take() {
-                    let ended = self.ctx.turns.charge(started.instant());
+                    let ended = self.ctx.turns.charge(started);
                     if self.queue_empty(client) {
-                        blocked_since = Some(ended.into());
+                        blocked_since = Some(ended);
                     }
                 }
 
@@ -239,7 +239,7 @@ impl<'c> Relay<'c> {
                     let since = *blocked_since.get_or_insert_with(Stamp::now);
                     timer.arm(
                         &self.ctx.timers,
-                        since.instant() + self.ctx.config.timeouts.send,
+                        since.add(self.ctx.config.timeouts.send).instant(),
                     );
                     // A shared stream's client is not its pace: others follow the stream, so it
                     // may fall --sse-client-buffer behind and is then cut (the stream reads on).
@@ -317,11 +317,11 @@ impl<'c> Relay<'c> {
                     // In a block of its own, so the deadline is not kept across the wait (16 bytes
                     // of every quiet stream's future): only whether there is one.
                     let timed = {
-                        let quiet_since = blocked_since.map_or_else(Instant::now, Stamp::instant);
+                        let quiet_since = blocked_since.unwrap_or_else(Stamp::now);
                         let wake_at =
                             self.idle_wake(quiet_since, !watching && !client_busy, buffers_held);
                         match wake_at {
-                            Some(at) => timer.arm(&self.ctx.timers, at),
+                            Some(at) => timer.arm(&self.ctx.timers, at.instant()),
                             None => timer.disarm(),
                         }
                         wake_at.is_some()
@@ -336,19 +336,19 @@ impl<'c> Relay<'c> {
                         biased;
                         () = interest.wait(), if reading => true,
                         _ = timer.fired(), if timed => {
-                            let now = Instant::now();
-                            let quiet_since = blocked_since.map_or(now, Stamp::instant);
+                            let now = Stamp::now();
+                            let quiet_since = blocked_since.unwrap_or(now);
                             let idle_timeout = self.route.settings.resume.idle_timeout;
-                            if idle_timeout.is_some_and(|d| now >= self.last_upstream.instant() + d) {
+                            if idle_timeout.is_some_and(|d| now >= self.last_upstream.add(d)) {
                                 crate::log_debug!("sse upstream idle past --upstream-idle-timeout");
                                 return BodyEnd::Dropped(DropKind::Idle);
                             }
-                        let quiet_for = now.saturating_duration_since(quiet_since);
+                        let quiet_for = now.saturating_since(quiet_since);
                         if buffers_held && quiet_for >= BUFFER_RELEASE_DELAY {
                                 self.release_buffers();
                                 buffers_held = false;
                             }
-                            if self.route.settings.sse.heartbeat.is_some_and(|d| now >= self.last_sent.instant() + d) {
+                            if self.heartbeat_due().is_some_and(|at| now >= at) {
                                 self.out.push_heartbeat();
                                 WorkerMetrics::inc(&self.ctx.metrics.heartbeats);
                         } else if !client_busy && quiet_for >= CLIENT_WATCH_DELAY {
@@ -405,7 +405,7 @@ impl Relay<'_> {
             // Nobody reads the owner's queue any more.
             self.out.clear();
             if let Some(started) = turn_started.take() {
-                self.ctx.turns.charge(started.instant());
+                self.ctx.turns.charge(started);
             }
             if let Some(end) = up_state.take() {
                 return end;
@@ -500,16 +500,16 @@ impl Relay<'_> {
     /// When an idle stream must wake by itself: the next heartbeat, the upstream idle timeout,
     /// (`watch`) the moment the client starts being watched for a disconnect, or (`release`)
     /// the moment a quiet stream's buffers are let go.
-    fn idle_wake(&self, quiet_since: Instant, watch: bool, release: bool) -> Option<Instant> {
-        let heartbeat_at = self.heartbeat_at();
+    fn idle_wake(&self, quiet_since: Stamp, watch: bool, release: bool) -> Option<Stamp> {
+        let heartbeat_at = self.heartbeat_due();
         let idle_at = self
             .route
             .settings
             .resume
             .idle_timeout
-            .map(|d| self.last_upstream.instant() + d);
-        let watch_at = watch.then_some(quiet_since + CLIENT_WATCH_DELAY);
-        let release_at = release.then_some(quiet_since + BUFFER_RELEASE_DELAY);
+            .map(|d| self.last_upstream.add(d));
+        let watch_at = watch.then(|| quiet_since.add(CLIENT_WATCH_DELAY));
+        let release_at = release.then(|| quiet_since.add(BUFFER_RELEASE_DELAY));
         [heartbeat_at, idle_at, watch_at, release_at]
             .into_iter()
             .flatten()
@@ -555,8 +555,8 @@ impl Relay<'_> {
         up: &UpstreamStream,
         turn_started: &mut Option<Stamp>,
     ) -> Option<BodyEnd> {
-        let started = Instant::now();
-        *turn_started = Some(started.into());
+        let started = Stamp::now();
+        *turn_started = Some(started);
         self.after_ready(interest, up, started)
     }
 
@@ -568,7 +568,7 @@ impl Relay<'_> {
         &mut self,
         interest: &Interest<'_>,
         up: &UpstreamStream,
-        now: Instant,
+        now: Stamp,
     ) -> Option<BodyEnd> {
         let fd = up.as_raw_fd();
         let mut buf = self.take_ubuf();
@@ -620,8 +620,8 @@ impl Relay<'_> {
     }
 
     /// Frames what a read brought.
-    fn ingest_read(&mut self, buf: &mut BytesMut, now: Instant) -> Option<BodyEnd> {
-        self.last_upstream = now.into();
+    fn ingest_read(&mut self, buf: &mut BytesMut, now: Stamp) -> Option<BodyEnd> {
+        self.last_upstream = now;
         self.ingest(buf)
     }
 

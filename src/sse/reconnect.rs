@@ -203,7 +203,7 @@ impl Relay<'_> {
         match write_vec_within(client, out, self.ctx.config.timeouts.send).await {
             Ok(back) => {
                 self.out.put_back(back);
-                self.last_sent = super::stamp::Stamp::now();
+                self.last_sent = crate::stamp::Stamp::now();
                 None
             }
             Err(_) => Some(Reconnect::ClientGone),

@@ -39,7 +39,6 @@ use super::framer::{EventFramer, FramedBlock};
 use super::outbound::ClientQueue;
 use super::reconnect::Reconnect;
 use super::resume::{self, Backoff, ResumePolicy};
-use super::stamp::Stamp;
 use super::table::RingHandle;
 use crate::access_log::RequestStart;
 use crate::client_stream::ClientStream;
@@ -48,6 +47,7 @@ use crate::http::{BodyDecoder, HeadLimits, OutFraming, RequestHead};
 use crate::metrics::{DropKind, WorkerMetrics};
 use crate::proxy::request_id::RequestId;
 use crate::route::Route;
+use crate::stamp::Stamp;
 use crate::upstream::stream::UpstreamStream;
 use crate::worker::WorkerCtx;
 
@@ -432,11 +432,17 @@ impl Relay<'_> {
 
     /// When the next heartbeat is due, if the route sends them.
     pub(super) fn heartbeat_at(&self) -> Option<Instant> {
+        self.heartbeat_due().map(Stamp::instant)
+    }
+
+    /// `heartbeat_at` as a stamp (the pump's quiet spell reckons in stamps).
+    #[inline]
+    pub(super) fn heartbeat_due(&self) -> Option<Stamp> {
         self.route
             .settings
             .sse
             .heartbeat
-            .map(|d| self.last_sent.instant() + d)
+            .map(|d| self.last_sent.add(d))
     }
 
     /// After one upstream body: ends the client's stream, or reconnects and returns the fresh
