@@ -24,6 +24,10 @@ use common::*;
 /// assertion: the test waits for the upstream's word that it closed, however long that takes.
 const UPSTREAM_IDLE_CLOSE: Duration = Duration::from_millis(50);
 
+/// How long the upstream takes to answer a request whose path starts with `/slow`: longer than
+/// the `--upstream-pool-idle` of the test that asks for it.
+const SLOW_ANSWER: Duration = Duration::from_secs(3);
+
 /// One request as the upstream received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
@@ -35,7 +39,8 @@ struct Seen {
 }
 
 /// An upstream that answers keep-alive requests and closes a connection once it has been idle
-/// for `UPSTREAM_IDLE_CLOSE` after an answer, then reports the close on `closed`.
+/// for its idle close (`UPSTREAM_IDLE_CLOSE` unless told) after an answer, then reports the
+/// close on `closed`.
 struct IdleClosingUpstream {
     addr: std::net::SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -44,6 +49,10 @@ struct IdleClosingUpstream {
 
 impl IdleClosingUpstream {
     fn start() -> IdleClosingUpstream {
+        IdleClosingUpstream::closing_after(UPSTREAM_IDLE_CLOSE)
+    }
+
+    fn closing_after(idle_close: Duration) -> IdleClosingUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -53,7 +62,7 @@ impl IdleClosingUpstream {
             for (conn, s) in listener.incoming().enumerate() {
                 let Ok(s) = s else { return };
                 let (log, tx) = (log.clone(), tx.clone());
-                thread::spawn(move || serve(conn, s, log, tx));
+                thread::spawn(move || serve(conn, s, idle_close, log, tx));
             }
         });
         IdleClosingUpstream { addr, seen, closed }
@@ -75,19 +84,21 @@ impl IdleClosingUpstream {
     }
 }
 
-/// Serves one connection: each request is answered `conn:path` with keep-alive; after an
-/// answer, a connection idle for `UPSTREAM_IDLE_CLOSE` is closed. A connection closed by the
-/// peer before any request is not reported.
-fn serve(conn: usize, mut s: TcpStream, log: Arc<Mutex<Vec<Seen>>>, closed: Sender<usize>) {
+/// Serves one connection: each request is answered `conn:path` with keep-alive (a `/slow` one
+/// after `SLOW_ANSWER`); after an answer, a connection idle for `idle_close` is closed. A
+/// connection closed by the peer before any request is not reported.
+fn serve(
+    conn: usize,
+    mut s: TcpStream,
+    idle_close: Duration,
+    log: Arc<Mutex<Vec<Seen>>>,
+    closed: Sender<usize>,
+) {
     let mut buf = Vec::new();
     let mut answered = false;
     loop {
-        s.set_read_timeout(Some(if answered {
-            UPSTREAM_IDLE_CLOSE
-        } else {
-            IO_TIMEOUT
-        }))
-        .unwrap();
+        s.set_read_timeout(Some(if answered { idle_close } else { IO_TIMEOUT }))
+            .unwrap();
         let Some((method, path, body)) = read_request(&mut s, &mut buf) else {
             if answered && buf.is_empty() {
                 drop(s);
@@ -95,6 +106,9 @@ fn serve(conn: usize, mut s: TcpStream, log: Arc<Mutex<Vec<Seen>>>, closed: Send
             }
             return;
         };
+        if path.starts_with("/slow") {
+            thread::sleep(SLOW_ANSWER);
+        }
         let reply = format!("{conn}:{path}");
         log.lock().unwrap().push(Seen {
             conn,
@@ -233,4 +247,27 @@ fn a_busy_keep_alive_client_reuses_one_upstream_connection_throughout() {
     }
     let seen = up.seen();
     assert_eq!(seen.len(), 200, "each request reached the upstream once");
+}
+
+#[test]
+fn a_connection_whose_answer_took_longer_than_the_pool_idle_limit_is_reused() {
+    // The pool stamps a connection when it comes back, not when its request went up: an answer
+    // slower than --upstream-pool-idle (an LLM completion, a report) must not come back already
+    // aged out, or every such request would cost the next one a fresh upstream connection.
+    let up = IdleClosingUpstream::closing_after(IO_TIMEOUT);
+    let t = Tether::start(
+        &[up.url()],
+        &["--workers", "1", "--upstream-pool-idle", "2s"],
+    );
+    let mut c = Client::connect(t.addr);
+    let r = c.get("/slow");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "0:/slow");
+    let r = c.get("/next");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        "0:/next",
+        "the next request goes on the connection the slow answer came back on"
+    );
 }

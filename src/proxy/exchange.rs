@@ -452,7 +452,6 @@ async fn exchange<C: ClientStream>(
             session,
             cancel_on_leave,
         },
-        sent_at: None,
     };
 
     loop {
@@ -524,16 +523,12 @@ async fn exchange<C: ClientStream>(
                     );
                 }
                 if reusable {
-                    // Stamped when its request went up, not now: a clock read less per request,
-                    // and an older stamp only makes the pool more careful with it (probed or
-                    // aged out sooner, never later).
-                    let since = exchange.sent_at.unwrap_or_else(Instant::now);
-                    ctx.pool.borrow_mut().put(
-                        upstream.replica,
-                        upstream.stream,
-                        upstream.buf,
-                        since,
-                    );
+                    // Stamped now, at the answer's end, not when its request went up: an answer
+                    // longer than --upstream-pool-idle (4 s by default) would come back already
+                    // aged out, and its connection never be reused.
+                    ctx.pool
+                        .borrow_mut()
+                        .put(upstream.replica, upstream.stream, upstream.buf);
                 }
                 return Ok(outcome);
             }
@@ -782,9 +777,6 @@ struct Exchange<'c, 'a, C: ClientStream> {
     keep_response: bool,
     /// What the request carries that its stream may keep.
     carried: Carried,
-    /// When the request had gone up (the exchange's one clock read per attempt): the answer's
-    /// deadlines run from it, and a connection pooled after the answer is stamped with it.
-    sent_at: Option<Instant>,
 }
 
 impl<C: ClientStream> Exchange<'_, '_, C> {
@@ -943,10 +935,8 @@ impl<C: ClientStream> Exchange<'_, '_, C> {
         }
 
         // ---- response head (1xx relayed) ----
-        // One clock read for the answer's deadline, the client watch's start and the pool's
-        // stamp (`sent_at`).
+        // One clock read for the answer's deadline and the client watch's start.
         let sent_at = Instant::now();
-        self.sent_at = Some(sent_at);
         let deadline = sent_at + r.upstream_header_timeout;
         let watch_from = sent_at + CLIENT_WATCH_DELAY;
         let mut ubuf = mem::take(&mut upstream.buf);

@@ -55,8 +55,7 @@ struct Pooled {
 }
 
 pub struct UpstreamPool {
-    /// Idle connections per replica, in the order they came back (stamps nearly in order: each
-    /// is its request's send, so a long answer's connection may sit above a newer stamp).
+    /// Idle connections per replica, oldest first.
     idle: Vec<Vec<Pooled>>,
     /// Per replica: no route uses it since the last reload, so nothing goes back to its pool.
     retired: Vec<bool>,
@@ -86,8 +85,7 @@ impl UpstreamPool {
         while let Some(mut pooled) = list.pop() {
             let idle = now.duration_since(pooled.since);
             if idle >= self.max_idle {
-                // Everything below came back earlier (its stamp older, or newer by at most
-                // an exchange's length): let it all age out.
+                // Everything below is older still.
                 list.clear();
                 return None;
             }
@@ -101,20 +99,22 @@ impl UpstreamPool {
         None
     }
 
-    /// Returns a connection after a complete exchange, idle `since` (the caller's clock read:
-    /// the exchange's, when its request went up, a moment before now; an earlier stamp only
-    /// makes its idle time look longer, so it is probed or aged out sooner, never later);
-    /// drops it when the pool is full or the replica was retired by a reload.
-    pub fn put(&mut self, replica: usize, stream: UpstreamStream, buf: BytesMut, since: Instant) {
+    /// Returns a connection after a complete exchange; drops it when the pool is full or the
+    /// replica was retired by a reload.
+    pub fn put(&mut self, replica: usize, stream: UpstreamStream, buf: BytesMut) {
         if self.retired[replica] {
             return;
         }
+        let now = Instant::now();
         let max_idle = self.max_idle;
         let list = &mut self.idle[replica];
-        // Ages measured at `since`: under the real ones by at most the exchange's length.
-        list.retain(|p| since.saturating_duration_since(p.since) < max_idle);
+        list.retain(|p| now.duration_since(p.since) < max_idle);
         if list.len() < self.max_per_replica {
-            list.push(Pooled { stream, buf, since });
+            list.push(Pooled {
+                stream,
+                buf,
+                since: now,
+            });
         }
     }
 
