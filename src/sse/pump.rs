@@ -262,7 +262,9 @@ impl<'c> Relay<'c> {
                     let upstream_ready = monoio::select! {
                         // Not `biased;` (as the idle wait below is): polled first in every
                         // blocked wait, the client's `writable()` would arm an io_uring poll
-                        // that a ready upstream then cancels (1b lost ~25 % with it first).
+                        // that a ready upstream then cancels. Suspected, not proven: two of
+                        // three 1b rounds with it first ran at 0.61x and 0.70x nginx
+                        // (perf/NOTES.md, "Per-event cost, third cut").
                         // Boxed: monoio's wait is 104 bytes and a stream is blocked seldom and
                         // briefly; a quiet stream's future would carry it inline. One small
                         // allocation per wait for room, beside the poll operation it makes.
