@@ -59,6 +59,7 @@ pub(crate) async fn return_after_bursts(ctx: Rc<WorkerCtx>) {
         }
         let now = accepted();
         if burst_passed(now - at_return, now - at_check) {
+            ctx.turns.shrink_queues();
             return_freed_pages();
             at_return = now;
         }
