@@ -118,6 +118,12 @@ impl ResumeScope {
         &self.bytes
     }
 
+    /// Both hold one allocation of the scope's bytes (`StreamTable` shares a known scope's).
+    #[cfg(test)]
+    pub(crate) fn shares_bytes_with(&self, other: &ResumeScope) -> bool {
+        Arc::ptr_eq(&self.bytes, &other.bytes)
+    }
+
     /// A well-mixed hash of the scope (also picks the directory shard).
     pub fn hash_value(&self) -> u64 {
         self.hash

@@ -651,6 +651,48 @@ mod tests {
         assert!(size + 16 <= 192, "Lineage is {size} bytes");
     }
 
+    /// Lineages of one scope share the scope's bytes (one allocation per scope, not per
+    /// stream), and each is found and removed by its scope and id, whatever order the
+    /// lineages of the scope go in.
+    #[test]
+    fn lineages_of_one_scope_share_its_bytes_and_leave_one_by_one() {
+        let t = table(1 << 30);
+        let m = WorkerMetrics::default();
+        let handles: Vec<RingHandle> = (1..=6)
+            .map(|i| {
+                let h = t.create(&scope("/feed"));
+                t.record(&h, ev(i, 10), &m);
+                h
+            })
+            .collect();
+        let other = t.create(&scope("/other"));
+        let first = &handles[0].lineage.scope;
+        for h in &handles[1..] {
+            assert!(h.lineage.scope.shares_bytes_with(first), "one allocation per scope");
+        }
+        assert!(!other.lineage.scope.shares_bytes_with(first));
+        assert_eq!(t.usage().0, 7);
+        // Out of order: the middle, the first, the last.
+        for gone in [3, 0, 5] {
+            t.forget(&handles[gone].lineage);
+        }
+        assert_eq!(t.usage().0, 4);
+        for (i, h) in handles.iter().enumerate() {
+            let id = (i + 1).to_string();
+            let found = t.find(&scope("/feed"), id.as_bytes()).map(|f| f.lineage.id);
+            let expect = (![3, 0, 5].contains(&i)).then_some(h.lineage.id);
+            assert_eq!(found, expect, "event {id}");
+        }
+        // Forgetting twice changes nothing; the scope goes with its last lineage.
+        t.forget(&handles[3].lineage);
+        assert_eq!(t.usage().0, 4);
+        for left in [1, 2, 4] {
+            t.forget(&handles[left].lineage);
+        }
+        assert!(t.by_scope.borrow().get(&scope("/feed")).is_none());
+        assert_eq!(t.usage().0, 1);
+    }
+
     /// Detached rings go least recently used first, to the second of `last_used`
     /// (`super::idle_clock`), whatever order they were made or recorded in.
     #[test]
