@@ -271,7 +271,11 @@ impl StreamTable {
     /// table (the scope map stays borrowed only while this runs).
     fn collect_lineages<T>(&self, mut pick: impl FnMut(&Rc<Lineage>) -> Option<T>) -> Vec<T> {
         let by_scope = self.by_scope.borrow();
-        by_scope.values().flatten().filter_map(|l| pick(l)).collect()
+        by_scope
+            .values()
+            .flatten()
+            .filter_map(|l| pick(l))
+            .collect()
     }
 
     /// A new, empty lineage for a stream that starts fresh, attached to the caller.
@@ -513,9 +517,12 @@ impl StreamTable {
                 !l.attached() && (l.ring.borrow().is_empty() || l.last_used.get().age(now) >= ttl);
             expired.then(|| l.clone())
         });
+        let count = expired.len();
         let mut freed_bytes = 0;
-        for lineage in &expired {
-            freed_bytes += self.remove(lineage);
+        // Each lineage goes (with its ring's events) as it is removed, before the freed pages
+        // are returned below: a list holding them to the end returned nothing.
+        for lineage in expired {
+            freed_bytes += self.remove(&lineage);
         }
         if freed_bytes >= RETURN_TO_SYSTEM_BYTES {
             crate::memory::return_freed_pages();
@@ -527,7 +534,7 @@ impl StreamTable {
             let target = self.budget - self.budget / EVICTION_SLACK;
             self.cap.set(water_level(&costs, target));
         }
-        expired.len()
+        count
     }
 
     /// Removes a ring from the table (its memory goes when the last clone of its events does).
@@ -560,9 +567,8 @@ impl StreamTable {
         let start = self.total.get();
         // 1. Detached rings, least recently used first (to the second; within one, the oldest
         // lineage first).
-        let mut idle: Vec<(IdleStamp, u64, Rc<Lineage>)> = self.collect_lineages(|l| {
-            (!l.attached()).then(|| (l.last_used.get(), l.id, l.clone()))
-        });
+        let mut idle: Vec<(IdleStamp, u64, Rc<Lineage>)> = self
+            .collect_lineages(|l| (!l.attached()).then(|| (l.last_used.get(), l.id, l.clone())));
         idle.sort_unstable_by_key(|(used, id, _)| (*used, *id));
         for (_, _, lineage) in idle {
             if self.total.get() <= target {
@@ -668,7 +674,10 @@ mod tests {
         let other = t.create(&scope("/other"));
         let first = &handles[0].lineage.scope;
         for h in &handles[1..] {
-            assert!(h.lineage.scope.shares_bytes_with(first), "one allocation per scope");
+            assert!(
+                h.lineage.scope.shares_bytes_with(first),
+                "one allocation per scope"
+            );
         }
         assert!(!other.lineage.scope.shares_bytes_with(first));
         assert_eq!(t.usage().0, 7);
