@@ -122,6 +122,30 @@ fn append(c: &mut Criterion) {
             black_box(ring.len())
         })
     });
+    // A quiet stream's reads: one event each, one batch per read (the latency load's case).
+    let record_singles = |ring: &mut ReplayRing, batch: &mut RingBatch| {
+        for (id, raw) in &evs {
+            let id = EventId::In {
+                start: 4,
+                len: id.len() as u32,
+            };
+            batch.add_in(raw, 0, raw.len(), id, false);
+            batch.seal(raw, raw.len());
+            ring.push_batch(batch);
+        }
+    };
+    let mut check = ReplayRing::new(1024, 4 << 20);
+    record_singles(&mut check, &mut RingBatch::default());
+    assert_eq!(check.len(), 1024);
+    assert_eq!(check.newest_upstream_id().as_deref(), Some(&b"10000"[..]));
+    group.bench_function("tether_1024_reads_of_1", |b| {
+        let mut batch = RingBatch::default();
+        b.iter(|| {
+            let mut ring = ReplayRing::new(1024, 4 << 20);
+            record_singles(&mut ring, &mut batch);
+            black_box(ring.len())
+        })
+    });
     group.bench_function("naive_copy_1024", |b| {
         b.iter(|| {
             let mut ring = NaiveRing {

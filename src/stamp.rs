@@ -50,9 +50,16 @@ impl Stamp {
         Stamp::from_nanos(clock_nanos())
     }
 
+    /// The stamp `nanos` ns on the clock (0 reads as 1).
     #[inline]
-    fn from_nanos(nanos: u64) -> Stamp {
+    pub(crate) fn from_nanos(nanos: u64) -> Stamp {
         Stamp(NonZeroU64::new(nanos).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The moment in ns on the clock (what `crate::timers` buckets by).
+    #[inline]
+    pub(crate) fn nanos(self) -> u64 {
+        self.0.get()
     }
 
     /// `at` as a stamp (through the anchor: not for the per-event path).

@@ -1,7 +1,7 @@
 //! One timer per worker for the deadlines of its many streams (heartbeats, upstream idle
 //! timeouts, send timeouts, the client watch): a monoio `Sleep` is 640 bytes, which was the
 //! largest single part of an idle stream with heartbeats on. Here a stream holds a `TimerSlot`
-//! (16 bytes, and a 48-byte slot in the worker's table while it exists), and the worker's one
+//! (16 bytes, and a 40-byte slot in the worker's table while it exists), and the worker's one
 //! driver task sleeps until the earliest deadline of all and wakes the streams whose deadlines
 //! passed.
 //!
@@ -17,6 +17,13 @@
 //! every operation and inserted into and removed from the runtime's wheel. Steps follow each
 //! other with deadlines that mostly move later, so a step costs a `Cell`-like update of the
 //! slot, rarely a queue entry (perf/NOTES.md "One timer per connection").
+//!
+//! Deadlines are `Stamp`s (integer nanoseconds) and the queue is a hashed wheel of ~1 ms ticks
+//! over the next ~268 ms, with a heap behind it for later deadlines: a quiet SSE stream arms
+//! its timer 100 ms on after every event, and at ~12 events per second its old entry comes due
+//! before the next event, to be queued again at the later deadline. In the wheel that is a pop
+//! and a push of a bucket, where a binary heap of `Instant`s took ~315 instructions per event
+//! (perf/NOTES.md, "Per-event cost, fourth cut"). A slot fires up to a tick late, never early.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -27,8 +34,24 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::stamp::Stamp;
+
 /// How far the driver sleeps when no deadline is queued (it is woken earlier by any new one).
 const IDLE_SLEEP: Duration = Duration::from_secs(3600);
+
+/// A tick of the wheel is 2^TICK_SHIFT ns (1.05 ms). A deadline is queued at the first tick
+/// boundary at or after it, so a slot fires up to a tick (plus the runtime's own millisecond
+/// rounding of the driver's sleep) late, never early; the deadlines here are a coalescing
+/// interval (milliseconds) up to minutes.
+const TICK_SHIFT: u32 = 20;
+
+/// Ticks the wheel spans ahead of its cursor, one bucket each (~268 ms): a quiet stream's
+/// 100 ms deadlines (BUFFER_RELEASE_DELAY, CLIENT_WATCH_DELAY) and coalescing intervals are
+/// queued and fired with a push and a pop of a bucket; later ones (heartbeats, timeouts of
+/// seconds) go to a heap, where they are few and move seldom. A multiple of 64 (the bitmap).
+const WHEEL_TICKS: usize = 256;
+
+const WHEEL_WORDS: usize = WHEEL_TICKS / 64;
 
 /// A worker's timers.
 #[derive(Default)]
@@ -41,24 +64,91 @@ struct Inner {
     slots: Vec<Slot>,
     /// Indexes of slots no `TimerSlot` holds.
     free: Vec<u32>,
-    /// (deadline, slot), earliest first; entries whose slot moved on are skipped when popped.
-    queue: BinaryHeap<Reverse<(Instant, u32)>>,
-    /// What the driver sleeps until (None: it has not looked yet, or is running).
-    driver_at: Option<Instant>,
+    /// Queue entries due within the wheel's span; entries whose slot moved on are skipped when
+    /// fired.
+    wheel: Wheel,
+    /// (tick, slot) of the entries due past the wheel's span when queued, earliest first.
+    far: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Entries found due whose slot's deadline moved later: queued again after the pass (a
+    /// bucket being fired takes none).
+    requeue: Vec<(u32, u64)>,
+    /// The tick the driver sleeps until (None: it has not looked yet, or is running).
+    driver_at: Option<u64>,
     /// Set when a deadline earlier than `driver_at` was queued: the driver must look again.
     rescan: bool,
     driver_waker: Option<Waker>,
 }
 
+/// A hashed wheel of ticks: bucket `t % WHEEL_TICKS` holds the slots queued for tick `t`, for
+/// every `t` in `cursor..cursor + WHEEL_TICKS` (one tick per bucket at a time: what makes an
+/// entry's tick the bucket's, with no tick stored per entry).
+struct Wheel {
+    buckets: Box<[Vec<u32>]>,
+    /// One bit per bucket: it holds an entry.
+    occupied: [u64; WHEEL_WORDS],
+    /// The first tick not fired yet.
+    cursor: u64,
+}
+
+impl Default for Wheel {
+    fn default() -> Wheel {
+        Wheel {
+            buckets: (0..WHEEL_TICKS).map(|_| Vec::new()).collect(),
+            occupied: [0; WHEEL_WORDS],
+            cursor: tick_of(Stamp::now()),
+        }
+    }
+}
+
+impl Wheel {
+    /// The first tick in `from..=to` whose bucket holds an entry (`to - from < WHEEL_TICKS`).
+    fn next_occupied(&self, from: u64, to: u64) -> Option<u64> {
+        let mut t = from;
+        while t <= to {
+            let pos = (t % WHEEL_TICKS as u64) as usize;
+            let word = self.occupied[pos / 64] >> (pos % 64);
+            if word != 0 {
+                let found = t + u64::from(word.trailing_zeros());
+                return (found <= to).then_some(found);
+            }
+            t += (64 - pos % 64) as u64;
+        }
+        None
+    }
+
+    /// The last tick the wheel spans.
+    fn end(&self) -> u64 {
+        self.cursor + WHEEL_TICKS as u64 - 1
+    }
+}
+
 #[derive(Default)]
 struct Slot {
-    deadline: Option<Instant>,
-    /// The earliest queue entry for this slot, if any.
-    queued: Option<Instant>,
+    deadline: Option<Stamp>,
+    /// The tick of the earliest queue entry for this slot (0: none; no deadline's tick is 0).
+    queued: u64,
     waker: Option<Waker>,
     /// The driver found `deadline` passed (cleared by every `arm`): what `within` checks,
     /// so that a step polled while it waits reads no clock.
     elapsed: bool,
+}
+
+/// The tick a deadline is queued for: the first tick boundary at or after it.
+#[inline]
+fn tick_at(at: Stamp) -> u64 {
+    let nanos = at.nanos();
+    (nanos >> TICK_SHIFT) + u64::from(nanos & ((1 << TICK_SHIFT) - 1) != 0)
+}
+
+/// The tick `now` is in: every tick up to it has begun.
+#[inline]
+fn tick_of(now: Stamp) -> u64 {
+    now.nanos() >> TICK_SHIFT
+}
+
+/// The moment tick `t` begins.
+fn tick_start(t: u64) -> Stamp {
+    Stamp::from_nanos(t.saturating_mul(1 << TICK_SHIFT))
 }
 
 /// A step bounded by `TimerSlot::within` did not complete in time (its operation was dropped).
@@ -77,14 +167,23 @@ impl Timers {
         inner.slots.len() - inner.free.len()
     }
 
+    /// Queue entries held (stale ones included).
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        let inner = self.inner.borrow();
+        inner.wheel.buckets.iter().map(Vec::len).sum::<usize>() + inner.far.len()
+    }
+
     /// The driver: sleeps until the earliest deadline, wakes the slots whose deadlines passed,
     /// and starts over; runs for the worker's life (spawn it once per worker).
     pub async fn drive(self: Rc<Self>) {
         let mut sleep = Box::pin(monoio::time::sleep(IDLE_SLEEP));
         loop {
-            let next = self.fire_due(Instant::now());
-            let at = next.unwrap_or_else(|| Instant::now() + IDLE_SLEEP);
-            sleep.as_mut().reset(at.into());
+            let now = Stamp::now();
+            let idle = tick_at(now.add(IDLE_SLEEP));
+            let at = self.fire_due(now).map_or(idle, |next| next.min(idle));
+            // The one conversion to an `Instant`: what the runtime's timer takes.
+            sleep.as_mut().reset(tick_start(at).instant().into());
             {
                 let mut inner = self.inner.borrow_mut();
                 inner.driver_at = Some(at);
@@ -105,35 +204,52 @@ impl Timers {
         }
     }
 
-    /// Wakes every slot whose deadline is at or before `now`; returns the next deadline queued.
-    fn fire_due(&self, now: Instant) -> Option<Instant> {
+    /// Wakes every slot whose deadline is at or before `now`; returns the tick of the next
+    /// entry queued.
+    fn fire_due(&self, now: Stamp) -> Option<u64> {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        while let Some(&Reverse((at, index))) = inner.queue.peek() {
-            if at > now {
-                return Some(at);
-            }
-            inner.queue.pop();
-            let slot = &mut inner.slots[index as usize];
-            if slot.queued != Some(at) {
-                continue; // an entry the slot no longer counts on
-            }
-            slot.queued = None;
-            match slot.deadline {
-                Some(deadline) if deadline <= now => {
-                    slot.elapsed = true;
-                    if let Some(waker) = slot.waker.take() {
-                        waker.wake();
+        let now_tick = tick_of(now);
+        let wheel = &mut inner.wheel;
+        if now_tick >= wheel.cursor {
+            // Every entry of the wheel is due by its end: at most one pass over it.
+            let last = now_tick.min(wheel.end());
+            let mut from = wheel.cursor;
+            while let Some(due) = wheel.next_occupied(from, last) {
+                let pos = (due % WHEEL_TICKS as u64) as usize;
+                wheel.occupied[pos / 64] &= !(1 << (pos % 64));
+                for index in wheel.buckets[pos].drain(..) {
+                    let slot = &mut inner.slots[index as usize];
+                    if let Some(later) = fire_entry(slot, due, now) {
+                        inner.requeue.push((index, later));
                     }
                 }
-                Some(later) => {
-                    slot.queued = Some(later);
-                    inner.queue.push(Reverse((later, index)));
-                }
-                None => {}
+                from = due + 1;
+            }
+            wheel.cursor = now_tick + 1;
+        }
+        while let Some(&Reverse((due, index))) = inner.far.peek() {
+            if due > now_tick {
+                break;
+            }
+            inner.far.pop();
+            let slot = &mut inner.slots[index as usize];
+            if let Some(later) = fire_entry(slot, due, now) {
+                inner.requeue.push((index, later));
             }
         }
-        None
+        let mut requeue = std::mem::take(&mut inner.requeue);
+        for (index, tick) in requeue.drain(..) {
+            inner.queue(index, tick);
+        }
+        inner.requeue = requeue;
+        let wheel = &inner.wheel;
+        let near = wheel.next_occupied(wheel.cursor, wheel.end());
+        let far = inner.far.peek().map(|&Reverse((due, _))| due);
+        match (near, far) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn alloc(&self) -> u32 {
@@ -145,6 +261,47 @@ impl Timers {
                 u32::try_from(inner.slots.len() - 1).expect("fewer than 2^32 timers")
             }
         }
+    }
+}
+
+/// A queue entry of `slot` for tick `due` found due at `now`: wakes the slot if its deadline
+/// passed; returns the tick to queue it again at if its deadline moved later.
+#[inline]
+fn fire_entry(slot: &mut Slot, due: u64, now: Stamp) -> Option<u64> {
+    if slot.queued != due {
+        return None; // an entry the slot no longer counts on
+    }
+    slot.queued = 0;
+    match slot.deadline {
+        Some(deadline) if deadline <= now => {
+            slot.elapsed = true;
+            if let Some(waker) = slot.waker.take() {
+                waker.wake();
+            }
+            None
+        }
+        // Past `now`, so past its tick: queued after the wheel's cursor.
+        Some(later) => Some(tick_at(later)),
+        None => None,
+    }
+}
+
+impl Inner {
+    /// Queues an entry of slot `index` for tick `tick` (one already past: for the next tick the
+    /// driver fires); returns the tick it was queued for, now the slot's `queued`.
+    #[inline]
+    fn queue(&mut self, index: u32, tick: u64) -> u64 {
+        let wheel = &mut self.wheel;
+        let tick = tick.max(wheel.cursor);
+        if tick <= wheel.end() {
+            let pos = (tick % WHEEL_TICKS as u64) as usize;
+            wheel.buckets[pos].push(index);
+            wheel.occupied[pos / 64] |= 1 << (pos % 64);
+        } else {
+            self.far.push(Reverse((tick, index)));
+        }
+        self.slots[index as usize].queued = tick;
+        tick
     }
 }
 
@@ -163,18 +320,18 @@ impl TimerSlot {
     }
 
     /// Sets the deadline (replacing any earlier one).
-    pub fn arm(&mut self, at: Instant) {
+    pub fn arm(&mut self, at: Stamp) {
         let mut inner = self.timers.inner.borrow_mut();
         let inner = &mut *inner;
         let slot = &mut inner.slots[self.index as usize];
         slot.deadline = Some(at);
         slot.elapsed = false;
-        if slot.queued.is_some_and(|queued| queued <= at) {
+        let tick = tick_at(at);
+        if slot.queued != 0 && slot.queued <= tick {
             return; // the entry already queued comes first and will requeue this deadline
         }
-        slot.queued = Some(at);
-        inner.queue.push(Reverse((at, self.index)));
-        if inner.driver_at.is_some_and(|driver_at| at < driver_at) {
+        let tick = inner.queue(self.index, tick);
+        if inner.driver_at.is_some_and(|driver_at| tick < driver_at) {
             inner.rescan = true;
             if let Some(waker) = inner.driver_waker.take() {
                 waker.wake();
@@ -281,8 +438,8 @@ impl<F: Future> Future for Within<'_, F> {
             return Poll::Ready(Ok(out));
         }
         match this.arm.take() {
-            Some(ArmAt::After(limit)) => this.slot.arm(Instant::now() + limit),
-            Some(ArmAt::At(at)) => this.slot.arm(at),
+            Some(ArmAt::After(limit)) => this.slot.arm(Stamp::now().add(limit)),
+            Some(ArmAt::At(at)) => this.slot.arm(Stamp::at(at)),
             None => {}
         }
         this.slot.poll_elapsed(cx).map(|()| Err(Elapsed))
@@ -320,11 +477,11 @@ mod tests {
                 handles.push(monoio::spawn(async move {
                     let mut slot = TimerSlot::new(&timers);
                     // Armed late first, then moved earlier (slot 0 twice: later, then earlier).
-                    slot.arm(start + Duration::from_millis(500));
+                    slot.arm(Stamp::at(start + Duration::from_millis(500)));
                     if i == 0 {
-                        slot.arm(start + Duration::from_millis(900));
+                        slot.arm(Stamp::at(start + Duration::from_millis(900)));
                     }
-                    slot.arm(start + Duration::from_millis(ms));
+                    slot.arm(Stamp::at(start + Duration::from_millis(ms)));
                     slot.fired().await;
                     assert!(start.elapsed() >= Duration::from_millis(ms), "not early");
                     order.borrow_mut().push(ms);
@@ -336,10 +493,10 @@ mod tests {
                 let timers = timers.clone();
                 monoio::spawn(async move {
                     let mut early = TimerSlot::new(&timers);
-                    early.arm(start + Duration::from_millis(5));
+                    early.arm(Stamp::at(start + Duration::from_millis(5)));
                     drop(early);
                     let mut late = TimerSlot::new(&timers);
-                    late.arm(start + Duration::from_millis(80));
+                    late.arm(Stamp::at(start + Duration::from_millis(80)));
                     late.fired().await;
                     assert!(start.elapsed() >= Duration::from_millis(80), "fired early");
                 })
@@ -365,13 +522,9 @@ mod tests {
             let start = Instant::now();
             let mut slot = TimerSlot::new(&timers);
             for i in 1..=100u64 {
-                slot.arm(start + Duration::from_millis(20 + i / 4));
+                slot.arm(Stamp::at(start + Duration::from_millis(20 + i / 4)));
             }
-            assert_eq!(
-                timers.inner.borrow().queue.len(),
-                1,
-                "one entry for later moves"
-            );
+            assert_eq!(timers.entries(), 1, "one entry for later moves");
             slot.fired().await;
             assert!(start.elapsed() >= Duration::from_millis(45));
         });
@@ -389,7 +542,7 @@ mod tests {
             // Ready at once: the slot is never armed.
             let got = slot.within(Duration::from_millis(5), async { 7 }).await;
             assert_eq!(got.ok(), Some(7));
-            assert!(timers.inner.borrow().queue.is_empty());
+            assert_eq!(timers.entries(), 0);
             // Pending first, then done: armed, then disarmed.
             let step = monoio::time::sleep(Duration::from_millis(10));
             let got = slot.within(Duration::from_secs(60), step).await;
@@ -398,16 +551,12 @@ mod tests {
                 timers.inner.borrow().slots[slot.index as usize].deadline,
                 None
             );
-            let queued = timers.inner.borrow().queue.len();
+            let queued = timers.entries();
             for _ in 0..10 {
                 let step = monoio::time::sleep(Duration::from_millis(1));
                 assert!(slot.within(Duration::from_secs(60), step).await.is_ok());
             }
-            assert_eq!(
-                timers.inner.borrow().queue.len(),
-                queued,
-                "later deadlines reuse the entry"
-            );
+            assert_eq!(timers.entries(), queued, "later deadlines reuse the entry");
             // Never completes: Elapsed, not before the limit.
             let start = Instant::now();
             let got = slot
@@ -419,5 +568,108 @@ mod tests {
             let step = monoio::time::sleep(Duration::from_millis(1));
             assert!(slot.within(Duration::from_secs(60), step).await.is_ok());
         });
+    }
+
+    /// The wheel and the heap together, without a driver or a clock: deadlines from a
+    /// nanosecond to an hour ahead, moved later and earlier, fired at moments that step by less
+    /// than a tick and by more than the wheel's span. No slot is woken before its deadline; every
+    /// slot is woken once the tick its deadline falls in has passed; and what `fire_due` returns
+    /// (where the driver sleeps until) is never past a pending deadline's tick.
+    #[test]
+    fn the_wheel_fires_none_early_and_none_past_its_tick() {
+        let timers = Timers::new();
+        let base = Stamp::now();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        const OFFSETS_NS: [u64; 12] = [
+            0,
+            1,
+            1 << TICK_SHIFT,
+            (1 << TICK_SHIFT) + 1,
+            5_000_000,
+            100_000_000,
+            (WHEEL_TICKS as u64 - 1) << TICK_SHIFT,
+            (WHEEL_TICKS as u64) << TICK_SHIFT,
+            (WHEEL_TICKS as u64 + 1) << TICK_SHIFT,
+            1_000_000_000,
+            30_000_000_000,
+            3_600_000_000_000,
+        ];
+        let mut slots: Vec<TimerSlot> = (0..64).map(|_| TimerSlot::new(&timers)).collect();
+        let mut deadlines: Vec<Option<Stamp>> = vec![None; slots.len()];
+        let mut now = base;
+        for round in 0..3000 {
+            // Re-arm a few slots (later or earlier than before), relative to now.
+            for _ in 0..3 {
+                let i = (next() % slots.len() as u64) as usize;
+                let off = OFFSETS_NS[(next() % OFFSETS_NS.len() as u64) as usize];
+                let at = Stamp::from_nanos(now.nanos() + off + next() % 3);
+                slots[i].arm(at);
+                deadlines[i] = Some(at);
+            }
+            if round % 97 == 0 {
+                let i = (next() % slots.len() as u64) as usize;
+                slots[i].disarm();
+                deadlines[i] = None;
+            }
+            // Step: under a tick, a few ticks, or past the wheel's span.
+            let step = match next() % 10 {
+                0 => (WHEEL_TICKS as u64 + next() % 1000) << TICK_SHIFT,
+                1..=3 => next() % (1 << TICK_SHIFT),
+                _ => next() % (40 << TICK_SHIFT),
+            };
+            now = Stamp::from_nanos(now.nanos() + step);
+            let wake_at = timers.fire_due(now);
+            let inner = timers.inner.borrow();
+            for (i, slot) in slots.iter().enumerate() {
+                let elapsed = inner.slots[slot.index as usize].elapsed;
+                match deadlines[i] {
+                    None => assert!(!elapsed, "a disarmed slot fired"),
+                    Some(at) => {
+                        if elapsed {
+                            assert!(at <= now, "round {round}: slot {i} fired early");
+                        } else {
+                            assert!(
+                                tick_at(at) > tick_of(now),
+                                "round {round}: slot {i} missed its tick"
+                            );
+                            let wake_at = wake_at.expect("a pending deadline is queued");
+                            assert!(
+                                wake_at <= tick_at(at),
+                                "round {round}: the driver would sleep past slot {i}'s deadline"
+                            );
+                        }
+                    }
+                }
+            }
+            drop(inner);
+            // Fired slots are done with: forget them (as a stream that woke would re-arm).
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if timers.inner.borrow().slots[slot.index as usize].elapsed {
+                    slot.disarm();
+                    deadlines[i] = None;
+                }
+            }
+        }
+        // Every entry, stale ones included, goes once it comes due: none is left behind.
+        drop(slots);
+        timers.fire_due(Stamp::from_nanos(now.nanos() + 7_200_000_000_000));
+        assert_eq!(timers.entries(), 0);
+    }
+
+    /// One per stream holding a timer, in the worker's table (it was 56 bytes with `Instant`s).
+    #[test]
+    fn a_timer_slot_stays_small() {
+        assert!(
+            std::mem::size_of::<Slot>() <= 40,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+        assert!(std::mem::size_of::<TimerSlot>() <= 16);
     }
 }

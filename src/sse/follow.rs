@@ -153,7 +153,7 @@ impl Follower<'_> {
                 let flush_at = self.flush_at();
                 if flush_at.is_some_and(|at| Instant::now() < at) && self.fanout.end().is_none() {
                     let at = flush_at.unwrap_or_else(Instant::now);
-                    timer.arm(&self.ctx.timers, at);
+                    timer.arm(&self.ctx.timers, at.into());
                     timer.fired().await;
                     continue;
                 }
@@ -183,7 +183,10 @@ impl Follower<'_> {
             if !self.out.is_empty() || client.unsent() > 0 {
                 // ---- blocked: wait for room; news wakes it too, to check its lag ----
                 let since = *blocked_since.get_or_insert_with(Instant::now);
-                timer.arm(&self.ctx.timers, since + self.ctx.config.timeouts.send);
+                timer.arm(
+                    &self.ctx.timers,
+                    (since + self.ctx.config.timeouts.send).into(),
+                );
                 let head = self.lineage.ring.borrow().head_seq();
                 monoio::select! {
                     res = client.tcp().writable(false) => {
@@ -225,7 +228,7 @@ impl Follower<'_> {
                 let watch_at =
                     (!watching && !client_busy).then_some(quiet_since + CLIENT_WATCH_DELAY);
                 match [heartbeat_at, watch_at].into_iter().flatten().min() {
-                    Some(at) => timer.arm(&self.ctx.timers, at),
+                    Some(at) => timer.arm(&self.ctx.timers, at.into()),
                     None => timer.disarm(),
                 }
                 monoio::select! {

@@ -237,10 +237,7 @@ impl<'c> Relay<'c> {
                     // upstream only below the high-water mark, so a client that reads slowly slows
                     // its upstream (TCP pushes back on it) ----
                     let since = *blocked_since.get_or_insert_with(Stamp::now);
-                    timer.arm(
-                        &self.ctx.timers,
-                        since.add(self.ctx.config.timeouts.send).instant(),
-                    );
+                    timer.arm(&self.ctx.timers, since.add(self.ctx.config.timeouts.send));
                     // A shared stream's client is not its pace: others follow the stream, so it
                     // may fall --sse-client-buffer behind and is then cut (the stream reads on).
                     let high_water = if self.ring.lineage.has_followers() {
@@ -323,7 +320,7 @@ impl<'c> Relay<'c> {
                         let wake_at =
                             self.idle_wake(quiet_since, !watching && !client_busy, buffers_held);
                         match wake_at {
-                            Some(at) => timer.arm(&self.ctx.timers, at.instant()),
+                            Some(at) => timer.arm(&self.ctx.timers, at),
                             None => timer.disarm(),
                         }
                         wake_at.is_some()
@@ -450,7 +447,7 @@ impl Relay<'_> {
                 .idle_timeout
                 .map(|d| self.last_upstream.instant() + d);
             match [hold_until, idle_at].into_iter().flatten().min() {
-                Some(at) => timer.arm(&self.ctx.timers, at),
+                Some(at) => timer.arm(&self.ctx.timers, at.into()),
                 None => timer.disarm(),
             }
             let seen = fanout.changes();

@@ -380,12 +380,22 @@ impl ReplayRing {
     }
 
     /// Appends every event of `batch`, in order, and empties it (its capacity is kept for the
-    /// next flush); returns the seq of the last. One bounds check and one eviction for them all.
+    /// next flush); returns the seq of the last. One decision on what to evict for them all.
     pub fn push_batch(&mut self, batch: &mut RingBatch) -> u64 {
-        // Room first, as far as the count bound says: the deque never grows past it for a
-        // batch that fits (a full ring stays at its capacity).
-        let excess = (self.slots.len() + batch.len()).saturating_sub(self.max_events as usize);
-        self.evict_front(excess.min(self.slots.len()));
+        let added = batch.len();
+        // What the bounds take, decided once and evicted before the batch goes in: the deque
+        // never grows past the count bound for a batch that fits (a full ring stays at its
+        // capacity). A batch that reaches past a bound by itself (rare) goes the long way:
+        // room by count first, then the bounds kept with it in (`keep_bounds`).
+        let room = self.room_for(added, batch.bytes());
+        match room {
+            Some(0) => {}
+            Some(n) => self.evict_front(n),
+            None => {
+                let excess = (self.slots.len() + added).saturating_sub(self.max_events as usize);
+                self.evict_front(excess.min(self.slots.len()));
+            }
+        }
         // A numbered batch after a numbered ring's newest keeps the ring numbered: its ids
         // were read as numbers once, by the batch; none is parsed again here.
         let numbered_in_order = match batch.numbers() {
@@ -398,9 +408,11 @@ impl ReplayRing {
             Some((None, _)) => true,
             _ => false,
         };
+        let bytes = batch.bytes();
         let (runs, slots) = batch.parts();
         let base = self.first_run.wrapping_add(self.runs.len() as u32);
         if self.slots.capacity() == 0 {
+            // A ring that only ever gets one read (a quiet stream) holds its slots, no more.
             self.slots.reserve_exact(slots.len());
         }
         for mut slot in slots.drain(..) {
@@ -412,14 +424,47 @@ impl ReplayRing {
                 }
             }
             slot.run = base.wrapping_add(slot.run);
-            self.append_slot(slot);
+            self.slots.push_back(slot);
+        }
+        self.bytes += usize::try_from(bytes).unwrap_or(usize::MAX);
+        self.cost += added * SLOT_OVERHEAD;
+        if self.runs.capacity() == 0 {
+            self.runs.reserve_exact(runs.len());
         }
         for run in runs.drain(..) {
-            self.append_run(run);
+            self.cost += run.held as usize + RUN_OVERHEAD;
+            self.runs.push_back(run);
         }
         batch.clear();
-        self.keep_bounds();
+        if room.is_some() {
+            self.index_if_outgrown();
+        } else {
+            self.keep_bounds();
+        }
         self.head_seq()
+    }
+
+    /// How many of the oldest events must go for `added` more events of `added_bytes` bytes to
+    /// be within both bounds, as `keep_bounds` would count them with the events in; None when
+    /// that is all of them (the new events reach past a bound by themselves).
+    #[inline]
+    fn room_for(&self, added: usize, added_bytes: u64) -> Option<usize> {
+        let len = self.slots.len();
+        let total = len + added;
+        let over_count = total.saturating_sub(self.max_events as usize);
+        let max_bytes = self.max_bytes as u64;
+        let mut bytes = self.bytes as u64 + added_bytes;
+        if bytes <= max_bytes {
+            return (over_count == 0 || over_count < len).then_some(over_count);
+        }
+        // Past the byte bound: the oldest go until it is met (one event always stays).
+        for (n, slot) in self.slots.iter().enumerate() {
+            if n >= over_count && (bytes <= max_bytes || n + 1 == total) {
+                return Some(n);
+            }
+            bytes -= u64::from(slot.len);
+        }
+        None
     }
 
     /// Keeps `numbered` and `newest_number` true of the ring with an event of id `value` added
@@ -481,6 +526,12 @@ impl ReplayRing {
             }
         }
         self.evict_front(n);
+        self.index_if_outgrown();
+    }
+
+    /// Indexes the ring once it has outgrown scanning for ids.
+    #[inline]
+    fn index_if_outgrown(&mut self) {
         if self.by_id.is_none() && !self.numbered && self.slots.len() > INDEX_FROM {
             self.build_index();
         }

@@ -254,6 +254,8 @@ fn runs_agree_with_a_plain_model() {
         // The model: (seq, bytes, id, assigned) of every event ever recorded.
         let mut model: Vec<ModelEvent> = Vec::new();
         let mut next_id = 0u64;
+        // The first seq after the last trim: events before it may have gone to a trim.
+        let mut trimmed_to = 0u64;
         for step in steps {
             match step {
                 Step::Read { events, gap, alloc_pad } => {
@@ -303,6 +305,7 @@ fn runs_agree_with_a_plain_model() {
                 Step::Trim(to) => {
                     r.trim_to(to as usize);
                     prop_assert!(r.cost() <= to as usize || r.is_empty());
+                    trimmed_to = r.first_seq();
                 }
             }
             // What is left is the model's newest events, from the ring's first seq on.
@@ -311,6 +314,15 @@ fn runs_agree_with_a_plain_model() {
             prop_assert!(r.len() <= cap);
             prop_assert!(r.bytes() <= max_bytes || r.len() == 1);
             prop_assert_eq!(r.bytes(), live.iter().map(|m| m.1.len()).sum::<usize>());
+            // And no fewer than the bounds allow: the newest event the bounds evicted would not
+            // fit beside the ones kept.
+            if r.first_seq() > trimmed_to.max(1) {
+                let gone = model.iter().find(|m| m.0 == r.first_seq() - 1).unwrap();
+                prop_assert!(
+                    r.len() + 1 > cap || r.bytes() + gone.1.len() > max_bytes,
+                    "evicted more than the bounds ask"
+                );
+            }
             for (m, e) in live.iter().zip(r.after(0)) {
                 prop_assert_eq!(e.raw(), &m.1[..]);
                 prop_assert_eq!(&e.bytes()[..], &m.1[..]);

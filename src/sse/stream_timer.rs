@@ -3,8 +3,8 @@
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Instant;
 
+use crate::stamp::Stamp;
 use crate::timers::{TimerSlot, Timers};
 
 /// A stream's one timer: a slot of the worker's timers (crate::timers), taken when something
@@ -14,7 +14,7 @@ use crate::timers::{TimerSlot, Timers};
 pub(super) struct StreamTimer(Option<TimerSlot>);
 
 impl StreamTimer {
-    pub(super) fn arm(&mut self, timers: &Rc<Timers>, at: Instant) {
+    pub(super) fn arm(&mut self, timers: &Rc<Timers>, at: Stamp) {
         self.0.get_or_insert_with(|| TimerSlot::new(timers)).arm(at);
     }
 
