@@ -269,13 +269,9 @@ impl StreamTable {
 
     /// What `pick` takes from every ring's lineage, collected before the caller changes the
     /// table (the scope map stays borrowed only while this runs).
-    fn collect_lineages<T>(&self, mut pick: impl FnMut(&Rc<Lineage>) -> Option<T>) -> Vec<T> {
+    fn collect_lineages<T>(&self, pick: impl FnMut(&Rc<Lineage>) -> Option<T>) -> Vec<T> {
         let by_scope = self.by_scope.borrow();
-        by_scope
-            .values()
-            .flatten()
-            .filter_map(|l| pick(l))
-            .collect()
+        by_scope.values().flatten().filter_map(pick).collect()
     }
 
     /// A new, empty lineage for a stream that starts fresh, attached to the caller.
