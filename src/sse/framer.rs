@@ -338,7 +338,7 @@ enum LineState {
 }
 
 /// A byte range inside the open block (block-relative offsets; u32s, as `LineState::InLine`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Span {
     start: u32,
     end: u32,
@@ -397,28 +397,54 @@ impl IdValue {
     }
 
     /// The value as a canonical decimal number, if it is one.
-    #[inline]
+    #[cfg(test)]
     fn number(&self) -> Option<u64> {
         (self.number != NO_NUMBER).then_some(self.number)
     }
 }
 
-/// What the open block's complete lines have said so far.
+/// What the open block's complete lines have said so far, packed into 32 bytes (48 with
+/// `Option`s): the scan copies it in and out once per piece, and every stream's framer holds one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct BlockFacts {
-    /// Value of the last valid `id` line (rule 7), sliced out of the raw block at dispatch, and
-    /// what it is.
-    id: Option<(Span, IdValue)>,
-    /// Last valid `retry` value (rule 9).
-    retry: Option<u64>,
+    /// With `HAS_ID`: the value of the last valid `id` line (rule 7), sliced out of the raw
+    /// block at dispatch.
+    id: Span,
+    /// With `HAS_ID`: the id as a canonical decimal number, NO_NUMBER when it is none.
+    number: u64,
+    /// With `HAS_RETRY`: the last valid `retry` value (rule 9), in ms.
+    retry: u64,
+    /// `HAS_ID`, `ID_ASCII`, `HAS_RETRY`, `FIRES`.
+    flags: u8,
+}
+
+impl BlockFacts {
+    /// A valid `id` line was seen.
+    const HAS_ID: u8 = 1;
+    /// That id's value is all ASCII (valid UTF-8 without a further check).
+    const ID_ASCII: u8 = 2;
+    /// A valid `retry` line was seen.
+    const HAS_RETRY: u8 = 4;
     /// Some `data` line was seen: a browser fires an event at dispatch.
-    fires: bool,
+    const FIRES: u8 = 8;
+}
+
+/// Where the value of the last id a piece's blocks set is, for the cursor (`commit_cursor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LastId {
+    /// No block of the piece set an id.
+    None,
+    /// `piece[start..end]`: the block lay in the piece.
+    InPiece { start: usize, end: usize },
+    /// In the sink's block `index` (assembled over pieces, or an id replaced past UTF-8).
+    Block(usize),
 }
 
 /// Splits an SSE body into blocks and tracks the last-event-id cursor. One per upstream stream;
 /// idle with nothing pending, it holds no heap buffer. Every stream's task holds one for the
-/// stream's life, so offsets and the limit are u32s (blocks are at most 1 GiB): 120 bytes, 168
-/// with usizes (`tests::a_framer_stays_small`, `proxy::conn::tests::a_stream_task_stays_small`).
+/// stream's life, so offsets and the limit are u32s (blocks are at most 1 GiB) and the open
+/// block's facts are packed: 104 bytes, 120 with the facts' `Option`s, 168 with usizes
+/// (`tests::a_framer_stays_small`, `proxy::conn::tests::a_stream_task_stays_small`).
 #[derive(Debug)]
 pub struct EventFramer {
     /// Limit on a block's size (and so on `partial`), in bytes; at most MAX_EVENT_BYTES_LIMIT.
@@ -503,10 +529,16 @@ impl EventFramer {
     }
 
     fn feed_sink(&mut self, piece: &[u8], sink: &mut impl BlockSink) -> Result<(), FrameError> {
-        let mut last_id = None;
+        let mut last_id = LastId::None;
         let result = self.scan(piece, sink, &mut last_id);
-        if let Some(index) = last_id {
-            self.commit_cursor(sink.id_of(index));
+        match last_id {
+            LastId::None => {}
+            LastId::InPiece { start, end } => self.commit_cursor(&piece[start..end]),
+            LastId::Block(index) => {
+                if let Some(value) = sink.id_of(index) {
+                    self.commit_cursor(value);
+                }
+            }
         }
         if result.is_err() {
             self.failed = true;
@@ -551,10 +583,12 @@ impl EventFramer {
         if self.line == LineState::BlankCrAtLimit {
             let raw = std::mem::take(&mut self.partial).freeze();
             let facts = std::mem::take(&mut self.facts);
-            let mut last_id = None;
+            let mut last_id = LastId::None;
             emit(facts, Completed::Own(raw), &[], sink, &mut last_id);
-            if let Some(index) = last_id {
-                self.commit_cursor(sink.id_of(index));
+            if let LastId::Block(index) = last_id {
+                if let Some(value) = sink.id_of(index) {
+                    self.commit_cursor(value);
+                }
             }
         }
         self.finish()
@@ -651,8 +685,8 @@ impl EventFramer {
 
     /// Frames one non-empty piece (BOM already handled). The open block is always
     /// `partial ++ piece[copied..pos]`; a block offset `o` past `partial` is piece index
-    /// `copied + o - partial.len()`. `last_id` gets the sink index of the last block handed
-    /// out that set an id (the cursor is read from it once per piece, `feed_sink`).
+    /// `copied + o - partial.len()`. `last_id` gets where the id of the last block handed out
+    /// that set one is (the cursor is read from it once per piece, `feed_sink`).
     ///
     /// One pass: the line ends come from `LineEnds` (each byte compared once, 64 at a time), a
     /// line is classified by its first bytes where it lies (an id's value read once, in
@@ -663,7 +697,7 @@ impl EventFramer {
         &mut self,
         bytes: &[u8],
         out: &mut impl BlockSink,
-        last_id: &mut Option<usize>,
+        last_id: &mut LastId,
     ) -> Result<(), FrameError> {
         debug_assert!(!bytes.is_empty());
         let mut copied = 0; // piece bytes before `copied` are in `partial` or already emitted
@@ -841,7 +875,7 @@ impl EventFramer {
 #[inline(always)]
 fn note_line(facts: &mut BlockFacts, line: &[u8], line_start: usize) {
     match line[0] {
-        b'd' if field_value(line, b"data").is_some() => facts.fires = true,
+        b'd' if field_value(line, b"data").is_some() => facts.flags |= BlockFacts::FIRES,
         b'i' => {
             let Some(value_start) = field_value(line, b"id") else {
                 return;
@@ -849,17 +883,20 @@ fn note_line(facts: &mut BlockFacts, line: &[u8], line_start: usize) {
             let Some(value) = IdValue::read(&line[value_start..]) else {
                 return;
             };
-            let span = Span {
+            facts.id = Span {
                 start: (line_start + value_start) as u32,
                 end: (line_start + line.len()) as u32,
             };
-            facts.id = Some((span, value));
+            facts.number = value.number;
+            let ascii = if value.ascii { BlockFacts::ID_ASCII } else { 0 };
+            facts.flags = (facts.flags & !BlockFacts::ID_ASCII) | BlockFacts::HAS_ID | ascii;
         }
         b'r' => {
             let Some(ms) = field_value(line, b"retry").and_then(|s| parse_retry(&line[s..])) else {
                 return;
             };
-            facts.retry = Some(ms);
+            facts.retry = ms;
+            facts.flags |= BlockFacts::HAS_RETRY;
         }
         _ => {}
     }
@@ -874,26 +911,47 @@ fn emit(
     block: Completed,
     piece: &[u8],
     out: &mut impl BlockSink,
-    last_id: &mut Option<usize>,
+    last_id: &mut LastId,
 ) {
     let mut number = None;
-    let id = match facts.id {
-        None => EventId::None,
-        Some((span, what)) => {
-            *last_id = Some(out.count());
-            number = what.number();
-            if what.ascii {
+    let id = if facts.flags & BlockFacts::HAS_ID == 0 {
+        EventId::None
+    } else {
+        let span = facts.id;
+        number = (facts.number != NO_NUMBER).then_some(facts.number);
+        match (&block, facts.flags & BlockFacts::ID_ASCII != 0) {
+            (Completed::InPiece { start, .. }, true) => {
+                *last_id = LastId::InPiece {
+                    start: start + span.start as usize,
+                    end: start + span.end as usize,
+                };
                 // Blocks are at most MAX_EVENT_BYTES_LIMIT (1 GiB) long: offsets fit.
                 EventId::In {
                     start: span.start,
                     len: span.end - span.start,
                 }
-            } else {
-                id_beyond_ascii(&block, piece, span)
+            }
+            (_, ascii) => {
+                *last_id = LastId::Block(out.count());
+                if ascii {
+                    EventId::In {
+                        start: span.start,
+                        len: span.end - span.start,
+                    }
+                } else {
+                    id_beyond_ascii(&block, piece, span)
+                }
             }
         }
     };
-    out.push(block, id, number, facts.retry, facts.fires);
+    let retry = (facts.flags & BlockFacts::HAS_RETRY != 0).then_some(facts.retry);
+    out.push(
+        block,
+        id,
+        number,
+        retry,
+        facts.flags & BlockFacts::FIRES != 0,
+    );
 }
 
 /// An id value with bytes past ASCII: a span when it is valid UTF-8, else its U+FFFD-replaced
@@ -922,12 +980,10 @@ fn id_beyond_ascii(block: &Completed, piece: &[u8], span: Span) -> EventId {
 }
 
 impl EventFramer {
-    /// Moves the cursor to `last`, the id of the last block handed out that set one (rule 8):
+    /// Moves the cursor to `value`, the id of the last block handed out that set one (rule 8):
     /// once per piece rather than once per event, as nothing reads the cursor in between.
-    fn commit_cursor(&mut self, last: Option<&[u8]>) {
-        let Some(value) = last else {
-            return;
-        };
+    #[inline]
+    fn commit_cursor(&mut self, value: &[u8]) {
         self.last_id.clear();
         self.last_id.extend_from_slice(value);
         if self.last_id.capacity() > 2 * self.last_id.len().max(64) {
