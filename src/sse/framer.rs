@@ -403,30 +403,26 @@ impl IdValue {
     }
 }
 
-/// What the open block's complete lines have said so far, packed into 32 bytes (48 with
-/// `Option`s): the scan copies it in and out once per piece, and every stream's framer holds one.
+/// What the open block's complete lines have said so far, in 32 bytes (48 with `Option`s):
+/// the scan copies it in and out once per piece, and every stream's framer holds one. Plain
+/// bools rather than bit flags: each line sets one with a single store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct BlockFacts {
-    /// With `HAS_ID`: the value of the last valid `id` line (rule 7), sliced out of the raw
+    /// With `has_id`: the value of the last valid `id` line (rule 7), sliced out of the raw
     /// block at dispatch.
     id: Span,
-    /// With `HAS_ID`: the id as a canonical decimal number, NO_NUMBER when it is none.
+    /// With `has_id`: the id as a canonical decimal number, NO_NUMBER when it is none.
     number: u64,
-    /// With `HAS_RETRY`: the last valid `retry` value (rule 9), in ms.
+    /// With `has_retry`: the last valid `retry` value (rule 9), in ms.
     retry: u64,
-    /// `HAS_ID`, `ID_ASCII`, `HAS_RETRY`, `FIRES`.
-    flags: u8,
-}
-
-impl BlockFacts {
     /// A valid `id` line was seen.
-    const HAS_ID: u8 = 1;
+    has_id: bool,
     /// That id's value is all ASCII (valid UTF-8 without a further check).
-    const ID_ASCII: u8 = 2;
+    id_ascii: bool,
     /// A valid `retry` line was seen.
-    const HAS_RETRY: u8 = 4;
+    has_retry: bool,
     /// Some `data` line was seen: a browser fires an event at dispatch.
-    const FIRES: u8 = 8;
+    fires: bool,
 }
 
 /// Where the value of the last id a piece's blocks set is, for the cursor (`commit_cursor`).
@@ -875,7 +871,7 @@ impl EventFramer {
 #[inline(always)]
 fn note_line(facts: &mut BlockFacts, line: &[u8], line_start: usize) {
     match line[0] {
-        b'd' if field_value(line, b"data").is_some() => facts.flags |= BlockFacts::FIRES,
+        b'd' if field_value(line, b"data").is_some() => facts.fires = true,
         b'i' => {
             let Some(value_start) = field_value(line, b"id") else {
                 return;
@@ -888,15 +884,15 @@ fn note_line(facts: &mut BlockFacts, line: &[u8], line_start: usize) {
                 end: (line_start + line.len()) as u32,
             };
             facts.number = value.number;
-            let ascii = if value.ascii { BlockFacts::ID_ASCII } else { 0 };
-            facts.flags = (facts.flags & !BlockFacts::ID_ASCII) | BlockFacts::HAS_ID | ascii;
+            facts.id_ascii = value.ascii;
+            facts.has_id = true;
         }
         b'r' => {
             let Some(ms) = field_value(line, b"retry").and_then(|s| parse_retry(&line[s..])) else {
                 return;
             };
             facts.retry = ms;
-            facts.flags |= BlockFacts::HAS_RETRY;
+            facts.has_retry = true;
         }
         _ => {}
     }
@@ -914,12 +910,12 @@ fn emit(
     last_id: &mut LastId,
 ) {
     let mut number = None;
-    let id = if facts.flags & BlockFacts::HAS_ID == 0 {
+    let id = if !facts.has_id {
         EventId::None
     } else {
         let span = facts.id;
         number = (facts.number != NO_NUMBER).then_some(facts.number);
-        match (&block, facts.flags & BlockFacts::ID_ASCII != 0) {
+        match (&block, facts.id_ascii) {
             (Completed::InPiece { start, .. }, true) => {
                 *last_id = LastId::InPiece {
                     start: start + span.start as usize,
@@ -944,14 +940,8 @@ fn emit(
             }
         }
     };
-    let retry = (facts.flags & BlockFacts::HAS_RETRY != 0).then_some(facts.retry);
-    out.push(
-        block,
-        id,
-        number,
-        retry,
-        facts.flags & BlockFacts::FIRES != 0,
-    );
+    let retry = facts.has_retry.then_some(facts.retry);
+    out.push(block, id, number, retry, facts.fires);
 }
 
 /// An id value with bytes past ASCII: a span when it is valid UTF-8, else its U+FFFD-replaced
