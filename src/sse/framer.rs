@@ -196,8 +196,9 @@ trait BlockSink {
         retry: Option<u64>,
         fires: bool,
     );
-    /// The id of the last block from `first` on that set one (the cursor after them).
-    fn last_id_from(&self, first: usize) -> Option<&[u8]>;
+    /// The id value of block `index` (one that set an id: `scan` keeps the index of the last
+    /// such block, so the cursor is read once per piece without searching the blocks).
+    fn id_of(&self, index: usize) -> Option<&[u8]>;
 }
 
 /// `feed`'s sink: the piece's blocks as slices of it.
@@ -231,8 +232,8 @@ impl BlockSink for SliceSink<'_> {
         });
     }
 
-    fn last_id_from(&self, first: usize) -> Option<&[u8]> {
-        self.out[first..].iter().rev().find_map(SseBlock::id)
+    fn id_of(&self, index: usize) -> Option<&[u8]> {
+        self.out[index].id()
     }
 }
 
@@ -274,11 +275,9 @@ impl BlockSink for SpanSink<'_> {
         });
     }
 
-    fn last_id_from(&self, first: usize) -> Option<&[u8]> {
-        self.out[first..]
-            .iter()
-            .rev()
-            .find_map(|b| b.id.value(b.raw(self.read)))
+    fn id_of(&self, index: usize) -> Option<&[u8]> {
+        let b = &self.out[index];
+        b.id.value(b.raw(self.read))
     }
 }
 
@@ -339,7 +338,7 @@ enum LineState {
 }
 
 /// A byte range inside the open block (block-relative offsets; u32s, as `LineState::InLine`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Span {
     start: u32,
     end: u32,
@@ -358,68 +357,90 @@ struct IdValue {
 
 impl IdValue {
     /// Reads a valid id's value; None when it holds a NUL (rule 7: the line is ignored). One
-    /// loop for the NUL, ASCII and digit checks: ids are a few bytes, where a `memchr` call's
+    /// pass for the NUL, ASCII and digit checks: ids are a few bytes, where a `memchr` call's
     /// set-up and a second pass for the number cost more than the bytes.
     #[inline]
     fn read(value: &[u8]) -> Option<IdValue> {
-        let (mut ascii, mut digits, mut n) = (true, true, 0u64);
-        for &b in value {
+        // Most ids are counters: digits only (no NUL, all ASCII), read here at a few
+        // instructions a byte; anything else goes on to the loop below from its first
+        // non-digit.
+        let mut n = 0u64;
+        let mut at = 0;
+        while let Some(&b) = value.get(at) {
+            let d = b.wrapping_sub(b'0');
+            if d >= 10 {
+                break;
+            }
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+            at += 1;
+        }
+        if at == value.len() {
+            let canonical = at != 0 && at <= MAX_NUMERIC_ID_DIGITS && (value[0] != b'0' || at == 1);
+            return Some(IdValue {
+                ascii: true,
+                number: if canonical { n } else { NO_NUMBER },
+            });
+        }
+        // A non-digit at `at`: no number. The rest is checked for NUL (rule 7) and ASCII (the
+        // digits before it are both).
+        let mut ascii = true;
+        for &b in &value[at..] {
             if b == 0 {
                 return None;
             }
             ascii &= b.is_ascii();
-            let d = b.wrapping_sub(b'0');
-            digits &= d < 10;
-            n = n.wrapping_mul(10).wrapping_add(u64::from(d));
         }
-        let canonical = digits
-            && !value.is_empty()
-            && value.len() <= MAX_NUMERIC_ID_DIGITS
-            && (value[0] != b'0' || value.len() == 1);
         Some(IdValue {
             ascii,
-            number: if canonical { n } else { NO_NUMBER },
+            number: NO_NUMBER,
         })
     }
 
     /// The value as a canonical decimal number, if it is one.
-    #[inline]
+    #[cfg(test)]
     fn number(&self) -> Option<u64> {
         (self.number != NO_NUMBER).then_some(self.number)
     }
 }
 
-/// What the open block's complete lines have said so far.
+/// What the open block's complete lines have said so far, in 32 bytes (48 with `Option`s):
+/// the scan copies it in and out once per piece, and every stream's framer holds one. Plain
+/// bools rather than bit flags: each line sets one with a single store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct BlockFacts {
-    /// Value of the last valid `id` line (rule 7), sliced out of the raw block at dispatch, and
-    /// what it is.
-    id: Option<(Span, IdValue)>,
-    /// Last valid `retry` value (rule 9).
-    retry: Option<u64>,
+    /// With `has_id`: the value of the last valid `id` line (rule 7), sliced out of the raw
+    /// block at dispatch.
+    id: Span,
+    /// With `has_id`: the id as a canonical decimal number, NO_NUMBER when it is none.
+    number: u64,
+    /// With `has_retry`: the last valid `retry` value (rule 9), in ms.
+    retry: u64,
+    /// A valid `id` line was seen.
+    has_id: bool,
+    /// That id's value is all ASCII (valid UTF-8 without a further check).
+    id_ascii: bool,
+    /// A valid `retry` line was seen.
+    has_retry: bool,
     /// Some `data` line was seen: a browser fires an event at dispatch.
     fires: bool,
 }
 
-/// What one complete line (terminator excluded) means for forwarding.
+/// Where the value of the last id a piece's blocks set is, for the cursor (`commit_cursor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LineKind {
-    /// Empty line: the block dispatches (rule 3).
-    Blank,
-    /// A `data` field: the block fires.
-    Data,
-    /// A valid `id` field whose value starts at `value_start` (line-relative) and runs to the end.
-    Id { value_start: usize, value: IdValue },
-    /// A valid `retry` field.
-    Retry { ms: u64 },
-    /// Comments, other fields, `id` with NUL, `retry` with non-digits.
-    Ignored,
+enum LastId {
+    /// No block of the piece set an id.
+    None,
+    /// `piece[start..end]`: the block lay in the piece.
+    InPiece { start: usize, end: usize },
+    /// In the sink's block `index` (assembled over pieces, or an id replaced past UTF-8).
+    Block(usize),
 }
 
 /// Splits an SSE body into blocks and tracks the last-event-id cursor. One per upstream stream;
 /// idle with nothing pending, it holds no heap buffer. Every stream's task holds one for the
-/// stream's life, so offsets and the limit are u32s (blocks are at most 1 GiB): 120 bytes, 168
-/// with usizes (`tests::a_framer_stays_small`, `proxy::conn::tests::a_stream_task_stays_small`).
+/// stream's life, so offsets and the limit are u32s (blocks are at most 1 GiB) and the open
+/// block's facts are packed: 104 bytes, 120 with the facts' `Option`s, 168 with usizes
+/// (`tests::a_framer_stays_small`, `proxy::conn::tests::a_stream_task_stays_small`).
 #[derive(Debug)]
 pub struct EventFramer {
     /// Limit on a block's size (and so on `partial`), in bytes; at most MAX_EVENT_BYTES_LIMIT.
@@ -504,9 +525,17 @@ impl EventFramer {
     }
 
     fn feed_sink(&mut self, piece: &[u8], sink: &mut impl BlockSink) -> Result<(), FrameError> {
-        let first = sink.count();
-        let result = self.scan(piece, sink);
-        self.commit_cursor(sink.last_id_from(first));
+        let mut last_id = LastId::None;
+        let result = self.scan(piece, sink, &mut last_id);
+        match last_id {
+            LastId::None => {}
+            LastId::InPiece { start, end } => self.commit_cursor(&piece[start..end]),
+            LastId::Block(index) => {
+                if let Some(value) = sink.id_of(index) {
+                    self.commit_cursor(value);
+                }
+            }
+        }
         if result.is_err() {
             self.failed = true;
             self.partial = BytesMut::new();
@@ -549,9 +578,14 @@ impl EventFramer {
         // unterminated block is discarded.
         if self.line == LineState::BlankCrAtLimit {
             let raw = std::mem::take(&mut self.partial).freeze();
-            let first = sink.count();
-            self.emit(Completed::Own(raw), &[], sink);
-            self.commit_cursor(sink.last_id_from(first));
+            let facts = std::mem::take(&mut self.facts);
+            let mut last_id = LastId::None;
+            emit(facts, Completed::Own(raw), &[], sink, &mut last_id);
+            if let LastId::Block(index) = last_id {
+                if let Some(value) = sink.id_of(index) {
+                    self.commit_cursor(value);
+                }
+            }
         }
         self.finish()
     }
@@ -647,8 +681,20 @@ impl EventFramer {
 
     /// Frames one non-empty piece (BOM already handled). The open block is always
     /// `partial ++ piece[copied..pos]`; a block offset `o` past `partial` is piece index
-    /// `copied + o - partial.len()`.
-    fn scan(&mut self, bytes: &[u8], out: &mut impl BlockSink) -> Result<(), FrameError> {
+    /// `copied + o - partial.len()`. `last_id` gets where the id of the last block handed out
+    /// that set one is (the cursor is read from it once per piece, `feed_sink`).
+    ///
+    /// One pass: the line ends come from `LineEnds` (each byte compared once, 64 at a time), a
+    /// line is classified by its first bytes where it lies (an id's value read once, in
+    /// `IdValue::read`), the open block's facts live in a local until the piece is done, and a
+    /// block that lies in the piece goes out as a span of it: no iterator adaptor per line, no
+    /// allocation per event.
+    fn scan(
+        &mut self,
+        bytes: &[u8],
+        out: &mut impl BlockSink,
+        last_id: &mut LastId,
+    ) -> Result<(), FrameError> {
         debug_assert!(!bytes.is_empty());
         let mut copied = 0; // piece bytes before `copied` are in `partial` or already emitted
         let mut pos = 0; // next byte the line search has not looked at
@@ -673,13 +719,21 @@ impl EventFramer {
                     return Err(self.too_large());
                 }
                 let raw = std::mem::take(&mut self.partial).freeze();
-                self.emit(Completed::Own(raw), bytes, out);
+                let facts = std::mem::take(&mut self.facts);
+                emit(facts, Completed::Own(raw), bytes, out, last_id);
                 line_start = 0;
             }
             LineState::AfterBlankCr => {
                 debug_assert!(self.partial.is_empty(), "the block was handed out");
                 if bytes[0] == b'\n' {
-                    self.emit(Completed::InPiece { start: 0, end: 1 }, bytes, out);
+                    let facts = std::mem::take(&mut self.facts);
+                    emit(
+                        facts,
+                        Completed::InPiece { start: 0, end: 1 },
+                        bytes,
+                        out,
+                        last_id,
+                    );
                     pos = 1;
                     copied = 1;
                 }
@@ -690,18 +744,17 @@ impl EventFramer {
                 line_start = 0;
             }
         }
-        self.line = LineState::InLine {
-            start: line_start as u32,
-        };
 
         // The hot loop, in pseudo-code:
         //   while let Some(i) = next CR or LF from pos:           // each byte looked at once
         //       line = open block[line_start..i]                   // copy first if it spans pieces
-        //       kind = classify(line)                              // O(1), but id/retry values
         //       term = LF | CRLF | CR; a CR that ends the piece -> AfterCr, stop (rule 2)
-        //       Blank -> block = open block through term -> out   // zero-copy slice when in piece
-        //       else  -> record data/id/retry; next line starts after term
+        //       blank -> block = open block through term -> out   // zero-copy span when in piece
+        //       else  -> note data/id/retry in `facts`; next line starts after term
         //   copy the open block's tail piece[copied..] into partial (the only copy)
+        let mut facts = self.facts;
+        // Where the scan stops when a CR ends the piece (rule 2); else inside a line.
+        let mut stopped_at_cr = None;
         let mut ends = LineEnds::new(bytes);
         while let Some(i) = ends.next_from(pos) {
             // The open block is `partial ++ piece[copied..]` and the current line starts inside
@@ -720,144 +773,207 @@ impl EventFramer {
                 copied = i;
                 &self.partial[line_start..]
             };
-            let kind = classify(line);
-            let line_end = line_start + line.len();
+            let blank = line.is_empty();
             #[cfg(test)]
             {
                 self.scanned += classify_cost(line);
             }
-            let term_len = match (bytes[i], bytes.get(i + 1)) {
-                (b'\n', _) => 1,
-                (_, Some(b'\n')) => 2,
-                (_, Some(_)) => 1,
-                (_, None) => {
-                    // A CR ends the piece: an LF may follow in the next one (rule 2).
-                    let end = i + 1;
-                    if kind == LineKind::Blank
-                        && self.partial.len() + end - copied == self.max_event_bytes()
-                    {
-                        // Complete, but an LF next would make it too large: hold it.
-                        self.grow_partial(&bytes[copied..end])?;
-                        copied = end;
-                        self.line = LineState::BlankCrAtLimit;
-                    } else if kind == LineKind::Blank {
-                        // The block is complete at this CR: hand it out now.
-                        let block = self.complete_block(bytes, copied, end)?;
-                        self.emit(block, bytes, out);
-                        copied = end;
-                        self.line = LineState::AfterBlankCr;
-                    } else {
-                        self.record(kind, line_start, line_end);
-                        self.line = LineState::AfterCr;
-                    }
-                    #[cfg(test)]
-                    {
-                        pos = bytes.len();
-                    }
-                    break;
+            let end = if bytes[i] == b'\n' {
+                i + 1
+            } else if i + 1 < bytes.len() {
+                i + 1 + usize::from(bytes[i + 1] == b'\n')
+            } else {
+                // A CR ends the piece: an LF may follow in the next one (rule 2).
+                let end = i + 1;
+                if blank && self.partial.len() + end - copied == self.max_event_bytes() {
+                    // Complete, but an LF next would make it too large: hold it.
+                    self.grow_partial(&bytes[copied..end])?;
+                    copied = end;
+                    stopped_at_cr = Some(LineState::BlankCrAtLimit);
+                } else if blank {
+                    // The block is complete at this CR: hand it out now.
+                    let block = self.complete_block(bytes, copied, end)?;
+                    emit(std::mem::take(&mut facts), block, bytes, out, last_id);
+                    copied = end;
+                    stopped_at_cr = Some(LineState::AfterBlankCr);
+                } else {
+                    note_line(&mut facts, line, line_start);
+                    stopped_at_cr = Some(LineState::AfterCr);
                 }
+                #[cfg(test)]
+                {
+                    pos = bytes.len();
+                }
+                break;
             };
-            debug_assert_eq!(kind == LineKind::Blank, line_end == line_start);
-            let end = i + term_len;
             pos = end;
-            if kind == LineKind::Blank {
+            if blank {
                 let block = self.complete_block(bytes, copied, end)?;
-                self.emit(block, bytes, out);
+                emit(std::mem::take(&mut facts), block, bytes, out, last_id);
                 copied = end;
                 line_start = 0;
             } else {
-                self.record(kind, line_start, line_end);
+                note_line(&mut facts, line, line_start);
                 line_start = self.partial.len() + end - copied;
             }
-            self.line = LineState::InLine {
-                start: line_start as u32,
-            };
         }
         #[cfg(test)]
         {
             self.scanned += bytes.len() - pos;
         }
+        self.facts = facts;
+        self.line = stopped_at_cr.unwrap_or(LineState::InLine {
+            start: line_start as u32,
+        });
         // Keep the open block for the next piece.
-        self.grow_partial(&bytes[copied..])
+        if copied < bytes.len() {
+            self.grow_partial(&bytes[copied..])?;
+        }
+        Ok(())
     }
 
-    /// The open block, complete through `piece[..end]`: a zero-copy slice of the piece when the
+    /// The open block, complete through `piece[..end]`: a zero-copy span of the piece when the
     /// block lies within it, else the assembled partial (within the limit either way).
+    #[inline(always)]
     fn complete_block(
         &mut self,
         piece: &[u8],
         copied: usize,
         end: usize,
     ) -> Result<Completed, FrameError> {
-        if self.partial.is_empty() {
-            if end - copied > self.max_event_bytes() {
-                return Err(self.too_large());
-            }
+        if self.partial.is_empty() && end - copied <= self.max_event_bytes() {
             Ok(Completed::InPiece { start: copied, end })
         } else {
-            self.grow_partial(&piece[copied..end])?;
-            Ok(Completed::Own(std::mem::take(&mut self.partial).freeze()))
+            self.complete_assembled(piece, copied, end)
         }
     }
 
-    /// Applies a non-blank line's meaning to the open block (block offsets of the line).
-    fn record(&mut self, kind: LineKind, line_start: usize, line_end: usize) {
-        match kind {
-            LineKind::Data => self.facts.fires = true,
-            LineKind::Id { value_start, value } => {
-                let span = Span {
-                    start: (line_start + value_start) as u32,
-                    end: line_end as u32,
+    /// `complete_block` for a block begun in an earlier piece (or one over the limit).
+    #[cold]
+    #[inline(never)]
+    fn complete_assembled(
+        &mut self,
+        piece: &[u8],
+        copied: usize,
+        end: usize,
+    ) -> Result<Completed, FrameError> {
+        if self.partial.is_empty() {
+            return Err(self.too_large());
+        }
+        self.grow_partial(&piece[copied..end])?;
+        Ok(Completed::Own(std::mem::take(&mut self.partial).freeze()))
+    }
+}
+
+/// Applies a complete non-blank line's meaning to the open block's facts (`line_start`: the
+/// line's block offset). Looks at a few leading bytes, and at the value only for `id` (NUL
+/// check, rule 7, and the number, read once here) and `retry` (digits, rule 9).
+#[inline(always)]
+fn note_line(facts: &mut BlockFacts, line: &[u8], line_start: usize) {
+    match line[0] {
+        b'd' if field_value(line, b"data").is_some() => facts.fires = true,
+        b'i' => {
+            let Some(value_start) = field_value(line, b"id") else {
+                return;
+            };
+            let Some(value) = IdValue::read(&line[value_start..]) else {
+                return;
+            };
+            facts.id = Span {
+                start: (line_start + value_start) as u32,
+                end: (line_start + line.len()) as u32,
+            };
+            facts.number = value.number;
+            facts.id_ascii = value.ascii;
+            facts.has_id = true;
+        }
+        b'r' => {
+            let Some(ms) = field_value(line, b"retry").and_then(|s| parse_retry(&line[s..])) else {
+                return;
+            };
+            facts.retry = ms;
+            facts.has_retry = true;
+        }
+        _ => {}
+    }
+}
+
+/// Hands out one complete block with what its lines said (its id goes to the cursor in
+/// `commit_cursor`, rule 8; `last_id` notes which block that is); `piece` is the piece being
+/// scanned.
+#[inline(always)]
+fn emit(
+    facts: BlockFacts,
+    block: Completed,
+    piece: &[u8],
+    out: &mut impl BlockSink,
+    last_id: &mut LastId,
+) {
+    let mut number = None;
+    let id = if !facts.has_id {
+        EventId::None
+    } else {
+        let span = facts.id;
+        number = (facts.number != NO_NUMBER).then_some(facts.number);
+        match (&block, facts.id_ascii) {
+            (Completed::InPiece { start, .. }, true) => {
+                *last_id = LastId::InPiece {
+                    start: start + span.start as usize,
+                    end: start + span.end as usize,
                 };
-                self.facts.id = Some((span, value));
+                // Blocks are at most MAX_EVENT_BYTES_LIMIT (1 GiB) long: offsets fit.
+                EventId::In {
+                    start: span.start,
+                    len: span.end - span.start,
+                }
             }
-            LineKind::Retry { ms } => self.facts.retry = Some(ms),
-            LineKind::Blank | LineKind::Ignored => {}
-        }
-    }
-
-    /// Hands out one complete block (its id goes to the cursor in `commit_cursor`, rule 8);
-    /// `piece` is the piece being scanned.
-    #[inline]
-    fn emit(&mut self, block: Completed, piece: &[u8], out: &mut impl BlockSink) {
-        let facts = std::mem::take(&mut self.facts);
-        let mut number = None;
-        let id = match facts.id {
-            None => EventId::None,
-            Some((span, what)) => {
-                let raw: &[u8] = match &block {
-                    Completed::InPiece { start, end } => &piece[*start..*end],
-                    Completed::Own(raw) => raw,
-                };
-                let value = &raw[span.start as usize..span.end as usize];
-                number = what.number();
-                if what.ascii || std::str::from_utf8(value).is_ok() {
-                    // Blocks are at most MAX_EVENT_BYTES_LIMIT (1 GiB) long: offsets fit.
+            (_, ascii) => {
+                *last_id = LastId::Block(out.count());
+                if ascii {
                     EventId::In {
                         start: span.start,
                         len: span.end - span.start,
                     }
                 } else {
-                    EventId::Own(
-                        String::from_utf8_lossy(value)
-                            .into_owned()
-                            .into_bytes()
-                            .into(),
-                    )
+                    id_beyond_ascii(&block, piece, span)
                 }
             }
-        };
-        out.push(block, id, number, facts.retry, facts.fires);
+        }
+    };
+    let retry = facts.has_retry.then_some(facts.retry);
+    out.push(block, id, number, retry, facts.fires);
+}
+
+/// An id value with bytes past ASCII: a span when it is valid UTF-8, else its U+FFFD-replaced
+/// copy (as the browser holds it).
+#[cold]
+#[inline(never)]
+fn id_beyond_ascii(block: &Completed, piece: &[u8], span: Span) -> EventId {
+    let raw: &[u8] = match block {
+        Completed::InPiece { start, end } => &piece[*start..*end],
+        Completed::Own(raw) => raw,
+    };
+    let value = &raw[span.start as usize..span.end as usize];
+    if std::str::from_utf8(value).is_ok() {
+        EventId::In {
+            start: span.start,
+            len: span.end - span.start,
+        }
+    } else {
+        EventId::Own(
+            String::from_utf8_lossy(value)
+                .into_owned()
+                .into_bytes()
+                .into(),
+        )
     }
 }
 
 impl EventFramer {
-    /// Moves the cursor to `last`, the id of the last block handed out that set one (rule 8):
+    /// Moves the cursor to `value`, the id of the last block handed out that set one (rule 8):
     /// once per piece rather than once per event, as nothing reads the cursor in between.
-    fn commit_cursor(&mut self, last: Option<&[u8]>) {
-        let Some(value) = last else {
-            return;
-        };
+    #[inline]
+    fn commit_cursor(&mut self, value: &[u8]) {
         self.last_id.clear();
         self.last_id.extend_from_slice(value);
         if self.last_id.capacity() > 2 * self.last_id.len().max(64) {
@@ -894,25 +1010,7 @@ fn parse_retry(value: &[u8]) -> Option<u64> {
     }))
 }
 
-/// What a complete line means for forwarding. Looks at a few leading bytes, and at the value
-/// only for `id` (NUL check, rule 7) and `retry` (digits, rule 9).
-fn classify(line: &[u8]) -> LineKind {
-    match line.first() {
-        None => LineKind::Blank,
-        Some(b'd') if field_value(line, b"data").is_some() => LineKind::Data,
-        Some(b'i') => match field_value(line, b"id").map(|s| (s, IdValue::read(&line[s..]))) {
-            Some((value_start, Some(value))) => LineKind::Id { value_start, value },
-            _ => LineKind::Ignored,
-        },
-        Some(b'r') => match field_value(line, b"retry").and_then(|s| parse_retry(&line[s..])) {
-            Some(ms) => LineKind::Retry { ms },
-            None => LineKind::Ignored,
-        },
-        Some(_) => LineKind::Ignored,
-    }
-}
-
-/// Upper bound of the bytes `classify` reads (linearity test).
+/// Upper bound of the bytes `note_line` reads (linearity test).
 #[cfg(test)]
 fn classify_cost(line: &[u8]) -> usize {
     if line.starts_with(b"id") || line.starts_with(b"retry") {

@@ -524,12 +524,29 @@ fn an_id_value_read_once_agrees_with_the_rings_number() {
 }
 
 /// Every stream's task holds its framer for the stream's life, an idle stream included
-/// (`proxy::conn::tests::a_stream_task_stays_small`): 120 bytes, 168 while its offsets, limit
-/// and the open block's id span were usizes and the id's number an `Option`.
+/// (`proxy::conn::tests::a_stream_task_stays_small`): 104 bytes; 120 while the open block's
+/// facts were `Option`s, 168 while its offsets, limit and the open block's id span were usizes
+/// and the id's number an `Option`.
 #[test]
 fn a_framer_stays_small() {
     // Test builds count the bytes scanned (`scanned`, a usize): not in the stream's framer.
     let size = std::mem::size_of::<EventFramer>() - std::mem::size_of::<usize>();
     eprintln!("EventFramer (without the test's counter): {size} bytes");
-    assert!(size <= 120, "EventFramer is {size} bytes");
+    assert!(size <= 104, "EventFramer is {size} bytes");
+}
+
+#[test]
+fn the_cursor_is_the_last_id_set_in_a_piece_whatever_follows_it() {
+    // The scan notes which block set the last id; blocks after it in the same piece (no id, a
+    // comment, an id with NUL) leave the cursor where that block put it, at every split.
+    let f = frame(b"id: 1\ndata: a\n\nid: 2\n\ndata: c\n\n: x\n\nid: 3\0\ndata: d\n\n");
+    assert_eq!(f.last_id, b"2");
+    assert_eq!(f.blocks[1].1, set("2"));
+    assert_eq!(f.blocks[4].1, IdField::Unchanged);
+    // Past ASCII: valid UTF-8 is kept as it is, invalid becomes U+FFFD (rule 11's client view).
+    let f = frame("id: é9\ndata: a\n\ndata: b\n\n".as_bytes());
+    assert_eq!(f.last_id, "é9".as_bytes());
+    let f = frame(b"id: \xff1\ndata: a\n\ndata: b\n\n");
+    assert_eq!(f.last_id, "\u{fffd}1".as_bytes());
+    assert_eq!(f.blocks[0].1, set("\u{fffd}1"));
 }
