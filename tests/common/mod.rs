@@ -574,7 +574,8 @@ impl SseEvent {
     }
 }
 
-fn json_u64(s: &str, key: &str) -> Option<u64> {
+/// The `"key":N` number in a JSON text (the simulator's event data: `ts_us`, `seq`).
+pub fn json_u64(s: &str, key: &str) -> Option<u64> {
     let pat = format!("\"{key}\":");
     let rest = &s[s.find(&pat)? + pat.len()..];
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
