@@ -364,7 +364,8 @@ impl TimerSlot {
     /// `op` dropped mid-flight (on a socket that then must be closed, as with monoio's
     /// `timeout`). The slot is armed only if `op` does not complete when first polled (an
     /// epoll write usually does), and disarmed when it completes, so nothing stale wakes the
-    /// task later.
+    /// task later. `limit` is counted from the coarse clock (`Stamp::now_or_later`): it passes
+    /// up to five kernel ticks (20 ms at HZ=250) late, never early.
     pub fn within<F: Future>(&mut self, limit: Duration, op: F) -> Within<'_, F> {
         Within {
             op,
@@ -438,7 +439,9 @@ impl<F: Future> Future for Within<'_, F> {
             return Poll::Ready(Ok(out));
         }
         match this.arm.take() {
-            Some(ArmAt::After(limit)) => this.slot.arm(Stamp::now().add(limit)),
+            // The coarse clock (a fifth of the cost, perf/NOTES.md "Keep-alive: who reads the
+            // clock"): an I/O limit of seconds may end a few ms late, never early.
+            Some(ArmAt::After(limit)) => this.slot.arm(Stamp::now_or_later().add(limit)),
             Some(ArmAt::At(at)) => this.slot.arm(Stamp::at(at)),
             None => {}
         }

@@ -21,12 +21,13 @@
 //! pool of a removed replica drains by itself. A replica that a later reload brings back is
 //! pooled again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 
 use super::stream::UpstreamStream;
 use crate::conn_io::PeekState;
+use crate::stamp::Stamp;
 
 /// A plain connection back in the pool for less than this is handed to a retryable request
 /// without the liveness probe. Well under the shortest idle timeout common upstreams apply
@@ -51,7 +52,8 @@ struct Pooled {
     stream: UpstreamStream,
     /// Its read buffer, empty, kept with it (`UpstreamConn::buf`).
     buf: BytesMut,
-    since: Instant,
+    /// When it came back, on the coarse clock's lower bound (`Stamp::now_bounds`'s first).
+    since: Stamp,
 }
 
 pub struct UpstreamPool {
@@ -80,10 +82,14 @@ impl UpstreamPool {
         replica: usize,
         reuse: Reuse,
     ) -> Option<(UpstreamStream, BytesMut)> {
-        let now = Instant::now();
+        // Ages on the coarse clock (a fifth of a precise read, once per request): `since` is no
+        // later than the return and this no earlier than now, so a connection reads old by up
+        // to ten ticks of the clock (40 ms at HZ=250), never young: it ages out and loses its
+        // unprobed reuse sooner, never later.
+        let now = Stamp::now_or_later();
         let list = &mut self.idle[replica];
         while let Some(mut pooled) = list.pop() {
-            let idle = now.duration_since(pooled.since);
+            let idle = now.saturating_since(pooled.since);
             if idle >= self.max_idle {
                 // Everything below is older still.
                 list.clear();
@@ -105,15 +111,16 @@ impl UpstreamPool {
         if self.retired[replica] {
             return;
         }
-        let now = Instant::now();
+        // See `take` for the coarse clock's two bounds.
+        let (returned, now) = Stamp::now_bounds();
         let max_idle = self.max_idle;
         let list = &mut self.idle[replica];
-        list.retain(|p| now.duration_since(p.since) < max_idle);
+        list.retain(|p| now.saturating_since(p.since) < max_idle);
         if list.len() < self.max_per_replica {
             list.push(Pooled {
                 stream,
                 buf,
-                since: now,
+                since: returned,
             });
         }
     }
