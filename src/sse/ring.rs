@@ -24,7 +24,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 
-use super::framer::EventId;
+use super::framer::{EventId, OwnId};
 use super::ring_batch::RingBatch;
 
 /// Default `--replay-events`: events kept per ring; past it the oldest is dropped.
@@ -49,6 +49,10 @@ pub const EVENT_OVERHEAD: usize = SLOT_OVERHEAD + RUN_OVERHEAD;
 /// scanning them (newest first) instead of keeping a hash table: cheaper than hashing for so
 /// few, and no table for quiet streams.
 const INDEX_FROM: usize = 8;
+
+/// A batch of at most this many slots is appended one by one (a read of an event or two: less
+/// set-up than a bulk extend), a larger one in bulk.
+const FEW_SLOTS: usize = 4;
 
 /// Longest id read as a number: u64::MAX has 20 digits; 19 always fit.
 pub(crate) const MAX_NUMERIC_ID_DIGITS: usize = 19;
@@ -148,10 +152,15 @@ pub(crate) struct Run {
     /// What keeping `bytes` really holds (its allocation, or its share of it when several runs
     /// lie in one; never less than what its events span). The budget counts this.
     pub(crate) held: u32,
+    /// The id of its one event when that id is not a span of the event's bytes (`SlotId::RUN`):
+    /// rare (a rewritten event, an id with invalid UTF-8), so kept here, once per such run,
+    /// and not in every slot, which stays plain data (evicting slots drops nothing).
+    pub(crate) own_id: Option<OwnId>,
 }
 
-/// One event's place: a span of its run.
-#[derive(Debug)]
+/// One event's place: a span of its run. Plain data (`Copy`, nothing to drop): the ring drops
+/// a batch's worth of evicted slots by moving its front, not one by one.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Slot {
     /// Its run's number (in a ring: wrapping, `first_run` is the oldest's; in a `RingBatch`:
     /// the index in the batch's runs).
@@ -159,10 +168,10 @@ pub(crate) struct Slot {
     /// Where the event's bytes start in the run.
     pub(crate) start: u32,
     pub(crate) len: u32,
+    /// The id it set.
+    pub(crate) id: SlotId,
     /// The id was given by tether (`--assign-ids`): never sent upstream as a Last-Event-ID.
     pub(crate) assigned: bool,
-    /// The id it set, as a span of the event's own bytes (not of the run).
-    pub(crate) id: EventId,
 }
 
 impl Slot {
@@ -170,6 +179,72 @@ impl Slot {
     #[inline]
     pub(crate) fn raw<'a>(&self, run: &'a [u8]) -> &'a [u8] {
         &run[self.start as usize..(self.start + self.len) as usize]
+    }
+
+    /// The id the event set, given its run.
+    #[inline]
+    pub(crate) fn id_value<'a>(&self, run: &'a Run) -> Option<&'a [u8]> {
+        self.id.value(self.raw(&run.bytes), run)
+    }
+}
+
+/// Where a slot's id is: a span of the event's own bytes (not of the run), its run's `own_id`,
+/// or none. Two words, with the two cases that are no span as lengths no span has (an event
+/// is at most 4 GiB - 1 bytes: `clamp_u32`), so that a slot is 24 bytes where an `EventId` in
+/// it made 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotId {
+    start: u32,
+    len: u32,
+}
+
+impl SlotId {
+    /// No `id` field.
+    pub(crate) const NONE: SlotId = SlotId {
+        start: 0,
+        len: u32::MAX,
+    };
+    /// The run's `own_id` (its one event's).
+    pub(crate) const RUN: SlotId = SlotId {
+        start: 0,
+        len: u32::MAX - 1,
+    };
+
+    /// The id at `event[start..start + len]`.
+    #[inline]
+    pub(crate) fn span(start: u32, len: u32) -> SlotId {
+        debug_assert!(len < u32::MAX - 1);
+        SlotId { start, len }
+    }
+
+    pub(crate) fn is_none(&self) -> bool {
+        *self == SlotId::NONE
+    }
+
+    /// The span of the event's bytes the id is, if it is one.
+    #[inline]
+    fn as_span(&self) -> Option<(u32, u32)> {
+        (self.len < u32::MAX - 1).then_some((self.start, self.len))
+    }
+
+    /// The value, given the event's bytes and its run.
+    #[inline]
+    pub(crate) fn value<'a>(&self, event: &'a [u8], run: &'a Run) -> Option<&'a [u8]> {
+        match self.as_span() {
+            Some((start, len)) => Some(&event[start as usize..(start + len) as usize]),
+            None if *self == SlotId::RUN => run.own_id.as_deref(),
+            None => None,
+        }
+    }
+
+    /// The slot's id for an `EventId`, and the own id its run must keep (Own).
+    #[inline]
+    pub(crate) fn of(id: EventId) -> (SlotId, Option<OwnId>) {
+        match id {
+            EventId::None => (SlotId::NONE, None),
+            EventId::In { start, len } => (SlotId::span(start, len), None),
+            EventId::Own(own) => (SlotId::RUN, Some(own)),
+        }
     }
 }
 
@@ -206,17 +281,17 @@ impl<'a> EventRef<'a> {
 
     /// The id this event set, if it set one.
     pub fn id(&self) -> Option<&'a [u8]> {
-        self.slot.id.value(self.raw())
+        self.slot.id_value(self.run)
     }
 
     /// The id as `Bytes` (a slice of the run when it is one).
     pub fn id_bytes(&self) -> Option<Bytes> {
-        match &self.slot.id {
-            EventId::In { start, len } => {
+        match self.slot.id.as_span() {
+            Some((start, len)) => {
                 let at = (self.slot.start + start) as usize;
-                Some(self.run.bytes.slice(at..at + *len as usize))
+                Some(self.run.bytes.slice(at..at + len as usize))
             }
-            other => id_bytes(other, &self.run.bytes),
+            None => self.id().map(Bytes::copy_from_slice),
         }
     }
 
@@ -231,13 +306,12 @@ impl<'a> EventRef<'a> {
         let run_len = (self.run.bytes.len() as u64).max(1);
         let share = u64::from(self.run.held) * len / run_len;
         let held = u32::try_from(share.max(len)).unwrap_or(u32::MAX);
-        let id = match &self.slot.id {
-            EventId::None => EventId::None,
-            EventId::In { start, len } => EventId::In {
-                start: *start,
-                len: *len,
+        let id = match self.slot.id.as_span() {
+            Some((start, len)) => EventId::In { start, len },
+            None => match &self.run.own_id {
+                Some(own) if self.slot.id == SlotId::RUN => EventId::Own(own.clone()),
+                _ => EventId::None,
             },
-            EventId::Own(id) => EventId::Own(id.clone()),
         };
         RingEvent::with_id(self.bytes(), id, held, self.slot.assigned)
     }
@@ -363,20 +437,32 @@ impl ReplayRing {
     pub fn push(&mut self, event: RingEvent) -> u64 {
         let (raw, id, held, assigned) = event.into_parts();
         let len = clamp_u32(raw.len());
-        let run = self.first_run.wrapping_add(self.runs.len() as u32);
-        if let Some(value) = id.value(&raw) {
-            self.note_id_value(value);
-        }
-        self.append_slot(Slot {
-            run,
+        let (id, own_id) = SlotId::of(id);
+        let slot = Slot {
+            run: self.next_run(),
             start: 0,
             len,
-            assigned,
             id,
-        });
-        self.append_run(Run { bytes: raw, held });
+            assigned,
+        };
+        let run = Run {
+            bytes: raw,
+            held,
+            own_id,
+        };
+        if let Some(value) = slot.id_value(&run) {
+            self.note_id_value(value);
+        }
+        self.append_slot(slot);
+        self.append_run(run);
         self.keep_bounds();
         self.head_seq()
+    }
+
+    /// The number the next run appended gets (eviction does not change it).
+    #[inline]
+    fn next_run(&self) -> u32 {
+        self.first_run.wrapping_add(self.runs.len() as u32)
     }
 
     /// Appends every event of `batch`, in order, and empties it (its capacity is kept for the
@@ -410,31 +496,45 @@ impl ReplayRing {
         };
         let bytes = batch.bytes();
         let (runs, slots) = batch.parts();
-        let base = self.first_run.wrapping_add(self.runs.len() as u32);
+        let base = self.next_run();
         if self.slots.capacity() == 0 {
             // A ring that only ever gets one read (a quiet stream) holds its slots, no more.
             self.slots.reserve_exact(slots.len());
         }
-        for mut slot in slots.drain(..) {
-            if !numbered_in_order {
+        // The slots are plain data: copied in (their runs renumbered), the batch's list only
+        // emptied.
+        let in_ring = |slot: &Slot| Slot {
+            run: base.wrapping_add(slot.run),
+            ..*slot
+        };
+        if numbered_in_order {
+            if slots.len() <= FEW_SLOTS {
+                for slot in slots.iter() {
+                    self.slots.push_back(in_ring(slot));
+                }
+            } else {
+                self.slots.extend(slots.iter().map(in_ring));
+            }
+        } else {
+            for slot in slots.iter() {
                 // The id's bookkeeping reads the event's bytes in its (batch-held) run.
-                let run = &runs[slot.run as usize];
-                if let Some(value) = slot.id.value(slot.raw(&run.bytes)) {
+                if let Some(value) = slot.id_value(&runs[slot.run as usize]) {
                     self.note_id_value(value);
                 }
+                self.slots.push_back(in_ring(slot));
             }
-            slot.run = base.wrapping_add(slot.run);
-            self.slots.push_back(slot);
         }
         self.bytes += usize::try_from(bytes).unwrap_or(usize::MAX);
-        self.cost += added * SLOT_OVERHEAD;
         if self.runs.capacity() == 0 {
             self.runs.reserve_exact(runs.len());
         }
+        let added_runs = runs.len();
+        let mut held = 0;
         for run in runs.drain(..) {
-            self.cost += run.held as usize + RUN_OVERHEAD;
+            held += run.held as usize;
             self.runs.push_back(run);
         }
+        self.cost += added * SLOT_OVERHEAD + added_runs * RUN_OVERHEAD + held;
         batch.clear();
         if room.is_some() {
             self.index_if_outgrown();
@@ -537,57 +637,50 @@ impl ReplayRing {
         }
     }
 
-    /// Evicts the `n` oldest events, and the runs left without one.
+    /// Evicts the `n` oldest events, and the runs left without one: the slots as one step (they
+    /// are plain data: the deque's front moves, nothing is dropped per event), their bytes
+    /// summed in one pass; each dead run's buffer released once.
     fn evict_front(&mut self, n: usize) {
+        let n = n.min(self.slots.len());
         if n == 0 {
             return;
         }
-        if self.by_id.is_some() {
-            for _ in 0..n {
-                self.pop_slot();
-            }
-        } else {
-            // No index to keep: the slots go at once.
-            let gone: usize = self.slots.drain(..n).map(|s| s.len as usize).sum();
-            self.first_seq += n as u64;
-            self.bytes -= gone;
-            self.cost -= n * SLOT_OVERHEAD;
-        }
-        self.drop_dead_runs();
-    }
-
-    /// Drops the oldest event's slot (its run stays until `drop_dead_runs`).
-    fn pop_slot(&mut self) {
-        let Some(old) = self.slots.pop_front() else {
-            return;
-        };
-        let seq = self.first_seq;
-        self.first_seq += 1;
-        self.bytes -= old.len as usize;
-        self.cost -= SLOT_OVERHEAD;
+        let gone: usize = self.slots.range(..n).map(|s| s.len as usize).sum();
         if let Some(by_id) = &mut self.by_id {
-            let run = &self.runs[old.run.wrapping_sub(self.first_run) as usize];
-            if let Some(id) = old.id.value(old.raw(&run.bytes)) {
-                let h = id_hash(id);
-                if by_id.get(&h) == Some(&seq) {
-                    by_id.remove(&h);
+            // An evicted id leaves the index when the index points at this event (a later
+            // event with the same id keeps its entry).
+            for (i, slot) in self.slots.range(..n).enumerate() {
+                let run = &self.runs[slot.run.wrapping_sub(self.first_run) as usize];
+                if let Some(id) = slot.id_value(run) {
+                    let h = id_hash(id);
+                    if by_id.get(&h) == Some(&(self.first_seq + i as u64)) {
+                        by_id.remove(&h);
+                    }
                 }
             }
         }
+        self.slots.drain(..n);
+        self.first_seq += n as u64;
+        self.bytes -= gone;
+        self.cost -= n * SLOT_OVERHEAD;
+        self.drop_dead_runs();
     }
 
-    /// Drops the runs no event lies in any more; an empty ring gives its memory back.
+    /// Drops the runs no event lies in any more, in one step; an empty ring gives its memory
+    /// back.
     fn drop_dead_runs(&mut self) {
         let keep_from = match self.slots.front() {
             Some(slot) => slot.run,
-            None => self.first_run.wrapping_add(self.runs.len() as u32),
+            None => self.next_run(),
         };
-        while self.first_run != keep_from {
-            let Some(run) = self.runs.pop_front() else {
-                break;
-            };
-            self.cost -= run.held as usize + RUN_OVERHEAD;
-            self.first_run = self.first_run.wrapping_add(1);
+        let dead = keep_from.wrapping_sub(self.first_run) as usize;
+        debug_assert!(dead <= self.runs.len());
+        if dead > 0 {
+            let dead = dead.min(self.runs.len());
+            let held: usize = self.runs.range(..dead).map(|r| r.held as usize).sum();
+            self.runs.drain(..dead);
+            self.cost -= held + dead * RUN_OVERHEAD;
+            self.first_run = keep_from;
         }
         if self.slots.is_empty() {
             // Give the deques' and the index's memory back too (a trimmed ring may stay idle),
@@ -615,13 +708,26 @@ impl ReplayRing {
 
     /// Drops the oldest events until the ring costs at most `cost`. Returns how many went. A
     /// run's buffer is freed with its last event, so this may take all of a run's events.
+    /// Counted first (an event's slot, and its run with the run's last event), evicted in one
+    /// step after.
     pub fn trim_to(&mut self, cost: usize) -> usize {
+        let len = self.slots.len();
+        let mut left = self.cost;
         let mut n = 0;
-        while self.cost > cost && !self.slots.is_empty() {
-            self.pop_slot();
-            self.drop_dead_runs();
+        let mut slots = self.slots.iter().peekable();
+        while left > cost {
+            let Some(slot) = slots.next() else {
+                break;
+            };
+            left -= SLOT_OVERHEAD;
             n += 1;
+            if slots.peek().is_none_or(|next| next.run != slot.run) {
+                let run = &self.runs[slot.run.wrapping_sub(self.first_run) as usize];
+                left -= run.held as usize + RUN_OVERHEAD;
+            }
         }
+        debug_assert!(n <= len);
+        self.evict_front(n);
         n
     }
 
@@ -702,7 +808,7 @@ impl ReplayRing {
     /// Whether any event in the ring carries an id (upstream's or tether's): a client can name
     /// a place in it with `Last-Event-ID`.
     pub fn has_ids(&self) -> bool {
-        self.slots.iter().rev().any(|s| s.id != EventId::None)
+        self.slots.iter().rev().any(|s| !s.id.is_none())
     }
 
     /// Whether an event with this id is in the ring.
