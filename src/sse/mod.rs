@@ -32,6 +32,7 @@ pub(crate) mod lookup;
 pub(crate) mod outbound;
 pub(crate) mod partial;
 pub(crate) mod pump;
+pub(crate) mod read_flush;
 pub(crate) mod reconnect;
 pub(crate) mod relay;
 pub(crate) mod resume;
