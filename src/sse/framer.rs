@@ -388,6 +388,42 @@ impl IdValue {
         })
     }
 
+    /// `read` of `line[value_start..]`, the value of the `id` line `line`. A value of one to
+    /// eight digits, the common counter, is read eight bytes at once: the line's last eight
+    /// bytes as one word (what lies before the value in it is the `id:` field name, no digit),
+    /// checked and turned into its number in a few word operations instead of a loop of ~6
+    /// instructions a digit.
+    #[inline(always)]
+    fn read_in(line: &[u8], value_start: usize) -> Option<IdValue> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        let len = line.len() - value_start;
+        if let (1..=8, Some(last)) = (len, line.len().checked_sub(8)) {
+            let word = u64::from_le_bytes(line[last..].try_into().expect("8 bytes"));
+            // The value's bytes are the word's top `len` bytes (little-endian).
+            let keep = u64::MAX << (8 * (8 - len));
+            let high = 0xF0 * ONES & keep;
+            // A byte is a digit when its high nibble is 3, and still 3 with 6 added (0x30 to
+            // 0x39). The bytes below the value (the field name and its colon and space) are
+            // ASCII below 0xFA, so adding 6 carries into no byte of the value.
+            if word & high == 0x30 * ONES & keep
+                && word.wrapping_add(6 * ONES) & high == 0x30 * ONES & keep
+            {
+                // Digits 0..=9 in the value's bytes, zeros (leading zeros) below; the first
+                // digit in the lowest byte: pairs, then fours, then the eight.
+                let d = word & 0x0F * ONES & keep;
+                let d = (d.wrapping_mul(10 * 256 + 1) >> 8) & 0x00FF_00FF_00FF_00FF;
+                let d = (d.wrapping_mul(100 * 65_536 + 1) >> 16) & 0x0000_FFFF_0000_FFFF;
+                let n = d.wrapping_mul(10_000 * (1 << 32) + 1) >> 32;
+                let canonical = line[value_start] != b'0' || len == 1;
+                return Some(IdValue {
+                    ascii: true,
+                    number: if canonical { n } else { NO_NUMBER },
+                });
+            }
+        }
+        IdValue::read(&line[value_start..])
+    }
+
     /// The value as a canonical decimal number, if it is one.
     #[cfg(test)]
     fn number(&self) -> Option<u64> {
@@ -1024,7 +1060,7 @@ fn note_line(facts: &mut BlockFacts, line: &[u8], line_start: usize) {
             let Some(value_start) = field_value(line, b"id") else {
                 return;
             };
-            let Some(value) = IdValue::read(&line[value_start..]) else {
+            let Some(value) = IdValue::read_in(line, value_start) else {
                 return;
             };
             facts.id = Span {

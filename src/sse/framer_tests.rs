@@ -523,6 +523,53 @@ fn an_id_value_read_once_agrees_with_the_rings_number() {
     assert_eq!(IdValue::read(b"\0"), None);
 }
 
+/// `IdValue::read_in` (a value of up to eight digits read as one word) against `read`, for
+/// every `id` line form (`id:`, `id: `) and values of every length around the word's, digits
+/// next to the bytes a word check could mistake (`/`, `:`, 0x3A-0x3F, 0xF0-0xFF).
+#[test]
+fn an_id_read_as_a_word_is_read_as_byte_by_byte() {
+    let mut values: Vec<Vec<u8>> = vec![b"".to_vec()];
+    for len in 1..=10usize {
+        for digits in [
+            "1234567890",
+            "0000000000",
+            "9999999999",
+            "0123456789",
+            "1000000000",
+        ] {
+            values.push(digits.as_bytes()[..len].to_vec());
+        }
+        for bad in [
+            b'/',
+            b':',
+            b'?',
+            b'0' - 1,
+            b'9' + 1,
+            0xF9,
+            0xFA,
+            0xFF,
+            b'a',
+            0,
+        ] {
+            for at in 0..len {
+                let mut v = b"1234567890"[..len].to_vec();
+                v[at] = bad;
+                values.push(v);
+            }
+        }
+    }
+    for value in &values {
+        for name in [&b"id:"[..], b"id: "] {
+            let line = [name, value].concat();
+            assert_eq!(
+                IdValue::read_in(&line, name.len()),
+                IdValue::read(value),
+                "{line:?}"
+            );
+        }
+    }
+}
+
 /// Every stream's task holds its framer for the stream's life, an idle stream included
 /// (`proxy::conn::tests::a_stream_task_stays_small`): 104 bytes; 120 while the open block's
 /// facts were `Option`s, 168 while its offsets, limit and the open block's id span were usizes
