@@ -401,16 +401,15 @@ impl IdValue {
             let word = u64::from_le_bytes(line[last..].try_into().expect("8 bytes"));
             // The value's bytes are the word's top `len` bytes (little-endian).
             let keep = u64::MAX << (8 * (8 - len));
-            let high = 0xF0 * ONES & keep;
+            let high = (0xF0 * ONES) & keep;
+            let threes = (0x30 * ONES) & keep;
             // A byte is a digit when its high nibble is 3, and still 3 with 6 added (0x30 to
             // 0x39). The bytes below the value (the field name and its colon and space) are
             // ASCII below 0xFA, so adding 6 carries into no byte of the value.
-            if word & high == 0x30 * ONES & keep
-                && word.wrapping_add(6 * ONES) & high == 0x30 * ONES & keep
-            {
+            if (word & high) == threes && (word.wrapping_add(6 * ONES) & high) == threes {
                 // Digits 0..=9 in the value's bytes, zeros (leading zeros) below; the first
                 // digit in the lowest byte: pairs, then fours, then the eight.
-                let d = word & 0x0F * ONES & keep;
+                let d = word & (0x0F * ONES) & keep;
                 let d = (d.wrapping_mul(10 * 256 + 1) >> 8) & 0x00FF_00FF_00FF_00FF;
                 let d = (d.wrapping_mul(100 * 65_536 + 1) >> 16) & 0x0000_FFFF_0000_FFFF;
                 let n = d.wrapping_mul(10_000 * (1 << 32) + 1) >> 32;
