@@ -21,7 +21,7 @@
 use bytes::{Bytes, BytesMut};
 use std::fmt;
 
-use super::line_ends::LineEnds;
+use super::line_ends::{lf_cr_window, LineEnds};
 use super::ring::{MAX_NUMERIC_ID_DIGITS, NO_NUMBER};
 
 /// Largest block the framer assembles, in bytes; past it `feed` returns FrameError::EventTooLarge and the stream must end.
@@ -165,7 +165,7 @@ pub(crate) struct FramedBlock {
 
 impl FramedBlock {
     /// The block's bytes, given the read it was framed from.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn raw<'a>(&'a self, read: &'a [u8]) -> &'a [u8] {
         match &self.bytes {
             BlockBytes::InRead { start, len } => &read[*start..*start + *len],
@@ -185,8 +185,6 @@ enum Completed {
 /// Where the framer puts the blocks it completes: [`SseBlock`]s, each a `Bytes` of its own
 /// (`feed`), or [`FramedBlock`]s, spans of the read (`feed_read`, the relay's path).
 trait BlockSink {
-    /// Blocks in it so far.
-    fn count(&self) -> usize;
     /// Adds a block; `number` is its id's, when that is a canonical number.
     fn push(
         &mut self,
@@ -196,9 +194,21 @@ trait BlockSink {
         retry: Option<u64>,
         fires: bool,
     );
-    /// The id value of block `index` (one that set an id: `scan` keeps the index of the last
-    /// such block, so the cursor is read once per piece without searching the blocks).
-    fn id_of(&self, index: usize) -> Option<&[u8]>;
+}
+
+/// Where [`EventFramer::feed_read_into`] hands the relay the blocks it completes, one at a time
+/// and in order, as they are framed: a list (`Vec<FramedBlock>`, walked again by the flush), or
+/// the flush itself (`super::pump`'s plain flush: no list written and read back per event).
+pub(crate) trait FramedSink {
+    /// Takes the next complete block.
+    fn take(&mut self, block: FramedBlock);
+}
+
+impl FramedSink for Vec<FramedBlock> {
+    #[inline]
+    fn take(&mut self, block: FramedBlock) {
+        self.push(block);
+    }
 }
 
 /// `feed`'s sink: the piece's blocks as slices of it.
@@ -208,10 +218,6 @@ struct SliceSink<'a> {
 }
 
 impl BlockSink for SliceSink<'_> {
-    fn count(&self) -> usize {
-        self.out.len()
-    }
-
     fn push(
         &mut self,
         block: Completed,
@@ -231,26 +237,17 @@ impl BlockSink for SliceSink<'_> {
             fires,
         });
     }
-
-    fn id_of(&self, index: usize) -> Option<&[u8]> {
-        self.out[index].id()
-    }
 }
 
 /// `feed_read`'s sink: the blocks lying in the piece as spans of the read, whose bytes from
 /// `base` on are the piece.
-struct SpanSink<'a> {
-    read: &'a [u8],
+struct SpanSink<'a, S: FramedSink> {
     base: usize,
-    out: &'a mut Vec<FramedBlock>,
+    out: &'a mut S,
 }
 
-impl BlockSink for SpanSink<'_> {
-    fn count(&self) -> usize {
-        self.out.len()
-    }
-
-    #[inline]
+impl<S: FramedSink> BlockSink for SpanSink<'_, S> {
+    #[inline(always)]
     fn push(
         &mut self,
         block: Completed,
@@ -266,18 +263,13 @@ impl BlockSink for SpanSink<'_> {
             },
             Completed::Own(raw) => BlockBytes::Own(raw),
         };
-        self.out.push(FramedBlock {
+        self.out.take(FramedBlock {
             bytes,
             id,
             number,
             retry,
             fires,
         });
-    }
-
-    fn id_of(&self, index: usize) -> Option<&[u8]> {
-        let b = &self.out[index];
-        b.id.value(b.raw(self.read))
     }
 }
 
@@ -396,6 +388,41 @@ impl IdValue {
         })
     }
 
+    /// `read` of `line[value_start..]`, the value of the `id` line `line`. A value of one to
+    /// eight digits, the common counter, is read eight bytes at once: the line's last eight
+    /// bytes as one word (what lies before the value in it is the `id:` field name, no digit),
+    /// checked and turned into its number in a few word operations instead of a loop of ~6
+    /// instructions a digit.
+    #[inline(always)]
+    fn read_in(line: &[u8], value_start: usize) -> Option<IdValue> {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        let len = line.len() - value_start;
+        if let (1..=8, Some(last)) = (len, line.len().checked_sub(8)) {
+            let word = u64::from_le_bytes(line[last..].try_into().expect("8 bytes"));
+            // The value's bytes are the word's top `len` bytes (little-endian).
+            let keep = u64::MAX << (8 * (8 - len));
+            let high = (0xF0 * ONES) & keep;
+            let threes = (0x30 * ONES) & keep;
+            // A byte is a digit when its high nibble is 3, and still 3 with 6 added (0x30 to
+            // 0x39). The bytes below the value (the field name and its colon and space) are
+            // ASCII below 0xFA, so adding 6 carries into no byte of the value.
+            if (word & high) == threes && (word.wrapping_add(6 * ONES) & high) == threes {
+                // Digits 0..=9 in the value's bytes, zeros (leading zeros) below; the first
+                // digit in the lowest byte: pairs, then fours, then the eight.
+                let d = word & (0x0F * ONES) & keep;
+                let d = (d.wrapping_mul(10 * 256 + 1) >> 8) & 0x00FF_00FF_00FF_00FF;
+                let d = (d.wrapping_mul(100 * 65_536 + 1) >> 16) & 0x0000_FFFF_0000_FFFF;
+                let n = d.wrapping_mul(10_000 * (1 << 32) + 1) >> 32;
+                let canonical = line[value_start] != b'0' || len == 1;
+                return Some(IdValue {
+                    ascii: true,
+                    number: if canonical { n } else { NO_NUMBER },
+                });
+            }
+        }
+        IdValue::read(&line[value_start..])
+    }
+
     /// The value as a canonical decimal number, if it is one.
     #[cfg(test)]
     fn number(&self) -> Option<u64> {
@@ -425,15 +452,23 @@ struct BlockFacts {
     fires: bool,
 }
 
+/// Where `EventFramer::scan_plain` stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PlainScan {
+    /// At the piece's end: no line end lies after where it stopped.
+    Ended,
+    /// At a CR (or a block over the limit): the general loop goes on from there.
+    MetCr,
+}
+
 /// Where the value of the last id a piece's blocks set is, for the cursor (`commit_cursor`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LastId {
-    /// No block of the piece set an id.
+    /// No block of the piece set an id (or the cursor already holds the last one set).
     None,
-    /// `piece[start..end]`: the block lay in the piece.
+    /// `piece[start..end]`: the block lay in the piece; the cursor takes it once the piece is
+    /// framed.
     InPiece { start: usize, end: usize },
-    /// In the sink's block `index` (assembled over pieces, or an id replaced past UTF-8).
-    Block(usize),
 }
 
 /// Splits an SSE body into blocks and tracks the last-event-id cursor. One per upstream stream;
@@ -505,11 +540,23 @@ impl EventFramer {
     /// As [`feed`](Self::feed), for the piece `read[piece]`: the blocks lying in the piece come
     /// out as spans of `read` (the relay's path: no `Bytes` per block, see [`BlockBytes`]), a
     /// block assembled over several pieces as its own bytes.
+    #[cfg(test)]
     pub(crate) fn feed_read(
         &mut self,
         read: &[u8],
         piece: std::ops::Range<usize>,
         out: &mut Vec<FramedBlock>,
+    ) -> Result<(), FrameError> {
+        self.feed_read_into(read, piece, out)
+    }
+
+    /// As [`feed_read`](Self::feed_read), handing each block to `out` as it is framed.
+    #[inline]
+    pub(crate) fn feed_read_into(
+        &mut self,
+        read: &[u8],
+        piece: std::ops::Range<usize>,
+        out: &mut impl FramedSink,
     ) -> Result<(), FrameError> {
         if self.failed {
             return Err(self.too_large());
@@ -521,20 +568,14 @@ impl EventFramer {
         if base == piece.end {
             return Ok(());
         }
-        self.feed_sink(&read[base..piece.end], &mut SpanSink { read, base, out })
+        self.feed_sink(&read[base..piece.end], &mut SpanSink { base, out })
     }
 
     fn feed_sink(&mut self, piece: &[u8], sink: &mut impl BlockSink) -> Result<(), FrameError> {
         let mut last_id = LastId::None;
         let result = self.scan(piece, sink, &mut last_id);
-        match last_id {
-            LastId::None => {}
-            LastId::InPiece { start, end } => self.commit_cursor(&piece[start..end]),
-            LastId::Block(index) => {
-                if let Some(value) = sink.id_of(index) {
-                    self.commit_cursor(value);
-                }
-            }
+        if let LastId::InPiece { start, end } = last_id {
+            commit_cursor(&mut self.last_id, &piece[start..end]);
         }
         if result.is_err() {
             self.failed = true;
@@ -565,11 +606,7 @@ impl EventFramer {
 
     /// [`finish_into`](Self::finish_into) for the relay's blocks (`feed_read`).
     pub(crate) fn finish_framed(&mut self, out: &mut Vec<FramedBlock>) -> usize {
-        self.finish_sink(&mut SpanSink {
-            read: &[],
-            base: 0,
-            out,
-        })
+        self.finish_sink(&mut SpanSink { base: 0, out })
     }
 
     fn finish_sink(&mut self, sink: &mut impl BlockSink) -> usize {
@@ -579,13 +616,16 @@ impl EventFramer {
         if self.line == LineState::BlankCrAtLimit {
             let raw = std::mem::take(&mut self.partial).freeze();
             let facts = std::mem::take(&mut self.facts);
+            // An assembled block: its id, if any, goes to the cursor in `emit`.
             let mut last_id = LastId::None;
-            emit(facts, Completed::Own(raw), &[], sink, &mut last_id);
-            if let LastId::Block(index) = last_id {
-                if let Some(value) = sink.id_of(index) {
-                    self.commit_cursor(value);
-                }
-            }
+            emit(
+                facts,
+                Completed::Own(raw),
+                &[],
+                sink,
+                &mut last_id,
+                &mut self.last_id,
+            );
         }
         self.finish()
     }
@@ -720,7 +760,14 @@ impl EventFramer {
                 }
                 let raw = std::mem::take(&mut self.partial).freeze();
                 let facts = std::mem::take(&mut self.facts);
-                emit(facts, Completed::Own(raw), bytes, out, last_id);
+                emit(
+                    facts,
+                    Completed::Own(raw),
+                    bytes,
+                    out,
+                    last_id,
+                    &mut self.last_id,
+                );
                 line_start = 0;
             }
             LineState::AfterBlankCr => {
@@ -733,6 +780,7 @@ impl EventFramer {
                         bytes,
                         out,
                         last_id,
+                        &mut self.last_id,
                     );
                     pos = 1;
                     copied = 1;
@@ -756,7 +804,31 @@ impl EventFramer {
         // Where the scan stops when a CR ends the piece (rule 2); else inside a line.
         let mut stopped_at_cr = None;
         let mut ends = LineEnds::new(bytes);
-        while let Some(i) = ends.next_from(pos) {
+        // The plain scan (`scan_plain`) goes first from a block boundary with nothing held: at
+        // the piece's start when nothing is, else after the first block handed out below. Once
+        // per piece: a CR stops it for the rest of the piece.
+        let mut plain = self.partial.is_empty();
+        let mut plain_tried = false;
+        loop {
+            if plain {
+                plain = false;
+                plain_tried = true;
+                let scan = self.scan_plain(
+                    bytes,
+                    &mut copied,
+                    &mut pos,
+                    &mut line_start,
+                    &mut facts,
+                    out,
+                    last_id,
+                );
+                if scan == PlainScan::Ended {
+                    break;
+                }
+            }
+            let Some(i) = ends.next_from(pos) else {
+                break;
+            };
             // The open block is `partial ++ piece[copied..]` and the current line starts inside
             // it, at or before `pos`: nothing before `pos` needs looking at again.
             debug_assert!(copied <= pos && pos <= i);
@@ -793,7 +865,14 @@ impl EventFramer {
                 } else if blank {
                     // The block is complete at this CR: hand it out now.
                     let block = self.complete_block(bytes, copied, end)?;
-                    emit(std::mem::take(&mut facts), block, bytes, out, last_id);
+                    emit(
+                        std::mem::take(&mut facts),
+                        block,
+                        bytes,
+                        out,
+                        last_id,
+                        &mut self.last_id,
+                    );
                     copied = end;
                     stopped_at_cr = Some(LineState::AfterBlankCr);
                 } else {
@@ -809,9 +888,19 @@ impl EventFramer {
             pos = end;
             if blank {
                 let block = self.complete_block(bytes, copied, end)?;
-                emit(std::mem::take(&mut facts), block, bytes, out, last_id);
+                emit(
+                    std::mem::take(&mut facts),
+                    block,
+                    bytes,
+                    out,
+                    last_id,
+                    &mut self.last_id,
+                );
                 copied = end;
                 line_start = 0;
+                // A block boundary with nothing held (the block was the piece's, or took what
+                // `partial` held): the plain scan takes over, if it has not met a CR.
+                plain = !plain_tried;
             } else {
                 note_line(&mut facts, line, line_start);
                 line_start = self.partial.len() + end - copied;
@@ -830,6 +919,100 @@ impl EventFramer {
             self.grow_partial(&bytes[copied..])?;
         }
         Ok(())
+    }
+
+    /// The plain scan: from a block boundary in the piece with nothing held in `partial`
+    /// (`*copied` the block's start, `*pos` where the line search goes on), frames the blocks
+    /// whose lines all end in LF, the common case, with less per line than the general loop of
+    /// `scan`: the LF bits of each 64-byte window are walked one by one (a CR stops the walk),
+    /// no `partial` to check per line, no CR, CRLF or piece-end cases. It stops at the first
+    /// CR (`MetCr`), at a block over the limit (`MetCr` too: the general loop then fails on
+    /// it), or at the piece's end (`Ended`: no line end lies after `*pos`); `*copied`, `*pos`,
+    /// `*line_start` and `facts` are then where the general loop goes on from, as if it had
+    /// scanned the same lines. Each byte is still looked at once (rule 12).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn scan_plain(
+        &mut self,
+        bytes: &[u8],
+        copied: &mut usize,
+        pos: &mut usize,
+        line_start: &mut usize,
+        facts: &mut BlockFacts,
+        out: &mut impl BlockSink,
+        last_id: &mut LastId,
+    ) -> PlainScan {
+        debug_assert!(self.partial.is_empty());
+        debug_assert_eq!(*copied + *line_start, *pos, "at a line's start");
+        let len = bytes.len();
+        let max = self.max_event_bytes();
+        let mut p = *pos; // the next byte not looked at
+        let mut block = *copied; // the open block's start
+        let mut line = p; // the current line's start
+        let mut f = *facts;
+        let mut window = p / 64;
+        let scan = loop {
+            let base = window * 64;
+            if base >= len {
+                break PlainScan::Ended;
+            }
+            let (mut lf, mut cr) = lf_cr_window(bytes, window);
+            if p > base {
+                let from = u64::MAX << (p - base);
+                lf &= from;
+                cr &= from;
+            }
+            // Only the LFs before the window's first CR (if any) are this scan's.
+            if cr != 0 {
+                lf &= (1u64 << cr.trailing_zeros()) - 1;
+            }
+            while lf != 0 {
+                let i = base + lf.trailing_zeros() as usize;
+                lf &= lf - 1;
+                if i == line {
+                    let end = i + 1;
+                    if end - block > max {
+                        // Too large: the general loop meets this blank line and fails.
+                        *copied = block;
+                        *pos = p;
+                        *line_start = line - block;
+                        *facts = f;
+                        return PlainScan::MetCr;
+                    }
+                    #[cfg(test)]
+                    {
+                        self.scanned += i - p + 1;
+                    }
+                    emit(
+                        std::mem::take(&mut f),
+                        Completed::InPiece { start: block, end },
+                        bytes,
+                        out,
+                        last_id,
+                        &mut self.last_id,
+                    );
+                    block = end;
+                } else {
+                    let text = &bytes[line..i];
+                    #[cfg(test)]
+                    {
+                        self.scanned += i - p + 1 + classify_cost(text);
+                    }
+                    note_line(&mut f, text, line - block);
+                }
+                p = i + 1;
+                line = p;
+            }
+            if cr != 0 {
+                break PlainScan::MetCr;
+            }
+            window += 1;
+        };
+        *copied = block;
+        *pos = p;
+        *line_start = line - block;
+        *facts = f;
+        scan
     }
 
     /// The open block, complete through `piece[..end]`: a zero-copy span of the piece when the
@@ -876,7 +1059,7 @@ fn note_line(facts: &mut BlockFacts, line: &[u8], line_start: usize) {
             let Some(value_start) = field_value(line, b"id") else {
                 return;
             };
-            let Some(value) = IdValue::read(&line[value_start..]) else {
+            let Some(value) = IdValue::read_in(line, value_start) else {
                 return;
             };
             facts.id = Span {
@@ -898,8 +1081,9 @@ fn note_line(facts: &mut BlockFacts, line: &[u8], line_start: usize) {
     }
 }
 
-/// Hands out one complete block with what its lines said (its id goes to the cursor in
-/// `commit_cursor`, rule 8; `last_id` notes which block that is); `piece` is the piece being
+/// Hands out one complete block with what its lines said (its id goes to the cursor, rule 8:
+/// `last_id` notes where it is when the block lies in the piece, for `commit_cursor` once the
+/// piece is framed; an id elsewhere goes to `cursor` at once); `piece` is the piece being
 /// scanned.
 #[inline(always)]
 fn emit(
@@ -908,6 +1092,7 @@ fn emit(
     piece: &[u8],
     out: &mut impl BlockSink,
     last_id: &mut LastId,
+    cursor: &mut Vec<u8>,
 ) {
     let mut number = None;
     let id = if !facts.has_id {
@@ -928,20 +1113,37 @@ fn emit(
                 }
             }
             (_, ascii) => {
-                *last_id = LastId::Block(out.count());
-                if ascii {
+                let id = if ascii {
                     EventId::In {
                         start: span.start,
                         len: span.end - span.start,
                     }
                 } else {
                     id_beyond_ascii(&block, piece, span)
-                }
+                };
+                // The cursor holds it now; an id of a later block of the piece replaces it.
+                commit_block_id(&block, piece, &id, cursor);
+                *last_id = LastId::None;
+                id
             }
         }
     };
     let retry = facts.has_retry.then_some(facts.retry);
     out.push(block, id, number, retry, facts.fires);
+}
+
+/// Moves the cursor to `id`, the id of `block` (assembled, or one whose id is not plain ASCII:
+/// rare, so out of the hot loop).
+#[cold]
+#[inline(never)]
+fn commit_block_id(block: &Completed, piece: &[u8], id: &EventId, cursor: &mut Vec<u8>) {
+    let raw: &[u8] = match block {
+        Completed::InPiece { start, end } => &piece[*start..*end],
+        Completed::Own(raw) => raw,
+    };
+    if let Some(value) = id.value(raw) {
+        commit_cursor(cursor, value);
+    }
 }
 
 /// An id value with bytes past ASCII: a span when it is valid UTF-8, else its U+FFFD-replaced
@@ -969,16 +1171,15 @@ fn id_beyond_ascii(block: &Completed, piece: &[u8], span: Span) -> EventId {
     }
 }
 
-impl EventFramer {
-    /// Moves the cursor to `value`, the id of the last block handed out that set one (rule 8):
-    /// once per piece rather than once per event, as nothing reads the cursor in between.
-    #[inline]
-    fn commit_cursor(&mut self, value: &[u8]) {
-        self.last_id.clear();
-        self.last_id.extend_from_slice(value);
-        if self.last_id.capacity() > 2 * self.last_id.len().max(64) {
-            self.last_id.shrink_to_fit(); // one huge id must not stay resident
-        }
+/// Moves the cursor (`EventFramer::last_id`) to `value`, the id of the last block handed out
+/// that set one (rule 8): once per piece rather than once per event, as nothing reads the
+/// cursor in between.
+#[inline]
+fn commit_cursor(cursor: &mut Vec<u8>, value: &[u8]) {
+    cursor.clear();
+    cursor.extend_from_slice(value);
+    if cursor.capacity() > 2 * cursor.len().max(64) {
+        cursor.shrink_to_fit(); // one huge id must not stay resident
     }
 }
 

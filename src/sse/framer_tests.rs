@@ -523,6 +523,53 @@ fn an_id_value_read_once_agrees_with_the_rings_number() {
     assert_eq!(IdValue::read(b"\0"), None);
 }
 
+/// `IdValue::read_in` (a value of up to eight digits read as one word) against `read`, for
+/// every `id` line form (`id:`, `id: `) and values of every length around the word's, digits
+/// next to the bytes a word check could mistake (`/`, `:`, 0x3A-0x3F, 0xF0-0xFF).
+#[test]
+fn an_id_read_as_a_word_is_read_as_byte_by_byte() {
+    let mut values: Vec<Vec<u8>> = vec![b"".to_vec()];
+    for len in 1..=10usize {
+        for digits in [
+            "1234567890",
+            "0000000000",
+            "9999999999",
+            "0123456789",
+            "1000000000",
+        ] {
+            values.push(digits.as_bytes()[..len].to_vec());
+        }
+        for bad in [
+            b'/',
+            b':',
+            b'?',
+            b'0' - 1,
+            b'9' + 1,
+            0xF9,
+            0xFA,
+            0xFF,
+            b'a',
+            0,
+        ] {
+            for at in 0..len {
+                let mut v = b"1234567890"[..len].to_vec();
+                v[at] = bad;
+                values.push(v);
+            }
+        }
+    }
+    for value in &values {
+        for name in [&b"id:"[..], b"id: "] {
+            let line = [name, value].concat();
+            assert_eq!(
+                IdValue::read_in(&line, name.len()),
+                IdValue::read(value),
+                "{line:?}"
+            );
+        }
+    }
+}
+
 /// Every stream's task holds its framer for the stream's life, an idle stream included
 /// (`proxy::conn::tests::a_stream_task_stays_small`): 104 bytes; 120 while the open block's
 /// facts were `Option`s, 168 while its offsets, limit and the open block's id span were usizes
@@ -549,4 +596,86 @@ fn the_cursor_is_the_last_id_set_in_a_piece_whatever_follows_it() {
     let f = frame(b"id: \xff1\ndata: a\n\ndata: b\n\n");
     assert_eq!(f.last_id, "\u{fffd}1".as_bytes());
     assert_eq!(f.blocks[0].1, set("\u{fffd}1"));
+}
+
+/// The plain scan (LF-only blocks walked by their LF bits, `EventFramer::scan_plain`) against
+/// the general loop: a body whose blocks cross 64-byte windows, with every field the relay
+/// reads, a CRLF block and a lone-CR block between LF ones (the plain scan stops there and the
+/// general loop goes on), framed whole, at every 2- and 3-way split and one byte at a time
+/// (`frame`), and block by block: the same boundaries, ids, retries and cursor, and each
+/// block's fields as the slow parser reads them.
+#[test]
+fn plain_runs_frame_as_block_by_block_at_every_split() {
+    let blocks: [&[u8]; 11] = [
+        b"id: 1\ndata: {\"seq\":1,\"pad\":\"xxxxxxxxxxxxxxxxxxxxxx\"}\n\n",
+        b"retry: 1500\n\n",
+        b": comment\nid: 2\ndata\n\n",
+        b"id: 3\r\ndata: crlf\r\n\r\n",
+        b"id: 0042\ndata: not canonical\n\n",
+        b"id\n\n",
+        b"id: a\x00b\ndata: nul id ignored\n\n",
+        b"id: \xC3\xA9t\xC3\xA9\ndata: utf-8 id\n\n",
+        b"id: 5\rdata: lone cr\r\r",
+        b"data: no id, after a CR block\nretry: x\n\n",
+        b"id: 6\ndata: last\n\n",
+    ];
+    let input = blocks.concat();
+    let whole = frame(&input);
+    let one_by_one = frame_pieces(&blocks);
+    assert_eq!(whole, one_by_one, "whole against block by block");
+    let want: Vec<&[u8]> = blocks.to_vec();
+    assert_eq!(raws(&whole), want);
+    for (got, raw) in whole.blocks.iter().zip(blocks) {
+        let parsed = parse_block(raw);
+        let id = match parsed.id {
+            Some(id) => set(&id),
+            None => IdField::Unchanged,
+        };
+        assert_eq!(
+            (&got.1, got.2, got.3),
+            (&id, parsed.retry, parsed.fires),
+            "{raw:?}"
+        );
+    }
+    assert_eq!(whole.last_id, b"6");
+}
+
+/// Many small LF blocks in one piece, as a batched upstream write brings them: the plain scan
+/// frames them all, with the ids' numbers read for the ring, the same as one piece per block.
+#[test]
+fn a_batched_piece_frames_as_its_blocks_one_by_one() {
+    let blocks: Vec<Vec<u8>> = (0..200u64)
+        .map(|i| {
+            format!(
+                "id: {i}\ndata: {{\"seq\":{i},\"pad\":\"{}\"}}\n\n",
+                "x".repeat((i % 70) as usize)
+            )
+            .into_bytes()
+        })
+        .collect();
+    let read = blocks.concat();
+    let mut framer = EventFramer::default();
+    let mut out = Vec::new();
+    framer.feed_read(&read, 0..read.len(), &mut out).unwrap();
+    let mut alone = EventFramer::default();
+    let mut one_by_one = Vec::new();
+    let mut at = 0;
+    for b in &blocks {
+        alone
+            .feed_read(&read, at..at + b.len(), &mut one_by_one)
+            .unwrap();
+        at += b.len();
+    }
+    assert_eq!(out.len(), 200);
+    for (i, (a, b)) in out.iter().zip(&one_by_one).enumerate() {
+        assert_eq!(a.bytes, b.bytes);
+        assert_eq!(
+            (&a.id, a.number, a.retry, a.fires),
+            (&b.id, b.number, b.retry, b.fires)
+        );
+        assert_eq!(a.number, Some(i as u64));
+        assert_eq!(a.id.value(a.raw(&read)), Some(i.to_string().as_bytes()));
+    }
+    assert_eq!(framer.last_event_id(), b"199");
+    assert_eq!(framer.pending_bytes(), 0);
 }

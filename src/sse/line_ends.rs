@@ -29,7 +29,7 @@ impl<'a> LineEnds<'a> {
 
     /// The first CR or LF at index `from` or later. `from` must not go back: positions before
     /// the last `from` may have been dropped from the mask.
-    #[inline]
+    #[inline(always)]
     pub(super) fn next_from(&mut self, from: usize) -> Option<usize> {
         let mut window = from / 64;
         if window != self.window {
@@ -70,6 +70,83 @@ fn window_mask(bytes: &[u8], window: usize) -> u64 {
         }
         None => tail_mask(&bytes[start..]),
     }
+}
+
+/// The LF bits and the CR bits of window `window` of `bytes` (as `window_mask`, in two masks),
+/// for the framer's plain scan, which walks the LFs and stops at the first CR. The window must
+/// begin inside `bytes`.
+#[inline(always)]
+pub(super) fn lf_cr_window(bytes: &[u8], window: usize) -> (u64, u64) {
+    let start = window * 64;
+    debug_assert!(start < bytes.len());
+    match bytes.get(start..start + 64) {
+        Some(full) => lf_cr_full(full.try_into().expect("64 bytes")),
+        None if bytes.len() >= 64 => {
+            let last: &[u8; 64] = bytes[bytes.len() - 64..].try_into().expect("64 bytes");
+            let shift = start + 64 - bytes.len();
+            let (lf, cr) = lf_cr_full(last);
+            (lf >> shift, cr >> shift)
+        }
+        None => {
+            let tail = &bytes[start..];
+            (eq_mask(tail, b'\n'), eq_mask(tail, b'\r'))
+        }
+    }
+}
+
+/// The LF mask of `chunk`, and its CR mask (computed only when it has a CR: LF-only streams
+/// are the common case).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lf_cr_full(chunk: &[u8; 64]) -> (u64, u64) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline; the four unaligned 16-byte loads read
+    // exactly the 64 bytes of `chunk`.
+    let (lf, any_cr) = unsafe {
+        let cr = _mm_set1_epi8(b'\r' as i8);
+        let lf = _mm_set1_epi8(b'\n' as i8);
+        let mut lf_mask = 0u64;
+        let mut crs = _mm_setzero_si128();
+        for part in 0..4 {
+            let v = _mm_loadu_si128(chunk.as_ptr().add(part * 16) as *const __m128i);
+            lf_mask |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf)) as u16) << (part * 16);
+            crs = _mm_or_si128(crs, _mm_cmpeq_epi8(v, cr));
+        }
+        (lf_mask, _mm_movemask_epi8(crs) != 0)
+    };
+    let cr = if any_cr {
+        eq_mask_cold(chunk, b'\r')
+    } else {
+        0
+    };
+    (lf, cr)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn lf_cr_full(chunk: &[u8; 64]) -> (u64, u64) {
+    (eq_mask(chunk, b'\n'), eq_mask(chunk, b'\r'))
+}
+
+/// `eq_mask` of a window that has a CR, out of the plain scan's way.
+#[cold]
+#[inline(never)]
+fn eq_mask_cold(chunk: &[u8; 64], byte: u8) -> u64 {
+    eq_mask(chunk, byte)
+}
+
+/// Bit i set: `bytes[i]` is `byte` (at most 64 bytes), a byte at a time.
+#[inline]
+fn eq_mask(bytes: &[u8], byte: u8) -> u64 {
+    debug_assert!(bytes.len() <= 64);
+    let mut mask = 0u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        mask |= u64::from(b == byte) << i;
+    }
+    mask
 }
 
 /// Bit i set: `chunk[i]` is CR or LF.

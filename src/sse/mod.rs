@@ -7,8 +7,9 @@
 //! - [`lookup`]: where a `Last-Event-ID` resumes (this worker, the worker an id names, others);
 //! - [`assigned_id`]: the ids `--assign-ids` gives, which name their ring;
 //! - [`relay`]: one client's stream (setup and the drop/resume loop), with [`pump`] (one
-//!   upstream body), [`catch_up`] (replay at the client's pace), [`reconnect`] (backoff and
-//!   attempts), [`resume`] (the decisions and one attempt) and [`outbound`] (the client's queue);
+//!   upstream body; [`read_flush`]: one read's events to the client and the ring),
+//!   [`catch_up`] (replay at the client's pace), [`reconnect`] (backoff and attempts),
+//!   [`resume`] (the decisions and one attempt) and [`outbound`] (the client's queue);
 //! - [`partial`]: the worker-wide bound on unfinished events;
 //! - [`fanout`]: a lineage shared by followers or held without a client; [`follow`]: a client
 //!   that follows another's upstream through the ring; [`coalesce`]: which live streams a
@@ -32,6 +33,7 @@ pub(crate) mod lookup;
 pub(crate) mod outbound;
 pub(crate) mod partial;
 pub(crate) mod pump;
+pub(crate) mod read_flush;
 pub(crate) mod reconnect;
 pub(crate) mod relay;
 pub(crate) mod resume;

@@ -24,9 +24,10 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::assigned_id::AssignedId;
-use super::framer::{BlockBytes, EventId, FramedBlock};
+use super::framer::{BlockBytes, EventId, FramedBlock, FramedSink};
+use super::read_flush::ReadFlush;
 use super::relay::{BodyEnd, Relay};
-use super::ring::{clamp_u32, RingEvent};
+use super::ring::clamp_u32;
 use super::stream_timer::StreamTimer;
 use crate::client_stream::ClientStream;
 use crate::conn_io::{recv_now, PeekState};
@@ -113,15 +114,15 @@ thread_local! {
 /// leave for the client as one slice of the read. Blocks of two chunks of an upstream's chunked
 /// body are never adjacent (the chunk framing lies between them).
 #[derive(Debug, PartialEq, Eq)]
-struct ClientRun {
-    start: usize,
-    end: usize,
+pub(super) struct ClientRun {
+    pub(super) start: usize,
+    pub(super) end: usize,
 }
 
 impl ClientRun {
     /// Takes in the block at `read[start..start + len]` if it starts where the run ends.
     #[inline]
-    fn extend(&mut self, start: usize, len: usize) -> bool {
+    pub(super) fn extend(&mut self, start: usize, len: usize) -> bool {
         let adjacent = self.end == start;
         if adjacent {
             self.end += len;
@@ -633,40 +634,23 @@ impl Relay<'_> {
         // (40 bytes), which every run of the read keeps; a frozen buffer's first slice makes
         // `Bytes`' (24), 16 bytes less per quiet stream's ring.
         let read = mem::take(buf).freeze();
-        let mut at = 0;
-        while at < read.len() && !self.decoder.is_done() {
-            match self.decoder.decode(&read[at..]) {
-                Ok(Decoded::Data { start, end }) => {
-                    let piece = at + start..at + end;
-                    at += end;
-                    if self
-                        .framer
-                        .feed_read(&read, piece, &mut self.blocks)
-                        .is_err()
-                    {
-                        crate::log_warn!(
-                            "sse {}: upstream event larger than --sse-max-event-bytes {}; ending the stream",
-                            self.ring.lineage.scope.target(),
-                            self.route.settings.sse.max_event_bytes
-                        );
-                        self.flush_read(Some(&read));
-                        return Some(BodyEnd::TooLarge);
-                    }
-                }
-                Ok(Decoded::NeedMore) => at = read.len(),
-                Ok(Decoded::Done { consumed }) => at += consumed,
-                Err(e) => {
-                    crate::log_debug!("sse upstream body invalid: {e}");
-                    self.flush_read(Some(&read));
-                    return Some(BodyEnd::Dropped(DropKind::Error));
-                }
-            }
+        let end = if self.blocks.is_empty() && self.flush_is_plain() {
+            // The framer hands each block to the flush as it frames it (`super::read_flush`).
+            let batch = self.ctx.streams.batch();
+            let mut flush = ReadFlush::new(&read, batch, OUT_SLICES.with(Cell::take));
+            let end = self.frame_read(&read, buf, &mut flush);
+            self.end_flush(flush);
+            end
+        } else {
+            let mut blocks = mem::take(&mut self.blocks);
+            let end = self.frame_read(&read, buf, &mut blocks);
+            self.blocks = blocks;
+            self.flush_read(Some(&read));
+            end
+        };
+        if end.is_some() {
+            return end;
         }
-        if at < read.len() {
-            // Bytes after the body's end stay in the buffer, as they came.
-            buf.extend_from_slice(&read[at..]);
-        }
-        self.flush_read(Some(&read));
         if !self.account_partial() {
             crate::log_warn!(
                 "sse {}: unfinished events on this worker past its share of --sse-partial-memory ({} bytes); ending the stream after its last whole event",
@@ -677,6 +661,57 @@ impl Relay<'_> {
         }
         if self.decoder.is_done() {
             return Some(BodyEnd::Clean);
+        }
+        None
+    }
+
+    /// Whether this stream's blocks leave exactly as framed: no rules with an event stage, no
+    /// deduplication (after a resume or a replay), no `--assign-ids`. Then a read's blocks go
+    /// from the framer straight into its flush (`super::read_flush`); otherwise they are listed
+    /// for `flush_read`. Asked once per read: none of these changes while a read is framed.
+    #[inline]
+    fn flush_is_plain(&self) -> bool {
+        !self.dedupe
+            && !self.route.settings.sse.assign_ids
+            && self.extras.as_ref().is_none_or(|x| x.plan.is_none())
+    }
+
+    /// Decodes the body's pieces in `read` and frames them into `sink`; bytes after the body's
+    /// end stay in `buf`. Returns how the body ended when framing or decoding failed (the blocks
+    /// before the failure are in `sink`, to be flushed).
+    #[inline(never)]
+    fn frame_read(
+        &mut self,
+        read: &Bytes,
+        buf: &mut BytesMut,
+        sink: &mut impl FramedSink,
+    ) -> Option<BodyEnd> {
+        let mut at = 0;
+        while at < read.len() && !self.decoder.is_done() {
+            match self.decoder.decode(&read[at..]) {
+                Ok(Decoded::Data { start, end }) => {
+                    let piece = at + start..at + end;
+                    at += end;
+                    if self.framer.feed_read_into(read, piece, sink).is_err() {
+                        crate::log_warn!(
+                            "sse {}: upstream event larger than --sse-max-event-bytes {}; ending the stream",
+                            self.ring.lineage.scope.target(),
+                            self.route.settings.sse.max_event_bytes
+                        );
+                        return Some(BodyEnd::TooLarge);
+                    }
+                }
+                Ok(Decoded::NeedMore) => at = read.len(),
+                Ok(Decoded::Done { consumed }) => at += consumed,
+                Err(e) => {
+                    crate::log_debug!("sse upstream body invalid: {e}");
+                    return Some(BodyEnd::Dropped(DropKind::Error));
+                }
+            }
+        }
+        if at < read.len() {
+            // Bytes after the body's end stay in the buffer, as they came.
+            buf.extend_from_slice(&read[at..]);
         }
         None
     }
@@ -699,15 +734,10 @@ impl Relay<'_> {
         // Blocks of an earlier read (`flush_blocks`) are all their own bytes.
         let empty = Bytes::new();
         let read = read.unwrap_or(&empty);
-        let mut batch = ctx.streams.batch();
         let mut blocks = mem::take(&mut self.blocks);
         // The slices for the client, in the worker's list (not one allocation per read).
-        let mut out = OUT_SLICES.with(Cell::take);
-        let mut out_len = 0usize;
-        let mut events = 0u64;
-        // Blocks that lie next to each other in the read leave as one slice: the run being
-        // built, cut from the read once a block does not continue it.
-        let mut run: Option<ClientRun> = None;
+        let mut flush = ReadFlush::new(read, ctx.streams.batch(), OUT_SLICES.with(Cell::take));
+        flush.framed = true;
         let dedupe = self.dedupe;
         let plan = self.extras.as_ref().and_then(|x| x.plan.as_ref());
         let assign_ids = self.route.settings.sse.assign_ids;
@@ -730,7 +760,7 @@ impl Relay<'_> {
                     Some(id)
                         if !id.is_empty()
                             && (self.ring.lineage.ring.borrow().contains_id(id)
-                                || batch.contains_id(id)) =>
+                                || flush.batch.contains_id(id)) =>
                     {
                         self.skipping_repeats = true;
                         WorkerMetrics::inc(&ctx.metrics.duplicates_dropped);
@@ -780,7 +810,7 @@ impl Relay<'_> {
                     worker: ctx.index as u32,
                     ring: self.ring.lineage.id,
                     // The events before it in this flush are recorded with it, after it.
-                    seq: self.ring.lineage.ring.borrow().head_seq() + 1 + batch.len() as u64,
+                    seq: self.ring.lineage.ring.borrow().head_seq() + 1 + flush.batch.len() as u64,
                 }
                 .to_bytes();
                 let event_raw = bytes_of(&event_bytes, read);
@@ -804,55 +834,42 @@ impl Relay<'_> {
                 self.progressed = true;
             }
             if fires {
-                events += 1;
+                flush.events += 1;
             }
             let recorded = fires || has_id || retry.is_some();
-            match bytes {
-                BlockBytes::InRead { start, len } => {
-                    out_len += len;
-                    if !run.as_mut().is_some_and(|r| r.extend(start, len)) {
-                        if let Some(r) = run.take() {
-                            out.push(read.slice(r.start..r.end));
-                        }
-                        run = Some(ClientRun {
-                            start,
-                            end: start + len,
-                        });
-                    }
-                    if recorded {
-                        // A span of the read, recorded with the read's other events in one
-                        // run; the id stays a span of the event's bytes, its number as the
-                        // framer read it (a span is the upstream's block unchanged).
-                        batch.add_framed(read, start, len, id, number);
-                    }
-                }
-                BlockBytes::Own(raw) => {
-                    // Not a span of the read (an assigned id's event, a rewritten one, a block
-                    // assembled over several reads): it leaves as its own Bytes.
-                    let len = raw.len();
-                    out_len += len;
-                    if let Some(r) = run.take() {
-                        out.push(read.slice(r.start..r.end));
-                    }
-                    if recorded {
-                        // Held as its own allocation (the allocator rounds it up by ~1/8).
-                        let held = if assigned {
-                            clamp_u32(len)
-                        } else {
-                            clamp_u32(len + len / 8)
-                        };
-                        out.push(raw.clone());
-                        batch.add_own(RingEvent::with_id(raw, id, held, assigned));
-                    } else {
-                        out.push(raw);
-                    }
-                }
-            }
-        }
-        if let Some(r) = run.take() {
-            out.push(read.slice(r.start..r.end));
+            flush.add(bytes, id, number, recorded, assigned);
         }
         self.blocks = blocks;
+        self.end_flush(flush);
+    }
+
+    /// Ends a read's flush: the client's slices go to its queue as one chunk, the recorded
+    /// events to the ring in one batch, the counts to the metrics and the stream's row.
+    fn end_flush(&mut self, mut flush: ReadFlush<'_>) {
+        let ctx = self.ctx;
+        if let Some(retry) = flush.retry {
+            self.retry_hint_ms = Some(u32::try_from(retry).unwrap_or(u32::MAX));
+        }
+        if flush.progressed {
+            self.progressed = true;
+        }
+        if !flush.framed {
+            // Nothing was framed (a read inside one long event): nothing to send or record;
+            // the worker's batch and list go back as they came.
+            ctx.streams
+                .record_batch(&self.ring, flush.batch, &ctx.metrics);
+            OUT_SLICES.with(|kept| kept.set(flush.out));
+            return;
+        }
+        flush.finish_run();
+        let ReadFlush {
+            read,
+            mut batch,
+            mut out,
+            out_len,
+            events,
+            ..
+        } = flush;
         if !read.is_empty() {
             // What the read's runs pin: its allocation, which the allocator rounds up to its
             // size class (mimalloc: within 1/8).
