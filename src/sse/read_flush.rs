@@ -21,7 +21,7 @@ pub(super) struct ReadFlush<'r> {
     /// The read the blocks' spans are of (empty for blocks of an earlier read).
     pub(super) read: &'r Bytes,
     /// The events to record, in the worker's batch (`StreamTable::batch`).
-    pub(super) batch: RingBatch,
+    pub(super) batch: Box<RingBatch>,
     /// The slices for the client, in the worker's list (`OUT_SLICES`).
     pub(super) out: Vec<Bytes>,
     /// Bytes in `out` and `run`.
@@ -40,7 +40,7 @@ pub(super) struct ReadFlush<'r> {
 }
 
 impl<'r> ReadFlush<'r> {
-    pub(super) fn new(read: &'r Bytes, batch: RingBatch, out: Vec<Bytes>) -> Self {
+    pub(super) fn new(read: &'r Bytes, batch: Box<RingBatch>, out: Vec<Bytes>) -> Self {
         ReadFlush {
             read,
             batch,
@@ -160,7 +160,7 @@ mod tests {
         );
         let chunk2 = 39..read.len();
         let mut framer = EventFramer::default();
-        let mut flush = ReadFlush::new(&read, RingBatch::default(), Vec::new());
+        let mut flush = ReadFlush::new(&read, Box::default(), Vec::new());
         framer.feed_read_into(&read, 0..33, &mut flush).unwrap();
         framer
             .feed_read_into(&read, chunk2.clone(), &mut flush)
