@@ -89,7 +89,9 @@ impl RingBatch {
 
     /// `add_in` for an event the framer read (`FramedBlock`): `number` is its id's number,
     /// `super::ring::numeric_id` of the id's value, read by the framer, not again here.
-    #[inline]
+    /// Always inlined: called once per event from the plain flush (`ReadFlush::add`), where
+    /// LLVM kept it out of line (callgrind batched 481 -> 449 instructions per event inlined).
+    #[inline(always)]
     pub fn add_framed(
         &mut self,
         buffer: &Bytes,
