@@ -21,20 +21,27 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Stamp(NonZeroU64);
 
-/// CLOCK_MONOTONIC in nanoseconds, plus one (never 0).
-#[inline]
-fn clock_nanos() -> u64 {
+/// `clock` in nanoseconds, plus one (never 0).
+#[inline(always)]
+fn read_nanos(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: a valid timespec to write into; CLOCK_MONOTONIC always exists on Linux (the vDSO
-    // answers it without a syscall, as for `Instant::now`).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: a valid timespec to write into; both clocks read here exist on every Linux this
+    // runs on (CLOCK_MONOTONIC_COARSE since 2.6.32), and the vDSO answers them without a
+    // syscall, as for `Instant::now`.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec as u64)
         .wrapping_add(1)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, plus one (never 0).
+#[inline]
+fn clock_nanos() -> u64 {
+    read_nanos(libc::CLOCK_MONOTONIC)
 }
 
 /// CLOCK_MONOTONIC_COARSE in nanoseconds, plus one: the clock `clock_nanos` reads, as of the
@@ -43,17 +50,7 @@ fn clock_nanos() -> u64 {
 /// read (perf/NOTES.md, "Keep-alive: who reads the clock").
 #[inline]
 fn coarse_nanos() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to write into; CLOCK_MONOTONIC_COARSE exists since Linux 2.6.32
-    // and the vDSO answers it.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-        .wrapping_add(1)
+    read_nanos(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 /// The coarse clock's ticks allowed as its lag behind CLOCK_MONOTONIC. It is one tick by
