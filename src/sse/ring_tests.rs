@@ -142,12 +142,7 @@ fn every_way_of_finding_an_id_agrees_with_a_scan() {
         1 => Just(Next::Empty),
         1 => Just(Next::TrimAll),
     ];
-    let config = ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |(steps in proptest::collection::vec(next, 1..120), cap in 1usize..40)| {
+    proptest!(model_cases(), |(steps in proptest::collection::vec(next, 1..120), cap in 1usize..40)| {
         let mut r = ReplayRing::new(cap, 1 << 20);
         let mut number = 0u64;
         let mut probes: Vec<String> = vec!["0".into(), "007".into(), "w1".into(), "".into()];
@@ -240,12 +235,7 @@ fn runs_agree_with_a_plain_model() {
         2 => (1u8..40).prop_map(Step::Push),
         1 => (0u16..2000).prop_map(Step::Trim),
     ];
-    let config = ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |(steps in proptest::collection::vec(step, 1..40),
+    proptest!(model_cases(), |(steps in proptest::collection::vec(step, 1..40),
                         cap in 1usize..30, max_bytes in 20usize..400)| {
         let mut r = ReplayRing::new(cap, max_bytes);
         let mut batch = RingBatch::default();
@@ -489,12 +479,7 @@ fn evicting_in_one_step_agrees_with_one_at_a_time_and_a_model() {
         5 => (proptest::collection::vec(event, 1..10), 0u8..4).prop_map(|(e, g)| Step::Read(e, g)),
         1 => (0u16..3000).prop_map(Step::Trim),
     ];
-    let config = ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    proptest!(config, |(steps in proptest::collection::vec(step, 1..40),
+    proptest!(model_cases(), |(steps in proptest::collection::vec(step, 1..40),
                         cap in 1usize..24, max_bytes in 30usize..600)| {
         let mut rings = [ReplayRing::new(cap, max_bytes), ReplayRing::new(cap, max_bytes)];
         let mut batch = RingBatch::default();
@@ -609,4 +594,14 @@ fn evicting_in_one_step_agrees_with_one_at_a_time_and_a_model() {
             }
         }
     });
+}
+
+/// The property tests' runs: 256 cases each (a few seconds in a debug build on both drivers'
+/// suite runs), no failure file written into the tree (a failing case is printed, seed and all).
+fn model_cases() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: 256,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
 }
