@@ -253,13 +253,7 @@ fn runs_agree_with_a_plain_model() {
                     for &(len, has_id, own) in &events {
                         next_id += 1;
                         let id = has_id.then(|| next_id.to_string());
-                        let mut raw = Vec::new();
-                        if let Some(id) = &id {
-                            raw.extend_from_slice(format!("id: {id}\n").as_bytes());
-                        }
-                        raw.extend_from_slice(b"data: ");
-                        raw.extend(std::iter::repeat_n(b'x', len as usize));
-                        raw.extend_from_slice(b"\n\n");
+                        let raw = event_text(id.as_deref(), len);
                         spans.push((text.len(), raw.clone(), id, own == 0));
                         text.extend_from_slice(&raw);
                         text.extend(std::iter::repeat_n(b':', gap as usize));
@@ -499,13 +493,7 @@ fn evicting_in_one_step_agrees_with_one_at_a_time_and_a_model() {
                             4 | 5 => Some(format!("w{}", id_kind % 2)),
                             _ => None,
                         };
-                        let mut raw = Vec::new();
-                        if let Some(id) = &id {
-                            raw.extend_from_slice(format!("id: {id}\n").as_bytes());
-                        }
-                        raw.extend_from_slice(b"data: ");
-                        raw.extend(std::iter::repeat_n(b'x', len as usize));
-                        raw.extend_from_slice(b"\n\n");
+                        let raw = event_text(id.as_deref(), len);
                         spans.push((text.len(), raw.clone(), id, how(h)));
                         text.extend_from_slice(&raw);
                         text.extend(std::iter::repeat_n(b':', gap as usize));
@@ -604,4 +592,16 @@ fn model_cases() -> proptest::test_runner::Config {
         failure_persistence: None,
         ..proptest::test_runner::Config::default()
     }
+}
+
+/// One event as an upstream sends it: `id: ID` when it has one, then `len` bytes of data.
+fn event_text(id: Option<&str>, len: u8) -> Vec<u8> {
+    let mut raw = Vec::new();
+    if let Some(id) = id {
+        raw.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    raw.extend_from_slice(b"data: ");
+    raw.extend(std::iter::repeat_n(b'x', usize::from(len)));
+    raw.extend_from_slice(b"\n\n");
+    raw
 }
